@@ -1,0 +1,172 @@
+/* Appends normalised events to the Redis stream(s) with XADD. */
+#include "stream_writer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "event.h"
+#include "log.h"
+#include "metrics.h"
+#include "redis_conn.h"
+
+#define STREAM_WRITER_MAX_NODES 64
+
+struct stream_writer {
+    struct redis_conn *nodes[STREAM_WRITER_MAX_NODES]; /* one connection per Redis node */
+    int nnodes;
+    char stream[256];          /* base stream name */
+    long shards;               /* streams per base name, spread over the nodes */
+    struct metric *xadd_ok;    /* collector_xadd_total{outcome="ok"} */
+    struct metric *xadd_error; /* collector_xadd_total{outcome="error"} */
+    struct metric *xadd_time;  /* collector_xadd_duration_seconds */
+};
+
+struct push {
+    stream_writer_done_cb *cb;
+    void *arg;
+    struct stream_writer *w;
+    struct timespec sent; /* for collector_xadd_duration_seconds */
+};
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* FNV-1a: stable across builds and machines, so a session keeps its shard. */
+static uint32_t fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 16777619u;
+    }
+    return h;
+}
+
+int stream_writer_route(const char *stream, long shards, int nodes, const char *session_id,
+                        char *out, size_t outlen)
+{
+    if (shards <= 1) {
+        snprintf(out, outlen, "%s", stream);
+        return 0;
+    }
+    long shard = (long)(fnv1a(session_id) % (uint32_t)shards);
+    snprintf(out, outlen, "%s:%ld", stream, shard);
+    return (int)(shard % nodes);
+}
+
+struct stream_writer *stream_writer_new(struct event_base *base, struct metrics *m,
+                                        const char *redis_urls, const char *stream, long shards,
+                                        char *err, size_t errlen)
+{
+    struct redis_url urls[STREAM_WRITER_MAX_NODES];
+    int n = redis_url_parse_list(redis_urls, urls, STREAM_WRITER_MAX_NODES);
+    if (n <= 0) {
+        snprintf(err, errlen, "REDIS_URL: invalid list '%s' (expected redis://host:port/db, ...)",
+                 redis_urls);
+        return NULL;
+    }
+    if (strlen(stream) >= sizeof(((struct stream_writer *)0)->stream) - 16) {
+        snprintf(err, errlen, "ARV_STREAM: name too long");
+        return NULL;
+    }
+    struct stream_writer *w = calloc(1, sizeof(*w));
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    snprintf(w->stream, sizeof(w->stream), "%s", stream);
+    w->shards = shards;
+    struct metric_family *xadd = metrics_counter(m, "collector_xadd_total",
+                                                 "XADD commands answered, by outcome", "outcome");
+    w->xadd_ok = metric_family_child(xadd, (const char *const[]){"ok"});
+    w->xadd_error = metric_family_child(xadd, (const char *const[]){"error"});
+    w->xadd_time = metric_family_single(
+        metrics_histogram(m, "collector_xadd_duration_seconds", "Time from XADD sent to answer",
+                          NULL, metrics_latency_buckets, metrics_latency_buckets_len));
+    for (int i = 0; i < n; i++) {
+        w->nodes[i] = redis_conn_new(base, &urls[i], "stream");
+        if (!w->nodes[i]) {
+            snprintf(err, errlen, "out of memory");
+            stream_writer_free(w);
+            return NULL;
+        }
+        w->nnodes++;
+    }
+    return w;
+}
+
+static void push_done(void *arg, struct redisReply *reply, const char *errstr)
+{
+    struct push *p = arg;
+    metric_observe(p->w->xadd_time, seconds_since(&p->sent));
+    if (reply && reply->type == REDIS_REPLY_STRING) {
+        metric_inc(p->w->xadd_ok);
+        p->cb(p->arg, true, reply->str, NULL);
+    } else {
+        metric_inc(p->w->xadd_error);
+        p->cb(p->arg, false, NULL,
+              reply && reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                        : (errstr ? errstr : "no reply"));
+    }
+    free(p);
+}
+
+int stream_writer_push(struct stream_writer *w, const char *session_id, const char *json,
+                       size_t len, stream_writer_done_cb *cb, void *arg)
+{
+    char stream[300];
+    int node = stream_writer_route(w->stream, w->shards, w->nnodes, session_id, stream,
+                                   sizeof(stream));
+    struct push *p = malloc(sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    p->cb = cb;
+    p->arg = arg;
+    p->w = w;
+    clock_gettime(CLOCK_MONOTONIC, &p->sent);
+    const char *argv[] = {"XADD", stream, "*", "v", EVENT_SCHEMA_VERSION, "e", json};
+    const size_t argvlen[] = {4, strlen(stream), 1, 1, strlen(EVENT_SCHEMA_VERSION), 1, len};
+    int rc = redis_conn_command(w->nodes[node], push_done, p, 7, argv, argvlen);
+    if (rc < 0)
+        free(p);
+    return rc;
+}
+
+bool stream_writer_is_up(const struct stream_writer *w, const char **detail)
+{
+    for (int i = 0; i < w->nnodes; i++) {
+        if (!redis_conn_is_up(w->nodes[i])) {
+            *detail = redis_conn_errstr(w->nodes[i]);
+            if (!**detail)
+                *detail = "not connected";
+            return false;
+        }
+    }
+    return true;
+}
+
+size_t stream_writer_pending(const struct stream_writer *w)
+{
+    size_t n = 0;
+    for (int i = 0; i < w->nnodes; i++)
+        n += redis_conn_pending(w->nodes[i]);
+    return n;
+}
+
+void stream_writer_free(struct stream_writer *w)
+{
+    if (!w)
+        return;
+    for (int i = 0; i < w->nnodes; i++)
+        redis_conn_free(w->nodes[i]);
+    free(w);
+}

@@ -1,0 +1,45 @@
+/* Appends normalised events to the Redis stream(s): one asynchronous connection
+ * per Redis node, the shard chosen by session_id so one session stays ordered. */
+#ifndef ARV_STREAM_WRITER_H
+#define ARV_STREAM_WRITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+struct metrics;
+struct stream_writer;
+
+/* The outcome of one push: `ok` once Redis acknowledged the XADD (then `entry_id`
+ * is the new stream id, borrowed for the call), else `errstr` says why. */
+typedef void stream_writer_done_cb(void *arg, bool ok, const char *entry_id, const char *errstr);
+
+/* Creates a writer for `redis_urls` (comma-separated; copied) and stream base name
+ * `stream` (copied) with `shards` shards, on `base` (borrowed). Connects in the
+ * background. Returns NULL with a message in `err` on a bad URL list. Caller
+ * frees with stream_writer_free(). */
+struct stream_writer *stream_writer_new(struct event_base *base, struct metrics *m,
+                                        const char *redis_urls, const char *stream, long shards,
+                                        char *err, size_t errlen);
+
+/* The stream name for `session_id` (e.g. "arv:events" or "arv:events:3"), written
+ * into `out`; returns the node index that holds it. Pure. */
+int stream_writer_route(const char *stream, long shards, int nodes, const char *session_id,
+                        char *out, size_t outlen);
+
+/* XADDs `json` (len bytes, copied) with fields v=EVENT_SCHEMA_VERSION and e=json
+ * to the shard of `session_id`. `cb` runs exactly once, later, from the loop.
+ * Returns 0, or -ENOTCONN when that node is down (then `cb` is not called). */
+int stream_writer_push(struct stream_writer *w, const char *session_id, const char *json,
+                       size_t len, stream_writer_done_cb *cb, void *arg);
+
+/* True when every node is connected. */
+bool stream_writer_is_up(const struct stream_writer *w, const char **detail);
+
+/* XADDs sent and not yet answered. */
+size_t stream_writer_pending(const struct stream_writer *w);
+
+/* Closes the connections; unanswered pushes get cb(ok=false). NULL is fine. */
+void stream_writer_free(struct stream_writer *w);
+
+#endif

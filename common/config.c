@@ -1,0 +1,283 @@
+/* Configuration from defaults, environment variables and flags, into a plain
+ * struct described by an option table. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+bool parse_long(const char *s, long min, long max, long *out)
+{
+    char *end = NULL;
+    /* strtol() would skip leading blanks; a value must be only a number. */
+    if (!s || !(isdigit((unsigned char)s[0]) || s[0] == '-' || s[0] == '+'))
+        return false;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || end == s || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; s && i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool config_parse_listen(const char *s, struct config_listen *out)
+{
+    const char *colon;
+    const char *host = s;
+    size_t hostlen;
+    long port;
+    unsigned char addr[sizeof(struct in6_addr)];
+
+    if (!s)
+        return false;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':')
+            return false;
+        host = s + 1;
+        hostlen = (size_t)(close - host);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return false;
+        hostlen = (size_t)(colon - s);
+    }
+    if (!parse_long(colon + 1, 0, 65535, &port) || hostlen >= sizeof(out->host))
+        return false;
+    if (hostlen == 0) {
+        snprintf(out->host, sizeof(out->host), "0.0.0.0");
+    } else {
+        memcpy(out->host, host, hostlen);
+        out->host[hostlen] = '\0';
+    }
+    if (inet_pton(AF_INET, out->host, addr) != 1 && inet_pton(AF_INET6, out->host, addr) != 1)
+        return false;
+    out->port = (uint16_t)port;
+    return true;
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static bool choice_ok(const char *choices, const char *v)
+{
+    size_t n = strlen(v);
+    const char *p = choices;
+    while (p && *p) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0)
+            return true;
+        p = bar ? bar + 1 : NULL;
+    }
+    return false;
+}
+
+/* Stores text value `v` into the field of `opt`; `source` names where it came
+ * from for the error message. */
+static bool apply_value(const struct config_option *opt, void *cfg, const char *v,
+                        const char *source, char *err, size_t errlen)
+{
+    char *field = (char *)cfg + opt->offset;
+    switch (opt->type) {
+    case CONFIG_STRING:
+        *(const char **)field = v;
+        return true;
+    case CONFIG_CHOICE:
+        if (!choice_ok(opt->choices, v)) {
+            set_err(err, errlen, "%s: invalid value '%s' (expected %s)", source, v, opt->choices);
+            return false;
+        }
+        *(const char **)field = v;
+        return true;
+    case CONFIG_INT:
+        if (!parse_long(v, opt->min, opt->max, (long *)(void *)field)) {
+            set_err(err, errlen, "%s: invalid value '%s' (expected an integer in [%ld, %ld])",
+                    source, v, opt->min, opt->max);
+            return false;
+        }
+        return true;
+    case CONFIG_BOOL:
+        if (!parse_bool(v, (bool *)field)) {
+            set_err(err, errlen, "%s: invalid value '%s' (expected true or false)", source, v);
+            return false;
+        }
+        return true;
+    case CONFIG_LISTEN:
+        if (!config_parse_listen(v, (struct config_listen *)(void *)field)) {
+            set_err(err, errlen, "%s: invalid value '%s' (expected host:port with a numeric host)",
+                    source, v);
+            return false;
+        }
+        return true;
+    case CONFIG_LOG_LEVEL:
+        if (!log_parse_level(v, (enum log_level *)(void *)field)) {
+            set_err(err, errlen, "%s: invalid value '%s' (expected debug|info|warn|error)",
+                    source, v);
+            return false;
+        }
+        return true;
+    }
+    return false;
+}
+
+static void print_help(FILE *out, const char *binary, const char *summary,
+                       const struct config_option *opts, size_t nopts)
+{
+    fprintf(out, "Usage: %s [options]\n%s\n\nOptions (each also settable by the environment "
+                 "variable shown):\n",
+            binary, summary);
+    for (size_t i = 0; i < nopts; i++) {
+        char flag[64];
+        snprintf(flag, sizeof(flag), "--%s=VALUE", opts[i].flag);
+        fprintf(out, "  %-30s %-22s %s", flag, opts[i].env ? opts[i].env : "", opts[i].help);
+        if (opts[i].def)
+            fprintf(out, " [default: %s]", opts[i].def);
+        fputc('\n', out);
+    }
+    fprintf(out, "  %-30s %-22s %s\n", "--check-config", "", "validate the configuration and exit");
+    fprintf(out, "  %-30s %-22s %s\n", "--version", "", "print the version and exit");
+    fprintf(out, "  %-30s %-22s %s\n", "--help", "", "print this help and exit");
+}
+
+static const struct config_option *find_flag(const struct config_option *opts, size_t nopts,
+                                             const char *name, size_t len)
+{
+    for (size_t i = 0; i < nopts; i++) {
+        if (strlen(opts[i].flag) == len && strncmp(opts[i].flag, name, len) == 0)
+            return &opts[i];
+    }
+    return NULL;
+}
+
+enum config_result config_load(const char *binary, const char *summary,
+                               const struct config_option *opts, size_t nopts, void *cfg, int argc,
+                               char **argv, config_getenv_fn *getenv_fn, char *err, size_t errlen)
+{
+    bool check = false;
+    char source[96];
+
+    if (!getenv_fn)
+        getenv_fn = (config_getenv_fn *)getenv;
+    for (size_t i = 0; i < nopts; i++) {
+        if (!opts[i].def)
+            continue;
+        snprintf(source, sizeof(source), "default of --%s", opts[i].flag);
+        if (!apply_value(&opts[i], cfg, opts[i].def, source, err, errlen))
+            return CONFIG_ERROR;
+    }
+    for (size_t i = 0; i < nopts; i++) {
+        const char *v = opts[i].env ? getenv_fn(opts[i].env) : NULL;
+        if (!v || !*v)
+            continue;
+        snprintf(source, sizeof(source), "%s", opts[i].env);
+        if (!apply_value(&opts[i], cfg, v, source, err, errlen))
+            return CONFIG_ERROR;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            print_help(stdout, binary, summary, opts, nopts);
+            return CONFIG_EXIT_OK;
+        }
+        if (strcmp(arg, "--version") == 0) {
+            printf("%s %s\n", binary, ARV_VERSION);
+            return CONFIG_EXIT_OK;
+        }
+        if (strcmp(arg, "--check-config") == 0) {
+            check = true;
+            continue;
+        }
+        if (strncmp(arg, "--", 2) != 0) {
+            set_err(err, errlen, "unexpected argument '%s' (see --help)", arg);
+            return CONFIG_ERROR;
+        }
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const struct config_option *opt = find_flag(opts, nopts, name, len);
+        if (!opt) {
+            set_err(err, errlen, "unknown option '%s' (see --help)", arg);
+            return CONFIG_ERROR;
+        }
+        const char *v;
+        if (eq) {
+            v = eq + 1;
+        } else if (opt->type == CONFIG_BOOL && (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0)) {
+            v = "true";
+        } else if (i + 1 < argc) {
+            v = argv[++i];
+        } else {
+            set_err(err, errlen, "option --%s needs a value", opt->flag);
+            return CONFIG_ERROR;
+        }
+        snprintf(source, sizeof(source), "--%s", opt->flag);
+        if (!apply_value(opt, cfg, v, source, err, errlen))
+            return CONFIG_ERROR;
+    }
+    return check ? CONFIG_CHECK : CONFIG_OK;
+}
+
+void config_apply_logging(const struct common_config *common, const char *service)
+{
+    enum log_format fmt = LOG_FORMAT_CONSOLE;
+    if (common->log_format)
+        log_parse_format(common->log_format, &fmt);
+    else if (common->env && strcmp(common->env, "production") == 0)
+        fmt = LOG_FORMAT_JSON;
+    log_init(service, fmt, common->log_level);
+}
+
+void config_load_or_exit(const char *binary, const char *summary,
+                         const struct config_option *opts, size_t nopts, void *cfg,
+                         const struct common_config *common, config_validate_fn *validate,
+                         int argc, char **argv)
+{
+    char err[512] = "";
+    enum config_result r =
+        config_load(binary, summary, opts, nopts, cfg, argc, argv, NULL, err, sizeof(err));
+    if (r == CONFIG_EXIT_OK)
+        exit(0);
+    if (r != CONFIG_ERROR && validate && !validate(cfg, err, sizeof(err)))
+        r = CONFIG_ERROR;
+    if (r == CONFIG_ERROR) {
+        fprintf(stderr, "%s: configuration error: %s\n", binary, err);
+        exit(1);
+    }
+    if (r == CONFIG_CHECK) {
+        printf("%s: configuration ok\n", binary);
+        exit(0);
+    }
+    if (common)
+        config_apply_logging(common, binary);
+}

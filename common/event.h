@@ -1,0 +1,84 @@
+/* The event schema shared by collector and aggregator: parse and validate a
+ * client's AR session JSON, normalise it, and encode/decode the compact JSON that
+ * travels in the Redis stream (field `e`, schema version in field `v`). Pure. */
+#ifndef ARV_EVENT_H
+#define ARV_EVENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "strbuf.h"
+
+struct json_object;
+
+#define EVENT_SCHEMA_VERSION "1"
+#define EVENT_UUID_LEN       36
+
+/* A normalised event. Strings are NUL-terminated; "" means absent. */
+struct event {
+    int64_t ar_content_id;               /* 0 when named only by content_uid */
+    char content_uid[129];               /* ar_content_unique_id / portrait_id */
+    char session_id[EVENT_UUID_LEN + 1]; /* lowercase canonical UUID */
+    char event_id[EVENT_UUID_LEN + 1];   /* client's, or generated (UUIDv7) */
+    int32_t duration_seconds;            /* -1 when absent */
+    char tracking_quality[33];           /* lowercased token */
+    bool video_played;
+    char device_type[33];
+    char browser[65];
+    char os[65];
+    char country[3];                     /* ISO 3166-1 alpha-2, upper case */
+    char city[129];
+    char user_agent[513];                /* body field, else the header; truncated */
+    char ip[46];                         /* client address (numeric) */
+    int64_t occurred_at_ms;              /* client clock, 0 when absent */
+    int64_t received_at_ms;              /* collector clock */
+};
+
+/* What the collector knows besides the body. Strings borrowed, may be NULL. */
+struct event_context {
+    const char *user_agent_header;
+    const char *client_ip;
+    int64_t now_ms;        /* receive time, ms since the epoch */
+    int64_t max_skew_ms;   /* occurred_at outside now +- this is rejected; 0: 24 h */
+};
+
+/* Why an input was refused: an error code for the JSON answer ("invalid_json",
+ * "invalid_field"), the field (NULL for the whole body), and a message. */
+struct event_error {
+    const char *code;
+    const char *field;
+    char message[160];
+};
+
+/* Limits on client JSON: nesting depth and object size. */
+#define EVENT_MAX_DEPTH  8
+#define EVENT_MAX_FIELDS 64
+
+/* Validates and normalises one client event object (borrowed). Unknown fields
+ * are ignored. Generates event_id when absent. Returns false with `err` set. */
+bool event_from_client(struct json_object *obj, const struct event_context *ctx,
+                       struct event *ev, struct event_error *err);
+
+/* Parses a client body of `len` bytes as one JSON object and validates it.
+ * Returns false with `err` set (invalid_json for a body that does not parse). */
+bool event_parse_client(const char *body, size_t len, const struct event_context *ctx,
+                        struct event *ev, struct event_error *err);
+
+/* Appends the stream encoding of `ev` (compact JSON, fixed key order) to `out`. */
+void event_to_stream(const struct event *ev, struct strbuf *out);
+
+/* Decodes a stream entry's `e` field (as written by event_to_stream). Returns
+ * false with `err` set if it is not a valid schema-1 event. */
+bool event_from_stream(const char *json, size_t len, struct event *ev, struct event_error *err);
+
+/* Writes a time-ordered UUIDv7 for `now_ms` (random bits from the OS) into
+ * `out` (EVENT_UUID_LEN + 1 bytes). Thread-safe. */
+void event_uuid_v7(char *out, int64_t now_ms);
+
+/* Parses RFC 3339 ("2026-11-25T10:00:00Z", fractions, offsets) into ms since the
+ * epoch. Formats ms as "2026-11-25T10:00:00.000Z" (`out` >= 25 bytes). */
+bool event_parse_rfc3339(const char *s, int64_t *out_ms);
+void event_format_rfc3339(int64_t ms, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,46 @@
+/* A pool of non-blocking PostgreSQL connections on a libevent loop (libpq
+ * PQconnectStart/PQsendQueryParams/PQconsumeInput): queries queue until a
+ * connection is free, connections reconnect with backoff, the loop never blocks. */
+#ifndef ARV_PG_POOL_H
+#define ARV_PG_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <libpq-fe.h>
+
+struct event_base;
+struct pg_pool;
+
+/* A query's outcome, called exactly once from the loop. `res` is the last
+ * PGresult (owned by the pool, cleared after the call: copy what you keep), or
+ * NULL when the query could not run (then `errstr` says why). A failed statement
+ * arrives as a res with PQresultStatus PGRES_FATAL_ERROR. */
+typedef void pg_pool_result_cb(void *arg, const PGresult *res, const char *errstr);
+
+/* Creates a pool of `size` connections to `conninfo` (URL or key=value; copied)
+ * on `base` (borrowed), connecting in the background. Queries wait at most
+ * `queue_timeout_ms` for a connection. Caller frees with pg_pool_free(). */
+struct pg_pool *pg_pool_new(struct event_base *base, const char *conninfo, unsigned size,
+                            unsigned queue_timeout_ms);
+
+/* Queues `sql` with text parameters (all copied; `params[i]` NULL is SQL NULL).
+ * Returns 0, or -ENOTCONN when no connection is up (then `cb` is not called),
+ * or -ENOMEM. */
+int pg_pool_query(struct pg_pool *p, const char *sql, int nparams, const char *const *params,
+                  pg_pool_result_cb *cb, void *arg);
+
+/* True while at least one connection is up and answered its last check. */
+bool pg_pool_is_up(const struct pg_pool *p);
+
+/* Last connection error (borrowed), or "". */
+const char *pg_pool_errstr(const struct pg_pool *p);
+
+/* Queries waiting plus running. */
+size_t pg_pool_pending(const struct pg_pool *p);
+
+/* Closes every connection; queued and running queries get cb(res NULL). Must not
+ * be called from inside a callback. NULL is fine. */
+void pg_pool_free(struct pg_pool *p);
+
+#endif

@@ -1,0 +1,140 @@
+/* The daemon frame: loop, metrics, HTTP server with health routes, and a
+ * signal-driven drain with a 10 s deadline. */
+#include "service.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "health.h"
+#include "log.h"
+#include "metrics.h"
+
+#define SERVICE_STOP_DEADLINE_S 10
+
+static void service_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct service *svc = arg;
+    (void)fd;
+    (void)what;
+    log_error("shutdown_deadline_exceeded", LF_INT("seconds", SERVICE_STOP_DEADLINE_S),
+              LF_INT("http_inflight", (long long)http_server_inflight(svc->http)));
+    event_base_loopbreak(svc->base);
+}
+
+/* Waits for the HTTP server's in-flight requests before ending the loop. */
+static void service_exit_when_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct service *svc = arg;
+    (void)fd;
+    (void)what;
+    if (http_server_inflight(svc->http) == 0) {
+        event_base_loopexit(svc->base, NULL);
+        return;
+    }
+    struct timeval tv = {0, 10 * 1000};
+    event_base_once(svc->base, -1, EV_TIMEOUT, service_exit_when_idle, svc, &tv);
+}
+
+static void service_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct service *svc = arg;
+    (void)what;
+    if (svc->stopping) {
+        log_warn("shutdown_forced", LF_INT("signal", sig));
+        event_base_loopbreak(svc->base);
+        return;
+    }
+    svc->stopping = true;
+    log_info("shutdown_started", LF_INT("signal", sig));
+    health_set_draining(svc->health);
+    http_server_stop_accepting(svc->http);
+    struct timeval tv = {SERVICE_STOP_DEADLINE_S, 0};
+    svc->deadline = evtimer_new(svc->base, service_deadline_cb, svc);
+    if (svc->deadline)
+        evtimer_add(svc->deadline, &tv);
+    if (svc->on_stop)
+        svc->on_stop(svc->on_stop_arg);
+    else
+        service_stopped(svc);
+}
+
+int service_init(struct service *svc, const char *name, const struct common_config *common,
+                 const struct http_server_limits *limits)
+{
+    int rc = -ENOMEM;
+    memset(svc, 0, sizeof(*svc));
+    svc->name = name;
+    signal(SIGPIPE, SIG_IGN);
+
+    /* Order: loop, metrics (the HTTP server records into it), server, routes,
+     * then the listening socket, then signals. */
+    svc->base = event_base_new();
+    if (!svc->base)
+        goto out;
+    svc->metrics = metrics_new();
+    if (!svc->metrics)
+        goto out;
+    svc->http = http_server_new(svc->base, limits, svc->metrics);
+    if (!svc->http)
+        goto out;
+    svc->health = health_new(svc->http, svc->metrics, name, common->env);
+    if (!svc->health)
+        goto out;
+    rc = http_server_listen(svc->http, common->listen.host, common->listen.port);
+    if (rc < 0) {
+        log_error("listen_failed", LF_STR("host", common->listen.host),
+                  LF_INT("port", common->listen.port), LF_STR("error", strerror(-rc)));
+        goto out;
+    }
+    rc = -ENOMEM;
+    svc->sig_term = evsignal_new(svc->base, SIGTERM, service_signal_cb, svc);
+    svc->sig_int = evsignal_new(svc->base, SIGINT, service_signal_cb, svc);
+    if (!svc->sig_term || !svc->sig_int || evsignal_add(svc->sig_term, NULL) < 0 ||
+        evsignal_add(svc->sig_int, NULL) < 0)
+        goto out;
+    log_info("service_listening", LF_STR("host", common->listen.host),
+             LF_INT("port", http_server_port(svc->http)), LF_STR("version", ARV_VERSION),
+             LF_STR("environment", common->env));
+    rc = 0;
+out:
+    return rc;
+}
+
+void service_on_stop(struct service *svc, service_stop_cb *cb, void *arg)
+{
+    svc->on_stop = cb;
+    svc->on_stop_arg = arg;
+}
+
+int service_run(struct service *svc)
+{
+    event_base_dispatch(svc->base);
+    if (event_base_got_break(svc->base))
+        return -ETIMEDOUT;
+    log_info("shutdown_complete");
+    return 0;
+}
+
+void service_stopped(struct service *svc)
+{
+    service_exit_when_idle(-1, 0, svc);
+}
+
+void service_deinit(struct service *svc)
+{
+    if (svc->deadline)
+        event_free(svc->deadline);
+    if (svc->sig_term)
+        event_free(svc->sig_term);
+    if (svc->sig_int)
+        event_free(svc->sig_int);
+    http_server_free(svc->http);
+    health_free(svc->health);
+    metrics_free(svc->metrics);
+    if (svc->base)
+        event_base_free(svc->base);
+    memset(svc, 0, sizeof(*svc));
+}

@@ -1,0 +1,192 @@
+/* A growable byte buffer for building text. */
+#include "strbuf.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void strbuf_init(struct strbuf *sb)
+{
+    memset(sb, 0, sizeof(*sb));
+}
+
+void strbuf_deinit(struct strbuf *sb)
+{
+    free(sb->data);
+    strbuf_init(sb);
+}
+
+void strbuf_reset(struct strbuf *sb)
+{
+    sb->len = 0;
+    sb->oom = false;
+    if (sb->data)
+        sb->data[0] = '\0';
+}
+
+int strbuf_reserve(struct strbuf *sb, size_t extra)
+{
+    size_t need = sb->len + extra + 1;
+    if (need <= sb->cap)
+        return 0;
+    size_t cap = sb->cap ? sb->cap : 256;
+    while (cap < need)
+        cap *= 2;
+    char *p = realloc(sb->data, cap);
+    if (!p) {
+        sb->oom = true;
+        return -ENOMEM;
+    }
+    sb->data = p;
+    sb->cap = cap;
+    return 0;
+}
+
+void strbuf_append(struct strbuf *sb, const char *s, size_t n)
+{
+    if (strbuf_reserve(sb, n) < 0)
+        return;
+    memcpy(sb->data + sb->len, s, n);
+    sb->len += n;
+    sb->data[sb->len] = '\0';
+}
+
+void strbuf_puts(struct strbuf *sb, const char *s)
+{
+    strbuf_append(sb, s, strlen(s));
+}
+
+void strbuf_putc(struct strbuf *sb, char c)
+{
+    strbuf_append(sb, &c, 1);
+}
+
+void strbuf_printf(struct strbuf *sb, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char small[256];
+    int n = vsnprintf(small, sizeof(small), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof(small)) {
+        strbuf_append(sb, small, (size_t)n);
+        return;
+    }
+    if (strbuf_reserve(sb, (size_t)n) < 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(sb->data + sb->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    sb->len += (size_t)n;
+}
+
+/* Length of the valid UTF-8 sequence at p (at most `left` bytes), or 0. */
+static size_t utf8_seq_len(const unsigned char *p, size_t left)
+{
+    unsigned char c = p[0];
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n > left)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return n;
+}
+
+void strbuf_json_string(struct strbuf *sb, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+    if (strbuf_reserve(sb, n + 2) < 0)
+        return;
+    strbuf_putc(sb, '"');
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        /* Copy runs of plain printable ASCII in one go. */
+        while (run < n && p[run] >= 0x20 && p[run] < 0x80 && p[run] != '"' && p[run] != '\\')
+            run++;
+        if (run > i) {
+            strbuf_append(sb, s + i, run - i);
+            i = run;
+            continue;
+        }
+        unsigned char c = p[i];
+        switch (c) {
+        case '"':
+            strbuf_append(sb, "\\\"", 2);
+            break;
+        case '\\':
+            strbuf_append(sb, "\\\\", 2);
+            break;
+        case '\n':
+            strbuf_append(sb, "\\n", 2);
+            break;
+        case '\r':
+            strbuf_append(sb, "\\r", 2);
+            break;
+        case '\t':
+            strbuf_append(sb, "\\t", 2);
+            break;
+        default:
+            if (c < 0x20) {
+                char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+                strbuf_append(sb, esc, 6);
+            } else {
+                size_t len = utf8_seq_len(p + i, n - i);
+                if (len == 0) {
+                    strbuf_append(sb, "\xef\xbf\xbd", 3);
+                    len = 1;
+                } else {
+                    strbuf_append(sb, s + i, len);
+                }
+                i += len;
+                continue;
+            }
+        }
+        i++;
+    }
+    strbuf_putc(sb, '"');
+}
+
+void strbuf_json_str(struct strbuf *sb, const char *s)
+{
+    if (!s)
+        strbuf_append(sb, "null", 4);
+    else
+        strbuf_json_string(sb, s, strlen(s));
+}
+
+char *strbuf_steal(struct strbuf *sb)
+{
+    char *p = sb->data;
+    if (!p)
+        p = calloc(1, 1);
+    strbuf_init(sb);
+    return p;
+}

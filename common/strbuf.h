@@ -1,0 +1,42 @@
+/* A growable byte buffer for building text: log lines, JSON answers, COPY rows,
+ * metrics exposition. Always NUL-terminated; never fails silently. */
+#ifndef ARV_STRBUF_H
+#define ARV_STRBUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct strbuf {
+    char *data; /* NUL-terminated; NULL until the first append */
+    size_t len; /* bytes used, without the NUL */
+    size_t cap; /* bytes allocated */
+    bool oom;   /* an allocation failed: contents are truncated */
+};
+
+/* Embedded use: strbuf_init() then strbuf_deinit(). */
+void strbuf_init(struct strbuf *sb);
+void strbuf_deinit(struct strbuf *sb);
+
+/* Empties the buffer, keeping its allocation. */
+void strbuf_reset(struct strbuf *sb);
+
+/* Ensures room for `extra` more bytes plus the NUL. Returns 0 or -ENOMEM. */
+int strbuf_reserve(struct strbuf *sb, size_t extra);
+
+void strbuf_append(struct strbuf *sb, const char *s, size_t n);
+void strbuf_puts(struct strbuf *sb, const char *s);
+void strbuf_putc(struct strbuf *sb, char c);
+void strbuf_printf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Appends `s` (n bytes) as a JSON string literal with quotes, escaping quotes,
+ * backslashes and control characters. Invalid UTF-8 bytes become U+FFFD. */
+void strbuf_json_string(struct strbuf *sb, const char *s, size_t n);
+
+/* Same, for a NUL-terminated string; NULL is written as null. */
+void strbuf_json_str(struct strbuf *sb, const char *s);
+
+/* Returns the contents and hands ownership to the caller (free()); the buffer is
+ * left empty. Never NULL unless out of memory. */
+char *strbuf_steal(struct strbuf *sb);
+
+#endif

@@ -1,0 +1,173 @@
+/* Unit tests for common/config.c: defaults, environment, flags, errors. */
+#include <criterion/criterion.h>
+#include <criterion/redirect.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "config.h"
+
+struct test_config {
+    struct common_config common;
+    long batch;
+    bool full_ip;
+};
+
+static const struct config_option opts[] = {
+    CONFIG_COMMON_OPTIONS(struct test_config, "0.0.0.0:8081"),
+    {"batch", "ARV_BATCH", CONFIG_INT, offsetof(struct test_config, batch), "100", NULL, 1, 1000,
+     "batch size"},
+    {"store-full-ip", "ARV_STORE_FULL_IP", CONFIG_BOOL, offsetof(struct test_config, full_ip),
+     "0", NULL, 0, 0, "keep full IPs"},
+};
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+static const char *env_table[16][2];
+
+static const char *fake_getenv(const char *name)
+{
+    for (int i = 0; i < 16 && env_table[i][0]; i++) {
+        if (strcmp(env_table[i][0], name) == 0)
+            return env_table[i][1];
+    }
+    return NULL;
+}
+
+static void setup(void)
+{
+    memset(env_table, 0, sizeof(env_table));
+}
+
+static enum config_result load(struct test_config *cfg, int argc, char **argv, char *err)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    return config_load("arv-test", "test", opts, NOPTS, cfg, argc, argv, fake_getenv, err, 256);
+}
+
+TestSuite(config, .init = setup);
+
+Test(config, defaults)
+{
+    struct test_config cfg;
+    char err[256];
+    char *argv[] = {"arv-test"};
+    cr_assert_eq(load(&cfg, 1, argv, err), CONFIG_OK);
+    cr_assert_str_eq(cfg.common.redis_url, "redis://127.0.0.1:6379/0");
+    cr_assert_str_eq(cfg.common.database_url, "postgresql://arv@127.0.0.1:5432/arv");
+    cr_assert_str_eq(cfg.common.stream, "arv:events");
+    cr_assert_str_eq(cfg.common.env, "development");
+    cr_assert_null(cfg.common.log_format);
+    cr_assert_eq(cfg.common.log_level, LOG_LEVEL_INFO);
+    cr_assert_eq(cfg.common.stream_shards, 1);
+    cr_assert_str_eq(cfg.common.listen.host, "0.0.0.0");
+    cr_assert_eq(cfg.common.listen.port, 8081);
+    cr_assert_eq(cfg.batch, 100);
+    cr_assert_eq(cfg.full_ip, false);
+}
+
+Test(config, environment_then_flags_win)
+{
+    struct test_config cfg;
+    char err[256];
+    env_table[0][0] = "ARV_BATCH";
+    env_table[0][1] = "200";
+    env_table[1][0] = "ARV_LISTEN";
+    env_table[1][1] = "127.0.0.1:9000";
+    env_table[2][0] = "ARV_STORE_FULL_IP";
+    env_table[2][1] = "yes";
+    char *argv[] = {"arv-test", "--batch=300", "--listen", "[::1]:9001", "--log-level", "debug"};
+    cr_assert_eq(load(&cfg, 6, argv, err), CONFIG_OK, "%s", err);
+    cr_assert_eq(cfg.batch, 300);
+    cr_assert_str_eq(cfg.common.listen.host, "::1");
+    cr_assert_eq(cfg.common.listen.port, 9001);
+    cr_assert_eq(cfg.full_ip, true);
+    cr_assert_eq(cfg.common.log_level, LOG_LEVEL_DEBUG);
+}
+
+Test(config, bool_flag_without_value)
+{
+    struct test_config cfg;
+    char err[256];
+    char *argv[] = {"arv-test", "--store-full-ip"};
+    cr_assert_eq(load(&cfg, 2, argv, err), CONFIG_OK, "%s", err);
+    cr_assert(cfg.full_ip);
+}
+
+Test(config, out_of_range_names_the_variable)
+{
+    struct test_config cfg;
+    char err[256];
+    env_table[0][0] = "ARV_BATCH";
+    env_table[0][1] = "100000";
+    char *argv[] = {"arv-test"};
+    cr_assert_eq(load(&cfg, 1, argv, err), CONFIG_ERROR);
+    cr_assert(strstr(err, "ARV_BATCH") != NULL, "%s", err);
+    cr_assert(strstr(err, "100000") != NULL, "%s", err);
+}
+
+Test(config, bad_values_are_errors)
+{
+    struct test_config cfg;
+    char err[256];
+    char *bad[][2] = {{"arv-test", "--batch=12x"},      {"arv-test", "--env=staging"},
+                      {"arv-test", "--listen=nohost"},  {"arv-test", "--listen=host.name:80"},
+                      {"arv-test", "--listen=:70000"},  {"arv-test", "--log-level=loud"},
+                      {"arv-test", "--no-such-option"}, {"arv-test", "stray"},
+                      {"arv-test", "--store-full-ip=maybe"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        cr_assert_eq(load(&cfg, 2, bad[i], err), CONFIG_ERROR, "%s accepted", bad[i][1]);
+        cr_assert(err[0] != '\0');
+    }
+}
+
+Test(config, missing_value)
+{
+    struct test_config cfg;
+    char err[256];
+    char *argv[] = {"arv-test", "--batch"};
+    cr_assert_eq(load(&cfg, 2, argv, err), CONFIG_ERROR);
+    cr_assert(strstr(err, "--batch") != NULL);
+}
+
+Test(config, check_config)
+{
+    struct test_config cfg;
+    char err[256];
+    char *argv[] = {"arv-test", "--check-config"};
+    cr_assert_eq(load(&cfg, 2, argv, err), CONFIG_CHECK);
+}
+
+Test(config, help_and_version_exit_ok, .init = cr_redirect_stdout)
+{
+    struct test_config cfg;
+    char err[256];
+    char *help[] = {"arv-test", "--help"};
+    char *version[] = {"arv-test", "--version"};
+    cr_assert_eq(load(&cfg, 2, help, err), CONFIG_EXIT_OK);
+    cr_assert_eq(load(&cfg, 2, version, err), CONFIG_EXIT_OK);
+}
+
+Test(config, parse_listen)
+{
+    struct config_listen l;
+    cr_assert(config_parse_listen(":8083", &l));
+    cr_assert_str_eq(l.host, "0.0.0.0");
+    cr_assert_eq(l.port, 8083);
+    cr_assert(config_parse_listen("127.0.0.1:0", &l));
+    cr_assert_eq(l.port, 0);
+    cr_assert_not(config_parse_listen("[::1]8080", &l));
+    cr_assert_not(config_parse_listen("127.0.0.1:", &l));
+    cr_assert_not(config_parse_listen("127.0.0.1:-1", &l));
+}
+
+Test(config, parse_long_strict)
+{
+    long v;
+    cr_assert(parse_long("42", 0, 100, &v));
+    cr_assert_eq(v, 42);
+    cr_assert_not(parse_long("", 0, 100, &v));
+    cr_assert_not(parse_long(" 42", 0, 100, &v));
+    cr_assert_not(parse_long("42 ", 0, 100, &v));
+    cr_assert_not(parse_long("101", 0, 100, &v));
+    cr_assert_not(parse_long("99999999999999999999", 0, 100, &v));
+}

@@ -1,0 +1,221 @@
+/* Unit tests for common/event.c: validation, normalisation, stream encoding. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "event.h"
+
+#define NOW_MS 1795595200000LL /* 2026-11-25T08:26:40Z */
+
+static const struct event_context ctx = {
+    .user_agent_header = "Mozilla/5.0 (iPhone)",
+    .client_ip = "203.0.113.7",
+    .now_ms = NOW_MS,
+    .max_skew_ms = 3600 * 1000,
+};
+
+static bool parse(const char *json, struct event *ev, struct event_error *err)
+{
+    return event_parse_client(json, strlen(json), &ctx, ev, err);
+}
+
+#define SID "\"session_id\":\"7F1C2F3A-5B7E-4C2A-9D3E-1A2B3C4D5E6F\""
+
+Test(event, full_event_is_normalised)
+{
+    struct event ev;
+    struct event_error err;
+    const char *json = "{\"ar_content_id\":42," SID ",\"duration_seconds\":37.9,"
+                       "\"tracking_quality\":\"Good\",\"video_played\":true,"
+                       "\"device_type\":\"mobile\",\"browser\":\"Safari\",\"os\":\"iOS\","
+                       "\"country\":\"de\",\"city\":\"Berlin\",\"user_agent\":\"UA/1\","
+                       "\"event_id\":\"0190a3e4-0000-7000-8000-000000000001\","
+                       "\"occurred_at\":\"2026-11-25T09:00:00+01:00\",\"extra\":[1,2]}";
+    cr_assert(parse(json, &ev, &err), "%s", err.message);
+    cr_assert_eq(ev.ar_content_id, 42);
+    cr_assert_str_eq(ev.session_id, "7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f");
+    cr_assert_eq(ev.duration_seconds, 37);
+    cr_assert_str_eq(ev.tracking_quality, "good");
+    cr_assert(ev.video_played);
+    cr_assert_str_eq(ev.country, "DE");
+    cr_assert_str_eq(ev.user_agent, "UA/1");
+    cr_assert_str_eq(ev.ip, "203.0.113.7");
+    cr_assert_str_eq(ev.event_id, "0190a3e4-0000-7000-8000-000000000001");
+    cr_assert_eq(ev.occurred_at_ms, NOW_MS - (26 * 60 + 40) * 1000);
+    cr_assert_eq(ev.received_at_ms, NOW_MS);
+}
+
+Test(event, minimal_event_takes_header_and_generates_id)
+{
+    struct event ev;
+    struct event_error err;
+    cr_assert(parse("{\"ar_content_unique_id\":\"portrait-9\"," SID "}", &ev, &err), "%s",
+              err.message);
+    cr_assert_eq(ev.ar_content_id, 0);
+    cr_assert_str_eq(ev.content_uid, "portrait-9");
+    cr_assert_eq(ev.duration_seconds, -1);
+    cr_assert_str_eq(ev.user_agent, "Mozilla/5.0 (iPhone)");
+    cr_assert_eq(strlen(ev.event_id), 36);
+    cr_assert_eq(ev.event_id[14], '7', "UUIDv7 version nibble: %s", ev.event_id);
+}
+
+Test(event, portrait_id_and_string_content_id)
+{
+    struct event ev;
+    struct event_error err;
+    cr_assert(parse("{\"portrait_id\":\"p1\"," SID "}", &ev, &err));
+    cr_assert_str_eq(ev.content_uid, "p1");
+    cr_assert(parse("{\"ar_content_id\":\"17\"," SID "}", &ev, &err));
+    cr_assert_eq(ev.ar_content_id, 17);
+}
+
+struct bad_case {
+    const char *json;
+    const char *code;
+    const char *field;
+};
+
+Test(event, bad_input_names_the_field)
+{
+    static const struct bad_case cases[] = {
+        {"", "invalid_json", NULL},
+        {"{", "invalid_json", NULL},
+        {"[1]", "invalid_json", NULL},
+        {"{} x", "invalid_json", NULL},
+        {"{\"a\":[[[[[[[[[[1]]]]]]]]]]}", "invalid_json", NULL},
+        {"{" SID "}", "invalid_field", "ar_content_id"},
+        {"{\"ar_content_id\":0," SID "}", "invalid_field", "ar_content_id"},
+        {"{\"ar_content_id\":-5," SID "}", "invalid_field", "ar_content_id"},
+        {"{\"ar_content_id\":1.5," SID "}", "invalid_field", "ar_content_id"},
+        {"{\"ar_content_id\":1}", "invalid_field", "session_id"},
+        {"{\"ar_content_id\":1,\"session_id\":\"not-a-uuid\"}", "invalid_field", "session_id"},
+        {"{\"ar_content_id\":1,\"session_id\":42}", "invalid_field", "session_id"},
+        {"{\"ar_content_id\":1," SID ",\"duration_seconds\":-1}", "invalid_field",
+         "duration_seconds"},
+        {"{\"ar_content_id\":1," SID ",\"duration_seconds\":\"9\"}", "invalid_field",
+         "duration_seconds"},
+        {"{\"ar_content_id\":1," SID ",\"duration_seconds\":100000}", "invalid_field",
+         "duration_seconds"},
+        {"{\"ar_content_id\":1," SID ",\"video_played\":\"yes\"}", "invalid_field",
+         "video_played"},
+        {"{\"ar_content_id\":1," SID ",\"country\":\"Germany\"}", "invalid_field", "country"},
+        {"{\"ar_content_id\":1," SID ",\"tracking_quality\":\"very good\"}", "invalid_field",
+         "tracking_quality"},
+        {"{\"ar_content_id\":1," SID ",\"city\":\"a\\nb\"}", "invalid_field", "city"},
+        {"{\"ar_content_id\":1," SID ",\"event_id\":\"x\"}", "invalid_field", "event_id"},
+        {"{\"ar_content_id\":1," SID ",\"occurred_at\":\"yesterday\"}", "invalid_field",
+         "occurred_at"},
+        {"{\"ar_content_id\":1," SID ",\"occurred_at\":\"2020-01-01T00:00:00Z\"}",
+         "invalid_field", "occurred_at"},
+        {"{\"ar_content_id\":1," SID ",\"browser\":{\"name\":\"x\"}}", "invalid_field",
+         "browser"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct event ev;
+        struct event_error err = {0};
+        cr_assert_not(parse(cases[i].json, &ev, &err), "accepted: %s", cases[i].json);
+        cr_assert_str_eq(err.code, cases[i].code, "%s: code %s", cases[i].json, err.code);
+        if (cases[i].field)
+            cr_assert(err.field && strcmp(err.field, cases[i].field) == 0, "%s: field %s",
+                      cases[i].json, err.field ? err.field : "(null)");
+        else
+            cr_assert_null(err.field, "%s", cases[i].json);
+        cr_assert(err.message[0] != '\0');
+    }
+}
+
+Test(event, long_user_agent_is_truncated_on_a_character)
+{
+    char json[2048];
+    char ua[700];
+    memset(ua, 'a', sizeof(ua));
+    /* A 2-byte character straddling the 512-byte limit must not be cut in half. */
+    memcpy(ua + 511, "\xc3\xa9", 2);
+    ua[sizeof(ua) - 1] = '\0';
+    snprintf(json, sizeof(json), "{\"ar_content_id\":1," SID ",\"user_agent\":\"%s\"}", ua);
+    struct event ev;
+    struct event_error err;
+    cr_assert(parse(json, &ev, &err), "%s", err.message);
+    cr_assert_eq(strlen(ev.user_agent), 511);
+}
+
+Test(event, stream_round_trip)
+{
+    struct event in, out;
+    struct event_error err;
+    struct strbuf sb;
+    const char *json = "{\"ar_content_id\":42," SID ",\"duration_seconds\":12,"
+                       "\"tracking_quality\":\"poor\",\"video_played\":true,"
+                       "\"city\":\"K\\u00f6ln \\\"Mitte\\\"\",\"country\":\"DE\","
+                       "\"occurred_at\":\"2026-11-25T08:00:00.250Z\"}";
+    cr_assert(parse(json, &in, &err), "%s", err.message);
+    strbuf_init(&sb);
+    event_to_stream(&in, &sb);
+    cr_assert(event_from_stream(sb.data, sb.len, &out, &err), "%s: %s", sb.data, err.message);
+    cr_assert_eq(memcmp(&in, &out, sizeof(in)), 0, "round trip differs: %s", sb.data);
+    strbuf_deinit(&sb);
+}
+
+Test(event, stream_encoding_is_compact_and_ordered)
+{
+    struct event ev;
+    struct event_error err;
+    struct strbuf sb;
+    cr_assert(parse("{\"ar_content_id\":5," SID
+                    ",\"event_id\":\"0190a3e4-0000-7000-8000-000000000001\"}",
+                    &ev, &err));
+    strbuf_init(&sb);
+    event_to_stream(&ev, &sb);
+    cr_assert_str_eq(sb.data, "{\"event_id\":\"0190a3e4-0000-7000-8000-000000000001\","
+                              "\"session_id\":\"7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\","
+                              "\"ar_content_id\":5,\"video_played\":false,"
+                              "\"user_agent\":\"Mozilla/5.0 (iPhone)\",\"ip\":\"203.0.113.7\","
+                              "\"received_at\":\"2026-11-25T08:26:40.000Z\"}");
+    strbuf_deinit(&sb);
+}
+
+Test(event, stream_requires_received_at_and_event_id)
+{
+    struct event ev;
+    struct event_error err;
+    const char *no_rx = "{\"event_id\":\"0190a3e4-0000-7000-8000-000000000001\","
+                        "\"session_id\":\"7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\","
+                        "\"ar_content_id\":5}";
+    cr_assert_not(event_from_stream(no_rx, strlen(no_rx), &ev, &err));
+    cr_assert_str_eq(err.field, "received_at");
+    const char *no_id = "{\"session_id\":\"7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\","
+                        "\"ar_content_id\":5,\"received_at\":\"2026-11-25T08:26:40.000Z\"}";
+    cr_assert_not(event_from_stream(no_id, strlen(no_id), &ev, &err));
+    cr_assert_str_eq(err.field, "event_id");
+}
+
+Test(event, rfc3339)
+{
+    int64_t ms;
+    char buf[40];
+    cr_assert(event_parse_rfc3339("1970-01-01T00:00:00Z", &ms));
+    cr_assert_eq(ms, 0);
+    cr_assert(event_parse_rfc3339("2024-02-29T23:59:59.999Z", &ms));
+    event_format_rfc3339(ms, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "2024-02-29T23:59:59.999Z");
+    cr_assert(event_parse_rfc3339("2026-11-25T10:00:00-05:30", &ms));
+    event_format_rfc3339(ms, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "2026-11-25T15:30:00.000Z");
+    cr_assert_not(event_parse_rfc3339("2023-02-29T00:00:00Z", &ms));
+    cr_assert_not(event_parse_rfc3339("2026-13-01T00:00:00Z", &ms));
+    cr_assert_not(event_parse_rfc3339("2026-11-25T10:00:00", &ms));
+    cr_assert_not(event_parse_rfc3339("2026-11-25T10:00:00Zjunk", &ms));
+    event_format_rfc3339(-1, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "1969-12-31T23:59:59.999Z");
+}
+
+Test(event, uuid_v7_is_time_ordered_and_unique)
+{
+    char a[37], b[37];
+    event_uuid_v7(a, NOW_MS);
+    event_uuid_v7(b, NOW_MS + 1);
+    cr_assert(strcmp(a, b) < 0);
+    event_uuid_v7(b, NOW_MS);
+    cr_assert(strcmp(a, b) != 0);
+    cr_assert(strchr("89ab", a[19]) != NULL, "variant: %s", a);
+}
