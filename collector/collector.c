@@ -20,13 +20,13 @@
 #include "stream_writer.h"
 
 struct collector {
-    struct service *svc;                 /* borrowed frame */
-    const struct collector_config *cfg;  /* borrowed */
-    struct stream_writer *writer;        /* owned */
-    struct metric_family *rejected;      /* collector_events_rejected_total{reason} */
-    struct metric *accepted;             /* collector_events_accepted_total */
-    struct metric *inflight;             /* collector_xadd_inflight */
-    struct event *drain_timer;           /* polls for in-flight XADDs while stopping */
+    struct service *svc;                /* borrowed frame */
+    const struct collector_config *cfg; /* borrowed */
+    struct stream_writer *writer;       /* owned */
+    struct metric_family *rejected;     /* collector_events_rejected_total{reason} */
+    struct metric *accepted;            /* collector_events_accepted_total */
+    struct metric *inflight;            /* collector_xadd_inflight */
+    struct event *drain_timer;          /* polls for in-flight XADDs while stopping */
     bool stopping;
 };
 
@@ -143,8 +143,8 @@ static bool redis_ready(void *arg, const char **detail)
     return stream_writer_is_up(c->writer, detail);
 }
 
-struct collector *collector_new(struct service *svc, const struct collector_config *cfg,
-                                char *err, size_t errlen)
+struct collector *collector_new(struct service *svc, const struct collector_config *cfg, char *err,
+                                size_t errlen)
 {
     struct collector *c = calloc(1, sizeof(*c));
     if (!c) {

@@ -19,8 +19,8 @@ struct collector_config {
 /* Creates the collector on `svc` (borrowed; its loop, metrics, HTTP server and
  * health), with `cfg` (borrowed, must outlive it). Returns NULL with a message in
  * `err`. Caller frees with collector_free() before service_deinit(). */
-struct collector *collector_new(struct service *svc, const struct collector_config *cfg,
-                                char *err, size_t errlen);
+struct collector *collector_new(struct service *svc, const struct collector_config *cfg, char *err,
+                                size_t errlen);
 
 /* Starts draining: new events are refused, and service_stopped() is called once
  * the XADDs in flight are answered. */

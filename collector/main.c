@@ -41,8 +41,8 @@ int main(int argc, char **argv)
     int rc = 1;
 
     config_load_or_exit("arv-collector", "Accepts AR session events and appends them to Redis.",
-                        options, sizeof(options) / sizeof(options[0]), &cfg, &cfg.common,
-                        validate, argc, argv);
+                        options, sizeof(options) / sizeof(options[0]), &cfg, &cfg.common, validate,
+                        argc, argv);
     struct http_server_limits limits = http_server_default_limits;
     limits.max_body_bytes = (size_t)cfg.max_body_bytes;
 

@@ -85,8 +85,8 @@ struct stream_writer *stream_writer_new(struct event_base *base, struct metrics 
     }
     snprintf(w->stream, sizeof(w->stream), "%s", stream);
     w->shards = shards;
-    struct metric_family *xadd = metrics_counter(m, "collector_xadd_total",
-                                                 "XADD commands answered, by outcome", "outcome");
+    struct metric_family *xadd =
+        metrics_counter(m, "collector_xadd_total", "XADD commands answered, by outcome", "outcome");
     w->xadd_ok = metric_family_child(xadd, (const char *const[]){"ok"});
     w->xadd_error = metric_family_child(xadd, (const char *const[]){"error"});
     w->xadd_time = metric_family_single(
@@ -124,8 +124,8 @@ int stream_writer_push(struct stream_writer *w, const char *session_id, const ch
                        size_t len, stream_writer_done_cb *cb, void *arg)
 {
     char stream[300];
-    int node = stream_writer_route(w->stream, w->shards, w->nnodes, session_id, stream,
-                                   sizeof(stream));
+    int node =
+        stream_writer_route(w->stream, w->shards, w->nnodes, session_id, stream, sizeof(stream));
     struct push *p = malloc(sizeof(*p));
     if (!p)
         return -ENOMEM;

@@ -7,10 +7,10 @@
 #include <stddef.h>
 
 /* A key is "arv_" followed by 40 base62 characters (about 238 bits of entropy). */
-#define API_KEY_SCHEME       "arv_"
-#define API_KEY_SCHEME_LEN   4
-#define API_KEY_RANDOM_LEN   40
-#define API_KEY_LEN          (API_KEY_SCHEME_LEN + API_KEY_RANDOM_LEN)
+#define API_KEY_SCHEME     "arv_"
+#define API_KEY_SCHEME_LEN 4
+#define API_KEY_RANDOM_LEN 40
+#define API_KEY_LEN        (API_KEY_SCHEME_LEN + API_KEY_RANDOM_LEN)
 /* Leading characters kept in clear (scheme + 8) so an operator can tell keys apart. */
 #define API_KEY_PREFIX_LEN   (API_KEY_SCHEME_LEN + 8)
 #define API_KEY_HASH_HEX_LEN 64

@@ -142,8 +142,8 @@ static bool apply_value(const struct config_option *opt, void *cfg, const char *
         return true;
     case CONFIG_LOG_LEVEL:
         if (!log_parse_level(v, (enum log_level *)(void *)field)) {
-            set_err(err, errlen, "%s: invalid value '%s' (expected debug|info|warn|error)",
-                    source, v);
+            set_err(err, errlen, "%s: invalid value '%s' (expected debug|info|warn|error)", source,
+                    v);
             return false;
         }
         return true;
@@ -154,8 +154,9 @@ static bool apply_value(const struct config_option *opt, void *cfg, const char *
 static void print_help(FILE *out, const char *binary, const char *summary,
                        const struct config_option *opts, size_t nopts)
 {
-    fprintf(out, "Usage: %s [options]\n%s\n\nOptions (each also settable by the environment "
-                 "variable shown):\n",
+    fprintf(out,
+            "Usage: %s [options]\n%s\n\nOptions (each also settable by the environment "
+            "variable shown):\n",
             binary, summary);
     for (size_t i = 0; i < nopts; i++) {
         char flag[64];
@@ -233,7 +234,8 @@ enum config_result config_load(const char *binary, const char *summary,
         const char *v;
         if (eq) {
             v = eq + 1;
-        } else if (opt->type == CONFIG_BOOL && (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0)) {
+        } else if (opt->type == CONFIG_BOOL &&
+                   (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0)) {
             v = "true";
         } else if (i + 1 < argc) {
             v = argv[++i];
@@ -258,10 +260,9 @@ void config_apply_logging(const struct common_config *common, const char *servic
     log_init(service, fmt, common->log_level);
 }
 
-void config_load_or_exit(const char *binary, const char *summary,
-                         const struct config_option *opts, size_t nopts, void *cfg,
-                         const struct common_config *common, config_validate_fn *validate,
-                         int argc, char **argv)
+void config_load_or_exit(const char *binary, const char *summary, const struct config_option *opts,
+                         size_t nopts, void *cfg, const struct common_config *common,
+                         config_validate_fn *validate, int argc, char **argv)
 {
     char err[512] = "";
     enum config_result r =

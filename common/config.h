@@ -24,8 +24,8 @@ struct config_listen {
 };
 
 struct config_option {
-    const char *flag;    /* "redis-url": --redis-url=V or --redis-url V */
-    const char *env;     /* "REDIS_URL", or NULL for a flag-only option */
+    const char *flag; /* "redis-url": --redis-url=V or --redis-url V */
+    const char *env;  /* "REDIS_URL", or NULL for a flag-only option */
     enum config_type type;
     size_t offset;       /* offsetof() the value in the binary's config struct */
     const char *def;     /* default as text; NULL leaves the field zeroed */
@@ -48,21 +48,69 @@ struct common_config {
 };
 
 #define CONFIG_COMMON_OPTIONS(type, default_listen)                                                \
-    {"redis-url", "REDIS_URL", CONFIG_STRING, offsetof(type, common.redis_url),                    \
-     "redis://127.0.0.1:6379/0", NULL, 0, 0,                                                       \
+    {"redis-url",                                                                                  \
+     "REDIS_URL",                                                                                  \
+     CONFIG_STRING,                                                                                \
+     offsetof(type, common.redis_url),                                                             \
+     "redis://127.0.0.1:6379/0",                                                                   \
+     NULL,                                                                                         \
+     0,                                                                                            \
+     0,                                                                                            \
      "Redis URL; a comma-separated list shards streams across nodes"},                             \
-        {"database-url", "DATABASE_URL", CONFIG_STRING, offsetof(type, common.database_url),       \
-         "postgresql://arv@127.0.0.1:5432/arv", NULL, 0, 0, "PostgreSQL connection URL"},          \
-        {"env", "ARV_ENV", CONFIG_CHOICE, offsetof(type, common.env), "development",               \
-         "development|production", 0, 0, "deployment environment"},                                \
-        {"log-format", "ARV_LOG_FORMAT", CONFIG_CHOICE, offsetof(type, common.log_format), NULL,   \
-         "json|console", 0, 0, "log format (default: json in production, else console)"},          \
-        {"log-level", "ARV_LOG_LEVEL", CONFIG_LOG_LEVEL, offsetof(type, common.log_level), "info", \
-         NULL, 0, 0, "minimum log level: debug|info|warn|error"},                                  \
-        {"stream", "ARV_STREAM", CONFIG_STRING, offsetof(type, common.stream), "arv:events", NULL, \
-         0, 0, "Redis stream name (ARV_STREAM:{shard} when sharded)"},                             \
-        {"stream-shards", "ARV_STREAM_SHARDS", CONFIG_INT, offsetof(type, common.stream_shards),   \
-         "1", NULL, 1, 1024, "number of stream shards"},                                           \
+        {"database-url",                                                                           \
+         "DATABASE_URL",                                                                           \
+         CONFIG_STRING,                                                                            \
+         offsetof(type, common.database_url),                                                      \
+         "postgresql://arv@127.0.0.1:5432/arv",                                                    \
+         NULL,                                                                                     \
+         0,                                                                                        \
+         0,                                                                                        \
+         "PostgreSQL connection URL"},                                                             \
+        {"env",                                                                                    \
+         "ARV_ENV",                                                                                \
+         CONFIG_CHOICE,                                                                            \
+         offsetof(type, common.env),                                                               \
+         "development",                                                                            \
+         "development|production",                                                                 \
+         0,                                                                                        \
+         0,                                                                                        \
+         "deployment environment"},                                                                \
+        {"log-format",                                                                             \
+         "ARV_LOG_FORMAT",                                                                         \
+         CONFIG_CHOICE,                                                                            \
+         offsetof(type, common.log_format),                                                        \
+         NULL,                                                                                     \
+         "json|console",                                                                           \
+         0,                                                                                        \
+         0,                                                                                        \
+         "log format (default: json in production, else console)"},                                \
+        {"log-level",                                                                              \
+         "ARV_LOG_LEVEL",                                                                          \
+         CONFIG_LOG_LEVEL,                                                                         \
+         offsetof(type, common.log_level),                                                         \
+         "info",                                                                                   \
+         NULL,                                                                                     \
+         0,                                                                                        \
+         0,                                                                                        \
+         "minimum log level: debug|info|warn|error"},                                              \
+        {"stream",                                                                                 \
+         "ARV_STREAM",                                                                             \
+         CONFIG_STRING,                                                                            \
+         offsetof(type, common.stream),                                                            \
+         "arv:events",                                                                             \
+         NULL,                                                                                     \
+         0,                                                                                        \
+         0,                                                                                        \
+         "Redis stream name (ARV_STREAM:{shard} when sharded)"},                                   \
+        {"stream-shards",                                                                          \
+         "ARV_STREAM_SHARDS",                                                                      \
+         CONFIG_INT,                                                                               \
+         offsetof(type, common.stream_shards),                                                     \
+         "1",                                                                                      \
+         NULL,                                                                                     \
+         1,                                                                                        \
+         1024,                                                                                     \
+         "number of stream shards"},                                                               \
     {                                                                                              \
         "listen", "ARV_LISTEN", CONFIG_LISTEN, offsetof(type, common.listen), (default_listen),    \
             NULL, 0, 0, "HTTP listen address host:port"                                            \
@@ -103,9 +151,8 @@ typedef bool config_validate_fn(const void *cfg, char *err, size_t errlen);
  * logging. On --help/--version exits 0; on --check-config prints the verdict and
  * exits 0 or 1; on a bad value prints one clear line to stderr and exits 1.
  * Returns only when the binary should run. */
-void config_load_or_exit(const char *binary, const char *summary,
-                         const struct config_option *opts, size_t nopts, void *cfg,
-                         const struct common_config *common, config_validate_fn *validate,
-                         int argc, char **argv);
+void config_load_or_exit(const char *binary, const char *summary, const struct config_option *opts,
+                         size_t nopts, void *cfg, const struct common_config *common,
+                         config_validate_fn *validate, int argc, char **argv);
 
 #endif

@@ -15,8 +15,8 @@
 #define DEFAULT_MAX_SKEW_MS (24LL * 3600 * 1000)
 #define MAX_DURATION_S      86400
 
-static bool fail(struct event_error *err, const char *code, const char *field, const char *fmt,
-                 ...) __attribute__((format(printf, 4, 5)));
+static bool fail(struct event_error *err, const char *code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static bool fail(struct event_error *err, const char *code, const char *field, const char *fmt, ...)
 {
     va_list ap;
@@ -236,8 +236,7 @@ static bool take_string(struct json_object *v, const char *field, char *out, siz
         return fail(err, "invalid_field", field, "%s must not contain control characters", field);
     if (len >= cap) {
         if (!truncate)
-            return fail(err, "invalid_field", field, "%s is longer than %zu bytes", field,
-                        cap - 1);
+            return fail(err, "invalid_field", field, "%s is longer than %zu bytes", field, cap - 1);
         len = utf8_prefix(s, len, cap - 1);
     }
     memcpy(out, s, len);
@@ -289,8 +288,7 @@ static struct json_object *field_get(struct json_object *obj, const char *key)
 enum decode_mode { DECODE_CLIENT, DECODE_STREAM };
 
 static bool decode_event(struct json_object *obj, enum decode_mode mode,
-                         const struct event_context *ctx, struct event *ev,
-                         struct event_error *err)
+                         const struct event_context *ctx, struct event *ev, struct event_error *err)
 {
     struct json_object *v;
     memset(ev, 0, sizeof(*ev));
@@ -323,10 +321,10 @@ static bool decode_event(struct json_object *obj, enum decode_mode mode,
                         "ar_content_id must be a positive integer");
         ev->ar_content_id = id;
     }
-    const char *uid_field = field_get(obj, "ar_content_unique_id") ? "ar_content_unique_id"
-                                                                   : "portrait_id";
-    if (!take_string(field_get(obj, uid_field), uid_field, ev->content_uid,
-                     sizeof(ev->content_uid), false, err))
+    const char *uid_field =
+        field_get(obj, "ar_content_unique_id") ? "ar_content_unique_id" : "portrait_id";
+    if (!take_string(field_get(obj, uid_field), uid_field, ev->content_uid, sizeof(ev->content_uid),
+                     false, err))
         return false;
     if (ev->ar_content_id == 0 && ev->content_uid[0] == '\0')
         return fail(err, "invalid_field", "ar_content_id",
@@ -462,8 +460,8 @@ out:
     return ok;
 }
 
-bool event_from_client(struct json_object *obj, const struct event_context *ctx,
-                       struct event *ev, struct event_error *err)
+bool event_from_client(struct json_object *obj, const struct event_context *ctx, struct event *ev,
+                       struct event_error *err)
 {
     return decode_event(obj, DECODE_CLIENT, ctx, ev, err);
 }

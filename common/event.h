@@ -27,20 +27,20 @@ struct event {
     char device_type[33];
     char browser[65];
     char os[65];
-    char country[3];                     /* ISO 3166-1 alpha-2, upper case */
+    char country[3]; /* ISO 3166-1 alpha-2, upper case */
     char city[129];
-    char user_agent[513];                /* body field, else the header; truncated */
-    char ip[46];                         /* client address (numeric) */
-    int64_t occurred_at_ms;              /* client clock, 0 when absent */
-    int64_t received_at_ms;              /* collector clock */
+    char user_agent[513];   /* body field, else the header; truncated */
+    char ip[46];            /* client address (numeric) */
+    int64_t occurred_at_ms; /* client clock, 0 when absent */
+    int64_t received_at_ms; /* collector clock */
 };
 
 /* What the collector knows besides the body. Strings borrowed, may be NULL. */
 struct event_context {
     const char *user_agent_header;
     const char *client_ip;
-    int64_t now_ms;        /* receive time, ms since the epoch */
-    int64_t max_skew_ms;   /* occurred_at outside now +- this is rejected; 0: 24 h */
+    int64_t now_ms;      /* receive time, ms since the epoch */
+    int64_t max_skew_ms; /* occurred_at outside now +- this is rejected; 0: 24 h */
 };
 
 /* Why an input was refused: an error code for the JSON answer ("invalid_json",
@@ -57,8 +57,8 @@ struct event_error {
 
 /* Validates and normalises one client event object (borrowed). Unknown fields
  * are ignored. Generates event_id when absent. Returns false with `err` set. */
-bool event_from_client(struct json_object *obj, const struct event_context *ctx,
-                       struct event *ev, struct event_error *err);
+bool event_from_client(struct json_object *obj, const struct event_context *ctx, struct event *ev,
+                       struct event_error *err);
 
 /* Parses a client body of `len` bytes as one JSON object and validates it.
  * Returns false with `err` set (invalid_json for a body that does not parse). */

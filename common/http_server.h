@@ -25,10 +25,10 @@ enum http_method {
 };
 
 struct http_server_limits {
-    size_t max_header_bytes; /* request line + headers; 431 past it */
-    size_t max_body_bytes;   /* 413 past it */
-    unsigned max_connections;  /* new connections past it are closed at once */
-    unsigned idle_timeout_ms;  /* keep-alive connection with no request */
+    size_t max_header_bytes;     /* request line + headers; 431 past it */
+    size_t max_body_bytes;       /* 413 past it */
+    unsigned max_connections;    /* new connections past it are closed at once */
+    unsigned idle_timeout_ms;    /* keep-alive connection with no request */
     unsigned request_timeout_ms; /* absolute: first byte to complete request read, else 408 */
 };
 
@@ -45,8 +45,8 @@ typedef void http_handler(struct http_request *req, void *arg);
  * `m` (borrowed, may be NULL) receives http_requests_total{route,method,status}
  * and http_request_duration_seconds{route}.
  * Caller frees with http_server_free(). */
-struct http_server *http_server_new(struct event_base *base, const struct http_server_limits *limits,
-                                    struct metrics *m);
+struct http_server *http_server_new(struct event_base *base,
+                                    const struct http_server_limits *limits, struct metrics *m);
 
 /* Binds and listens on host:port (numeric host; SO_REUSEADDR and SO_REUSEPORT so
  * several loops can share a port). Returns 0 or a negative errno. */
@@ -66,7 +66,8 @@ int http_server_route(struct http_server *s, unsigned methods, const char *path,
  * flight are still answered (then their connections close). */
 void http_server_stop_accepting(struct http_server *s);
 
-/* Requests received and not yet answered, across all connections. */
+/* Requests received and not yet answered, plus answers not yet fully written,
+ * across all connections: 0 means a drain can end without losing a reply. */
 size_t http_server_inflight(const struct http_server *s);
 
 /* Closes every connection and frees the server. Requests still unanswered are
@@ -76,9 +77,11 @@ void http_server_free(struct http_server *s);
 /* Request accessors. Returned strings are borrowed from the request and valid
  * until it is answered. */
 enum http_method http_request_method(const struct http_request *req);
-const char *http_request_path(const struct http_request *req);  /* raw (not decoded), without query */
+const char *
+http_request_path(const struct http_request *req); /* raw (not decoded), without query */
 const char *http_request_query(const struct http_request *req); /* after '?', or "" */
-const char *http_request_route(const struct http_request *req); /* matched route path, or "unmatched" */
+const char *
+http_request_route(const struct http_request *req); /* matched route path, or "unmatched" */
 /* Case-insensitive header lookup; NULL if absent. Repeated headers: the first. */
 const char *http_request_header(const struct http_request *req, const char *name);
 const char *http_request_body(const struct http_request *req, size_t *len); /* NUL-terminated */
@@ -97,8 +100,8 @@ void http_request_add_header(struct http_request *req, const char *name, const c
 /* Answers `req` with `status`, a Content-Type (NULL: none) and a body (copied;
  * may be NULL with len 0). Exactly once per request; afterwards `req` is gone.
  * Also logs http_request_completed and records metrics. */
-void http_respond(struct http_request *req, int status, const char *content_type,
-                  const char *body, size_t len);
+void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
+                  size_t len);
 
 /* http_respond() with application/json and a NUL-terminated body. */
 void http_respond_json(struct http_request *req, int status, const char *json);

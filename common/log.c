@@ -35,8 +35,11 @@ bool log_parse_level(const char *s, enum log_level *out)
     static const struct {
         const char *name;
         enum log_level level;
-    } names[] = {{"debug", LOG_LEVEL_DEBUG},  {"info", LOG_LEVEL_INFO},  {"warn", LOG_LEVEL_WARN},
-                 {"warning", LOG_LEVEL_WARN}, {"error", LOG_LEVEL_ERROR}};
+    } names[] = {{"debug", LOG_LEVEL_DEBUG},
+                 {"info", LOG_LEVEL_INFO},
+                 {"warn", LOG_LEVEL_WARN},
+                 {"warning", LOG_LEVEL_WARN},
+                 {"error", LOG_LEVEL_ERROR}};
     for (size_t i = 0; s && i < sizeof(names) / sizeof(names[0]); i++) {
         if (strcasecmp(s, names[i].name) == 0) {
             *out = names[i].level;
@@ -95,7 +98,7 @@ void log_write(enum log_level level, const char *event, const struct log_field *
 {
     if (level < log_min)
         return;
-    char ts[40];
+    char ts[64];
     struct strbuf sb;
     format_timestamp(ts, sizeof(ts));
     strbuf_init(&sb);

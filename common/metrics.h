@@ -46,8 +46,8 @@ struct metric *metric_family_single(struct metric_family *f);
 
 /* Updates: atomic, any thread, never block. NULL `c` is ignored. */
 void metric_inc(struct metric *c);
-void metric_add(struct metric *c, double v); /* counters: v >= 0 */
-void metric_set(struct metric *c, double v); /* gauges */
+void metric_add(struct metric *c, double v);     /* counters: v >= 0 */
+void metric_set(struct metric *c, double v);     /* gauges */
 void metric_observe(struct metric *c, double v); /* histograms */
 
 /* Called at the start of each render, on the rendering thread, to refresh gauges

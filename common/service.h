@@ -20,17 +20,17 @@ struct metrics;
 typedef void service_stop_cb(void *arg);
 
 struct service {
-    const char *name;            /* "arv-collector"; borrowed */
-    struct event_base *base;     /* the daemon's loop */
-    struct metrics *metrics;     /* registry rendered at GET /metrics */
-    struct http_server *http;    /* listening on common.listen */
-    struct health *health;       /* status/readiness/metrics routes */
-    struct event *sig_term;      /* SIGTERM watcher */
-    struct event *sig_int;       /* SIGINT watcher */
-    struct event *deadline;      /* forced exit 10 s after the stop signal */
-    service_stop_cb *on_stop;    /* daemon's drain hook, may be NULL */
+    const char *name;         /* "arv-collector"; borrowed */
+    struct event_base *base;  /* the daemon's loop */
+    struct metrics *metrics;  /* registry rendered at GET /metrics */
+    struct http_server *http; /* listening on common.listen */
+    struct health *health;    /* status/readiness/metrics routes */
+    struct event *sig_term;   /* SIGTERM watcher */
+    struct event *sig_int;    /* SIGINT watcher */
+    struct event *deadline;   /* forced exit 10 s after the stop signal */
+    service_stop_cb *on_stop; /* daemon's drain hook, may be NULL */
     void *on_stop_arg;
-    bool stopping;               /* a stop signal arrived */
+    bool stopping; /* a stop signal arrived */
 };
 
 /* Creates the loop, registry, HTTP server (bound to common->listen with `limits`,

@@ -16,8 +16,8 @@ static const struct config_option opts[] = {
     CONFIG_COMMON_OPTIONS(struct test_config, "0.0.0.0:8081"),
     {"batch", "ARV_BATCH", CONFIG_INT, offsetof(struct test_config, batch), "100", NULL, 1, 1000,
      "batch size"},
-    {"store-full-ip", "ARV_STORE_FULL_IP", CONFIG_BOOL, offsetof(struct test_config, full_ip),
-     "0", NULL, 0, 0, "keep full IPs"},
+    {"store-full-ip", "ARV_STORE_FULL_IP", CONFIG_BOOL, offsetof(struct test_config, full_ip), "0",
+     NULL, 0, 0, "keep full IPs"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -108,10 +108,10 @@ Test(config, bad_values_are_errors)
 {
     struct test_config cfg;
     char err[256];
-    char *bad[][2] = {{"arv-test", "--batch=12x"},      {"arv-test", "--env=staging"},
-                      {"arv-test", "--listen=nohost"},  {"arv-test", "--listen=host.name:80"},
-                      {"arv-test", "--listen=:70000"},  {"arv-test", "--log-level=loud"},
-                      {"arv-test", "--no-such-option"}, {"arv-test", "stray"},
+    char *bad[][2] = {{"arv-test", "--batch=12x"},          {"arv-test", "--env=staging"},
+                      {"arv-test", "--listen=nohost"},      {"arv-test", "--listen=host.name:80"},
+                      {"arv-test", "--listen=:70000"},      {"arv-test", "--log-level=loud"},
+                      {"arv-test", "--no-such-option"},     {"arv-test", "stray"},
                       {"arv-test", "--store-full-ip=maybe"}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';

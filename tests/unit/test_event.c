@@ -96,8 +96,7 @@ Test(event, bad_input_names_the_field)
          "duration_seconds"},
         {"{\"ar_content_id\":1," SID ",\"duration_seconds\":100000}", "invalid_field",
          "duration_seconds"},
-        {"{\"ar_content_id\":1," SID ",\"video_played\":\"yes\"}", "invalid_field",
-         "video_played"},
+        {"{\"ar_content_id\":1," SID ",\"video_played\":\"yes\"}", "invalid_field", "video_played"},
         {"{\"ar_content_id\":1," SID ",\"country\":\"Germany\"}", "invalid_field", "country"},
         {"{\"ar_content_id\":1," SID ",\"tracking_quality\":\"very good\"}", "invalid_field",
          "tracking_quality"},
@@ -105,10 +104,9 @@ Test(event, bad_input_names_the_field)
         {"{\"ar_content_id\":1," SID ",\"event_id\":\"x\"}", "invalid_field", "event_id"},
         {"{\"ar_content_id\":1," SID ",\"occurred_at\":\"yesterday\"}", "invalid_field",
          "occurred_at"},
-        {"{\"ar_content_id\":1," SID ",\"occurred_at\":\"2020-01-01T00:00:00Z\"}",
-         "invalid_field", "occurred_at"},
-        {"{\"ar_content_id\":1," SID ",\"browser\":{\"name\":\"x\"}}", "invalid_field",
-         "browser"},
+        {"{\"ar_content_id\":1," SID ",\"occurred_at\":\"2020-01-01T00:00:00Z\"}", "invalid_field",
+         "occurred_at"},
+        {"{\"ar_content_id\":1," SID ",\"browser\":{\"name\":\"x\"}}", "invalid_field", "browser"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct event ev;

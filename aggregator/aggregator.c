@@ -1,0 +1,386 @@
+/* arv-aggregator's application: workers per Redis node, readiness, metrics and
+ * the drain: stop after the batch in flight, join, then end the loop. */
+#include "aggregator.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+#include "health.h"
+#include "log.h"
+#include "metrics.h"
+#include "redis_conn.h"
+#include "service.h"
+#include "store.h"
+#include "worker.h"
+
+#define AGGREGATOR_MAX_NODES 64
+#define CONSUMER_MAX         200
+
+const struct config_option aggregator_options[] = {
+    CONFIG_COMMON_OPTIONS(struct aggregator_config, "0.0.0.0:8082"),
+    {"batch-size", "ARV_BATCH_SIZE", CONFIG_INT, offsetof(struct aggregator_config, batch_size),
+     "5000", NULL, 1, 100000, "stream entries read per batch (XREADGROUP COUNT, per shard)"},
+    {"batch-wait-ms", "ARV_BATCH_WAIT_MS", CONFIG_INT,
+     offsetof(struct aggregator_config, batch_wait_ms), "200", NULL, 1, 60000,
+     "longest wait for new entries before a read returns (XREADGROUP BLOCK)"},
+    {"consumer", "ARV_CONSUMER", CONFIG_STRING, offsetof(struct aggregator_config, consumer), NULL,
+     NULL, 0, 0, "consumer name in the group arv-aggregators [default: hostname-pid]"},
+    {"content-relation", "ARV_CONTENT_RELATION", CONFIG_STRING,
+     offsetof(struct aggregator_config, content_relation), "analytics.ar_content", NULL, 0, 0,
+     "table or view resolving content (id, unique_id, project_id, company_id)"},
+    {"claim-idle-ms", "ARV_CLAIM_IDLE_MS", CONFIG_INT,
+     offsetof(struct aggregator_config, claim_idle_ms), "60000", NULL, 0, 86400000,
+     "claim entries another consumer left pending this long (0: never)"},
+    {"max-deliveries", "ARV_MAX_DELIVERIES", CONFIG_INT,
+     offsetof(struct aggregator_config, max_deliveries), "10", NULL, 1, 1000000,
+     "dead-letter a claimed entry already delivered this many times"},
+};
+const size_t aggregator_options_len = sizeof(aggregator_options) / sizeof(aggregator_options[0]);
+
+struct aggregator {
+    struct service *svc;                 /* borrowed */
+    const struct aggregator_config *cfg; /* borrowed */
+    struct worker *workers;              /* one per Redis node with shards */
+    unsigned nworkers;
+    char **streams; /* every shard's stream name */
+    unsigned nstreams;
+    char consumer[CONSUMER_MAX + 1];
+    int notify[2];           /* workers write a byte to [1] when they end */
+    struct event *notify_ev; /* reads [0] on the loop */
+    bool stopping;           /* the drain began */
+};
+
+bool aggregator_config_validate(const void *p, char *err, size_t errlen)
+{
+    const struct aggregator_config *cfg = p;
+    struct redis_url urls[AGGREGATOR_MAX_NODES];
+    char *pqerr = NULL;
+    PQconninfoOption *opts;
+
+    if (redis_url_parse_list(cfg->common.redis_url, urls, AGGREGATOR_MAX_NODES) <= 0) {
+        snprintf(err, errlen,
+                 "REDIS_URL: invalid '%s' (expected redis://[:password@]host[:port][/db], "
+                 "comma-separated, at most %d)",
+                 cfg->common.redis_url, AGGREGATOR_MAX_NODES);
+        return false;
+    }
+    if (!store_relation_valid(cfg->content_relation)) {
+        snprintf(err, errlen,
+                 "ARV_CONTENT_RELATION: invalid '%s' (expected name or schema.name, letters, "
+                 "digits and _)",
+                 cfg->content_relation);
+        return false;
+    }
+    if (cfg->consumer && (!*cfg->consumer || strlen(cfg->consumer) > CONSUMER_MAX - 8)) {
+        snprintf(err, errlen, "ARV_CONSUMER: must be 1..%d characters", CONSUMER_MAX - 8);
+        return false;
+    }
+    if (!cfg->common.database_url || !*cfg->common.database_url) {
+        snprintf(err, errlen, "DATABASE_URL: empty");
+        return false;
+    }
+    opts = PQconninfoParse(cfg->common.database_url, &pqerr);
+    if (!opts) {
+        size_t n = pqerr ? strcspn(pqerr, "\n") : 0;
+        snprintf(err, errlen, "DATABASE_URL: %.*s", (int)n, pqerr ? pqerr : "out of memory");
+        if (pqerr)
+            PQfreemem(pqerr);
+        return false;
+    }
+    PQconninfoFree(opts);
+    return true;
+}
+
+static const char *dep_detail(enum worker_dep d)
+{
+    switch (d) {
+    case WORKER_DEP_CONNECTING:
+        return "connecting";
+    case WORKER_DEP_DOWN:
+        return "unreachable";
+    case WORKER_DEP_SCHEMA:
+        return "relation missing: run arvctl migrate, check ARV_CONTENT_RELATION";
+    case WORKER_DEP_UP:
+        break;
+    }
+    return "ok";
+}
+
+static bool check_redis(void *arg, const char **detail)
+{
+    struct aggregator *a = arg;
+
+    for (unsigned i = 0; i < a->nworkers; i++) {
+        enum worker_dep d = worker_redis_state(&a->workers[i]);
+        if (d != WORKER_DEP_UP) {
+            *detail = dep_detail(d);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool check_postgresql(void *arg, const char **detail)
+{
+    struct aggregator *a = arg;
+
+    for (unsigned i = 0; i < a->nworkers; i++) {
+        enum worker_dep d = worker_pg_state(&a->workers[i]);
+        if (d != WORKER_DEP_UP) {
+            *detail = dep_detail(d);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool aggregator_stopped(const struct aggregator *a)
+{
+    for (unsigned i = 0; i < a->nworkers; i++) {
+        if (a->workers[i].started && !worker_finished(&a->workers[i]))
+            return false;
+    }
+    return true;
+}
+
+/* A worker ended: once all have, the drain is complete. */
+static void aggregator_notified(evutil_socket_t fd, short what, void *arg)
+{
+    struct aggregator *a = arg;
+    char buf[64];
+
+    (void)what;
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    if (!aggregator_stopped(a))
+        return;
+    for (unsigned i = 0; i < a->nworkers; i++)
+        worker_join(&a->workers[i]);
+    event_del(a->notify_ev);
+    if (!a->stopping) {
+        /* Workers only return when told to; this is a bug, not an outage. */
+        log_error("workers_ended_unexpectedly");
+    }
+    service_stopped(a->svc);
+}
+
+static void aggregator_on_stop(void *arg)
+{
+    struct aggregator *a = arg;
+
+    a->stopping = true;
+    log_info("aggregator_draining", LF_INT("workers", a->nworkers));
+    for (unsigned i = 0; i < a->nworkers; i++)
+        worker_stop(&a->workers[i]);
+    if (aggregator_stopped(a))
+        aggregator_notified(a->notify[0], EV_READ, a);
+}
+
+static int register_metrics(struct aggregator *a, struct worker_metrics *m)
+{
+    static const double batch_buckets[] = {1,    10,   50,   100,   250,  500,
+                                           1000, 2500, 5000, 10000, 25000};
+    struct metrics *reg = a->svc->metrics;
+    struct metric_family *events = metrics_counter(
+        reg, "aggregator_events_total", "Stream entries processed, by outcome", "outcome");
+
+    memset(m, 0, sizeof(*m));
+    if (!events)
+        return -ENOMEM;
+    m->inserted = metric_family_child(events, (const char *const[]){"inserted"});
+    m->duplicate = metric_family_child(events, (const char *const[]){"duplicate"});
+    m->unknown = metric_family_child(events, (const char *const[]){"unknown_content"});
+    m->invalid = metric_family_child(events, (const char *const[]){"invalid"});
+    m->batch_size = metric_family_single(
+        metrics_histogram(reg, "aggregator_batch_size", "Stream entries per written batch", NULL,
+                          batch_buckets, sizeof(batch_buckets) / sizeof(batch_buckets[0])));
+    m->flush_duration = metric_family_single(
+        metrics_histogram(reg, "aggregator_flush_duration_seconds",
+                          "Time to write one batch to PostgreSQL (COPY, statement, COMMIT)", NULL,
+                          metrics_latency_buckets, metrics_latency_buckets_len));
+    m->db_errors = metric_family_single(
+        metrics_counter(reg, "aggregator_db_errors_total", "PostgreSQL failures", NULL));
+    m->redis_errors = metric_family_single(
+        metrics_counter(reg, "aggregator_redis_errors_total", "Redis failures", NULL));
+    m->dead_letters = metric_family_single(metrics_counter(
+        reg, "aggregator_dead_letters_total", "Rows written to analytics.dead_letters", NULL));
+    m->stream_length =
+        metrics_gauge(reg, "aggregator_stream_length", "Entries in the stream (XLEN)", "stream");
+    m->consumer_lag = metrics_gauge(
+        reg, "aggregator_consumer_lag",
+        "Entries of the stream not yet committed to PostgreSQL (undelivered + pending)", "stream");
+    m->pending = metrics_gauge(reg, "aggregator_pending_entries",
+                               "Entries delivered to the group and not yet acknowledged", "stream");
+    if (!m->inserted || !m->duplicate || !m->unknown || !m->invalid || !m->batch_size ||
+        !m->flush_duration || !m->db_errors || !m->redis_errors || !m->dead_letters ||
+        !m->stream_length || !m->consumer_lag || !m->pending)
+        return -ENOMEM;
+    return 0;
+}
+
+/* hostname-pid, the default consumer name: unique per process. */
+static void default_consumer(char *out, size_t outlen)
+{
+    char host[128] = "";
+
+    if (gethostname(host, sizeof(host) - 1) != 0 || !host[0])
+        snprintf(host, sizeof(host), "aggregator");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(out, outlen, "%s-%ld", host, (long)getpid());
+}
+
+static int create_workers(struct aggregator *a, const struct worker_metrics *m)
+{
+    const struct aggregator_config *cfg = a->cfg;
+    struct redis_url urls[AGGREGATOR_MAX_NODES];
+    int nurls = redis_url_parse_list(cfg->common.redis_url, urls, AGGREGATOR_MAX_NODES);
+    const char **mine = NULL;
+    int rc = -ENOMEM;
+
+    if (nurls <= 0)
+        return -EINVAL;
+    /* Shard i lives on node i % nodes (as the collector routes); one stream
+     * unsharded lives on the first node. */
+    a->nstreams = (unsigned)cfg->common.stream_shards;
+    a->streams = calloc(a->nstreams, sizeof(*a->streams));
+    mine = calloc(a->nstreams, sizeof(*mine));
+    if (!a->streams || !mine)
+        goto out;
+    for (unsigned i = 0; i < a->nstreams; i++) {
+        size_t len = strlen(cfg->common.stream) + 16;
+        if (!(a->streams[i] = malloc(len)))
+            goto out;
+        if (a->nstreams == 1)
+            snprintf(a->streams[i], len, "%s", cfg->common.stream);
+        else
+            snprintf(a->streams[i], len, "%s:%u", cfg->common.stream, i);
+    }
+    a->nworkers = (unsigned)nurls < a->nstreams ? (unsigned)nurls : a->nstreams;
+    a->workers = calloc(a->nworkers, sizeof(*a->workers));
+    if (!a->workers)
+        goto out;
+    for (unsigned k = 0; k < a->nworkers; k++) {
+        char key[CONSUMER_MAX + 16];
+        unsigned n = 0;
+        for (unsigned i = k; i < a->nstreams; i += a->nworkers)
+            mine[n++] = a->streams[i];
+        if (a->nworkers == 1)
+            snprintf(key, sizeof(key), "%s", a->consumer);
+        else
+            snprintf(key, sizeof(key), "%s/%u", a->consumer, k);
+        struct worker_config wc = {
+            .redis = &urls[k],
+            .streams = mine,
+            .nstreams = n,
+            .consumer = a->consumer,
+            .watermark_key = key,
+            .database_url = cfg->common.database_url,
+            .content_relation = cfg->content_relation,
+            .batch_size = cfg->batch_size,
+            .batch_wait_ms = cfg->batch_wait_ms,
+            .claim_idle_ms = cfg->claim_idle_ms,
+            .max_deliveries = cfg->max_deliveries,
+        };
+        if ((rc = worker_init(&a->workers[k], k, &wc, m, a->notify[1])) < 0)
+            goto out;
+    }
+    rc = 0;
+out:
+    free(mine);
+    return rc;
+}
+
+struct aggregator *aggregator_new(struct service *svc, const struct aggregator_config *cfg)
+{
+    struct aggregator *a = calloc(1, sizeof(*a));
+    struct worker_metrics m;
+    int rc = -ENOMEM;
+
+    if (!a)
+        goto out;
+    a->svc = svc;
+    a->cfg = cfg;
+    a->notify[0] = a->notify[1] = -1;
+    if (cfg->consumer)
+        snprintf(a->consumer, sizeof(a->consumer), "%s", cfg->consumer);
+    else
+        default_consumer(a->consumer, sizeof(a->consumer));
+
+    /* Order: metrics, the wake-up pipe, workers (they need both), readiness
+     * checks (they read the workers), then the drain hook. */
+    if ((rc = register_metrics(a, &m)) < 0)
+        goto out;
+    if (pipe(a->notify) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (fcntl(a->notify[i], F_SETFL, O_NONBLOCK) < 0 ||
+            fcntl(a->notify[i], F_SETFD, FD_CLOEXEC) < 0) {
+            rc = -errno;
+            goto out;
+        }
+    }
+    a->notify_ev = event_new(svc->base, a->notify[0], EV_READ | EV_PERSIST, aggregator_notified, a);
+    if (!a->notify_ev || event_add(a->notify_ev, NULL) < 0) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if ((rc = create_workers(a, &m)) < 0)
+        goto out;
+    if ((rc = health_add_check(svc->health, "redis", check_redis, a)) < 0 ||
+        (rc = health_add_check(svc->health, "postgresql", check_postgresql, a)) < 0)
+        goto out;
+    service_on_stop(svc, aggregator_on_stop, a);
+    log_info("aggregator_configured", LF_STR("consumer", a->consumer),
+             LF_INT("workers", a->nworkers), LF_INT("streams", a->nstreams),
+             LF_STR("stream", a->streams[0]), LF_INT("batch_size", cfg->batch_size),
+             LF_INT("batch_wait_ms", cfg->batch_wait_ms),
+             LF_STR("content_relation", cfg->content_relation));
+    rc = 0;
+out:
+    if (rc < 0) {
+        log_error("aggregator_init_failed", LF_STR("error", strerror(-rc)));
+        aggregator_free(a);
+        a = NULL;
+    }
+    return a;
+}
+
+int aggregator_start(struct aggregator *a)
+{
+    for (unsigned i = 0; i < a->nworkers; i++) {
+        int rc = worker_start(&a->workers[i]);
+        if (rc < 0) {
+            log_error("worker_start_failed", LF_INT("worker", i), LF_STR("error", strerror(-rc)));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+void aggregator_free(struct aggregator *a)
+{
+    if (!a)
+        return;
+    for (unsigned i = 0; a->workers && i < a->nworkers; i++)
+        worker_deinit(&a->workers[i]);
+    free(a->workers);
+    for (unsigned i = 0; a->streams && i < a->nstreams; i++)
+        free(a->streams[i]);
+    free(a->streams);
+    if (a->notify_ev)
+        event_free(a->notify_ev);
+    if (a->notify[0] >= 0)
+        close(a->notify[0]);
+    if (a->notify[1] >= 0)
+        close(a->notify[1]);
+    free(a);
+}

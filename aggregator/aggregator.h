@@ -1,0 +1,49 @@
+/* arv-aggregator's application: configuration, the worker threads (one per
+ * Redis node holding stream shards), their readiness checks and metrics, and
+ * the drain on SIGTERM/SIGINT. */
+#ifndef ARV_AGGREGATOR_H
+#define ARV_AGGREGATOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config.h"
+
+struct service;
+struct aggregator;
+
+struct aggregator_config {
+    struct common_config common;
+    long batch_size;              /* ARV_BATCH_SIZE: entries per read and stream */
+    long batch_wait_ms;           /* ARV_BATCH_WAIT_MS: XREADGROUP BLOCK */
+    const char *consumer;         /* ARV_CONSUMER, NULL: hostname-pid */
+    const char *content_relation; /* ARV_CONTENT_RELATION */
+    long claim_idle_ms;           /* ARV_CLAIM_IDLE_MS, 0 disables claiming */
+    long max_deliveries;          /* ARV_MAX_DELIVERIES */
+};
+
+/* The option table (with the common options) and its length. */
+extern const struct config_option aggregator_options[];
+extern const size_t aggregator_options_len;
+
+/* Checks what the table cannot: the Redis URL list, the relation name, the
+ * consumer name, DATABASE_URL. A config_validate_fn. */
+bool aggregator_config_validate(const void *cfg, char *err, size_t errlen);
+
+/* Creates the aggregator on `svc` (borrowed, initialised): workers, readiness
+ * checks "redis" and "postgresql", metrics, and the drain hook. `cfg` is
+ * borrowed and must outlive it. Returns NULL after logging why. Caller frees
+ * with aggregator_free(). */
+struct aggregator *aggregator_new(struct service *svc, const struct aggregator_config *cfg);
+
+/* Starts the worker threads. Returns 0 or a negative errno. */
+int aggregator_start(struct aggregator *a);
+
+/* True when no worker thread is running (all returned, or never started). */
+bool aggregator_stopped(const struct aggregator *a);
+
+/* Stops and joins the workers (blocking until they return), then frees. Call
+ * after the loop ended; NULL is fine. */
+void aggregator_free(struct aggregator *a);
+
+#endif

@@ -1,0 +1,46 @@
+/* PostgreSQL COPY text-format encoding (pure): escapes field values, writes \N
+ * for NULL, and builds tab-separated rows ended by a newline. */
+#ifndef ARV_AGGREGATOR_COPY_H
+#define ARV_AGGREGATOR_COPY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "strbuf.h"
+
+/* One row being appended to a buffer; fields are separated automatically. */
+struct copy_row {
+    struct strbuf *out; /* borrowed; rows are appended to it */
+    unsigned nfields;   /* fields written so far in this row */
+};
+
+/* Appends `s` (n bytes) escaped for COPY text format: backslash, tab, newline
+ * and carriage return become \\, \t, \n, \r; bytes that are not valid UTF-8
+ * become U+FFFD so the server never rejects the row for its encoding. */
+void copy_escape(struct strbuf *out, const char *s, size_t n);
+
+/* Starts a row on `out` (borrowed, must outlive the row). */
+void copy_row_begin(struct copy_row *row, struct strbuf *out);
+
+/* Field writers: each appends one field (with the tab before it when it is not
+ * the first). Strings are borrowed and copied. */
+void copy_row_null(struct copy_row *row);
+void copy_row_text(struct copy_row *row, const char *s, size_t n);
+/* NUL-terminated text; NULL is written as \N. */
+void copy_row_str(struct copy_row *row, const char *s);
+/* NUL-terminated text where "" (or NULL) means absent and is written as \N. */
+void copy_row_opt_str(struct copy_row *row, const char *s);
+void copy_row_int(struct copy_row *row, long long v);
+void copy_row_bool(struct copy_row *row, bool v);
+/* A timestamptz from ms since the epoch, as "2026-11-25 10:00:00.123+00". */
+void copy_row_time_ms(struct copy_row *row, int64_t ms);
+
+/* Ends the row with a newline. */
+void copy_row_end(struct copy_row *row);
+
+/* Formats `ms` since the epoch as "YYYY-MM-DD HH:MM:SS.mmm+00" (UTC) into `out`
+ * (at least 32 bytes). Returns false if the year is out of 0..9999. */
+bool copy_format_time_ms(int64_t ms, char *out, size_t outlen);
+
+#endif

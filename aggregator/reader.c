@@ -1,0 +1,631 @@
+/* Blocking hiredis reader of one Redis node's stream shards for the worker
+ * thread: XREADGROUP, own-pending recovery, XPENDING + XCLAIM, XACK, stats. */
+#include "reader.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+
+#define READER_MAX_FIELDS   32   /* fields kept of one entry; the schema has two */
+#define READER_ACK_CHUNK    1000 /* ids per XACK */
+#define READER_CONNECT_MS   2000
+#define READER_REPLY_MARGIN 5000                 /* socket timeout beyond a read's BLOCK */
+#define READER_FORGET_MS    (24LL * 3600 * 1000) /* idle consumers with nothing pending */
+
+static const redisReply *map_get(const redisReply *map, const char *key);
+
+int reader_init(struct reader *r, const struct redis_url *url, const char *const *streams,
+                unsigned nstreams, const char *consumer, long count, long block_ms)
+{
+    memset(r, 0, sizeof(*r));
+    r->url = *url;
+    r->streams = streams;
+    r->nstreams = nstreams;
+    r->count = count;
+    r->block_ms = block_ms;
+    r->consumer = strdup(consumer);
+    r->recover_from = calloc(nstreams, sizeof(*r->recover_from));
+    if (!r->consumer || !r->recover_from) {
+        reader_deinit(r);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void reader_disconnect(struct reader *r)
+{
+    if (r->ctx)
+        redisFree(r->ctx);
+    r->ctx = NULL;
+}
+
+void reader_deinit(struct reader *r)
+{
+    reader_disconnect(r);
+    free(r->consumer);
+    free(r->recover_from);
+    memset(r, 0, sizeof(*r));
+}
+
+bool reader_connected(const struct reader *r)
+{
+    return r->ctx != NULL;
+}
+
+bool reader_parse_id(const char *s, uint64_t *ms, uint64_t *seq)
+{
+    char *end = NULL;
+
+    if (!s || *s < '0' || *s > '9')
+        return false;
+    errno = 0;
+    *ms = strtoull(s, &end, 10);
+    if (errno != 0)
+        return false;
+    *seq = 0;
+    if (*end == '\0')
+        return true;
+    if (*end != '-' || end[1] < '0' || end[1] > '9')
+        return false;
+    *seq = strtoull(end + 1, &end, 10);
+    return errno == 0 && *end == '\0';
+}
+
+static void reader_set_err(struct reader *r, const char *what, const char *detail)
+{
+    snprintf(r->errstr, sizeof(r->errstr), "%s: %s", what, detail ? detail : "unknown error");
+}
+
+/* Sends one command. Returns the reply (caller frees with freeReplyObject()),
+ * or NULL after a connection failure (then the reader is disconnected). An
+ * error reply is returned as is. */
+static redisReply *reader_command(struct reader *r, int argc, const char **argv, const size_t *lens)
+{
+    redisReply *reply;
+
+    if (!r->ctx) {
+        reader_set_err(r, argv[0], "not connected");
+        return NULL;
+    }
+    reply = redisCommandArgv(r->ctx, argc, argv, lens);
+    if (!reply) {
+        reader_set_err(r, argv[0], r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
+        reader_disconnect(r);
+    }
+    return reply;
+}
+
+/* Same, for a command of NUL-terminated words. */
+static redisReply *reader_commandv(struct reader *r, int argc, const char **argv)
+{
+    return reader_command(r, argc, argv, NULL);
+}
+
+static bool reply_is_error(struct reader *r, const redisReply *reply, const char *what)
+{
+    if (reply->type != REDIS_REPLY_ERROR)
+        return false;
+    reader_set_err(r, what, reply->str);
+    return true;
+}
+
+int reader_connect(struct reader *r)
+{
+    struct timeval tv = {READER_CONNECT_MS / 1000, (READER_CONNECT_MS % 1000) * 1000};
+    long reply_ms = r->block_ms + READER_REPLY_MARGIN;
+    struct timeval rtv = {reply_ms / 1000, (reply_ms % 1000) * 1000};
+    redisReply *reply = NULL;
+    char db[16];
+    int rc = -1;
+
+    reader_disconnect(r);
+    r->ctx = redisConnectWithTimeout(r->url.host, r->url.port, tv);
+    if (!r->ctx || r->ctx->err) {
+        reader_set_err(r, "connect", r->ctx ? r->ctx->errstr : "out of memory");
+        goto out;
+    }
+    if (redisSetTimeout(r->ctx, rtv) != REDIS_OK) {
+        reader_set_err(r, "connect", "cannot set the socket timeout");
+        goto out;
+    }
+    if (r->url.password[0]) {
+        const char *argv[] = {"AUTH", r->url.username, r->url.password};
+        bool user = r->url.username[0] != '\0';
+        reply = user ? reader_commandv(r, 3, argv)
+                     : reader_commandv(r, 2, (const char *[]){"AUTH", r->url.password});
+        if (!reply || reply_is_error(r, reply, "AUTH"))
+            goto out;
+        freeReplyObject(reply);
+        reply = NULL;
+    }
+    if (r->url.db != 0) {
+        snprintf(db, sizeof(db), "%d", r->url.db);
+        reply = reader_commandv(r, 2, (const char *[]){"SELECT", db});
+        if (!reply || reply_is_error(r, reply, "SELECT"))
+            goto out;
+        freeReplyObject(reply);
+        reply = NULL;
+    }
+    for (unsigned i = 0; i < r->nstreams; i++) {
+        /* From the start ("0"), not "$": entries added before any aggregator
+         * ran are still counted. Dedupe makes re-reading harmless. */
+        const char *argv[] = {"XGROUP", "CREATE", r->streams[i], READER_GROUP, "0", "MKSTREAM"};
+        reply = reader_commandv(r, 6, argv);
+        if (!reply)
+            goto out;
+        if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0) {
+            reader_set_err(r, "XGROUP CREATE", reply->str);
+            goto out;
+        }
+        freeReplyObject(reply);
+        reply = NULL;
+        snprintf(r->recover_from[i], sizeof(r->recover_from[i]), "0");
+    }
+    r->recovering = true;
+    rc = 0;
+out:
+    if (reply)
+        freeReplyObject(reply);
+    if (rc < 0)
+        reader_disconnect(r);
+    return rc;
+}
+
+static int stream_index(const struct reader *r, const redisReply *name)
+{
+    if (!name || name->type != REDIS_REPLY_STRING)
+        return -1;
+    for (unsigned i = 0; i < r->nstreams; i++) {
+        if (strlen(r->streams[i]) == name->len && memcmp(r->streams[i], name->str, name->len) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Fills `fields` from an entry's flat [name, value, ...] array. */
+static size_t entry_fields(const redisReply *arr, struct batch_field *fields)
+{
+    size_t n = 0;
+
+    for (size_t j = 0; j + 1 < arr->elements && n < READER_MAX_FIELDS; j += 2) {
+        const redisReply *k = arr->element[j];
+        const redisReply *v = arr->element[j + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        fields[n].name = k->str;
+        fields[n].name_len = k->len;
+        fields[n].value = v->str;
+        fields[n].value_len = v->len;
+        n++;
+    }
+    return n;
+}
+
+/* Adds one [id, fields] entry of stream `s`; entries whose fields are nil were
+ * deleted while pending and are only acknowledged. `deliveries` >= 0 with
+ * `max_deliveries` > 0 dead-letters an entry delivered too often. */
+static int add_entry(struct reader *r, struct batch *b, unsigned s, const redisReply *entry,
+                     long long deliveries, long max_deliveries)
+{
+    struct batch_field fields[READER_MAX_FIELDS];
+    const redisReply *id;
+    const redisReply *arr;
+    char detail[64];
+    int rc;
+
+    if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 ||
+        entry->element[0]->type != REDIS_REPLY_STRING) {
+        reader_set_err(r, "XREADGROUP", "unexpected entry shape");
+        return -1;
+    }
+    id = entry->element[0];
+    arr = entry->element[1];
+    if (arr->type != REDIS_REPLY_ARRAY) {
+        rc = batch_add_ack_only(b, s, id->str, id->len);
+    } else if (max_deliveries > 0 && deliveries >= max_deliveries) {
+        snprintf(detail, sizeof(detail), "delivered %lld times", deliveries);
+        rc = batch_add_dead(b, s, id->str, id->len, fields, entry_fields(arr, fields),
+                            BATCH_REASON_DELIVERIES, detail);
+    } else {
+        rc = batch_add(b, s, id->str, id->len, fields, entry_fields(arr, fields));
+    }
+    if (rc < 0)
+        reader_set_err(r, "batch", rc == -ENOMEM ? "out of memory" : "bad entry id");
+    return rc < 0 ? -1 : 0;
+}
+
+/* Runs an XREADGROUP over the streams with `ids` (NULL entries are skipped)
+ * and adds what it returns. `got` (per stream) receives the entry count. */
+static int read_streams(struct reader *r, struct batch *b, const char *const *ids, bool block,
+                        size_t *got)
+{
+    size_t max = 10 + 2 * (size_t)r->nstreams; /* 9 words before the streams */
+    const char **argv = calloc(max, sizeof(*argv));
+    redisReply *reply = NULL;
+    char count[24], block_ms[24];
+    int argc = 0, rc = -1;
+    unsigned used = 0;
+
+    if (!argv) {
+        reader_set_err(r, "XREADGROUP", "out of memory");
+        return -1;
+    }
+    snprintf(count, sizeof(count), "%ld", r->count);
+    snprintf(block_ms, sizeof(block_ms), "%ld", r->block_ms);
+    argv[argc++] = "XREADGROUP";
+    argv[argc++] = "GROUP";
+    argv[argc++] = READER_GROUP;
+    argv[argc++] = r->consumer;
+    argv[argc++] = "COUNT";
+    argv[argc++] = count;
+    if (block) {
+        argv[argc++] = "BLOCK";
+        argv[argc++] = block_ms;
+    }
+    argv[argc++] = "STREAMS";
+    for (unsigned i = 0; i < r->nstreams; i++)
+        used += ids[i] != NULL;
+    for (unsigned i = 0, k = 0; i < r->nstreams; i++) {
+        if (ids[i]) {
+            argv[argc + k] = r->streams[i];
+            argv[argc + used + k] = ids[i];
+            k++;
+        }
+    }
+    argc += 2 * (int)used;
+    memset(got, 0, r->nstreams * sizeof(*got));
+
+    reply = reader_commandv(r, argc, argv);
+    if (!reply)
+        goto out;
+    if (reply_is_error(r, reply, "XREADGROUP")) {
+        /* NOGROUP: the stream or group was deleted; reconnecting recreates it. */
+        reader_disconnect(r);
+        goto out;
+    }
+    if (reply->type == REDIS_REPLY_ARRAY) {
+        for (size_t k = 0; k < reply->elements; k++) {
+            const redisReply *st = reply->element[k];
+            int s;
+            if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 ||
+                (s = stream_index(r, st->element[0])) < 0 ||
+                st->element[1]->type != REDIS_REPLY_ARRAY)
+                continue;
+            for (size_t e = 0; e < st->element[1]->elements; e++) {
+                if (add_entry(r, b, (unsigned)s, st->element[1]->element[e], -1, 0) < 0)
+                    goto out;
+            }
+            got[s] = st->element[1]->elements;
+        }
+    }
+    rc = 0;
+out:
+    if (reply)
+        freeReplyObject(reply);
+    free(argv);
+    return rc;
+}
+
+int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up)
+{
+    const char **ids = calloc(r->nstreams, sizeof(*ids));
+    size_t *got = calloc(r->nstreams, sizeof(*got));
+    int rc = -1;
+
+    *caught_up = false;
+    if (!ids || !got) {
+        reader_set_err(r, "XREADGROUP", "out of memory");
+        goto out;
+    }
+    if (r->recovering) {
+        unsigned left = 0;
+        for (unsigned i = 0; i < r->nstreams; i++)
+            ids[i] = r->recover_from[i][0] ? r->recover_from[i] : NULL;
+        *kind = READER_PENDING;
+        if (read_streams(r, b, ids, false, got) < 0)
+            goto out;
+        /* Continue after the last id read, so an entry that stays pending
+         * (not acknowledged) cannot stall recovery; a stream is done when its
+         * read comes back empty. */
+        for (unsigned i = 0; i < r->nstreams; i++) {
+            if (!r->recover_from[i][0])
+                continue;
+            if (got[i] == 0)
+                r->recover_from[i][0] = '\0';
+            for (size_t k = b->count; got[i] > 0 && k > 0; k--) {
+                if (b->entries[k - 1].stream == i) {
+                    snprintf(r->recover_from[i], sizeof(r->recover_from[i]), "%s",
+                             b->entries[k - 1].id);
+                    break;
+                }
+            }
+            if (r->recover_from[i][0])
+                left++;
+        }
+        r->recovering = left > 0;
+    } else {
+        *kind = READER_NEW;
+        for (unsigned i = 0; i < r->nstreams; i++)
+            ids[i] = ">";
+        if (read_streams(r, b, ids, true, got) < 0)
+            goto out;
+        *caught_up = true;
+        for (unsigned i = 0; i < r->nstreams; i++) {
+            if ((long)got[i] >= r->count)
+                *caught_up = false;
+        }
+    }
+    rc = 0;
+out:
+    free(ids);
+    free(got);
+    return rc;
+}
+
+/* Claims stream `s`'s entries idle for `min_idle` ms, with their delivery
+ * counts from XPENDING. */
+static int claim_stream(struct reader *r, struct batch *b, unsigned s, const char *min_idle,
+                        long max_deliveries)
+{
+    char count[24];
+    const char *pargv[] = {"XPENDING", r->streams[s], READER_GROUP, "IDLE",
+                           min_idle,   "-",           "+",          count};
+    redisReply *pending = NULL;
+    redisReply *claimed = NULL;
+    const char **argv = NULL;
+    long long *deliveries = NULL;
+    size_t n = 0, j = 0;
+    int argc = 0, rc = -1;
+
+    snprintf(count, sizeof(count), "%ld", r->count);
+    pending = reader_commandv(r, 8, pargv);
+    if (!pending || reply_is_error(r, pending, "XPENDING"))
+        goto out;
+    if (pending->type != REDIS_REPLY_ARRAY || pending->elements == 0) {
+        rc = 0;
+        goto out;
+    }
+    argv = calloc(6 + pending->elements, sizeof(*argv));
+    deliveries = calloc(pending->elements, sizeof(*deliveries));
+    if (!argv || !deliveries) {
+        reader_set_err(r, "XCLAIM", "out of memory");
+        goto out;
+    }
+    argv[argc++] = "XCLAIM";
+    argv[argc++] = r->streams[s];
+    argv[argc++] = READER_GROUP;
+    argv[argc++] = r->consumer;
+    argv[argc++] = min_idle;
+    for (size_t k = 0; k < pending->elements; k++) {
+        const redisReply *p = pending->element[k];
+        if (p->type != REDIS_REPLY_ARRAY || p->elements < 4 ||
+            p->element[0]->type != REDIS_REPLY_STRING || p->element[3]->type != REDIS_REPLY_INTEGER)
+            continue;
+        argv[argc++] = p->element[0]->str;
+        deliveries[n++] = p->element[3]->integer;
+    }
+    if (n == 0) {
+        rc = 0;
+        goto out;
+    }
+    claimed = reader_commandv(r, argc, argv);
+    if (!claimed || reply_is_error(r, claimed, "XCLAIM"))
+        goto out;
+    if (claimed->type == REDIS_REPLY_ARRAY) {
+        /* XCLAIM answers in the order asked, leaving out entries that were
+         * claimed meanwhile or deleted: match the delivery counts by id. */
+        for (size_t k = 0; k < claimed->elements; k++) {
+            const redisReply *e = claimed->element[k];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+                e->element[0]->type != REDIS_REPLY_STRING)
+                continue;
+            while (j < n && strcmp(argv[5 + j], e->element[0]->str) != 0)
+                j++;
+            long long d = j < n ? deliveries[j] : 0;
+            if (add_entry(r, b, s, e, d, max_deliveries) < 0)
+                goto out;
+        }
+    }
+    rc = 0;
+out:
+    if (pending)
+        freeReplyObject(pending);
+    if (claimed)
+        freeReplyObject(claimed);
+    free(argv);
+    free(deliveries);
+    return rc;
+}
+
+/* Removes consumers of stream `s` that hold nothing and have not read for
+ * READER_FORGET_MS: default names are per process, so restarts leave them. A
+ * live consumer removed by mistake is recreated by its next read. */
+static int forget_idle_consumers(struct reader *r, unsigned s)
+{
+    redisReply *reply =
+        reader_commandv(r, 4, (const char *[]){"XINFO", "CONSUMERS", r->streams[s], READER_GROUP});
+    int rc = -1;
+
+    if (!reply || reply_is_error(r, reply, "XINFO CONSUMERS"))
+        goto out;
+    for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k < reply->elements; k++) {
+        const redisReply *c = reply->element[k];
+        const redisReply *name = map_get(c, "name");
+        const redisReply *pending = map_get(c, "pending");
+        const redisReply *idle = map_get(c, "idle");
+        if (!name || name->type != REDIS_REPLY_STRING || !pending ||
+            pending->type != REDIS_REPLY_INTEGER || pending->integer != 0 || !idle ||
+            idle->type != REDIS_REPLY_INTEGER || idle->integer < READER_FORGET_MS ||
+            strcmp(name->str, r->consumer) == 0)
+            continue;
+        redisReply *del = reader_commandv(
+            r, 5,
+            (const char *[]){"XGROUP", "DELCONSUMER", r->streams[s], READER_GROUP, name->str});
+        if (!del)
+            goto out;
+        freeReplyObject(del);
+    }
+    rc = 0;
+out:
+    if (reply)
+        freeReplyObject(reply);
+    return rc;
+}
+
+int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_deliveries)
+{
+    char min_idle[24];
+
+    snprintf(min_idle, sizeof(min_idle), "%ld", min_idle_ms);
+    for (unsigned s = 0; s < r->nstreams; s++) {
+        if (claim_stream(r, b, s, min_idle, max_deliveries) < 0 || forget_idle_consumers(r, s) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int reader_ack(struct reader *r, const struct batch *b)
+{
+    const char **argv = calloc(3 + READER_ACK_CHUNK, sizeof(*argv));
+    redisReply *reply = NULL;
+    int rc = -1;
+
+    if (!argv) {
+        reader_set_err(r, "XACK", "out of memory");
+        return -1;
+    }
+    for (unsigned s = 0; s < r->nstreams; s++) {
+        size_t k = 0;
+        while (k < b->count) {
+            int argc = 3;
+            argv[0] = "XACK";
+            argv[1] = r->streams[s];
+            argv[2] = READER_GROUP;
+            for (; k < b->count && argc < 3 + READER_ACK_CHUNK; k++) {
+                if (b->entries[k].stream == s && !b->entries[k].keep_pending)
+                    argv[argc++] = b->entries[k].id;
+            }
+            if (argc == 3)
+                continue;
+            reply = reader_commandv(r, argc, argv);
+            if (!reply || reply_is_error(r, reply, "XACK"))
+                goto out;
+            freeReplyObject(reply);
+            reply = NULL;
+        }
+    }
+    rc = 0;
+out:
+    if (reply)
+        freeReplyObject(reply);
+    free(argv);
+    return rc;
+}
+
+/* Looks up `key` in a flat [key, value, ...] array. */
+static const redisReply *map_get(const redisReply *map, const char *key)
+{
+    for (size_t k = 0; map->type == REDIS_REPLY_ARRAY && k + 1 < map->elements; k += 2) {
+        const redisReply *name = map->element[k];
+        if (name->type == REDIS_REPLY_STRING && strcmp(name->str, key) == 0)
+            return map->element[k + 1];
+    }
+    return NULL;
+}
+
+/* The smallest of `a` and `b` ("" counts as none) into `out`. */
+static void min_id(const char *a, const char *b, char *out, size_t outlen)
+{
+    uint64_t ams, aseq, bms, bseq;
+    bool ha = reader_parse_id(a, &ams, &aseq);
+    bool hb = reader_parse_id(b, &bms, &bseq);
+
+    if (ha && (!hb || ams < bms || (ams == bms && aseq <= bseq)))
+        snprintf(out, outlen, "%s", a);
+    else if (hb)
+        snprintf(out, outlen, "%s", b);
+    else
+        out[0] = '\0';
+}
+
+/* Trims stream `s` below what every consumer has acknowledged: entries up to
+ * the group's last delivered id, except those still pending. `last` is the
+ * last-delivered-id read before this call, so later deliveries are kept. */
+static int trim_stream(struct reader *r, unsigned s, const char *last, struct reader_stats *out)
+{
+    const char *argv[] = {"XPENDING", r->streams[s], READER_GROUP};
+    redisReply *reply = NULL;
+    char after_last[BATCH_ENTRY_ID_MAX] = "";
+    char smallest[BATCH_ENTRY_ID_MAX] = "";
+    char minid[BATCH_ENTRY_ID_MAX];
+    uint64_t ms, seq;
+    int rc = -1;
+
+    if (!reader_parse_id(last, &ms, &seq) || (ms == 0 && seq == 0))
+        return 0; /* nothing delivered yet */
+    snprintf(after_last, sizeof(after_last), "%" PRIu64 "-%" PRIu64, ms, seq + 1);
+    reply = reader_commandv(r, 3, argv);
+    if (!reply || reply_is_error(r, reply, "XPENDING"))
+        goto out;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
+        reply->element[1]->type == REDIS_REPLY_STRING)
+        snprintf(smallest, sizeof(smallest), "%s", reply->element[1]->str);
+    freeReplyObject(reply);
+    min_id(after_last, smallest, minid, sizeof(minid));
+    reply = reader_commandv(r, 5, (const char *[]){"XTRIM", r->streams[s], "MINID", "~", minid});
+    if (!reply || reply_is_error(r, reply, "XTRIM"))
+        goto out;
+    out->trimmed = true;
+    rc = 0;
+out:
+    if (reply)
+        freeReplyObject(reply);
+    return rc;
+}
+
+int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *out)
+{
+    redisReply *reply = NULL;
+    char last[BATCH_ENTRY_ID_MAX] = "";
+    size_t groups = 0;
+    int rc = -1;
+
+    memset(out, 0, sizeof(*out));
+    out->lag = -1;
+    reply = reader_commandv(r, 3, (const char *[]){"XINFO", "GROUPS", r->streams[i]});
+    if (!reply || reply_is_error(r, reply, "XINFO GROUPS"))
+        goto out;
+    for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k < reply->elements; k++) {
+        const redisReply *g = reply->element[k];
+        const redisReply *name = map_get(g, "name");
+        const redisReply *v;
+        groups++;
+        if (!name || name->type != REDIS_REPLY_STRING || strcmp(name->str, READER_GROUP) != 0)
+            continue;
+        if ((v = map_get(g, "pending")) && v->type == REDIS_REPLY_INTEGER)
+            out->pending = v->integer;
+        if ((v = map_get(g, "lag")) && v->type == REDIS_REPLY_INTEGER)
+            out->lag = v->integer;
+        if ((v = map_get(g, "last-delivered-id")) && v->type == REDIS_REPLY_STRING)
+            snprintf(last, sizeof(last), "%s", v->str);
+    }
+    freeReplyObject(reply);
+    reply = reader_commandv(r, 2, (const char *[]){"XLEN", r->streams[i]});
+    if (!reply || reply_is_error(r, reply, "XLEN"))
+        goto out;
+    if (reply->type == REDIS_REPLY_INTEGER)
+        out->length = reply->integer;
+    /* Another group on the stream has its own progress: never trim under it. */
+    if (trim && groups == 1 && last[0] && trim_stream(r, i, last, out) < 0)
+        goto out;
+    rc = 0;
+out:
+    if (reply)
+        freeReplyObject(reply);
+    return rc;
+}

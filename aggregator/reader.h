@@ -1,0 +1,93 @@
+/* The aggregator's Redis side: one blocking hiredis connection (used only by the
+ * worker thread) that reads a node's stream shards with XREADGROUP, recovers
+ * its own pending entries after a restart, claims entries a dead consumer left
+ * pending, acknowledges, and reads stream statistics and trims what is done. */
+#ifndef ARV_AGGREGATOR_READER_H
+#define ARV_AGGREGATOR_READER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "batch.h"
+#include "redis_conn.h"
+
+#define READER_GROUP "arv-aggregators"
+
+struct redisContext;
+
+/* What a read returned. */
+enum reader_kind {
+    READER_NEW,     /* new entries (XREADGROUP >) */
+    READER_PENDING, /* this consumer's own pending entries, after a (re)start */
+    READER_CLAIMED  /* entries claimed from another consumer that went idle */
+};
+
+/* One stream's state as Redis reports it. */
+struct reader_stats {
+    long long length;  /* XLEN */
+    long long pending; /* delivered to the group, not acknowledged */
+    long long lag;     /* not yet delivered to the group; -1 when Redis cannot tell */
+    bool trimmed;      /* an XTRIM was sent */
+};
+
+struct reader {
+    struct redisContext *ctx;   /* NULL while disconnected */
+    struct redis_url url;       /* the node */
+    const char *const *streams; /* stream names, borrowed */
+    unsigned nstreams;
+    char *consumer;                           /* consumer name in the group, owned */
+    long count;                               /* COUNT per read and stream */
+    long block_ms;                            /* BLOCK of a read of new entries */
+    bool recovering;                          /* still reading own pending entries */
+    char (*recover_from)[BATCH_ENTRY_ID_MAX]; /* per stream: last pending id read; "" done */
+    char errstr[256];                         /* last error, one line */
+};
+
+/* Prepares a reader of `nstreams` streams (names borrowed, must outlive it) on
+ * the node `url` (copied) as `consumer` (copied). Does not connect. Returns 0 or
+ * -ENOMEM. */
+int reader_init(struct reader *r, const struct redis_url *url, const char *const *streams,
+                unsigned nstreams, const char *consumer, long count, long block_ms);
+
+/* Disconnects and frees. Safe on a zeroed reader. */
+void reader_deinit(struct reader *r);
+
+/* Connects (blocking, 2 s timeout), authenticates, selects the db and creates
+ * the consumer group on every stream (from the stream's start, creating the
+ * stream if needed; an existing group is kept). Starts recovery of this
+ * consumer's pending entries. Returns 0, or -1 with `errstr` set. */
+int reader_connect(struct reader *r);
+
+/* Closes the connection if open; the next reader_connect() starts over. */
+void reader_disconnect(struct reader *r);
+
+/* True while a connection is open (it may still fail on the next command). */
+bool reader_connected(const struct reader *r);
+
+/* Reads the next entries into `b`: own pending entries while recovering,
+ * else new ones (blocking up to block_ms). `*caught_up` is true when a read of
+ * new entries returned fewer than COUNT from every stream. Returns 0 (the batch
+ * may be empty) or -1 with `errstr` set; on a connection failure the reader is
+ * disconnected. */
+int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up);
+
+/* Claims up to COUNT entries per stream that have been pending for more than
+ * `min_idle_ms` with any consumer. Entries already delivered `max_deliveries`
+ * times or more go into `b` as dead letters (reason max_deliveries) instead of
+ * events. Also removes consumers that hold nothing and have been idle for a
+ * day. Returns 0 or -1 with `errstr` set. */
+int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_deliveries);
+
+/* Acknowledges every entry of `b` but those marked keep_pending. Returns 0 or -1 with `errstr` set.
+ */
+int reader_ack(struct reader *r, const struct batch *b);
+
+/* Reads stream `i`'s length, pending count and lag; when `trim` is set and this
+ * group is the stream's only one, trims the entries every consumer has
+ * acknowledged (XTRIM MINID ~). Returns 0 or -1 with `errstr` set. */
+int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *out);
+
+/* Parses a stream id "ms-seq" (or "ms"). Pure. */
+bool reader_parse_id(const char *s, uint64_t *ms, uint64_t *seq);
+
+#endif

@@ -1,0 +1,422 @@
+/* The aggregator's PostgreSQL writer: blocking libpq on the worker thread, one
+ * transaction per batch (COPY into staging, one data-modifying statement, COMMIT). */
+#include "store.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch.h"
+#include "log.h"
+
+bool store_relation_valid(const char *rel)
+{
+    bool start = true; /* at the start of an identifier */
+    int dots = 0;
+
+    if (!rel || !*rel || strlen(rel) > 127)
+        return false;
+    for (const char *p = rel; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '.') {
+            if (start || ++dots > 1)
+                return false;
+            start = true;
+        } else if (isalpha(c) || c == '_') {
+            start = false;
+        } else if ((isdigit(c) || c == '$') && !start) {
+            continue;
+        } else {
+            return false;
+        }
+    }
+    return !start;
+}
+
+enum store_status store_classify(const char *sqlstate)
+{
+    if (!sqlstate || strlen(sqlstate) != 5)
+        return STORE_CONN; /* no server error: the client or the connection failed */
+    if (strncmp(sqlstate, "08", 2) == 0 || strcmp(sqlstate, "57P01") == 0 ||
+        strcmp(sqlstate, "57P02") == 0 || strcmp(sqlstate, "57P03") == 0)
+        return STORE_CONN;
+    if (strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0)
+        return STORE_DATA;
+    if (strcmp(sqlstate, "42P01") == 0 || strcmp(sqlstate, "42883") == 0 ||
+        strcmp(sqlstate, "3F000") == 0 || strcmp(sqlstate, "42703") == 0 ||
+        strcmp(sqlstate, "42704") == 0 || strcmp(sqlstate, "42P10") == 0)
+        return STORE_SCHEMA; /* table, function, schema, column, type or index missing */
+    return STORE_RETRY;
+}
+
+/* The watermark upsert; `consumer_literal` is already quoted. */
+static void append_watermark_sql(struct strbuf *out, const char *consumer_literal,
+                                 int64_t watermark_ms)
+{
+    strbuf_printf(out,
+                  "INSERT INTO analytics.ingest_watermarks (consumer, complete_until, updated_at)"
+                  " VALUES (%s, to_timestamp(%" PRId64 " / 1000.0), now())"
+                  " ON CONFLICT (consumer) DO UPDATE SET complete_until = EXCLUDED.complete_until,"
+                  " updated_at = EXCLUDED.updated_at",
+                  consumer_literal, watermark_ms);
+}
+
+void store_build_flush_sql(struct strbuf *out, const char *relation, const char *consumer_literal,
+                           int64_t watermark_ms)
+{
+    /* Content is named by id, or only by unique id (then ar_content_id is NULL).
+     * An event is new only if its (company_id, event_id) is new to event_ids;
+     * raw rows and rollups take only those, so redelivery never counts twice. */
+    strbuf_printf(
+        out,
+        "WITH ev AS ("
+        " SELECT s.stream, s.entry_id, s.payload, s.event_id, s.session_id, s.user_agent,"
+        " s.device_type, s.browser, s.os, s.ip_address, s.country, s.city, s.duration_seconds,"
+        " s.tracking_quality, coalesce(s.video_played, false) AS video_played, s.occurred_at,"
+        " s.received_at, coalesce(c1.id, c2.id) AS content_id,"
+        " coalesce(c1.project_id, c2.project_id) AS project_id,"
+        " coalesce(c1.company_id, c2.company_id) AS company_id"
+        " FROM pg_temp.arv_staging s"
+        " LEFT JOIN %s c1 ON c1.id = s.ar_content_id"
+        " LEFT JOIN %s c2 ON s.ar_content_id IS NULL AND c2.unique_id = s.content_uid"
+        " WHERE s.reason IS NULL),"
+        " dead AS ("
+        " INSERT INTO analytics.dead_letters (stream, entry_id, reason, detail, payload)"
+        " SELECT stream, entry_id, reason, detail, payload FROM pg_temp.arv_staging"
+        " WHERE reason IS NOT NULL"
+        " UNION ALL SELECT stream, entry_id, '" BATCH_REASON_UNKNOWN "', NULL, payload FROM ev"
+        " WHERE content_id IS NULL"
+        " ON CONFLICT (stream, entry_id) DO NOTHING RETURNING 1),"
+        " known AS ("
+        " SELECT DISTINCT ON (company_id, event_id) * FROM ev WHERE content_id IS NOT NULL"
+        " ORDER BY company_id, event_id, received_at, entry_id),"
+        " fresh AS ("
+        " INSERT INTO analytics.event_ids (company_id, event_id, received_at)"
+        " SELECT company_id, event_id, received_at FROM known ORDER BY company_id, event_id"
+        " ON CONFLICT DO NOTHING RETURNING company_id, event_id),"
+        " new_rows AS ("
+        " SELECT k.* FROM known k"
+        " JOIN fresh f ON f.company_id = k.company_id AND f.event_id = k.event_id),"
+        " raw AS ("
+        " INSERT INTO analytics.ar_view_sessions (event_id, ar_content_id, project_id,"
+        " company_id, session_id, user_agent, device_type, browser, os, ip_address, country,"
+        " city, duration_seconds, tracking_quality, video_played, created_at, occurred_at,"
+        " received_at)"
+        " SELECT event_id, content_id, project_id, company_id, session_id, user_agent,"
+        " device_type, browser, os, ip_address, country, city, duration_seconds,"
+        " tracking_quality, video_played, received_at, occurred_at, received_at FROM new_rows),"
+        " rollup AS ("
+        " INSERT INTO analytics.rollup_content_daily AS r (day, company_id, project_id,"
+        " ar_content_id, views, sessions, video_plays, duration_sum, duration_count,"
+        " tq_excellent, tq_good, tq_fair, tq_poor, tq_other)"
+        " SELECT (received_at AT TIME ZONE 'UTC')::date, company_id, min(project_id),"
+        " content_id, count(*), hll_add_agg(hll_hash_bytea(uuid_send(session_id)), 12, 5),"
+        " count(*) FILTER (WHERE video_played), coalesce(sum(duration_seconds), 0),"
+        " count(duration_seconds),"
+        " count(*) FILTER (WHERE tracking_quality = 'excellent'),"
+        " count(*) FILTER (WHERE tracking_quality = 'good'),"
+        " count(*) FILTER (WHERE tracking_quality = 'fair'),"
+        " count(*) FILTER (WHERE tracking_quality = 'poor'),"
+        " count(*) FILTER (WHERE tracking_quality IS NULL OR tracking_quality NOT IN"
+        " ('excellent', 'good', 'fair', 'poor'))"
+        " FROM new_rows GROUP BY 1, company_id, content_id ORDER BY 2, 4, 1"
+        " ON CONFLICT (company_id, ar_content_id, day) DO UPDATE SET"
+        " views = r.views + EXCLUDED.views,"
+        " sessions = hll_union(r.sessions, EXCLUDED.sessions),"
+        " video_plays = r.video_plays + EXCLUDED.video_plays,"
+        " duration_sum = r.duration_sum + EXCLUDED.duration_sum,"
+        " duration_count = r.duration_count + EXCLUDED.duration_count,"
+        " tq_excellent = r.tq_excellent + EXCLUDED.tq_excellent,"
+        " tq_good = r.tq_good + EXCLUDED.tq_good,"
+        " tq_fair = r.tq_fair + EXCLUDED.tq_fair,"
+        " tq_poor = r.tq_poor + EXCLUDED.tq_poor,"
+        " tq_other = r.tq_other + EXCLUDED.tq_other)",
+        relation, relation);
+    if (watermark_ms > 0) {
+        strbuf_puts(out, ", wm AS (");
+        append_watermark_sql(out, consumer_literal, watermark_ms);
+        strbuf_putc(out, ')');
+    }
+    strbuf_puts(out, " SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM new_rows),"
+                     " (SELECT count(*) FROM ev WHERE content_id IS NULL),"
+                     " (SELECT count(*) FROM pg_temp.arv_staging"
+                     " WHERE reason = '" BATCH_REASON_INVALID "'),"
+                     " (SELECT count(*) FROM pg_temp.arv_staging"
+                     " WHERE reason IS NOT NULL AND reason <> '" BATCH_REASON_INVALID "'),"
+                     " (SELECT count(*) FROM dead)");
+}
+
+int store_init(struct store *s, const char *conninfo, const char *relation, const char *consumer)
+{
+    memset(s, 0, sizeof(*s));
+    strbuf_init(&s->sql);
+    s->conninfo = strdup(conninfo);
+    s->relation = strdup(relation);
+    s->consumer = strdup(consumer);
+    if (!s->conninfo || !s->relation || !s->consumer) {
+        store_deinit(s);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void store_disconnect(struct store *s)
+{
+    if (s->conn)
+        PQfinish(s->conn);
+    s->conn = NULL;
+    if (s->consumer_literal)
+        PQfreemem(s->consumer_literal);
+    s->consumer_literal = NULL;
+}
+
+void store_deinit(struct store *s)
+{
+    store_disconnect(s);
+    free(s->conninfo);
+    free(s->relation);
+    free(s->consumer);
+    strbuf_deinit(&s->sql);
+    memset(s, 0, sizeof(*s));
+}
+
+bool store_connected(const struct store *s)
+{
+    return s->conn != NULL;
+}
+
+/* Copies the first line of `msg` into errstr. */
+static void set_errstr(struct store *s, const char *msg)
+{
+    size_t n = 0;
+
+    if (!msg || !*msg)
+        msg = "unknown error";
+    while (msg[n] && msg[n] != '\n' && n + 1 < sizeof(s->errstr))
+        n++;
+    memcpy(s->errstr, msg, n);
+    s->errstr[n] = '\0';
+}
+
+/* Records a failed call (res may be NULL) and returns its kind. */
+static enum store_status store_fail(struct store *s, const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+    if (!msg || !*msg)
+        msg = s->conn ? PQerrorMessage(s->conn) : "not connected";
+    snprintf(s->sqlstate, sizeof(s->sqlstate), "%s", state ? state : "");
+    set_errstr(s, msg);
+    s->status = store_classify(state);
+    if (s->conn && PQstatus(s->conn) == CONNECTION_BAD)
+        s->status = STORE_CONN;
+    return s->status;
+}
+
+/* Ends an open or failed transaction; closes the connection if that fails. */
+static void store_rollback(struct store *s)
+{
+    PGresult *res;
+
+    if (!s->conn)
+        return;
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        store_disconnect(s);
+        return;
+    }
+    if (PQtransactionStatus(s->conn) == PQTRANS_IDLE)
+        return;
+    res = PQexec(s->conn, "ROLLBACK");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        store_disconnect(s);
+    PQclear(res);
+}
+
+/* Runs `sql` (one or more statements) outside a transaction. */
+static enum store_status store_exec(struct store *s, const char *sql)
+{
+    PGresult *res = PQexec(s->conn, sql);
+    enum store_status st = STORE_OK;
+    ExecStatusType rs = PQresultStatus(res);
+
+    if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK)
+        st = store_fail(s, res);
+    PQclear(res);
+    if (st != STORE_OK) {
+        store_rollback(s);
+        if (st == STORE_CONN)
+            store_disconnect(s);
+    }
+    s->status = st;
+    return st;
+}
+
+static void store_notice(void *arg, const char *message)
+{
+    char line[256];
+    size_t n = 0;
+
+    (void)arg;
+    while (message[n] && message[n] != '\n' && n + 1 < sizeof(line)) {
+        line[n] = message[n];
+        n++;
+    }
+    line[n] = '\0';
+    log_warn("postgresql_notice", LF_STR("message", line));
+}
+
+enum store_status store_connect(struct store *s)
+{
+    /* Defaults first: a URL that sets any of these wins (expand_dbname). */
+    static const char *const keys[] = {
+        "connect_timeout",     "application_name", "keepalives", "keepalives_idle",
+        "keepalives_interval", "keepalives_count", "dbname",     NULL};
+    const char *values[] = {"5", "arv-aggregator", "1", "30", "10", "3", s->conninfo, NULL};
+    enum store_status st;
+
+    store_disconnect(s);
+    s->conn = PQconnectdbParams(keys, values, 1);
+    if (!s->conn) {
+        set_errstr(s, "out of memory");
+        return s->status = STORE_CONN;
+    }
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        snprintf(s->sqlstate, sizeof(s->sqlstate), "%s", "");
+        set_errstr(s, PQerrorMessage(s->conn));
+        store_disconnect(s);
+        return s->status = STORE_CONN;
+    }
+    PQsetNoticeProcessor(s->conn, store_notice, NULL);
+    s->consumer_literal = PQescapeLiteral(s->conn, s->consumer, strlen(s->consumer));
+    if (!s->consumer_literal) {
+        set_errstr(s, PQerrorMessage(s->conn));
+        store_disconnect(s);
+        return s->status = STORE_CONN;
+    }
+    strbuf_reset(&s->sql);
+    strbuf_puts(&s->sql, "SET client_min_messages = warning; SET client_encoding = 'UTF8';"
+                         " SET statement_timeout = '60s'; SET TIME ZONE 'UTC'; ");
+    strbuf_puts(&s->sql, batch_staging_ddl);
+    st = store_exec(s, s->sql.data);
+    return st;
+}
+
+enum store_status store_ensure_partitions(struct store *s, int64_t first_day, int64_t last_day)
+{
+    if (!s->conn)
+        return s->status = STORE_CONN;
+    strbuf_reset(&s->sql);
+    strbuf_printf(&s->sql,
+                  "SELECT analytics.ensure_day_partitions(DATE '1970-01-01' + %" PRId64
+                  ", DATE '1970-01-01' + %" PRId64 ")",
+                  first_day, last_day);
+    return store_exec(s, s->sql.data);
+}
+
+enum store_status store_heartbeat(struct store *s, int64_t watermark_ms)
+{
+    if (!s->conn)
+        return s->status = STORE_CONN;
+    strbuf_reset(&s->sql);
+    append_watermark_sql(&s->sql, s->consumer_literal, watermark_ms);
+    return store_exec(s, s->sql.data);
+}
+
+enum store_status store_ping(struct store *s)
+{
+    if (!s->conn)
+        return s->status = STORE_CONN;
+    return store_exec(s, "SELECT 1");
+}
+
+static long result_long(const PGresult *res, int col)
+{
+    return PQgetisnull(res, 0, col) ? 0 : strtol(PQgetvalue(res, 0, col), NULL, 10);
+}
+
+enum store_status store_flush(struct store *s, const char *rows, size_t len, int64_t watermark_ms,
+                              struct store_counts *counts)
+{
+    PGresult *res = NULL;
+    enum store_status st = STORE_OK;
+    bool have_counts = false;
+
+    memset(counts, 0, sizeof(*counts));
+    if (!s->conn)
+        return s->status = STORE_CONN;
+
+    /* Round trip 1: open the transaction and start the COPY. */
+    strbuf_reset(&s->sql);
+    strbuf_puts(&s->sql, "BEGIN; ");
+    strbuf_puts(&s->sql, batch_staging_copy);
+    res = PQexec(s->conn, s->sql.data);
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        st = store_fail(s, res);
+        goto out;
+    }
+    PQclear(res);
+    res = NULL;
+
+    /* Round trip 2: the rows. */
+    if ((len > 0 && PQputCopyData(s->conn, rows, (int)len) != 1) ||
+        PQputCopyEnd(s->conn, NULL) != 1) {
+        st = store_fail(s, NULL);
+        goto out;
+    }
+    while ((res = PQgetResult(s->conn)) != NULL) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && st == STORE_OK)
+            st = store_fail(s, res);
+        PQclear(res);
+    }
+    if (st != STORE_OK)
+        goto out;
+
+    /* Round trip 3: everything else, and COMMIT. */
+    strbuf_reset(&s->sql);
+    store_build_flush_sql(&s->sql, s->relation, s->consumer_literal, watermark_ms);
+    strbuf_puts(&s->sql, "; COMMIT");
+    if (s->sql.oom) {
+        set_errstr(s, "out of memory");
+        st = s->status = STORE_RETRY;
+        goto out;
+    }
+    if (!PQsendQuery(s->conn, s->sql.data)) {
+        st = store_fail(s, NULL);
+        goto out;
+    }
+    while ((res = PQgetResult(s->conn)) != NULL) {
+        ExecStatusType rs = PQresultStatus(res);
+        if (rs == PGRES_TUPLES_OK && !have_counts && PQntuples(res) == 1 && PQnfields(res) == 6) {
+            counts->events = result_long(res, 0);
+            counts->inserted = result_long(res, 1);
+            counts->unknown = result_long(res, 2);
+            counts->invalid = result_long(res, 3);
+            counts->other_dead = result_long(res, 4);
+            counts->dead_letters = result_long(res, 5);
+            have_counts = true;
+        } else if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK && st == STORE_OK) {
+            st = store_fail(s, res);
+        }
+        PQclear(res);
+    }
+    res = NULL;
+    if (st == STORE_OK && (!have_counts || PQtransactionStatus(s->conn) != PQTRANS_IDLE)) {
+        set_errstr(s, "unexpected answer to the batch statement");
+        st = s->status = STORE_RETRY;
+    }
+out:
+    PQclear(res);
+    if (st != STORE_OK) {
+        store_rollback(s);
+        if (st == STORE_CONN)
+            store_disconnect(s);
+    } else {
+        s->status = STORE_OK;
+        s->sqlstate[0] = '\0';
+    }
+    return st;
+}

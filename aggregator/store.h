@@ -1,0 +1,99 @@
+/* The aggregator's PostgreSQL side: one blocking libpq connection (used only by
+ * the worker thread) that writes a batch in one transaction: COPY into the
+ * staging table, then one statement that dead-letters, dedupes, inserts the raw
+ * rows, upserts the daily rollup and moves the watermark, then COMMIT. */
+#ifndef ARV_AGGREGATOR_STORE_H
+#define ARV_AGGREGATOR_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "strbuf.h"
+
+/* How a store call ended; decides what the worker does next. */
+enum store_status {
+    STORE_OK,     /* done (committed) */
+    STORE_CONN,   /* connection lost or unusable: reconnect, retry */
+    STORE_DATA,   /* a row was rejected (data or constraint error): retry entry by entry */
+    STORE_SCHEMA, /* relation or function missing: migrations not applied; retry later */
+    STORE_RETRY   /* anything else (deadlock, timeout, ...): roll back, retry later */
+};
+
+/* Outcome of one flushed batch. */
+struct store_counts {
+    long events;       /* decoded events in the batch */
+    long inserted;     /* events new to the raw table and rollups */
+    long unknown;      /* events whose content is not registered */
+    long invalid;      /* entries that did not decode */
+    long other_dead;   /* entries dead-lettered for another reason */
+    long dead_letters; /* dead-letter rows actually written (not seen before) */
+};
+
+struct store {
+    PGconn *conn;             /* NULL while disconnected */
+    char *conninfo;           /* DATABASE_URL, owned */
+    char *relation;           /* ARV_CONTENT_RELATION, owned */
+    char *consumer;           /* watermark key, owned */
+    char *consumer_literal;   /* the same quoted for SQL, owned; set on connect */
+    struct strbuf sql;        /* scratch for one call's SQL */
+    enum store_status status; /* of the last call */
+    char sqlstate[6];         /* of the last error, "" if none */
+    char errstr[256];         /* last error, one line */
+};
+
+/* True if `rel` is a plain or schema-qualified relation name
+ * ([A-Za-z_][A-Za-z0-9_$]*, at most one dot), safe to splice into SQL. */
+bool store_relation_valid(const char *rel);
+
+/* Appends the per-batch statement that reads the staging table, resolves
+ * content from `relation` (validated by store_relation_valid), writes dead
+ * letters, event ids, raw rows and the daily rollup, and, when `watermark_ms`
+ * > 0, sets the watermark of `consumer_literal` (an already quoted SQL
+ * literal). Its one result row: events, inserted, unknown, invalid, other dead,
+ * dead letters written. Pure. */
+void store_build_flush_sql(struct strbuf *out, const char *relation, const char *consumer_literal,
+                           int64_t watermark_ms);
+
+/* Maps an SQLSTATE (NULL or "" when unknown) to the worker's next step. Pure. */
+enum store_status store_classify(const char *sqlstate);
+
+/* Prepares `s` for `conninfo` (URL or key=value), `relation` and the watermark
+ * key `consumer` (all copied). Does not connect. Returns 0 or -ENOMEM. */
+int store_init(struct store *s, const char *conninfo, const char *relation, const char *consumer);
+
+/* Closes the connection and frees everything. Safe on a zeroed store. */
+void store_deinit(struct store *s);
+
+/* Connects (blocking, 5 s connect timeout unless the URL says otherwise), sets
+ * the session up and creates the staging table. Returns STORE_OK or the error
+ * kind with `errstr` set. */
+enum store_status store_connect(struct store *s);
+
+/* Closes the connection if open. */
+void store_disconnect(struct store *s);
+
+/* True while a connection is open (closed after any connection failure). */
+bool store_connected(const struct store *s);
+
+/* Creates the raw table's day partitions for [first_day, last_day] (days since
+ * the epoch, UTC). Blocking. */
+enum store_status store_ensure_partitions(struct store *s, int64_t first_day, int64_t last_day);
+
+/* Writes one batch: `rows` (len bytes of COPY text for the staging table) in
+ * one transaction, with the watermark set to `watermark_ms` when it is > 0.
+ * Fills `counts` on STORE_OK. On failure the transaction is rolled back (or
+ * the connection closed) and nothing was written. Blocking. */
+enum store_status store_flush(struct store *s, const char *rows, size_t len, int64_t watermark_ms,
+                              struct store_counts *counts);
+
+/* Moves the watermark to `watermark_ms` outside a batch; doubles as the
+ * connection check while idle. Blocking. */
+enum store_status store_heartbeat(struct store *s, int64_t watermark_ms);
+
+/* Checks the connection with SELECT 1. Blocking. */
+enum store_status store_ping(struct store *s);
+
+#endif

@@ -1,0 +1,510 @@
+/* The aggregator's worker thread: read a batch from Redis, write it to
+ * PostgreSQL in one transaction, acknowledge after COMMIT; backoff on outages. */
+#include "worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "metrics.h"
+
+#define BACKOFF_MIN_MS      100
+#define BACKOFF_MAX_MS      5000
+#define STATS_INTERVAL_MS   1000  /* stream length and lag gauges */
+#define TRIM_INTERVAL_MS    10000 /* XTRIM of acknowledged entries */
+#define IDLE_PING_MS        1000  /* watermark heartbeat / PG check while idle */
+#define PARTITIONS_EVERY_MS (3600 * 1000)
+#define DAY_MS              86400000LL
+#define PAST_DAYS_MAX       400 /* oldest day a batch may create a partition for */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t day_of(int64_t ms)
+{
+    return ms >= 0 ? ms / DAY_MS : (ms - DAY_MS + 1) / DAY_MS;
+}
+
+enum worker_dep worker_redis_state(struct worker *w)
+{
+    return (enum worker_dep)atomic_load(&w->redis_state);
+}
+
+enum worker_dep worker_pg_state(struct worker *w)
+{
+    return (enum worker_dep)atomic_load(&w->pg_state);
+}
+
+/* Sleeps `ms`, waking early when asked to stop. */
+static void worker_sleep(struct worker *w, long ms)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&w->mu);
+    while (!atomic_load(&w->stop)) {
+        if (pthread_cond_timedwait(&w->wake, &w->mu, &until) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void backoff_sleep(struct worker *w, long *backoff)
+{
+    worker_sleep(w, *backoff);
+    *backoff = *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
+}
+
+/* Marks Redis failed; logs only when it was not already down. */
+static void redis_failed(struct worker *w)
+{
+    metric_inc(w->m.redis_errors);
+    if (atomic_exchange(&w->redis_state, WORKER_DEP_DOWN) != WORKER_DEP_DOWN)
+        log_error("redis_unavailable", LF_INT("worker", w->index),
+                  LF_STR("host", w->reader.url.host), LF_INT("port", w->reader.url.port),
+                  LF_STR("error", w->reader.errstr));
+}
+
+static void redis_ok(struct worker *w)
+{
+    if (atomic_exchange(&w->redis_state, WORKER_DEP_UP) != WORKER_DEP_UP)
+        log_info("redis_connected", LF_INT("worker", w->index), LF_STR("host", w->reader.url.host),
+                 LF_INT("port", w->reader.url.port), LF_STR("consumer", w->reader.consumer),
+                 LF_INT("streams", w->nstreams));
+}
+
+/* Marks PostgreSQL failed with `st`; logs once per kind of failure. */
+static void pg_failed(struct worker *w, enum store_status st)
+{
+    enum worker_dep dep = st == STORE_SCHEMA ? WORKER_DEP_SCHEMA : WORKER_DEP_DOWN;
+
+    metric_inc(w->m.db_errors);
+    if (atomic_exchange(&w->pg_state, dep) != (int)dep)
+        log_error(st == STORE_SCHEMA ? "postgresql_schema_missing" : "postgresql_unavailable",
+                  LF_INT("worker", w->index), LF_STR("sqlstate", w->store.sqlstate),
+                  LF_STR("error", w->store.errstr), LF_BOOL("connection_lost", st == STORE_CONN));
+}
+
+static void pg_ok(struct worker *w)
+{
+    if (atomic_exchange(&w->pg_state, WORKER_DEP_UP) != WORKER_DEP_UP)
+        log_info("postgresql_connected", LF_INT("worker", w->index));
+}
+
+static void count_flush(struct worker *w, const struct store_counts *c)
+{
+    long dup = c->events - c->inserted - c->unknown;
+
+    metric_add(w->m.inserted, (double)c->inserted);
+    metric_add(w->m.duplicate, (double)(dup > 0 ? dup : 0));
+    metric_add(w->m.unknown, (double)c->unknown);
+    metric_add(w->m.invalid, (double)c->invalid);
+    metric_add(w->m.dead_letters, (double)c->dead_letters);
+}
+
+/* Writes the batch entry by entry after a row was rejected: each entry in its
+ * own transaction; an entry PostgreSQL rejects becomes a db_rejected dead
+ * letter (or, if even that fails, stays pending for a later claim). Returns
+ * STORE_OK or the failure that stopped it (the caller retries the batch;
+ * entries already written are deduplicated). */
+static enum store_status flush_each(struct worker *w)
+{
+    struct batch *b = &w->batch;
+    struct store_counts c;
+    enum store_status st;
+
+    for (size_t i = 0; i < b->count; i++) {
+        struct batch_entry *e = &b->entries[i];
+        if (e->row_len == 0 || e->keep_pending)
+            continue;
+        st = store_flush(&w->store, b->rows.data + e->row_off, e->row_len, 0, &c);
+        if (st == STORE_DATA) {
+            log_warn("entry_rejected", LF_STR("stream", b->streams[e->stream]),
+                     LF_STR("entry_id", e->id), LF_STR("sqlstate", w->store.sqlstate),
+                     LF_STR("error", w->store.errstr));
+            strbuf_reset(&w->scratch);
+            batch_dead_row(b, i, BATCH_REASON_REJECTED, w->store.errstr, &w->scratch);
+            st = store_flush(&w->store, w->scratch.data, w->scratch.len, 0, &c);
+            if (st == STORE_DATA) {
+                log_error("dead_letter_rejected", LF_STR("stream", b->streams[e->stream]),
+                          LF_STR("entry_id", e->id), LF_STR("error", w->store.errstr));
+                e->keep_pending = true;
+                continue;
+            }
+        }
+        if (st != STORE_OK)
+            return st;
+        count_flush(w, &c);
+    }
+    return STORE_OK;
+}
+
+/* Creates day partitions for the batch's days when they fall outside what was
+ * already ensured, [*lo, *hi]. */
+static enum store_status ensure_batch_partitions(struct worker *w, int64_t *lo, int64_t *hi)
+{
+    const struct batch *b = &w->batch;
+    int64_t today = day_of(wall_ms());
+    int64_t first, last;
+    enum store_status st;
+
+    if (b->min_received_ms == 0)
+        return STORE_OK;
+    first = day_of(b->min_received_ms);
+    last = day_of(b->max_received_ms);
+    if (first < today - PAST_DAYS_MAX)
+        first = today - PAST_DAYS_MAX;
+    if (last > today + 2)
+        last = today + 2;
+    if (first >= *lo && last <= *hi)
+        return STORE_OK;
+    if (first > last)
+        return STORE_OK; /* all outside the window: let the insert reject them */
+    st = store_ensure_partitions(&w->store, first, last);
+    if (st == STORE_OK) {
+        *lo = first < *lo ? first : *lo;
+        *hi = last > *hi ? last : *hi;
+    }
+    return st;
+}
+
+static void update_stats(struct worker *w, bool trim)
+{
+    struct reader_stats s;
+
+    for (unsigned i = 0; i < w->nstreams && reader_connected(&w->reader); i++) {
+        if (reader_stats(&w->reader, i, trim, &s) < 0) {
+            log_debug("stream_stats_failed", LF_STR("stream", w->streams[i]),
+                      LF_STR("error", w->reader.errstr));
+            continue;
+        }
+        metric_set(w->length[i], (double)s.length);
+        metric_set(w->pending[i], (double)s.pending);
+        /* Lag counts what is not yet in PostgreSQL: undelivered plus pending.
+         * Without Redis's lag, the length is the best bound (acknowledged
+         * entries are trimmed). */
+        metric_set(w->lag[i], (double)(s.lag >= 0 ? s.lag + s.pending : s.length));
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    long redis_backoff = BACKOFF_MIN_MS, pg_backoff = BACKOFF_MIN_MS;
+    int64_t next_stats = 0, next_trim = 0, next_idle_ping = 0, next_partitions = 0;
+    int64_t next_claim = mono_ms() + w->claim_idle_ms / 2;
+    int64_t part_lo = 0, part_hi = -1; /* days whose partitions exist */
+    int64_t read_wall_ms = 0;
+    enum reader_kind kind = READER_NEW;
+    bool caught_up = false;
+    bool failing = false; /* the last attempt failed: a stop need not wait for it */
+    enum store_status st;
+
+    log_info("worker_started", LF_INT("worker", w->index), LF_STR("stream", w->streams[0]),
+             LF_INT("streams", w->nstreams), LF_STR("consumer", w->reader.consumer));
+    for (;;) {
+        bool stopping = atomic_load(&w->stop);
+        int64_t now = mono_ms();
+
+        if (stopping && (w->batch.count == 0 || failing || !reader_connected(&w->reader) ||
+                         !store_connected(&w->store)))
+            break;
+        failing = true;
+
+        if (!reader_connected(&w->reader)) {
+            if (reader_connect(&w->reader) < 0) {
+                redis_failed(w);
+                /* Keep PostgreSQL's readiness honest while Redis is away. */
+                if (store_connected(&w->store) && now >= next_idle_ping) {
+                    next_idle_ping = now + IDLE_PING_MS;
+                    if ((st = store_ping(&w->store)) != STORE_OK)
+                        pg_failed(w, st);
+                }
+                backoff_sleep(w, &redis_backoff);
+                continue;
+            }
+            redis_ok(w);
+            redis_backoff = BACKOFF_MIN_MS;
+        }
+
+        if (!store_connected(&w->store)) {
+            st = store_connect(&w->store);
+            if (st == STORE_OK) {
+                int64_t today = day_of(wall_ms());
+                st = store_ensure_partitions(&w->store, today - 1, today + 2);
+                part_lo = today - 1;
+                part_hi = today + 2;
+                next_partitions = now + PARTITIONS_EVERY_MS;
+            }
+            if (st != STORE_OK) {
+                pg_failed(w, st);
+                backoff_sleep(w, &pg_backoff);
+                continue;
+            }
+            pg_ok(w);
+            pg_backoff = BACKOFF_MIN_MS;
+        }
+
+        if (now >= next_partitions) {
+            int64_t today = day_of(wall_ms());
+            if ((st = store_ensure_partitions(&w->store, today - 1, today + 2)) != STORE_OK) {
+                pg_failed(w, st);
+                backoff_sleep(w, &pg_backoff);
+                continue;
+            }
+            part_lo = today - 1 < part_lo ? today - 1 : part_lo;
+            part_hi = today + 2 > part_hi ? today + 2 : part_hi;
+            next_partitions = now + PARTITIONS_EVERY_MS;
+        }
+
+        if (now >= next_stats) {
+            update_stats(w, now >= next_trim);
+            if (now >= next_trim)
+                next_trim = now + TRIM_INTERVAL_MS;
+            next_stats = now + STATS_INTERVAL_MS;
+            if (!reader_connected(&w->reader)) {
+                redis_failed(w);
+                continue;
+            }
+        }
+
+        if (w->batch.count == 0) {
+            int rc = 0;
+            caught_up = false;
+            if (w->claim_idle_ms > 0 && now >= next_claim && !w->reader.recovering) {
+                kind = READER_CLAIMED;
+                rc = reader_claim(&w->reader, &w->batch, w->claim_idle_ms, w->max_deliveries);
+                next_claim = now + (w->claim_idle_ms / 2 > 1000 ? w->claim_idle_ms / 2 : 1000);
+                if (rc == 0 && w->batch.count > 0)
+                    log_info("entries_claimed", LF_INT("worker", w->index),
+                             LF_INT("count", (long long)w->batch.count));
+            }
+            if (rc == 0 && w->batch.count == 0) {
+                read_wall_ms = wall_ms();
+                rc = reader_read(&w->reader, &w->batch, &kind, &caught_up);
+            }
+            if (rc < 0 && reader_connected(&w->reader)) {
+                /* An error reply, not an outage: log it and read on. */
+                batch_reset(&w->batch);
+                metric_inc(w->m.redis_errors);
+                log_warn("stream_read_failed", LF_INT("worker", w->index),
+                         LF_STR("error", w->reader.errstr));
+                backoff_sleep(w, &redis_backoff);
+                continue;
+            }
+            if (rc < 0) {
+                batch_reset(&w->batch);
+                redis_failed(w);
+                if (!reader_connected(&w->reader))
+                    backoff_sleep(w, &redis_backoff);
+                continue;
+            }
+            redis_ok(w);
+            redis_backoff = BACKOFF_MIN_MS;
+            failing = false;
+            if (w->batch.count == 0) {
+                /* Idle: move the watermark to "now" when caught up, which also
+                 * checks PostgreSQL every second. */
+                if (now >= next_idle_ping) {
+                    next_idle_ping = now + IDLE_PING_MS;
+                    st = caught_up ? store_heartbeat(&w->store, read_wall_ms)
+                                   : store_ping(&w->store);
+                    if (st != STORE_OK)
+                        pg_failed(w, st);
+                    else
+                        pg_ok(w);
+                }
+                continue;
+            }
+        }
+
+        /* Write the batch; on failure keep it and retry the same entries. */
+        int64_t t0 = mono_ms();
+        int64_t watermark = 0;
+        struct store_counts counts;
+        if (kind == READER_NEW)
+            watermark = caught_up ? read_wall_ms : w->batch.max_received_ms;
+        st = ensure_batch_partitions(w, &part_lo, &part_hi);
+        if (st == STORE_OK)
+            st = store_flush(&w->store, w->batch.rows.data ? w->batch.rows.data : "",
+                             w->batch.rows.len, watermark, &counts);
+        if (st == STORE_OK) {
+            count_flush(w, &counts);
+        } else if (st == STORE_DATA) {
+            log_warn("batch_rejected", LF_INT("worker", w->index),
+                     LF_INT("entries", (long long)w->batch.count),
+                     LF_STR("sqlstate", w->store.sqlstate), LF_STR("error", w->store.errstr));
+            st = flush_each(w);
+        }
+        if (st != STORE_OK) {
+            pg_failed(w, st);
+            backoff_sleep(w, &pg_backoff);
+            continue;
+        }
+        failing = false;
+        pg_ok(w);
+        pg_backoff = BACKOFF_MIN_MS;
+        metric_observe(w->m.batch_size, (double)w->batch.count);
+        metric_observe(w->m.flush_duration, (double)(mono_ms() - t0) / 1000.0);
+        log_debug("batch_written", LF_INT("worker", w->index),
+                  LF_INT("entries", (long long)w->batch.count), LF_INT("inserted", counts.inserted),
+                  LF_INT("ms", (long long)(mono_ms() - t0)));
+
+        /* Committed: acknowledge. If that fails the entries stay pending and
+         * come back after reconnecting; event ids make that harmless. */
+        if (reader_ack(&w->reader, &w->batch) < 0)
+            redis_failed(w);
+        batch_reset(&w->batch);
+    }
+
+    if (w->batch.count > 0)
+        log_warn("worker_stopped_with_pending", LF_INT("worker", w->index),
+                 LF_INT("entries", (long long)w->batch.count));
+    reader_disconnect(&w->reader);
+    store_disconnect(&w->store);
+    log_info("worker_stopped", LF_INT("worker", w->index));
+    atomic_store(&w->finished, true);
+    if (w->notify_fd >= 0) {
+        ssize_t n;
+        do {
+            n = write(w->notify_fd, "x", 1);
+        } while (n < 0 && errno == EINTR);
+    }
+    return NULL;
+}
+
+int worker_init(struct worker *w, unsigned index, const struct worker_config *cfg,
+                const struct worker_metrics *m, int notify_fd)
+{
+    pthread_condattr_t attr;
+    int rc = -ENOMEM;
+
+    memset(w, 0, sizeof(*w));
+    w->index = index;
+    w->m = *m;
+    w->notify_fd = notify_fd;
+    w->claim_idle_ms = cfg->claim_idle_ms;
+    w->max_deliveries = cfg->max_deliveries;
+    atomic_init(&w->redis_state, WORKER_DEP_CONNECTING);
+    atomic_init(&w->pg_state, WORKER_DEP_CONNECTING);
+    atomic_init(&w->stop, false);
+    atomic_init(&w->finished, false);
+    strbuf_init(&w->scratch);
+
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (pthread_mutex_init(&w->mu, NULL) != 0) {
+        pthread_condattr_destroy(&attr);
+        goto out;
+    }
+    if (pthread_cond_init(&w->wake, &attr) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        pthread_condattr_destroy(&attr);
+        goto out;
+    }
+    pthread_condattr_destroy(&attr);
+    w->sync_ready = true;
+
+    w->nstreams = cfg->nstreams;
+    w->streams = calloc(cfg->nstreams, sizeof(*w->streams));
+    w->length = calloc(cfg->nstreams, sizeof(*w->length));
+    w->lag = calloc(cfg->nstreams, sizeof(*w->lag));
+    w->pending = calloc(cfg->nstreams, sizeof(*w->pending));
+    w->watermark_key = strdup(cfg->watermark_key);
+    if (!w->streams || !w->length || !w->lag || !w->pending || !w->watermark_key)
+        goto out;
+    for (unsigned i = 0; i < cfg->nstreams; i++) {
+        const char *label[] = {cfg->streams[i]};
+        if (!(w->streams[i] = strdup(cfg->streams[i])))
+            goto out;
+        w->length[i] = metric_family_child(m->stream_length, label);
+        w->lag[i] = metric_family_child(m->consumer_lag, label);
+        w->pending[i] = metric_family_child(m->pending, label);
+    }
+    batch_init(&w->batch, (const char *const *)w->streams);
+    if ((rc = reader_init(&w->reader, cfg->redis, (const char *const *)w->streams, w->nstreams,
+                          cfg->consumer, cfg->batch_size, cfg->batch_wait_ms)) < 0)
+        goto out;
+    if ((rc = store_init(&w->store, cfg->database_url, cfg->content_relation, cfg->watermark_key)) <
+        0)
+        goto out;
+    rc = 0;
+out:
+    return rc;
+}
+
+int worker_start(struct worker *w)
+{
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+
+    if (rc != 0)
+        return -rc;
+    w->started = true;
+    return 0;
+}
+
+void worker_stop(struct worker *w)
+{
+    if (!w->sync_ready)
+        return;
+    pthread_mutex_lock(&w->mu);
+    atomic_store(&w->stop, true);
+    pthread_cond_broadcast(&w->wake);
+    pthread_mutex_unlock(&w->mu);
+}
+
+bool worker_finished(struct worker *w)
+{
+    return atomic_load(&w->finished);
+}
+
+void worker_join(struct worker *w)
+{
+    if (!w->started)
+        return;
+    pthread_join(w->thread, NULL);
+    w->started = false;
+}
+
+void worker_deinit(struct worker *w)
+{
+    worker_stop(w);
+    worker_join(w);
+    reader_deinit(&w->reader);
+    store_deinit(&w->store);
+    batch_deinit(&w->batch);
+    strbuf_deinit(&w->scratch);
+    for (unsigned i = 0; w->streams && i < w->nstreams; i++)
+        free(w->streams[i]);
+    free(w->streams);
+    free(w->length);
+    free(w->lag);
+    free(w->pending);
+    free(w->watermark_key);
+    if (w->sync_ready) {
+        pthread_cond_destroy(&w->wake);
+        pthread_mutex_destroy(&w->mu);
+    }
+    memset(w, 0, sizeof(*w));
+}

@@ -1,0 +1,111 @@
+/* The aggregator's worker thread: owns one Redis node's reader and its own
+ * PostgreSQL connection, and loops read -> write one transaction -> XACK,
+ * riding out outages of either with backoff. Keeps dependency states and
+ * metrics current for the loop thread. */
+#ifndef ARV_AGGREGATOR_WORKER_H
+#define ARV_AGGREGATOR_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "batch.h"
+#include "reader.h"
+#include "store.h"
+
+struct metric;
+struct metric_family;
+
+/* Metrics shared by every worker (owned by the registry). */
+struct worker_metrics {
+    struct metric *inserted;             /* aggregator_events_total{outcome="inserted"} */
+    struct metric *duplicate;            /* ... outcome="duplicate" */
+    struct metric *unknown;              /* ... outcome="unknown_content" */
+    struct metric *invalid;              /* ... outcome="invalid" */
+    struct metric *batch_size;           /* aggregator_batch_size */
+    struct metric *flush_duration;       /* aggregator_flush_duration_seconds */
+    struct metric *db_errors;            /* aggregator_db_errors_total */
+    struct metric *redis_errors;         /* aggregator_redis_errors_total */
+    struct metric *dead_letters;         /* aggregator_dead_letters_total */
+    struct metric_family *stream_length; /* aggregator_stream_length{stream} */
+    struct metric_family *consumer_lag;  /* aggregator_consumer_lag{stream} */
+    struct metric_family *pending;       /* aggregator_pending_entries{stream} */
+};
+
+/* What the worker is told; strings are copied. */
+struct worker_config {
+    const struct redis_url *redis; /* the node */
+    const char *const *streams;    /* its stream shards */
+    unsigned nstreams;
+    const char *consumer;      /* name in the consumer group */
+    const char *watermark_key; /* row in analytics.ingest_watermarks */
+    const char *database_url;
+    const char *content_relation;
+    long batch_size;     /* COUNT per read */
+    long batch_wait_ms;  /* BLOCK per read */
+    long claim_idle_ms;  /* claim entries idle this long; 0: never */
+    long max_deliveries; /* dead-letter entries delivered this often */
+};
+
+/* A dependency as the worker last saw it. */
+enum worker_dep {
+    WORKER_DEP_CONNECTING, /* not tried yet */
+    WORKER_DEP_UP,
+    WORKER_DEP_DOWN,  /* unreachable or failing */
+    WORKER_DEP_SCHEMA /* PostgreSQL answers but the schema is missing */
+};
+
+struct worker {
+    unsigned index; /* for logs */
+    char **streams; /* stream names, owned */
+    unsigned nstreams;
+    char *watermark_key;     /* owned */
+    struct worker_metrics m; /* copied; children owned by the registry */
+    struct metric **length;  /* per stream children, owned array */
+    struct metric **lag;
+    struct metric **pending;
+    long claim_idle_ms;
+    long max_deliveries;
+    struct reader reader;   /* used only by the thread */
+    struct store store;     /* used only by the thread */
+    struct batch batch;     /* the batch in flight, kept until written */
+    struct strbuf scratch;  /* one dead-letter row */
+    atomic_int redis_state; /* enum worker_dep */
+    atomic_int pg_state;    /* enum worker_dep */
+    atomic_bool stop;       /* asked to stop after the current batch */
+    atomic_bool finished;   /* the thread has returned */
+    pthread_mutex_t mu;     /* guards the sleep below */
+    pthread_cond_t wake;    /* signalled by worker_stop() */
+    int notify_fd;          /* one byte written here when the thread ends */
+    pthread_t thread;
+    bool started;    /* thread created */
+    bool sync_ready; /* mu and wake initialised */
+};
+
+/* Prepares a worker (copies `cfg`; `m` copied, its pointers borrowed from the
+ * registry). `notify_fd` (borrowed) gets one byte when the thread ends. Does
+ * not connect. Returns 0 or a negative errno. */
+int worker_init(struct worker *w, unsigned index, const struct worker_config *cfg,
+                const struct worker_metrics *m, int notify_fd);
+
+/* Starts the thread. Returns 0 or a negative errno. */
+int worker_start(struct worker *w);
+
+/* Asks the thread to stop once the batch in flight is written and
+ * acknowledged (or at once while a dependency is down). Does not block. */
+void worker_stop(struct worker *w);
+
+/* True once the thread has returned (then worker_join() does not block). */
+bool worker_finished(struct worker *w);
+
+/* Waits for the thread. Blocks until it returns. */
+void worker_join(struct worker *w);
+
+/* Stops and joins the thread if running, then frees. Safe on a zeroed worker. */
+void worker_deinit(struct worker *w);
+
+/* Dependency states, readable from any thread. */
+enum worker_dep worker_redis_state(struct worker *w);
+enum worker_dep worker_pg_state(struct worker *w);
+
+#endif

@@ -1,0 +1,171 @@
+/* Shared pieces of arvctl's subcommands: options, connection, errors, tables. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum cli_parse_result cli_parse(const char *cmd, int argc, char **argv, int first,
+                                const struct cli_option *opts, size_t nopts)
+{
+    for (int i = first; i < argc; i++) {
+        const char *arg = argv[i];
+        const struct cli_option *opt = NULL;
+        const char *name, *eq;
+        size_t len;
+
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
+            return CLI_HELP;
+        if (strncmp(arg, "--", 2) != 0) {
+            fprintf(stderr, "arvctl %s: unexpected argument '%s' (see arvctl %s --help)\n", cmd,
+                    arg, cmd);
+            return CLI_BAD;
+        }
+        name = arg + 2;
+        eq = strchr(name, '=');
+        len = eq ? (size_t)(eq - name) : strlen(name);
+        for (size_t k = 0; k < nopts; k++) {
+            if (strlen(opts[k].name) == len && strncmp(opts[k].name, name, len) == 0)
+                opt = &opts[k];
+        }
+        if (!opt) {
+            fprintf(stderr, "arvctl %s: unknown option '%.*s' (see arvctl %s --help)\n", cmd,
+                    (int)(len + 2), arg, cmd);
+            return CLI_BAD;
+        }
+        if (!opt->value) {
+            if (eq) {
+                fprintf(stderr, "arvctl %s: option --%s takes no value\n", cmd, opt->name);
+                return CLI_BAD;
+            }
+        } else if (eq) {
+            *opt->value = eq + 1;
+        } else if (i + 1 < argc) {
+            *opt->value = argv[++i];
+        } else {
+            fprintf(stderr, "arvctl %s: option --%s needs a value\n", cmd, opt->name);
+            return CLI_BAD;
+        }
+        if (opt->present)
+            *opt->present = true;
+    }
+    return CLI_PARSED;
+}
+
+bool cli_parse_id(const char *s, long long *out)
+{
+    char *end = NULL;
+    long long v;
+
+    if (!s || *s < '0' || *s > '9')
+        return false;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v <= 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Prints the first line of `msg` after the prefix. */
+static void print_first_line(const char *prefix, const char *msg)
+{
+    size_t n = strcspn(msg, "\n");
+
+    fprintf(stderr, "%s%.*s\n", prefix, (int)n, msg);
+}
+
+static void cli_notice(void *arg, const char *message)
+{
+    (void)arg;
+    print_first_line("arvctl: notice: ", message);
+}
+
+PGconn *cli_connect(const char *database_url)
+{
+    /* Our defaults first: settings in the URL (expanded dbname) win. */
+    static const char *const keys[] = {"application_name", "connect_timeout", "dbname", NULL};
+    const char *values[] = {"arvctl", "10", database_url, NULL};
+    PGconn *conn = PQconnectdbParams(keys, values, 1);
+    PGresult *res;
+
+    if (!conn) {
+        fprintf(stderr, "arvctl: out of memory\n");
+        return NULL;
+    }
+    if (PQstatus(conn) != CONNECTION_OK) {
+        print_first_line("arvctl: cannot connect to PostgreSQL: ", PQerrorMessage(conn));
+        PQfinish(conn);
+        return NULL;
+    }
+    PQsetNoticeProcessor(conn, cli_notice, NULL);
+    res = PQexec(conn, "SET client_min_messages = warning");
+    PQclear(res);
+    return conn;
+}
+
+void cli_report(const char *what, const PGresult *res, const PGconn *conn)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+
+    if (state && (strcmp(state, "42P01") == 0 || strcmp(state, "3F000") == 0)) {
+        fprintf(stderr, "arvctl: %s: %s (run `arvctl migrate` first)\n", what,
+                msg ? msg : "relation missing");
+        return;
+    }
+    if (!msg)
+        msg = res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+    fprintf(stderr, "arvctl: %s: %.*s", what, (int)strcspn(msg, "\n"), msg);
+    if (detail)
+        fprintf(stderr, " (%.*s)", (int)strcspn(detail, "\n"), detail);
+    fputc('\n', stderr);
+}
+
+bool cli_exec(PGconn *conn, const char *sql, const char *what)
+{
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+
+    if (!ok)
+        cli_report(what, res, conn);
+    PQclear(res);
+    return ok;
+}
+
+void cli_print_table(FILE *out, const PGresult *res, const char *const *headers)
+{
+    int ncols = PQnfields(res);
+    int nrows = PQntuples(res);
+    size_t *width = calloc((size_t)(ncols > 0 ? ncols : 1), sizeof(*width));
+
+    if (!width)
+        return;
+    for (int c = 0; c < ncols; c++) {
+        width[c] = strlen(headers[c]);
+        for (int r = 0; r < nrows; r++) {
+            size_t n = (size_t)PQgetlength(res, r, c);
+            if (n > width[c])
+                width[c] = n;
+        }
+    }
+    for (int c = 0; c < ncols; c++) {
+        if (c + 1 < ncols)
+            fprintf(out, "%-*s  ", (int)width[c], headers[c]);
+        else
+            fprintf(out, "%s\n", headers[c]);
+    }
+    for (int r = 0; r < nrows; r++) {
+        for (int c = 0; c < ncols; c++) {
+            const char *v = PQgetisnull(res, r, c) ? "" : PQgetvalue(res, r, c);
+            if (c + 1 < ncols)
+                fprintf(out, "%-*s  ", (int)width[c], v);
+            else
+                fprintf(out, "%s\n", v);
+        }
+    }
+    free(width);
+}

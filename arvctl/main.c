@@ -1,0 +1,129 @@
+/* arvctl: the admin CLI (migrate, content, keys). Global options go anywhere on
+ * the command line; everything else belongs to the subcommand. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "cli.h"
+#include "config.h"
+#include "content.h"
+#include "keys.h"
+#include "migrate.h"
+
+struct arvctl_config {
+    struct common_config common; /* database_url, env and logging are used */
+    const char *migrations_dir;  /* ARV_MIGRATIONS_DIR */
+};
+
+static const struct config_option arvctl_options[] = {
+    {"database-url", "DATABASE_URL", CONFIG_STRING,
+     offsetof(struct arvctl_config, common.database_url), "postgresql://arv@127.0.0.1:5432/arv",
+     NULL, 0, 0, "PostgreSQL connection URL"},
+    {"migrations-dir", "ARV_MIGRATIONS_DIR", CONFIG_STRING,
+     offsetof(struct arvctl_config, migrations_dir), ARV_SOURCE_DIR "/migrations", NULL, 0, 0,
+     "directory of NNNN_name.sql migration files"},
+    {"env", "ARV_ENV", CONFIG_CHOICE, offsetof(struct arvctl_config, common.env), "development",
+     "development|production", 0, 0, "deployment environment"},
+    {"log-format", "ARV_LOG_FORMAT", CONFIG_CHOICE,
+     offsetof(struct arvctl_config, common.log_format), NULL, "json|console", 0, 0,
+     "log format (default: json in production, else console)"},
+    {"log-level", "ARV_LOG_LEVEL", CONFIG_LOG_LEVEL,
+     offsetof(struct arvctl_config, common.log_level), "warn", NULL, 0, 0,
+     "minimum log level: debug|info|warn|error"},
+};
+#define ARVCTL_NOPTIONS (sizeof(arvctl_options) / sizeof(arvctl_options[0]))
+
+static const char arvctl_summary[] =
+    "       arvctl [options] COMMAND [command options]\n"
+    "Administers ARV Analytics.\n"
+    "\n"
+    "Commands:\n"
+    "  migrate [--migrations-dir DIR]      apply pending SQL migrations\n"
+    "  content add --id ID [--unique-id UID] --project ID --company ID [--inactive]\n"
+    "  content list [--company ID] [--project ID]\n"
+    "  keys create --admin | --company ID [--name NAME]\n"
+    "  keys list | keys revoke ID          reporter API keys\n"
+    "Exit status: 0 ok, 1 failure, 2 usage error. `arvctl COMMAND --help` for more.";
+
+static bool arvctl_validate(const void *p, char *err, size_t errlen)
+{
+    const struct arvctl_config *cfg = p;
+    char *pqerr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(cfg->common.database_url, &pqerr);
+
+    if (!opts) {
+        size_t n = pqerr ? strcspn(pqerr, "\n") : 0;
+        snprintf(err, errlen, "DATABASE_URL: %.*s", (int)n, pqerr ? pqerr : "out of memory");
+        if (pqerr)
+            PQfreemem(pqerr);
+        return false;
+    }
+    PQconninfoFree(opts);
+    return true;
+}
+
+/* The global option named by "--name[=value]", or NULL. */
+static const struct config_option *global_option(const char *arg)
+{
+    const char *name = arg + 2;
+    size_t len = strcspn(name, "=");
+
+    if (strncmp(arg, "--", 2) != 0)
+        return NULL;
+    for (size_t i = 0; i < ARVCTL_NOPTIONS; i++) {
+        if (strlen(arvctl_options[i].flag) == len &&
+            strncmp(arvctl_options[i].flag, name, len) == 0)
+            return &arvctl_options[i];
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    struct arvctl_config cfg = {0};
+    char **gargv = calloc((size_t)argc + 1, sizeof(*gargv));
+    char **sargv = calloc((size_t)argc + 1, sizeof(*sargv));
+    int gargc = 0, sargc = 0, rc = CLI_EXIT_USAGE;
+
+    if (!gargv || !sargv) {
+        fprintf(stderr, "arvctl: out of memory\n");
+        rc = CLI_EXIT_FAILURE;
+        goto out;
+    }
+    /* Split: global options (anywhere) and, before the command, --help,
+     * --version, --check-config go to the config loader; the rest to the command. */
+    gargv[gargc++] = argv[0];
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const struct config_option *opt = global_option(arg);
+        if (opt) {
+            gargv[gargc++] = argv[i];
+            if (!strchr(arg, '=') && i + 1 < argc)
+                gargv[gargc++] = argv[++i];
+        } else if (sargc == 0 && arg[0] == '-') {
+            gargv[gargc++] = argv[i];
+        } else {
+            sargv[sargc++] = argv[i];
+        }
+    }
+    config_load_or_exit("arvctl", arvctl_summary, arvctl_options, ARVCTL_NOPTIONS, &cfg,
+                        &cfg.common, arvctl_validate, gargc, gargv);
+
+    if (sargc == 0) {
+        fprintf(stderr, "arvctl: missing command: migrate, content or keys (see arvctl --help)\n");
+    } else if (strcmp(sargv[0], "migrate") == 0) {
+        rc = migrate_command(cfg.common.database_url, cfg.migrations_dir, sargc, sargv);
+    } else if (strcmp(sargv[0], "content") == 0) {
+        rc = content_command(cfg.common.database_url, sargc, sargv);
+    } else if (strcmp(sargv[0], "keys") == 0) {
+        rc = keys_command(cfg.common.database_url, sargc, sargv);
+    } else {
+        fprintf(stderr, "arvctl: unknown command '%s' (see arvctl --help)\n", sargv[0]);
+    }
+out:
+    free(gargv);
+    free(sargv);
+    return rc;
+}

@@ -1,0 +1,660 @@
+/* A hiredis async connection that keeps itself alive on a libevent loop (connect,
+ * AUTH/SELECT, pings, reconnect with backoff), and the redis:// URL parser. */
+#include "redis_conn.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "log.h"
+
+enum {
+    PING_INTERVAL_MS = 1000,   /* keep-alive period */
+    PING_TIMEOUT_MS = 2000,    /* a ping unanswered this long means the server is gone */
+    CONNECT_TIMEOUT_MS = 2000, /* hiredis 0.14 has no connect timeout of its own */
+    BACKOFF_MIN_MS = 100,      /* first reconnect delay */
+    BACKOFF_MAX_MS = 5000,     /* reconnect delay cap */
+};
+
+struct redis_conn {
+    struct event_base *base;    /* borrowed */
+    struct redis_url url;       /* where to connect */
+    const char *name;           /* borrowed, labels logs */
+    redisAsyncContext *ac;      /* NULL while disconnected */
+    struct event *retry_ev;     /* reconnect timer */
+    struct event *connect_ev;   /* connect (and handshake) deadline */
+    struct event *ping_ev;      /* keep-alive period */
+    struct event *ping_dead_ev; /* deadline of the outstanding ping */
+    struct event *drop_ev;      /* deferred drop, for decisions taken inside callbacks */
+    bool up;                    /* connected, handshake done, pings answered */
+    bool connected;             /* TCP connected (handshake may still run) */
+    bool closing;               /* redis_conn_free running: no reconnect */
+    enum { LOGGED_NONE, LOGGED_UP, LOGGED_DOWN } logged; /* last state logged at info/warn */
+    bool ping_outstanding;                               /* a PING awaits its answer */
+    unsigned handshake_left;                             /* AUTH/SELECT replies still expected */
+    unsigned backoff_ms;                                 /* next reconnect delay before jitter */
+    unsigned attempts;       /* connect attempts since the last success */
+    unsigned seed;           /* jitter state */
+    uint64_t block_until_ms; /* a blocking command may hold replies back until then */
+    size_t pending;          /* user commands awaiting a reply */
+    char drop_reason[256];   /* why drop_ev fires */
+    char errstr[256];        /* last error */
+};
+
+/* One user command in flight. */
+struct redis_conn_cmd {
+    struct redis_conn *conn; /* owner */
+    redis_conn_reply_cb *cb; /* called exactly once */
+    void *arg;               /* passed to cb */
+};
+
+static void conn_start(struct redis_conn *c);
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct timeval ms_tv(uint64_t ms)
+{
+    return (struct timeval){.tv_sec = (time_t)(ms / 1000),
+                            .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+}
+
+/* ---- URL parsing ---- */
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..n) into out (size cap). False on a bad escape, a NUL, or
+ * if it does not fit. */
+static bool url_decode(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '%') {
+            if (i + 2 >= n)
+                return false;
+            int hi = hexval(s[i + 1]);
+            int lo = hexval(s[i + 2]);
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                return false;
+            ch = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (o + 1 >= cap)
+            return false;
+        out[o++] = ch;
+    }
+    out[o] = '\0';
+    return true;
+}
+
+/* Parses decimal digits s[0..n) into a value no larger than max. */
+static bool parse_digits(const char *s, size_t n, long max, long *out)
+{
+    long v = 0;
+    if (n == 0 || n > 10)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool host_char(char ch)
+{
+    return isalnum((unsigned char)ch) || ch == '.' || ch == '-' || ch == '_';
+}
+
+bool redis_url_parse(const char *url, struct redis_url *out)
+{
+    static const char scheme[] = "redis://";
+    struct redis_url u = {.port = 6379, .db = 0};
+    long v;
+
+    if (!url || strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+        return false;
+    const char *p = url + sizeof(scheme) - 1;
+    const char *auth_end = p + strcspn(p, "/?#");
+    const char *end = auth_end + strlen(auth_end);
+
+    /* userinfo: [user]:password@ ; the password may hold '@' only percent-encoded. */
+    const char *at = memchr(p, '@', (size_t)(auth_end - p));
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (!colon || !url_decode(p, (size_t)(colon - p), u.username, sizeof(u.username)) ||
+            !url_decode(colon + 1, (size_t)(at - colon - 1), u.password, sizeof(u.password)))
+            return false;
+        if (memchr(at + 1, '@', (size_t)(auth_end - at - 1)))
+            return false;
+        p = at + 1;
+    }
+
+    /* host: a name, an IPv4 address, or [IPv6]. */
+    const char *host = p, *host_end;
+    if (*p == '[') {
+        host = p + 1;
+        host_end = memchr(host, ']', (size_t)(auth_end - host));
+        if (!host_end || host_end == host)
+            return false;
+        for (const char *q = host; q < host_end; q++) {
+            if (!isxdigit((unsigned char)*q) && *q != ':' && *q != '.')
+                return false;
+        }
+        p = host_end + 1;
+    } else {
+        host_end = p;
+        while (host_end < auth_end && host_char(*host_end))
+            host_end++;
+        if (host_end == host)
+            return false;
+        p = host_end;
+    }
+    if ((size_t)(host_end - host) >= sizeof(u.host))
+        return false;
+    memcpy(u.host, host, (size_t)(host_end - host));
+    u.host[host_end - host] = '\0';
+
+    if (p < auth_end) {
+        if (*p != ':' || !parse_digits(p + 1, (size_t)(auth_end - p - 1), 65535, &v) || v == 0)
+            return false;
+        u.port = (uint16_t)v;
+    }
+
+    if (auth_end < end) {
+        if (*auth_end != '/')
+            return false; /* query strings and fragments are not supported */
+        if (auth_end + 1 < end) {
+            if (!parse_digits(auth_end + 1, (size_t)(end - auth_end - 1), INT_MAX, &v))
+                return false;
+            u.db = (int)v;
+        }
+    }
+    *out = u;
+    return true;
+}
+
+int redis_url_parse_list(const char *list, struct redis_url *out, int max)
+{
+    int n = 0;
+    char one[1024];
+
+    if (!list || max <= 0)
+        return -1;
+    for (const char *p = list;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        /* Spaces around commas are forgiven ("a, b"), nothing else. */
+        while (len && isspace((unsigned char)*p)) {
+            p++;
+            len--;
+        }
+        while (len && isspace((unsigned char)p[len - 1]))
+            len--;
+        if (len == 0 || len >= sizeof(one) || n >= max)
+            return -1;
+        memcpy(one, p, len);
+        one[len] = '\0';
+        if (!redis_url_parse(one, &out[n]))
+            return -1;
+        n++;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    return n;
+}
+
+/* ---- connection state ---- */
+
+static void set_errstr(struct redis_conn *c, const char *s)
+{
+    snprintf(c->errstr, sizeof(c->errstr), "%s", s && *s ? s : "connection lost");
+}
+
+/* Marks the connection up once TCP is connected and the handshake is done. */
+static void conn_set_up(struct redis_conn *c)
+{
+    c->up = true;
+    c->logged = LOGGED_UP;
+    c->backoff_ms = BACKOFF_MIN_MS;
+    evtimer_del(c->connect_ev);
+    struct timeval tv = ms_tv(PING_INTERVAL_MS);
+    evtimer_add(c->ping_ev, &tv);
+    log_info("redis_connected", LF_STR("name", c->name), LF_STR("host", c->url.host),
+             LF_INT("port", c->url.port), LF_INT("db", c->url.db), LF_INT("attempts", c->attempts));
+    c->attempts = 0;
+}
+
+/* Schedules the next connect attempt with exponential backoff and jitter. */
+static void conn_schedule_retry(struct redis_conn *c)
+{
+    unsigned d = c->backoff_ms;
+    /* Jitter in [d/2, d] keeps a fleet of daemons from reconnecting in step. */
+    unsigned delay = d / 2 + (unsigned)(rand_r(&c->seed) % (d / 2 + 1));
+    c->backoff_ms = d * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d * 2;
+    struct timeval tv = ms_tv(delay);
+    evtimer_add(c->retry_ev, &tv);
+}
+
+/* The context `c->ac` is gone (hiredis freed it or is about to): forget it, log
+ * the state change once, and reconnect later. */
+static void conn_lost(struct redis_conn *c)
+{
+    bool was_connected = c->connected;
+
+    c->ac = NULL;
+    c->up = false;
+    c->connected = false;
+    c->ping_outstanding = false;
+    c->handshake_left = 0;
+    c->block_until_ms = 0;
+    evtimer_del(c->ping_ev);
+    evtimer_del(c->ping_dead_ev);
+    evtimer_del(c->connect_ev);
+    evtimer_del(c->drop_ev);
+    if (c->closing)
+        return;
+    /* One line per state change; the retries of an outage go to debug. */
+    if (c->logged == LOGGED_UP) {
+        log_warn("redis_disconnected", LF_STR("name", c->name), LF_STR("host", c->url.host),
+                 LF_INT("port", c->url.port), LF_STR("error", c->errstr));
+    } else if (c->logged == LOGGED_NONE) {
+        log_warn("redis_connect_failed", LF_STR("name", c->name), LF_STR("host", c->url.host),
+                 LF_INT("port", c->url.port), LF_STR("error", c->errstr));
+    } else {
+        log_debug("redis_connect_retry_failed", LF_STR("name", c->name),
+                  LF_STR("host", c->url.host), LF_INT("port", c->url.port),
+                  LF_STR("error", c->errstr), LF_INT("attempts", c->attempts),
+                  LF_BOOL("was_connected", was_connected));
+    }
+    c->logged = LOGGED_DOWN;
+    conn_schedule_retry(c);
+}
+
+/* Closes the current context from outside any hiredis callback: pending
+ * callbacks run with a NULL reply, then the connection is marked down. */
+static void conn_drop(struct redis_conn *c, const char *reason)
+{
+    redisAsyncContext *ac = c->ac;
+    if (!ac)
+        return;
+    set_errstr(c, reason);
+    c->up = false;
+    redisAsyncFree(ac);
+    /* hiredis calls the disconnect callback only for connected contexts. */
+    if (c->ac == ac)
+        conn_lost(c);
+}
+
+/* Drops the connection later, from the loop: used inside hiredis callbacks,
+ * where freeing the context is not allowed. */
+static void conn_drop_later(struct redis_conn *c, const char *reason)
+{
+    c->up = false;
+    snprintf(c->drop_reason, sizeof(c->drop_reason), "%s", reason);
+    event_active(c->drop_ev, EV_TIMEOUT, 1);
+}
+
+static void on_drop(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_conn *c = arg;
+    (void)fd;
+    (void)what;
+    conn_drop(c, c->drop_reason);
+}
+
+static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_conn *c = arg;
+    (void)fd;
+    (void)what;
+    conn_drop(c, c->connected ? "handshake timed out" : "connect timed out");
+}
+
+/* ---- hiredis callbacks ---- */
+
+static void on_ping_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct redis_conn *c = privdata;
+    (void)ac;
+    if (!r)
+        return; /* the context is going away; on_disconnect handles it */
+    /* Any answer, even an error (LOADING), proves the server is alive. */
+    c->ping_outstanding = false;
+    evtimer_del(c->ping_dead_ev);
+}
+
+static void on_ping_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_conn *c = arg;
+    (void)fd;
+    (void)what;
+    /* Replies come in order: a ping queued behind a blocking command (XREADGROUP
+     * BLOCK) cannot be answered before that command returns. */
+    uint64_t now = now_ms();
+    if (c->block_until_ms == UINT64_MAX)
+        return; /* blocked forever (BLOCK 0): nothing to judge by */
+    if (now < c->block_until_ms + PING_TIMEOUT_MS) {
+        struct timeval tv = ms_tv(c->block_until_ms + PING_TIMEOUT_MS - now);
+        evtimer_add(c->ping_dead_ev, &tv);
+        return;
+    }
+    conn_drop(c, "ping timed out");
+}
+
+static void on_ping_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (!c->ac || c->ping_outstanding)
+        return;
+    if (redisAsyncCommand(c->ac, on_ping_reply, c, "PING") != REDIS_OK)
+        return;
+    c->ping_outstanding = true;
+    struct timeval tv = ms_tv(PING_TIMEOUT_MS);
+    evtimer_add(c->ping_dead_ev, &tv);
+}
+
+static void on_handshake_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct redis_conn *c = privdata;
+    redisReply *reply = r;
+    (void)ac;
+    if (!reply || c->handshake_left == 0)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "handshake failed: %s", reply->str ? reply->str : "error");
+        c->handshake_left = 0;
+        conn_drop_later(c, msg);
+        return;
+    }
+    if (--c->handshake_left == 0)
+        conn_set_up(c);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct redis_conn *c = ac->data;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context right after this returns; no disconnect
+         * callback follows. */
+        set_errstr(c, ac->errstr);
+        conn_lost(c);
+        return;
+    }
+    c->connected = true;
+    c->handshake_left = 0;
+    /* AUTH and SELECT go first: every later command runs authenticated, on the
+     * right database. */
+    if (c->url.password[0]) {
+        int rc;
+        if (c->url.username[0])
+            rc = redisAsyncCommand(c->ac, on_handshake_reply, c, "AUTH %s %s", c->url.username,
+                                   c->url.password);
+        else
+            rc = redisAsyncCommand(c->ac, on_handshake_reply, c, "AUTH %s", c->url.password);
+        if (rc == REDIS_OK)
+            c->handshake_left++;
+    }
+    if (c->url.db != 0 &&
+        redisAsyncCommand(c->ac, on_handshake_reply, c, "SELECT %d", c->url.db) == REDIS_OK)
+        c->handshake_left++;
+    /* Up only once the server answers: a stopped server's kernel still accepts
+     * connections. */
+    if (redisAsyncCommand(c->ac, on_handshake_reply, c, "PING") == REDIS_OK)
+        c->handshake_left++;
+    if (c->handshake_left == 0)
+        conn_drop_later(c, "cannot send the handshake");
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct redis_conn *c = ac->data;
+    /* A clean close is one we asked for, and we set errstr then. */
+    if (status != REDIS_OK || !c->errstr[0])
+        set_errstr(c, ac->errstr);
+    conn_lost(c);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_start(arg);
+}
+
+/* Starts one non-blocking connect attempt. On an immediate failure, schedules
+ * the next one. */
+static void conn_start(struct redis_conn *c)
+{
+    redisAsyncContext *ac = NULL;
+
+    c->attempts++;
+    /* Resolving a host name here may block briefly; IP addresses never do. */
+    ac = redisAsyncConnect(c->url.host, c->url.port);
+    if (!ac) {
+        set_errstr(c, "out of memory");
+        goto fail;
+    }
+    if (ac->err) {
+        set_errstr(c, ac->errstr);
+        redisAsyncFree(ac);
+        goto fail;
+    }
+    ac->data = c;
+    if (redisLibeventAttach(ac, c->base) != REDIS_OK) {
+        set_errstr(c, "cannot attach to the event loop");
+        redisAsyncFree(ac);
+        goto fail;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    c->ac = ac;
+    struct timeval tv = ms_tv(CONNECT_TIMEOUT_MS);
+    evtimer_add(c->connect_ev, &tv);
+    return;
+fail:
+    conn_lost(c);
+}
+
+struct redis_conn *redis_conn_new(struct event_base *base, const struct redis_url *url,
+                                  const char *name)
+{
+    struct redis_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->base = base;
+    c->url = *url;
+    c->name = name ? name : "redis";
+    c->backoff_ms = BACKOFF_MIN_MS;
+    c->seed = (unsigned)now_ms() ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)c;
+    c->retry_ev = evtimer_new(base, on_retry, c);
+    c->connect_ev = evtimer_new(base, on_connect_timeout, c);
+    c->ping_ev = event_new(base, -1, EV_PERSIST, on_ping_tick, c);
+    c->ping_dead_ev = evtimer_new(base, on_ping_deadline, c);
+    c->drop_ev = evtimer_new(base, on_drop, c);
+    if (!c->retry_ev || !c->connect_ev || !c->ping_ev || !c->ping_dead_ev || !c->drop_ev) {
+        redis_conn_free(c);
+        return NULL;
+    }
+    conn_start(c);
+    return c;
+}
+
+/* ---- commands ---- */
+
+static bool arg_is(const char *s, size_t n, const char *word)
+{
+    return strlen(word) == n && strncasecmp(s, word, n) == 0;
+}
+
+/* Parses a timeout argument (`scale` units per second); UINT64_MAX for 0
+ * (block forever), 0 if unparsable. */
+static uint64_t parse_block(const char *s, size_t n, double scale)
+{
+    char buf[32];
+    if (n == 0 || n >= sizeof(buf))
+        return 0;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    char *end;
+    double v = strtod(buf, &end);
+    if (*end || !(v >= 0))
+        return 0;
+    if (v == 0)
+        return UINT64_MAX;
+    return (uint64_t)(v * 1000.0 / scale);
+}
+
+/* How long a command may legitimately hold back the replies behind it: XREAD /
+ * XREADGROUP BLOCK ms, BLPOP-style trailing timeouts, WAIT. */
+static uint64_t command_block_ms(int argc, const char **argv, const size_t *argvlen)
+{
+#define ARG_LEN(i)   (argvlen ? argvlen[(i)] : strlen(argv[(i)]))
+#define ARG_IS(i, w) arg_is(argv[(i)], ARG_LEN(i), (w))
+    if (ARG_IS(0, "XREAD") || ARG_IS(0, "XREADGROUP")) {
+        for (int i = 1; i + 1 < argc; i++) {
+            if (ARG_IS(i, "BLOCK"))
+                return parse_block(argv[i + 1], ARG_LEN(i + 1), 1000);
+            if (ARG_IS(i, "STREAMS"))
+                break;
+        }
+        return 0;
+    }
+    static const char *const trailing[] = {"BLPOP",  "BRPOP",    "BRPOPLPUSH",
+                                           "BLMOVE", "BZPOPMIN", "BZPOPMAX"};
+    for (size_t k = 0; k < sizeof(trailing) / sizeof(trailing[0]); k++) {
+        if (ARG_IS(0, trailing[k]) && argc >= 2)
+            return parse_block(argv[argc - 1], ARG_LEN(argc - 1), 1);
+    }
+    if ((ARG_IS(0, "BLMPOP") || ARG_IS(0, "BZMPOP")) && argc >= 2)
+        return parse_block(argv[1], ARG_LEN(1), 1);
+    if (ARG_IS(0, "WAIT") && argc == 3)
+        return parse_block(argv[2], ARG_LEN(2), 1000);
+    return 0;
+#undef ARG_IS
+#undef ARG_LEN
+}
+
+static void on_command_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct redis_conn_cmd *cmd = privdata;
+    struct redis_conn *c = cmd->conn;
+    const char *errstr = NULL;
+
+    c->pending--;
+    if (!r) {
+        /* The connection is dying: new commands must fail fast from now on. */
+        c->up = false;
+        if (ac->err && ac->errstr)
+            set_errstr(c, ac->errstr);
+        else if (!c->errstr[0])
+            set_errstr(c, "connection closed");
+        errstr = c->errstr;
+    }
+    cmd->cb(cmd->arg, r, errstr);
+    free(cmd);
+}
+
+int redis_conn_command(struct redis_conn *c, redis_conn_reply_cb *cb, void *arg, int argc,
+                       const char **argv, const size_t *argvlen)
+{
+    struct redis_conn_cmd *cmd = NULL;
+    int rc = -ENOTCONN;
+
+    if (argc <= 0 || !argv || !cb)
+        return -EINVAL;
+    if (!c->up || !c->ac)
+        goto out;
+    cmd = malloc(sizeof(*cmd));
+    if (!cmd) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    *cmd = (struct redis_conn_cmd){.conn = c, .cb = cb, .arg = arg};
+    if (redisAsyncCommandArgv(c->ac, on_command_reply, cmd, argc, argv, argvlen) != REDIS_OK)
+        goto out;
+    uint64_t block = command_block_ms(argc, argv, argvlen);
+    if (block) {
+        uint64_t until = block == UINT64_MAX ? UINT64_MAX : now_ms() + block;
+        if (until > c->block_until_ms)
+            c->block_until_ms = until;
+    }
+    c->pending++;
+    cmd = NULL;
+    rc = 0;
+out:
+    free(cmd);
+    return rc;
+}
+
+bool redis_conn_is_up(const struct redis_conn *c)
+{
+    return c && c->up;
+}
+
+size_t redis_conn_pending(const struct redis_conn *c)
+{
+    return c ? c->pending : 0;
+}
+
+const char *redis_conn_errstr(const struct redis_conn *c)
+{
+    return c ? c->errstr : "";
+}
+
+void redis_conn_free(struct redis_conn *c)
+{
+    if (!c)
+        return;
+    c->closing = true;
+    c->up = false;
+    if (c->ac) {
+        set_errstr(c, "connection closed");
+        /* Runs every pending callback with a NULL reply before returning. */
+        redisAsyncFree(c->ac);
+        c->ac = NULL;
+    }
+    if (c->retry_ev)
+        event_free(c->retry_ev);
+    if (c->connect_ev)
+        event_free(c->connect_ev);
+    if (c->ping_ev)
+        event_free(c->ping_ev);
+    if (c->ping_dead_ev)
+        event_free(c->ping_dead_ev);
+    if (c->drop_ev)
+        event_free(c->drop_ev);
+    free(c);
+}

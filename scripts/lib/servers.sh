@@ -1,0 +1,123 @@
+# Shell helpers shared by scripts/run-local.sh, the integration tests and bench/:
+# install packages, find free ports, start and stop private Redis and PostgreSQL
+# servers in a data folder. Source it; every function is prefixed arv_.
+
+ARV_PG_BIN=${ARV_PG_BIN:-/usr/lib/postgresql/15/bin}
+
+# Debian packages the build, the servers and the tests need.
+ARV_PACKAGES="build-essential cmake pkg-config clang-format libevent-dev libhiredis-dev
+libpq-dev libjson-c-dev libcriterion-dev libssl-dev zlib1g-dev node-llhttp
+redis-server postgresql-15 postgresql-15-hll curl jq procps iproute2"
+
+arv_log() { printf '[arv] %s\n' "$*" >&2; }
+
+# Installs whatever of ARV_PACKAGES is missing (needs root, or sudo).
+arv_install_packages() {
+    local missing=() p
+    for p in $ARV_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+            missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    arv_log "installing: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
+}
+
+# Prints a TCP port on 127.0.0.1 that nothing listens on.
+arv_free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 30000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+}
+
+# Waits until 127.0.0.1:$1 accepts connections, at most $2 seconds (default 10).
+arv_wait_port() {
+    local port=$1 limit=${2:-10} i
+    for ((i = 0; i < limit * 10; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    arv_log "nothing listens on port $port after ${limit}s"
+    return 1
+}
+
+# Waits until URL $1 answers HTTP status $2 (default 200), at most $3 s (default 10).
+arv_wait_http() {
+    local url=$1 want=${2:-200} limit=${3:-10} i code
+    for ((i = 0; i < limit * 10; i++)); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)
+        [ "$code" = "$want" ] && return 0
+        sleep 0.1
+    done
+    arv_log "$url answered $code, not $want, after ${limit}s"
+    return 1
+}
+
+# Starts redis-server on port $2 with its files in folder $1 (created).
+arv_start_redis() {
+    local dir=$1 port=$2
+    mkdir -p "$dir"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
+        --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --save "" \
+        --appendonly "${ARV_REDIS_AOF:-no}" >/dev/null
+    arv_wait_port "$port" 10
+}
+
+arv_stop_redis() {
+    local dir=$1 port=$2
+    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    local i
+    for ((i = 0; i < 50; i++)); do
+        [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null || return 0
+        sleep 0.1
+    done
+}
+
+# Runs a PostgreSQL server command as the owner of the data folder: PostgreSQL
+# refuses to run as root, so root runs it as the system user postgres.
+arv_pg_run() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# Starts PostgreSQL on 127.0.0.1:$2 with its cluster in folder $1 (initialised on
+# first use, superuser arv, trust auth on loopback) and creates database arv.
+arv_start_postgres() {
+    local dir=$1 port=$2
+    mkdir -p "$dir"
+    [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir"
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        arv_pg_run "$ARV_PG_BIN/initdb" -D "$dir/data" -U arv -A trust -E UTF8 \
+            --no-sync >"$dir/initdb.log" 2>&1 || {
+            cat "$dir/initdb.log" >&2
+            return 1
+        }
+    fi
+    arv_pg_run "$ARV_PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${ARV_PG_FSYNC:-on}" \
+        start >/dev/null || {
+        tail -20 "$dir/postgres.log" >&2
+        return 1
+    }
+    psql -h 127.0.0.1 -p "$port" -U arv -d postgres -tAq \
+        -c "SELECT 1 FROM pg_database WHERE datname = 'arv'" | grep -q 1 ||
+        psql -h 127.0.0.1 -p "$port" -U arv -d postgres -q -c "CREATE DATABASE arv" >/dev/null
+}
+
+arv_stop_postgres() {
+    local dir=$1
+    [ -f "$dir/data/postmaster.pid" ] || return 0
+    arv_pg_run "$ARV_PG_BIN/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null 2>&1 || true
+}

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# arv-reporter against known rollup rows: every endpoint's numbers equal exact SQL
+# over the same events; API-key scopes (401/403), bad ids, revocation within the
+# cache TTL, 503 + readiness while PostgreSQL is down, clean stop on SIGTERM.
+. "$(dirname "$0")/lib.sh"
+it_setup "${1:?usage: test_reporter.sh BIN_DIR}"
+
+# Registry: company 1 owns projects 10, 11 and 99; company 2 owns project 20;
+# project 30 is shared. Events (offset = days before today, UTC) go into a
+# scratch table; the rollup is built from it, and the expected answers are exact
+# SQL over it.
+it_psql "
+INSERT INTO analytics.ar_content (id, project_id, company_id) VALUES
+  (100, 10, 1), (101, 10, 1), (110, 11, 1), (200, 20, 2), (300, 30, 1), (301, 30, 2), (999, 99, 1);
+CREATE TABLE public.it_events (ar_content_id bigint, off int, session text, duration int, video bool);
+INSERT INTO public.it_events VALUES
+  (100, 0, 's1', 10, true), (100, 0, 's2', 20, false), (100, 0, 's1', 30, true),
+  (100, 5, 's3', 40, false), (100, 29, 's4', 50, true),
+  (100, 30, 's5', 60, true), (100, -1, 's6', 70, true),
+  (101, 1, 's1', 5, false), (101, 2, 's7', 7, false), (110, 3, 's8', 0, true),
+  (200, 0, 's9', 100, true), (200, 10, 's10', 200, false), (200, 40, 's11', 300, true),
+  (300, 0, 's12', 1, false), (301, 0, 's13', 2, true);
+INSERT INTO analytics.rollup_content_daily (day, company_id, project_id, ar_content_id, views,
+    sessions, video_plays, duration_sum, duration_count)
+SELECT (now() AT TIME ZONE 'UTC')::date - e.off, c.company_id, c.project_id, e.ar_content_id,
+       count(*), hll_add_agg(hll_hash_text(e.session), 12, 5), count(*) FILTER (WHERE e.video),
+       sum(e.duration), count(e.duration)
+FROM public.it_events e JOIN analytics.ar_content c ON c.id = e.ar_content_id GROUP BY 1, 2, 3, 4;
+INSERT INTO analytics.rollup_content_daily (day, company_id, project_id, ar_content_id, views)
+VALUES ((now() AT TIME ZONE 'UTC')::date - 4, 1, 99, 999, 0);
+INSERT INTO analytics.ingest_watermarks (consumer, complete_until, updated_at) VALUES
+  ('a', '2026-01-01T10:00:00.123456Z', now()), ('b', '2026-01-01T10:00:05Z', now()),
+  ('dead', '2025-01-01T00:00:00Z', now() - interval '1 hour');" >/dev/null
+
+# expected WHERE-CLAUSE: the exact answer over the window's events as one JSON object.
+expected() {
+    it_psql "SELECT json_build_object('views', count(*), 'unique_sessions', count(DISTINCT session),
+        'video_plays', count(*) FILTER (WHERE video),
+        'avg_duration_seconds', coalesce(round(avg(duration)::numeric, 2), 0),
+        'active_content', count(DISTINCT e.ar_content_id))
+      FROM public.it_events e JOIN analytics.ar_content c ON c.id = e.ar_content_id
+      WHERE e.off BETWEEN 0 AND 29 AND ($1)"
+}
+
+admin=$("$IT_BIN/arvctl" keys create --admin --name it-admin 2>/dev/null)
+k1=$("$IT_BIN/arvctl" keys create --company 1 --name it-c1 2>/dev/null)
+k2=$("$IT_BIN/arvctl" keys create --company 2 2>/dev/null)
+gone=$("$IT_BIN/arvctl" keys create --company 2 2>/dev/null)
+for k in "$admin" "$k1" "$k2" "$gone"; do
+    [[ $k =~ ^arv_[0-9A-Za-z]{40}$ ]] || it_fail "arvctl keys create printed '$k'"
+done
+gone_id=$(it_psql "SELECT max(id) FROM analytics.api_keys")
+"$IT_BIN/arvctl" keys revoke "$gone_id" >/dev/null || it_fail "revoke"
+[ "$(it_psql "SELECT count(*) FROM analytics.api_keys WHERE key_hash = encode(sha256('$admin'), 'hex')")" = 1 ] ||
+    it_fail "the key's SHA-256 is not what is stored"
+
+it_start reporter arv-reporter ARV_AUTH_CACHE_TTL=1
+R="http://127.0.0.1:$IT_PORT_reporter"
+arv_wait_http "$R/api/health/readiness" 200 10 || it_fail "reporter not ready"
+
+get() { curl -s -H "Authorization: Bearer $1" "$R$2"; }
+code() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" "$R$2"; }
+# same FIELDS ACTUAL EXPECTED
+same() {
+    local f
+    for f in $1; do
+        [ "$(jq -c ".$f" <<<"$2")" = "$(jq -c ".$f" <<<"$3")" ] ||
+            it_fail "$f: got $(jq -c ".$f" <<<"$2"), expected $(jq -c ".$f" <<<"$3") in $2"
+    done
+}
+today=$(date -u +%F)
+from=$(date -u -d "$today - 29 days" +%F)
+E="views unique_sessions video_plays avg_duration_seconds"
+
+ov=$(get "$admin" /api/analytics/overview)
+ex=$(expected "true")
+[ "$(jq -r .total_views <<<"$ov")" = "$(jq -r .views <<<"$ex")" ] || it_fail "overview: $ov vs $ex"
+same "unique_sessions active_content" "$ov" "$ex"
+[ "$(jq -r .period.from,.period.to <<<"$ov" | paste -sd' ')" = "$from $today" ] ||
+    it_fail "period: $ov"
+[ "$(jq -r .data_complete_until <<<"$ov")" = "2026-01-01T10:00:00.123Z" ] ||
+    it_fail "watermark: $ov"
+[ "$(jq -r .unique_sessions_error <<<"$ov")" = 0.016 ] || it_fail "error bound: $ov"
+
+ov1=$(get "$k1" /api/analytics/overview)
+ex=$(expected "c.company_id = 1")
+[ "$(jq -r .total_views <<<"$ov1")" = "$(jq -r .views <<<"$ex")" ] || it_fail "c1 overview: $ov1"
+same "unique_sessions active_content" "$ov1" "$ex"
+[ "$(jq -r .company_id <<<"$ov1")" = 1 ] || it_fail "c1 overview scope: $ov1"
+
+for spec in "admin companies 2 c.company_id=2" "k1 companies 1 c.company_id=1" \
+    "admin projects 30 c.project_id=30" "k1 projects 10 c.project_id=10" \
+    "k1 projects 99 c.project_id=99" "k2 ar-content 200 c.id=200" \
+    "admin ar-content 100 c.id=100" "admin projects 4242 false"; do
+    read -r who path id where <<<"$spec"
+    ans=$(get "${!who}" "/api/analytics/$path/$id")
+    same "$E" "$ans" "$(expected "$where")"
+    field=$(jq -r 'keys_unsorted[0]' <<<"$ans")
+    [ "$(jq -r ".$field" <<<"$ans")" = "$id" ] || it_fail "$path/$id id field: $ans"
+done
+[ "$(jq -r 'keys_unsorted[0]' <<<"$(get "$admin" /api/analytics/projects/10)")" = project_id ] ||
+    it_fail "project answer must start with project_id"
+it_pass "reporter numbers equal exact SQL over the same events"
+
+for spec in "k1 companies/2" "k1 projects/20" "k1 projects/30" "k1 projects/4242" \
+    "k1 ar-content/200" "k1 ar-content/4242" "k2 companies/1" "k2 ar-content/100"; do
+    read -r who path <<<"$spec"
+    c=$(code "${!who}" "/api/analytics/$path")
+    [ "$c" = 403 ] || it_fail "$who $path answered $c, expected 403"
+done
+[ "$(get "$k1" /api/analytics/companies/2 | jq -r .error)" = forbidden ] || it_fail "403 body"
+it_pass "company keys see only their company (403 otherwise)"
+
+hdr=$(curl -s -D - -o /dev/null "$R/api/analytics/overview")
+grep -q "^HTTP/1.1 401" <<<"$hdr" || it_fail "no key: $hdr"
+grep -qi '^WWW-Authenticate: Bearer' <<<"$hdr" || it_fail "401 without WWW-Authenticate: $hdr"
+for k in "$gone" "arv_0000000000000000000000000000000000000000" "not-a-key"; do
+    c=$(code "$k" /api/analytics/overview)
+    [ "$c" = 401 ] || it_fail "key '$k' answered $c"
+done
+c=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Basic YTpi" "$R/api/analytics/companies/1")
+[ "$c" = 401 ] || it_fail "Basic auth answered $c"
+body=$(get "$admin" /api/analytics/companies/abc)
+[ "$(jq -r .error,.field <<<"$body" | paste -sd' ')" = "invalid_parameter id" ] ||
+    it_fail "bad id: $body"
+[ "$(code "$admin" /api/analytics/projects/1.5)" = 400 ] || it_fail "1.5 is not an id"
+[ "$(code "$admin" /api/analytics/ar-content/-3)" = 400 ] || it_fail "-3 is not an id"
+[ "$(code "$admin" /api/analytics/companies/1/x)" = 404 ] || it_fail "extra segment"
+it_pass "401 / 400 / 404 as documented"
+
+# Revocation: a cached key stops working within the TTL (1 s here).
+[ "$(code "$k2" /api/analytics/companies/2)" = 200 ] || it_fail "k2 before revocation"
+"$IT_BIN/arvctl" keys revoke "$(it_psql "SELECT id FROM analytics.api_keys WHERE key_hash = encode(sha256('$k2'), 'hex')")" >/dev/null
+sleep 1.2
+[ "$(code "$k2" /api/analytics/companies/2)" = 401 ] || it_fail "revoked key still accepted after the TTL"
+it_pass "revocation takes effect within ARV_AUTH_CACHE_TTL"
+
+# PostgreSQL down: 503 with Retry-After at once, readiness names postgresql;
+# back by itself when it returns.
+arv_stop_postgres "$IT_TMP/pg"
+arv_wait_http "$R/api/health/readiness" 503 10 || it_fail "readiness stayed 200 without PostgreSQL"
+jq -e '.failing | index("postgresql")' <<<"$(curl -s "$R/api/health/readiness")" >/dev/null ||
+    it_fail "readiness does not name postgresql"
+out=$(curl -s --max-time 3 -D - -H "Authorization: Bearer $admin" "$R/api/analytics/overview")
+grep -q "^HTTP/1.1 503" <<<"$out" || it_fail "overview while PostgreSQL down: $out"
+grep -qi "^Retry-After:" <<<"$out" || it_fail "503 without Retry-After: $out"
+grep -q '"database_unavailable"' <<<"$out" || it_fail "503 body: $out"
+arv_start_postgres "$IT_TMP/pg" "$IT_PG_PORT" || it_fail "postgres did not restart"
+arv_wait_http "$R/api/health/readiness" 200 15 || it_fail "readiness did not recover"
+[ "$(code "$admin" /api/analytics/overview)" = 200 ] || it_fail "overview after PostgreSQL returned"
+it_pass "503 while PostgreSQL is down, recovery without restart"
+
+it_stop reporter
+it_pass "reporter stops cleanly on SIGTERM"

@@ -1,0 +1,159 @@
+/* Unit tests for aggregator/batch.c: stream entries -> staging rows. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <string.h>
+
+#include "batch.h"
+
+static const char *const streams[] = {"arv:events:0", "arv:events:1"};
+static struct batch b;
+
+static void setup(void)
+{
+    batch_init(&b, streams);
+}
+
+static void teardown(void)
+{
+    batch_deinit(&b);
+}
+
+TestSuite(batch, .init = setup, .fini = teardown);
+
+#define FIELD(k, v)                                                                                \
+    {                                                                                              \
+        k, sizeof(k) - 1, v, strlen(v)                                                             \
+    }
+
+static const char event_json[] =
+    "{\"event_id\":\"01a2127b-db01-7b91-beb4-9ff4e5fe1586\","
+    "\"session_id\":\"7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\",\"ar_content_id\":42,"
+    "\"duration_seconds\":37,\"tracking_quality\":\"good\",\"video_played\":true,"
+    "\"device_type\":\"mobile\",\"city\":\"K\\\\oln\",\"user_agent\":\"UA\","
+    "\"ip\":\"203.0.113.7\",\"received_at\":\"2025-11-25T10:00:00.123Z\"}";
+
+/* The row of entry i, as a NUL-terminated copy. */
+static char *row_of(size_t i)
+{
+    static char buf[4096];
+    const struct batch_entry *e = &b.entries[i];
+    cr_assert_lt(e->row_len, sizeof(buf));
+    memcpy(buf, b.rows.data + e->row_off, e->row_len);
+    buf[e->row_len] = '\0';
+    return buf;
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static int count_char(const char *s, char c)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == c;
+    return n;
+}
+
+Test(batch, decodes_an_event_into_a_staging_row)
+{
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
+
+    cr_assert_eq(batch_add(&b, 1, "1764064800123-0", 15, f, 2), 0);
+    cr_assert_eq(b.count, 1);
+    cr_assert(b.entries[0].valid);
+    cr_assert_eq(b.invalid, 0);
+    cr_assert_eq(b.min_received_ms, 1764064800123LL);
+    cr_assert_eq(b.max_received_ms, 1764064800123LL);
+    char *row = row_of(0);
+    /* 21 columns: 20 tabs, one newline at the end. */
+    cr_assert_eq(count_char(row, '\t'), 20, "row: %s", row);
+    cr_assert_eq(row[strlen(row) - 1], '\n');
+    cr_assert(starts_with(row, "arv:events:1\t1764064800123-0\t\\N\t\\N\t{"), "row: %s", row);
+    cr_assert(strstr(row, "\t01a2127b-db01-7b91-beb4-9ff4e5fe1586\t42\t\\N\t"
+                          "7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\tUA\tmobile\t\\N\t\\N\t"
+                          "203.0.113.7\t\\N\tK\\\\oln\t37\tgood\tt\t\\N\t"
+                          "2025-11-25 10:00:00.123+00\n"),
+              "row: %s", row);
+    /* The payload is kept for a later dead letter. */
+    cr_assert_eq(b.entries[0].payload_len, strlen(event_json));
+}
+
+Test(batch, wrong_version_becomes_invalid_payload)
+{
+    struct batch_field f[] = {FIELD("v", "2"), FIELD("e", event_json)};
+
+    cr_assert_eq(batch_add(&b, 0, "1-0", 3, f, 2), 0);
+    cr_assert_not(b.entries[0].valid);
+    cr_assert_eq(b.invalid, 1);
+    cr_assert_eq(b.dead, 1);
+    char *row = row_of(0);
+    cr_assert(starts_with(row, "arv:events:0\t1-0\tinvalid_payload\tfield v must be \"1\"\t"
+                               "{\"v\":\"2\""),
+              "row: %s", row);
+    cr_assert_eq(count_char(row, '\t'), 20);
+}
+
+Test(batch, bad_json_and_missing_e_are_invalid)
+{
+    struct batch_field bad[] = {FIELD("v", "1"), FIELD("e", "{not json")};
+    struct batch_field missing[] = {FIELD("v", "1")};
+    struct batch_field tab[] = {FIELD("v", "1"), FIELD("e", "x\ty")};
+
+    cr_assert_eq(batch_add(&b, 0, "1-0", 3, bad, 2), 0);
+    cr_assert_eq(batch_add(&b, 0, "1-1", 3, missing, 1), 0);
+    cr_assert_eq(batch_add(&b, 0, "1-2", 3, tab, 2), 0);
+    cr_assert_eq(b.invalid, 3);
+    cr_assert(strstr(row_of(1), "field e is missing"));
+    /* The payload is the fields as JSON, then COPY-escaped: no raw tab. */
+    cr_assert(strstr(row_of(2), "{\"v\":\"1\",\"e\":\"x\\\\ty\"}"), "row: %s", row_of(2));
+    cr_assert_eq(count_char(row_of(2), '\t'), 20);
+}
+
+Test(batch, dead_and_ack_only_entries)
+{
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
+
+    cr_assert_eq(
+        batch_add_dead(&b, 0, "5-0", 3, f, 2, BATCH_REASON_DELIVERIES, "delivered 11 times"), 0);
+    cr_assert_eq(batch_add_ack_only(&b, 1, "6-0", 3), 0);
+    cr_assert_eq(b.count, 2);
+    cr_assert_eq(b.dead, 1);
+    cr_assert(strstr(row_of(0), "\tmax_deliveries\tdelivered 11 times\t"));
+    cr_assert_eq(b.entries[1].row_len, 0);
+    cr_assert_str_eq(b.entries[1].id, "6-0");
+    cr_assert_eq(b.entries[1].stream, 1);
+}
+
+Test(batch, dead_row_rebuilds_from_the_payload)
+{
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
+    struct strbuf out;
+
+    strbuf_init(&out);
+    cr_assert_eq(batch_add(&b, 0, "7-0", 3, f, 2), 0);
+    batch_dead_row(&b, 0, BATCH_REASON_REJECTED, "bad\tvalue", &out);
+    cr_assert(starts_with(out.data, "arv:events:0\t7-0\tdb_rejected\tbad\\tvalue\t{\"event_id\""),
+              "row: %s", out.data);
+    cr_assert_eq(count_char(out.data, '\t'), 20);
+    strbuf_deinit(&out);
+}
+
+Test(batch, rejects_bad_ids_and_resets)
+{
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
+    char long_id[64];
+
+    memset(long_id, '1', sizeof(long_id));
+    cr_assert_eq(batch_add(&b, 0, long_id, sizeof(long_id), f, 2), -EINVAL);
+    cr_assert_eq(batch_add(&b, 0, "", 0, f, 2), -EINVAL);
+    cr_assert_eq(b.count, 0);
+    for (int i = 0; i < 600; i++)
+        cr_assert_eq(batch_add(&b, 0, "8-0", 3, f, 2), 0);
+    cr_assert_eq(b.count, 600);
+    batch_reset(&b);
+    cr_assert_eq(b.count, 0);
+    cr_assert_eq(b.rows.len, 0);
+    cr_assert_eq(b.min_received_ms, 0);
+}

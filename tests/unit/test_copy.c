@@ -1,0 +1,133 @@
+/* Unit tests for aggregator/copy.c: COPY text escaping, NULLs, rows, times. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "copy.h"
+#include "strbuf.h"
+
+static struct strbuf sb;
+
+static void setup(void)
+{
+    strbuf_init(&sb);
+}
+
+static void teardown(void)
+{
+    strbuf_deinit(&sb);
+}
+
+TestSuite(copy, .init = setup, .fini = teardown);
+
+static const char *escaped(const char *s, size_t n)
+{
+    strbuf_reset(&sb);
+    copy_escape(&sb, s, n);
+    return sb.data ? sb.data : "";
+}
+
+Test(copy, plain_text_is_unchanged)
+{
+    cr_assert_str_eq(escaped("hello world", 11), "hello world");
+    cr_assert_str_eq(escaped("", 0), "");
+}
+
+Test(copy, escapes_backslash_tab_newline_cr)
+{
+    cr_assert_str_eq(escaped("a\\b", 3), "a\\\\b");
+    cr_assert_str_eq(escaped("a\tb", 3), "a\\tb");
+    cr_assert_str_eq(escaped("a\nb", 3), "a\\nb");
+    cr_assert_str_eq(escaped("a\rb", 3), "a\\rb");
+    cr_assert_str_eq(escaped("\\\t\n\r", 4), "\\\\\\t\\n\\r");
+}
+
+Test(copy, end_of_data_marker_cannot_appear)
+{
+    /* "\." alone on a line ends COPY data: the backslash must be doubled. */
+    cr_assert_str_eq(escaped("\\.", 2), "\\\\.");
+}
+
+Test(copy, keeps_valid_utf8)
+{
+    const char *s = "K\xC3\xB6ln \xE2\x82\xAC \xF0\x9F\x98\x80";
+    cr_assert_str_eq(escaped(s, strlen(s)), s);
+}
+
+Test(copy, replaces_invalid_utf8)
+{
+    /* A lone continuation byte, a truncated sequence, an overlong NUL, a
+     * surrogate: each becomes U+FFFD, the rest is kept. */
+    cr_assert_str_eq(escaped("a\x80z", 3), "a\xEF\xBF\xBDz");
+    cr_assert_str_eq(escaped("a\xE2\x82", 3), "a\xEF\xBF\xBD\xEF\xBF\xBD");
+    cr_assert_str_eq(escaped("\xC0\x80", 2), "\xEF\xBF\xBD\xEF\xBF\xBD");
+    cr_assert_str_eq(escaped("\xED\xA0\x80", 3), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+    cr_assert_str_eq(escaped("\xF4\x90\x80\x80", 4),
+                     "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
+Test(copy, null_and_optional_strings)
+{
+    struct copy_row row;
+
+    copy_row_begin(&row, &sb);
+    copy_row_str(&row, NULL);
+    copy_row_opt_str(&row, "");
+    copy_row_opt_str(&row, NULL);
+    copy_row_str(&row, "");
+    copy_row_end(&row);
+    /* NULL is \N; an empty string is an empty field (distinct from NULL). */
+    cr_assert_str_eq(sb.data, "\\N\t\\N\t\\N\t\n");
+}
+
+Test(copy, literal_backslash_n_is_not_null)
+{
+    struct copy_row row;
+
+    copy_row_begin(&row, &sb);
+    copy_row_str(&row, "\\N");
+    copy_row_end(&row);
+    cr_assert_str_eq(sb.data, "\\\\N\n");
+}
+
+Test(copy, full_row)
+{
+    struct copy_row row;
+
+    copy_row_begin(&row, &sb);
+    copy_row_int(&row, 42);
+    copy_row_int(&row, -7);
+    copy_row_bool(&row, true);
+    copy_row_bool(&row, false);
+    copy_row_str(&row, "Ber\tlin\n");
+    copy_row_null(&row);
+    copy_row_time_ms(&row, 1764064800123LL); /* 2025-11-25T10:00:00.123Z */
+    copy_row_end(&row);
+    copy_row_begin(&row, &sb);
+    copy_row_int(&row, 1);
+    copy_row_end(&row);
+    cr_assert_str_eq(sb.data, "42\t-7\tt\tf\tBer\\tlin\\n\t\\N\t2025-11-25 10:00:00.123+00\n1\n");
+}
+
+Test(copy, time_formatting)
+{
+    char buf[48];
+
+    cr_assert(copy_format_time_ms(0, buf, sizeof(buf)));
+    cr_assert_str_eq(buf, "1970-01-01 00:00:00.000+00");
+    cr_assert(copy_format_time_ms(-1, buf, sizeof(buf)));
+    cr_assert_str_eq(buf, "1969-12-31 23:59:59.999+00");
+    cr_assert(copy_format_time_ms(951782400000LL, buf, sizeof(buf))); /* leap day */
+    cr_assert_str_eq(buf, "2000-02-29 00:00:00.000+00");
+    cr_assert_not(copy_format_time_ms(INT64_C(253402300800000), buf, sizeof(buf))); /* year 10000 */
+    cr_assert_not(copy_format_time_ms(0, buf, 10));
+}
+
+Test(copy, out_of_range_time_is_null)
+{
+    struct copy_row row;
+
+    copy_row_begin(&row, &sb);
+    copy_row_time_ms(&row, INT64_C(253402300800000));
+    copy_row_end(&row);
+    cr_assert_str_eq(sb.data, "\\N\n");
+}

@@ -1,0 +1,489 @@
+/* Tests for redis_conn: URL parsing, then live tests against a real redis-server
+ * on a free port (commands, outage, restart, hung server, AUTH/SELECT, free). */
+#include <criterion/criterion.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+
+#include "redis_conn.h"
+
+/* ---- URL parsing ---- */
+
+Test(redis_url, defaults)
+{
+    struct redis_url u;
+    cr_assert(redis_url_parse("redis://127.0.0.1", &u));
+    cr_assert_str_eq(u.host, "127.0.0.1");
+    cr_assert_eq(u.port, 6379);
+    cr_assert_eq(u.db, 0);
+    cr_assert_str_eq(u.password, "");
+    cr_assert_str_eq(u.username, "");
+    cr_assert(redis_url_parse("redis://localhost/", &u));
+    cr_assert_str_eq(u.host, "localhost");
+    cr_assert_eq(u.db, 0);
+}
+
+Test(redis_url, full)
+{
+    struct redis_url u;
+    cr_assert(redis_url_parse("redis://app:p%40ss%3Aw@redis-1.example.com:6380/2", &u));
+    cr_assert_str_eq(u.username, "app");
+    cr_assert_str_eq(u.password, "p@ss:w");
+    cr_assert_str_eq(u.host, "redis-1.example.com");
+    cr_assert_eq(u.port, 6380);
+    cr_assert_eq(u.db, 2);
+
+    cr_assert(redis_url_parse("redis://:secret@10.0.0.5:7000/15", &u));
+    cr_assert_str_eq(u.username, "");
+    cr_assert_str_eq(u.password, "secret");
+    cr_assert_str_eq(u.host, "10.0.0.5");
+    cr_assert_eq(u.port, 7000);
+    cr_assert_eq(u.db, 15);
+
+    cr_assert(redis_url_parse("redis://[::1]:6390/1", &u));
+    cr_assert_str_eq(u.host, "::1");
+    cr_assert_eq(u.port, 6390);
+    cr_assert_eq(u.db, 1);
+
+    cr_assert(redis_url_parse("redis://h:65535", &u));
+    cr_assert_eq(u.port, 65535);
+}
+
+Test(redis_url, rejects_garbage)
+{
+    static const char *const bad[] = {
+        "",
+        "redis:/host",
+        "http://host",
+        "rediss://host",
+        "REDIS://host",
+        "redis://",
+        "redis://:6379",
+        "redis://host:",
+        "redis://host:0",
+        "redis://host:65536",
+        "redis://host:99999999999",
+        "redis://host:12ab",
+        "redis://host:-1",
+        "redis://host/x",
+        "redis://host/-1",
+        "redis://host/1x",
+        "redis://host/1/2",
+        "redis://host/99999999999",
+        "redis://host/1?timeout=3",
+        "redis://host#frag",
+        "redis://pw@host",
+        "redis://@host",
+        "redis://a:b@c@d",
+        "redis://u:%zz@h",
+        "redis://u:%4@h",
+        "redis://u:%00@h",
+        "redis://ho st",
+        "redis://host name:1",
+        "redis://[::1",
+        "redis://[]:1",
+        "redis://[::1]x",
+        "redis://host:6379 ",
+    };
+    struct redis_url u;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_not(redis_url_parse(bad[i], &u), "accepted %s", bad[i]);
+    cr_assert_not(redis_url_parse(NULL, &u));
+
+    char longhost[400] = "redis://";
+    memset(longhost + 8, 'a', 300);
+    longhost[308] = '\0';
+    cr_assert_not(redis_url_parse(longhost, &u));
+}
+
+Test(redis_url, list)
+{
+    struct redis_url u[4];
+    cr_assert_eq(redis_url_parse_list("redis://a:1,redis://b:2/3", u, 4), 2);
+    cr_assert_str_eq(u[0].host, "a");
+    cr_assert_eq(u[0].port, 1);
+    cr_assert_str_eq(u[1].host, "b");
+    cr_assert_eq(u[1].db, 3);
+    cr_assert_eq(redis_url_parse_list(" redis://a , redis://b ", u, 4), 2);
+    cr_assert_eq(redis_url_parse_list("redis://127.0.0.1:6379/0", u, 1), 1);
+    cr_assert_eq(redis_url_parse_list("redis://a,redis://b", u, 1), -1);
+    cr_assert_eq(redis_url_parse_list("redis://a,", u, 4), -1);
+    cr_assert_eq(redis_url_parse_list("redis://a,,redis://b", u, 4), -1);
+    cr_assert_eq(redis_url_parse_list("redis://a,http://b", u, 4), -1);
+    cr_assert_eq(redis_url_parse_list("", u, 4), -1);
+    cr_assert_eq(redis_url_parse_list(NULL, u, 4), -1);
+    cr_assert_eq(redis_url_parse_list("redis://a", u, 0), -1);
+}
+
+/* ---- a real redis-server ---- */
+
+static char tmpdir[64];
+static int port;
+static pid_t server_pid = -1;
+static struct event_base *base;
+static struct event *ticker;
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static bool port_open(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+static void server_start(const char *password)
+{
+    char portstr[16], logpath[128];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    snprintf(logpath, sizeof(logpath), "%s/redis.log", tmpdir);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        /* Never outlive the test, even if it crashes. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        if (password)
+            execl("/usr/bin/redis-server", "redis-server", "--port", portstr, "--bind", "127.0.0.1",
+                  "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", tmpdir,
+                  "--requirepass", password, (char *)NULL);
+        else
+            execl("/usr/bin/redis-server", "redis-server", "--port", portstr, "--bind", "127.0.0.1",
+                  "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", tmpdir,
+                  (char *)NULL);
+        _exit(127);
+    }
+    server_pid = pid;
+    for (int i = 0; i < 500 && !port_open(); i++)
+        usleep(10000);
+    cr_assert(port_open(), "redis-server did not start on port %d", port);
+}
+
+static void server_kill(void)
+{
+    if (server_pid > 0) {
+        kill(server_pid, SIGCONT);
+        kill(server_pid, SIGKILL);
+        waitpid(server_pid, NULL, 0);
+        server_pid = -1;
+    }
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+}
+
+static void setup(void)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/arv-redis-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+    port = free_port();
+    base = event_base_new();
+    /* A ticker keeps EVLOOP_ONCE from sleeping forever on an empty loop. */
+    ticker = event_new(base, -1, EV_PERSIST, on_tick, NULL);
+    struct timeval tv = {0, 10000};
+    event_add(ticker, &tv);
+}
+
+static void teardown(void)
+{
+    server_kill();
+    event_free(ticker);
+    event_base_free(base);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Runs the loop until *flag becomes `want` or `secs` pass; returns the outcome. */
+static bool loop_until(const bool *flag, bool want, double secs)
+{
+    double end = now_s() + secs;
+    while (*flag != want && now_s() < end)
+        event_base_loop(base, EVLOOP_ONCE);
+    return *flag == want;
+}
+
+/* Runs the loop until the connection's state is `up` or `secs` pass. */
+static bool wait_up(struct redis_conn *c, bool up, double secs)
+{
+    double end = now_s() + secs;
+    while (redis_conn_is_up(c) != up && now_s() < end)
+        event_base_loop(base, EVLOOP_ONCE);
+    return redis_conn_is_up(c) == up;
+}
+
+static struct redis_conn *conn_to(const char *userinfo, int db)
+{
+    char url[256];
+    struct redis_url u;
+    snprintf(url, sizeof(url), "redis://%s127.0.0.1:%d/%d", userinfo ? userinfo : "", port, db);
+    cr_assert(redis_url_parse(url, &u), "%s", url);
+    struct redis_conn *c = redis_conn_new(base, &u, "test");
+    cr_assert_not_null(c);
+    return c;
+}
+
+/* What a command's callback saw. */
+struct result {
+    bool done;         /* callback ran */
+    int calls;         /* times it ran (must be 1) */
+    bool null_reply;   /* reply was NULL */
+    int type;          /* reply->type */
+    char str[256];     /* reply->str, or errstr for a NULL reply */
+    long long integer; /* reply->integer */
+};
+
+static void on_reply(void *arg, struct redisReply *reply, const char *errstr)
+{
+    struct result *r = arg;
+    r->done = true;
+    r->calls++;
+    r->null_reply = reply == NULL;
+    if (reply) {
+        r->type = reply->type;
+        r->integer = reply->integer;
+        snprintf(r->str, sizeof(r->str), "%s", reply->str ? reply->str : "");
+    } else {
+        cr_assert_not_null(errstr);
+        snprintf(r->str, sizeof(r->str), "%s", errstr);
+    }
+}
+
+static int command(struct redis_conn *c, struct result *r, int argc, const char **argv)
+{
+    memset(r, 0, sizeof(*r));
+    return redis_conn_command(c, on_reply, r, argc, argv, NULL);
+}
+
+/* Sends a command and waits for its reply. */
+static void roundtrip(struct redis_conn *c, struct result *r, int argc, const char **argv)
+{
+    cr_assert_eq(command(c, r, argc, argv), 0);
+    cr_assert(loop_until(&r->done, true, 3), "no reply to %s", argv[0]);
+    cr_assert_eq(r->calls, 1);
+}
+
+TestSuite(redis_conn, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(redis_conn, connects_and_answers)
+{
+    server_start(NULL);
+    struct redis_conn *c = conn_to(NULL, 0);
+    cr_assert_not(redis_conn_is_up(c));
+    cr_assert(wait_up(c, true, 3), "not up: %s", redis_conn_errstr(c));
+    cr_assert_str_eq(redis_conn_errstr(c), "");
+
+    struct result r;
+    roundtrip(c, &r, 3, (const char *[]){"SET", "k", "v\r\nwith bytes"});
+    cr_assert_eq(r.type, REDIS_REPLY_STATUS);
+    cr_assert_str_eq(r.str, "OK");
+    roundtrip(c, &r, 2, (const char *[]){"GET", "k"});
+    cr_assert_eq(r.type, REDIS_REPLY_STRING);
+    cr_assert_str_eq(r.str, "v\r\nwith bytes");
+    roundtrip(c, &r, 1, (const char *[]){"NOSUCHCOMMAND"});
+    cr_assert_eq(r.type, REDIS_REPLY_ERROR);
+    cr_assert(redis_conn_is_up(c));
+
+    /* Pipelined commands are counted as pending until answered. */
+    struct result many[50];
+    for (int i = 0; i < 50; i++)
+        cr_assert_eq(command(c, &many[i], 2, (const char *[]){"INCR", "n"}), 0);
+    cr_assert_eq(redis_conn_pending(c), 50);
+    cr_assert(loop_until(&many[49].done, true, 3));
+    cr_assert_eq(redis_conn_pending(c), 0);
+    for (int i = 0; i < 50; i++) {
+        cr_assert_eq(many[i].calls, 1);
+        cr_assert_eq(many[i].integer, i + 1);
+    }
+    redis_conn_free(c);
+}
+
+Test(redis_conn, down_until_server_appears)
+{
+    struct redis_conn *c = conn_to(NULL, 0);
+    struct result r;
+    cr_assert_not(wait_up(c, true, 0.5));
+    cr_assert_eq(command(c, &r, 1, (const char *[]){"PING"}), -ENOTCONN);
+    cr_assert_neq(redis_conn_errstr(c)[0], '\0');
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    cr_assert_not(r.done, "callback of a refused command ran");
+
+    server_start(NULL);
+    cr_assert(wait_up(c, true, 4), "not up after the server started: %s", redis_conn_errstr(c));
+    roundtrip(c, &r, 1, (const char *[]){"PING"});
+    cr_assert_str_eq(r.str, "PONG");
+    redis_conn_free(c);
+}
+
+Test(redis_conn, server_killed_then_restarted)
+{
+    server_start(NULL);
+    struct redis_conn *c = conn_to(NULL, 0);
+    cr_assert(wait_up(c, true, 3));
+
+    struct result blocked;
+    cr_assert_eq(command(c, &blocked, 3, (const char *[]){"BLPOP", "nothing", "20"}), 0);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    double t0 = now_s();
+    server_kill();
+    cr_assert(loop_until(&blocked.done, true, 2), "pending command not failed");
+    cr_assert(blocked.null_reply);
+    cr_assert_eq(blocked.calls, 1);
+    cr_assert(wait_up(c, false, 2));
+    cr_assert_lt(now_s() - t0, 2.0);
+    cr_assert_eq(redis_conn_pending(c), 0);
+    struct result r;
+    cr_assert_eq(command(c, &r, 1, (const char *[]){"PING"}), -ENOTCONN);
+
+    server_start(NULL);
+    cr_assert(wait_up(c, true, 8), "not back up: %s", redis_conn_errstr(c));
+    roundtrip(c, &r, 1, (const char *[]){"PING"});
+    cr_assert_str_eq(r.str, "PONG");
+    redis_conn_free(c);
+}
+
+Test(redis_conn, hung_server_detected_by_ping)
+{
+    server_start(NULL);
+    struct redis_conn *c = conn_to(NULL, 0);
+    cr_assert(wait_up(c, true, 3));
+
+    struct result r;
+    kill(server_pid, SIGSTOP);
+    cr_assert_eq(command(c, &r, 2, (const char *[]){"GET", "k"}), 0);
+    double t0 = now_s();
+    cr_assert(wait_up(c, false, 4), "still up with a stopped server");
+    double took = now_s() - t0;
+    cr_assert(took >= 1.5 && took < 3.5, "detected after %.2f s", took);
+    cr_assert(loop_until(&r.done, true, 1));
+    cr_assert(r.null_reply);
+    cr_assert_str_eq(r.str, "ping timed out");
+    cr_assert_str_eq(redis_conn_errstr(c), "ping timed out");
+    /* Connects that the stopped server's kernel accepts must not count as up. */
+    cr_assert_not(wait_up(c, true, 1.5));
+
+    kill(server_pid, SIGCONT);
+    cr_assert(wait_up(c, true, 8), "not back up: %s", redis_conn_errstr(c));
+    redis_conn_free(c);
+}
+
+Test(redis_conn, blocking_command_is_not_a_dead_server)
+{
+    server_start(NULL);
+    struct redis_conn *c = conn_to(NULL, 0);
+    cr_assert(wait_up(c, true, 3));
+
+    struct result r;
+    cr_assert_eq(
+        command(c, &r, 8,
+                (const char *[]){"XREAD", "COUNT", "1", "BLOCK", "3500", "STREAMS", "s", "$"}),
+        0);
+    double t0 = now_s();
+    /* Pings queue behind the blocked read for 3.5 s: longer than the ping
+     * timeout, yet the connection is healthy. */
+    while (!r.done && now_s() < t0 + 5) {
+        event_base_loop(base, EVLOOP_ONCE);
+        cr_assert(redis_conn_is_up(c), "dropped after %.2f s: %s", now_s() - t0,
+                  redis_conn_errstr(c));
+    }
+    cr_assert(r.done);
+    cr_assert_eq(r.type, REDIS_REPLY_NIL);
+    cr_assert_geq(now_s() - t0, 3.4);
+    roundtrip(c, &r, 1, (const char *[]){"PING"});
+    cr_assert_str_eq(r.str, "PONG");
+    redis_conn_free(c);
+}
+
+Test(redis_conn, auth_and_select)
+{
+    server_start("s3cret");
+    struct redis_conn *c = conn_to(":s3cret@", 3);
+    cr_assert(wait_up(c, true, 3), "not up: %s", redis_conn_errstr(c));
+    struct result r;
+    roundtrip(c, &r, 2, (const char *[]){"CLIENT", "INFO"});
+    cr_assert_eq(r.type, REDIS_REPLY_STRING);
+    cr_assert_not_null(strstr(r.str, " db=3 "), "%s", r.str);
+    redis_conn_free(c);
+
+    c = conn_to("default:s3cret@", 0);
+    cr_assert(wait_up(c, true, 3), "not up: %s", redis_conn_errstr(c));
+    roundtrip(c, &r, 2, (const char *[]){"CLIENT", "INFO"});
+    cr_assert_not_null(strstr(r.str, " db=0 "), "%s", r.str);
+    redis_conn_free(c);
+
+    c = conn_to(":wrong@", 0);
+    cr_assert_not(wait_up(c, true, 1.5));
+    cr_assert_not_null(strstr(redis_conn_errstr(c), "WRONGPASS"), "%s", redis_conn_errstr(c));
+    redis_conn_free(c);
+
+    c = conn_to(NULL, 0); /* no password: PING gets NOAUTH */
+    cr_assert_not(wait_up(c, true, 1));
+    cr_assert_not_null(strstr(redis_conn_errstr(c), "NOAUTH"), "%s", redis_conn_errstr(c));
+    redis_conn_free(c);
+}
+
+Test(redis_conn, free_runs_pending_callbacks)
+{
+    server_start(NULL);
+    struct redis_conn *c = conn_to(NULL, 0);
+    cr_assert(wait_up(c, true, 3));
+    struct result a, b;
+    cr_assert_eq(command(c, &a, 3, (const char *[]){"BLPOP", "nothing", "20"}), 0);
+    cr_assert_eq(command(c, &b, 2, (const char *[]){"GET", "x"}), 0);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    redis_conn_free(c);
+    cr_assert(a.done && a.null_reply && a.calls == 1);
+    cr_assert(b.done && b.null_reply && b.calls == 1);
+    cr_assert_str_eq(a.str, "connection closed");
+}
+
+Test(redis_conn, free_while_down)
+{
+    struct redis_conn *c = conn_to(NULL, 0);
+    event_base_loop(base, EVLOOP_ONCE);
+    redis_conn_free(c);
+    redis_conn_free(NULL);
+}

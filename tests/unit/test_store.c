@@ -1,0 +1,53 @@
+/* Unit tests for aggregator/store.c's pure parts: relation names, SQLSTATE
+ * classes, and the per-batch statement. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "store.h"
+
+Test(store, relation_names)
+{
+    cr_assert(store_relation_valid("analytics.ar_content"));
+    cr_assert(store_relation_valid("ar_content"));
+    cr_assert(store_relation_valid("platform.content_v2"));
+    cr_assert_not(store_relation_valid(""));
+    cr_assert_not(store_relation_valid(NULL));
+    cr_assert_not(store_relation_valid("a.b.c"));
+    cr_assert_not(store_relation_valid(".a"));
+    cr_assert_not(store_relation_valid("a."));
+    cr_assert_not(store_relation_valid("1abc"));
+    cr_assert_not(store_relation_valid("x; DROP TABLE y"));
+    cr_assert_not(store_relation_valid("\"Quoted\".t"));
+}
+
+Test(store, sqlstate_classes)
+{
+    cr_assert_eq(store_classify("08006"), STORE_CONN);
+    cr_assert_eq(store_classify("57P01"), STORE_CONN);
+    cr_assert_eq(store_classify(NULL), STORE_CONN);
+    cr_assert_eq(store_classify(""), STORE_CONN);
+    cr_assert_eq(store_classify("22P02"), STORE_DATA);
+    cr_assert_eq(store_classify("23514"), STORE_DATA);
+    cr_assert_eq(store_classify("42P01"), STORE_SCHEMA);
+    cr_assert_eq(store_classify("42883"), STORE_SCHEMA);
+    cr_assert_eq(store_classify("40P01"), STORE_RETRY);
+    cr_assert_eq(store_classify("57014"), STORE_RETRY);
+}
+
+Test(store, flush_statement)
+{
+    struct strbuf sql;
+
+    strbuf_init(&sql);
+    store_build_flush_sql(&sql, "platform.content", "'agg-1'", 1764064800123LL);
+    cr_assert(strstr(sql.data, "LEFT JOIN platform.content c1 ON c1.id = s.ar_content_id"));
+    cr_assert(strstr(sql.data, "LEFT JOIN platform.content c2 ON s.ar_content_id IS NULL"));
+    cr_assert(strstr(sql.data, "ON CONFLICT (stream, entry_id) DO NOTHING"));
+    cr_assert(strstr(sql.data, "INSERT INTO analytics.event_ids"));
+    cr_assert(strstr(sql.data, "hll_union(r.sessions, EXCLUDED.sessions)"));
+    cr_assert(strstr(sql.data, "VALUES ('agg-1', to_timestamp(1764064800123 / 1000.0), now())"));
+    strbuf_reset(&sql);
+    store_build_flush_sql(&sql, "analytics.ar_content", "'agg-1'", 0);
+    cr_assert_null(strstr(sql.data, "ingest_watermarks"));
+    strbuf_deinit(&sql);
+}
