@@ -15,7 +15,7 @@ aggregator=${ARV_AGGREGATOR_LISTEN:-127.0.0.1:8082}
 reporter=${ARV_REPORTER_LISTEN:-127.0.0.1:8083}
 
 arv_install_packages
-cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DARV_SANITIZE=OFF >/dev/null
 cmake --build "$root/build" -j"$(nproc)" >/dev/null
 bin=$root/build/bin
 
@@ -35,7 +35,8 @@ stop_all() {
     arv_stop_redis "$data/redis" "$redis_port"
     arv_log "stopped"
 }
-trap stop_all INT TERM EXIT
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
 
 ARV_REDIS_AOF=yes arv_start_redis "$data/redis" "$redis_port"
 arv_start_postgres "$data/postgres" "$pg_port"
