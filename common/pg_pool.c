@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "log.h"
+#include "timeutil.h"
 
 enum {
     CONNECT_TIMEOUT_MS = 5000, /* PQconnectPoll has no deadline of its own */
@@ -78,18 +79,6 @@ static void conn_start(struct pg_conn *pc);
 static void pool_dispatch(struct pg_pool *p);
 static void on_socket(evutil_socket_t fd, short what, void *arg);
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static struct timeval ms_tv(uint64_t ms)
-{
-    return (struct timeval){.tv_sec = (time_t)(ms / 1000),
-                            .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-}
 
 static void query_free(struct pg_query *q)
 {
@@ -167,7 +156,7 @@ static int conn_watch(struct pg_conn *pc, short what)
 
 static void conn_timer(struct pg_conn *pc, uint64_t ms)
 {
-    struct timeval tv = ms_tv(ms);
+    struct timeval tv = timeutil_tv(ms);
     evtimer_add(pc->timer, &tv);
 }
 
@@ -177,8 +166,8 @@ static void queue_rearm(struct pg_pool *p)
         evtimer_del(p->queue_ev);
         return;
     }
-    uint64_t now = now_ms();
-    struct timeval tv = ms_tv(p->head->deadline_ms > now ? p->head->deadline_ms - now : 0);
+    uint64_t now = timeutil_mono_ms();
+    struct timeval tv = timeutil_tv(p->head->deadline_ms > now ? p->head->deadline_ms - now : 0);
     evtimer_add(p->queue_ev, &tv);
 }
 
@@ -595,7 +584,7 @@ static void on_queue_timer(evutil_socket_t fd, short what, void *arg)
     struct pg_pool *p = arg;
     (void)fd;
     (void)what;
-    uint64_t now = now_ms();
+    uint64_t now = timeutil_mono_ms();
     while (p->head && p->head->deadline_ms <= now) {
         struct pg_query *q = queue_pop(p);
         q->cb(q->arg, NULL, "timeout waiting for a database connection");
@@ -634,7 +623,7 @@ struct pg_pool *pg_pool_new(struct event_base *base, const char *conninfo, unsig
     p->size = size;
     p->queue_timeout_ms = queue_timeout_ms;
     p->tail = &p->head;
-    p->seed = (unsigned)now_ms() ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)p;
+    p->seed = (unsigned)timeutil_mono_ms() ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)p;
     p->conninfo = strdup(conninfo);
     p->conns = calloc(size, sizeof(*p->conns));
     p->queue_ev = evtimer_new(base, on_queue_timer, p);
@@ -677,7 +666,7 @@ int pg_pool_query(struct pg_pool *p, const char *sql, int nparams, const char *c
         goto out;
     q->cb = cb;
     q->arg = arg;
-    q->deadline_ms = now_ms() + p->queue_timeout_ms;
+    q->deadline_ms = timeutil_mono_ms() + p->queue_timeout_ms;
     q->sql = strdup(sql);
     if (!q->sql)
         goto out;

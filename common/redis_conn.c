@@ -18,6 +18,7 @@
 #include <hiredis/hiredis.h>
 
 #include "log.h"
+#include "timeutil.h"
 
 enum {
     PING_INTERVAL_MS = 1000,   /* keep-alive period */
@@ -61,18 +62,6 @@ struct redis_conn_cmd {
 
 static void conn_start(struct redis_conn *c);
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static struct timeval ms_tv(uint64_t ms)
-{
-    return (struct timeval){.tv_sec = (time_t)(ms / 1000),
-                            .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-}
 
 /* ---- URL parsing ---- */
 
@@ -247,7 +236,7 @@ static void conn_set_up(struct redis_conn *c)
     c->logged = LOGGED_UP;
     c->backoff_ms = BACKOFF_MIN_MS;
     evtimer_del(c->connect_ev);
-    struct timeval tv = ms_tv(PING_INTERVAL_MS);
+    struct timeval tv = timeutil_tv(PING_INTERVAL_MS);
     evtimer_add(c->ping_ev, &tv);
     log_info("redis_connected", LF_STR("name", c->name), LF_STR("host", c->url.host),
              LF_INT("port", c->url.port), LF_INT("db", c->url.db), LF_INT("attempts", c->attempts));
@@ -261,7 +250,7 @@ static void conn_schedule_retry(struct redis_conn *c)
     /* Jitter in [d/2, d] keeps a fleet of daemons from reconnecting in step. */
     unsigned delay = d / 2 + (unsigned)(rand_r(&c->seed) % (d / 2 + 1));
     c->backoff_ms = d * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d * 2;
-    struct timeval tv = ms_tv(delay);
+    struct timeval tv = timeutil_tv(delay);
     evtimer_add(c->retry_ev, &tv);
 }
 
@@ -360,11 +349,11 @@ static void on_ping_deadline(evutil_socket_t fd, short what, void *arg)
     (void)what;
     /* Replies come in order: a ping queued behind a blocking command (XREADGROUP
      * BLOCK) cannot be answered before that command returns. */
-    uint64_t now = now_ms();
+    uint64_t now = timeutil_mono_ms();
     if (c->block_until_ms == UINT64_MAX)
         return; /* blocked forever (BLOCK 0): nothing to judge by */
     if (now < c->block_until_ms + PING_TIMEOUT_MS) {
-        struct timeval tv = ms_tv(c->block_until_ms + PING_TIMEOUT_MS - now);
+        struct timeval tv = timeutil_tv(c->block_until_ms + PING_TIMEOUT_MS - now);
         evtimer_add(c->ping_dead_ev, &tv);
         return;
     }
@@ -381,7 +370,7 @@ static void on_ping_tick(evutil_socket_t fd, short what, void *arg)
     if (redisAsyncCommand(c->ac, on_ping_reply, c, "PING") != REDIS_OK)
         return;
     c->ping_outstanding = true;
-    struct timeval tv = ms_tv(PING_TIMEOUT_MS);
+    struct timeval tv = timeutil_tv(PING_TIMEOUT_MS);
     evtimer_add(c->ping_dead_ev, &tv);
 }
 
@@ -481,7 +470,7 @@ static void conn_start(struct redis_conn *c)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     c->ac = ac;
-    struct timeval tv = ms_tv(CONNECT_TIMEOUT_MS);
+    struct timeval tv = timeutil_tv(CONNECT_TIMEOUT_MS);
     evtimer_add(c->connect_ev, &tv);
     return;
 fail:
@@ -498,7 +487,7 @@ struct redis_conn *redis_conn_new(struct event_base *base, const struct redis_ur
     c->url = *url;
     c->name = name ? name : "redis";
     c->backoff_ms = BACKOFF_MIN_MS;
-    c->seed = (unsigned)now_ms() ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)c;
+    c->seed = (unsigned)timeutil_mono_ms() ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)c;
     c->retry_ev = evtimer_new(base, on_retry, c);
     c->connect_ev = evtimer_new(base, on_connect_timeout, c);
     c->ping_ev = event_new(base, -1, EV_PERSIST, on_ping_tick, c);
@@ -607,7 +596,7 @@ int redis_conn_command(struct redis_conn *c, redis_conn_reply_cb *cb, void *arg,
         goto out;
     uint64_t block = command_block_ms(argc, argv, argvlen);
     if (block) {
-        uint64_t until = block == UINT64_MAX ? UINT64_MAX : now_ms() + block;
+        uint64_t until = block == UINT64_MAX ? UINT64_MAX : timeutil_mono_ms() + block;
         if (until > c->block_until_ms)
             c->block_until_ms = until;
     }
