@@ -64,12 +64,38 @@ static void append_watermark_sql(struct strbuf *out, const char *consumer_litera
                   consumer_literal, watermark_ms);
 }
 
+/* The measures every per-content and per-company rollup shares, as the SET list
+ * of its upsert (the row alias is r). */
+#define ROLLUP_MEASURES_UPDATE                                                                     \
+    " views = r.views + EXCLUDED.views,"                                                           \
+    " sessions = hll_union(r.sessions, EXCLUDED.sessions),"                                        \
+    " video_plays = r.video_plays + EXCLUDED.video_plays,"                                         \
+    " duration_sum = r.duration_sum + EXCLUDED.duration_sum,"                                      \
+    " duration_count = r.duration_count + EXCLUDED.duration_count,"                                \
+    " tq_excellent = r.tq_excellent + EXCLUDED.tq_excellent,"                                      \
+    " tq_good = r.tq_good + EXCLUDED.tq_good,"                                                     \
+    " tq_fair = r.tq_fair + EXCLUDED.tq_fair,"                                                     \
+    " tq_poor = r.tq_poor + EXCLUDED.tq_poor,"                                                     \
+    " tq_other = r.tq_other + EXCLUDED.tq_other"
+
+#define ROLLUP_MEASURES_COLUMNS                                                                    \
+    "views, sessions, video_plays, duration_sum, duration_count, tq_excellent, tq_good,"           \
+    " tq_fair, tq_poor, tq_other"
+
+/* Sums of the measures over rows of the per-hour-and-content aggregate ch. */
+#define ROLLUP_MEASURES_SUMS                                                                       \
+    "sum(views), hll_union_agg(sessions), sum(video_plays), sum(duration_sum),"                    \
+    " sum(duration_count), sum(tq_excellent), sum(tq_good), sum(tq_fair), sum(tq_poor),"           \
+    " sum(tq_other)"
+
 void store_build_flush_sql(struct strbuf *out, const char *relation, const char *consumer_literal,
                            int64_t watermark_ms)
 {
     /* Content is named by id, or only by unique id (then ar_content_id is NULL).
      * An event is new only if its (company_id, event_id) is new to event_ids;
-     * raw rows and rollups take only those, so redelivery never counts twice. */
+     * raw rows and rollups take only those, so redelivery never counts twice.
+     * The new rows are aggregated once per (hour, content) in ch; the daily
+     * and per-company rollups sum ch's rows instead of rescanning new_rows. */
     strbuf_printf(
         out,
         "WITH ev AS ("
@@ -98,7 +124,7 @@ void store_build_flush_sql(struct strbuf *out, const char *relation, const char 
         " SELECT company_id, event_id, received_at FROM known ORDER BY company_id, event_id"
         " ON CONFLICT DO NOTHING RETURNING company_id, event_id),"
         " new_rows AS ("
-        " SELECT k.* FROM known k"
+        " SELECT k.*, hll_hash_bytea(uuid_send(k.session_id)) AS session_hash FROM known k"
         " JOIN fresh f ON f.company_id = k.company_id AND f.event_id = k.event_id),"
         " raw AS ("
         " INSERT INTO analytics.ar_view_sessions (event_id, ar_content_id, project_id,"
@@ -108,32 +134,60 @@ void store_build_flush_sql(struct strbuf *out, const char *relation, const char 
         " SELECT event_id, content_id, project_id, company_id, session_id, user_agent,"
         " device_type, browser, os, ip_address, country, city, duration_seconds,"
         " tracking_quality, video_played, received_at, occurred_at, received_at FROM new_rows),"
-        " rollup AS ("
-        " INSERT INTO analytics.rollup_content_daily AS r (day, company_id, project_id,"
-        " ar_content_id, views, sessions, video_plays, duration_sum, duration_count,"
-        " tq_excellent, tq_good, tq_fair, tq_poor, tq_other)"
-        " SELECT (received_at AT TIME ZONE 'UTC')::date, company_id, min(project_id),"
-        " content_id, count(*), hll_add_agg(hll_hash_bytea(uuid_send(session_id)), 12, 5),"
-        " count(*) FILTER (WHERE video_played), coalesce(sum(duration_seconds), 0),"
-        " count(duration_seconds),"
-        " count(*) FILTER (WHERE tracking_quality = 'excellent'),"
-        " count(*) FILTER (WHERE tracking_quality = 'good'),"
-        " count(*) FILTER (WHERE tracking_quality = 'fair'),"
-        " count(*) FILTER (WHERE tracking_quality = 'poor'),"
+        " ch AS ("
+        " SELECT date_trunc('hour', received_at, 'UTC') AS hour, company_id,"
+        " min(project_id) AS project_id, content_id, count(*) AS views,"
+        " hll_add_agg(session_hash, 12, 5) AS sessions,"
+        " count(*) FILTER (WHERE video_played) AS video_plays,"
+        " coalesce(sum(duration_seconds), 0) AS duration_sum,"
+        " count(duration_seconds) AS duration_count,"
+        " count(*) FILTER (WHERE tracking_quality = 'excellent') AS tq_excellent,"
+        " count(*) FILTER (WHERE tracking_quality = 'good') AS tq_good,"
+        " count(*) FILTER (WHERE tracking_quality = 'fair') AS tq_fair,"
+        " count(*) FILTER (WHERE tracking_quality = 'poor') AS tq_poor,"
         " count(*) FILTER (WHERE tracking_quality IS NULL OR tracking_quality NOT IN"
-        " ('excellent', 'good', 'fair', 'poor'))"
-        " FROM new_rows GROUP BY 1, company_id, content_id ORDER BY 2, 4, 1"
-        " ON CONFLICT (company_id, ar_content_id, day) DO UPDATE SET"
+        " ('excellent', 'good', 'fair', 'poor')) AS tq_other"
+        " FROM new_rows GROUP BY 1, company_id, content_id),"
+        " r_ch AS ("
+        " INSERT INTO analytics.rollup_content_hourly AS r (hour, company_id, project_id,"
+        " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
+        " SELECT hour, company_id, project_id, content_id, " ROLLUP_MEASURES_COLUMNS
+        " FROM ch ORDER BY company_id, content_id, hour"
+        " ON CONFLICT (company_id, ar_content_id, hour) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
+        " r_cd AS ("
+        " INSERT INTO analytics.rollup_content_daily AS r (day, company_id, project_id,"
+        " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
+        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, min(project_id), content_id, "
+        ROLLUP_MEASURES_SUMS " FROM ch GROUP BY 1, company_id, content_id ORDER BY 2, 4, 1"
+        " ON CONFLICT (company_id, ar_content_id, day) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
+        " r_kh AS ("
+        " INSERT INTO analytics.rollup_company_hourly AS r (hour, company_id, "
+        ROLLUP_MEASURES_COLUMNS ")"
+        " SELECT hour, company_id, " ROLLUP_MEASURES_SUMS
+        " FROM ch GROUP BY hour, company_id ORDER BY 2, 1"
+        " ON CONFLICT (company_id, hour) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
+        " r_kd AS ("
+        " INSERT INTO analytics.rollup_company_daily AS r (day, company_id, "
+        ROLLUP_MEASURES_COLUMNS ")"
+        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, " ROLLUP_MEASURES_SUMS
+        " FROM ch GROUP BY 1, company_id ORDER BY 2, 1"
+        " ON CONFLICT (company_id, day) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
+        " r_bd AS ("
+        " INSERT INTO analytics.rollup_breakdown_daily AS r (day, company_id, project_id,"
+        " ar_content_id, dimension, value, views, sessions)"
+        " SELECT (n.received_at AT TIME ZONE 'UTC')::date, n.company_id, min(n.project_id),"
+        " n.content_id, d.dimension, d.value, count(*), hll_add_agg(n.session_hash, 12, 5)"
+        " FROM new_rows n CROSS JOIN LATERAL (VALUES"
+        " ('device_type', coalesce(n.device_type, 'unknown')),"
+        " ('browser', coalesce(n.browser, 'unknown')),"
+        " ('os', coalesce(n.os, 'unknown')),"
+        " ('country', coalesce(n.country, 'unknown')),"
+        " ('city', coalesce(n.city, 'unknown')),"
+        " ('tracking_quality', coalesce(n.tracking_quality, 'unknown'))) d (dimension, value)"
+        " GROUP BY 1, n.company_id, n.content_id, d.dimension, d.value ORDER BY 2, 4, 1, 5, 6"
+        " ON CONFLICT (company_id, ar_content_id, day, dimension, value) DO UPDATE SET"
         " views = r.views + EXCLUDED.views,"
-        " sessions = hll_union(r.sessions, EXCLUDED.sessions),"
-        " video_plays = r.video_plays + EXCLUDED.video_plays,"
-        " duration_sum = r.duration_sum + EXCLUDED.duration_sum,"
-        " duration_count = r.duration_count + EXCLUDED.duration_count,"
-        " tq_excellent = r.tq_excellent + EXCLUDED.tq_excellent,"
-        " tq_good = r.tq_good + EXCLUDED.tq_good,"
-        " tq_fair = r.tq_fair + EXCLUDED.tq_fair,"
-        " tq_poor = r.tq_poor + EXCLUDED.tq_poor,"
-        " tq_other = r.tq_other + EXCLUDED.tq_other)",
+        " sessions = hll_union(r.sessions, EXCLUDED.sessions))",
         relation, relation);
     if (watermark_ms > 0) {
         strbuf_puts(out, ", wm AS (");

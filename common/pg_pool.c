@@ -79,7 +79,6 @@ static void conn_start(struct pg_conn *pc);
 static void pool_dispatch(struct pg_pool *p);
 static void on_socket(evutil_socket_t fd, short what, void *arg);
 
-
 static void query_free(struct pg_query *q)
 {
     if (!q)

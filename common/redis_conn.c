@@ -62,7 +62,6 @@ struct redis_conn_cmd {
 
 static void conn_start(struct redis_conn *c);
 
-
 /* ---- URL parsing ---- */
 
 static int hexval(char ch)
