@@ -1,0 +1,13 @@
+#!/bin/sh
+# Initialises the cluster on first start (superuser arv, database arv), then runs
+# the server in the foreground.
+set -e
+if [ ! -f "$PGDATA/PG_VERSION" ]; then
+    initdb -D "$PGDATA" -U arv --auth-local=trust --auth-host=scram-sha-256 \
+        --pwfile=/run/secrets/pg_password
+    echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
+    pg_ctl -D "$PGDATA" -w start -o "-c listen_addresses=''"
+    psql -U arv -d postgres -c "CREATE DATABASE arv"
+    pg_ctl -D "$PGDATA" -w stop
+fi
+exec postgres -D "$PGDATA" -c listen_addresses='*'
