@@ -34,87 +34,58 @@ struct config_option {
     const char *help;    /* one line for --help */
 };
 
-/* Options every binary takes; `type` is the binary's config struct, which must
- * have a member `struct common_config common`. */
+/* Options the daemons share; a binary's config struct has a member
+ * `struct common_config common` and its table takes the groups it uses. */
 struct common_config {
-    const char *redis_url;
-    const char *database_url;
-    const char *env;        /* "development" | "production" */
-    const char *log_format; /* "json" | "console" | NULL: from env */
+    const char *redis_url;    /* REDIS_URL: one URL or a comma-separated list */
+    const char *database_url; /* DATABASE_URL */
+    const char *env;          /* "development" | "production" */
+    const char *log_format;   /* "json" | "console" | NULL: from env */
     enum log_level log_level;
-    const char *stream;
-    long stream_shards;
-    struct config_listen listen;
+    const char *stream;          /* ARV_STREAM base name */
+    long stream_shards;          /* ARV_STREAM_SHARDS */
+    struct config_listen listen; /* ARV_LISTEN */
 };
 
-#define CONFIG_COMMON_OPTIONS(type, default_listen)                                                \
-    {"redis-url",                                                                                  \
-     "REDIS_URL",                                                                                  \
-     CONFIG_STRING,                                                                                \
-     offsetof(type, common.redis_url),                                                             \
-     "redis://127.0.0.1:6379/0",                                                                   \
-     NULL,                                                                                         \
-     0,                                                                                            \
-     0,                                                                                            \
-     "Redis URL; a comma-separated list shards streams across nodes"},                             \
-        {"database-url",                                                                           \
-         "DATABASE_URL",                                                                           \
-         CONFIG_STRING,                                                                            \
-         offsetof(type, common.database_url),                                                      \
-         "postgresql://arv@127.0.0.1:5432/arv",                                                    \
-         NULL,                                                                                     \
-         0,                                                                                        \
-         0,                                                                                        \
-         "PostgreSQL connection URL"},                                                             \
-        {"env",                                                                                    \
-         "ARV_ENV",                                                                                \
-         CONFIG_CHOICE,                                                                            \
-         offsetof(type, common.env),                                                               \
-         "development",                                                                            \
-         "development|production",                                                                 \
-         0,                                                                                        \
-         0,                                                                                        \
-         "deployment environment"},                                                                \
-        {"log-format",                                                                             \
-         "ARV_LOG_FORMAT",                                                                         \
-         CONFIG_CHOICE,                                                                            \
-         offsetof(type, common.log_format),                                                        \
-         NULL,                                                                                     \
-         "json|console",                                                                           \
-         0,                                                                                        \
-         0,                                                                                        \
-         "log format (default: json in production, else console)"},                                \
-        {"log-level",                                                                              \
-         "ARV_LOG_LEVEL",                                                                          \
-         CONFIG_LOG_LEVEL,                                                                         \
-         offsetof(type, common.log_level),                                                         \
-         "info",                                                                                   \
-         NULL,                                                                                     \
-         0,                                                                                        \
-         0,                                                                                        \
-         "minimum log level: debug|info|warn|error"},                                              \
-        {"stream",                                                                                 \
-         "ARV_STREAM",                                                                             \
-         CONFIG_STRING,                                                                            \
-         offsetof(type, common.stream),                                                            \
-         "arv:events",                                                                             \
-         NULL,                                                                                     \
-         0,                                                                                        \
-         0,                                                                                        \
-         "Redis stream name (ARV_STREAM:{shard} when sharded)"},                                   \
-        {"stream-shards",                                                                          \
-         "ARV_STREAM_SHARDS",                                                                      \
-         CONFIG_INT,                                                                               \
-         offsetof(type, common.stream_shards),                                                     \
-         "1",                                                                                      \
-         NULL,                                                                                     \
-         1,                                                                                        \
-         1024,                                                                                     \
-         "number of stream shards"},                                                               \
-    {                                                                                              \
-        "listen", "ARV_LISTEN", CONFIG_LISTEN, offsetof(type, common.listen), (default_listen),    \
-            NULL, 0, 0, "HTTP listen address host:port"                                            \
-    }
+/* clang-format off */
+/* Environment, logging and the listen address: every daemon. */
+#define CONFIG_BASE_OPTIONS(cfg_type, default_listen) \
+    {.flag = "env", .env = "ARV_ENV", .type = CONFIG_CHOICE, \
+     .offset = offsetof(cfg_type, common.env), .def = "development", \
+     .choices = "development|production", .help = "deployment environment"}, \
+    {.flag = "log-format", .env = "ARV_LOG_FORMAT", .type = CONFIG_CHOICE, \
+     .offset = offsetof(cfg_type, common.log_format), .choices = "json|console", \
+     .help = "log format (default: json in production, else console)"}, \
+    {.flag = "log-level", .env = "ARV_LOG_LEVEL", .type = CONFIG_LOG_LEVEL, \
+     .offset = offsetof(cfg_type, common.log_level), .def = "info", \
+     .help = "minimum log level: debug|info|warn|error"}, \
+    {.flag = "listen", .env = "ARV_LISTEN", .type = CONFIG_LISTEN, \
+     .offset = offsetof(cfg_type, common.listen), .def = (default_listen), \
+     .help = "HTTP listen address host:port"}
+
+/* Redis and the stream: collector and aggregator. */
+#define CONFIG_REDIS_OPTIONS(cfg_type) \
+    {.flag = "redis-url", .env = "REDIS_URL", .type = CONFIG_STRING, \
+     .offset = offsetof(cfg_type, common.redis_url), .def = "redis://127.0.0.1:6379/0", \
+     .help = "Redis URL; a comma-separated list shards streams across nodes"}, \
+    {.flag = "stream", .env = "ARV_STREAM", .type = CONFIG_STRING, \
+     .offset = offsetof(cfg_type, common.stream), .def = "arv:events", \
+     .help = "Redis stream name (ARV_STREAM:{shard} when sharded)"}, \
+    {.flag = "stream-shards", .env = "ARV_STREAM_SHARDS", .type = CONFIG_INT, \
+     .offset = offsetof(cfg_type, common.stream_shards), .def = "1", .min = 1, .max = 1024, \
+     .help = "number of stream shards"}
+
+/* PostgreSQL: aggregator, reporter, arvctl. */
+#define CONFIG_DATABASE_OPTIONS(cfg_type) \
+    {.flag = "database-url", .env = "DATABASE_URL", .type = CONFIG_STRING, \
+     .offset = offsetof(cfg_type, common.database_url), \
+     .def = "postgresql://arv@127.0.0.1:5432/arv", .help = "PostgreSQL connection URL"}
+
+/* All of the above. */
+#define CONFIG_COMMON_OPTIONS(cfg_type, default_listen) \
+    CONFIG_REDIS_OPTIONS(cfg_type), CONFIG_DATABASE_OPTIONS(cfg_type), \
+    CONFIG_BASE_OPTIONS(cfg_type, default_listen)
+/* clang-format on */
 
 enum config_result {
     CONFIG_OK,      /* run */
