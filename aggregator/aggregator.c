@@ -41,6 +41,9 @@ const struct config_option aggregator_options[] = {
     {"max-deliveries", "ARV_MAX_DELIVERIES", CONFIG_INT,
      offsetof(struct aggregator_config, max_deliveries), "10", NULL, 1, 1000000,
      "dead-letter a claimed entry already delivered this many times"},
+    {"store-full-ip", "ARV_STORE_FULL_IP", CONFIG_BOOL,
+     offsetof(struct aggregator_config, store_full_ip), "0", NULL, 0, 0,
+     "store client IPs as received (default: IPv4 /24, IPv6 /48)"},
 };
 const size_t aggregator_options_len = sizeof(aggregator_options) / sizeof(aggregator_options[0]);
 
@@ -287,6 +290,7 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
             .batch_wait_ms = cfg->batch_wait_ms,
             .claim_idle_ms = cfg->claim_idle_ms,
             .max_deliveries = cfg->max_deliveries,
+            .store_full_ip = cfg->store_full_ip,
         };
         if ((rc = worker_init(&a->workers[k], k, &wc, m, a->notify[1])) < 0)
             goto out;

@@ -20,6 +20,7 @@ struct aggregator_config {
     const char *content_relation; /* ARV_CONTENT_RELATION */
     long claim_idle_ms;           /* ARV_CLAIM_IDLE_MS, 0 disables claiming */
     long max_deliveries;          /* ARV_MAX_DELIVERIES */
+    bool store_full_ip;           /* ARV_STORE_FULL_IP: do not anonymise IPs */
 };
 
 /* The option table (with the common options) and its length. */

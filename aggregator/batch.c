@@ -8,6 +8,7 @@
 
 #include "copy.h"
 #include "event.h"
+#include "ip_anon.h"
 
 const char batch_staging_ddl[] = "CREATE TEMP TABLE IF NOT EXISTS arv_staging ("
                                  " stream text NOT NULL,"
@@ -135,9 +136,11 @@ static void put_dead_row(struct strbuf *out, const char *stream, const char *id,
 }
 
 static void put_event_row(struct strbuf *out, const char *stream, const char *id,
-                          const char *payload, size_t payload_len, const struct event *ev)
+                          const char *payload, size_t payload_len, const struct event *ev,
+                          bool full_ip)
 {
     struct copy_row row;
+    char ip[IP_ANON_MAX];
 
     copy_row_begin(&row, out);
     copy_row_str(&row, stream);
@@ -156,7 +159,11 @@ static void put_event_row(struct strbuf *out, const char *stream, const char *id
     copy_row_opt_str(&row, ev->device_type);
     copy_row_opt_str(&row, ev->browser);
     copy_row_opt_str(&row, ev->os);
-    copy_row_opt_str(&row, ev->ip);
+    /* Anonymised before storage; an address that does not parse is dropped. */
+    if (full_ip)
+        copy_row_opt_str(&row, ev->ip);
+    else
+        copy_row_opt_str(&row, ip_anon(ev->ip, ip, sizeof(ip)) ? ip : NULL);
     copy_row_opt_str(&row, ev->country);
     copy_row_opt_str(&row, ev->city);
     if (ev->duration_seconds >= 0)
@@ -214,7 +221,8 @@ int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
     if (decode_fields(fields, nfields, &ev, &payload, detail, sizeof(detail))) {
         strbuf_append(&b->payloads, payload->value, payload->value_len);
         e->payload_len = payload->value_len;
-        put_event_row(&b->rows, b->streams[stream], e->id, payload->value, payload->value_len, &ev);
+        put_event_row(&b->rows, b->streams[stream], e->id, payload->value, payload->value_len, &ev,
+                      b->store_full_ip);
         e->valid = true;
         if (b->min_received_ms == 0 || ev.received_at_ms < b->min_received_ms)
             b->min_received_ms = ev.received_at_ms;

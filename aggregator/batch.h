@@ -52,6 +52,7 @@ struct batch {
     size_t dead;             /* entries dead-lettered for any reason */
     int64_t min_received_ms; /* over decoded events; 0 when there are none */
     int64_t max_received_ms;
+    bool store_full_ip; /* ARV_STORE_FULL_IP: keep client IPs as received */
 };
 
 /* Initialises an empty batch. `streams` (borrowed) names stream index i. */

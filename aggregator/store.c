@@ -148,30 +148,6 @@ void store_build_flush_sql(struct strbuf *out, const char *relation, const char 
         " count(*) FILTER (WHERE tracking_quality IS NULL OR tracking_quality NOT IN"
         " ('excellent', 'good', 'fair', 'poor')) AS tq_other"
         " FROM new_rows GROUP BY 1, company_id, content_id),"
-        " r_ch AS ("
-        " INSERT INTO analytics.rollup_content_hourly AS r (hour, company_id, project_id,"
-        " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
-        " SELECT hour, company_id, project_id, content_id, " ROLLUP_MEASURES_COLUMNS
-        " FROM ch ORDER BY company_id, content_id, hour"
-        " ON CONFLICT (company_id, ar_content_id, hour) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
-        " r_cd AS ("
-        " INSERT INTO analytics.rollup_content_daily AS r (day, company_id, project_id,"
-        " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
-        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, min(project_id), content_id, "
-        ROLLUP_MEASURES_SUMS " FROM ch GROUP BY 1, company_id, content_id ORDER BY 2, 4, 1"
-        " ON CONFLICT (company_id, ar_content_id, day) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
-        " r_kh AS ("
-        " INSERT INTO analytics.rollup_company_hourly AS r (hour, company_id, "
-        ROLLUP_MEASURES_COLUMNS ")"
-        " SELECT hour, company_id, " ROLLUP_MEASURES_SUMS
-        " FROM ch GROUP BY hour, company_id ORDER BY 2, 1"
-        " ON CONFLICT (company_id, hour) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
-        " r_kd AS ("
-        " INSERT INTO analytics.rollup_company_daily AS r (day, company_id, "
-        ROLLUP_MEASURES_COLUMNS ")"
-        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, " ROLLUP_MEASURES_SUMS
-        " FROM ch GROUP BY 1, company_id ORDER BY 2, 1"
-        " ON CONFLICT (company_id, day) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
         " r_bd AS ("
         " INSERT INTO analytics.rollup_breakdown_daily AS r (day, company_id, project_id,"
         " ar_content_id, dimension, value, views, sessions)"
@@ -187,7 +163,32 @@ void store_build_flush_sql(struct strbuf *out, const char *relation, const char 
         " GROUP BY 1, n.company_id, n.content_id, d.dimension, d.value ORDER BY 2, 4, 1, 5, 6"
         " ON CONFLICT (company_id, ar_content_id, day, dimension, value) DO UPDATE SET"
         " views = r.views + EXCLUDED.views,"
-        " sessions = hll_union(r.sessions, EXCLUDED.sessions))",
+        " sessions = hll_union(r.sessions, EXCLUDED.sessions)),"
+        " r_ch AS ("
+        " INSERT INTO analytics.rollup_content_hourly AS r (hour, company_id, project_id,"
+        " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
+        " SELECT hour, company_id, project_id, content_id, " ROLLUP_MEASURES_COLUMNS
+        " FROM ch ORDER BY company_id, content_id, hour"
+        " ON CONFLICT (company_id, ar_content_id, hour) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
+        " r_cd AS ("
+        " INSERT INTO analytics.rollup_content_daily AS r (day, company_id, project_id,"
+        " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
+        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, min(project_id), "
+        "content_id, " ROLLUP_MEASURES_SUMS
+        " FROM ch GROUP BY 1, company_id, content_id ORDER BY 2, 4, 1"
+        " ON CONFLICT (company_id, ar_content_id, day) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
+        " r_kh AS ("
+        " INSERT INTO analytics.rollup_company_hourly AS r (hour, "
+        "company_id, " ROLLUP_MEASURES_COLUMNS ")"
+        " SELECT hour, company_id, " ROLLUP_MEASURES_SUMS
+        " FROM ch GROUP BY hour, company_id ORDER BY 2, 1"
+        " ON CONFLICT (company_id, hour) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
+        " r_kd AS ("
+        " INSERT INTO analytics.rollup_company_daily AS r (day, "
+        "company_id, " ROLLUP_MEASURES_COLUMNS ")"
+        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, " ROLLUP_MEASURES_SUMS
+        " FROM ch GROUP BY 1, company_id ORDER BY 2, 1"
+        " ON CONFLICT (company_id, day) DO UPDATE SET" ROLLUP_MEASURES_UPDATE ")",
         relation, relation);
     if (watermark_ms > 0) {
         strbuf_puts(out, ", wm AS (");
@@ -353,7 +354,8 @@ enum store_status store_connect(struct store *s)
     }
     strbuf_reset(&s->sql);
     strbuf_puts(&s->sql, "SET client_min_messages = warning; SET client_encoding = 'UTF8';"
-                         " SET statement_timeout = '60s'; SET TIME ZONE 'UTC'; ");
+                         " SET statement_timeout = '60s'; SET TIME ZONE 'UTC';"
+                         " SET work_mem = '64MB'; ");
     strbuf_puts(&s->sql, batch_staging_ddl);
     st = store_exec(s, s->sql.data);
     return st;

@@ -20,6 +20,32 @@
 #define PARTITIONS_EVERY_MS (3600 * 1000)
 #define DAY_MS              86400000LL
 #define PAST_DAYS_MAX       400 /* oldest day a batch may create a partition for */
+#define FAILPOINT_EXIT      137 /* as if killed with SIGKILL */
+
+/* Test-only crash injection (ARV_FAILPOINT=after_commit:N): the process
+ * _exit()s after its Nth committed batch, before the XACK, to prove that a
+ * crash between COMMIT and XACK counts nothing twice. 0: disabled. */
+static long failpoint_after_commit;
+static atomic_long commits_done;
+
+bool worker_failpoint_parse(const char *spec, long *after_commit)
+{
+    static const char prefix[] = "after_commit:";
+    char *end;
+    long n;
+
+    *after_commit = 0;
+    if (!spec || !*spec)
+        return true;
+    if (strncmp(spec, prefix, sizeof(prefix) - 1) != 0)
+        return false;
+    errno = 0;
+    n = strtol(spec + sizeof(prefix) - 1, &end, 10);
+    if (errno || *end || end == spec + sizeof(prefix) - 1 || n < 1)
+        return false;
+    *after_commit = n;
+    return true;
+}
 
 static int64_t mono_ms(void)
 {
@@ -371,6 +397,13 @@ static void *worker_main(void *arg)
                   LF_INT("entries", (long long)w->batch.count), LF_INT("inserted", counts.inserted),
                   LF_INT("ms", (long long)(mono_ms() - t0)));
 
+        if (failpoint_after_commit > 0 &&
+            atomic_fetch_add(&commits_done, 1) + 1 >= failpoint_after_commit) {
+            log_warn("failpoint_exit", LF_STR("failpoint", "after_commit"),
+                     LF_INT("commits", failpoint_after_commit));
+            _exit(FAILPOINT_EXIT);
+        }
+
         /* Committed: acknowledge. If that fails the entries stay pending and
          * come back after reconnecting; event ids make that harmless. */
         if (reader_ack(&w->reader, &w->batch) < 0)
@@ -401,6 +434,8 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     int rc = -ENOMEM;
 
     memset(w, 0, sizeof(*w));
+    if (!worker_failpoint_parse(getenv("ARV_FAILPOINT"), &failpoint_after_commit))
+        log_warn("failpoint_ignored", LF_STR("ARV_FAILPOINT", getenv("ARV_FAILPOINT")));
     w->index = index;
     w->m = *m;
     w->notify_fd = notify_fd;
@@ -443,6 +478,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
         w->pending[i] = metric_family_child(m->pending, label);
     }
     batch_init(&w->batch, (const char *const *)w->streams);
+    w->batch.store_full_ip = cfg->store_full_ip;
     if ((rc = reader_init(&w->reader, cfg->redis, (const char *const *)w->streams, w->nstreams,
                           cfg->consumer, cfg->batch_size, cfg->batch_wait_ms)) < 0)
         goto out;

@@ -45,6 +45,7 @@ struct worker_config {
     long batch_wait_ms;  /* BLOCK per read */
     long claim_idle_ms;  /* claim entries idle this long; 0: never */
     long max_deliveries; /* dead-letter entries delivered this often */
+    bool store_full_ip;  /* keep client IPs as received */
 };
 
 /* A dependency as the worker last saw it. */
@@ -103,6 +104,11 @@ void worker_join(struct worker *w);
 
 /* Stops and joins the thread if running, then frees. Safe on a zeroed worker. */
 void worker_deinit(struct worker *w);
+
+/* Parses the test-only failpoint spec (ARV_FAILPOINT): NULL or "" -> 0
+ * (disabled), "after_commit:N" (N >= 1) -> N. Returns false on anything else.
+ * Pure. */
+bool worker_failpoint_parse(const char *spec, long *after_commit);
 
 /* Dependency states, readable from any thread. */
 enum worker_dep worker_redis_state(struct worker *w);

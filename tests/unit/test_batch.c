@@ -73,11 +73,23 @@ Test(batch, decodes_an_event_into_a_staging_row)
     cr_assert(starts_with(row, "arv:events:1\t1764064800123-0\t\\N\t\\N\t{"), "row: %s", row);
     cr_assert(strstr(row, "\t01a2127b-db01-7b91-beb4-9ff4e5fe1586\t42\t\\N\t"
                           "7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\tUA\tmobile\t\\N\t\\N\t"
-                          "203.0.113.7\t\\N\tK\\\\oln\t37\tgood\tt\t\\N\t"
+                          "203.0.113.0\t\\N\tK\\\\oln\t37\tgood\tt\t\\N\t"
                           "2025-11-25 10:00:00.123+00\n"),
               "row: %s", row);
     /* The payload is kept for a later dead letter. */
     cr_assert_eq(b.entries[0].payload_len, strlen(event_json));
+}
+
+Test(batch, ip_anonymised_unless_full_ip)
+{
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
+
+    cr_assert_eq(batch_add(&b, 1, "1-0", 3, f, 2), 0);
+    cr_assert(strstr(row_of(0), "\t203.0.113.0\t"), "row: %s", row_of(0));
+    cr_assert_null(strstr(row_of(0), "\t203.0.113.7\t"));
+    b.store_full_ip = true;
+    cr_assert_eq(batch_add(&b, 1, "2-0", 3, f, 2), 0);
+    cr_assert(strstr(row_of(1), "\t203.0.113.7\t"), "row: %s", row_of(1));
 }
 
 Test(batch, wrong_version_becomes_invalid_payload)

@@ -45,6 +45,19 @@ Test(store, flush_statement)
     cr_assert(strstr(sql.data, "ON CONFLICT (stream, entry_id) DO NOTHING"));
     cr_assert(strstr(sql.data, "INSERT INTO analytics.event_ids"));
     cr_assert(strstr(sql.data, "hll_union(r.sessions, EXCLUDED.sessions)"));
+    /* Every rollup table, each upserted on its primary key. */
+    cr_assert(strstr(sql.data, "INSERT INTO analytics.rollup_content_hourly AS r"));
+    cr_assert(strstr(sql.data, "ON CONFLICT (company_id, ar_content_id, hour) DO UPDATE"));
+    cr_assert(strstr(sql.data, "INSERT INTO analytics.rollup_content_daily AS r"));
+    cr_assert(strstr(sql.data, "ON CONFLICT (company_id, ar_content_id, day) DO UPDATE"));
+    cr_assert(strstr(sql.data, "INSERT INTO analytics.rollup_company_hourly AS r"));
+    cr_assert(strstr(sql.data, "ON CONFLICT (company_id, hour) DO UPDATE"));
+    cr_assert(strstr(sql.data, "INSERT INTO analytics.rollup_company_daily AS r"));
+    cr_assert(strstr(sql.data, "ON CONFLICT (company_id, day) DO UPDATE"));
+    cr_assert(strstr(sql.data, "INSERT INTO analytics.rollup_breakdown_daily AS r"));
+    cr_assert(strstr(sql.data, "('tracking_quality', coalesce(n.tracking_quality, 'unknown'))"));
+    /* Rollups read only the rows that were new. */
+    cr_assert(strstr(sql.data, "FROM new_rows GROUP BY 1, company_id, content_id"));
     cr_assert(strstr(sql.data, "VALUES ('agg-1', to_timestamp(1764064800123 / 1000.0), now())"));
     strbuf_reset(&sql);
     store_build_flush_sql(&sql, "analytics.ar_content", "'agg-1'", 0);

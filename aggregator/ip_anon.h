@@ -1,0 +1,17 @@
+/* IP address anonymisation before storage (pure): IPv4 keeps its /24, IPv6
+ * its /48; the rest is zeroed. */
+#ifndef ARV_AGGREGATOR_IP_ANON_H
+#define ARV_AGGREGATOR_IP_ANON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define IP_ANON_MAX 46 /* INET6_ADDRSTRLEN */
+
+/* Writes the anonymised form of the numeric address `ip` ("203.0.113.7" ->
+ * "203.0.113.0", "2001:db8:abcd:12::1" -> "2001:db8:abcd::") into `out`
+ * (`outlen` >= IP_ANON_MAX). An IPv4-mapped IPv6 address keeps its /24 as
+ * IPv4. Returns false (and writes "") when `ip` is not a numeric address. */
+bool ip_anon(const char *ip, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Aggregator drain benchmark: preloads N events into the stream (redis-cli
+# --pipe of XADDs in the collector's exact format), times arv-aggregator
+# draining them (dedupe, raw rows, all rollups, COMMIT, XACK), and in the same
+# run the reference: a plain `\copy` of the same rows into a table with the raw
+# table's columns. Prints events/s of both, the ratio, and the aggregator's
+# peak RSS (VmHWM) with the whole backlog waiting.
+#
+# Usage: bench/aggregator.sh [--events N] [--contents N] [--companies N]
+#                            [--aggregators N] [--rss] (= --events 1000000) [--keep]
+# Environment: ARV_BENCH_BUILD_DIR (default build-bench-aggregator, a Release
+# build made here), any ARV_* aggregator option (ARV_BATCH_SIZE, ...).
+# Servers: private Redis (no persistence) and PostgreSQL 15 with the server's
+# defaults (fsync on, synchronous_commit on, full_page_writes on, shared_buffers
+# 128MB), on free loopback ports, stopped at the end. Bounded: the drain is
+# given at most 600 s.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/lib/servers.sh"
+. "$root/bench/aggregator_checks.sh"
+
+events=500000 contents=1000 companies=50 keep="" naggs=1
+while [ $# -gt 0 ]; do
+    case $1 in
+    --events) events=$2; shift ;;
+    --contents) contents=$2; shift ;;
+    --companies) companies=$2; shift ;;
+    --aggregators) naggs=$2; shift ;;
+    --rss) events=1000000 ;;
+    --keep) keep=1 ;;
+    *) echo "usage: $0 [--events N] [--contents N] [--companies N] [--rss] [--keep]" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+build=${ARV_BENCH_BUILD_DIR:-$root/build-bench-aggregator}
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DARV_SANITIZE=OFF >/dev/null
+cmake --build "$build" -j2 --target arv-aggregator arvctl >/dev/null
+
+tmp=$(mktemp -d /tmp/arv-bench-agg.XXXXXX)
+chmod 755 "$tmp"
+agg_pids=()
+cleanup() {
+    local p
+    for p in "${agg_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    arv_stop_postgres "$tmp/pg" || true
+    arv_stop_redis "$tmp/redis" "$redis_port" || true
+    [ -n "$keep" ] || rm -rf "$tmp"
+}
+redis_port=$(arv_free_port)
+pg_port=$(arv_free_port)
+trap cleanup EXIT
+arv_start_redis "$tmp/redis" "$redis_port"
+ARV_PG_FSYNC=on arv_start_postgres "$tmp/pg" "$pg_port"
+export REDIS_URL="redis://127.0.0.1:$redis_port/0"
+export DATABASE_URL="postgresql://arv@127.0.0.1:$pg_port/arv"
+export ARV_STREAM=arv:bench ARV_ENV=production ARV_LOG_LEVEL=${ARV_LOG_LEVEL:-warn}
+"$build/bin/arvctl" migrate >/dev/null
+agg_sql "INSERT INTO analytics.ar_content (id, unique_id, project_id, company_id)
+         SELECT g, 'uid-' || g, 10000 + g % ($companies * 4), 100 + g % $companies
+         FROM generate_series(1, $contents) g"
+echo "settings: $(agg_sql "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings
+    WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', 'max_wal_size', 'wal_level')")"
+
+# Preload: events over the last 6 hours, 1 in 50 a client retry, 1/4 by unique id.
+t0=$(date +%s%N)
+LC_ALL=C awk -v n="$events" -v stream="$ARV_STREAM" -v base_ms="$(date +%s%3N)" \
+    -v spread_ms=21600000 -v contents="$contents" -v dup_every=50 -v uid_every=4 \
+    -f "$root/bench/aggregator_events.awk" | redis-cli -p "$redis_port" --pipe >"$tmp/pipe.log"
+t1=$(date +%s%N)
+xlen=$(redis-cli -p "$redis_port" XLEN "$ARV_STREAM")
+echo "preload: $xlen entries in $(((t1 - t0) / 1000000)) ms, redis used_memory $(redis-cli -p "$redis_port" INFO memory | sed -n 's/^used_memory_human:\(.*\)\r$/\1/p')"
+
+# Drain: from the aggregators' start until the group has read and acknowledged all.
+t0=$(date +%s%N)
+for ((k = 0; k < naggs; k++)); do
+    "$build/bin/arv-aggregator" --listen="127.0.0.1:$(arv_free_port)" --consumer="bench-$k" \
+        2>"$tmp/aggregator-$k.log" &
+    agg_pids+=("$!")
+done
+agg_wait_drained "$redis_port" "$ARV_STREAM" 600 || { tail "$tmp"/aggregator-*.log; exit 1; }
+t1=$(date +%s%N)
+hwm=0 cpu_ms=0
+for p in "${agg_pids[@]}"; do
+    h=$(awk '/^VmHWM/ {print $2}' "/proc/$p/status")
+    [ "$h" -gt "$hwm" ] && hwm=$h
+    cpu_ms=$((cpu_ms + $(awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$p/stat")))
+    kill -TERM "$p"
+    wait "$p" || true
+done
+agg_pids=()
+drain_ms=$(((t1 - t0) / 1000000))
+rows=$(agg_sql "SELECT count(*) FROM analytics.ar_view_sessions")
+views=$(agg_sql "SELECT sum(views) FROM analytics.rollup_company_daily")
+[ "$rows" = "$views" ] || { echo "rollup views $views != raw rows $rows" >&2; exit 1; }
+
+# Reference: plain COPY of the same rows into a table with the raw table's columns.
+agg_sql "CREATE TABLE bench_copy (LIKE analytics.ar_view_sessions)"
+psql "$DATABASE_URL" -q -c "\\copy (SELECT * FROM analytics.ar_view_sessions) TO '$tmp/rows.copy'"
+agg_sql "CHECKPOINT"
+t0=$(date +%s%N)
+psql "$DATABASE_URL" -q -c "\\copy bench_copy FROM '$tmp/rows.copy'"
+t1=$(date +%s%N)
+copy_ms=$(((t1 - t0) / 1000000))
+
+awk -v n="$xlen" -v rows="$rows" -v dms="$drain_ms" -v cms="$copy_ms" -v hwm="$hwm" -v cpu="$cpu_ms" -v naggs="$naggs" 'BEGIN {
+    d = n / (dms / 1000); c = rows / (cms / 1000)
+    printf "aggregator drain: %d entries (%d new rows) in %d ms = %.0f events/s (%d aggregator(s), CPU %d ms)\n", n, rows, dms, d, naggs, cpu
+    printf "plain COPY:       %d rows in %d ms = %.0f rows/s\n", rows, cms, c
+    printf "ratio:            %.2fx plain COPY (target >= 0.5x; >= 60000 events/s)\n", d / c
+    printf "aggregator RSS:   VmHWM %.1f MB (largest process) with a %d-entry backlog (target <= 100 MB)\n", hwm / 1024, n
+}'

@@ -1,0 +1,83 @@
+# Checks shared by the aggregator's integration tests and bench/aggregator.sh
+# (source it; needs DATABASE_URL, psql, redis-cli). Functions prefixed agg_.
+
+# agg_sql SQL: runs one statement, prints the unaligned result.
+agg_sql() {
+    psql "$DATABASE_URL" -tAq -v ON_ERROR_STOP=1 -c "$1"
+}
+
+# agg_wait_drained PORT STREAM SECONDS: waits until the group arv-aggregators
+# has read everything (lag 0) and acknowledged it (pending 0).
+agg_wait_drained() {
+    local port=$1 stream=$2 limit=$3 i info lag pending
+    for ((i = 0; i < limit * 10; i++)); do
+        info=$(redis-cli -p "$port" XINFO GROUPS "$stream" 2>/dev/null | tr '\n' ' ')
+        lag=$(sed -n 's/.* lag \([0-9]*\) .*/\1/p; s/.* lag \([0-9]*\)$/\1/p' <<<"$info ")
+        pending=$(sed -n 's/.* pending \([0-9]*\) .*/\1/p' <<<"$info")
+        [ "$lag" = 0 ] && [ "$pending" = 0 ] && return 0
+        sleep 0.1
+    done
+    echo "not drained after ${limit}s: $info" >&2
+    return 1
+}
+
+# The measures of the per-content and per-company rollups, from raw rows.
+AGG_RAW_MEASURES="count(*), count(*) FILTER (WHERE video_played),
+    coalesce(sum(duration_seconds), 0), count(duration_seconds),
+    count(*) FILTER (WHERE tracking_quality = 'excellent'),
+    count(*) FILTER (WHERE tracking_quality = 'good'),
+    count(*) FILTER (WHERE tracking_quality = 'fair'),
+    count(*) FILTER (WHERE tracking_quality = 'poor'),
+    count(*) FILTER (WHERE tracking_quality IS NULL OR tracking_quality NOT IN ('excellent', 'good', 'fair', 'poor')),
+    hll_cardinality(hll_add_agg(hll_hash_bytea(uuid_send(session_id)), 12, 5))"
+AGG_ROLLUP_MEASURES="views, video_plays, duration_sum, duration_count, tq_excellent, tq_good,
+    tq_fair, tq_poor, tq_other, hll_cardinality(sessions)"
+AGG_DIMENSIONS="(VALUES ('device_type', coalesce(device_type, 'unknown')), ('browser', coalesce(browser, 'unknown')),
+    ('os', coalesce(os, 'unknown')), ('country', coalesce(country, 'unknown')),
+    ('city', coalesce(city, 'unknown')), ('tracking_quality', coalesce(tracking_quality, 'unknown'))) d (dimension, value)"
+
+# agg_check_rollups [WHERE]: prints how many rollup rows (all five tables)
+# differ from the same aggregate computed over the raw rows (0 = all equal);
+# WHERE (optional) restricts the raw rows and must name only created_at.
+agg_check_rollups() {
+    local where=${1:-true} total=0 n spec table tcol texpr keys
+    for spec in \
+        "rollup_content_hourly|hour|date_trunc('hour', created_at, 'UTC')|company_id, project_id, ar_content_id" \
+        "rollup_content_daily|day|(created_at AT TIME ZONE 'UTC')::date|company_id, project_id, ar_content_id" \
+        "rollup_company_hourly|hour|date_trunc('hour', created_at, 'UTC')|company_id" \
+        "rollup_company_daily|day|(created_at AT TIME ZONE 'UTC')::date|company_id"; do
+        IFS='|' read -r table tcol texpr keys <<<"$spec"
+        n=$(agg_sql "WITH a AS (SELECT $texpr, $keys, $AGG_RAW_MEASURES
+                       FROM analytics.ar_view_sessions WHERE $where GROUP BY 1, $keys),
+                     b AS (SELECT $tcol, $keys, $AGG_ROLLUP_MEASURES FROM analytics.$table
+                       WHERE $tcol IN (SELECT DISTINCT $texpr FROM analytics.ar_view_sessions WHERE $where))
+                     SELECT (SELECT count(*) FROM (TABLE a EXCEPT ALL TABLE b) x)
+                          + (SELECT count(*) FROM (TABLE b EXCEPT ALL TABLE a) y)") || return 1
+        [ "$n" = 0 ] || echo "$table: $n rows differ" >&2
+        total=$((total + n))
+    done
+    n=$(agg_sql "WITH a AS (SELECT (created_at AT TIME ZONE 'UTC')::date, company_id, project_id,
+                   ar_content_id, dimension, value, count(*),
+                   hll_cardinality(hll_add_agg(hll_hash_bytea(uuid_send(session_id)), 12, 5))
+                   FROM analytics.ar_view_sessions CROSS JOIN LATERAL $AGG_DIMENSIONS
+                   WHERE $where GROUP BY 1, 2, 3, 4, 5, 6),
+                 b AS (SELECT day, company_id, project_id, ar_content_id, dimension, value, views,
+                   hll_cardinality(sessions) FROM analytics.rollup_breakdown_daily
+                   WHERE day IN (SELECT DISTINCT (created_at AT TIME ZONE 'UTC')::date
+                                 FROM analytics.ar_view_sessions WHERE $where))
+                 SELECT (SELECT count(*) FROM (TABLE a EXCEPT ALL TABLE b) x)
+                      + (SELECT count(*) FROM (TABLE b EXCEPT ALL TABLE a) y)") || return 1
+    [ "$n" = 0 ] || echo "rollup_breakdown_daily: $n rows differ" >&2
+    echo $((total + n))
+}
+
+# agg_rollup_digest: one md5 over every rollup table's rows, in key order.
+agg_rollup_digest() {
+    agg_sql "SELECT md5(string_agg(t, '|' ORDER BY t)) FROM (
+        (SELECT 'ch' || r::text AS t FROM analytics.rollup_content_hourly r ORDER BY company_id, ar_content_id, hour)
+        UNION ALL (SELECT 'cd' || r::text FROM analytics.rollup_content_daily r ORDER BY company_id, ar_content_id, day)
+        UNION ALL (SELECT 'kh' || r::text FROM analytics.rollup_company_hourly r ORDER BY company_id, hour)
+        UNION ALL (SELECT 'kd' || r::text FROM analytics.rollup_company_daily r ORDER BY company_id, day)
+        UNION ALL (SELECT 'bd' || r::text FROM analytics.rollup_breakdown_daily r
+                   ORDER BY company_id, ar_content_id, day, dimension, value)) x"
+}

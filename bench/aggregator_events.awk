@@ -1,0 +1,96 @@
+# Generates stream entries for the aggregator's benchmark and tests: Redis
+# protocol (RESP) XADD commands for `redis-cli --pipe`, in the collector's exact
+# stream format (fields v = "1", e = event_to_stream's JSON, keys in its order).
+# Deterministic: event i always gets the same ids and fields for the same seed.
+# ASCII only, so awk's length() is the byte length (run with LC_ALL=C).
+#
+# awk -v n=500000 -v stream=arv:events [options] -f aggregator_events.awk | redis-cli --pipe
+#   n              events (required)
+#   stream         stream name (required)
+#   first          index of the first event (default 0): split a load in parts
+#   seed           8 hex digits in every event_id (default 0000a000): runs apart
+#   contents       content ids 1..contents (default 1000); content c has unique id uid-c
+#   uid_every      every k-th event names its content by unique id only (0: never)
+#   unknown_every  every k-th event names content 999999999, never registered (0: never)
+#   dup_every      every k-th entry repeats the previous event exactly, a client retry (0: never)
+#   invalid_every  every k-th entry has v = "2", an invalid payload (0: never)
+#   sessions       distinct session ids (default n / 2)
+#   base_ms        received_at of event 0, ms since the epoch (required)
+#   spread_ms      received_at = base_ms - (i * 7919000) mod spread_ms (default 0)
+#   ids_file       if set, every distinct accepted event_id is written there
+#   stats_file     if set, "unknown N" and "invalid N" (entries of each) are written there
+function two(x) { return (x < 10 ? "0" : "") x }
+function three(x) { return (x < 10 ? "00" : (x < 100 ? "0" : "")) x }
+# ms since the epoch -> "YYYY-MM-DDTHH:MM:SS.mmmZ" (civil-from-days, proleptic Gregorian)
+function rfc3339(ms,    s, days, sod, z, era, doe, yoe, y, doy, mp, d, m) {
+    s = int(ms / 1000); days = int(s / 86400); sod = s - days * 86400
+    z = days + 719468; era = int(z / 146097); doe = z - era * 146097
+    yoe = int((doe - int(doe / 1460) + int(doe / 36524) - int(doe / 146096)) / 365)
+    y = yoe + era * 400; doy = doe - (365 * yoe + int(yoe / 4) - int(yoe / 100))
+    mp = int((5 * doy + 2) / 153); d = doy - int((153 * mp + 2) / 5) + 1
+    m = mp < 10 ? mp + 3 : mp - 9; if (m <= 2) y++
+    return y "-" two(m) "-" two(d) "T" two(int(sod / 3600)) ":" two(int(sod % 3600 / 60)) ":" \
+        two(sod % 60) "." three(ms % 1000) "Z"
+}
+function uuid(kind, x) { return sprintf("%s-%04x-4%03x-8%03x-%012x", seed, kind, int(x / 4096 / 4096 / 4096) % 4096, int(x / 4096 / 4096) % 4096, x % 281474976710656) }
+function bulk(s) { return "$" length(s) "\r\n" s "\r\n" }
+BEGIN {
+    if (!n || !stream || !base_ms) { print "aggregator_events.awk: n, stream and base_ms are required" > "/dev/stderr"; exit 2 }
+    if (seed == "") seed = "0000a000"
+    if (contents == "") contents = 1000
+    if (sessions == "") sessions = int(n / 2) > 0 ? int(n / 2) : 1
+    if (first == "") first = 0
+    split("mobile,desktop,tablet,", devices, ",")
+    split("Safari,Chrome,Firefox,Samsung Internet,Edge", browsers, ",")
+    split("iOS,Android,Windows,macOS,", oses, ",")
+    split("DE,FR,US,GB,JP,BR,", countries, ",")
+    split("Berlin,Paris,New York,London,Tokyo,,Munich", cities, ",")
+    split("excellent,good,fair,poor,,good", quality, ",")
+    ua = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1"
+    last_e = ""
+    for (i = first; i < first + n; i++) {
+        if (invalid_every && i % invalid_every == invalid_every - 1) {
+            printf "*7\r\n$4\r\nXADD\r\n%s$1\r\n*\r\n$1\r\nv\r\n$1\r\n2\r\n$1\r\ne\r\n%s", bulk(stream), bulk("{\"not\":\"an event\"}")
+            n_invalid++
+            continue
+        }
+        if (dup_every && i % dup_every == dup_every - 1 && last_e != "") {
+            # A client retry: the same event again.
+            printf "*7\r\n$4\r\nXADD\r\n%s$1\r\n*\r\n$1\r\nv\r\n$1\r\n1\r\n$1\r\ne\r\n%s", bulk(stream), bulk(last_e)
+            n_unknown += last_unknown
+            continue
+        }
+        eid = uuid(1, i)
+        if (ids_file != "" && !(unknown_every && i % unknown_every == unknown_every - 1)) print eid > ids_file
+        c = i % contents + 1
+        e = "{\"event_id\":\"" eid "\",\"session_id\":\"" uuid(2, i % sessions) "\""
+        last_unknown = unknown_every && i % unknown_every == unknown_every - 1
+        n_unknown += last_unknown
+        if (last_unknown)
+            e = e ",\"ar_content_id\":999999999"
+        else if (uid_every && i % uid_every == uid_every - 1)
+            e = e ",\"ar_content_unique_id\":\"uid-" c "\""
+        else
+            e = e ",\"ar_content_id\":" c
+        if (i % 11 != 10) e = e ",\"duration_seconds\":" (i % 97)
+        q = quality[i % 6 + 1]; if (q != "") e = e ",\"tracking_quality\":\"" q "\""
+        e = e ",\"video_played\":" (i % 3 == 0 ? "true" : "false")
+        v = devices[i % 4 + 1]; if (v != "") e = e ",\"device_type\":\"" v "\""
+        e = e ",\"browser\":\"" browsers[i % 5 + 1] "\""
+        v = oses[i % 5 + 1]; if (v != "") e = e ",\"os\":\"" v "\""
+        v = countries[i % 7 + 1]; if (v != "") e = e ",\"country\":\"" v "\""
+        v = cities[i % 7 + 1]; if (v != "") e = e ",\"city\":\"" v "\""
+        e = e ",\"user_agent\":\"" ua "\""
+        if (i % 5 == 4) e = e ",\"ip\":\"2001:db8:abcd:" sprintf("%x", i % 65536) "::" sprintf("%x", i % 4093 + 1) "\""
+        else e = e ",\"ip\":\"203.0." (i % 250) "." (i % 253 + 1) "\""
+        r = base_ms - (spread_ms ? (i * 7919000) % spread_ms : 0)
+        e = e ",\"received_at\":\"" rfc3339(r) "\"}"
+        printf "*7\r\n$4\r\nXADD\r\n%s$1\r\n*\r\n$1\r\nv\r\n$1\r\n1\r\n$1\r\ne\r\n%s", bulk(stream), bulk(e)
+        last_e = e
+    }
+    if (stats_file != "") {
+        print "unknown " n_unknown + 0 > stats_file
+        print "invalid " n_invalid + 0 > stats_file
+    }
+}
+
