@@ -1,78 +1,257 @@
-/* The collector application: POST /api/analytics/ar-session -> validate ->
- * XADD -> 200 only once Redis holds the event. */
+/* The collector application: POST /api/analytics/ar-session (one event) and
+ * /ar-sessions (a batch) -> decode, validate -> XADD -> 2xx only once Redis holds
+ * the events. One event loop per thread, each with its own HTTP server on the
+ * shared port and its own Redis connections. */
 #include "collector.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
+#include "ingest_batch.h"
+#include "body.h"
+#include "client_ip.h"
+#include "cors.h"
 #include "event.h"
 #include "health.h"
 #include "http_server.h"
 #include "log.h"
 #include "metrics.h"
+#include "rate_limit.h"
 #include "service.h"
 #include "stream_writer.h"
+
+#define COLLECTOR_MAX_THREADS 64
+#define RATE_LIMIT_SLOTS      65536 /* clients tracked at once (about 6 MB) */
+#define DRAIN_POLL_MS         10
+
+struct lane;
+
+/* A single event waiting for its XADD answer; recycled through the lane. */
+struct pending_event {
+    struct lane *lane;                 /* owner */
+    struct http_request *req;          /* answered from xadd_done */
+    struct pending_event *next;        /* free list link */
+    char event_id[EVENT_UUID_LEN + 1]; /* echoed in the answer */
+};
+
+enum item_status { ITEM_REJECTED, ITEM_SENT, ITEM_TRACKED, ITEM_UNAVAILABLE };
+
+struct batch_req;
+
+/* One batch element's XADD. */
+struct batch_slot {
+    struct batch_req *br;    /* owner */
+    enum item_status status; /* outcome so far */
+};
+
+/* A batch waiting for its XADD answers. */
+struct batch_req {
+    struct lane *lane;        /* owner */
+    struct http_request *req; /* answered once `remaining` is 0 */
+    struct ingest_batch b;    /* parsed elements */
+    struct batch_slot *slots; /* b.n outcomes */
+    size_t remaining;         /* XADDs not answered yet */
+};
+
+/* One thread: its loop, HTTP server, health routes and Redis connections. */
+struct lane {
+    struct collector *c;               /* owner */
+    int index;                         /* 0: the service frame's thread */
+    struct event_base *base;           /* lane 0: the service's (borrowed) */
+    struct http_server *http;          /* lane 0: the service's (borrowed) */
+    struct health *health;             /* lane 0: the service's (borrowed) */
+    struct stream_writer *writer;      /* owned */
+    struct strbuf json;                /* stream encoding, reused per event */
+    struct strbuf inflated;            /* decoded gzip body, reused */
+    struct pending_event *free_events; /* recycled pending_event records */
+    struct event *stop_ev;             /* workers: activated by thread 0 */
+    struct event *drain_ev;            /* polls until the lane is drained */
+    pthread_t thread;                  /* workers */
+    bool started;                      /* the thread was created */
+    bool stopping;                     /* refuse new events */
+    atomic_bool finished;              /* the worker's loop has returned */
+};
 
 struct collector {
     struct service *svc;                /* borrowed frame */
     const struct collector_config *cfg; /* borrowed */
-    struct stream_writer *writer;       /* owned */
+    struct lane *lanes;                 /* nlanes, lanes[0] on the service loop */
+    int nlanes;                         /* threads */
+    struct client_ip_trust trust;       /* ARV_TRUSTED_PROXIES */
+    struct cors cors;                   /* ARV_CORS_ORIGINS */
+    struct rate_limit *limiter;         /* NULL: no rate limit */
     struct metric_family *rejected;     /* collector_events_rejected_total{reason} */
     struct metric *accepted;            /* collector_events_accepted_total */
     struct metric *inflight;            /* collector_xadd_inflight */
-    struct event *drain_timer;          /* polls for in-flight XADDs while stopping */
-    bool stopping;
+    struct metric *batch_events;        /* collector_batch_events (histogram) */
 };
 
-/* An event waiting for its XADD answer. */
-struct pending_event {
-    struct collector *c;
-    struct http_request *req;
-    char event_id[EVENT_UUID_LEN + 1];
-};
+static const double batch_buckets[] = {1, 5, 10, 25, 50, 100, 250, 500, 1000};
 
-static int64_t now_ms(void)
+static int64_t wall_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void reject(struct collector *c, struct http_request *req, int status, const char *code,
-                   const char *field, const char *message)
+static int64_t mono_ms(void)
 {
-    metric_inc(metric_family_child(c->rejected, (const char *const[]){code}));
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void count_rejected(struct collector *c, const char *reason)
+{
+    metric_inc(metric_family_child(c->rejected, (const char *const[]){reason}));
+}
+
+/* Answers an error and counts it under `reason`. */
+static void reject(struct collector *c, struct http_request *req, int status, const char *reason,
+                   const char *code, const char *field, const char *message)
+{
+    count_rejected(c, reason);
     http_respond_error(req, status, code, field, message);
 }
 
-static void unavailable(struct collector *c, struct http_request *req, const char *message)
+static void unavailable(struct collector *c, struct http_request *req, const char *reason,
+                        const char *message)
 {
     http_request_add_header(req, "Retry-After", "1");
-    reject(c, req, 503, "unavailable", NULL, message);
+    reject(c, req, 503, reason, "unavailable", NULL, message);
 }
 
-/* application/json, text/plain (navigator.sendBeacon) or none at all. */
-static bool content_type_ok(const char *ct)
+/* ---- admission: CORS, shutdown, client address, rate limit, backlog ----------- */
+
+static void preflight(struct collector *c, struct http_request *req, const char *origin,
+                      bool allowed)
 {
-    if (!ct)
-        return true;
-    size_t n = strcspn(ct, ";");
-    while (n > 0 && ct[n - 1] == ' ')
-        n--;
-    return (n == 16 && strncasecmp(ct, "application/json", n) == 0) ||
-           (n == 10 && strncasecmp(ct, "text/plain", n) == 0);
+    if (origin && !allowed) {
+        http_respond_error(req, 403, "origin_not_allowed", NULL,
+                           "this origin may not send events (ARV_CORS_ORIGINS)");
+        return;
+    }
+    (void)c;
+    if (allowed) {
+        http_request_add_header(req, "Access-Control-Allow-Methods", "POST, OPTIONS");
+        http_request_add_header(req, "Access-Control-Allow-Headers",
+                                "Content-Type, Content-Encoding");
+        http_request_add_header(req, "Access-Control-Max-Age", "86400");
+    }
+    http_request_add_header(req, "Allow", "POST, OPTIONS");
+    http_respond(req, 204, NULL, NULL, 0);
 }
+
+/* Common checks of both ingest routes. Writes the client address into `ip`.
+ * Returns false once the request has been answered. */
+static bool admit(struct lane *l, struct http_request *req, char *ip)
+{
+    struct collector *c = l->c;
+    const char *origin = http_request_header(req, "origin");
+    bool allowed = cors_allows(&c->cors, origin);
+    if (allowed) {
+        http_request_add_header(req, "Access-Control-Allow-Origin", origin);
+        http_request_add_header(req, "Vary", "Origin");
+    }
+    if (http_request_method(req) == HTTP_OPTIONS) {
+        preflight(c, req, origin, allowed);
+        return false;
+    }
+    if (l->stopping) {
+        unavailable(c, req, "shutting_down", "the collector is shutting down; retry later");
+        return false;
+    }
+    client_ip_resolve(&c->trust, http_request_peer(req),
+                      c->trust.n ? http_request_header(req, "x-forwarded-for") : NULL, ip);
+    unsigned wait_s = 0;
+    if (c->limiter && !rate_limit_take(c->limiter, ip, mono_ms(), &wait_s)) {
+        char v[16];
+        snprintf(v, sizeof(v), "%u", wait_s);
+        http_request_add_header(req, "Retry-After", v);
+        reject(c, req, 429, "rate_limited", "rate_limited", NULL,
+               "too many requests from this address; retry later");
+        return false;
+    }
+    if (stream_writer_backlogged(l->writer)) {
+        unavailable(c, req, "stream_backlog",
+                    "the event stream is over its high-water mark; retry later");
+        return false;
+    }
+    return true;
+}
+
+/* Applies Content-Type and Content-Encoding: sets *body and *len to the decoded
+ * body (borrowed from the request or the lane) and *media. Returns false once the
+ * request has been answered. */
+static bool decode_body(struct lane *l, struct http_request *req, bool batch, const char **body,
+                        size_t *len, enum body_media *media)
+{
+    struct collector *c = l->c;
+    *body = http_request_body(req, len);
+    *media = body_media_of(http_request_header(req, "content-type"));
+    if (*media == BODY_MEDIA_UNSUPPORTED || (!batch && *media == BODY_MEDIA_NDJSON)) {
+        reject(c, req, 415, "unsupported_media_type", "unsupported_media_type", NULL,
+               batch ? "Content-Type must be application/json, application/x-ndjson or "
+                       "text/plain"
+                     : "Content-Type must be application/json or text/plain");
+        return false;
+    }
+    enum body_encoding enc = body_encoding_of(http_request_header(req, "content-encoding"));
+    if (enc == BODY_ENC_UNSUPPORTED) {
+        reject(c, req, 415, "unsupported_encoding", "unsupported_media_type", NULL,
+               "Content-Encoding must be gzip, deflate or identity");
+        return false;
+    }
+    if (enc == BODY_ENC_IDENTITY)
+        return true;
+    int rc = body_inflate(enc, *body, *len, (size_t)c->cfg->max_body_bytes, &l->inflated);
+    if (rc == -EFBIG) {
+        reject(c, req, 413, "payload_too_large", "payload_too_large", NULL,
+               "the decompressed body is larger than ARV_MAX_BODY_BYTES");
+        return false;
+    }
+    if (rc == -ENOMEM) {
+        unavailable(c, req, "out_of_memory", "out of memory");
+        return false;
+    }
+    if (rc < 0) {
+        reject(c, req, 400, "invalid_encoding", "invalid_encoding", NULL,
+               "the compressed body is corrupt or truncated");
+        return false;
+    }
+    *body = l->inflated.data;
+    *len = l->inflated.len;
+    return true;
+}
+
+static void fill_context(const struct collector *c, struct http_request *req, const char *ip,
+                         struct event_context *ctx)
+{
+    *ctx = (struct event_context){
+        .user_agent_header = http_request_header(req, "user-agent"),
+        .client_ip = ip,
+        .now_ms = wall_ms(),
+        .max_skew_ms = c->cfg->max_skew_s * 1000,
+    };
+}
+
+/* ---- POST /api/analytics/ar-session ------------------------------------------- */
 
 static void xadd_done(void *arg, bool ok, const char *entry_id, const char *errstr)
 {
     struct pending_event *p = arg;
-    struct collector *c = p->c;
+    struct lane *l = p->lane;
+    struct collector *c = l->c;
     (void)entry_id;
     metric_add(c->inflight, -1);
     if (ok) {
@@ -82,65 +261,382 @@ static void xadd_done(void *arg, bool ok, const char *entry_id, const char *errs
         http_respond_json(p->req, 200, body);
     } else {
         log_warn("xadd_failed", LF_STR("error", errstr), LF_STR("event_id", p->event_id));
-        unavailable(c, p->req, "the event store is unavailable; retry later");
+        unavailable(c, p->req, "redis_unavailable", "the event store is unavailable; retry later");
     }
-    free(p);
+    p->next = l->free_events;
+    l->free_events = p;
 }
 
 static void handle_session(struct http_request *req, void *arg)
 {
-    struct collector *c = arg;
+    struct lane *l = arg;
+    struct collector *c = l->c;
     struct event ev;
     struct event_error err;
-    struct strbuf json;
+    struct event_context ctx;
+    enum body_media media;
+    char ip[CLIENT_IP_LEN];
+    const char *body;
     size_t len;
-    const char *body = http_request_body(req, &len);
 
-    strbuf_init(&json);
-    if (c->stopping) {
-        unavailable(c, req, "the collector is shutting down");
-        goto out;
-    }
-    if (!content_type_ok(http_request_header(req, "content-type"))) {
-        reject(c, req, 415, "unsupported_media_type", NULL,
-               "Content-Type must be application/json or text/plain");
-        goto out;
-    }
-    struct event_context ctx = {
-        .user_agent_header = http_request_header(req, "user-agent"),
-        .client_ip = http_request_peer(req),
-        .now_ms = now_ms(),
-        .max_skew_ms = c->cfg->max_skew_s * 1000,
-    };
+    if (!admit(l, req, ip) || !decode_body(l, req, false, &body, &len, &media))
+        return;
+    fill_context(c, req, ip, &ctx);
     if (!event_parse_client(body, len, &ctx, &ev, &err)) {
-        reject(c, req, 400, err.code, err.field, err.message);
-        goto out;
+        reject(c, req, 400, err.code, err.code, err.field, err.message);
+        return;
     }
-    event_to_stream(&ev, &json);
-    struct pending_event *p = malloc(sizeof(*p));
-    if (!p || json.oom) {
+    strbuf_reset(&l->json);
+    event_to_stream(&ev, &l->json);
+    struct pending_event *p = l->free_events;
+    if (p)
+        l->free_events = p->next;
+    else
+        p = malloc(sizeof(*p));
+    if (!p || l->json.oom) {
         free(p);
-        unavailable(c, req, "out of memory");
-        goto out;
+        l->json.oom = false;
+        unavailable(c, req, "out_of_memory", "out of memory");
+        return;
     }
-    p->c = c;
+    p->lane = l;
     p->req = req;
     memcpy(p->event_id, ev.event_id, sizeof(p->event_id));
-    int rc = stream_writer_push(c->writer, ev.session_id, json.data, json.len, xadd_done, p);
-    if (rc < 0) {
-        free(p);
-        unavailable(c, req, "the event store is unavailable; retry later");
-        goto out;
+    if (stream_writer_push(l->writer, ev.session_id, l->json.data, l->json.len, xadd_done, p) < 0) {
+        p->next = l->free_events;
+        l->free_events = p;
+        unavailable(c, req, "redis_unavailable", "the event store is unavailable; retry later");
+        return;
     }
     metric_add(c->inflight, 1);
-out:
-    strbuf_deinit(&json);
 }
+
+/* ---- POST /api/analytics/ar-sessions ------------------------------------------ */
+
+static void batch_req_free(struct batch_req *br)
+{
+    ingest_batch_deinit(&br->b);
+    free(br->slots);
+    free(br);
+}
+
+/* All XADDs answered: 200 when at least one event is stored; 503 when none is
+ * but some could not be stored for want of Redis; 400 when every one is invalid. */
+static void batch_finish(struct batch_req *br)
+{
+    struct collector *c = br->lane->c;
+    struct strbuf sb;
+    size_t accepted = 0, rejected = 0, unavail = 0;
+
+    strbuf_init(&sb);
+    strbuf_puts(&sb, "{\"results\":[");
+    for (size_t i = 0; i < br->b.n; i++) {
+        const struct ingest_batch_item *it = &br->b.items[i];
+        if (i)
+            strbuf_putc(&sb, ',');
+        strbuf_printf(&sb, "{\"index\":%zu,\"status\":", i);
+        switch (br->slots[i].status) {
+        case ITEM_TRACKED:
+            accepted++;
+            strbuf_puts(&sb, "\"tracked\",\"event_id\":");
+            strbuf_json_str(&sb, it->ev.event_id);
+            break;
+        case ITEM_REJECTED:
+            rejected++;
+            count_rejected(c, it->err.code);
+            strbuf_puts(&sb, "\"rejected\",\"error\":");
+            strbuf_json_str(&sb, it->err.code);
+            if (it->err.field) {
+                strbuf_puts(&sb, ",\"field\":");
+                strbuf_json_str(&sb, it->err.field);
+            }
+            strbuf_puts(&sb, ",\"message\":");
+            strbuf_json_str(&sb, it->err.message);
+            break;
+        default:
+            unavail++;
+            count_rejected(c, "redis_unavailable");
+            strbuf_puts(&sb, "\"unavailable\",\"event_id\":");
+            strbuf_json_str(&sb, it->ev.event_id);
+            break;
+        }
+        strbuf_putc(&sb, '}');
+    }
+    strbuf_printf(&sb, "],\"accepted\":%zu,\"rejected\":%zu,\"unavailable\":%zu", accepted,
+                  rejected, unavail);
+    int status = 200;
+    if (accepted == 0 && unavail > 0) {
+        status = 503;
+        strbuf_puts(&sb, ",\"error\":\"unavailable\",\"message\":\"the event store is "
+                         "unavailable; retry later\"");
+    } else if (accepted == 0) {
+        status = 400;
+        strbuf_puts(&sb, ",\"error\":\"invalid_batch\",\"message\":\"no event in the batch "
+                         "is valid\"");
+    }
+    strbuf_putc(&sb, '}');
+    if (unavail > 0)
+        http_request_add_header(br->req, "Retry-After", "1");
+    if (sb.oom)
+        http_respond_error(br->req, 500, "internal_error", NULL, "out of memory");
+    else
+        http_respond(br->req, status, "application/json", sb.data, sb.len);
+    strbuf_deinit(&sb);
+    batch_req_free(br);
+}
+
+static void batch_xadd_done(void *arg, bool ok, const char *entry_id, const char *errstr)
+{
+    struct batch_slot *s = arg;
+    struct batch_req *br = s->br;
+    struct collector *c = br->lane->c;
+    (void)entry_id;
+    metric_add(c->inflight, -1);
+    if (ok) {
+        metric_inc(c->accepted);
+        s->status = ITEM_TRACKED;
+    } else {
+        s->status = ITEM_UNAVAILABLE;
+        log_warn("xadd_failed", LF_STR("error", errstr));
+    }
+    if (--br->remaining == 0)
+        batch_finish(br);
+}
+
+static void handle_batch(struct http_request *req, void *arg)
+{
+    struct lane *l = arg;
+    struct collector *c = l->c;
+    struct event_error err;
+    struct event_context ctx;
+    enum body_media media;
+    char ip[CLIENT_IP_LEN];
+    const char *body;
+    size_t len;
+    char msg[96];
+
+    if (!admit(l, req, ip) || !decode_body(l, req, true, &body, &len, &media))
+        return;
+    fill_context(c, req, ip, &ctx);
+    struct batch_req *br = calloc(1, sizeof(*br));
+    if (!br) {
+        unavailable(c, req, "out_of_memory", "out of memory");
+        return;
+    }
+    br->lane = l;
+    br->req = req;
+    int rc = ingest_batch_parse(body, len, media != BODY_MEDIA_JSON, (size_t)c->cfg->max_batch,
+                                &ctx, &br->b, &err);
+    if (rc == 0) {
+        br->slots = calloc(br->b.n, sizeof(*br->slots));
+        if (!br->slots)
+            rc = -ENOMEM;
+    }
+    if (rc < 0) {
+        if (rc == -E2BIG) {
+            snprintf(msg, sizeof(msg), "a batch holds at most %ld events (ARV_MAX_BATCH)",
+                     c->cfg->max_batch);
+            reject(c, req, 413, "batch_too_large", "payload_too_large", NULL, msg);
+        } else if (rc == -ENOMEM) {
+            unavailable(c, req, "out_of_memory", "out of memory");
+        } else {
+            reject(c, req, 400, err.code, err.code, err.field, err.message);
+        }
+        batch_req_free(br);
+        return;
+    }
+    metric_observe(c->batch_events, (double)br->b.n);
+    /* Every XADD goes out in this loop turn: hiredis writes them as one pipeline. */
+    for (size_t i = 0; i < br->b.n; i++) {
+        struct ingest_batch_item *it = &br->b.items[i];
+        struct batch_slot *s = &br->slots[i];
+        s->br = br;
+        if (!it->ok) {
+            s->status = ITEM_REJECTED;
+            continue;
+        }
+        strbuf_reset(&l->json);
+        event_to_stream(&it->ev, &l->json);
+        if (l->json.oom || stream_writer_push(l->writer, it->ev.session_id, l->json.data,
+                                              l->json.len, batch_xadd_done, s) < 0) {
+            l->json.oom = false;
+            s->status = ITEM_UNAVAILABLE;
+            continue;
+        }
+        s->status = ITEM_SENT;
+        br->remaining++;
+        metric_add(c->inflight, 1);
+    }
+    if (br->remaining == 0)
+        batch_finish(br);
+}
+
+/* ---- readiness ------------------------------------------------------------------ */
 
 static bool redis_ready(void *arg, const char **detail)
 {
-    struct collector *c = arg;
-    return stream_writer_is_up(c->writer, detail);
+    struct lane *l = arg;
+    return stream_writer_is_up(l->writer, detail);
+}
+
+static bool backlog_ready(void *arg, const char **detail)
+{
+    struct lane *l = arg;
+    if (!stream_writer_backlogged(l->writer))
+        return true;
+    *detail = "stream over ARV_STREAM_HIGH_WATER";
+    return false;
+}
+
+/* ---- lanes and threads ------------------------------------------------------------ */
+
+static void lane_drain_poll(evutil_socket_t fd, short what, void *arg)
+{
+    struct lane *l = arg;
+    struct collector *c = l->c;
+    (void)fd;
+    (void)what;
+    bool done = stream_writer_pending(l->writer) == 0;
+    if (l->index == 0) {
+        for (int i = 1; i < c->nlanes && done; i++)
+            done = atomic_load(&c->lanes[i].finished);
+        if (done) {
+            service_stopped(c->svc);
+            return;
+        }
+    } else if (done && http_server_inflight(l->http) == 0) {
+        event_base_loopexit(l->base, NULL);
+        return;
+    }
+    struct timeval tv = {0, DRAIN_POLL_MS * 1000};
+    evtimer_add(l->drain_ev, &tv);
+}
+
+/* Runs on a worker's loop when thread 0 got the stop signal. */
+static void lane_stop(evutil_socket_t fd, short what, void *arg)
+{
+    struct lane *l = arg;
+    (void)fd;
+    (void)what;
+    l->stopping = true;
+    health_set_draining(l->health);
+    http_server_stop_accepting(l->http);
+    lane_drain_poll(-1, 0, l);
+}
+
+static void *lane_main(void *arg)
+{
+    struct lane *l = arg;
+    event_base_dispatch(l->base);
+    atomic_store(&l->finished, true);
+    return NULL;
+}
+
+/* Sets up lane `i`: lane 0 borrows the service's loop, server and health. */
+static int lane_init(struct collector *c, int i, char *err, size_t errlen)
+{
+    struct lane *l = &c->lanes[i];
+    struct service *svc = c->svc;
+    const struct collector_config *cfg = c->cfg;
+
+    l->c = c;
+    l->index = i;
+    strbuf_init(&l->json);
+    strbuf_init(&l->inflated);
+    atomic_init(&l->finished, false);
+    if (i == 0) {
+        l->base = svc->base;
+        l->http = svc->http;
+        l->health = svc->health;
+    } else {
+        l->base = event_base_new();
+        l->http = l->base ? http_server_new(l->base, &cfg->limits, svc->metrics) : NULL;
+        l->health = l->http ? health_new(l->http, svc->metrics, svc->name, cfg->common.env) : NULL;
+        l->stop_ev = l->base ? event_new(l->base, -1, 0, lane_stop, l) : NULL;
+        if (!l->stop_ev || !l->health) {
+            snprintf(err, errlen, "out of memory");
+            return -ENOMEM;
+        }
+        int rc = http_server_listen(l->http, cfg->common.listen.host, http_server_port(svc->http));
+        if (rc < 0) {
+            snprintf(err, errlen, "thread %d cannot listen: %s", i, strerror(-rc));
+            return rc;
+        }
+    }
+    l->drain_ev = evtimer_new(l->base, lane_drain_poll, l);
+    l->writer = stream_writer_new(l->base, svc->metrics, cfg->common.redis_url, cfg->common.stream,
+                                  cfg->common.stream_shards, err, errlen);
+    if (!l->drain_ev || !l->writer)
+        return l->drain_ev ? -EINVAL : -ENOMEM;
+    stream_writer_set_high_water(l->writer, cfg->stream_high_water);
+    if (health_add_check(l->health, "redis", redis_ready, l) < 0 ||
+        health_add_check(l->health, "stream_backlog", backlog_ready, l) < 0 ||
+        http_server_route(l->http, HTTP_POST | HTTP_OPTIONS, "/api/analytics/ar-session", false,
+                          handle_session, l) < 0 ||
+        http_server_route(l->http, HTTP_POST | HTTP_OPTIONS, "/api/analytics/ar-sessions", false,
+                          handle_batch, l) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static int lane_start(struct lane *l, char *err, size_t errlen)
+{
+    sigset_t all, old;
+    /* Signals belong to thread 0's loop. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&l->thread, NULL, lane_main, l);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start a thread: %s", strerror(rc));
+        return -rc;
+    }
+    l->started = true;
+    return 0;
+}
+
+static void lane_deinit(struct lane *l)
+{
+    if (!l->c)
+        return;
+    if (l->started) {
+        /* A forced exit: break the loop (repeatedly, in case it had not yet
+         * entered dispatch) and wait for the thread. */
+        while (!atomic_load(&l->finished)) {
+            event_base_loopbreak(l->base);
+            usleep(1000);
+        }
+        pthread_join(l->thread, NULL);
+    }
+    /* The writer first: its unanswered callbacks still answer requests. */
+    stream_writer_free(l->writer);
+    if (l->drain_ev)
+        event_free(l->drain_ev);
+    if (l->index > 0) {
+        if (l->stop_ev)
+            event_free(l->stop_ev);
+        http_server_free(l->http);
+        health_free(l->health);
+        if (l->base)
+            event_base_free(l->base);
+    }
+    while (l->free_events) {
+        struct pending_event *p = l->free_events;
+        l->free_events = p->next;
+        free(p);
+    }
+    strbuf_deinit(&l->json);
+    strbuf_deinit(&l->inflated);
+}
+
+static int thread_count(long configured)
+{
+    long n = configured > 0 ? configured : sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    return n > COLLECTOR_MAX_THREADS ? COLLECTOR_MAX_THREADS : (int)n;
 }
 
 struct collector *collector_new(struct service *svc, const struct collector_config *cfg, char *err,
@@ -153,59 +649,68 @@ struct collector *collector_new(struct service *svc, const struct collector_conf
     }
     c->svc = svc;
     c->cfg = cfg;
-    c->writer = stream_writer_new(svc->base, svc->metrics, cfg->common.redis_url,
-                                  cfg->common.stream, cfg->common.stream_shards, err, errlen);
-    if (!c->writer)
+    if (!client_ip_parse_trust(cfg->trusted_proxies, &c->trust, err, errlen) ||
+        !cors_parse(cfg->cors_origins, &c->cors, err, errlen))
         goto fail;
+    if (cfg->rate_limit_rps > 0) {
+        c->limiter = rate_limit_new((double)cfg->rate_limit_rps, (double)cfg->rate_limit_burst,
+                                    RATE_LIMIT_SLOTS);
+        if (!c->limiter) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
     c->rejected = metrics_counter(svc->metrics, "collector_events_rejected_total",
                                   "Events refused, by reason", "reason");
     c->accepted = metric_family_single(metrics_counter(
         svc->metrics, "collector_events_accepted_total", "Events acknowledged by Redis", NULL));
     c->inflight = metric_family_single(
         metrics_gauge(svc->metrics, "collector_xadd_inflight", "XADDs awaiting an answer", NULL));
-    if (health_add_check(svc->health, "redis", redis_ready, c) < 0 ||
-        http_server_route(svc->http, HTTP_POST, "/api/analytics/ar-session", false, handle_session,
-                          c) < 0) {
+    c->batch_events = metric_family_single(
+        metrics_histogram(svc->metrics, "collector_batch_events", "Events per batch request", NULL,
+                          batch_buckets, sizeof(batch_buckets) / sizeof(batch_buckets[0])));
+    int n = thread_count(cfg->threads);
+    c->lanes = calloc((size_t)n, sizeof(*c->lanes));
+    if (!c->lanes) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    c->nlanes = n;
+    /* Order: every lane set up (listening, routes) before any worker runs. */
+    for (int i = 0; i < n; i++) {
+        if (lane_init(c, i, err, errlen) < 0)
+            goto fail;
+    }
+    for (int i = 1; i < n; i++) {
+        if (lane_start(&c->lanes[i], err, errlen) < 0)
+            goto fail;
+    }
+    log_info("collector_started", LF_INT("threads", n), LF_INT("max_batch", cfg->max_batch),
+             LF_INT("trusted_proxies", (long long)c->trust.n),
+             LF_INT("rate_limit_rps", cfg->rate_limit_rps),
+             LF_INT("stream_high_water", cfg->stream_high_water));
     return c;
 fail:
     collector_free(c);
     return NULL;
 }
 
-static void drain_poll(evutil_socket_t fd, short what, void *arg)
-{
-    struct collector *c = arg;
-    (void)fd;
-    (void)what;
-    if (stream_writer_pending(c->writer) == 0) {
-        service_stopped(c->svc);
-        return;
-    }
-    struct timeval tv = {0, 10 * 1000};
-    evtimer_add(c->drain_timer, &tv);
-}
-
 void collector_stop(void *arg)
 {
     struct collector *c = arg;
-    c->stopping = true;
-    c->drain_timer = evtimer_new(c->svc->base, drain_poll, c);
-    if (!c->drain_timer) {
-        service_stopped(c->svc);
-        return;
-    }
-    drain_poll(-1, 0, c);
+    c->lanes[0].stopping = true;
+    for (int i = 1; i < c->nlanes; i++)
+        event_active(c->lanes[i].stop_ev, EV_TIMEOUT, 1);
+    lane_drain_poll(-1, 0, &c->lanes[0]);
 }
 
 void collector_free(struct collector *c)
 {
     if (!c)
         return;
-    if (c->drain_timer)
-        event_free(c->drain_timer);
-    stream_writer_free(c->writer);
+    for (int i = c->nlanes - 1; i >= 0; i--)
+        lane_deinit(&c->lanes[i]);
+    free(c->lanes);
+    rate_limit_free(c->limiter);
     free(c);
 }

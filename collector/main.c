@@ -4,8 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <event2/thread.h>
+
+#include "client_ip.h"
 #include "collector.h"
 #include "config.h"
+#include "cors.h"
 #include "log.h"
 #include "redis_conn.h"
 #include "service.h"
@@ -18,12 +22,36 @@ static const struct config_option options[] = {
     {"max-clock-skew", "ARV_MAX_CLOCK_SKEW_S", CONFIG_INT,
      offsetof(struct collector_config, max_skew_s), "86400", NULL, 1, 30 * 86400,
      "occurred_at further than this from the server clock is refused (seconds)"},
+    {"threads", "ARV_THREADS", CONFIG_INT, offsetof(struct collector_config, threads), "0", NULL, 0,
+     64, "event-loop threads sharing the port (0: one per CPU)"},
+    {"max-batch", "ARV_MAX_BATCH", CONFIG_INT, offsetof(struct collector_config, max_batch), "500",
+     NULL, 1, 100000, "most events in one batch request (413 past it)"},
+    {"cors-origins", "ARV_CORS_ORIGINS", CONFIG_STRING,
+     offsetof(struct collector_config, cors_origins), "", NULL, 0, 0,
+     "browser origins allowed to post events: * or a comma-separated list"},
+    {"trusted-proxies", "ARV_TRUSTED_PROXIES", CONFIG_STRING,
+     offsetof(struct collector_config, trusted_proxies), "", NULL, 0, 0,
+     "CIDRs of proxies whose X-Forwarded-For is believed (comma-separated)"},
+    {"stream-high-water", "ARV_STREAM_HIGH_WATER", CONFIG_INT,
+     offsetof(struct collector_config, stream_high_water), "1000000", NULL, 0, 1000000000,
+     "stream entries (per shard) past which POSTs get 503 (0: no limit)"},
+    {"rate-limit-rps", "ARV_RATE_LIMIT_RPS", CONFIG_INT,
+     offsetof(struct collector_config, rate_limit_rps), "0", NULL, 0, 1000000,
+     "requests per second per client IP (0: no limit)"},
+    {"rate-limit-burst", "ARV_RATE_LIMIT_BURST", CONFIG_INT,
+     offsetof(struct collector_config, rate_limit_burst), "0", NULL, 0, 1000000,
+     "burst size of the per-IP rate limit (0: same as the rate)"},
 };
 
 static bool validate(const void *arg, char *err, size_t errlen)
 {
     const struct collector_config *cfg = arg;
     struct redis_url urls[64];
+    struct client_ip_trust trust;
+    struct cors cors;
+    if (!client_ip_parse_trust(cfg->trusted_proxies, &trust, err, errlen) ||
+        !cors_parse(cfg->cors_origins, &cors, err, errlen))
+        return false;
     if (redis_url_parse_list(cfg->common.redis_url, urls, 64) <= 0) {
         snprintf(err, errlen, "REDIS_URL: invalid value '%s' (expected redis://host:port/db)",
                  cfg->common.redis_url);
@@ -43,11 +71,18 @@ int main(int argc, char **argv)
     config_load_or_exit("arv-collector", "Accepts AR session events and appends them to Redis.",
                         options, sizeof(options) / sizeof(options[0]), &cfg, &cfg.common, validate,
                         argc, argv);
-    struct http_server_limits limits = http_server_default_limits;
-    limits.max_body_bytes = (size_t)cfg.max_body_bytes;
+    cfg.limits = http_server_default_limits;
+    /* A compressed body is at most as large as its decoded form (bombs aside,
+     * which the decoder caps separately). */
+    cfg.limits.max_body_bytes = (size_t)cfg.max_body_bytes;
 
-    /* Order: frame (loop, metrics, HTTP, health), then the collector's routes. */
-    if (service_init(&svc, "arv-collector", &cfg.common, &limits) < 0)
+    /* Order: thread support (before any loop exists), frame (loop, metrics, HTTP,
+     * health), then the collector's threads and routes. */
+    if (evthread_use_pthreads() < 0) {
+        log_error("startup_failed", LF_STR("error", "no libevent thread support"));
+        goto out;
+    }
+    if (service_init(&svc, "arv-collector", &cfg.common, &cfg.limits) < 0)
         goto out;
     c = collector_new(&svc, &cfg, err, sizeof(err));
     if (!c) {

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/event.h>
 #include <hiredis/hiredis.h>
 
 #include "event.h"
@@ -15,22 +16,40 @@
 #include "redis_conn.h"
 
 #define STREAM_WRITER_MAX_NODES 64
+#define BACKLOG_POLL_MS         500
 
 struct stream_writer {
     struct redis_conn *nodes[STREAM_WRITER_MAX_NODES]; /* one connection per Redis node */
     int nnodes;
-    char stream[256];          /* base stream name */
-    long shards;               /* streams per base name, spread over the nodes */
-    struct metric *xadd_ok;    /* collector_xadd_total{outcome="ok"} */
-    struct metric *xadd_error; /* collector_xadd_total{outcome="error"} */
-    struct metric *xadd_time;  /* collector_xadd_duration_seconds */
+    char stream[256];                      /* base stream name */
+    long shards;                           /* streams per base name, spread over the nodes */
+    struct metric *xadd_ok;                /* collector_xadd_total{outcome="ok"} */
+    struct metric *xadd_error;             /* collector_xadd_total{outcome="error"} */
+    struct metric *xadd_time;              /* collector_xadd_duration_seconds */
+    struct metric *reconnects;             /* collector_redis_reconnects_total */
+    struct metric *length;                 /* collector_stream_length (longest shard) */
+    struct push *free_pushes;              /* recycled push records */
+    struct event *poll_ev;                 /* backlog / connection poll */
+    long high_water;                       /* entries per shard; 0: no backlog limit */
+    long *lens;                            /* last XLEN of each shard */
+    long polls_out;                        /* XLEN replies awaited */
+    bool over;                             /* some shard is past high_water */
+    bool was_up[STREAM_WRITER_MAX_NODES];  /* node state at the last poll */
+    bool ever_up[STREAM_WRITER_MAX_NODES]; /* node was up once (reconnects count after) */
 };
 
 struct push {
     stream_writer_done_cb *cb;
     void *arg;
     struct stream_writer *w;
+    struct push *next;    /* free list link */
     struct timespec sent; /* for collector_xadd_duration_seconds */
+};
+
+/* An XLEN of one shard in flight. */
+struct xlen_poll {
+    struct stream_writer *w;
+    long shard;
 };
 
 static double seconds_since(const struct timespec *t0)
@@ -63,6 +82,68 @@ int stream_writer_route(const char *stream, long shards, int nodes, const char *
     return (int)(shard % nodes);
 }
 
+static void xlen_done(void *arg, struct redisReply *reply, const char *errstr)
+{
+    struct xlen_poll *p = arg;
+    struct stream_writer *w = p->w;
+    (void)errstr;
+    if (reply && reply->type == REDIS_REPLY_INTEGER)
+        w->lens[p->shard] = (long)reply->integer;
+    free(p);
+    if (--w->polls_out > 0)
+        return;
+    long longest = 0;
+    for (long i = 0; i < (w->shards > 0 ? w->shards : 1); i++) {
+        if (w->lens[i] > longest)
+            longest = w->lens[i];
+    }
+    metric_set(w->length, (double)longest);
+    bool over = w->high_water > 0 && longest > w->high_water;
+    if (over != w->over)
+        log_warn(over ? "stream_backlog_high" : "stream_backlog_recovered",
+                 LF_INT("length", longest), LF_INT("high_water", w->high_water));
+    w->over = over;
+}
+
+/* Every BACKLOG_POLL_MS: counts reconnects, and asks every shard its length on
+ * the same connection as the XADDs (a pipelined XLEN costs nothing noticeable). */
+static void poll_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct stream_writer *w = arg;
+    char stream[300];
+    (void)fd;
+    (void)what;
+    for (int i = 0; i < w->nnodes; i++) {
+        bool up = redis_conn_is_up(w->nodes[i]);
+        if (up && !w->was_up[i] && w->ever_up[i])
+            metric_inc(w->reconnects);
+        if (up)
+            w->ever_up[i] = true;
+        w->was_up[i] = up;
+    }
+    if (w->polls_out > 0)
+        return; /* the previous round is still out */
+    long shards = w->shards > 0 ? w->shards : 1;
+    for (long s = 0; s < shards; s++) {
+        if (w->shards <= 1)
+            snprintf(stream, sizeof(stream), "%s", w->stream);
+        else
+            snprintf(stream, sizeof(stream), "%s:%ld", w->stream, s);
+        struct xlen_poll *p = malloc(sizeof(*p));
+        if (!p)
+            return;
+        p->w = w;
+        p->shard = s;
+        const char *argv[] = {"XLEN", stream};
+        const size_t argvlen[] = {4, strlen(stream)};
+        w->polls_out++;
+        if (redis_conn_command(w->nodes[s % w->nnodes], xlen_done, p, 2, argv, argvlen) < 0) {
+            w->polls_out--;
+            free(p);
+        }
+    }
+}
+
 struct stream_writer *stream_writer_new(struct event_base *base, struct metrics *m,
                                         const char *redis_urls, const char *stream, long shards,
                                         char *err, size_t errlen)
@@ -92,6 +173,19 @@ struct stream_writer *stream_writer_new(struct event_base *base, struct metrics 
     w->xadd_time = metric_family_single(
         metrics_histogram(m, "collector_xadd_duration_seconds", "Time from XADD sent to answer",
                           NULL, metrics_latency_buckets, metrics_latency_buckets_len));
+    w->reconnects = metric_family_single(
+        metrics_counter(m, "collector_redis_reconnects_total",
+                        "Redis connections re-established after a loss", NULL));
+    w->length = metric_family_single(metrics_gauge(
+        m, "collector_stream_length", "Entries in the longest stream shard (last poll)", NULL));
+    w->lens = calloc((size_t)(shards > 0 ? shards : 1), sizeof(*w->lens));
+    w->poll_ev = event_new(base, -1, EV_PERSIST, poll_tick, w);
+    struct timeval tv = {0, BACKLOG_POLL_MS * 1000};
+    if (!w->lens || !w->poll_ev || event_add(w->poll_ev, &tv) < 0) {
+        snprintf(err, errlen, "out of memory");
+        stream_writer_free(w);
+        return NULL;
+    }
     for (int i = 0; i < n; i++) {
         w->nodes[i] = redis_conn_new(base, &urls[i], "stream");
         if (!w->nodes[i]) {
@@ -117,7 +211,8 @@ static void push_done(void *arg, struct redisReply *reply, const char *errstr)
               reply && reply->type == REDIS_REPLY_ERROR ? reply->str
                                                         : (errstr ? errstr : "no reply"));
     }
-    free(p);
+    p->next = p->w->free_pushes;
+    p->w->free_pushes = p;
 }
 
 int stream_writer_push(struct stream_writer *w, const char *session_id, const char *json,
@@ -126,7 +221,11 @@ int stream_writer_push(struct stream_writer *w, const char *session_id, const ch
     char stream[300];
     int node =
         stream_writer_route(w->stream, w->shards, w->nnodes, session_id, stream, sizeof(stream));
-    struct push *p = malloc(sizeof(*p));
+    struct push *p = w->free_pushes;
+    if (p)
+        w->free_pushes = p->next;
+    else
+        p = malloc(sizeof(*p));
     if (!p)
         return -ENOMEM;
     p->cb = cb;
@@ -136,8 +235,10 @@ int stream_writer_push(struct stream_writer *w, const char *session_id, const ch
     const char *argv[] = {"XADD", stream, "*", "v", EVENT_SCHEMA_VERSION, "e", json};
     const size_t argvlen[] = {4, strlen(stream), 1, 1, strlen(EVENT_SCHEMA_VERSION), 1, len};
     int rc = redis_conn_command(w->nodes[node], push_done, p, 7, argv, argvlen);
-    if (rc < 0)
-        free(p);
+    if (rc < 0) {
+        p->next = w->free_pushes;
+        w->free_pushes = p;
+    }
     return rc;
 }
 
@@ -154,6 +255,16 @@ bool stream_writer_is_up(const struct stream_writer *w, const char **detail)
     return true;
 }
 
+void stream_writer_set_high_water(struct stream_writer *w, long high_water)
+{
+    w->high_water = high_water;
+}
+
+bool stream_writer_backlogged(const struct stream_writer *w)
+{
+    return w->over;
+}
+
 size_t stream_writer_pending(const struct stream_writer *w)
 {
     size_t n = 0;
@@ -166,7 +277,16 @@ void stream_writer_free(struct stream_writer *w)
 {
     if (!w)
         return;
+    if (w->poll_ev)
+        event_free(w->poll_ev);
+    /* Runs the callbacks of unanswered commands, which still use `w`. */
     for (int i = 0; i < w->nnodes; i++)
         redis_conn_free(w->nodes[i]);
+    while (w->free_pushes) {
+        struct push *p = w->free_pushes;
+        w->free_pushes = p->next;
+        free(p);
+    }
+    free(w->lens);
     free(w);
 }

@@ -16,8 +16,10 @@ typedef void stream_writer_done_cb(void *arg, bool ok, const char *entry_id, con
 
 /* Creates a writer for `redis_urls` (comma-separated; copied) and stream base name
  * `stream` (copied) with `shards` shards, on `base` (borrowed). Connects in the
- * background. Returns NULL with a message in `err` on a bad URL list. Caller
- * frees with stream_writer_free(). */
+ * background and polls the stream lengths (metric collector_stream_length) and
+ * connection states (collector_redis_reconnects_total) every 500 ms. Returns NULL
+ * with a message in `err` on a bad URL list. Caller frees with
+ * stream_writer_free(). */
 struct stream_writer *stream_writer_new(struct event_base *base, struct metrics *m,
                                         const char *redis_urls, const char *stream, long shards,
                                         char *err, size_t errlen);
@@ -32,6 +34,13 @@ int stream_writer_route(const char *stream, long shards, int nodes, const char *
  * Returns 0, or -ENOTCONN when that node is down (then `cb` is not called). */
 int stream_writer_push(struct stream_writer *w, const char *session_id, const char *json,
                        size_t len, stream_writer_done_cb *cb, void *arg);
+
+/* Sets the backlog limit: entries per shard (0: none). The writer polls every
+ * shard's XLEN every 500 ms on its own connections. */
+void stream_writer_set_high_water(struct stream_writer *w, long high_water);
+
+/* True when the last poll found a shard longer than the high-water mark. */
+bool stream_writer_backlogged(const struct stream_writer *w);
 
 /* True when every node is connected. */
 bool stream_writer_is_up(const struct stream_writer *w, const char **detail);

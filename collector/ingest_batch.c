@@ -1,0 +1,150 @@
+/* Batch bodies: JSON arrays parsed with json-c (depth-capped), NDJSON split on
+ * newlines; every element goes through the single-event validation. */
+#include "ingest_batch.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+static void set_err(struct event_error *err, const char *code, const char *msg)
+{
+    err->code = code;
+    err->field = NULL;
+    snprintf(err->message, sizeof(err->message), "%s", msg);
+}
+
+static int parse_array(const char *body, size_t len, size_t max, const struct event_context *ctx,
+                       struct ingest_batch *out, struct event_error *err)
+{
+    int rc = -EINVAL;
+    struct json_object *arr = NULL;
+    /* One level more than a single event: the array itself. */
+    struct json_tokener *tok = json_tokener_new_ex(EVENT_MAX_DEPTH + 1);
+    if (!tok)
+        return -ENOMEM;
+    if (len > INT32_MAX) {
+        set_err(err, "invalid_json", "the body is too large");
+        goto out;
+    }
+    arr = json_tokener_parse_ex(tok, body, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    if (jerr != json_tokener_success) {
+        snprintf(err->message, sizeof(err->message), "the body is not valid JSON: %s",
+                 jerr == json_tokener_continue ? "unexpected end of input"
+                                               : json_tokener_error_desc(jerr));
+        err->code = "invalid_json";
+        err->field = NULL;
+        goto out;
+    }
+    for (size_t i = (size_t)tok->char_offset; i < len; i++) {
+        if (!isspace((unsigned char)body[i])) {
+            set_err(err, "invalid_json", "the body has data after the JSON value");
+            goto out;
+        }
+    }
+    if (!json_object_is_type(arr, json_type_array)) {
+        set_err(err, "invalid_json", "a batch is a JSON array of events or NDJSON");
+        goto out;
+    }
+    size_t n = json_object_array_length(arr);
+    if (n > max) {
+        rc = -E2BIG;
+        goto out;
+    }
+    if (n == 0) {
+        set_err(err, "invalid_json", "the batch holds no events");
+        goto out;
+    }
+    out->items = calloc(n, sizeof(*out->items));
+    if (!out->items) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    out->n = n;
+    for (size_t i = 0; i < n; i++) {
+        struct ingest_batch_item *it = &out->items[i];
+        struct json_object *el = json_object_array_get_idx(arr, i);
+        if (!json_object_is_type(el, json_type_object)) {
+            set_err(&it->err, "invalid_json", "a batch element must be a JSON object");
+            continue;
+        }
+        it->ok = event_from_client(el, ctx, &it->ev, &it->err);
+        out->valid += it->ok;
+    }
+    rc = 0;
+out:
+    json_object_put(arr);
+    json_tokener_free(tok);
+    return rc;
+}
+
+static bool blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!isspace((unsigned char)s[i]))
+            return false;
+    }
+    return true;
+}
+
+static int parse_ndjson(const char *body, size_t len, size_t max, const struct event_context *ctx,
+                        struct ingest_batch *out, struct event_error *err)
+{
+    size_t n = 0;
+    for (size_t off = 0; off < len;) {
+        const char *nl = memchr(body + off, '\n', len - off);
+        size_t end = nl ? (size_t)(nl - body) : len;
+        if (!blank(body + off, end - off) && ++n > max)
+            return -E2BIG;
+        off = end + 1;
+    }
+    if (n == 0) {
+        set_err(err, "invalid_json", "the batch holds no events");
+        return -EINVAL;
+    }
+    out->items = calloc(n, sizeof(*out->items));
+    if (!out->items)
+        return -ENOMEM;
+    out->n = n;
+    size_t i = 0;
+    for (size_t off = 0; off < len && i < n;) {
+        const char *nl = memchr(body + off, '\n', len - off);
+        size_t end = nl ? (size_t)(nl - body) : len;
+        if (!blank(body + off, end - off)) {
+            struct ingest_batch_item *it = &out->items[i++];
+            it->ok = event_parse_client(body + off, end - off, ctx, &it->ev, &it->err);
+            out->valid += it->ok;
+        }
+        off = end + 1;
+    }
+    return 0;
+}
+
+int ingest_batch_parse(const char *body, size_t len, bool ndjson_allowed, size_t max,
+                       const struct event_context *ctx, struct ingest_batch *out,
+                       struct event_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    size_t i = 0;
+    while (i < len && isspace((unsigned char)body[i]))
+        i++;
+    if (i < len && body[i] == '[')
+        return parse_array(body, len, max, ctx, out, err);
+    if (ndjson_allowed)
+        return parse_ndjson(body, len, max, ctx, out, err);
+    set_err(err, "invalid_json",
+            "a batch is a JSON array of events (or NDJSON with "
+            "Content-Type application/x-ndjson)");
+    return -EINVAL;
+}
+
+void ingest_batch_deinit(struct ingest_batch *b)
+{
+    free(b->items);
+    memset(b, 0, sizeof(*b));
+}

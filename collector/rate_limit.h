@@ -1,0 +1,26 @@
+/* Per-client token buckets in a fixed-size table: bounded memory whatever the
+ * number of clients (a client evicted by a newer one starts again with a full
+ * bucket). Shared by the collector's threads (one short lock per request). */
+#ifndef ARV_RATE_LIMIT_H
+#define ARV_RATE_LIMIT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct rate_limit;
+
+/* Creates a limiter allowing `rps` requests per second per key with bursts of
+ * `burst` (0: same as rps), tracking at most `slots` keys (rounded up to a
+ * multiple of the associativity). Returns NULL if out of memory or rps <= 0.
+ * Caller frees with rate_limit_free(). */
+struct rate_limit *rate_limit_new(double rps, double burst, unsigned slots);
+
+/* Takes one token for `key` (borrowed, truncated to 63 bytes) at time `now_ms`
+ * (monotonic). Returns true if allowed; otherwise false with *retry_after_s set
+ * to the whole seconds until a token is back (at least 1). Thread-safe. */
+bool rate_limit_take(struct rate_limit *r, const char *key, int64_t now_ms,
+                     unsigned *retry_after_s);
+
+void rate_limit_free(struct rate_limit *r);
+
+#endif

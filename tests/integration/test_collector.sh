@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# arv-collector against a real Redis: every error status with its JSON body,
+# batches, gzip and sendBeacon bodies, CORS, X-Forwarded-For behind trusted and
+# untrusted peers, rate limiting, backpressure, slow clients, Redis crashing in
+# the middle of a load (2xx answers == stream entries), and SIGTERM under load.
+. "$(dirname "$0")/lib.sh"
+it_setup "${1:?usage: test_collector.sh BIN_DIR}"
+
+uuid() { cat /proc/sys/kernel/random/uuid; }
+J='Content-Type: application/json'
+ev() { printf '{"ar_content_id":1,"session_id":"%s"}' "${1:-$(uuid)}"; }
+# post URL [curl args...]: prints "BODY STATUS".
+post() {
+    local url=$1
+    shift
+    curl -s -w ' %{http_code}' "$@" "$url"
+}
+status_of() { echo "${1##* }"; }
+body_of() { echo "${1% *}"; }
+expect() { # expect NAME RESULT STATUS ERROR
+    [ "$(status_of "$2")" = "$3" ] || it_fail "$1: status $(status_of "$2"), want $3: $2"
+    [ -z "${4:-}" ] || [ "$(jq -r .error <<<"$(body_of "$2")")" = "$4" ] ||
+        it_fail "$1: error code, want $4: $2"
+}
+
+it_start main arv-collector ARV_THREADS=2 ARV_MAX_BATCH=10 ARV_MAX_BODY_BYTES=4096 \
+    ARV_CORS_ORIGINS=https://viewer.example ARV_TRUSTED_PROXIES=127.0.0.0/8,::1
+it_start strict arv-collector ARV_THREADS=1 ARV_RATE_LIMIT_RPS=2 ARV_RATE_LIMIT_BURST=3 \
+    ARV_STREAM="$ARV_STREAM:strict"
+C="http://127.0.0.1:$IT_PORT_main/api/analytics"
+S="http://127.0.0.1:$IT_PORT_strict/api/analytics"
+arv_wait_http "http://127.0.0.1:$IT_PORT_main/api/health/readiness" 200 10 || it_fail "not ready"
+xlen() { redis-cli -p "$IT_REDIS_PORT" XLEN "${1:-$ARV_STREAM}"; }
+last_entry() { redis-cli -p "$IT_REDIS_PORT" XREVRANGE "${1:-$ARV_STREAM}" + - COUNT 1 | sed -n 5p; }
+
+# ---- error statuses, each with its JSON body; nothing reaches the stream.
+n0=$(xlen)
+r=$(post "$C/ar-session" -H "$J" -d '{"ar_content_id":1,"session_id":"nope"}')
+expect "bad field" "$r" 400 invalid_field
+[ "$(jq -r .field <<<"$(body_of "$r")")" = session_id ] || it_fail "400 field: $r"
+expect "bad json" "$(post "$C/ar-session" -H "$J" -d '{"ar_content_id":')" 400 invalid_json
+big=$(printf '{"ar_content_id":1,"session_id":"%s","city":"%s"}' "$(uuid)" "$(head -c 5000 /dev/zero | tr '\0' x)")
+expect "too large" "$(post "$C/ar-session" -H "$J" -d "$big")" 413 payload_too_large
+bomb=$(head -c 3000000 /dev/zero | gzip -9 | base64 -w0)
+r=$(base64 -d <<<"$bomb" | post "$C/ar-session" -H "$J" -H 'Content-Encoding: gzip' --data-binary @-)
+expect "gzip bomb" "$r" 413 payload_too_large
+expect "content type" "$(post "$C/ar-session" -H 'Content-Type: image/png' -d "$(ev)")" 415 \
+    unsupported_media_type
+expect "form" "$(post "$C/ar-session" -d "$(ev)")" 415 unsupported_media_type
+expect "encoding" "$(post "$C/ar-session" -H "$J" -H 'Content-Encoding: br' -d "$(ev)")" 415 \
+    unsupported_media_type
+r=$(echo garbage | post "$C/ar-session" -H "$J" -H 'Content-Encoding: gzip' --data-binary @-)
+expect "corrupt gzip" "$r" 400 invalid_encoding
+batch=$(for i in $(seq 11); do ev; done | jq -sc .)
+expect "batch over ARV_MAX_BATCH" "$(post "$C/ar-sessions" -H "$J" -d "$batch")" 413 payload_too_large
+expect "not a batch" "$(post "$C/ar-sessions" -H "$J" -d "$(ev)")" 400 invalid_json
+expect "empty batch" "$(post "$C/ar-sessions" -H "$J" -d '[]')" 400 invalid_json
+[ "$(xlen)" = "$n0" ] || it_fail "refused requests reached the stream"
+it_pass "error statuses with JSON bodies"
+
+# ---- gzip and sendBeacon bodies; a batch with good and bad events.
+r=$(ev | gzip | post "$C/ar-session" -H "$J" -H 'Content-Encoding: gzip' --data-binary @-)
+expect "gzip" "$r" 200
+r=$(post "$C/ar-session" -H 'Content-Type: text/plain;charset=UTF-8' -d "$(ev)")
+expect "sendBeacon" "$r" 200
+[ "$(jq -r .status <<<"$(body_of "$r")")" = tracked ] || it_fail "sendBeacon body: $r"
+n1=$(xlen)
+batch="[$(ev),{\"ar_content_id\":1,\"session_id\":\"x\"},$(ev),{\"session_id\":\"$(uuid)\"}]"
+r=$(post "$C/ar-sessions" -H "$J" -d "$batch")
+expect "mixed batch" "$r" 200
+b=$(body_of "$r")
+[ "$(jq -c '[.accepted, .rejected, .unavailable]' <<<"$b")" = '[2,2,0]' ] || it_fail "batch counts: $b"
+[ "$(jq -r '[.results[].status] | join(",")' <<<"$b")" = tracked,rejected,tracked,rejected ] ||
+    it_fail "batch statuses: $b"
+[ "$(jq -r '.results[1].field' <<<"$b")" = session_id ] || it_fail "batch field: $b"
+[ "$(jq -r '.results[3].field' <<<"$b")" = ar_content_id ] || it_fail "batch field: $b"
+[ "$(jq -r '.results[0].event_id | length' <<<"$b")" = 36 ] || it_fail "batch event_id: $b"
+nd=$(printf '%s\n\n%s\n' "$(ev)" "$(ev)" | gzip | post "$C/ar-sessions" \
+    -H 'Content-Type: application/x-ndjson' -H 'Content-Encoding: gzip' --data-binary @-)
+expect "gzip ndjson" "$nd" 200
+[ "$(jq -r .accepted <<<"$(body_of "$nd")")" = 2 ] || it_fail "ndjson: $nd"
+r=$(post "$C/ar-sessions" -H "$J" -d '[{"session_id":"x"}]')
+expect "all-bad batch" "$r" 400 invalid_batch
+[ "$(xlen)" = "$((n1 + 4))" ] || it_fail "stream holds $(xlen), want $((n1 + 4))"
+it_pass "gzip, sendBeacon, JSON-array and NDJSON batches with per-event results"
+
+# ---- CORS.
+h=$(curl -s -D - -o /dev/null -X OPTIONS -H 'Origin: https://viewer.example' \
+    -H 'Access-Control-Request-Method: POST' "$C/ar-session" | tr -d '\r')
+grep -q '^HTTP/1.1 204' <<<"$h" || it_fail "preflight: $h"
+grep -qi '^Access-Control-Allow-Origin: https://viewer.example$' <<<"$h" || it_fail "preflight: $h"
+grep -qi '^Access-Control-Allow-Methods: .*POST' <<<"$h" || it_fail "preflight: $h"
+grep -qi '^Access-Control-Allow-Headers: .*Content-Type' <<<"$h" || it_fail "preflight: $h"
+grep -qi '^Access-Control-Max-Age: [0-9]' <<<"$h" || it_fail "preflight: $h"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X OPTIONS -H 'Origin: https://evil.example' "$C/ar-session")
+[ "$code" = 403 ] || it_fail "preflight from a foreign origin answered $code"
+h=$(curl -s -D - -o /dev/null -H 'Origin: https://viewer.example' -H "$J" -d "$(ev)" "$C/ar-session")
+grep -qi '^Access-Control-Allow-Origin: https://viewer.example' <<<"$h" || it_fail "POST CORS: $h"
+h=$(curl -s -D - -o /dev/null -H 'Origin: https://evil.example' -H "$J" -d "$(ev)" "$C/ar-session")
+grep -qi '^Access-Control-Allow-Origin' <<<"$h" && it_fail "foreign origin got CORS: $h"
+it_pass "CORS preflight and POST headers"
+
+# ---- X-Forwarded-For: believed from a trusted peer (right-most untrusted hop),
+# ignored from an untrusted one.
+post "$C/ar-session" -H "$J" -H 'X-Forwarded-For: 6.6.6.6, 198.51.100.7, 127.0.0.9' -d "$(ev)" >/dev/null
+[ "$(jq -r .ip <<<"$(last_entry)")" = 198.51.100.7 ] || it_fail "trusted XFF: $(last_entry)"
+post "$S/ar-session" -H "$J" -H 'X-Forwarded-For: 198.51.100.7' -d "$(ev)" >/dev/null
+[ "$(jq -r .ip <<<"$(last_entry "$ARV_STREAM:strict")")" = 127.0.0.1 ] ||
+    it_fail "untrusted XFF was believed: $(last_entry "$ARV_STREAM:strict")"
+it_pass "X-Forwarded-For only behind trusted proxies"
+
+# ---- rate limit: burst 3 at 2/s; the next answers 429 with Retry-After.
+sleep 2
+codes=""
+for i in 1 2 3 4 5; do
+    codes+="$(curl -s -o /dev/null -w '%{http_code}' -H "$J" -d "$(ev)" "$S/ar-session") "
+done
+[ "$codes" = "200 200 200 429 429 " ] || it_fail "rate limit codes: $codes"
+h=$(curl -s -D - -H "$J" -d "$(ev)" "$S/ar-session" | tr -d '\r')
+grep -qi '^Retry-After: [1-9]' <<<"$h" || it_fail "429 without Retry-After: $h"
+grep -q '"error":"rate_limited"' <<<"$h" || it_fail "429 body: $h"
+sleep 1.1
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "$J" -d "$(ev)" "$S/ar-session")
+[ "$code" = 200 ] || it_fail "rate limit did not refill: $code"
+it_pass "per-IP rate limit with 429 and Retry-After"
+
+# ---- backpressure: past ARV_STREAM_HIGH_WATER, 503 + Retry-After and readiness
+# names stream_backlog; it recovers by itself once the stream shrinks.
+it_start bp arv-collector ARV_THREADS=2 ARV_STREAM_HIGH_WATER=5 ARV_STREAM="$ARV_STREAM:bp"
+B="http://127.0.0.1:$IT_PORT_bp"
+for i in 1 2 3 4 5 6; do post "$B/api/analytics/ar-session" -H "$J" -d "$(ev)" >/dev/null; done
+arv_wait_http "$B/api/health/readiness" 503 5 || it_fail "readiness ignored the backlog"
+jq -e '.failing | index("stream_backlog")' <<<"$(curl -s "$B/api/health/readiness")" >/dev/null ||
+    it_fail "readiness body: $(curl -s "$B/api/health/readiness")"
+for i in 1 2 3 4; do # every thread is over the mark
+    h=$(curl -s -D - -H "$J" -d "$(ev)" "$B/api/analytics/ar-session" | tr -d '\r')
+    grep -q '^HTTP/1.1 503' <<<"$h" || it_fail "POST over the high-water mark: $h"
+    grep -qi '^Retry-After:' <<<"$h" || it_fail "503 without Retry-After: $h"
+done
+redis-cli -p "$IT_REDIS_PORT" XTRIM "$ARV_STREAM:bp" MAXLEN 0 >/dev/null
+arv_wait_http "$B/api/health/readiness" 200 5 || it_fail "backlog did not recover"
+expect "after backlog" "$(post "$B/api/analytics/ar-session" -H "$J" -d "$(ev)")" 200
+it_stop bp
+it_pass "backpressure: 503 over ARV_STREAM_HIGH_WATER, recovers"
+
+# ---- slow clients: 300 connections trickling headers do not starve others.
+fds=()
+for i in $(seq 300); do
+    exec {fd}<>"/dev/tcp/127.0.0.1/$IT_PORT_main" || it_fail "connect $i"
+    printf 'POST /api/analytics/ar-session HTTP/1.1\r\nHost: x\r\n' >&"$fd"
+    fds+=("$fd")
+done
+for i in 1 2 3 4 5; do
+    r=$(post "$C/ar-session" --max-time 2 -H "$J" -d "$(ev)")
+    expect "request beside slow clients" "$r" 200
+    for fd in "${fds[@]}"; do printf 'X-Slow: %s\r\n' "$i" >&"$fd" 2>/dev/null || true; done
+done
+for fd in "${fds[@]}"; do exec {fd}>&-; done
+it_pass "300 trickling connections, normal requests still answered"
+
+# ---- Redis crashing in the middle of a load: every 2xx is in the stream and
+# nothing else is. The crash is DEBUG SEGFAULT on an AOF (appendfsync always)
+# server: it dies between event-loop turns, so no write is half-acknowledged.
+R2=$(arv_free_port)
+trap 'redis-cli -p "$R2" SHUTDOWN NOSAVE >/dev/null 2>&1 || true; it_cleanup' EXIT
+r2_start() {
+    redis-server --port "$R2" --bind 127.0.0.1 --dir "$IT_TMP" --daemonize yes \
+        --pidfile "$IT_TMP/r2.pid" --logfile "$IT_TMP/r2.log" --save "" --appendonly yes \
+        --appendfsync always --enable-debug-command local --crash-memcheck-enabled no >/dev/null
+    arv_wait_port "$R2" 10
+}
+r2_start
+it_start crash arv-collector ARV_THREADS=2 REDIS_URL="redis://127.0.0.1:$R2/0" ARV_STREAM=crash
+K="http://127.0.0.1:$IT_PORT_crash/api/analytics/ar-session"
+arv_wait_http "http://127.0.0.1:$IT_PORT_crash/api/health/readiness" 200 10 || it_fail "crash: not ready"
+load() { # load N URL OUT: N single-event POSTs, 16 in parallel; "code error" lines to OUT
+    awk -v n="$1" -v url="$2" 'BEGIN {
+        for (i = 0; i < n; i++) {
+            printf "url = \"%s\"\nheader = \"Content-Type: application/json\"\n", url
+            printf "data = \"{\\\"ar_content_id\\\":1,\\\"session_id\\\":"
+            printf "\\\"00000000-0000-4000-8000-%012d\\\"}\"\n", i
+            printf "output = /dev/null\nwrite-out = \"%%{http_code} %%{errormsg}\\n\"\n"
+            if (i < n - 1) print "next"
+        }
+    }' >"$IT_TMP/load.cfg"
+    curl -s --no-progress-meter --parallel --parallel-max 16 -K "$IT_TMP/load.cfg" >"$3" || true
+}
+load 6000 "$K" "$IT_TMP/codes1" &
+lpid=$!
+sleep 0.4
+redis-cli -p "$R2" DEBUG SEGFAULT >/dev/null 2>&1 || true
+sleep 0.3
+r2_start
+wait "$lpid"
+ok=$(grep -c '^200 ' "$IT_TMP/codes1" || true)
+unavail=$(grep -c '^503 ' "$IT_TMP/codes1" || true)
+n=$(redis-cli -p "$R2" XLEN crash)
+echo "crash run: $ok x 200, $unavail x 503, stream $n"
+[ "$ok" -gt 0 ] && [ "$unavail" -gt 0 ] || it_fail "the crash did not land mid-load ($ok ok, $unavail 503)"
+[ "$((ok + unavail))" = 6000 ] || it_fail "answers other than 200/503: $(sort "$IT_TMP/codes1" | uniq -c | head)"
+[ "$n" = "$ok" ] || it_fail "2xx answers $ok != stream entries $n"
+it_pass "Redis crash mid-load: $ok 2xx == $n stream entries"
+
+# ---- Redis down: 503 fast, never a hang.
+redis-cli -p "$R2" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+arv_wait_http "http://127.0.0.1:$IT_PORT_crash/api/health/readiness" 503 5 || it_fail "readiness up"
+t=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' -H "$J" -d "$(ev)" "$K")
+[ "${t% *}" = 503 ] || it_fail "POST while Redis is down: $t"
+awk -v s="${t#* }" 'BEGIN { exit !(s < 0.25) }' || it_fail "503 took ${t#* } s"
+r2_start
+arv_wait_http "http://127.0.0.1:$IT_PORT_crash/api/health/readiness" 200 10 || it_fail "no recovery"
+it_pass "Redis down: 503 in ${t#* } s, recovery by itself"
+
+# ---- SIGTERM under load: exit 0 in time, and every 2xx is in the stream.
+n0=$(redis-cli -p "$R2" XLEN crash)
+load 4000 "$K" "$IT_TMP/codes2" &
+lpid=$!
+sleep 0.5
+it_stop crash
+wait "$lpid"
+ok=$(grep -c '^200 ' "$IT_TMP/codes2" || true)
+n=$(($(redis-cli -p "$R2" XLEN crash) - n0))
+[ "$ok" -gt 0 ] || it_fail "no 2xx before SIGTERM"
+[ "$n" = "$ok" ] || it_fail "after SIGTERM: 2xx $ok != new stream entries $n"
+redis-cli -p "$R2" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+it_pass "SIGTERM under load: exit 0, $ok 2xx == $n entries"
+
+it_stop main
+it_stop strict
+it_pass "collectors stop cleanly"
