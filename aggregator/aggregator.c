@@ -16,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "redis_conn.h"
+#include "retention.h"
 #include "service.h"
 #include "store.h"
 #include "worker.h"
@@ -26,7 +27,7 @@
 const struct config_option aggregator_options[] = {
     CONFIG_COMMON_OPTIONS(struct aggregator_config, "0.0.0.0:8082"),
     {"batch-size", "ARV_BATCH_SIZE", CONFIG_INT, offsetof(struct aggregator_config, batch_size),
-     "5000", NULL, 1, 100000, "stream entries read per batch (XREADGROUP COUNT, per shard)"},
+     "20000", NULL, 1, 100000, "stream entries read per batch (XREADGROUP COUNT, per shard)"},
     {"batch-wait-ms", "ARV_BATCH_WAIT_MS", CONFIG_INT,
      offsetof(struct aggregator_config, batch_wait_ms), "200", NULL, 1, 60000,
      "longest wait for new entries before a read returns (XREADGROUP BLOCK)"},
@@ -44,6 +45,16 @@ const struct config_option aggregator_options[] = {
     {"store-full-ip", "ARV_STORE_FULL_IP", CONFIG_BOOL,
      offsetof(struct aggregator_config, store_full_ip), "0", NULL, 0, 0,
      "store client IPs as received (default: IPv4 /24, IPv6 /48)"},
+    /* Retention (retention.c). */
+    {"raw-retention-days", "ARV_RAW_RETENTION_DAYS", CONFIG_INT,
+     offsetof(struct aggregator_config, raw_retention_days), "90", NULL, 1, 100000,
+     "drop raw day partitions (and dedupe ids) older than this many days"},
+    {"hourly-retention-days", "ARV_HOURLY_RETENTION_DAYS", CONFIG_INT,
+     offsetof(struct aggregator_config, hourly_retention_days), "400", NULL, 1, 100000,
+     "delete hourly rollup rows older than this many days (daily rollups are kept)"},
+    {"retention-interval-s", "ARV_RETENTION_INTERVAL_S", CONFIG_INT,
+     offsetof(struct aggregator_config, retention_interval_s), "3600", NULL, 1, 86400,
+     "seconds between retention runs (partitions ahead, drops); the first runs at start"},
 };
 const size_t aggregator_options_len = sizeof(aggregator_options) / sizeof(aggregator_options[0]);
 
@@ -55,9 +66,10 @@ struct aggregator {
     char **streams; /* every shard's stream name */
     unsigned nstreams;
     char consumer[CONSUMER_MAX + 1];
-    int notify[2];           /* workers write a byte to [1] when they end */
-    struct event *notify_ev; /* reads [0] on the loop */
-    bool stopping;           /* the drain began */
+    int notify[2];               /* workers write a byte to [1] when they end */
+    struct event *notify_ev;     /* reads [0] on the loop */
+    struct retention *retention; /* partitions ahead and retention, own thread */
+    bool stopping;               /* the drain began */
 };
 
 bool aggregator_config_validate(const void *p, char *err, size_t errlen)
@@ -180,6 +192,7 @@ static void aggregator_on_stop(void *arg)
 
     a->stopping = true;
     log_info("aggregator_draining", LF_INT("workers", a->nworkers));
+    retention_stop(a->retention);
     for (unsigned i = 0; i < a->nworkers; i++)
         worker_stop(&a->workers[i]);
     if (aggregator_stopped(a))
@@ -339,6 +352,19 @@ struct aggregator *aggregator_new(struct service *svc, const struct aggregator_c
     }
     if ((rc = create_workers(a, &m)) < 0)
         goto out;
+    /* Retention: its own thread and connection, joined in aggregator_free(). */
+    {
+        const struct retention_config rc_cfg = {
+            .database_url = cfg->common.database_url,
+            .raw_days = cfg->raw_retention_days,
+            .hourly_days = cfg->hourly_retention_days,
+            .interval_s = cfg->retention_interval_s,
+        };
+        if (!(a->retention = retention_new(&rc_cfg, svc->metrics))) {
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
     if ((rc = health_add_check(svc->health, "redis", check_redis, a)) < 0 ||
         (rc = health_add_check(svc->health, "postgresql", check_postgresql, a)) < 0)
         goto out;
@@ -367,13 +393,14 @@ int aggregator_start(struct aggregator *a)
             return rc;
         }
     }
-    return 0;
+    return retention_start(a->retention);
 }
 
 void aggregator_free(struct aggregator *a)
 {
     if (!a)
         return;
+    retention_free(a->retention);
     for (unsigned i = 0; a->workers && i < a->nworkers; i++)
         worker_deinit(&a->workers[i]);
     free(a->workers);

@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "batch.h"
+#include "locks.h"
 #include "log.h"
 
 bool store_relation_valid(const char *rel)
@@ -87,6 +89,18 @@ static void append_watermark_sql(struct strbuf *out, const char *consumer_litera
     "sum(views), hll_union_agg(sessions), sum(video_plays), sum(duration_sum),"                    \
     " sum(duration_count), sum(tq_excellent), sum(tq_good), sum(tq_fair), sum(tq_poor),"           \
     " sum(tq_other)"
+
+void store_build_lock_sql(struct strbuf *out)
+{
+    /* Shared per UTC day the batch's events fall on, ascending so that two
+     * lockers never wait on each other in opposite orders; `arvctl rollups
+     * rebuild` takes the same keys exclusively. Dead letters have no day. */
+    strbuf_printf(out,
+                  "SELECT count(pg_advisory_xact_lock_shared(%d, d)) FROM (SELECT DISTINCT"
+                  " ((received_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01') AS d"
+                  " FROM pg_temp.arv_staging WHERE reason IS NULL ORDER BY 1) days",
+                  ARV_LOCK_ROLLUP_DAY);
+}
 
 void store_build_flush_sql(struct strbuf *out, const char *relation, const char *consumer_literal,
                            int64_t watermark_ms)
@@ -389,6 +403,13 @@ enum store_status store_ping(struct store *s)
     return store_exec(s, "SELECT 1");
 }
 
+static long mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000000L + ts.tv_nsec / 1000;
+}
+
 static long result_long(const PGresult *res, int col)
 {
     return PQgetisnull(res, 0, col) ? 0 : strtol(PQgetvalue(res, 0, col), NULL, 10);
@@ -400,6 +421,7 @@ enum store_status store_flush(struct store *s, const char *rows, size_t len, int
     PGresult *res = NULL;
     enum store_status st = STORE_OK;
     bool have_counts = false;
+    long t0 = mono_us(), t1;
 
     memset(counts, 0, sizeof(*counts));
     if (!s->conn)
@@ -431,8 +453,12 @@ enum store_status store_flush(struct store *s, const char *rows, size_t len, int
     if (st != STORE_OK)
         goto out;
 
-    /* Round trip 3: everything else, and COMMIT. */
+    /* Round trip 3: the day locks, everything else, and COMMIT. */
+    t1 = mono_us();
+    counts->copy_us = t1 - t0;
     strbuf_reset(&s->sql);
+    store_build_lock_sql(&s->sql);
+    strbuf_puts(&s->sql, "; ");
     store_build_flush_sql(&s->sql, s->relation, s->consumer_literal, watermark_ms);
     strbuf_puts(&s->sql, "; COMMIT");
     if (s->sql.oom) {
@@ -460,6 +486,7 @@ enum store_status store_flush(struct store *s, const char *rows, size_t len, int
         PQclear(res);
     }
     res = NULL;
+    counts->statement_us = mono_us() - t1;
     if (st == STORE_OK && (!have_counts || PQtransactionStatus(s->conn) != PQTRANS_IDLE)) {
         set_errstr(s, "unexpected answer to the batch statement");
         st = s->status = STORE_RETRY;

@@ -30,6 +30,8 @@ struct store_counts {
     long invalid;      /* entries that did not decode */
     long other_dead;   /* entries dead-lettered for another reason */
     long dead_letters; /* dead-letter rows actually written (not seen before) */
+    long copy_us;      /* BEGIN + COPY of the staging rows */
+    long statement_us; /* day locks, the batch statement and COMMIT */
 };
 
 struct store {
@@ -56,6 +58,13 @@ bool store_relation_valid(const char *rel);
  * dead letters written. Pure. */
 void store_build_flush_sql(struct strbuf *out, const char *relation, const char *consumer_literal,
                            int64_t watermark_ms);
+
+/* Appends the statement that takes, inside the batch's transaction and before
+ * any rollup write, pg_advisory_xact_lock_shared(ARV_LOCK_ROLLUP_DAY, day) for
+ * every distinct UTC day (days since the epoch) of the staged events'
+ * received_at, in ascending order (see locks.h). Its one result row has one
+ * column. Pure. */
+void store_build_lock_sql(struct strbuf *out);
 
 /* Maps an SQLSTATE (NULL or "" when unknown) to the worker's next step. Pure. */
 enum store_status store_classify(const char *sqlstate);

@@ -242,6 +242,7 @@ static void *worker_main(void *arg)
     int64_t next_claim = mono_ms() + w->claim_idle_ms / 2;
     int64_t part_lo = 0, part_hi = -1; /* days whose partitions exist */
     int64_t read_wall_ms = 0;
+    int64_t read_ms = 0; /* time the last read took (XREADGROUP + decode) */
     enum reader_kind kind = READER_NEW;
     bool caught_up = false;
     bool failing = false; /* the last attempt failed: a stop need not wait for it */
@@ -329,6 +330,7 @@ static void *worker_main(void *arg)
             if (rc == 0 && w->batch.count == 0) {
                 read_wall_ms = wall_ms();
                 rc = reader_read(&w->reader, &w->batch, &kind, &caught_up);
+                read_ms = mono_ms() - now;
             }
             if (rc < 0 && reader_connected(&w->reader)) {
                 /* An error reply, not an outage: log it and read on. */
@@ -369,6 +371,7 @@ static void *worker_main(void *arg)
         int64_t t0 = mono_ms();
         int64_t watermark = 0;
         struct store_counts counts;
+        memset(&counts, 0, sizeof(counts));
         if (kind == READER_NEW)
             watermark = caught_up ? read_wall_ms : w->batch.max_received_ms;
         st = ensure_batch_partitions(w, &part_lo, &part_hi);
@@ -393,9 +396,7 @@ static void *worker_main(void *arg)
         pg_backoff = BACKOFF_MIN_MS;
         metric_observe(w->m.batch_size, (double)w->batch.count);
         metric_observe(w->m.flush_duration, (double)(mono_ms() - t0) / 1000.0);
-        log_debug("batch_written", LF_INT("worker", w->index),
-                  LF_INT("entries", (long long)w->batch.count), LF_INT("inserted", counts.inserted),
-                  LF_INT("ms", (long long)(mono_ms() - t0)));
+        int64_t write_ms = mono_ms() - t0;
 
         if (failpoint_after_commit > 0 &&
             atomic_fetch_add(&commits_done, 1) + 1 >= failpoint_after_commit) {
@@ -406,8 +407,17 @@ static void *worker_main(void *arg)
 
         /* Committed: acknowledge. If that fails the entries stay pending and
          * come back after reconnecting; event ids make that harmless. */
+        int64_t t_ack = mono_ms();
         if (reader_ack(&w->reader, &w->batch) < 0)
             redis_failed(w);
+        /* The split is what bench/aggregator.sh reports per step. */
+        log_debug("batch_written", LF_INT("worker", w->index),
+                  LF_INT("entries", (long long)w->batch.count), LF_INT("inserted", counts.inserted),
+                  LF_INT("ms", (long long)write_ms), LF_INT("read_ms", (long long)read_ms),
+                  LF_INT("copy_ms", counts.copy_us / 1000),
+                  LF_INT("statement_ms", counts.statement_us / 1000),
+                  LF_INT("ack_ms", (long long)(mono_ms() - t_ack)));
+        read_ms = 0;
         batch_reset(&w->batch);
     }
 

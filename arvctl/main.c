@@ -1,4 +1,4 @@
-/* arvctl: the admin CLI (migrate, content, keys). Global options go anywhere on
+/* arvctl: the admin CLI (migrate, content, keys, dlq, rollups). Global options go anywhere on
  * the command line; everything else belongs to the subcommand. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,11 +9,13 @@
 #include "cli.h"
 #include "config.h"
 #include "content.h"
+#include "dlq.h"
 #include "keys.h"
 #include "migrate.h"
+#include "rollups.h"
 
 struct arvctl_config {
-    struct common_config common; /* database_url, env and logging are used */
+    struct common_config common; /* database_url, redis/stream (dlq replay), env, logging */
     const char *migrations_dir;  /* ARV_MIGRATIONS_DIR */
 };
 
@@ -32,6 +34,7 @@ static const struct config_option arvctl_options[] = {
     {"log-level", "ARV_LOG_LEVEL", CONFIG_LOG_LEVEL,
      offsetof(struct arvctl_config, common.log_level), "warn", NULL, 0, 0,
      "minimum log level: debug|info|warn|error"},
+    CONFIG_REDIS_OPTIONS(struct arvctl_config),
 };
 #define ARVCTL_NOPTIONS (sizeof(arvctl_options) / sizeof(arvctl_options[0]))
 
@@ -45,6 +48,9 @@ static const char arvctl_summary[] =
     "  content list [--company ID] [--project ID]\n"
     "  keys create --admin | --company ID [--name NAME]\n"
     "  keys list | keys revoke ID          reporter API keys\n"
+    "  dlq list [--reason R] [--limit N] [--json]\n"
+    "  dlq replay (--id ID | --reason R) [--stream NAME]   re-append dead letters\n"
+    "  rollups rebuild --from YYYY-MM-DD --to YYYY-MM-DD   recompute rollups from raw\n"
     "Exit status: 0 ok, 1 failure, 2 usage error. `arvctl COMMAND --help` for more.";
 
 static bool arvctl_validate(const void *p, char *err, size_t errlen)
@@ -112,13 +118,20 @@ int main(int argc, char **argv)
                         &cfg.common, arvctl_validate, gargc, gargv);
 
     if (sargc == 0) {
-        fprintf(stderr, "arvctl: missing command: migrate, content or keys (see arvctl --help)\n");
+        fprintf(stderr, "arvctl: missing command: migrate, content, keys, dlq or rollups"
+                        " (see arvctl --help)\n");
     } else if (strcmp(sargv[0], "migrate") == 0) {
         rc = migrate_command(cfg.common.database_url, cfg.migrations_dir, sargc, sargv);
     } else if (strcmp(sargv[0], "content") == 0) {
         rc = content_command(cfg.common.database_url, sargc, sargv);
     } else if (strcmp(sargv[0], "keys") == 0) {
         rc = keys_command(cfg.common.database_url, sargc, sargv);
+    } else if (strcmp(sargv[0], "dlq") == 0) {
+        const struct dlq_target target = {cfg.common.redis_url, cfg.common.stream,
+                                          cfg.common.stream_shards};
+        rc = dlq_command(cfg.common.database_url, &target, sargc, sargv);
+    } else if (strcmp(sargv[0], "rollups") == 0) {
+        rc = rollups_command(cfg.common.database_url, sargc, sargv);
     } else {
         fprintf(stderr, "arvctl: unknown command '%s' (see arvctl --help)\n", sargv[0]);
     }

@@ -9,7 +9,10 @@
 # Usage: bench/aggregator.sh [--events N] [--contents N] [--companies N]
 #                            [--aggregators N] [--rss] (= --events 1000000) [--keep]
 # Environment: ARV_BENCH_BUILD_DIR (default build-bench-aggregator, a Release
-# build made here), any ARV_* aggregator option (ARV_BATCH_SIZE, ...).
+# build made here), any ARV_* aggregator option (ARV_BATCH_SIZE, ...),
+# ARV_BENCH_EXPLAIN=1: log every batch statement's plan with actual times
+# (auto_explain, which slows the drain) and print the time per step (each
+# data-modifying CTE, summed over all batches).
 # Servers: private Redis (no persistence) and PostgreSQL 15 with the server's
 # defaults (fsync on, synchronous_commit on, full_page_writes on, shared_buffers
 # 128MB), on free loopback ports, stopped at the end. Bounded: the drain is
@@ -54,11 +57,18 @@ arv_start_redis "$tmp/redis" "$redis_port"
 ARV_PG_FSYNC=on arv_start_postgres "$tmp/pg" "$pg_port"
 export REDIS_URL="redis://127.0.0.1:$redis_port/0"
 export DATABASE_URL="postgresql://arv@127.0.0.1:$pg_port/arv"
-export ARV_STREAM=arv:bench ARV_ENV=production ARV_LOG_LEVEL=${ARV_LOG_LEVEL:-warn}
+# Debug level: one batch_written line per batch, with the time of each step.
+export ARV_STREAM=arv:bench ARV_ENV=production ARV_LOG_LEVEL=${ARV_LOG_LEVEL:-debug}
 "$build/bin/arvctl" migrate >/dev/null
 agg_sql "INSERT INTO analytics.ar_content (id, unique_id, project_id, company_id)
          SELECT g, 'uid-' || g, 10000 + g % ($companies * 4), 100 + g % $companies
          FROM generate_series(1, $contents) g"
+if [ "${ARV_BENCH_EXPLAIN:-0}" = 1 ]; then
+    psql "$DATABASE_URL" -tAq -v ON_ERROR_STOP=1 -c "LOAD 'auto_explain'" \
+        -c "ALTER SYSTEM SET session_preload_libraries = 'auto_explain'" \
+        -c "ALTER SYSTEM SET auto_explain.log_min_duration = 0" \
+        -c "ALTER SYSTEM SET auto_explain.log_analyze = on" -c "SELECT pg_reload_conf()" >/dev/null
+fi
 echo "settings: $(agg_sql "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings
     WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', 'max_wal_size', 'wal_level')")"
 
@@ -93,6 +103,19 @@ drain_ms=$(((t1 - t0) / 1000000))
 rows=$(agg_sql "SELECT count(*) FROM analytics.ar_view_sessions")
 views=$(agg_sql "SELECT sum(views) FROM analytics.rollup_company_daily")
 [ "$rows" = "$views" ] || { echo "rollup views $views != raw rows $rows" >&2; exit 1; }
+
+# Time per step, summed over batches (of all aggregators): read = XREADGROUP +
+# decode, copy = BEGIN + COPY into staging, statement = day locks + the batch
+# statement + COMMIT, ack = XACK.
+cat "$tmp"/aggregator-*.log | awk -F'[:,}]' '/"batch_written"/ {
+    n++; for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k); if (k ~ /^(read|copy|statement|ack)_ms$/) t[k] += $(i + 1); if (k == "entries") e += $(i + 1) } }
+    END { if (n) printf "steps:            %d batches (%.0f entries each): read %d ms, copy %d ms, statement %d ms, ack %d ms\n",
+        n, e / n, t["read_ms"], t["copy_ms"], t["statement_ms"], t["ack_ms"] }'
+
+if [ "${ARV_BENCH_EXPLAIN:-0}" = 1 ]; then
+    echo "PostgreSQL time per step (auto_explain, all batches; timing slows the drain):"
+    awk -f "$root/bench/aggregator_explain.awk" "$tmp/pg/postgres.log" | sort -t'|' -k1,1
+fi
 
 # Reference: plain COPY of the same rows into a table with the raw table's columns.
 agg_sql "CREATE TABLE bench_copy (LIKE analytics.ar_view_sessions)"

@@ -80,6 +80,19 @@ sleep 2
 ARV_PG_FSYNC=off arv_start_postgres "$IT_TMP/pg" "$IT_PG_PORT" || it_fail "postgres did not restart"
 chaos 6
 load_part 3
+# Deterministic crash between COMMIT and XACK: one aggregator alone, with part 3
+# still unread, must reach the failpoint (chaos alone may kill it first when the
+# machine is slow).
+for name in a b; do
+    kill -KILL "${PID[$name]}" 2>/dev/null || true
+    wait "${PID[$name]}" 2>/dev/null || true
+done
+start_agg a ARV_FAILPOINT=after_commit:1
+for ((i = 0; i < 600 && $(alive a && echo 1 || echo 0) == 1; i++)); do sleep 0.1; done
+alive a && it_fail "aggregator with ARV_FAILPOINT=after_commit:1 did not exit within 60 s"
+wait "${PID[a]}" 2>/dev/null || true
+start_agg a
+start_agg b
 chaos 6
 
 # Calm: both run without failpoints until everything is read and acknowledged.

@@ -1,8 +1,10 @@
 /* Unit tests for aggregator/store.c's pure parts: relation names, SQLSTATE
  * classes, and the per-batch statement. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "locks.h"
 #include "store.h"
 
 Test(store, relation_names)
@@ -62,5 +64,21 @@ Test(store, flush_statement)
     strbuf_reset(&sql);
     store_build_flush_sql(&sql, "analytics.ar_content", "'agg-1'", 0);
     cr_assert_null(strstr(sql.data, "ingest_watermarks"));
+    strbuf_deinit(&sql);
+}
+
+Test(store, day_lock_statement)
+{
+    struct strbuf sql;
+    char key[64];
+
+    strbuf_init(&sql);
+    store_build_lock_sql(&sql);
+    snprintf(key, sizeof(key), "pg_advisory_xact_lock_shared(%d, d)", ARV_LOCK_ROLLUP_DAY);
+    cr_assert(strstr(sql.data, key), "%s", sql.data);
+    /* Shared, one per distinct UTC day of the events, ascending. */
+    cr_assert(strstr(sql.data, "SELECT DISTINCT ((received_at AT TIME ZONE 'UTC')::date"));
+    cr_assert(strstr(sql.data, "WHERE reason IS NULL ORDER BY 1"));
+    cr_assert_null(strstr(sql.data, "lock_shared(%"));
     strbuf_deinit(&sql);
 }

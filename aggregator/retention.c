@@ -1,0 +1,377 @@
+/* Partition upkeep and retention on its own thread and blocking connection:
+ * day partitions ahead, old raw partitions dropped, old hourly rollups and
+ * dedupe ids deleted; one aggregator at a time (advisory lock). */
+#include "retention.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "locks.h"
+#include "log.h"
+#include "metrics.h"
+
+#define PARTITION_PREFIX "ar_view_sessions_p"
+#define RETRY_S          60 /* after a failed run, at most this long to the next */
+
+struct retention {
+    struct retention_config cfg; /* copied; database_url points to url */
+    char *url;                   /* the database URL, owned */
+    PGconn *conn;                /* NULL while disconnected; thread only */
+    struct metric *dropped_partitions;
+    struct metric *dropped_hourly;
+    struct metric *dropped_event_ids;
+    pthread_t thread;
+    bool started; /* thread created */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool stop; /* under lock */
+};
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool valid_ymd(int64_t y, unsigned m, unsigned d)
+{
+    static const unsigned mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+    if (y < 1970 || y > 9999 || m < 1 || m > 12 || d < 1)
+        return false;
+    return d <= mdays[m - 1] + (m == 2 && leap);
+}
+
+/* Parses exactly `n` digits at s. */
+static bool digits(const char *s, int n, unsigned *out)
+{
+    unsigned v = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+bool retention_partition_day(const char *name, int64_t *day)
+{
+    size_t plen = strlen(PARTITION_PREFIX);
+    unsigned y, m, d;
+
+    if (!name || strncmp(name, PARTITION_PREFIX, plen) != 0 || strlen(name) != plen + 8)
+        return false;
+    name += plen;
+    if (!digits(name, 4, &y) || !digits(name + 4, 2, &m) || !digits(name + 6, 2, &d) ||
+        !valid_ymd(y, m, d))
+        return false;
+    *day = days_from_civil(y, m, d);
+    return true;
+}
+
+bool retention_should_drop(const char *name, int64_t today, long keep_days)
+{
+    int64_t day;
+
+    return retention_partition_day(name, &day) && day < today - keep_days;
+}
+
+bool retention_parse_date(const char *s, int64_t *day)
+{
+    unsigned y, m, d;
+
+    if (!s || strlen(s) != 10 || s[4] != '-' || s[7] != '-' || !digits(s, 4, &y) ||
+        !digits(s + 5, 2, &m) || !digits(s + 8, 2, &d) || !valid_ymd(y, m, d))
+        return false;
+    *day = days_from_civil(y, m, d);
+    return true;
+}
+
+void retention_format_date(int64_t day, char *out, size_t outlen)
+{
+    /* civil_from_days, the inverse of days_from_civil */
+    int64_t z = day + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = (int64_t)yoe + era * 400;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    unsigned d = doy - (153 * mp + 2) / 5 + 1;
+    unsigned m = mp < 10 ? mp + 3 : mp - 9;
+
+    snprintf(out, outlen, "%04" PRId64 "-%02u-%02u", y + (m <= 2), m, d);
+}
+
+struct retention *retention_new(const struct retention_config *cfg, struct metrics *m)
+{
+    struct retention *r = calloc(1, sizeof(*r));
+    struct metric_family *f;
+
+    if (!r)
+        return NULL;
+    r->cfg = *cfg;
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->wake, NULL);
+    r->url = strdup(cfg->database_url);
+    r->cfg.database_url = r->url;
+    f = metrics_counter(m, "aggregator_retention_dropped_total",
+                        "Removed by retention: raw day partitions, hourly rollup rows, dedupe ids",
+                        "what");
+    if (f) {
+        r->dropped_partitions = metric_family_child(f, (const char *const[]){"raw_partitions"});
+        r->dropped_hourly = metric_family_child(f, (const char *const[]){"hourly_rollup_rows"});
+        r->dropped_event_ids = metric_family_child(f, (const char *const[]){"event_ids"});
+    }
+    if (!r->url || !r->dropped_partitions || !r->dropped_hourly || !r->dropped_event_ids) {
+        retention_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static void retention_disconnect(struct retention *r)
+{
+    if (r->conn)
+        PQfinish(r->conn);
+    r->conn = NULL;
+}
+
+/* Logs a failed statement (res may be NULL) as `what`. */
+static void retention_report(struct retention *r, const char *what, const PGresult *res)
+{
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    char line[256];
+    size_t n = 0;
+
+    if (!msg || !*msg)
+        msg = r->conn ? PQerrorMessage(r->conn) : "not connected";
+    while (msg[n] && msg[n] != '\n' && n + 1 < sizeof(line)) {
+        line[n] = msg[n];
+        n++;
+    }
+    line[n] = '\0';
+    log_warn("retention_failed", LF_STR("step", what), LF_STR("error", line));
+}
+
+/* Runs `sql`; returns its result on success (caller clears), else NULL after
+ * logging it. */
+static PGresult *retention_exec(struct retention *r, const char *sql, const char *what)
+{
+    PGresult *res = PQexec(r->conn, sql);
+    ExecStatusType rs = PQresultStatus(res);
+
+    if (rs == PGRES_COMMAND_OK || rs == PGRES_TUPLES_OK)
+        return res;
+    retention_report(r, what, res);
+    PQclear(res);
+    if (PQstatus(r->conn) != CONNECTION_OK)
+        retention_disconnect(r);
+    return NULL;
+}
+
+static int retention_connect(struct retention *r)
+{
+    static const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
+    const char *values[] = {"5", "arv-aggregator-retention", r->cfg.database_url, NULL};
+    PGresult *res;
+
+    r->conn = PQconnectdbParams(keys, values, 1);
+    if (!r->conn || PQstatus(r->conn) != CONNECTION_OK) {
+        retention_report(r, "connect", NULL);
+        retention_disconnect(r);
+        return -ECONNREFUSED;
+    }
+    /* A DROP of a partition needs an exclusive lock on the raw table: give up
+     * quickly rather than queue every batch behind it; the next run retries. */
+    res = retention_exec(r,
+                         "SET client_min_messages = warning; SET TIME ZONE 'UTC';"
+                         " SET statement_timeout = '600s'; SET lock_timeout = '5s'",
+                         "session");
+    if (!res)
+        return -EIO;
+    PQclear(res);
+    return 0;
+}
+
+/* Rows a DELETE removed, from its command tag. */
+static long affected(PGresult *res)
+{
+    return strtol(PQcmdTuples(res), NULL, 10);
+}
+
+/* The steps of one run, under the maintenance lock. Returns 0 if all went well. */
+static int retention_steps(struct retention *r, int64_t today)
+{
+    char sql[512];
+    PGresult *res = NULL;
+    long parts_created = 0, parts_dropped = 0, hourly = 0, ids = 0;
+    int rc = -EIO;
+
+    snprintf(sql, sizeof(sql),
+             "SELECT analytics.ensure_day_partitions(DATE '1970-01-01' + %" PRId64
+             ", DATE '1970-01-01' + %" PRId64 ")",
+             today - 1, today + RETENTION_DAYS_AHEAD);
+    if (!(res = retention_exec(r, sql, "create_partitions")))
+        goto out;
+    parts_created = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+
+    res = retention_exec(r,
+                         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                         " WHERE i.inhparent = 'analytics.ar_view_sessions'::regclass ORDER BY 1",
+                         "list_partitions");
+    if (!res)
+        goto out;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *name = PQgetvalue(res, i, 0);
+        PGresult *drop;
+        if (!retention_should_drop(name, today, r->cfg.raw_days))
+            continue;
+        /* The name matched ar_view_sessions_pYYYYMMDD: safe to splice. */
+        snprintf(sql, sizeof(sql), "DROP TABLE analytics.%s", name);
+        if (!(drop = retention_exec(r, sql, "drop_partition")))
+            goto out;
+        PQclear(drop);
+        log_info("retention_partition_dropped", LF_STR("partition", name));
+        metric_inc(r->dropped_partitions);
+        parts_dropped++;
+    }
+    PQclear(res);
+
+    /* Cut-offs at UTC midnight: the oldest kept raw partition starts there, so
+     * dedupe ids live exactly as long as the raw rows they guard (>= 24 h). */
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM analytics.rollup_content_hourly"
+             " WHERE hour < (DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'",
+             today - r->cfg.hourly_days);
+    if (!(res = retention_exec(r, sql, "delete_content_hourly")))
+        goto out;
+    hourly += affected(res);
+    PQclear(res);
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM analytics.rollup_company_hourly"
+             " WHERE hour < (DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'",
+             today - r->cfg.hourly_days);
+    if (!(res = retention_exec(r, sql, "delete_company_hourly")))
+        goto out;
+    hourly += affected(res);
+    PQclear(res);
+    metric_add(r->dropped_hourly, (double)hourly);
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM analytics.event_ids"
+             " WHERE received_at < (DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'",
+             today - r->cfg.raw_days);
+    if (!(res = retention_exec(r, sql, "delete_event_ids")))
+        goto out;
+    ids = affected(res);
+    metric_add(r->dropped_event_ids, (double)ids);
+    rc = 0;
+out:
+    PQclear(res);
+    log_info("retention_run", LF_BOOL("ok", rc == 0), LF_INT("partitions_created", parts_created),
+             LF_INT("partitions_dropped", parts_dropped), LF_INT("hourly_rows_deleted", hourly),
+             LF_INT("event_ids_deleted", ids), LF_INT("raw_days", r->cfg.raw_days),
+             LF_INT("hourly_days", r->cfg.hourly_days));
+    return rc;
+}
+
+/* One run: connect if needed, take the maintenance lock or leave it to the
+ * aggregator that holds it, do the steps, release. Returns 0 if all went well. */
+static int retention_run(struct retention *r)
+{
+    char sql[128];
+    PGresult *res = NULL;
+    int rc;
+
+    if (!r->conn && (rc = retention_connect(r)) < 0)
+        return rc;
+    snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_lock(%d)", ARV_LOCK_MAINTENANCE);
+    if (!(res = retention_exec(r, sql, "lock")))
+        return -EIO;
+    bool mine = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (!mine) {
+        log_info("retention_skipped", LF_STR("reason", "another aggregator holds the lock"));
+        return 0;
+    }
+    rc = retention_steps(r, (int64_t)(time(NULL) / 86400));
+    if (r->conn) {
+        snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%d)", ARV_LOCK_MAINTENANCE);
+        if ((res = retention_exec(r, sql, "unlock")))
+            PQclear(res);
+    }
+    return rc;
+}
+
+static void *retention_main(void *arg)
+{
+    struct retention *r = arg;
+
+    pthread_mutex_lock(&r->lock);
+    while (!r->stop) {
+        pthread_mutex_unlock(&r->lock);
+        int rc = retention_run(r);
+        long wait_s = rc < 0 && r->cfg.interval_s > RETRY_S ? RETRY_S : r->cfg.interval_s;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += wait_s;
+        pthread_mutex_lock(&r->lock);
+        while (!r->stop) {
+            if (pthread_cond_timedwait(&r->wake, &r->lock, &until) == ETIMEDOUT)
+                break;
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    retention_disconnect(r);
+    return NULL;
+}
+
+int retention_start(struct retention *r)
+{
+    int rc = pthread_create(&r->thread, NULL, retention_main, r);
+
+    if (rc != 0)
+        return -rc;
+    r->started = true;
+    return 0;
+}
+
+void retention_stop(struct retention *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->stop = true;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->lock);
+}
+
+void retention_free(struct retention *r)
+{
+    if (!r)
+        return;
+    retention_stop(r);
+    if (r->started)
+        pthread_join(r->thread, NULL);
+    retention_disconnect(r);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->wake);
+    free(r->url);
+    free(r);
+}

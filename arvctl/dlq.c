@@ -1,0 +1,314 @@
+/* arvctl dlq list/replay: lists dead letters, and re-appends their events to the
+ * stream (blocking hiredis) so the aggregator counts them once they can be. */
+#include "dlq.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+#include <json-c/json.h>
+#include <libpq-fe.h>
+
+#include "cli.h"
+#include "event.h"
+#include "redis_conn.h"
+#include "stream_writer.h"
+
+#define DLQ_MAX_NODES      64
+#define DLQ_SESSION_MAX    128
+#define DLQ_REASON_INVALID "invalid_payload" /* the aggregator's batch.h: not an event */
+
+static const char dlq_usage[] =
+    "Usage: arvctl dlq list [--reason R] [--limit N] [--json]\n"
+    "       arvctl dlq replay (--id ID | --reason R) [--stream NAME]\n"
+    "\n"
+    "list    prints dead letters, newest last (default limit 100): id, created_at,\n"
+    "        reason, stream, entry_id, detail, replayed_at and the payload (cut to 60\n"
+    "        characters in the table, whole with --json: one JSON array).\n"
+    "replay  appends each dead letter's event again to the stream (REDIS_URL,\n"
+    "        ARV_STREAM or --stream, ARV_STREAM_SHARDS: the collector's routing) and\n"
+    "        sets replayed_at. --id replays that one (again, if it was); --reason\n"
+    "        replays those of that reason not replayed yet. Safe: the aggregator drops\n"
+    "        events it already counted (event_id dedupe). invalid_payload entries are\n"
+    "        not events and are skipped.\n";
+
+bool dlq_session_id(const char *payload, char *out, size_t outlen)
+{
+    struct json_object *root = payload ? json_tokener_parse(payload) : NULL;
+    struct json_object *sid = NULL;
+    bool ok = false;
+
+    if (!root || !json_object_is_type(root, json_type_object) ||
+        !json_object_object_get_ex(root, "session_id", &sid) ||
+        !json_object_is_type(sid, json_type_string))
+        goto out;
+    size_t n = (size_t)json_object_get_string_len(sid);
+    if (n == 0 || n >= outlen)
+        goto out;
+    memcpy(out, json_object_get_string(sid), n + 1);
+    ok = true;
+out:
+    json_object_put(root);
+    return ok;
+}
+
+static int dlq_list(const char *database_url, int argc, char **argv)
+{
+    static const char *const headers[] = {"ID",    "CREATED_AT", "REASON",   "STREAM",
+                                          "ENTRY", "DETAIL",     "REPLAYED", "PAYLOAD"};
+    const char *reason = NULL, *limit = "100";
+    bool json = false;
+    const struct cli_option opts[] = {
+        {"reason", &reason, NULL}, {"limit", &limit, NULL}, {"json", NULL, &json}};
+    long long n;
+    char nbuf[24];
+    const char *params[2];
+    PGconn *conn = NULL;
+    PGresult *res = NULL;
+    int rc = CLI_EXIT_FAILURE;
+
+    switch (cli_parse("dlq list", argc, argv, 2, opts, sizeof(opts) / sizeof(opts[0]))) {
+    case CLI_HELP:
+        fputs(dlq_usage, stdout);
+        return CLI_EXIT_OK;
+    case CLI_BAD:
+        return CLI_EXIT_USAGE;
+    case CLI_PARSED:
+        break;
+    }
+    if (!cli_parse_id(limit, &n) || n > 1000000) {
+        fprintf(stderr, "arvctl dlq list: --limit: '%s' is not an integer 1..1000000\n", limit);
+        return CLI_EXIT_USAGE;
+    }
+    snprintf(nbuf, sizeof(nbuf), "%lld", n);
+    params[0] = reason;
+    params[1] = nbuf;
+    if (!(conn = cli_connect(database_url)))
+        goto out;
+    /* The newest N, printed oldest first. */
+    static const char rows[] =
+        "SELECT * FROM (SELECT id, to_char(created_at AT TIME ZONE 'UTC',"
+        " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS created_at, reason, stream, entry_id,"
+        " coalesce(detail, '') AS detail, coalesce(to_char(replayed_at AT TIME ZONE 'UTC',"
+        " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '') AS replayed_at, payload"
+        " FROM analytics.dead_letters WHERE ($1::text IS NULL OR reason = $1)"
+        " ORDER BY id DESC LIMIT $2::bigint) d ORDER BY id";
+    char sql[1024];
+    if (json)
+        snprintf(sql, sizeof(sql),
+                 "SELECT coalesce(json_agg(json_build_object('id', id, 'created_at', created_at,"
+                 " 'reason', reason, 'stream', stream, 'entry_id', entry_id, 'detail',"
+                 " nullif(detail, ''), 'replayed_at', nullif(replayed_at, ''), 'payload', payload)"
+                 " ORDER BY id), '[]') FROM (%s) x",
+                 rows);
+    else
+        snprintf(sql, sizeof(sql),
+                 "SELECT id, created_at, reason, stream, entry_id, detail, replayed_at,"
+                 " CASE WHEN length(payload) > 60 THEN left(payload, 57) || '...'"
+                 " ELSE payload END FROM (%s) x ORDER BY id",
+                 rows);
+    res = PQexecParams(conn, sql, 2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        cli_report("cannot list dead letters", res, conn);
+        goto out;
+    }
+    if (json)
+        printf("%s\n", PQgetvalue(res, 0, 0));
+    else
+        cli_print_table(stdout, res, headers);
+    rc = CLI_EXIT_OK;
+out:
+    PQclear(res);
+    if (conn)
+        PQfinish(conn);
+    return rc;
+}
+
+/* Blocking connections to the Redis nodes, opened on first use. */
+struct dlq_redis {
+    struct redis_url urls[DLQ_MAX_NODES];
+    redisContext *ctx[DLQ_MAX_NODES];
+    int nodes;
+};
+
+/* Runs one command on `c`; true if the reply is not an error. Prints why not. */
+static bool dlq_redis_ok(redisContext *c, const char *what, int argc, const char **argv,
+                         const size_t *argvlen, char *id_out, size_t id_len)
+{
+    redisReply *reply = redisCommandArgv(c, argc, argv, argvlen);
+    bool ok = reply && reply->type != REDIS_REPLY_ERROR;
+
+    if (!ok)
+        fprintf(stderr, "arvctl dlq replay: %s: %s\n", what,
+                reply ? reply->str : (c->errstr[0] ? c->errstr : "no reply"));
+    else if (id_out && reply->type == REDIS_REPLY_STRING)
+        snprintf(id_out, id_len, "%s", reply->str);
+    if (reply)
+        freeReplyObject(reply);
+    return ok;
+}
+
+/* The connection to node `k`, connecting (AUTH, SELECT) if needed; NULL after
+ * printing why. */
+static redisContext *dlq_redis_node(struct dlq_redis *r, int k)
+{
+    const struct redis_url *u = &r->urls[k];
+    struct timeval tv = {5, 0};
+    char db[16];
+    redisContext *c;
+
+    if (r->ctx[k])
+        return r->ctx[k];
+    c = redisConnectWithTimeout(u->host, u->port, tv);
+    if (!c || c->err) {
+        fprintf(stderr, "arvctl dlq replay: cannot connect to Redis %s:%u: %s\n", u->host,
+                (unsigned)u->port, c ? c->errstr : "out of memory");
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    if (u->password[0]) {
+        const char *av[] = {"AUTH", u->username, u->password};
+        const size_t al[] = {4, strlen(u->username), strlen(u->password)};
+        bool user = u->username[0] != '\0';
+        const char *av2[] = {"AUTH", u->password};
+        const size_t al2[] = {4, strlen(u->password)};
+        if (!(user ? dlq_redis_ok(c, "AUTH", 3, av, al, NULL, 0)
+                   : dlq_redis_ok(c, "AUTH", 2, av2, al2, NULL, 0)))
+            goto fail;
+    }
+    if (u->db != 0) {
+        snprintf(db, sizeof(db), "%d", u->db);
+        const char *av[] = {"SELECT", db};
+        const size_t al[] = {6, strlen(db)};
+        if (!dlq_redis_ok(c, "SELECT", 2, av, al, NULL, 0))
+            goto fail;
+    }
+    return r->ctx[k] = c;
+fail:
+    redisFree(c);
+    return NULL;
+}
+
+static int dlq_replay(const char *database_url, const struct dlq_target *t, int argc, char **argv)
+{
+    const char *id = NULL, *reason = NULL;
+    const struct cli_option opts[] = {{"id", &id, NULL}, {"reason", &reason, NULL}};
+    struct dlq_redis redis = {0};
+    long long v;
+    char idbuf[24];
+    const char *params[2] = {NULL, NULL};
+    PGconn *conn = NULL;
+    PGresult *res = NULL;
+    long replayed = 0, skipped = 0, failed = 0;
+    int rc = CLI_EXIT_FAILURE;
+
+    switch (cli_parse("dlq replay", argc, argv, 2, opts, sizeof(opts) / sizeof(opts[0]))) {
+    case CLI_HELP:
+        fputs(dlq_usage, stdout);
+        return CLI_EXIT_OK;
+    case CLI_BAD:
+        return CLI_EXIT_USAGE;
+    case CLI_PARSED:
+        break;
+    }
+    if (!id == !reason) {
+        fprintf(stderr, "arvctl dlq replay: give exactly one of --id or --reason\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (id) {
+        if (!cli_parse_id(id, &v)) {
+            fprintf(stderr, "arvctl dlq replay: --id: '%s' is not a positive integer\n", id);
+            return CLI_EXIT_USAGE;
+        }
+        snprintf(idbuf, sizeof(idbuf), "%lld", v);
+        params[0] = idbuf;
+    }
+    params[1] = reason;
+    redis.nodes = redis_url_parse_list(t->redis_url, redis.urls, DLQ_MAX_NODES);
+    if (redis.nodes <= 0) {
+        fprintf(stderr, "arvctl dlq replay: REDIS_URL: invalid '%s'\n", t->redis_url);
+        return CLI_EXIT_USAGE;
+    }
+    if (!(conn = cli_connect(database_url)))
+        goto out;
+    res = PQexecParams(conn,
+                       "SELECT id, reason, payload FROM analytics.dead_letters"
+                       " WHERE ($1::bigint IS NOT NULL AND id = $1)"
+                       " OR ($2::text IS NOT NULL AND reason = $2 AND replayed_at IS NULL)"
+                       " ORDER BY id",
+                       2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        cli_report("cannot read dead letters", res, conn);
+        goto out;
+    }
+    if (id && PQntuples(res) == 0) {
+        fprintf(stderr, "arvctl dlq replay: no dead letter %s\n", idbuf);
+        goto out;
+    }
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *row_id = PQgetvalue(res, i, 0), *payload = PQgetvalue(res, i, 2);
+        char session[DLQ_SESSION_MAX], stream[512], entry[64] = "";
+        if (strcmp(PQgetvalue(res, i, 1), DLQ_REASON_INVALID) == 0 ||
+            !dlq_session_id(payload, session, sizeof(session))) {
+            fprintf(stderr, "skipped %s: %s, not an event\n", row_id, PQgetvalue(res, i, 1));
+            skipped++;
+            continue;
+        }
+        int node =
+            stream_writer_route(t->stream, t->shards, redis.nodes, session, stream, sizeof(stream));
+        redisContext *c = dlq_redis_node(&redis, node);
+        const char *av[] = {"XADD", stream, "*", "v", EVENT_SCHEMA_VERSION, "e", payload};
+        const size_t al[] = {4,
+                             strlen(stream),
+                             1,
+                             1,
+                             strlen(EVENT_SCHEMA_VERSION),
+                             1,
+                             (size_t)PQgetlength(res, i, 2)};
+        if (!c || !dlq_redis_ok(c, "XADD", 7, av, al, entry, sizeof(entry))) {
+            failed++;
+            break; /* Redis is down: the rest would fail the same way */
+        }
+        const char *up[] = {row_id};
+        PGresult *u = PQexecParams(conn,
+                                   "UPDATE analytics.dead_letters SET replayed_at = now()"
+                                   " WHERE id = $1::bigint",
+                                   1, NULL, up, NULL, NULL, 0);
+        if (PQresultStatus(u) != PGRES_COMMAND_OK) {
+            cli_report("cannot mark the dead letter replayed", u, conn);
+            failed++;
+        }
+        PQclear(u);
+        printf("replayed %s -> %s %s\n", row_id, stream, entry);
+        replayed++;
+    }
+    printf("%ld replayed, %ld skipped, %ld failed\n", replayed, skipped, failed);
+    rc = failed ? CLI_EXIT_FAILURE : CLI_EXIT_OK;
+out:
+    for (int k = 0; k < DLQ_MAX_NODES; k++) {
+        if (redis.ctx[k])
+            redisFree(redis.ctx[k]);
+    }
+    PQclear(res);
+    if (conn)
+        PQfinish(conn);
+    return rc;
+}
+
+int dlq_command(const char *database_url, const struct dlq_target *target, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(dlq_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+    }
+    if (strcmp(argv[1], "list") == 0)
+        return dlq_list(database_url, argc, argv);
+    if (strcmp(argv[1], "replay") == 0)
+        return dlq_replay(database_url, target, argc, argv);
+    fprintf(stderr, "arvctl dlq: unknown command '%s' (expected list or replay)\n", argv[1]);
+    return CLI_EXIT_USAGE;
+}

@@ -1,0 +1,247 @@
+/* arvctl rollups rebuild: per UTC day, under the day's exclusive advisory lock
+ * (batches hold it shared), delete the day's rollup rows and recompute them
+ * from the raw rows, in one transaction. */
+#include "rollups.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "cli.h"
+#include "locks.h"
+#include "retention.h"
+#include "timeutil.h"
+
+#define ROLLUPS_MAX_DAYS 3660
+
+static const char rollups_usage[] =
+    "Usage: arvctl rollups rebuild --from YYYY-MM-DD --to YYYY-MM-DD\n"
+    "\n"
+    "rebuild  recomputes every rollup table (content and company, daily and hourly,\n"
+    "         breakdowns) from the raw rows, one UTC day per transaction, the days\n"
+    "         from..to inclusive. Safe while the aggregator runs: each day is locked\n"
+    "         against batches writing it. A day whose raw partition was dropped by\n"
+    "         retention is skipped (its daily rollups are all that is left).\n"
+    "         Prints one progress line per day on stderr.\n";
+
+/* The day's bounds as timestamptz SQL expressions. */
+#define DAY_LO "(DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'"
+#define DAY_HI "(DATE '1970-01-01' + %" PRId64 " + 1)::timestamp AT TIME ZONE 'UTC'"
+
+void rollups_build_delete_sql(struct strbuf *out, int64_t day)
+{
+    strbuf_printf(
+        out,
+        "DELETE FROM analytics.rollup_content_daily WHERE day = DATE '1970-01-01' + %" PRId64 ";"
+        " DELETE FROM analytics.rollup_company_daily WHERE day = DATE '1970-01-01' + %" PRId64 ";"
+        " DELETE FROM analytics.rollup_breakdown_daily"
+        " WHERE day = DATE '1970-01-01' + %" PRId64 ";"
+        " DELETE FROM analytics.rollup_content_hourly"
+        " WHERE hour >= " DAY_LO " AND hour < " DAY_HI ";"
+        " DELETE FROM analytics.rollup_company_hourly"
+        " WHERE hour >= " DAY_LO " AND hour < " DAY_HI,
+        day, day, day, day, day, day, day);
+}
+
+/* The measures every per-content and per-company rollup shares (as store.c). */
+#define MEASURES_COLUMNS                                                                           \
+    "views, sessions, video_plays, duration_sum, duration_count, tq_excellent, tq_good,"           \
+    " tq_fair, tq_poor, tq_other"
+#define MEASURES_SUMS                                                                              \
+    "sum(views), hll_union_agg(sessions), sum(video_plays), sum(duration_sum),"                    \
+    " sum(duration_count), sum(tq_excellent), sum(tq_good), sum(tq_fair), sum(tq_poor),"           \
+    " sum(tq_other)"
+
+void rollups_build_rebuild_sql(struct strbuf *out, int64_t day)
+{
+    /* The raw rows of the day in the shape of store.c's new_rows (received_at
+     * is the raw created_at), then the same aggregates: ch per hour and
+     * content, the other rollups summed from ch, breakdowns from the rows. */
+    strbuf_printf(
+        out,
+        "WITH new_rows AS ("
+        " SELECT ar_content_id AS content_id, project_id, company_id, session_id, device_type,"
+        " browser, os, country, city, duration_seconds, tracking_quality, video_played,"
+        " created_at AS received_at, hll_hash_bytea(uuid_send(session_id)) AS session_hash"
+        " FROM analytics.ar_view_sessions"
+        " WHERE created_at >= " DAY_LO " AND created_at < " DAY_HI "),"
+        " ch AS ("
+        " SELECT date_trunc('hour', received_at, 'UTC') AS hour, company_id,"
+        " min(project_id) AS project_id, content_id, count(*) AS views,"
+        " hll_add_agg(session_hash, 12, 5) AS sessions,"
+        " count(*) FILTER (WHERE video_played) AS video_plays,"
+        " coalesce(sum(duration_seconds), 0) AS duration_sum,"
+        " count(duration_seconds) AS duration_count,"
+        " count(*) FILTER (WHERE tracking_quality = 'excellent') AS tq_excellent,"
+        " count(*) FILTER (WHERE tracking_quality = 'good') AS tq_good,"
+        " count(*) FILTER (WHERE tracking_quality = 'fair') AS tq_fair,"
+        " count(*) FILTER (WHERE tracking_quality = 'poor') AS tq_poor,"
+        " count(*) FILTER (WHERE tracking_quality IS NULL OR tracking_quality NOT IN"
+        " ('excellent', 'good', 'fair', 'poor')) AS tq_other"
+        " FROM new_rows GROUP BY 1, company_id, content_id),"
+        " r_bd AS ("
+        " INSERT INTO analytics.rollup_breakdown_daily (day, company_id, project_id,"
+        " ar_content_id, dimension, value, views, sessions)"
+        " SELECT (n.received_at AT TIME ZONE 'UTC')::date, n.company_id, min(n.project_id),"
+        " n.content_id, d.dimension, d.value, count(*), hll_add_agg(n.session_hash, 12, 5)"
+        " FROM new_rows n CROSS JOIN LATERAL (VALUES"
+        " ('device_type', coalesce(n.device_type, 'unknown')),"
+        " ('browser', coalesce(n.browser, 'unknown')),"
+        " ('os', coalesce(n.os, 'unknown')),"
+        " ('country', coalesce(n.country, 'unknown')),"
+        " ('city', coalesce(n.city, 'unknown')),"
+        " ('tracking_quality', coalesce(n.tracking_quality, 'unknown'))) d (dimension, value)"
+        " GROUP BY 1, n.company_id, n.content_id, d.dimension, d.value),"
+        " r_ch AS ("
+        " INSERT INTO analytics.rollup_content_hourly (hour, company_id, project_id,"
+        " ar_content_id, " MEASURES_COLUMNS ")"
+        " SELECT hour, company_id, project_id, content_id, " MEASURES_COLUMNS " FROM ch),"
+        " r_cd AS ("
+        " INSERT INTO analytics.rollup_content_daily (day, company_id, project_id,"
+        " ar_content_id, " MEASURES_COLUMNS ")"
+        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, min(project_id), "
+        "content_id, " MEASURES_SUMS " FROM ch GROUP BY 1, company_id, content_id),"
+        " r_kh AS ("
+        " INSERT INTO analytics.rollup_company_hourly (hour, company_id, " MEASURES_COLUMNS ")"
+        " SELECT hour, company_id, " MEASURES_SUMS " FROM ch GROUP BY hour, company_id),"
+        " r_kd AS ("
+        " INSERT INTO analytics.rollup_company_daily (day, company_id, " MEASURES_COLUMNS ")"
+        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, " MEASURES_SUMS
+        " FROM ch GROUP BY 1, company_id)"
+        " SELECT count(*) FROM new_rows",
+        day, day);
+}
+
+/* Rebuilds one day in one transaction. Returns true and sets *events, or
+ * prints why not (the transaction is then rolled back). */
+static bool rebuild_day(PGconn *conn, struct strbuf *sql, int64_t day, const char *date,
+                        bool *skipped, long long *events)
+{
+    PGresult *res = NULL;
+    bool ok = false;
+
+    *skipped = false;
+    strbuf_reset(sql);
+    strbuf_printf(sql,
+                  "BEGIN; SELECT pg_advisory_xact_lock(%d, %" PRId64 ");"
+                  " SELECT to_regclass('analytics.ar_view_sessions_p' || to_char(DATE '%s',"
+                  " 'YYYYMMDD')) IS NOT NULL",
+                  ARV_LOCK_ROLLUP_DAY, day, date);
+    /* A separate statement after the lock: it reads raw rows with a snapshot
+     * taken once every batch writing the day has committed. */
+    res = PQexec(conn, sql->data);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        cli_report("cannot lock the day", res, conn);
+        goto out;
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+        *skipped = true;
+        ok = cli_exec(conn, "ROLLBACK", "rollback");
+        goto out;
+    }
+    PQclear(res);
+    strbuf_reset(sql);
+    rollups_build_delete_sql(sql, day);
+    res = PQexec(conn, sql->data);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        cli_report("cannot delete the day's rollups", res, conn);
+        goto out;
+    }
+    PQclear(res);
+    strbuf_reset(sql);
+    rollups_build_rebuild_sql(sql, day);
+    res = PQexec(conn, sql->data);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        cli_report("cannot recompute the day's rollups", res, conn);
+        goto out;
+    }
+    *events = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    ok = cli_exec(conn, "COMMIT", "cannot commit");
+out:
+    PQclear(res);
+    if (!ok && PQtransactionStatus(conn) != PQTRANS_IDLE)
+        PQclear(PQexec(conn, "ROLLBACK"));
+    return ok;
+}
+
+static int rollups_rebuild(const char *database_url, int argc, char **argv)
+{
+    const char *from = NULL, *to = NULL;
+    const struct cli_option opts[] = {{"from", &from, NULL}, {"to", &to, NULL}};
+    int64_t first, last;
+    struct strbuf sql;
+    PGconn *conn = NULL;
+    long long total = 0;
+    int rc = CLI_EXIT_FAILURE;
+
+    switch (cli_parse("rollups rebuild", argc, argv, 2, opts, 2)) {
+    case CLI_HELP:
+        fputs(rollups_usage, stdout);
+        return CLI_EXIT_OK;
+    case CLI_BAD:
+        return CLI_EXIT_USAGE;
+    case CLI_PARSED:
+        break;
+    }
+    if (!from || !to) {
+        fprintf(stderr, "arvctl rollups rebuild: --from and --to are required\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (!retention_parse_date(from, &first) || !retention_parse_date(to, &last)) {
+        fprintf(stderr, "arvctl rollups rebuild: dates must be YYYY-MM-DD (got '%s', '%s')\n", from,
+                to);
+        return CLI_EXIT_USAGE;
+    }
+    if (last < first || last - first >= ROLLUPS_MAX_DAYS) {
+        fprintf(stderr,
+                "arvctl rollups rebuild: --to must be on or after --from, at most %d days\n",
+                ROLLUPS_MAX_DAYS);
+        return CLI_EXIT_USAGE;
+    }
+    strbuf_init(&sql);
+    if (!(conn = cli_connect(database_url)) ||
+        !cli_exec(conn, "SET TIME ZONE 'UTC'; SET work_mem = '64MB'", "cannot set up the session"))
+        goto out;
+    for (int64_t day = first; day <= last; day++) {
+        char date[16];
+        long long events = 0;
+        bool skipped;
+        double t0 = timeutil_mono_s();
+        retention_format_date(day, date, sizeof(date));
+        if (!rebuild_day(conn, &sql, day, date, &skipped, &events)) {
+            fprintf(stderr, "arvctl rollups rebuild: %s failed; days before it are rebuilt\n",
+                    date);
+            goto out;
+        }
+        if (skipped)
+            fprintf(stderr, "skipped %s (%" PRId64 "/%" PRId64 "): no raw partition\n", date,
+                    day - first + 1, last - first + 1);
+        else
+            fprintf(stderr, "rebuilt %s (%" PRId64 "/%" PRId64 "): %lld events, %.1f s\n", date,
+                    day - first + 1, last - first + 1, events, timeutil_mono_s() - t0);
+        total += events;
+    }
+    printf("rebuilt %" PRId64 " days from %s to %s: %lld events\n", last - first + 1, from, to,
+           total);
+    rc = CLI_EXIT_OK;
+out:
+    strbuf_deinit(&sql);
+    if (conn)
+        PQfinish(conn);
+    return rc;
+}
+
+int rollups_command(const char *database_url, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(rollups_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
+    }
+    if (strcmp(argv[1], "rebuild") == 0)
+        return rollups_rebuild(database_url, argc, argv);
+    fprintf(stderr, "arvctl rollups: unknown command '%s' (expected rebuild)\n", argv[1]);
+    return CLI_EXIT_USAGE;
+}

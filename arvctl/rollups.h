@@ -1,0 +1,24 @@
+/* arvctl rollups rebuild: recomputes every rollup table from the raw rows, one
+ * UTC day per transaction, safe while the aggregator ingests. */
+#ifndef ARV_ARVCTL_ROLLUPS_H
+#define ARV_ARVCTL_ROLLUPS_H
+
+#include <stdint.h>
+
+#include "strbuf.h"
+
+/* Appends the statements that delete day `day`'s rows (days since the epoch,
+ * UTC) from every rollup table (the hourly ones: that day's 24 hours). Pure. */
+void rollups_build_delete_sql(struct strbuf *out, int64_t day);
+
+/* Appends the one statement that recomputes day `day`'s rows of every rollup
+ * table from analytics.ar_view_sessions, the same aggregates as the
+ * aggregator's batch statement (store.c); its one result: the raw rows read.
+ * Pure. */
+void rollups_build_rebuild_sql(struct strbuf *out, int64_t day);
+
+/* Runs `arvctl rollups ...` (argv[0] is "rollups") against `database_url`
+ * (borrowed). Blocking. Returns the exit status (CLI_EXIT_*). */
+int rollups_command(const char *database_url, int argc, char **argv);
+
+#endif

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# arvctl dlq list/replay, arvctl rollups rebuild and the aggregator's retention,
+# against real Redis + PostgreSQL: a replayed unknown_content dead letter is
+# counted once registered, and only once however often it is replayed; a
+# corrupted rollup is repaired by a rebuild run while events are ingested; old
+# raw partitions, hourly rollups and dedupe ids are removed, daily rollups kept.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/../../bench/aggregator_checks.sh"
+it_setup "${1:?usage: test_arvctl.sh BIN_DIR}"
+ARVCTL=$IT_BIN/arvctl
+
+GEN=$IT_ROOT/bench/aggregator_events.awk
+now_ms=$(($(date +%s%3N)))
+it_psql "INSERT INTO analytics.ar_content (id, unique_id, project_id, company_id)
+         SELECT g, 'uid-' || g, 1000 + g % 3, 100 + g % 2 FROM generate_series(1, 10) g"
+# load N SEED: N entries over the last 2.5 days, 1 in 7 for unknown content
+# (999999999), 1 in 5 a client retry, 1 in 40 undecodable.
+load() {
+    LC_ALL=C awk -v n="$1" -v seed="$2" -v stream="$ARV_STREAM" -v base_ms="$now_ms" \
+        -v spread_ms=216000000 -v contents=10 -v dup_every=5 -v unknown_every=7 \
+        -v invalid_every=40 -v sessions=$(($1 / 3)) -f "$GEN" |
+        redis-cli -p "$IT_REDIS_PORT" --pipe >>"$IT_TMP/pipe.log" 2>&1 || it_fail "redis-cli --pipe"
+}
+load 3000 0000a001
+it_start aggregator arv-aggregator ARV_BATCH_SIZE=500 ARV_BATCH_WAIT_MS=50
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "stream not drained"
+raw=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
+
+# --- dlq list
+unknown=$(it_psql "SELECT count(*) FROM analytics.dead_letters WHERE reason = 'unknown_content'")
+invalid=$(it_psql "SELECT count(*) FROM analytics.dead_letters WHERE reason = 'invalid_payload'")
+[ "$unknown" -gt 0 ] && [ "$invalid" -gt 0 ] || it_fail "expected both kinds of dead letters"
+[ "$("$ARVCTL" dlq list --reason unknown_content --limit 100000 --json | jq length)" = "$unknown" ] ||
+    it_fail "dlq list --json: expected $unknown unknown_content"
+"$ARVCTL" dlq list --reason unknown_content --limit 100000 --json |
+    jq -e 'all(.[]; (.payload | fromjson | .ar_content_id) == 999999999 and .replayed_at == null)' \
+        >/dev/null || it_fail "dlq list --json: whole payloads, not replayed"
+out=$("$ARVCTL" dlq list --limit 3)
+[ "$(wc -l <<<"$out")" = 4 ] || it_fail "dlq list --limit 3: $out"
+grep -q '^ID  *CREATED_AT  *REASON' <<<"$out" || it_fail "dlq list header: $out"
+grep -q '\.\.\.$' <<<"$out" || it_fail "dlq list: payload not cut: $out"
+rc=0; "$ARVCTL" dlq list --limit 0 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || it_fail "dlq list --limit 0 exited $rc, expected 2"
+it_pass "dlq list: $unknown unknown_content, $invalid invalid_payload, table and JSON"
+
+# --- dlq replay: register the content, replay, counted once.
+rc=0; "$ARVCTL" dlq replay 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || it_fail "dlq replay without --id/--reason exited $rc, expected 2"
+rc=0; "$ARVCTL" dlq replay --id 99999999 2>/dev/null || rc=$?
+[ "$rc" = 1 ] || it_fail "dlq replay of a missing id exited $rc, expected 1"
+"$ARVCTL" content add --id 999999999 --project 1001 --company 101 >/dev/null ||
+    it_fail "content add"
+out=$("$ARVCTL" dlq replay --reason unknown_content) || it_fail "dlq replay --reason failed: $out"
+grep -q "^$unknown replayed, 0 skipped, 0 failed$" <<<"$out" || it_fail "dlq replay: $out"
+out=$("$ARVCTL" dlq replay --reason invalid_payload 2>"$IT_TMP/skip.err") ||
+    it_fail "dlq replay of invalid payloads failed: $out"
+grep -q "^0 replayed, $invalid skipped, 0 failed$" <<<"$out" || it_fail "invalid replay: $out"
+grep -q "not an event" "$IT_TMP/skip.err" || it_fail "no skip message"
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "replay not drained"
+distinct_unknown=$(it_psql "SELECT count(DISTINCT payload::json->>'event_id')
+                            FROM analytics.dead_letters WHERE reason = 'unknown_content'")
+got=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions WHERE ar_content_id = 999999999")
+[ "$got" = "$distinct_unknown" ] || it_fail "replayed events counted $got, expected $distinct_unknown"
+raw2=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
+[ "$raw2" = $((raw + distinct_unknown)) ] || it_fail "raw rows $raw2, expected $((raw + distinct_unknown))"
+[ "$(it_psql "SELECT count(*) FROM analytics.dead_letters
+              WHERE reason = 'unknown_content' AND replayed_at IS NULL")" = 0 ] ||
+    it_fail "replayed_at not set"
+# Again: --reason skips what was replayed, --id replays one more time; nothing changes.
+out=$("$ARVCTL" dlq replay --reason unknown_content)
+grep -q "^0 replayed" <<<"$out" || it_fail "second --reason replay: $out"
+first=$(it_psql "SELECT min(id) FROM analytics.dead_letters WHERE reason = 'unknown_content'")
+"$ARVCTL" dlq replay --id "$first" >/dev/null || it_fail "dlq replay --id"
+"$ARVCTL" dlq replay --id "$first" >/dev/null || it_fail "dlq replay --id (twice)"
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "second replay not drained"
+[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")" = "$raw2" ] ||
+    it_fail "replaying twice counted again"
+[ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from raw after the replays"
+it_pass "dlq replay: $distinct_unknown events counted once, replays again change nothing"
+
+# --- rollups rebuild, while a second load is ingested.
+for t in rollup_content_hourly rollup_content_daily rollup_company_hourly rollup_company_daily \
+    rollup_breakdown_daily; do
+    it_psql "UPDATE analytics.$t SET views = views + 5"
+done
+[ "$(agg_check_rollups 2>/dev/null)" != 0 ] || it_fail "the corruption was not seen"
+load 6000 0000a002 &
+loader=$!
+from=$(date -u -d '-3 days' +%F)
+to=$(date -u +%F)
+"$ARVCTL" rollups rebuild --from "$from" --to "$to" >"$IT_TMP/rebuild.out" 2>"$IT_TMP/rebuild.err" ||
+    it_fail "rollups rebuild failed: $(cat "$IT_TMP/rebuild.err")"
+wait "$loader"
+# The load spans 2.5 days: the first day has no raw partition and is skipped.
+grep -q "^skipped $from (1/4): no raw partition$" "$IT_TMP/rebuild.err" ||
+    it_fail "day without partition not skipped: $(cat "$IT_TMP/rebuild.err")"
+grep -q "^rebuilt $(date -u -d '-2 days' +%F) (2/4): [1-9][0-9]* events, [0-9.]* s$" "$IT_TMP/rebuild.err" ||
+    it_fail "no progress line: $(cat "$IT_TMP/rebuild.err")"
+grep -q "^rebuilt $to (4/4)" "$IT_TMP/rebuild.err" || it_fail "no last progress line"
+grep -q "^rebuilt 4 days from $from to $to" "$IT_TMP/rebuild.out" || it_fail "no summary"
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "second load not drained"
+[ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from raw after the rebuild"
+# A rebuild of a quiet state is a no-op on the numbers.
+before=$(agg_rollup_digest)
+"$ARVCTL" rollups rebuild --from "$from" --to "$to" 2>/dev/null >/dev/null || it_fail "second rebuild"
+[ "$(agg_rollup_digest)" = "$before" ] || it_fail "a rebuild changed correct rollups"
+rc=0; "$ARVCTL" rollups rebuild --from 2026-13-01 --to "$to" 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || it_fail "bad date exited $rc, expected 2"
+rc=0; "$ARVCTL" rollups rebuild --from "$to" --to "$from" 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || it_fail "reversed range exited $rc, expected 2"
+it_pass "rollups rebuild repairs corrupted rollups while ingesting, progress per day"
+it_stop aggregator
+
+# --- retention: old partitions, hourly rows and dedupe ids go; daily rollups stay.
+it_psql "SELECT analytics.ensure_day_partitions(current_date - 200, current_date - 195)" >/dev/null
+it_psql "INSERT INTO analytics.ar_view_sessions (event_id, ar_content_id, project_id, company_id,
+           session_id, created_at, received_at)
+         VALUES (gen_random_uuid(), 1, 1001, 101, gen_random_uuid(), now() - interval '198 days',
+                 now() - interval '198 days')"
+it_psql "INSERT INTO analytics.event_ids VALUES (101, gen_random_uuid(), now() - interval '198 days'),
+           (101, gen_random_uuid(), now() - interval '89 days')"
+for t in rollup_content_hourly rollup_company_hourly; do
+    cols="hour, company_id"
+    vals="date_trunc('hour', now() - interval '%s days'), 101"
+    [ "$t" = rollup_content_hourly ] && cols="$cols, project_id, ar_content_id" && vals="$vals, 1001, 1"
+    it_psql "INSERT INTO analytics.$t ($cols, views) VALUES ($(printf "$vals" 500), 1), ($(printf "$vals" 399), 1)"
+done
+it_psql "INSERT INTO analytics.rollup_company_daily (day, company_id, views)
+         VALUES (current_date - 500, 101, 1)"
+old_ids=$(it_psql "SELECT count(*) FROM analytics.event_ids")
+parts="SELECT count(*) FROM pg_inherits WHERE inhparent = 'analytics.ar_view_sessions'::regclass"
+[ "$(it_psql "$parts AND inhrelid::regclass::text < 'analytics.ar_view_sessions_p$(date -u -d '-90 days' +%Y%m%d)'")" = 6 ] ||
+    it_fail "expected 6 old partitions"
+it_start aggregator arv-aggregator ARV_RETENTION_INTERVAL_S=1
+for ((i = 0; i < 100; i++)); do
+    [ "$(it_psql "$parts AND inhrelid::regclass::text < 'analytics.ar_view_sessions_p$(date -u -d '-90 days' +%Y%m%d)'")" = 0 ] && break
+    sleep 0.1
+done
+[ "$i" -lt 100 ] || it_fail "old partitions not dropped"
+sleep 0.5
+[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions WHERE created_at < now() - interval '90 days'")" = 0 ] ||
+    it_fail "old raw rows left"
+[ "$(it_psql "SELECT to_regclass('analytics.ar_view_sessions_p$(date -u -d '+7 days' +%Y%m%d)') IS NOT NULL")" = t ] ||
+    it_fail "partitions not created 7 days ahead"
+for t in rollup_content_hourly rollup_company_hourly; do
+    [ "$(it_psql "SELECT count(*) FROM analytics.$t WHERE hour < now() - interval '400 days'")" = 0 ] ||
+        it_fail "$t: rows older than 400 days left"
+    [ "$(it_psql "SELECT count(*) FROM analytics.$t WHERE hour < now() - interval '398 days'")" = 1 ] ||
+        it_fail "$t: the 399-day row was deleted"
+done
+[ "$(it_psql "SELECT count(*) FROM analytics.rollup_company_daily WHERE day = current_date - 500")" = 1 ] ||
+    it_fail "a daily rollup was deleted"
+[ "$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE received_at < now() - interval '91 days'")" = 0 ] ||
+    it_fail "old dedupe ids left"
+[ "$(it_psql "SELECT count(*) FROM analytics.event_ids")" = $((old_ids - 1)) ] ||
+    it_fail "recent dedupe ids deleted"
+port=$IT_PORT_aggregator
+curl -s "http://127.0.0.1:$port/metrics" | grep -q 'aggregator_retention_dropped_total{what="raw_partitions"} 6' ||
+    it_fail "retention metric: $(curl -s "http://127.0.0.1:$port/metrics" | grep retention)"
+grep -q retention_partition_dropped "$IT_TMP/aggregator.log" || it_fail "no retention log"
+it_stop aggregator
+it_pass "retention: 6 old partitions dropped, hourly rows and dedupe ids past retention deleted, daily kept"

@@ -1,0 +1,66 @@
+/* arvctl dlq and rollups: session id extraction for replay routing, and the
+ * rebuild statements name every rollup table for the right day. */
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "dlq.h"
+#include "rollups.h"
+#include "stream_writer.h"
+
+Test(arvctl_dlq, session_id_from_event_json)
+{
+    char out[64];
+
+    cr_assert(dlq_session_id("{\"event_id\":\"a\",\"session_id\":\"7f1c2f3a-1\",\"x\":1}", out,
+                             sizeof(out)));
+    cr_assert_str_eq(out, "7f1c2f3a-1");
+}
+
+Test(arvctl_dlq, session_id_refuses_non_events)
+{
+    char out[8];
+
+    cr_assert_not(dlq_session_id("not json", out, sizeof(out)));
+    cr_assert_not(dlq_session_id("[1,2]", out, sizeof(out)));
+    cr_assert_not(dlq_session_id("{\"session_id\":5}", out, sizeof(out)));
+    cr_assert_not(dlq_session_id("{\"session_id\":\"\"}", out, sizeof(out)));
+    cr_assert_not(dlq_session_id("{\"session_id\":\"longer-than-8\"}", out, sizeof(out)));
+    cr_assert_not(dlq_session_id("{\"event_id\":\"a\"}", out, sizeof(out)));
+    cr_assert_not(dlq_session_id(NULL, out, sizeof(out)));
+}
+
+Test(arvctl_dlq, replay_routes_as_the_collector)
+{
+    char a[64], b[64];
+
+    cr_assert_eq(stream_writer_route("arv:events", 1, 1, "s1", a, sizeof(a)), 0);
+    cr_assert_str_eq(a, "arv:events");
+    stream_writer_route("arv:events", 4, 2, "s1", a, sizeof(a));
+    stream_writer_route("arv:events", 4, 2, "s1", b, sizeof(b));
+    cr_assert_str_eq(a, b);
+    cr_assert(strncmp(a, "arv:events:", 11) == 0);
+}
+
+Test(arvctl_rollups, rebuild_sql_covers_every_table_for_the_day)
+{
+    static const char *const tables[] = {"rollup_content_daily", "rollup_content_hourly",
+                                         "rollup_company_daily", "rollup_company_hourly",
+                                         "rollup_breakdown_daily"};
+    struct strbuf del, ins;
+
+    strbuf_init(&del);
+    strbuf_init(&ins);
+    rollups_build_delete_sql(&del, 20412);
+    rollups_build_rebuild_sql(&ins, 20412);
+    cr_assert_not(del.oom || ins.oom);
+    for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+        cr_assert(strstr(del.data, tables[i]), "delete misses %s", tables[i]);
+        cr_assert(strstr(ins.data, tables[i]), "rebuild misses %s", tables[i]);
+    }
+    cr_assert(strstr(del.data, "DATE '1970-01-01' + 20412 + 1"));
+    cr_assert(strstr(ins.data, "DATE '1970-01-01' + 20412)"));
+    cr_assert_null(strstr(ins.data, "ON CONFLICT"));
+    strbuf_deinit(&del);
+    strbuf_deinit(&ins);
+}
