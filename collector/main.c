@@ -15,7 +15,8 @@
 #include "service.h"
 
 static const struct config_option options[] = {
-    CONFIG_COMMON_OPTIONS(struct collector_config, "0.0.0.0:8081"),
+    CONFIG_BASE_OPTIONS(struct collector_config, "0.0.0.0:8081"),
+    CONFIG_REDIS_OPTIONS(struct collector_config),
     {"max-body-bytes", "ARV_MAX_BODY_BYTES", CONFIG_INT,
      offsetof(struct collector_config, max_body_bytes), "1048576", NULL, 1024, 64 << 20,
      "largest request body accepted (413 past it)"},

@@ -154,21 +154,31 @@ static bool apply_value(const struct config_option *opt, void *cfg, const char *
 static void print_help(FILE *out, const char *binary, const char *summary,
                        const struct config_option *opts, size_t nopts)
 {
+    int flag_w = (int)strlen("--check-config"), env_w = 0;
+    for (size_t i = 0; i < nopts; i++) {
+        int fw = (int)strlen(opts[i].flag) + 8; /* "--" + "=VALUE" */
+        int ew = opts[i].env ? (int)strlen(opts[i].env) : 0;
+        flag_w = fw > flag_w ? fw : flag_w;
+        env_w = ew > env_w ? ew : env_w;
+    }
     fprintf(out,
             "Usage: %s [options]\n%s\n\nOptions (each also settable by the environment "
             "variable shown):\n",
             binary, summary);
     for (size_t i = 0; i < nopts; i++) {
-        char flag[64];
+        char flag[96];
         snprintf(flag, sizeof(flag), "--%s=VALUE", opts[i].flag);
-        fprintf(out, "  %-30s %-22s %s", flag, opts[i].env ? opts[i].env : "", opts[i].help);
+        fprintf(out, "  %-*s  %-*s  %s", flag_w, flag, env_w, opts[i].env ? opts[i].env : "",
+                opts[i].help);
         if (opts[i].def)
             fprintf(out, " [default: %s]", opts[i].def);
         fputc('\n', out);
     }
-    fprintf(out, "  %-30s %-22s %s\n", "--check-config", "", "validate the configuration and exit");
-    fprintf(out, "  %-30s %-22s %s\n", "--version", "", "print the version and exit");
-    fprintf(out, "  %-30s %-22s %s\n", "--help", "", "print this help and exit");
+    fprintf(out, "  %-*s  %-*s  %s\n", flag_w, "--check-config", env_w, "",
+            "validate the configuration and exit");
+    fprintf(out, "  %-*s  %-*s  %s\n", flag_w, "--version", env_w, "",
+            "print the version and exit");
+    fprintf(out, "  %-*s  %-*s  %s\n", flag_w, "--help", env_w, "", "print this help and exit");
 }
 
 static const struct config_option *find_flag(const struct config_option *opts, size_t nopts,
