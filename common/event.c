@@ -234,6 +234,10 @@ static bool take_string(struct json_object *v, const char *field, char *out, siz
     size_t len = (size_t)json_object_get_string_len(v);
     if (memchr(s, '\0', len) || has_control(s, len))
         return fail(err, "invalid_field", field, "%s must not contain control characters", field);
+    /* Checked here, not only escaped later: the stream and PostgreSQL must hold
+     * exactly what was validated. */
+    if (!strbuf_utf8_valid(s, len))
+        return fail(err, "invalid_field", field, "%s must be valid UTF-8", field);
     if (len >= cap) {
         if (!truncate)
             return fail(err, "invalid_field", field, "%s is longer than %zu bytes", field, cap - 1);
@@ -403,7 +407,9 @@ static bool decode_event(struct json_object *obj, enum decode_mode mode,
                         skew / 1000);
         if (ev->user_agent[0] == '\0' && ctx->user_agent_header) {
             size_t len = strlen(ctx->user_agent_header);
-            if (!has_control(ctx->user_agent_header, len)) {
+            /* A header that is not clean UTF-8 text is dropped, not mangled. */
+            if (!has_control(ctx->user_agent_header, len) &&
+                strbuf_utf8_valid(ctx->user_agent_header, len)) {
                 len = utf8_prefix(ctx->user_agent_header, len, sizeof(ev->user_agent) - 1);
                 memcpy(ev->user_agent, ctx->user_agent_header, len);
                 ev->user_agent[len] = '\0';

@@ -174,6 +174,19 @@ void strbuf_json_string(struct strbuf *sb, const char *s, size_t n)
     strbuf_putc(sb, '"');
 }
 
+bool strbuf_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        size_t len = p[i] < 0x80 ? 1 : utf8_seq_len(p + i, n - i);
+        if (len == 0)
+            return false;
+        i += len;
+    }
+    return true;
+}
+
 void strbuf_json_str(struct strbuf *sb, const char *s)
 {
     if (!s)

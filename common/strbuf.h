@@ -35,6 +35,10 @@ void strbuf_json_string(struct strbuf *sb, const char *s, size_t n);
 /* Same, for a NUL-terminated string; NULL is written as null. */
 void strbuf_json_str(struct strbuf *sb, const char *s);
 
+/* True when s[0..n) is well-formed UTF-8 (no overlongs, surrogates or code
+ * points past U+10FFFF). */
+bool strbuf_utf8_valid(const char *s, size_t n);
+
 /* Returns the contents and hands ownership to the caller (free()); the buffer is
  * left empty. Never NULL unless out of memory. */
 char *strbuf_steal(struct strbuf *sb);

@@ -7,7 +7,8 @@ ARV_PG_BIN=${ARV_PG_BIN:-/usr/lib/postgresql/15/bin}
 # Debian packages the build, the servers and the tests need.
 ARV_PACKAGES="build-essential cmake pkg-config clang-format libevent-dev libhiredis-dev
 libpq-dev libjson-c-dev libcriterion-dev libssl-dev zlib1g-dev node-llhttp
-redis-server postgresql-15 postgresql-15-hll curl jq procps iproute2"
+redis-server postgresql-15 postgresql-15-hll curl jq procps iproute2
+clang libclang-rt-14-dev"
 
 arv_log() { printf '[arv] %s\n' "$*" >&2; }
 

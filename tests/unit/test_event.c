@@ -107,6 +107,10 @@ Test(event, bad_input_names_the_field)
         {"{\"ar_content_id\":1," SID ",\"occurred_at\":\"2020-01-01T00:00:00Z\"}", "invalid_field",
          "occurred_at"},
         {"{\"ar_content_id\":1," SID ",\"browser\":{\"name\":\"x\"}}", "invalid_field", "browser"},
+        /* Found by tests/fuzz: invalid UTF-8 was accepted, then rewritten to
+         * U+FFFD by the stream encoding, so what was stored differed. */
+        {"{\"ar_content_id\":1," SID ",\"city\":\"\xff\\u00f6ln\"}", "invalid_field", "city"},
+        {"{\"ar_content_id\":1," SID ",\"os\":\"\xed\xa0\x80\"}", "invalid_field", "os"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct event ev;
