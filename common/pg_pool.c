@@ -20,6 +20,7 @@ enum {
     CHECK_TIMEOUT_MS = 5000,   /* a check or reset unanswered this long: drop */
     BACKOFF_MIN_MS = 100,      /* first reconnect delay */
     BACKOFF_MAX_MS = 5000,     /* reconnect delay cap */
+    PREPARED_MAX = 256,        /* named statements kept per connection */
 };
 
 enum pg_conn_state {
@@ -34,6 +35,7 @@ struct pg_query {
     char *sql;             /* owned */
     int nparams;           /* count of params */
     char **params;         /* owned; an entry may be NULL (SQL NULL) */
+    char *name;            /* owned prepared-statement name, or NULL */
     pg_pool_result_cb *cb; /* called exactly once */
     void *arg;             /* passed to cb */
     uint64_t deadline_ms;  /* when waiting in the queue stops */
@@ -54,6 +56,9 @@ struct pg_conn {
     bool copy_out;            /* draining an unexpected COPY TO STDOUT */
     bool up;                  /* connected and answering */
     unsigned backoff_ms;      /* next reconnect delay before jitter */
+    char **prepared;          /* owned names prepared on this connection */
+    unsigned nprepared;       /* count of them */
+    bool preparing;           /* the running step is the PREPARE of pc->q */
 };
 
 struct pg_pool {
@@ -87,6 +92,7 @@ static void query_free(struct pg_query *q)
         free(q->params[i]);
     free(q->params);
     free(q->sql);
+    free(q->name);
     free(q);
 }
 
@@ -241,6 +247,13 @@ static void conn_lost(struct pg_conn *pc, const char *why)
     pc->last = NULL;
     PQfinish(pc->conn);
     pc->conn = NULL;
+    /* Prepared statements die with the session. */
+    for (unsigned i = 0; i < pc->nprepared; i++)
+        free(pc->prepared[i]);
+    free(pc->prepared);
+    pc->prepared = NULL;
+    pc->nprepared = 0;
+    pc->preparing = false;
     pc->q = NULL;
     pc->internal = NULL;
     pc->flushing = false;
@@ -290,6 +303,68 @@ static bool conn_send(struct pg_conn *pc, const char *sql, int nparams, const ch
     return true;
 }
 
+static bool conn_has_prepared(const struct pg_conn *pc, const char *name)
+{
+    for (unsigned i = 0; i < pc->nprepared; i++) {
+        if (strcmp(pc->prepared[i], name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Sends user query `q`: a named one runs its prepared statement, preparing it
+ * first (one extra round trip) on a connection that has not seen it; past
+ * PREPARED_MAX names it runs unnamed. Returns false if the connection broke. */
+static bool conn_send_query(struct pg_conn *pc, struct pg_query *q)
+{
+    const char *const *params = (const char *const *)q->params;
+    int ok;
+
+    if (!q->name || (!conn_has_prepared(pc, q->name) && pc->nprepared >= PREPARED_MAX))
+        return conn_send(pc, q->sql, q->nparams, params);
+    if (conn_has_prepared(pc, q->name)) {
+        ok = PQsendQueryPrepared(pc->conn, q->name, q->nparams, params, NULL, NULL, 0);
+    } else {
+        ok = PQsendPrepare(pc->conn, q->name, q->sql, q->nparams, NULL);
+        pc->preparing = ok;
+    }
+    if (!ok)
+        return false;
+    pc->state = CONN_BUSY;
+    pc->flushing = true;
+    evtimer_del(pc->timer);
+    return conn_watch(pc, EV_READ | EV_WRITE) == 0;
+}
+
+/* The PREPARE step of pc->q finished with `res` (taken): on success remember
+ * the name and send the execution. Returns true when the query goes on. */
+static bool conn_prepared(struct pg_conn *pc, PGresult *res)
+{
+    char **grown;
+    char *name;
+
+    pc->preparing = false;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK || PQstatus(pc->conn) == CONNECTION_BAD)
+        return false;
+    grown = realloc(pc->prepared, (pc->nprepared + 1) * sizeof(*grown));
+    name = strdup(pc->q->name);
+    if (grown)
+        pc->prepared = grown;
+    if (!grown || !name) {
+        /* Still prepared on the server: run it unnamed from now on. */
+        free(name);
+        free(pc->q->name);
+        pc->q->name = NULL;
+    } else {
+        pc->prepared[pc->nprepared++] = name;
+    }
+    PQclear(res);
+    pc->last = NULL;
+    if (!conn_send_query(pc, pc->q))
+        conn_lost(pc, PQerrorMessage(pc->conn));
+    return true;
+}
+
 static void conn_internal(struct pg_conn *pc, const char *sql)
 {
     pc->internal = sql;
@@ -309,6 +384,9 @@ static void conn_complete(struct pg_conn *pc)
     const char *internal = pc->internal;
     PGresult *res = pc->last;
 
+    if (pc->preparing && q && res && conn_prepared(pc, res))
+        return;
+    pc->preparing = false;
     pc->q = NULL;
     pc->internal = NULL;
     pc->last = NULL;
@@ -556,7 +634,7 @@ static void pool_dispatch(struct pg_pool *p)
         struct pg_query *q = queue_pop(p);
         pc->q = q;
         p->nrunning++;
-        if (!conn_send(pc, q->sql, q->nparams, (const char *const *)q->params)) {
+        if (!conn_send_query(pc, q)) {
             /* Nothing was sent: the query goes back to the front, unharmed. */
             pc->q = NULL;
             p->nrunning--;
@@ -653,10 +731,16 @@ fail:
 int pg_pool_query(struct pg_pool *p, const char *sql, int nparams, const char *const *params,
                   pg_pool_result_cb *cb, void *arg)
 {
+    return pg_pool_query_prepared(p, NULL, sql, nparams, params, cb, arg);
+}
+
+int pg_pool_query_prepared(struct pg_pool *p, const char *name, const char *sql, int nparams,
+                           const char *const *params, pg_pool_result_cb *cb, void *arg)
+{
     struct pg_query *q = NULL;
     int rc = -ENOMEM;
 
-    if (!sql || !cb || nparams < 0 || (nparams > 0 && !params))
+    if (!sql || !cb || nparams < 0 || (nparams > 0 && !params) || (name && !*name))
         return -EINVAL;
     if (p->closing || !pool_any_up(p))
         return -ENOTCONN;
@@ -667,7 +751,7 @@ int pg_pool_query(struct pg_pool *p, const char *sql, int nparams, const char *c
     q->arg = arg;
     q->deadline_ms = timeutil_mono_ms() + p->queue_timeout_ms;
     q->sql = strdup(sql);
-    if (!q->sql)
+    if (!q->sql || (name && !(q->name = strdup(name))))
         goto out;
     if (nparams > 0) {
         q->params = calloc((size_t)nparams, sizeof(*q->params));

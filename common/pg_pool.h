@@ -30,6 +30,13 @@ struct pg_pool *pg_pool_new(struct event_base *base, const char *conninfo, unsig
 int pg_pool_query(struct pg_pool *p, const char *sql, int nparams, const char *const *params,
                   pg_pool_result_cb *cb, void *arg);
 
+/* pg_pool_query() through a prepared statement named `name` (copied; unique per
+ * SQL text, since a connection prepares each name once): parsed and planned
+ * once per connection rather than per query. A failed PREPARE is reported like
+ * a failed statement. NULL `name` is pg_pool_query(). */
+int pg_pool_query_prepared(struct pg_pool *p, const char *name, const char *sql, int nparams,
+                           const char *const *params, pg_pool_result_cb *cb, void *arg);
+
 /* True while at least one connection is up and answered its last check. */
 bool pg_pool_is_up(const struct pg_pool *p);
 

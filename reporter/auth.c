@@ -323,7 +323,8 @@ enum auth_status auth_check(struct auth *a, const char *authorization, struct au
     l->cb = cb;
     l->arg = arg;
     params[0] = l->hash;
-    rc = pg_pool_query(a->pool, AUTH_LOOKUP_SQL, 1, params, auth_lookup_done, l);
+    rc = pg_pool_query_prepared(a->pool, "arv_auth_lookup", AUTH_LOOKUP_SQL, 1, params,
+                                auth_lookup_done, l);
     if (rc < 0) {
         free(l);
         return rc == -ENOTCONN ? AUTH_UNAVAILABLE : AUTH_FAILED;

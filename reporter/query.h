@@ -1,5 +1,6 @@
-/* The reporter's pure query logic: the reporting window, path ids, which rows a
- * key may read, the SQL (text + parameters) per scope, and the JSON answers. */
+/* The reporter's pure query logic: what a request asks (struct query_spec), the
+ * SQL (text + parameters) that answers it from the rollups, which rows a key may
+ * read, reading the result, and the JSON / CSV answers. */
 #ifndef ARV_REPORTER_QUERY_H
 #define ARV_REPORTER_QUERY_H
 
@@ -12,102 +13,136 @@
 
 struct strbuf;
 
-/* Seed-compatible window: the last 30 UTC days, today included. */
+/* Seed-compatible window: the last 30 days (in the request's zone), today included. */
 #define QUERY_WINDOW_DAYS 30
 /* Relative standard error of the HLL sketches (log2m 12): 1.04 / sqrt(2^12). */
 #define QUERY_UNIQUE_SESSIONS_ERROR "0.016"
+/* Longest windows: hourly rollups are kept 400 days; daily ones about 5 years. */
+#define QUERY_MAX_DAYS_HOURLY 400
+#define QUERY_MAX_DAYS_DAILY  1827
+#define QUERY_TZ_MAX          64
+#define QUERY_LIMIT_DEFAULT   10
+#define QUERY_LIMIT_MAX       100
+
+enum query_endpoint {
+    QUERY_EP_OVERVIEW,   /* /overview: totals + active content */
+    QUERY_EP_ENTITY,     /* /companies|projects|ar-content/{id}: totals */
+    QUERY_EP_TIMESERIES, /* /timeseries: one point per bucket */
+    QUERY_EP_TOP,        /* /top: the biggest contents, projects or companies */
+    QUERY_EP_BREAKDOWN,  /* /breakdown: views per value of a dimension */
+    QUERY_EP_EXPORT,     /* /export.csv: daily rows as CSV */
+    QUERY_EP_COUNT
+};
 
 enum query_scope {
-    QUERY_SCOPE_ALL,     /* overview: every company (or the key's company) */
-    QUERY_SCOPE_COMPANY, /* /companies/{id} */
-    QUERY_SCOPE_PROJECT, /* /projects/{id} */
-    QUERY_SCOPE_CONTENT  /* /ar-content/{id} */
+    QUERY_SCOPE_ALL,     /* every company (admin keys only) */
+    QUERY_SCOPE_COMPANY, /* company:ID */
+    QUERY_SCOPE_PROJECT, /* project:ID */
+    QUERY_SCOPE_CONTENT  /* content:ID */
 };
 
-/* Inclusive range of UTC days as "YYYY-MM-DD". */
-struct query_period {
-    char from[11]; /* first day */
-    char to[11];   /* last day (today) */
+enum query_interval {
+    QUERY_INTERVAL_HOUR,
+    QUERY_INTERVAL_DAY,
+    QUERY_INTERVAL_WEEK,
+    QUERY_INTERVAL_MONTH
 };
 
-/* What to count: a scope, its id, and the reader's restriction. */
+enum query_by { QUERY_BY_CONTENT, QUERY_BY_PROJECT, QUERY_BY_COMPANY };
+
+enum query_dimension {
+    QUERY_DIM_DEVICE_TYPE,
+    QUERY_DIM_BROWSER,
+    QUERY_DIM_OS,
+    QUERY_DIM_COUNTRY,
+    QUERY_DIM_CITY,
+    QUERY_DIM_TRACKING_QUALITY,
+    QUERY_DIM_COUNT
+};
+
+/* The reporting window as asked: explicit dates, or a period relative to today
+ * in `tz` (PostgreSQL computes "today" so that it is the zone's today). */
+struct query_window {
+    bool explicit_range;       /* from/to given */
+    char from[11];             /* YYYY-MM-DD when explicit_range */
+    char to[11];               /* YYYY-MM-DD when explicit_range */
+    char period[6];            /* "7", "30", "90", "month" or "12mo" otherwise */
+    char tz[QUERY_TZ_MAX + 1]; /* IANA name, validated */
+    bool tz_utc;               /* the zone's days are UTC days: daily rollups serve */
+};
+
+/* What to count, for whom. */
 struct query_spec {
+    enum query_endpoint ep;
     enum query_scope scope;
-    int64_t id;         /* the company/project/content id; unused for QUERY_SCOPE_ALL */
+    int64_t id;         /* company/project/content id; unused for QUERY_SCOPE_ALL */
     bool restricted;    /* a company key: only rows of `company_id` */
     int64_t company_id; /* the key's company when restricted */
-    struct query_period period;
+    struct query_window win;
+    enum query_interval interval; /* timeseries (export: always day) */
+    enum query_by by;             /* top */
+    enum query_dimension dim;     /* breakdown */
+    unsigned limit;               /* top, breakdown: rows at most */
 };
 
-/* The SQL texts, built once for a content relation (see query_texts_init). */
-enum query_variant {
-    QUERY_VARIANT_ALL,
-    QUERY_VARIANT_ALL_COMPANY, /* overview for a company key */
-    QUERY_VARIANT_COMPANY,
-    QUERY_VARIANT_PROJECT,
-    QUERY_VARIANT_PROJECT_COMPANY, /* project, only a company key's rows */
-    QUERY_VARIANT_CONTENT,
-    QUERY_VARIANT_COUNT
+#define QUERY_NPARAMS 8
+
+/* The parameters of a built statement. `params` point into `storage` (or are
+ * NULL for SQL NULL), so the struct must not be copied once built. */
+struct query_params {
+    const char *params[QUERY_NPARAMS];
+    char storage[QUERY_NPARAMS][QUERY_TZ_MAX + 1];
 };
 
-struct query_texts {
-    char *sql[QUERY_VARIANT_COUNT]; /* owned; freed by query_texts_deinit() */
+/* Columns of every statement. Row 0 carries the meta and totals columns; rows
+ * whose QUERY_COL_KEY is not NULL are the answer's items/points. */
+enum query_col {
+    QUERY_COL_OWNER_MIN, /* lowest company owning the project/content; NULL if unknown */
+    QUERY_COL_OWNER_MAX, /* highest: equals OWNER_MIN when one company owns it */
+    QUERY_COL_COMPLETE_UNTIL,
+    QUERY_COL_FROM, /* first local day of the window */
+    QUERY_COL_TO,   /* last local day */
+    QUERY_COL_T_VIEWS,
+    QUERY_COL_T_UNIQUE,
+    QUERY_COL_T_PLAYS, /* NULL for breakdowns */
+    QUERY_COL_T_DSUM,
+    QUERY_COL_T_DCOUNT,
+    QUERY_COL_T_ACTIVE, /* overview only */
+    QUERY_COL_KEY,      /* bucket label, id, or dimension value */
+    QUERY_COL_VIEWS,
+    QUERY_COL_UNIQUE,
+    QUERY_COL_PLAYS,
+    QUERY_COL_DSUM,
+    QUERY_COL_DCOUNT,
+    QUERY_NCOLS
 };
 
-#define QUERY_MAX_PARAMS 4
-
-/* One statement ready for pg_pool_query(). `params` point into `storage`, so the
- * struct must not be copied once built. */
-struct query_sql {
-    const char *sql;                      /* borrowed from struct query_texts */
-    int nparams;                          /* 2..QUERY_MAX_PARAMS */
-    const char *params[QUERY_MAX_PARAMS]; /* text parameters */
-    char storage[QUERY_MAX_PARAMS][24];   /* their bytes */
-};
-
-/* Result columns of the overview statement. */
-enum query_overview_col {
-    QUERY_OV_TOTAL_VIEWS,
-    QUERY_OV_UNIQUE_SESSIONS,
-    QUERY_OV_ACTIVE_CONTENT,
-    QUERY_OV_COMPLETE_UNTIL,
-    QUERY_OV_NCOLS
-};
-
-/* Result columns of the company/project/content statements. */
-enum query_entity_col {
-    QUERY_EN_OWNER_MIN, /* lowest company owning the project/content; NULL if unknown */
-    QUERY_EN_OWNER_MAX, /* highest: equals OWNER_MIN when one company owns it */
-    QUERY_EN_VIEWS,
-    QUERY_EN_UNIQUE_SESSIONS,
-    QUERY_EN_VIDEO_PLAYS,
-    QUERY_EN_DURATION_SUM,
-    QUERY_EN_DURATION_COUNT,
-    QUERY_EN_COMPLETE_UNTIL,
-    QUERY_EN_NCOLS
-};
-
-struct query_overview {
-    int64_t total_views;
-    int64_t unique_sessions;
-    int64_t active_content;
-    char complete_until[40]; /* RFC 3339, or "" when no live watermark */
-};
-
-struct query_entity {
-    bool owner_known; /* the registry knows the project/content */
-    int64_t owner_min, owner_max;
+struct query_counts {
     int64_t views;
     int64_t unique_sessions;
+    bool has_plays; /* video plays and durations are known (not for breakdowns) */
     int64_t video_plays;
     int64_t duration_sum;
     int64_t duration_count;
-    char complete_until[40]; /* RFC 3339, or "" when no live watermark */
 };
 
-/* Fills `out` with the `days` UTC days ending on the day of `now`. Returns false
- * if `days` is 0 or the date cannot be represented. */
-bool query_period_last_days(time_t now, unsigned days, struct query_period *out);
+struct query_row {
+    int row; /* its row in the result: the key is read from there */
+    struct query_counts c;
+};
+
+/* A read result. `rows` is owned (query_result_deinit). */
+struct query_result {
+    bool owner_known; /* the registry knows the project/content */
+    int64_t owner_min, owner_max;
+    char complete_until[40]; /* RFC 3339, or "" when no live watermark */
+    char from[11], to[11];   /* the window actually used (local days) */
+    struct query_counts total;
+    int64_t active_content;
+    size_t nrows;
+    struct query_row *rows;
+    const PGresult *res; /* borrowed: valid only while the PGresult is (keys are read from it) */
+};
 
 /* Parses a decimal id (digits only, 1 .. INT64_MAX) of `len` bytes. */
 bool query_parse_id(const char *s, size_t len, int64_t *out);
@@ -126,40 +161,50 @@ enum query_path_result query_path_id(const char *path, const char *prefix, int64
  * of [A-Za-z_][A-Za-z0-9_]*, at most 127 characters. */
 bool query_relation_valid(const char *rel);
 
-/* Builds every statement, reading content ownership from `content_relation`
- * (borrowed; must satisfy query_relation_valid). Returns 0, -EINVAL or -ENOMEM;
- * on failure query_texts_deinit() is still safe. */
-int query_texts_init(struct query_texts *t, const char *content_relation);
-void query_texts_deinit(struct query_texts *t);
+/* True when the spec is served from hourly rollups: an hour interval, or a zone
+ * whose days are not UTC days. Breakdowns always read daily (UTC) rollups. */
+bool query_uses_hourly(const struct query_spec *spec);
 
-/* Which statement answers `spec`. */
-enum query_variant query_variant_of(const struct query_spec *spec);
-
-/* Fills `out` with the statement and parameters for `spec` ($1 from, $2 to, $3
- * the scope id or the key's company, $4 the key's company). Returns 0 or -EINVAL. */
-int query_build(const struct query_texts *t, const struct query_spec *spec, struct query_sql *out);
+/* Appends the statement answering `spec` to `sql` and fills `p` ($1 from, $2 to,
+ * $3 tz, $4 period, $5 scope id, $6 the key's company, $7 dimension, $8 limit).
+ * `rel` (borrowed) is the content registry relation (query_relation_valid).
+ * Returns 0 or -EINVAL. Pure. */
+int query_build(const struct query_spec *spec, const char *rel, struct strbuf *sql,
+                struct query_params *p);
 
 /* Authorisation known before querying: false when a company key asks for another
- * company. Projects and content need the owner: see query_owner_allowed(). */
+ * company or for every company. Projects and content need the owner. */
 bool query_scope_allowed(const struct query_spec *spec);
 
 /* Authorisation after the query: an admin reads anything; a company key reads a
  * project or content only when the registry knows it and its company alone owns it. */
-bool query_owner_allowed(const struct query_spec *spec, const struct query_entity *e);
+bool query_owner_allowed(const struct query_spec *spec, const struct query_result *r);
 
-/* Reads a one-row result of the matching statement (`res` borrowed). Returns
- * false if its shape is not the expected one. */
-bool query_read_overview(const PGresult *res, struct query_overview *out);
-bool query_read_entity(const PGresult *res, struct query_entity *out);
+/* Reads a result of query_build()'s statement (`res` borrowed). Returns false
+ * if its shape is not the expected one (then `out` is deinitialised). */
+bool query_read(const PGresult *res, struct query_result *out);
+void query_result_deinit(struct query_result *r);
 
-/* Appends the JSON answers to `sb`. The overview names `company_id` when restricted. */
-void query_overview_json(struct strbuf *sb, const struct query_spec *spec,
-                         const struct query_overview *o);
-void query_entity_json(struct strbuf *sb, const struct query_spec *spec,
-                       const struct query_entity *e);
+/* Appends the JSON answer (any endpoint but export) to `sb`. */
+void query_json(struct strbuf *sb, const struct query_spec *spec, const struct query_result *r);
+
+/* Appends the CSV answer of an export: a header line, then one line per day. */
+void query_csv(struct strbuf *sb, const struct query_spec *spec, const struct query_result *r);
+
+/* Appends `s` as one CSV field (RFC 4180): quoted, with quotes doubled, when it
+ * holds a comma, quote, CR or LF, or starts/ends with a space. */
+void query_csv_field(struct strbuf *sb, const char *s);
+
+/* Writes "company:7" etc. (or "all") into `out`. */
+void query_scope_name(const struct query_spec *spec, char *out, size_t outlen);
 
 /* Average duration rounded to 2 decimals; 0 when there is no duration. */
 double query_avg_duration(int64_t sum, int64_t count);
+
+/* Names used in parameters and answers. */
+const char *query_interval_name(enum query_interval i);
+const char *query_by_name(enum query_by b);
+const char *query_dimension_name(enum query_dimension d);
 
 /* True when a failed statement's SQLSTATE (may be NULL) is worth retrying: lost
  * connection, shutdown, timeout, resource shortage, serialization (503 rather than 500). */

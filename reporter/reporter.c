@@ -1,8 +1,10 @@
-/* arv-reporter's application: routes for the seed-compatible analytics queries,
- * each answered exactly once from one rollup statement on the PostgreSQL pool. */
+/* arv-reporter's application: the analytics routes, each request answered exactly
+ * once: auth, rate limit, parameters, answer cache, else one rollup statement on
+ * the PostgreSQL pool. */
 #include "reporter.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +17,11 @@
 #include "http_server.h"
 #include "log.h"
 #include "metrics.h"
+#include "params.h"
 #include "pg_pool.h"
+#include "qcache.h"
 #include "query.h"
+#include "ratelimit.h"
 #include "service.h"
 #include "strbuf.h"
 
@@ -37,6 +42,21 @@ const struct config_option reporter_options[] = {
     {"content-relation", "ARV_CONTENT_RELATION", CONFIG_STRING,
      offsetof(struct reporter_config, content_relation), "analytics.ar_content", NULL, 0, 0,
      "table or view mapping content to project and company (id, project_id, company_id)"},
+    {"rate-limit-rps", "ARV_REPORTER_RATE_LIMIT_RPS", CONFIG_INT,
+     offsetof(struct reporter_config, rate_limit_rps), "50", NULL, 0, 1000000,
+     "requests per second per API key (token bucket refill); 0 disables the limit"},
+    {"rate-limit-burst", "ARV_REPORTER_RATE_LIMIT_BURST", CONFIG_INT,
+     offsetof(struct reporter_config, rate_limit_burst), "100", NULL, 1, 10000000,
+     "requests an API key may send at once (token bucket size)"},
+    {"query-cache-ttl-ms", "ARV_QUERY_CACHE_TTL_MS", CONFIG_INT,
+     offsetof(struct reporter_config, query_cache_ttl_ms), "1000", NULL, 0, 60000,
+     "milliseconds an identical query (same key scope) is answered from memory; 0 disables"},
+    {"query-cache-entries", "ARV_QUERY_CACHE_ENTRIES", CONFIG_INT,
+     offsetof(struct reporter_config, query_cache_entries), "1024", NULL, 4, 1000000,
+     "answers the query cache holds at most (each at most 256 KiB)"},
+    {"zoneinfo-dir", "ARV_ZONEINFO_DIR", CONFIG_STRING,
+     offsetof(struct reporter_config, zoneinfo_dir), "/usr/share/zoneinfo", NULL, 0, 0,
+     "IANA time zone files the tz parameter is checked against"},
 };
 const size_t reporter_options_len = sizeof(reporter_options) / sizeof(reporter_options[0]);
 
@@ -45,6 +65,10 @@ enum reporter_endpoint {
     REPORTER_EP_COMPANY,
     REPORTER_EP_PROJECT,
     REPORTER_EP_CONTENT,
+    REPORTER_EP_TIMESERIES,
+    REPORTER_EP_TOP,
+    REPORTER_EP_BREAKDOWN,
+    REPORTER_EP_EXPORT,
     REPORTER_EP_COUNT
 };
 
@@ -53,20 +77,26 @@ enum reporter_outcome {
     REPORTER_OUT_UNAUTHORIZED,
     REPORTER_OUT_FORBIDDEN,
     REPORTER_OUT_INVALID,
+    REPORTER_OUT_RATE_LIMITED,
     REPORTER_OUT_DB_UNAVAILABLE,
     REPORTER_OUT_DB_ERROR,
     REPORTER_OUT_COUNT
 };
 
-static const char *const reporter_endpoint_names[REPORTER_EP_COUNT] = {"overview", "company",
-                                                                       "project", "ar_content"};
+static const char *const reporter_endpoint_names[REPORTER_EP_COUNT] = {
+    "overview", "company", "project", "ar_content", "timeseries", "top", "breakdown", "export"};
 static const char *const reporter_endpoint_paths[REPORTER_EP_COUNT] = {
-    "/api/analytics/overview", "/api/analytics/companies/", "/api/analytics/projects/",
-    "/api/analytics/ar-content/"};
+    "/api/analytics/overview",    "/api/analytics/companies/", "/api/analytics/projects/",
+    "/api/analytics/ar-content/", "/api/analytics/timeseries", "/api/analytics/top",
+    "/api/analytics/breakdown",   "/api/analytics/export.csv"};
+/* Scope of the routes whose path names it; the others read the scope parameter. */
 static const enum query_scope reporter_endpoint_scopes[REPORTER_EP_COUNT] = {
     QUERY_SCOPE_ALL, QUERY_SCOPE_COMPANY, QUERY_SCOPE_PROJECT, QUERY_SCOPE_CONTENT};
+static const enum query_endpoint reporter_endpoint_kinds[REPORTER_EP_COUNT] = {
+    QUERY_EP_OVERVIEW,   QUERY_EP_ENTITY, QUERY_EP_ENTITY,    QUERY_EP_ENTITY,
+    QUERY_EP_TIMESERIES, QUERY_EP_TOP,    QUERY_EP_BREAKDOWN, QUERY_EP_EXPORT};
 static const char *const reporter_outcome_names[REPORTER_OUT_COUNT] = {
-    "ok", "unauthorized", "forbidden", "invalid", "db_unavailable", "db_error"};
+    "ok", "unauthorized", "forbidden", "invalid", "rate_limited", "db_unavailable", "db_error"};
 
 /* reporter_auth_failures_total{reason}: the 401 causes, then scope refusals (403). */
 enum reporter_auth_failure {
@@ -93,12 +123,15 @@ struct reporter {
     const struct reporter_config *cfg;               /* borrowed */
     struct pg_pool *pool;                            /* owned */
     struct auth *auth;                               /* owned */
-    struct query_texts texts;                        /* SQL per scope */
+    struct ratelimit *ratelimit;                     /* owned */
+    struct qcache *cache;                            /* owned */
     bool closing;                                    /* reporter_free() running: start no query */
     struct reporter_route routes[REPORTER_EP_COUNT]; /* route arguments */
     struct metric *queries[REPORTER_EP_COUNT][REPORTER_OUT_COUNT]; /* reporter_queries_total */
     struct metric *duration[REPORTER_EP_COUNT];                /* reporter_query_duration_seconds */
     struct metric *auth_failures[REPORTER_AUTH_FAILURE_COUNT]; /* reporter_auth_failures_total */
+    struct metric *cache_hit;  /* reporter_query_cache_lookups_total{result="hit"} */
+    struct metric *cache_miss; /* ...{result="miss"} */
 };
 
 /* One request between its arrival and its answer. */
@@ -108,6 +141,7 @@ struct reporter_call {
     enum reporter_endpoint ep;       /* which route */
     struct auth_principal principal; /* the key's scope, once authenticated */
     struct query_spec spec;          /* what is counted */
+    char cache_key[QCACHE_KEY_MAX];  /* normalised query + reader scope */
     struct timespec query_started;   /* for reporter_query_duration_seconds */
 };
 
@@ -148,13 +182,6 @@ static void reporter_call_end(struct reporter_call *call, enum reporter_outcome 
     metric_inc(call->r->queries[call->ep][outcome]);
     call->req = NULL;
     free(call);
-}
-
-/* Every answer is private to its key and changes as events arrive. */
-static void reporter_answer_json(struct reporter_call *call, int status, const char *json)
-{
-    http_request_add_header(call->req, "Cache-Control", "no-store");
-    http_respond_json(call->req, status, json);
 }
 
 static void reporter_fail(struct reporter_call *call, int status, enum reporter_outcome outcome,
@@ -201,13 +228,41 @@ static void reporter_db_unavailable(struct reporter_call *call)
                   "the analytics database is unavailable; retry shortly");
 }
 
+static uint64_t reporter_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Sends a rendered answer (JSON, or CSV for the export). */
+static void reporter_answer(struct reporter_call *call, const char *body, size_t len, bool csv,
+                            const char *complete_until)
+{
+    http_request_add_header(call->req, "Cache-Control", "no-store");
+    if (csv) {
+        http_request_add_header(call->req, "Content-Disposition",
+                                "attachment; filename=\"arv-export.csv\"");
+        /* CSV has no place for it in the body: freshness travels as a header. */
+        http_request_add_header(call->req, "X-Data-Complete-Until",
+                                complete_until && complete_until[0] ? complete_until : "null");
+        http_respond(call->req, 200, "text/csv; charset=utf-8", body, len);
+    } else {
+        http_respond(call->req, 200, "application/json", body, len);
+    }
+    reporter_call_end(call, REPORTER_OUT_OK);
+}
+
 static void reporter_query_done(void *arg, const PGresult *res, const char *errstr)
 {
     struct reporter_call *call = arg;
+    struct reporter *r = call->r;
+    struct query_result qr;
     struct strbuf sb;
-    bool ok;
+    bool csv = call->spec.ep == QUERY_EP_EXPORT;
 
-    metric_observe(call->r->duration[call->ep], reporter_elapsed_s(&call->query_started));
+    metric_observe(r->duration[call->ep], reporter_elapsed_s(&call->query_started));
     if (!res) {
         /* The pool logs its outages; a per-request line would only repeat it. */
         log_debug("reporter_query_unavailable",
@@ -217,60 +272,126 @@ static void reporter_query_done(void *arg, const PGresult *res, const char *errs
     }
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        bool retry = query_sqlstate_retryable(state);
+        if (state && strcmp(state, "22023") == 0) {
+            /* A zone file PostgreSQL's own time zone data does not have. */
+            reporter_fail(call, 400, REPORTER_OUT_INVALID, "invalid_parameter", "tz",
+                          "tz is not a time zone PostgreSQL knows");
+            return;
+        }
         log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
                   LF_STR("sqlstate", state),
                   LF_STR("error", PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)));
-        if (retry)
+        if (query_sqlstate_retryable(state))
             reporter_db_unavailable(call);
         else
             reporter_fail(call, 500, REPORTER_OUT_DB_ERROR, "internal_error", NULL,
                           "the analytics query failed");
         return;
     }
-
-    strbuf_init(&sb);
-    if (call->ep == REPORTER_EP_OVERVIEW) {
-        struct query_overview o;
-        ok = query_read_overview(res, &o);
-        if (ok)
-            query_overview_json(&sb, &call->spec, &o);
-    } else {
-        struct query_entity e;
-        ok = query_read_entity(res, &e);
-        if (ok && !query_owner_allowed(&call->spec, &e)) {
-            strbuf_deinit(&sb);
-            reporter_forbidden(call);
-            return;
-        }
-        if (ok)
-            query_entity_json(&sb, &call->spec, &e);
-    }
-    if (!ok || sb.oom) {
+    if (!query_read(res, &qr)) {
         log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
-                  LF_STR("error", ok ? "out of memory" : "unexpected result shape"));
-        strbuf_deinit(&sb);
+                  LF_STR("error", "unexpected result shape"));
         reporter_fail(call, 500, REPORTER_OUT_DB_ERROR, "internal_error", NULL,
                       "the analytics query failed");
         return;
     }
-    reporter_answer_json(call, 200, sb.data);
+    if (!query_owner_allowed(&call->spec, &qr)) {
+        query_result_deinit(&qr);
+        reporter_forbidden(call);
+        return;
+    }
+    strbuf_init(&sb);
+    if (csv)
+        query_csv(&sb, &call->spec, &qr);
+    else
+        query_json(&sb, &call->spec, &qr);
+    if (sb.oom || !sb.data) {
+        log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
+                  LF_STR("error", "out of memory"));
+        strbuf_deinit(&sb);
+        query_result_deinit(&qr);
+        reporter_fail(call, 500, REPORTER_OUT_DB_ERROR, "internal_error", NULL,
+                      "the analytics query failed");
+        return;
+    }
+    qcache_put(r->cache, call->cache_key, reporter_now_ms(), sb.data, sb.len, csv,
+               qr.complete_until);
+    reporter_answer(call, sb.data, sb.len, csv, qr.complete_until);
     strbuf_deinit(&sb);
-    reporter_call_end(call, REPORTER_OUT_OK);
+    query_result_deinit(&qr);
 }
 
-/* Authenticated: check the path and the key's scope, then run the statement. */
+/* params_get_fn over the request's query string. */
+static enum params_found reporter_param(void *arg, const char *name, char *out, size_t outlen)
+{
+    struct http_request *req = arg;
+    const char *q = http_request_query(req);
+    size_t n = strlen(name);
+
+    if (http_request_query_param(req, name, out, outlen))
+        return PARAMS_PRESENT;
+    /* Absent, or present but not fitting: tell them apart by the raw name. */
+    for (const char *p = q; p && *p;) {
+        if (strncmp(p, name, n) == 0 && (p[n] == '=' || p[n] == '&' || p[n] == '\0'))
+            return PARAMS_TOO_LONG;
+        p = strchr(p, '&');
+        if (p)
+            p++;
+    }
+    return PARAMS_ABSENT;
+}
+
+/* The cache key: everything the answer depends on, normalised, and who reads. */
+static void reporter_cache_key(const struct query_spec *s, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%d|%d|%" PRId64 "|%" PRId64 "|%s|%s|%s|%s|%d|%d|%d|%u", (int)s->ep,
+             (int)s->scope, s->id, s->restricted ? s->company_id : (int64_t)0,
+             s->win.explicit_range ? s->win.from : "", s->win.explicit_range ? s->win.to : "",
+             s->win.explicit_range ? "" : s->win.period, s->win.tz, (int)s->interval, (int)s->by,
+             (int)s->dim, s->limit);
+}
+
+/* Each distinct statement text is prepared once per connection under a name
+ * derived from it (FNV-1a 64): a few hundred shapes at most. */
+static void reporter_statement_name(const char *sql, char *out, size_t outlen)
+{
+    uint64_t h = 1469598103934665603ull;
+
+    for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    snprintf(out, outlen, "arv_rq_%016" PRIx64, h);
+}
+
+/* Authenticated: rate limit, path and parameters, the key's scope, the cache,
+ * then the statement. */
 static void reporter_run(struct reporter_call *call)
 {
     struct reporter *r = call->r;
     struct query_spec *spec = &call->spec;
-    struct query_sql q;
+    struct query_params qp;
+    struct params_error perr = {0};
+    const struct qcache_entry *hit;
+    struct strbuf sql;
+    char name[32];
+    unsigned retry_s = 1;
     int rc;
 
+    if (!ratelimit_take(r->ratelimit, call->principal.key_id, reporter_now_ms(), &retry_s)) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%u", retry_s);
+        http_request_add_header(call->req, "Retry-After", ra);
+        reporter_fail(call, 429, REPORTER_OUT_RATE_LIMITED, "rate_limited", NULL,
+                      "too many requests for this API key; retry after Retry-After seconds");
+        return;
+    }
+    spec->ep = reporter_endpoint_kinds[call->ep];
     spec->scope = reporter_endpoint_scopes[call->ep];
     spec->restricted = !call->principal.is_admin;
     spec->company_id = call->principal.company_id;
-    if (call->ep != REPORTER_EP_OVERVIEW) {
+    if (call->ep == REPORTER_EP_OVERVIEW && spec->restricted) {
+        spec->scope = QUERY_SCOPE_COMPANY;
+        spec->id = spec->company_id;
+    } else if (spec->ep == QUERY_EP_ENTITY) {
         enum query_path_result pr = query_path_id(http_request_path(call->req),
                                                   reporter_endpoint_paths[call->ep], &spec->id);
         if (pr == QUERY_PATH_NOT_FOUND) {
@@ -283,12 +404,26 @@ static void reporter_run(struct reporter_call *call)
             return;
         }
     }
+    if (!params_parse(spec, reporter_param, call->req, r->cfg->zoneinfo_dir, &perr)) {
+        reporter_fail(call, 400, REPORTER_OUT_INVALID, "invalid_parameter", perr.field,
+                      perr.message);
+        return;
+    }
     if (!query_scope_allowed(spec)) {
         reporter_forbidden(call);
         return;
     }
-    if (!query_period_last_days(time(NULL), QUERY_WINDOW_DAYS, &spec->period) ||
-        query_build(&r->texts, spec, &q) < 0) {
+    reporter_cache_key(spec, call->cache_key, sizeof(call->cache_key));
+    hit = qcache_get(r->cache, call->cache_key, reporter_now_ms());
+    if (hit) {
+        metric_inc(r->cache_hit);
+        reporter_answer(call, hit->body, hit->len, hit->csv, hit->complete_until);
+        return;
+    }
+    metric_inc(r->cache_miss);
+    strbuf_init(&sql);
+    if (query_build(spec, r->cfg->content_relation, &sql, &qp) < 0) {
+        strbuf_deinit(&sql);
         log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
                   LF_STR("error", "cannot build the query"));
         reporter_fail(call, 500, REPORTER_OUT_DB_ERROR, "internal_error", NULL,
@@ -296,11 +431,15 @@ static void reporter_run(struct reporter_call *call)
         return;
     }
     if (r->closing) {
+        strbuf_deinit(&sql);
         reporter_db_unavailable(call);
         return;
     }
+    reporter_statement_name(sql.data, name, sizeof(name));
     clock_gettime(CLOCK_MONOTONIC, &call->query_started);
-    rc = pg_pool_query(r->pool, q.sql, q.nparams, q.params, reporter_query_done, call);
+    rc = pg_pool_query_prepared(r->pool, name, sql.data, QUERY_NPARAMS, qp.params,
+                                reporter_query_done, call);
+    strbuf_deinit(&sql);
     if (rc < 0) {
         if (rc != -ENOTCONN)
             log_error("reporter_query_failed",
@@ -377,9 +516,14 @@ static int reporter_metrics_init(struct reporter *r, struct metrics *m)
     struct metric_family *a =
         metrics_counter(m, "reporter_auth_failures_total",
                         "Requests refused by API key authentication or scope", "reason");
+    struct metric_family *c = metrics_counter(
+        m, "reporter_query_cache_lookups_total",
+        "Analytics answers served from the answer cache (hit) or computed (miss)", "result");
 
-    if (!q || !d || !a)
+    if (!q || !d || !a || !c)
         return -ENOMEM;
+    r->cache_hit = metric_family_child(c, (const char *const[]){"hit"});
+    r->cache_miss = metric_family_child(c, (const char *const[]){"miss"});
     for (int i = 0; i < REPORTER_AUTH_FAILURE_COUNT; i++)
         r->auth_failures[i] =
             metric_family_child(a, (const char *const[]){reporter_auth_failure_names[i]});
@@ -397,7 +541,6 @@ static int reporter_metrics_init(struct reporter *r, struct metrics *m)
 struct reporter *reporter_new(struct service *svc, const struct reporter_config *cfg)
 {
     struct reporter *r = calloc(1, sizeof(*r));
-    int rc;
 
     if (!r) {
         log_error("reporter_init_failed", LF_STR("error", "out of memory"));
@@ -406,13 +549,12 @@ struct reporter *reporter_new(struct service *svc, const struct reporter_config 
     r->svc = svc;
     r->cfg = cfg;
 
-    /* Order: SQL texts, metrics, pool (connects in the background), auth on the
-     * pool, readiness, and routes last so nothing is served half-built. */
-    rc = query_texts_init(&r->texts, cfg->content_relation);
-    if (rc < 0) {
-        log_error("reporter_init_failed", LF_STR("error", "cannot build the SQL statements"));
-        goto fail;
-    }
+    /* Order: limiter and cache, metrics, pool (connects in the background), auth
+     * on the pool, readiness, and routes last so nothing is served half-built. */
+    r->ratelimit = ratelimit_new((double)cfg->rate_limit_rps, (double)cfg->rate_limit_burst, 4096);
+    r->cache = qcache_new((unsigned)cfg->query_cache_entries, (uint64_t)cfg->query_cache_ttl_ms);
+    if (!r->ratelimit || !r->cache)
+        goto oom;
     if (reporter_metrics_init(r, svc->metrics) < 0) {
         log_error("reporter_init_failed", LF_STR("error", "cannot register metrics"));
         goto fail;
@@ -430,12 +572,15 @@ struct reporter *reporter_new(struct service *svc, const struct reporter_config 
         r->routes[ep].r = r;
         r->routes[ep].ep = (enum reporter_endpoint)ep;
         if (http_server_route(svc->http, HTTP_GET, reporter_endpoint_paths[ep],
-                              ep != REPORTER_EP_OVERVIEW, reporter_handle, &r->routes[ep]) < 0)
+                              reporter_endpoint_kinds[ep] == QUERY_EP_ENTITY, reporter_handle,
+                              &r->routes[ep]) < 0)
             goto oom;
     }
     log_info("reporter_ready", LF_INT("db_pool_size", cfg->db_pool_size),
              LF_INT("auth_cache_ttl_s", cfg->auth_cache_ttl_s),
-             LF_STR("content_relation", cfg->content_relation));
+             LF_STR("content_relation", cfg->content_relation),
+             LF_INT("rate_limit_rps", cfg->rate_limit_rps),
+             LF_INT("query_cache_ttl_ms", cfg->query_cache_ttl_ms));
     return r;
 oom:
     log_error("reporter_init_failed", LF_STR("error", "out of memory"));
@@ -453,6 +598,7 @@ void reporter_free(struct reporter *r)
      * still reach the authenticator. */
     pg_pool_free(r->pool);
     auth_free(r->auth);
-    query_texts_deinit(&r->texts);
+    qcache_free(r->cache);
+    ratelimit_free(r->ratelimit);
     free(r);
 }

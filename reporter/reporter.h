@@ -17,6 +17,11 @@ struct reporter_config {
     long db_queue_timeout_ms;     /* ARV_DB_QUEUE_TIMEOUT_MS: wait for a free connection */
     long auth_cache_ttl_s;        /* ARV_AUTH_CACHE_TTL: seconds a key lookup is reused */
     const char *content_relation; /* ARV_CONTENT_RELATION: who owns projects/content */
+    long rate_limit_rps;          /* ARV_REPORTER_RATE_LIMIT_RPS: per key; 0 = off */
+    long rate_limit_burst;        /* ARV_REPORTER_RATE_LIMIT_BURST */
+    long query_cache_ttl_ms;      /* ARV_QUERY_CACHE_TTL_MS: 0 = no answer cache */
+    long query_cache_entries;     /* ARV_QUERY_CACHE_ENTRIES */
+    const char *zoneinfo_dir;     /* ARV_ZONEINFO_DIR: where tz names are checked */
 };
 
 /* The reporter's option table (common options plus its own) for config_load(). */

@@ -1,54 +1,16 @@
-/* Unit tests for reporter/query.c: window, path ids, scope rules, SQL and params,
- * result reading and JSON answers. */
+/* Unit tests for reporter/query.c: path ids, scope rules, SQL and params per
+ * request shape, result reading, JSON and CSV answers. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <libpq-fe.h>
 
 #include "query.h"
 #include "strbuf.h"
-
-/* 2026-11-25T13:45:10Z */
-#define NOW_2026_11_25 ((time_t)1795614310)
-
-Test(query_period, last_30_days_from_fixed_now)
-{
-    struct query_period p;
-
-    cr_assert(query_period_last_days(NOW_2026_11_25, 30, &p));
-    cr_assert_str_eq(p.to, "2026-11-25");
-    cr_assert_str_eq(p.from, "2026-10-27");
-}
-
-Test(query_period, day_boundaries_are_utc)
-{
-    struct query_period p;
-
-    /* 2026-03-01T00:00:00Z and one second before. */
-    cr_assert(query_period_last_days((time_t)1772323200, 30, &p));
-    cr_assert_str_eq(p.to, "2026-03-01");
-    cr_assert_str_eq(p.from, "2026-01-31");
-    cr_assert(query_period_last_days((time_t)1772323199, 30, &p));
-    cr_assert_str_eq(p.to, "2026-02-28");
-    cr_assert_str_eq(p.from, "2026-01-30");
-}
-
-Test(query_period, leap_year_and_single_day)
-{
-    struct query_period p;
-
-    /* 2028-03-01T12:00:00Z: the window crosses 2028-02-29. */
-    cr_assert(query_period_last_days((time_t)1835524800, 2, &p));
-    cr_assert_str_eq(p.to, "2028-03-01");
-    cr_assert_str_eq(p.from, "2028-02-29");
-    cr_assert(query_period_last_days(NOW_2026_11_25, 1, &p));
-    cr_assert_str_eq(p.from, "2026-11-25");
-    cr_assert_str_eq(p.to, "2026-11-25");
-    cr_assert_not(query_period_last_days(NOW_2026_11_25, 0, &p));
-}
 
 Test(query_id, parse)
 {
@@ -103,276 +65,385 @@ Test(query_relation, valid_names)
     cr_assert_not(query_relation_valid("a b"));
 }
 
-static struct query_texts texts;
-
-static void texts_setup(void)
+static struct query_spec spec_of(enum query_endpoint ep, enum query_scope scope, int64_t id,
+                                 bool restricted, int64_t company)
 {
-    cr_assert_eq(query_texts_init(&texts, "analytics.ar_content"), 0);
-}
+    struct query_spec s = {.ep = ep,
+                           .scope = scope,
+                           .id = id,
+                           .restricted = restricted,
+                           .company_id = company,
+                           .interval = QUERY_INTERVAL_DAY,
+                           .limit = 10};
 
-static void texts_teardown(void)
-{
-    query_texts_deinit(&texts);
-}
-
-static struct query_spec spec_of(enum query_scope scope, int64_t id, bool restricted,
-                                 int64_t company)
-{
-    struct query_spec s = {
-        .scope = scope, .id = id, .restricted = restricted, .company_id = company};
-
-    strcpy(s.period.from, "2026-10-27");
-    strcpy(s.period.to, "2026-11-25");
+    strcpy(s.win.period, "30");
+    strcpy(s.win.tz, "UTC");
+    s.win.tz_utc = true;
     return s;
 }
 
-TestSuite(query_sql, .init = texts_setup, .fini = texts_teardown);
-
-Test(query_sql, overview_admin)
+/* Builds the statement of `s` into a string the caller frees. */
+static char *build(const struct query_spec *s, struct query_params *p)
 {
-    struct query_spec s = spec_of(QUERY_SCOPE_ALL, 0, false, 0);
-    struct query_sql q;
+    struct strbuf sb;
 
-    cr_assert_eq(query_build(&texts, &s, &q), 0);
-    cr_assert_eq(q.nparams, 2);
-    cr_assert_str_eq(q.params[0], "2026-10-27");
-    cr_assert_str_eq(q.params[1], "2026-11-25");
-    cr_assert_not_null(strstr(q.sql, "FROM analytics.rollup_content_daily"));
-    cr_assert_not_null(strstr(q.sql, "day BETWEEN $1::date AND $2::date"));
-    cr_assert_not_null(strstr(q.sql, "hll_cardinality(hll_union_agg(sessions))"));
-    cr_assert_not_null(strstr(q.sql, "count(DISTINCT ar_content_id) FILTER (WHERE views > 0)"));
-    cr_assert_not_null(strstr(q.sql, "analytics.ingest_watermarks"));
-    cr_assert_null(strstr(q.sql, "company_id ="));
-    cr_assert_null(strstr(q.sql, "ar_view_sessions"), "never the raw table");
+    strbuf_init(&sb);
+    cr_assert_eq(query_build(s, "analytics.ar_content", &sb, p), 0);
+    return strbuf_steal(&sb);
 }
 
-Test(query_sql, overview_company_key_is_scoped)
+static bool has(const char *sql, const char *needle)
 {
-    struct query_spec s = spec_of(QUERY_SCOPE_ALL, 0, true, 7);
-    struct query_sql q;
-
-    cr_assert_eq(query_build(&texts, &s, &q), 0);
-    cr_assert_eq(q.nparams, 3);
-    cr_assert_str_eq(q.params[2], "7");
-    cr_assert_not_null(strstr(q.sql, "AND company_id = $3::bigint"));
+    return strstr(sql, needle) != NULL;
 }
 
-Test(query_sql, company)
+Test(query_sql, overview_admin_reads_company_rollups)
 {
-    struct query_spec s = spec_of(QUERY_SCOPE_COMPANY, 12, false, 0);
-    struct query_sql q;
+    struct query_spec s = spec_of(QUERY_EP_OVERVIEW, QUERY_SCOPE_ALL, 0, false, 0);
+    struct query_params p;
+    char *sql = build(&s, &p);
 
-    cr_assert_eq(query_build(&texts, &s, &q), 0);
-    cr_assert_eq(q.nparams, 3);
-    cr_assert_str_eq(q.params[2], "12");
-    cr_assert_not_null(strstr(q.sql, "WHERE company_id = $3::bigint AND day BETWEEN"));
-    cr_assert_not_null(strstr(q.sql, "sum(video_plays)"));
-    cr_assert_not_null(strstr(q.sql, "sum(duration_count)"));
+    cr_assert(has(sql, "FROM w, analytics.rollup_company_daily r WHERE r.day BETWEEN"));
+    cr_assert(has(sql, "CROSS JOIN LATERAL (SELECT 1 FROM analytics.rollup_content_daily a"));
+    cr_assert_not(has(sql, "r.company_id = $6"));
+    cr_assert_null(p.params[0]);
+    cr_assert_null(p.params[1]);
+    cr_assert_str_eq(p.params[2], "UTC");
+    cr_assert_str_eq(p.params[3], "30");
+    cr_assert_null(p.params[4]);
+    cr_assert_null(p.params[5]);
+    free(sql);
 }
 
-Test(query_sql, project_admin_and_company_key)
+Test(query_sql, company_key_is_restricted_everywhere)
 {
-    struct query_spec s = spec_of(QUERY_SCOPE_PROJECT, 5, false, 0);
-    struct query_sql q;
+    struct query_spec s = spec_of(QUERY_EP_TOP, QUERY_SCOPE_PROJECT, 3, true, 7);
+    struct query_params p;
+    char *sql = build(&s, &p);
 
-    cr_assert_eq(query_build(&texts, &s, &q), 0);
-    cr_assert_eq(q.nparams, 3);
-    cr_assert_str_eq(q.params[2], "5");
-    cr_assert_not_null(strstr(q.sql, "min(company_id) FROM analytics.ar_content WHERE "
-                                     "project_id = $3::bigint"));
-    cr_assert_null(strstr(q.sql, "$4"));
-
-    s = spec_of(QUERY_SCOPE_PROJECT, 5, true, 9);
-    cr_assert_eq(query_build(&texts, &s, &q), 0);
-    cr_assert_eq(q.nparams, 4);
-    cr_assert_str_eq(q.params[2], "5");
-    cr_assert_str_eq(q.params[3], "9");
-    cr_assert_not_null(strstr(q.sql, "AND company_id = $4::bigint"));
+    cr_assert(has(sql, "analytics.rollup_content_daily r"));
+    cr_assert(has(sql, "r.project_id = $5::bigint AND r.company_id = $6::bigint"));
+    cr_assert(has(sql, "LIMIT $8::int"));
+    cr_assert_str_eq(p.params[4], "3");
+    cr_assert_str_eq(p.params[5], "7");
+    cr_assert_str_eq(p.params[7], "10");
+    free(sql);
 }
 
-Test(query_sql, content_uses_registry_owner)
+Test(query_sql, other_zones_read_hourly_rollups)
 {
-    struct query_spec s = spec_of(QUERY_SCOPE_CONTENT, 42, true, 9);
-    struct query_sql q;
+    struct query_spec s = spec_of(QUERY_EP_TIMESERIES, QUERY_SCOPE_COMPANY, 7, false, 0);
+    struct query_params p;
+    char *sql;
 
-    cr_assert_eq(query_build(&texts, &s, &q), 0);
-    cr_assert_eq(q.nparams, 3);
-    cr_assert_str_eq(q.params[2], "42");
-    cr_assert_not_null(strstr(q.sql, "WHERE company_id = (SELECT company_id FROM "
-                                     "analytics.ar_content WHERE id = $3::bigint) AND "
-                                     "ar_content_id = $3::bigint"));
+    strcpy(s.win.tz, "Europe/Berlin");
+    s.win.tz_utc = false;
+    cr_assert(query_uses_hourly(&s));
+    sql = build(&s, &p);
+    cr_assert(has(sql, "analytics.rollup_company_hourly r WHERE r.hour >= w.h0 AND r.hour < w.h1"));
+    cr_assert(has(sql, "(r.hour AT TIME ZONE $3::text)::date"));
+    cr_assert_str_eq(p.params[2], "Europe/Berlin");
+    free(sql);
+
+    /* Totals in another zone: whole UTC days from daily rows, edges from hourly. */
+    s = spec_of(QUERY_EP_ENTITY, QUERY_SCOPE_PROJECT, 3, false, 0);
+    strcpy(s.win.tz, "Asia/Kolkata");
+    s.win.tz_utc = false;
+    sql = build(&s, &p);
+    cr_assert(has(sql, "FROM w wd, analytics.rollup_content_daily d WHERE d.day BETWEEN wd.ud0 "
+                       "AND wd.ud1 UNION ALL SELECT"));
+    cr_assert(has(sql, "analytics.rollup_content_hourly h WHERE h.hour >= wh.h0"));
+    cr_assert(has(sql, "r WHERE true AND r.project_id = $5::bigint"));
+    free(sql);
+
+    /* Hour intervals need hourly rows even in UTC; breakdowns never use them. */
+    s = spec_of(QUERY_EP_TIMESERIES, QUERY_SCOPE_ALL, 0, false, 0);
+    s.interval = QUERY_INTERVAL_HOUR;
+    cr_assert(query_uses_hourly(&s));
+    s = spec_of(QUERY_EP_BREAKDOWN, QUERY_SCOPE_ALL, 0, false, 0);
+    s.win.tz_utc = false;
+    cr_assert_not(query_uses_hourly(&s));
 }
 
-Test(query_sql, custom_content_relation)
+Test(query_sql, company_days_need_no_union_per_bucket)
 {
-    struct query_texts t;
-    struct query_spec s = spec_of(QUERY_SCOPE_PROJECT, 5, false, 0);
-    struct query_sql q;
+    struct query_spec s = spec_of(QUERY_EP_TIMESERIES, QUERY_SCOPE_COMPANY, 7, false, 0);
+    struct query_params p;
+    char *sql = build(&s, &p);
 
-    cr_assert_eq(query_texts_init(&t, "platform.ar_contents"), 0);
-    cr_assert_eq(query_build(&t, &s, &q), 0);
-    cr_assert_not_null(strstr(q.sql, "FROM platform.ar_contents WHERE project_id"));
-    query_texts_deinit(&t);
-    cr_assert_eq(query_texts_init(&t, "x; DROP TABLE y"), -EINVAL);
-    query_texts_deinit(&t);
+    cr_assert(has(sql, "r.sessions AS u"));
+    cr_assert_not(has(sql, "GROUP BY"));
+    free(sql);
+    s.interval = QUERY_INTERVAL_WEEK;
+    sql = build(&s, &p);
+    cr_assert(has(sql, "hll_union_agg(r.sessions) AS u"));
+    cr_assert(has(sql, "GROUP BY 1"));
+    free(sql);
+    s = spec_of(QUERY_EP_EXPORT, QUERY_SCOPE_ALL, 0, false, 0);
+    sql = build(&s, &p);
+    cr_assert(has(sql, "GROUP BY 1"));
+    free(sql);
+}
+
+Test(query_sql, explicit_range_and_buckets)
+{
+    struct query_spec s = spec_of(QUERY_EP_TIMESERIES, QUERY_SCOPE_CONTENT, 42, false, 0);
+    struct query_params p;
+    char *sql;
+
+    s.win.explicit_range = true;
+    strcpy(s.win.from, "2026-03-01");
+    strcpy(s.win.to, "2026-03-31");
+    s.interval = QUERY_INTERVAL_WEEK;
+    sql = build(&s, &p);
+    cr_assert_str_eq(p.params[0], "2026-03-01");
+    cr_assert_str_eq(p.params[1], "2026-03-31");
+    cr_assert_null(p.params[3]);
+    cr_assert(has(sql, "date_trunc('week', (r.day)::timestamp)::date"));
+    cr_assert(has(sql, "generate_series(date_trunc('week', w.d0::timestamp)"));
+    cr_assert(has(sql, "r.company_id = (SELECT company_id FROM analytics.ar_content WHERE id = "
+                       "$5::bigint) AND r.ar_content_id = $5::bigint"));
+    free(sql);
+}
+
+Test(query_sql, breakdown_and_top_by_company)
+{
+    struct query_spec s = spec_of(QUERY_EP_BREAKDOWN, QUERY_SCOPE_COMPANY, 7, true, 7);
+    struct query_params p;
+    char *sql;
+
+    s.dim = QUERY_DIM_COUNTRY;
+    s.limit = 100;
+    sql = build(&s, &p);
+    cr_assert(has(sql, "analytics.rollup_breakdown_daily r"));
+    cr_assert(has(sql, "r.dimension = $7::text"));
+    cr_assert_str_eq(p.params[6], "country");
+    cr_assert_str_eq(p.params[7], "100");
+    free(sql);
+
+    s = spec_of(QUERY_EP_TOP, QUERY_SCOPE_ALL, 0, false, 0);
+    s.by = QUERY_BY_COMPANY;
+    sql = build(&s, &p);
+    cr_assert(has(sql, "SELECT r.company_id AS b"));
+    cr_assert(has(sql, "analytics.rollup_company_daily r"));
+    free(sql);
 }
 
 Test(query_sql, rejects_bad_specs)
 {
-    struct query_spec s = spec_of(QUERY_SCOPE_COMPANY, 0, false, 0);
-    struct query_sql q;
+    struct query_spec s = spec_of(QUERY_EP_ENTITY, QUERY_SCOPE_COMPANY, 0, false, 0);
+    struct query_params p;
+    struct strbuf sb;
 
-    cr_assert_eq(query_build(&texts, &s, &q), -EINVAL);
-    s = spec_of(QUERY_SCOPE_ALL, 0, true, 0);
-    cr_assert_eq(query_build(&texts, &s, &q), -EINVAL);
+    strbuf_init(&sb);
+    cr_assert_eq(query_build(&s, "analytics.ar_content", &sb, &p), -EINVAL);
+    s = spec_of(QUERY_EP_ENTITY, QUERY_SCOPE_COMPANY, 1, true, 0);
+    cr_assert_eq(query_build(&s, "analytics.ar_content", &sb, &p), -EINVAL);
+    s = spec_of(QUERY_EP_OVERVIEW, QUERY_SCOPE_PROJECT, 1, false, 0);
+    cr_assert_eq(query_build(&s, "analytics.ar_content", &sb, &p), -EINVAL);
+    s = spec_of(QUERY_EP_ENTITY, QUERY_SCOPE_COMPANY, 1, false, 0);
+    cr_assert_eq(query_build(&s, "x; drop", &sb, &p), -EINVAL);
+    strbuf_deinit(&sb);
 }
 
 Test(query_access, scope_rules)
 {
-    struct query_spec s = spec_of(QUERY_SCOPE_COMPANY, 7, true, 7);
-    struct query_entity e = {0};
+    struct query_spec s = spec_of(QUERY_EP_TOP, QUERY_SCOPE_ALL, 0, true, 7);
+    struct query_result r = {0};
 
+    cr_assert_not(query_scope_allowed(&s)); /* a company key never reads "all" */
+    s = spec_of(QUERY_EP_TOP, QUERY_SCOPE_ALL, 0, false, 0);
     cr_assert(query_scope_allowed(&s));
-    s.id = 8;
+    cr_assert(query_owner_allowed(&s, &r));
+    s = spec_of(QUERY_EP_ENTITY, QUERY_SCOPE_COMPANY, 8, true, 7);
     cr_assert_not(query_scope_allowed(&s));
-    s.restricted = false;
-    cr_assert(query_scope_allowed(&s), "admin reads any company");
+    s.id = 7;
+    cr_assert(query_scope_allowed(&s));
+    cr_assert(query_owner_allowed(&s, &r));
 
-    s = spec_of(QUERY_SCOPE_PROJECT, 5, true, 7);
-    cr_assert(query_scope_allowed(&s), "decided after the owner lookup");
-    cr_assert_not(query_owner_allowed(&s, &e), "unknown project: 403, never an empty 200");
-    e.owner_known = true;
-    e.owner_min = e.owner_max = 7;
-    cr_assert(query_owner_allowed(&s, &e));
-    e.owner_max = 8;
-    cr_assert_not(query_owner_allowed(&s, &e), "project shared with another company");
-    e.owner_min = e.owner_max = 8;
-    cr_assert_not(query_owner_allowed(&s, &e));
+    s = spec_of(QUERY_EP_TIMESERIES, QUERY_SCOPE_PROJECT, 3, true, 7);
+    cr_assert(query_scope_allowed(&s));
+    cr_assert_not(query_owner_allowed(&s, &r)); /* unknown to the registry */
+    r.owner_known = true;
+    r.owner_min = r.owner_max = 7;
+    cr_assert(query_owner_allowed(&s, &r));
+    r.owner_min = 6; /* shared with company 6 */
+    cr_assert_not(query_owner_allowed(&s, &r));
+    r.owner_min = r.owner_max = 8;
+    cr_assert_not(query_owner_allowed(&s, &r));
     s.restricted = false;
-    cr_assert(query_owner_allowed(&s, &e));
-    e.owner_known = false;
-    cr_assert(query_owner_allowed(&s, &e), "admin: unknown content reads as zeros");
+    cr_assert(query_owner_allowed(&s, &r));
 }
 
-/* A one-row text result, as libpq would return it; NULL values are SQL NULL. */
-static PGresult *make_result(int ncols, const char *const *values)
+/* A result of `nrows` rows of QUERY_NCOLS columns; row 0 holds `meta`
+ * (QUERY_COL_KEY columns), each row i its item `items[i]` (6 columns). */
+static PGresult *make_rows(const char *const *meta, int nrows, const char *const (*items)[6])
 {
     PGresult *res = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
-    PGresAttDesc attrs[16];
+    PGresAttDesc attrs[QUERY_NCOLS];
     static char name[] = "c";
 
-    cr_assert_not_null(res);
     memset(attrs, 0, sizeof(attrs));
-
-    for (int i = 0; i < ncols; i++)
+    for (int i = 0; i < QUERY_NCOLS; i++)
         attrs[i].name = name;
-    cr_assert(PQsetResultAttrs(res, ncols, attrs));
-    for (int i = 0; i < ncols; i++) {
-        char buf[64] = "";
-        if (values[i])
-            snprintf(buf, sizeof(buf), "%s", values[i]);
-        cr_assert(PQsetvalue(res, 0, i, buf, values[i] ? (int)strlen(buf) : -1));
+    cr_assert(PQsetResultAttrs(res, QUERY_NCOLS, attrs));
+    for (int row = 0; row < nrows; row++) {
+        for (int c = 0; c < QUERY_NCOLS; c++) {
+            const char *v = c < QUERY_COL_KEY ? meta[c]
+                            : items           ? items[row][c - QUERY_COL_KEY]
+                                              : NULL;
+            char buf[64] = "";
+            if (v)
+                snprintf(buf, sizeof(buf), "%s", v);
+            cr_assert(PQsetvalue(res, row, c, buf, v ? (int)strlen(buf) : -1));
+        }
     }
     return res;
 }
 
-Test(query_result, overview)
+static const char *const meta_entity[] = {
+    "7", "7", "2026-11-25T13:44:58.123Z", "2026-10-27", "2026-11-25", "10", "9", "4", "113",
+    "3", NULL};
+
+Test(query_result, entity_json)
 {
-    const char *v[] = {"120", "97", "3", "2026-11-25T13:44:58.123Z"};
-    PGresult *res = make_result(4, v);
-    struct query_overview o;
-    struct query_spec s = spec_of(QUERY_SCOPE_ALL, 0, false, 0);
+    PGresult *res = make_rows(meta_entity, 1, NULL);
+    struct query_spec s = spec_of(QUERY_EP_ENTITY, QUERY_SCOPE_CONTENT, 42, true, 7);
+    struct query_result r;
     struct strbuf sb;
 
-    cr_assert(query_read_overview(res, &o));
-    cr_assert_eq(o.total_views, 120);
-    cr_assert_eq(o.unique_sessions, 97);
-    cr_assert_eq(o.active_content, 3);
+    cr_assert(query_read(res, &r));
+    cr_assert(r.owner_known);
+    cr_assert_eq(r.owner_min, 7);
+    cr_assert_eq(r.total.views, 10);
+    cr_assert_eq(r.nrows, 0);
     strbuf_init(&sb);
-    query_overview_json(&sb, &s, &o);
+    query_json(&sb, &s, &r);
+    cr_assert_str_eq(sb.data,
+                     "{\"ar_content_id\":42,\"views\":10,\"unique_sessions\":9,"
+                     "\"video_plays\":4,\"avg_duration_seconds\":37.67,"
+                     "\"period\":{\"from\":\"2026-10-27\",\"to\":\"2026-11-25\","
+                     "\"tz\":\"UTC\"},\"data_complete_until\":\"2026-11-25T13:44:58.123Z\","
+                     "\"unique_sessions_error\":0.016}");
+    strbuf_deinit(&sb);
+    query_result_deinit(&r);
+    PQclear(res);
+}
+
+Test(query_result, overview_json)
+{
+    const char *meta[] = {NULL, NULL, NULL, "2026-10-27", "2026-11-25", "120",
+                          "97", "0",  "0",  "0",          "3"};
+    PGresult *res = make_rows(meta, 1, NULL);
+    struct query_spec s = spec_of(QUERY_EP_OVERVIEW, QUERY_SCOPE_COMPANY, 7, true, 7);
+    struct query_result r;
+    struct strbuf sb;
+
+    cr_assert(query_read(res, &r));
+    cr_assert_not(r.owner_known);
+    strbuf_init(&sb);
+    query_json(&sb, &s, &r);
     cr_assert_str_eq(sb.data, "{\"total_views\":120,\"unique_sessions\":97,\"active_content\":3,"
-                              "\"period\":{\"from\":\"2026-10-27\",\"to\":\"2026-11-25\"},"
-                              "\"data_complete_until\":\"2026-11-25T13:44:58.123Z\","
+                              "\"company_id\":7,\"period\":{\"from\":\"2026-10-27\","
+                              "\"to\":\"2026-11-25\",\"tz\":\"UTC\"},\"data_complete_until\":null,"
                               "\"unique_sessions_error\":0.016}");
+    strbuf_deinit(&sb);
+    query_result_deinit(&r);
+    PQclear(res);
+}
+
+Test(query_result, timeseries_and_csv)
+{
+    const char *const items[][6] = {{"2026-03-07", "5", "4", "1", "10", "2"},
+                                    {"2026-03-08", "0", "0", "0", "0", "0"}};
+    PGresult *res = make_rows(meta_entity, 2, items);
+    struct query_spec s = spec_of(QUERY_EP_TIMESERIES, QUERY_SCOPE_COMPANY, 7, false, 0);
+    struct query_result r;
+    struct strbuf sb;
+
+    cr_assert(query_read(res, &r));
+    cr_assert_eq(r.nrows, 2);
+    strbuf_init(&sb);
+    query_json(&sb, &s, &r);
+    cr_assert(
+        has(sb.data, "\"scope\":\"company:7\",\"interval\":\"day\",\"totals\":{\"views\":10,"));
+    cr_assert(has(sb.data,
+                  "\"points\":[{\"start\":\"2026-03-07\",\"views\":5,\"unique_sessions\":4,"
+                  "\"video_plays\":1,\"avg_duration_seconds\":5},{\"start\":\"2026-03-08\""));
     strbuf_reset(&sb);
-    s = spec_of(QUERY_SCOPE_ALL, 0, true, 7);
-    o.complete_until[0] = '\0';
-    query_overview_json(&sb, &s, &o);
-    cr_assert_not_null(strstr(sb.data, "\"company_id\":7,"));
-    cr_assert_not_null(strstr(sb.data, "\"data_complete_until\":null"));
+    s.ep = QUERY_EP_EXPORT;
+    query_csv(&sb, &s, &r);
+    cr_assert_str_eq(sb.data,
+                     "date,scope,tz,views,unique_sessions,video_plays,avg_duration_seconds\r\n"
+                     "2026-03-07,company:7,UTC,5,4,1,5\r\n"
+                     "2026-03-08,company:7,UTC,0,0,0,0\r\n");
     strbuf_deinit(&sb);
+    query_result_deinit(&r);
     PQclear(res);
 }
 
-Test(query_result, overview_wrong_shape)
+Test(query_result, breakdown_values_are_escaped)
 {
-    const char *v[] = {"120", "97", "3"};
-    PGresult *res = make_result(3, v);
-    struct query_overview o;
-
-    cr_assert_not(query_read_overview(res, &o));
-    PQclear(res);
-    cr_assert_not(query_read_overview(NULL, &o));
-}
-
-Test(query_result, entity)
-{
-    const char *v[] = {"7", "7", "10", "9", "4", "113", "3", NULL};
-    PGresult *res = make_result(8, v);
-    struct query_entity e;
-    struct query_spec s = spec_of(QUERY_SCOPE_CONTENT, 42, true, 7);
+    const char *meta[] = {NULL, NULL, NULL, "2026-10-27", "2026-11-25", "3",
+                          "3",  NULL, NULL, NULL,         NULL};
+    const char *const items[][6] = {{"S\"o Paulo", "3", "3", NULL, NULL, NULL}};
+    PGresult *res = make_rows(meta, 1, items);
+    struct query_spec s = spec_of(QUERY_EP_BREAKDOWN, QUERY_SCOPE_ALL, 0, false, 0);
+    struct query_result r;
     struct strbuf sb;
 
-    cr_assert(query_read_entity(res, &e));
-    cr_assert(e.owner_known);
-    cr_assert_eq(e.owner_min, 7);
-    cr_assert_eq(e.views, 10);
-    cr_assert_eq(e.duration_sum, 113);
-    cr_assert(query_owner_allowed(&s, &e));
+    s.dim = QUERY_DIM_CITY;
+    cr_assert(query_read(res, &r));
     strbuf_init(&sb);
-    query_entity_json(&sb, &s, &e);
-    cr_assert_str_eq(sb.data, "{\"ar_content_id\":42,\"views\":10,\"unique_sessions\":9,"
-                              "\"video_plays\":4,\"avg_duration_seconds\":37.67,"
-                              "\"period\":{\"from\":\"2026-10-27\",\"to\":\"2026-11-25\"},"
-                              "\"data_complete_until\":null,\"unique_sessions_error\":0.016}");
+    query_json(&sb, &s, &r);
+    cr_assert(has(sb.data, "\"dimension\":\"city\""));
+    cr_assert(has(sb.data, "\"totals\":{\"views\":3,\"unique_sessions\":3}"));
+    cr_assert(
+        has(sb.data, "\"items\":[{\"value\":\"S\\\"o Paulo\",\"views\":3,\"unique_sessions\":3}]"));
     strbuf_deinit(&sb);
+    query_result_deinit(&r);
     PQclear(res);
 }
 
-Test(query_result, entity_unknown_owner_and_no_rows)
+Test(query_result, wrong_shape)
 {
-    const char *v[] = {NULL, NULL, "0", "0", "0", "0", "0", NULL};
-    PGresult *res = make_result(8, v);
-    struct query_entity e;
-    struct query_spec s = spec_of(QUERY_SCOPE_COMPANY, 3, false, 0);
+    PGresult *res = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
+    const char *meta[] = {NULL, NULL, NULL, "x", "y", "abc", "0", "0", "0", "0", NULL};
+    struct query_result r;
+
+    cr_assert_not(query_read(res, &r)); /* no columns */
+    PQclear(res);
+    cr_assert_not(query_read(NULL, &r));
+    res = make_rows(meta, 1, NULL);
+    cr_assert_not(query_read(res, &r)); /* views not a number */
+    PQclear(res);
+}
+
+Test(query_csv, quoting)
+{
     struct strbuf sb;
 
-    cr_assert(query_read_entity(res, &e));
-    cr_assert_not(e.owner_known);
     strbuf_init(&sb);
-    query_entity_json(&sb, &s, &e);
-    cr_assert_not_null(strstr(sb.data, "{\"company_id\":3,\"views\":0,"));
-    cr_assert_not_null(strstr(sb.data, "\"avg_duration_seconds\":0,"));
+    query_csv_field(&sb, "plain");
+    strbuf_putc(&sb, '|');
+    query_csv_field(&sb, "a,b");
+    strbuf_putc(&sb, '|');
+    query_csv_field(&sb, "say \"hi\"");
+    strbuf_putc(&sb, '|');
+    query_csv_field(&sb, "two\nlines");
+    strbuf_putc(&sb, '|');
+    query_csv_field(&sb, " padded");
+    strbuf_putc(&sb, '|');
+    query_csv_field(&sb, "");
+    cr_assert_str_eq(sb.data, "plain|\"a,b\"|\"say \"\"hi\"\"\"|\"two\nlines\"|\" padded\"|");
     strbuf_deinit(&sb);
-    PQclear(res);
-}
-
-Test(query_result, entity_rejects_null_counts)
-{
-    const char *v[] = {"7", "7", NULL, "0", "0", "0", "0", NULL};
-    PGresult *res = make_result(8, v);
-    struct query_entity e;
-
-    cr_assert_not(query_read_entity(res, &e));
-    PQclear(res);
 }
 
 Test(query_result, avg_duration)
 {
-    cr_assert_float_eq(query_avg_duration(0, 0), 0.0, 1e-12);
-    cr_assert_float_eq(query_avg_duration(75, 2), 37.5, 1e-12);
-    cr_assert_float_eq(query_avg_duration(100, 3), 33.33, 1e-9);
-    cr_assert_float_eq(query_avg_duration(200, 3), 66.67, 1e-9);
+    cr_assert_float_eq(query_avg_duration(113, 3), 37.67, 1e-9);
+    cr_assert_float_eq(query_avg_duration(0, 0), 0.0, 1e-9);
+    cr_assert_float_eq(query_avg_duration(5, 2), 2.5, 1e-9);
 }
 
 Test(query_errors, retryable_sqlstates)

@@ -1,0 +1,57 @@
+/* The reporter's request parameters: window (from/to/period/tz), scope, interval,
+ * top/breakdown options, validated into a struct query_spec with one clear
+ * error per bad parameter. */
+#ifndef ARV_REPORTER_PARAMS_H
+#define ARV_REPORTER_PARAMS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "query.h"
+
+#define PARAMS_BREAKDOWN_LIMIT_DEFAULT 100
+#define PARAMS_BREAKDOWN_LIMIT_MAX     1000
+#define PARAMS_VALUE_MAX               256
+
+/* What was wrong: the parameter and a sentence for the 400 answer (static strings). */
+struct params_error {
+    const char *field;
+    const char *message;
+};
+
+enum params_found {
+    PARAMS_ABSENT,  /* not in the query string */
+    PARAMS_PRESENT, /* copied into the buffer */
+    PARAMS_TOO_LONG /* present but longer than the buffer */
+};
+
+/* Looks parameter `name` up for params_parse(), URL-decoded into `out` (`outlen`). */
+typedef enum params_found params_get_fn(void *arg, const char *name, char *out, size_t outlen);
+
+/* Parses "YYYY-MM-DD" (a real calendar date, years 1900..9999) into days since
+ * 1970-01-01. */
+bool params_parse_date(const char *s, int64_t *days);
+
+/* True when `name` is a time zone in the zoneinfo directory `dir` (a TZif file
+ * reached by a plain relative name: no "..", no leading '/'). Reads at most 4
+ * bytes of one local file: cheap, but it is file I/O. */
+bool params_tz_valid(const char *name, const char *dir);
+
+/* True for the names of UTC itself (UTC, Etc/UTC, GMT, Zulu, ...): zones whose
+ * days are UTC days, so daily rollups answer them exactly. */
+bool params_tz_is_utc(const char *name);
+
+/* Parses "all", "company:ID", "project:ID" or "content:ID". */
+bool params_parse_scope(const char *s, enum query_scope *scope, int64_t *id);
+
+/* Fills the window and the endpoint's options of `spec`. Before the call set
+ * spec->ep, spec->restricted and spec->company_id, and for the seed endpoints
+ * spec->scope and spec->id (from the path): the `scope` parameter is read only
+ * for timeseries, top, breakdown and export, defaulting to "all" for an admin
+ * and to the key's company otherwise. `zoneinfo_dir` is borrowed. Returns false
+ * with `err` filled on a bad parameter. */
+bool params_parse(struct query_spec *spec, params_get_fn *get, void *arg, const char *zoneinfo_dir,
+                  struct params_error *err);
+
+#endif

@@ -1,0 +1,238 @@
+/* Unit tests for reporter/params.c: dates, time zone names, scopes, and every
+ * parameter error of the query API. */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "params.h"
+
+#define ZONEINFO "/usr/share/zoneinfo"
+
+Test(params_date, strict_calendar_dates)
+{
+    int64_t d = -1;
+
+    cr_assert(params_parse_date("1970-01-01", &d));
+    cr_assert_eq(d, 0);
+    cr_assert(params_parse_date("2026-11-25", &d));
+    cr_assert_eq(d, 20782);
+    cr_assert(params_parse_date("2028-02-29", &d));
+    cr_assert_not(params_parse_date("2026-02-29", &d));
+    cr_assert_not(params_parse_date("2100-02-29", &d));
+    cr_assert(params_parse_date("2000-02-29", &d));
+    cr_assert_not(params_parse_date("2026-13-01", &d));
+    cr_assert_not(params_parse_date("2026-04-31", &d));
+    cr_assert_not(params_parse_date("2026-00-10", &d));
+    cr_assert_not(params_parse_date("2026-1-01", &d));
+    cr_assert_not(params_parse_date("2026-01-01T00", &d));
+    cr_assert_not(params_parse_date("20260101", &d));
+    cr_assert_not(params_parse_date("", &d));
+    cr_assert_not(params_parse_date("0999-01-01", &d));
+}
+
+Test(params_tz, names_checked_against_zoneinfo)
+{
+    cr_assert(params_tz_valid("UTC", ZONEINFO));
+    cr_assert(params_tz_valid("Europe/Berlin", ZONEINFO));
+    cr_assert(params_tz_valid("America/New_York", ZONEINFO));
+    cr_assert(params_tz_valid("Asia/Kolkata", ZONEINFO));
+    cr_assert(params_tz_valid("Etc/GMT+5", ZONEINFO));
+    cr_assert_not(params_tz_valid("Mars/Olympus", ZONEINFO));
+    cr_assert_not(params_tz_valid("Europe", ZONEINFO)); /* a directory */
+    cr_assert_not(params_tz_valid("../../etc/passwd", ZONEINFO));
+    cr_assert_not(params_tz_valid("/etc/localtime", ZONEINFO));
+    cr_assert_not(params_tz_valid("Europe/../UTC", ZONEINFO));
+    cr_assert_not(params_tz_valid("", ZONEINFO));
+    cr_assert_not(params_tz_valid("Europe/Berlin;", ZONEINFO));
+    cr_assert_not(params_tz_valid("posix/Europe/Berlin", ZONEINFO));
+    cr_assert_not(params_tz_valid("zone.tab", ZONEINFO)); /* a file, not TZif */
+    cr_assert(params_tz_is_utc("UTC"));
+    cr_assert(params_tz_is_utc("Etc/UTC"));
+    cr_assert_not(params_tz_is_utc("Europe/London"));
+    cr_assert_not(params_tz_is_utc("utc"));
+}
+
+Test(params_scope, forms)
+{
+    enum query_scope sc;
+    int64_t id;
+
+    cr_assert(params_parse_scope("all", &sc, &id));
+    cr_assert_eq(sc, QUERY_SCOPE_ALL);
+    cr_assert(params_parse_scope("company:7", &sc, &id));
+    cr_assert_eq(sc, QUERY_SCOPE_COMPANY);
+    cr_assert_eq(id, 7);
+    cr_assert(params_parse_scope("project:3", &sc, &id));
+    cr_assert_eq(sc, QUERY_SCOPE_PROJECT);
+    cr_assert(params_parse_scope("content:42", &sc, &id));
+    cr_assert_eq(sc, QUERY_SCOPE_CONTENT);
+    cr_assert_eq(id, 42);
+    cr_assert_not(params_parse_scope("company:", &sc, &id));
+    cr_assert_not(params_parse_scope("company:0", &sc, &id));
+    cr_assert_not(params_parse_scope("company:x", &sc, &id));
+    cr_assert_not(params_parse_scope("team:1", &sc, &id));
+    cr_assert_not(params_parse_scope("ALL", &sc, &id));
+}
+
+/* A query string as parallel name/value arrays for params_get_fn. */
+struct fake_query {
+    const char *names[8];
+    const char *values[8];
+};
+
+static enum params_found fake_get(void *arg, const char *name, char *out, size_t outlen)
+{
+    struct fake_query *q = arg;
+
+    for (int i = 0; i < 8 && q->names[i]; i++) {
+        if (strcmp(q->names[i], name) == 0) {
+            if (strlen(q->values[i]) >= outlen)
+                return PARAMS_TOO_LONG;
+            snprintf(out, outlen, "%s", q->values[i]);
+            return PARAMS_PRESENT;
+        }
+    }
+    return PARAMS_ABSENT;
+}
+
+static bool parse(enum query_endpoint ep, struct fake_query *q, struct query_spec *s,
+                  struct params_error *err)
+{
+    memset(s, 0, sizeof(*s));
+    s->ep = ep;
+    return params_parse(s, fake_get, q, ZONEINFO, err);
+}
+
+Test(params_parse, defaults)
+{
+    struct fake_query q = {{NULL}, {NULL}};
+    struct query_spec s;
+    struct params_error err;
+
+    cr_assert(parse(QUERY_EP_TIMESERIES, &q, &s, &err));
+    cr_assert_eq(s.scope, QUERY_SCOPE_ALL);
+    cr_assert_not(s.win.explicit_range);
+    cr_assert_str_eq(s.win.period, "30");
+    cr_assert_str_eq(s.win.tz, "UTC");
+    cr_assert(s.win.tz_utc);
+    cr_assert_eq(s.interval, QUERY_INTERVAL_DAY);
+
+    /* A company key's default scope is its company. */
+    memset(&s, 0, sizeof(s));
+    s.ep = QUERY_EP_TOP;
+    s.restricted = true;
+    s.company_id = 7;
+    cr_assert(params_parse(&s, fake_get, &q, ZONEINFO, &err));
+    cr_assert_eq(s.scope, QUERY_SCOPE_COMPANY);
+    cr_assert_eq(s.id, 7);
+    cr_assert_eq(s.limit, 10);
+    cr_assert_eq(s.by, QUERY_BY_CONTENT);
+}
+
+Test(params_parse, full_request)
+{
+    struct fake_query q = {{"scope", "interval", "from", "to", "tz"},
+                           {"project:3", "week", "2026-03-01", "2026-03-31", "America/New_York"}};
+    struct query_spec s;
+    struct params_error err;
+
+    cr_assert(parse(QUERY_EP_TIMESERIES, &q, &s, &err));
+    cr_assert_eq(s.scope, QUERY_SCOPE_PROJECT);
+    cr_assert_eq(s.id, 3);
+    cr_assert_eq(s.interval, QUERY_INTERVAL_WEEK);
+    cr_assert(s.win.explicit_range);
+    cr_assert_str_eq(s.win.from, "2026-03-01");
+    cr_assert_str_eq(s.win.to, "2026-03-31");
+    cr_assert_str_eq(s.win.tz, "America/New_York");
+    cr_assert_not(s.win.tz_utc);
+
+    struct fake_query q2 = {{"period", "by", "limit"}, {"month", "project", "100"}};
+    cr_assert(parse(QUERY_EP_TOP, &q2, &s, &err));
+    cr_assert_str_eq(s.win.period, "month");
+    cr_assert_eq(s.by, QUERY_BY_PROJECT);
+    cr_assert_eq(s.limit, 100);
+
+    struct fake_query q3 = {{"dimension", "period"}, {"tracking_quality", "12mo"}};
+    cr_assert(parse(QUERY_EP_BREAKDOWN, &q3, &s, &err));
+    cr_assert_eq(s.dim, QUERY_DIM_TRACKING_QUALITY);
+    cr_assert_str_eq(s.win.period, "12mo");
+    cr_assert_eq(s.limit, 100);
+}
+
+/* Each bad request and the field its 400 names. */
+Test(params_parse, every_error_names_its_field)
+{
+    static const struct {
+        enum query_endpoint ep;
+        const char *n[3];
+        const char *v[3];
+        const char *field;
+    } cases[] = {
+        {QUERY_EP_ENTITY, {"from", "to"}, {"2026-02-30", "2026-03-01"}, "from"},
+        {QUERY_EP_ENTITY, {"from", "to"}, {"2026-03-01", "tomorrow"}, "to"},
+        {QUERY_EP_ENTITY, {"from", "to"}, {"2026-03-02", "2026-03-01"}, "from"},
+        {QUERY_EP_ENTITY, {"from"}, {"2026-03-01"}, "to"},
+        {QUERY_EP_ENTITY, {"to"}, {"2026-03-01"}, "from"},
+        {QUERY_EP_ENTITY, {"from", "to", "period"}, {"2026-03-01", "2026-03-02", "7d"}, "period"},
+        {QUERY_EP_ENTITY, {"period"}, {"14d"}, "period"},
+        {QUERY_EP_ENTITY, {"tz"}, {"Mars/Olympus"}, "tz"},
+        {QUERY_EP_ENTITY, {"tz"}, {"../../etc/passwd"}, "tz"},
+        /* 5 years of daily data is fine, one day more is not... */
+        {QUERY_EP_ENTITY, {"from", "to"}, {"2020-01-01", "2025-01-01"}, "to"},
+        /* ... and hourly data (another zone) stops at 400 days. */
+        {QUERY_EP_ENTITY,
+         {"from", "to", "tz"},
+         {"2025-01-01", "2026-02-05", "Europe/Berlin"},
+         "to"},
+        {QUERY_EP_TIMESERIES, {"interval"}, {"minute"}, "interval"},
+        {QUERY_EP_TIMESERIES,
+         {"from", "to", "interval"},
+         {"2025-01-01", "2026-02-05", "hour"},
+         "to"},
+        {QUERY_EP_TIMESERIES, {"scope"}, {"everything"}, "scope"},
+        {QUERY_EP_TOP, {"by"}, {"city"}, "by"},
+        {QUERY_EP_TOP, {"limit"}, {"0"}, "limit"},
+        {QUERY_EP_TOP, {"limit"}, {"101"}, "limit"},
+        {QUERY_EP_TOP, {"limit"}, {"ten"}, "limit"},
+        {QUERY_EP_BREAKDOWN, {"period"}, {"7d"}, "dimension"},
+        {QUERY_EP_BREAKDOWN, {"dimension"}, {"planet"}, "dimension"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct fake_query q = {{NULL}, {NULL}};
+        struct query_spec s;
+        struct params_error err = {0};
+        for (int j = 0; j < 3; j++) {
+            q.names[j] = cases[i].n[j];
+            q.values[j] = cases[i].v[j];
+        }
+        cr_assert_not(parse(cases[i].ep, &q, &s, &err), "case %zu accepted", i);
+        cr_assert_str_eq(err.field, cases[i].field, "case %zu", i);
+        cr_assert_not_null(err.message);
+    }
+}
+
+Test(params_parse, limits_at_the_edge_pass)
+{
+    struct fake_query q = {{"from", "to"}, {"2020-01-01", "2024-12-31"}};
+    struct fake_query h = {{"from", "to", "tz"}, {"2025-01-01", "2026-02-04", "Europe/Berlin"}};
+    struct query_spec s;
+    struct params_error err;
+
+    cr_assert(parse(QUERY_EP_ENTITY, &q, &s, &err)); /* 1827 days */
+    cr_assert(parse(QUERY_EP_ENTITY, &h, &s, &err)); /* 400 days */
+}
+
+Test(params_parse, too_long_value)
+{
+    struct fake_query q = {{"tz"}, {NULL}};
+    char longv[400];
+    struct query_spec s;
+    struct params_error err;
+
+    memset(longv, 'a', sizeof(longv) - 1);
+    longv[sizeof(longv) - 1] = '\0';
+    q.values[0] = longv;
+    cr_assert_not(parse(QUERY_EP_ENTITY, &q, &s, &err));
+    cr_assert_str_eq(err.field, "tz");
+}
