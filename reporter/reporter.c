@@ -21,7 +21,7 @@
 #include "pg_pool.h"
 #include "qcache.h"
 #include "query.h"
-#include "ratelimit.h"
+#include "rate_limit.h"
 #include "service.h"
 #include "strbuf.h"
 
@@ -30,7 +30,8 @@
 #define REPORTER_WWW_AUTH_INVALID "Bearer realm=\"arv-reporter\", error=\"invalid_token\""
 
 const struct config_option reporter_options[] = {
-    CONFIG_COMMON_OPTIONS(struct reporter_config, REPORTER_DEFAULT_LISTEN),
+    CONFIG_BASE_OPTIONS(struct reporter_config, REPORTER_DEFAULT_LISTEN),
+    CONFIG_DATABASE_OPTIONS(struct reporter_config),
     {"db-pool-size", "ARV_DB_POOL_SIZE", CONFIG_INT, offsetof(struct reporter_config, db_pool_size),
      "4", NULL, 1, 256, "PostgreSQL connections in the query pool"},
     {"db-queue-timeout-ms", "ARV_DB_QUEUE_TIMEOUT_MS", CONFIG_INT,
@@ -123,7 +124,7 @@ struct reporter {
     const struct reporter_config *cfg;               /* borrowed */
     struct pg_pool *pool;                            /* owned */
     struct auth *auth;                               /* owned */
-    struct ratelimit *ratelimit;                     /* owned */
+    struct rate_limit *ratelimit;                    /* owned; NULL: no limit */
     struct qcache *cache;                            /* owned */
     bool closing;                                    /* reporter_free() running: start no query */
     struct reporter_route routes[REPORTER_EP_COUNT]; /* route arguments */
@@ -376,7 +377,9 @@ static void reporter_run(struct reporter_call *call)
     unsigned retry_s = 1;
     int rc;
 
-    if (!ratelimit_take(r->ratelimit, call->principal.key_id, reporter_now_ms(), &retry_s)) {
+    char key[24];
+    snprintf(key, sizeof(key), "%lld", (long long)call->principal.key_id);
+    if (r->ratelimit && !rate_limit_take(r->ratelimit, key, (int64_t)reporter_now_ms(), &retry_s)) {
         char ra[16];
         snprintf(ra, sizeof(ra), "%u", retry_s);
         http_request_add_header(call->req, "Retry-After", ra);
@@ -551,9 +554,14 @@ struct reporter *reporter_new(struct service *svc, const struct reporter_config 
 
     /* Order: limiter and cache, metrics, pool (connects in the background), auth
      * on the pool, readiness, and routes last so nothing is served half-built. */
-    r->ratelimit = ratelimit_new((double)cfg->rate_limit_rps, (double)cfg->rate_limit_burst, 4096);
+    if (cfg->rate_limit_rps > 0) {
+        r->ratelimit =
+            rate_limit_new((double)cfg->rate_limit_rps, (double)cfg->rate_limit_burst, 4096);
+        if (!r->ratelimit)
+            goto oom;
+    }
     r->cache = qcache_new((unsigned)cfg->query_cache_entries, (uint64_t)cfg->query_cache_ttl_ms);
-    if (!r->ratelimit || !r->cache)
+    if (!r->cache)
         goto oom;
     if (reporter_metrics_init(r, svc->metrics) < 0) {
         log_error("reporter_init_failed", LF_STR("error", "cannot register metrics"));
@@ -599,6 +607,6 @@ void reporter_free(struct reporter *r)
     pg_pool_free(r->pool);
     auth_free(r->auth);
     qcache_free(r->cache);
-    ratelimit_free(r->ratelimit);
+    rate_limit_free(r->ratelimit);
     free(r);
 }

@@ -1,6 +1,7 @@
 /* Per-client token buckets in a fixed-size table: bounded memory whatever the
  * number of clients (a client evicted by a newer one starts again with a full
- * bucket). Shared by the collector's threads (one short lock per request). */
+ * bucket). Thread-safe (one short lock per take): shared by the collector's
+ * threads (keyed by client IP) and the reporter (keyed by API key id). */
 #ifndef ARV_RATE_LIMIT_H
 #define ARV_RATE_LIMIT_H
 

@@ -1,4 +1,4 @@
-/* Tests of collector/rate_limit: token buckets per key, refill, Retry-After,
+/* Tests of common/rate_limit: token buckets per key, refill, Retry-After,
  * and bounded memory with eviction. */
 #include <criterion/criterion.h>
 
