@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "batch.h"
+#include "rollup_sql.h"
 #include "locks.h"
 #include "log.h"
 
@@ -80,16 +81,6 @@ static void append_watermark_sql(struct strbuf *out, const char *consumer_litera
     " tq_poor = r.tq_poor + EXCLUDED.tq_poor,"                                                     \
     " tq_other = r.tq_other + EXCLUDED.tq_other"
 
-#define ROLLUP_MEASURES_COLUMNS                                                                    \
-    "views, sessions, video_plays, duration_sum, duration_count, tq_excellent, tq_good,"           \
-    " tq_fair, tq_poor, tq_other"
-
-/* Sums of the measures over rows of the per-hour-and-content aggregate ch. */
-#define ROLLUP_MEASURES_SUMS                                                                       \
-    "sum(views), hll_union_agg(sessions), sum(video_plays), sum(duration_sum),"                    \
-    " sum(duration_count), sum(tq_excellent), sum(tq_good), sum(tq_fair), sum(tq_poor),"           \
-    " sum(tq_other)"
-
 void store_build_lock_sql(struct strbuf *out)
 {
     /* Shared per UTC day the batch's events fall on, ascending so that two
@@ -147,34 +138,11 @@ void store_build_flush_sql(struct strbuf *out, const char *relation, const char 
         " received_at)"
         " SELECT event_id, content_id, project_id, company_id, session_id, user_agent,"
         " device_type, browser, os, ip_address, country, city, duration_seconds,"
-        " tracking_quality, video_played, received_at, occurred_at, received_at FROM new_rows),"
-        " ch AS ("
-        " SELECT date_trunc('hour', received_at, 'UTC') AS hour, company_id,"
-        " min(project_id) AS project_id, content_id, count(*) AS views,"
-        " hll_add_agg(session_hash, 12, 5) AS sessions,"
-        " count(*) FILTER (WHERE video_played) AS video_plays,"
-        " coalesce(sum(duration_seconds), 0) AS duration_sum,"
-        " count(duration_seconds) AS duration_count,"
-        " count(*) FILTER (WHERE tracking_quality = 'excellent') AS tq_excellent,"
-        " count(*) FILTER (WHERE tracking_quality = 'good') AS tq_good,"
-        " count(*) FILTER (WHERE tracking_quality = 'fair') AS tq_fair,"
-        " count(*) FILTER (WHERE tracking_quality = 'poor') AS tq_poor,"
-        " count(*) FILTER (WHERE tracking_quality IS NULL OR tracking_quality NOT IN"
-        " ('excellent', 'good', 'fair', 'poor')) AS tq_other"
-        " FROM new_rows GROUP BY 1, company_id, content_id),"
-        " r_bd AS ("
+        " tracking_quality, video_played, received_at, occurred_at, received_at FROM "
+        "new_rows)," ROLLUP_SQL_HOURLY_CTE " r_bd AS ("
         " INSERT INTO analytics.rollup_breakdown_daily AS r (day, company_id, project_id,"
-        " ar_content_id, dimension, value, views, sessions)"
-        " SELECT (n.received_at AT TIME ZONE 'UTC')::date, n.company_id, min(n.project_id),"
-        " n.content_id, d.dimension, d.value, count(*), hll_add_agg(n.session_hash, 12, 5)"
-        " FROM new_rows n CROSS JOIN LATERAL (VALUES"
-        " ('device_type', coalesce(n.device_type, 'unknown')),"
-        " ('browser', coalesce(n.browser, 'unknown')),"
-        " ('os', coalesce(n.os, 'unknown')),"
-        " ('country', coalesce(n.country, 'unknown')),"
-        " ('city', coalesce(n.city, 'unknown')),"
-        " ('tracking_quality', coalesce(n.tracking_quality, 'unknown'))) d (dimension, value)"
-        " GROUP BY 1, n.company_id, n.content_id, d.dimension, d.value ORDER BY 2, 4, 1, 5, 6"
+        " ar_content_id, dimension, value, views, sessions)" ROLLUP_SQL_BREAKDOWN_SELECT
+        " ORDER BY 2, 4, 1, 5, 6"
         " ON CONFLICT (company_id, ar_content_id, day, dimension, value) DO UPDATE SET"
         " views = r.views + EXCLUDED.views,"
         " sessions = hll_union(r.sessions, EXCLUDED.sessions)),"

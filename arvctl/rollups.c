@@ -11,6 +11,7 @@
 #include <libpq-fe.h>
 
 #include "cli.h"
+#include "rollup_sql.h"
 #include "locks.h"
 #include "retention.h"
 #include "timeutil.h"
@@ -46,15 +47,6 @@ void rollups_build_delete_sql(struct strbuf *out, int64_t day)
         day, day, day, day, day, day, day);
 }
 
-/* The measures every per-content and per-company rollup shares (as store.c). */
-#define MEASURES_COLUMNS                                                                           \
-    "views, sessions, video_plays, duration_sum, duration_count, tq_excellent, tq_good,"           \
-    " tq_fair, tq_poor, tq_other"
-#define MEASURES_SUMS                                                                              \
-    "sum(views), hll_union_agg(sessions), sum(video_plays), sum(duration_sum),"                    \
-    " sum(duration_count), sum(tq_excellent), sum(tq_good), sum(tq_fair), sum(tq_poor),"           \
-    " sum(tq_other)"
-
 void rollups_build_rebuild_sql(struct strbuf *out, int64_t day)
 {
     /* The raw rows of the day in the shape of store.c's new_rows (received_at
@@ -67,49 +59,26 @@ void rollups_build_rebuild_sql(struct strbuf *out, int64_t day)
         " browser, os, country, city, duration_seconds, tracking_quality, video_played,"
         " created_at AS received_at, hll_hash_bytea(uuid_send(session_id)) AS session_hash"
         " FROM analytics.ar_view_sessions"
-        " WHERE created_at >= " DAY_LO " AND created_at < " DAY_HI "),"
-        " ch AS ("
-        " SELECT date_trunc('hour', received_at, 'UTC') AS hour, company_id,"
-        " min(project_id) AS project_id, content_id, count(*) AS views,"
-        " hll_add_agg(session_hash, 12, 5) AS sessions,"
-        " count(*) FILTER (WHERE video_played) AS video_plays,"
-        " coalesce(sum(duration_seconds), 0) AS duration_sum,"
-        " count(duration_seconds) AS duration_count,"
-        " count(*) FILTER (WHERE tracking_quality = 'excellent') AS tq_excellent,"
-        " count(*) FILTER (WHERE tracking_quality = 'good') AS tq_good,"
-        " count(*) FILTER (WHERE tracking_quality = 'fair') AS tq_fair,"
-        " count(*) FILTER (WHERE tracking_quality = 'poor') AS tq_poor,"
-        " count(*) FILTER (WHERE tracking_quality IS NULL OR tracking_quality NOT IN"
-        " ('excellent', 'good', 'fair', 'poor')) AS tq_other"
-        " FROM new_rows GROUP BY 1, company_id, content_id),"
+        " WHERE created_at >= " DAY_LO " AND created_at < " DAY_HI ")," ROLLUP_SQL_HOURLY_CTE
         " r_bd AS ("
         " INSERT INTO analytics.rollup_breakdown_daily (day, company_id, project_id,"
-        " ar_content_id, dimension, value, views, sessions)"
-        " SELECT (n.received_at AT TIME ZONE 'UTC')::date, n.company_id, min(n.project_id),"
-        " n.content_id, d.dimension, d.value, count(*), hll_add_agg(n.session_hash, 12, 5)"
-        " FROM new_rows n CROSS JOIN LATERAL (VALUES"
-        " ('device_type', coalesce(n.device_type, 'unknown')),"
-        " ('browser', coalesce(n.browser, 'unknown')),"
-        " ('os', coalesce(n.os, 'unknown')),"
-        " ('country', coalesce(n.country, 'unknown')),"
-        " ('city', coalesce(n.city, 'unknown')),"
-        " ('tracking_quality', coalesce(n.tracking_quality, 'unknown'))) d (dimension, value)"
-        " GROUP BY 1, n.company_id, n.content_id, d.dimension, d.value),"
+        " ar_content_id, dimension, value, views, sessions)" ROLLUP_SQL_BREAKDOWN_SELECT "),"
         " r_ch AS ("
         " INSERT INTO analytics.rollup_content_hourly (hour, company_id, project_id,"
-        " ar_content_id, " MEASURES_COLUMNS ")"
-        " SELECT hour, company_id, project_id, content_id, " MEASURES_COLUMNS " FROM ch),"
+        " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
+        " SELECT hour, company_id, project_id, content_id, " ROLLUP_MEASURES_COLUMNS " FROM ch),"
         " r_cd AS ("
         " INSERT INTO analytics.rollup_content_daily (day, company_id, project_id,"
-        " ar_content_id, " MEASURES_COLUMNS ")"
+        " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
         " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, min(project_id), "
-        "content_id, " MEASURES_SUMS " FROM ch GROUP BY 1, company_id, content_id),"
+        "content_id, " ROLLUP_MEASURES_SUMS " FROM ch GROUP BY 1, company_id, content_id),"
         " r_kh AS ("
-        " INSERT INTO analytics.rollup_company_hourly (hour, company_id, " MEASURES_COLUMNS ")"
-        " SELECT hour, company_id, " MEASURES_SUMS " FROM ch GROUP BY hour, company_id),"
+        " INSERT INTO analytics.rollup_company_hourly (hour, company_id, " ROLLUP_MEASURES_COLUMNS
+        ")"
+        " SELECT hour, company_id, " ROLLUP_MEASURES_SUMS " FROM ch GROUP BY hour, company_id),"
         " r_kd AS ("
-        " INSERT INTO analytics.rollup_company_daily (day, company_id, " MEASURES_COLUMNS ")"
-        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, " MEASURES_SUMS
+        " INSERT INTO analytics.rollup_company_daily (day, company_id, " ROLLUP_MEASURES_COLUMNS ")"
+        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, " ROLLUP_MEASURES_SUMS
         " FROM ch GROUP BY 1, company_id)"
         " SELECT count(*) FROM new_rows",
         day, day);
