@@ -16,6 +16,7 @@
 #include "locks.h"
 #include "log.h"
 #include "metrics.h"
+#include "timeutil.h"
 
 #define PARTITION_PREFIX "ar_view_sessions_p"
 #define RETRY_S          60 /* after a failed run, at most this long to the next */
@@ -34,53 +35,20 @@ struct retention {
     bool stop; /* under lock */
 };
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm). */
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (int64_t)doe - 719468;
-}
-
-static bool valid_ymd(int64_t y, unsigned m, unsigned d)
-{
-    static const unsigned mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-
-    if (y < 1970 || y > 9999 || m < 1 || m > 12 || d < 1)
-        return false;
-    return d <= mdays[m - 1] + (m == 2 && leap);
-}
-
-/* Parses exactly `n` digits at s. */
-static bool digits(const char *s, int n, unsigned *out)
-{
-    unsigned v = 0;
-
-    for (int i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (unsigned)(s[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
 bool retention_partition_day(const char *name, int64_t *day)
 {
     size_t plen = strlen(PARTITION_PREFIX);
-    unsigned y, m, d;
+    char date[11];
+    int64_t d;
 
     if (!name || strncmp(name, PARTITION_PREFIX, plen) != 0 || strlen(name) != plen + 8)
         return false;
     name += plen;
-    if (!digits(name, 4, &y) || !digits(name + 4, 2, &m) || !digits(name + 6, 2, &d) ||
-        !valid_ymd(y, m, d))
+    snprintf(date, sizeof(date), "%.4s-%.2s-%.2s", name, name + 4, name + 6);
+    /* Partitions start at the epoch; anything before is not one of ours. */
+    if (!timeutil_parse_date(date, &d) || d < 0)
         return false;
-    *day = days_from_civil(y, m, d);
+    *day = d;
     return true;
 }
 
@@ -89,33 +57,6 @@ bool retention_should_drop(const char *name, int64_t today, long keep_days)
     int64_t day;
 
     return retention_partition_day(name, &day) && day < today - keep_days;
-}
-
-bool retention_parse_date(const char *s, int64_t *day)
-{
-    unsigned y, m, d;
-
-    if (!s || strlen(s) != 10 || s[4] != '-' || s[7] != '-' || !digits(s, 4, &y) ||
-        !digits(s + 5, 2, &m) || !digits(s + 8, 2, &d) || !valid_ymd(y, m, d))
-        return false;
-    *day = days_from_civil(y, m, d);
-    return true;
-}
-
-void retention_format_date(int64_t day, char *out, size_t outlen)
-{
-    /* civil_from_days, the inverse of days_from_civil */
-    int64_t z = day + 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    unsigned doe = (unsigned)(z - era * 146097);
-    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t y = (int64_t)yoe + era * 400;
-    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    unsigned mp = (5 * doy + 2) / 153;
-    unsigned d = doy - (153 * mp + 2) / 5 + 1;
-    unsigned m = mp < 10 ? mp + 3 : mp - 9;
-
-    snprintf(out, outlen, "%04" PRId64 "-%02u-%02u", y + (m <= 2), m, d);
 }
 
 struct retention *retention_new(const struct retention_config *cfg, struct metrics *m)

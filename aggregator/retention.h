@@ -30,12 +30,6 @@ bool retention_partition_day(const char *name, int64_t *day);
  * Names that are not day partitions are never dropped. Pure. */
 bool retention_should_drop(const char *name, int64_t today, long keep_days);
 
-/* Days since the epoch of the UTC date "YYYY-MM-DD" (strict); false if invalid. Pure. */
-bool retention_parse_date(const char *s, int64_t *day);
-
-/* Writes day `day` (days since the epoch) as "YYYY-MM-DD" into out (>= 11 bytes). Pure. */
-void retention_format_date(int64_t day, char *out, size_t outlen);
-
 /* Creates the retention runner for `cfg` (copied; the URL is copied) and
  * registers aggregator_retention_dropped_total{what} on `m` (borrowed).
  * Does not start it. NULL if out of memory. Caller frees with retention_free(). */

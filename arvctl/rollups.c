@@ -159,7 +159,7 @@ static int rollups_rebuild(const char *database_url, int argc, char **argv)
         fprintf(stderr, "arvctl rollups rebuild: --from and --to are required\n");
         return CLI_EXIT_USAGE;
     }
-    if (!retention_parse_date(from, &first) || !retention_parse_date(to, &last)) {
+    if (!timeutil_parse_date(from, &first) || !timeutil_parse_date(to, &last)) {
         fprintf(stderr, "arvctl rollups rebuild: dates must be YYYY-MM-DD (got '%s', '%s')\n", from,
                 to);
         return CLI_EXIT_USAGE;
@@ -179,7 +179,7 @@ static int rollups_rebuild(const char *database_url, int argc, char **argv)
         long long events = 0;
         bool skipped;
         double t0 = timeutil_mono_s();
-        retention_format_date(day, date, sizeof(date));
+        timeutil_format_date(day, date, sizeof(date));
         if (!rebuild_day(conn, &sql, day, date, &skipped, &events)) {
             fprintf(stderr, "arvctl rollups rebuild: %s failed; days before it are rebuilt\n",
                     date);

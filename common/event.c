@@ -12,6 +12,8 @@
 
 #include <json-c/json.h>
 
+#include "timeutil.h"
+
 #define DEFAULT_MAX_SKEW_MS (24LL * 3600 * 1000)
 #define MAX_DURATION_S      86400
 
@@ -29,17 +31,6 @@ static bool fail(struct event_error *err, const char *code, const char *field, c
 }
 
 /* ---- time ---------------------------------------------------------------- */
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's method). */
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    unsigned yoe = (unsigned)(y - era * 400);
-    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + (int64_t)doe - 719468;
-}
 
 static bool read_digits(const char **p, int n, int *out)
 {
@@ -102,7 +93,8 @@ bool event_parse_rfc3339(const char *s, int64_t *out_ms)
         return false;
     if (sec == 60)
         sec = 59; /* a leap second is folded into the second before it */
-    int64_t secs = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + sec;
+    int64_t secs =
+        timeutil_days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + sec;
     secs -= sign * (oh * 3600 + om * 60);
     *out_ms = secs * 1000 + frac_ms;
     return true;
@@ -114,17 +106,9 @@ void event_format_rfc3339(int64_t ms, char *out, size_t outlen)
     int millis = (int)(ms - secs * 1000);
     int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400;
     int64_t rem = secs - days * 86400;
-    /* civil_from_days (Howard Hinnant) */
-    int64_t z = days + 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    unsigned doe = (unsigned)(z - era * 146097);
-    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t y = (int64_t)yoe + era * 400;
-    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    unsigned mp = (5 * doy + 2) / 153;
-    unsigned d = doy - (153 * mp + 2) / 5 + 1;
-    unsigned m = mp < 10 ? mp + 3 : mp - 9;
-    y += m <= 2;
+    int64_t y;
+    unsigned m, d;
+    timeutil_civil_from_days(days, &y, &m, &d);
     snprintf(out, outlen, "%04" PRId64 "-%02u-%02uT%02d:%02d:%02d.%03dZ", y, m, d,
              (int)(rem / 3600), (int)(rem % 3600 / 60), (int)(rem % 60), millis);
 }

@@ -1,8 +1,11 @@
 /* Clock readings in the units the daemons use: milliseconds and seconds on the
- * monotonic clock (timeouts, latencies) and on the wall clock (timestamps). */
+ * monotonic clock (timeouts, latencies) and on the wall clock (timestamps); and
+ * calendar dates as days since 1970-01-01. */
 #ifndef ARV_TIMEUTIL_H
 #define ARV_TIMEUTIL_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/time.h>
 
@@ -17,5 +20,17 @@ int64_t timeutil_real_ms(void);
 
 /* A timeval of `ms` milliseconds, for libevent timers. */
 struct timeval timeutil_tv(uint64_t ms);
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (y-m-d, not checked),
+ * and back (Howard Hinnant's algorithms). */
+int64_t timeutil_days_from_civil(int64_t y, unsigned m, unsigned d);
+void timeutil_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
+
+/* Parses exactly "YYYY-MM-DD" (a real date, years 1900..9999) into days since
+ * 1970-01-01. */
+bool timeutil_parse_date(const char *s, int64_t *days);
+
+/* Formats days since 1970-01-01 as "YYYY-MM-DD" (`out` >= 11 bytes). */
+void timeutil_format_date(int64_t days, char *out, size_t outlen);
 
 #endif

@@ -1,56 +1,13 @@
 /* Request parameters -> struct query_spec: strict dates, IANA zones checked
  * against the zoneinfo files, ranges bounded by what the rollups keep. */
 #include "params.h"
+#include "timeutil.h"
 
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static bool params_digits(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-    }
-    return true;
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm). */
-static int64_t params_days_from_civil(int64_t y, int64_t m, int64_t d)
-{
-    int64_t era, yoe, doy, doe;
-
-    y -= m <= 2;
-    era = (y >= 0 ? y : y - 399) / 400;
-    yoe = y - era * 400;
-    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-bool params_parse_date(const char *s, int64_t *days)
-{
-    static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    int y, m, d, max;
-
-    if (strlen(s) != 10 || s[4] != '-' || s[7] != '-' || !params_digits(s, 4) ||
-        !params_digits(s + 5, 2) || !params_digits(s + 8, 2))
-        return false;
-    y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
-    m = (s[5] - '0') * 10 + (s[6] - '0');
-    d = (s[8] - '0') * 10 + (s[9] - '0');
-    if (y < 1900 || m < 1 || m > 12)
-        return false;
-    max = mdays[m - 1];
-    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
-        max = 29;
-    if (d < 1 || d > max)
-        return false;
-    *days = params_days_from_civil(y, m, d);
-    return true;
-}
 
 bool params_tz_is_utc(const char *name)
 {
@@ -215,9 +172,9 @@ static bool params_window(struct query_spec *spec, params_get_fn *get, void *arg
         }
         return params_fail(err, "period", "period must be one of 7d, 30d, 90d, month, 12mo");
     }
-    if (!params_parse_date(from, &d0))
+    if (!timeutil_parse_date(from, &d0))
         return params_fail(err, "from", "from must be a date YYYY-MM-DD");
-    if (!params_parse_date(to, &d1))
+    if (!timeutil_parse_date(to, &d1))
         return params_fail(err, "to", "to must be a date YYYY-MM-DD");
     if (d0 > d1)
         return params_fail(err, "from", "from is after to");

@@ -29,10 +29,6 @@ enum params_found {
 /* Looks parameter `name` up for params_parse(), URL-decoded into `out` (`outlen`). */
 typedef enum params_found params_get_fn(void *arg, const char *name, char *out, size_t outlen);
 
-/* Parses "YYYY-MM-DD" (a real calendar date, years 1900..9999) into days since
- * 1970-01-01. */
-bool params_parse_date(const char *s, int64_t *days);
-
 /* True when `name` is a time zone in the zoneinfo directory `dir` (a TZif file
  * reached by a plain relative name: no "..", no leading '/'). Reads at most 4
  * bytes of one local file: cheap, but it is file I/O. */

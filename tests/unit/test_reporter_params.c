@@ -9,28 +9,6 @@
 
 #define ZONEINFO "/usr/share/zoneinfo"
 
-Test(params_date, strict_calendar_dates)
-{
-    int64_t d = -1;
-
-    cr_assert(params_parse_date("1970-01-01", &d));
-    cr_assert_eq(d, 0);
-    cr_assert(params_parse_date("2026-11-25", &d));
-    cr_assert_eq(d, 20782);
-    cr_assert(params_parse_date("2028-02-29", &d));
-    cr_assert_not(params_parse_date("2026-02-29", &d));
-    cr_assert_not(params_parse_date("2100-02-29", &d));
-    cr_assert(params_parse_date("2000-02-29", &d));
-    cr_assert_not(params_parse_date("2026-13-01", &d));
-    cr_assert_not(params_parse_date("2026-04-31", &d));
-    cr_assert_not(params_parse_date("2026-00-10", &d));
-    cr_assert_not(params_parse_date("2026-1-01", &d));
-    cr_assert_not(params_parse_date("2026-01-01T00", &d));
-    cr_assert_not(params_parse_date("20260101", &d));
-    cr_assert_not(params_parse_date("", &d));
-    cr_assert_not(params_parse_date("0999-01-01", &d));
-}
-
 Test(params_tz, names_checked_against_zoneinfo)
 {
     cr_assert(params_tz_valid("UTC", ZONEINFO));

@@ -1,8 +1,8 @@
-/* Retention's pure parts: partition names to days, which partitions to drop,
- * and the date helpers arvctl rollups rebuild shares. */
+/* Retention's pure parts: partition names to days, which partitions to drop. */
 #include <criterion/criterion.h>
 
 #include "retention.h"
+#include "timeutil.h"
 
 Test(retention, partition_day_parses_names)
 {
@@ -40,7 +40,7 @@ Test(retention, should_drop_only_days_before_the_window)
 {
     int64_t today;
 
-    cr_assert(retention_parse_date("2026-11-20", &today));
+    cr_assert(timeutil_parse_date("2026-11-20", &today));
     /* Keep 90 days: 2026-08-22 is today - 90, kept; the day before goes. */
     cr_assert_not(retention_should_drop("ar_view_sessions_p20260822", today, 90));
     cr_assert(retention_should_drop("ar_view_sessions_p20260821", today, 90));
@@ -51,23 +51,4 @@ Test(retention, should_drop_only_days_before_the_window)
     cr_assert_not(retention_should_drop("ar_view_sessions_p20261119", today, 1));
     cr_assert(retention_should_drop("ar_view_sessions_p20261118", today, 1));
     cr_assert_not(retention_should_drop("ar_view_sessions_default", today, 1));
-}
-
-Test(retention, dates_round_trip)
-{
-    char buf[16];
-    int64_t day;
-
-    for (int64_t d = 0; d < 40000; d += 37) {
-        retention_format_date(d, buf, sizeof(buf));
-        cr_assert(retention_parse_date(buf, &day), "%s", buf);
-        cr_assert_eq(day, d, "%s", buf);
-    }
-    retention_format_date(20777, buf, sizeof(buf));
-    cr_assert_str_eq(buf, "2026-11-20");
-    cr_assert_not(retention_parse_date("2026-02-29", &day));
-    cr_assert_not(retention_parse_date("2026-11-20x", &day));
-    cr_assert_not(retention_parse_date("2026/11/20", &day));
-    cr_assert_not(retention_parse_date("20261120", &day));
-    cr_assert(retention_parse_date("2028-02-29", &day));
 }

@@ -1,0 +1,38 @@
+/* Unit tests for common/timeutil.c: calendar dates as days since the epoch. */
+#include <criterion/criterion.h>
+
+#include "timeutil.h"
+
+Test(timeutil, parse_date_strict)
+{
+    int64_t d;
+    cr_assert(timeutil_parse_date("1970-01-01", &d));
+    cr_assert_eq(d, 0);
+    cr_assert(timeutil_parse_date("2026-11-25", &d));
+    cr_assert_eq(d, 20782);
+    cr_assert(timeutil_parse_date("2028-02-29", &d));
+    cr_assert(timeutil_parse_date("2000-02-29", &d));
+    cr_assert(timeutil_parse_date("1969-12-31", &d));
+    cr_assert_eq(d, -1);
+    const char *bad[] = {"2026-02-29", "2100-02-29",    "2026-13-01", "2026-04-31",
+                         "2026-00-10", "2026-1-01",     "20260101",   "2026/11/20",
+                         "",           "2026-01-01T00", "0999-01-01", "2026-11-20x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_not(timeutil_parse_date(bad[i], &d), "accepted %s", bad[i]);
+    cr_assert_not(timeutil_parse_date(NULL, &d));
+}
+
+Test(timeutil, dates_round_trip)
+{
+    char buf[16];
+    int64_t day;
+    for (int64_t d = -25567; d < 40000; d += 37) {
+        timeutil_format_date(d, buf, sizeof(buf));
+        cr_assert(timeutil_parse_date(buf, &day), "%s", buf);
+        cr_assert_eq(day, d, "%s", buf);
+    }
+    timeutil_format_date(20777, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "2026-11-20");
+    timeutil_format_date(-1, buf, sizeof(buf));
+    cr_assert_str_eq(buf, "1969-12-31");
+}
