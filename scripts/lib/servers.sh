@@ -28,11 +28,16 @@ arv_install_packages() {
             "${missing[@]}" >/dev/null
 }
 
-# Prints a TCP port on 127.0.0.1 that nothing listens on.
+# Prints a TCP port on 127.0.0.1 that no socket uses. Ports come from below the
+# kernel's ephemeral range, so an outgoing connection cannot take the port
+# between this check and the server's bind.
 arv_free_port() {
-    local port
+    local low port
+    low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$low" -gt 12000 ] || low=32768
     while :; do
-        port=$((20000 + RANDOM % 30000))
+        port=$((10000 + RANDOM % (low - 10000)))
+        [ -z "$(ss -Htan "( sport = :$port )" 2>/dev/null)" ] || continue
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0
