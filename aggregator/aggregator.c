@@ -75,18 +75,10 @@ struct aggregator {
 bool aggregator_config_validate(const void *p, char *err, size_t errlen)
 {
     const struct aggregator_config *cfg = p;
-    struct redis_url urls[AGGREGATOR_MAX_NODES];
-    char *pqerr = NULL;
-    PQconninfoOption *opts;
 
-    if (redis_url_parse_list(cfg->common.redis_url, urls, AGGREGATOR_MAX_NODES) <= 0) {
-        snprintf(err, errlen,
-                 "REDIS_URL: invalid '%s' (expected redis://[:password@]host[:port][/db], "
-                 "comma-separated, at most %d)",
-                 cfg->common.redis_url, AGGREGATOR_MAX_NODES);
+    if (!config_check_urls(&cfg->common, true, AGGREGATOR_MAX_NODES, true, err, errlen))
         return false;
-    }
-    if (!store_relation_valid(cfg->content_relation)) {
+    if (!config_relation_valid(cfg->content_relation)) {
         snprintf(err, errlen,
                  "ARV_CONTENT_RELATION: invalid '%s' (expected name or schema.name, letters, "
                  "digits and _)",
@@ -97,19 +89,6 @@ bool aggregator_config_validate(const void *p, char *err, size_t errlen)
         snprintf(err, errlen, "ARV_CONSUMER: must be 1..%d characters", CONSUMER_MAX - 8);
         return false;
     }
-    if (!cfg->common.database_url || !*cfg->common.database_url) {
-        snprintf(err, errlen, "DATABASE_URL: empty");
-        return false;
-    }
-    opts = PQconninfoParse(cfg->common.database_url, &pqerr);
-    if (!opts) {
-        size_t n = pqerr ? strcspn(pqerr, "\n") : 0;
-        snprintf(err, errlen, "DATABASE_URL: %.*s", (int)n, pqerr ? pqerr : "out of memory");
-        if (pqerr)
-            PQfreemem(pqerr);
-        return false;
-    }
-    PQconninfoFree(opts);
     return true;
 }
 

@@ -15,30 +15,6 @@
 #include "locks.h"
 #include "log.h"
 
-bool store_relation_valid(const char *rel)
-{
-    bool start = true; /* at the start of an identifier */
-    int dots = 0;
-
-    if (!rel || !*rel || strlen(rel) > 127)
-        return false;
-    for (const char *p = rel; *p; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '.') {
-            if (start || ++dots > 1)
-                return false;
-            start = true;
-        } else if (isalpha(c) || c == '_') {
-            start = false;
-        } else if ((isdigit(c) || c == '$') && !start) {
-            continue;
-        } else {
-            return false;
-        }
-    }
-    return !start;
-}
-
 enum store_status store_classify(const char *sqlstate)
 {
     if (!sqlstate || strlen(sqlstate) != 5)

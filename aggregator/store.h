@@ -46,12 +46,8 @@ struct store {
     char errstr[256];         /* last error, one line */
 };
 
-/* True if `rel` is a plain or schema-qualified relation name
- * ([A-Za-z_][A-Za-z0-9_$]*, at most one dot), safe to splice into SQL. */
-bool store_relation_valid(const char *rel);
-
 /* Appends the per-batch statement that reads the staging table, resolves
- * content from `relation` (validated by store_relation_valid), writes dead
+ * content from `relation` (validated by config_relation_valid), writes dead
  * letters, event ids, raw rows and the daily rollup, and, when `watermark_ms`
  * > 0, sets the watermark of `consumer_literal` (an already quoted SQL
  * literal). Its one result row: events, inserted, unknown, invalid, other dead,

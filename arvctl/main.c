@@ -56,18 +56,7 @@ static const char arvctl_summary[] =
 static bool arvctl_validate(const void *p, char *err, size_t errlen)
 {
     const struct arvctl_config *cfg = p;
-    char *pqerr = NULL;
-    PQconninfoOption *opts = PQconninfoParse(cfg->common.database_url, &pqerr);
-
-    if (!opts) {
-        size_t n = pqerr ? strcspn(pqerr, "\n") : 0;
-        snprintf(err, errlen, "DATABASE_URL: %.*s", (int)n, pqerr ? pqerr : "out of memory");
-        if (pqerr)
-            PQfreemem(pqerr);
-        return false;
-    }
-    PQconninfoFree(opts);
-    return true;
+    return config_check_urls(&cfg->common, true, 64, true, err, errlen);
 }
 
 /* The global option named by "--name[=value]", or NULL. */

@@ -11,8 +11,8 @@
 #include "config.h"
 #include "cors.h"
 #include "log.h"
-#include "redis_conn.h"
 #include "service.h"
+#include "stream_writer.h"
 
 static const struct config_option options[] = {
     CONFIG_BASE_OPTIONS(struct collector_config, "0.0.0.0:8081"),
@@ -47,18 +47,12 @@ static const struct config_option options[] = {
 static bool validate(const void *arg, char *err, size_t errlen)
 {
     const struct collector_config *cfg = arg;
-    struct redis_url urls[64];
     struct client_ip_trust trust;
     struct cors cors;
     if (!client_ip_parse_trust(cfg->trusted_proxies, &trust, err, errlen) ||
         !cors_parse(cfg->cors_origins, &cors, err, errlen))
         return false;
-    if (redis_url_parse_list(cfg->common.redis_url, urls, 64) <= 0) {
-        snprintf(err, errlen, "REDIS_URL: invalid value '%s' (expected redis://host:port/db)",
-                 cfg->common.redis_url);
-        return false;
-    }
-    return true;
+    return config_check_urls(&cfg->common, true, STREAM_WRITER_MAX_NODES, false, err, errlen);
 }
 
 int main(int argc, char **argv)

@@ -15,8 +15,7 @@
 #include "metrics.h"
 #include "redis_conn.h"
 
-#define STREAM_WRITER_MAX_NODES 64
-#define BACKLOG_POLL_MS         500
+#define BACKLOG_POLL_MS 500
 
 struct stream_writer {
     struct redis_conn *nodes[STREAM_WRITER_MAX_NODES]; /* one connection per Redis node */

@@ -6,6 +6,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* Most Redis nodes REDIS_URL may list. */
+#define STREAM_WRITER_MAX_NODES 64
+
 struct event_base;
 struct metrics;
 struct stream_writer;

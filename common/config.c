@@ -11,6 +11,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include <libpq-fe.h>
+
+#include "redis_conn.h"
+
 bool parse_long(const char *s, long min, long max, long *out)
 {
     char *end = NULL;
@@ -291,4 +295,58 @@ void config_load_or_exit(const char *binary, const char *summary, const struct c
     }
     if (common)
         config_apply_logging(common, binary);
+}
+
+bool config_relation_valid(const char *rel)
+{
+    bool start = true; /* at the start of an identifier */
+    int dots = 0;
+
+    if (!rel || !*rel || strlen(rel) > 127)
+        return false;
+    for (const char *p = rel; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '.') {
+            if (start || ++dots > 1)
+                return false;
+            start = true;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_') {
+            start = false;
+        } else if (((c >= '0' && c <= '9') || c == '$') && !start) {
+            continue;
+        } else {
+            return false;
+        }
+    }
+    return !start;
+}
+
+bool config_check_urls(const struct common_config *c, bool redis, int max_redis, bool database,
+                       char *err, size_t errlen)
+{
+    if (redis) {
+        struct redis_url *urls = calloc((size_t)max_redis, sizeof(*urls));
+        int n = urls ? redis_url_parse_list(c->redis_url, urls, max_redis) : -1;
+        free(urls);
+        if (n <= 0) {
+            set_err(err, errlen,
+                    "REDIS_URL: invalid '%s' (expected redis://[[user]:password@]host[:port][/db],"
+                    " comma-separated, at most %d)",
+                    c->redis_url ? c->redis_url : "", max_redis);
+            return false;
+        }
+    }
+    if (database) {
+        char *pqerr = NULL;
+        PQconninfoOption *opts =
+            c->database_url && *c->database_url ? PQconninfoParse(c->database_url, &pqerr) : NULL;
+        if (!opts) {
+            size_t n = pqerr ? strcspn(pqerr, "\n") : 5;
+            set_err(err, errlen, "DATABASE_URL: %.*s", (int)n, pqerr ? pqerr : "empty");
+            PQfreemem(pqerr);
+            return false;
+        }
+        PQconninfoFree(opts);
+    }
+    return true;
 }

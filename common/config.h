@@ -111,6 +111,17 @@ bool config_parse_listen(const char *s, struct config_listen *out);
 bool parse_long(const char *s, long min, long max, long *out);
 bool parse_bool(const char *s, bool *out);
 
+/* True for a relation name SQL can take unquoted: name or schema.name of ASCII
+ * letters, digits, '_' and '$' (not first), at most 127 bytes. Used for
+ * ARV_CONTENT_RELATION, which is spliced into SQL. */
+bool config_relation_valid(const char *rel);
+
+/* Checks REDIS_URL (when `redis`: a list of at most `max_redis` valid URLs) and
+ * DATABASE_URL (when `database`: libpq can parse it). False with one clear line
+ * in `err`. */
+bool config_check_urls(const struct common_config *c, bool redis, int max_redis, bool database,
+                       char *err, size_t errlen);
+
 /* Applies `common` to logging (format defaults to json in production). */
 void config_apply_logging(const struct common_config *common, const char *service);
 

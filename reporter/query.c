@@ -9,9 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "strbuf.h"
-
-#define QUERY_RELATION_MAX 127
 
 /* Every answer says how fresh it is: the lowest watermark of the aggregators
  * that reported in the last 10 minutes (a dead one must not freeze it), as
@@ -103,33 +102,6 @@ enum query_path_result query_path_id(const char *path, const char *prefix, int64
     if (*seg == '\0' || strchr(seg, '/'))
         return QUERY_PATH_NOT_FOUND;
     return query_parse_id(seg, strlen(seg), out) ? QUERY_PATH_OK : QUERY_PATH_INVALID;
-}
-
-static bool query_ident_char(char c, bool first)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-           (!first && c >= '0' && c <= '9');
-}
-
-bool query_relation_valid(const char *rel)
-{
-    size_t len = rel ? strlen(rel) : 0;
-    bool first = true;
-    bool dotted = false;
-
-    if (len == 0 || len > QUERY_RELATION_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        if (rel[i] == '.' && !first && !dotted) {
-            dotted = true;
-            first = true;
-            continue;
-        }
-        if (!query_ident_char(rel[i], first))
-            return false;
-        first = false;
-    }
-    return !first;
 }
 
 bool query_uses_hourly(const struct query_spec *spec)
@@ -324,7 +296,7 @@ int query_build(const struct query_spec *spec, const char *rel, struct strbuf *s
                        (iv == QUERY_INTERVAL_HOUR || (iv == QUERY_INTERVAL_DAY && !hourly));
 
     memset(p, 0, sizeof(*p));
-    if (spec->ep >= QUERY_EP_COUNT || !query_relation_valid(rel))
+    if (spec->ep >= QUERY_EP_COUNT || !config_relation_valid(rel))
         return -EINVAL;
     if (spec->scope != QUERY_SCOPE_ALL && spec->id <= 0)
         return -EINVAL;

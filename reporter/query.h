@@ -157,17 +157,13 @@ enum query_path_result {
  * and parses the id segment. */
 enum query_path_result query_path_id(const char *path, const char *prefix, int64_t *out);
 
-/* True if `rel` is a safe relation name for SQL: identifier or schema.identifier
- * of [A-Za-z_][A-Za-z0-9_]*, at most 127 characters. */
-bool query_relation_valid(const char *rel);
-
 /* True when the spec is served from hourly rollups: an hour interval, or a zone
  * whose days are not UTC days. Breakdowns always read daily (UTC) rollups. */
 bool query_uses_hourly(const struct query_spec *spec);
 
 /* Appends the statement answering `spec` to `sql` and fills `p` ($1 from, $2 to,
  * $3 tz, $4 period, $5 scope id, $6 the key's company, $7 dimension, $8 limit).
- * `rel` (borrowed) is the content registry relation (query_relation_valid).
+ * `rel` (borrowed) is the content registry relation (config_relation_valid).
  * Returns 0 or -EINVAL. Pure. */
 int query_build(const struct query_spec *spec, const char *rel, struct strbuf *sql,
                 struct query_params *p);

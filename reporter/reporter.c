@@ -149,18 +149,10 @@ struct reporter_call {
 bool reporter_config_validate(const void *cfgp, char *err, size_t errlen)
 {
     const struct reporter_config *cfg = cfgp;
-    char *pqerr = NULL;
-    PQconninfoOption *opts = PQconninfoParse(cfg->common.database_url, &pqerr);
 
-    if (!opts) {
-        size_t n = pqerr ? strcspn(pqerr, "\n") : 0;
-        snprintf(err, errlen, "DATABASE_URL is not a valid PostgreSQL URL: %.*s", (int)n,
-                 pqerr ? pqerr : "out of memory");
-        PQfreemem(pqerr);
+    if (!config_check_urls(&cfg->common, false, 0, true, err, errlen))
         return false;
-    }
-    PQconninfoFree(opts);
-    if (!query_relation_valid(cfg->content_relation)) {
+    if (!config_relation_valid(cfg->content_relation)) {
         snprintf(err, errlen,
                  "ARV_CONTENT_RELATION must be a plain [schema.]name of letters, digits and "
                  "underscores, got '%s'",

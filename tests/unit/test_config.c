@@ -171,3 +171,34 @@ Test(config, parse_long_strict)
     cr_assert_not(parse_long("101", 0, 100, &v));
     cr_assert_not(parse_long("99999999999999999999", 0, 100, &v));
 }
+
+Test(config, relation_names)
+{
+    const char *good[] = {"analytics.ar_content", "ar_content", "platform.content_v2", "_x.Y9",
+                          "a$1"};
+    const char *bad[] = {NULL,           "",     "a.b.c", ".a",
+                         "a.",           "1abc", "9a",    "x; DROP TABLE y",
+                         "\"Quoted\".t", "a b",  "$a"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        cr_assert(config_relation_valid(good[i]), "%s", good[i]);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_not(config_relation_valid(bad[i]), "%s", bad[i] ? bad[i] : "(null)");
+}
+
+Test(config, check_urls)
+{
+    struct common_config c = {.redis_url = "redis://127.0.0.1:6379/0,redis://10.0.0.2",
+                              .database_url = "postgresql://arv@127.0.0.1:5432/arv"};
+    char err[256];
+    cr_assert(config_check_urls(&c, true, 4, true, err, sizeof(err)), "%s", err);
+    cr_assert_not(config_check_urls(&c, true, 1, false, err, sizeof(err)));
+    cr_assert(strstr(err, "REDIS_URL") != NULL, "%s", err);
+    c.redis_url = "nope";
+    cr_assert_not(config_check_urls(&c, true, 4, false, err, sizeof(err)));
+    cr_assert(config_check_urls(&c, false, 0, true, err, sizeof(err)), "redis not checked");
+    c.database_url = "postgresql://x/db?no_such_option=1";
+    cr_assert_not(config_check_urls(&c, false, 0, true, err, sizeof(err)));
+    cr_assert(strstr(err, "DATABASE_URL") != NULL, "%s", err);
+    c.database_url = "";
+    cr_assert_not(config_check_urls(&c, false, 0, true, err, sizeof(err)));
+}

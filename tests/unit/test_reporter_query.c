@@ -49,22 +49,6 @@ Test(query_id, path)
     cr_assert_eq(query_path_id("/api/analytics/projects/7", prefix, &id), QUERY_PATH_NOT_FOUND);
 }
 
-Test(query_relation, valid_names)
-{
-    cr_assert(query_relation_valid("analytics.ar_content"));
-    cr_assert(query_relation_valid("ar_content"));
-    cr_assert(query_relation_valid("_x.Y9"));
-    cr_assert_not(query_relation_valid(NULL));
-    cr_assert_not(query_relation_valid(""));
-    cr_assert_not(query_relation_valid("a.b.c"));
-    cr_assert_not(query_relation_valid("a."));
-    cr_assert_not(query_relation_valid(".a"));
-    cr_assert_not(query_relation_valid("9a"));
-    cr_assert_not(query_relation_valid("a;drop table x"));
-    cr_assert_not(query_relation_valid("\"a\""));
-    cr_assert_not(query_relation_valid("a b"));
-}
-
 static struct query_spec spec_of(enum query_endpoint ep, enum query_scope scope, int64_t id,
                                  bool restricted, int64_t company)
 {

@@ -7,21 +7,6 @@
 #include "locks.h"
 #include "store.h"
 
-Test(store, relation_names)
-{
-    cr_assert(store_relation_valid("analytics.ar_content"));
-    cr_assert(store_relation_valid("ar_content"));
-    cr_assert(store_relation_valid("platform.content_v2"));
-    cr_assert_not(store_relation_valid(""));
-    cr_assert_not(store_relation_valid(NULL));
-    cr_assert_not(store_relation_valid("a.b.c"));
-    cr_assert_not(store_relation_valid(".a"));
-    cr_assert_not(store_relation_valid("a."));
-    cr_assert_not(store_relation_valid("1abc"));
-    cr_assert_not(store_relation_valid("x; DROP TABLE y"));
-    cr_assert_not(store_relation_valid("\"Quoted\".t"));
-}
-
 Test(store, sqlstate_classes)
 {
     cr_assert_eq(store_classify("08006"), STORE_CONN);
