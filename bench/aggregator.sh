@@ -20,6 +20,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/servers.sh"
+arv_install_packages $ARV_BENCH_PACKAGES
 . "$root/bench/aggregator_checks.sh"
 
 events=500000 contents=1000 companies=50 keep="" naggs=1

@@ -8,6 +8,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/servers.sh"
+arv_install_packages $ARV_BENCH_PACKAGES
 
 build=${ARV_BENCH_BUILD_DIR:-$root/build-bench}
 secs=${BENCH_SECONDS:-8}

@@ -9,13 +9,16 @@ ARV_PACKAGES="build-essential cmake pkg-config clang-format libevent-dev libhire
 libpq-dev libjson-c-dev libcriterion-dev libssl-dev zlib1g-dev node-llhttp
 redis-server postgresql-15 postgresql-15-hll curl jq procps iproute2
 clang libclang-rt-14-dev"
+# What bench/ needs on top: the load generator and the nginx reference.
+ARV_BENCH_PACKAGES="wrk nginx-light"
 
 arv_log() { printf '[arv] %s\n' "$*" >&2; }
 
-# Installs whatever of ARV_PACKAGES is missing (needs root, or sudo).
+# Installs whatever of ARV_PACKAGES (and the packages named as arguments) is
+# missing (needs root, or sudo).
 arv_install_packages() {
     local missing=() p
-    for p in $ARV_PACKAGES; do
+    for p in $ARV_PACKAGES "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
             missing+=("$p")
     done
