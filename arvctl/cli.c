@@ -68,6 +68,18 @@ bool cli_parse_id(const char *s, long long *out)
     return true;
 }
 
+bool cli_id_param(const char *cmd, const char *flag, const char *s, char *buf, size_t buflen)
+{
+    long long v;
+
+    if (!cli_parse_id(s, &v)) {
+        fprintf(stderr, "arvctl %s: --%s: '%s' is not a positive integer\n", cmd, flag, s);
+        return false;
+    }
+    snprintf(buf, buflen, "%lld", v);
+    return true;
+}
+
 /* Prints the first line of `msg` after the prefix. */
 static void print_first_line(const char *prefix, const char *msg)
 {

@@ -35,6 +35,11 @@ enum cli_parse_result cli_parse(const char *cmd, int argc, char **argv, int firs
 /* Parses a positive 64-bit id (1..2^63-1). */
 bool cli_parse_id(const char *s, long long *out);
 
+/* An id given as option --`flag` of `cmd`: writes it in canonical decimal into
+ * `buf` (>= 21 bytes), for use as a query parameter. On a bad value prints
+ * "arvctl <cmd>: --<flag>: '<s>' is not a positive integer" and returns false. */
+bool cli_id_param(const char *cmd, const char *flag, const char *s, char *buf, size_t buflen);
+
 /* Opens a blocking connection to `database_url` with quiet notices. Returns
  * NULL after printing "arvctl: cannot connect to PostgreSQL: ..." (one line).
  * Caller frees with PQfinish(). */

@@ -29,7 +29,6 @@ static int content_add(const char *database_url, int argc, char **argv)
                                       {"project", &project, NULL},
                                       {"company", &company, NULL},
                                       {"inactive", NULL, &inactive}};
-    long long v;
     char ids[3][24];
     const char *params[5];
     PGconn *conn = NULL;
@@ -53,12 +52,8 @@ static int content_add(const char *database_url, int argc, char **argv)
                     names[i]);
             return CLI_EXIT_USAGE;
         }
-        if (!cli_parse_id(values[i], &v)) {
-            fprintf(stderr, "arvctl content add: --%s: '%s' is not a positive integer\n", names[i],
-                    values[i]);
+        if (!cli_id_param("content add", names[i], values[i], ids[i], sizeof(ids[i])))
             return CLI_EXIT_USAGE;
-        }
-        snprintf(ids[i], sizeof(ids[i]), "%lld", v);
     }
     if (uid && (!*uid || strlen(uid) > CONTENT_UID_MAX)) {
         fprintf(stderr, "arvctl content add: --unique-id must be 1..%d characters\n",
@@ -105,7 +100,6 @@ static int content_list(const char *database_url, int argc, char **argv)
                                           "COMPANY", "ACTIVE",    "CREATED_AT"};
     const char *company = NULL, *project = NULL;
     const struct cli_option opts[] = {{"company", &company, NULL}, {"project", &project, NULL}};
-    long long v;
     char ids[2][24];
     const char *params[2] = {NULL, NULL};
     PGconn *conn = NULL;
@@ -121,24 +115,12 @@ static int content_list(const char *database_url, int argc, char **argv)
     case CLI_PARSED:
         break;
     }
-    if (company) {
-        if (!cli_parse_id(company, &v)) {
-            fprintf(stderr, "arvctl content list: --company: '%s' is not a positive integer\n",
-                    company);
-            return CLI_EXIT_USAGE;
-        }
-        snprintf(ids[0], sizeof(ids[0]), "%lld", v);
-        params[0] = ids[0];
-    }
-    if (project) {
-        if (!cli_parse_id(project, &v)) {
-            fprintf(stderr, "arvctl content list: --project: '%s' is not a positive integer\n",
-                    project);
-            return CLI_EXIT_USAGE;
-        }
-        snprintf(ids[1], sizeof(ids[1]), "%lld", v);
-        params[1] = ids[1];
-    }
+    if (company && !cli_id_param("content list", "company", company, ids[0], sizeof(ids[0])))
+        return CLI_EXIT_USAGE;
+    if (project && !cli_id_param("content list", "project", project, ids[1], sizeof(ids[1])))
+        return CLI_EXIT_USAGE;
+    params[0] = company ? ids[0] : NULL;
+    params[1] = project ? ids[1] : NULL;
     if (!(conn = cli_connect(database_url)))
         goto out;
     res = PQexecParams(conn,

@@ -198,7 +198,6 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
     const char *id = NULL, *reason = NULL;
     const struct cli_option opts[] = {{"id", &id, NULL}, {"reason", &reason, NULL}};
     struct dlq_redis redis = {0};
-    long long v;
     char idbuf[24];
     const char *params[2] = {NULL, NULL};
     PGconn *conn = NULL;
@@ -220,11 +219,8 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
         return CLI_EXIT_USAGE;
     }
     if (id) {
-        if (!cli_parse_id(id, &v)) {
-            fprintf(stderr, "arvctl dlq replay: --id: '%s' is not a positive integer\n", id);
+        if (!cli_id_param("dlq replay", "id", id, idbuf, sizeof(idbuf)))
             return CLI_EXIT_USAGE;
-        }
-        snprintf(idbuf, sizeof(idbuf), "%lld", v);
         params[0] = idbuf;
     }
     params[1] = reason;
