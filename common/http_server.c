@@ -39,6 +39,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "strbuf.h"
+#include "urlcode.h"
 
 #define READ_CHUNK      65536  /* one recv(2) into the server's shared buffer */
 #define CONN_IN_MAX     65536  /* unparsed bytes buffered while parsing is held */
@@ -1589,44 +1590,6 @@ bool http_request_client_gone(const struct http_request *req)
     return req->conn == NULL;
 }
 
-static int hex_value(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* URL-decodes s[0..n) (%XX and '+') into out; false if it does not fit. A '%'
- * not followed by two hex digits is kept as is. */
-static bool url_decode(const char *s, size_t n, char *out, size_t outlen)
-{
-    size_t o = 0;
-    if (outlen == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '+') {
-            ch = ' ';
-        } else if (ch == '%' && i + 2 < n) {
-            int hi = hex_value(s[i + 1]);
-            int lo = hex_value(s[i + 2]);
-            if (hi >= 0 && lo >= 0) {
-                ch = (char)(hi * 16 + lo);
-                i += 2;
-            }
-        }
-        if (o + 1 >= outlen)
-            return false;
-        out[o++] = ch;
-    }
-    out[o] = '\0';
-    return true;
-}
-
 bool http_request_query_param(const struct http_request *req, const char *name, char *out,
                               size_t outlen)
 {
@@ -1637,10 +1600,11 @@ bool http_request_query_param(const struct http_request *req, const char *name, 
         const char *end = amp ? amp : q + strlen(q);
         const char *eq = memchr(q, '=', (size_t)(end - q));
         const char *kend = eq ? eq : end;
-        if (url_decode(q, (size_t)(kend - q), key, sizeof(key)) && strcmp(key, name) == 0) {
+        if (urlcode_decode(q, (size_t)(kend - q), URLCODE_FORM, key, sizeof(key)) &&
+            strcmp(key, name) == 0) {
             if (!eq)
-                return url_decode("", 0, out, outlen);
-            return url_decode(eq + 1, (size_t)(end - eq - 1), out, outlen);
+                return urlcode_decode("", 0, URLCODE_FORM, out, outlen);
+            return urlcode_decode(eq + 1, (size_t)(end - eq - 1), URLCODE_FORM, out, outlen);
         }
         q = amp ? amp + 1 : NULL;
     }

@@ -19,6 +19,7 @@
 
 #include "log.h"
 #include "timeutil.h"
+#include "urlcode.h"
 
 enum {
     PING_INTERVAL_MS = 1000,   /* keep-alive period */
@@ -64,42 +65,6 @@ static void conn_start(struct redis_conn *c);
 
 /* ---- URL parsing ---- */
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes s[0..n) into out (size cap). False on a bad escape, a NUL, or
- * if it does not fit. */
-static bool url_decode(const char *s, size_t n, char *out, size_t cap)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '%') {
-            if (i + 2 >= n)
-                return false;
-            int hi = hexval(s[i + 1]);
-            int lo = hexval(s[i + 2]);
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-                return false;
-            ch = (char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (o + 1 >= cap)
-            return false;
-        out[o++] = ch;
-    }
-    out[o] = '\0';
-    return true;
-}
-
 /* Parses decimal digits s[0..n) into a value no larger than max. */
 static bool parse_digits(const char *s, size_t n, long max, long *out)
 {
@@ -138,8 +103,11 @@ bool redis_url_parse(const char *url, struct redis_url *out)
     const char *at = memchr(p, '@', (size_t)(auth_end - p));
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (!colon || !url_decode(p, (size_t)(colon - p), u.username, sizeof(u.username)) ||
-            !url_decode(colon + 1, (size_t)(at - colon - 1), u.password, sizeof(u.password)))
+        if (!colon ||
+            !urlcode_decode(p, (size_t)(colon - p), URLCODE_STRICT, u.username,
+                            sizeof(u.username)) ||
+            !urlcode_decode(colon + 1, (size_t)(at - colon - 1), URLCODE_STRICT, u.password,
+                            sizeof(u.password)))
             return false;
         if (memchr(at + 1, '@', (size_t)(auth_end - at - 1)))
             return false;
