@@ -197,22 +197,17 @@ static int retention_steps(struct retention *r, int64_t today)
 
     /* Cut-offs at UTC midnight: the oldest kept raw partition starts there, so
      * dedupe ids live exactly as long as the raw rows they guard (>= 24 h). */
-    snprintf(sql, sizeof(sql),
-             "DELETE FROM analytics.rollup_content_hourly"
-             " WHERE hour < (DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'",
-             today - r->cfg.hourly_days);
-    if (!(res = retention_exec(r, sql, "delete_content_hourly")))
-        goto out;
-    hourly += affected(res);
-    PQclear(res);
-    snprintf(sql, sizeof(sql),
-             "DELETE FROM analytics.rollup_company_hourly"
-             " WHERE hour < (DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'",
-             today - r->cfg.hourly_days);
-    if (!(res = retention_exec(r, sql, "delete_company_hourly")))
-        goto out;
-    hourly += affected(res);
-    PQclear(res);
+    static const char *const hourly_tables[] = {"rollup_content_hourly", "rollup_company_hourly"};
+    for (size_t i = 0; i < sizeof(hourly_tables) / sizeof(hourly_tables[0]); i++) {
+        snprintf(sql, sizeof(sql),
+                 "DELETE FROM analytics.%s"
+                 " WHERE hour < (DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'",
+                 hourly_tables[i], today - r->cfg.hourly_days);
+        if (!(res = retention_exec(r, sql, hourly_tables[i])))
+            goto out;
+        hourly += affected(res);
+        PQclear(res);
+    }
     metric_add(r->dropped_hourly, (double)hourly);
     snprintf(sql, sizeof(sql),
              "DELETE FROM analytics.event_ids"
