@@ -473,10 +473,21 @@ static void handle_batch(struct http_request *req, void *arg)
 
 /* ---- readiness ------------------------------------------------------------------ */
 
+/* Ready only when every loop's Redis connections are up: a probe answered by
+ * one loop must not hide another loop that would still answer POSTs with 503. */
 static bool redis_ready(void *arg, const char **detail)
 {
     struct lane *l = arg;
-    return stream_writer_is_up(l->writer, detail);
+    if (!stream_writer_is_up(l->writer, detail))
+        return false;
+    for (int i = 0; i < l->c->nlanes; i++) {
+        if (&l->c->lanes[i] != l && l->c->lanes[i].writer &&
+            !stream_writer_is_up(l->c->lanes[i].writer, NULL)) {
+            *detail = "not connected on another event loop";
+            return false;
+        }
+    }
+    return true;
 }
 
 static bool backlog_ready(void *arg, const char **detail)

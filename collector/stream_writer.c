@@ -245,9 +245,11 @@ bool stream_writer_is_up(const struct stream_writer *w, const char **detail)
 {
     for (int i = 0; i < w->nnodes; i++) {
         if (!redis_conn_is_up(w->nodes[i])) {
-            *detail = redis_conn_errstr(w->nodes[i]);
-            if (!**detail)
-                *detail = "not connected";
+            if (detail) {
+                *detail = redis_conn_errstr(w->nodes[i]);
+                if (!**detail)
+                    *detail = "not connected";
+            }
             return false;
         }
     }

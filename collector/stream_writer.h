@@ -45,7 +45,8 @@ void stream_writer_set_high_water(struct stream_writer *w, long high_water);
 /* True when the last poll found a shard longer than the high-water mark. */
 bool stream_writer_backlogged(const struct stream_writer *w);
 
-/* True when every node is connected. */
+/* True when every node is connected. Any thread may ask; only the writer's own
+ * thread may pass `detail` (set to the failing node's error, borrowed). */
 bool stream_writer_is_up(const struct stream_writer *w, const char **detail);
 
 /* XADDs sent and not yet answered. */

@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,7 @@ struct redis_conn {
     struct event *ping_ev;      /* keep-alive period */
     struct event *ping_dead_ev; /* deadline of the outstanding ping */
     struct event *drop_ev;      /* deferred drop, for decisions taken inside callbacks */
-    bool up;                    /* connected, handshake done, pings answered */
+    atomic_bool up;             /* connected, handshake done, pings answered */
     bool connected;             /* TCP connected (handshake may still run) */
     bool closing;               /* redis_conn_free running: no reconnect */
     enum { LOGGED_NONE, LOGGED_UP, LOGGED_DOWN } logged; /* last state logged at info/warn */

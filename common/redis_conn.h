@@ -44,7 +44,8 @@ struct redis_conn *redis_conn_new(struct event_base *base, const struct redis_ur
 int redis_conn_command(struct redis_conn *c, redis_conn_reply_cb *cb, void *arg, int argc,
                        const char **argv, const size_t *argvlen);
 
-/* True while connected and the last ping was answered in time. */
+/* True while connected and the last ping was answered in time. Safe to call
+ * from any thread (readiness checks read other loops' connections). */
 bool redis_conn_is_up(const struct redis_conn *c);
 
 /* Commands sent and not yet answered. */

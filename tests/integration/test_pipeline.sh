@@ -10,7 +10,9 @@ N=${IT_EVENTS:-300}
 key=$("$IT_BIN/arvctl" keys create --admin --name it)
 [ -n "$key" ] || it_fail "no key printed"
 
-it_start collector arv-collector
+# Two event loops, each with its own Redis connection (the readiness check must
+# cover both).
+it_start collector arv-collector ARV_THREADS=2
 it_start aggregator arv-aggregator ARV_BATCH_WAIT_MS=50
 it_start reporter arv-reporter
 C="http://127.0.0.1:$IT_PORT_collector"
@@ -100,9 +102,14 @@ grep -q "^HTTP/1.1 503" <<<"$out" || it_fail "POST while Redis down: $out"
 grep -qi "^Retry-After:" <<<"$out" || it_fail "503 without Retry-After: $out"
 arv_start_redis "$IT_TMP/redis" "$IT_REDIS_PORT"
 arv_wait_http "$C/api/health/readiness" 200 10 || it_fail "collector readiness did not recover"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
-    -d "{\"ar_content_id\":1,\"session_id\":\"$(uuid)\"}" "$C/api/analytics/ar-session")
-[ "$code" = 200 ] || it_fail "POST after Redis returned answered $code"
+# Once readiness says 200, every loop must take events: 20 POSTs on fresh
+# connections (spread over both loops by SO_REUSEPORT) all answer 200. Before
+# readiness covered every loop, one loop could still be reconnecting.
+for ((i = 0; i < 20; i++)); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+        -d "{\"ar_content_id\":1,\"session_id\":\"$(uuid)\"}" "$C/api/analytics/ar-session")
+    [ "$code" = 200 ] || it_fail "POST $i after Redis returned and readiness was 200 answered $code"
+done
 it_pass "collector readiness follows Redis"
 
 it_stop collector
