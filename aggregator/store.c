@@ -397,14 +397,13 @@ enum store_status store_flush(struct store *s, const char *rows, size_t len, int
     if (st != STORE_OK)
         goto out;
 
-    /* Round trip 3: the day locks, everything else, and COMMIT. */
+    /* Round trip 3: the day locks and everything else. */
     t1 = mono_us();
     counts->copy_us = t1 - t0;
     strbuf_reset(&s->sql);
     store_build_lock_sql(&s->sql);
     strbuf_puts(&s->sql, "; ");
     store_build_flush_sql(&s->sql, s->relation, s->consumer_literal, watermark_ms);
-    strbuf_puts(&s->sql, "; COMMIT");
     if (s->sql.oom) {
         set_errstr(s, "out of memory");
         st = s->status = STORE_RETRY;
@@ -431,10 +430,24 @@ enum store_status store_flush(struct store *s, const char *rows, size_t len, int
     }
     res = NULL;
     counts->statement_us = mono_us() - t1;
-    if (st == STORE_OK && (!have_counts || PQtransactionStatus(s->conn) != PQTRANS_IDLE)) {
+    if (st == STORE_OK && (!have_counts || PQtransactionStatus(s->conn) != PQTRANS_INTRANS)) {
         set_errstr(s, "unexpected answer to the batch statement");
         st = s->status = STORE_RETRY;
     }
+    if (st != STORE_OK)
+        goto out;
+
+    /* Round trip 4: COMMIT, timed apart since it is the WAL flush. */
+    t1 = mono_us();
+    res = PQexec(s->conn, "COMMIT");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK || PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
+        st = store_fail(s, res);
+    } else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        /* A transaction that failed answers COMMIT with ROLLBACK. */
+        set_errstr(s, "the batch transaction was rolled back at COMMIT");
+        st = s->status = STORE_RETRY;
+    }
+    counts->commit_us = mono_us() - t1;
 out:
     PQclear(res);
     if (st != STORE_OK) {

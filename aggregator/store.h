@@ -31,7 +31,8 @@ struct store_counts {
     long other_dead;   /* entries dead-lettered for another reason */
     long dead_letters; /* dead-letter rows actually written (not seen before) */
     long copy_us;      /* BEGIN + COPY of the staging rows */
-    long statement_us; /* day locks, the batch statement and COMMIT */
+    long statement_us; /* day locks and the batch statement */
+    long commit_us;    /* COMMIT (the WAL flush) */
 };
 
 struct store {

@@ -416,6 +416,7 @@ static void *worker_main(void *arg)
                   LF_INT("ms", (long long)write_ms), LF_INT("read_ms", (long long)read_ms),
                   LF_INT("copy_ms", counts.copy_us / 1000),
                   LF_INT("statement_ms", counts.statement_us / 1000),
+                  LF_INT("commit_ms", counts.commit_us / 1000),
                   LF_INT("ack_ms", (long long)(mono_ms() - t_ack)));
         read_ms = 0;
         batch_reset(&w->batch);

@@ -83,6 +83,8 @@ xlen=$(redis-cli -p "$redis_port" XLEN "$ARV_STREAM")
 echo "preload: $xlen entries in $(((t1 - t0) / 1000000)) ms, redis used_memory $(redis-cli -p "$redis_port" INFO memory | sed -n 's/^used_memory_human:\(.*\)\r$/\1/p')"
 
 # Drain: from the aggregators' start until the group has read and acknowledged all.
+wal0=$(agg_sql "SELECT pg_current_wal_lsn()")
+ckpt0=$(agg_sql "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
 t0=$(date +%s%N)
 for ((k = 0; k < naggs; k++)); do
     "$build/bin/arv-aggregator" --listen="127.0.0.1:$(arv_free_port)" --consumer="bench-$k" \
@@ -91,6 +93,16 @@ for ((k = 0; k < naggs; k++)); do
 done
 agg_wait_drained "$redis_port" "$ARV_STREAM" 600 || { tail "$tmp"/aggregator-*.log; exit 1; }
 t1=$(date +%s%N)
+# CPU of the aggregators' PostgreSQL backends (user + system): on a shared
+# machine, CPU per event is steadier than wall time.
+backend_cpu_ms() {
+    local pid t=0
+    for pid in "$@"; do
+        t=$((t + $(awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+pg_cpu_ms=$(backend_cpu_ms $(agg_sql "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'arv-aggregator%'"))
 hwm=0 cpu_ms=0
 for p in "${agg_pids[@]}"; do
     h=$(awk '/^VmHWM/ {print $2}' "/proc/$p/status")
@@ -103,15 +115,19 @@ agg_pids=()
 drain_ms=$(((t1 - t0) / 1000000))
 rows=$(agg_sql "SELECT count(*) FROM analytics.ar_view_sessions")
 views=$(agg_sql "SELECT sum(views) FROM analytics.rollup_company_daily")
+echo "WAL written:      $(agg_sql "SELECT pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0'))
+    || ' (' || round(pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal0') / $xlen) || ' bytes/entry), '
+    || (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) - $ckpt0 || ' checkpoint(s)'")"
+
 [ "$rows" = "$views" ] || { echo "rollup views $views != raw rows $rows" >&2; exit 1; }
 
 # Time per step, summed over batches (of all aggregators): read = XREADGROUP +
 # decode, copy = BEGIN + COPY into staging, statement = day locks + the batch
-# statement + COMMIT, ack = XACK.
+# statement, commit = COMMIT, ack = XACK.
 cat "$tmp"/aggregator-*.log | awk -F'[:,}]' '/"batch_written"/ {
-    n++; for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k); if (k ~ /^(read|copy|statement|ack)_ms$/) t[k] += $(i + 1); if (k == "entries") e += $(i + 1) } }
-    END { if (n) printf "steps:            %d batches (%.0f entries each): read %d ms, copy %d ms, statement %d ms, ack %d ms\n",
-        n, e / n, t["read_ms"], t["copy_ms"], t["statement_ms"], t["ack_ms"] }'
+    n++; for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k); if (k ~ /^(read|copy|statement|commit|ack)_ms$/) t[k] += $(i + 1); if (k == "entries") e += $(i + 1) } }
+    END { if (n) printf "steps:            %d batches (%.0f entries each): read %d ms, copy %d ms, statement %d ms, commit %d ms, ack %d ms\n",
+        n, e / n, t["read_ms"], t["copy_ms"], t["statement_ms"], t["commit_ms"], t["ack_ms"] }'
 
 if [ "${ARV_BENCH_EXPLAIN:-0}" = 1 ]; then
     echo "PostgreSQL time per step (auto_explain, all batches; timing slows the drain):"
@@ -123,14 +139,21 @@ agg_sql "CREATE TABLE bench_copy (LIKE analytics.ar_view_sessions)"
 psql "$DATABASE_URL" -q -c "\\copy (SELECT * FROM analytics.ar_view_sessions) TO '$tmp/rows.copy'"
 agg_sql "CHECKPOINT"
 t0=$(date +%s%N)
-psql "$DATABASE_URL" -q -c "\\copy bench_copy FROM '$tmp/rows.copy'"
+psql "$DATABASE_URL" -tAq -v ON_ERROR_STOP=1 >/dev/null <<SQL
+SELECT pg_backend_pid() \\g $tmp/copy.pid
+\\copy bench_copy FROM '$tmp/rows.copy'
+\\! awk -v hz="\$(getconf CLK_TCK)" '{print int((\$14 + \$15) * 1000 / hz)}' /proc/\$(tr -dc 0-9 <$tmp/copy.pid)/stat >$tmp/copy.cpu
+SQL
 t1=$(date +%s%N)
 copy_ms=$(((t1 - t0) / 1000000))
+copy_cpu_ms=$(cat "$tmp/copy.cpu")
 
-awk -v n="$xlen" -v rows="$rows" -v dms="$drain_ms" -v cms="$copy_ms" -v hwm="$hwm" -v cpu="$cpu_ms" -v naggs="$naggs" 'BEGIN {
+awk -v n="$xlen" -v rows="$rows" -v dms="$drain_ms" -v cms="$copy_ms" -v hwm="$hwm" -v cpu="$cpu_ms" -v naggs="$naggs" \
+    -v pgcpu="$pg_cpu_ms" -v copycpu="$copy_cpu_ms" 'BEGIN {
     d = n / (dms / 1000); c = rows / (cms / 1000)
     printf "aggregator drain: %d entries (%d new rows) in %d ms = %.0f events/s (%d aggregator(s), CPU %d ms)\n", n, rows, dms, d, naggs, cpu
     printf "plain COPY:       %d rows in %d ms = %.0f rows/s\n", rows, cms, c
     printf "ratio:            %.2fx plain COPY (target >= 0.5x; >= 60000 events/s)\n", d / c
+    printf "PostgreSQL CPU:   %.1f us/event (aggregator backends) vs %.1f us/row (COPY backend) = %.2fx\n", pgcpu * 1000 / n, copycpu * 1000 / rows, (copycpu / rows) / (pgcpu / n)
     printf "aggregator RSS:   VmHWM %.1f MB (largest process) with a %d-entry backlog (target <= 100 MB)\n", hwm / 1024, n
 }'
