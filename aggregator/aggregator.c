@@ -36,6 +36,12 @@ const struct config_option aggregator_options[] = {
     {"content-relation", "ARV_CONTENT_RELATION", CONFIG_STRING,
      offsetof(struct aggregator_config, content_relation), "analytics.ar_content", NULL, 0, 0,
      "table or view resolving content (id, unique_id, project_id, company_id)"},
+    {"content-cache-size", "ARV_CONTENT_CACHE_SIZE", CONFIG_INT,
+     offsetof(struct aggregator_config, content_cache_size), "100000", NULL, 1, 10000000,
+     "content registry entries cached per worker (least recently used go first)"},
+    {"content-cache-ttl-s", "ARV_CONTENT_CACHE_TTL_S", CONFIG_INT,
+     offsetof(struct aggregator_config, content_cache_ttl_s), "60", NULL, 1, 86400,
+     "seconds a cached content entry is used before it is read again (unknown: every batch)"},
     {"claim-idle-ms", "ARV_CLAIM_IDLE_MS", CONFIG_INT,
      offsetof(struct aggregator_config, claim_idle_ms), "60000", NULL, 0, 86400000,
      "claim entries another consumer left pending this long (0: never)"},
@@ -206,6 +212,12 @@ static int register_metrics(struct aggregator *a, struct worker_metrics *m)
         metrics_counter(reg, "aggregator_redis_errors_total", "Redis failures", NULL));
     m->dead_letters = metric_family_single(metrics_counter(
         reg, "aggregator_dead_letters_total", "Rows written to analytics.dead_letters", NULL));
+    struct metric_family *lookups = metrics_counter(
+        reg, "aggregator_content_lookups_total",
+        "Content keys of written batches: answered by the cache (hit) or read from the registry",
+        "result");
+    m->content_hit = metric_family_child(lookups, (const char *const[]){"hit"});
+    m->content_miss = metric_family_child(lookups, (const char *const[]){"miss"});
     m->stream_length =
         metrics_gauge(reg, "aggregator_stream_length", "Entries in the stream (XLEN)", "stream");
     m->consumer_lag = metrics_gauge(
@@ -283,6 +295,8 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
             .claim_idle_ms = cfg->claim_idle_ms,
             .max_deliveries = cfg->max_deliveries,
             .store_full_ip = cfg->store_full_ip,
+            .content_cache_size = cfg->content_cache_size,
+            .content_cache_ttl_s = cfg->content_cache_ttl_s,
         };
         if ((rc = worker_init(&a->workers[k], k, &wc, m, a->notify[1])) < 0)
             goto out;

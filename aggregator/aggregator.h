@@ -18,6 +18,8 @@ struct aggregator_config {
     long batch_wait_ms;           /* ARV_BATCH_WAIT_MS: XREADGROUP BLOCK */
     const char *consumer;         /* ARV_CONSUMER, NULL: hostname-pid */
     const char *content_relation; /* ARV_CONTENT_RELATION */
+    long content_cache_size;      /* ARV_CONTENT_CACHE_SIZE: entries per worker */
+    long content_cache_ttl_s;     /* ARV_CONTENT_CACHE_TTL_S: known entries trusted this long */
     long claim_idle_ms;           /* ARV_CLAIM_IDLE_MS, 0 disables claiming */
     long max_deliveries;          /* ARV_MAX_DELIVERIES */
     bool store_full_ip;           /* ARV_STORE_FULL_IP: do not anonymise IPs */

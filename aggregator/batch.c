@@ -8,6 +8,7 @@
 
 #include "copy.h"
 #include "event.h"
+#include "content_cache.h"
 #include "ip_anon.h"
 
 const char batch_staging_ddl[] = "CREATE TEMP TABLE IF NOT EXISTS arv_staging ("
@@ -61,6 +62,8 @@ void batch_reset(struct batch *b)
     b->max_received_ms = 0;
     strbuf_reset(&b->rows);
     strbuf_reset(&b->payloads);
+    if (b->contents)
+        content_cache_begin(b->contents);
 }
 
 /* Appends a new entry with its id; NULL if the id is too long or out of memory. */
@@ -219,6 +222,10 @@ int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
     if (!e)
         return err;
     if (decode_fields(fields, nfields, &ev, &payload, detail, sizeof(detail))) {
+        if (b->contents)
+            err = ev.ar_content_id > 0 ? content_cache_note_id(b->contents, ev.ar_content_id)
+                                       : content_cache_note_uid(b->contents, ev.content_uid,
+                                                                strlen(ev.content_uid));
         strbuf_append(&b->payloads, payload->value, payload->value_len);
         e->payload_len = payload->value_len;
         put_event_row(&b->rows, b->streams[stream], e->id, payload->value, payload->value_len, &ev,
@@ -237,7 +244,7 @@ int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
         b->dead++;
     }
     e->row_len = b->rows.len - e->row_off;
-    return b->rows.oom || b->payloads.oom ? -ENOMEM : 0;
+    return b->rows.oom || b->payloads.oom || err < 0 ? -ENOMEM : 0;
 }
 
 int batch_add_dead(struct batch *b, unsigned stream, const char *id, size_t id_len,

@@ -10,6 +10,8 @@
 
 #include "strbuf.h"
 
+struct content_cache;
+
 #define BATCH_ENTRY_ID_MAX 48 /* "<ms>-<seq>" is at most 41 bytes */
 
 /* Dead-letter reasons written by the aggregator. */
@@ -53,6 +55,7 @@ struct batch {
     int64_t min_received_ms; /* over decoded events; 0 when there are none */
     int64_t max_received_ms;
     bool store_full_ip; /* ARV_STORE_FULL_IP: keep client IPs as received */
+    struct content_cache *contents; /* notes the content keys used; borrowed, may be NULL */
 };
 
 /* Initialises an empty batch. `streams` (borrowed) names stream index i. */
@@ -61,7 +64,8 @@ void batch_init(struct batch *b, const char *const *streams);
 /* Frees the batch's memory. */
 void batch_deinit(struct batch *b);
 
-/* Empties the batch, keeping its allocations. */
+/* Empties the batch, keeping its allocations; starts a new key set in its
+ * content cache. */
 void batch_reset(struct batch *b);
 
 /* Adds one stream entry of stream index `stream`: decodes fields `v` and `e`

@@ -14,6 +14,7 @@
 #include "rollup_sql.h"
 #include "locks.h"
 #include "log.h"
+#include "timeutil.h"
 
 enum store_status store_classify(const char *sqlstate)
 {
@@ -69,10 +70,12 @@ void store_build_lock_sql(struct strbuf *out)
                   ARV_LOCK_ROLLUP_DAY);
 }
 
-void store_build_flush_sql(struct strbuf *out, const char *relation, const char *consumer_literal,
-                           int64_t watermark_ms)
+void store_build_flush_sql(struct strbuf *out, const char *by_id, const char *by_uid,
+                           const char *consumer_literal, int64_t watermark_ms)
 {
-    /* Content is named by id, or only by unique id (then ar_content_id is NULL).
+    /* Content is named by id, or only by unique id (then ar_content_id is NULL);
+     * the registry is read through the worker's content cache, whose answers
+     * for this batch's keys are the row sources by_id and by_uid.
      * An event is new only if its (company_id, event_id) is new to event_ids;
      * raw rows and rollups take only those, so redelivery never counts twice.
      * The new rows are aggregated once per (hour, content) in ch; the daily
@@ -87,8 +90,9 @@ void store_build_flush_sql(struct strbuf *out, const char *relation, const char 
         " coalesce(c1.project_id, c2.project_id) AS project_id,"
         " coalesce(c1.company_id, c2.company_id) AS company_id"
         " FROM pg_temp.arv_staging s"
-        " LEFT JOIN %s c1 ON c1.id = s.ar_content_id"
-        " LEFT JOIN %s c2 ON s.ar_content_id IS NULL AND c2.unique_id = s.content_uid"
+        " LEFT JOIN %s AS c1 (id, project_id, company_id) ON c1.id = s.ar_content_id"
+        " LEFT JOIN %s AS c2 (unique_id, id, project_id, company_id)"
+        " ON s.ar_content_id IS NULL AND c2.unique_id = s.content_uid"
         " WHERE s.reason IS NULL),"
         " dead AS ("
         " INSERT INTO analytics.dead_letters (stream, entry_id, reason, detail, payload)"
@@ -147,7 +151,7 @@ void store_build_flush_sql(struct strbuf *out, const char *relation, const char 
         " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, " ROLLUP_MEASURES_SUMS
         " FROM ch GROUP BY 1, company_id ORDER BY 2, 1"
         " ON CONFLICT (company_id, day) DO UPDATE SET" ROLLUP_MEASURES_UPDATE ")",
-        relation, relation);
+        by_id, by_uid);
     if (watermark_ms > 0) {
         strbuf_puts(out, ", wm AS (");
         append_watermark_sql(out, consumer_literal, watermark_ms);
@@ -166,6 +170,8 @@ int store_init(struct store *s, const char *conninfo, const char *relation, cons
 {
     memset(s, 0, sizeof(*s));
     strbuf_init(&s->sql);
+    strbuf_init(&s->by_id);
+    strbuf_init(&s->by_uid);
     s->conninfo = strdup(conninfo);
     s->relation = strdup(relation);
     s->consumer = strdup(consumer);
@@ -193,6 +199,8 @@ void store_deinit(struct store *s)
     free(s->relation);
     free(s->consumer);
     strbuf_deinit(&s->sql);
+    strbuf_deinit(&s->by_id);
+    strbuf_deinit(&s->by_uid);
     memset(s, 0, sizeof(*s));
 }
 
@@ -313,6 +321,7 @@ enum store_status store_connect(struct store *s)
     strbuf_reset(&s->sql);
     strbuf_puts(&s->sql, "SET client_min_messages = warning; SET client_encoding = 'UTF8';"
                          " SET statement_timeout = '60s'; SET TIME ZONE 'UTC';"
+                         " SET standard_conforming_strings = on;"
                          " SET work_mem = '64MB'; ");
     strbuf_puts(&s->sql, batch_staging_ddl);
     st = store_exec(s, s->sql.data);
@@ -359,8 +368,29 @@ static long result_long(const PGresult *res, int col)
     return PQgetisnull(res, 0, col) ? 0 : strtol(PQgetvalue(res, 0, col), NULL, 10);
 }
 
-enum store_status store_flush(struct store *s, const char *rows, size_t len, int64_t watermark_ms,
-                              struct store_counts *counts)
+enum store_status store_resolve_content(struct store *s, struct content_cache *cc)
+{
+    PGresult *res;
+    bool oom;
+    enum store_status st = STORE_OK;
+
+    if (!s->conn)
+        return s->status = STORE_CONN;
+    res = content_cache_refresh(cc, s->conn, s->relation, timeutil_mono_ms(), &oom);
+    if (res) {
+        st = store_fail(s, res);
+        PQclear(res);
+        if (st == STORE_CONN)
+            store_disconnect(s);
+    } else if (oom) {
+        set_errstr(s, "out of memory");
+        st = STORE_RETRY;
+    }
+    return s->status = st;
+}
+
+enum store_status store_flush(struct store *s, const struct content_cache *cc, const char *rows,
+                              size_t len, int64_t watermark_ms, struct store_counts *counts)
 {
     PGresult *res = NULL;
     enum store_status st = STORE_OK;
@@ -401,10 +431,13 @@ enum store_status store_flush(struct store *s, const char *rows, size_t len, int
     t1 = mono_us();
     counts->copy_us = t1 - t0;
     strbuf_reset(&s->sql);
+    strbuf_reset(&s->by_id);
+    strbuf_reset(&s->by_uid);
+    content_cache_write_sql(cc, &s->by_id, &s->by_uid);
     store_build_lock_sql(&s->sql);
     strbuf_puts(&s->sql, "; ");
-    store_build_flush_sql(&s->sql, s->relation, s->consumer_literal, watermark_ms);
-    if (s->sql.oom) {
+    store_build_flush_sql(&s->sql, s->by_id.data, s->by_uid.data, s->consumer_literal, watermark_ms);
+    if (s->sql.oom || s->by_id.oom || s->by_uid.oom) {
         set_errstr(s, "out of memory");
         st = s->status = STORE_RETRY;
         goto out;

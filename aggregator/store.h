@@ -11,6 +11,7 @@
 
 #include <libpq-fe.h>
 
+#include "content_cache.h"
 #include "strbuf.h"
 
 /* How a store call ended; decides what the worker does next. */
@@ -42,19 +43,22 @@ struct store {
     char *consumer;           /* watermark key, owned */
     char *consumer_literal;   /* the same quoted for SQL, owned; set on connect */
     struct strbuf sql;        /* scratch for one call's SQL */
+    struct strbuf by_id;      /* the batch's content by id, as SQL */
+    struct strbuf by_uid;     /* ... by unique id */
     enum store_status status; /* of the last call */
     char sqlstate[6];         /* of the last error, "" if none */
     char errstr[256];         /* last error, one line */
 };
 
 /* Appends the per-batch statement that reads the staging table, resolves
- * content from `relation` (validated by config_relation_valid), writes dead
- * letters, event ids, raw rows and the daily rollup, and, when `watermark_ms`
- * > 0, sets the watermark of `consumer_literal` (an already quoted SQL
- * literal). Its one result row: events, inserted, unknown, invalid, other dead,
- * dead letters written. Pure. */
-void store_build_flush_sql(struct strbuf *out, const char *relation, const char *consumer_literal,
-                           int64_t watermark_ms);
+ * content through the row sources `by_id` (id, project_id, company_id) and
+ * `by_uid` (unique_id, id, project_id, company_id) (see
+ * content_cache_write_sql), writes dead letters, event ids, raw rows and the
+ * rollups, and, when `watermark_ms` > 0, sets the watermark of
+ * `consumer_literal` (an already quoted SQL literal). Its one result row:
+ * events, inserted, unknown, invalid, other dead, dead letters written. Pure. */
+void store_build_flush_sql(struct strbuf *out, const char *by_id, const char *by_uid,
+                           const char *consumer_literal, int64_t watermark_ms);
 
 /* Appends the statement that takes, inside the batch's transaction and before
  * any rollup write, pg_advisory_xact_lock_shared(ARV_LOCK_ROLLUP_DAY, day) for
@@ -88,12 +92,17 @@ bool store_connected(const struct store *s);
  * the epoch, UTC). Blocking. */
 enum store_status store_ensure_partitions(struct store *s, int64_t first_day, int64_t last_day);
 
+/* Reads into `cc` every content key of its current batch that it does not
+ * hold fresh, from the store's content relation. Blocking. */
+enum store_status store_resolve_content(struct store *s, struct content_cache *cc);
+
 /* Writes one batch: `rows` (len bytes of COPY text for the staging table) in
- * one transaction, with the watermark set to `watermark_ms` when it is > 0.
- * Fills `counts` on STORE_OK. On failure the transaction is rolled back (or
- * the connection closed) and nothing was written. Blocking. */
-enum store_status store_flush(struct store *s, const char *rows, size_t len, int64_t watermark_ms,
-                              struct store_counts *counts);
+ * one transaction, content resolved by `cc` (after store_resolve_content),
+ * with the watermark set to `watermark_ms` when it is > 0. Fills `counts` on
+ * STORE_OK. On failure the transaction is rolled back (or the connection
+ * closed) and nothing was written. Blocking. */
+enum store_status store_flush(struct store *s, const struct content_cache *cc, const char *rows,
+                              size_t len, int64_t watermark_ms, struct store_counts *counts);
 
 /* Moves the watermark to `watermark_ms` outside a batch; doubles as the
  * connection check while idle. Blocking. */

@@ -149,6 +149,20 @@ static void count_flush(struct worker *w, const struct store_counts *c)
     metric_add(w->m.dead_letters, (double)c->dead_letters);
 }
 
+/* Reads the batch's uncached content keys from the registry and counts the
+ * cache's hits and misses. */
+static enum store_status resolve_content(struct worker *w)
+{
+    struct content_cache_stats now;
+    enum store_status st = store_resolve_content(&w->store, w->contents);
+
+    content_cache_stats(w->contents, &now);
+    metric_add(w->m.content_hit, (double)(now.hits - w->contents_seen.hits));
+    metric_add(w->m.content_miss, (double)(now.misses - w->contents_seen.misses));
+    w->contents_seen = now;
+    return st;
+}
+
 /* Writes the batch entry by entry after a row was rejected: each entry in its
  * own transaction; an entry PostgreSQL rejects becomes a db_rejected dead
  * letter (or, if even that fails, stays pending for a later claim). Returns
@@ -164,14 +178,14 @@ static enum store_status flush_each(struct worker *w)
         struct batch_entry *e = &b->entries[i];
         if (e->row_len == 0 || e->keep_pending)
             continue;
-        st = store_flush(&w->store, b->rows.data + e->row_off, e->row_len, 0, &c);
+        st = store_flush(&w->store, w->contents, b->rows.data + e->row_off, e->row_len, 0, &c);
         if (st == STORE_DATA) {
             log_warn("entry_rejected", LF_STR("stream", b->streams[e->stream]),
                      LF_STR("entry_id", e->id), LF_STR("sqlstate", w->store.sqlstate),
                      LF_STR("error", w->store.errstr));
             strbuf_reset(&w->scratch);
             batch_dead_row(b, i, BATCH_REASON_REJECTED, w->store.errstr, &w->scratch);
-            st = store_flush(&w->store, w->scratch.data, w->scratch.len, 0, &c);
+            st = store_flush(&w->store, w->contents, w->scratch.data, w->scratch.len, 0, &c);
             if (st == STORE_DATA) {
                 log_error("dead_letter_rejected", LF_STR("stream", b->streams[e->stream]),
                           LF_STR("entry_id", e->id), LF_STR("error", w->store.errstr));
@@ -376,7 +390,9 @@ static void *worker_main(void *arg)
             watermark = caught_up ? read_wall_ms : w->batch.max_received_ms;
         st = ensure_batch_partitions(w, &part_lo, &part_hi);
         if (st == STORE_OK)
-            st = store_flush(&w->store, w->batch.rows.data ? w->batch.rows.data : "",
+            st = resolve_content(w);
+        if (st == STORE_OK)
+            st = store_flush(&w->store, w->contents, w->batch.rows.data ? w->batch.rows.data : "",
                              w->batch.rows.len, watermark, &counts);
         if (st == STORE_OK) {
             count_flush(w, &counts);
@@ -490,6 +506,10 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     }
     batch_init(&w->batch, (const char *const *)w->streams);
     w->batch.store_full_ip = cfg->store_full_ip;
+    if (!(w->contents = content_cache_new((size_t)cfg->content_cache_size,
+                                          cfg->content_cache_ttl_s * 1000)))
+        goto out;
+    w->batch.contents = w->contents;
     if ((rc = reader_init(&w->reader, cfg->redis, (const char *const *)w->streams, w->nstreams,
                           cfg->consumer, cfg->batch_size, cfg->batch_wait_ms)) < 0)
         goto out;
@@ -541,6 +561,8 @@ void worker_deinit(struct worker *w)
     reader_deinit(&w->reader);
     store_deinit(&w->store);
     batch_deinit(&w->batch);
+    content_cache_free(w->contents);
+    w->contents = NULL;
     strbuf_deinit(&w->scratch);
     for (unsigned i = 0; w->streams && i < w->nstreams; i++)
         free(w->streams[i]);

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 
 #include "batch.h"
+#include "content_cache.h"
 #include "reader.h"
 #include "store.h"
 
@@ -27,6 +28,8 @@ struct worker_metrics {
     struct metric *db_errors;            /* aggregator_db_errors_total */
     struct metric *redis_errors;         /* aggregator_redis_errors_total */
     struct metric *dead_letters;         /* aggregator_dead_letters_total */
+    struct metric *content_hit;          /* aggregator_content_lookups_total{result="hit"} */
+    struct metric *content_miss;         /* ... result="miss" */
     struct metric_family *stream_length; /* aggregator_stream_length{stream} */
     struct metric_family *consumer_lag;  /* aggregator_consumer_lag{stream} */
     struct metric_family *pending;       /* aggregator_pending_entries{stream} */
@@ -46,6 +49,8 @@ struct worker_config {
     long claim_idle_ms;  /* claim entries idle this long; 0: never */
     long max_deliveries; /* dead-letter entries delivered this often */
     bool store_full_ip;  /* keep client IPs as received */
+    long content_cache_size;  /* entries */
+    long content_cache_ttl_s; /* known entries trusted this long */
 };
 
 /* A dependency as the worker last saw it. */
@@ -69,6 +74,8 @@ struct worker {
     long max_deliveries;
     struct reader reader;   /* used only by the thread */
     struct store store;     /* used only by the thread */
+    struct content_cache *contents;       /* the registry cache; thread only */
+    struct content_cache_stats contents_seen; /* stats already counted in metrics */
     struct batch batch;     /* the batch in flight, kept until written */
     struct strbuf scratch;  /* one dead-letter row */
     atomic_int redis_state; /* enum worker_dep */

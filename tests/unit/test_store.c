@@ -26,9 +26,13 @@ Test(store, flush_statement)
     struct strbuf sql;
 
     strbuf_init(&sql);
-    store_build_flush_sql(&sql, "platform.content", "'agg-1'", 1764064800123LL);
-    cr_assert(strstr(sql.data, "LEFT JOIN platform.content c1 ON c1.id = s.ar_content_id"));
-    cr_assert(strstr(sql.data, "LEFT JOIN platform.content c2 ON s.ar_content_id IS NULL"));
+    store_build_flush_sql(&sql, "(VALUES (1, 2, 3))", "(VALUES ('u', 1, 2, 3))", "'agg-1'",
+                          1764064800123LL);
+    /* Content comes from the cache's answers for the batch, not the registry. */
+    cr_assert(strstr(sql.data, "LEFT JOIN (VALUES (1, 2, 3)) AS c1 (id, project_id, company_id)"
+                               " ON c1.id = s.ar_content_id"));
+    cr_assert(strstr(sql.data, "LEFT JOIN (VALUES ('u', 1, 2, 3)) AS c2 (unique_id, id,"
+                               " project_id, company_id) ON s.ar_content_id IS NULL"));
     cr_assert(strstr(sql.data, "ON CONFLICT (stream, entry_id) DO NOTHING"));
     cr_assert(strstr(sql.data, "INSERT INTO analytics.event_ids"));
     cr_assert(strstr(sql.data, "hll_union(r.sessions, EXCLUDED.sessions)"));
@@ -47,7 +51,7 @@ Test(store, flush_statement)
     cr_assert(strstr(sql.data, "FROM new_rows GROUP BY 1, company_id, content_id"));
     cr_assert(strstr(sql.data, "VALUES ('agg-1', to_timestamp(1764064800123 / 1000.0), now())"));
     strbuf_reset(&sql);
-    store_build_flush_sql(&sql, "analytics.ar_content", "'agg-1'", 0);
+    store_build_flush_sql(&sql, "(VALUES (1, 2, 3))", "(VALUES ('u', 1, 2, 3))", "'agg-1'", 0);
     cr_assert_null(strstr(sql.data, "ingest_watermarks"));
     strbuf_deinit(&sql);
 }
