@@ -17,8 +17,10 @@
 #include "metrics.h"
 #include "redis_conn.h"
 #include "retention.h"
+#include "geoip.h"
 #include "service.h"
 #include "store.h"
+#include "ua.h"
 #include "worker.h"
 
 #define AGGREGATOR_MAX_NODES 64
@@ -51,6 +53,18 @@ const struct config_option aggregator_options[] = {
     {"store-full-ip", "ARV_STORE_FULL_IP", CONFIG_BOOL,
      offsetof(struct aggregator_config, store_full_ip), "0", NULL, 0, 0,
      "store client IPs as received (default: IPv4 /24, IPv6 /48)"},
+    /* Enrichment (geoip.c, ua.c). */
+    {"geoip-db", "ARV_GEOIP_DB", CONFIG_STRING, offsetof(struct aggregator_config, geoip_db), "",
+     NULL, 0, 0,
+     "MaxMind DB (GeoIP2/GeoLite2 City) filling country and city where the client sent none;"
+     " empty: off"},
+    {"ua-regexes", "ARV_UA_REGEXES", CONFIG_STRING, offsetof(struct aggregator_config, ua_regexes),
+     UA_DEFAULT_REGEXES, NULL, 0, 0,
+     "uap-core regexes.yaml: device type, browser and OS from the user agent, and bots;"
+     " empty: off"},
+    {"ua-cache-size", "ARV_UA_CACHE_SIZE", CONFIG_INT,
+     offsetof(struct aggregator_config, ua_cache_size), "10000", NULL, 1, 10000000,
+     "parsed user agents cached per worker (least recently used go first)"},
     /* Retention (retention.c). */
     {"raw-retention-days", "ARV_RAW_RETENTION_DAYS", CONFIG_INT,
      offsetof(struct aggregator_config, raw_retention_days), "90", NULL, 1, 100000,
@@ -75,6 +89,8 @@ struct aggregator {
     int notify[2];               /* workers write a byte to [1] when they end */
     struct event *notify_ev;     /* reads [0] on the loop */
     struct retention *retention; /* partitions ahead and retention, own thread */
+    struct geoip *geoip;         /* ARV_GEOIP_DB opened, NULL when off; read by workers */
+    struct ua_db *ua;            /* ARV_UA_REGEXES compiled, NULL when off; read by workers */
     bool stopping;               /* the drain began */
 };
 
@@ -197,6 +213,7 @@ static int register_metrics(struct aggregator *a, struct worker_metrics *m)
         return -ENOMEM;
     m->inserted = metric_family_child(events, (const char *const[]){"inserted"});
     m->duplicate = metric_family_child(events, (const char *const[]){"duplicate"});
+    m->bot = metric_family_child(events, (const char *const[]){"bot"});
     m->unknown = metric_family_child(events, (const char *const[]){"unknown_content"});
     m->invalid = metric_family_child(events, (const char *const[]){"invalid"});
     m->batch_size = metric_family_single(
@@ -218,6 +235,12 @@ static int register_metrics(struct aggregator *a, struct worker_metrics *m)
         "result");
     m->content_hit = metric_family_child(lookups, (const char *const[]){"hit"});
     m->content_miss = metric_family_child(lookups, (const char *const[]){"miss"});
+    struct metric_family *ua = metrics_counter(
+        reg, "aggregator_ua_lookups_total",
+        "User agents parsed: answered by the cache (hit) or by the uap-core regexes (miss)",
+        "result");
+    m->ua_hit = metric_family_child(ua, (const char *const[]){"hit"});
+    m->ua_miss = metric_family_child(ua, (const char *const[]){"miss"});
     m->stream_length =
         metrics_gauge(reg, "aggregator_stream_length", "Entries in the stream (XLEN)", "stream");
     m->consumer_lag = metrics_gauge(
@@ -225,9 +248,10 @@ static int register_metrics(struct aggregator *a, struct worker_metrics *m)
         "Entries of the stream not yet committed to PostgreSQL (undelivered + pending)", "stream");
     m->pending = metrics_gauge(reg, "aggregator_pending_entries",
                                "Entries delivered to the group and not yet acknowledged", "stream");
-    if (!m->inserted || !m->duplicate || !m->unknown || !m->invalid || !m->batch_size ||
+    if (!m->inserted || !m->duplicate || !m->bot || !m->unknown || !m->invalid || !m->batch_size ||
         !m->flush_duration || !m->db_errors || !m->redis_errors || !m->dead_letters ||
-        !m->stream_length || !m->consumer_lag || !m->pending)
+        !m->stream_length || !m->consumer_lag || !m->pending || !m->content_hit ||
+        !m->content_miss || !m->ua_hit || !m->ua_miss)
         return -ENOMEM;
     return 0;
 }
@@ -297,6 +321,9 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
             .store_full_ip = cfg->store_full_ip,
             .content_cache_size = cfg->content_cache_size,
             .content_cache_ttl_s = cfg->content_cache_ttl_s,
+            .geoip = a->geoip,
+            .ua = a->ua,
+            .ua_cache_size = cfg->ua_cache_size,
         };
         if ((rc = worker_init(&a->workers[k], k, &wc, m, a->notify[1])) < 0)
             goto out;
@@ -305,6 +332,33 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
 out:
     free(mine);
     return rc;
+}
+
+/* Opens the GeoIP database and compiles the user-agent rules when configured;
+ * a configured file that does not open is an error, never silently skipped. */
+static int open_enrichment(struct aggregator *a)
+{
+    char err[256];
+    int rc;
+
+    if (a->cfg->geoip_db && a->cfg->geoip_db[0]) {
+        if ((rc = geoip_open(a->cfg->geoip_db, &a->geoip, err, sizeof(err))) < 0) {
+            log_error("geoip_open_failed", LF_STR("path", a->cfg->geoip_db), LF_STR("error", err));
+            return rc;
+        }
+        log_info("geoip_opened", LF_STR("path", a->cfg->geoip_db));
+    }
+    if (a->cfg->ua_regexes && a->cfg->ua_regexes[0]) {
+        if ((rc = ua_db_open(a->cfg->ua_regexes, &a->ua, err, sizeof(err))) < 0) {
+            log_error("ua_regexes_failed", LF_STR("path", a->cfg->ua_regexes),
+                      LF_STR("error", err));
+            return rc;
+        }
+        log_info("ua_regexes_loaded", LF_STR("path", a->cfg->ua_regexes),
+                 LF_INT("rules", (long long)ua_db_rule_count(a->ua)),
+                 LF_BOOL("jit", ua_db_jit(a->ua)));
+    }
+    return 0;
 }
 
 struct aggregator *aggregator_new(struct service *svc, const struct aggregator_config *cfg)
@@ -343,7 +397,7 @@ struct aggregator *aggregator_new(struct service *svc, const struct aggregator_c
         rc = -ENOMEM;
         goto out;
     }
-    if ((rc = create_workers(a, &m)) < 0)
+    if ((rc = open_enrichment(a)) < 0 || (rc = create_workers(a, &m)) < 0)
         goto out;
     /* Retention: its own thread and connection, joined in aggregator_free(). */
     {
@@ -397,6 +451,8 @@ void aggregator_free(struct aggregator *a)
     for (unsigned i = 0; a->workers && i < a->nworkers; i++)
         worker_deinit(&a->workers[i]);
     free(a->workers);
+    geoip_close(a->geoip);
+    ua_db_close(a->ua);
     for (unsigned i = 0; a->streams && i < a->nstreams; i++)
         free(a->streams[i]);
     free(a->streams);

@@ -20,6 +20,9 @@ struct aggregator_config {
     const char *content_relation; /* ARV_CONTENT_RELATION */
     long content_cache_size;      /* ARV_CONTENT_CACHE_SIZE: entries per worker */
     long content_cache_ttl_s;     /* ARV_CONTENT_CACHE_TTL_S: known entries trusted this long */
+    const char *geoip_db;         /* ARV_GEOIP_DB, "": no GeoIP */
+    const char *ua_regexes;       /* ARV_UA_REGEXES, "": no user-agent parsing */
+    long ua_cache_size;           /* ARV_UA_CACHE_SIZE: parsed user agents per worker */
     long claim_idle_ms;           /* ARV_CLAIM_IDLE_MS, 0 disables claiming */
     long max_deliveries;          /* ARV_MAX_DELIVERIES */
     bool store_full_ip;           /* ARV_STORE_FULL_IP: do not anonymise IPs */

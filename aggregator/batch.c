@@ -9,7 +9,9 @@
 #include "copy.h"
 #include "event.h"
 #include "content_cache.h"
+#include "geoip.h"
 #include "ip_anon.h"
+#include "ua.h"
 
 const char batch_staging_ddl[] = "CREATE TEMP TABLE IF NOT EXISTS arv_staging ("
                                  " stream text NOT NULL,"
@@ -32,7 +34,8 @@ const char batch_staging_ddl[] = "CREATE TEMP TABLE IF NOT EXISTS arv_staging ("
                                  " tracking_quality text,"
                                  " video_played boolean,"
                                  " occurred_at timestamptz,"
-                                 " received_at timestamptz"
+                                 " received_at timestamptz,"
+                                 " is_bot boolean"
                                  ") ON COMMIT DELETE ROWS";
 
 const char batch_staging_copy[] = "COPY pg_temp.arv_staging FROM STDIN";
@@ -60,6 +63,7 @@ void batch_reset(struct batch *b)
     b->dead = 0;
     b->min_received_ms = 0;
     b->max_received_ms = 0;
+    b->bots = 0;
     strbuf_reset(&b->rows);
     strbuf_reset(&b->payloads);
     if (b->contents)
@@ -133,14 +137,14 @@ static void put_dead_row(struct strbuf *out, const char *stream, const char *id,
     copy_row_str(&row, reason);
     copy_row_opt_str(&row, detail);
     copy_row_text(&row, payload, payload_len);
-    for (int i = 0; i < 16; i++) /* event_id .. received_at */
+    for (int i = 0; i < 17; i++) /* event_id .. is_bot */
         copy_row_null(&row);
     copy_row_end(&row);
 }
 
 static void put_event_row(struct strbuf *out, const char *stream, const char *id,
                           const char *payload, size_t payload_len, const struct event *ev,
-                          bool full_ip)
+                          bool full_ip, bool is_bot)
 {
     struct copy_row row;
     char ip[IP_ANON_MAX];
@@ -180,6 +184,7 @@ static void put_event_row(struct strbuf *out, const char *stream, const char *id
     else
         copy_row_null(&row);
     copy_row_time_ms(&row, ev->received_at_ms);
+    copy_row_bool(&row, is_bot);
     copy_row_end(&row);
 }
 
@@ -210,6 +215,18 @@ static bool decode_fields(const struct batch_field *fields, size_t nfields, stru
     return true;
 }
 
+/* Fills what the client left out from the user agent and the client IP (before
+ * the IP is anonymised); true if the user agent is a bot's. */
+static bool enrich(const struct batch *b, struct event *ev)
+{
+    struct geoip_result where;
+
+    if (b->geoip && ev->ip[0] && (!ev->country[0] || !ev->city[0]) &&
+        geoip_lookup(b->geoip, ev->ip, &where) == 0)
+        geoip_apply(&where, ev);
+    return b->ua ? ua_enrich_event(b->ua, ev) : false;
+}
+
 int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
               const struct batch_field *fields, size_t nfields)
 {
@@ -228,8 +245,10 @@ int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
                                                                 strlen(ev.content_uid));
         strbuf_append(&b->payloads, payload->value, payload->value_len);
         e->payload_len = payload->value_len;
+        bool is_bot = enrich(b, &ev);
         put_event_row(&b->rows, b->streams[stream], e->id, payload->value, payload->value_len, &ev,
-                      b->store_full_ip);
+                      b->store_full_ip, is_bot);
+        b->bots += is_bot;
         e->valid = true;
         if (b->min_received_ms == 0 || ev.received_at_ms < b->min_received_ms)
             b->min_received_ms = ev.received_at_ms;

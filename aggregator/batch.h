@@ -11,6 +11,8 @@
 #include "strbuf.h"
 
 struct content_cache;
+struct geoip;
+struct ua_cache;
 
 #define BATCH_ENTRY_ID_MAX 48 /* "<ms>-<seq>" is at most 41 bytes */
 
@@ -56,6 +58,9 @@ struct batch {
     int64_t max_received_ms;
     bool store_full_ip; /* ARV_STORE_FULL_IP: keep client IPs as received */
     struct content_cache *contents; /* notes the content keys used; borrowed, may be NULL */
+    const struct geoip *geoip;      /* fills country/city from the IP; borrowed, may be NULL */
+    struct ua_cache *ua;            /* fills device/browser/os, finds bots; borrowed, may be NULL */
+    size_t bots;                    /* decoded events from bots (kept out of the rollups) */
 };
 
 /* Initialises an empty batch. `streams` (borrowed) names stream index i. */
@@ -68,8 +73,9 @@ void batch_deinit(struct batch *b);
  * content cache. */
 void batch_reset(struct batch *b);
 
-/* Adds one stream entry of stream index `stream`: decodes fields `v` and `e`
- * into a staging event row, or, when that fails, into an `invalid_payload` dead
+/* Adds one stream entry of stream index `stream`: decodes fields `v` and `e`,
+ * enriches the event (GeoIP, user agent; see struct batch) into a staging event
+ * row marked as a bot's or not, or, when that fails, into an `invalid_payload` dead
  * letter whose payload is every field as a JSON object. Returns 0, -EINVAL if
  * the id is too long, or -ENOMEM. */
 int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,

@@ -86,7 +86,8 @@ void store_build_flush_sql(struct strbuf *out, const char *by_id, const char *by
         " SELECT s.stream, s.entry_id, s.payload, s.event_id, s.session_id, s.user_agent,"
         " s.device_type, s.browser, s.os, s.ip_address, s.country, s.city, s.duration_seconds,"
         " s.tracking_quality, coalesce(s.video_played, false) AS video_played, s.occurred_at,"
-        " s.received_at, coalesce(c1.id, c2.id) AS content_id,"
+        " s.received_at, coalesce(s.is_bot, false) AS is_bot,"
+        " coalesce(c1.id, c2.id) AS content_id,"
         " coalesce(c1.project_id, c2.project_id) AS project_id,"
         " coalesce(c1.company_id, c2.company_id) AS company_id"
         " FROM pg_temp.arv_staging s"
@@ -108,18 +109,22 @@ void store_build_flush_sql(struct strbuf *out, const char *by_id, const char *by
         " INSERT INTO analytics.event_ids (company_id, event_id, received_at)"
         " SELECT company_id, event_id, received_at FROM known ORDER BY company_id, event_id"
         " ON CONFLICT DO NOTHING RETURNING company_id, event_id),"
-        " new_rows AS ("
-        " SELECT k.*, hll_hash_bytea(uuid_send(k.session_id)) AS session_hash FROM known k"
+        " new_all AS ("
+        " SELECT k.* FROM known k"
         " JOIN fresh f ON f.company_id = k.company_id AND f.event_id = k.event_id),"
         " raw AS ("
         " INSERT INTO analytics.ar_view_sessions (event_id, ar_content_id, project_id,"
         " company_id, session_id, user_agent, device_type, browser, os, ip_address, country,"
         " city, duration_seconds, tracking_quality, video_played, created_at, occurred_at,"
-        " received_at)"
+        " received_at, is_bot)"
         " SELECT event_id, content_id, project_id, company_id, session_id, user_agent,"
         " device_type, browser, os, ip_address, country, city, duration_seconds,"
-        " tracking_quality, video_played, received_at, occurred_at, received_at FROM "
-        "new_rows)," ROLLUP_SQL_HOURLY_CTE " r_bd AS ("
+        " tracking_quality, video_played, received_at, occurred_at, received_at, is_bot"
+        " FROM new_all),"
+        /* Bots are stored, marked, and never counted. */
+        " new_rows AS ("
+        " SELECT *, hll_hash_bytea(uuid_send(session_id)) AS session_hash FROM new_all"
+        " WHERE NOT is_bot)," ROLLUP_SQL_HOURLY_CTE " r_bd AS ("
         " INSERT INTO analytics.rollup_breakdown_daily AS r (day, company_id, project_id,"
         " ar_content_id, dimension, value, views, sessions)" ROLLUP_SQL_BREAKDOWN_SELECT
         " ORDER BY 2, 4, 1, 5, 6"
@@ -157,13 +162,14 @@ void store_build_flush_sql(struct strbuf *out, const char *by_id, const char *by
         append_watermark_sql(out, consumer_literal, watermark_ms);
         strbuf_putc(out, ')');
     }
-    strbuf_puts(out, " SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM new_rows),"
+    strbuf_puts(out, " SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM new_all),"
                      " (SELECT count(*) FROM ev WHERE content_id IS NULL),"
                      " (SELECT count(*) FROM pg_temp.arv_staging"
                      " WHERE reason = '" BATCH_REASON_INVALID "'),"
                      " (SELECT count(*) FROM pg_temp.arv_staging"
                      " WHERE reason IS NOT NULL AND reason <> '" BATCH_REASON_INVALID "'),"
-                     " (SELECT count(*) FROM dead)");
+                     " (SELECT count(*) FROM dead),"
+                     " (SELECT count(*) FROM new_all WHERE is_bot)");
 }
 
 int store_init(struct store *s, const char *conninfo, const char *relation, const char *consumer)
@@ -448,13 +454,14 @@ enum store_status store_flush(struct store *s, const struct content_cache *cc, c
     }
     while ((res = PQgetResult(s->conn)) != NULL) {
         ExecStatusType rs = PQresultStatus(res);
-        if (rs == PGRES_TUPLES_OK && !have_counts && PQntuples(res) == 1 && PQnfields(res) == 6) {
+        if (rs == PGRES_TUPLES_OK && !have_counts && PQntuples(res) == 1 && PQnfields(res) == 7) {
             counts->events = result_long(res, 0);
             counts->inserted = result_long(res, 1);
             counts->unknown = result_long(res, 2);
             counts->invalid = result_long(res, 3);
             counts->other_dead = result_long(res, 4);
             counts->dead_letters = result_long(res, 5);
+            counts->bots = result_long(res, 6);
             have_counts = true;
         } else if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK && st == STORE_OK) {
             st = store_fail(s, res);

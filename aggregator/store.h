@@ -26,7 +26,8 @@ enum store_status {
 /* Outcome of one flushed batch. */
 struct store_counts {
     long events;       /* decoded events in the batch */
-    long inserted;     /* events new to the raw table and rollups */
+    long inserted;     /* events new to the raw table (bots included) */
+    long bots;         /* of those, bots': stored but not in the rollups */
     long unknown;      /* events whose content is not registered */
     long invalid;      /* entries that did not decode */
     long other_dead;   /* entries dead-lettered for another reason */
@@ -56,7 +57,8 @@ struct store {
  * content_cache_write_sql), writes dead letters, event ids, raw rows and the
  * rollups, and, when `watermark_ms` > 0, sets the watermark of
  * `consumer_literal` (an already quoted SQL literal). Its one result row:
- * events, inserted, unknown, invalid, other dead, dead letters written. Pure. */
+ * events, inserted, unknown, invalid, other dead, dead letters written, bots
+ * among the inserted. Pure. */
 void store_build_flush_sql(struct strbuf *out, const char *by_id, const char *by_uid,
                            const char *consumer_literal, int64_t watermark_ms);
 

@@ -142,15 +142,16 @@ static void count_flush(struct worker *w, const struct store_counts *c)
 {
     long dup = c->events - c->inserted - c->unknown;
 
-    metric_add(w->m.inserted, (double)c->inserted);
+    metric_add(w->m.inserted, (double)(c->inserted - c->bots));
+    metric_add(w->m.bot, (double)c->bots);
     metric_add(w->m.duplicate, (double)(dup > 0 ? dup : 0));
     metric_add(w->m.unknown, (double)c->unknown);
     metric_add(w->m.invalid, (double)c->invalid);
     metric_add(w->m.dead_letters, (double)c->dead_letters);
 }
 
-/* Reads the batch's uncached content keys from the registry and counts the
- * cache's hits and misses. */
+/* Reads the batch's uncached content keys from the registry; counts the
+ * content and user-agent caches' hits and misses. */
 static enum store_status resolve_content(struct worker *w)
 {
     struct content_cache_stats now;
@@ -160,6 +161,13 @@ static enum store_status resolve_content(struct worker *w)
     metric_add(w->m.content_hit, (double)(now.hits - w->contents_seen.hits));
     metric_add(w->m.content_miss, (double)(now.misses - w->contents_seen.misses));
     w->contents_seen = now;
+    if (w->ua) {
+        struct ua_cache_stats ua;
+        ua_cache_stats(w->ua, &ua);
+        metric_add(w->m.ua_hit, (double)(ua.hits - w->ua_seen.hits));
+        metric_add(w->m.ua_miss, (double)(ua.misses - w->ua_seen.misses));
+        w->ua_seen = ua;
+    }
     return st;
 }
 
@@ -510,6 +518,10 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
                                           cfg->content_cache_ttl_s * 1000)))
         goto out;
     w->batch.contents = w->contents;
+    w->batch.geoip = cfg->geoip;
+    if (cfg->ua && !(w->ua = ua_cache_new(cfg->ua, (size_t)cfg->ua_cache_size)))
+        goto out;
+    w->batch.ua = w->ua;
     if ((rc = reader_init(&w->reader, cfg->redis, (const char *const *)w->streams, w->nstreams,
                           cfg->consumer, cfg->batch_size, cfg->batch_wait_ms)) < 0)
         goto out;
@@ -563,6 +575,8 @@ void worker_deinit(struct worker *w)
     batch_deinit(&w->batch);
     content_cache_free(w->contents);
     w->contents = NULL;
+    ua_cache_free(w->ua);
+    w->ua = NULL;
     strbuf_deinit(&w->scratch);
     for (unsigned i = 0; w->streams && i < w->nstreams; i++)
         free(w->streams[i]);

@@ -11,11 +11,13 @@
 
 #include "batch.h"
 #include "content_cache.h"
+#include "ua.h"
 #include "reader.h"
 #include "store.h"
 
 struct metric;
 struct metric_family;
+struct geoip;
 
 /* Metrics shared by every worker (owned by the registry). */
 struct worker_metrics {
@@ -28,8 +30,11 @@ struct worker_metrics {
     struct metric *db_errors;            /* aggregator_db_errors_total */
     struct metric *redis_errors;         /* aggregator_redis_errors_total */
     struct metric *dead_letters;         /* aggregator_dead_letters_total */
+    struct metric *bot;                  /* aggregator_events_total{outcome="bot"} */
     struct metric *content_hit;          /* aggregator_content_lookups_total{result="hit"} */
     struct metric *content_miss;         /* ... result="miss" */
+    struct metric *ua_hit;               /* aggregator_ua_lookups_total{result="hit"} */
+    struct metric *ua_miss;              /* ... result="miss" */
     struct metric_family *stream_length; /* aggregator_stream_length{stream} */
     struct metric_family *consumer_lag;  /* aggregator_consumer_lag{stream} */
     struct metric_family *pending;       /* aggregator_pending_entries{stream} */
@@ -51,6 +56,9 @@ struct worker_config {
     bool store_full_ip;  /* keep client IPs as received */
     long content_cache_size;  /* entries */
     long content_cache_ttl_s; /* known entries trusted this long */
+    const struct geoip *geoip; /* shared, read-only; NULL: no GeoIP */
+    const struct ua_db *ua;    /* shared, read-only; NULL: no user-agent parsing */
+    long ua_cache_size;        /* parsed user agents cached */
 };
 
 /* A dependency as the worker last saw it. */
@@ -76,6 +84,8 @@ struct worker {
     struct store store;     /* used only by the thread */
     struct content_cache *contents;       /* the registry cache; thread only */
     struct content_cache_stats contents_seen; /* stats already counted in metrics */
+    struct ua_cache *ua;                  /* parsed user agents; thread only; NULL: off */
+    struct ua_cache_stats ua_seen;        /* stats already counted in metrics */
     struct batch batch;     /* the batch in flight, kept until written */
     struct strbuf scratch;  /* one dead-letter row */
     atomic_int redis_state; /* enum worker_dep */

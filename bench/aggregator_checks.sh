@@ -37,7 +37,8 @@ AGG_DIMENSIONS="(VALUES ('device_type', coalesce(device_type, 'unknown')), ('bro
     ('city', coalesce(city, 'unknown')), ('tracking_quality', coalesce(tracking_quality, 'unknown'))) d (dimension, value)"
 
 # agg_check_rollups [WHERE]: prints how many rollup rows (all five tables)
-# differ from the same aggregate computed over the raw rows (0 = all equal);
+# differ from the same aggregate computed over the raw rows other than bots'
+# (0 = all equal);
 # WHERE (optional) restricts the raw rows and must name only created_at.
 agg_check_rollups() {
     local where=${1:-true} total=0 n spec table tcol texpr keys
@@ -48,7 +49,7 @@ agg_check_rollups() {
         "rollup_company_daily|day|(created_at AT TIME ZONE 'UTC')::date|company_id"; do
         IFS='|' read -r table tcol texpr keys <<<"$spec"
         n=$(agg_sql "WITH a AS (SELECT $texpr, $keys, $AGG_RAW_MEASURES
-                       FROM analytics.ar_view_sessions WHERE $where GROUP BY 1, $keys),
+                       FROM analytics.ar_view_sessions WHERE NOT is_bot AND ($where) GROUP BY 1, $keys),
                      b AS (SELECT $tcol, $keys, $AGG_ROLLUP_MEASURES FROM analytics.$table
                        WHERE $tcol IN (SELECT DISTINCT $texpr FROM analytics.ar_view_sessions WHERE $where))
                      SELECT (SELECT count(*) FROM (TABLE a EXCEPT ALL TABLE b) x)
@@ -60,7 +61,7 @@ agg_check_rollups() {
                    ar_content_id, dimension, value, count(*),
                    hll_cardinality(hll_add_agg(hll_hash_bytea(uuid_send(session_id)), 12, 5))
                    FROM analytics.ar_view_sessions CROSS JOIN LATERAL $AGG_DIMENSIONS
-                   WHERE $where GROUP BY 1, 2, 3, 4, 5, 6),
+                   WHERE NOT is_bot AND ($where) GROUP BY 1, 2, 3, 4, 5, 6),
                  b AS (SELECT day, company_id, project_id, ar_content_id, dimension, value, views,
                    hll_cardinality(sessions) FROM analytics.rollup_breakdown_daily
                    WHERE day IN (SELECT DISTINCT (created_at AT TIME ZONE 'UTC')::date

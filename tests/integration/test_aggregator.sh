@@ -97,6 +97,36 @@ it_pass "content registered while running is counted at once (by id and unique i
 
 it_stop aggregator
 
+# Enrichment: GeoIP fills country and city where the client sent none (before
+# the IP is anonymised), the user agent fills device type, browser and OS;
+# a bot's event is stored, marked, and kept out of every rollup.
+perl "$IT_ROOT/tests/fixtures/make-geoip.pl" "$IT_TMP/geo.mmdb" >/dev/null || it_fail "make-geoip.pl"
+it_start enrich arv-aggregator ARV_BATCH_WAIT_MS=50 ARV_GEOIP_DB="$IT_TMP/geo.mmdb"
+views0=$(it_psql "SELECT sum(views) FROM analytics.rollup_company_daily")
+android='Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36'
+late_event 0000b000-0000-4000-8000-000000000020 "\"ar_content_id\":7001,\"ip\":\"81.2.69.160\",\"user_agent\":\"$android\""
+late_event 0000b000-0000-4000-8000-000000000021 '"ar_content_id":7001,"ip":"81.2.69.160","country":"FR","user_agent":"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"'
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "enrichment events not drained"
+row=$(it_psql "SELECT country, city, device_type, browser, os, host(ip_address), is_bot
+               FROM analytics.ar_view_sessions WHERE event_id = '0000b000-0000-4000-8000-000000000020'")
+[ "$row" = "GB|London|mobile|Chrome Mobile|Android|81.2.69.0|f" ] || it_fail "enriched row: $row"
+# The client's country wins over GeoIP (and London is not in FR).
+row=$(it_psql "SELECT country, coalesce(city, '-'), is_bot FROM analytics.ar_view_sessions
+               WHERE event_id = '0000b000-0000-4000-8000-000000000021'")
+[ "$row" = "FR|-|t" ] || it_fail "bot row: $row"
+[ "$(it_psql "SELECT sum(views) FROM analytics.rollup_company_daily")" = $((views0 + 1)) ] ||
+    it_fail "expected only the person's event counted"
+[ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from the raw rows other than bots'"
+m=$(curl -fsS "http://127.0.0.1:$IT_PORT_enrich/metrics")
+grep -q '^aggregator_events_total{outcome="bot"} 1$' <<<"$m" || it_fail "bot not counted in metrics"
+grep -q '^aggregator_ua_lookups_total{result="miss"} [1-9]' <<<"$m" || it_fail "no user-agent lookups counted"
+it_stop enrich
+rc=0
+env ARV_LISTEN=127.0.0.1:0 ARV_GEOIP_DB=/nonexistent.mmdb "$IT_BIN/arv-aggregator" 2>"$IT_TMP/nogeo.log" || rc=$?
+[ "$rc" != 0 ] && grep -q "nonexistent.mmdb: No such file" "$IT_TMP/nogeo.log" ||
+    it_fail "a missing ARV_GEOIP_DB must stop the start with a clear error (rc $rc): $(tail -2 "$IT_TMP/nogeo.log")"
+it_pass "GeoIP and user-agent enrichment, bots stored but not counted, a bad GeoIP path refused"
+
 # The check itself sees a difference in any table.
 for t in rollup_content_hourly rollup_content_daily rollup_company_hourly rollup_company_daily \
     rollup_breakdown_daily; do

@@ -1,9 +1,11 @@
 /* Unit tests for aggregator/batch.c: stream entries -> staging rows. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "batch.h"
+#include "ua.h"
 
 static const char *const streams[] = {"arv:events:0", "arv:events:1"};
 static struct batch b;
@@ -67,14 +69,14 @@ Test(batch, decodes_an_event_into_a_staging_row)
     cr_assert_eq(b.min_received_ms, 1764064800123LL);
     cr_assert_eq(b.max_received_ms, 1764064800123LL);
     char *row = row_of(0);
-    /* 21 columns: 20 tabs, one newline at the end. */
-    cr_assert_eq(count_char(row, '\t'), 20, "row: %s", row);
+    /* 22 columns: 21 tabs, one newline at the end. */
+    cr_assert_eq(count_char(row, '\t'), 21, "row: %s", row);
     cr_assert_eq(row[strlen(row) - 1], '\n');
     cr_assert(starts_with(row, "arv:events:1\t1764064800123-0\t\\N\t\\N\t{"), "row: %s", row);
     cr_assert(strstr(row, "\t01a2127b-db01-7b91-beb4-9ff4e5fe1586\t42\t\\N\t"
                           "7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\tUA\tmobile\t\\N\t\\N\t"
                           "203.0.113.0\t\\N\tK\\\\oln\t37\tgood\tt\t\\N\t"
-                          "2025-11-25 10:00:00.123+00\n"),
+                          "2025-11-25 10:00:00.123+00\tf\n"),
               "row: %s", row);
     /* The payload is kept for a later dead letter. */
     cr_assert_eq(b.entries[0].payload_len, strlen(event_json));
@@ -104,7 +106,7 @@ Test(batch, wrong_version_becomes_invalid_payload)
     cr_assert(starts_with(row, "arv:events:0\t1-0\tinvalid_payload\tfield v must be \"1\"\t"
                                "{\"v\":\"2\""),
               "row: %s", row);
-    cr_assert_eq(count_char(row, '\t'), 20);
+    cr_assert_eq(count_char(row, '\t'), 21);
 }
 
 Test(batch, bad_json_and_missing_e_are_invalid)
@@ -120,7 +122,7 @@ Test(batch, bad_json_and_missing_e_are_invalid)
     cr_assert(strstr(row_of(1), "field e is missing"));
     /* The payload is the fields as JSON, then COPY-escaped: no raw tab. */
     cr_assert(strstr(row_of(2), "{\"v\":\"1\",\"e\":\"x\\\\ty\"}"), "row: %s", row_of(2));
-    cr_assert_eq(count_char(row_of(2), '\t'), 20);
+    cr_assert_eq(count_char(row_of(2), '\t'), 21);
 }
 
 Test(batch, dead_and_ack_only_entries)
@@ -148,7 +150,7 @@ Test(batch, dead_row_rebuilds_from_the_payload)
     batch_dead_row(&b, 0, BATCH_REASON_REJECTED, "bad\tvalue", &out);
     cr_assert(starts_with(out.data, "arv:events:0\t7-0\tdb_rejected\tbad\\tvalue\t{\"event_id\""),
               "row: %s", out.data);
-    cr_assert_eq(count_char(out.data, '\t'), 20);
+    cr_assert_eq(count_char(out.data, '\t'), 21);
     strbuf_deinit(&out);
 }
 
@@ -168,4 +170,42 @@ Test(batch, rejects_bad_ids_and_resets)
     cr_assert_eq(b.count, 0);
     cr_assert_eq(b.rows.len, 0);
     cr_assert_eq(b.min_received_ms, 0);
+}
+
+/* An event with only a user agent, as the collector streams it. */
+static void add_with_ua(const char *id, const char *ua)
+{
+    char json[1024];
+    snprintf(json, sizeof(json),
+             "{\"event_id\":\"01a2127b-db01-7b91-beb4-9ff4e5fe15%s\","
+             "\"session_id\":\"7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\",\"ar_content_id\":42,"
+             "\"user_agent\":\"%s\",\"received_at\":\"2025-11-25T10:00:00.123Z\"}",
+             id, ua);
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", json)};
+    cr_assert_eq(batch_add(&b, 0, "1764064800123-0", 15, f, 2), 0);
+}
+
+Test(batch, user_agent_fills_fields_and_marks_bots)
+{
+    struct ua_db *db;
+    struct ua_cache *ua;
+    char err[256];
+
+    cr_assert_eq(ua_db_open(UA_DEFAULT_REGEXES, &db, err, sizeof(err)), 0, "%s", err);
+    cr_assert_not_null(ua = ua_cache_new(db, 16));
+    b.ua = ua;
+    add_with_ua("01", "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like "
+                      "Gecko) Chrome/120.0.0.0 Mobile Safari/537.36");
+    add_with_ua("02", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)");
+    /* Filled where the client sent nothing; a person, not a bot. */
+    cr_assert(strstr(row_of(0), "\tmobile\tChrome Mobile\tAndroid\t"), "row: %s", row_of(0));
+    cr_assert(strstr(row_of(0), "+00\tf\n"), "row: %s", row_of(0));
+    /* A bot is kept (as a row) but marked, and counted. */
+    cr_assert(strstr(row_of(1), "+00\tt\n"), "row: %s", row_of(1));
+    cr_assert_eq(b.bots, 1);
+    batch_reset(&b);
+    cr_assert_eq(b.bots, 0);
+    b.ua = NULL;
+    ua_cache_free(ua);
+    ua_db_close(db);
 }
