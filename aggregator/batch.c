@@ -240,9 +240,9 @@ int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
         return err;
     if (decode_fields(fields, nfields, &ev, &payload, detail, sizeof(detail))) {
         if (b->contents)
-            err = ev.ar_content_id > 0 ? content_cache_note_id(b->contents, ev.ar_content_id)
-                                       : content_cache_note_uid(b->contents, ev.content_uid,
-                                                                strlen(ev.content_uid));
+            err = ev.ar_content_id > 0
+                      ? content_cache_note_id(b->contents, ev.ar_content_id)
+                      : content_cache_note_uid(b->contents, ev.content_uid, strlen(ev.content_uid));
         strbuf_append(&b->payloads, payload->value, payload->value_len);
         e->payload_len = payload->value_len;
         bool is_bot = enrich(b, &ev);

@@ -56,7 +56,7 @@ struct batch {
     size_t dead;             /* entries dead-lettered for any reason */
     int64_t min_received_ms; /* over decoded events; 0 when there are none */
     int64_t max_received_ms;
-    bool store_full_ip; /* ARV_STORE_FULL_IP: keep client IPs as received */
+    bool store_full_ip;             /* ARV_STORE_FULL_IP: keep client IPs as received */
     struct content_cache *contents; /* notes the content keys used; borrowed, may be NULL */
     const struct geoip *geoip;      /* fills country/city from the IP; borrowed, may be NULL */
     struct ua_cache *ua;            /* fills device/browser/os, finds bots; borrowed, may be NULL */

@@ -8,18 +8,18 @@
 #include <string.h>
 
 struct cc_entry {
-    struct cc_entry *hnext;            /* hash chain */
+    struct cc_entry *hnext;               /* hash chain */
     struct cc_entry *lru_prev, *lru_next; /* most recently used first */
-    struct cc_entry *batch_next;       /* next key of the current batch */
+    struct cc_entry *batch_next;          /* next key of the current batch */
     uint64_t hash;
-    char *uid;         /* the key when a unique id, owned; NULL for an id key */
+    char *uid; /* the key when a unique id, owned; NULL for an id key */
     size_t uid_len;
-    int64_t id;        /* the key when an id key; the content id once known */
+    int64_t id; /* the key when an id key; the content id once known */
     int64_t project_id;
     int64_t company_id;
-    bool known;            /* found in the registry at the last read */
-    uint64_t expires_ms;   /* read again from then on; 0: read next time */
-    uint64_t batch_gen;    /* == the cache's gen: used by the current batch */
+    bool known;          /* found in the registry at the last read */
+    uint64_t expires_ms; /* read again from then on; 0: read next time */
+    uint64_t batch_gen;  /* == the cache's gen: used by the current batch */
 };
 
 struct content_cache {
@@ -99,8 +99,7 @@ static bool entry_matches(const struct cc_entry *e, uint64_t hash, const char *u
     return uid ? e->uid_len == len && memcmp(e->uid, uid, len) == 0 : e->id == id;
 }
 
-static struct cc_entry *find(const struct content_cache *c, const char *uid, size_t len,
-                             int64_t id)
+static struct cc_entry *find(const struct content_cache *c, const char *uid, size_t len, int64_t id)
 {
     uint64_t h = key_hash(uid, len, id);
 
@@ -346,7 +345,8 @@ void content_cache_write_sql(const struct content_cache *c, struct strbuf *by_id
                       e->project_id, e->company_id);
         *any = true;
     }
-    strbuf_puts(by_id, any_id ? ")" : "(SELECT NULL::bigint, NULL::bigint, NULL::bigint WHERE false)");
+    strbuf_puts(by_id,
+                any_id ? ")" : "(SELECT NULL::bigint, NULL::bigint, NULL::bigint WHERE false)");
     strbuf_puts(by_uid, any_uid ? ")"
                                 : "(SELECT NULL::text, NULL::bigint, NULL::bigint, NULL::bigint"
                                   " WHERE false)");

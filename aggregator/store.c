@@ -442,7 +442,8 @@ enum store_status store_flush(struct store *s, const struct content_cache *cc, c
     content_cache_write_sql(cc, &s->by_id, &s->by_uid);
     store_build_lock_sql(&s->sql);
     strbuf_puts(&s->sql, "; ");
-    store_build_flush_sql(&s->sql, s->by_id.data, s->by_uid.data, s->consumer_literal, watermark_ms);
+    store_build_flush_sql(&s->sql, s->by_id.data, s->by_uid.data, s->consumer_literal,
+                          watermark_ms);
     if (s->sql.oom || s->by_id.oom || s->by_uid.oom) {
         set_errstr(s, "out of memory");
         st = s->status = STORE_RETRY;

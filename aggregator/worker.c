@@ -514,8 +514,8 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     }
     batch_init(&w->batch, (const char *const *)w->streams);
     w->batch.store_full_ip = cfg->store_full_ip;
-    if (!(w->contents = content_cache_new((size_t)cfg->content_cache_size,
-                                          cfg->content_cache_ttl_s * 1000)))
+    if (!(w->contents =
+              content_cache_new((size_t)cfg->content_cache_size, cfg->content_cache_ttl_s * 1000)))
         goto out;
     w->batch.contents = w->contents;
     w->batch.geoip = cfg->geoip;

@@ -49,13 +49,13 @@ struct worker_config {
     const char *watermark_key; /* row in analytics.ingest_watermarks */
     const char *database_url;
     const char *content_relation;
-    long batch_size;     /* COUNT per read */
-    long batch_wait_ms;  /* BLOCK per read */
-    long claim_idle_ms;  /* claim entries idle this long; 0: never */
-    long max_deliveries; /* dead-letter entries delivered this often */
-    bool store_full_ip;  /* keep client IPs as received */
-    long content_cache_size;  /* entries */
-    long content_cache_ttl_s; /* known entries trusted this long */
+    long batch_size;           /* COUNT per read */
+    long batch_wait_ms;        /* BLOCK per read */
+    long claim_idle_ms;        /* claim entries idle this long; 0: never */
+    long max_deliveries;       /* dead-letter entries delivered this often */
+    bool store_full_ip;        /* keep client IPs as received */
+    long content_cache_size;   /* entries */
+    long content_cache_ttl_s;  /* known entries trusted this long */
     const struct geoip *geoip; /* shared, read-only; NULL: no GeoIP */
     const struct ua_db *ua;    /* shared, read-only; NULL: no user-agent parsing */
     long ua_cache_size;        /* parsed user agents cached */
@@ -80,21 +80,21 @@ struct worker {
     struct metric **pending;
     long claim_idle_ms;
     long max_deliveries;
-    struct reader reader;   /* used only by the thread */
-    struct store store;     /* used only by the thread */
-    struct content_cache *contents;       /* the registry cache; thread only */
+    struct reader reader;                     /* used only by the thread */
+    struct store store;                       /* used only by the thread */
+    struct content_cache *contents;           /* the registry cache; thread only */
     struct content_cache_stats contents_seen; /* stats already counted in metrics */
-    struct ua_cache *ua;                  /* parsed user agents; thread only; NULL: off */
-    struct ua_cache_stats ua_seen;        /* stats already counted in metrics */
-    struct batch batch;     /* the batch in flight, kept until written */
-    struct strbuf scratch;  /* one dead-letter row */
-    atomic_int redis_state; /* enum worker_dep */
-    atomic_int pg_state;    /* enum worker_dep */
-    atomic_bool stop;       /* asked to stop after the current batch */
-    atomic_bool finished;   /* the thread has returned */
-    pthread_mutex_t mu;     /* guards the sleep below */
-    pthread_cond_t wake;    /* signalled by worker_stop() */
-    int notify_fd;          /* one byte written here when the thread ends */
+    struct ua_cache *ua;                      /* parsed user agents; thread only; NULL: off */
+    struct ua_cache_stats ua_seen;            /* stats already counted in metrics */
+    struct batch batch;                       /* the batch in flight, kept until written */
+    struct strbuf scratch;                    /* one dead-letter row */
+    atomic_int redis_state;                   /* enum worker_dep */
+    atomic_int pg_state;                      /* enum worker_dep */
+    atomic_bool stop;                         /* asked to stop after the current batch */
+    atomic_bool finished;                     /* the thread has returned */
+    pthread_mutex_t mu;                       /* guards the sleep below */
+    pthread_cond_t wake;                      /* signalled by worker_stop() */
+    int notify_fd;                            /* one byte written here when the thread ends */
     pthread_t thread;
     bool started;    /* thread created */
     bool sync_ready; /* mu and wake initialised */

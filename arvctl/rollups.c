@@ -50,8 +50,8 @@ void rollups_build_delete_sql(struct strbuf *out, int64_t day)
 void rollups_build_rebuild_sql(struct strbuf *out, int64_t day)
 {
     /* The raw rows of the day in the shape of store.c's new_rows (received_at
-     * is the raw created_at; bots left out as in a batch), then the same aggregates: ch per hour and
-     * content, the other rollups summed from ch, breakdowns from the rows. */
+     * is the raw created_at; bots left out as in a batch), then the same aggregates: ch per hour
+     * and content, the other rollups summed from ch, breakdowns from the rows. */
     strbuf_printf(
         out,
         "WITH new_rows AS ("
@@ -60,8 +60,7 @@ void rollups_build_rebuild_sql(struct strbuf *out, int64_t day)
         " created_at AS received_at, hll_hash_bytea(uuid_send(session_id)) AS session_hash"
         " FROM analytics.ar_view_sessions"
         " WHERE created_at >= " DAY_LO " AND created_at < " DAY_HI
-        " AND NOT is_bot)," ROLLUP_SQL_HOURLY_CTE
-        " r_bd AS ("
+        " AND NOT is_bot)," ROLLUP_SQL_HOURLY_CTE " r_bd AS ("
         " INSERT INTO analytics.rollup_breakdown_daily (day, company_id, project_id,"
         " ar_content_id, dimension, value, views, sessions)" ROLLUP_SQL_BREAKDOWN_SELECT "),"
         " r_ch AS ("
