@@ -29,7 +29,8 @@
 const struct config_option aggregator_options[] = {
     CONFIG_COMMON_OPTIONS(struct aggregator_config, "0.0.0.0:8082"),
     {"batch-size", "ARV_BATCH_SIZE", CONFIG_INT, offsetof(struct aggregator_config, batch_size),
-     "20000", NULL, 1, 100000, "stream entries read per batch (XREADGROUP COUNT, per shard)"},
+     "50000", NULL, 1, 100000,
+     "stream entries per batch and shard (read in XREADGROUP pieces of 2000)"},
     {"batch-wait-ms", "ARV_BATCH_WAIT_MS", CONFIG_INT,
      offsetof(struct aggregator_config, batch_wait_ms), "200", NULL, 1, 60000,
      "longest wait for new entries before a read returns (XREADGROUP BLOCK)"},

@@ -242,7 +242,7 @@ static int add_entry(struct reader *r, struct batch *b, unsigned s, const redisR
 /* Runs an XREADGROUP over the streams with `ids` (NULL entries are skipped)
  * and adds what it returns. `got` (per stream) receives the entry count. */
 static int read_streams(struct reader *r, struct batch *b, const char *const *ids, bool block,
-                        size_t *got)
+                        long want, size_t *got)
 {
     size_t max = 10 + 2 * (size_t)r->nstreams; /* 9 words before the streams */
     const char **argv = calloc(max, sizeof(*argv));
@@ -255,7 +255,7 @@ static int read_streams(struct reader *r, struct batch *b, const char *const *id
         reader_set_err(r, "XREADGROUP", "out of memory");
         return -1;
     }
-    snprintf(count, sizeof(count), "%ld", r->count);
+    snprintf(count, sizeof(count), "%ld", want);
     snprintf(block_ms, sizeof(block_ms), "%ld", r->block_ms);
     argv[argc++] = "XREADGROUP";
     argv[argc++] = "GROUP";
@@ -315,10 +315,12 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
 {
     const char **ids = calloc(r->nstreams, sizeof(*ids));
     size_t *got = calloc(r->nstreams, sizeof(*got));
+    size_t *total = calloc(r->nstreams, sizeof(*total));
+    long chunk = r->count < READER_CHUNK ? r->count : READER_CHUNK;
     int rc = -1;
 
     *caught_up = false;
-    if (!ids || !got) {
+    if (!ids || !got || !total) {
         reader_set_err(r, "XREADGROUP", "out of memory");
         goto out;
     }
@@ -327,7 +329,7 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
         for (unsigned i = 0; i < r->nstreams; i++)
             ids[i] = r->recover_from[i][0] ? r->recover_from[i] : NULL;
         *kind = READER_PENDING;
-        if (read_streams(r, b, ids, false, got) < 0)
+        if (read_streams(r, b, ids, false, chunk, got) < 0)
             goto out;
         /* Continue after the last id read, so an entry that stays pending
          * (not acknowledged) cannot stall recovery; a stream is done when its
@@ -349,21 +351,40 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
         }
         r->recovering = left > 0;
     } else {
+        /* Up to `count` entries per stream, in reads of at most READER_CHUNK:
+         * the reply in memory stays one chunk's, whatever the batch size. Only
+         * the first read blocks; a stream whose read comes back short is
+         * caught up and read no more for this batch. */
         *kind = READER_NEW;
-        for (unsigned i = 0; i < r->nstreams; i++)
-            ids[i] = ">";
-        if (read_streams(r, b, ids, true, got) < 0)
-            goto out;
-        *caught_up = true;
         for (unsigned i = 0; i < r->nstreams; i++) {
-            if ((long)got[i] >= r->count)
-                *caught_up = false;
+            ids[i] = ">";
+            total[i] = 0;
+        }
+        *caught_up = true;
+        for (bool first = true;; first = false) {
+            bool more = false;
+            if (read_streams(r, b, ids, first, chunk, got) < 0)
+                goto out;
+            for (unsigned i = 0; i < r->nstreams; i++) {
+                if (!ids[i])
+                    continue;
+                total[i] += got[i];
+                if ((long)got[i] < chunk)
+                    ids[i] = NULL; /* caught up */
+                else if ((long)total[i] >= r->count)
+                    ids[i] = NULL, *caught_up = false;
+                else
+                    more = true;
+            }
+            if (!more)
+                break;
         }
     }
     rc = 0;
 out:
     free(ids);
     free(got);
+    free(total);
     return rc;
 }
 

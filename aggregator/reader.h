@@ -12,6 +12,9 @@
 #include "redis_conn.h"
 
 #define READER_GROUP "arv-aggregators"
+/* Entries per XREADGROUP: a batch is read in pieces of this many per stream,
+ * so only one piece's reply is in memory at a time. */
+#define READER_CHUNK 2000
 
 struct redisContext;
 

@@ -16,6 +16,8 @@
 #include "log.h"
 #include "timeutil.h"
 
+#define STORE_COPY_PIECE (256 * 1024) /* bytes per PQputCopyData */
+
 enum store_status store_classify(const char *sqlstate)
 {
     if (!sqlstate || strlen(sqlstate) != 5)
@@ -419,9 +421,18 @@ enum store_status store_flush(struct store *s, const struct content_cache *cc, c
     PQclear(res);
     res = NULL;
 
-    /* Round trip 2: the rows. */
-    if ((len > 0 && PQputCopyData(s->conn, rows, (int)len) != 1) ||
-        PQputCopyEnd(s->conn, NULL) != 1) {
+    /* Round trip 2: the rows, in pieces: libpq copies what it is given into
+     * its output buffer (and keeps that buffer), so one call with a whole
+     * batch would hold a second copy of it for the connection's life. */
+    for (size_t off = 0; off < len;) {
+        size_t n = len - off < STORE_COPY_PIECE ? len - off : STORE_COPY_PIECE;
+        if (PQputCopyData(s->conn, rows + off, (int)n) != 1) {
+            st = store_fail(s, NULL);
+            goto out;
+        }
+        off += n;
+    }
+    if (PQputCopyEnd(s->conn, NULL) != 1) {
         st = store_fail(s, NULL);
         goto out;
     }
