@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "strbuf.h"
+#include "timeutil.h"
 
 /* Every answer says how fresh it is: the lowest watermark of the aggregators
  * that reported in the last 10 minutes (a dead one must not freeze it), as
@@ -53,6 +54,33 @@
 #define QUERY_SQL_ITEM_COLS                                                                        \
     "coalesce(s.v, 0)::bigint AS v, coalesce(round(hll_cardinality(s.u)), 0)::bigint AS u, "       \
     "s.p::bigint AS p, s.ds::bigint AS ds, s.dc::bigint AS dc"
+
+/* A split statement: x says whether the closed part ($9 .. $12) was computed
+ * for this very window (the caller computed "today" itself; at midnight it may
+ * disagree with PostgreSQL's) and where the open days start: after the last
+ * closed day, or at the window's start when the part does not fit (then every
+ * day is read here, and the caller sees from the window it gets back that it
+ * must not merge the part). */
+#define QUERY_SQL_SPLIT                                                                            \
+    ", x AS (SELECT ok, CASE WHEN ok THEN $11::date + 1 ELSE d0 END AS od0 FROM ("                 \
+    "SELECT w.d0, (w.d0 = $9::date AND w.d1 = $10::date) AS ok FROM w) y)"
+/* Totals over the open rows, and uniques as one HLL union with the closed
+ * days' sketch: one union over the whole window, as without a split. */
+#define QUERY_SQL_TOTALS_SPLIT                                                                     \
+    "t AS (SELECT coalesce(sum(v), 0)::bigint AS tv, "                                             \
+    "coalesce(round(hll_cardinality(hll_union_agg(u))), 0)::bigint AS tu, sum(p)::bigint AS tp, "  \
+    "sum(ds)::bigint AS tds, sum(dc)::bigint AS tdc FROM (SELECT v, u, p, ds, dc FROM s "          \
+    "UNION ALL SELECT NULL, $12::hll, NULL, NULL, NULL FROM x WHERE x.ok) z)"
+/* The closed part itself: one row, the days with rows and their counts as
+ * arrays (uniques per day computed as QUERY_SQL_ITEM_COLS does), and the union
+ * of their sketches. */
+#define QUERY_SQL_FILL                                                                             \
+    " SELECT array_agg(to_char(b, 'YYYY-MM-DD') ORDER BY b)::text, "                               \
+    "array_agg(v ORDER BY b)::text, "                                                              \
+    "array_agg(coalesce(round(hll_cardinality(u)), 0)::bigint ORDER BY b)::text, "                 \
+    "array_agg(p ORDER BY b)::text, array_agg(ds ORDER BY b)::text, "                              \
+    "array_agg(dc ORDER BY b)::text, hll_union_agg(u)::text FROM s"
+#define QUERY_FILL_NCOLS 7
 
 static const char *const query_interval_names[] = {"hour", "day", "week", "month"};
 static const char *const query_by_names[] = {"content", "project", "company"};
@@ -171,9 +199,18 @@ static void query_put_hybrid(struct strbuf *sb, const struct query_spec *spec)
 
 /* " FROM w, <source> r WHERE <window> AND <scope>" */
 static void query_put_from(struct strbuf *sb, const struct query_spec *spec, const char *rel,
-                           bool hourly)
+                           bool hourly, bool split)
 {
-    if (query_hybrid(spec)) {
+    if (split && hourly) {
+        /* The open local days' hours: from the local midnight starting od0. */
+        strbuf_printf(sb,
+                      " FROM w, x, %s r WHERE r.hour >= x.od0::timestamp AT TIME ZONE $3::text "
+                      "AND r.hour < w.h1",
+                      query_source(spec, true));
+    } else if (split) {
+        strbuf_printf(sb, " FROM w, x, %s r WHERE r.day BETWEEN x.od0 AND w.d1",
+                      query_source(spec, false));
+    } else if (query_hybrid(spec)) {
         strbuf_puts(sb, " FROM w, ");
         query_put_hybrid(sb, spec);
         strbuf_puts(sb, " r WHERE true");
@@ -284,8 +321,58 @@ static void query_put_active(struct strbuf *sb, const struct query_spec *spec, c
     strbuf_puts(sb, ")::bigint");
 }
 
-int query_build(const struct query_spec *spec, const char *rel, struct strbuf *sb,
-                struct query_params *p)
+static bool query_splittable(const struct query_spec *spec);
+
+/* Fills `p` with $1 .. $8 of `spec`. */
+static void query_put_params(const struct query_spec *spec, struct query_params *p)
+{
+    p->nparams = QUERY_NPARAMS;
+    if (spec->win.explicit_range) {
+        snprintf(p->storage[0], sizeof(p->storage[0]), "%s", spec->win.from);
+        snprintf(p->storage[1], sizeof(p->storage[1]), "%s", spec->win.to);
+        p->params[0] = p->storage[0];
+        p->params[1] = p->storage[1];
+    } else {
+        snprintf(p->storage[3], sizeof(p->storage[3]), "%s", spec->win.period);
+        p->params[3] = p->storage[3];
+    }
+    snprintf(p->storage[2], sizeof(p->storage[2]), "%s", spec->win.tz);
+    p->params[2] = p->storage[2];
+    if (spec->scope != QUERY_SCOPE_ALL) {
+        snprintf(p->storage[4], sizeof(p->storage[4]), "%" PRId64, spec->id);
+        p->params[4] = p->storage[4];
+    }
+    if (spec->restricted) {
+        snprintf(p->storage[5], sizeof(p->storage[5]), "%" PRId64, spec->company_id);
+        p->params[5] = p->storage[5];
+    }
+    if (spec->ep == QUERY_EP_BREAKDOWN) {
+        snprintf(p->storage[6], sizeof(p->storage[6]), "%s", query_dimension_names[spec->dim]);
+        p->params[6] = p->storage[6];
+    }
+    if (spec->ep == QUERY_EP_TOP || spec->ep == QUERY_EP_BREAKDOWN) {
+        snprintf(p->storage[7], sizeof(p->storage[7]), "%u", spec->limit);
+        p->params[7] = p->storage[7];
+    }
+}
+
+static bool query_spec_valid(const struct query_spec *spec, const char *rel)
+{
+    if (spec->ep >= QUERY_EP_COUNT || !config_relation_valid(rel))
+        return false;
+    if (spec->scope != QUERY_SCOPE_ALL && spec->id <= 0)
+        return false;
+    if (spec->restricted && spec->company_id <= 0)
+        return false;
+    if (spec->ep == QUERY_EP_OVERVIEW && spec->scope != QUERY_SCOPE_ALL &&
+        spec->scope != QUERY_SCOPE_COMPANY)
+        return false;
+    return true;
+}
+
+static int query_build_impl(const struct query_spec *spec, const char *rel,
+                            const struct query_closed *cl, struct strbuf *sb,
+                            struct query_params *p)
 {
     bool hourly = query_uses_hourly(spec);
     bool items = spec->ep != QUERY_EP_OVERVIEW && spec->ep != QUERY_EP_ENTITY;
@@ -296,17 +383,15 @@ int query_build(const struct query_spec *spec, const char *rel, struct strbuf *s
                        (iv == QUERY_INTERVAL_HOUR || (iv == QUERY_INTERVAL_DAY && !hourly));
 
     memset(p, 0, sizeof(*p));
-    if (spec->ep >= QUERY_EP_COUNT || !config_relation_valid(rel))
+    if (!query_spec_valid(spec, rel))
         return -EINVAL;
-    if (spec->scope != QUERY_SCOPE_ALL && spec->id <= 0)
-        return -EINVAL;
-    if (spec->restricted && spec->company_id <= 0)
-        return -EINVAL;
-    if (spec->ep == QUERY_EP_OVERVIEW && spec->scope != QUERY_SCOPE_ALL &&
-        spec->scope != QUERY_SCOPE_COMPANY)
+    if (cl && (!query_splittable(spec) || cl->last < cl->d0 || cl->last > cl->d1))
         return -EINVAL;
 
-    strbuf_puts(sb, QUERY_SQL_WINDOW ", s AS (SELECT ");
+    strbuf_puts(sb, QUERY_SQL_WINDOW);
+    if (cl)
+        strbuf_puts(sb, QUERY_SQL_SPLIT);
+    strbuf_puts(sb, ", s AS (SELECT ");
     switch (spec->ep) {
     case QUERY_EP_TIMESERIES:
     case QUERY_EP_EXPORT:
@@ -328,10 +413,11 @@ int query_build(const struct query_spec *spec, const char *rel, struct strbuf *s
     strbuf_puts(sb, spec->ep == QUERY_EP_BREAKDOWN ? QUERY_SQL_AGG_BREAKDOWN
                     : row_buckets                  ? QUERY_SQL_ROW
                                                    : QUERY_SQL_AGG);
-    query_put_from(sb, spec, rel, hourly);
+    query_put_from(sb, spec, rel, hourly, cl != NULL);
     if (items && !row_buckets)
         strbuf_puts(sb, " GROUP BY 1");
-    strbuf_puts(sb, "), " QUERY_SQL_TOTALS);
+    strbuf_puts(sb, "), ");
+    strbuf_puts(sb, cl ? QUERY_SQL_TOTALS_SPLIT : QUERY_SQL_TOTALS);
 
     if (spec->ep == QUERY_EP_TIMESERIES || spec->ep == QUERY_EP_EXPORT) {
         strbuf_puts(sb, ", i AS (SELECT ");
@@ -345,8 +431,14 @@ int query_build(const struct query_spec *spec, const char *rel, struct strbuf *s
         else
             strbuf_puts(sb, "to_char(g.b, 'YYYY-MM-DD')");
         strbuf_puts(sb, " AS k, " QUERY_SQL_ITEM_COLS ", g.b AS ord FROM (SELECT ");
-        query_put_series(sb, iv);
-        strbuf_puts(sb, " AS b FROM w) g ");
+        if (cl)
+            /* Only the open days: the caller adds the closed ones. */
+            strbuf_puts(sb, "generate_series(x.od0::timestamp, w.d1::timestamp, "
+                            "interval '1 day')::date AS b FROM w, x) g ");
+        else {
+            query_put_series(sb, iv);
+            strbuf_puts(sb, " AS b FROM w) g ");
+        }
         if (iv == QUERY_INTERVAL_HOUR)
             strbuf_puts(sb, "CROSS JOIN LATERAL (SELECT (extract(epoch FROM (g.b AT TIME ZONE "
                             "$3::text) - (g.b AT TIME ZONE 'UTC')) / 60)::int AS om) z ");
@@ -375,34 +467,325 @@ int query_build(const struct query_spec *spec, const char *rel, struct strbuf *s
     if (sb->oom)
         return -ENOMEM;
 
-    if (spec->win.explicit_range) {
-        snprintf(p->storage[0], sizeof(p->storage[0]), "%s", spec->win.from);
-        snprintf(p->storage[1], sizeof(p->storage[1]), "%s", spec->win.to);
-        p->params[0] = p->storage[0];
-        p->params[1] = p->storage[1];
-    } else {
-        snprintf(p->storage[3], sizeof(p->storage[3]), "%s", spec->win.period);
-        p->params[3] = p->storage[3];
-    }
-    snprintf(p->storage[2], sizeof(p->storage[2]), "%s", spec->win.tz);
-    p->params[2] = p->storage[2];
-    if (spec->scope != QUERY_SCOPE_ALL) {
-        snprintf(p->storage[4], sizeof(p->storage[4]), "%" PRId64, spec->id);
-        p->params[4] = p->storage[4];
-    }
-    if (spec->restricted) {
-        snprintf(p->storage[5], sizeof(p->storage[5]), "%" PRId64, spec->company_id);
-        p->params[5] = p->storage[5];
-    }
-    if (spec->ep == QUERY_EP_BREAKDOWN) {
-        snprintf(p->storage[6], sizeof(p->storage[6]), "%s", query_dimension_names[spec->dim]);
-        p->params[6] = p->storage[6];
-    }
-    if (spec->ep == QUERY_EP_TOP || spec->ep == QUERY_EP_BREAKDOWN) {
-        snprintf(p->storage[7], sizeof(p->storage[7]), "%u", spec->limit);
-        p->params[7] = p->storage[7];
+    query_put_params(spec, p);
+    if (cl) {
+        timeutil_format_date(cl->d0, p->storage[8], sizeof(p->storage[8]));
+        timeutil_format_date(cl->d1, p->storage[9], sizeof(p->storage[9]));
+        timeutil_format_date(cl->last, p->storage[10], sizeof(p->storage[10]));
+        for (int i = 0; i < 3; i++)
+            p->params[8 + i] = p->storage[8 + i];
+        p->params[11] = cl->sketch;
+        p->nparams = QUERY_NPARAMS_MAX;
     }
     return 0;
+}
+
+int query_build(const struct query_spec *spec, const char *rel, struct strbuf *sb,
+                struct query_params *p)
+{
+    return query_build_impl(spec, rel, NULL, sb, p);
+}
+
+int query_build_split(const struct query_spec *spec, const char *rel, const struct query_closed *c,
+                      struct strbuf *sb, struct query_params *p)
+{
+    if (!c) {
+        memset(p, 0, sizeof(*p));
+        return -EINVAL;
+    }
+    return query_build_impl(spec, rel, c, sb, p);
+}
+
+/* Questions answered from per-company daily rows with day buckets or none:
+ * their days can be split into closed and open ones. */
+static bool query_splittable(const struct query_spec *spec)
+{
+    if (!query_company_level(spec))
+        return false;
+    switch (spec->ep) {
+    case QUERY_EP_OVERVIEW:
+    case QUERY_EP_ENTITY:
+        /* Totals in other zones already read whole UTC days from daily rows. */
+        return !query_uses_hourly(spec);
+    case QUERY_EP_EXPORT:
+        return true;
+    case QUERY_EP_TIMESERIES:
+        return spec->interval == QUERY_INTERVAL_DAY;
+    default:
+        return false;
+    }
+}
+
+/* The window's days as PostgreSQL computes them in QUERY_SQL_WINDOW for a
+ * zone whose today is `today`. */
+static bool query_window_days(const struct query_window *w, int64_t today, int64_t *d0, int64_t *d1)
+{
+    int64_t y;
+    unsigned m, d;
+
+    if (w->explicit_range)
+        return timeutil_parse_date(w->from, d0) && timeutil_parse_date(w->to, d1);
+    *d1 = today;
+    timeutil_civil_from_days(today, &y, &m, &d);
+    if (strcmp(w->period, "month") == 0) {
+        *d0 = timeutil_days_from_civil(y, m, 1);
+    } else if (strcmp(w->period, "12mo") == 0) {
+        /* today - 12 months (the day clamped to the month's length), plus a day. */
+        int64_t first = timeutil_days_from_civil(y - 1, m, 1);
+        int64_t next =
+            m == 12 ? timeutil_days_from_civil(y, 1, 1) : timeutil_days_from_civil(y - 1, m + 1, 1);
+        int64_t day = first + (int64_t)d - 1;
+        *d0 = (day < next ? day : next - 1) + 1;
+    } else {
+        char *end = NULL;
+        long n = strtol(w->period, &end, 10);
+        if (end == w->period || *end != '\0' || n < 1 || n > QUERY_MAX_DAYS_DAILY)
+            return false;
+        *d0 = today - n + 1;
+    }
+    return true;
+}
+
+bool query_closed_window_tz(const struct query_spec *spec, int64_t today, int64_t zone_today,
+                            struct query_closed *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!query_splittable(spec) || !query_window_days(&spec->win, zone_today, &out->d0, &out->d1) ||
+        out->d1 < out->d0)
+        return false;
+    if (spec->win.tz_utc) {
+        out->last = today - QUERY_OPEN_DAYS;
+    } else {
+        /* A local day ends at most 14 h after the UTC day of the same date: one
+         * more day keeps every closed local day before yesterday (UTC). */
+        out->last = (zone_today < today ? zone_today : today) - QUERY_OPEN_DAYS - 1;
+    }
+    if (out->last > out->d1)
+        out->last = out->d1;
+    return out->last >= out->d0;
+}
+
+bool query_closed_window(const struct query_spec *spec, int64_t today, struct query_closed *out)
+{
+    return query_closed_window_tz(spec, today, today, out);
+}
+
+void query_closed_key(const struct query_spec *spec, const struct query_closed *c, char *out,
+                      size_t outlen)
+{
+    snprintf(out, outlen, "closed|%d|%" PRId64 "|%" PRId64 "|%" PRId64 "|%" PRId64 "|%s",
+             (int)spec->scope, spec->scope == QUERY_SCOPE_ALL ? (int64_t)0 : spec->id,
+             spec->restricted ? spec->company_id : (int64_t)0, c->d0, c->last,
+             spec->win.tz_utc ? "UTC" : spec->win.tz);
+}
+
+int query_build_fill(const struct query_spec *spec, const char *rel, const struct query_closed *c,
+                     struct strbuf *sb, struct query_params *p)
+{
+    struct query_spec f = *spec;
+    bool hourly, rows;
+
+    memset(p, 0, sizeof(*p));
+    if (!query_spec_valid(spec, rel) || !query_splittable(spec) || c->last < c->d0)
+        return -EINVAL;
+    /* The closed days as an explicit window in the zone, one bucket per day. */
+    f.ep = QUERY_EP_TIMESERIES;
+    f.interval = QUERY_INTERVAL_DAY;
+    f.win.explicit_range = true;
+    timeutil_format_date(c->d0, f.win.from, sizeof(f.win.from));
+    timeutil_format_date(c->last, f.win.to, sizeof(f.win.to));
+    f.win.period[0] = '\0';
+    hourly = query_uses_hourly(&f);
+    rows = f.scope == QUERY_SCOPE_COMPANY && !hourly;
+    strbuf_puts(sb, QUERY_SQL_WINDOW ", s AS (SELECT ");
+    query_put_bucket(sb, QUERY_INTERVAL_DAY, hourly);
+    strbuf_puts(sb, " AS b, ");
+    strbuf_puts(sb, rows ? QUERY_SQL_ROW : QUERY_SQL_AGG);
+    query_put_from(sb, &f, rel, hourly, false);
+    if (!rows)
+        strbuf_puts(sb, " GROUP BY 1");
+    strbuf_puts(sb, ")" QUERY_SQL_FILL);
+    if (sb->oom)
+        return -ENOMEM;
+    query_put_params(&f, p);
+    return 0;
+}
+
+/* Head of a packed closed part; the days follow, then the sketch text and a NUL. */
+struct query_closed_head {
+    uint64_t ndays;          /* struct query_closed_day that follow */
+    struct query_counts sum; /* of every closed day */
+};
+
+/* Parses a PostgreSQL array text of `n` integers or dates ("{1,2}", "{2026-03-01}";
+ * "" for none) into out[i].day or the count at byte `off` of out[i]. */
+static bool query_parse_array(const char *s, size_t n, struct query_closed_day *out, size_t off)
+{
+    size_t i = 0;
+
+    if (*s == '\0')
+        return n == 0;
+    if (*s++ != '{')
+        return false;
+    while (i < n) {
+        int64_t v = 0;
+        size_t len = strcspn(s, ",}");
+        char item[24];
+
+        if (len == 0 || len >= sizeof(item))
+            return false;
+        memcpy(item, s, len);
+        item[len] = '\0';
+        if (off == offsetof(struct query_closed_day, day)) {
+            if (!timeutil_parse_date(item, &v))
+                return false;
+        } else if (strcmp(item, "NULL") != 0) {
+            char *end = NULL;
+            errno = 0;
+            long long ll = strtoll(item, &end, 10);
+            if (errno != 0 || *end != '\0')
+                return false;
+            v = ll;
+        }
+        memcpy((char *)&out[i] + off, &v, sizeof(v));
+        i++;
+        s += len;
+        if (*s == '}')
+            break;
+        s++;
+    }
+    return i == n && s[0] == '}' && s[1] == '\0';
+}
+
+bool query_read_fill(const PGresult *res, struct strbuf *out)
+{
+    static const size_t offs[QUERY_FILL_NCOLS - 1] = {
+        offsetof(struct query_closed_day, day),
+        offsetof(struct query_closed_day, c.views),
+        offsetof(struct query_closed_day, c.unique_sessions),
+        offsetof(struct query_closed_day, c.video_plays),
+        offsetof(struct query_closed_day, c.duration_sum),
+        offsetof(struct query_closed_day, c.duration_count),
+    };
+    struct query_closed_head head = {0};
+    struct query_closed_day *days = NULL;
+    const char *daytext;
+    bool ok = false;
+
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != QUERY_FILL_NCOLS ||
+        PQntuples(res) != 1)
+        return false;
+    /* Elements: as many as commas plus one in the days array. */
+    daytext = PQgetvalue(res, 0, 0);
+    if (*daytext) {
+        head.ndays = 1;
+        for (const char *q = daytext; *q; q++)
+            head.ndays += *q == ',';
+    }
+    days = calloc(head.ndays ? head.ndays : 1, sizeof(*days));
+    if (!days)
+        goto out;
+    for (int i = 0; i < QUERY_FILL_NCOLS - 1; i++) {
+        if (!query_parse_array(PQgetvalue(res, 0, i), head.ndays, days, offs[i]))
+            goto out;
+    }
+    for (size_t i = 0; i < head.ndays; i++) {
+        if (i > 0 && days[i].day <= days[i - 1].day)
+            goto out;
+        head.sum.views += days[i].c.views;
+        head.sum.video_plays += days[i].c.video_plays;
+        head.sum.duration_sum += days[i].c.duration_sum;
+        head.sum.duration_count += days[i].c.duration_count;
+    }
+    head.sum.has_plays = head.ndays > 0;
+    strbuf_append(out, (const char *)&head, sizeof(head));
+    strbuf_append(out, (const char *)days, head.ndays * sizeof(*days));
+    strbuf_append(out, PQgetvalue(res, 0, QUERY_FILL_NCOLS - 1),
+                  (size_t)PQgetlength(res, 0, QUERY_FILL_NCOLS - 1));
+    strbuf_putc(out, '\0');
+    ok = !out->oom;
+out:
+    free(days);
+    return ok;
+}
+
+bool query_closed_load(struct query_closed *c, const char *body, size_t len)
+{
+    struct query_closed_head head;
+    size_t days_len;
+
+    query_closed_deinit(c);
+    if (len < sizeof(head) + 1 || body[len - 1] != '\0')
+        return false;
+    memcpy(&head, body, sizeof(head));
+    if (head.ndays > (len - sizeof(head) - 1) / sizeof(struct query_closed_day))
+        return false;
+    days_len = (size_t)head.ndays * sizeof(struct query_closed_day);
+    c->days = malloc(days_len ? days_len : 1);
+    if (!c->days)
+        return false;
+    memcpy(c->days, body + sizeof(head), days_len);
+    c->ndays = (size_t)head.ndays;
+    c->sum = head.sum;
+    if (body[sizeof(head) + days_len] != '\0') {
+        c->sketch = strdup(body + sizeof(head) + days_len);
+        if (!c->sketch) {
+            query_closed_deinit(c);
+            return false;
+        }
+    }
+    return true;
+}
+
+void query_closed_deinit(struct query_closed *c)
+{
+    free(c->days);
+    free(c->sketch);
+    c->days = NULL;
+    c->sketch = NULL;
+    c->ndays = 0;
+    memset(&c->sum, 0, sizeof(c->sum));
+}
+
+bool query_merge_closed(struct query_result *r, const struct query_spec *spec,
+                        const struct query_closed *c)
+{
+    char d0[11], d1[11];
+    size_t nclosed, j = 0;
+    struct query_row *rows;
+
+    timeutil_format_date(c->d0, d0, sizeof(d0));
+    timeutil_format_date(c->d1, d1, sizeof(d1));
+    if (strcmp(r->from, d0) != 0 || strcmp(r->to, d1) != 0)
+        return true; /* PostgreSQL read every day itself (see QUERY_SQL_SPLIT) */
+    r->total.views += c->sum.views;
+    r->total.video_plays += c->sum.video_plays;
+    r->total.duration_sum += c->sum.duration_sum;
+    r->total.duration_count += c->sum.duration_count;
+    r->total.has_plays = r->total.has_plays || c->sum.has_plays;
+    if (spec->ep != QUERY_EP_TIMESERIES && spec->ep != QUERY_EP_EXPORT)
+        return true;
+    nclosed = (size_t)(c->last - c->d0 + 1);
+    rows = calloc(nclosed + r->nrows, sizeof(*rows));
+    r->keys = calloc(nclosed, sizeof(*r->keys));
+    if (!rows || !r->keys) {
+        free(rows);
+        return false;
+    }
+    for (size_t i = 0; i < nclosed; i++) {
+        int64_t day = c->d0 + (int64_t)i;
+        timeutil_format_date(day, r->keys[i], sizeof(r->keys[i]));
+        rows[i].key = r->keys[i];
+        while (j < c->ndays && c->days[j].day < day)
+            j++;
+        if (j < c->ndays && c->days[j].day == day)
+            rows[i].c = c->days[j].c;
+    }
+    memcpy(rows + nclosed, r->rows, r->nrows * sizeof(*rows));
+    free(r->rows);
+    r->rows = rows;
+    r->nrows += nclosed;
+    return true;
 }
 
 bool query_scope_allowed(const struct query_spec *spec)
@@ -516,7 +899,7 @@ bool query_read(const PGresult *res, struct query_result *out)
         struct query_row *row = &out->rows[out->nrows];
         if (PQgetisnull(res, i, QUERY_COL_KEY))
             continue;
-        row->row = i;
+        row->key = PQgetvalue(res, i, QUERY_COL_KEY);
         if (!query_read_counts(res, i, QUERY_COL_VIEWS, &row->c))
             goto fail;
         out->nrows++;
@@ -530,6 +913,7 @@ fail:
 void query_result_deinit(struct query_result *r)
 {
     free(r->rows);
+    free(r->keys);
     memset(r, 0, sizeof(*r));
 }
 
@@ -607,7 +991,7 @@ static void query_json_items(struct strbuf *sb, const struct query_spec *spec,
 {
     strbuf_printf(sb, ",\"%s\":[", name);
     for (size_t i = 0; i < r->nrows; i++) {
-        const char *key = PQgetvalue(r->res, r->rows[i].row, QUERY_COL_KEY);
+        const char *key = r->rows[i].key;
         struct query_counts c = r->rows[i].c;
         if (i > 0)
             strbuf_putc(sb, ',');
@@ -708,7 +1092,7 @@ void query_csv(struct strbuf *sb, const struct query_spec *spec, const struct qu
     strbuf_puts(sb, "date,scope,tz,views,unique_sessions,video_plays,avg_duration_seconds\r\n");
     for (size_t i = 0; i < r->nrows; i++) {
         const struct query_counts *c = &r->rows[i].c;
-        query_csv_field(sb, PQgetvalue(r->res, r->rows[i].row, QUERY_COL_KEY));
+        query_csv_field(sb, r->rows[i].key);
         strbuf_putc(sb, ',');
         query_csv_field(sb, scope);
         strbuf_putc(sb, ',');

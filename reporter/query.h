@@ -86,13 +86,22 @@ struct query_spec {
 };
 
 #define QUERY_NPARAMS 8
+/* A statement reusing a closed part (query_build_split) has 4 more: $9 .. $11
+ * the window and last closed day the part was computed for, $12 its sketch. */
+#define QUERY_NPARAMS_MAX 12
 
-/* The parameters of a built statement. `params` point into `storage` (or are
- * NULL for SQL NULL), so the struct must not be copied once built. */
+/* The parameters of a built statement: `nparams` of them. `params` point into
+ * `storage`, or into a borrowed struct query_closed (or are NULL for SQL NULL),
+ * so the struct must not be copied once built. */
 struct query_params {
-    const char *params[QUERY_NPARAMS];
-    char storage[QUERY_NPARAMS][QUERY_TZ_MAX + 1];
+    int nparams;
+    const char *params[QUERY_NPARAMS_MAX];
+    char storage[QUERY_NPARAMS + 3][QUERY_TZ_MAX + 1];
 };
+
+/* UTC days of a window that are this many days or more before today are
+ * "closed": their rollups change only through late events (see docs/reporter.md). */
+#define QUERY_OPEN_DAYS 2
 
 /* Columns of every statement. Row 0 carries the meta and totals columns; rows
  * whose QUERY_COL_KEY is not NULL are the answer's items/points. */
@@ -127,11 +136,31 @@ struct query_counts {
 };
 
 struct query_row {
-    int row; /* its row in the result: the key is read from there */
+    const char *key; /* borrowed from the PGresult, or from `keys` */
     struct query_counts c;
 };
 
-/* A read result. `rows` is owned (query_result_deinit). */
+/* One closed day with rollup rows. */
+struct query_closed_day {
+    int64_t day; /* days since 1970-01-01 */
+    struct query_counts c;
+};
+
+/* The closed part of a window: its UTC days d0 .. last. Daily rollups of such
+ * days are read once (query_build_fill), kept by the caller, and merged into
+ * later answers (query_build_split, query_merge_closed), whose statements then
+ * read only the open days. */
+struct query_closed {
+    int64_t d0;                    /* the window's first day (days since 1970-01-01) */
+    int64_t d1;                    /* its last day */
+    int64_t last;                  /* last closed day: d0 <= last <= d1 */
+    struct query_counts sum;       /* of every closed day (unique_sessions unused) */
+    size_t ndays;                  /* days with rows */
+    struct query_closed_day *days; /* owned: ascending */
+    char *sketch;                  /* owned: hll text of their union; NULL: no rows */
+};
+
+/* A read result. `rows` and `keys` are owned (query_result_deinit). */
 struct query_result {
     bool owner_known; /* the registry knows the project/content */
     int64_t owner_min, owner_max;
@@ -141,7 +170,8 @@ struct query_result {
     int64_t active_content;
     size_t nrows;
     struct query_row *rows;
-    const PGresult *res; /* borrowed: valid only while the PGresult is (keys are read from it) */
+    char (*keys)[11];    /* owned: keys of closed days merged in */
+    const PGresult *res; /* borrowed: valid only while the PGresult is (keys point into it) */
 };
 
 /* Parses a decimal id (digits only, 1 .. INT64_MAX) of `len` bytes. */
@@ -167,6 +197,54 @@ bool query_uses_hourly(const struct query_spec *spec);
  * Returns 0 or -EINVAL. Pure. */
 int query_build(const struct query_spec *spec, const char *rel, struct strbuf *sql,
                 struct query_params *p);
+
+/* True and `out` filled (days, sketch: none; overwritten, not freed) when
+ * `spec` can reuse a closed part: a company-level question (overview and
+ * company totals in UTC, daily timeseries and export in any zone) whose
+ * window, computed here from `today` (UTC days since 1970-01-01), has days
+ * before today - QUERY_OPEN_DAYS + 1. Should
+ * PostgreSQL's today differ from `today` (midnight), the split statement sees
+ * it and reads every day itself. Pure. */
+bool query_closed_window(const struct query_spec *spec, int64_t today, struct query_closed *out);
+
+/* query_closed_window() for zones other than UTC, whose today the caller
+ * believes is `zone_today` (UTC `today` is a fine guess: a wrong one only makes
+ * PostgreSQL read every day). Their closed days end one day earlier. */
+bool query_closed_window_tz(const struct query_spec *spec, int64_t today, int64_t zone_today,
+                            struct query_closed *out);
+
+/* Writes the key of the closed part `c` of `spec` (what it depends on: scope,
+ * reader, days) into `out`. */
+void query_closed_key(const struct query_spec *spec, const struct query_closed *c, char *out,
+                      size_t outlen);
+
+/* Appends the statement computing the closed part `c` of `spec` (one row: day,
+ * views, uniques, plays, duration sum and count as arrays, then the union
+ * sketch) and fills `p`. Returns 0 or -EINVAL. Pure. */
+int query_build_fill(const struct query_spec *spec, const char *rel, const struct query_closed *c,
+                     struct strbuf *sql, struct query_params *p);
+
+/* Packs a fill statement's result (`res` borrowed) into `out`: a byte string
+ * for query_closed_load(). Returns false if its shape is not the expected one. */
+bool query_read_fill(const PGresult *res, struct strbuf *out);
+
+/* Loads a packed closed part (`body`, `len` bytes, borrowed) into c->sum, days
+ * and sketch (owned: query_closed_deinit). Returns false if it is not one. */
+bool query_closed_load(struct query_closed *c, const char *body, size_t len);
+void query_closed_deinit(struct query_closed *c);
+
+/* query_build() for a spec whose closed part `c` (borrowed, loaded) is known:
+ * the statement reads rollups of the open days only, and its totals' uniques
+ * are one union with c->sketch. query_merge_closed() completes its result. */
+int query_build_split(const struct query_spec *spec, const char *rel, const struct query_closed *c,
+                      struct strbuf *sql, struct query_params *p);
+
+/* Completes a split statement's result `r` with the closed part `c`: totals,
+ * and for timeseries and exports one point per closed day (zeros where no
+ * rows) before the open ones. A no-op when PostgreSQL's window was not c's
+ * (it then read every day itself). Returns false when out of memory. */
+bool query_merge_closed(struct query_result *r, const struct query_spec *spec,
+                        const struct query_closed *c);
 
 /* Authorisation known before querying: false when a company key asks for another
  * company or for every company. Projects and content need the owner. */

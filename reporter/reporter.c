@@ -24,6 +24,7 @@
 #include "rate_limit.h"
 #include "service.h"
 #include "strbuf.h"
+#include "timeutil.h"
 
 #define REPORTER_DEFAULT_LISTEN   "0.0.0.0:8083"
 #define REPORTER_WWW_AUTH         "Bearer realm=\"arv-reporter\""
@@ -55,6 +56,10 @@ const struct config_option reporter_options[] = {
     {"query-cache-entries", "ARV_QUERY_CACHE_ENTRIES", CONFIG_INT,
      offsetof(struct reporter_config, query_cache_entries), "1024", NULL, 4, 1000000,
      "answers the query cache holds at most (each at most 256 KiB)"},
+    {"query-closed-ttl-ms", "ARV_QUERY_CLOSED_TTL_MS", CONFIG_INT,
+     offsetof(struct reporter_config, query_closed_ttl_ms), "300000", NULL, 0, 86400000,
+     "milliseconds the rollups of closed days (UTC days before yesterday) are reused by "
+     "company-level daily questions; late changes to such days show within it; 0: none"},
     {"zoneinfo-dir", "ARV_ZONEINFO_DIR", CONFIG_STRING,
      offsetof(struct reporter_config, zoneinfo_dir), "/usr/share/zoneinfo", NULL, 0, 0,
      "IANA time zone files the tz parameter is checked against"},
@@ -113,6 +118,16 @@ static const char *const reporter_auth_failure_names[REPORTER_AUTH_FAILURE_COUNT
 
 struct reporter;
 
+#define REPORTER_TZ_SLOTS   64
+#define REPORTER_TZ_DAY_TTL 60000
+
+/* A zone's today as PostgreSQL last answered it, relative to the UTC today. */
+struct reporter_tz_day {
+    char tz[QUERY_TZ_MAX + 1]; /* the zone's name; "" for a free slot */
+    int delta;                 /* zone's today minus UTC today: -1, 0 or 1 */
+    uint64_t at_ms;            /* when it was learnt (monotonic) */
+};
+
 /* The argument of one route: which endpoint it is. */
 struct reporter_route {
     struct reporter *r;        /* owner */
@@ -120,19 +135,23 @@ struct reporter_route {
 };
 
 struct reporter {
-    struct service *svc;                             /* borrowed */
-    const struct reporter_config *cfg;               /* borrowed */
-    struct pg_pool *pool;                            /* owned */
-    struct auth *auth;                               /* owned */
-    struct rate_limit *ratelimit;                    /* owned; NULL: no limit */
-    struct qcache *cache;                            /* owned */
-    bool closing;                                    /* reporter_free() running: start no query */
-    struct reporter_route routes[REPORTER_EP_COUNT]; /* route arguments */
+    struct service *svc;                               /* borrowed */
+    const struct reporter_config *cfg;                 /* borrowed */
+    struct pg_pool *pool;                              /* owned */
+    struct auth *auth;                                 /* owned */
+    struct rate_limit *ratelimit;                      /* owned; NULL: no limit */
+    struct qcache *cache;                              /* owned */
+    struct qcache *closed;                             /* owned: closed parts (query_closed) */
+    struct reporter_tz_day tz_days[REPORTER_TZ_SLOTS]; /* for closed parts in other zones */
+    bool closing;                                      /* reporter_free() running: start no query */
+    struct reporter_route routes[REPORTER_EP_COUNT];   /* route arguments */
     struct metric *queries[REPORTER_EP_COUNT][REPORTER_OUT_COUNT]; /* reporter_queries_total */
     struct metric *duration[REPORTER_EP_COUNT];                /* reporter_query_duration_seconds */
     struct metric *auth_failures[REPORTER_AUTH_FAILURE_COUNT]; /* reporter_auth_failures_total */
-    struct metric *cache_hit;  /* reporter_query_cache_lookups_total{result="hit"} */
-    struct metric *cache_miss; /* ...{result="miss"} */
+    struct metric *cache_hit;   /* reporter_query_cache_lookups_total{result="hit"} */
+    struct metric *cache_miss;  /* ...{result="miss"} */
+    struct metric *closed_hit;  /* reporter_closed_cache_lookups_total{result="hit"} */
+    struct metric *closed_miss; /* ...{result="miss"} */
 };
 
 /* One request between its arrival and its answer. */
@@ -143,6 +162,9 @@ struct reporter_call {
     struct auth_principal principal; /* the key's scope, once authenticated */
     struct query_spec spec;          /* what is counted */
     char cache_key[QCACHE_KEY_MAX];  /* normalised query + reader scope */
+    struct query_closed closed;      /* the window's closed days (owned parts) */
+    bool split;                      /* the statement is query_build_split()'s */
+    char closed_key[QCACHE_KEY_MAX]; /* their key in the closed-part cache */
     struct timespec query_started;   /* for reporter_query_duration_seconds */
 };
 
@@ -173,6 +195,7 @@ static double reporter_elapsed_s(const struct timespec *since)
 static void reporter_call_end(struct reporter_call *call, enum reporter_outcome outcome)
 {
     metric_inc(call->r->queries[call->ep][outcome]);
+    query_closed_deinit(&call->closed);
     call->req = NULL;
     free(call);
 }
@@ -247,6 +270,42 @@ static void reporter_answer(struct reporter_call *call, const char *body, size_t
     reporter_call_end(call, REPORTER_OUT_OK);
 }
 
+static struct reporter_tz_day *reporter_tz_slot(struct reporter *r, const char *tz)
+{
+    uint32_t h = 2166136261u;
+
+    for (const unsigned char *p = (const unsigned char *)tz; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return &r->tz_days[h % REPORTER_TZ_SLOTS];
+}
+
+/* The zone's today as last seen (UTC today when unknown or old): only a guess
+ * for query_closed_window_tz(), which PostgreSQL checks. */
+static int64_t reporter_zone_today(struct reporter *r, const char *tz, int64_t today)
+{
+    const struct reporter_tz_day *d = reporter_tz_slot(r, tz);
+
+    if (strcmp(d->tz, tz) == 0 && reporter_now_ms() - d->at_ms < REPORTER_TZ_DAY_TTL)
+        return today + d->delta;
+    return today;
+}
+
+/* Learns a zone's today from an answer over a period (whose last day is today). */
+static void reporter_zone_learn(struct reporter *r, const struct query_spec *spec,
+                                const struct query_result *qr)
+{
+    int64_t to, today = timeutil_real_ms() / 86400000;
+    struct reporter_tz_day *d;
+
+    if (spec->win.explicit_range || spec->win.tz_utc || !timeutil_parse_date(qr->to, &to) ||
+        to < today - 1 || to > today + 1)
+        return;
+    d = reporter_tz_slot(r, spec->win.tz);
+    snprintf(d->tz, sizeof(d->tz), "%s", spec->win.tz);
+    d->delta = (int)(to - today);
+    d->at_ms = reporter_now_ms();
+}
+
 static void reporter_query_done(void *arg, const PGresult *res, const char *errstr)
 {
     struct reporter_call *call = arg;
@@ -254,6 +313,7 @@ static void reporter_query_done(void *arg, const PGresult *res, const char *errs
     struct query_result qr;
     struct strbuf sb;
     bool csv = call->spec.ep == QUERY_EP_EXPORT;
+    bool merged;
 
     metric_observe(r->duration[call->ep], reporter_elapsed_s(&call->query_started));
     if (!res) {
@@ -293,12 +353,14 @@ static void reporter_query_done(void *arg, const PGresult *res, const char *errs
         reporter_forbidden(call);
         return;
     }
+    reporter_zone_learn(r, &call->spec, &qr);
     strbuf_init(&sb);
-    if (csv)
+    merged = !call->split || query_merge_closed(&qr, &call->spec, &call->closed);
+    if (merged && csv)
         query_csv(&sb, &call->spec, &qr);
-    else
+    else if (merged)
         query_json(&sb, &call->spec, &qr);
-    if (sb.oom || !sb.data) {
+    if (!merged || sb.oom || !sb.data) {
         log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
                   LF_STR("error", "out of memory"));
         strbuf_deinit(&sb);
@@ -355,19 +417,87 @@ static void reporter_statement_name(const char *sql, char *out, size_t outlen)
     snprintf(out, outlen, "arv_rq_%016" PRIx64, h);
 }
 
+static pg_pool_result_cb reporter_fill_done;
+
+/* Builds and queues the answering statement (query_build, or query_build_split
+ * when `closed` is given, borrowed: the pool copies the parameters); fill
+ * statements (`fill`) answer into reporter_fill_done. Answers the call on failure. */
+static void reporter_send(struct reporter_call *call, const struct query_closed *closed, bool fill)
+{
+    struct reporter *r = call->r;
+    struct query_params qp;
+    struct strbuf sql;
+    char name[32];
+    int rc;
+
+    strbuf_init(&sql);
+    rc = fill     ? query_build_fill(&call->spec, r->cfg->content_relation, closed, &sql, &qp)
+         : closed ? query_build_split(&call->spec, r->cfg->content_relation, closed, &sql, &qp)
+                  : query_build(&call->spec, r->cfg->content_relation, &sql, &qp);
+    if (rc < 0) {
+        strbuf_deinit(&sql);
+        log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
+                  LF_STR("error", "cannot build the query"));
+        reporter_fail(call, 500, REPORTER_OUT_DB_ERROR, "internal_error", NULL,
+                      "the analytics query could not be built");
+        return;
+    }
+    if (r->closing) {
+        strbuf_deinit(&sql);
+        reporter_db_unavailable(call);
+        return;
+    }
+    call->split = closed && !fill;
+    reporter_statement_name(sql.data, name, sizeof(name));
+    clock_gettime(CLOCK_MONOTONIC, &call->query_started);
+    rc = pg_pool_query_prepared(r->pool, name, sql.data, qp.nparams, qp.params,
+                                fill ? reporter_fill_done : reporter_query_done, call);
+    strbuf_deinit(&sql);
+    if (rc < 0) {
+        if (rc != -ENOTCONN)
+            log_error("reporter_query_failed",
+                      LF_STR("endpoint", reporter_endpoint_names[call->ep]),
+                      LF_STR("error", strerror(-rc)));
+        reporter_db_unavailable(call);
+    }
+}
+
+/* The closed part of the window has been read: keep it, then ask for the rest. */
+static void reporter_fill_done(void *arg, const PGresult *res, const char *errstr)
+{
+    struct reporter_call *call = arg;
+    struct reporter *r = call->r;
+    struct strbuf body;
+
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        /* Outage or failed statement: answered (and logged) as for any query. */
+        reporter_query_done(arg, res, errstr);
+        return;
+    }
+    strbuf_init(&body);
+    if (!query_read_fill(res, &body) || !query_closed_load(&call->closed, body.data, body.len)) {
+        strbuf_deinit(&body);
+        log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
+                  LF_STR("error", "unexpected closed-part result"));
+        reporter_fail(call, 500, REPORTER_OUT_DB_ERROR, "internal_error", NULL,
+                      "the analytics query failed");
+        return;
+    }
+    qcache_put(r->closed, call->closed_key, reporter_now_ms(), body.data, body.len, false, NULL);
+    reporter_send(call, &call->closed, false);
+    strbuf_deinit(&body);
+}
+
 /* Authenticated: rate limit, path and parameters, the key's scope, the cache,
  * then the statement. */
 static void reporter_run(struct reporter_call *call)
 {
     struct reporter *r = call->r;
     struct query_spec *spec = &call->spec;
-    struct query_params qp;
     struct params_error perr = {0};
     const struct qcache_entry *hit;
-    struct strbuf sql;
-    char name[32];
     unsigned retry_s = 1;
-    int rc;
+    int64_t today;
 
     char key[24];
     snprintf(key, sizeof(key), "%lld", (long long)call->principal.key_id);
@@ -416,32 +546,24 @@ static void reporter_run(struct reporter_call *call)
         return;
     }
     metric_inc(r->cache_miss);
-    strbuf_init(&sql);
-    if (query_build(spec, r->cfg->content_relation, &sql, &qp) < 0) {
-        strbuf_deinit(&sql);
-        log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
-                  LF_STR("error", "cannot build the query"));
-        reporter_fail(call, 500, REPORTER_OUT_DB_ERROR, "internal_error", NULL,
-                      "the analytics query could not be built");
+    /* Days before yesterday (UTC) rarely change: their rollups are read once per
+     * ARV_QUERY_CLOSED_TTL_MS, and each request reads only the open days. */
+    today = timeutil_real_ms() / 86400000;
+    if (r->cfg->query_closed_ttl_ms > 0 &&
+        query_closed_window_tz(spec, today, reporter_zone_today(r, spec->win.tz, today),
+                               &call->closed)) {
+        query_closed_key(spec, &call->closed, call->closed_key, sizeof(call->closed_key));
+        hit = qcache_get(r->closed, call->closed_key, reporter_now_ms());
+        if (hit && query_closed_load(&call->closed, hit->body, hit->len)) {
+            metric_inc(r->closed_hit);
+            reporter_send(call, &call->closed, false);
+            return;
+        }
+        metric_inc(r->closed_miss);
+        reporter_send(call, &call->closed, true);
         return;
     }
-    if (r->closing) {
-        strbuf_deinit(&sql);
-        reporter_db_unavailable(call);
-        return;
-    }
-    reporter_statement_name(sql.data, name, sizeof(name));
-    clock_gettime(CLOCK_MONOTONIC, &call->query_started);
-    rc = pg_pool_query_prepared(r->pool, name, sql.data, QUERY_NPARAMS, qp.params,
-                                reporter_query_done, call);
-    strbuf_deinit(&sql);
-    if (rc < 0) {
-        if (rc != -ENOTCONN)
-            log_error("reporter_query_failed",
-                      LF_STR("endpoint", reporter_endpoint_names[call->ep]),
-                      LF_STR("error", strerror(-rc)));
-        reporter_db_unavailable(call);
-    }
+    reporter_send(call, NULL, false);
 }
 
 static void reporter_auth_done(void *arg, enum auth_status st, const struct auth_principal *p)
@@ -514,11 +636,16 @@ static int reporter_metrics_init(struct reporter *r, struct metrics *m)
     struct metric_family *c = metrics_counter(
         m, "reporter_query_cache_lookups_total",
         "Analytics answers served from the answer cache (hit) or computed (miss)", "result");
+    struct metric_family *cc = metrics_counter(
+        m, "reporter_closed_cache_lookups_total",
+        "Closed days' rollups reused from memory (hit) or read from PostgreSQL (miss)", "result");
 
-    if (!q || !d || !a || !c)
+    if (!q || !d || !a || !c || !cc)
         return -ENOMEM;
     r->cache_hit = metric_family_child(c, (const char *const[]){"hit"});
     r->cache_miss = metric_family_child(c, (const char *const[]){"miss"});
+    r->closed_hit = metric_family_child(cc, (const char *const[]){"hit"});
+    r->closed_miss = metric_family_child(cc, (const char *const[]){"miss"});
     for (int i = 0; i < REPORTER_AUTH_FAILURE_COUNT; i++)
         r->auth_failures[i] =
             metric_family_child(a, (const char *const[]){reporter_auth_failure_names[i]});
@@ -555,6 +682,9 @@ struct reporter *reporter_new(struct service *svc, const struct reporter_config 
     r->cache = qcache_new((unsigned)cfg->query_cache_entries, (uint64_t)cfg->query_cache_ttl_ms);
     if (!r->cache)
         goto oom;
+    r->closed = qcache_new((unsigned)cfg->query_cache_entries, (uint64_t)cfg->query_closed_ttl_ms);
+    if (!r->closed)
+        goto oom;
     if (reporter_metrics_init(r, svc->metrics) < 0) {
         log_error("reporter_init_failed", LF_STR("error", "cannot register metrics"));
         goto fail;
@@ -580,7 +710,8 @@ struct reporter *reporter_new(struct service *svc, const struct reporter_config 
              LF_INT("auth_cache_ttl_s", cfg->auth_cache_ttl_s),
              LF_STR("content_relation", cfg->content_relation),
              LF_INT("rate_limit_rps", cfg->rate_limit_rps),
-             LF_INT("query_cache_ttl_ms", cfg->query_cache_ttl_ms));
+             LF_INT("query_cache_ttl_ms", cfg->query_cache_ttl_ms),
+             LF_INT("query_closed_ttl_ms", cfg->query_closed_ttl_ms));
     return r;
 oom:
     log_error("reporter_init_failed", LF_STR("error", "out of memory"));
@@ -599,6 +730,7 @@ void reporter_free(struct reporter *r)
     pg_pool_free(r->pool);
     auth_free(r->auth);
     qcache_free(r->cache);
+    qcache_free(r->closed);
     rate_limit_free(r->ratelimit);
     free(r);
 }

@@ -20,7 +20,8 @@ struct reporter_config {
     long rate_limit_rps;          /* ARV_REPORTER_RATE_LIMIT_RPS: per key; 0 = off */
     long rate_limit_burst;        /* ARV_REPORTER_RATE_LIMIT_BURST */
     long query_cache_ttl_ms;      /* ARV_QUERY_CACHE_TTL_MS: 0 = no answer cache */
-    long query_cache_entries;     /* ARV_QUERY_CACHE_ENTRIES */
+    long query_cache_entries;     /* ARV_QUERY_CACHE_ENTRIES (also bounds the closed parts) */
+    long query_closed_ttl_ms;     /* ARV_QUERY_CLOSED_TTL_MS: 0 = no closed-part reuse */
     const char *zoneinfo_dir;     /* ARV_ZONEINFO_DIR: where tz names are checked */
 };
 

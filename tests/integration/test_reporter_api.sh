@@ -3,7 +3,8 @@
 # company, breakdowns) built from a known table of raw events: every endpoint's
 # numbers equal exact SQL over those events (uniques within the HLL bound), local
 # days across DST in America/New_York and Europe/Berlin, the half-hour zone rule,
-# the tenant-isolation matrix, every 400, the rate limit and the answer cache.
+# the tenant-isolation matrix, every 400, the rate limit, the answer cache and
+# the reuse of closed days' rollups.
 . "$(dirname "$0")/lib.sh"
 it_setup "${1:?usage: test_reporter_api.sh BIN_DIR}"
 
@@ -383,8 +384,9 @@ EOF
 it_pass "every bad parameter is a 400 naming its field"
 
 # --- rate limit and cache ---------------------------------------------------------------------
+# (Closed days are not reused here: the change below is to a closed day.)
 it_start limited arv-reporter ARV_REPORTER_RATE_LIMIT_RPS=1 ARV_REPORTER_RATE_LIMIT_BURST=3 \
-    ARV_QUERY_CACHE_TTL_MS=1500
+    ARV_QUERY_CACHE_TTL_MS=1500 ARV_QUERY_CLOSED_TTL_MS=0
 L="http://127.0.0.1:$IT_PORT_limited"
 arv_wait_http "$L/api/health/readiness" 200 10 || it_fail "limited reporter not ready"
 u="$L/api/analytics/companies/2?from=2026-03-05&to=2026-03-31"
@@ -410,5 +412,70 @@ grep -q 'reporter_queries_total{endpoint="company",outcome="rate_limited"} 1' <<
 it_pass "per-key rate limit (429 + Retry-After) and a short-lived per-scope answer cache"
 
 it_stop limited
+
+# --- closed days ------------------------------------------------------------------------------
+# Rollups of UTC days before yesterday are read once per ARV_QUERY_CLOSED_TTL_MS and
+# merged into later answers: those equal the answers of a reporter reading every
+# day every time, a change to today shows at once, a late change to a closed day
+# within the TTL.
+it_start closed arv-reporter ARV_REPORTER_RATE_LIMIT_RPS=0 ARV_QUERY_CACHE_TTL_MS=0 \
+    ARV_QUERY_CLOSED_TTL_MS=2500
+it_start everyday arv-reporter ARV_REPORTER_RATE_LIMIT_RPS=0 ARV_QUERY_CACHE_TTL_MS=0 \
+    ARV_QUERY_CLOSED_TTL_MS=0
+C="http://127.0.0.1:$IT_PORT_closed"
+E="http://127.0.0.1:$IT_PORT_everyday"
+arv_wait_http "$C/api/health/readiness" 200 10 || it_fail "closed reporter not ready"
+arv_wait_http "$E/api/health/readiness" 200 10 || it_fail "everyday reporter not ready"
+it_psql "
+INSERT INTO analytics.rollup_company_daily (day, company_id, views, sessions, video_plays,
+    duration_sum, duration_count)
+SELECT (now() AT TIME ZONE 'UTC')::date - d, 2, 5,
+       (SELECT hll_add_agg(hll_hash_text('late' || d || '-' || s), 12, 5) FROM generate_series(1, 5) s),
+       1, 50, 5
+FROM (VALUES (0), (3)) v(d)" >/dev/null
+same() { # KEY PATH: both reporters answer the same
+    local a b
+    a=$(curl -s -H "Authorization: Bearer $1" "$C$2")
+    b=$(curl -s -H "Authorization: Bearer $1" "$E$2")
+    [ -n "$a" ] && [ "$a" = "$b" ] || it_fail "closed days reused: $2 differs: $a vs $b"
+}
+for i in 1 2; do # the first fills the closed parts, the second reuses them
+    for p in "/api/analytics/timeseries?scope=company:2&interval=day&period=12mo" \
+        "/api/analytics/timeseries?scope=all&interval=day&period=12mo" \
+        "/api/analytics/timeseries?scope=company:1&interval=day&from=2026-03-01&to=2026-04-05" \
+        "/api/analytics/timeseries?scope=company:2&interval=day&period=7d&tz=Etc/UTC" \
+        "/api/analytics/timeseries?scope=company:1&interval=day&period=12mo&tz=America/New_York" \
+        "/api/analytics/timeseries?scope=all&interval=day&period=12mo&tz=Europe/Berlin" \
+        "/api/analytics/timeseries?scope=company:1&interval=day&from=2026-03-01&to=2026-04-05&tz=Europe/Berlin" \
+        "/api/analytics/export.csv?scope=company:1&from=2026-10-20&to=2026-11-04&tz=America/New_York" \
+        "/api/analytics/timeseries?scope=company:2&interval=day&period=7d&tz=Asia/Kolkata" \
+        "/api/analytics/export.csv?scope=company:2&period=12mo" \
+        "/api/analytics/companies/2?period=12mo" "/api/analytics/companies/1?period=12mo" \
+        "/api/analytics/companies/2?period=month" "/api/analytics/overview?period=12mo"; do
+        same "$admin" "$p"
+    done
+    same "$k2" "/api/analytics/overview?period=12mo"
+    same "$k2" "/api/analytics/timeseries?interval=day&period=90d"
+done
+u="/api/analytics/companies/2?period=7d"
+before=$(curl -s -H "Authorization: Bearer $admin" "$C$u" | jq .views)
+it_psql "UPDATE analytics.rollup_company_daily SET views = views + 100
+         WHERE company_id = 2 AND day = (now() AT TIME ZONE 'UTC')::date"
+[ "$(curl -s -H "Authorization: Bearer $admin" "$C$u" | jq .views)" = $((before + 100)) ] ||
+    it_fail "a change to today is not visible at once"
+it_psql "UPDATE analytics.rollup_company_daily SET views = views + 1000
+         WHERE company_id = 2 AND day = (now() AT TIME ZONE 'UTC')::date - 3"
+[ "$(curl -s -H "Authorization: Bearer $admin" "$C$u" | jq .views)" = $((before + 100)) ] ||
+    it_fail "a closed day was read again within ARV_QUERY_CLOSED_TTL_MS"
+[ "$(curl -s -H "Authorization: Bearer $admin" "$E$u" | jq .views)" = $((before + 1100)) ] ||
+    it_fail "closed=0 reads every day"
+sleep 2.6
+[ "$(curl -s -H "Authorization: Bearer $admin" "$C$u" | jq .views)" = $((before + 1100)) ] ||
+    it_fail "a late change to a closed day outlived ARV_QUERY_CLOSED_TTL_MS"
+grep -q 'reporter_closed_cache_lookups_total{result="hit"} [1-9]' <<<"$(curl -s "$C/metrics")" ||
+    it_fail "closed-part metric"
+it_pass "closed days' rollups reused: same answers, today at once, late changes within the TTL"
+it_stop closed
+it_stop everyday
 it_stop reporter
 it_pass "reporters stop cleanly"

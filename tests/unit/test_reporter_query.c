@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 
 #include "query.h"
 #include "strbuf.h"
+#include "timeutil.h"
 
 Test(query_id, parse)
 {
@@ -228,6 +230,327 @@ Test(query_sql, rejects_bad_specs)
     s = spec_of(QUERY_EP_ENTITY, QUERY_SCOPE_COMPANY, 1, false, 0);
     cr_assert_eq(query_build(&s, "x; drop", &sb, &p), -EINVAL);
     strbuf_deinit(&sb);
+}
+
+static int64_t day_of(const char *s)
+{
+    int64_t d = 0;
+
+    cr_assert(timeutil_parse_date(s, &d), "%s", s);
+    return d;
+}
+
+Test(query_closed, window_days_match_postgresql)
+{
+    struct query_spec s = spec_of(QUERY_EP_TIMESERIES, QUERY_SCOPE_COMPANY, 7, false, 0);
+    int64_t today = day_of("2026-11-25");
+    struct query_closed c;
+
+    strcpy(s.win.period, "90");
+    cr_assert(query_closed_window(&s, today, &c));
+    cr_assert_eq(c.d0, day_of("2026-08-28"));
+    cr_assert_eq(c.d1, today);
+    cr_assert_eq(c.last, day_of("2026-11-23")); /* yesterday and today stay open */
+    cr_assert_null(c.days);
+    cr_assert_null(c.sketch);
+
+    strcpy(s.win.period, "month");
+    cr_assert(query_closed_window(&s, today, &c));
+    cr_assert_eq(c.d0, day_of("2026-11-01"));
+    cr_assert_not(query_closed_window(&s, day_of("2026-11-02"), &c)); /* nothing closed yet */
+
+    /* (t - interval '12 months')::date + 1, the day clamped to the month. */
+    strcpy(s.win.period, "12mo");
+    cr_assert(query_closed_window(&s, day_of("2028-02-29"), &c));
+    cr_assert_eq(c.d0, day_of("2027-03-01"));
+    cr_assert(query_closed_window(&s, today, &c));
+    cr_assert_eq(c.d0, day_of("2025-11-26"));
+
+    strcpy(s.win.period, "7");
+    cr_assert(query_closed_window(&s, today, &c));
+    cr_assert_eq(c.d0, day_of("2026-11-19"));
+
+    /* Explicit windows: all closed in the past, none in the future. */
+    s.win.explicit_range = true;
+    strcpy(s.win.from, "2026-03-01");
+    strcpy(s.win.to, "2026-03-31");
+    cr_assert(query_closed_window(&s, today, &c));
+    cr_assert_eq(c.last, c.d1);
+    strcpy(s.win.from, "2026-11-24");
+    strcpy(s.win.to, "2026-11-30");
+    cr_assert_not(query_closed_window(&s, today, &c));
+}
+
+Test(query_closed, only_company_level_daily_questions)
+{
+    int64_t today = day_of("2026-11-25");
+    struct query_closed c;
+    struct query_spec s = spec_of(QUERY_EP_OVERVIEW, QUERY_SCOPE_ALL, 0, false, 0);
+
+    cr_assert(query_closed_window(&s, today, &c));
+    s = spec_of(QUERY_EP_ENTITY, QUERY_SCOPE_COMPANY, 7, true, 7);
+    cr_assert(query_closed_window(&s, today, &c));
+    s = spec_of(QUERY_EP_EXPORT, QUERY_SCOPE_COMPANY, 7, false, 0);
+    cr_assert(query_closed_window(&s, today, &c));
+    s = spec_of(QUERY_EP_TIMESERIES, QUERY_SCOPE_ALL, 0, false, 0);
+    cr_assert(query_closed_window(&s, today, &c));
+
+    s.interval = QUERY_INTERVAL_WEEK; /* a week can straddle the open days */
+    cr_assert_not(query_closed_window(&s, today, &c));
+    s.interval = QUERY_INTERVAL_HOUR;
+    cr_assert_not(query_closed_window(&s, today, &c));
+    /* Other zones: local days from hourly rows; closed ones end a day earlier. */
+    s = spec_of(QUERY_EP_TIMESERIES, QUERY_SCOPE_COMPANY, 7, false, 0);
+    strcpy(s.win.tz, "Europe/Berlin");
+    s.win.tz_utc = false;
+    cr_assert(query_closed_window(&s, today, &c));
+    cr_assert_eq(c.last, day_of("2026-11-22"));
+    cr_assert(query_closed_window_tz(&s, today, today - 1, &c)); /* evening in America */
+    cr_assert_eq(c.d1, today - 1);
+    cr_assert_eq(c.last, day_of("2026-11-21"));
+    cr_assert(query_closed_window_tz(&s, today, today + 1, &c)); /* morning in Asia */
+    cr_assert_eq(c.d1, today + 1);
+    cr_assert_eq(c.last, day_of("2026-11-22"));
+    s.ep = QUERY_EP_ENTITY; /* totals there read whole UTC days from daily rows already */
+    cr_assert_not(query_closed_window(&s, today, &c));
+    s = spec_of(QUERY_EP_ENTITY, QUERY_SCOPE_PROJECT, 3, false, 0);
+    cr_assert_not(query_closed_window(&s, today, &c));
+    s = spec_of(QUERY_EP_TOP, QUERY_SCOPE_COMPANY, 7, false, 0);
+    s.by = QUERY_BY_COMPANY;
+    cr_assert_not(query_closed_window(&s, today, &c));
+    s = spec_of(QUERY_EP_BREAKDOWN, QUERY_SCOPE_COMPANY, 7, false, 0);
+    cr_assert_not(query_closed_window(&s, today, &c));
+}
+
+Test(query_closed, fill_and_split_statements)
+{
+    struct query_spec s = spec_of(QUERY_EP_TIMESERIES, QUERY_SCOPE_COMPANY, 7, true, 7);
+    struct query_closed c, other;
+    struct query_params p;
+    struct strbuf sb;
+    char key[256], key2[256];
+    char *sql;
+
+    strcpy(s.win.period, "90");
+    cr_assert(query_closed_window(&s, day_of("2026-11-25"), &c));
+
+    strbuf_init(&sb);
+    cr_assert_eq(query_build_fill(&s, "analytics.ar_content", &c, &sb, &p), 0);
+    sql = strbuf_steal(&sb);
+    cr_assert(has(sql, "FROM w, analytics.rollup_company_daily r WHERE r.day BETWEEN w.d0 AND "
+                       "w.d1 AND r.company_id = $5::bigint AND r.company_id = $6::bigint"));
+    cr_assert(has(sql, "hll_union_agg(u)::text FROM s"));
+    cr_assert_not(has(sql, "GROUP BY"));
+    cr_assert_eq(p.nparams, QUERY_NPARAMS);
+    cr_assert_str_eq(p.params[0], "2026-08-28");
+    cr_assert_str_eq(p.params[1], "2026-11-23");
+    cr_assert_null(p.params[3]);
+    cr_assert_str_eq(p.params[5], "7");
+    free(sql);
+
+    c.sketch = (char *)(uintptr_t) "\\x128b7f";
+    strbuf_init(&sb);
+    cr_assert_eq(query_build_split(&s, "analytics.ar_content", &c, &sb, &p), 0);
+    sql = strbuf_steal(&sb);
+    cr_assert(has(sql, "FROM w, x, analytics.rollup_company_daily r WHERE r.day BETWEEN x.od0 "
+                       "AND w.d1 AND r.company_id = $5::bigint"));
+    /* Points of the open days only; uniques in one union with the closed sketch. */
+    cr_assert(has(sql, "generate_series(x.od0::timestamp, w.d1::timestamp"));
+    cr_assert(has(sql, "UNION ALL SELECT NULL, $12::hll"));
+    cr_assert_eq(p.nparams, QUERY_NPARAMS_MAX);
+    cr_assert_str_eq(p.params[3], "90");
+    cr_assert_str_eq(p.params[8], "2026-08-28");
+    cr_assert_str_eq(p.params[9], "2026-11-25");
+    cr_assert_str_eq(p.params[10], "2026-11-23");
+    cr_assert_eq(p.params[11], c.sketch);
+    c.sketch = NULL;
+    free(sql);
+
+    /* Every company-level answer over the same days shares one closed part. */
+    query_closed_key(&s, &c, key, sizeof(key));
+    s.ep = QUERY_EP_ENTITY;
+    cr_assert(query_closed_window(&s, day_of("2026-11-25"), &other));
+    query_closed_key(&s, &other, key2, sizeof(key2));
+    cr_assert_str_eq(key, key2);
+    s.id = s.company_id = 8;
+    query_closed_key(&s, &other, key2, sizeof(key2));
+    cr_assert_str_neq(key, key2);
+
+    /* Another zone: local days of hourly rows, the open ones from od0's midnight. */
+    s = spec_of(QUERY_EP_TIMESERIES, QUERY_SCOPE_COMPANY, 7, false, 0);
+    strcpy(s.win.tz, "America/New_York");
+    s.win.tz_utc = false;
+    cr_assert(query_closed_window(&s, day_of("2026-11-25"), &c));
+    query_closed_key(&s, &c, key2, sizeof(key2));
+    cr_assert(has(key2, "America/New_York"));
+    strbuf_init(&sb);
+    cr_assert_eq(query_build_fill(&s, "analytics.ar_content", &c, &sb, &p), 0);
+    sql = strbuf_steal(&sb);
+    cr_assert(has(sql, "(r.hour AT TIME ZONE $3::text)::date AS b"));
+    cr_assert(has(sql, "analytics.rollup_company_hourly r WHERE r.hour >= w.h0 AND r.hour < w.h1"));
+    cr_assert(has(sql, "GROUP BY 1"));
+    cr_assert_str_eq(p.params[2], "America/New_York");
+    free(sql);
+    strbuf_init(&sb);
+    cr_assert_eq(query_build_split(&s, "analytics.ar_content", &c, &sb, &p), 0);
+    sql = strbuf_steal(&sb);
+    cr_assert(has(sql, "analytics.rollup_company_hourly r WHERE r.hour >= x.od0::timestamp AT "
+                       "TIME ZONE $3::text AND r.hour < w.h1"));
+    free(sql);
+
+    /* Every company: one union per day. */
+    s = spec_of(QUERY_EP_OVERVIEW, QUERY_SCOPE_ALL, 0, false, 0);
+    cr_assert(query_closed_window(&s, day_of("2026-11-25"), &c));
+    strbuf_init(&sb);
+    cr_assert_eq(query_build_fill(&s, "analytics.ar_content", &c, &sb, &p), 0);
+    sql = strbuf_steal(&sb);
+    cr_assert(has(sql, "hll_union_agg(r.sessions) AS u"));
+    cr_assert(has(sql, "GROUP BY 1"));
+    free(sql);
+
+    /* Not splittable: refused. */
+    s = spec_of(QUERY_EP_TOP, QUERY_SCOPE_ALL, 0, false, 0);
+    strbuf_init(&sb);
+    cr_assert_eq(query_build_split(&s, "analytics.ar_content", &c, &sb, &p), -EINVAL);
+    cr_assert_eq(query_build_fill(&s, "analytics.ar_content", &c, &sb, &p), -EINVAL);
+    strbuf_deinit(&sb);
+}
+
+/* A one-row result of `n` text columns (NULL entries are SQL NULL). */
+static PGresult *make_row(int n, const char *const *vals)
+{
+    PGresult *res = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
+    PGresAttDesc attrs[16];
+    static char name[] = "f";
+
+    memset(attrs, 0, sizeof(attrs));
+    for (int i = 0; i < n; i++)
+        attrs[i].name = name;
+    cr_assert(PQsetResultAttrs(res, n, attrs));
+    for (int i = 0; i < n; i++)
+        cr_assert(PQsetvalue(res, 0, i, (char *)(uintptr_t)(vals[i] ? vals[i] : ""),
+                             vals[i] ? (int)strlen(vals[i]) : -1));
+    return res;
+}
+
+static bool load_fill(const char *const *vals, struct query_closed *c)
+{
+    PGresult *res = make_row(7, vals);
+    struct strbuf sb;
+    bool ok;
+
+    strbuf_init(&sb);
+    ok = query_read_fill(res, &sb) && query_closed_load(c, sb.data, sb.len);
+    strbuf_deinit(&sb);
+    PQclear(res);
+    return ok;
+}
+
+Test(query_closed, fill_result_round_trip)
+{
+    const char *vals[7] = {
+        "{2026-08-28,2026-08-30}", "{3,4}", "{2,4}", "{1,1}", "{90,120}", "{3,4}", "\\x148b7f"};
+    const char *none[7] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    const char *bad[7] = {
+        "{2026-08-28,2026-08-30}", "{3}", "{2,4}", "{1,1}", "{90,120}", "{3,4}", NULL};
+    struct query_closed c = {0};
+    struct strbuf sb;
+    PGresult *res;
+
+    cr_assert(load_fill(vals, &c));
+    cr_assert_eq(c.ndays, 2);
+    cr_assert_eq(c.days[0].day, day_of("2026-08-28"));
+    cr_assert_eq(c.days[1].day, day_of("2026-08-30"));
+    cr_assert_eq(c.days[1].c.views, 4);
+    cr_assert_eq(c.days[0].c.unique_sessions, 2);
+    cr_assert_eq(c.days[1].c.duration_sum, 120);
+    cr_assert_eq(c.sum.views, 7);
+    cr_assert_eq(c.sum.video_plays, 2);
+    cr_assert_eq(c.sum.duration_sum, 210);
+    cr_assert_eq(c.sum.duration_count, 7);
+    cr_assert_str_eq(c.sketch, "\\x148b7f");
+
+    cr_assert(load_fill(none, &c)); /* no rows: nothing, no sketch */
+    cr_assert_eq(c.ndays, 0);
+    cr_assert_null(c.sketch);
+    cr_assert_eq(c.sum.views, 0);
+
+    cr_assert_not(load_fill(bad, &c)); /* arrays of different lengths */
+    bad[1] = "{3,4";
+    cr_assert_not(load_fill(bad, &c));
+    bad[1] = "{3,4}";
+    bad[0] = "{2026-08-30,2026-08-28}"; /* not ascending */
+    cr_assert_not(load_fill(bad, &c));
+    cr_assert_not(query_closed_load(&c, "x", 1));
+
+    res = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK); /* no columns */
+    strbuf_init(&sb);
+    cr_assert_not(query_read_fill(res, &sb));
+    strbuf_deinit(&sb);
+    PQclear(res);
+    query_closed_deinit(&c);
+}
+
+Test(query_closed, merge_adds_closed_days)
+{
+    /* The open part as PostgreSQL answers it: totals of 2026-11-24..25 (uniques
+     * already one union with the closed sketch) and their two points. */
+    static const char *const meta[] = {NULL, NULL, NULL,  "2026-11-19", "2026-11-25", "10",
+                                       "9",  "4",  "113", "3",          NULL};
+    static const char *const items[][6] = {{"2026-11-24", "0", "0", NULL, NULL, NULL},
+                                           {"2026-11-25", "10", "8", "4", "113", "3"}};
+    const char *vals[7] = {
+        "{2026-11-19,2026-11-21}", "{5,6}", "{5,6}", "{1,2}", "{50,60}", "{5,6}", "\\x148b7f"};
+    PGresult *res = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
+    PGresAttDesc attrs[QUERY_NCOLS];
+    static char name[] = "c";
+    struct query_spec s = spec_of(QUERY_EP_TIMESERIES, QUERY_SCOPE_COMPANY, 7, false, 0);
+    struct query_closed c = {0};
+    struct query_result r;
+    struct strbuf sb;
+
+    memset(attrs, 0, sizeof(attrs));
+    for (int i = 0; i < QUERY_NCOLS; i++)
+        attrs[i].name = name;
+    cr_assert(PQsetResultAttrs(res, QUERY_NCOLS, attrs));
+    for (int row = 0; row < 2; row++)
+        for (int col = 0; col < QUERY_NCOLS; col++) {
+            const char *v = col < QUERY_COL_KEY ? meta[col] : items[row][col - QUERY_COL_KEY];
+            cr_assert(PQsetvalue(res, row, col, (char *)(uintptr_t)(v ? v : ""),
+                                 v ? (int)strlen(v) : -1));
+        }
+    strcpy(s.win.period, "7");
+    cr_assert(query_closed_window(&s, day_of("2026-11-25"), &c));
+    cr_assert(load_fill(vals, &c));
+    cr_assert(query_read(res, &r));
+    cr_assert(query_merge_closed(&r, &s, &c));
+    cr_assert_eq(r.nrows, 7);
+    cr_assert_eq(r.total.views, 21);
+    cr_assert_eq(r.total.unique_sessions, 9);
+    cr_assert_eq(r.total.video_plays, 7);
+    cr_assert_eq(r.total.duration_count, 14);
+    strbuf_init(&sb);
+    query_json(&sb, &s, &r);
+    cr_assert(has(sb.data,
+                  "\"points\":[{\"start\":\"2026-11-19\",\"views\":5,\"unique_sessions\":5,"
+                  "\"video_plays\":1,\"avg_duration_seconds\":10},"
+                  "{\"start\":\"2026-11-20\",\"views\":0,\"unique_sessions\":0,"
+                  "\"video_plays\":0,\"avg_duration_seconds\":0},"
+                  "{\"start\":\"2026-11-21\",\"views\":6,"),
+              "%s", sb.data);
+    cr_assert(has(sb.data, "{\"start\":\"2026-11-25\",\"views\":10,\"unique_sessions\":8,"));
+    strbuf_deinit(&sb);
+    query_result_deinit(&r);
+
+    /* PostgreSQL's window was another (its today differed): nothing merged. */
+    c.d0--;
+    cr_assert(query_read(res, &r));
+    cr_assert(query_merge_closed(&r, &s, &c));
+    cr_assert_eq(r.nrows, 2);
+    cr_assert_eq(r.total.views, 10);
+    query_result_deinit(&r);
+    query_closed_deinit(&c);
+    PQclear(res);
 }
 
 Test(query_access, scope_rules)
