@@ -8,7 +8,9 @@
 # Same-run reference: the freshness floor, the same pipeline at a low rate
 # (200 events/s), where only ARV_BATCH_WAIT_MS and one batch's write count.
 #
-# Usage: bench/freshness.sh [--rate N] [--seconds S] [--conns N] [--keep]
+# Usage: bench/freshness.sh [--rate N] [--seconds S] [--conns N] [--aggregators N] [--keep]
+# (--aggregators: that many arv-aggregator processes in the consumer group, the
+# documented way to scale out; default 1)
 # Environment: ARV_BENCH_BUILD_DIR (default build-bench-freshness, a Release
 # build made here), any ARV_* aggregator option (ARV_BATCH_SIZE, ...).
 # Servers: private Redis and PostgreSQL 15 (server defaults, fsync on) on free
@@ -20,15 +22,16 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 arv_install_packages $ARV_BENCH_PACKAGES
 . "$root/bench/aggregator_checks.sh"
 
-rate=10000 secs=20 conns=256 keep=""
+rate=10000 secs=20 conns=256 keep="" naggs=1
 floor_rate=200 floor_secs=5 contents=50 company=100
 while [ $# -gt 0 ]; do
     case $1 in
     --rate) rate=$2; shift ;;
     --seconds) secs=$2; shift ;;
     --conns) conns=$2; shift ;;
+    --aggregators) naggs=$2; shift ;;
     --keep) keep=1 ;;
-    *) echo "usage: $0 [--rate N] [--seconds S] [--conns N] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--rate N] [--seconds S] [--conns N] [--aggregators N] [--keep]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -68,18 +71,20 @@ export ARV_STREAM=arv:bench ARV_ENV=production ARV_LOG_LEVEL=${ARV_LOG_LEVEL:-wa
 agg_sql "INSERT INTO analytics.ar_content (id, unique_id, project_id, company_id)
          SELECT g, 'uid-' || g, 1000, $company FROM generate_series(1, $contents) g"
 
-agg_port=$(arv_free_port)
 # Debug level: one batch_written line per batch, with the time of each step.
-ARV_LOG_LEVEL=debug "$build/bin/arv-aggregator" --listen="127.0.0.1:$agg_port" --consumer=bench-0 \
-    2>"$tmp/aggregator.log" &
-agg_pid=$!
-arv_wait_http "http://127.0.0.1:$agg_port/api/health/readiness" 200 20
+for ((k = 0; k < naggs; k++)); do
+    agg_port=$(arv_free_port)
+    ARV_LOG_LEVEL=debug "$build/bin/arv-aggregator" --listen="127.0.0.1:$agg_port" --consumer="bench-$k" \
+        2>>"$tmp/aggregator.log" &
+    agg_pid="$agg_pid $!"
+    arv_wait_http "http://127.0.0.1:$agg_port/api/health/readiness" 200 20
+done
 coll_port=$(arv_free_port)
 ARV_LISTEN="127.0.0.1:$coll_port" "$build/bin/arv-collector" 2>"$tmp/collector.log" &
 coll_pid=$!
 arv_wait_http "http://127.0.0.1:$coll_port/api/health/readiness" 200 10
 
-echo "aggregator: ARV_BATCH_SIZE=${ARV_BATCH_SIZE:-20000} ARV_BATCH_WAIT_MS=${ARV_BATCH_WAIT_MS:-200} (a read returns as soon as entries are there; at most BATCH_WAIT_MS when idle)"
+echo "aggregator: $naggs process(es), ARV_BATCH_SIZE=${ARV_BATCH_SIZE:-50000} ARV_BATCH_WAIT_MS=${ARV_BATCH_WAIT_MS:-200} (a read returns as soon as entries are there; at most BATCH_WAIT_MS when idle)"
 echo "collector:  ARV_THREADS=${ARV_THREADS:-0} (0: one per CPU), $(nproc) CPUs shared with the load generator, Redis and PostgreSQL"
 
 # gen LABEL RATE SECONDS: one run; prints its lines and sets F_<key> from RESULT.
@@ -114,13 +119,13 @@ redis_pid=$(cat "$tmp/redis/redis.pid")
 gen floor "$floor_rate" "$floor_secs"
 floor_p99=$F_p99_ms
 echo "machine load average before the main run: $(cut -d' ' -f1-3 /proc/loadavg)"
-c_agg=$(cpu_ms "$agg_pid") c_coll=$(cpu_ms "$coll_pid") c_redis=$(cpu_ms "$redis_pid")
+c_agg=$(cpu_ms $agg_pid) c_coll=$(cpu_ms "$coll_pid") c_redis=$(cpu_ms "$redis_pid")
 c_pg=$(cpu_ms $(pg_pids)) t0=$(date +%s%3N) log0=$(wc -l <"$tmp/aggregator.log")
 gen main "$rate" "$secs"
 t1=$(date +%s%3N)
 # Backends that ended during the run are missing from the PostgreSQL sum (the
 # aggregator and the probe keep theirs, so little is).
-awk -v ms=$((t1 - t0)) -v cpus="$(nproc)" -v a=$(($(cpu_ms "$agg_pid") - c_agg)) -v c=$(($(cpu_ms "$coll_pid") - c_coll)) \
+awk -v ms=$((t1 - t0)) -v cpus="$(nproc)" -v a=$(($(cpu_ms $agg_pid) - c_agg)) -v c=$(($(cpu_ms "$coll_pid") - c_coll)) \
     -v r=$(($(cpu_ms "$redis_pid") - c_redis)) -v p=$(($(cpu_ms $(pg_pids)) - c_pg)) 'BEGIN {
     printf "[main] CPU over the run (%.1f s; %d CPUs = %d%%): aggregator %.0f%%, PostgreSQL %.0f%%, collector %.0f%%, Redis %.0f%%\n",
         ms / 1000, cpus, 100 * cpus, 100 * a / ms, 100 * p / ms, 100 * c / ms, 100 * r / ms
