@@ -32,6 +32,7 @@
 #define COLLECTOR_MAX_THREADS 64
 #define RATE_LIMIT_SLOTS      65536 /* clients tracked at once (about 6 MB) */
 #define DRAIN_POLL_MS         10
+#define BATCH_POOL_MAX        64 /* batch records a lane keeps for reuse */
 
 struct lane;
 
@@ -47,19 +48,28 @@ enum item_status { ITEM_REJECTED, ITEM_SENT, ITEM_TRACKED, ITEM_UNAVAILABLE };
 
 struct batch_req;
 
-/* One batch element's XADD. */
+/* One batch element's outcome: what its answer needs once the parsed batch (a
+ * lane-wide scratch) has been reused. */
 struct batch_slot {
-    struct batch_req *br;    /* owner */
-    enum item_status status; /* outcome so far */
+    struct batch_req *br;              /* owner */
+    enum item_status status;           /* outcome so far */
+    char event_id[EVENT_UUID_LEN + 1]; /* valid elements */
+    const char *err_code, *err_field;  /* rejected elements (static strings) */
+    char err_message[sizeof(((struct event_error *)0)->message)]; /* rejected elements */
 };
 
 /* A batch waiting for its XADD answers. */
 struct batch_req {
-    struct lane *lane;        /* owner */
-    struct http_request *req; /* answered once `remaining` is 0 */
-    struct ingest_batch b;    /* parsed elements */
-    struct batch_slot *slots; /* b.n outcomes */
-    size_t remaining;         /* XADDs not answered yet */
+    struct lane *lane;         /* owner */
+    struct http_request *req;  /* answered once `remaining` is 0 */
+    struct batch_req *next;    /* the lane's free list */
+    size_t cap;                /* slots allocated */
+    size_t n;                  /* elements */
+    size_t sent;               /* XADDs sent */
+    size_t remaining;          /* XADDs not answered yet */
+    size_t stored;             /* XADDs acknowledged */
+    char xadd_error[96];       /* the first failed XADD's error, logged once */
+    struct batch_slot slots[]; /* n outcomes */
 };
 
 /* One thread: its loop, HTTP server, health routes and Redis connections. */
@@ -72,6 +82,10 @@ struct lane {
     struct stream_writer *writer;      /* owned */
     struct strbuf json;                /* stream encoding, reused per event */
     struct strbuf inflated;            /* decoded gzip body, reused */
+    struct strbuf answer;              /* batch answer, reused */
+    struct ingest_batch batch;         /* parsed batch, reused */
+    struct batch_req *free_batches;    /* recycled batch records (their slots are large) */
+    size_t nfree_batches;              /* records on free_batches */
     struct pending_event *free_events; /* recycled pending_event records */
     struct event *stop_ev;             /* workers: activated by thread 0 */
     struct event *drain_ev;            /* polls until the lane is drained */
@@ -255,9 +269,12 @@ static void xadd_done(void *arg, bool ok, const char *entry_id, const char *errs
     (void)entry_id;
     metric_add(c->inflight, -1);
     if (ok) {
-        char body[96];
+        static const char head[] = "{\"status\":\"tracked\",\"event_id\":\"";
+        char body[sizeof(head) + EVENT_UUID_LEN + 2];
         metric_inc(c->accepted);
-        snprintf(body, sizeof(body), "{\"status\":\"tracked\",\"event_id\":\"%s\"}", p->event_id);
+        memcpy(body, head, sizeof(head) - 1);
+        memcpy(body + sizeof(head) - 1, p->event_id, EVENT_UUID_LEN);
+        memcpy(body + sizeof(head) - 1 + EVENT_UUID_LEN, "\"}", 3);
         http_respond_json(p->req, 200, body);
     } else {
         log_warn("xadd_failed", LF_STR("error", errstr), LF_STR("event_id", p->event_id));
@@ -313,91 +330,135 @@ static void handle_session(struct http_request *req, void *arg)
 
 /* ---- POST /api/analytics/ar-sessions ------------------------------------------ */
 
-static void batch_req_free(struct batch_req *br)
+/* Appends a decimal number without printf (it runs once per batch element). */
+static void put_size(struct strbuf *sb, size_t v)
 {
-    ingest_batch_deinit(&br->b);
-    free(br->slots);
-    free(br);
+    char buf[24];
+    char *p = buf + sizeof(buf);
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    strbuf_append(sb, p, (size_t)(buf + sizeof(buf) - p));
 }
 
 /* All XADDs answered: 200 when at least one event is stored; 503 when none is
  * but some could not be stored for want of Redis; 400 when every one is invalid. */
 static void batch_finish(struct batch_req *br)
 {
-    struct collector *c = br->lane->c;
-    struct strbuf sb;
+    struct lane *l = br->lane;
+    struct collector *c = l->c;
+    struct strbuf *sb = &l->answer;
     size_t accepted = 0, rejected = 0, unavail = 0;
 
-    strbuf_init(&sb);
-    strbuf_puts(&sb, "{\"results\":[");
-    for (size_t i = 0; i < br->b.n; i++) {
-        const struct ingest_batch_item *it = &br->b.items[i];
+    if (br->sent) {
+        metric_add(c->inflight, -(double)br->sent);
+        metric_add(c->accepted, (double)br->stored);
+    }
+    if (br->xadd_error[0])
+        log_warn("xadd_failed", LF_STR("error", br->xadd_error),
+                 LF_INT("events", (long long)(br->sent - br->stored)));
+    strbuf_reset(sb);
+    strbuf_puts(sb, "{\"results\":[");
+    for (size_t i = 0; i < br->n; i++) {
+        const struct batch_slot *s = &br->slots[i];
         if (i)
-            strbuf_putc(&sb, ',');
-        strbuf_printf(&sb, "{\"index\":%zu,\"status\":", i);
-        switch (br->slots[i].status) {
+            strbuf_putc(sb, ',');
+        strbuf_puts(sb, "{\"index\":");
+        put_size(sb, i);
+        strbuf_puts(sb, ",\"status\":");
+        switch (s->status) {
         case ITEM_TRACKED:
             accepted++;
-            strbuf_puts(&sb, "\"tracked\",\"event_id\":");
-            strbuf_json_str(&sb, it->ev.event_id);
+            strbuf_puts(sb, "\"tracked\",\"event_id\":\"");
+            strbuf_append(sb, s->event_id, EVENT_UUID_LEN); /* canonical: no escaping */
+            strbuf_putc(sb, '"');
             break;
         case ITEM_REJECTED:
             rejected++;
-            count_rejected(c, it->err.code);
-            strbuf_puts(&sb, "\"rejected\",\"error\":");
-            strbuf_json_str(&sb, it->err.code);
-            if (it->err.field) {
-                strbuf_puts(&sb, ",\"field\":");
-                strbuf_json_str(&sb, it->err.field);
+            count_rejected(c, s->err_code);
+            strbuf_puts(sb, "\"rejected\",\"error\":");
+            strbuf_json_str(sb, s->err_code);
+            if (s->err_field) {
+                strbuf_puts(sb, ",\"field\":");
+                strbuf_json_str(sb, s->err_field);
             }
-            strbuf_puts(&sb, ",\"message\":");
-            strbuf_json_str(&sb, it->err.message);
+            strbuf_puts(sb, ",\"message\":");
+            strbuf_json_str(sb, s->err_message);
             break;
         default:
             unavail++;
             count_rejected(c, "redis_unavailable");
-            strbuf_puts(&sb, "\"unavailable\",\"event_id\":");
-            strbuf_json_str(&sb, it->ev.event_id);
+            strbuf_puts(sb, "\"unavailable\",\"event_id\":\"");
+            strbuf_append(sb, s->event_id, EVENT_UUID_LEN);
+            strbuf_putc(sb, '"');
             break;
         }
-        strbuf_putc(&sb, '}');
+        strbuf_putc(sb, '}');
     }
-    strbuf_printf(&sb, "],\"accepted\":%zu,\"rejected\":%zu,\"unavailable\":%zu", accepted,
-                  rejected, unavail);
+    strbuf_puts(sb, "],\"accepted\":");
+    put_size(sb, accepted);
+    strbuf_puts(sb, ",\"rejected\":");
+    put_size(sb, rejected);
+    strbuf_puts(sb, ",\"unavailable\":");
+    put_size(sb, unavail);
     int status = 200;
     if (accepted == 0 && unavail > 0) {
         status = 503;
-        strbuf_puts(&sb, ",\"error\":\"unavailable\",\"message\":\"the event store is "
-                         "unavailable; retry later\"");
+        strbuf_puts(sb, ",\"error\":\"unavailable\",\"message\":\"the event store is "
+                        "unavailable; retry later\"");
     } else if (accepted == 0) {
         status = 400;
-        strbuf_puts(&sb, ",\"error\":\"invalid_batch\",\"message\":\"no event in the batch "
-                         "is valid\"");
+        strbuf_puts(sb, ",\"error\":\"invalid_batch\",\"message\":\"no event in the batch "
+                        "is valid\"");
     }
-    strbuf_putc(&sb, '}');
+    strbuf_putc(sb, '}');
     if (unavail > 0)
         http_request_add_header(br->req, "Retry-After", "1");
-    if (sb.oom)
+    if (sb->oom)
         http_respond_error(br->req, 500, "internal_error", NULL, "out of memory");
     else
-        http_respond(br->req, status, "application/json", sb.data, sb.len);
-    strbuf_deinit(&sb);
-    batch_req_free(br);
+        http_respond(br->req, status, "application/json", sb->data, sb->len);
+    sb->oom = false;
+    if (l->nfree_batches < BATCH_POOL_MAX) {
+        br->next = l->free_batches;
+        l->free_batches = br;
+        l->nfree_batches++;
+    } else {
+        free(br);
+    }
+}
+
+/* A batch record with room for n results: recycled (a malloc of this size per
+ * request would also make glibc consolidate its small chunks every time). */
+static struct batch_req *batch_req_get(struct lane *l, size_t n)
+{
+    struct batch_req *br = l->free_batches;
+    if (br) {
+        l->free_batches = br->next;
+        l->nfree_batches--;
+        if (br->cap >= n)
+            return br;
+        free(br);
+    }
+    br = malloc(sizeof(*br) + n * sizeof(br->slots[0]));
+    if (br)
+        br->cap = n;
+    return br;
 }
 
 static void batch_xadd_done(void *arg, bool ok, const char *entry_id, const char *errstr)
 {
     struct batch_slot *s = arg;
     struct batch_req *br = s->br;
-    struct collector *c = br->lane->c;
     (void)entry_id;
-    metric_add(c->inflight, -1);
     if (ok) {
-        metric_inc(c->accepted);
+        br->stored++;
         s->status = ITEM_TRACKED;
     } else {
         s->status = ITEM_UNAVAILABLE;
-        log_warn("xadd_failed", LF_STR("error", errstr));
+        if (!br->xadd_error[0])
+            snprintf(br->xadd_error, sizeof(br->xadd_error), "%s", errstr ? errstr : "unknown");
     }
     if (--br->remaining == 0)
         batch_finish(br);
@@ -418,21 +479,16 @@ static void handle_batch(struct http_request *req, void *arg)
     if (!admit(l, req, ip) || !decode_body(l, req, true, &body, &len, &media))
         return;
     fill_context(c, req, ip, &ctx);
-    struct batch_req *br = calloc(1, sizeof(*br));
-    if (!br) {
-        unavailable(c, req, "out_of_memory", "out of memory");
-        return;
-    }
-    br->lane = l;
-    br->req = req;
-    int rc = ingest_batch_parse(body, len, media != BODY_MEDIA_JSON, (size_t)c->cfg->max_batch,
-                                &ctx, &br->b, &err);
+    struct ingest_batch *b = &l->batch;
+    int rc = ingest_batch_parse_reuse(body, len, media != BODY_MEDIA_JSON,
+                                      (size_t)c->cfg->max_batch, &ctx, b, &err);
+    struct batch_req *br = NULL;
     if (rc == 0) {
-        br->slots = calloc(br->b.n, sizeof(*br->slots));
-        if (!br->slots)
+        br = batch_req_get(l, b->n);
+        if (!br)
             rc = -ENOMEM;
     }
-    if (rc < 0) {
+    if (rc < 0 || !br) {
         if (rc == -E2BIG) {
             snprintf(msg, sizeof(msg), "a batch holds at most %ld events (ARV_MAX_BATCH)",
                      c->cfg->max_batch);
@@ -442,19 +498,30 @@ static void handle_batch(struct http_request *req, void *arg)
         } else {
             reject(c, req, 400, err.code, err.code, err.field, err.message);
         }
-        batch_req_free(br);
         return;
     }
-    metric_observe(c->batch_events, (double)br->b.n);
-    /* Every XADD goes out in this loop turn: hiredis writes them as one pipeline. */
-    for (size_t i = 0; i < br->b.n; i++) {
-        struct ingest_batch_item *it = &br->b.items[i];
+    br->lane = l;
+    br->req = req;
+    br->n = b->n;
+    br->sent = br->remaining = br->stored = 0;
+    br->xadd_error[0] = '\0';
+    metric_observe(c->batch_events, (double)b->n);
+    /* Every XADD goes out in this loop turn: hiredis writes them as one pipeline.
+     * `remaining` holds one extra count until the loop ends, so that no answer
+     * can finish the batch while it is still being sent. */
+    br->remaining = 1;
+    for (size_t i = 0; i < b->n; i++) {
+        const struct ingest_batch_item *it = &b->items[i];
         struct batch_slot *s = &br->slots[i];
         s->br = br;
         if (!it->ok) {
             s->status = ITEM_REJECTED;
+            s->err_code = it->err.code;
+            s->err_field = it->err.field;
+            memcpy(s->err_message, it->err.message, sizeof(s->err_message));
             continue;
         }
+        memcpy(s->event_id, it->ev.event_id, sizeof(s->event_id));
         strbuf_reset(&l->json);
         event_to_stream(&it->ev, &l->json);
         if (l->json.oom || stream_writer_push(l->writer, it->ev.session_id, l->json.data,
@@ -464,10 +531,12 @@ static void handle_batch(struct http_request *req, void *arg)
             continue;
         }
         s->status = ITEM_SENT;
+        br->sent++;
         br->remaining++;
-        metric_add(c->inflight, 1);
     }
-    if (br->remaining == 0)
+    if (br->sent)
+        metric_add(c->inflight, (double)br->sent);
+    if (--br->remaining == 0)
         batch_finish(br);
 }
 
@@ -554,6 +623,7 @@ static int lane_init(struct collector *c, int i, char *err, size_t errlen)
     l->index = i;
     strbuf_init(&l->json);
     strbuf_init(&l->inflated);
+    strbuf_init(&l->answer);
     atomic_init(&l->finished, false);
     if (i == 0) {
         l->base = svc->base;
@@ -580,6 +650,7 @@ static int lane_init(struct collector *c, int i, char *err, size_t errlen)
     if (!l->drain_ev || !l->writer)
         return l->drain_ev ? -EINVAL : -ENOMEM;
     stream_writer_set_high_water(l->writer, cfg->stream_high_water);
+    stream_writer_set_timeout(l->writer, (unsigned)cfg->redis_timeout_ms);
     if (health_add_check(l->health, "redis", redis_ready, l) < 0 ||
         health_add_check(l->health, "stream_backlog", backlog_ready, l) < 0 ||
         http_server_route(l->http, HTTP_POST | HTTP_OPTIONS, "/api/analytics/ar-session", false,
@@ -640,6 +711,13 @@ static void lane_deinit(struct lane *l)
     }
     strbuf_deinit(&l->json);
     strbuf_deinit(&l->inflated);
+    strbuf_deinit(&l->answer);
+    ingest_batch_deinit(&l->batch);
+    while (l->free_batches) {
+        struct batch_req *br = l->free_batches;
+        l->free_batches = br->next;
+        free(br);
+    }
 }
 
 static int thread_count(long configured)

@@ -23,6 +23,7 @@ struct collector_config {
     long stream_high_water;           /* ARV_STREAM_HIGH_WATER: entries; 0: off */
     long rate_limit_rps;              /* ARV_RATE_LIMIT_RPS per client IP; 0: off */
     long rate_limit_burst;            /* ARV_RATE_LIMIT_BURST; 0: same as rps */
+    long redis_timeout_ms;            /* ARV_REDIS_TIMEOUT_MS: XADD answer deadline */
     struct http_server_limits limits; /* every thread's HTTP server */
 };
 

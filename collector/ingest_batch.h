@@ -20,6 +20,7 @@ struct ingest_batch {
     struct ingest_batch_item *items; /* n entries, owned */
     size_t n;                        /* elements in the body */
     size_t valid;                    /* items with ok set */
+    size_t cap;                      /* entries allocated in items */
 };
 
 /* Parses `body` (len bytes): a JSON array when it starts with '[' (after
@@ -31,6 +32,13 @@ struct ingest_batch {
 int ingest_batch_parse(const char *body, size_t len, bool ndjson_allowed, size_t max,
                        const struct event_context *ctx, struct ingest_batch *out,
                        struct event_error *err);
+
+/* ingest_batch_parse() into a batch parsed before (or zero-initialised): its
+ * items are reused when there are enough, so a loop parsing batch after batch
+ * allocates only when a batch is larger than any before. */
+int ingest_batch_parse_reuse(const char *body, size_t len, bool ndjson_allowed, size_t max,
+                             const struct event_context *ctx, struct ingest_batch *out,
+                             struct event_error *err);
 
 void ingest_batch_deinit(struct ingest_batch *b);
 

@@ -42,6 +42,9 @@ static const struct config_option options[] = {
     {"rate-limit-burst", "ARV_RATE_LIMIT_BURST", CONFIG_INT,
      offsetof(struct collector_config, rate_limit_burst), "0", NULL, 0, 1000000,
      "burst size of the per-IP rate limit (0: same as the rate)"},
+    {"redis-timeout-ms", "ARV_REDIS_TIMEOUT_MS", CONFIG_INT,
+     offsetof(struct collector_config, redis_timeout_ms), "500", NULL, 10, 60000,
+     "an XADD unanswered this long (ms) gets 503 and the Redis connection is reopened"},
 };
 
 static bool validate(const void *arg, char *err, size_t errlen)

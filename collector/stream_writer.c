@@ -14,6 +14,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "redis_conn.h"
+#include "strbuf.h"
 
 #define BACKLOG_POLL_MS 500
 
@@ -28,6 +29,9 @@ struct stream_writer {
     struct metric *reconnects;             /* collector_redis_reconnects_total */
     struct metric *length;                 /* collector_stream_length (longest shard) */
     struct push *free_pushes;              /* recycled push records */
+    char **xadd_prefix;                    /* per shard: RESP of "XADD <stream> * v 1 e" */
+    size_t *xadd_prefix_len;               /* per shard: its length */
+    struct strbuf cmd;                     /* one XADD in RESP, reused */
     struct event *poll_ev;                 /* backlog / connection poll */
     long high_water;                       /* entries per shard; 0: no backlog limit */
     long *lens;                            /* last XLEN of each shard */
@@ -79,6 +83,60 @@ int stream_writer_route(const char *stream, long shards, int nodes, const char *
     long shard = (long)(fnv1a(session_id) % (uint32_t)shards);
     snprintf(out, outlen, "%s:%ld", stream, shard);
     return (int)(shard % nodes);
+}
+
+/* Appends one RESP bulk string. */
+static void resp_bulk(struct strbuf *sb, const char *s, size_t n)
+{
+    char len[32];
+    char *p = len + sizeof(len);
+    *--p = '\n';
+    *--p = '\r';
+    size_t v = n;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    *--p = '$';
+    strbuf_append(sb, p, (size_t)(len + sizeof(len) - p));
+    strbuf_append(sb, s, n);
+    strbuf_append(sb, "\r\n", 2);
+}
+
+/* Formats every shard's XADD up to the event's length once: a push then only
+ * appends "$<len>\r\n<json>\r\n". */
+static int xadd_prefixes_init(struct stream_writer *w)
+{
+    long shards = w->shards > 0 ? w->shards : 1;
+    struct strbuf sb;
+    char name[300];
+    int rc = 0;
+
+    w->xadd_prefix = calloc((size_t)shards, sizeof(*w->xadd_prefix));
+    w->xadd_prefix_len = calloc((size_t)shards, sizeof(*w->xadd_prefix_len));
+    if (!w->xadd_prefix || !w->xadd_prefix_len)
+        return -ENOMEM;
+    strbuf_init(&sb);
+    for (long i = 0; i < shards && rc == 0; i++) {
+        if (w->shards <= 1)
+            snprintf(name, sizeof(name), "%s", w->stream);
+        else
+            snprintf(name, sizeof(name), "%s:%ld", w->stream, i);
+        strbuf_reset(&sb);
+        strbuf_puts(&sb, "*7\r\n");
+        resp_bulk(&sb, "XADD", 4);
+        resp_bulk(&sb, name, strlen(name));
+        resp_bulk(&sb, "*", 1);
+        resp_bulk(&sb, "v", 1);
+        resp_bulk(&sb, EVENT_SCHEMA_VERSION, strlen(EVENT_SCHEMA_VERSION));
+        resp_bulk(&sb, "e", 1);
+        w->xadd_prefix_len[i] = sb.len;
+        w->xadd_prefix[i] = sb.oom ? NULL : strbuf_steal(&sb);
+        if (!w->xadd_prefix[i])
+            rc = -ENOMEM;
+    }
+    strbuf_deinit(&sb);
+    return rc;
 }
 
 static void xlen_done(void *arg, struct redisReply *reply, const char *errstr)
@@ -177,7 +235,13 @@ struct stream_writer *stream_writer_new(struct event_base *base, struct metrics 
                         "Redis connections re-established after a loss", NULL));
     w->length = metric_family_single(metrics_gauge(
         m, "collector_stream_length", "Entries in the longest stream shard (last poll)", NULL));
+    strbuf_init(&w->cmd);
     w->lens = calloc((size_t)(shards > 0 ? shards : 1), sizeof(*w->lens));
+    if (!w->lens || xadd_prefixes_init(w) < 0) {
+        snprintf(err, errlen, "out of memory");
+        stream_writer_free(w);
+        return NULL;
+    }
     w->poll_ev = event_new(base, -1, EV_PERSIST, poll_tick, w);
     struct timeval tv = {0, BACKLOG_POLL_MS * 1000};
     if (!w->lens || !w->poll_ev || event_add(w->poll_ev, &tv) < 0) {
@@ -217,9 +281,8 @@ static void push_done(void *arg, struct redisReply *reply, const char *errstr)
 int stream_writer_push(struct stream_writer *w, const char *session_id, const char *json,
                        size_t len, stream_writer_done_cb *cb, void *arg)
 {
-    char stream[300];
-    int node =
-        stream_writer_route(w->stream, w->shards, w->nnodes, session_id, stream, sizeof(stream));
+    long shard = w->shards <= 1 ? 0 : (long)(fnv1a(session_id) % (uint32_t)w->shards);
+    int node = (int)(shard % w->nnodes);
     struct push *p = w->free_pushes;
     if (p)
         w->free_pushes = p->next;
@@ -231,14 +294,24 @@ int stream_writer_push(struct stream_writer *w, const char *session_id, const ch
     p->arg = arg;
     p->w = w;
     clock_gettime(CLOCK_MONOTONIC, &p->sent);
-    const char *argv[] = {"XADD", stream, "*", "v", EVENT_SCHEMA_VERSION, "e", json};
-    const size_t argvlen[] = {4, strlen(stream), 1, 1, strlen(EVENT_SCHEMA_VERSION), 1, len};
-    int rc = redis_conn_command(w->nodes[node], push_done, p, 7, argv, argvlen);
+    strbuf_reset(&w->cmd);
+    strbuf_append(&w->cmd, w->xadd_prefix[shard], w->xadd_prefix_len[shard]);
+    resp_bulk(&w->cmd, json, len);
+    int rc = -ENOMEM;
+    if (!w->cmd.oom)
+        rc = redis_conn_command_formatted(w->nodes[node], push_done, p, w->cmd.data, w->cmd.len);
+    w->cmd.oom = false;
     if (rc < 0) {
         p->next = w->free_pushes;
         w->free_pushes = p;
     }
     return rc;
+}
+
+void stream_writer_set_timeout(struct stream_writer *w, unsigned timeout_ms)
+{
+    for (int i = 0; i < w->nnodes; i++)
+        redis_conn_set_timeout(w->nodes[i], timeout_ms);
 }
 
 bool stream_writer_is_up(const struct stream_writer *w, const char **detail)
@@ -288,6 +361,13 @@ void stream_writer_free(struct stream_writer *w)
         w->free_pushes = p->next;
         free(p);
     }
+    if (w->xadd_prefix) {
+        for (long i = 0; i < (w->shards > 0 ? w->shards : 1); i++)
+            free(w->xadd_prefix[i]);
+    }
+    free(w->xadd_prefix);
+    free(w->xadd_prefix_len);
+    strbuf_deinit(&w->cmd);
     free(w->lens);
     free(w);
 }

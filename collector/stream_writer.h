@@ -38,6 +38,12 @@ int stream_writer_route(const char *stream, long shards, int nodes, const char *
 int stream_writer_push(struct stream_writer *w, const char *session_id, const char *json,
                        size_t len, stream_writer_done_cb *cb, void *arg);
 
+/* Sets how long an XADD may wait for Redis's answer (ms; 0: no limit). Past it
+ * the node's connection is dropped and reconnected, and every XADD in flight on
+ * it gets cb(ok=false, errstr "command timed out"): a hung Redis answers 503
+ * instead of holding requests. Redis may still have stored such an event. */
+void stream_writer_set_timeout(struct stream_writer *w, unsigned timeout_ms);
+
 /* Sets the backlog limit: entries per shard (0: none). The writer polls every
  * shard's XLEN every 500 ms on its own connections. */
 void stream_writer_set_high_water(struct stream_writer *w, long high_water);

@@ -100,6 +100,15 @@ bool event_parse_rfc3339(const char *s, int64_t *out_ms)
     return true;
 }
 
+/* Writes v as exactly `width` decimal digits (v < 10^width). */
+static void put_digits(char *out, unsigned v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        out[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
 void event_format_rfc3339(int64_t ms, char *out, size_t outlen)
 {
     int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
@@ -109,6 +118,25 @@ void event_format_rfc3339(int64_t ms, char *out, size_t outlen)
     int64_t y;
     unsigned m, d;
     timeutil_civil_from_days(days, &y, &m, &d);
+    if (y >= 0 && y <= 9999 && outlen >= 25) {
+        /* Without printf: this runs twice per event on the ingest path. */
+        put_digits(out, (unsigned)y, 4);
+        out[4] = '-';
+        put_digits(out + 5, m, 2);
+        out[7] = '-';
+        put_digits(out + 8, d, 2);
+        out[10] = 'T';
+        put_digits(out + 11, (unsigned)(rem / 3600), 2);
+        out[13] = ':';
+        put_digits(out + 14, (unsigned)(rem % 3600 / 60), 2);
+        out[16] = ':';
+        put_digits(out + 17, (unsigned)(rem % 60), 2);
+        out[19] = '.';
+        put_digits(out + 20, (unsigned)millis, 3);
+        out[23] = 'Z';
+        out[24] = '\0';
+        return;
+    }
     snprintf(out, outlen, "%04" PRId64 "-%02u-%02uT%02d:%02d:%02d.%03dZ", y, m, d,
              (int)(rem / 3600), (int)(rem % 3600 / 60), (int)(rem % 60), millis);
 }
@@ -125,10 +153,18 @@ static bool uuid_canonical(const char *s, size_t len, char *out)
         if (i == 8 || i == 13 || i == 18 || i == 23) {
             if (c != '-')
                 return false;
-        } else if (!isxdigit((unsigned char)c)) {
-            return false;
+        } else if (c >= '0' && c <= '9') {
+            out[i] = c;
+            continue;
+        } else {
+            /* isxdigit + tolower without the locale tables (it runs twice per
+             * event): ASCII letters differ from upper case only in bit 5. */
+            char l = (char)(c | 0x20);
+            if (l < 'a' || l > 'f')
+                return false;
+            c = l;
         }
-        out[i] = (char)tolower((unsigned char)c);
+        out[i] = c;
     }
     out[EVENT_UUID_LEN] = '\0';
     return true;
@@ -204,24 +240,108 @@ static bool has_control(const char *s, size_t len)
     return false;
 }
 
-/* Copies an optional string field. NULL/absent leaves `out` empty. Longer than
+/* Length of the prefix of s[0..n) that is printable ASCII (0x20..0x7e),
+ * eight bytes at a time. */
+static size_t printable_prefix(const char *s, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, d;
+        memcpy(&w, s + i, sizeof(w));
+        d = w ^ (ones * 0x7f);
+        if ((((w - ones * 0x20) & ~w) | w | ((d - ones) & ~d)) & highs)
+            break;
+    }
+    while (i < n && (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x7f)
+        i++;
+    return i;
+}
+
+/* ---- field values ---------------------------------------------------------- */
+
+/* The fields the schema knows. Both decoders (json-c for anything, the scanner
+ * below for plain objects) reduce an object to these values, and one validator
+ * works on them, so both give the same answer. */
+enum field_key {
+    F_AR_CONTENT_ID,
+    F_AR_CONTENT_UNIQUE_ID,
+    F_PORTRAIT_ID,
+    F_SESSION_ID,
+    F_EVENT_ID,
+    F_DURATION_SECONDS,
+    F_VIDEO_PLAYED,
+    F_TRACKING_QUALITY,
+    F_DEVICE_TYPE,
+    F_BROWSER,
+    F_OS,
+    F_CITY,
+    F_USER_AGENT,
+    F_COUNTRY,
+    F_OCCURRED_AT,
+    F_IP,
+    F_RECEIVED_AT,
+    F_COUNT
+};
+
+static const char *const field_names[F_COUNT] = {
+    "ar_content_id",
+    "ar_content_unique_id",
+    "portrait_id",
+    "session_id",
+    "event_id",
+    "duration_seconds",
+    "video_played",
+    "tracking_quality",
+    "device_type",
+    "browser",
+    "os",
+    "city",
+    "user_agent",
+    "country",
+    "occurred_at",
+    "ip",
+    "received_at",
+};
+
+/* A field's JSON value; JSON null counts as absent. */
+struct fval {
+    enum { FV_ABSENT, FV_STRING, FV_INT, FV_DOUBLE, FV_BOOL, FV_OTHER } type;
+    const char *s; /* FV_STRING: NUL-terminated (len bytes, which may hold NULs) */
+    size_t len;    /* FV_STRING */
+    int64_t i;     /* FV_INT: as json_object_get_int64() returns it */
+    bool i_err;    /* FV_INT: json_object_get_int64() set errno (out of range) */
+    double d;      /* FV_DOUBLE */
+    bool b;        /* FV_BOOL */
+};
+
+struct fields {
+    struct fval v[F_COUNT]; /* by enum field_key */
+    size_t nkeys;           /* distinct keys in the object */
+};
+
+/* Copies an optional string field. Absent leaves `out` empty. Longer than
  * `cap - 1` bytes is an error unless `truncate`. */
-static bool take_string(struct json_object *v, const char *field, char *out, size_t cap,
+static bool take_string(const struct fval *v, const char *field, char *out, size_t cap,
                         bool truncate, struct event_error *err)
 {
     out[0] = '\0';
-    if (!v)
+    if (v->type == FV_ABSENT)
         return true;
-    if (!json_object_is_type(v, json_type_string))
+    if (v->type != FV_STRING)
         return fail(err, "invalid_field", field, "%s must be a string", field);
-    const char *s = json_object_get_string(v);
-    size_t len = (size_t)json_object_get_string_len(v);
-    if (memchr(s, '\0', len) || has_control(s, len))
-        return fail(err, "invalid_field", field, "%s must not contain control characters", field);
-    /* Checked here, not only escaped later: the stream and PostgreSQL must hold
-     * exactly what was validated. */
-    if (!strbuf_utf8_valid(s, len))
-        return fail(err, "invalid_field", field, "%s must be valid UTF-8", field);
+    const char *s = v->s;
+    size_t len = v->len;
+    /* Printable ASCII (the usual case) has no NUL, no control and is UTF-8. */
+    if (printable_prefix(s, len) < len) {
+        if (memchr(s, '\0', len) || has_control(s, len))
+            return fail(err, "invalid_field", field, "%s must not contain control characters",
+                        field);
+        /* Checked here, not only escaped later: the stream and PostgreSQL must
+         * hold exactly what was validated. */
+        if (!strbuf_utf8_valid(s, len))
+            return fail(err, "invalid_field", field, "%s must be valid UTF-8", field);
+    }
     if (len >= cap) {
         if (!truncate)
             return fail(err, "invalid_field", field, "%s is longer than %zu bytes", field, cap - 1);
@@ -232,23 +352,22 @@ static bool take_string(struct json_object *v, const char *field, char *out, siz
     return true;
 }
 
-static bool take_uuid(struct json_object *v, const char *field, char *out, bool required,
+static bool take_uuid(const struct fval *v, const char *field, char *out, bool required,
                       struct event_error *err)
 {
     out[0] = '\0';
-    if (!v) {
+    if (v->type == FV_ABSENT) {
         if (required)
             return fail(err, "invalid_field", field, "%s is required", field);
         return true;
     }
-    if (!json_object_is_type(v, json_type_string) ||
-        !uuid_canonical(json_object_get_string(v), (size_t)json_object_get_string_len(v), out))
+    if (v->type != FV_STRING || !uuid_canonical(v->s, v->len, out))
         return fail(err, "invalid_field", field, "%s must be a UUID (8-4-4-4-12 hex digits)",
                     field);
     return true;
 }
 
-static bool take_token(struct json_object *v, const char *field, char *out, size_t cap,
+static bool take_token(const struct fval *v, const char *field, char *out, size_t cap,
                        struct event_error *err)
 {
     if (!take_string(v, field, out, cap, false, err))
@@ -262,46 +381,33 @@ static bool take_token(struct json_object *v, const char *field, char *out, size
     return true;
 }
 
-/* Looks a key up treating JSON null as absent. */
-static struct json_object *field_get(struct json_object *obj, const char *key)
-{
-    struct json_object *v = NULL;
-    if (!json_object_object_get_ex(obj, key, &v) || json_object_is_type(v, json_type_null))
-        return NULL;
-    return v;
-}
-
-/* ---- decoding ------------------------------------------------------------ */
+/* ---- validation ------------------------------------------------------------ */
 
 enum decode_mode { DECODE_CLIENT, DECODE_STREAM };
 
-static bool decode_event(struct json_object *obj, enum decode_mode mode,
-                         const struct event_context *ctx, struct event *ev, struct event_error *err)
+static bool decode_fields(const struct fields *f, enum decode_mode mode,
+                          const struct event_context *ctx, struct event *ev,
+                          struct event_error *err)
 {
-    struct json_object *v;
+    const struct fval *v;
     memset(ev, 0, sizeof(*ev));
     ev->duration_seconds = -1;
 
-    if (!obj || !json_object_is_type(obj, json_type_object))
-        return fail(err, "invalid_json", NULL, "the body must be a JSON object");
-    if (json_object_object_length(obj) > EVENT_MAX_FIELDS)
+    if (f->nkeys > EVENT_MAX_FIELDS)
         return fail(err, "invalid_json", NULL, "the object has more than %d fields",
                     EVENT_MAX_FIELDS);
 
     /* Content: an integer id, or a string unique id under either name. */
-    if ((v = field_get(obj, "ar_content_id"))) {
+    v = &f->v[F_AR_CONTENT_ID];
+    if (v->type != FV_ABSENT) {
         int64_t id = 0;
-        if (json_object_is_type(v, json_type_int)) {
-            errno = 0;
-            id = json_object_get_int64(v);
-            if (errno != 0)
-                id = 0;
-        } else if (json_object_is_type(v, json_type_string)) {
-            const char *s = json_object_get_string(v);
+        if (v->type == FV_INT) {
+            id = v->i_err ? 0 : v->i;
+        } else if (v->type == FV_STRING) {
             char *end = NULL;
             errno = 0;
-            long long ll = strtoll(s, &end, 10);
-            if (errno == 0 && end != s && *end == '\0')
+            long long ll = strtoll(v->s, &end, 10);
+            if (errno == 0 && end != v->s && *end == '\0')
                 id = ll;
         }
         if (id <= 0)
@@ -309,26 +415,26 @@ static bool decode_event(struct json_object *obj, enum decode_mode mode,
                         "ar_content_id must be a positive integer");
         ev->ar_content_id = id;
     }
-    const char *uid_field =
-        field_get(obj, "ar_content_unique_id") ? "ar_content_unique_id" : "portrait_id";
-    if (!take_string(field_get(obj, uid_field), uid_field, ev->content_uid, sizeof(ev->content_uid),
-                     false, err))
+    enum field_key uid =
+        f->v[F_AR_CONTENT_UNIQUE_ID].type != FV_ABSENT ? F_AR_CONTENT_UNIQUE_ID : F_PORTRAIT_ID;
+    if (!take_string(&f->v[uid], field_names[uid], ev->content_uid, sizeof(ev->content_uid), false,
+                     err))
         return false;
     if (ev->ar_content_id == 0 && ev->content_uid[0] == '\0')
         return fail(err, "invalid_field", "ar_content_id",
                     "ar_content_id or ar_content_unique_id is required");
 
-    if (!take_uuid(field_get(obj, "session_id"), "session_id", ev->session_id, true, err) ||
-        !take_uuid(field_get(obj, "event_id"), "event_id", ev->event_id, mode == DECODE_STREAM,
-                   err))
+    if (!take_uuid(&f->v[F_SESSION_ID], "session_id", ev->session_id, true, err) ||
+        !take_uuid(&f->v[F_EVENT_ID], "event_id", ev->event_id, mode == DECODE_STREAM, err))
         return false;
 
-    if ((v = field_get(obj, "duration_seconds"))) {
+    v = &f->v[F_DURATION_SECONDS];
+    if (v->type != FV_ABSENT) {
         double d;
-        if (json_object_is_type(v, json_type_int))
-            d = (double)json_object_get_int64(v);
-        else if (json_object_is_type(v, json_type_double))
-            d = json_object_get_double(v);
+        if (v->type == FV_INT)
+            d = (double)v->i;
+        else if (v->type == FV_DOUBLE)
+            d = v->d;
         else
             return fail(err, "invalid_field", "duration_seconds",
                         "duration_seconds must be a number");
@@ -338,29 +444,29 @@ static bool decode_event(struct json_object *obj, enum decode_mode mode,
         ev->duration_seconds = (int32_t)d;
     }
 
-    if ((v = field_get(obj, "video_played"))) {
-        if (json_object_is_type(v, json_type_boolean))
-            ev->video_played = json_object_get_boolean(v);
-        else if (json_object_is_type(v, json_type_int) &&
-                 (json_object_get_int64(v) == 0 || json_object_get_int64(v) == 1))
-            ev->video_played = json_object_get_int64(v) == 1;
+    v = &f->v[F_VIDEO_PLAYED];
+    if (v->type != FV_ABSENT) {
+        if (v->type == FV_BOOL)
+            ev->video_played = v->b;
+        else if (v->type == FV_INT && (v->i == 0 || v->i == 1))
+            ev->video_played = v->i == 1;
         else
             return fail(err, "invalid_field", "video_played", "video_played must be a boolean");
     }
 
-    if (!take_token(field_get(obj, "tracking_quality"), "tracking_quality", ev->tracking_quality,
+    if (!take_token(&f->v[F_TRACKING_QUALITY], "tracking_quality", ev->tracking_quality,
                     sizeof(ev->tracking_quality), err) ||
-        !take_string(field_get(obj, "device_type"), "device_type", ev->device_type,
-                     sizeof(ev->device_type), false, err) ||
-        !take_string(field_get(obj, "browser"), "browser", ev->browser, sizeof(ev->browser), false,
-                     err) ||
-        !take_string(field_get(obj, "os"), "os", ev->os, sizeof(ev->os), false, err) ||
-        !take_string(field_get(obj, "city"), "city", ev->city, sizeof(ev->city), false, err) ||
-        !take_string(field_get(obj, "user_agent"), "user_agent", ev->user_agent,
-                     sizeof(ev->user_agent), true, err))
+        !take_string(&f->v[F_DEVICE_TYPE], "device_type", ev->device_type, sizeof(ev->device_type),
+                     false, err) ||
+        !take_string(&f->v[F_BROWSER], "browser", ev->browser, sizeof(ev->browser), false, err) ||
+        !take_string(&f->v[F_OS], "os", ev->os, sizeof(ev->os), false, err) ||
+        !take_string(&f->v[F_CITY], "city", ev->city, sizeof(ev->city), false, err) ||
+        !take_string(&f->v[F_USER_AGENT], "user_agent", ev->user_agent, sizeof(ev->user_agent),
+                     true, err))
         return false;
 
-    if ((v = field_get(obj, "country"))) {
+    v = &f->v[F_COUNTRY];
+    if (v->type != FV_ABSENT) {
         char c[8];
         if (!take_string(v, "country", c, sizeof(c), false, err))
             return false;
@@ -374,9 +480,9 @@ static bool decode_event(struct json_object *obj, enum decode_mode mode,
         }
     }
 
-    if ((v = field_get(obj, "occurred_at"))) {
-        if (!json_object_is_type(v, json_type_string) ||
-            !event_parse_rfc3339(json_object_get_string(v), &ev->occurred_at_ms))
+    v = &f->v[F_OCCURRED_AT];
+    if (v->type != FV_ABSENT) {
+        if (v->type != FV_STRING || !event_parse_rfc3339(v->s, &ev->occurred_at_ms))
             return fail(err, "invalid_field", "occurred_at",
                         "occurred_at must be an RFC 3339 time such as 2026-11-25T10:00:00Z");
     }
@@ -399,19 +505,72 @@ static bool decode_event(struct json_object *obj, enum decode_mode mode,
                 ev->user_agent[len] = '\0';
             }
         }
-        if (ctx->client_ip)
-            snprintf(ev->ip, sizeof(ev->ip), "%s", ctx->client_ip);
+        if (ctx->client_ip) {
+            size_t n = strnlen(ctx->client_ip, sizeof(ev->ip) - 1);
+            memcpy(ev->ip, ctx->client_ip, n);
+            ev->ip[n] = '\0';
+        }
         if (ev->event_id[0] == '\0')
             event_uuid_v7(ev->event_id, ctx->now_ms);
     } else {
-        if (!take_string(field_get(obj, "ip"), "ip", ev->ip, sizeof(ev->ip), false, err))
+        if (!take_string(&f->v[F_IP], "ip", ev->ip, sizeof(ev->ip), false, err))
             return false;
-        v = field_get(obj, "received_at");
-        if (!v || !json_object_is_type(v, json_type_string) ||
-            !event_parse_rfc3339(json_object_get_string(v), &ev->received_at_ms))
+        v = &f->v[F_RECEIVED_AT];
+        if (v->type != FV_STRING || !event_parse_rfc3339(v->s, &ev->received_at_ms))
             return fail(err, "invalid_field", "received_at", "received_at is missing or invalid");
     }
     return true;
+}
+
+/* ---- json-c decoding (any JSON json-c accepts) ------------------------------ */
+
+static void fval_from_json(struct json_object *obj, const char *key, struct fval *out)
+{
+    struct json_object *v = NULL;
+    memset(out, 0, sizeof(*out));
+    if (!json_object_object_get_ex(obj, key, &v))
+        return;
+    switch (json_object_get_type(v)) {
+    case json_type_null:
+        break;
+    case json_type_string:
+        out->type = FV_STRING;
+        out->s = json_object_get_string(v);
+        out->len = (size_t)json_object_get_string_len(v);
+        break;
+    case json_type_int:
+        out->type = FV_INT;
+        errno = 0;
+        out->i = json_object_get_int64(v);
+        out->i_err = errno != 0;
+        break;
+    case json_type_double:
+        out->type = FV_DOUBLE;
+        out->d = json_object_get_double(v);
+        break;
+    case json_type_boolean:
+        out->type = FV_BOOL;
+        out->b = json_object_get_boolean(v);
+        break;
+    default:
+        out->type = FV_OTHER;
+        break;
+    }
+}
+
+static bool decode_event(struct json_object *obj, enum decode_mode mode,
+                         const struct event_context *ctx, struct event *ev, struct event_error *err)
+{
+    struct fields f;
+    if (!obj || !json_object_is_type(obj, json_type_object)) {
+        memset(ev, 0, sizeof(*ev));
+        ev->duration_seconds = -1;
+        return fail(err, "invalid_json", NULL, "the body must be a JSON object");
+    }
+    f.nkeys = (size_t)json_object_object_length(obj);
+    for (int k = 0; k < F_COUNT; k++)
+        fval_from_json(obj, field_names[k], &f.v[k]);
+    return decode_fields(&f, mode, ctx, ev, err);
 }
 
 static bool parse_object(const char *json, size_t len, struct json_object **out,
@@ -450,6 +609,347 @@ out:
     return ok;
 }
 
+/* ---- the scanner: plain objects without allocations ------------------------ */
+
+/* Decoded strings of the known fields, NUL-terminated. */
+#define SCAN_ARENA 4096
+/* Longest number text the scanner converts itself. */
+#define SCAN_NUMBER_MAX 32
+
+struct scan {
+    const char *p, *end;    /* input */
+    struct fields f;        /* what was found */
+    size_t used;            /* arena bytes used */
+    char arena[SCAN_ARENA]; /* decoded strings */
+};
+
+/* True when a byte of the 8 at p is below 0x20, '"' or '\\': the scanner
+ * reads string runs a word at a time. */
+static bool word_special(const char *p)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t w, q, b;
+    memcpy(&w, p, sizeof(w));
+    q = w ^ (ones * '"');
+    b = w ^ (ones * '\\');
+    return (((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+}
+
+/* The end of the run at p of string bytes that need no attention (not '"',
+ * '\\' or a control byte). */
+static const char *plain_run(const char *p, const char *end)
+{
+    while (end - p >= 8 && !word_special(p))
+        p += 8;
+    while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+        p++;
+    return p;
+}
+
+static bool json_ws(char c)
+{
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+static void scan_ws(struct scan *sc)
+{
+    while (sc->p < sc->end && json_ws(*sc->p))
+        sc->p++;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Scans a string whose opening quote is at sc->p. With `out`, decodes it into
+ * the arena and sets out->s/len. False for anything the scanner leaves to
+ * json-c: raw control bytes, unusual escapes (\u0000, surrogates), a full arena. */
+static bool scan_string(struct scan *sc, struct fval *out)
+{
+    const char *p = sc->p + 1;
+    char *dst = out ? sc->arena + sc->used : NULL;
+    size_t room = out ? SCAN_ARENA - sc->used : 0, n = 0;
+
+    for (;;) {
+        const char *run = p;
+        p = plain_run(p, sc->end);
+        if (out) {
+            size_t k = (size_t)(p - run);
+            if (k >= room - n)
+                return false;
+            memcpy(dst + n, run, k);
+            n += k;
+        }
+        if (p >= sc->end || (unsigned char)*p < 0x20)
+            return false;
+        if (*p == '"')
+            break;
+        /* A backslash. */
+        if (p + 1 >= sc->end)
+            return false;
+        char e = p[1], c;
+        unsigned cp = 0;
+        p += 2;
+        switch (e) {
+        case '"':
+        case '\\':
+        case '/':
+            c = e;
+            break;
+        case 'b':
+            c = '\b';
+            break;
+        case 'f':
+            c = '\f';
+            break;
+        case 'n':
+            c = '\n';
+            break;
+        case 'r':
+            c = '\r';
+            break;
+        case 't':
+            c = '\t';
+            break;
+        case 'u':
+            if (sc->end - p < 4)
+                return false;
+            for (int i = 0; i < 4; i++) {
+                int h = hex_value(p[i]);
+                if (h < 0)
+                    return false;
+                cp = cp << 4 | (unsigned)h;
+            }
+            p += 4;
+            if (cp == 0 || (cp >= 0xd800 && cp <= 0xdfff))
+                return false;
+            break;
+        default:
+            return false;
+        }
+        if (!out)
+            continue;
+        char u[3];
+        size_t k = 1;
+        if (e != 'u') {
+            u[0] = c;
+        } else if (cp < 0x80) {
+            u[0] = (char)cp;
+        } else if (cp < 0x800) {
+            u[0] = (char)(0xc0 | cp >> 6);
+            u[1] = (char)(0x80 | (cp & 0x3f));
+            k = 2;
+        } else {
+            u[0] = (char)(0xe0 | cp >> 12);
+            u[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+            u[2] = (char)(0x80 | (cp & 0x3f));
+            k = 3;
+        }
+        if (k >= room - n)
+            return false;
+        memcpy(dst + n, u, k);
+        n += k;
+    }
+    sc->p = p + 1;
+    if (out) {
+        dst[n] = '\0';
+        out->type = FV_STRING;
+        out->s = dst;
+        out->len = n;
+        sc->used += n + 1;
+    }
+    return true;
+}
+
+/* Scans a number. With `out` (a known field): only what converts exactly like
+ * json-c (plain non-negative integers of up to 18 digits, or decimals through
+ * strtod) is taken; the rest goes to json-c. */
+static bool scan_number(struct scan *sc, struct fval *out)
+{
+    const char *s = sc->p, *p = s;
+    bool neg = false, frac = false;
+    if (p < sc->end && *p == '-') {
+        neg = true;
+        p++;
+    }
+    const char *digits = p;
+    while (p < sc->end && *p >= '0' && *p <= '9')
+        p++;
+    size_t nd = (size_t)(p - digits);
+    if (nd == 0 || (nd > 1 && *digits == '0') || nd > 18)
+        return false;
+    if (p < sc->end && *p == '.') {
+        const char *f = ++p;
+        while (p < sc->end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == f)
+            return false;
+        frac = true;
+    }
+    if (p < sc->end && (*p == 'e' || *p == 'E'))
+        return false;
+    sc->p = p;
+    if (!out)
+        return true;
+    if (neg)
+        return false; /* never valid for a known field; json-c words the error */
+    if (!frac) {
+        int64_t v = 0;
+        for (const char *q = digits; q < p; q++)
+            v = v * 10 + (*q - '0');
+        out->type = FV_INT;
+        out->i = v;
+        return true;
+    }
+    char buf[SCAN_NUMBER_MAX + 1];
+    size_t n = (size_t)(p - s);
+    if (n > SCAN_NUMBER_MAX)
+        return false;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    out->type = FV_DOUBLE;
+    out->d = strtod(buf, NULL);
+    return true;
+}
+
+static bool scan_word(struct scan *sc, const char *word, size_t n)
+{
+    if ((size_t)(sc->end - sc->p) < n || memcmp(sc->p, word, n) != 0)
+        return false;
+    sc->p += n;
+    return true;
+}
+
+/* The known field named by key[0..n), or F_COUNT. */
+static enum field_key scan_key(const char *key, size_t n)
+{
+    static const unsigned char lens[F_COUNT] = {13, 20, 11, 10, 8, 16, 12, 16, 11,
+                                                7,  2,  4,  10, 7, 11, 2,  11};
+    for (int k = 0; k < F_COUNT; k++) {
+        if (lens[k] == n && field_names[k][0] == key[0] && memcmp(field_names[k], key, n) == 0)
+            return (enum field_key)k;
+    }
+    return F_COUNT;
+}
+
+/* Scans one object at sc->p (blanks before it allowed) into sc->f. False when
+ * the input is anything but a plain object this scanner is sure to read exactly
+ * as json-c does: nested values, duplicate known keys, unusual numbers or
+ * escapes, more than EVENT_MAX_FIELDS keys, any syntax error. */
+static bool scan_object(struct scan *sc)
+{
+    uint32_t seen = 0; /* known keys met, by enum field_key */
+    memset(&sc->f, 0, sizeof(sc->f));
+    sc->used = 0;
+    scan_ws(sc);
+    if (sc->p >= sc->end || *sc->p != '{')
+        return false;
+    sc->p++;
+    scan_ws(sc);
+    if (sc->p < sc->end && *sc->p == '}') {
+        sc->p++;
+        return true;
+    }
+    for (;;) {
+        if (sc->p >= sc->end || *sc->p != '"')
+            return false;
+        const char *key = sc->p + 1, *q = plain_run(key, sc->end);
+        if (q >= sc->end || *q != '"')
+            return false;
+        enum field_key k = scan_key(key, (size_t)(q - key));
+        if (++sc->f.nkeys > EVENT_MAX_FIELDS)
+            return false;
+        sc->p = q + 1;
+        scan_ws(sc);
+        if (sc->p >= sc->end || *sc->p != ':')
+            return false;
+        sc->p++;
+        scan_ws(sc);
+        if (sc->p >= sc->end)
+            return false;
+        struct fval *v = NULL;
+        if (k != F_COUNT) {
+            if (seen & (1u << k))
+                return false; /* a repeated key: json-c keeps the last one */
+            seen |= 1u << k;
+            v = &sc->f.v[k];
+        }
+        bool ok;
+        switch (*sc->p) {
+        case '"':
+            ok = scan_string(sc, v);
+            break;
+        case 't':
+            ok = scan_word(sc, "true", 4);
+            if (ok && v) {
+                v->type = FV_BOOL;
+                v->b = true;
+            }
+            break;
+        case 'f':
+            ok = scan_word(sc, "false", 5);
+            if (ok && v)
+                v->type = FV_BOOL;
+            break;
+        case 'n':
+            ok = scan_word(sc, "null", 4); /* absent */
+            break;
+        default:
+            ok = scan_number(sc, v);
+            break;
+        }
+        if (!ok)
+            return false;
+        scan_ws(sc);
+        if (sc->p >= sc->end)
+            return false;
+        if (*sc->p == '}') {
+            sc->p++;
+            return true;
+        }
+        if (*sc->p != ',')
+            return false;
+        sc->p++;
+        scan_ws(sc);
+    }
+}
+
+/* ---- public decoding ----------------------------------------------------- */
+
+enum event_scan event_scan_client(const char *json, size_t len, const struct event_context *ctx,
+                                  struct event *ev, struct event_error *err, size_t *used)
+{
+    struct scan sc;
+    sc.p = json;
+    sc.end = json + len;
+    if (!scan_object(&sc))
+        return EVENT_SCAN_UNSUPPORTED;
+    *used = (size_t)(sc.p - json);
+    return decode_fields(&sc.f, DECODE_CLIENT, ctx, ev, err) ? EVENT_SCAN_OK : EVENT_SCAN_INVALID;
+}
+
+/* The scanner for a whole body: one object and blanks. -1: leave it to json-c. */
+static int scan_body(const char *json, size_t len, enum decode_mode mode,
+                     const struct event_context *ctx, struct event *ev, struct event_error *err)
+{
+    struct scan sc;
+    sc.p = json;
+    sc.end = json + len;
+    if (!scan_object(&sc))
+        return -1;
+    scan_ws(&sc);
+    if (sc.p != sc.end)
+        return -1;
+    return decode_fields(&sc.f, mode, ctx, ev, err) ? 1 : 0;
+}
+
 bool event_from_client(struct json_object *obj, const struct event_context *ctx, struct event *ev,
                        struct event_error *err)
 {
@@ -459,6 +959,9 @@ bool event_from_client(struct json_object *obj, const struct event_context *ctx,
 bool event_parse_client(const char *body, size_t len, const struct event_context *ctx,
                         struct event *ev, struct event_error *err)
 {
+    int rc = scan_body(body, len, DECODE_CLIENT, ctx, ev, err);
+    if (rc >= 0)
+        return rc == 1;
     struct json_object *obj = NULL;
     if (!parse_object(body, len, &obj, err))
         return false;
@@ -469,6 +972,9 @@ bool event_parse_client(const char *body, size_t len, const struct event_context
 
 bool event_from_stream(const char *json, size_t len, struct event *ev, struct event_error *err)
 {
+    int rc = scan_body(json, len, DECODE_STREAM, NULL, ev, err);
+    if (rc >= 0)
+        return rc == 1;
     struct json_object *obj = NULL;
     if (!parse_object(json, len, &obj, err))
         return false;
@@ -479,54 +985,118 @@ bool event_from_stream(const char *json, size_t len, struct event *ev, struct ev
 
 /* ---- encoding ------------------------------------------------------------ */
 
-static void put_key(struct strbuf *out, const char *key)
+/* event_to_stream() writes through a cursor into room reserved once: it runs
+ * for every event on the ingest path. */
+
+/* Longest encoding of a string of n bytes: every byte as \u00XX, and quotes. */
+#define JSON_STR_MAX(n) (6 * (n) + 2)
+
+static char *put_lit(char *w, const char *lit, size_t n)
 {
-    strbuf_putc(out, ',');
-    strbuf_putc(out, '"');
-    strbuf_puts(out, key);
-    strbuf_puts(out, "\":");
+    memcpy(w, lit, n);
+    return w + n;
 }
 
-static void put_opt_string(struct strbuf *out, const char *key, const char *value)
+#define PUT_LIT(w, lit) put_lit((w), (lit), sizeof(lit) - 1)
+
+static char *put_int(char *w, int64_t v)
+{
+    char buf[24];
+    char *p = buf + sizeof(buf);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return put_lit(w, p, (size_t)(buf + sizeof(buf) - p));
+}
+
+/* A JSON string, exactly as strbuf_json_string() writes it (which handles
+ * anything but plain printable ASCII). */
+static char *put_str(struct strbuf *out, char *w, const char *s)
+{
+    size_t n = strlen(s);
+    /* Printable ASCII but '"' and '\\' needs no escaping (0x7f is copied as is). */
+    size_t i = printable_prefix(s, n);
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x80)
+            break;
+    }
+    if (i == n && !memchr(s, '"', n) && !memchr(s, '\\', n)) {
+        *w++ = '"';
+        w = put_lit(w, s, n);
+        *w++ = '"';
+        return w;
+    }
+    out->len = (size_t)(w - out->data);
+    strbuf_json_string(out, s, n);
+    return out->data + out->len;
+}
+
+/* ,"key":"value" unless value is empty. */
+static char *put_opt_str(struct strbuf *out, char *w, const char *key, size_t keylen,
+                         const char *value)
 {
     if (value[0] == '\0')
-        return;
-    put_key(out, key);
-    strbuf_json_str(out, value);
+        return w;
+    *w++ = ',';
+    *w++ = '"';
+    w = put_lit(w, key, keylen);
+    *w++ = '"';
+    *w++ = ':';
+    return put_str(out, w, value);
 }
+
+#define PUT_OPT(out, w, key, value) put_opt_str((out), (w), (key), sizeof(key) - 1, (value))
 
 void event_to_stream(const struct event *ev, struct strbuf *out)
 {
     char ts[40];
-    strbuf_puts(out, "{\"event_id\":\"");
-    strbuf_puts(out, ev->event_id);
-    strbuf_puts(out, "\",\"session_id\":\"");
-    strbuf_puts(out, ev->session_id);
-    strbuf_putc(out, '"');
+    /* Keys and punctuation, then every string at its longest encoding. */
+    size_t need = 512 + JSON_STR_MAX(strlen(ev->event_id)) + JSON_STR_MAX(strlen(ev->session_id)) +
+                  JSON_STR_MAX(strlen(ev->content_uid)) +
+                  JSON_STR_MAX(strlen(ev->tracking_quality)) +
+                  JSON_STR_MAX(strlen(ev->device_type)) + JSON_STR_MAX(strlen(ev->browser)) +
+                  JSON_STR_MAX(strlen(ev->os)) + JSON_STR_MAX(strlen(ev->country)) +
+                  JSON_STR_MAX(strlen(ev->city)) + JSON_STR_MAX(strlen(ev->user_agent)) +
+                  JSON_STR_MAX(strlen(ev->ip));
+    if (strbuf_reserve(out, need) < 0)
+        return;
+    char *w = out->data + out->len;
+    w = PUT_LIT(w, "{\"event_id\":\"");
+    w = put_lit(w, ev->event_id, strlen(ev->event_id));
+    w = PUT_LIT(w, "\",\"session_id\":\"");
+    w = put_lit(w, ev->session_id, strlen(ev->session_id));
+    *w++ = '"';
     if (ev->ar_content_id > 0) {
-        put_key(out, "ar_content_id");
-        strbuf_printf(out, "%" PRId64, ev->ar_content_id);
+        w = PUT_LIT(w, ",\"ar_content_id\":");
+        w = put_int(w, ev->ar_content_id);
     }
-    put_opt_string(out, "ar_content_unique_id", ev->content_uid);
+    w = PUT_OPT(out, w, "ar_content_unique_id", ev->content_uid);
     if (ev->duration_seconds >= 0) {
-        put_key(out, "duration_seconds");
-        strbuf_printf(out, "%" PRId32, ev->duration_seconds);
+        w = PUT_LIT(w, ",\"duration_seconds\":");
+        w = put_int(w, ev->duration_seconds);
     }
-    put_opt_string(out, "tracking_quality", ev->tracking_quality);
-    put_key(out, "video_played");
-    strbuf_puts(out, ev->video_played ? "true" : "false");
-    put_opt_string(out, "device_type", ev->device_type);
-    put_opt_string(out, "browser", ev->browser);
-    put_opt_string(out, "os", ev->os);
-    put_opt_string(out, "country", ev->country);
-    put_opt_string(out, "city", ev->city);
-    put_opt_string(out, "user_agent", ev->user_agent);
-    put_opt_string(out, "ip", ev->ip);
+    w = PUT_OPT(out, w, "tracking_quality", ev->tracking_quality);
+    w = PUT_LIT(w, ",\"video_played\":");
+    w = ev->video_played ? PUT_LIT(w, "true") : PUT_LIT(w, "false");
+    w = PUT_OPT(out, w, "device_type", ev->device_type);
+    w = PUT_OPT(out, w, "browser", ev->browser);
+    w = PUT_OPT(out, w, "os", ev->os);
+    w = PUT_OPT(out, w, "country", ev->country);
+    w = PUT_OPT(out, w, "city", ev->city);
+    w = PUT_OPT(out, w, "user_agent", ev->user_agent);
+    w = PUT_OPT(out, w, "ip", ev->ip);
     if (ev->occurred_at_ms != 0) {
         event_format_rfc3339(ev->occurred_at_ms, ts, sizeof(ts));
-        put_opt_string(out, "occurred_at", ts);
+        w = PUT_OPT(out, w, "occurred_at", ts);
     }
     event_format_rfc3339(ev->received_at_ms, ts, sizeof(ts));
-    put_opt_string(out, "received_at", ts);
-    strbuf_putc(out, '}');
+    w = PUT_OPT(out, w, "received_at", ts);
+    *w++ = '}';
+    out->len = (size_t)(w - out->data);
+    out->data[out->len] = '\0';
 }

@@ -60,10 +60,27 @@ struct event_error {
 bool event_from_client(struct json_object *obj, const struct event_context *ctx, struct event *ev,
                        struct event_error *err);
 
-/* Parses a client body of `len` bytes as one JSON object and validates it.
- * Returns false with `err` set (invalid_json for a body that does not parse). */
+/* Parses a client body of `len` bytes as one JSON object and validates it
+ * (event_scan_client() first, json-c for what it leaves). Returns false with
+ * `err` set (invalid_json for a body that does not parse). */
 bool event_parse_client(const char *body, size_t len, const struct event_context *ctx,
                         struct event *ev, struct event_error *err);
+
+/* The outcome of event_scan_client(). */
+enum event_scan {
+    EVENT_SCAN_OK,         /* `ev` is valid */
+    EVENT_SCAN_INVALID,    /* `err` says why, exactly as event_from_client() would */
+    EVENT_SCAN_UNSUPPORTED /* not a plain object: use json-c (event_from_client()) */
+};
+
+/* The allocation-free fast path of the decoders: reads one JSON object at the
+ * start of `json` (len bytes; blanks before it allowed) when it is plain (no
+ * nested values, no repeated known keys, common escapes and numbers only) and
+ * validates it. Sets *used to the bytes up to its closing brace when the result
+ * is OK or INVALID. For such input the answer is the one json-c plus
+ * event_from_client() gives; anything else is UNSUPPORTED, never an error. */
+enum event_scan event_scan_client(const char *json, size_t len, const struct event_context *ctx,
+                                  struct event *ev, struct event_error *err, size_t *used);
 
 /* Appends the stream encoding of `ev` (compact JSON, fixed key order) to `out`. */
 void event_to_stream(const struct event *ev, struct strbuf *out);

@@ -28,6 +28,17 @@ enum {
     CONNECT_TIMEOUT_MS = 2000, /* hiredis 0.14 has no connect timeout of its own */
     BACKOFF_MIN_MS = 100,      /* first reconnect delay */
     BACKOFF_MAX_MS = 5000,     /* reconnect delay cap */
+    CMD_POOL_MAX = 4096,       /* command records kept for reuse */
+};
+
+/* One user command in flight. */
+struct redis_conn_cmd {
+    struct redis_conn *conn;     /* owner */
+    redis_conn_reply_cb *cb;     /* called exactly once */
+    void *arg;                   /* passed to cb */
+    uint64_t deadline_ms;        /* monotonic; UINT64_MAX: none */
+    bool overdue;                /* found past its deadline once; dropped at the next check */
+    struct redis_conn_cmd *next; /* in-flight FIFO, or the free list */
 };
 
 struct redis_conn {
@@ -40,6 +51,7 @@ struct redis_conn {
     struct event *ping_ev;      /* keep-alive period */
     struct event *ping_dead_ev; /* deadline of the outstanding ping */
     struct event *drop_ev;      /* deferred drop, for decisions taken inside callbacks */
+    struct event *cmd_dead_ev;  /* deadline of the oldest command in flight */
     atomic_bool up;             /* connected, handshake done, pings answered */
     bool connected;             /* TCP connected (handshake may still run) */
     bool closing;               /* redis_conn_free running: no reconnect */
@@ -47,19 +59,17 @@ struct redis_conn {
     bool ping_outstanding;                               /* a PING awaits its answer */
     unsigned handshake_left;                             /* AUTH/SELECT replies still expected */
     unsigned backoff_ms;                                 /* next reconnect delay before jitter */
-    unsigned attempts;       /* connect attempts since the last success */
-    unsigned seed;           /* jitter state */
-    uint64_t block_until_ms; /* a blocking command may hold replies back until then */
-    size_t pending;          /* user commands awaiting a reply */
-    char drop_reason[256];   /* why drop_ev fires */
-    char errstr[256];        /* last error */
-};
-
-/* One user command in flight. */
-struct redis_conn_cmd {
-    struct redis_conn *conn; /* owner */
-    redis_conn_reply_cb *cb; /* called exactly once */
-    void *arg;               /* passed to cb */
+    unsigned attempts;           /* connect attempts since the last success */
+    unsigned seed;               /* jitter state */
+    uint64_t block_until_ms;     /* a blocking command may hold replies back until then */
+    size_t pending;              /* user commands awaiting a reply */
+    unsigned timeout_ms;         /* a command unanswered this long drops the connection; 0: never */
+    struct redis_conn_cmd *head; /* oldest command in flight (replies come in order) */
+    struct redis_conn_cmd *tail; /* newest command in flight */
+    struct redis_conn_cmd *free_cmds; /* recycled command records */
+    size_t nfree;                     /* records on free_cmds */
+    char drop_reason[256];            /* why drop_ev fires */
+    char errstr[256];                 /* last error */
 };
 
 static void conn_start(struct redis_conn *c);
@@ -238,6 +248,7 @@ static void conn_lost(struct redis_conn *c)
     evtimer_del(c->ping_dead_ev);
     evtimer_del(c->connect_ev);
     evtimer_del(c->drop_ev);
+    evtimer_del(c->cmd_dead_ev);
     if (c->closing)
         return;
     /* One line per state change; the retries of an outage go to debug. */
@@ -295,6 +306,48 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     conn_drop(c, c->connected ? "handshake timed out" : "connect timed out");
+}
+
+/* Grace after a command's deadline before the connection is dropped: the
+ * loop may have been too busy to send the command or read its answer. */
+static unsigned cmd_grace_ms(const struct redis_conn *c)
+{
+    unsigned g = c->timeout_ms / 4;
+    return g < 10 ? 10 : g > 100 ? 100 : g;
+}
+
+/* The oldest command in flight is past its deadline: read what the server may
+ * already have sent, and if the command is still unanswered after one more
+ * grace period (in which the loop sends and reads), the server is hung or gone:
+ * drop the connection, which fails every command in flight at once. */
+static void on_cmd_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct redis_conn *c = arg;
+    uint64_t wait_ms = 0;
+    (void)fd;
+    (void)what;
+    if (!c->head || !c->ac)
+        return;
+    uint64_t now = timeutil_mono_ms();
+    if (c->head->deadline_ms <= now) {
+        redisAsyncHandleRead(c->ac);
+        if (!c->head || !c->ac)
+            return;
+        if (c->head->deadline_ms <= now) {
+            if (c->head->overdue) {
+                conn_drop(c, "command timed out");
+                return;
+            }
+            c->head->overdue = true;
+            wait_ms = cmd_grace_ms(c);
+        }
+    }
+    if (c->head->deadline_ms == UINT64_MAX)
+        return;
+    if (!wait_ms)
+        wait_ms = c->head->deadline_ms > now ? c->head->deadline_ms - now : 1;
+    struct timeval tv = timeutil_tv(wait_ms);
+    evtimer_add(c->cmd_dead_ev, &tv);
 }
 
 /* ---- hiredis callbacks ---- */
@@ -461,7 +514,9 @@ struct redis_conn *redis_conn_new(struct event_base *base, const struct redis_ur
     c->ping_ev = event_new(base, -1, EV_PERSIST, on_ping_tick, c);
     c->ping_dead_ev = evtimer_new(base, on_ping_deadline, c);
     c->drop_ev = evtimer_new(base, on_drop, c);
-    if (!c->retry_ev || !c->connect_ev || !c->ping_ev || !c->ping_dead_ev || !c->drop_ev) {
+    c->cmd_dead_ev = evtimer_new(base, on_cmd_deadline, c);
+    if (!c->retry_ev || !c->connect_ev || !c->ping_ev || !c->ping_dead_ev || !c->drop_ev ||
+        !c->cmd_dead_ev) {
         redis_conn_free(c);
         return NULL;
     }
@@ -531,6 +586,21 @@ static void on_command_reply(redisAsyncContext *ac, void *r, void *privdata)
     const char *errstr = NULL;
 
     c->pending--;
+    /* Replies come in order, so this is the head; the search is only a guard. */
+    if (c->head == cmd) {
+        c->head = cmd->next;
+        if (!c->head)
+            c->tail = NULL;
+    } else {
+        struct redis_conn_cmd *p = c->head;
+        while (p && p->next != cmd)
+            p = p->next;
+        if (p) {
+            p->next = cmd->next;
+            if (c->tail == cmd)
+                c->tail = p;
+        }
+    }
     if (!r) {
         /* The connection is dying: new commands must fail fast from now on. */
         c->up = false;
@@ -541,39 +611,105 @@ static void on_command_reply(redisAsyncContext *ac, void *r, void *privdata)
         errstr = c->errstr;
     }
     cmd->cb(cmd->arg, r, errstr);
-    free(cmd);
+    if (c->nfree < CMD_POOL_MAX) {
+        cmd->next = c->free_cmds;
+        c->free_cmds = cmd;
+        c->nfree++;
+    } else {
+        free(cmd);
+    }
+}
+
+/* A command record from the pool (or the heap), or NULL when out of memory. */
+static struct redis_conn_cmd *cmd_get(struct redis_conn *c)
+{
+    struct redis_conn_cmd *cmd = c->free_cmds;
+    if (cmd) {
+        c->free_cmds = cmd->next;
+        c->nfree--;
+        return cmd;
+    }
+    return malloc(sizeof(*cmd));
+}
+
+static void cmd_put(struct redis_conn *c, struct redis_conn_cmd *cmd)
+{
+    cmd->next = c->free_cmds;
+    c->free_cmds = cmd;
+    c->nfree++;
+}
+
+/* Records a command just handed to hiredis: in-flight FIFO, pending count, and
+ * its deadline (a command queued behind a blocking one cannot be answered
+ * before that one returns, so deadlines never decrease along the FIFO). */
+static void cmd_sent(struct redis_conn *c, struct redis_conn_cmd *cmd, uint64_t block_ms)
+{
+    uint64_t now = timeutil_mono_ms();
+    if (block_ms) {
+        uint64_t until = block_ms == UINT64_MAX ? UINT64_MAX : now + block_ms;
+        if (until > c->block_until_ms)
+            c->block_until_ms = until;
+    }
+    cmd->deadline_ms = UINT64_MAX;
+    cmd->overdue = false;
+    if (c->timeout_ms && c->block_until_ms != UINT64_MAX) {
+        uint64_t from = c->block_until_ms > now ? c->block_until_ms : now;
+        cmd->deadline_ms = from + c->timeout_ms;
+        if (!evtimer_pending(c->cmd_dead_ev, NULL)) {
+            struct timeval tv = timeutil_tv(c->timeout_ms);
+            evtimer_add(c->cmd_dead_ev, &tv);
+        }
+    }
+    cmd->next = NULL;
+    if (c->tail)
+        c->tail->next = cmd;
+    else
+        c->head = cmd;
+    c->tail = cmd;
+    c->pending++;
 }
 
 int redis_conn_command(struct redis_conn *c, redis_conn_reply_cb *cb, void *arg, int argc,
                        const char **argv, const size_t *argvlen)
 {
-    struct redis_conn_cmd *cmd = NULL;
-    int rc = -ENOTCONN;
-
     if (argc <= 0 || !argv || !cb)
         return -EINVAL;
     if (!c->up || !c->ac)
-        goto out;
-    cmd = malloc(sizeof(*cmd));
-    if (!cmd) {
-        rc = -ENOMEM;
-        goto out;
-    }
+        return -ENOTCONN;
+    struct redis_conn_cmd *cmd = cmd_get(c);
+    if (!cmd)
+        return -ENOMEM;
     *cmd = (struct redis_conn_cmd){.conn = c, .cb = cb, .arg = arg};
-    if (redisAsyncCommandArgv(c->ac, on_command_reply, cmd, argc, argv, argvlen) != REDIS_OK)
-        goto out;
-    uint64_t block = command_block_ms(argc, argv, argvlen);
-    if (block) {
-        uint64_t until = block == UINT64_MAX ? UINT64_MAX : timeutil_mono_ms() + block;
-        if (until > c->block_until_ms)
-            c->block_until_ms = until;
+    if (redisAsyncCommandArgv(c->ac, on_command_reply, cmd, argc, argv, argvlen) != REDIS_OK) {
+        cmd_put(c, cmd);
+        return -ENOTCONN;
     }
-    c->pending++;
-    cmd = NULL;
-    rc = 0;
-out:
-    free(cmd);
-    return rc;
+    cmd_sent(c, cmd, command_block_ms(argc, argv, argvlen));
+    return 0;
+}
+
+int redis_conn_command_formatted(struct redis_conn *c, redis_conn_reply_cb *cb, void *arg,
+                                 const char *cmdtext, size_t len)
+{
+    if (!cmdtext || len == 0 || !cb)
+        return -EINVAL;
+    if (!c->up || !c->ac)
+        return -ENOTCONN;
+    struct redis_conn_cmd *cmd = cmd_get(c);
+    if (!cmd)
+        return -ENOMEM;
+    *cmd = (struct redis_conn_cmd){.conn = c, .cb = cb, .arg = arg};
+    if (redisAsyncFormattedCommand(c->ac, on_command_reply, cmd, cmdtext, len) != REDIS_OK) {
+        cmd_put(c, cmd);
+        return -ENOTCONN;
+    }
+    cmd_sent(c, cmd, 0);
+    return 0;
+}
+
+void redis_conn_set_timeout(struct redis_conn *c, unsigned timeout_ms)
+{
+    c->timeout_ms = timeout_ms;
 }
 
 bool redis_conn_is_up(const struct redis_conn *c)
@@ -613,5 +749,12 @@ void redis_conn_free(struct redis_conn *c)
         event_free(c->ping_dead_ev);
     if (c->drop_ev)
         event_free(c->drop_ev);
+    if (c->cmd_dead_ev)
+        event_free(c->cmd_dead_ev);
+    while (c->free_cmds) {
+        struct redis_conn_cmd *cmd = c->free_cmds;
+        c->free_cmds = cmd->next;
+        free(cmd);
+    }
     free(c);
 }

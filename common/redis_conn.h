@@ -1,6 +1,7 @@
 /* One asynchronous Redis connection on a libevent loop (hiredis async): connects
- * in the background, pings to notice a dead server, reconnects with backoff, and
- * never blocks the loop. Also parses redis:// URLs. */
+ * in the background, pings (and optionally times commands out) to notice a dead
+ * or hung server, reconnects with backoff, and never blocks the loop. Also parses
+ * redis:// URLs. */
 #ifndef ARV_REDIS_CONN_H
 #define ARV_REDIS_CONN_H
 
@@ -43,6 +44,22 @@ struct redis_conn *redis_conn_new(struct event_base *base, const struct redis_ur
  * not called). */
 int redis_conn_command(struct redis_conn *c, redis_conn_reply_cb *cb, void *arg, int argc,
                        const char **argv, const size_t *argvlen);
+
+/* Sends a command already in the Redis protocol (RESP: "*3\r\n$3\r\nSET..."),
+ * `len` bytes copied at once; saves the per-command formatting of
+ * redis_conn_command(). Same callback and return rules. Not for blocking
+ * commands (their block time is not parsed from the text). */
+int redis_conn_command_formatted(struct redis_conn *c, redis_conn_reply_cb *cb, void *arg,
+                                 const char *cmd, size_t len);
+
+/* Sets how long a command may stay unanswered (ms; 0, the default: no limit).
+ * Past it, and a short grace (a quarter of it, 10..100 ms, for a loop that was
+ * too busy to read), the server is taken as hung: the connection is dropped,
+ * every command in flight gets its callback with reply NULL and errstr
+ * "command timed out", and it reconnects with backoff. A blocking command's own block time is added
+ * to its limit and to the limits of the commands queued behind it. The server
+ * may still have executed a timed-out command. */
+void redis_conn_set_timeout(struct redis_conn *c, unsigned timeout_ms);
 
 /* True while connected and the last ping was answered in time. Safe to call
  * from any thread (readiness checks read other loops' connections). */

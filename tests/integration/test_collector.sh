@@ -162,7 +162,9 @@ it_pass "300 trickling connections, normal requests still answered"
 # nothing else is. The crash is DEBUG SEGFAULT on an AOF (appendfsync always)
 # server: it dies between event-loop turns, so no write is half-acknowledged.
 R2=$(arv_free_port)
-trap 'redis-cli -p "$R2" SHUTDOWN NOSAVE >/dev/null 2>&1 || true; it_cleanup' EXIT
+# SIGCONT first: a test that fails while the server is stopped must not hang here.
+trap 'kill -CONT "$(cat "$IT_TMP/r2.pid" 2>/dev/null)" 2>/dev/null || true
+      redis-cli -p "$R2" SHUTDOWN NOSAVE >/dev/null 2>&1 || true; it_cleanup' EXIT
 r2_start() {
     redis-server --port "$R2" --bind 127.0.0.1 --dir "$IT_TMP" --daemonize yes \
         --pidfile "$IT_TMP/r2.pid" --logfile "$IT_TMP/r2.log" --save "" --appendonly yes \
@@ -210,6 +212,29 @@ awk -v s="${t#* }" 'BEGIN { exit !(s < 0.25) }' || it_fail "503 took ${t#* } s"
 r2_start
 arv_wait_http "http://127.0.0.1:$IT_PORT_crash/api/health/readiness" 200 10 || it_fail "no recovery"
 it_pass "Redis down: 503 in ${t#* } s, recovery by itself"
+
+# ---- Redis hung (SIGSTOP: the socket stays open, nothing answers): XADDs in
+# flight get 503 within ARV_REDIS_TIMEOUT_MS (500) plus its grace, long before
+# the 2 s ping would notice; readiness turns 503; all recovers after SIGCONT.
+r2pid=$(cat "$IT_TMP/r2.pid")
+kill -STOP "$r2pid"
+t=$(curl -s -o "$IT_TMP/hung1.json" -w '%{http_code} %{time_total}' -H "$J" -d "$(ev)" "$K")
+[ "${t% *}" = 503 ] || it_fail "POST while Redis is hung: $t $(cat "$IT_TMP/hung1.json")"
+awk -v s="${t#* }" 'BEGIN { exit !(s >= 0.4 && s < 1.2) }' || it_fail "hung: 503 after ${t#* } s"
+jq -e '.error == "unavailable"' "$IT_TMP/hung1.json" >/dev/null || it_fail "hung: $(cat "$IT_TMP/hung1.json")"
+tb=$(curl -s -o "$IT_TMP/hung2.json" -w '%{http_code} %{time_total}' -H "$J" \
+    -d "[$(ev),$(ev),{\"session_id\":\"bad\"}]" "http://127.0.0.1:$IT_PORT_crash/api/analytics/ar-sessions")
+[ "${tb% *}" = 503 ] || it_fail "batch while Redis is hung: $tb $(cat "$IT_TMP/hung2.json")"
+awk -v s="${tb#* }" 'BEGIN { exit !(s < 1.2) }' || it_fail "hung batch: 503 after ${tb#* } s"
+jq -e '.unavailable == 2 and .rejected == 1 and .results[0].status == "unavailable"' \
+    "$IT_TMP/hung2.json" >/dev/null || it_fail "hung batch: $(cat "$IT_TMP/hung2.json")"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$IT_PORT_crash/api/health/readiness")
+[ "$code" = 503 ] || it_fail "readiness $code while Redis is hung"
+kill -CONT "$r2pid"
+arv_wait_http "http://127.0.0.1:$IT_PORT_crash/api/health/readiness" 200 15 || it_fail "no recovery after SIGCONT"
+r=$(post "$K" -H "$J" -d "$(ev)")
+[ "$(status_of "$r")" = 200 ] || it_fail "POST after SIGCONT: $r"
+it_pass "Redis hung: 503 in ${t#* } s (batch ${tb#* } s), readiness 503, recovery after SIGCONT"
 
 # ---- SIGTERM under load: exit 0 in time, and every 2xx is in the stream.
 n0=$(redis-cli -p "$R2" XLEN crash)

@@ -1,12 +1,14 @@
 /* Tests of the collector's pure body handling: batch splitting (JSON array,
- * NDJSON), Content-Type / Content-Encoding classification, capped gzip
- * decoding, and the CORS origin list. */
+ * NDJSON), the allocation-free event scanner against json-c, Content-Type /
+ * Content-Encoding classification, capped gzip decoding, and the CORS origin
+ * list. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
 #include <zlib.h>
 
 #include "body.h"
@@ -75,6 +77,120 @@ Test(ingest_batch, limits_and_whole_body_errors)
     }
     /* Without NDJSON allowed, a lone object is not a batch. */
     cr_expect_eq(ingest_batch_parse(GOOD, strlen(GOOD), false, 500, &ctx, &b, &err), -EINVAL);
+    ingest_batch_deinit(&b);
+}
+
+/* json-c's answer for one object (the reference the scanner must match). */
+static bool json_c_event(const char *body, struct event *ev, struct event_error *err)
+{
+    struct json_object *obj = json_tokener_parse(body);
+    cr_assert_not_null(obj, "json-c cannot parse %s", body);
+    bool ok = event_from_client(obj, &ctx, ev, err);
+    json_object_put(obj);
+    return ok;
+}
+
+/* The scanner's verdict on `body` and, unless it declines, the same answer
+ * as json-c (a generated event_id aside). */
+static enum event_scan scan_matches_json_c(const char *body)
+{
+    struct event a, b;
+    struct event_error ea, eb;
+    size_t used = 0;
+    enum event_scan r = event_scan_client(body, strlen(body), &ctx, &a, &ea, &used);
+    bool ok_b = json_c_event(body, &b, &eb);
+    /* The public parser answers like json-c whatever the scanner did. */
+    struct event c;
+    struct event_error ec;
+    bool ok_c = event_parse_client(body, strlen(body), &ctx, &c, &ec);
+    cr_assert_eq(ok_c, ok_b, "%s", body);
+    if (!ok_b)
+        cr_assert_str_eq(ec.message, eb.message);
+    if (r == EVENT_SCAN_UNSUPPORTED)
+        return r;
+    cr_assert_eq(r == EVENT_SCAN_OK, ok_b, "%s", body);
+    if (ok_b) {
+        memcpy(b.event_id, a.event_id, sizeof(a.event_id));
+        cr_assert_eq(memcmp(&a, &b, sizeof(a)), 0, "%s", body);
+        cr_assert_eq(body[used - 1], '}');
+    } else {
+        cr_assert_str_eq(ea.code, eb.code);
+        cr_assert_str_eq(ea.message, eb.message, "%s", body);
+    }
+    return r;
+}
+
+Test(event_scan, plain_objects_match_json_c)
+{
+    cr_assert_eq(scan_matches_json_c(GOOD), EVENT_SCAN_OK);
+    cr_assert_eq(
+        scan_matches_json_c(
+            " {\"ar_content_id\": 42, \"session_id\": \"7F1C2F3A-5B7E-4C2A-9D3E-1A2B3C4D5E6F\","
+            " \"duration_seconds\": 37.9, \"video_played\": 1, \"tracking_quality\": \"Good\","
+            " \"browser\": \"Sa\\/fari \\\"x\\\" \\u00e9\\u20ac\", \"city\": null,"
+            " \"country\": \"de\", \"occurred_at\": \"2026-11-19T08:00:00.5+01:00\","
+            " \"extra\": -1.25, \"flag\": false, \"\": 0} "),
+        EVENT_SCAN_OK);
+    /* Invalid fields: the scanner reads the object and gives json-c's error. */
+    cr_assert_eq(scan_matches_json_c("{\"ar_content_id\":\"x\",\"session_id\":\"" SID "\"}"),
+                 EVENT_SCAN_INVALID);
+    cr_assert_eq(
+        scan_matches_json_c("{\"ar_content_id\":1,\"session_id\":\"" SID "\",\"os\":\"a\\tb\"}"),
+        EVENT_SCAN_INVALID);
+    cr_assert_eq(
+        scan_matches_json_c("{\"ar_content_id\":1,\"session_id\":\"" SID "\",\"video_played\":2}"),
+        EVENT_SCAN_INVALID);
+    cr_assert_eq(scan_matches_json_c("{\"session_id\":\"" SID "\"}"), EVENT_SCAN_INVALID);
+}
+
+Test(event_scan, leaves_the_unusual_to_json_c)
+{
+    /* A repeated known key (json-c keeps the last), nested values, exponents,
+     * negative or huge numbers for known fields, surrogate escapes. */
+    const char *const unusual[] = {
+        "{\"ar_content_id\":1,\"ar_content_id\":2,\"session_id\":\"" SID "\"}",
+        "{\"ar_content_id\":1,\"session_id\":\"" SID "\",\"meta\":{\"a\":[1]}}",
+        "{\"ar_content_id\":1e2,\"session_id\":\"" SID "\"}",
+        "{\"ar_content_id\":-3,\"session_id\":\"" SID "\"}",
+        "{\"ar_content_id\":12345678901234567890,\"session_id\":\"" SID "\"}",
+        "{\"ar_content_id\":1,\"session_id\":\"" SID "\",\"city\":\"\\ud83d\\ude00\"}",
+        "{\"ar_content_id\":007,\"session_id\":\"" SID "\"}",
+    };
+    for (size_t i = 0; i < sizeof(unusual) / sizeof(unusual[0]); i++)
+        cr_assert_eq(scan_matches_json_c(unusual[i]), EVENT_SCAN_UNSUPPORTED, "%s", unusual[i]);
+    struct event ev;
+    struct event_error err;
+    cr_assert(event_parse_client(unusual[0], strlen(unusual[0]), &ctx, &ev, &err));
+    cr_assert_eq(ev.ar_content_id, 2);
+}
+
+Test(ingest_batch, arrays_with_unusual_elements_and_reuse)
+{
+    /* One nested element sends the whole array to json-c: same results. */
+    const char *body =
+        "[" GOOD ",{\"ar_content_id\":2,\"session_id\":\"" SID "\",\"m\":{}},{\"session_id\":1},7]";
+    struct ingest_batch b = {0};
+    struct event_error err;
+    cr_assert_eq(ingest_batch_parse_reuse(body, strlen(body), false, 10, &ctx, &b, &err), 0);
+    cr_assert_eq(b.n, 4);
+    cr_assert_eq(b.valid, 2);
+    cr_assert(b.items[0].ok && b.items[1].ok && !b.items[2].ok && !b.items[3].ok);
+    cr_assert_eq(b.items[1].ev.ar_content_id, 2);
+    cr_assert_str_eq(b.items[3].err.message, "a batch element must be a JSON object");
+    /* Reused for a smaller plain batch, then a larger one. */
+    const char *two = "[" GOOD ", " GOOD "]";
+    cr_assert_eq(ingest_batch_parse_reuse(two, strlen(two), false, 10, &ctx, &b, &err), 0);
+    cr_assert_eq(b.n, 2);
+    cr_assert_eq(b.valid, 2);
+    char big[4096] = "[";
+    for (int i = 0; i < 9; i++) {
+        strcat(big, GOOD);
+        strcat(big, i < 8 ? "," : "]");
+    }
+    cr_assert_eq(ingest_batch_parse_reuse(big, strlen(big), false, 10, &ctx, &b, &err), 0);
+    cr_assert_eq(b.n, 9);
+    cr_assert_eq(b.valid, 9);
+    cr_assert_eq(ingest_batch_parse_reuse(big, strlen(big), false, 8, &ctx, &b, &err), -E2BIG);
     ingest_batch_deinit(&b);
 }
 

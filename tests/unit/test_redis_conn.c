@@ -410,6 +410,71 @@ Test(redis_conn, hung_server_detected_by_ping)
     redis_conn_free(c);
 }
 
+Test(redis_conn, command_timeout_drops_a_hung_server)
+{
+    server_start(NULL);
+    struct redis_conn *c = conn_to(NULL, 0);
+    redis_conn_set_timeout(c, 300);
+    cr_assert(wait_up(c, true, 3));
+
+    struct result a, b;
+    kill(server_pid, SIGSTOP);
+    cr_assert_eq(command(c, &a, 2, (const char *[]){"GET", "k"}), 0);
+    cr_assert_eq(redis_conn_command_formatted(c, on_reply, &b, "*1\r\n$4\r\nPING\r\n", 14), 0);
+    memset(&b, 0, sizeof(b));
+    double t0 = now_s();
+    cr_assert(loop_until(&b.done, true, 3), "no answer from a stopped server");
+    double took = now_s() - t0;
+    /* The timeout plus its grace (75 ms), well before the 2 s ping deadline. */
+    cr_assert(took >= 0.29 && took < 1.0, "failed after %.2f s", took);
+    cr_assert(a.done && a.null_reply && a.calls == 1);
+    cr_assert(b.null_reply && b.calls == 1);
+    cr_assert_str_eq(a.str, "command timed out");
+    cr_assert_not(redis_conn_is_up(c));
+    cr_assert_eq(redis_conn_pending(c), 0);
+    struct result r;
+    cr_assert_eq(command(c, &r, 1, (const char *[]){"PING"}), -ENOTCONN);
+
+    kill(server_pid, SIGCONT);
+    cr_assert(wait_up(c, true, 8), "not back up: %s", redis_conn_errstr(c));
+    roundtrip(c, &r, 1, (const char *[]){"PING"});
+    cr_assert_str_eq(r.str, "PONG");
+    redis_conn_free(c);
+}
+
+Test(redis_conn, command_timeout_spares_a_busy_loop_and_blocking_commands)
+{
+    server_start(NULL);
+    struct redis_conn *c = conn_to(NULL, 0);
+    redis_conn_set_timeout(c, 100);
+    cr_assert(wait_up(c, true, 3));
+
+    /* The loop stalls past the deadline before it even sends the command: the
+     * answer still counts. */
+    struct result r;
+    cr_assert_eq(redis_conn_command_formatted(c, on_reply, &r, "*1\r\n$4\r\nPING\r\n", 14), 0);
+    memset(&r, 0, sizeof(r));
+    usleep(300 * 1000);
+    cr_assert(loop_until(&r.done, true, 3));
+    cr_assert_not(r.null_reply, "dropped: %s", r.str);
+    cr_assert_str_eq(r.str, "PONG");
+
+    /* A read that blocks longer than the timeout, and a command queued behind
+     * it, are answered normally. */
+    struct result blocked, behind;
+    cr_assert_eq(
+        command(c, &blocked, 8,
+                (const char *[]){"XREAD", "COUNT", "1", "BLOCK", "600", "STREAMS", "s", "$"}),
+        0);
+    cr_assert_eq(command(c, &behind, 2, (const char *[]){"GET", "k"}), 0);
+    cr_assert(loop_until(&behind.done, true, 3));
+    cr_assert(blocked.done && !blocked.null_reply);
+    cr_assert_eq(blocked.type, REDIS_REPLY_NIL);
+    cr_assert_not(behind.null_reply, "dropped: %s", behind.str);
+    cr_assert(redis_conn_is_up(c));
+    redis_conn_free(c);
+}
+
 Test(redis_conn, blocking_command_is_not_a_dead_server)
 {
     server_start(NULL);
