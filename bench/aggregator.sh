@@ -41,26 +41,16 @@ build=${ARV_BENCH_BUILD_DIR:-$root/build-bench-aggregator}
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DARV_SANITIZE=OFF >/dev/null
 cmake --build "$build" -j2 --target arv-aggregator arvctl >/dev/null
 
-tmp=$(mktemp -d /tmp/arv-bench-agg.XXXXXX)
-chmod 755 "$tmp"
 agg_pids=()
 cleanup() {
     local p
     for p in "${agg_pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    arv_stop_postgres "$tmp/pg" || true
-    arv_stop_redis "$tmp/redis" "$redis_port" || true
-    [ -n "$keep" ] || rm -rf "$tmp"
+    agg_bench_stop_servers
 }
-redis_port=$(arv_free_port)
-pg_port=$(arv_free_port)
 trap cleanup EXIT
-arv_start_redis "$tmp/redis" "$redis_port"
-ARV_PG_FSYNC=on arv_start_postgres "$tmp/pg" "$pg_port"
-export REDIS_URL="redis://127.0.0.1:$redis_port/0"
-export DATABASE_URL="postgresql://arv@127.0.0.1:$pg_port/arv"
+agg_bench_servers "$build" agg
 # Debug level: one batch_written line per batch, with the time of each step.
 export ARV_STREAM=arv:bench ARV_ENV=production ARV_LOG_LEVEL=${ARV_LOG_LEVEL:-debug}
-"$build/bin/arvctl" migrate >/dev/null
 agg_sql "INSERT INTO analytics.ar_content (id, unique_id, project_id, company_id)
          SELECT g, 'uid-' || g, 10000 + g % ($companies * 4), 100 + g % $companies
          FROM generate_series(1, $contents) g"

@@ -1,6 +1,31 @@
 # Checks shared by the aggregator's integration tests and bench/aggregator.sh
 # (source it; needs DATABASE_URL, psql, redis-cli). Functions prefixed agg_.
 
+# agg_bench_servers BUILD_DIR NAME (benchmarks): a temp folder $tmp
+# (/tmp/arv-bench-NAME.*), private Redis and PostgreSQL (fsync on) on free
+# loopback ports ($redis_port, $pg_port), REDIS_URL and DATABASE_URL exported,
+# the schema migrated with BUILD_DIR's arvctl. Needs scripts/lib/servers.sh.
+agg_bench_servers() {
+    tmp=$(mktemp -d "/tmp/arv-bench-$2.XXXXXX")
+    chmod 755 "$tmp"
+    redis_port=$(arv_free_port)
+    pg_port=$(arv_free_port)
+    arv_start_redis "$tmp/redis" "$redis_port"
+    ARV_PG_FSYNC=on arv_start_postgres "$tmp/pg" "$pg_port"
+    export REDIS_URL="redis://127.0.0.1:$redis_port/0"
+    export DATABASE_URL="postgresql://arv@127.0.0.1:$pg_port/arv"
+    "$1/bin/arvctl" migrate >/dev/null
+}
+
+# agg_bench_stop_servers: stops what agg_bench_servers started and removes
+# $tmp unless $keep is set; safe to call from an EXIT trap at any point.
+agg_bench_stop_servers() {
+    [ -n "${tmp:-}" ] || return 0
+    arv_stop_postgres "$tmp/pg" || true
+    [ -z "${redis_port:-}" ] || arv_stop_redis "$tmp/redis" "$redis_port" || true
+    [ -n "${keep:-}" ] || rm -rf "$tmp"
+}
+
 # agg_sql SQL: runs one statement, prints the unaligned result.
 agg_sql() {
     psql "$DATABASE_URL" -tAq -v ON_ERROR_STOP=1 -c "$1"

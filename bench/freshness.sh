@@ -47,27 +47,17 @@ cc -std=gnu11 -O2 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototype
     -Wvla -Wcast-qual $(pkg-config --cflags libpq) "$root/bench/freshness_gen.c" \
     $(pkg-config --libs libpq) -o "$build/freshness_gen"
 
-tmp=$(mktemp -d /tmp/arv-bench-fresh.XXXXXX)
-chmod 755 "$tmp"
 coll_pid="" agg_pid=""
 cleanup() {
     local p
     for p in $coll_pid $agg_pid; do
         kill -TERM "$p" 2>/dev/null && { wait "$p" 2>/dev/null || true; }
     done
-    arv_stop_postgres "$tmp/pg" || true
-    arv_stop_redis "$tmp/redis" "$redis_port" || true
-    [ -n "$keep" ] || rm -rf "$tmp"
+    agg_bench_stop_servers
 }
-redis_port=$(arv_free_port)
-pg_port=$(arv_free_port)
 trap cleanup EXIT
-arv_start_redis "$tmp/redis" "$redis_port"
-ARV_PG_FSYNC=on arv_start_postgres "$tmp/pg" "$pg_port"
-export REDIS_URL="redis://127.0.0.1:$redis_port/0"
-export DATABASE_URL="postgresql://arv@127.0.0.1:$pg_port/arv"
+agg_bench_servers "$build" fresh
 export ARV_STREAM=arv:bench ARV_ENV=production ARV_LOG_LEVEL=${ARV_LOG_LEVEL:-warn}
-"$build/bin/arvctl" migrate >/dev/null
 agg_sql "INSERT INTO analytics.ar_content (id, unique_id, project_id, company_id)
          SELECT g, 'uid-' || g, 1000, $company FROM generate_series(1, $contents) g"
 

@@ -13,6 +13,7 @@
 #include <json-c/json.h>
 
 #include "timeutil.h"
+#include "urlcode.h"
 
 #define DEFAULT_MAX_SKEW_MS (24LL * 3600 * 1000)
 #define MAX_DURATION_S      86400
@@ -657,17 +658,6 @@ static void scan_ws(struct scan *sc)
         sc->p++;
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Scans a string whose opening quote is at sc->p. With `out`, decodes it into
  * the arena and sets out->s/len. False for anything the scanner leaves to
  * json-c: raw control bytes, unusual escapes (\u0000, surrogates), a full arena. */
@@ -722,7 +712,7 @@ static bool scan_string(struct scan *sc, struct fval *out)
             if (sc->end - p < 4)
                 return false;
             for (int i = 0; i < 4; i++) {
-                int h = hex_value(p[i]);
+                int h = urlcode_hex_value(p[i]);
                 if (h < 0)
                     return false;
                 cp = cp << 4 | (unsigned)h;

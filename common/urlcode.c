@@ -1,7 +1,7 @@
 /* Percent-decoding of query strings and URL credentials. */
 #include "urlcode.h"
 
-static int hex_value(char ch)
+int urlcode_hex_value(char ch)
 {
     if (ch >= '0' && ch <= '9')
         return ch - '0';
@@ -22,8 +22,8 @@ bool urlcode_decode(const char *s, size_t n, enum urlcode_mode mode, char *out, 
         if (ch == '+' && mode == URLCODE_FORM) {
             ch = ' ';
         } else if (ch == '%') {
-            int hi = i + 2 < n ? hex_value(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hex_value(s[i + 2]) : -1;
+            int hi = i + 2 < n ? urlcode_hex_value(s[i + 1]) : -1;
+            int lo = i + 2 < n ? urlcode_hex_value(s[i + 2]) : -1;
             /* Strict mode also refuses %00: a NUL would cut the value short. */
             if (hi >= 0 && lo >= 0 && (mode == URLCODE_FORM || (hi | lo) != 0)) {
                 ch = (char)(hi * 16 + lo);

@@ -11,6 +11,10 @@ enum urlcode_mode {
     URLCODE_STRICT /* a malformed escape or %00 is an error; '+' stays '+' */
 };
 
+/* The value of hex digit `c` (either case), or -1. Also used by the JSON
+ * reader for \u escapes. */
+int urlcode_hex_value(char c);
+
 /* Decodes s[0..n) into `out` (`outlen` bytes, NUL-terminated). Returns false if
  * it does not fit, or (strict) on a malformed escape. */
 bool urlcode_decode(const char *s, size_t n, enum urlcode_mode mode, char *out, size_t outlen);
