@@ -11,6 +11,7 @@ cp -n "$here"/corpus/* "$work/corpus/" 2>/dev/null || true
 clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -I"$root/common" -I"$root/collector" $(pkg-config --cflags json-c zlib) \
     "$here/fuzz_ingest.c" "$root/common/event.c" "$root/common/strbuf.c" "$root/common/timeutil.c" \
+    "$root/common/urlcode.c" \
     "$root/collector/ingest_batch.c" "$root/collector/body.c" \
     $(pkg-config --libs json-c zlib) -o "$work/fuzz_ingest"
 # Findings go to WORK_DIR so a failure leaves the input that caused it.
