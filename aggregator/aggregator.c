@@ -31,6 +31,10 @@ const struct config_option aggregator_options[] = {
     {"batch-size", "ARV_BATCH_SIZE", CONFIG_INT, offsetof(struct aggregator_config, batch_size),
      "50000", NULL, 1, 100000,
      "stream entries per batch and shard (read in XREADGROUP pieces of 2000)"},
+    {"workers", "ARV_WORKERS", CONFIG_INT, offsetof(struct aggregator_config, workers), "2", NULL,
+     1, 16,
+     "worker threads per Redis node, each its own consumer and PostgreSQL connection (one"
+     " transaction at a time each)"},
     {"batch-wait-ms", "ARV_BATCH_WAIT_MS", CONFIG_INT,
      offsetof(struct aggregator_config, batch_wait_ms), "200", NULL, 1, 60000,
      "longest wait for new entries before a read returns (XREADGROUP BLOCK)"},
@@ -274,6 +278,7 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
     struct redis_url urls[AGGREGATOR_MAX_NODES];
     int nurls = redis_url_parse_list(cfg->common.redis_url, urls, AGGREGATOR_MAX_NODES);
     const char **mine = NULL;
+    unsigned nodes, per;
     int rc = -ENOMEM;
 
     if (nurls <= 0)
@@ -294,24 +299,34 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
         else
             snprintf(a->streams[i], len, "%s:%u", cfg->common.stream, i);
     }
-    a->nworkers = (unsigned)nurls < a->nstreams ? (unsigned)nurls : a->nstreams;
+    /* Per node, ARV_WORKERS threads read the node's streams as consumers
+     * "<consumer>-<j>" (just "<consumer>" with one): while one waits for its
+     * COMMIT the other reads and writes its own batch. */
+    nodes = (unsigned)nurls < a->nstreams ? (unsigned)nurls : a->nstreams;
+    per = (unsigned)cfg->workers;
+    a->nworkers = nodes * per;
     a->workers = calloc(a->nworkers, sizeof(*a->workers));
     if (!a->workers)
         goto out;
-    for (unsigned k = 0; k < a->nworkers; k++) {
-        char key[CONSUMER_MAX + 16];
-        unsigned n = 0;
-        for (unsigned i = k; i < a->nstreams; i += a->nworkers)
+    for (unsigned w = 0; w < a->nworkers; w++) {
+        unsigned k = w / per, j = w % per, n = 0;
+        char name[CONSUMER_MAX + 16], key[CONSUMER_MAX + 32];
+        for (unsigned i = k; i < a->nstreams; i += nodes)
             mine[n++] = a->streams[i];
-        if (a->nworkers == 1)
-            snprintf(key, sizeof(key), "%s", a->consumer);
+        if (per == 1)
+            snprintf(name, sizeof(name), "%s", a->consumer);
         else
-            snprintf(key, sizeof(key), "%s/%u", a->consumer, k);
+            snprintf(name, sizeof(name), "%s-%u", a->consumer, j);
+        if (nodes == 1)
+            snprintf(key, sizeof(key), "%s", name);
+        else
+            snprintf(key, sizeof(key), "%s/%u", name, k);
         struct worker_config wc = {
             .redis = &urls[k],
             .streams = mine,
             .nstreams = n,
-            .consumer = a->consumer,
+            .consumer = name,
+            .stream_upkeep = j == 0,
             .watermark_key = key,
             .database_url = cfg->common.database_url,
             .content_relation = cfg->content_relation,
@@ -326,7 +341,7 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
             .ua = a->ua,
             .ua_cache_size = cfg->ua_cache_size,
         };
-        if ((rc = worker_init(&a->workers[k], k, &wc, m, a->notify[1])) < 0)
+        if ((rc = worker_init(&a->workers[w], w, &wc, m, a->notify[1])) < 0)
             goto out;
     }
     rc = 0;

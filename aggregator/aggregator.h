@@ -16,6 +16,7 @@ struct aggregator_config {
     struct common_config common;
     long batch_size;              /* ARV_BATCH_SIZE: entries per read and stream */
     long batch_wait_ms;           /* ARV_BATCH_WAIT_MS: XREADGROUP BLOCK */
+    long workers;                 /* ARV_WORKERS: worker threads per Redis node */
     const char *consumer;         /* ARV_CONSUMER, NULL: hostname-pid */
     const char *content_relation; /* ARV_CONTENT_RELATION */
     long content_cache_size;      /* ARV_CONTENT_CACHE_SIZE: entries per worker */

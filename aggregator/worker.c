@@ -327,7 +327,7 @@ static void *worker_main(void *arg)
             next_partitions = now + PARTITIONS_EVERY_MS;
         }
 
-        if (now >= next_stats) {
+        if (w->stream_upkeep && now >= next_stats) {
             update_stats(w, now >= next_trim);
             if (now >= next_trim)
                 next_trim = now + TRIM_INTERVAL_MS;
@@ -475,6 +475,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     w->m = *m;
     w->notify_fd = notify_fd;
     w->claim_idle_ms = cfg->claim_idle_ms;
+    w->stream_upkeep = cfg->stream_upkeep;
     w->max_deliveries = cfg->max_deliveries;
     atomic_init(&w->redis_state, WORKER_DEP_CONNECTING);
     atomic_init(&w->pg_state, WORKER_DEP_CONNECTING);

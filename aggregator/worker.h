@@ -46,6 +46,7 @@ struct worker_config {
     const char *const *streams;    /* its stream shards */
     unsigned nstreams;
     const char *consumer;      /* name in the consumer group */
+    bool stream_upkeep;        /* this worker updates the stream gauges and trims (one per node) */
     const char *watermark_key; /* row in analytics.ingest_watermarks */
     const char *database_url;
     const char *content_relation;
@@ -80,6 +81,7 @@ struct worker {
     struct metric **pending;
     long claim_idle_ms;
     long max_deliveries;
+    bool stream_upkeep;     /* gauges and trimming are this worker's to do */
     struct reader reader;                     /* used only by the thread */
     struct store store;                       /* used only by the thread */
     struct content_cache *contents;           /* the registry cache; thread only */

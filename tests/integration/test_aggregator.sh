@@ -45,7 +45,13 @@ days=$(it_psql "SELECT count(DISTINCT day) FROM analytics.rollup_company_daily")
 [ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions WHERE ip_address <>
       host(network(set_masklen(ip_address, CASE family(ip_address) WHEN 4 THEN 24 ELSE 48 END)))::inet")" = 0 ] ||
     it_fail "an IP address stored with more than its /24 or /48"
-it_pass "aggregator: $N entries, $raw rows, every rollup equals the raw rows, IPs anonymised"
+# Two worker threads (ARV_WORKERS=2, the default) share the node as consumers
+# <name>-0 and <name>-1, each with its own watermark row.
+n=$(redis-cli -p "$IT_REDIS_PORT" XINFO CONSUMERS "$ARV_STREAM" arv-aggregators | grep -cE -- '-[01]$')
+[ "$n" = 2 ] || it_fail "expected 2 consumers from one aggregator, got $n"
+[ "$(it_psql "SELECT count(*) FROM analytics.ingest_watermarks WHERE consumer ~ '-[01]$'")" = 2 ] ||
+    it_fail "expected one watermark row per worker"
+it_pass "aggregator: $N entries, $raw rows, every rollup equals the raw rows, IPs anonymised, 2 workers"
 
 # Replaying the same entries (a redelivery of every batch) changes nothing.
 before=$(agg_rollup_digest)
