@@ -81,7 +81,7 @@ struct worker {
     struct metric **pending;
     long claim_idle_ms;
     long max_deliveries;
-    bool stream_upkeep;     /* gauges and trimming are this worker's to do */
+    bool stream_upkeep;                       /* gauges and trimming are this worker's to do */
     struct reader reader;                     /* used only by the thread */
     struct store store;                       /* used only by the thread */
     struct content_cache *contents;           /* the registry cache; thread only */
