@@ -29,7 +29,7 @@
 const struct config_option aggregator_options[] = {
     CONFIG_COMMON_OPTIONS(struct aggregator_config, "0.0.0.0:8082"),
     {"batch-size", "ARV_BATCH_SIZE", CONFIG_INT, offsetof(struct aggregator_config, batch_size),
-     "50000", NULL, 1, 100000,
+     "25000", NULL, 1, 100000,
      "stream entries per batch and shard (read in XREADGROUP pieces of 2000)"},
     {"workers", "ARV_WORKERS", CONFIG_INT, offsetof(struct aggregator_config, workers), "2", NULL,
      1, 16,
