@@ -3,23 +3,18 @@
 #include "keys.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <libpq-fe.h>
 #include <openssl/crypto.h>
 
 #include "api_key.h"
-#include "config.h"
+#include "cli.h"
 
-#define KEYS_EXIT_OK      0
-#define KEYS_EXIT_FAILURE 1
-#define KEYS_EXIT_USAGE   2
-#define KEYS_NAME_MAX     200
+#define KEYS_NAME_MAX 200
 
 static const char keys_synopsis[] = "Usage: arvctl keys create --admin [--name NAME]\n"
                                     "       arvctl keys create --company ID [--name NAME]\n"
@@ -48,69 +43,7 @@ static int keys_usage_error(const char *fmt, ...)
     va_end(ap);
     fputs("\n", stderr);
     fputs(keys_synopsis, stderr);
-    return KEYS_EXIT_USAGE;
-}
-
-/* Prints libpq's message without its trailing newline (and only its first line:
- * the rest is DETAIL/HINT noise for a CLI user). */
-static void keys_print_pq_error(const char *what, const char *msg)
-{
-    size_t n = strcspn(msg, "\n");
-    fprintf(stderr, "arvctl keys: %s: %.*s\n", what, (int)n, msg);
-}
-
-/* Reports a failed statement; names the usual cause when the table is missing. */
-static void keys_report_result(const char *what, const PGresult *res, const PGconn *conn)
-{
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-
-    if (state && (strcmp(state, "42P01") == 0 || strcmp(state, "3F000") == 0)) {
-        fprintf(stderr,
-                "arvctl keys: %s: table analytics.api_keys does not exist; run "
-                "`arvctl migrate` first\n",
-                what);
-        return;
-    }
-    keys_print_pq_error(what, res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
-}
-
-/* Opens a blocking connection; the URL's own settings win over our defaults
- * because dbname (expanded) comes last. Returns NULL after printing why. */
-static PGconn *keys_connect(const char *database_url)
-{
-    const char *const kw[] = {"application_name", "connect_timeout", "dbname", NULL};
-    const char *const val[] = {"arvctl", "10", database_url, NULL};
-    PGconn *conn = PQconnectdbParams(kw, val, 1);
-
-    if (!conn) {
-        fprintf(stderr, "arvctl keys: out of memory\n");
-        return NULL;
-    }
-    if (PQstatus(conn) != CONNECTION_OK) {
-        keys_print_pq_error("cannot connect to the database", PQerrorMessage(conn));
-        PQfinish(conn);
-        return NULL;
-    }
-    return conn;
-}
-
-/* Matches "--opt VALUE" or "--opt=VALUE" at argv[*i]; advances *i past a
- * separate value. Returns true on a match with *value set (NULL if missing). */
-static bool keys_match_opt(int argc, char **argv, int *i, const char *opt, const char **value)
-{
-    size_t n = strlen(opt);
-    const char *arg = argv[*i];
-
-    if (strncmp(arg, opt, n) != 0)
-        return false;
-    if (arg[n] == '=') {
-        *value = arg + n + 1;
-        return true;
-    }
-    if (arg[n] != '\0')
-        return false;
-    *value = (*i + 1 < argc) ? argv[++*i] : NULL;
-    return true;
+    return CLI_EXIT_USAGE;
 }
 
 static bool keys_name_ok(const char *name)
@@ -131,7 +64,8 @@ static int keys_create(const char *database_url, int argc, char **argv)
     bool admin = false;
     const char *company = NULL;
     const char *name = NULL;
-    long company_id = 0;
+    const struct cli_option opts[] = {
+        {"admin", NULL, &admin}, {"company", &company, NULL}, {"name", &name, NULL}};
     char company_text[24] = "";
     char key[API_KEY_LEN + 1] = "";
     char hash[API_KEY_HASH_HEX_LEN + 1];
@@ -139,29 +73,22 @@ static int keys_create(const char *database_url, int argc, char **argv)
     PGconn *conn = NULL;
     PGresult *res = NULL;
     const char *params[5];
-    int rc = KEYS_EXIT_FAILURE;
+    int rc = CLI_EXIT_FAILURE;
 
-    for (int i = 1; i < argc; i++) {
-        const char *v = NULL;
-        if (strcmp(argv[i], "--admin") == 0) {
-            admin = true;
-        } else if (keys_match_opt(argc, argv, &i, "--company", &v)) {
-            if (!v)
-                return keys_usage_error("%s needs a company id", "--company");
-            company = v;
-        } else if (keys_match_opt(argc, argv, &i, "--name", &v)) {
-            if (!v)
-                return keys_usage_error("%s needs a value", "--name");
-            name = v;
-        } else {
-            return keys_usage_error("create: unexpected argument '%s'", argv[i]);
-        }
+    switch (cli_parse("keys create", argc, argv, 1, opts, sizeof(opts) / sizeof(opts[0]))) {
+    case CLI_HELP:
+        fputs(keys_synopsis, stdout);
+        return CLI_EXIT_OK;
+    case CLI_BAD:
+        return CLI_EXIT_USAGE;
+    case CLI_PARSED:
+        break;
     }
     if (admin == (company != NULL))
         return keys_usage_error("create: give exactly one of --admin or --company ID");
-    if (company && !parse_long(company, 1, INT64_MAX, &company_id))
-        return keys_usage_error("create: --company must be a positive integer, got '%s'", company);
-    snprintf(company_text, sizeof(company_text), "%ld", company_id);
+    if (company &&
+        !cli_id_param("keys create", "company", company, company_text, sizeof(company_text)))
+        return CLI_EXIT_USAGE;
     if (name && !keys_name_ok(name))
         return keys_usage_error("create: --name must be 1-200 printable characters, got '%s'",
                                 name);
@@ -172,8 +99,7 @@ static int keys_create(const char *database_url, int argc, char **argv)
                         "failed\n");
         goto out;
     }
-    conn = keys_connect(database_url);
-    if (!conn)
+    if (!(conn = cli_connect(database_url)))
         goto out;
 
     params[0] = hash;
@@ -186,7 +112,7 @@ static int keys_create(const char *database_url, int argc, char **argv)
                        "name) VALUES ($1, $2, $3::bigint, $4::boolean, $5) RETURNING id",
                        5, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        keys_report_result("cannot create the key", res, conn);
+        cli_report("cannot create the key", res, conn);
         goto out;
     }
     /* The key goes alone to stdout so `KEY=$(arvctl keys create ...)` works; the
@@ -200,7 +126,7 @@ static int keys_create(const char *database_url, int argc, char **argv)
     }
     fprintf(stderr, "arvctl keys: created key %s (%s%s, prefix %s); it is shown only once\n",
             PQgetvalue(res, 0, 0), admin ? "admin" : "company:", company_text, prefix);
-    rc = KEYS_EXIT_OK;
+    rc = CLI_EXIT_OK;
 out:
     OPENSSL_cleanse(key, sizeof(key));
     PQclear(res);
@@ -208,44 +134,16 @@ out:
     return rc;
 }
 
-/* Prints rows as left-aligned columns; the last column is not padded, so a
- * name with spaces stays at the end of its line. */
-static void keys_print_table(const PGresult *res)
-{
-    static const char *const header[] = {"ID", "PREFIX", "SCOPE", "CREATED", "REVOKED", "NAME"};
-    enum { NCOLS = 6 };
-    int width[NCOLS];
-    int rows = PQntuples(res);
-
-    for (int c = 0; c < NCOLS; c++) {
-        width[c] = (int)strlen(header[c]);
-        for (int r = 0; r < rows; r++) {
-            int w = PQgetlength(res, r, c);
-            if (w > width[c])
-                width[c] = w;
-        }
-    }
-    for (int r = -1; r < rows; r++) {
-        for (int c = 0; c < NCOLS; c++) {
-            const char *v = r < 0 ? header[c] : PQgetvalue(res, r, c);
-            if (c == NCOLS - 1)
-                printf("%s\n", v);
-            else
-                printf("%-*s  ", width[c], v);
-        }
-    }
-}
-
 static int keys_list(const char *database_url, int argc, char **argv)
 {
+    static const char *const headers[] = {"ID", "PREFIX", "SCOPE", "CREATED", "REVOKED", "NAME"};
     PGconn *conn = NULL;
     PGresult *res = NULL;
-    int rc = KEYS_EXIT_FAILURE;
+    int rc = CLI_EXIT_FAILURE;
 
     if (argc > 1)
         return keys_usage_error("list: unexpected argument '%s'", argv[1]);
-    conn = keys_connect(database_url);
-    if (!conn)
+    if (!(conn = cli_connect(database_url)))
         goto out;
     res = PQexec(conn, "SELECT id, prefix, "
                        "CASE WHEN is_admin THEN 'admin' ELSE 'company:' || company_id END, "
@@ -255,15 +153,15 @@ static int keys_list(const char *database_url, int argc, char **argv)
                        "coalesce(nullif(name, ''), '-') "
                        "FROM analytics.api_keys ORDER BY id");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        keys_report_result("cannot list keys", res, conn);
+        cli_report("cannot list keys", res, conn);
         goto out;
     }
-    keys_print_table(res);
+    cli_print_table(stdout, res, headers);
     if (fflush(stdout) != 0) {
         fprintf(stderr, "arvctl keys: cannot write the listing: %s\n", strerror(errno));
         goto out;
     }
-    rc = KEYS_EXIT_OK;
+    rc = CLI_EXIT_OK;
 out:
     PQclear(res);
     PQfinish(conn);
@@ -274,16 +172,15 @@ static int keys_revoke(const char *database_url, int argc, char **argv)
 {
     PGconn *conn = NULL;
     PGresult *res = NULL;
-    long id = 0;
+    long long id = 0;
     const char *params[1];
-    int rc = KEYS_EXIT_FAILURE;
+    int rc = CLI_EXIT_FAILURE;
 
     if (argc != 2)
         return keys_usage_error("revoke: give exactly one key id");
-    if (!parse_long(argv[1], 1, INT64_MAX, &id))
+    if (!cli_parse_id(argv[1], &id))
         return keys_usage_error("revoke: the key id must be a positive integer, got '%s'", argv[1]);
-    conn = keys_connect(database_url);
-    if (!conn)
+    if (!(conn = cli_connect(database_url)))
         goto out;
     params[0] = argv[1];
     /* `o` is the row as it was, so we can tell a new revocation from a repeated
@@ -296,7 +193,7 @@ static int keys_revoke(const char *database_url, int argc, char **argv)
                        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
                        1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        keys_report_result("cannot revoke the key", res, conn);
+        cli_report("cannot revoke the key", res, conn);
         goto out;
     }
     if (PQntuples(res) == 0) {
@@ -309,7 +206,7 @@ static int keys_revoke(const char *database_url, int argc, char **argv)
     else
         printf("revoked key %s (%s) at %s; the reporter refuses it within its auth cache TTL\n",
                argv[1], PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 2));
-    rc = KEYS_EXIT_OK;
+    rc = CLI_EXIT_OK;
 out:
     PQclear(res);
     PQfinish(conn);
@@ -325,7 +222,7 @@ int keys_command(const char *database_url, int argc, char **argv)
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
         fputs(keys_synopsis, stdout);
         fputs(keys_help_text, stdout);
-        return KEYS_EXIT_OK;
+        return CLI_EXIT_OK;
     }
     if (strcmp(sub, "create") == 0)
         return keys_create(database_url, argc - 1, argv + 1);
