@@ -364,13 +364,6 @@ enum store_status store_ping(struct store *s)
     return store_exec(s, "SELECT 1");
 }
 
-static long mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000000L + ts.tv_nsec / 1000;
-}
-
 static long result_long(const PGresult *res, int col)
 {
     return PQgetisnull(res, 0, col) ? 0 : strtol(PQgetvalue(res, 0, col), NULL, 10);
@@ -403,7 +396,7 @@ enum store_status store_flush(struct store *s, const struct content_cache *cc, c
     PGresult *res = NULL;
     enum store_status st = STORE_OK;
     bool have_counts = false;
-    long t0 = mono_us(), t1;
+    uint64_t t0 = timeutil_mono_us(), t1;
 
     memset(counts, 0, sizeof(*counts));
     if (!s->conn)
@@ -445,8 +438,8 @@ enum store_status store_flush(struct store *s, const struct content_cache *cc, c
         goto out;
 
     /* Round trip 3: the day locks and everything else. */
-    t1 = mono_us();
-    counts->copy_us = t1 - t0;
+    t1 = timeutil_mono_us();
+    counts->copy_us = (long)(t1 - t0);
     strbuf_reset(&s->sql);
     strbuf_reset(&s->by_id);
     strbuf_reset(&s->by_uid);
@@ -481,7 +474,7 @@ enum store_status store_flush(struct store *s, const struct content_cache *cc, c
         PQclear(res);
     }
     res = NULL;
-    counts->statement_us = mono_us() - t1;
+    counts->statement_us = (long)(timeutil_mono_us() - t1);
     if (st == STORE_OK && (!have_counts || PQtransactionStatus(s->conn) != PQTRANS_INTRANS)) {
         set_errstr(s, "unexpected answer to the batch statement");
         st = s->status = STORE_RETRY;
@@ -490,7 +483,7 @@ enum store_status store_flush(struct store *s, const struct content_cache *cc, c
         goto out;
 
     /* Round trip 4: COMMIT, timed apart since it is the WAL flush. */
-    t1 = mono_us();
+    t1 = timeutil_mono_us();
     res = PQexec(s->conn, "COMMIT");
     if (PQresultStatus(res) != PGRES_COMMAND_OK || PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
         st = store_fail(s, res);
@@ -499,7 +492,7 @@ enum store_status store_flush(struct store *s, const struct content_cache *cc, c
         set_errstr(s, "the batch transaction was rolled back at COMMIT");
         st = s->status = STORE_RETRY;
     }
-    counts->commit_us = mono_us() - t1;
+    counts->commit_us = (long)(timeutil_mono_us() - t1);
 out:
     PQclear(res);
     if (st != STORE_OK) {

@@ -11,6 +11,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "timeutil.h"
 
 #define BACKOFF_MIN_MS      100
 #define BACKOFF_MAX_MS      5000
@@ -45,20 +46,6 @@ bool worker_failpoint_parse(const char *spec, long *after_commit)
         return false;
     *after_commit = n;
     return true;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int64_t day_of(int64_t ms)
@@ -213,7 +200,7 @@ static enum store_status flush_each(struct worker *w)
 static enum store_status ensure_batch_partitions(struct worker *w, int64_t *lo, int64_t *hi)
 {
     const struct batch *b = &w->batch;
-    int64_t today = day_of(wall_ms());
+    int64_t today = day_of(timeutil_real_ms());
     int64_t first, last;
     enum store_status st;
 
@@ -261,7 +248,7 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     long redis_backoff = BACKOFF_MIN_MS, pg_backoff = BACKOFF_MIN_MS;
     int64_t next_stats = 0, next_trim = 0, next_idle_ping = 0, next_partitions = 0;
-    int64_t next_claim = mono_ms() + w->claim_idle_ms / 2;
+    int64_t next_claim = (int64_t)timeutil_mono_ms() + w->claim_idle_ms / 2;
     int64_t part_lo = 0, part_hi = -1; /* days whose partitions exist */
     int64_t read_wall_ms = 0;
     int64_t read_ms = 0; /* time the last read took (XREADGROUP + decode) */
@@ -274,7 +261,7 @@ static void *worker_main(void *arg)
              LF_INT("streams", w->nstreams), LF_STR("consumer", w->reader.consumer));
     for (;;) {
         bool stopping = atomic_load(&w->stop);
-        int64_t now = mono_ms();
+        int64_t now = (int64_t)timeutil_mono_ms();
 
         if (stopping && (w->batch.count == 0 || failing || !reader_connected(&w->reader) ||
                          !store_connected(&w->store)))
@@ -300,7 +287,7 @@ static void *worker_main(void *arg)
         if (!store_connected(&w->store)) {
             st = store_connect(&w->store);
             if (st == STORE_OK) {
-                int64_t today = day_of(wall_ms());
+                int64_t today = day_of(timeutil_real_ms());
                 st = store_ensure_partitions(&w->store, today - 1, today + 2);
                 part_lo = today - 1;
                 part_hi = today + 2;
@@ -316,7 +303,7 @@ static void *worker_main(void *arg)
         }
 
         if (now >= next_partitions) {
-            int64_t today = day_of(wall_ms());
+            int64_t today = day_of(timeutil_real_ms());
             if ((st = store_ensure_partitions(&w->store, today - 1, today + 2)) != STORE_OK) {
                 pg_failed(w, st);
                 backoff_sleep(w, &pg_backoff);
@@ -350,9 +337,9 @@ static void *worker_main(void *arg)
                              LF_INT("count", (long long)w->batch.count));
             }
             if (rc == 0 && w->batch.count == 0) {
-                read_wall_ms = wall_ms();
+                read_wall_ms = timeutil_real_ms();
                 rc = reader_read(&w->reader, &w->batch, &kind, &caught_up);
-                read_ms = mono_ms() - now;
+                read_ms = (int64_t)timeutil_mono_ms() - now;
             }
             if (rc < 0 && reader_connected(&w->reader)) {
                 /* An error reply, not an outage: log it and read on. */
@@ -390,7 +377,7 @@ static void *worker_main(void *arg)
         }
 
         /* Write the batch; on failure keep it and retry the same entries. */
-        int64_t t0 = mono_ms();
+        int64_t t0 = (int64_t)timeutil_mono_ms();
         int64_t watermark = 0;
         struct store_counts counts;
         memset(&counts, 0, sizeof(counts));
@@ -419,8 +406,8 @@ static void *worker_main(void *arg)
         pg_ok(w);
         pg_backoff = BACKOFF_MIN_MS;
         metric_observe(w->m.batch_size, (double)w->batch.count);
-        metric_observe(w->m.flush_duration, (double)(mono_ms() - t0) / 1000.0);
-        int64_t write_ms = mono_ms() - t0;
+        metric_observe(w->m.flush_duration, (double)((int64_t)timeutil_mono_ms() - t0) / 1000.0);
+        int64_t write_ms = (int64_t)timeutil_mono_ms() - t0;
 
         if (failpoint_after_commit > 0 &&
             atomic_fetch_add(&commits_done, 1) + 1 >= failpoint_after_commit) {
@@ -431,7 +418,7 @@ static void *worker_main(void *arg)
 
         /* Committed: acknowledge. If that fails the entries stay pending and
          * come back after reconnecting; event ids make that harmless. */
-        int64_t t_ack = mono_ms();
+        int64_t t_ack = (int64_t)timeutil_mono_ms();
         if (reader_ack(&w->reader, &w->batch) < 0)
             redis_failed(w);
         /* The split is what bench/aggregator.sh reports per step. */
@@ -441,7 +428,7 @@ static void *worker_main(void *arg)
                   LF_INT("copy_ms", counts.copy_us / 1000),
                   LF_INT("statement_ms", counts.statement_us / 1000),
                   LF_INT("commit_ms", counts.commit_us / 1000),
-                  LF_INT("ack_ms", (long long)(mono_ms() - t_ack)));
+                  LF_INT("ack_ms", (long long)((int64_t)timeutil_mono_ms() - t_ack)));
         read_ms = 0;
         batch_reset(&w->batch);
     }

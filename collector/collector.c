@@ -28,6 +28,7 @@
 #include "rate_limit.h"
 #include "service.h"
 #include "stream_writer.h"
+#include "timeutil.h"
 
 #define COLLECTOR_MAX_THREADS 64
 #define RATE_LIMIT_SLOTS      65536 /* clients tracked at once (about 6 MB) */
@@ -111,20 +112,6 @@ struct collector {
 
 static const double batch_buckets[] = {1, 5, 10, 25, 50, 100, 250, 500, 1000};
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void count_rejected(struct collector *c, const char *reason)
 {
     metric_inc(metric_family_child(c->rejected, (const char *const[]){reason}));
@@ -188,7 +175,7 @@ static bool admit(struct lane *l, struct http_request *req, char *ip)
     client_ip_resolve(&c->trust, http_request_peer(req),
                       c->trust.n ? http_request_header(req, "x-forwarded-for") : NULL, ip);
     unsigned wait_s = 0;
-    if (c->limiter && !rate_limit_take(c->limiter, ip, mono_ms(), &wait_s)) {
+    if (c->limiter && !rate_limit_take(c->limiter, ip, (int64_t)timeutil_mono_ms(), &wait_s)) {
         char v[16];
         snprintf(v, sizeof(v), "%u", wait_s);
         http_request_add_header(req, "Retry-After", v);
@@ -254,7 +241,7 @@ static void fill_context(const struct collector *c, struct http_request *req, co
     *ctx = (struct event_context){
         .user_agent_header = http_request_header(req, "user-agent"),
         .client_ip = ip,
-        .now_ms = wall_ms(),
+        .now_ms = timeutil_real_ms(),
         .max_skew_ms = c->cfg->max_skew_s * 1000,
     };
 }

@@ -39,6 +39,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "strbuf.h"
+#include "timeutil.h"
 #include "urlcode.h"
 
 #define READ_CHUNK      65536  /* one recv(2) into the server's shared buffer */
@@ -206,11 +207,6 @@ static uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t now_ms(void)
-{
-    return now_ns() / 1000000ull;
 }
 
 static const char *status_reason(int status)
@@ -625,13 +621,13 @@ static void conn_flush(struct conn *c)
                 event_add(c->ev_write, NULL);
                 c->writing = true;
             }
-            c->last_active_ms = now_ms();
+            c->last_active_ms = timeutil_mono_ms();
             return;
         }
         conn_close(c); /* EPIPE, ECONNRESET: the client is gone */
         return;
     }
-    c->last_active_ms = now_ms();
+    c->last_active_ms = timeutil_mono_ms();
     c->srv->unflushed -= c->out_responses;
     c->out_responses = 0;
     c->out_off = 0;
@@ -701,7 +697,7 @@ static void conn_update_timer(struct conn *c)
     }
     if (!deadline || (c->timer_at_ms && c->timer_at_ms <= deadline))
         return;
-    uint64_t now = now_ms();
+    uint64_t now = timeutil_mono_ms();
     uint64_t wait = deadline > now ? deadline - now : 0;
     struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
     event_add(c->ev_timer, &tv);
@@ -719,7 +715,7 @@ static void conn_start_linger(struct conn *c)
      * side and drain for a while first. */
     shutdown(c->fd, SHUT_WR);
     c->state = CONN_LINGER;
-    c->linger_until_ms = now_ms() + LINGER_MS;
+    c->linger_until_ms = timeutil_mono_ms() + LINGER_MS;
     c->in_off = 0;
     c->in_len = 0;
 }
@@ -967,7 +963,7 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
             conn_read_end(c, n);
             goto out;
         }
-        c->last_active_ms = now_ms();
+        c->last_active_ms = timeutil_mono_ms();
         size_t used = conn_parse(c, s->rbuf, (size_t)n);
         if (!c->dead && used < (size_t)n && c->state != CONN_CLOSING) {
             if (!conn_in_reserve(c, (size_t)n - used)) {
@@ -990,7 +986,7 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
         ssize_t n = recv(fd, c->in + c->in_len, want, 0);
         if (n > 0) {
             c->in_len += (size_t)n;
-            c->last_active_ms = now_ms();
+            c->last_active_ms = timeutil_mono_ms();
         } else {
             conn_read_end(c, n);
             if (c->dead)
@@ -1029,7 +1025,7 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     c->depth++;
     c->timer_at_ms = 0;
-    uint64_t now = now_ms();
+    uint64_t now = timeutil_mono_ms();
     switch (c->state) {
     case CONN_IDLE:
     case CONN_CLOSING:
@@ -1093,7 +1089,7 @@ static int conn_new(struct http_server *s, int fd, const struct sockaddr_storage
     s->conns = c;
     s->nconns++;
     metric_add(s->m_open, 1);
-    c->last_active_ms = now_ms();
+    c->last_active_ms = timeutil_mono_ms();
     c->depth++;
     conn_after_io(c);
     conn_release(c);

@@ -12,6 +12,9 @@
 /* Monotonic milliseconds: for deadlines and durations, never for timestamps. */
 uint64_t timeutil_mono_ms(void);
 
+/* Monotonic microseconds: for timing steps finer than a millisecond. */
+uint64_t timeutil_mono_us(void);
+
 /* Monotonic seconds as a double: for latency histograms. */
 double timeutil_mono_s(void);
 

@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "pg_pool.h"
 #include "query.h"
+#include "timeutil.h"
 
 #define AUTH_CACHE_CAPACITY 4096
 #define AUTH_CACHE_WAYS     4
@@ -60,14 +61,6 @@ struct auth_lookup {
     auth_done_cb *cb;
     void *arg;
 };
-
-static uint64_t auth_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 bool auth_bearer_token(const char *header, const char **tok, size_t *len)
 {
@@ -285,7 +278,7 @@ static void auth_lookup_done(void *arg, const PGresult *res, const char *errstr)
         if (st == AUTH_FAILED)
             log_error("auth_lookup_failed", LF_STR("error", "unexpected api_keys row"));
         else
-            auth_cache_put(a->cache, l->hash, auth_now_ms(),
+            auth_cache_put(a->cache, l->hash, timeutil_mono_ms(),
                            st == AUTH_UNKNOWN ? a->negative_ttl_ms : a->ttl_ms, st, &p);
     }
     l->cb(l->arg, st, &p);
@@ -310,7 +303,7 @@ enum auth_status auth_check(struct auth *a, const char *authorization, struct au
         return AUTH_MALFORMED;
     if (api_key_hash_hex(tok, len, hash) < 0)
         return AUTH_FAILED;
-    if (auth_cache_get(a->cache, hash, auth_now_ms(), &st, out)) {
+    if (auth_cache_get(a->cache, hash, timeutil_mono_ms(), &st, out)) {
         metric_inc(a->cache_hit);
         return st;
     }

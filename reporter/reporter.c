@@ -244,14 +244,6 @@ static void reporter_db_unavailable(struct reporter_call *call)
                   "the analytics database is unavailable; retry shortly");
 }
 
-static uint64_t reporter_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Sends a rendered answer (JSON, or CSV for the export). */
 static void reporter_answer(struct reporter_call *call, const char *body, size_t len, bool csv,
                             const char *complete_until)
@@ -285,7 +277,7 @@ static int64_t reporter_zone_today(struct reporter *r, const char *tz, int64_t t
 {
     const struct reporter_tz_day *d = reporter_tz_slot(r, tz);
 
-    if (strcmp(d->tz, tz) == 0 && reporter_now_ms() - d->at_ms < REPORTER_TZ_DAY_TTL)
+    if (strcmp(d->tz, tz) == 0 && timeutil_mono_ms() - d->at_ms < REPORTER_TZ_DAY_TTL)
         return today + d->delta;
     return today;
 }
@@ -303,7 +295,7 @@ static void reporter_zone_learn(struct reporter *r, const struct query_spec *spe
     d = reporter_tz_slot(r, spec->win.tz);
     snprintf(d->tz, sizeof(d->tz), "%s", spec->win.tz);
     d->delta = (int)(to - today);
-    d->at_ms = reporter_now_ms();
+    d->at_ms = timeutil_mono_ms();
 }
 
 static void reporter_query_done(void *arg, const PGresult *res, const char *errstr)
@@ -369,7 +361,7 @@ static void reporter_query_done(void *arg, const PGresult *res, const char *errs
                       "the analytics query failed");
         return;
     }
-    qcache_put(r->cache, call->cache_key, reporter_now_ms(), sb.data, sb.len, csv,
+    qcache_put(r->cache, call->cache_key, timeutil_mono_ms(), sb.data, sb.len, csv,
                qr.complete_until);
     reporter_answer(call, sb.data, sb.len, csv, qr.complete_until);
     strbuf_deinit(&sb);
@@ -483,7 +475,7 @@ static void reporter_fill_done(void *arg, const PGresult *res, const char *errst
                       "the analytics query failed");
         return;
     }
-    qcache_put(r->closed, call->closed_key, reporter_now_ms(), body.data, body.len, false, NULL);
+    qcache_put(r->closed, call->closed_key, timeutil_mono_ms(), body.data, body.len, false, NULL);
     reporter_send(call, &call->closed, false);
     strbuf_deinit(&body);
 }
@@ -501,7 +493,8 @@ static void reporter_run(struct reporter_call *call)
 
     char key[24];
     snprintf(key, sizeof(key), "%lld", (long long)call->principal.key_id);
-    if (r->ratelimit && !rate_limit_take(r->ratelimit, key, (int64_t)reporter_now_ms(), &retry_s)) {
+    if (r->ratelimit &&
+        !rate_limit_take(r->ratelimit, key, (int64_t)timeutil_mono_ms(), &retry_s)) {
         char ra[16];
         snprintf(ra, sizeof(ra), "%u", retry_s);
         http_request_add_header(call->req, "Retry-After", ra);
@@ -539,7 +532,7 @@ static void reporter_run(struct reporter_call *call)
         return;
     }
     reporter_cache_key(spec, call->cache_key, sizeof(call->cache_key));
-    hit = qcache_get(r->cache, call->cache_key, reporter_now_ms());
+    hit = qcache_get(r->cache, call->cache_key, timeutil_mono_ms());
     if (hit) {
         metric_inc(r->cache_hit);
         reporter_answer(call, hit->body, hit->len, hit->csv, hit->complete_until);
@@ -553,7 +546,7 @@ static void reporter_run(struct reporter_call *call)
         query_closed_window_tz(spec, today, reporter_zone_today(r, spec->win.tz, today),
                                &call->closed)) {
         query_closed_key(spec, &call->closed, call->closed_key, sizeof(call->closed_key));
-        hit = qcache_get(r->closed, call->closed_key, reporter_now_ms());
+        hit = qcache_get(r->closed, call->closed_key, timeutil_mono_ms());
         if (hit && query_closed_load(&call->closed, hit->body, hit->len)) {
             metric_inc(r->closed_hit);
             reporter_send(call, &call->closed, false);
