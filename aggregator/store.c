@@ -387,11 +387,21 @@ enum store_status store_resolve_content(struct store *s, struct content_cache *c
         set_errstr(s, "out of memory");
         st = STORE_RETRY;
     }
+    if (st != STORE_OK)
+        return s->status = st;
+    /* Once per batch: store_flush() may run per entry after a rejection. */
+    strbuf_reset(&s->by_id);
+    strbuf_reset(&s->by_uid);
+    content_cache_write_sql(cc, &s->by_id, &s->by_uid);
+    if (s->by_id.oom || s->by_uid.oom) {
+        set_errstr(s, "out of memory");
+        st = STORE_RETRY;
+    }
     return s->status = st;
 }
 
-enum store_status store_flush(struct store *s, const struct content_cache *cc, const char *rows,
-                              size_t len, int64_t watermark_ms, struct store_counts *counts)
+enum store_status store_flush(struct store *s, const char *rows, size_t len, int64_t watermark_ms,
+                              struct store_counts *counts)
 {
     PGresult *res = NULL;
     enum store_status st = STORE_OK;
@@ -441,14 +451,11 @@ enum store_status store_flush(struct store *s, const struct content_cache *cc, c
     t1 = timeutil_mono_us();
     counts->copy_us = (long)(t1 - t0);
     strbuf_reset(&s->sql);
-    strbuf_reset(&s->by_id);
-    strbuf_reset(&s->by_uid);
-    content_cache_write_sql(cc, &s->by_id, &s->by_uid);
     store_build_lock_sql(&s->sql);
     strbuf_puts(&s->sql, "; ");
     store_build_flush_sql(&s->sql, s->by_id.data, s->by_uid.data, s->consumer_literal,
                           watermark_ms);
-    if (s->sql.oom || s->by_id.oom || s->by_uid.oom) {
+    if (s->sql.oom) {
         set_errstr(s, "out of memory");
         st = s->status = STORE_RETRY;
         goto out;

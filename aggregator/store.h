@@ -95,16 +95,17 @@ bool store_connected(const struct store *s);
 enum store_status store_ensure_partitions(struct store *s, int64_t first_day, int64_t last_day);
 
 /* Reads into `cc` every content key of its current batch that it does not
- * hold fresh, from the store's content relation. Blocking. */
+ * hold fresh, from the store's content relation, and keeps the batch's answers
+ * as SQL for the store_flush() calls of this batch. Blocking. */
 enum store_status store_resolve_content(struct store *s, struct content_cache *cc);
 
 /* Writes one batch: `rows` (len bytes of COPY text for the staging table) in
- * one transaction, content resolved by `cc` (after store_resolve_content),
+ * one transaction, content resolved as by the last store_resolve_content(),
  * with the watermark set to `watermark_ms` when it is > 0. Fills `counts` on
  * STORE_OK. On failure the transaction is rolled back (or the connection
  * closed) and nothing was written. Blocking. */
-enum store_status store_flush(struct store *s, const struct content_cache *cc, const char *rows,
-                              size_t len, int64_t watermark_ms, struct store_counts *counts);
+enum store_status store_flush(struct store *s, const char *rows, size_t len, int64_t watermark_ms,
+                              struct store_counts *counts);
 
 /* Moves the watermark to `watermark_ms` outside a batch; doubles as the
  * connection check while idle. Blocking. */

@@ -173,14 +173,14 @@ static enum store_status flush_each(struct worker *w)
         struct batch_entry *e = &b->entries[i];
         if (e->row_len == 0 || e->keep_pending)
             continue;
-        st = store_flush(&w->store, w->contents, b->rows.data + e->row_off, e->row_len, 0, &c);
+        st = store_flush(&w->store, b->rows.data + e->row_off, e->row_len, 0, &c);
         if (st == STORE_DATA) {
             log_warn("entry_rejected", LF_STR("stream", b->streams[e->stream]),
                      LF_STR("entry_id", e->id), LF_STR("sqlstate", w->store.sqlstate),
                      LF_STR("error", w->store.errstr));
             strbuf_reset(&w->scratch);
             batch_dead_row(b, i, BATCH_REASON_REJECTED, w->store.errstr, &w->scratch);
-            st = store_flush(&w->store, w->contents, w->scratch.data, w->scratch.len, 0, &c);
+            st = store_flush(&w->store, w->scratch.data, w->scratch.len, 0, &c);
             if (st == STORE_DATA) {
                 log_error("dead_letter_rejected", LF_STR("stream", b->streams[e->stream]),
                           LF_STR("entry_id", e->id), LF_STR("error", w->store.errstr));
@@ -387,7 +387,7 @@ static void *worker_main(void *arg)
         if (st == STORE_OK)
             st = resolve_content(w);
         if (st == STORE_OK)
-            st = store_flush(&w->store, w->contents, w->batch.rows.data ? w->batch.rows.data : "",
+            st = store_flush(&w->store, w->batch.rows.data ? w->batch.rows.data : "",
                              w->batch.rows.len, watermark, &counts);
         if (st == STORE_OK) {
             count_flush(w, &counts);
