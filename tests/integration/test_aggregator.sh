@@ -103,6 +103,30 @@ it_pass "content registered while running is counted at once (by id and unique i
 
 it_stop aggregator
 
+# Poison entries: an entry a dead consumer left pending after 10 deliveries
+# (ARV_MAX_DELIVERIES) is claimed into the dead letters, not written; one with
+# fewer deliveries is claimed and written as usual.
+poison_event() { # event_id
+    redis-cli -p "$IT_REDIS_PORT" XADD "$ARV_STREAM" '*' v 1 e \
+        "{\"event_id\":\"$1\",\"session_id\":\"0000b000-0000-4000-8000-000000000002\",\"ar_content_id\":1,\"received_at\":\"$(date -u +%Y-%m-%dT%H:%M:%S.000Z)\"}"
+}
+poisoned=$(poison_event 0000b000-0000-4000-8000-000000000030)
+retried=$(poison_event 0000b000-0000-4000-8000-000000000031)
+redis-cli -p "$IT_REDIS_PORT" XREADGROUP GROUP arv-aggregators ghost COUNT 2 STREAMS "$ARV_STREAM" '>' >/dev/null
+redis-cli -p "$IT_REDIS_PORT" XCLAIM "$ARV_STREAM" arv-aggregators ghost 0 "$poisoned" RETRYCOUNT 10 JUSTID >/dev/null
+redis-cli -p "$IT_REDIS_PORT" XCLAIM "$ARV_STREAM" arv-aggregators ghost 0 "$retried" RETRYCOUNT 9 JUSTID >/dev/null
+it_start claimer arv-aggregator ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=300
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "pending entries not claimed"
+[ "$(it_psql "SELECT reason || ' ' || detail FROM analytics.dead_letters WHERE entry_id = '$poisoned'")" = \
+    "max_deliveries delivered 10 times" ] || it_fail "entry delivered 10 times not dead-lettered"
+[ "$(it_psql "SELECT count(*) FROM analytics.dead_letters WHERE entry_id = '$retried'")" = 0 ] ||
+    it_fail "entry delivered 9 times dead-lettered"
+[ "$(it_psql "SELECT string_agg(event_id::text, ' ') FROM analytics.ar_view_sessions
+              WHERE event_id::text LIKE '0000b000-0000-4000-8000-00000000003_'")" = \
+    0000b000-0000-4000-8000-000000000031 ] || it_fail "claimed entries: wrong raw rows"
+it_stop claimer
+it_pass "claimed entries: delivered 10 times -> max_deliveries dead letter, 9 times -> written"
+
 # Enrichment: GeoIP fills country and city where the client sent none (before
 # the IP is anonymised), the user agent fills device type, browser and OS;
 # a bot's event is stored, marked, and kept out of every rollup.

@@ -28,11 +28,16 @@ load_part() {
 
 declare -A PID
 # start_agg NAME [VAR=VALUE...]: (re)starts aggregator NAME (consumer crash-NAME).
+# Each restart re-reads what the killed process held, which Redis counts as a
+# delivery: ~15 kills per aggregator take an entry past ARV_MAX_DELIVERIES' 10,
+# and a claim would then dead-letter it (while the restarted owner may be
+# writing it too). These crashes are the test's, not the entries' fault, so the
+# limit is raised here; test_aggregator covers it.
 start_agg() {
     local name=$1
     shift
     env ARV_LISTEN="127.0.0.1:$(arv_free_port)" ARV_CONSUMER="crash-$name" ARV_BATCH_SIZE=1500 \
-        ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=2000 "$@" "$IT_BIN/arv-aggregator" \
+        ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=2000 ARV_MAX_DELIVERIES=1000 "$@" "$IT_BIN/arv-aggregator" \
         2>>"$IT_TMP/agg-$name.log" &
     PID[$name]=$!
     IT_PIDS+=("$!")
@@ -116,8 +121,12 @@ bad=$(agg_check_rollups) || it_fail "rollup check failed to run"
 pending=$(redis-cli -p "$IT_REDIS_PORT" XPENDING "$ARV_STREAM" arv-aggregators | head -1)
 [ "$pending" = 0 ] || it_fail "$pending entries pending"
 unknown=$(cat "$IT_TMP"/stats.* | awk '$1 == "unknown" {s += $2} END {print s}')
-[ "$(it_psql "SELECT count(*) FROM analytics.dead_letters WHERE reason = 'unknown_content'")" = "$unknown" ] ||
-    it_fail "unknown_content dead letters: expected $unknown"
+# Every dead letter is an unknown_content one, once per entry.
+got=$(it_psql "SELECT count(*) FILTER (WHERE reason = 'unknown_content') || ' ' || count(*) FROM analytics.dead_letters")
+[ "$got" = "$unknown $unknown" ] || it_fail "dead letters: expected $unknown, all unknown_content; by reason: $(
+    it_psql "SELECT string_agg(reason || ' ' || n || ' (' || details || ')', ', ') FROM (SELECT reason,
+             count(*) AS n, string_agg(DISTINCT coalesce(detail, '-'), '; ') AS details
+             FROM analytics.dead_letters GROUP BY 1) d")"
 off=$(it_psql "SELECT count(*) FROM (SELECT r.company_id, r.day, hll_cardinality(r.sessions) AS est,
                (SELECT count(DISTINCT session_id) FROM analytics.ar_view_sessions v
                  WHERE v.company_id = r.company_id AND (v.created_at AT TIME ZONE 'UTC')::date = r.day) AS exact
