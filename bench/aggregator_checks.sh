@@ -97,6 +97,17 @@ agg_check_rollups() {
     echo $((total + n))
 }
 
+# agg_check_hll: prints how many company-days have HLL uniques further than
+# 3 sigma from the exact COUNT(DISTINCT session_id) of the raw rows other than
+# bots'. log2m 12: relative standard error 1.04/sqrt(4096) = 1.6%, 3 sigma 4.9%.
+agg_check_hll() {
+    agg_sql "SELECT count(*) FROM (SELECT r.company_id, r.day, hll_cardinality(r.sessions) AS est,
+               (SELECT count(DISTINCT session_id) FROM analytics.ar_view_sessions v
+                 WHERE v.company_id = r.company_id AND NOT v.is_bot
+                   AND (v.created_at AT TIME ZONE 'UTC')::date = r.day) AS exact
+               FROM analytics.rollup_company_daily r) x WHERE abs(est - exact) > 0.049 * exact"
+}
+
 # agg_rollup_digest: one md5 over every rollup table's rows, in key order.
 agg_rollup_digest() {
     agg_sql "SELECT md5(string_agg(t, '|' ORDER BY t)) FROM (

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
+
 bool client_ip_parse_addr(const char *s, size_t len, uint8_t out[16])
 {
     char buf[CLIENT_IP_LEN];
@@ -82,19 +84,11 @@ static bool parse_net(const char *s, size_t len, struct client_ip_net *out)
 
 bool client_ip_parse_trust(const char *list, struct client_ip_trust *out, char *err, size_t errlen)
 {
+    const char *q;
+    size_t n;
+
     out->n = 0;
-    if (!list)
-        return true;
-    for (const char *p = list; *p;) {
-        size_t len = strcspn(p, ",");
-        const char *q = p;
-        size_t n = len;
-        while (n && isspace((unsigned char)*q)) {
-            q++;
-            n--;
-        }
-        while (n && isspace((unsigned char)q[n - 1]))
-            n--;
+    for (const char *p = list; config_list_next(&p, &q, &n);) {
         if (n) {
             if (out->n == CLIENT_IP_MAX_NETS) {
                 snprintf(err, errlen, "ARV_TRUSTED_PROXIES: more than %d networks",
@@ -108,9 +102,6 @@ bool client_ip_parse_trust(const char *list, struct client_ip_trust *out, char *
             }
             out->n++;
         }
-        p += len;
-        if (*p == ',')
-            p++;
     }
     return true;
 }

@@ -6,20 +6,16 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config.h"
+
 bool cors_parse(const char *list, struct cors *out, char *err, size_t errlen)
 {
+    const char *q;
+    size_t n;
+
     memset(out, 0, sizeof(*out));
-    if (!list)
-        return true;
-    for (const char *p = list; *p;) {
-        size_t len = strcspn(p, ",");
-        const char *q = p;
-        size_t n = len;
-        while (n && isspace((unsigned char)*q)) {
-            q++;
-            n--;
-        }
-        while (n && (isspace((unsigned char)q[n - 1]) || q[n - 1] == '/'))
+    for (const char *p = list; config_list_next(&p, &q, &n);) {
+        while (n && q[n - 1] == '/')
             n--;
         if (n == 1 && *q == '*') {
             out->any = true;
@@ -33,9 +29,6 @@ bool cors_parse(const char *list, struct cors *out, char *err, size_t errlen)
             out->origins[out->n][n] = '\0';
             out->n++;
         }
-        p += len;
-        if (*p == ',')
-            p++;
     }
     return true;
 }

@@ -46,6 +46,26 @@ bool parse_bool(const char *s, bool *out)
     return false;
 }
 
+bool config_list_next(const char **p, const char **item, size_t *len)
+{
+    const char *s = *p;
+    size_t n;
+
+    if (!s)
+        return false;
+    n = strcspn(s, ",");
+    *p = s[n] == ',' ? s + n + 1 : NULL;
+    while (n && isspace((unsigned char)*s)) {
+        s++;
+        n--;
+    }
+    while (n && isspace((unsigned char)s[n - 1]))
+        n--;
+    *item = s;
+    *len = n;
+    return true;
+}
+
 bool config_parse_listen(const char *s, struct config_listen *out)
 {
     const char *colon;

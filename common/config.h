@@ -107,6 +107,11 @@ enum config_result config_load(const char *binary, const char *summary,
 /* Parses "host:port", "[v6]:port" or ":port"; the host must be numeric. */
 bool config_parse_listen(const char *s, struct config_listen *out);
 
+/* Walks a comma-separated list: sets *item and *len to the next item without
+ * the spaces around it (len 0 for an empty one) and moves *p past it; false
+ * once *p is NULL (the list is done). "a, ,b" has three items, "" one. */
+bool config_list_next(const char **p, const char **item, size_t *len);
+
 /* Strict integer parsing: the whole string, base 10, within [min, max]. */
 bool parse_long(const char *s, long min, long max, long *out);
 bool parse_bool(const char *s, bool *out);

@@ -18,6 +18,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "config.h"
 #include "log.h"
 #include "timeutil.h"
 #include "urlcode.h"
@@ -173,31 +174,22 @@ int redis_url_parse_list(const char *list, struct redis_url *out, int max)
 {
     int n = 0;
     char one[1024];
+    const char *item;
+    size_t len;
 
-    if (!list || max <= 0)
+    if (max <= 0)
         return -1;
-    for (const char *p = list;;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        /* Spaces around commas are forgiven ("a, b"), nothing else. */
-        while (len && isspace((unsigned char)*p)) {
-            p++;
-            len--;
-        }
-        while (len && isspace((unsigned char)p[len - 1]))
-            len--;
+    /* Spaces around commas are forgiven ("a, b"), nothing else. */
+    for (const char *p = list; config_list_next(&p, &item, &len);) {
         if (len == 0 || len >= sizeof(one) || n >= max)
             return -1;
-        memcpy(one, p, len);
+        memcpy(one, item, len);
         one[len] = '\0';
         if (!redis_url_parse(one, &out[n]))
             return -1;
         n++;
-        if (!comma)
-            break;
-        p = comma + 1;
     }
-    return n;
+    return n > 0 ? n : -1;
 }
 
 /* ---- connection state ---- */

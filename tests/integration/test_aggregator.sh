@@ -64,12 +64,8 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "replay not draine
     it_fail "dead letters after the replay: expected one per entry"
 it_pass "replaying every entry changes nothing"
 
-# HLL: log2m 12 has a relative standard error of 1.04/sqrt(4096) = 1.6%; each
-# company's daily sketch must be within 3 sigma (4.9%) of the exact count.
-off=$(it_psql "SELECT count(*) FROM (SELECT r.company_id, r.day, hll_cardinality(r.sessions) AS est,
-               (SELECT count(DISTINCT session_id) FROM analytics.ar_view_sessions v
-                 WHERE v.company_id = r.company_id AND (v.created_at AT TIME ZONE 'UTC')::date = r.day) AS exact
-               FROM analytics.rollup_company_daily r) x WHERE abs(est - exact) > 0.049 * exact")
+# Each company's daily sketch within 3 sigma (4.9%) of the exact count.
+off=$(agg_check_hll) || it_fail "HLL check failed to run"
 [ "$off" = 0 ] || it_fail "$off company-days with HLL uniques off by more than 3 sigma"
 it_pass "HLL uniques within 3 sigma of COUNT(DISTINCT)"
 

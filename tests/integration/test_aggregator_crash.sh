@@ -127,10 +127,7 @@ got=$(it_psql "SELECT count(*) FILTER (WHERE reason = 'unknown_content') || ' ' 
     it_psql "SELECT string_agg(reason || ' ' || n || ' (' || details || ')', ', ') FROM (SELECT reason,
              count(*) AS n, string_agg(DISTINCT coalesce(detail, '-'), '; ') AS details
              FROM analytics.dead_letters GROUP BY 1) d")"
-off=$(it_psql "SELECT count(*) FROM (SELECT r.company_id, r.day, hll_cardinality(r.sessions) AS est,
-               (SELECT count(DISTINCT session_id) FROM analytics.ar_view_sessions v
-                 WHERE v.company_id = r.company_id AND (v.created_at AT TIME ZONE 'UTC')::date = r.day) AS exact
-               FROM analytics.rollup_company_daily r) x WHERE abs(est - exact) > 0.049 * exact")
+off=$(agg_check_hll) || it_fail "HLL check failed to run"
 [ "$off" = 0 ] || it_fail "$off company-days with HLL uniques off by more than 3 sigma (1.6% each)"
 it_pass "crash: $N entries, $kills SIGKILLs, $failpoints exits between COMMIT and XACK, PostgreSQL restarted: $raw rows == distinct event ids, rollups == raw, nothing pending, $unknown unknown_content dead letters"
 

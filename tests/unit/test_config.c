@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "config.h"
@@ -201,4 +202,34 @@ Test(config, check_urls)
     cr_assert(strstr(err, "DATABASE_URL") != NULL, "%s", err);
     c.database_url = "";
     cr_assert_not(config_check_urls(&c, false, 0, true, err, sizeof(err)));
+}
+
+static size_t list_items(const char *list, char out[][16], size_t max)
+{
+    const char *item;
+    size_t len, n = 0;
+
+    for (const char *p = list; config_list_next(&p, &item, &len); n++) {
+        if (n < max)
+            snprintf(out[n], sizeof(out[n]), "%.*s", (int)len, item);
+    }
+    return n;
+}
+
+Test(config, list_next_trims_and_keeps_empty_items)
+{
+    char v[8][16];
+
+    cr_assert_eq(list_items(NULL, v, 8), 0);
+    cr_assert_eq(list_items("", v, 8), 1);
+    cr_assert_str_eq(v[0], "");
+    cr_assert_eq(list_items(" a ,b,\tc d ", v, 8), 3);
+    cr_assert_str_eq(v[0], "a");
+    cr_assert_str_eq(v[1], "b");
+    cr_assert_str_eq(v[2], "c d");
+    cr_assert_eq(list_items("a,, ,", v, 8), 4);
+    cr_assert_str_eq(v[0], "a");
+    cr_assert_str_eq(v[1], "");
+    cr_assert_str_eq(v[2], "");
+    cr_assert_str_eq(v[3], "");
 }
