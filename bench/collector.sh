@@ -3,8 +3,8 @@
 #   1. single-event POSTs: collector vs nginx `return 204`, same wrk settings;
 #   2. p99 at about half the collector's max rate;
 #   3. batches of 100 events vs redis-benchmark pipelined XADD of the same event.
-# Loopback only, bounded in time (about a minute). Prints numbers and ratios.
-# Usage: bench/collector.sh   (env: ARV_BENCH_BUILD_DIR, ARV_THREADS, BENCH_SECONDS)
+# Loopback only, bounded in time (about two minutes). Prints numbers and ratios.
+# Usage: bench/collector.sh   (env: ARV_BENCH_BUILD_DIR, ARV_THREADS, BENCH_SECONDS, ROUNDS)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/servers.sh"
@@ -70,21 +70,32 @@ wrk_run() {
 xlen() { redis-cli -p "$redis_port" XLEN "$stream"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
-echo "== single-event POSTs: wrk -t1 -c64 -d${secs}s --latency -s bench/post.lua URL"
-wrk_run 64 "http://127.0.0.1:$nginx_port/api/analytics/ar-session"
-nginx_rps=$R_okrps
-printf 'nginx-204  : %8s req/s (2xx)  p50 %s ms  p99 %s ms\n' "$R_okrps" "$R_p50" "$R_p99"
-redis-cli -p "$redis_port" DEL "$stream" >/dev/null
-wrk_run 64 "http://127.0.0.1:$coll_port/api/analytics/ar-session"
-coll_rps=$R_okrps
-printf 'collector  : %8s req/s (2xx)  p50 %s ms  p99 %s ms  non-2xx %s  socket errors %s\n' \
-    "$R_okrps" "$R_p50" "$R_p99" "$R_non2xx" "$R_sockerr"
-n=$(xlen)
-printf 'ratio collector/nginx: %s   (target >= 0.60)\n' "$(ratio "$coll_rps" "$nginx_rps")"
-# wrk does not count answers still in flight when it stops (at most one per
-# connection), so the stream may hold up to 64 more entries than wrk saw 2xx.
-printf 'stream entries %s, 2xx answers seen by wrk %s: %s\n' "$n" "$R_ok" \
-    "$(((n >= R_ok && n <= R_ok + 64)) && echo "consistent (difference <= 64 in flight)" || echo MISMATCH)"
+# Noise on a shared machine comes in bursts: the reference and the collector
+# take turns, ROUNDS times (default 3), and the median of the per-round ratios
+# is the result.
+rounds=${ROUNDS:-3}
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+echo "== single-event POSTs: wrk -t1 -c64 -d${secs}s --latency -s bench/post.lua URL, $rounds rounds"
+ratios="" coll_rps=0
+for ((round = 1; round <= rounds; round++)); do
+    wrk_run 64 "http://127.0.0.1:$nginx_port/api/analytics/ar-session"
+    nginx_rps=$R_okrps
+    printf 'round %s nginx-204  : %8s req/s (2xx)  p50 %s ms  p99 %s ms\n' "$round" "$R_okrps" "$R_p50" "$R_p99"
+    redis-cli -p "$redis_port" DEL "$stream" >/dev/null
+    wrk_run 64 "http://127.0.0.1:$coll_port/api/analytics/ar-session"
+    r=$(ratio "$R_okrps" "$nginx_rps")
+    ratios="$ratios $r"
+    coll_rps=$(awk -v a="$coll_rps" -v b="$R_okrps" 'BEGIN { print (b > a ? b : a) }')
+    printf 'round %s collector  : %8s req/s (2xx)  p50 %s ms  p99 %s ms  non-2xx %s  socket errors %s  ratio %s\n' \
+        "$round" "$R_okrps" "$R_p50" "$R_p99" "$R_non2xx" "$R_sockerr" "$r"
+    # wrk does not count answers still in flight when it stops (at most one per
+    # connection), so the stream may hold up to 64 more entries than wrk saw 2xx.
+    n=$(xlen)
+    printf '        stream entries %s, 2xx answers seen by wrk %s: %s\n' "$n" "$R_ok" \
+        "$(((n >= R_ok && n <= R_ok + 64)) && echo "consistent (difference <= 64 in flight)" || echo MISMATCH)"
+done
+printf 'ratio collector/nginx: median %s of%s   (target >= 0.60)\n' "$(median <<<"$ratios")" "$ratios"
 
 # wrk is closed-loop and has no rate option: use the smallest connection count
 # whose throughput reaches half the maximum (2 s probes), then measure p99 there.
@@ -104,22 +115,27 @@ printf 'collector at ~half max (wrk -t1 -c%s, closed loop): %s req/s  p50 %s ms 
 
 echo "== batches of 100 events vs redis-benchmark -P 32 XADD"
 event='{"ar_content_id":7,"session_id":"7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f","duration_seconds":37,"tracking_quality":"good","video_played":true,"device_type":"mobile","browser":"Safari","os":"iOS","country":"DE","city":"Berlin","user_agent":"Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1"}'
-rb=$(redis-benchmark -p "$redis_port" -n 1000000 -c 50 -P 32 -q XADD s '*' e "$event" 2>&1 |
-    tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
-redis-cli -p "$redis_port" DEL s >/dev/null
-printf 'redis-benchmark XADD -P 32: %s events/s\n' "$rb"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
     -d "[$event]" "http://127.0.0.1:$coll_port/api/analytics/ar-sessions")
 if [ "$code" = 200 ]; then
-    redis-cli -p "$redis_port" DEL "$stream" >/dev/null
-    wrk_run 64 "http://127.0.0.1:$coll_port/api/analytics/ar-sessions" BATCH=100
-    ev=$(awk -v r="$R_okrps" 'BEGIN { printf "%d", r * 100 }')
-    printf 'collector batches of 100 (wrk -t1 -c64): %s req/s (2xx) = %s events/s  p99 %s ms  non-2xx %s\n' \
-        "$R_okrps" "$ev" "$R_p99" "$R_non2xx"
-    printf 'ratio collector/redis-benchmark: %s   (target >= 0.60)\n' "$(ratio "$ev" "$rb")"
-    n=$(xlen)
-    printf 'stream entries %s, events in 2xx answers seen by wrk %s: %s\n' "$n" "$((R_ok * 100))" \
-        "$(((n >= R_ok * 100 && n <= (R_ok + 64) * 100)) && echo consistent || echo MISMATCH)"
+    ratios=""
+    for ((round = 1; round <= rounds; round++)); do
+        rb=$(redis-benchmark -p "$redis_port" -n 1000000 -c 50 -P 32 -q XADD s '*' e "$event" 2>&1 |
+            tr '\r' '\n' | sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1)
+        redis-cli -p "$redis_port" DEL s >/dev/null
+        printf 'round %s redis-benchmark XADD -P 32: %s events/s\n' "$round" "$rb"
+        redis-cli -p "$redis_port" DEL "$stream" >/dev/null
+        wrk_run 64 "http://127.0.0.1:$coll_port/api/analytics/ar-sessions" BATCH=100
+        ev=$(awk -v r="$R_okrps" 'BEGIN { printf "%d", r * 100 }')
+        r=$(ratio "$ev" "$rb")
+        ratios="$ratios $r"
+        printf 'round %s collector batches of 100 (wrk -t1 -c64): %s req/s (2xx) = %s events/s  p99 %s ms  non-2xx %s  ratio %s\n' \
+            "$round" "$R_okrps" "$ev" "$R_p99" "$R_non2xx" "$r"
+        n=$(xlen)
+        printf '        stream entries %s, events in 2xx answers seen by wrk %s: %s\n' "$n" "$((R_ok * 100))" \
+            "$(((n >= R_ok * 100 && n <= (R_ok + 64) * 100)) && echo consistent || echo MISMATCH)"
+    done
+    printf 'ratio collector/redis-benchmark: median %s of%s   (target >= 0.60)\n' "$(median <<<"$ratios")" "$ratios"
 else
     echo "batch endpoint not available (answered $code): skipped"
 fi

@@ -241,22 +241,61 @@ static bool has_control(const char *s, size_t len)
     return false;
 }
 
-/* Length of the prefix of s[0..n) that is printable ASCII (0x20..0x7e),
- * eight bytes at a time. */
-static size_t printable_prefix(const char *s, size_t n)
+/* Byte classes eight bytes at a time (SWAR): each test sets the high bit of
+ * the bytes of a little-endian word that match. A borrow can only mark bytes
+ * after a true match, so the first marked byte is always exact. */
+#define SWAR_ONES  0x0101010101010101ull
+#define SWAR_HIGHS 0x8080808080808080ull
+
+/* What ends a run (control bytes, below 0x20, always do). */
+enum stop_class {
+    STOP_JSON = 1,     /* '"' and '\\' */
+    STOP_NONASCII = 2, /* bytes >= 0x80 */
+    STOP_DEL = 4,      /* 0x7f */
+};
+
+static uint64_t swar_eq(uint64_t w, unsigned char c)
 {
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w, d;
-        memcpy(&w, s + i, sizeof(w));
-        d = w ^ (ones * 0x7f);
-        if ((((w - ones * 0x20) & ~w) | w | ((d - ones) & ~d)) & highs)
-            break;
+    uint64_t x = w ^ (SWAR_ONES * c);
+    return (x - SWAR_ONES) & ~x & SWAR_HIGHS;
+}
+
+static inline __attribute__((always_inline)) uint64_t swar_stops(uint64_t w, unsigned stop)
+{
+    uint64_t m = (w - SWAR_ONES * 0x20) & ~w & SWAR_HIGHS;
+    if (stop & STOP_JSON)
+        m |= swar_eq(w, '"') | swar_eq(w, '\\');
+    if (stop & STOP_NONASCII)
+        m |= w & SWAR_HIGHS;
+    if (stop & STOP_DEL)
+        m |= swar_eq(w, 0x7f);
+    return m;
+}
+
+static inline __attribute__((always_inline)) bool byte_stops(unsigned char c, unsigned stop)
+{
+    return c < 0x20 || ((stop & STOP_JSON) && (c == '"' || c == '\\')) ||
+           ((stop & STOP_NONASCII) && c >= 0x80) || ((stop & STOP_DEL) && c == 0x7f);
+}
+
+/* The end of the run at p of bytes outside the `stop` classes, a word at a
+ * time on little-endian machines. Always inlined, so that each caller's
+ * constant classes leave only the tests it needs. */
+static inline __attribute__((always_inline)) const char *stop_scan(const char *p, const char *end,
+                                                                   unsigned stop)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (end - p >= 8) {
+        uint64_t w, m;
+        memcpy(&w, p, sizeof(w));
+        if ((m = swar_stops(w, stop)))
+            return p + (__builtin_ctzll(m) >> 3);
+        p += 8;
     }
-    while (i < n && (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x7f)
-        i++;
-    return i;
+#endif
+    while (p < end && !byte_stops((unsigned char)*p, stop))
+        p++;
+    return p;
 }
 
 /* ---- field values ---------------------------------------------------------- */
@@ -334,7 +373,7 @@ static bool take_string(const struct fval *v, const char *field, char *out, size
     const char *s = v->s;
     size_t len = v->len;
     /* Printable ASCII (the usual case) has no NUL, no control and is UTF-8. */
-    if (printable_prefix(s, len) < len) {
+    if (stop_scan(s, s + len, STOP_NONASCII | STOP_DEL) != s + len) {
         if (memchr(s, '\0', len) || has_control(s, len))
             return fail(err, "invalid_field", field, "%s must not contain control characters",
                         field);
@@ -624,27 +663,11 @@ struct scan {
     char arena[SCAN_ARENA]; /* decoded strings */
 };
 
-/* True when a byte of the 8 at p is below 0x20, '"' or '\\': the scanner
- * reads string runs a word at a time. */
-static bool word_special(const char *p)
-{
-    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
-    uint64_t w, q, b;
-    memcpy(&w, p, sizeof(w));
-    q = w ^ (ones * '"');
-    b = w ^ (ones * '\\');
-    return (((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
-}
-
 /* The end of the run at p of string bytes that need no attention (not '"',
  * '\\' or a control byte). */
 static const char *plain_run(const char *p, const char *end)
 {
-    while (end - p >= 8 && !word_special(p))
-        p += 8;
-    while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
-        p++;
-    return p;
+    return stop_scan(p, end, STOP_JSON);
 }
 
 static bool json_ws(char c)
@@ -1008,14 +1031,8 @@ static char *put_int(char *w, int64_t v)
 static char *put_str(struct strbuf *out, char *w, const char *s)
 {
     size_t n = strlen(s);
-    /* Printable ASCII but '"' and '\\' needs no escaping (0x7f is copied as is). */
-    size_t i = printable_prefix(s, n);
-    for (; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c >= 0x80)
-            break;
-    }
-    if (i == n && !memchr(s, '"', n) && !memchr(s, '\\', n)) {
+    /* ASCII but controls, '"' and '\\' needs no escaping (0x7f is copied as is). */
+    if (stop_scan(s, s + n, STOP_JSON | STOP_NONASCII) == s + n) {
         *w++ = '"';
         w = put_lit(w, s, n);
         *w++ = '"';

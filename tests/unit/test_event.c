@@ -3,7 +3,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "event.h"
+#include "strbuf.h"
 
 #define NOW_MS 1795595200000LL /* 2026-11-25T08:26:40Z */
 
@@ -220,4 +223,57 @@ Test(event, uuid_v7_is_time_ordered_and_unique)
     event_uuid_v7(b, NOW_MS);
     cr_assert(strcmp(a, b) != 0);
     cr_assert(strchr("89ab", a[19]) != NULL, "variant: %s", a);
+}
+
+/* The scanner and the encoder test eight bytes at a time: a byte that needs
+ * attention must be found at every position of a word, in strings of every
+ * length around a word, exactly as json-c plus event_from_client() read it. */
+Test(event, every_byte_class_at_every_position)
+{
+    static const struct {
+        const char *json;    /* as written in the body */
+        const char *decoded; /* as the field holds it; NULL: an error */
+    } specials[] = {
+        {"\\\"", "\""}, {"\\\\", "\\"}, {"\x7f", NULL}, {"\xc3\xb6", "\xc3\xb6"},
+        {"\\u00e9", "\xc3\xa9"}, {"\\/", "/"}, {"\\u0001", NULL}, {"\x01", NULL},
+    };
+    char body[256], want[64];
+    struct strbuf sb;
+
+    strbuf_init(&sb);
+    for (size_t k = 0; k < sizeof(specials) / sizeof(specials[0]); k++) {
+        for (int len = 1; len <= 20; len++) {
+            for (int pos = 0; pos < len; pos++) {
+                struct event fast, slow, back;
+                struct event_error e1, e2;
+                char city[32];
+                memset(city, 'a', (size_t)len);
+                city[len] = '\0';
+                snprintf(body, sizeof(body),
+                         "{\"ar_content_id\":1," SID ",\"event_id\":"
+                         "\"0190a3e4-0000-7000-8000-000000000001\",\"city\":\"%.*s%s%s\"}",
+                         pos, city, specials[k].json, city + pos + 1);
+                bool ok = parse(body, &fast, &e1);
+                json_object *obj = json_tokener_parse(body);
+                bool ok_slow = obj && event_from_client(obj, &ctx, &slow, &e2);
+                json_object_put(obj);
+                cr_assert_eq(ok, ok_slow, "%s: scanner %d, json-c %d", body, ok, ok_slow);
+                if (!specials[k].decoded) {
+                    cr_assert(!ok, "%s: accepted", body);
+                    continue;
+                }
+                cr_assert(ok, "%s: %s", body, e1.message);
+                snprintf(want, sizeof(want), "%.*s%s%s", pos, city, specials[k].decoded,
+                         city + pos + 1);
+                cr_assert_str_eq(fast.city, want, "%s", body);
+                cr_assert_eq(memcmp(&fast, &slow, sizeof(fast)), 0, "%s: json-c differs", body);
+                strbuf_reset(&sb);
+                event_to_stream(&fast, &sb);
+                cr_assert(event_from_stream(sb.data, sb.len, &back, &e1), "%s: %s", sb.data,
+                          e1.message);
+                cr_assert_str_eq(back.city, want, "%s", sb.data);
+            }
+        }
+    }
+    strbuf_deinit(&sb);
 }
