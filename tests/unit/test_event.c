@@ -234,8 +234,8 @@ Test(event, every_byte_class_at_every_position)
         const char *json;    /* as written in the body */
         const char *decoded; /* as the field holds it; NULL: an error */
     } specials[] = {
-        {"\\\"", "\""}, {"\\\\", "\\"}, {"\x7f", NULL}, {"\xc3\xb6", "\xc3\xb6"},
-        {"\\u00e9", "\xc3\xa9"}, {"\\/", "/"}, {"\\u0001", NULL}, {"\x01", NULL},
+        {"\\\"", "\""},          {"\\\\", "\\"}, {"\x7f", NULL},    {"\xc3\xb6", "\xc3\xb6"},
+        {"\\u00e9", "\xc3\xa9"}, {"\\/", "/"},   {"\\u0001", NULL}, {"\x01", NULL},
     };
     char body[256], want[64];
     struct strbuf sb;
