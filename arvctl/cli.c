@@ -53,6 +53,23 @@ enum cli_parse_result cli_parse(const char *cmd, int argc, char **argv, int firs
     return CLI_PARSED;
 }
 
+bool cli_options(const char *cmd, int argc, char **argv, int first, const struct cli_option *opts,
+                 size_t nopts, const char *usage, int *exit_code)
+{
+    switch (cli_parse(cmd, argc, argv, first, opts, nopts)) {
+    case CLI_PARSED:
+        return true;
+    case CLI_HELP:
+        fputs(usage, stdout);
+        *exit_code = CLI_EXIT_OK;
+        return false;
+    case CLI_BAD:
+        break;
+    }
+    *exit_code = CLI_EXIT_USAGE;
+    return false;
+}
+
 bool cli_parse_id(const char *s, long long *out)
 {
     char *end = NULL;

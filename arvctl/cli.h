@@ -32,6 +32,12 @@ enum cli_parse_result {
 enum cli_parse_result cli_parse(const char *cmd, int argc, char **argv, int first,
                                 const struct cli_option *opts, size_t nopts);
 
+/* cli_parse() with its outcome handled: true to run the command; false with
+ * *exit_code set to CLI_EXIT_OK after printing `usage` for --help, or to
+ * CLI_EXIT_USAGE after a bad option (the message is printed). */
+bool cli_options(const char *cmd, int argc, char **argv, int first, const struct cli_option *opts,
+                 size_t nopts, const char *usage, int *exit_code);
+
 /* Parses a positive 64-bit id (1..2^63-1). */
 bool cli_parse_id(const char *s, long long *out);
 

@@ -35,15 +35,9 @@ static int content_add(const char *database_url, int argc, char **argv)
     PGresult *res = NULL;
     int rc = CLI_EXIT_FAILURE;
 
-    switch (cli_parse("content add", argc, argv, 2, opts, sizeof(opts) / sizeof(opts[0]))) {
-    case CLI_HELP:
-        fputs(content_usage, stdout);
-        return CLI_EXIT_OK;
-    case CLI_BAD:
-        return CLI_EXIT_USAGE;
-    case CLI_PARSED:
-        break;
-    }
+    if (!cli_options("content add", argc, argv, 2, opts, sizeof(opts) / sizeof(opts[0]),
+                     content_usage, &rc))
+        return rc;
     const char *const names[] = {"id", "project", "company"};
     const char *const values[] = {id, project, company};
     for (int i = 0; i < 3; i++) {
@@ -106,15 +100,8 @@ static int content_list(const char *database_url, int argc, char **argv)
     PGresult *res = NULL;
     int rc = CLI_EXIT_FAILURE;
 
-    switch (cli_parse("content list", argc, argv, 2, opts, 2)) {
-    case CLI_HELP:
-        fputs(content_usage, stdout);
-        return CLI_EXIT_OK;
-    case CLI_BAD:
-        return CLI_EXIT_USAGE;
-    case CLI_PARSED:
-        break;
-    }
+    if (!cli_options("content list", argc, argv, 2, opts, 2, content_usage, &rc))
+        return rc;
     if (company && !cli_id_param("content list", "company", company, ids[0], sizeof(ids[0])))
         return CLI_EXIT_USAGE;
     if (project && !cli_id_param("content list", "project", project, ids[1], sizeof(ids[1])))

@@ -69,15 +69,9 @@ static int dlq_list(const char *database_url, int argc, char **argv)
     PGresult *res = NULL;
     int rc = CLI_EXIT_FAILURE;
 
-    switch (cli_parse("dlq list", argc, argv, 2, opts, sizeof(opts) / sizeof(opts[0]))) {
-    case CLI_HELP:
-        fputs(dlq_usage, stdout);
-        return CLI_EXIT_OK;
-    case CLI_BAD:
-        return CLI_EXIT_USAGE;
-    case CLI_PARSED:
-        break;
-    }
+    if (!cli_options("dlq list", argc, argv, 2, opts, sizeof(opts) / sizeof(opts[0]), dlq_usage,
+                     &rc))
+        return rc;
     if (!cli_parse_id(limit, &n) || n > 1000000) {
         fprintf(stderr, "arvctl dlq list: --limit: '%s' is not an integer 1..1000000\n", limit);
         return CLI_EXIT_USAGE;
@@ -205,15 +199,9 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
     long replayed = 0, skipped = 0, failed = 0;
     int rc = CLI_EXIT_FAILURE;
 
-    switch (cli_parse("dlq replay", argc, argv, 2, opts, sizeof(opts) / sizeof(opts[0]))) {
-    case CLI_HELP:
-        fputs(dlq_usage, stdout);
-        return CLI_EXIT_OK;
-    case CLI_BAD:
-        return CLI_EXIT_USAGE;
-    case CLI_PARSED:
-        break;
-    }
+    if (!cli_options("dlq replay", argc, argv, 2, opts, sizeof(opts) / sizeof(opts[0]), dlq_usage,
+                     &rc))
+        return rc;
     if (!id == !reason) {
         fprintf(stderr, "arvctl dlq replay: give exactly one of --id or --reason\n");
         return CLI_EXIT_USAGE;

@@ -75,15 +75,9 @@ static int keys_create(const char *database_url, int argc, char **argv)
     const char *params[5];
     int rc = CLI_EXIT_FAILURE;
 
-    switch (cli_parse("keys create", argc, argv, 1, opts, sizeof(opts) / sizeof(opts[0]))) {
-    case CLI_HELP:
-        fputs(keys_synopsis, stdout);
-        return CLI_EXIT_OK;
-    case CLI_BAD:
-        return CLI_EXIT_USAGE;
-    case CLI_PARSED:
-        break;
-    }
+    if (!cli_options("keys create", argc, argv, 1, opts, sizeof(opts) / sizeof(opts[0]),
+                     keys_synopsis, &rc))
+        return rc;
     if (admin == (company != NULL))
         return keys_usage_error("create: give exactly one of --admin or --company ID");
     if (company &&

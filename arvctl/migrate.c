@@ -337,15 +337,8 @@ int migrate_command(const char *database_url, const char *dir, int argc, char **
     PGconn *conn = NULL;
     int n, rc;
 
-    switch (cli_parse("migrate", argc, argv, 1, opts, 1)) {
-    case CLI_HELP:
-        fputs(migrate_usage, stdout);
-        return CLI_EXIT_OK;
-    case CLI_BAD:
-        return CLI_EXIT_USAGE;
-    case CLI_PARSED:
-        break;
-    }
+    if (!cli_options("migrate", argc, argv, 1, opts, 1, migrate_usage, &rc))
+        return rc;
     n = migrate_list(dir, &names, err, sizeof(err));
     if (n < 0) {
         fprintf(stderr, "arvctl: %s\n", err);

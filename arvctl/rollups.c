@@ -146,15 +146,8 @@ static int rollups_rebuild(const char *database_url, int argc, char **argv)
     long long total = 0;
     int rc = CLI_EXIT_FAILURE;
 
-    switch (cli_parse("rollups rebuild", argc, argv, 2, opts, 2)) {
-    case CLI_HELP:
-        fputs(rollups_usage, stdout);
-        return CLI_EXIT_OK;
-    case CLI_BAD:
-        return CLI_EXIT_USAGE;
-    case CLI_PARSED:
-        break;
-    }
+    if (!cli_options("rollups rebuild", argc, argv, 2, opts, 2, rollups_usage, &rc))
+        return rc;
     if (!from || !to) {
         fprintf(stderr, "arvctl rollups rebuild: --from and --to are required\n");
         return CLI_EXIT_USAGE;

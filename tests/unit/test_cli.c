@@ -47,6 +47,30 @@ Test(cli, help)
     cr_assert_eq(parse(4, argv), CLI_HELP);
 }
 
+static void redirect_both(void)
+{
+    cr_redirect_stdout();
+    cr_redirect_stderr();
+}
+
+Test(cli, options_turn_the_outcome_into_an_exit_code, .init = redirect_both)
+{
+    const struct cli_option opts[] = {{"id", &id, NULL}};
+    char *run[] = {"cmd", "--id", "7"};
+    char *help[] = {"cmd", "--help"};
+    char *bad[] = {"cmd", "--nope"};
+    int code = -1;
+
+    cr_assert(cli_options("test", 3, run, 1, opts, 1, "usage: test\n", &code));
+    cr_assert_eq(code, -1, "untouched when the command runs");
+    cr_assert_not(cli_options("test", 2, help, 1, opts, 1, "usage: test\n", &code));
+    cr_assert_eq(code, CLI_EXIT_OK);
+    fflush(stdout);
+    cr_assert_stdout_eq_str("usage: test\n");
+    cr_assert_not(cli_options("test", 2, bad, 1, opts, 1, "usage: test\n", &code));
+    cr_assert_eq(code, CLI_EXIT_USAGE);
+}
+
 Test(cli, ids)
 {
     long long v;
