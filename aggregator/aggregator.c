@@ -29,8 +29,11 @@
 const struct config_option aggregator_options[] = {
     CONFIG_COMMON_OPTIONS(struct aggregator_config, "0.0.0.0:8082"),
     {"batch-size", "ARV_BATCH_SIZE", CONFIG_INT, offsetof(struct aggregator_config, batch_size),
-     "25000", NULL, 1, 100000,
+     "50000", NULL, 1, 100000,
      "stream entries per batch and shard (read in XREADGROUP pieces of 2000)"},
+    {"batch-max-bytes", "ARV_BATCH_MAX_BYTES", CONFIG_INT,
+     offsetof(struct aggregator_config, batch_max_bytes), "33554432", NULL, 1048576, 1073741824,
+     "a batch stops reading once its staging rows take this many bytes (memory per worker)"},
     {"workers", "ARV_WORKERS", CONFIG_INT, offsetof(struct aggregator_config, workers), "2", NULL,
      1, 16,
      "worker threads per Redis node, each its own consumer and PostgreSQL connection (one"
@@ -331,6 +334,7 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
             .database_url = cfg->common.database_url,
             .content_relation = cfg->content_relation,
             .batch_size = cfg->batch_size,
+            .batch_max_bytes = cfg->batch_max_bytes,
             .batch_wait_ms = cfg->batch_wait_ms,
             .claim_idle_ms = cfg->claim_idle_ms,
             .max_deliveries = cfg->max_deliveries,

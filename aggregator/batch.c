@@ -45,14 +45,14 @@ void batch_init(struct batch *b, const char *const *streams)
     memset(b, 0, sizeof(*b));
     b->streams = streams;
     strbuf_init(&b->rows);
-    strbuf_init(&b->payloads);
+    strbuf_init(&b->scratch);
 }
 
 void batch_deinit(struct batch *b)
 {
     free(b->entries);
     strbuf_deinit(&b->rows);
-    strbuf_deinit(&b->payloads);
+    strbuf_deinit(&b->scratch);
     memset(b, 0, sizeof(*b));
 }
 
@@ -65,7 +65,6 @@ void batch_reset(struct batch *b)
     b->max_received_ms = 0;
     b->bots = 0;
     strbuf_reset(&b->rows);
-    strbuf_reset(&b->payloads);
     if (b->contents)
         content_cache_begin(b->contents);
 }
@@ -95,7 +94,6 @@ static struct batch_entry *batch_push(struct batch *b, unsigned stream, const ch
     memcpy(e->id, id, id_len);
     e->id[id_len] = '\0';
     e->stream = stream;
-    e->payload_off = b->payloads.len;
     e->row_off = b->rows.len;
     return e;
 }
@@ -125,9 +123,28 @@ void batch_fields_json(const struct batch_field *fields, size_t nfields, struct 
     strbuf_putc(out, '}');
 }
 
+/* Writes the payload, the fifth field of every staging row, and notes where
+ * it is in the row's buffer (a dead letter is rebuilt from it later), unless
+ * `e` is NULL. `escaped`: the payload is in COPY text form already. */
+static void put_payload(struct copy_row *row, const char *payload, size_t len, bool escaped,
+                        struct batch_entry *e)
+{
+    size_t start = row->out->len + 1; /* after the tab */
+
+    if (escaped)
+        copy_row_escaped(row, payload, len);
+    else
+        copy_row_text(row, payload, len);
+    if (e) {
+        e->payload_off = start;
+        e->payload_len = row->out->len - start;
+    }
+}
+
 /* Appends a dead-letter row: the leading columns, then NULL for the event's. */
 static void put_dead_row(struct strbuf *out, const char *stream, const char *id, const char *reason,
-                         const char *detail, const char *payload, size_t payload_len)
+                         const char *detail, const char *payload, size_t payload_len, bool escaped,
+                         struct batch_entry *e)
 {
     struct copy_row row;
 
@@ -136,13 +153,13 @@ static void put_dead_row(struct strbuf *out, const char *stream, const char *id,
     copy_row_str(&row, id);
     copy_row_str(&row, reason);
     copy_row_opt_str(&row, detail);
-    copy_row_text(&row, payload, payload_len);
+    put_payload(&row, payload, payload_len, escaped, e);
     for (int i = 0; i < 17; i++) /* event_id .. is_bot */
         copy_row_null(&row);
     copy_row_end(&row);
 }
 
-static void put_event_row(struct strbuf *out, const char *stream, const char *id,
+static void put_event_row(struct strbuf *out, const char *stream, struct batch_entry *e,
                           const char *payload, size_t payload_len, const struct event *ev,
                           bool full_ip, bool is_bot)
 {
@@ -151,10 +168,10 @@ static void put_event_row(struct strbuf *out, const char *stream, const char *id
 
     copy_row_begin(&row, out);
     copy_row_str(&row, stream);
-    copy_row_str(&row, id);
+    copy_row_str(&row, e->id);
     copy_row_null(&row); /* reason */
     copy_row_null(&row); /* detail */
-    copy_row_text(&row, payload, payload_len);
+    put_payload(&row, payload, payload_len, false, e);
     copy_row_str(&row, ev->event_id);
     if (ev->ar_content_id > 0)
         copy_row_int(&row, (long long)ev->ar_content_id);
@@ -243,10 +260,8 @@ int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
             err = ev.ar_content_id > 0
                       ? content_cache_note_id(b->contents, ev.ar_content_id)
                       : content_cache_note_uid(b->contents, ev.content_uid, strlen(ev.content_uid));
-        strbuf_append(&b->payloads, payload->value, payload->value_len);
-        e->payload_len = payload->value_len;
         bool is_bot = enrich(b, &ev);
-        put_event_row(&b->rows, b->streams[stream], e->id, payload->value, payload->value_len, &ev,
+        put_event_row(&b->rows, b->streams[stream], e, payload->value, payload->value_len, &ev,
                       b->store_full_ip, is_bot);
         b->bots += is_bot;
         e->valid = true;
@@ -255,15 +270,15 @@ int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
         if (ev.received_at_ms > b->max_received_ms)
             b->max_received_ms = ev.received_at_ms;
     } else {
-        batch_fields_json(fields, nfields, &b->payloads);
-        e->payload_len = b->payloads.len - e->payload_off;
+        strbuf_reset(&b->scratch);
+        batch_fields_json(fields, nfields, &b->scratch);
         put_dead_row(&b->rows, b->streams[stream], e->id, BATCH_REASON_INVALID, detail,
-                     b->payloads.data + e->payload_off, e->payload_len);
+                     b->scratch.data, b->scratch.len, false, e);
         b->invalid++;
         b->dead++;
     }
     e->row_len = b->rows.len - e->row_off;
-    return b->rows.oom || b->payloads.oom || err < 0 ? -ENOMEM : 0;
+    return b->rows.oom || b->scratch.oom || err < 0 ? -ENOMEM : 0;
 }
 
 int batch_add_dead(struct batch *b, unsigned stream, const char *id, size_t id_len,
@@ -275,13 +290,13 @@ int batch_add_dead(struct batch *b, unsigned stream, const char *id, size_t id_l
 
     if (!e)
         return err;
-    batch_fields_json(fields, nfields, &b->payloads);
-    e->payload_len = b->payloads.len - e->payload_off;
-    put_dead_row(&b->rows, b->streams[stream], e->id, reason, detail,
-                 b->payloads.data + e->payload_off, e->payload_len);
+    strbuf_reset(&b->scratch);
+    batch_fields_json(fields, nfields, &b->scratch);
+    put_dead_row(&b->rows, b->streams[stream], e->id, reason, detail, b->scratch.data,
+                 b->scratch.len, false, e);
     e->row_len = b->rows.len - e->row_off;
     b->dead++;
-    return b->rows.oom || b->payloads.oom ? -ENOMEM : 0;
+    return b->rows.oom || b->scratch.oom ? -ENOMEM : 0;
 }
 
 int batch_add_ack_only(struct batch *b, unsigned stream, const char *id, size_t id_len)
@@ -297,5 +312,5 @@ void batch_dead_row(const struct batch *b, size_t i, const char *reason, const c
     const struct batch_entry *e = &b->entries[i];
 
     put_dead_row(out, b->streams[e->stream], e->id, reason, detail,
-                 b->payloads.data ? b->payloads.data + e->payload_off : "", e->payload_len);
+                 b->rows.data ? b->rows.data + e->payload_off : "", e->payload_len, true, NULL);
 }

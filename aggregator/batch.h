@@ -40,7 +40,7 @@ struct batch_entry {
     char id[BATCH_ENTRY_ID_MAX];     /* stream entry id, NUL-terminated */
     unsigned stream;                 /* index into the batch's stream names */
     size_t row_off, row_len;         /* its staging row in `rows`; 0 length: ack only */
-    size_t payload_off, payload_len; /* its payload text in `payloads` */
+    size_t payload_off, payload_len; /* its payload field in `rows` (COPY-escaped) */
     bool valid;                      /* decoded as a schema-1 event */
     bool keep_pending;               /* could not be written: not acknowledged */
 };
@@ -51,7 +51,7 @@ struct batch {
     size_t count;
     size_t cap;
     struct strbuf rows;      /* COPY text: every entry's staging row */
-    struct strbuf payloads;  /* raw payloads, to rebuild a dead letter later */
+    struct strbuf scratch;   /* one undecodable entry's fields as JSON */
     size_t invalid;          /* entries that did not decode (dead letters) */
     size_t dead;             /* entries dead-lettered for any reason */
     int64_t min_received_ms; /* over decoded events; 0 when there are none */
@@ -91,8 +91,9 @@ int batch_add_dead(struct batch *b, unsigned stream, const char *id, size_t id_l
  * from the stream while it was pending). Returns 0, -EINVAL or -ENOMEM. */
 int batch_add_ack_only(struct batch *b, unsigned stream, const char *id, size_t id_len);
 
-/* Appends to `out` a dead-letter staging row for entry `i` with `reason` and
- * `detail` (borrowed, may be NULL), its payload as added. */
+/* Appends to `out` (not the batch's `rows`) a dead-letter staging row for
+ * entry `i` with `reason` and `detail` (borrowed, may be NULL), its payload as
+ * added, taken from its own row. */
 void batch_dead_row(const struct batch *b, size_t i, const char *reason, const char *detail,
                     struct strbuf *out);
 

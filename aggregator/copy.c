@@ -110,6 +110,12 @@ void copy_row_text(struct copy_row *row, const char *s, size_t n)
     copy_escape(row->out, s, n);
 }
 
+void copy_row_escaped(struct copy_row *row, const char *s, size_t n)
+{
+    copy_row_sep(row);
+    strbuf_append(row->out, s, n);
+}
+
 void copy_row_str(struct copy_row *row, const char *s)
 {
     if (!s)

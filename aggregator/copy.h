@@ -27,6 +27,8 @@ void copy_row_begin(struct copy_row *row, struct strbuf *out);
  * the first). Strings are borrowed and copied. */
 void copy_row_null(struct copy_row *row);
 void copy_row_text(struct copy_row *row, const char *s, size_t n);
+/* A field already in COPY text form (as copy_escape() writes it), as is. */
+void copy_row_escaped(struct copy_row *row, const char *s, size_t n);
 /* NUL-terminated text; NULL is written as \N. */
 void copy_row_str(struct copy_row *row, const char *s);
 /* NUL-terminated text where "" (or NULL) means absent and is written as \N. */

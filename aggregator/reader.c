@@ -20,13 +20,15 @@
 static const redisReply *map_get(const redisReply *map, const char *key);
 
 int reader_init(struct reader *r, const struct redis_url *url, const char *const *streams,
-                unsigned nstreams, const char *consumer, long count, long block_ms)
+                unsigned nstreams, const char *consumer, long count, size_t max_bytes,
+                long block_ms)
 {
     memset(r, 0, sizeof(*r));
     r->url = *url;
     r->streams = streams;
     r->nstreams = nstreams;
     r->count = count;
+    r->max_bytes = max_bytes;
     r->block_ms = block_ms;
     r->consumer = strdup(consumer);
     r->recover_from = calloc(nstreams, sizeof(*r->recover_from));
@@ -354,7 +356,9 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
         /* Up to `count` entries per stream, in reads of at most READER_CHUNK:
          * the reply in memory stays one chunk's, whatever the batch size. Only
          * the first read blocks; a stream whose read comes back short is
-         * caught up and read no more for this batch. */
+         * caught up and read no more for this batch. Once the batch's rows
+         * take `max_bytes`, it is full: memory per batch is bounded in bytes
+         * too, whatever the events' size. */
         *kind = READER_NEW;
         for (unsigned i = 0; i < r->nstreams; i++) {
             ids[i] = ">";
@@ -376,6 +380,10 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
                 else
                     more = true;
             }
+            if (more && r->max_bytes > 0 && b->rows.len >= r->max_bytes) {
+                *caught_up = false;
+                more = false;
+            }
             if (!more)
                 break;
         }
@@ -388,14 +396,16 @@ out:
     return rc;
 }
 
-/* Claims stream `s`'s entries idle for `min_idle` ms, with their delivery
- * counts from XPENDING. */
-static int claim_stream(struct reader *r, struct batch *b, unsigned s, const char *min_idle,
-                        long max_deliveries)
+/* Claims up to `want` of stream `s`'s entries idle for `min_idle` ms, from
+ * pending id `start` on, with their delivery counts from XPENDING. Sets *seen
+ * to the pending entries listed and `last` to the last one's id. */
+static int claim_chunk(struct reader *r, struct batch *b, unsigned s, const char *min_idle,
+                       const char *start, long want, long max_deliveries, size_t *seen,
+                       char last[BATCH_ENTRY_ID_MAX])
 {
     char count[24];
     const char *pargv[] = {"XPENDING", r->streams[s], READER_GROUP, "IDLE",
-                           min_idle,   "-",           "+",          count};
+                           min_idle,   start,         "+",          count};
     redisReply *pending = NULL;
     redisReply *claimed = NULL;
     const char **argv = NULL;
@@ -403,7 +413,9 @@ static int claim_stream(struct reader *r, struct batch *b, unsigned s, const cha
     size_t n = 0, j = 0;
     int argc = 0, rc = -1;
 
-    snprintf(count, sizeof(count), "%ld", r->count);
+    *seen = 0;
+    last[0] = '\0';
+    snprintf(count, sizeof(count), "%ld", want);
     pending = reader_commandv(r, 8, pargv);
     if (!pending || reply_is_error(r, pending, "XPENDING"))
         goto out;
@@ -411,6 +423,7 @@ static int claim_stream(struct reader *r, struct batch *b, unsigned s, const cha
         rc = 0;
         goto out;
     }
+    *seen = pending->elements;
     argv = calloc(6 + pending->elements, sizeof(*argv));
     deliveries = calloc(pending->elements, sizeof(*deliveries));
     if (!argv || !deliveries) {
@@ -429,6 +442,7 @@ static int claim_stream(struct reader *r, struct batch *b, unsigned s, const cha
             continue;
         argv[argc++] = p->element[0]->str;
         deliveries[n++] = p->element[3]->integer;
+        snprintf(last, BATCH_ENTRY_ID_MAX, "%s", p->element[0]->str);
     }
     if (n == 0) {
         rc = 0;
@@ -461,6 +475,29 @@ out:
     free(argv);
     free(deliveries);
     return rc;
+}
+
+/* Claims stream `s`'s entries idle for `min_idle` ms: up to `count`, in
+ * pieces of READER_CHUNK like a read, and no more once the batch's rows take
+ * `max_bytes`. */
+static int claim_stream(struct reader *r, struct batch *b, unsigned s, const char *min_idle,
+                        long max_deliveries)
+{
+    char start[BATCH_ENTRY_ID_MAX + 1] = "-";
+    char last[BATCH_ENTRY_ID_MAX];
+    long total = 0;
+
+    for (;;) {
+        long want = r->count - total < READER_CHUNK ? r->count - total : READER_CHUNK;
+        size_t seen;
+        if (claim_chunk(r, b, s, min_idle, start, want, max_deliveries, &seen, last) < 0)
+            return -1;
+        total += (long)seen;
+        if ((long)seen < want || total >= r->count || !last[0] ||
+            (r->max_bytes > 0 && b->rows.len >= r->max_bytes))
+            return 0;
+        snprintf(start, sizeof(start), "(%s", last); /* exclusive: after the last one */
+    }
 }
 
 /* Removes consumers of stream `s` that hold nothing and have not read for

@@ -40,6 +40,7 @@ struct reader {
     unsigned nstreams;
     char *consumer;                           /* consumer name in the group, owned */
     long count;                               /* COUNT per read and stream */
+    size_t max_bytes;                         /* a batch's rows stop reading at this size */
     long block_ms;                            /* BLOCK of a read of new entries */
     bool recovering;                          /* still reading own pending entries */
     char (*recover_from)[BATCH_ENTRY_ID_MAX]; /* per stream: last pending id read; "" done */
@@ -47,10 +48,12 @@ struct reader {
 };
 
 /* Prepares a reader of `nstreams` streams (names borrowed, must outlive it) on
- * the node `url` (copied) as `consumer` (copied). Does not connect. Returns 0 or
- * -ENOMEM. */
+ * the node `url` (copied) as `consumer` (copied), reading batches of up to
+ * `count` entries per stream that stop growing once their staging rows take
+ * `max_bytes` (0: no limit). Does not connect. Returns 0 or -ENOMEM. */
 int reader_init(struct reader *r, const struct redis_url *url, const char *const *streams,
-                unsigned nstreams, const char *consumer, long count, long block_ms);
+                unsigned nstreams, const char *consumer, long count, size_t max_bytes,
+                long block_ms);
 
 /* Disconnects and frees. Safe on a zeroed reader. */
 void reader_deinit(struct reader *r);

@@ -511,7 +511,8 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
         goto out;
     w->batch.ua = w->ua;
     if ((rc = reader_init(&w->reader, cfg->redis, (const char *const *)w->streams, w->nstreams,
-                          cfg->consumer, cfg->batch_size, cfg->batch_wait_ms)) < 0)
+                          cfg->consumer, cfg->batch_size, (size_t)cfg->batch_max_bytes,
+                          cfg->batch_wait_ms)) < 0)
         goto out;
     if ((rc = store_init(&w->store, cfg->database_url, cfg->content_relation, cfg->watermark_key)) <
         0)

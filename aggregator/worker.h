@@ -51,6 +51,7 @@ struct worker_config {
     const char *database_url;
     const char *content_relation;
     long batch_size;           /* COUNT per read */
+    long batch_max_bytes;      /* stop reading a batch once its rows take this much */
     long batch_wait_ms;        /* BLOCK per read */
     long claim_idle_ms;        /* claim entries idle this long; 0: never */
     long max_deliveries;       /* dead-letter entries delivered this often */

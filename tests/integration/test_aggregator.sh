@@ -97,6 +97,21 @@ hits=$(curl -fsS "http://127.0.0.1:$IT_PORT_aggregator/metrics" | awk '/^aggrega
 [ "${hits:-0}" -gt 0 ] || it_fail "content cache: no hits counted"
 it_pass "content registered while running is counted at once (by id and unique id); cache hits $hits"
 
+# A row PostgreSQL rejects (received years ago: no partition for it) makes its
+# batch go one transaction per entry: that entry becomes a db_rejected dead
+# letter whose payload is its e field byte for byte (rebuilt from its staging
+# row: backslashes included); the event read after it is counted.
+old_e='{"event_id":"0000b000-0000-4000-8000-000000000040","session_id":"0000b000-0000-4000-8000-000000000001","ar_content_id":1,"city":"Back \\ slash \" quote","received_at":"2020-01-01T00:00:00.000Z"}'
+views0=$(it_psql "SELECT sum(views) FROM analytics.rollup_company_daily")
+rejected=$(redis-cli -p "$IT_REDIS_PORT" XADD "$ARV_STREAM" '*' v 1 e "$old_e")
+late_event 0000b000-0000-4000-8000-000000000041 '"ar_content_id":1'
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "rejected entry not drained"
+[ "$(it_psql "SELECT reason || ' ' || (payload = \$\$$old_e\$\$) FROM analytics.dead_letters WHERE entry_id = '$rejected'")" = \
+    "db_rejected true" ] || it_fail "rejected row: $(it_psql "SELECT reason, detail, payload FROM analytics.dead_letters WHERE entry_id = '$rejected'")"
+[ "$(it_psql "SELECT sum(views) FROM analytics.rollup_company_daily")" = $((views0 + 1)) ] ||
+    it_fail "the rejected row's batch neighbour was not counted"
+it_pass "a row PostgreSQL rejects: db_rejected dead letter with the exact payload, its neighbour counted"
+
 it_stop aggregator
 
 # Poison entries: an entry a dead consumer left pending after 10 deliveries
@@ -122,6 +137,31 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "pending entries n
     0000b000-0000-4000-8000-000000000031 ] || it_fail "claimed entries: wrong raw rows"
 it_stop claimer
 it_pass "claimed entries: delivered 10 times -> max_deliveries dead letter, 9 times -> written"
+
+# Memory per batch is bounded in bytes too, for reads and claims alike: a
+# backlog of N new entries plus N pending on a dead consumer (about 800 bytes
+# of staging row each, 2,000 per piece), with ARV_BATCH_MAX_BYTES=2 MiB: every
+# batch stops after its second piece (4,000 entries), although ARV_BATCH_SIZE
+# would take them all. Claims continue after the last id of the piece before.
+rows0=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
+load /dev/null
+redis-cli -p "$IT_REDIS_PORT" XREADGROUP GROUP arv-aggregators ghost COUNT "$N" STREAMS "$ARV_STREAM" '>' >/dev/null
+load /dev/null
+it_start bytes arv-aggregator ARV_WORKERS=1 ARV_BATCH_SIZE=100000 ARV_BATCH_MAX_BYTES=2097152 \
+    ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=300
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "backlog not drained"
+m=$(curl -fsS "http://127.0.0.1:$IT_PORT_bytes/metrics")
+batches=$(awk '/^aggregator_batch_size_count / {print $2}' <<<"$m")
+capped=$(awk '/^aggregator_batch_size_bucket\{le="5000"\}/ {print $2}' <<<"$m")
+[ "${batches:-0}" -ge $((2 * N / 4000)) ] && [ "$capped" = "$batches" ] ||
+    it_fail "ARV_BATCH_MAX_BYTES: $batches batches, $capped of them <= 5000 entries"
+claims=$(grep '"entries_claimed"' "$IT_TMP/bytes.log" | sed 's/.*"count":\([0-9]*\).*/\1/' | tr '\n' ' ')
+[ "$(tr ' ' '\n' <<<"$claims" | awk '{s += $1} END {print s}')" = "$N" ] && grep -qw 4000 <<<"$claims" ||
+    it_fail "claims in pieces: expected $N entries claimed, 4000 at a time; got: $claims"
+it_stop bytes
+[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")" = "$rows0" ] ||
+    it_fail "the backlog (a replay) added rows"
+it_pass "ARV_BATCH_MAX_BYTES: 2 x $N entries (half claimed: $claims) in $batches batches of at most 4,000"
 
 # Enrichment: GeoIP fills country and city where the client sent none (before
 # the IP is anonymised), the user agent fills device type, browser and OS;

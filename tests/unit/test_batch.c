@@ -78,8 +78,13 @@ Test(batch, decodes_an_event_into_a_staging_row)
                           "203.0.113.0\t\\N\tK\\\\oln\t37\tgood\tt\t\\N\t"
                           "2025-11-25 10:00:00.123+00\tf\n"),
               "row: %s", row);
-    /* The payload is kept for a later dead letter. */
-    cr_assert_eq(b.entries[0].payload_len, strlen(event_json));
+    /* Where the payload is in the row, for a later dead letter: the fifth
+     * field, COPY-escaped (the backslashes of K\\oln doubled). */
+    const struct batch_entry *e = &b.entries[0];
+    cr_assert_eq(e->payload_len, strlen(event_json) + 2);
+    cr_assert_eq(b.rows.data[e->payload_off - 1], '\t');
+    cr_assert_eq(b.rows.data[e->payload_off + e->payload_len], '\t');
+    cr_assert_eq(memcmp(b.rows.data + e->payload_off, "{\"event_id\"", 11), 0);
 }
 
 Test(batch, ip_anonymised_unless_full_ip)
@@ -143,6 +148,8 @@ Test(batch, dead_and_ack_only_entries)
 Test(batch, dead_row_rebuilds_from_the_payload)
 {
     struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
+    struct batch_field bad[] = {FIELD("v", "2"), FIELD("e", "x\ty")};
+    const char *field;
     struct strbuf out;
 
     strbuf_init(&out);
@@ -151,6 +158,18 @@ Test(batch, dead_row_rebuilds_from_the_payload)
     cr_assert(starts_with(out.data, "arv:events:0\t7-0\tdb_rejected\tbad\\tvalue\t{\"event_id\""),
               "row: %s", out.data);
     cr_assert_eq(count_char(out.data, '\t'), 21);
+    /* The payload field is the event row's, byte for byte (escapes included). */
+    field = out.data + strlen("arv:events:0\t7-0\tdb_rejected\tbad\\tvalue\t");
+    cr_assert_eq(memcmp(field, b.rows.data + b.entries[0].payload_off, b.entries[0].payload_len),
+                 0);
+    cr_assert_eq(field[b.entries[0].payload_len], '\t');
+    /* The same for an entry that did not decode: its fields as JSON. */
+    cr_assert_eq(batch_add(&b, 1, "7-1", 3, bad, 2), 0);
+    strbuf_reset(&out);
+    batch_dead_row(&b, 1, BATCH_REASON_REJECTED, NULL, &out);
+    cr_assert(starts_with(out.data, "arv:events:1\t7-1\tdb_rejected\t\\N\t"
+                                    "{\"v\":\"2\",\"e\":\"x\\\\ty\"}\t"),
+              "row: %s", out.data);
     strbuf_deinit(&out);
 }
 
