@@ -15,7 +15,7 @@ bool cors_parse(const char *list, struct cors *out, char *err, size_t errlen)
 
     memset(out, 0, sizeof(*out));
     for (const char *p = list; config_list_next(&p, &q, &n);) {
-        while (n && q[n - 1] == '/')
+        while (n && (isspace((unsigned char)q[n - 1]) || q[n - 1] == '/'))
             n--;
         if (n == 1 && *q == '*') {
             out->any = true;

@@ -276,6 +276,10 @@ Test(cors, origin_lists)
     cr_expect(cors_allows(&c, "https://b.example"));
     cr_expect_not(cors_allows(&c, "https://a.example.evil"));
     cr_expect_not(cors_allows(&c, NULL));
+    /* Spaces and slashes at the end go together, in any order. */
+    cr_assert(cors_parse("https://c.example /, https://d.example/ /", &c, err, sizeof(err)));
+    cr_expect(cors_allows(&c, "https://c.example"));
+    cr_expect(cors_allows(&c, "https://d.example"));
     cr_assert(cors_parse("*", &c, err, sizeof(err)));
     cr_expect(cors_allows(&c, "https://any.example"));
     cr_expect_not(cors_allows(&c, ""));
