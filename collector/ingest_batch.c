@@ -70,8 +70,10 @@ static int scan_array(const char *body, size_t len, size_t max, const struct eve
         return 0;
     i++;
     for (;;) {
-        if (n >= max || items_grow(out, n + 1) < 0)
-            return n >= max ? 0 : -ENOMEM;
+        if (n >= max)
+            return 0;
+        if (items_grow(out, n + 1) < 0)
+            return -ENOMEM;
         struct ingest_batch_item *it = &out->items[n];
         size_t used = 0;
         enum event_scan r = event_scan_client(body + i, len - i, ctx, &it->ev, &it->err, &used);
@@ -144,7 +146,6 @@ static int parse_array(const char *body, size_t len, size_t max, const struct ev
     rc = items_alloc(out, n);
     if (rc < 0)
         goto out;
-    rc = -EINVAL;
     for (size_t i = 0; i < n; i++) {
         struct ingest_batch_item *it = &out->items[i];
         struct json_object *el = json_object_array_get_idx(arr, i);

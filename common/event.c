@@ -220,27 +220,6 @@ void event_uuid_v7(char *out, int64_t now_ms)
 
 /* ---- field helpers ------------------------------------------------------- */
 
-/* Length of the longest prefix of s (at most max bytes) that ends on a UTF-8
- * character boundary. */
-static size_t utf8_prefix(const char *s, size_t len, size_t max)
-{
-    if (len <= max)
-        return len;
-    size_t n = max;
-    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-        n--;
-    return n;
-}
-
-static bool has_control(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            return true;
-    }
-    return false;
-}
-
 /* Byte classes eight bytes at a time (SWAR): each test sets the high bit of
  * the bytes of a little-endian word that match. A borrow can only mark bytes
  * after a true match, so the first marked byte is always exact. */
@@ -296,6 +275,12 @@ static inline __attribute__((always_inline)) const char *stop_scan(const char *p
     while (p < end && !byte_stops((unsigned char)*p, stop))
         p++;
     return p;
+}
+
+/* True if s[0..len) holds a control character (below 0x20, or DEL). */
+static bool has_control(const char *s, size_t len)
+{
+    return stop_scan(s, s + len, STOP_DEL) != s + len;
 }
 
 /* ---- field values ---------------------------------------------------------- */
@@ -374,7 +359,7 @@ static bool take_string(const struct fval *v, const char *field, char *out, size
     size_t len = v->len;
     /* Printable ASCII (the usual case) has no NUL, no control and is UTF-8. */
     if (stop_scan(s, s + len, STOP_NONASCII | STOP_DEL) != s + len) {
-        if (memchr(s, '\0', len) || has_control(s, len))
+        if (has_control(s, len))
             return fail(err, "invalid_field", field, "%s must not contain control characters",
                         field);
         /* Checked here, not only escaped later: the stream and PostgreSQL must
@@ -385,7 +370,7 @@ static bool take_string(const struct fval *v, const char *field, char *out, size
     if (len >= cap) {
         if (!truncate)
             return fail(err, "invalid_field", field, "%s is longer than %zu bytes", field, cap - 1);
-        len = utf8_prefix(s, len, cap - 1);
+        len = strbuf_utf8_prefix(s, len, cap - 1);
     }
     memcpy(out, s, len);
     out[len] = '\0';
@@ -540,7 +525,7 @@ static bool decode_fields(const struct fields *f, enum decode_mode mode,
             /* A header that is not clean UTF-8 text is dropped, not mangled. */
             if (!has_control(ctx->user_agent_header, len) &&
                 strbuf_utf8_valid(ctx->user_agent_header, len)) {
-                len = utf8_prefix(ctx->user_agent_header, len, sizeof(ev->user_agent) - 1);
+                len = strbuf_utf8_prefix(ctx->user_agent_header, len, sizeof(ev->user_agent) - 1);
                 memcpy(ev->user_agent, ctx->user_agent_header, len);
                 ev->user_agent[len] = '\0';
             }
@@ -843,10 +828,12 @@ static bool scan_word(struct scan *sc, const char *word, size_t n)
 /* The known field named by key[0..n), or F_COUNT. */
 static enum field_key scan_key(const char *key, size_t n)
 {
-    static const unsigned char lens[F_COUNT] = {13, 20, 11, 10, 8, 16, 12, 16, 11,
-                                                7,  2,  4,  10, 7, 11, 2,  11};
+    /* strncmp stops at the name's end, so name[n] is read only when the name
+     * has at least n characters (keys hold no NUL: the scanner stops at
+     * control bytes). */
     for (int k = 0; k < F_COUNT; k++) {
-        if (lens[k] == n && field_names[k][0] == key[0] && memcmp(field_names[k], key, n) == 0)
+        if (field_names[k][0] == key[0] && strncmp(field_names[k], key, n) == 0 &&
+            field_names[k][n] == '\0')
             return (enum field_key)k;
     }
     return F_COUNT;
@@ -969,31 +956,30 @@ bool event_from_client(struct json_object *obj, const struct event_context *ctx,
     return decode_event(obj, DECODE_CLIENT, ctx, ev, err);
 }
 
-bool event_parse_client(const char *body, size_t len, const struct event_context *ctx,
-                        struct event *ev, struct event_error *err)
+/* One object: the scanner, or json-c for what the scanner leaves. */
+static bool parse_decode(const char *json, size_t len, enum decode_mode mode,
+                         const struct event_context *ctx, struct event *ev, struct event_error *err)
 {
-    int rc = scan_body(body, len, DECODE_CLIENT, ctx, ev, err);
-    if (rc >= 0)
-        return rc == 1;
-    struct json_object *obj = NULL;
-    if (!parse_object(body, len, &obj, err))
-        return false;
-    bool ok = decode_event(obj, DECODE_CLIENT, ctx, ev, err);
-    json_object_put(obj);
-    return ok;
-}
-
-bool event_from_stream(const char *json, size_t len, struct event *ev, struct event_error *err)
-{
-    int rc = scan_body(json, len, DECODE_STREAM, NULL, ev, err);
+    int rc = scan_body(json, len, mode, ctx, ev, err);
     if (rc >= 0)
         return rc == 1;
     struct json_object *obj = NULL;
     if (!parse_object(json, len, &obj, err))
         return false;
-    bool ok = decode_event(obj, DECODE_STREAM, NULL, ev, err);
+    bool ok = decode_event(obj, mode, ctx, ev, err);
     json_object_put(obj);
     return ok;
+}
+
+bool event_parse_client(const char *body, size_t len, const struct event_context *ctx,
+                        struct event *ev, struct event_error *err)
+{
+    return parse_decode(body, len, DECODE_CLIENT, ctx, ev, err);
+}
+
+bool event_from_stream(const char *json, size_t len, struct event *ev, struct event_error *err)
+{
+    return parse_decode(json, len, DECODE_STREAM, NULL, ev, err);
 }
 
 /* ---- encoding ------------------------------------------------------------ */
@@ -1062,15 +1048,10 @@ static char *put_opt_str(struct strbuf *out, char *w, const char *key, size_t ke
 void event_to_stream(const struct event *ev, struct strbuf *out)
 {
     char ts[40];
-    /* Keys and punctuation, then every string at its longest encoding. */
-    size_t need = 512 + JSON_STR_MAX(strlen(ev->event_id)) + JSON_STR_MAX(strlen(ev->session_id)) +
-                  JSON_STR_MAX(strlen(ev->content_uid)) +
-                  JSON_STR_MAX(strlen(ev->tracking_quality)) +
-                  JSON_STR_MAX(strlen(ev->device_type)) + JSON_STR_MAX(strlen(ev->browser)) +
-                  JSON_STR_MAX(strlen(ev->os)) + JSON_STR_MAX(strlen(ev->country)) +
-                  JSON_STR_MAX(strlen(ev->city)) + JSON_STR_MAX(strlen(ev->user_agent)) +
-                  JSON_STR_MAX(strlen(ev->ip));
-    if (strbuf_reserve(out, need) < 0)
+    /* Keys, punctuation, numbers and timestamps, then every string at its
+     * longest encoding: each fits its array in *ev, so a constant bound holds
+     * without measuring them (the buffer is reused, so this costs nothing). */
+    if (strbuf_reserve(out, 512 + JSON_STR_MAX(sizeof(*ev))) < 0)
         return;
     char *w = out->data + out->len;
     w = PUT_LIT(w, "{\"event_id\":\"");

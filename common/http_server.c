@@ -699,7 +699,7 @@ static void conn_update_timer(struct conn *c)
         return;
     uint64_t now = timeutil_mono_ms();
     uint64_t wait = deadline > now ? deadline - now : 0;
-    struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000};
+    struct timeval tv = timeutil_tv(wait);
     event_add(c->ev_timer, &tv);
     c->timer_at_ms = deadline;
 }

@@ -571,6 +571,30 @@ static uint64_t command_block_ms(int argc, const char **argv, const size_t *argv
 #undef ARG_LEN
 }
 
+/* A command record from the pool (or the heap), or NULL when out of memory. */
+static struct redis_conn_cmd *cmd_get(struct redis_conn *c)
+{
+    struct redis_conn_cmd *cmd = c->free_cmds;
+    if (cmd) {
+        c->free_cmds = cmd->next;
+        c->nfree--;
+        return cmd;
+    }
+    return malloc(sizeof(*cmd));
+}
+
+/* Returns a record to the pool, or frees it when the pool is full. */
+static void cmd_put(struct redis_conn *c, struct redis_conn_cmd *cmd)
+{
+    if (c->nfree >= CMD_POOL_MAX) {
+        free(cmd);
+        return;
+    }
+    cmd->next = c->free_cmds;
+    c->free_cmds = cmd;
+    c->nfree++;
+}
+
 static void on_command_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     struct redis_conn_cmd *cmd = privdata;
@@ -603,32 +627,7 @@ static void on_command_reply(redisAsyncContext *ac, void *r, void *privdata)
         errstr = c->errstr;
     }
     cmd->cb(cmd->arg, r, errstr);
-    if (c->nfree < CMD_POOL_MAX) {
-        cmd->next = c->free_cmds;
-        c->free_cmds = cmd;
-        c->nfree++;
-    } else {
-        free(cmd);
-    }
-}
-
-/* A command record from the pool (or the heap), or NULL when out of memory. */
-static struct redis_conn_cmd *cmd_get(struct redis_conn *c)
-{
-    struct redis_conn_cmd *cmd = c->free_cmds;
-    if (cmd) {
-        c->free_cmds = cmd->next;
-        c->nfree--;
-        return cmd;
-    }
-    return malloc(sizeof(*cmd));
-}
-
-static void cmd_put(struct redis_conn *c, struct redis_conn_cmd *cmd)
-{
-    cmd->next = c->free_cmds;
-    c->free_cmds = cmd;
-    c->nfree++;
+    cmd_put(c, cmd);
 }
 
 /* Records a command just handed to hiredis: in-flight FIFO, pending count, and
@@ -661,23 +660,32 @@ static void cmd_sent(struct redis_conn *c, struct redis_conn_cmd *cmd, uint64_t 
     c->pending++;
 }
 
-int redis_conn_command(struct redis_conn *c, redis_conn_reply_cb *cb, void *arg, int argc,
-                       const char **argv, const size_t *argvlen)
+/* Sends a command given either as argv (cmdtext NULL) or preformatted. */
+static int command_send(struct redis_conn *c, redis_conn_reply_cb *cb, void *arg, int argc,
+                        const char **argv, const size_t *argvlen, const char *cmdtext, size_t len)
 {
-    if (argc <= 0 || !argv || !cb)
-        return -EINVAL;
     if (!c->up || !c->ac)
         return -ENOTCONN;
     struct redis_conn_cmd *cmd = cmd_get(c);
     if (!cmd)
         return -ENOMEM;
     *cmd = (struct redis_conn_cmd){.conn = c, .cb = cb, .arg = arg};
-    if (redisAsyncCommandArgv(c->ac, on_command_reply, cmd, argc, argv, argvlen) != REDIS_OK) {
+    int rc = cmdtext ? redisAsyncFormattedCommand(c->ac, on_command_reply, cmd, cmdtext, len)
+                     : redisAsyncCommandArgv(c->ac, on_command_reply, cmd, argc, argv, argvlen);
+    if (rc != REDIS_OK) {
         cmd_put(c, cmd);
         return -ENOTCONN;
     }
-    cmd_sent(c, cmd, command_block_ms(argc, argv, argvlen));
+    cmd_sent(c, cmd, cmdtext ? 0 : command_block_ms(argc, argv, argvlen));
     return 0;
+}
+
+int redis_conn_command(struct redis_conn *c, redis_conn_reply_cb *cb, void *arg, int argc,
+                       const char **argv, const size_t *argvlen)
+{
+    if (argc <= 0 || !argv || !cb)
+        return -EINVAL;
+    return command_send(c, cb, arg, argc, argv, argvlen, NULL, 0);
 }
 
 int redis_conn_command_formatted(struct redis_conn *c, redis_conn_reply_cb *cb, void *arg,
@@ -685,18 +693,7 @@ int redis_conn_command_formatted(struct redis_conn *c, redis_conn_reply_cb *cb, 
 {
     if (!cmdtext || len == 0 || !cb)
         return -EINVAL;
-    if (!c->up || !c->ac)
-        return -ENOTCONN;
-    struct redis_conn_cmd *cmd = cmd_get(c);
-    if (!cmd)
-        return -ENOMEM;
-    *cmd = (struct redis_conn_cmd){.conn = c, .cb = cb, .arg = arg};
-    if (redisAsyncFormattedCommand(c->ac, on_command_reply, cmd, cmdtext, len) != REDIS_OK) {
-        cmd_put(c, cmd);
-        return -ENOTCONN;
-    }
-    cmd_sent(c, cmd, 0);
-    return 0;
+    return command_send(c, cb, arg, 0, NULL, NULL, cmdtext, len);
 }
 
 void redis_conn_set_timeout(struct redis_conn *c, unsigned timeout_ms)
