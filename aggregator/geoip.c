@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <maxminddb.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,10 +26,28 @@ struct geoip {
     MMDB_s db; /* memory-mapped; read-only after MMDB_open */
 };
 
+/* Writes "<path>: <reason>" into err[0..errlen), when `err` is wanted. */
+static void __attribute__((format(printf, 4, 5)))
+open_error(char *err, size_t errlen, const char *path, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (!err || errlen == 0)
+        return;
+    n = snprintf(err, errlen, "%s: ", path);
+    if (n < 0 || (size_t)n >= errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
 int geoip_open(const char *path, struct geoip **out, char *err, size_t errlen)
 {
     struct geoip *g = NULL;
     struct stat st;
+    bool found;
     int rc = 0, status = MMDB_SUCCESS;
 
     assert(path && out);
@@ -37,54 +56,45 @@ int geoip_open(const char *path, struct geoip **out, char *err, size_t errlen)
         err[0] = '\0';
     g = calloc(1, sizeof(*g));
     if (!g) {
-        rc = -ENOMEM;
-        if (err && errlen > 0)
-            snprintf(err, errlen, "%s: %s", path, strerror(ENOMEM));
-        goto out;
+        open_error(err, errlen, path, "%s", strerror(ENOMEM));
+        return -ENOMEM;
     }
     errno = 0;
     status = MMDB_open(path, MMDB_MODE_MMAP, &g->db);
     switch (status) {
     case MMDB_SUCCESS:
-        break;
+        *out = g;
+        return 0;
     case MMDB_FILE_OPEN_ERROR:
         rc = errno ? -errno : -EIO;
+        open_error(err, errlen, path, "%s", strerror(-rc));
         break;
     case MMDB_IO_ERROR:
         /* mmap(2) refuses directories and empty files: say which. */
-        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        found = stat(path, &st) == 0;
+        if (found && S_ISDIR(st.st_mode)) {
             rc = -EISDIR;
-        else if (stat(path, &st) == 0 && st.st_size == 0)
+            open_error(err, errlen, path, "%s", strerror(EISDIR));
+        } else if (found && st.st_size == 0) {
             rc = -EINVAL;
-        else
+            open_error(err, errlen, path, "not a valid MaxMind DB file (empty)");
+        } else {
             rc = -EIO;
+            open_error(err, errlen, path, "%s", MMDB_strerror(status));
+        }
         break;
     case MMDB_OUT_OF_MEMORY_ERROR:
         rc = -ENOMEM;
+        open_error(err, errlen, path, "%s", MMDB_strerror(status));
         break;
     default: /* invalid metadata, unknown format, corrupt tree or data */
         rc = -EINVAL;
+        open_error(err, errlen, path, "not a valid MaxMind DB file (%s)", MMDB_strerror(status));
         break;
     }
-    if (rc < 0 && err && errlen > 0) {
-        if (status == MMDB_FILE_OPEN_ERROR || rc == -EISDIR)
-            snprintf(err, errlen, "%s: %s", path, strerror(-rc));
-        else if (status == MMDB_IO_ERROR && rc == -EINVAL)
-            snprintf(err, errlen, "%s: not a valid MaxMind DB file (empty)", path);
-        else if (rc == -EINVAL)
-            snprintf(err, errlen, "%s: not a valid MaxMind DB file (%s)", path,
-                     MMDB_strerror(status));
-        else
-            snprintf(err, errlen, "%s: %s", path, MMDB_strerror(status));
-    }
-out:
-    if (rc < 0) {
-        /* MMDB_open has already released what it took when it failed. */
-        free(g);
-        return rc;
-    }
-    *out = g;
-    return 0;
+    /* MMDB_open has already released what it took when it failed. */
+    free(g);
+    return rc;
 }
 
 void geoip_close(struct geoip *g)
@@ -158,17 +168,6 @@ static int take_country(MMDB_entry_s *entry, const char *key, char *out)
     return 1;
 }
 
-/* Length of the longest prefix of s[0..len) that is at most `max` bytes and
- * does not cut a UTF-8 character. */
-static size_t utf8_cut(const char *s, size_t len, size_t max)
-{
-    if (len <= max)
-        return len;
-    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
-        max--;
-    return max;
-}
-
 /* Fills `out` with the English city name, if it is printable UTF-8. */
 static int take_city(MMDB_entry_s *entry, char *out)
 {
@@ -180,13 +179,13 @@ static int take_city(MMDB_entry_s *entry, char *out)
     if (rc <= 0)
         return rc;
     /* event.city must hold what the event schema accepts from a client. */
-    if (len == 0 || memchr(s, '\0', len) || !strbuf_utf8_valid(s, len))
+    if (len == 0 || !strbuf_utf8_valid(s, len))
         return 0;
     for (size_t i = 0; i < len; i++) {
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) /* NUL included */
             return 0;
     }
-    n = utf8_cut(s, len, GEOIP_CITY_SIZE - 1);
+    n = strbuf_utf8_prefix(s, len, GEOIP_CITY_SIZE - 1);
     memcpy(out, s, n);
     out[n] = '\0';
     return 1;

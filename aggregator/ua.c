@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <pcre2.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include <yaml.h>
 
 #include "event.h"
+#include "strbuf.h"
 
 static_assert(sizeof(((struct event *)0)->browser) == UA_FIELD_SIZE,
               "UA_FIELD_SIZE must match struct event's browser");
@@ -89,25 +89,21 @@ struct ua_entry {
 };
 
 struct ua_cache {
-    const struct ua_db *db;     /* borrowed */
-    uint64_t *found;            /* bit per prefilter state: literal seen in this UA */
-    size_t found_words;         /* uint64_t words in `found` */
-    pcre2_match_data *md;       /* room for every capture group of every rule */
-    pcre2_match_context *mctx;  /* limits and JIT stack */
-    pcre2_jit_stack *jit_stack; /* NULL without JIT */
-    struct ua_entry *entries;   /* `capacity` slots, the first `used` in use */
-    uint32_t capacity;          /* 0: no caching */
-    uint32_t used;              /* slots in use */
-    uint32_t *buckets;          /* entry index per hash bucket, UA_NIL empty */
-    uint32_t mask;              /* buckets - 1 (a power of two >= 2 * capacity) */
-    uint32_t head;              /* most recently used entry */
-    uint32_t tail;              /* least recently used entry: evicted first */
-    uint64_t seed;              /* hash seed: colliding keys cannot be precomputed */
-    _Atomic uint64_t hits;      /* see struct ua_cache_stats */
-    _Atomic uint64_t misses;
-    _Atomic uint64_t evictions;
-    _Atomic uint64_t limit_errors;
-    _Atomic size_t nentries;
+    const struct ua_db *db;      /* borrowed */
+    uint64_t *found;             /* bit per prefilter state: literal seen in this UA */
+    size_t found_words;          /* uint64_t words in `found` */
+    pcre2_match_data *md;        /* room for every capture group of every rule */
+    pcre2_match_context *mctx;   /* limits and JIT stack */
+    pcre2_jit_stack *jit_stack;  /* NULL without JIT */
+    struct ua_entry *entries;    /* `capacity` slots, the first `used` in use */
+    uint32_t capacity;           /* 0: no caching */
+    uint32_t used;               /* slots in use */
+    uint32_t *buckets;           /* entry index per hash bucket, UA_NIL empty */
+    uint32_t mask;               /* buckets - 1 (a power of two >= 2 * capacity) */
+    uint32_t head;               /* most recently used entry */
+    uint32_t tail;               /* least recently used entry: evicted first */
+    uint64_t seed;               /* hash seed: colliding keys cannot be precomputed */
+    struct ua_cache_stats stats; /* counters (entries and capacity: see used, capacity) */
 };
 
 /* Built-in rules, tried before uap-core's: AR/VR headsets, which matter for this
@@ -392,8 +388,6 @@ static const char *ua_lit_seq(const char *p, struct ua_lit *L)
                 free(req);
             }
             p = after;
-            if (!inner || alt || q == 1)
-                ua_lit_flush(L);
             continue;
         }
         char lit = 0;
@@ -1112,15 +1106,6 @@ bool ua_db_jit(const struct ua_db *db)
 
 /* ---- parsing ------------------------------------------------------------- */
 
-/* Length of s[0..n) cut back so it does not end inside a UTF-8 sequence, given
- * that the byte at s[n] (when the text went on) is where it was cut. */
-static size_t ua_utf8_cut(const char *s, size_t n)
-{
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-        n--;
-    return n;
-}
-
 /* Copies s[0..n) into a result field: leading/trailing blanks trimmed,
  * truncated at a character boundary, NUL-terminated. Empty gives `dflt`. */
 static void ua_set_field(char *dst, const char *s, size_t n, const char *dflt)
@@ -1133,8 +1118,7 @@ static void ua_set_field(char *dst, const char *s, size_t n, const char *dflt)
         snprintf(dst, UA_FIELD_SIZE, "%s", dflt);
         return;
     }
-    if (n >= UA_FIELD_SIZE)
-        n = ua_utf8_cut(s, UA_FIELD_SIZE - 1);
+    n = strbuf_utf8_prefix(s, n, UA_FIELD_SIZE - 1);
     memcpy(dst, s, n);
     dst[n] = '\0';
 }
@@ -1148,9 +1132,7 @@ static int ua_match(struct ua_cache *c, const pcre2_code *re, const char *s, siz
     if (rc > 0)
         return rc;
     if (rc != PCRE2_ERROR_NOMATCH)
-        atomic_store_explicit(&c->limit_errors,
-                              atomic_load_explicit(&c->limit_errors, memory_order_relaxed) + 1,
-                              memory_order_relaxed);
+        c->stats.limit_errors++;
     return 0;
 }
 
@@ -1181,18 +1163,6 @@ static void ua_expand(struct ua_cache *c, int groups, const char *tmpl, const ch
         }
     }
     ua_set_field(dst, buf, n, dflt);
-}
-
-/* Writes capture group `g` of the last match (empty when unset) into `dst`. */
-static void ua_group(struct ua_cache *c, int groups, int g, const char *s, char *dst,
-                     const char *dflt)
-{
-    const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(c->md);
-
-    if (g >= groups || ov[2 * g] == PCRE2_UNSET)
-        ua_set_field(dst, "", 0, dflt);
-    else
-        ua_set_field(dst, s + ov[2 * g], ov[2 * g + 1] - ov[2 * g], dflt);
 }
 
 /* The first rule of `kind` matching s[0..n), with its group count in *groups. */
@@ -1269,7 +1239,7 @@ static void ua_parse(struct ua_cache *c, const char *s, size_t n, struct ua_resu
     else if (rule->repl[0])
         ua_expand(c, groups, rule->repl[0], s, r->browser, "Other");
     else
-        ua_group(c, groups, 1, s, r->browser, "Other");
+        ua_expand(c, groups, "$1", s, r->browser, "Other");
 
     rule = ua_first_match(c, UA_KIND_OS, s, n, &groups);
     if (!rule)
@@ -1277,7 +1247,7 @@ static void ua_parse(struct ua_cache *c, const char *s, size_t n, struct ua_resu
     else if (rule->repl[0])
         ua_expand(c, groups, rule->repl[0], s, r->os, "Other");
     else
-        ua_group(c, groups, 1, s, r->os, "Other");
+        ua_expand(c, groups, "$1", s, r->os, "Other");
 
     dev = ua_first_match(c, UA_KIND_DEVICE, s, n, &groups);
     if (!dev) {
@@ -1286,13 +1256,13 @@ static void ua_parse(struct ua_cache *c, const char *s, size_t n, struct ua_resu
         if (dev->repl[0])
             ua_expand(c, groups, dev->repl[0], s, r->device, "Other");
         else
-            ua_group(c, groups, 1, s, r->device, "Other");
+            ua_expand(c, groups, "$1", s, r->device, "Other");
         if (dev->repl[1])
             ua_expand(c, groups, dev->repl[1], s, r->brand, "");
         if (dev->repl[2])
             ua_expand(c, groups, dev->repl[2], s, r->model, "");
         else
-            ua_group(c, groups, 1, s, r->model, "");
+            ua_expand(c, groups, "$1", s, r->model, "");
     }
 
     r->is_bot = strcmp(r->device, "Spider") == 0 ||
@@ -1379,13 +1349,6 @@ void ua_cache_free(struct ua_cache *c)
     free(c);
 }
 
-static void ua_bump(_Atomic uint64_t *counter)
-{
-    /* One writer: a relaxed load and store, no locked instruction. */
-    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-}
-
 static void ua_lru_unlink(struct ua_cache *c, uint32_t i)
 {
     struct ua_entry *e = &c->entries[i];
@@ -1447,7 +1410,7 @@ static void ua_cache_put(struct ua_cache *c, uint64_t h, const char *key, size_t
             return;
         ua_bucket_remove(c, i);
         ua_lru_unlink(c, i);
-        ua_bump(&c->evictions);
+        c->stats.evictions++;
     }
     memcpy(copy, key, n);
     e->key = copy;
@@ -1457,7 +1420,6 @@ static void ua_cache_put(struct ua_cache *c, uint64_t h, const char *key, size_t
     e->chain = c->buckets[h & c->mask];
     c->buckets[h & c->mask] = i;
     ua_lru_push_head(c, i);
-    atomic_store_explicit(&c->nentries, c->used, memory_order_relaxed);
 }
 
 void ua_cache_lookup(struct ua_cache *c, const char *ua, size_t len, struct ua_result *out)
@@ -1468,10 +1430,9 @@ void ua_cache_lookup(struct ua_cache *c, const char *ua, size_t len, struct ua_r
     assert(c && out && (ua || len == 0));
     if (!ua)
         ua = "";
-    if (len > UA_MAX_LEN)
-        len = ua_utf8_cut(ua, UA_MAX_LEN);
+    len = strbuf_utf8_prefix(ua, len, UA_MAX_LEN);
     if (c->capacity == 0) {
-        ua_bump(&c->misses);
+        c->stats.misses++;
         ua_parse(c, ua, len, out);
         return;
     }
@@ -1487,10 +1448,10 @@ void ua_cache_lookup(struct ua_cache *c, const char *ua, size_t len, struct ua_r
             ua_lru_push_head(c, i);
         }
         *out = c->entries[i].res;
-        ua_bump(&c->hits);
+        c->stats.hits++;
         return;
     }
-    ua_bump(&c->misses);
+    c->stats.misses++;
     ua_parse(c, ua, len, out);
     ua_cache_put(c, h, ua, len, out);
 }
@@ -1513,10 +1474,7 @@ bool ua_enrich_event(struct ua_cache *c, struct event *ev)
 
 void ua_cache_stats(const struct ua_cache *c, struct ua_cache_stats *out)
 {
-    out->hits = atomic_load_explicit(&c->hits, memory_order_relaxed);
-    out->misses = atomic_load_explicit(&c->misses, memory_order_relaxed);
-    out->evictions = atomic_load_explicit(&c->evictions, memory_order_relaxed);
-    out->limit_errors = atomic_load_explicit(&c->limit_errors, memory_order_relaxed);
-    out->entries = atomic_load_explicit(&c->nentries, memory_order_relaxed);
+    *out = c->stats;
+    out->entries = c->used;
     out->capacity = c->capacity;
 }

@@ -18,10 +18,6 @@ struct event;
  * bounds what a hostile string can cost in regex time. */
 #define UA_MAX_LEN 512
 
-/* A sensible cache capacity per worker thread: ~5 MB, and real traffic's
- * distinct user agents rarely exceed it (hit rates above 97% in bench/ua.sh). */
-#define UA_CACHE_DEFAULT 10000
-
 /* Size of every text field of struct ua_result: that of struct event's browser
  * and os, so results copy into an event without truncation. */
 #define UA_FIELD_SIZE 65
@@ -46,8 +42,7 @@ struct ua_result {
     bool is_bot;                 /* not a person: keep out of the rollups */
 };
 
-/* Counters of one cache. Each is written by the cache's own thread only and
- * read with relaxed atomics, so another thread (metrics) may read them. */
+/* Counters of one cache, kept by the thread that uses it. */
 struct ua_cache_stats {
     uint64_t hits;         /* lookups answered from the cache */
     uint64_t misses;       /* lookups that ran the regexes */
@@ -62,7 +57,7 @@ struct ua_cache_stats {
 struct ua_db;
 
 /* A per-thread parser state (PCRE2 match data, JIT stack) and LRU cache. Not
- * thread-safe: one thread uses it (ua_cache_stats() excepted). */
+ * thread-safe: one thread uses it. */
 struct ua_cache;
 
 /* Loads the uap-core regexes file at `path` (borrowed; UA_DEFAULT_REGEXES is
@@ -113,8 +108,7 @@ void ua_cache_lookup(struct ua_cache *c, const char *ua, size_t len, struct ua_r
  * event out of the rollups (and counts it). CPU only, never blocks. */
 bool ua_enrich_event(struct ua_cache *c, struct event *ev);
 
-/* Copies the counters of `c` into *out. May be called from any thread while the
- * owning thread looks up (each counter is read atomically, not all together). */
+/* Copies the counters of `c` into *out. Only from the thread that uses `c`. */
 void ua_cache_stats(const struct ua_cache *c, struct ua_cache_stats *out);
 
 #endif

@@ -187,6 +187,15 @@ bool strbuf_utf8_valid(const char *s, size_t n)
     return true;
 }
 
+size_t strbuf_utf8_prefix(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+        max--;
+    return max;
+}
+
 void strbuf_json_str(struct strbuf *sb, const char *s)
 {
     if (!s)

@@ -39,6 +39,11 @@ void strbuf_json_str(struct strbuf *sb, const char *s);
  * points past U+10FFFF). */
 bool strbuf_utf8_valid(const char *s, size_t n);
 
+/* Length of the longest prefix of s[0..len) that is at most `max` bytes and
+ * ends on a UTF-8 character boundary (does not cut a sequence): len when
+ * len <= max; else max, moved back past continuation bytes. */
+size_t strbuf_utf8_prefix(const char *s, size_t len, size_t max);
+
 /* Returns the contents and hands ownership to the caller (free()); the buffer is
  * left empty. Never NULL unless out of memory. */
 char *strbuf_steal(struct strbuf *sb);

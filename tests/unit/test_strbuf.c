@@ -1,0 +1,24 @@
+/* Unit tests for common/strbuf.c. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "strbuf.h"
+
+Test(strbuf, utf8_prefix)
+{
+    /* "aé€😀": 1 + 2 + 3 + 4 bytes; boundaries at 0, 1, 3, 6, 10. */
+    const char *s = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+    size_t len = strlen(s);
+    static const size_t want[] = {0, 1, 1, 3, 3, 3, 6, 6, 6, 6, 10};
+
+    cr_assert_eq(len, 10);
+    for (size_t max = 0; max <= len; max++)
+        cr_assert_eq(strbuf_utf8_prefix(s, len, max), want[max], "max %zu", max);
+    /* Not cut: the whole string, whatever it holds. */
+    cr_assert_eq(strbuf_utf8_prefix(s, len, 100), len);
+    cr_assert_eq(strbuf_utf8_prefix(s, 2, 2), 2); /* ends inside "é": len <= max */
+    cr_assert_eq(strbuf_utf8_prefix("", 0, 0), 0);
+    cr_assert_eq(strbuf_utf8_prefix("abc", 3, 0), 0);
+    /* Only continuation bytes: nothing can be kept. */
+    cr_assert_eq(strbuf_utf8_prefix("\x80\x80\x80", 3, 2), 0);
+}
