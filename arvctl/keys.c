@@ -135,8 +135,8 @@ static int keys_list(const char *database_url, int argc, char **argv)
     PGresult *res = NULL;
     int rc = CLI_EXIT_FAILURE;
 
-    if (argc > 1)
-        return keys_usage_error("list: unexpected argument '%s'", argv[1]);
+    if (!cli_options("keys list", argc, argv, 1, NULL, 0, keys_synopsis, &rc))
+        return rc;
     if (!(conn = cli_connect(database_url)))
         goto out;
     res = PQexec(conn, "SELECT id, prefix, "

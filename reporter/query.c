@@ -537,9 +537,8 @@ static bool query_window_days(const struct query_window *w, int64_t today, int64
         int64_t day = first + (int64_t)d - 1;
         *d0 = (day < next ? day : next - 1) + 1;
     } else {
-        char *end = NULL;
-        long n = strtol(w->period, &end, 10);
-        if (end == w->period || *end != '\0' || n < 1 || n > QUERY_MAX_DAYS_DAILY)
+        long n;
+        if (!parse_long(w->period, 1, QUERY_MAX_DAYS_DAILY, &n))
             return false;
         *d0 = today - n + 1;
     }
@@ -697,7 +696,6 @@ bool query_read_fill(const PGresult *res, struct strbuf *out)
         head.sum.duration_sum += days[i].c.duration_sum;
         head.sum.duration_count += days[i].c.duration_count;
     }
-    head.sum.has_plays = head.ndays > 0;
     strbuf_append(out, (const char *)&head, sizeof(head));
     strbuf_append(out, (const char *)days, head.ndays * sizeof(*days));
     strbuf_append(out, PQgetvalue(res, 0, QUERY_FILL_NCOLS - 1),
@@ -762,7 +760,6 @@ bool query_merge_closed(struct query_result *r, const struct query_spec *spec,
     r->total.video_plays += c->sum.video_plays;
     r->total.duration_sum += c->sum.duration_sum;
     r->total.duration_count += c->sum.duration_count;
-    r->total.has_plays = r->total.has_plays || c->sum.has_plays;
     if (spec->ep != QUERY_EP_TIMESERIES && spec->ep != QUERY_EP_EXPORT)
         return true;
     nclosed = (size_t)(c->last - c->d0 + 1);
@@ -881,7 +878,6 @@ bool query_read(const PGresult *res, struct query_result *out)
     n = PQntuples(res);
     if (n < 1)
         return false;
-    out->res = res;
     if (!query_cell_i64(res, 0, QUERY_COL_OWNER_MIN, &out->owner_min, &min_null) ||
         !query_cell_i64(res, 0, QUERY_COL_OWNER_MAX, &out->owner_max, &max_null) ||
         !query_cell_text(res, QUERY_COL_COMPLETE_UNTIL, out->complete_until,

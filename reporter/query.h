@@ -169,9 +169,10 @@ struct query_result {
     struct query_counts total;
     int64_t active_content;
     size_t nrows;
+    /* Owned; each row's key points into `keys` or into the PGresult (valid only
+     * while it is). */
     struct query_row *rows;
-    char (*keys)[11];    /* owned: keys of closed days merged in */
-    const PGresult *res; /* borrowed: valid only while the PGresult is (keys point into it) */
+    char (*keys)[11]; /* owned: keys of closed days merged in */
 };
 
 /* Parses a decimal id (digits only, 1 .. INT64_MAX) of `len` bytes. */

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <libpq-fe.h>
 
@@ -165,7 +164,7 @@ struct reporter_call {
     struct query_closed closed;      /* the window's closed days (owned parts) */
     bool split;                      /* the statement is query_build_split()'s */
     char closed_key[QCACHE_KEY_MAX]; /* their key in the closed-part cache */
-    struct timespec query_started;   /* for reporter_query_duration_seconds */
+    double query_started;            /* first statement sent (timeutil_mono_s) */
 };
 
 bool reporter_config_validate(const void *cfgp, char *err, size_t errlen)
@@ -182,14 +181,6 @@ bool reporter_config_validate(const void *cfgp, char *err, size_t errlen)
         return false;
     }
     return true;
-}
-
-static double reporter_elapsed_s(const struct timespec *since)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - since->tv_sec) + (double)(now.tv_nsec - since->tv_nsec) / 1e9;
 }
 
 static void reporter_call_end(struct reporter_call *call, enum reporter_outcome outcome)
@@ -242,6 +233,15 @@ static void reporter_db_unavailable(struct reporter_call *call)
 {
     reporter_fail(call, 503, REPORTER_OUT_DB_UNAVAILABLE, "database_unavailable", NULL,
                   "the analytics database is unavailable; retry shortly");
+}
+
+/* Logs why the query failed (`error`) and answers 500 with `message`. */
+static void reporter_query_failed(struct reporter_call *call, const char *error,
+                                  const char *message)
+{
+    log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
+              LF_STR("error", error));
+    reporter_fail(call, 500, REPORTER_OUT_DB_ERROR, "internal_error", NULL, message);
 }
 
 /* Sends a rendered answer (JSON, or CSV for the export). */
@@ -307,7 +307,7 @@ static void reporter_query_done(void *arg, const PGresult *res, const char *errs
     bool csv = call->spec.ep == QUERY_EP_EXPORT;
     bool merged;
 
-    metric_observe(r->duration[call->ep], reporter_elapsed_s(&call->query_started));
+    metric_observe(r->duration[call->ep], timeutil_mono_s() - call->query_started);
     if (!res) {
         /* The pool logs its outages; a per-request line would only repeat it. */
         log_debug("reporter_query_unavailable",
@@ -334,10 +334,7 @@ static void reporter_query_done(void *arg, const PGresult *res, const char *errs
         return;
     }
     if (!query_read(res, &qr)) {
-        log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
-                  LF_STR("error", "unexpected result shape"));
-        reporter_fail(call, 500, REPORTER_OUT_DB_ERROR, "internal_error", NULL,
-                      "the analytics query failed");
+        reporter_query_failed(call, "unexpected result shape", "the analytics query failed");
         return;
     }
     if (!query_owner_allowed(&call->spec, &qr)) {
@@ -353,12 +350,9 @@ static void reporter_query_done(void *arg, const PGresult *res, const char *errs
     else if (merged)
         query_json(&sb, &call->spec, &qr);
     if (!merged || sb.oom || !sb.data) {
-        log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
-                  LF_STR("error", "out of memory"));
         strbuf_deinit(&sb);
         query_result_deinit(&qr);
-        reporter_fail(call, 500, REPORTER_OUT_DB_ERROR, "internal_error", NULL,
-                      "the analytics query failed");
+        reporter_query_failed(call, "out of memory", "the analytics query failed");
         return;
     }
     qcache_put(r->cache, call->cache_key, timeutil_mono_ms(), sb.data, sb.len, csv,
@@ -428,10 +422,8 @@ static void reporter_send(struct reporter_call *call, const struct query_closed 
                   : query_build(&call->spec, r->cfg->content_relation, &sql, &qp);
     if (rc < 0) {
         strbuf_deinit(&sql);
-        log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
-                  LF_STR("error", "cannot build the query"));
-        reporter_fail(call, 500, REPORTER_OUT_DB_ERROR, "internal_error", NULL,
-                      "the analytics query could not be built");
+        reporter_query_failed(call, "cannot build the query",
+                              "the analytics query could not be built");
         return;
     }
     if (r->closing) {
@@ -441,7 +433,6 @@ static void reporter_send(struct reporter_call *call, const struct query_closed 
     }
     call->split = closed && !fill;
     reporter_statement_name(sql.data, name, sizeof(name));
-    clock_gettime(CLOCK_MONOTONIC, &call->query_started);
     rc = pg_pool_query_prepared(r->pool, name, sql.data, qp.nparams, qp.params,
                                 fill ? reporter_fill_done : reporter_query_done, call);
     strbuf_deinit(&sql);
@@ -469,10 +460,7 @@ static void reporter_fill_done(void *arg, const PGresult *res, const char *errst
     strbuf_init(&body);
     if (!query_read_fill(res, &body) || !query_closed_load(&call->closed, body.data, body.len)) {
         strbuf_deinit(&body);
-        log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
-                  LF_STR("error", "unexpected closed-part result"));
-        reporter_fail(call, 500, REPORTER_OUT_DB_ERROR, "internal_error", NULL,
-                      "the analytics query failed");
+        reporter_query_failed(call, "unexpected closed-part result", "the analytics query failed");
         return;
     }
     qcache_put(r->closed, call->closed_key, timeutil_mono_ms(), body.data, body.len, false, NULL);
@@ -488,6 +476,8 @@ static void reporter_run(struct reporter_call *call)
     struct query_spec *spec = &call->spec;
     struct params_error perr = {0};
     const struct qcache_entry *hit;
+    const struct query_closed *closed = NULL;
+    bool fill = false;
     unsigned retry_s = 1;
     int64_t today;
 
@@ -547,16 +537,13 @@ static void reporter_run(struct reporter_call *call)
                                &call->closed)) {
         query_closed_key(spec, &call->closed, call->closed_key, sizeof(call->closed_key));
         hit = qcache_get(r->closed, call->closed_key, timeutil_mono_ms());
-        if (hit && query_closed_load(&call->closed, hit->body, hit->len)) {
-            metric_inc(r->closed_hit);
-            reporter_send(call, &call->closed, false);
-            return;
-        }
-        metric_inc(r->closed_miss);
-        reporter_send(call, &call->closed, true);
-        return;
+        closed = &call->closed;
+        fill = !(hit && query_closed_load(&call->closed, hit->body, hit->len));
+        metric_inc(fill ? r->closed_miss : r->closed_hit);
     }
-    reporter_send(call, NULL, false);
+    /* The duration covers every statement of the request (a fill, then the answer). */
+    call->query_started = timeutil_mono_s();
+    reporter_send(call, closed, fill);
 }
 
 static void reporter_auth_done(void *arg, enum auth_status st, const struct auth_principal *p)
@@ -619,9 +606,10 @@ static int reporter_metrics_init(struct reporter *r, struct metrics *m)
     struct metric_family *q =
         metrics_counter(m, "reporter_queries_total", "Analytics requests by endpoint and outcome",
                         "endpoint,outcome");
-    struct metric_family *d = metrics_histogram(
-        m, "reporter_query_duration_seconds", "Time of the analytics statement in PostgreSQL",
-        "endpoint", metrics_latency_buckets, metrics_latency_buckets_len);
+    struct metric_family *d =
+        metrics_histogram(m, "reporter_query_duration_seconds",
+                          "Time of a request's analytics statements in PostgreSQL", "endpoint",
+                          metrics_latency_buckets, metrics_latency_buckets_len);
 
     struct metric_family *a =
         metrics_counter(m, "reporter_auth_failures_total",
