@@ -208,6 +208,15 @@ static void aggregator_on_stop(void *arg)
         aggregator_notified(a->notify[0], EV_READ, a);
 }
 
+/* A counter family `name` with result="hit" and result="miss" children. */
+static void hit_miss_counter(struct metrics *reg, const char *name, const char *help,
+                             struct metric **hit, struct metric **miss)
+{
+    struct metric_family *f = metrics_counter(reg, name, help, "result");
+    *hit = metric_family_child(f, (const char *const[]){"hit"});
+    *miss = metric_family_child(f, (const char *const[]){"miss"});
+}
+
 static int register_metrics(struct aggregator *a, struct worker_metrics *m)
 {
     static const double batch_buckets[] = {1,    10,   50,   100,   250,  500,
@@ -237,18 +246,14 @@ static int register_metrics(struct aggregator *a, struct worker_metrics *m)
         metrics_counter(reg, "aggregator_redis_errors_total", "Redis failures", NULL));
     m->dead_letters = metric_family_single(metrics_counter(
         reg, "aggregator_dead_letters_total", "Rows written to analytics.dead_letters", NULL));
-    struct metric_family *lookups = metrics_counter(
+    hit_miss_counter(
         reg, "aggregator_content_lookups_total",
         "Content keys of written batches: answered by the cache (hit) or read from the registry",
-        "result");
-    m->content_hit = metric_family_child(lookups, (const char *const[]){"hit"});
-    m->content_miss = metric_family_child(lookups, (const char *const[]){"miss"});
-    struct metric_family *ua = metrics_counter(
-        reg, "aggregator_ua_lookups_total",
-        "User agents parsed: answered by the cache (hit) or by the uap-core regexes (miss)",
-        "result");
-    m->ua_hit = metric_family_child(ua, (const char *const[]){"hit"});
-    m->ua_miss = metric_family_child(ua, (const char *const[]){"miss"});
+        &m->content_hit, &m->content_miss);
+    hit_miss_counter(reg, "aggregator_ua_lookups_total",
+                     "User agents parsed: answered by the cache (hit) or by the uap-core regexes"
+                     " (miss)",
+                     &m->ua_hit, &m->ua_miss);
     m->stream_length =
         metrics_gauge(reg, "aggregator_stream_length", "Entries in the stream (XLEN)", "stream");
     m->consumer_lag = metrics_gauge(

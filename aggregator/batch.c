@@ -123,27 +123,26 @@ void batch_fields_json(const struct batch_field *fields, size_t nfields, struct 
     strbuf_putc(out, '}');
 }
 
-/* Writes the payload, the fifth field of every staging row, and notes where
- * it is in the row's buffer (a dead letter is rebuilt from it later), unless
- * `e` is NULL. `escaped`: the payload is in COPY text form already. */
-static void put_payload(struct copy_row *row, const char *payload, size_t len, bool escaped,
+/* Writes the payload, the fifth field of every staging row. For entry `e`
+ * (raw payload) it notes where the escaped field is in the row's buffer; with
+ * `e` NULL the payload is such a field already (a dead letter rebuilt later). */
+static void put_payload(struct copy_row *row, const char *payload, size_t len,
                         struct batch_entry *e)
 {
     size_t start = row->out->len + 1; /* after the tab */
 
-    if (escaped)
+    if (!e) {
         copy_row_escaped(row, payload, len);
-    else
-        copy_row_text(row, payload, len);
-    if (e) {
-        e->payload_off = start;
-        e->payload_len = row->out->len - start;
+        return;
     }
+    copy_row_text(row, payload, len);
+    e->payload_off = start;
+    e->payload_len = row->out->len - start;
 }
 
 /* Appends a dead-letter row: the leading columns, then NULL for the event's. */
 static void put_dead_row(struct strbuf *out, const char *stream, const char *id, const char *reason,
-                         const char *detail, const char *payload, size_t payload_len, bool escaped,
+                         const char *detail, const char *payload, size_t payload_len,
                          struct batch_entry *e)
 {
     struct copy_row row;
@@ -153,7 +152,7 @@ static void put_dead_row(struct strbuf *out, const char *stream, const char *id,
     copy_row_str(&row, id);
     copy_row_str(&row, reason);
     copy_row_opt_str(&row, detail);
-    put_payload(&row, payload, payload_len, escaped, e);
+    put_payload(&row, payload, payload_len, e);
     for (int i = 0; i < 17; i++) /* event_id .. is_bot */
         copy_row_null(&row);
     copy_row_end(&row);
@@ -171,7 +170,7 @@ static void put_event_row(struct strbuf *out, const char *stream, struct batch_e
     copy_row_str(&row, e->id);
     copy_row_null(&row); /* reason */
     copy_row_null(&row); /* detail */
-    put_payload(&row, payload, payload_len, false, e);
+    put_payload(&row, payload, payload_len, e);
     copy_row_str(&row, ev->event_id);
     if (ev->ar_content_id > 0)
         copy_row_int(&row, (long long)ev->ar_content_id);
@@ -273,7 +272,7 @@ int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
         strbuf_reset(&b->scratch);
         batch_fields_json(fields, nfields, &b->scratch);
         put_dead_row(&b->rows, b->streams[stream], e->id, BATCH_REASON_INVALID, detail,
-                     b->scratch.data, b->scratch.len, false, e);
+                     b->scratch.data, b->scratch.len, e);
         b->invalid++;
         b->dead++;
     }
@@ -293,7 +292,7 @@ int batch_add_dead(struct batch *b, unsigned stream, const char *id, size_t id_l
     strbuf_reset(&b->scratch);
     batch_fields_json(fields, nfields, &b->scratch);
     put_dead_row(&b->rows, b->streams[stream], e->id, reason, detail, b->scratch.data,
-                 b->scratch.len, false, e);
+                 b->scratch.len, e);
     e->row_len = b->rows.len - e->row_off;
     b->dead++;
     return b->rows.oom || b->scratch.oom ? -ENOMEM : 0;
@@ -312,5 +311,5 @@ void batch_dead_row(const struct batch *b, size_t i, const char *reason, const c
     const struct batch_entry *e = &b->entries[i];
 
     put_dead_row(out, b->streams[e->stream], e->id, reason, detail,
-                 b->rows.data ? b->rows.data + e->payload_off : "", e->payload_len, true, NULL);
+                 b->rows.data ? b->rows.data + e->payload_off : "", e->payload_len, NULL);
 }

@@ -313,16 +313,21 @@ out:
     return rc;
 }
 
+/* True once the batch's staging rows take the reader's byte budget. */
+static bool batch_full(const struct reader *r, const struct batch *b)
+{
+    return r->max_bytes > 0 && b->rows.len >= r->max_bytes;
+}
+
 int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up)
 {
     const char **ids = calloc(r->nstreams, sizeof(*ids));
     size_t *got = calloc(r->nstreams, sizeof(*got));
-    size_t *total = calloc(r->nstreams, sizeof(*total));
     long chunk = r->count < READER_CHUNK ? r->count : READER_CHUNK;
     int rc = -1;
 
     *caught_up = false;
-    if (!ids || !got || !total) {
+    if (!ids || !got) {
         reader_set_err(r, "XREADGROUP", "out of memory");
         goto out;
     }
@@ -356,31 +361,30 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
         /* Up to `count` entries per stream, in reads of at most READER_CHUNK:
          * the reply in memory stays one chunk's, whatever the batch size. Only
          * the first read blocks; a stream whose read comes back short is
-         * caught up and read no more for this batch. Once the batch's rows
-         * take `max_bytes`, it is full: memory per batch is bounded in bytes
-         * too, whatever the events' size. */
+         * caught up and read no more for this batch. Every stream still read
+         * has had the same `done` entries. Once the batch is full (count, or
+         * `max_bytes` of rows: memory bounded whatever the events' size), the
+         * read stops. */
+        long done = 0;
         *kind = READER_NEW;
-        for (unsigned i = 0; i < r->nstreams; i++) {
+        for (unsigned i = 0; i < r->nstreams; i++)
             ids[i] = ">";
-            total[i] = 0;
-        }
         *caught_up = true;
         for (bool first = true;; first = false) {
+            long want = r->count - done < chunk ? r->count - done : chunk;
             bool more = false;
-            if (read_streams(r, b, ids, first, chunk, got) < 0)
+            if (read_streams(r, b, ids, first, want, got) < 0)
                 goto out;
+            done += want;
             for (unsigned i = 0; i < r->nstreams; i++) {
                 if (!ids[i])
                     continue;
-                total[i] += got[i];
-                if ((long)got[i] < chunk)
+                if ((long)got[i] < want)
                     ids[i] = NULL; /* caught up */
-                else if ((long)total[i] >= r->count)
-                    ids[i] = NULL, *caught_up = false;
                 else
                     more = true;
             }
-            if (more && r->max_bytes > 0 && b->rows.len >= r->max_bytes) {
+            if (more && (done >= r->count || batch_full(r, b))) {
                 *caught_up = false;
                 more = false;
             }
@@ -392,7 +396,6 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
 out:
     free(ids);
     free(got);
-    free(total);
     return rc;
 }
 
@@ -493,8 +496,7 @@ static int claim_stream(struct reader *r, struct batch *b, unsigned s, const cha
         if (claim_chunk(r, b, s, min_idle, start, want, max_deliveries, &seen, last) < 0)
             return -1;
         total += (long)seen;
-        if ((long)seen < want || total >= r->count || !last[0] ||
-            (r->max_bytes > 0 && b->rows.len >= r->max_bytes))
+        if ((long)seen < want || total >= r->count || !last[0] || batch_full(r, b))
             return 0;
         snprintf(start, sizeof(start), "(%s", last); /* exclusive: after the last one */
     }

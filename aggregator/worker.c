@@ -137,12 +137,11 @@ static void count_flush(struct worker *w, const struct store_counts *c)
     metric_add(w->m.dead_letters, (double)c->dead_letters);
 }
 
-/* Reads the batch's uncached content keys from the registry; counts the
- * content and user-agent caches' hits and misses. */
-static enum store_status resolve_content(struct worker *w)
+/* Adds the content and user-agent caches' hits and misses since the last call
+ * to their metrics (once per written batch). */
+static void count_cache_lookups(struct worker *w)
 {
     struct content_cache_stats now;
-    enum store_status st = store_resolve_content(&w->store, w->contents);
 
     content_cache_stats(w->contents, &now);
     metric_add(w->m.content_hit, (double)(now.hits - w->contents_seen.hits));
@@ -155,7 +154,6 @@ static enum store_status resolve_content(struct worker *w)
         metric_add(w->m.ua_miss, (double)(ua.misses - w->ua_seen.misses));
         w->ua_seen = ua;
     }
-    return st;
 }
 
 /* Writes the batch entry by entry after a row was rejected: each entry in its
@@ -385,7 +383,7 @@ static void *worker_main(void *arg)
             watermark = caught_up ? read_wall_ms : w->batch.max_received_ms;
         st = ensure_batch_partitions(w, &part_lo, &part_hi);
         if (st == STORE_OK)
-            st = resolve_content(w);
+            st = store_resolve_content(&w->store, w->contents);
         if (st == STORE_OK)
             st = store_flush(&w->store, w->batch.rows.data ? w->batch.rows.data : "",
                              w->batch.rows.len, watermark, &counts);
@@ -406,6 +404,7 @@ static void *worker_main(void *arg)
         pg_ok(w);
         pg_backoff = BACKOFF_MIN_MS;
         metric_observe(w->m.batch_size, (double)w->batch.count);
+        count_cache_lookups(w);
         metric_observe(w->m.flush_duration, (double)((int64_t)timeutil_mono_ms() - t0) / 1000.0);
         int64_t write_ms = (int64_t)timeutil_mono_ms() - t0;
 
