@@ -85,19 +85,12 @@ agg_wait_drained "$redis_port" "$ARV_STREAM" 600 || { tail "$tmp"/aggregator-*.l
 t1=$(date +%s%N)
 # CPU of the aggregators' PostgreSQL backends (user + system): on a shared
 # machine, CPU per event is steadier than wall time.
-backend_cpu_ms() {
-    local pid t=0
-    for pid in "$@"; do
-        t=$((t + $(awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$t"
-}
-pg_cpu_ms=$(backend_cpu_ms $(agg_sql "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'arv-aggregator%'"))
+pg_cpu_ms=$(agg_cpu_ms $(agg_sql "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'arv-aggregator%'"))
 hwm=0 cpu_ms=0
 for p in "${agg_pids[@]}"; do
     h=$(awk '/^VmHWM/ {print $2}' "/proc/$p/status")
     [ "$h" -gt "$hwm" ] && hwm=$h
-    cpu_ms=$((cpu_ms + $(awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) * 1000 / hz)}' "/proc/$p/stat")))
+    cpu_ms=$((cpu_ms + $(agg_cpu_ms "$p")))
     kill -TERM "$p"
     wait "$p" || true
 done

@@ -26,6 +26,18 @@ agg_bench_stop_servers() {
     [ -n "${keep:-}" ] || rm -rf "$tmp"
 }
 
+# agg_cpu_ms PID...: CPU time (user + system) the processes have used, in ms
+# (processes already gone count 0).
+agg_cpu_ms() {
+    local p t=0 hz
+    hz=$(getconf CLK_TCK)
+    for p in "$@"; do
+        [ -r "/proc/$p/stat" ] || continue
+        t=$((t + $(awk -v hz="$hz" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+
 # agg_sql SQL: runs one statement, prints the unaligned result.
 agg_sql() {
     psql "$DATABASE_URL" -tAq -v ON_ERROR_STOP=1 -c "$1"

@@ -89,16 +89,6 @@ gen() {
     eval "$(sed 's/^RESULT //; s/\([a-z0-9_]*\)=/F_\1=/g' <<<"$line")"
 }
 
-# cpu_ms PID...: CPU time (user + system) the processes have used, in ms.
-cpu_ms() {
-    local p t=0 hz
-    hz=$(getconf CLK_TCK)
-    for p in "$@"; do
-        [ -r "/proc/$p/stat" ] || continue
-        t=$((t + $(awk -v hz="$hz" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$p/stat")))
-    done
-    echo "$t"
-}
 pg_pids() {
     local pm
     pm=$(head -1 "$tmp/pg/data/postmaster.pid")
@@ -109,14 +99,14 @@ redis_pid=$(cat "$tmp/redis/redis.pid")
 gen floor "$floor_rate" "$floor_secs"
 floor_p99=$F_p99_ms
 echo "machine load average before the main run: $(cut -d' ' -f1-3 /proc/loadavg)"
-c_agg=$(cpu_ms $agg_pid) c_coll=$(cpu_ms "$coll_pid") c_redis=$(cpu_ms "$redis_pid")
-c_pg=$(cpu_ms $(pg_pids)) t0=$(date +%s%3N) log0=$(wc -l <"$tmp/aggregator.log")
+c_agg=$(agg_cpu_ms $agg_pid) c_coll=$(agg_cpu_ms "$coll_pid") c_redis=$(agg_cpu_ms "$redis_pid")
+c_pg=$(agg_cpu_ms $(pg_pids)) t0=$(date +%s%3N) log0=$(wc -l <"$tmp/aggregator.log")
 gen main "$rate" "$secs"
 t1=$(date +%s%3N)
 # Backends that ended during the run are missing from the PostgreSQL sum (the
 # aggregator and the probe keep theirs, so little is).
-awk -v ms=$((t1 - t0)) -v cpus="$(nproc)" -v a=$(($(cpu_ms $agg_pid) - c_agg)) -v c=$(($(cpu_ms "$coll_pid") - c_coll)) \
-    -v r=$(($(cpu_ms "$redis_pid") - c_redis)) -v p=$(($(cpu_ms $(pg_pids)) - c_pg)) 'BEGIN {
+awk -v ms=$((t1 - t0)) -v cpus="$(nproc)" -v a=$(($(agg_cpu_ms $agg_pid) - c_agg)) -v c=$(($(agg_cpu_ms "$coll_pid") - c_coll)) \
+    -v r=$(($(agg_cpu_ms "$redis_pid") - c_redis)) -v p=$(($(agg_cpu_ms $(pg_pids)) - c_pg)) 'BEGIN {
     printf "[main] CPU over the run (%.1f s; %d CPUs = %d%%): aggregator %.0f%%, PostgreSQL %.0f%%, collector %.0f%%, Redis %.0f%%\n",
         ms / 1000, cpus, 100 * cpus, 100 * a / ms, 100 * p / ms, 100 * c / ms, 100 * r / ms
 }'

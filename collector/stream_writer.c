@@ -73,15 +73,26 @@ static uint32_t fnv1a(const char *s)
     return h;
 }
 
+/* The shard of a session: 0 when the stream is not sharded. */
+static long shard_of(long shards, const char *session_id)
+{
+    return shards <= 1 ? 0 : (long)(fnv1a(session_id) % (uint32_t)shards);
+}
+
+/* The stream name of `shard`: ARV_STREAM, or ARV_STREAM:{shard} when sharded. */
+static void shard_name(const char *stream, long shards, long shard, char *out, size_t outlen)
+{
+    if (shards <= 1)
+        snprintf(out, outlen, "%s", stream);
+    else
+        snprintf(out, outlen, "%s:%ld", stream, shard);
+}
+
 int stream_writer_route(const char *stream, long shards, int nodes, const char *session_id,
                         char *out, size_t outlen)
 {
-    if (shards <= 1) {
-        snprintf(out, outlen, "%s", stream);
-        return 0;
-    }
-    long shard = (long)(fnv1a(session_id) % (uint32_t)shards);
-    snprintf(out, outlen, "%s:%ld", stream, shard);
+    long shard = shard_of(shards, session_id);
+    shard_name(stream, shards, shard, out, outlen);
     return (int)(shard % nodes);
 }
 
@@ -118,10 +129,7 @@ static int xadd_prefixes_init(struct stream_writer *w)
         return -ENOMEM;
     strbuf_init(&sb);
     for (long i = 0; i < shards && rc == 0; i++) {
-        if (w->shards <= 1)
-            snprintf(name, sizeof(name), "%s", w->stream);
-        else
-            snprintf(name, sizeof(name), "%s:%ld", w->stream, i);
+        shard_name(w->stream, w->shards, i, name, sizeof(name));
         strbuf_reset(&sb);
         strbuf_puts(&sb, "*7\r\n");
         resp_bulk(&sb, "XADD", 4);
@@ -182,10 +190,7 @@ static void poll_tick(evutil_socket_t fd, short what, void *arg)
         return; /* the previous round is still out */
     long shards = w->shards > 0 ? w->shards : 1;
     for (long s = 0; s < shards; s++) {
-        if (w->shards <= 1)
-            snprintf(stream, sizeof(stream), "%s", w->stream);
-        else
-            snprintf(stream, sizeof(stream), "%s:%ld", w->stream, s);
+        shard_name(w->stream, w->shards, s, stream, sizeof(stream));
         struct xlen_poll *p = malloc(sizeof(*p));
         if (!p)
             return;
@@ -281,7 +286,7 @@ static void push_done(void *arg, struct redisReply *reply, const char *errstr)
 int stream_writer_push(struct stream_writer *w, const char *session_id, const char *json,
                        size_t len, stream_writer_done_cb *cb, void *arg)
 {
-    long shard = w->shards <= 1 ? 0 : (long)(fnv1a(session_id) % (uint32_t)w->shards);
+    long shard = shard_of(w->shards, session_id);
     int node = (int)(shard % w->nnodes);
     struct push *p = w->free_pushes;
     if (p)
