@@ -33,7 +33,7 @@ const struct config_option aggregator_options[] = {
      "stream entries per batch and shard (read in XREADGROUP pieces of 2000)"},
     {"batch-max-bytes", "ARV_BATCH_MAX_BYTES", CONFIG_INT,
      offsetof(struct aggregator_config, batch_max_bytes), "33554432", NULL, 1048576, 1073741824,
-     "a batch stops reading once its staging rows take this many bytes (memory per worker)"},
+     "a batch stops reading once its rows take this many bytes (memory per worker)"},
     {"workers", "ARV_WORKERS", CONFIG_INT, offsetof(struct aggregator_config, workers), "2", NULL,
      1, 16,
      "worker threads per Redis node, each its own consumer and PostgreSQL connection (one"

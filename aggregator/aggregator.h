@@ -15,7 +15,7 @@ struct aggregator;
 struct aggregator_config {
     struct common_config common;
     long batch_size;              /* ARV_BATCH_SIZE: entries per read and stream */
-    long batch_max_bytes;         /* ARV_BATCH_MAX_BYTES: staging rows per batch */
+    long batch_max_bytes;         /* ARV_BATCH_MAX_BYTES: raw rows per batch */
     long batch_wait_ms;           /* ARV_BATCH_WAIT_MS: XREADGROUP BLOCK */
     long workers;                 /* ARV_WORKERS: worker threads per Redis node */
     const char *consumer;         /* ARV_CONSUMER, NULL: hostname-pid */

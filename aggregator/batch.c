@@ -1,4 +1,5 @@
-/* Stream entries -> staging rows (COPY text) for one aggregator batch. Pure. */
+/* Stream entries -> raw-table rows, dead-letter rows and rollup inputs for one
+ * aggregator batch. Pure. */
 #include "batch.h"
 
 #include <errno.h>
@@ -10,35 +11,12 @@
 #include "event.h"
 #include "content_cache.h"
 #include "geoip.h"
+#include "hll.h"
 #include "ip_anon.h"
 #include "ua.h"
 
-const char batch_staging_ddl[] = "CREATE TEMP TABLE IF NOT EXISTS arv_staging ("
-                                 " stream text NOT NULL,"
-                                 " entry_id text NOT NULL,"
-                                 " reason text,"
-                                 " detail text,"
-                                 " payload text NOT NULL,"
-                                 " event_id uuid,"
-                                 " ar_content_id bigint,"
-                                 " content_uid text,"
-                                 " session_id uuid,"
-                                 " user_agent text,"
-                                 " device_type text,"
-                                 " browser text,"
-                                 " os text,"
-                                 " ip_address inet,"
-                                 " country text,"
-                                 " city text,"
-                                 " duration_seconds integer,"
-                                 " tracking_quality text,"
-                                 " video_played boolean,"
-                                 " occurred_at timestamptz,"
-                                 " received_at timestamptz,"
-                                 " is_bot boolean"
-                                 ") ON COMMIT DELETE ROWS";
-
-const char batch_staging_copy[] = "COPY pg_temp.arv_staging FROM STDIN";
+const char *const batch_dim_names[BATCH_DIMS] = {"device_type", "browser", "os",
+                                                 "country",     "city",    "tracking_quality"};
 
 void batch_init(struct batch *b, const char *const *streams)
 {
@@ -46,13 +24,29 @@ void batch_init(struct batch *b, const char *const *streams)
     b->streams = streams;
     strbuf_init(&b->rows);
     strbuf_init(&b->scratch);
+    strbuf_init(&b->values);
+}
+
+int batch_reserve(struct batch *b, size_t entries, size_t bytes)
+{
+    if (entries > b->cap) {
+        struct batch_entry *p = realloc(b->entries, entries * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        b->entries = p;
+        b->cap = entries;
+    }
+    return strbuf_reserve(&b->rows, bytes);
 }
 
 void batch_deinit(struct batch *b)
 {
     free(b->entries);
+    free(b->vals);
+    free(b->val_slots);
     strbuf_deinit(&b->rows);
     strbuf_deinit(&b->scratch);
+    strbuf_deinit(&b->values);
     memset(b, 0, sizeof(*b));
 }
 
@@ -65,6 +59,10 @@ void batch_reset(struct batch *b)
     b->max_received_ms = 0;
     b->bots = 0;
     strbuf_reset(&b->rows);
+    strbuf_reset(&b->values);
+    b->nvals = 0;
+    if (b->nslots)
+        memset(b->val_slots, 0, b->nslots * sizeof(*b->val_slots));
     if (b->contents)
         content_cache_begin(b->contents);
 }
@@ -94,7 +92,6 @@ static struct batch_entry *batch_push(struct batch *b, unsigned stream, const ch
     memcpy(e->id, id, id_len);
     e->id[id_len] = '\0';
     e->stream = stream;
-    e->row_off = b->rows.len;
     return e;
 }
 
@@ -123,27 +120,97 @@ void batch_fields_json(const struct batch_field *fields, size_t nfields, struct 
     strbuf_putc(out, '}');
 }
 
-/* Writes the payload, the fifth field of every staging row. For entry `e`
- * (raw payload) it notes where the escaped field is in the row's buffer; with
- * `e` NULL the payload is such a field already (a dead letter rebuilt later). */
-static void put_payload(struct copy_row *row, const char *payload, size_t len,
-                        struct batch_entry *e)
+/* FNV-1a: the value table's hash. */
+static uint32_t value_hash(const char *s, size_t n)
 {
-    size_t start = row->out->len + 1; /* after the tab */
+    uint32_t h = 2166136261u;
 
-    if (!e) {
-        copy_row_escaped(row, payload, len);
-        return;
-    }
-    copy_row_text(row, payload, len);
-    e->payload_off = start;
-    e->payload_len = row->out->len - start;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
 }
 
-/* Appends a dead-letter row: the leading columns, then NULL for the event's. */
+/* Doubles the value table's slots and places every value again. */
+static int values_grow(struct batch *b)
+{
+    size_t n = b->nslots ? b->nslots * 2 : 256;
+    uint32_t *slots = calloc(n, sizeof(*slots));
+
+    if (!slots)
+        return -ENOMEM;
+    for (size_t id = 0; id < b->nvals; id++) {
+        size_t k = b->vals[id].hash & (n - 1);
+        while (slots[k])
+            k = (k + 1) & (n - 1);
+        slots[k] = (uint32_t)id + 1;
+    }
+    free(b->val_slots);
+    b->val_slots = slots;
+    b->nslots = n;
+    return 0;
+}
+
+/* The id of breakdown value `s` ("" or NULL counts as "unknown", like the
+ * rebuild's coalesce), interning it COPY-escaped; -ENOMEM. */
+static int64_t value_intern(struct batch *b, const char *s)
+{
+    size_t n, off = b->values.len, k;
+    uint32_t h;
+
+    if (!s || !*s)
+        s = "unknown";
+    /* Escaped first: the table compares the bytes as they will be sent. */
+    copy_escape(&b->values, s, strlen(s));
+    if (b->values.oom)
+        return -ENOMEM;
+    n = b->values.len - off;
+    h = value_hash(b->values.data + off, n);
+    if (2 * (b->nvals + 1) > b->nslots && values_grow(b) < 0)
+        return -ENOMEM;
+    for (k = h & (b->nslots - 1); b->val_slots[k]; k = (k + 1) & (b->nslots - 1)) {
+        const struct batch_value *v = &b->vals[b->val_slots[k] - 1];
+        if (v->hash == h && v->len == n &&
+            memcmp(b->values.data + v->off, b->values.data + off, n) == 0) {
+            b->values.len = off; /* known: drop the copy */
+            return b->val_slots[k] - 1;
+        }
+    }
+    if (b->nvals == b->vals_cap) {
+        size_t cap = b->vals_cap ? b->vals_cap * 2 : 64;
+        struct batch_value *p = realloc(b->vals, cap * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        b->vals = p;
+        b->vals_cap = cap;
+    }
+    b->vals[b->nvals] = (struct batch_value){.off = off, .len = n, .hash = h};
+    b->val_slots[k] = (uint32_t)++b->nvals;
+    return (int64_t)b->nvals - 1;
+}
+
+const char *batch_value(const struct batch *b, uint32_t id, size_t *len)
+{
+    *len = b->vals[id].len;
+    return b->values.data + b->vals[id].off;
+}
+
+/* Appends the payload COPY-escaped to `rows`, noting where it is. */
+static void put_payload(struct batch *b, struct batch_entry *e, const char *payload, size_t len)
+{
+    e->payload_off = b->rows.len;
+    copy_escape(&b->rows, payload, len);
+    e->payload_len = b->rows.len - e->payload_off;
+    e->payload_kept = true;
+}
+
+int batch_set_payload(struct batch *b, size_t i, const char *payload, size_t len)
+{
+    put_payload(b, &b->entries[i], payload, len);
+    return b->rows.oom ? -ENOMEM : 0;
+}
+
 static void put_dead_row(struct strbuf *out, const char *stream, const char *id, const char *reason,
-                         const char *detail, const char *payload, size_t payload_len,
-                         struct batch_entry *e)
+                         const char *detail, const char *payload, size_t payload_len)
 {
     struct copy_row row;
 
@@ -152,38 +219,91 @@ static void put_dead_row(struct strbuf *out, const char *stream, const char *id,
     copy_row_str(&row, id);
     copy_row_str(&row, reason);
     copy_row_opt_str(&row, detail);
-    put_payload(&row, payload, payload_len, e);
-    for (int i = 0; i < 17; i++) /* event_id .. is_bot */
-        copy_row_null(&row);
+    copy_row_escaped(&row, payload, payload_len);
     copy_row_end(&row);
 }
 
-static void put_event_row(struct strbuf *out, const char *stream, struct batch_entry *e,
-                          const char *payload, size_t payload_len, const struct event *ev,
-                          bool full_ip, bool is_bot)
+/* Makes entry `e` a dead letter with its payload as kept. */
+static void make_dead(struct batch *b, struct batch_entry *e, const char *reason,
+                      const char *detail)
+{
+    /* Written apart first: `rows` may move while the payload is read from it. */
+    strbuf_reset(&b->scratch);
+    batch_dead_row(b, (size_t)(e - b->entries), reason, detail, &b->scratch);
+    e->kind = BATCH_DEAD;
+    e->reason = reason;
+    e->row_off = b->rows.len;
+    strbuf_append(&b->rows, b->scratch.data, b->scratch.len);
+    e->row_len = b->rows.len - e->row_off;
+}
+
+/* The 16 bytes of a canonical UUID (as event.c validated it). */
+static void uuid_bytes(const char *s, unsigned char out[16])
+{
+    for (int i = 0; i < 16; i++) {
+        unsigned v = 0;
+        for (int j = 0; j < 2; j++) {
+            char c;
+            while ((c = *s++) == '-')
+                ;
+            v = v * 16 + (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+        }
+        out[i] = (unsigned char)v;
+    }
+}
+
+static enum batch_tq tq_class(const char *tq)
+{
+    static const char *const names[] = {"excellent", "good", "fair", "poor"};
+
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(tq, names[i]) == 0)
+            return (enum batch_tq)i;
+    }
+    return BATCH_TQ_OTHER;
+}
+
+/* Writes the event's raw row up to is_bot (see struct batch_entry) and what
+ * the rollups need of it. */
+static int put_event(struct batch *b, struct batch_entry *e, const struct event *ev, bool is_bot)
 {
     struct copy_row row;
     char ip[IP_ANON_MAX];
+    unsigned char session[16];
+    const char *dims[BATCH_DIMS] = {ev->device_type, ev->browser, ev->os,
+                                    ev->country,     ev->city,    ev->tracking_quality};
 
-    copy_row_begin(&row, out);
-    copy_row_str(&row, stream);
-    copy_row_str(&row, e->id);
-    copy_row_null(&row); /* reason */
-    copy_row_null(&row); /* detail */
-    put_payload(&row, payload, payload_len, e);
+    e->kind = BATCH_EVENT;
+    e->received_ms = ev->received_at_ms;
+    e->content_id = ev->ar_content_id > 0 ? ev->ar_content_id : 0;
+    e->duration = ev->duration_seconds;
+    e->tq = tq_class(ev->tracking_quality);
+    e->video_played = ev->video_played;
+    e->is_bot = is_bot;
+    uuid_bytes(ev->session_id, session);
+    e->session_hash = hll_hash(session, sizeof(session));
+    for (int i = 0; i < BATCH_DIMS; i++) {
+        int64_t id = value_intern(b, dims[i]);
+        if (id < 0)
+            return -ENOMEM;
+        e->dims[i] = (uint32_t)id;
+    }
+    if (!e->content_id) {
+        e->uid_off = b->rows.len;
+        e->uid_len = strlen(ev->content_uid);
+        strbuf_append(&b->rows, ev->content_uid, e->uid_len);
+    }
+
+    e->row_off = b->rows.len;
+    copy_row_begin(&row, &b->rows);
     copy_row_str(&row, ev->event_id);
-    if (ev->ar_content_id > 0)
-        copy_row_int(&row, (long long)ev->ar_content_id);
-    else
-        copy_row_null(&row);
-    copy_row_opt_str(&row, ev->content_uid);
     copy_row_str(&row, ev->session_id);
     copy_row_opt_str(&row, ev->user_agent);
     copy_row_opt_str(&row, ev->device_type);
     copy_row_opt_str(&row, ev->browser);
     copy_row_opt_str(&row, ev->os);
     /* Anonymised before storage; an address that does not parse is dropped. */
-    if (full_ip)
+    if (b->store_full_ip)
         copy_row_opt_str(&row, ev->ip);
     else
         copy_row_opt_str(&row, ip_anon(ev->ip, ip, sizeof(ip)) ? ip : NULL);
@@ -195,24 +315,26 @@ static void put_event_row(struct strbuf *out, const char *stream, struct batch_e
         copy_row_null(&row);
     copy_row_opt_str(&row, ev->tracking_quality);
     copy_row_bool(&row, ev->video_played);
+    copy_row_time_ms(&row, ev->received_at_ms); /* created_at */
     if (ev->occurred_at_ms != 0)
         copy_row_time_ms(&row, ev->occurred_at_ms);
     else
         copy_row_null(&row);
     copy_row_time_ms(&row, ev->received_at_ms);
     copy_row_bool(&row, is_bot);
-    copy_row_end(&row);
+    /* No copy_row_end: the store appends the content columns. */
+    e->row_len = b->rows.len - e->row_off;
+    return 0;
 }
 
 /* Decodes `fields` into `ev`; on failure writes why into `detail`. */
 static bool decode_fields(const struct batch_field *fields, size_t nfields, struct event *ev,
-                          const struct batch_field **payload, char *detail, size_t detail_len)
+                          char *detail, size_t detail_len)
 {
     const struct batch_field *v = find_field(fields, nfields, "v");
     const struct batch_field *e = find_field(fields, nfields, "e");
     struct event_error err;
 
-    *payload = e;
     if (!v || v->value_len != strlen(EVENT_SCHEMA_VERSION) ||
         memcmp(v->value, EVENT_SCHEMA_VERSION, v->value_len) != 0) {
         snprintf(detail, detail_len, "field v must be \"%s\"", EVENT_SCHEMA_VERSION);
@@ -243,40 +365,44 @@ static bool enrich(const struct batch *b, struct event *ev)
     return b->ua ? ua_enrich_event(b->ua, ev) : false;
 }
 
+/* Makes entry `e` a dead letter whose payload is every field as JSON. */
+static void add_dead(struct batch *b, struct batch_entry *e, const struct batch_field *fields,
+                     size_t nfields, const char *reason, const char *detail)
+{
+    strbuf_reset(&b->scratch);
+    batch_fields_json(fields, nfields, &b->scratch);
+    put_payload(b, e, b->scratch.data, b->scratch.len);
+    make_dead(b, e, reason, detail);
+    b->dead++;
+}
+
 int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
               const struct batch_field *fields, size_t nfields)
 {
     struct event ev;
-    const struct batch_field *payload = NULL;
     char detail[200];
     int err = 0;
     struct batch_entry *e = batch_push(b, stream, id, id_len, &err);
 
     if (!e)
         return err;
-    if (decode_fields(fields, nfields, &ev, &payload, detail, sizeof(detail))) {
+    if (decode_fields(fields, nfields, &ev, detail, sizeof(detail))) {
         if (b->contents)
             err = ev.ar_content_id > 0
                       ? content_cache_note_id(b->contents, ev.ar_content_id)
                       : content_cache_note_uid(b->contents, ev.content_uid, strlen(ev.content_uid));
         bool is_bot = enrich(b, &ev);
-        put_event_row(&b->rows, b->streams[stream], e, payload->value, payload->value_len, &ev,
-                      b->store_full_ip, is_bot);
+        if (put_event(b, e, &ev, is_bot) < 0)
+            err = -ENOMEM;
         b->bots += is_bot;
-        e->valid = true;
         if (b->min_received_ms == 0 || ev.received_at_ms < b->min_received_ms)
             b->min_received_ms = ev.received_at_ms;
         if (ev.received_at_ms > b->max_received_ms)
             b->max_received_ms = ev.received_at_ms;
     } else {
-        strbuf_reset(&b->scratch);
-        batch_fields_json(fields, nfields, &b->scratch);
-        put_dead_row(&b->rows, b->streams[stream], e->id, BATCH_REASON_INVALID, detail,
-                     b->scratch.data, b->scratch.len, e);
+        add_dead(b, e, fields, nfields, BATCH_REASON_INVALID, detail);
         b->invalid++;
-        b->dead++;
     }
-    e->row_len = b->rows.len - e->row_off;
     return b->rows.oom || b->scratch.oom || err < 0 ? -ENOMEM : 0;
 }
 
@@ -289,12 +415,7 @@ int batch_add_dead(struct batch *b, unsigned stream, const char *id, size_t id_l
 
     if (!e)
         return err;
-    strbuf_reset(&b->scratch);
-    batch_fields_json(fields, nfields, &b->scratch);
-    put_dead_row(&b->rows, b->streams[stream], e->id, reason, detail, b->scratch.data,
-                 b->scratch.len, e);
-    e->row_len = b->rows.len - e->row_off;
-    b->dead++;
+    add_dead(b, e, fields, nfields, reason, detail);
     return b->rows.oom || b->scratch.oom ? -ENOMEM : 0;
 }
 
@@ -311,5 +432,64 @@ void batch_dead_row(const struct batch *b, size_t i, const char *reason, const c
     const struct batch_entry *e = &b->entries[i];
 
     put_dead_row(out, b->streams[e->stream], e->id, reason, detail,
-                 b->rows.data ? b->rows.data + e->payload_off : "", e->payload_len, NULL);
+                 e->payload_kept ? b->rows.data + e->payload_off : "",
+                 e->payload_kept ? e->payload_len : 0);
+}
+
+int batch_reject(struct batch *b, size_t i, const char *reason, const char *detail)
+{
+    make_dead(b, &b->entries[i], reason, detail);
+    return b->rows.oom || b->scratch.oom ? -ENOMEM : 0;
+}
+
+/* Hash of an event entry's company and event id (its row's first 36 bytes). */
+static uint32_t event_key_hash(const struct batch *b, const struct batch_entry *e)
+{
+    return value_hash(b->rows.data + e->row_off, 36) ^ (uint32_t)(e->company_id * 2654435761u);
+}
+
+int batch_resolve(struct batch *b, size_t first, size_t n)
+{
+    size_t nslots = 16;
+    uint32_t *slots;
+
+    while (nslots < 2 * n)
+        nslots *= 2;
+    if (!(slots = calloc(nslots, sizeof(*slots))))
+        return -ENOMEM;
+    for (size_t i = first; i < first + n; i++) {
+        struct batch_entry *e = &b->entries[i];
+        bool known;
+        size_t k;
+
+        if (e->kind != BATCH_EVENT)
+            continue;
+        e->ar_content_id = e->content_id;
+        e->repeat = e->counted = false;
+        if (!b->contents)
+            known = false;
+        else if (e->content_id)
+            known =
+                content_cache_lookup_id(b->contents, e->content_id, &e->project_id, &e->company_id);
+        else
+            known = content_cache_lookup_uid(b->contents, b->rows.data + e->uid_off, e->uid_len,
+                                             &e->ar_content_id, &e->project_id, &e->company_id);
+        if (!known) {
+            e->ar_content_id = e->project_id = e->company_id = 0;
+            continue;
+        }
+        /* The first entry with a company and event id is the one written. */
+        for (k = event_key_hash(b, e) & (nslots - 1); slots[k]; k = (k + 1) & (nslots - 1)) {
+            const struct batch_entry *o = &b->entries[slots[k] - 1];
+            if (o->company_id == e->company_id &&
+                memcmp(b->rows.data + o->row_off, b->rows.data + e->row_off, 36) == 0) {
+                e->repeat = true;
+                break;
+            }
+        }
+        if (!e->repeat)
+            slots[k] = (uint32_t)i + 1;
+    }
+    free(slots);
+    return 0;
 }

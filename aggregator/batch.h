@@ -1,6 +1,7 @@
-/* A batch of stream entries turned into rows of the aggregator's staging table
- * (COPY text): decoded events, and dead letters for entries that do not decode.
- * Pure: no I/O, testable without servers. */
+/* A batch of stream entries read for one aggregator write: decoded and enriched
+ * events as raw-table rows (COPY text) with what the rollups need of them, and
+ * dead letters for entries that do not decode. Pure: no I/O, testable without
+ * servers. */
 #ifndef ARV_AGGREGATOR_BATCH_H
 #define ARV_AGGREGATOR_BATCH_H
 
@@ -22,11 +23,23 @@ struct ua_cache;
 #define BATCH_REASON_REJECTED   "db_rejected"
 #define BATCH_REASON_DELIVERIES "max_deliveries"
 
-/* The staging table every batch is copied into, one per connection. Its columns
- * are in the order the row writers below use. Rows with a non-NULL `reason` are
- * dead letters; the others are events to resolve and count. */
-extern const char batch_staging_ddl[];
-extern const char batch_staging_copy[]; /* "COPY ... FROM STDIN" for the same table */
+/* The rollup dimensions of the daily breakdown, in the order of
+ * batch_entry.dims: device_type, browser, os, country, city, tracking_quality. */
+#define BATCH_DIMS 6
+extern const char *const batch_dim_names[BATCH_DIMS];
+
+/* The raw table's columns in the order of an event's row: the batch writes
+ * everything up to is_bot, the store appends the resolved content columns. */
+#define BATCH_RAW_COLUMNS                                                                          \
+    "event_id, session_id, user_agent, device_type, browser, os, ip_address, country, city,"       \
+    " duration_seconds, tracking_quality, video_played, created_at, occurred_at, received_at,"     \
+    " is_bot, ar_content_id, project_id, company_id"
+
+/* The columns of a dead-letter row (batch_entry of kind BATCH_DEAD). */
+#define BATCH_DEAD_COLUMNS "stream, entry_id, reason, detail, payload"
+
+/* Classes of tracking_quality that the rollups count apart. */
+enum batch_tq { BATCH_TQ_EXCELLENT, BATCH_TQ_GOOD, BATCH_TQ_FAIR, BATCH_TQ_POOR, BATCH_TQ_OTHER };
 
 /* One field of a stream entry; bytes borrowed for the duration of the call. */
 struct batch_field {
@@ -36,13 +49,47 @@ struct batch_field {
     size_t value_len;
 };
 
+enum batch_kind {
+    BATCH_ACK_ONLY, /* nothing to write, only to acknowledge */
+    BATCH_EVENT,    /* a decoded event */
+    BATCH_DEAD      /* a dead letter */
+};
+
 struct batch_entry {
     char id[BATCH_ENTRY_ID_MAX];     /* stream entry id, NUL-terminated */
     unsigned stream;                 /* index into the batch's stream names */
-    size_t row_off, row_len;         /* its staging row in `rows`; 0 length: ack only */
-    size_t payload_off, payload_len; /* its payload field in `rows` (COPY-escaped) */
-    bool valid;                      /* decoded as a schema-1 event */
+    enum batch_kind kind;            /* what the entry becomes */
+    const char *reason;              /* dead letter: why (a string constant) */
     bool keep_pending;               /* could not be written: not acknowledged */
+    bool payload_kept;               /* payload_off/len are set: see batch_set_payload */
+    size_t row_off, row_len;         /* in `rows`: see below */
+    size_t payload_off, payload_len; /* its payload in `rows`, COPY-escaped */
+    /* An event's row is its raw-table row up to is_bot (BATCH_RAW_COLUMNS)
+     * without the tab, content columns and newline that end it; it starts
+     * with the event id's 36 characters. A dead letter's row is the whole
+     * dead-letter row (BATCH_DEAD_COLUMNS) with its newline. */
+    int64_t received_ms;       /* event: collector clock */
+    int64_t content_id;        /* event: as sent; 0 when named by unique id */
+    size_t uid_off, uid_len;   /* event: the unique id's raw bytes in `rows` */
+    uint64_t session_hash;     /* event: hll_hash of the session id's 16 bytes */
+    int32_t duration;          /* event: seconds, -1 when absent */
+    uint32_t dims[BATCH_DIMS]; /* event: interned breakdown values */
+    enum batch_tq tq;          /* event: tracking-quality class */
+    bool video_played;         /* event */
+    bool is_bot;               /* event: stored, never counted */
+    /* Filled when the batch is written (batch_resolve, then the store): */
+    int64_t ar_content_id; /* resolved content; 0 when unknown */
+    int64_t project_id;
+    int64_t company_id;
+    bool repeat;  /* an earlier entry of the same write has its company and event id */
+    bool counted; /* new to the raw table in this write (duplicates are not) */
+};
+
+/* Dimension values interned once per batch (see batch_value). */
+struct batch_value {
+    size_t off; /* in `values` */
+    size_t len;
+    uint32_t hash; /* of the bytes */
 };
 
 struct batch {
@@ -50,8 +97,13 @@ struct batch {
     struct batch_entry *entries; /* `count` entries in stream order */
     size_t count;
     size_t cap;
-    struct strbuf rows;      /* COPY text: every entry's staging row */
-    struct strbuf scratch;   /* one undecodable entry's fields as JSON */
+    struct strbuf rows;       /* COPY text: payloads, event rows, dead-letter rows */
+    struct strbuf scratch;    /* one undecodable entry's fields as JSON */
+    struct strbuf values;     /* interned breakdown values, COPY-escaped */
+    struct batch_value *vals; /* `nvals` interned values; id = index */
+    size_t nvals, vals_cap;
+    uint32_t *val_slots;     /* open addressing: 0 free, else id + 1 */
+    size_t nslots;           /* a power of two, or 0 */
     size_t invalid;          /* entries that did not decode (dead letters) */
     size_t dead;             /* entries dead-lettered for any reason */
     int64_t min_received_ms; /* over decoded events; 0 when there are none */
@@ -66,6 +118,12 @@ struct batch {
 /* Initialises an empty batch. `streams` (borrowed) names stream index i. */
 void batch_init(struct batch *b, const char *const *streams);
 
+/* Allocates room for `entries` entries and `bytes` of rows at once, so that a
+ * batch up to that size never reallocates: growing by copying would hold the
+ * old and the new buffer at the same time. Pages not yet written take no
+ * memory. Returns 0 or -ENOMEM. */
+int batch_reserve(struct batch *b, size_t entries, size_t bytes);
+
 /* Frees the batch's memory. */
 void batch_deinit(struct batch *b);
 
@@ -74,8 +132,8 @@ void batch_deinit(struct batch *b);
 void batch_reset(struct batch *b);
 
 /* Adds one stream entry of stream index `stream`: decodes fields `v` and `e`,
- * enriches the event (GeoIP, user agent; see struct batch) into a staging event
- * row marked as a bot's or not, or, when that fails, into an `invalid_payload` dead
+ * enriches the event (GeoIP, user agent; see struct batch) into an event entry
+ * marked as a bot's or not, or, when that fails, into an `invalid_payload` dead
  * letter whose payload is every field as a JSON object. Returns 0, -EINVAL if
  * the id is too long, or -ENOMEM. */
 int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
@@ -91,11 +149,29 @@ int batch_add_dead(struct batch *b, unsigned stream, const char *id, size_t id_l
  * from the stream while it was pending). Returns 0, -EINVAL or -ENOMEM. */
 int batch_add_ack_only(struct batch *b, unsigned stream, const char *id, size_t id_len);
 
-/* Appends to `out` (not the batch's `rows`) a dead-letter staging row for
- * entry `i` with `reason` and `detail` (borrowed, may be NULL), its payload as
- * added, taken from its own row. */
+/* Keeps `len` bytes of `payload` (the entry's `e` field) as event entry i's
+ * payload. An event's payload is kept only when it becomes a dead letter
+ * (which is rare), read back from the stream: most of a batch's memory would
+ * otherwise go to payloads never used. Returns 0 or -ENOMEM. */
+int batch_set_payload(struct batch *b, size_t i, const char *payload, size_t len);
+
+/* Appends to `out` a dead-letter row (BATCH_DEAD_COLUMNS) for entry `i` with
+ * `reason` and `detail` (borrowed, may be NULL) and the entry's payload (empty
+ * if none is kept). */
 void batch_dead_row(const struct batch *b, size_t i, const char *reason, const char *detail,
                     struct strbuf *out);
+
+/* Turns event entry `i` into a dead letter with `reason` and `detail` (its
+ * row is appended to `rows`), its payload as kept. Returns 0 or -ENOMEM. */
+int batch_reject(struct batch *b, size_t i, const char *reason, const char *detail);
+
+/* Resolves the content of the event entries among [first, first + n) through
+ * the batch's content cache (as last refreshed; every content is unknown
+ * without one) and marks the repeats among them. Returns 0 or -ENOMEM. */
+int batch_resolve(struct batch *b, size_t first, size_t n);
+
+/* The interned breakdown value `id` (COPY-escaped, `*len` bytes). */
+const char *batch_value(const struct batch *b, uint32_t id, size_t *len);
 
 /* Writes the stream encoding of the entry's fields as one JSON object
  * ({"v":"1","e":"..."}), the payload of an entry that did not decode. */

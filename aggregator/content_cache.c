@@ -313,45 +313,6 @@ out:
     return res;
 }
 
-/* Appends `s` as a standard-conforming SQL string literal. */
-static void sql_literal(struct strbuf *sb, const char *s, size_t n)
-{
-    strbuf_putc(sb, '\'');
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\'')
-            strbuf_putc(sb, '\'');
-        strbuf_putc(sb, s[i]);
-    }
-    strbuf_putc(sb, '\'');
-}
-
-void content_cache_write_sql(const struct content_cache *c, struct strbuf *by_id,
-                             struct strbuf *by_uid)
-{
-    bool any_id = false, any_uid = false;
-
-    for (const struct cc_entry *e = c->batch; e; e = e->batch_next) {
-        struct strbuf *sb = e->uid ? by_uid : by_id;
-        bool *any = e->uid ? &any_uid : &any_id;
-
-        if (!e->known)
-            continue;
-        strbuf_puts(sb, *any ? ", (" : "(VALUES (");
-        if (e->uid) {
-            sql_literal(sb, e->uid, e->uid_len);
-            strbuf_puts(sb, ", ");
-        }
-        strbuf_printf(sb, "%" PRId64 "::bigint, %" PRId64 "::bigint, %" PRId64 "::bigint)", e->id,
-                      e->project_id, e->company_id);
-        *any = true;
-    }
-    strbuf_puts(by_id,
-                any_id ? ")" : "(SELECT NULL::bigint, NULL::bigint, NULL::bigint WHERE false)");
-    strbuf_puts(by_uid, any_uid ? ")"
-                                : "(SELECT NULL::text, NULL::bigint, NULL::bigint, NULL::bigint"
-                                  " WHERE false)");
-}
-
 bool content_cache_lookup_id(const struct content_cache *c, int64_t id, int64_t *project_id,
                              int64_t *company_id)
 {

@@ -48,16 +48,7 @@ int content_cache_note_uid(struct content_cache *c, const char *uid, size_t len)
 PGresult *content_cache_refresh(struct content_cache *c, PGconn *conn, const char *relation,
                                 uint64_t now_ms, bool *oom);
 
-/* Appends the batch's known keys as two SQL row sources for the batch
- * statement to join (it names their columns): `by_id` gets
- * "(VALUES (id, project, company), ...)" and `by_uid`
- * "(VALUES ('uid', id, project, company), ...)"; an empty set becomes a
- * subquery returning no rows of the same columns. */
-void content_cache_write_sql(const struct content_cache *c, struct strbuf *by_id,
-                             struct strbuf *by_uid);
-
-/* Resolves one key from the cache as last refreshed; false if unknown. For
- * tests and tools. */
+/* Resolves one key from the cache as last refreshed; false if unknown. */
 bool content_cache_lookup_id(const struct content_cache *c, int64_t id, int64_t *project_id,
                              int64_t *company_id);
 bool content_cache_lookup_uid(const struct content_cache *c, const char *uid, size_t len,

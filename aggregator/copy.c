@@ -110,10 +110,15 @@ void copy_row_text(struct copy_row *row, const char *s, size_t n)
     copy_escape(row->out, s, n);
 }
 
-void copy_row_escaped(struct copy_row *row, const char *s, size_t n)
+struct strbuf *copy_row_field(struct copy_row *row)
 {
     copy_row_sep(row);
-    strbuf_append(row->out, s, n);
+    return row->out;
+}
+
+void copy_row_escaped(struct copy_row *row, const char *s, size_t n)
+{
+    strbuf_append(copy_row_field(row), s, n);
 }
 
 void copy_row_str(struct copy_row *row, const char *s)

@@ -27,6 +27,9 @@ void copy_row_begin(struct copy_row *row, struct strbuf *out);
  * the first). Strings are borrowed and copied. */
 void copy_row_null(struct copy_row *row);
 void copy_row_text(struct copy_row *row, const char *s, size_t n);
+/* Starts a field that the caller appends itself, in COPY text form, to the
+ * buffer returned (the row's). */
+struct strbuf *copy_row_field(struct copy_row *row);
 /* A field already in COPY text form (as copy_escape() writes it), as is. */
 void copy_row_escaped(struct copy_row *row, const char *s, size_t n);
 /* NUL-terminated text; NULL is written as \N. */

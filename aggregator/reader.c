@@ -11,6 +11,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "log.h"
+
 #define READER_MAX_FIELDS   32   /* fields kept of one entry; the schema has two */
 #define READER_ACK_CHUNK    1000 /* ids per XACK */
 #define READER_CONNECT_MS   2000
@@ -313,7 +315,7 @@ out:
     return rc;
 }
 
-/* True once the batch's staging rows take the reader's byte budget. */
+/* True once the batch's rows take the reader's byte budget. */
 static bool batch_full(const struct reader *r, const struct batch *b)
 {
     return r->max_bytes > 0 && b->rows.len >= r->max_bytes;
@@ -585,6 +587,61 @@ out:
         freeReplyObject(reply);
     free(argv);
     return rc;
+}
+
+/* Keeps entry i's payload from an XRANGE reply for it. */
+static int keep_payload(struct reader *r, struct batch *b, size_t i, const redisReply *reply)
+{
+    const redisReply *e = NULL;
+
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
+        reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2)
+        e = map_get(reply->element[0]->element[1], "e");
+    if (!e || e->type != REDIS_REPLY_STRING) {
+        log_warn("payload_gone", LF_STR("stream", r->streams[b->entries[i].stream]),
+                 LF_STR("entry_id", b->entries[i].id));
+        return batch_set_payload(b, i, "", 0);
+    }
+    return batch_set_payload(b, i, e->str, e->len);
+}
+
+int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, size_t n)
+{
+    redisReply *reply = NULL;
+
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < READER_ACK_CHUNK ? n - done : READER_ACK_CHUNK;
+        if (!r->ctx) {
+            reader_set_err(r, "XRANGE", "not connected");
+            return -1;
+        }
+        for (size_t j = done; j < done + k; j++) {
+            const struct batch_entry *e = &b->entries[idx[j]];
+            const char *argv[] = {"XRANGE", r->streams[e->stream], e->id, e->id};
+            if (redisAppendCommandArgv(r->ctx, 4, argv, NULL) != REDIS_OK) {
+                reader_set_err(r, "XRANGE", "out of memory");
+                reader_disconnect(r);
+                return -1;
+            }
+        }
+        for (size_t j = done; j < done + k; j++) {
+            if (redisGetReply(r->ctx, (void **)&reply) != REDIS_OK || !reply) {
+                reader_set_err(r, "XRANGE", r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
+                reader_disconnect(r);
+                return -1;
+            }
+            int rc = reply_is_error(r, reply, "XRANGE") ? -1 : keep_payload(r, b, idx[j], reply);
+            freeReplyObject(reply);
+            if (rc < 0) {
+                if (rc == -ENOMEM)
+                    reader_set_err(r, "batch", "out of memory");
+                reader_disconnect(r); /* replies may still be queued */
+                return -1;
+            }
+        }
+        done += k;
+    }
+    return 0;
 }
 
 /* Looks up `key` in a flat [key, value, ...] array. */

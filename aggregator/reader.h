@@ -49,7 +49,7 @@ struct reader {
 
 /* Prepares a reader of `nstreams` streams (names borrowed, must outlive it) on
  * the node `url` (copied) as `consumer` (copied), reading batches of up to
- * `count` entries per stream that stop growing once their staging rows take
+ * `count` entries per stream that stop growing once their rows take
  * `max_bytes` (0: no limit). Does not connect. Returns 0 or -ENOMEM. */
 int reader_init(struct reader *r, const struct redis_url *url, const char *const *streams,
                 unsigned nstreams, const char *consumer, long count, size_t max_bytes,
@@ -76,6 +76,12 @@ bool reader_connected(const struct reader *r);
  * may be empty) or -1 with `errstr` set; on a connection failure the reader is
  * disconnected. */
 int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up);
+
+/* Reads back from the streams the payload (field `e`) of the entries idx[0..n)
+ * of `b`, pipelined, and keeps it in the batch (batch_set_payload); an entry no
+ * longer in its stream gets an empty one (logged). Returns 0, or -1 with
+ * `errstr` set (then disconnected). */
+int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, size_t n);
 
 /* Claims up to COUNT entries per stream that have been pending for more than
  * `min_idle_ms` with any consumer. Entries already delivered `max_deliveries`

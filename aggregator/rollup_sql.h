@@ -1,9 +1,9 @@
-/* The rollup aggregates, written once and used both by a batch (store.c, from
- * the batch's new rows) and by `arvctl rollups rebuild` (from a day of raw rows),
- * so both count alike. Each fragment expects a CTE `new_rows` with content_id,
- * project_id, company_id, received_at, session_hash (hll_hash_bytea of the
- * session id), video_played, duration_seconds, tracking_quality, device_type,
- * browser, os, country and city. */
+/* The rollup aggregates in SQL, for `arvctl rollups rebuild` (from a day of raw
+ * rows). The aggregator computes the same in C from a batch's new rows
+ * (rollup.c); tests/integration compare both with the raw rows. Each fragment expects a CTE
+ * `new_rows` with content_id, project_id, company_id, received_at, session_hash (hll_hash_bytea of
+ * the session id), video_played, duration_seconds, tracking_quality, device_type, browser, os,
+ * country and city. */
 #ifndef ARV_ROLLUP_SQL_H
 #define ARV_ROLLUP_SQL_H
 

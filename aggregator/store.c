@@ -1,22 +1,36 @@
 /* The aggregator's PostgreSQL writer: blocking libpq on the worker thread, one
- * transaction per batch (COPY into staging, one data-modifying statement, COMMIT). */
+ * transaction per batch (event ids and the dedupe, raw rows by COPY, rollup
+ * deltas by COPY and one merging statement, COMMIT). */
 #include "store.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "batch.h"
-#include "rollup_sql.h"
+#include "copy.h"
 #include "locks.h"
 #include "log.h"
+#include "rollup_sql.h"
 #include "timeutil.h"
 
 #define STORE_COPY_PIECE (256 * 1024) /* bytes per PQputCopyData */
+
+/* The session's temporary tables: a batch's event ids (i: its entry index),
+ * its rollup deltas (rollup.h's columns) and its dead letters. */
+static const char store_temp_ddl[] =
+    "CREATE TEMP TABLE IF NOT EXISTS arv_keys (i integer NOT NULL, company_id bigint NOT NULL,"
+    " event_id uuid NOT NULL, received_at timestamptz NOT NULL) ON COMMIT DELETE ROWS;"
+    " CREATE TEMP TABLE IF NOT EXISTS arv_measures (kind smallint, at timestamptz,"
+    " company_id bigint, project_id bigint, content_id bigint, views bigint, sessions hll,"
+    " video_plays bigint, duration_sum bigint, duration_count bigint, tq_excellent bigint,"
+    " tq_good bigint, tq_fair bigint, tq_poor bigint, tq_other bigint) ON COMMIT DELETE ROWS;"
+    " CREATE TEMP TABLE IF NOT EXISTS arv_breakdown (day integer, company_id bigint,"
+    " project_id bigint, content_id bigint, dimension text, value text, views bigint,"
+    " sessions hll) ON COMMIT DELETE ROWS;"
+    " CREATE TEMP TABLE IF NOT EXISTS arv_dead (stream text, entry_id text, reason text,"
+    " detail text, payload text) ON COMMIT DELETE ROWS";
 
 enum store_status store_classify(const char *sqlstate)
 {
@@ -46,9 +60,8 @@ static void append_watermark_sql(struct strbuf *out, const char *consumer_litera
                   consumer_literal, watermark_ms);
 }
 
-/* The measures every per-content and per-company rollup shares, as the SET list
- * of its upsert (the row alias is r). */
-#define ROLLUP_MEASURES_UPDATE                                                                     \
+/* The SET list of a measures upsert (the row alias is r). */
+#define MEASURES_UPDATE                                                                            \
     " views = r.views + EXCLUDED.views,"                                                           \
     " sessions = hll_union(r.sessions, EXCLUDED.sessions),"                                        \
     " video_plays = r.video_plays + EXCLUDED.video_plays,"                                         \
@@ -60,126 +73,86 @@ static void append_watermark_sql(struct strbuf *out, const char *consumer_litera
     " tq_poor = r.tq_poor + EXCLUDED.tq_poor,"                                                     \
     " tq_other = r.tq_other + EXCLUDED.tq_other"
 
-void store_build_lock_sql(struct strbuf *out)
+/* Inserts the batch's event ids that are new; its rows are the entry indexes
+ * of those that are not (seen before: duplicates). */
+static const char store_dedupe_sql[] =
+    "WITH fresh AS (INSERT INTO analytics.event_ids (company_id, event_id, received_at)"
+    " SELECT company_id, event_id, received_at FROM pg_temp.arv_keys ORDER BY 1, 2"
+    " ON CONFLICT DO NOTHING RETURNING company_id, event_id)"
+    " SELECT k.i FROM pg_temp.arv_keys k LEFT JOIN fresh f"
+    " ON f.company_id = k.company_id AND f.event_id = k.event_id WHERE f.event_id IS NULL";
+
+void store_build_lock_sql(struct strbuf *out, const int64_t *days, size_t n)
 {
     /* Shared per UTC day the batch's events fall on, ascending so that two
      * lockers never wait on each other in opposite orders; `arvctl rollups
-     * rebuild` takes the same keys exclusively. Dead letters have no day. */
-    strbuf_printf(out,
-                  "SELECT count(pg_advisory_xact_lock_shared(%d, d)) FROM (SELECT DISTINCT"
-                  " ((received_at AT TIME ZONE 'UTC')::date - DATE '1970-01-01') AS d"
-                  " FROM pg_temp.arv_staging WHERE reason IS NULL ORDER BY 1) days",
+     * rebuild` takes the same keys exclusively. */
+    strbuf_printf(out, "SELECT count(pg_advisory_xact_lock_shared(%d, d)) FROM ",
                   ARV_LOCK_ROLLUP_DAY);
+    if (n == 0)
+        strbuf_puts(out, "(SELECT 0 WHERE false)");
+    for (size_t i = 0; i < n; i++)
+        strbuf_printf(out, "%s(%" PRId64 ")", i ? ", " : "(VALUES ", days[i]);
+    strbuf_puts(out, n ? ") days (d)" : " days (d)");
 }
 
-void store_build_flush_sql(struct strbuf *out, const char *by_id, const char *by_uid,
-                           const char *consumer_literal, int64_t watermark_ms)
+void store_build_merge_sql(struct strbuf *out, const char *consumer_literal, int64_t watermark_ms)
 {
-    /* Content is named by id, or only by unique id (then ar_content_id is NULL);
-     * the registry is read through the worker's content cache, whose answers
-     * for this batch's keys are the row sources by_id and by_uid.
-     * An event is new only if its (company_id, event_id) is new to event_ids;
-     * raw rows and rollups take only those, so redelivery never counts twice.
-     * The new rows are aggregated once per (hour, content) in ch; the daily
-     * and per-company rollups sum ch's rows instead of rescanning new_rows. */
-    strbuf_printf(
+    /* Each upsert in the rollups' key order: two writers wait on each other
+     * row by row instead of deadlocking. */
+    strbuf_puts(
         out,
-        "WITH ev AS ("
-        " SELECT s.stream, s.entry_id, s.payload, s.event_id, s.session_id, s.user_agent,"
-        " s.device_type, s.browser, s.os, s.ip_address, s.country, s.city, s.duration_seconds,"
-        " s.tracking_quality, coalesce(s.video_played, false) AS video_played, s.occurred_at,"
-        " s.received_at, coalesce(s.is_bot, false) AS is_bot,"
-        " coalesce(c1.id, c2.id) AS content_id,"
-        " coalesce(c1.project_id, c2.project_id) AS project_id,"
-        " coalesce(c1.company_id, c2.company_id) AS company_id"
-        " FROM pg_temp.arv_staging s"
-        " LEFT JOIN %s AS c1 (id, project_id, company_id) ON c1.id = s.ar_content_id"
-        " LEFT JOIN %s AS c2 (unique_id, id, project_id, company_id)"
-        " ON s.ar_content_id IS NULL AND c2.unique_id = s.content_uid"
-        " WHERE s.reason IS NULL),"
-        " dead AS ("
-        " INSERT INTO analytics.dead_letters (stream, entry_id, reason, detail, payload)"
-        " SELECT stream, entry_id, reason, detail, payload FROM pg_temp.arv_staging"
-        " WHERE reason IS NOT NULL"
-        " UNION ALL SELECT stream, entry_id, '" BATCH_REASON_UNKNOWN "', NULL, payload FROM ev"
-        " WHERE content_id IS NULL"
-        " ON CONFLICT (stream, entry_id) DO NOTHING RETURNING 1),"
-        " known AS ("
-        " SELECT DISTINCT ON (company_id, event_id) * FROM ev WHERE content_id IS NOT NULL"
-        " ORDER BY company_id, event_id, received_at, entry_id),"
-        " fresh AS ("
-        " INSERT INTO analytics.event_ids (company_id, event_id, received_at)"
-        " SELECT company_id, event_id, received_at FROM known ORDER BY company_id, event_id"
-        " ON CONFLICT DO NOTHING RETURNING company_id, event_id),"
-        " new_all AS ("
-        " SELECT k.* FROM known k"
-        " JOIN fresh f ON f.company_id = k.company_id AND f.event_id = k.event_id),"
-        " raw AS ("
-        " INSERT INTO analytics.ar_view_sessions (event_id, ar_content_id, project_id,"
-        " company_id, session_id, user_agent, device_type, browser, os, ip_address, country,"
-        " city, duration_seconds, tracking_quality, video_played, created_at, occurred_at,"
-        " received_at, is_bot)"
-        " SELECT event_id, content_id, project_id, company_id, session_id, user_agent,"
-        " device_type, browser, os, ip_address, country, city, duration_seconds,"
-        " tracking_quality, video_played, received_at, occurred_at, received_at, is_bot"
-        " FROM new_all),"
-        /* Bots are stored, marked, and never counted. */
-        " new_rows AS ("
-        " SELECT *, hll_hash_bytea(uuid_send(session_id)) AS session_hash FROM new_all"
-        " WHERE NOT is_bot)," ROLLUP_SQL_HOURLY_CTE " r_bd AS ("
+        "WITH r_bd AS ("
         " INSERT INTO analytics.rollup_breakdown_daily AS r (day, company_id, project_id,"
-        " ar_content_id, dimension, value, views, sessions)" ROLLUP_SQL_BREAKDOWN_SELECT
-        " ORDER BY 2, 4, 1, 5, 6"
+        " ar_content_id, dimension, value, views, sessions)"
+        " SELECT DATE '1970-01-01' + day, company_id, project_id, content_id, dimension, value,"
+        " views, sessions FROM pg_temp.arv_breakdown ORDER BY 2, 4, 1, 5, 6"
         " ON CONFLICT (company_id, ar_content_id, day, dimension, value) DO UPDATE SET"
         " views = r.views + EXCLUDED.views,"
         " sessions = hll_union(r.sessions, EXCLUDED.sessions)),"
         " r_ch AS ("
         " INSERT INTO analytics.rollup_content_hourly AS r (hour, company_id, project_id,"
         " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
-        " SELECT hour, company_id, project_id, content_id, " ROLLUP_MEASURES_COLUMNS
-        " FROM ch ORDER BY company_id, content_id, hour"
-        " ON CONFLICT (company_id, ar_content_id, hour) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
+        " SELECT at, company_id, project_id, content_id, " ROLLUP_MEASURES_COLUMNS
+        " FROM pg_temp.arv_measures WHERE kind = 0 ORDER BY company_id, content_id, at"
+        " ON CONFLICT (company_id, ar_content_id, hour) DO UPDATE SET" MEASURES_UPDATE "),"
         " r_cd AS ("
         " INSERT INTO analytics.rollup_content_daily AS r (day, company_id, project_id,"
         " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
-        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, min(project_id), "
-        "content_id, " ROLLUP_MEASURES_SUMS
-        " FROM ch GROUP BY 1, company_id, content_id ORDER BY 2, 4, 1"
-        " ON CONFLICT (company_id, ar_content_id, day) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
+        " SELECT (at AT TIME ZONE 'UTC')::date, company_id, project_id, "
+        "content_id, " ROLLUP_MEASURES_COLUMNS
+        " FROM pg_temp.arv_measures WHERE kind = 1 ORDER BY company_id, content_id, at"
+        " ON CONFLICT (company_id, ar_content_id, day) DO UPDATE SET" MEASURES_UPDATE "),"
         " r_kh AS ("
         " INSERT INTO analytics.rollup_company_hourly AS r (hour, "
         "company_id, " ROLLUP_MEASURES_COLUMNS ")"
-        " SELECT hour, company_id, " ROLLUP_MEASURES_SUMS
-        " FROM ch GROUP BY hour, company_id ORDER BY 2, 1"
-        " ON CONFLICT (company_id, hour) DO UPDATE SET" ROLLUP_MEASURES_UPDATE "),"
+        " SELECT at, company_id, " ROLLUP_MEASURES_COLUMNS
+        " FROM pg_temp.arv_measures WHERE kind = 2 ORDER BY company_id, at"
+        " ON CONFLICT (company_id, hour) DO UPDATE SET" MEASURES_UPDATE "),"
         " r_kd AS ("
         " INSERT INTO analytics.rollup_company_daily AS r (day, "
         "company_id, " ROLLUP_MEASURES_COLUMNS ")"
-        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, " ROLLUP_MEASURES_SUMS
-        " FROM ch GROUP BY 1, company_id ORDER BY 2, 1"
-        " ON CONFLICT (company_id, day) DO UPDATE SET" ROLLUP_MEASURES_UPDATE ")",
-        by_id, by_uid);
+        " SELECT (at AT TIME ZONE 'UTC')::date, company_id, " ROLLUP_MEASURES_COLUMNS
+        " FROM pg_temp.arv_measures WHERE kind = 3 ORDER BY company_id, at"
+        " ON CONFLICT (company_id, day) DO UPDATE SET" MEASURES_UPDATE "),"
+        " dead AS ("
+        " INSERT INTO analytics.dead_letters (" BATCH_DEAD_COLUMNS ")"
+        " SELECT " BATCH_DEAD_COLUMNS " FROM pg_temp.arv_dead"
+        " ON CONFLICT (stream, entry_id) DO NOTHING RETURNING 1)");
     if (watermark_ms > 0) {
         strbuf_puts(out, ", wm AS (");
         append_watermark_sql(out, consumer_literal, watermark_ms);
         strbuf_putc(out, ')');
     }
-    strbuf_puts(out, " SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM new_all),"
-                     " (SELECT count(*) FROM ev WHERE content_id IS NULL),"
-                     " (SELECT count(*) FROM pg_temp.arv_staging"
-                     " WHERE reason = '" BATCH_REASON_INVALID "'),"
-                     " (SELECT count(*) FROM pg_temp.arv_staging"
-                     " WHERE reason IS NOT NULL AND reason <> '" BATCH_REASON_INVALID "'),"
-                     " (SELECT count(*) FROM dead),"
-                     " (SELECT count(*) FROM new_all WHERE is_bot)");
+    strbuf_puts(out, " SELECT count(*) FROM dead");
 }
 
 int store_init(struct store *s, const char *conninfo, const char *relation, const char *consumer)
 {
     memset(s, 0, sizeof(*s));
     strbuf_init(&s->sql);
-    strbuf_init(&s->by_id);
-    strbuf_init(&s->by_uid);
+    strbuf_init(&s->rows);
+    rollup_init(&s->rollup);
     s->conninfo = strdup(conninfo);
     s->relation = strdup(relation);
     s->consumer = strdup(consumer);
@@ -207,8 +180,9 @@ void store_deinit(struct store *s)
     free(s->relation);
     free(s->consumer);
     strbuf_deinit(&s->sql);
-    strbuf_deinit(&s->by_id);
-    strbuf_deinit(&s->by_uid);
+    strbuf_deinit(&s->rows);
+    rollup_deinit(&s->rollup);
+    free(s->days);
     memset(s, 0, sizeof(*s));
 }
 
@@ -331,7 +305,7 @@ enum store_status store_connect(struct store *s)
                          " SET statement_timeout = '60s'; SET TIME ZONE 'UTC';"
                          " SET standard_conforming_strings = on;"
                          " SET work_mem = '64MB'; ");
-    strbuf_puts(&s->sql, batch_staging_ddl);
+    strbuf_puts(&s->sql, store_temp_ddl);
     st = store_exec(s, s->sql.data);
     return st;
 }
@@ -387,110 +361,359 @@ enum store_status store_resolve_content(struct store *s, struct content_cache *c
         set_errstr(s, "out of memory");
         st = STORE_RETRY;
     }
-    if (st != STORE_OK)
-        return s->status = st;
-    /* Once per batch: store_flush() may run per entry after a rejection. */
-    strbuf_reset(&s->by_id);
-    strbuf_reset(&s->by_uid);
-    content_cache_write_sql(cc, &s->by_id, &s->by_uid);
-    if (s->by_id.oom || s->by_uid.oom) {
-        set_errstr(s, "out of memory");
-        st = STORE_RETRY;
-    }
     return s->status = st;
 }
 
-enum store_status store_flush(struct store *s, const char *rows, size_t len, int64_t watermark_ms,
-                              struct store_counts *counts)
+static enum store_status store_oom(struct store *s)
 {
-    PGresult *res = NULL;
+    set_errstr(s, "out of memory");
+    return s->status = STORE_RETRY;
+}
+
+/* Sends `sql`, which must end in a COPY FROM STDIN. */
+static enum store_status copy_begin(struct store *s, const char *sql)
+{
+    PGresult *res = PQexec(s->conn, sql);
     enum store_status st = STORE_OK;
-    bool have_counts = false;
-    uint64_t t0 = timeutil_mono_us(), t1;
 
-    memset(counts, 0, sizeof(*counts));
-    if (!s->conn)
-        return s->status = STORE_CONN;
-
-    /* Round trip 1: open the transaction and start the COPY. */
-    strbuf_reset(&s->sql);
-    strbuf_puts(&s->sql, "BEGIN; ");
-    strbuf_puts(&s->sql, batch_staging_copy);
-    res = PQexec(s->conn, s->sql.data);
-    if (PQresultStatus(res) != PGRES_COPY_IN) {
+    if (PQresultStatus(res) != PGRES_COPY_IN)
         st = store_fail(s, res);
-        goto out;
-    }
     PQclear(res);
-    res = NULL;
+    return st;
+}
 
-    /* Round trip 2: the rows, in pieces: libpq copies what it is given into
-     * its output buffer (and keeps that buffer), so one call with a whole
-     * batch would hold a second copy of it for the connection's life. */
-    for (size_t off = 0; off < len;) {
-        size_t n = len - off < STORE_COPY_PIECE ? len - off : STORE_COPY_PIECE;
-        if (PQputCopyData(s->conn, rows + off, (int)n) != 1) {
-            st = store_fail(s, NULL);
-            goto out;
-        }
-        off += n;
+/* Sends the COPY text in s->rows once it holds a piece (any of it if `all`),
+ * emptying it: libpq copies what it is given into its output buffer and keeps
+ * that buffer, so sending a whole batch at once would keep a copy of it for
+ * the connection's life. */
+static enum store_status copy_send(struct store *s, bool all)
+{
+    if (s->rows.oom)
+        return store_oom(s);
+    if (!all && s->rows.len < STORE_COPY_PIECE)
+        return STORE_OK;
+    for (size_t off = 0; off < s->rows.len; off += STORE_COPY_PIECE) {
+        size_t len = s->rows.len - off < STORE_COPY_PIECE ? s->rows.len - off : STORE_COPY_PIECE;
+        if (PQputCopyData(s->conn, s->rows.data + off, (int)len) != 1)
+            return store_fail(s, NULL);
     }
-    if (PQputCopyEnd(s->conn, NULL) != 1) {
+    strbuf_reset(&s->rows);
+    return STORE_OK;
+}
+
+/* rollup_drain_fn for the rollup writers: sends what they wrote so far. */
+static int drain_rows(void *arg)
+{
+    return copy_send(arg, false) == STORE_OK ? 0 : -EIO;
+}
+
+/* Sends the rest and ends the COPY; after a failure `st` of sending, ends it
+ * with an error instead, so that it fails (and returns `st`). */
+static enum store_status copy_end(struct store *s, enum store_status st)
+{
+    PGresult *res;
+
+    if (st == STORE_OK)
+        st = copy_send(s, true);
+    strbuf_reset(&s->rows);
+    if (PQputCopyEnd(s->conn, st == STORE_OK ? NULL : "the aggregator could not send its rows") !=
+            1 &&
+        st == STORE_OK)
         st = store_fail(s, NULL);
-        goto out;
-    }
+    /* A failed COPY still ends in a result: read them all. */
     while ((res = PQgetResult(s->conn)) != NULL) {
         if (PQresultStatus(res) != PGRES_COMMAND_OK && st == STORE_OK)
             st = store_fail(s, res);
         PQclear(res);
     }
-    if (st != STORE_OK)
-        goto out;
+    return st;
+}
 
-    /* Round trip 3: the day locks and everything else. */
-    t1 = timeutil_mono_us();
-    counts->copy_us = (long)(t1 - t0);
-    strbuf_reset(&s->sql);
-    store_build_lock_sql(&s->sql);
-    strbuf_puts(&s->sql, "; ");
-    store_build_flush_sql(&s->sql, s->by_id.data, s->by_uid.data, s->consumer_literal,
-                          watermark_ms);
-    if (s->sql.oom) {
-        set_errstr(s, "out of memory");
-        st = s->status = STORE_RETRY;
-        goto out;
-    }
-    if (!PQsendQuery(s->conn, s->sql.data)) {
-        st = store_fail(s, NULL);
-        goto out;
-    }
-    while ((res = PQgetResult(s->conn)) != NULL) {
-        ExecStatusType rs = PQresultStatus(res);
-        if (rs == PGRES_TUPLES_OK && !have_counts && PQntuples(res) == 1 && PQnfields(res) == 7) {
-            counts->events = result_long(res, 0);
-            counts->inserted = result_long(res, 1);
-            counts->unknown = result_long(res, 2);
-            counts->invalid = result_long(res, 3);
-            counts->other_dead = result_long(res, 4);
-            counts->dead_letters = result_long(res, 5);
-            counts->bots = result_long(res, 6);
-            have_counts = true;
-        } else if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK && st == STORE_OK) {
-            st = store_fail(s, res);
+/* Runs `sql` in the open transaction; `*res` gets its result (cleared by the
+ * caller) when it returns rows. */
+static enum store_status run(struct store *s, const char *sql, PGresult **res)
+{
+    PGresult *r = PQexec(s->conn, sql);
+    ExecStatusType rs = PQresultStatus(r);
+    enum store_status st = STORE_OK;
+
+    if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK)
+        st = store_fail(s, r);
+    if (st == STORE_OK && res)
+        *res = r;
+    else
+        PQclear(r);
+    return st;
+}
+
+/* An event of known content, the first of the write with its event id: its
+ * id is looked up in event_ids, and it is written if that is new. */
+static bool to_look_up(const struct batch_entry *e)
+{
+    return e->kind == BATCH_EVENT && e->ar_content_id && !e->repeat;
+}
+
+static int cmp_day(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The distinct UTC days of the entries to look up (ascending) into s->days;
+ * returns how many, or -1 if out of memory. */
+static long collect_days(struct store *s, const struct batch *b, size_t first, size_t n)
+{
+    size_t nd = 0;
+
+    for (size_t i = first; i < first + n; i++) {
+        const struct batch_entry *e = &b->entries[i];
+        int64_t day;
+        if (!to_look_up(e))
+            continue;
+        day = timeutil_period(e->received_ms, TIMEUTIL_DAY_MS);
+        if (nd > 0 && s->days[nd - 1] == day)
+            continue; /* entries come mostly in time order */
+        if (nd == s->days_cap) {
+            size_t cap = s->days_cap ? s->days_cap * 2 : 16;
+            int64_t *p = realloc(s->days, cap * sizeof(*p));
+            if (!p)
+                return -1;
+            s->days = p;
+            s->days_cap = cap;
         }
-        PQclear(res);
+        s->days[nd++] = day;
     }
-    res = NULL;
-    counts->statement_us = (long)(timeutil_mono_us() - t1);
-    if (st == STORE_OK && (!have_counts || PQtransactionStatus(s->conn) != PQTRANS_INTRANS)) {
-        set_errstr(s, "unexpected answer to the batch statement");
-        st = s->status = STORE_RETRY;
+    qsort(s->days, nd, sizeof(*s->days), cmp_day);
+    size_t out = 0;
+    for (size_t i = 0; i < nd; i++) {
+        if (out == 0 || s->days[out - 1] != s->days[i])
+            s->days[out++] = s->days[i];
     }
-    if (st != STORE_OK)
-        goto out;
+    return (long)out;
+}
 
-    /* Round trip 4: COMMIT, timed apart since it is the WAL flush. */
-    t1 = timeutil_mono_us();
+/* COPYs the event ids of the entries to look up (see collect_days) with the
+ * statement `sql`; `indexed`: each row starts with the entry's index. Marks
+ * those entries counted; *nkeys gets their number. */
+static enum store_status copy_ids(struct store *s, struct batch *b, size_t first, size_t n,
+                                  const char *sql, bool indexed, size_t *nkeys)
+{
+    enum store_status st = copy_begin(s, sql);
+
+    *nkeys = 0;
+    if (st != STORE_OK)
+        return st;
+    for (size_t i = first; i < first + n && st == STORE_OK; i++) {
+        struct batch_entry *e = &b->entries[i];
+        struct copy_row row;
+        if (!to_look_up(e))
+            continue;
+        e->counted = true;
+        copy_row_begin(&row, &s->rows);
+        if (indexed)
+            copy_row_int(&row, (long long)i);
+        copy_row_int(&row, e->company_id);
+        copy_row_escaped(&row, b->rows.data + e->row_off, 36);
+        copy_row_time_ms(&row, e->received_ms);
+        copy_row_end(&row);
+        ++*nkeys;
+        st = copy_send(s, false);
+    }
+    return copy_end(s, st);
+}
+
+/* Round trips 1 to 3: BEGIN, the day locks and the batch's event ids. Most
+ * batches hold only new ids, so they are first COPYed straight into
+ * event_ids; a unique violation (an id seen before) undoes that and takes the
+ * slow way: the ids into a temporary table, and one statement that inserts the
+ * new ones and names the others, which are then not counted. */
+static enum store_status write_ids(struct store *s, struct batch *b, size_t first, size_t n,
+                                   bool *slow)
+{
+    long ndays = collect_days(s, b, first, n);
+    size_t nkeys = 0;
+    PGresult *res = NULL;
+    enum store_status st;
+
+    if (ndays < 0)
+        return store_oom(s);
+    strbuf_reset(&s->sql);
+    strbuf_puts(&s->sql, "BEGIN; ");
+    store_build_lock_sql(&s->sql, s->days, (size_t)ndays);
+    strbuf_puts(&s->sql,
+                "; SAVEPOINT ids;"
+                " COPY analytics.event_ids (company_id, event_id, received_at) FROM STDIN");
+    if (s->sql.oom)
+        return store_oom(s);
+    st = copy_ids(s, b, first, n, s->sql.data, false, &nkeys);
+    if (st != STORE_DATA || strcmp(s->sqlstate, "23505") != 0)
+        return st;
+    *slow = true;
+    if ((st = run(s, "ROLLBACK TO SAVEPOINT ids", NULL)) != STORE_OK)
+        return st;
+    st = copy_ids(s, b, first, n, "COPY pg_temp.arv_keys FROM STDIN", true, &nkeys);
+    if (st != STORE_OK || nkeys == 0)
+        return st;
+    if ((st = run(s, store_dedupe_sql, &res)) != STORE_OK)
+        return st;
+    for (int r = 0; r < PQntuples(res); r++) {
+        long i = strtol(PQgetvalue(res, r, 0), NULL, 10);
+        if (i >= (long)first && i < (long)(first + n))
+            b->entries[i].counted = false;
+    }
+    PQclear(res);
+    return STORE_OK;
+}
+
+/* The raw rows of the counted events by COPY, while their rollup deltas
+ * (of those that are not bots') are computed. */
+static enum store_status write_raw(struct store *s, struct batch *b, size_t first, size_t n)
+{
+    enum store_status st = STORE_OK;
+    bool started = false;
+
+    strbuf_reset(&s->rows);
+    rollup_reset(&s->rollup);
+    for (size_t i = first; i < first + n && st == STORE_OK; i++) {
+        struct batch_entry *e = &b->entries[i];
+        if (e->kind != BATCH_EVENT || !e->counted)
+            continue;
+        if (!started) {
+            st =
+                copy_begin(s, "COPY analytics.ar_view_sessions (" BATCH_RAW_COLUMNS ") FROM STDIN");
+            if (st != STORE_OK)
+                return st;
+            started = true;
+        }
+        strbuf_append(&s->rows, b->rows.data + e->row_off, e->row_len);
+        strbuf_printf(&s->rows, "\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\n", e->ar_content_id,
+                      e->project_id, e->company_id);
+        if (!e->is_bot && rollup_add(&s->rollup, e) < 0)
+            st = store_oom(s);
+        else
+            st = copy_send(s, false);
+    }
+    return started ? copy_end(s, st) : st;
+}
+
+/* Ends a COPY whose rows a rollup writer wrote (returning `rc`). */
+static enum store_status copy_written(struct store *s, int rc)
+{
+    if (rc == -ENOMEM)
+        return copy_end(s, store_oom(s));
+    return copy_end(s, rc < 0 ? s->status : STORE_OK);
+}
+
+/* The rollup deltas and the dead letters, by COPY into their temporary tables
+ * (each only if there is any). */
+static enum store_status write_deltas(struct store *s, struct batch *b, size_t first, size_t n)
+{
+    enum store_status st = STORE_OK;
+    bool dead = false;
+
+    strbuf_reset(&s->rows);
+    if (s->rollup.hourly.n > 0) {
+        if ((st = copy_begin(s, "COPY pg_temp.arv_measures (" ROLLUP_MEASURE_ROW_COLUMNS
+                                ") FROM STDIN")) != STORE_OK ||
+            (st = copy_written(s, rollup_write_measures(&s->rollup, &s->rows, drain_rows, s))) !=
+                STORE_OK)
+            return st;
+        if ((st = copy_begin(s, "COPY pg_temp.arv_breakdown (" ROLLUP_BREAKDOWN_ROW_COLUMNS
+                                ") FROM STDIN")) != STORE_OK ||
+            (st = copy_written(
+                 s, rollup_write_breakdown(&s->rollup, b, &s->rows, drain_rows, s))) != STORE_OK)
+            return st;
+    }
+    for (size_t i = first; i < first + n && st == STORE_OK; i++) {
+        const struct batch_entry *e = &b->entries[i];
+        if (e->kind != BATCH_DEAD && (e->kind != BATCH_EVENT || e->ar_content_id))
+            continue;
+        if (!dead && (st = copy_begin(s, "COPY pg_temp.arv_dead (" BATCH_DEAD_COLUMNS
+                                         ") FROM STDIN")) != STORE_OK)
+            return st;
+        dead = true;
+        if (e->kind == BATCH_DEAD)
+            strbuf_append(&s->rows, b->rows.data + e->row_off, e->row_len);
+        else
+            batch_dead_row(b, i, BATCH_REASON_UNKNOWN, NULL, &s->rows);
+        st = copy_send(s, false);
+    }
+    return dead ? copy_end(s, st) : st;
+}
+
+/* What the write did, from the entries' marks. */
+static void count_entries(const struct batch *b, size_t first, size_t n, struct store_counts *c)
+{
+    for (size_t i = first; i < first + n; i++) {
+        const struct batch_entry *e = &b->entries[i];
+        if (e->kind == BATCH_EVENT) {
+            c->events++;
+            c->unknown += !e->ar_content_id;
+            c->inserted += e->counted;
+            c->bots += e->counted && e->is_bot;
+        } else if (e->kind == BATCH_DEAD) {
+            if (strcmp(e->reason, BATCH_REASON_INVALID) == 0)
+                c->invalid++;
+            else
+                c->other_dead++;
+        }
+    }
+}
+
+/* Microseconds since *t, which moves to now. */
+static long lap_us(uint64_t *t)
+{
+    uint64_t now = timeutil_mono_us();
+    long d = (long)(now - *t);
+
+    *t = now;
+    return d;
+}
+
+enum store_status store_flush(struct store *s, struct batch *b, size_t first, size_t n,
+                              int64_t watermark_ms, struct store_counts *counts)
+{
+    PGresult *res = NULL;
+    enum store_status st = STORE_OK;
+    uint64_t t = timeutil_mono_us();
+
+    memset(counts, 0, sizeof(*counts));
+    if (!s->conn)
+        return s->status = STORE_CONN;
+    if (batch_resolve(b, first, n) < 0) {
+        st = store_oom(s);
+        goto out;
+    }
+    if ((st = write_ids(s, b, first, n, &counts->ids_slow)) != STORE_OK)
+        goto out;
+    counts->ids_us = lap_us(&t);
+    if ((st = write_raw(s, b, first, n)) != STORE_OK)
+        goto out;
+    counts->raw_us = lap_us(&t);
+    if ((st = write_deltas(s, b, first, n)) != STORE_OK)
+        goto out;
+    counts->deltas_us = lap_us(&t);
+
+    /* The rollups, dead letters and watermark in one statement. */
+    strbuf_reset(&s->sql);
+    store_build_merge_sql(&s->sql, s->consumer_literal, watermark_ms);
+    if (s->sql.oom) {
+        st = store_oom(s);
+        goto out;
+    }
+    if ((st = run(s, s->sql.data, &res)) != STORE_OK)
+        goto out;
+    if (PQntuples(res) != 1 || PQnfields(res) != 1) {
+        set_errstr(s, "unexpected answer to the merge statement");
+        st = s->status = STORE_RETRY;
+        goto out;
+    }
+    counts->dead_letters = result_long(res, 0);
+    PQclear(res);
+    res = NULL;
+    counts->merge_us = lap_us(&t);
+
+    /* COMMIT, timed apart since it is the WAL flush. */
     res = PQexec(s->conn, "COMMIT");
     if (PQresultStatus(res) != PGRES_COMMAND_OK || PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
         st = store_fail(s, res);
@@ -499,7 +722,9 @@ enum store_status store_flush(struct store *s, const char *rows, size_t len, int
         set_errstr(s, "the batch transaction was rolled back at COMMIT");
         st = s->status = STORE_RETRY;
     }
-    counts->commit_us = (long)(timeutil_mono_us() - t1);
+    counts->commit_us = lap_us(&t);
+    if (st == STORE_OK)
+        count_entries(b, first, n, counts);
 out:
     PQclear(res);
     if (st != STORE_OK) {

@@ -1,7 +1,8 @@
 /* The aggregator's PostgreSQL side: one blocking libpq connection (used only by
- * the worker thread) that writes a batch in one transaction: COPY into the
- * staging table, then one statement that dead-letters, dedupes, inserts the raw
- * rows, upserts the daily rollup and moves the watermark, then COMMIT. */
+ * the worker thread) that writes a batch in one transaction: its event ids
+ * into event_ids (the dedupe), the new events' raw rows by COPY, the rollup
+ * deltas computed here for those (rollup.h) merged into the rollups, dead
+ * letters and the watermark, then COMMIT. */
 #ifndef ARV_AGGREGATOR_STORE_H
 #define ARV_AGGREGATOR_STORE_H
 
@@ -11,7 +12,9 @@
 
 #include <libpq-fe.h>
 
+#include "batch.h"
 #include "content_cache.h"
+#include "rollup.h"
 #include "strbuf.h"
 
 /* How a store call ended; decides what the worker does next. */
@@ -32,42 +35,42 @@ struct store_counts {
     long invalid;      /* entries that did not decode */
     long other_dead;   /* entries dead-lettered for another reason */
     long dead_letters; /* dead-letter rows actually written (not seen before) */
-    long copy_us;      /* BEGIN + COPY of the staging rows */
-    long statement_us; /* day locks and the batch statement */
+    bool ids_slow;     /* not every event id was new: the dedupe's slow way */
+    long ids_us;       /* BEGIN, day locks, event ids (the dedupe) */
+    long raw_us;       /* raw rows, and the rollup deltas computed meanwhile */
+    long deltas_us;    /* the rollup deltas and dead letters sent */
+    long merge_us;     /* the statement merging them, and the watermark */
     long commit_us;    /* COMMIT (the WAL flush) */
 };
 
 struct store {
-    PGconn *conn;             /* NULL while disconnected */
-    char *conninfo;           /* DATABASE_URL, owned */
-    char *relation;           /* ARV_CONTENT_RELATION, owned */
-    char *consumer;           /* watermark key, owned */
-    char *consumer_literal;   /* the same quoted for SQL, owned; set on connect */
-    struct strbuf sql;        /* scratch for one call's SQL */
-    struct strbuf by_id;      /* the batch's content by id, as SQL */
-    struct strbuf by_uid;     /* ... by unique id */
+    PGconn *conn;           /* NULL while disconnected */
+    char *conninfo;         /* DATABASE_URL, owned */
+    char *relation;         /* ARV_CONTENT_RELATION, owned */
+    char *consumer;         /* watermark key, owned */
+    char *consumer_literal; /* the same quoted for SQL, owned; set on connect */
+    struct strbuf sql;      /* scratch for one call's SQL */
+    struct strbuf rows;     /* COPY text being sent */
+    struct rollup rollup;   /* the rollup deltas of the batch being written */
+    int64_t *days;          /* the UTC days of the batch being written */
+    size_t days_cap;
     enum store_status status; /* of the last call */
     char sqlstate[6];         /* of the last error, "" if none */
     char errstr[256];         /* last error, one line */
 };
 
-/* Appends the per-batch statement that reads the staging table, resolves
- * content through the row sources `by_id` (id, project_id, company_id) and
- * `by_uid` (unique_id, id, project_id, company_id) (see
- * content_cache_write_sql), writes dead letters, event ids, raw rows and the
- * rollups, and, when `watermark_ms` > 0, sets the watermark of
- * `consumer_literal` (an already quoted SQL literal). Its one result row:
- * events, inserted, unknown, invalid, other dead, dead letters written, bots
- * among the inserted. Pure. */
-void store_build_flush_sql(struct strbuf *out, const char *by_id, const char *by_uid,
-                           const char *consumer_literal, int64_t watermark_ms);
+/* Appends the statement that merges the rollup deltas (pg_temp.arv_hourly,
+ * pg_temp.arv_breakdown) into the rollups, writes the dead letters of
+ * pg_temp.arv_dead, and, when `watermark_ms` > 0, sets the watermark of
+ * `consumer_literal` (an already quoted SQL literal). Its one result row: the
+ * dead letters written (not seen before). Pure. */
+void store_build_merge_sql(struct strbuf *out, const char *consumer_literal, int64_t watermark_ms);
 
 /* Appends the statement that takes, inside the batch's transaction and before
- * any rollup write, pg_advisory_xact_lock_shared(ARV_LOCK_ROLLUP_DAY, day) for
- * every distinct UTC day (days since the epoch) of the staged events'
- * received_at, in ascending order (see locks.h). Its one result row has one
- * column. Pure. */
-void store_build_lock_sql(struct strbuf *out);
+ * any write, pg_advisory_xact_lock_shared(ARV_LOCK_ROLLUP_DAY, day) for each
+ * of the `n` days (days since the epoch, ascending and distinct; see locks.h).
+ * Its one result row has one column. Pure. */
+void store_build_lock_sql(struct strbuf *out, const int64_t *days, size_t n);
 
 /* Maps an SQLSTATE (NULL or "" when unknown) to the worker's next step. Pure. */
 enum store_status store_classify(const char *sqlstate);
@@ -80,7 +83,7 @@ int store_init(struct store *s, const char *conninfo, const char *relation, cons
 void store_deinit(struct store *s);
 
 /* Connects (blocking, 5 s connect timeout unless the URL says otherwise), sets
- * the session up and creates the staging table. Returns STORE_OK or the error
+ * the session up and creates its temporary tables. Returns STORE_OK or the error
  * kind with `errstr` set. */
 enum store_status store_connect(struct store *s);
 
@@ -95,17 +98,18 @@ bool store_connected(const struct store *s);
 enum store_status store_ensure_partitions(struct store *s, int64_t first_day, int64_t last_day);
 
 /* Reads into `cc` every content key of its current batch that it does not
- * hold fresh, from the store's content relation, and keeps the batch's answers
- * as SQL for the store_flush() calls of this batch. Blocking. */
+ * hold fresh, from the store's content relation. Blocking. */
 enum store_status store_resolve_content(struct store *s, struct content_cache *cc);
 
-/* Writes one batch: `rows` (len bytes of COPY text for the staging table) in
- * one transaction, content resolved as by the last store_resolve_content(),
- * with the watermark set to `watermark_ms` when it is > 0. Fills `counts` on
- * STORE_OK. On failure the transaction is rolled back (or the connection
- * closed) and nothing was written. Blocking. */
-enum store_status store_flush(struct store *s, const char *rows, size_t len, int64_t watermark_ms,
-                              struct store_counts *counts);
+/* Writes entries [first, first + n) of batch `b` in one transaction, content
+ * resolved as by the last store_resolve_content(), with the watermark set to
+ * `watermark_ms` when it is > 0: events new to event_ids as raw rows and into
+ * the rollups (bots only as raw rows), events of unknown content and dead
+ * entries as dead letters. Sets the entries' resolved fields, and fills
+ * `counts` on STORE_OK. On failure the transaction is rolled back (or the
+ * connection closed) and nothing was written. Blocking. */
+enum store_status store_flush(struct store *s, struct batch *b, size_t first, size_t n,
+                              int64_t watermark_ms, struct store_counts *counts);
 
 /* Moves the watermark to `watermark_ms` outside a batch; doubles as the
  * connection check while idle. Blocking. */

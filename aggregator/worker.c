@@ -19,7 +19,6 @@
 #define TRIM_INTERVAL_MS    10000 /* XTRIM of acknowledged entries */
 #define IDLE_PING_MS        1000  /* watermark heartbeat / PG check while idle */
 #define PARTITIONS_EVERY_MS (3600 * 1000)
-#define DAY_MS              86400000LL
 #define PAST_DAYS_MAX       400 /* oldest day a batch may create a partition for */
 #define FAILPOINT_EXIT      137 /* as if killed with SIGKILL */
 
@@ -46,11 +45,6 @@ bool worker_failpoint_parse(const char *spec, long *after_commit)
         return false;
     *after_commit = n;
     return true;
-}
-
-static int64_t day_of(int64_t ms)
-{
-    return ms >= 0 ? ms / DAY_MS : (ms - DAY_MS + 1) / DAY_MS;
 }
 
 enum worker_dep worker_redis_state(struct worker *w)
@@ -156,6 +150,37 @@ static void count_cache_lookups(struct worker *w)
     }
 }
 
+/* Reads back from Redis the payloads of the event entries among
+ * [first, first + n) that become dead letters: those of unknown content, or,
+ * with `all`, every one. False (Redis marked failed) if that fails. */
+static bool fetch_payloads(struct worker *w, size_t first, size_t n, bool all)
+{
+    struct batch *b = &w->batch;
+    size_t k = 0;
+
+    if (batch_resolve(b, first, n) < 0)
+        return false;
+    for (size_t i = first; i < first + n; i++) {
+        const struct batch_entry *e = &b->entries[i];
+        if (e->kind != BATCH_EVENT || e->payload_kept || (!all && e->ar_content_id))
+            continue;
+        if (k == w->idx_cap) {
+            size_t cap = w->idx_cap ? w->idx_cap * 2 : 64;
+            size_t *p = realloc(w->idx, cap * sizeof(*p));
+            if (!p)
+                return false;
+            w->idx = p;
+            w->idx_cap = cap;
+        }
+        w->idx[k++] = i;
+    }
+    if (k > 0 && reader_fetch_payloads(&w->reader, b, w->idx, k) < 0) {
+        redis_failed(w);
+        return false;
+    }
+    return true;
+}
+
 /* Writes the batch entry by entry after a row was rejected: each entry in its
  * own transaction; an entry PostgreSQL rejects becomes a db_rejected dead
  * letter (or, if even that fails, stays pending for a later claim). Returns
@@ -169,22 +194,25 @@ static enum store_status flush_each(struct worker *w)
 
     for (size_t i = 0; i < b->count; i++) {
         struct batch_entry *e = &b->entries[i];
-        if (e->row_len == 0 || e->keep_pending)
+        if (e->kind == BATCH_ACK_ONLY || e->keep_pending)
             continue;
-        st = store_flush(&w->store, b->rows.data + e->row_off, e->row_len, 0, &c);
-        if (st == STORE_DATA) {
+        st = store_flush(&w->store, b, i, 1, 0, &c);
+        if (st == STORE_DATA && e->kind == BATCH_EVENT) {
             log_warn("entry_rejected", LF_STR("stream", b->streams[e->stream]),
                      LF_STR("entry_id", e->id), LF_STR("sqlstate", w->store.sqlstate),
                      LF_STR("error", w->store.errstr));
-            strbuf_reset(&w->scratch);
-            batch_dead_row(b, i, BATCH_REASON_REJECTED, w->store.errstr, &w->scratch);
-            st = store_flush(&w->store, w->scratch.data, w->scratch.len, 0, &c);
-            if (st == STORE_DATA) {
-                log_error("dead_letter_rejected", LF_STR("stream", b->streams[e->stream]),
-                          LF_STR("entry_id", e->id), LF_STR("error", w->store.errstr));
-                e->keep_pending = true;
+            if (!fetch_payloads(w, i, 1, true) ||
+                batch_reject(b, i, BATCH_REASON_REJECTED, w->store.errstr) < 0) {
+                e->keep_pending = true; /* delivered again later */
                 continue;
             }
+            st = store_flush(&w->store, b, i, 1, 0, &c);
+        }
+        if (st == STORE_DATA) {
+            log_error("dead_letter_rejected", LF_STR("stream", b->streams[e->stream]),
+                      LF_STR("entry_id", e->id), LF_STR("error", w->store.errstr));
+            e->keep_pending = true;
+            continue;
         }
         if (st != STORE_OK)
             return st;
@@ -198,14 +226,14 @@ static enum store_status flush_each(struct worker *w)
 static enum store_status ensure_batch_partitions(struct worker *w, int64_t *lo, int64_t *hi)
 {
     const struct batch *b = &w->batch;
-    int64_t today = day_of(timeutil_real_ms());
+    int64_t today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
     int64_t first, last;
     enum store_status st;
 
     if (b->min_received_ms == 0)
         return STORE_OK;
-    first = day_of(b->min_received_ms);
-    last = day_of(b->max_received_ms);
+    first = timeutil_period(b->min_received_ms, TIMEUTIL_DAY_MS);
+    last = timeutil_period(b->max_received_ms, TIMEUTIL_DAY_MS);
     if (first < today - PAST_DAYS_MAX)
         first = today - PAST_DAYS_MAX;
     if (last > today + 2)
@@ -285,7 +313,7 @@ static void *worker_main(void *arg)
         if (!store_connected(&w->store)) {
             st = store_connect(&w->store);
             if (st == STORE_OK) {
-                int64_t today = day_of(timeutil_real_ms());
+                int64_t today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
                 st = store_ensure_partitions(&w->store, today - 1, today + 2);
                 part_lo = today - 1;
                 part_hi = today + 2;
@@ -301,7 +329,7 @@ static void *worker_main(void *arg)
         }
 
         if (now >= next_partitions) {
-            int64_t today = day_of(timeutil_real_ms());
+            int64_t today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
             if ((st = store_ensure_partitions(&w->store, today - 1, today + 2)) != STORE_OK) {
                 pg_failed(w, st);
                 backoff_sleep(w, &pg_backoff);
@@ -384,9 +412,12 @@ static void *worker_main(void *arg)
         st = ensure_batch_partitions(w, &part_lo, &part_hi);
         if (st == STORE_OK)
             st = store_resolve_content(&w->store, w->contents);
+        if (st == STORE_OK && !fetch_payloads(w, 0, w->batch.count, false)) {
+            backoff_sleep(w, &redis_backoff);
+            continue;
+        }
         if (st == STORE_OK)
-            st = store_flush(&w->store, w->batch.rows.data ? w->batch.rows.data : "",
-                             w->batch.rows.len, watermark, &counts);
+            st = store_flush(&w->store, &w->batch, 0, w->batch.count, watermark, &counts);
         if (st == STORE_OK) {
             count_flush(w, &counts);
         } else if (st == STORE_DATA) {
@@ -424,8 +455,10 @@ static void *worker_main(void *arg)
         log_debug("batch_written", LF_INT("worker", w->index),
                   LF_INT("entries", (long long)w->batch.count), LF_INT("inserted", counts.inserted),
                   LF_INT("ms", (long long)write_ms), LF_INT("read_ms", (long long)read_ms),
-                  LF_INT("copy_ms", counts.copy_us / 1000),
-                  LF_INT("statement_ms", counts.statement_us / 1000),
+                  LF_BOOL("ids_slow", counts.ids_slow), LF_INT("ids_ms", counts.ids_us / 1000),
+                  LF_INT("raw_ms", counts.raw_us / 1000),
+                  LF_INT("deltas_ms", counts.deltas_us / 1000),
+                  LF_INT("merge_ms", counts.merge_us / 1000),
                   LF_INT("commit_ms", counts.commit_us / 1000),
                   LF_INT("ack_ms", (long long)((int64_t)timeutil_mono_ms() - t_ack)));
         read_ms = 0;
@@ -467,7 +500,6 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     atomic_init(&w->pg_state, WORKER_DEP_CONNECTING);
     atomic_init(&w->stop, false);
     atomic_init(&w->finished, false);
-    strbuf_init(&w->scratch);
 
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -500,6 +532,10 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
         w->pending[i] = metric_family_child(m->pending, label);
     }
     batch_init(&w->batch, (const char *const *)w->streams);
+    /* A read stops after the piece that reaches either bound. */
+    if ((rc = batch_reserve(&w->batch, (size_t)cfg->batch_size + READER_CHUNK,
+                            (size_t)cfg->batch_max_bytes + (size_t)cfg->batch_max_bytes / 8)) < 0)
+        goto out;
     w->batch.store_full_ip = cfg->store_full_ip;
     if (!(w->contents =
               content_cache_new((size_t)cfg->content_cache_size, cfg->content_cache_ttl_s * 1000)))
@@ -560,12 +596,12 @@ void worker_deinit(struct worker *w)
     worker_join(w);
     reader_deinit(&w->reader);
     store_deinit(&w->store);
+    free(w->idx);
     batch_deinit(&w->batch);
     content_cache_free(w->contents);
     w->contents = NULL;
     ua_cache_free(w->ua);
     w->ua = NULL;
-    strbuf_deinit(&w->scratch);
     for (unsigned i = 0; w->streams && i < w->nstreams; i++)
         free(w->streams[i]);
     free(w->streams);

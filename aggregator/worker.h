@@ -90,14 +90,15 @@ struct worker {
     struct ua_cache *ua;                      /* parsed user agents; thread only; NULL: off */
     struct ua_cache_stats ua_seen;            /* stats already counted in metrics */
     struct batch batch;                       /* the batch in flight, kept until written */
-    struct strbuf scratch;                    /* one dead-letter row */
-    atomic_int redis_state;                   /* enum worker_dep */
-    atomic_int pg_state;                      /* enum worker_dep */
-    atomic_bool stop;                         /* asked to stop after the current batch */
-    atomic_bool finished;                     /* the thread has returned */
-    pthread_mutex_t mu;                       /* guards the sleep below */
-    pthread_cond_t wake;                      /* signalled by worker_stop() */
-    int notify_fd;                            /* one byte written here when the thread ends */
+    size_t *idx;                              /* entry indexes, for fetch_payloads */
+    size_t idx_cap;
+    atomic_int redis_state; /* enum worker_dep */
+    atomic_int pg_state;    /* enum worker_dep */
+    atomic_bool stop;       /* asked to stop after the current batch */
+    atomic_bool finished;   /* the thread has returned */
+    pthread_mutex_t mu;     /* guards the sleep below */
+    pthread_cond_t wake;    /* signalled by worker_stop() */
+    int notify_fd;          /* one byte written here when the thread ends */
     pthread_t thread;
     bool started;    /* thread created */
     bool sync_ready; /* mu and wake initialised */

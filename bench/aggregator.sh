@@ -10,9 +10,9 @@
 #                            [--aggregators N] [--rss] (= --events 1000000) [--keep]
 # Environment: ARV_BENCH_BUILD_DIR (default build-bench-aggregator, a Release
 # build made here), any ARV_* aggregator option (ARV_BATCH_SIZE, ...),
-# ARV_BENCH_EXPLAIN=1: log every batch statement's plan with actual times
-# (auto_explain, which slows the drain) and print the time per step (each
-# data-modifying CTE, summed over all batches).
+# ARV_BENCH_EXPLAIN=1: log every statement with its time and every plan with
+# actual times (auto_explain, which slows the drain) and print the time per
+# statement and per data-modifying CTE, summed over all batches.
 # Servers: private Redis (no persistence) and PostgreSQL 15 with the server's
 # defaults (fsync on, synchronous_commit on, full_page_writes on, shared_buffers
 # 128MB), on free loopback ports, stopped at the end. Bounded: the drain is
@@ -58,7 +58,8 @@ if [ "${ARV_BENCH_EXPLAIN:-0}" = 1 ]; then
     psql "$DATABASE_URL" -tAq -v ON_ERROR_STOP=1 -c "LOAD 'auto_explain'" \
         -c "ALTER SYSTEM SET session_preload_libraries = 'auto_explain'" \
         -c "ALTER SYSTEM SET auto_explain.log_min_duration = 0" \
-        -c "ALTER SYSTEM SET auto_explain.log_analyze = on" -c "SELECT pg_reload_conf()" >/dev/null
+        -c "ALTER SYSTEM SET auto_explain.log_analyze = on" -c "ALTER SYSTEM SET log_min_duration_statement = 0" \
+        -c "SELECT pg_reload_conf()" >/dev/null
 fi
 echo "settings: $(agg_sql "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings
     WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', 'max_wal_size', 'wal_level')")"
@@ -105,19 +106,21 @@ echo "WAL written:      $(agg_sql "SELECT pg_size_pretty(pg_wal_lsn_diff(pg_curr
 [ "$rows" = "$views" ] || { echo "rollup views $views != raw rows $rows" >&2; exit 1; }
 
 # Time per step, summed over batches (of all aggregators): read = XREADGROUP +
-# decode, copy = BEGIN + COPY into staging, statement = day locks + the batch
-# statement, commit = COMMIT, ack = XACK.
+# decode, ids = BEGIN + day locks + event ids, raw = raw rows (and the rollup
+# deltas computed meanwhile), deltas = the deltas and dead letters sent, merge =
+# the rollup upserts, commit = COMMIT, ack = XACK.
 cat "$tmp"/aggregator-*.log | awk -F'[:,}]' '/"batch_written"/ {
-    n++; for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k); if (k ~ /^(read|copy|statement|commit|ack)_ms$/) t[k] += $(i + 1); if (k == "entries") e += $(i + 1) } }
-    END { if (n) printf "steps:            %d batches (%.0f entries each): read %d ms, copy %d ms, statement %d ms, commit %d ms, ack %d ms\n",
-        n, e / n, t["read_ms"], t["copy_ms"], t["statement_ms"], t["commit_ms"], t["ack_ms"] }'
+    n++; for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k); if (k ~ /^(read|ids|raw|deltas|merge|commit|ack)_ms$/) t[k] += $(i + 1); if (k == "entries") e += $(i + 1) } }
+    END { if (n) printf "steps:            %d batches (%.0f entries each): read %d, ids %d, raw %d, deltas %d, merge %d, commit %d, ack %d ms\n",
+        n, e / n, t["read_ms"], t["ids_ms"], t["raw_ms"], t["deltas_ms"], t["merge_ms"], t["commit_ms"], t["ack_ms"] }'
 
 if [ "${ARV_BENCH_EXPLAIN:-0}" = 1 ]; then
-    echo "PostgreSQL time per step (auto_explain, all batches; timing slows the drain):"
-    awk -f "$root/bench/aggregator_explain.awk" "$tmp/pg/postgres.log" | sort -t'|' -k1,1
+    echo "PostgreSQL time per statement and per CTE (all batches; explain timing slows the drain):"
+    awk -f "$root/bench/aggregator_explain.awk" "$tmp/pg/postgres.log" | sort -k1,1
 fi
 
-# Reference: plain COPY of the same rows into a table with the raw table's columns.
+# Reference: plain COPY of the same rows into a table with the raw table's
+# columns (no index, no partitions: the strictest reference).
 agg_sql "CREATE TABLE bench_copy (LIKE analytics.ar_view_sessions)"
 psql "$DATABASE_URL" -q -c "\\copy (SELECT * FROM analytics.ar_view_sessions) TO '$tmp/rows.copy'"
 # timed_copy TABLE FILE: COPYs FILE into TABLE; sets copy_ms and copy_cpu_ms
@@ -141,14 +144,20 @@ psql "$DATABASE_URL" -q -c "\\copy (SELECT company_id, event_id, received_at FRO
 agg_sql "CREATE TABLE bench_ids (LIKE analytics.event_ids INCLUDING INDEXES)"
 timed_copy bench_ids "$tmp/ids.copy"
 ids_ms=$copy_ms ids_cpu_ms=$copy_cpu_ms
+# The same rows into the raw table itself: its day partitions and index (the
+# drain is done and checked; the copies are not counted anywhere).
+timed_copy analytics.ar_view_sessions "$tmp/rows.copy"
+raw_ms=$copy_ms raw_cpu_ms=$copy_cpu_ms
 timed_copy bench_copy "$tmp/rows.copy"
 
 awk -v n="$xlen" -v rows="$rows" -v dms="$drain_ms" -v cms="$copy_ms" -v hwm="$hwm" -v cpu="$cpu_ms" -v naggs="$naggs" \
-    -v pgcpu="$pg_cpu_ms" -v copycpu="$copy_cpu_ms" -v ims="$ids_ms" -v icpu="$ids_cpu_ms" 'BEGIN {
+    -v pgcpu="$pg_cpu_ms" -v copycpu="$copy_cpu_ms" -v ims="$ids_ms" -v icpu="$ids_cpu_ms" \
+    -v rms="$raw_ms" -v rcpu="$raw_cpu_ms" 'BEGIN {
     d = n / (dms / 1000); c = rows / (cms / 1000)
     printf "aggregator drain: %d entries (%d new rows) in %d ms = %.0f events/s (%d aggregator(s), CPU %d ms)\n", n, rows, dms, d, naggs, cpu
     printf "plain COPY:       %d rows in %d ms = %.0f rows/s\n", rows, cms, c
     printf "ratio:            %.2fx plain COPY (target >= 0.5x; >= 60000 events/s)\n", d / c
+    printf "COPY, raw table:  %d rows in %d ms = %.0f rows/s (its partitions and index); drain = %.2fx of it; %.1f us/row CPU\n", rows, rms, rows / (rms / 1000), d / (rows / (rms / 1000)), rcpu * 1000 / rows
     printf "PostgreSQL CPU:   %.1f us/event (aggregator backends) vs %.1f us/row (COPY backend) = %.2fx\n", pgcpu * 1000 / n, copycpu * 1000 / rows, (copycpu / rows) / (pgcpu / n)
     printf "dedupe keys only: %d rows in %d ms = %.0f rows/s = %.2fx plain COPY; %.1f us/row CPU (COPY into event_ids indexes)\n", rows, ims, rows / (ims / 1000), (rows / (ims / 1000)) / c, icpu * 1000 / rows
     printf "aggregator RSS:   VmHWM %.1f MB (largest process) with a %d-entry backlog (target <= 100 MB)\n", hwm / 1024, n

@@ -112,14 +112,14 @@ awk -v ms=$((t1 - t0)) -v cpus="$(nproc)" -v a=$(($(agg_cpu_ms $agg_pid) - c_agg
 }'
 
 # The aggregator's batches during the main run: how big, and where the time went
-# (read = XREADGROUP + decode, copy = BEGIN + COPY, statement, commit, ack).
+# (the steps of bench/aggregator.sh).
 tail -n +$((log0 + 1)) "$tmp/aggregator.log" | awk -F'[:,}]' '/"batch_written"/ {
     n++; for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k); v = $(i + 1) + 0
-        if (k ~ /^(read|copy|statement|commit|ack)_ms$/) t[k] += v
+        if (k ~ /^(read|ids|raw|deltas|merge|commit|ack)_ms$/) t[k] += v
         if (k == "entries") { e += v; if (v > emax) emax = v }
         if (k == "ms" && v > wmax) wmax = v } }
-    END { if (n) printf "[main] aggregator: %d batches, %.0f entries each (largest %d), longest write %d ms; summed: read %d ms, copy %d ms, statement %d ms, commit %d ms, ack %d ms\n",
-        n, e / n, emax, wmax, t["read_ms"], t["copy_ms"], t["statement_ms"], t["commit_ms"], t["ack_ms"] }'
+    END { if (n) printf "[main] aggregator: %d batches, %.0f entries each (largest %d), longest write %d ms; summed: read %d, ids %d, raw %d, deltas %d, merge %d, commit %d, ack %d ms\n",
+        n, e / n, emax, wmax, t["read_ms"], t["ids_ms"], t["raw_ms"], t["deltas_ms"], t["merge_ms"], t["commit_ms"], t["ack_ms"] }'
 views=$(agg_sql "SELECT sum(views) FROM analytics.rollup_content_hourly WHERE company_id = $company")
 rows=$(agg_sql "SELECT count(*) FROM analytics.ar_view_sessions")
 echo "check: raw rows $rows, rollup views $views"

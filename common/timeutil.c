@@ -94,3 +94,8 @@ void timeutil_format_date(int64_t days, char *out, size_t outlen)
     timeutil_civil_from_days(days, &y, &m, &d);
     snprintf(out, outlen, "%04" PRId64 "-%02u-%02u", y, m, d);
 }
+
+int64_t timeutil_period(int64_t ms, int64_t unit)
+{
+    return ms >= 0 ? ms / unit : (ms - unit + 1) / unit;
+}

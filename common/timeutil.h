@@ -24,6 +24,14 @@ int64_t timeutil_real_ms(void);
 /* A timeval of `ms` milliseconds, for libevent timers. */
 struct timeval timeutil_tv(uint64_t ms);
 
+#define TIMEUTIL_HOUR_MS 3600000LL
+#define TIMEUTIL_DAY_MS  86400000LL
+
+/* The number of the period of `unit` ms (an hour, a UTC day) that `ms` since
+ * the epoch falls in, counted from the epoch: a floor division, so that times
+ * before 1970 fall in negative periods. */
+int64_t timeutil_period(int64_t ms, int64_t unit);
+
 /* Days since 1970-01-01 of a proleptic Gregorian date (y-m-d, not checked),
  * and back (Howard Hinnant's algorithms). */
 int64_t timeutil_days_from_civil(int64_t y, unsigned m, unsigned d);

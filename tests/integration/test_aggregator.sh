@@ -99,8 +99,8 @@ it_pass "content registered while running is counted at once (by id and unique i
 
 # A row PostgreSQL rejects (received years ago: no partition for it) makes its
 # batch go one transaction per entry: that entry becomes a db_rejected dead
-# letter whose payload is its e field byte for byte (rebuilt from its staging
-# row: backslashes included); the event read after it is counted.
+# letter whose payload is its e field byte for byte (read back from the
+# stream: backslashes included); the event read after it is counted.
 old_e='{"event_id":"0000b000-0000-4000-8000-000000000040","session_id":"0000b000-0000-4000-8000-000000000001","ar_content_id":1,"city":"Back \\ slash \" quote","received_at":"2020-01-01T00:00:00.000Z"}'
 views0=$(it_psql "SELECT sum(views) FROM analytics.rollup_company_daily")
 rejected=$(redis-cli -p "$IT_REDIS_PORT" XADD "$ARV_STREAM" '*' v 1 e "$old_e")
@@ -139,15 +139,15 @@ it_stop claimer
 it_pass "claimed entries: delivered 10 times -> max_deliveries dead letter, 9 times -> written"
 
 # Memory per batch is bounded in bytes too, for reads and claims alike: a
-# backlog of N new entries plus N pending on a dead consumer (about 800 bytes
-# of staging row each, 2,000 per piece), with ARV_BATCH_MAX_BYTES=2 MiB: every
+# backlog of N new entries plus N pending on a dead consumer (about 350 bytes
+# of raw row each, 2,000 per piece), with ARV_BATCH_MAX_BYTES=1 MiB: every
 # batch stops after its second piece (4,000 entries), although ARV_BATCH_SIZE
 # would take them all. Claims continue after the last id of the piece before.
 rows0=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
 load /dev/null
 redis-cli -p "$IT_REDIS_PORT" XREADGROUP GROUP arv-aggregators ghost COUNT "$N" STREAMS "$ARV_STREAM" '>' >/dev/null
 load /dev/null
-it_start bytes arv-aggregator ARV_WORKERS=1 ARV_BATCH_SIZE=100000 ARV_BATCH_MAX_BYTES=2097152 \
+it_start bytes arv-aggregator ARV_WORKERS=1 ARV_BATCH_SIZE=100000 ARV_BATCH_MAX_BYTES=1048576 \
     ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=300
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "backlog not drained"
 m=$(curl -fsS "http://127.0.0.1:$IT_PORT_bytes/metrics")

@@ -1,10 +1,12 @@
-/* Unit tests for aggregator/batch.c: stream entries -> staging rows. */
+/* Unit tests for aggregator/batch.c: stream entries -> raw rows, dead letters
+ * and rollup inputs. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "batch.h"
+#include "hll.h"
 #include "ua.h"
 
 static const char *const streams[] = {"arv:events:0", "arv:events:1"};
@@ -58,33 +60,87 @@ static int count_char(const char *s, char c)
     return n;
 }
 
-Test(batch, decodes_an_event_into_a_staging_row)
+static const char *value_of(uint32_t id)
+{
+    static char buf[256];
+    size_t len;
+    const char *v = batch_value(&b, id, &len);
+    cr_assert_lt(len, sizeof(buf));
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+Test(batch, decodes_an_event_into_a_raw_row)
 {
     struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
+    const unsigned char session[16] = {0x7f, 0x1c, 0x2f, 0x3a, 0x5b, 0x7e, 0x4c, 0x2a,
+                                       0x9d, 0x3e, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e, 0x6f};
 
     cr_assert_eq(batch_add(&b, 1, "1764064800123-0", 15, f, 2), 0);
     cr_assert_eq(b.count, 1);
-    cr_assert(b.entries[0].valid);
+    cr_assert_eq(b.entries[0].kind, BATCH_EVENT);
     cr_assert_eq(b.invalid, 0);
     cr_assert_eq(b.min_received_ms, 1764064800123LL);
     cr_assert_eq(b.max_received_ms, 1764064800123LL);
+    /* The raw row up to is_bot, in BATCH_RAW_COLUMNS order: 16 fields, no
+     * newline (the store appends the content columns). */
     char *row = row_of(0);
-    /* 22 columns: 21 tabs, one newline at the end. */
-    cr_assert_eq(count_char(row, '\t'), 21, "row: %s", row);
-    cr_assert_eq(row[strlen(row) - 1], '\n');
-    cr_assert(starts_with(row, "arv:events:1\t1764064800123-0\t\\N\t\\N\t{"), "row: %s", row);
-    cr_assert(strstr(row, "\t01a2127b-db01-7b91-beb4-9ff4e5fe1586\t42\t\\N\t"
+    cr_assert_str_eq(row, "01a2127b-db01-7b91-beb4-9ff4e5fe1586\t"
                           "7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\tUA\tmobile\t\\N\t\\N\t"
-                          "203.0.113.0\t\\N\tK\\\\oln\t37\tgood\tt\t\\N\t"
-                          "2025-11-25 10:00:00.123+00\tf\n"),
-              "row: %s", row);
-    /* Where the payload is in the row, for a later dead letter: the fifth
-     * field, COPY-escaped (the backslashes of K\\oln doubled). */
+                          "203.0.113.0\t\\N\tK\\\\oln\t37\tgood\tt\t2025-11-25 10:00:00.123+00\t"
+                          "\\N\t2025-11-25 10:00:00.123+00\tf");
+    /* What the rollups need of it. */
     const struct batch_entry *e = &b.entries[0];
+    cr_assert_eq(e->content_id, 42);
+    cr_assert_eq(e->received_ms, 1764064800123LL);
+    cr_assert_eq(e->duration, 37);
+    cr_assert_eq(e->tq, BATCH_TQ_GOOD);
+    cr_assert(e->video_played);
+    cr_assert_not(e->is_bot);
+    cr_assert_eq(e->session_hash, hll_hash(session, 16));
+    cr_assert_str_eq(value_of(e->dims[0]), "mobile");
+    cr_assert_str_eq(value_of(e->dims[1]), "unknown");  /* no browser */
+    cr_assert_str_eq(value_of(e->dims[4]), "K\\\\oln"); /* COPY-escaped */
+    cr_assert_str_eq(value_of(e->dims[5]), "good");
+    cr_assert_eq(e->dims[1], e->dims[2]); /* both "unknown": one value */
+    /* No payload kept: only a dead letter needs it (batch_set_payload). */
+    cr_assert_not(e->payload_kept);
+    cr_assert_eq(batch_set_payload(&b, 0, event_json, strlen(event_json)), 0);
+    cr_assert(e->payload_kept);
+    /* COPY-escaped: the backslashes of K\\oln doubled. */
     cr_assert_eq(e->payload_len, strlen(event_json) + 2);
-    cr_assert_eq(b.rows.data[e->payload_off - 1], '\t');
-    cr_assert_eq(b.rows.data[e->payload_off + e->payload_len], '\t');
     cr_assert_eq(memcmp(b.rows.data + e->payload_off, "{\"event_id\"", 11), 0);
+}
+
+Test(batch, tracking_quality_classes_and_values)
+{
+    static const char *const tq[] = {"excellent", "good", "fair", "poor", "meh", NULL};
+    static const enum batch_tq want[] = {BATCH_TQ_EXCELLENT, BATCH_TQ_GOOD,  BATCH_TQ_FAIR,
+                                         BATCH_TQ_POOR,      BATCH_TQ_OTHER, BATCH_TQ_OTHER};
+    char json[512];
+
+    for (int i = 0; i < 6; i++) {
+        snprintf(json, sizeof(json),
+                 "{\"event_id\":\"01a2127b-db01-7b91-beb4-9ff4e5fe15%02d\","
+                 "\"session_id\":\"7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\",\"ar_content_unique_id\":"
+                 "\"u%d\""
+                 "%s%s%s,\"received_at\":\"2025-11-25T10:00:00.123Z\"}",
+                 i, i, tq[i] ? ",\"tracking_quality\":\"" : "", tq[i] ? tq[i] : "",
+                 tq[i] ? "\"" : "");
+        struct batch_field f[] = {FIELD("v", "1"), FIELD("e", json)};
+        cr_assert_eq(batch_add(&b, 0, "1-0", 3, f, 2), 0);
+        const struct batch_entry *e = &b.entries[i];
+        cr_assert_eq(e->kind, BATCH_EVENT, "%s", json);
+        cr_assert_eq(e->tq, want[i], "%s", tq[i] ? tq[i] : "(none)");
+        cr_assert_str_eq(value_of(e->dims[5]), tq[i] ? tq[i] : "unknown");
+        /* Named by unique id: its bytes kept for the lookup. */
+        cr_assert_eq(e->content_id, 0);
+        cr_assert_eq(e->uid_len, 2);
+        cr_assert_eq(b.rows.data[e->uid_off + 1], '0' + i);
+    }
+    /* Interned: "unknown" and the five qualities sent. */
+    cr_assert_eq(b.nvals, 6, "%zu values", b.nvals);
 }
 
 Test(batch, ip_anonymised_unless_full_ip)
@@ -104,14 +160,16 @@ Test(batch, wrong_version_becomes_invalid_payload)
     struct batch_field f[] = {FIELD("v", "2"), FIELD("e", event_json)};
 
     cr_assert_eq(batch_add(&b, 0, "1-0", 3, f, 2), 0);
-    cr_assert_not(b.entries[0].valid);
+    cr_assert_eq(b.entries[0].kind, BATCH_DEAD);
+    cr_assert_str_eq(b.entries[0].reason, BATCH_REASON_INVALID);
     cr_assert_eq(b.invalid, 1);
     cr_assert_eq(b.dead, 1);
     char *row = row_of(0);
     cr_assert(starts_with(row, "arv:events:0\t1-0\tinvalid_payload\tfield v must be \"1\"\t"
                                "{\"v\":\"2\""),
               "row: %s", row);
-    cr_assert_eq(count_char(row, '\t'), 21);
+    cr_assert_eq(count_char(row, '\t'), 4);
+    cr_assert_eq(row[strlen(row) - 1], '\n');
 }
 
 Test(batch, bad_json_and_missing_e_are_invalid)
@@ -127,7 +185,7 @@ Test(batch, bad_json_and_missing_e_are_invalid)
     cr_assert(strstr(row_of(1), "field e is missing"));
     /* The payload is the fields as JSON, then COPY-escaped: no raw tab. */
     cr_assert(strstr(row_of(2), "{\"v\":\"1\",\"e\":\"x\\\\ty\"}"), "row: %s", row_of(2));
-    cr_assert_eq(count_char(row_of(2), '\t'), 21);
+    cr_assert_eq(count_char(row_of(2), '\t'), 4);
 }
 
 Test(batch, dead_and_ack_only_entries)
@@ -140,7 +198,8 @@ Test(batch, dead_and_ack_only_entries)
     cr_assert_eq(b.count, 2);
     cr_assert_eq(b.dead, 1);
     cr_assert(strstr(row_of(0), "\tmax_deliveries\tdelivered 11 times\t"));
-    cr_assert_eq(b.entries[1].row_len, 0);
+    cr_assert_eq(b.entries[0].kind, BATCH_DEAD);
+    cr_assert_eq(b.entries[1].kind, BATCH_ACK_ONLY);
     cr_assert_str_eq(b.entries[1].id, "6-0");
     cr_assert_eq(b.entries[1].stream, 1);
 }
@@ -154,23 +213,61 @@ Test(batch, dead_row_rebuilds_from_the_payload)
 
     strbuf_init(&out);
     cr_assert_eq(batch_add(&b, 0, "7-0", 3, f, 2), 0);
+    /* No payload kept yet: an empty one, never another entry's bytes. */
+    batch_dead_row(&b, 0, BATCH_REASON_UNKNOWN, NULL, &out);
+    cr_assert_str_eq(out.data, "arv:events:0\t7-0\tunknown_content\t\\N\t\n");
+    strbuf_reset(&out);
+    cr_assert_eq(batch_set_payload(&b, 0, event_json, strlen(event_json)), 0);
     batch_dead_row(&b, 0, BATCH_REASON_REJECTED, "bad\tvalue", &out);
     cr_assert(starts_with(out.data, "arv:events:0\t7-0\tdb_rejected\tbad\\tvalue\t{\"event_id\""),
               "row: %s", out.data);
-    cr_assert_eq(count_char(out.data, '\t'), 21);
+    cr_assert_eq(count_char(out.data, '\t'), 4);
     /* The payload field is the event row's, byte for byte (escapes included). */
     field = out.data + strlen("arv:events:0\t7-0\tdb_rejected\tbad\\tvalue\t");
     cr_assert_eq(memcmp(field, b.rows.data + b.entries[0].payload_off, b.entries[0].payload_len),
                  0);
-    cr_assert_eq(field[b.entries[0].payload_len], '\t');
+    cr_assert_eq(field[b.entries[0].payload_len], '\n');
     /* The same for an entry that did not decode: its fields as JSON. */
     cr_assert_eq(batch_add(&b, 1, "7-1", 3, bad, 2), 0);
     strbuf_reset(&out);
     batch_dead_row(&b, 1, BATCH_REASON_REJECTED, NULL, &out);
     cr_assert(starts_with(out.data, "arv:events:1\t7-1\tdb_rejected\t\\N\t"
-                                    "{\"v\":\"2\",\"e\":\"x\\\\ty\"}\t"),
+                                    "{\"v\":\"2\",\"e\":\"x\\\\ty\"}\n"),
               "row: %s", out.data);
     strbuf_deinit(&out);
+}
+
+Test(batch, reject_turns_an_event_into_a_dead_letter)
+{
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
+    char want[1024];
+
+    cr_assert_eq(batch_add(&b, 0, "9-0", 3, f, 2), 0);
+    cr_assert_eq(batch_add(&b, 0, "9-1", 3, f, 2), 0);
+    cr_assert_eq(batch_set_payload(&b, 0, event_json, strlen(event_json)), 0);
+    cr_assert_eq(batch_reject(&b, 0, BATCH_REASON_REJECTED, "no partition"), 0);
+    cr_assert_eq(b.entries[0].kind, BATCH_DEAD);
+    cr_assert_eq(b.entries[1].kind, BATCH_EVENT);
+    cr_assert_str_eq(b.entries[0].reason, BATCH_REASON_REJECTED);
+    /* Its payload exactly as added (escaped once, not twice). */
+    snprintf(want, sizeof(want), "arv:events:0\t9-0\tdb_rejected\tno partition\t%.*s\n",
+             (int)b.entries[0].payload_len, b.rows.data + b.entries[0].payload_off);
+    cr_assert_str_eq(row_of(0), want);
+    cr_assert(strstr(row_of(0), "K\\\\\\\\oln"), "row: %s", row_of(0));
+}
+
+Test(batch, resolve_without_a_cache_knows_no_content)
+{
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
+
+    cr_assert_eq(batch_add(&b, 0, "9-0", 3, f, 2), 0);
+    b.entries[0].counted = true;
+    cr_assert_eq(batch_resolve(&b, 0, 1), 0);
+    /* Unknown content: a dead letter later, never a guess; never counted. */
+    cr_assert_eq(b.entries[0].ar_content_id, 0);
+    cr_assert_eq(b.entries[0].company_id, 0);
+    cr_assert_not(b.entries[0].counted);
+    cr_assert_not(b.entries[0].repeat);
 }
 
 Test(batch, rejects_bad_ids_and_resets)
@@ -218,9 +315,11 @@ Test(batch, user_agent_fills_fields_and_marks_bots)
     add_with_ua("02", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)");
     /* Filled where the client sent nothing; a person, not a bot. */
     cr_assert(strstr(row_of(0), "\tmobile\tChrome Mobile\tAndroid\t"), "row: %s", row_of(0));
-    cr_assert(strstr(row_of(0), "+00\tf\n"), "row: %s", row_of(0));
+    cr_assert(strstr(row_of(0), "+00\tf"), "row: %s", row_of(0));
+    cr_assert_not(b.entries[0].is_bot);
     /* A bot is kept (as a row) but marked, and counted. */
-    cr_assert(strstr(row_of(1), "+00\tt\n"), "row: %s", row_of(1));
+    cr_assert(strstr(row_of(1), "+00\tt"), "row: %s", row_of(1));
+    cr_assert(b.entries[1].is_bot);
     cr_assert_eq(b.bots, 1);
     batch_reset(&b);
     cr_assert_eq(b.bots, 0);

@@ -36,3 +36,16 @@ Test(timeutil, dates_round_trip)
     timeutil_format_date(-1, buf, sizeof(buf));
     cr_assert_str_eq(buf, "1969-12-31");
 }
+
+Test(timeutil, period_is_a_floor_division)
+{
+    cr_assert_eq(timeutil_period(0, TIMEUTIL_DAY_MS), 0);
+    cr_assert_eq(timeutil_period(TIMEUTIL_DAY_MS - 1, TIMEUTIL_DAY_MS), 0);
+    cr_assert_eq(timeutil_period(TIMEUTIL_DAY_MS, TIMEUTIL_DAY_MS), 1);
+    /* Before 1970: the last millisecond of 1969 is in day -1, hour -1. */
+    cr_assert_eq(timeutil_period(-1, TIMEUTIL_DAY_MS), -1);
+    cr_assert_eq(timeutil_period(-1, TIMEUTIL_HOUR_MS), -1);
+    cr_assert_eq(timeutil_period(-TIMEUTIL_DAY_MS, TIMEUTIL_DAY_MS), -1);
+    cr_assert_eq(timeutil_period(-TIMEUTIL_DAY_MS - 1, TIMEUTIL_DAY_MS), -2);
+    cr_assert_eq(timeutil_period(1764064800123LL, TIMEUTIL_HOUR_MS), 490018);
+}

@@ -1,0 +1,193 @@
+/* HyperLogLog sketches in postgresql-hll's storage format (its STORAGE.markdown,
+ * schema version 1): hashing, EXPLICIT and FULL encodings. Pure. */
+#include "hll.h"
+
+#include <assert.h>
+#include <stdlib.h>
+
+#define HLL_NREGS      (1u << HLL_LOG2M)
+#define HLL_REG_MAX    ((1u << HLL_REGWIDTH) - 1)
+#define HLL_FULL_BYTES ((HLL_NREGS * HLL_REGWIDTH + 7) / 8)
+/* expthresh -1 (auto) stays EXPLICIT while the values take no more room than
+ * the FULL registers would: 2560 bytes / 8 = 320 values. */
+#define HLL_EXPLICIT_MAX (HLL_FULL_BYTES / 8)
+
+/* Header byte 0: schema version 1 in the high nibble, the type in the low one. */
+enum hll_type {
+    HLL_TYPE_EMPTY = 1,
+    HLL_TYPE_EXPLICIT = 2,
+    HLL_TYPE_FULL = 4,
+};
+/* Byte 1: (regwidth - 1) << 5 | log2m. */
+#define HLL_PARAM_BYTE ((HLL_REGWIDTH - 1) << 5 | HLL_LOG2M)
+/* Byte 2: sparseon (1) << 6 | expthresh code (63 means -1, auto). Must equal what
+ * hll_add_agg(h, 12, 5) writes: hll_union refuses sketches whose
+ * expthresh or sparseon differ. */
+#define HLL_CUTOFF_BYTE (1 << 6 | 63)
+
+static uint64_t rotl64(uint64_t x, unsigned r)
+{
+    return x << r | x >> (64 - r);
+}
+
+/* Little-endian 64-bit load, as MurmurHash3 reads blocks on x86-64. */
+static uint64_t load_le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint64_t fmix64(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 33;
+    return k;
+}
+
+uint64_t hll_hash(const void *data, size_t len)
+{
+    static const uint64_t c1 = 0x87c37b91114253d5ULL;
+    static const uint64_t c2 = 0x4cf5ad432745937fULL;
+    const unsigned char *p = data;
+    uint64_t h1 = 0, h2 = 0; /* seed 0, as hll_hash_bytea's default */
+    size_t nblocks = len / 16;
+
+    for (size_t i = 0; i < nblocks; i++, p += 16) {
+        uint64_t k1 = load_le64(p), k2 = load_le64(p + 8);
+
+        h1 ^= rotl64(k1 * c1, 31) * c2;
+        h1 = (rotl64(h1, 27) + h2) * 5 + 0x52dce729;
+        h2 ^= rotl64(k2 * c2, 33) * c1;
+        h2 = (rotl64(h2, 31) + h1) * 5 + 0x38495ab5;
+    }
+
+    /* The 0..15 trailing bytes, little-endian: bytes 8.. into k2, 0..7 into k1. */
+    size_t tail = len & 15;
+    uint64_t k1 = 0, k2 = 0;
+    for (size_t i = tail; i > 8; i--)
+        k2 = k2 << 8 | p[i - 1];
+    for (size_t i = tail < 8 ? tail : 8; i > 0; i--)
+        k1 = k1 << 8 | p[i - 1];
+    if (tail > 8)
+        h2 ^= rotl64(k2 * c2, 33) * c1;
+    if (tail > 0)
+        h1 ^= rotl64(k1 * c1, 31) * c2;
+
+    h1 ^= (uint64_t)len;
+    h2 ^= (uint64_t)len;
+    h1 += h2;
+    h2 += h1;
+    h1 = fmix64(h1);
+    h2 = fmix64(h2);
+    h1 += h2;
+    return h1;
+}
+
+static int cmp_signed(const void *a, const void *b)
+{
+    int64_t x = (int64_t) * (const uint64_t *)a;
+    int64_t y = (int64_t) * (const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+size_t hll_sort_unique(uint64_t *hashes, size_t n)
+{
+    size_t m = 0;
+
+    if (n == 0)
+        return 0;
+    qsort(hashes, n, sizeof(*hashes), cmp_signed);
+    for (size_t i = 1; i < n; i++) {
+        if (hashes[i] != hashes[m])
+            hashes[++m] = hashes[i];
+    }
+    return m + 1;
+}
+
+static const char hex_digits[] = "0123456789abcdef";
+
+/* Hex-encodes bytes into a small stack buffer and flushes it to `out`. */
+struct hex_writer {
+    struct strbuf *out; /* borrowed */
+    char buf[512];      /* pending hex digits */
+    size_t len;         /* digits in buf */
+};
+
+static void hex_flush(struct hex_writer *w)
+{
+    strbuf_append(w->out, w->buf, w->len);
+    w->len = 0;
+}
+
+static void hex_byte(struct hex_writer *w, unsigned b)
+{
+    if (w->len + 2 > sizeof(w->buf))
+        hex_flush(w);
+    w->buf[w->len++] = hex_digits[(b >> 4) & 0xf];
+    w->buf[w->len++] = hex_digits[b & 0xf];
+}
+
+/* Register of one hash as postgresql-hll computes it: the low log2m bits pick
+ * the register; the value is 1 + the index of the lowest set bit of the rest,
+ * at most 2^regwidth - 1; a zero rest gives 0 (the register is left as is). */
+static void full_add(uint8_t *regs, uint64_t h)
+{
+    unsigned idx = (unsigned)(h & (HLL_NREGS - 1));
+    uint64_t rest = h >> HLL_LOG2M;
+    unsigned v;
+
+    if (rest == 0)
+        return;
+    v = (unsigned)__builtin_ctzll(rest) + 1;
+    if (v > HLL_REG_MAX)
+        v = HLL_REG_MAX;
+    if (regs[idx] < v)
+        regs[idx] = (uint8_t)v;
+}
+
+void hll_write_sketch(const uint64_t *hashes, size_t n, struct strbuf *out)
+{
+    struct hex_writer w = {.out = out};
+    enum hll_type type = n == 0                  ? HLL_TYPE_EMPTY
+                         : n <= HLL_EXPLICIT_MAX ? HLL_TYPE_EXPLICIT
+                                                 : HLL_TYPE_FULL;
+
+    /* COPY text unescapes "\\" to the one backslash of bytea's hex input. */
+    strbuf_append(out, "\\\\x", 3);
+    hex_byte(&w, 1u << 4 | type);
+    hex_byte(&w, HLL_PARAM_BYTE);
+    hex_byte(&w, HLL_CUTOFF_BYTE);
+
+    if (type == HLL_TYPE_EXPLICIT) {
+        /* Big-endian values; PostgreSQL rejects unsorted or repeated ones. */
+        for (size_t i = 0; i < n; i++) {
+            assert(i == 0 || (int64_t)hashes[i - 1] < (int64_t)hashes[i]);
+            for (int shift = 56; shift >= 0; shift -= 8)
+                hex_byte(&w, (unsigned)(hashes[i] >> shift) & 0xff);
+        }
+    } else if (type == HLL_TYPE_FULL) {
+        uint8_t regs[HLL_NREGS] = {0};
+        uint32_t acc = 0;  /* pending bits, the oldest highest */
+        unsigned nacc = 0; /* how many */
+
+        for (size_t i = 0; i < n; i++)
+            full_add(regs, hashes[i]);
+        /* Registers in index order as one big-endian bit stream. */
+        for (unsigned i = 0; i < HLL_NREGS; i++) {
+            acc = acc << HLL_REGWIDTH | regs[i];
+            nacc += HLL_REGWIDTH;
+            while (nacc >= 8) {
+                nacc -= 8;
+                hex_byte(&w, (acc >> nacc) & 0xff);
+            }
+        }
+        if (nacc > 0)
+            hex_byte(&w, (acc << (8 - nacc)) & 0xff);
+    }
+    hex_flush(&w);
+}

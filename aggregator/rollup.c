@@ -1,0 +1,335 @@
+/* Rollup deltas of one batch write: hash-grouped sums and HLL sketches. Pure. */
+#include "rollup.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "copy.h"
+#include "hll.h"
+#include "timeutil.h"
+
+void rollup_init(struct rollup *r)
+{
+    memset(r, 0, sizeof(*r));
+}
+
+static void table_free(struct rollup_table *t)
+{
+    free(t->groups);
+    free(t->slots);
+    free(t->member);
+    free(t->hash);
+    free(t->sorted);
+    memset(t, 0, sizeof(*t));
+}
+
+void rollup_deinit(struct rollup *r)
+{
+    table_free(&r->hourly);
+    table_free(&r->breakdown);
+    table_free(&r->derived);
+}
+
+static void table_reset(struct rollup_table *t)
+{
+    t->n = 0;
+    t->nadded = 0;
+    if (t->nslots)
+        memset(t->slots, 0, t->nslots * sizeof(*t->slots));
+}
+
+void rollup_reset(struct rollup *r)
+{
+    table_reset(&r->hourly);
+    table_reset(&r->breakdown);
+}
+
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+    h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    return h;
+}
+
+static uint64_t key_hash(const struct rollup_group *g)
+{
+    uint64_t h =
+        mix(mix(mix(0, (uint64_t)g->company_id), (uint64_t)g->content_id), (uint64_t)g->period);
+
+    h = mix(h, ((uint64_t)g->dim << 32) | g->value);
+    return h ^ (h >> 29);
+}
+
+static bool same_key(const struct rollup_group *a, const struct rollup_group *b)
+{
+    return a->company_id == b->company_id && a->content_id == b->content_id &&
+           a->period == b->period && a->dim == b->dim && a->value == b->value;
+}
+
+/* Doubles the slots and places every group again. */
+static int table_grow(struct rollup_table *t)
+{
+    size_t n = t->nslots ? t->nslots * 2 : 1024;
+    uint32_t *slots = calloc(n, sizeof(*slots));
+
+    if (!slots)
+        return -ENOMEM;
+    for (size_t i = 0; i < t->n; i++) {
+        size_t k = key_hash(&t->groups[i]) & (n - 1);
+        while (slots[k])
+            k = (k + 1) & (n - 1);
+        slots[k] = (uint32_t)i + 1;
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->nslots = n;
+    return 0;
+}
+
+/* The index of the group with `key`'s key fields, added as a copy of `key`
+ * (*added set) if new; -1 if out of memory. */
+static long table_group(struct rollup_table *t, const struct rollup_group *key, bool *added)
+{
+    size_t k;
+
+    *added = false;
+    if (2 * (t->n + 1) > t->nslots && table_grow(t) < 0)
+        return -1;
+    for (k = key_hash(key) & (t->nslots - 1); t->slots[k]; k = (k + 1) & (t->nslots - 1)) {
+        if (same_key(&t->groups[t->slots[k] - 1], key))
+            return t->slots[k] - 1;
+    }
+    *added = true;
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 256;
+        struct rollup_group *p = realloc(t->groups, cap * sizeof(*p));
+        if (!p)
+            return -1;
+        t->groups = p;
+        t->cap = cap;
+    }
+    t->groups[t->n] = *key;
+    t->slots[k] = (uint32_t)t->n + 1;
+    return (long)t->n++;
+}
+
+/* Adds a session hash to group `gi`. Returns 0 or -ENOMEM. */
+static int table_hash(struct rollup_table *t, long gi, uint64_t session_hash)
+{
+    if (t->nadded == t->added_cap) {
+        size_t cap = t->added_cap ? t->added_cap * 2 : 1024;
+        uint32_t *m = realloc(t->member, cap * sizeof(*m));
+        if (!m)
+            return -ENOMEM;
+        t->member = m;
+        uint64_t *h = realloc(t->hash, cap * sizeof(*h));
+        if (!h)
+            return -ENOMEM;
+        t->hash = h;
+        t->added_cap = cap;
+    }
+    t->member[t->nadded] = (uint32_t)gi;
+    t->hash[t->nadded++] = session_hash;
+    return 0;
+}
+
+/* Adds `v`'s measures to `g`. */
+static void add_measures(struct rollup_group *g, const struct rollup_group *v)
+{
+    g->views += v->views;
+    g->video_plays += v->video_plays;
+    g->duration_sum += v->duration_sum;
+    g->duration_count += v->duration_count;
+    for (int q = 0; q <= BATCH_TQ_OTHER; q++)
+        g->tq[q] += v->tq[q];
+}
+
+int rollup_add(struct rollup *r, const struct batch_entry *e)
+{
+    struct rollup_group key = {.company_id = e->company_id,
+                               .project_id = e->project_id,
+                               .content_id = e->ar_content_id,
+                               .period = timeutil_period(e->received_ms, TIMEUTIL_HOUR_MS),
+                               .views = 1,
+                               .video_plays = e->video_played,
+                               .duration_sum = e->duration >= 0 ? e->duration : 0,
+                               .duration_count = e->duration >= 0};
+    long gi;
+    bool added;
+
+    key.tq[e->tq] = 1;
+    if ((gi = table_group(&r->hourly, &key, &added)) < 0 ||
+        table_hash(&r->hourly, gi, e->session_hash) < 0)
+        return -ENOMEM;
+    if (!added)
+        add_measures(&r->hourly.groups[gi], &key);
+
+    memset(&key, 0, sizeof(key));
+    key.company_id = e->company_id;
+    key.project_id = e->project_id;
+    key.content_id = e->ar_content_id;
+    key.period = timeutil_period(e->received_ms, TIMEUTIL_DAY_MS);
+    key.views = 1;
+    for (uint32_t d = 0; d < BATCH_DIMS; d++) {
+        key.dim = d;
+        key.value = e->dims[d];
+        if ((gi = table_group(&r->breakdown, &key, &added)) < 0 ||
+            table_hash(&r->breakdown, gi, e->session_hash) < 0)
+            return -ENOMEM;
+        if (!added)
+            r->breakdown.groups[gi].views++;
+    }
+    return 0;
+}
+
+/* Orders the added hashes by group into `sorted` (a counting sort), setting
+ * every group's first and nhashes. */
+static int table_sort(struct rollup_table *t)
+{
+    if (t->nadded > t->sorted_cap) {
+        uint64_t *p = realloc(t->sorted, t->nadded * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        t->sorted = p;
+        t->sorted_cap = t->nadded;
+    }
+    for (size_t i = 0; i < t->n; i++)
+        t->groups[i].nhashes = 0;
+    for (size_t i = 0; i < t->nadded; i++)
+        t->groups[t->member[i]].nhashes++;
+    for (size_t i = 0, at = 0; i < t->n; i++) {
+        t->groups[i].first = at;
+        at += t->groups[i].nhashes;
+        t->groups[i].nhashes = 0; /* counts again as the hashes are placed */
+    }
+    for (size_t i = 0; i < t->nadded; i++) {
+        struct rollup_group *g = &t->groups[t->member[i]];
+        t->sorted[g->first + g->nhashes++] = t->hash[i];
+    }
+    return 0;
+}
+
+/* Writes group `g`'s session sketch as a COPY field; its hashes are left
+ * sorted and distinct (g->nhashes counts them). */
+static void put_sketch(struct copy_row *row, struct rollup_table *t, struct rollup_group *g)
+{
+    uint64_t *h = t->sorted + g->first;
+
+    g->nhashes = hll_sort_unique(h, g->nhashes);
+    hll_write_sketch(h, g->nhashes, copy_row_field(row));
+}
+
+static void put_measures_row(struct strbuf *out, enum rollup_kind kind, struct rollup_table *t,
+                             struct rollup_group *g)
+{
+    bool hourly = kind == ROLLUP_CONTENT_HOURLY || kind == ROLLUP_COMPANY_HOURLY;
+    struct copy_row row;
+
+    copy_row_begin(&row, out);
+    copy_row_int(&row, kind);
+    copy_row_time_ms(&row, g->period * (hourly ? TIMEUTIL_HOUR_MS : TIMEUTIL_DAY_MS));
+    copy_row_int(&row, g->company_id);
+    if (g->content_id) {
+        copy_row_int(&row, g->project_id);
+        copy_row_int(&row, g->content_id);
+    } else {
+        copy_row_null(&row);
+        copy_row_null(&row);
+    }
+    copy_row_int(&row, g->views);
+    put_sketch(&row, t, g);
+    copy_row_int(&row, g->video_plays);
+    copy_row_int(&row, g->duration_sum);
+    copy_row_int(&row, g->duration_count);
+    for (int q = 0; q <= BATCH_TQ_OTHER; q++)
+        copy_row_int(&row, g->tq[q]);
+    copy_row_end(&row);
+}
+
+/* Fills r->derived with the groups of `kind` summed from the hourly groups
+ * (whose hashes rollup_write_measures has left sorted and distinct). */
+static int derive(struct rollup *r, enum rollup_kind kind)
+{
+    struct rollup_table *d = &r->derived;
+
+    table_reset(d);
+    for (size_t i = 0; i < r->hourly.n; i++) {
+        const struct rollup_group *h = &r->hourly.groups[i];
+        struct rollup_group key = *h;
+        bool added;
+        long gi;
+
+        if (kind == ROLLUP_CONTENT_DAILY || kind == ROLLUP_COMPANY_DAILY)
+            key.period = timeutil_period(h->period * TIMEUTIL_HOUR_MS, TIMEUTIL_DAY_MS);
+        if (kind == ROLLUP_COMPANY_HOURLY || kind == ROLLUP_COMPANY_DAILY)
+            key.project_id = key.content_id = 0;
+        if ((gi = table_group(d, &key, &added)) < 0)
+            return -ENOMEM;
+        if (!added)
+            add_measures(&d->groups[gi], h);
+        for (size_t j = 0; j < h->nhashes; j++) {
+            if (table_hash(d, gi, r->hourly.sorted[h->first + j]) < 0)
+                return -ENOMEM;
+        }
+    }
+    return table_sort(d);
+}
+
+/* After a row: out of memory, or the drain's answer once `out` is full. */
+static int row_done(struct strbuf *out, rollup_drain_fn drain, void *arg)
+{
+    if (out->oom)
+        return -ENOMEM;
+    return drain && out->len >= ROLLUP_PIECE ? drain(arg) : 0;
+}
+
+int rollup_write_measures(struct rollup *r, struct strbuf *out, rollup_drain_fn drain, void *arg)
+{
+    int rc = 0;
+
+    if (table_sort(&r->hourly) < 0)
+        return -ENOMEM;
+    for (size_t i = 0; i < r->hourly.n && rc == 0; i++) {
+        put_measures_row(out, ROLLUP_CONTENT_HOURLY, &r->hourly, &r->hourly.groups[i]);
+        rc = row_done(out, drain, arg);
+    }
+    for (int kind = ROLLUP_CONTENT_DAILY; kind < ROLLUP_KINDS && rc == 0; kind++) {
+        if (derive(r, (enum rollup_kind)kind) < 0)
+            return -ENOMEM;
+        for (size_t i = 0; i < r->derived.n && rc == 0; i++) {
+            put_measures_row(out, (enum rollup_kind)kind, &r->derived, &r->derived.groups[i]);
+            rc = row_done(out, drain, arg);
+        }
+    }
+    return rc;
+}
+
+int rollup_write_breakdown(struct rollup *r, const struct batch *b, struct strbuf *out,
+                           rollup_drain_fn drain, void *arg)
+{
+    struct rollup_table *t = &r->breakdown;
+    struct copy_row row;
+    const char *value;
+    size_t len;
+    int rc = 0;
+
+    if (table_sort(t) < 0)
+        return -ENOMEM;
+    for (size_t i = 0; i < t->n && rc == 0; i++) {
+        struct rollup_group *g = &t->groups[i];
+        copy_row_begin(&row, out);
+        copy_row_int(&row, g->period);
+        copy_row_int(&row, g->company_id);
+        copy_row_int(&row, g->project_id);
+        copy_row_int(&row, g->content_id);
+        copy_row_str(&row, batch_dim_names[g->dim]);
+        value = batch_value(b, g->value, &len);
+        copy_row_escaped(&row, value, len);
+        copy_row_int(&row, g->views);
+        put_sketch(&row, t, g);
+        copy_row_end(&row);
+        rc = row_done(out, drain, arg);
+    }
+    return rc;
+}

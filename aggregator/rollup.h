@@ -1,0 +1,98 @@
+/* The rollup deltas of one batch write, computed in the aggregator from the
+ * events it counts: per UTC hour and content (every measure) and per UTC day,
+ * content, dimension and value (the daily breakdown), with HLL sketches of the
+ * session ids. Written as COPY text for the store to merge. Pure. */
+#ifndef ARV_AGGREGATOR_ROLLUP_H
+#define ARV_AGGREGATOR_ROLLUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "batch.h"
+#include "strbuf.h"
+
+/* The per-content and per-company rollups, in the order their deltas are
+ * written (company rows last: they are the rows every batch shares). The
+ * numbers are the `kind` column the store's SQL selects by. */
+enum rollup_kind {
+    ROLLUP_CONTENT_HOURLY = 0,
+    ROLLUP_CONTENT_DAILY = 1,
+    ROLLUP_COMPANY_HOURLY = 2,
+    ROLLUP_COMPANY_DAILY = 3,
+    ROLLUP_KINDS
+};
+
+/* The columns of rollup_write_measures()'s rows, in order: `at` is the hour or the day
+ * (as a UTC midnight); project_id and content_id are NULL in company rows. */
+#define ROLLUP_MEASURE_ROW_COLUMNS                                                                 \
+    "kind, at, company_id, project_id, content_id, views, sessions, video_plays, duration_sum,"    \
+    " duration_count, tq_excellent, tq_good, tq_fair, tq_poor, tq_other"
+
+/* The columns of rollup_write_breakdown()'s rows (day: days since the epoch). */
+#define ROLLUP_BREAKDOWN_ROW_COLUMNS                                                               \
+    "day, company_id, project_id, content_id, dimension, value, views, sessions"
+
+/* One group's sums. */
+struct rollup_group {
+    int64_t company_id; /* key, with period and content_id (and dim, value) */
+    int64_t project_id; /* of the group's first event */
+    int64_t content_id; /* 0 in company groups */
+    int64_t period;     /* hours or days since the epoch */
+    uint32_t dim;       /* breakdown: index into batch_dim_names */
+    uint32_t value;     /* breakdown: interned value id */
+    int64_t views;
+    int64_t video_plays; /* not in the breakdown, like the rest */
+    int64_t duration_sum;
+    int64_t duration_count;
+    int64_t tq[BATCH_TQ_OTHER + 1];
+    size_t first, nhashes; /* its session hashes in the table's `sorted` */
+};
+
+/* Groups of one kind and every (group, session hash) added to them. */
+struct rollup_table {
+    struct rollup_group *groups;
+    size_t n, cap;
+    uint32_t *slots;  /* open addressing: 0 free, else group index + 1 */
+    size_t nslots;    /* a power of two, or 0 */
+    uint32_t *member; /* group of each added hash */
+    uint64_t *hash;   /* the added hashes */
+    size_t nadded, added_cap;
+    uint64_t *sorted; /* the hashes ordered by group (rollup_write_*) */
+    size_t sorted_cap;
+};
+
+struct rollup {
+    struct rollup_table hourly;    /* per hour and content, from the events */
+    struct rollup_table breakdown; /* per day, content, dimension and value */
+    struct rollup_table derived;   /* the other kinds, one at a time, from `hourly` */
+};
+
+/* Initialises empty deltas. */
+void rollup_init(struct rollup *r);
+
+/* Frees their memory. */
+void rollup_deinit(struct rollup *r);
+
+/* Empties them, keeping the allocations. */
+void rollup_reset(struct rollup *r);
+
+/* Counts event entry `e` of batch `b` (content resolved, new, not a bot's).
+ * Returns 0 or -ENOMEM. */
+int rollup_add(struct rollup *r, const struct batch_entry *e);
+
+/* What the writers below call whenever `out` holds ROLLUP_PIECE bytes or
+ * more, to take them away (0), or to stop the writer (< 0, which it returns). */
+typedef int (*rollup_drain_fn)(void *arg);
+#define ROLLUP_PIECE (256 * 1024)
+
+/* Appends one COPY row (ROLLUP_MEASURE_ROW_COLUMNS) per group of every kind to
+ * `out`, calling `drain(arg)` (if not NULL) as it fills. Returns 0, -ENOMEM or what drain
+ * returned. */
+int rollup_write_measures(struct rollup *r, struct strbuf *out, rollup_drain_fn drain, void *arg);
+
+/* Appends one COPY row (ROLLUP_BREAKDOWN_ROW_COLUMNS) per day, content, dimension
+ * and value to `out`, as rollup_write_measures; values are batch `b`'s. */
+int rollup_write_breakdown(struct rollup *r, const struct batch *b, struct strbuf *out,
+                           rollup_drain_fn drain, void *arg);
+
+#endif

@@ -1,0 +1,195 @@
+/* Unit tests for aggregator/rollup.c: per-batch rollup deltas and their
+ * sketches, from batch entries as the store leaves them. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "batch.h"
+#include "hll.h"
+#include "rollup.h"
+
+static const char *const streams[] = {"s"};
+static struct batch b;
+static struct rollup r;
+static struct strbuf out;
+
+static void setup(void)
+{
+    batch_init(&b, streams);
+    rollup_init(&r);
+    strbuf_init(&out);
+}
+
+static void teardown(void)
+{
+    strbuf_deinit(&out);
+    rollup_deinit(&r);
+    batch_deinit(&b);
+}
+
+TestSuite(rollup, .init = setup, .fini = teardown);
+
+/* Adds an event of content `content` (company 7, project 70) received at
+ * `when`, counted as the store would after a dedupe; `extra` is more JSON. */
+static void add(int n, const char *session, long content, const char *when, const char *extra)
+{
+    char json[1024], id[32];
+    snprintf(json, sizeof(json),
+             "{\"event_id\":\"01a2127b-db01-7b91-beb4-%012d\",\"session_id\":\"%s\","
+             "\"ar_content_id\":%ld,\"received_at\":\"%s\"%s}",
+             n, session, content, when, extra);
+    snprintf(id, sizeof(id), "%d-0", n);
+    struct batch_field f[] = {{"v", 1, "1", 1}, {"e", 1, json, strlen(json)}};
+    cr_assert_eq(batch_add(&b, 0, id, strlen(id), f, 2), 0);
+    struct batch_entry *e = &b.entries[b.count - 1];
+    cr_assert_eq(e->kind, BATCH_EVENT, "%s", json);
+    e->ar_content_id = content;
+    e->project_id = 70;
+    e->company_id = 7;
+    cr_assert_eq(rollup_add(&r, e), 0);
+}
+
+static const char s1[] = "7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f";
+static const char s2[] = "00000000-0000-4000-8000-000000000002";
+
+/* The sketch field of `sessions` as rollup writes it. */
+static const char *sketch_of(const char *const *sessions, size_t n)
+{
+    static struct strbuf sb;
+    uint64_t h[8];
+    for (size_t i = 0; i < n; i++) {
+        unsigned char u[16];
+        for (int k = 0, j = 0; k < 16; k++, j += 2) {
+            if (sessions[i][j] == '-')
+                j++;
+            sscanf(sessions[i] + j, "%2hhx", &u[k]);
+        }
+        h[i] = hll_hash(u, 16);
+    }
+    strbuf_deinit(&sb);
+    strbuf_init(&sb);
+    hll_write_sketch(h, hll_sort_unique(h, n), &sb);
+    return sb.data;
+}
+
+/* The line of `text` that starts with `prefix`, or NULL. */
+static char *line_of(const char *text, const char *prefix)
+{
+    static char line[4096];
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        if (strncmp(p, prefix, strlen(prefix)) == 0) {
+            size_t n = strcspn(p, "\n");
+            cr_assert_lt(n, sizeof(line));
+            memcpy(line, p, n);
+            line[n] = '\0';
+            return line;
+        }
+    }
+    return NULL;
+}
+
+Test(rollup, measures_of_every_kind)
+{
+    char want[4096];
+    const char *both[] = {s1, s2}, *one[] = {s1};
+
+    add(1, s1, 5, "2025-11-25T10:10:00Z",
+        ",\"duration_seconds\":10,\"tracking_quality\":\"good\",\"video_played\":true");
+    add(2, s1, 5, "2025-11-25T10:50:00Z", ",\"tracking_quality\":\"meh\"");
+    add(3, s2, 5, "2025-11-25T11:00:00Z", ",\"duration_seconds\":4");
+    add(4, s2, 6, "2025-11-25T23:59:59.999Z", "");
+    cr_assert_eq(rollup_write_measures(&r, &out, NULL, NULL), 0);
+
+    /* Content 5, 10:00: two events of one session; one duration; good + other. */
+    snprintf(want, sizeof(want),
+             "0\t2025-11-25 10:00:00.000+00\t7\t70\t5\t2\t%s\t1\t10\t1\t0\t1\t0\t0\t1",
+             sketch_of(one, 1));
+    cr_assert_str_eq(line_of(out.data, "0\t2025-11-25 10:00"), want);
+    /* Content 5's day: three events, two sessions, durations 10 + 4. */
+    snprintf(want, sizeof(want),
+             "1\t2025-11-25 00:00:00.000+00\t7\t70\t5\t3\t%s\t1\t14\t2\t0\t1\t0\t0\t2",
+             sketch_of(both, 2));
+    cr_assert_str_eq(line_of(out.data, "1\t2025-11-25 00:00:00.000+00\t7\t70\t5\t"), want);
+    /* Company 7 at 23:00 (content 6 only), and its day (all four). */
+    snprintf(want, sizeof(want),
+             "2\t2025-11-25 23:00:00.000+00\t7\t\\N\t\\N\t1\t%s\t0\t0\t0\t0\t0\t0\t0\t1",
+             sketch_of(both + 1, 1));
+    cr_assert_str_eq(line_of(out.data, "2\t2025-11-25 23:00"), want);
+    snprintf(want, sizeof(want),
+             "3\t2025-11-25 00:00:00.000+00\t7\t\\N\t\\N\t4\t%s\t1\t14\t2\t0\t1\t0\t0\t3",
+             sketch_of(both, 2));
+    cr_assert_str_eq(line_of(out.data, "3\t"), want);
+    /* 3 content hours, 2 content days, 3 company hours, 1 company day. */
+    size_t lines = 0;
+    for (const char *p = out.data; *p; p++)
+        lines += *p == '\n';
+    cr_assert_eq(lines, 9, "%s", out.data);
+}
+
+Test(rollup, breakdown_per_dimension_and_value)
+{
+    const char *both[] = {s1, s2};
+    char want[512];
+
+    add(1, s1, 5, "2025-11-25T10:10:00Z", ",\"device_type\":\"mobile\",\"city\":\"K\\\\oln\"");
+    add(2, s2, 5, "2025-11-25T12:10:00Z", ",\"device_type\":\"mobile\"");
+    cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
+    /* 2025-11-25 is day 20417. */
+    snprintf(want, sizeof(want), "20417\t7\t70\t5\tdevice_type\tmobile\t2\t%s", sketch_of(both, 2));
+    cr_assert_str_eq(line_of(out.data, "20417\t7\t70\t5\tdevice_type\t"), want);
+    /* A missing value counts as "unknown"; values stay COPY-escaped. */
+    cr_assert(line_of(out.data, "20417\t7\t70\t5\tbrowser\tunknown\t2\t"), "%s", out.data);
+    cr_assert(line_of(out.data, "20417\t7\t70\t5\tcity\tK\\\\oln\t1\t"), "%s", out.data);
+    cr_assert(line_of(out.data, "20417\t7\t70\t5\tcity\tunknown\t1\t"), "%s", out.data);
+    cr_assert_null(line_of(out.data, "20417\t7\t70\t5\tvideo"));
+}
+
+/* A drain that moves what was written into `taken`. */
+static struct strbuf taken;
+static int drains;
+static int take(void *arg)
+{
+    struct strbuf *o = arg;
+    strbuf_append(&taken, o->data, o->len);
+    strbuf_reset(o);
+    drains++;
+    return 0;
+}
+
+static int refuse(void *arg)
+{
+    (void)arg;
+    return -5;
+}
+
+Test(rollup, drained_output_is_the_same)
+{
+    struct rollup whole;
+    struct strbuf all;
+
+    strbuf_init(&taken);
+    strbuf_init(&all);
+    rollup_init(&whole);
+    for (int i = 0; i < 3000; i++) {
+        add(i, i % 2 ? s1 : s2, 1000 + i, "2025-11-25T10:10:00Z", "");
+        cr_assert_eq(rollup_add(&whole, &b.entries[b.count - 1]), 0);
+    }
+    cr_assert_eq(rollup_write_measures(&r, &out, take, &out), 0);
+    cr_assert_eq(rollup_write_breakdown(&r, &b, &out, take, &out), 0);
+    take(&out);
+    cr_assert_gt(drains, 3);
+    cr_assert_eq(rollup_write_measures(&whole, &all, NULL, NULL), 0);
+    cr_assert_eq(rollup_write_breakdown(&whole, &b, &all, NULL, NULL), 0);
+    cr_assert_eq(taken.len, all.len);
+    cr_assert_eq(memcmp(taken.data, all.data, all.len), 0);
+    /* A drain that fails stops the writer with its answer. */
+    rollup_reset(&whole);
+    cr_assert_eq(rollup_add(&whole, &b.entries[0]), 0);
+    strbuf_reset(&all);
+    for (int i = 1; i < 3000; i++)
+        cr_assert_eq(rollup_add(&whole, &b.entries[i]), 0);
+    cr_assert_eq(rollup_write_measures(&whole, &all, refuse, NULL), -5);
+    rollup_deinit(&whole);
+    strbuf_deinit(&all);
+    strbuf_deinit(&taken);
+}
