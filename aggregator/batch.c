@@ -44,6 +44,7 @@ void batch_deinit(struct batch *b)
     free(b->entries);
     free(b->vals);
     free(b->val_slots);
+    free(b->key_slots);
     strbuf_deinit(&b->rows);
     strbuf_deinit(&b->scratch);
     strbuf_deinit(&b->values);
@@ -151,29 +152,22 @@ static int values_grow(struct batch *b)
 }
 
 /* The id of breakdown value `s` ("" or NULL counts as "unknown", like the
- * rebuild's coalesce), interning it COPY-escaped; -ENOMEM. */
+ * rebuild's coalesce), interning it; -ENOMEM. */
 static int64_t value_intern(struct batch *b, const char *s)
 {
-    size_t n, off = b->values.len, k;
+    size_t n, k;
     uint32_t h;
 
     if (!s || !*s)
         s = "unknown";
-    /* Escaped first: the table compares the bytes as they will be sent. */
-    copy_escape(&b->values, s, strlen(s));
-    if (b->values.oom)
-        return -ENOMEM;
-    n = b->values.len - off;
-    h = value_hash(b->values.data + off, n);
+    n = strlen(s);
+    h = value_hash(s, n);
     if (2 * (b->nvals + 1) > b->nslots && values_grow(b) < 0)
         return -ENOMEM;
     for (k = h & (b->nslots - 1); b->val_slots[k]; k = (k + 1) & (b->nslots - 1)) {
         const struct batch_value *v = &b->vals[b->val_slots[k] - 1];
-        if (v->hash == h && v->len == n &&
-            memcmp(b->values.data + v->off, b->values.data + off, n) == 0) {
-            b->values.len = off; /* known: drop the copy */
+        if (v->hash == h && v->len == n && memcmp(b->values.data + v->off, s, n) == 0)
             return b->val_slots[k] - 1;
-        }
     }
     if (b->nvals == b->vals_cap) {
         size_t cap = b->vals_cap ? b->vals_cap * 2 : 64;
@@ -183,7 +177,10 @@ static int64_t value_intern(struct batch *b, const char *s)
         b->vals = p;
         b->vals_cap = cap;
     }
-    b->vals[b->nvals] = (struct batch_value){.off = off, .len = n, .hash = h};
+    b->vals[b->nvals] = (struct batch_value){.off = b->values.len, .len = n, .hash = h};
+    strbuf_append(&b->values, s, n);
+    if (b->values.oom)
+        return -ENOMEM;
     b->val_slots[k] = (uint32_t)++b->nvals;
     return (int64_t)b->nvals - 1;
 }
@@ -455,8 +452,15 @@ int batch_resolve(struct batch *b, size_t first, size_t n)
 
     while (nslots < 2 * n)
         nslots *= 2;
-    if (!(slots = calloc(nslots, sizeof(*slots))))
-        return -ENOMEM;
+    if (nslots > b->nkey_slots) {
+        free(b->key_slots);
+        b->nkey_slots = 0;
+        if (!(b->key_slots = malloc(nslots * sizeof(*b->key_slots))))
+            return -ENOMEM;
+        b->nkey_slots = nslots;
+    }
+    slots = b->key_slots;
+    memset(slots, 0, nslots * sizeof(*slots));
     for (size_t i = first; i < first + n; i++) {
         struct batch_entry *e = &b->entries[i];
         bool known;
@@ -490,6 +494,5 @@ int batch_resolve(struct batch *b, size_t first, size_t n)
         if (!e->repeat)
             slots[k] = (uint32_t)i + 1;
     }
-    free(slots);
     return 0;
 }

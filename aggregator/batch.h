@@ -99,11 +99,13 @@ struct batch {
     size_t cap;
     struct strbuf rows;       /* COPY text: payloads, event rows, dead-letter rows */
     struct strbuf scratch;    /* one undecodable entry's fields as JSON */
-    struct strbuf values;     /* interned breakdown values, COPY-escaped */
+    struct strbuf values;     /* interned breakdown values */
     struct batch_value *vals; /* `nvals` interned values; id = index */
     size_t nvals, vals_cap;
-    uint32_t *val_slots;     /* open addressing: 0 free, else id + 1 */
-    size_t nslots;           /* a power of two, or 0 */
+    uint32_t *val_slots; /* open addressing: 0 free, else id + 1 */
+    size_t nslots;       /* a power of two, or 0 */
+    uint32_t *key_slots; /* batch_resolve's table of event ids, kept for the next */
+    size_t nkey_slots;
     size_t invalid;          /* entries that did not decode (dead letters) */
     size_t dead;             /* entries dead-lettered for any reason */
     int64_t min_received_ms; /* over decoded events; 0 when there are none */
@@ -170,7 +172,7 @@ int batch_reject(struct batch *b, size_t i, const char *reason, const char *deta
  * without one) and marks the repeats among them. Returns 0 or -ENOMEM. */
 int batch_resolve(struct batch *b, size_t first, size_t n);
 
-/* The interned breakdown value `id` (COPY-escaped, `*len` bytes). */
+/* The interned breakdown value `id` (`*len` bytes, not NUL-terminated). */
 const char *batch_value(const struct batch *b, uint32_t id, size_t *len);
 
 /* Writes the stream encoding of the entry's fields as one JSON object

@@ -4,7 +4,8 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
+
+#include "timeutil.h"
 
 static const char replacement_char[] = "\xEF\xBF\xBD"; /* U+FFFD */
 
@@ -54,6 +55,12 @@ void copy_escape(struct strbuf *out, const char *s, size_t n)
     while (i < n) {
         const char *esc = NULL;
         size_t seq = 1;
+
+        /* Printable ASCII other than the backslash is copied as is. */
+        while (i < n && p[i] >= 0x20 && p[i] < 0x80 && p[i] != '\\')
+            i++;
+        if (i == n)
+            break;
 
         switch (p[i]) {
         case '\\':
@@ -137,10 +144,31 @@ void copy_row_opt_str(struct copy_row *row, const char *s)
         copy_row_text(row, s, strlen(s));
 }
 
+void copy_row_continue(struct copy_row *row, struct strbuf *out)
+{
+    row->out = out;
+    row->nfields = 1;
+}
+
+/* Writes the decimal digits of v backwards, ending at `end`; returns the first. */
+static char *put_digits(char *end, unsigned long long v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
 void copy_row_int(struct copy_row *row, long long v)
 {
+    char buf[24], *end = buf + sizeof(buf);
+    char *p = put_digits(end, v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v);
+
+    if (v < 0)
+        *--p = '-';
     copy_row_sep(row);
-    strbuf_printf(row->out, "%lld", v);
+    strbuf_append(row->out, p, (size_t)(end - p));
 }
 
 void copy_row_bool(struct copy_row *row, bool v)
@@ -149,35 +177,47 @@ void copy_row_bool(struct copy_row *row, bool v)
     strbuf_putc(row->out, v ? 't' : 'f');
 }
 
+/* Writes v as exactly `width` digits (zero-padded) at p. */
+static void put_fixed(char *p, unsigned v, int width)
+{
+    for (int i = width - 1; i >= 0; i--, v /= 10)
+        p[i] = (char)('0' + v % 10);
+}
+
 bool copy_format_time_ms(int64_t ms, char *out, size_t outlen)
 {
     /* Floor division so times before 1970 keep a positive millisecond part. */
-    int64_t secs = ms / 1000;
-    int64_t frac = ms % 1000;
-    struct tm tm;
+    int64_t days = timeutil_period(ms, TIMEUTIL_DAY_MS), in_day, y;
+    unsigned m, d, secs;
 
-    if (frac < 0) {
-        frac += 1000;
-        secs -= 1;
-    }
-    time_t t = (time_t)secs;
-    if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999)
+    /* Years 0 to 9999: 0000-01-01 is day -719528, 9999-12-31 day 2932896. */
+    if (days < -719528 || days > 2932896 || outlen < sizeof("2026-11-25 10:00:00.123+00"))
         return false;
-    int n = snprintf(out, outlen, "%04d-%02d-%02d %02d:%02d:%02d.%03d+00", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
-    return n > 0 && (size_t)n < outlen;
+    in_day = ms - days * TIMEUTIL_DAY_MS;
+    secs = (unsigned)(in_day / 1000);
+    timeutil_civil_from_days(days, &y, &m, &d);
+    /* "YYYY-MM-DD HH:MM:SS.mmm+00" */
+    memcpy(out, "0000-00-00 00:00:00.000+00", sizeof("0000-00-00 00:00:00.000+00"));
+    put_fixed(out, (unsigned)y, 4);
+    put_fixed(out + 5, m, 2);
+    put_fixed(out + 8, d, 2);
+    put_fixed(out + 11, secs / 3600, 2);
+    put_fixed(out + 14, secs / 60 % 60, 2);
+    put_fixed(out + 17, secs % 60, 2);
+    put_fixed(out + 20, (unsigned)(in_day % 1000), 3);
+    return true;
 }
 
 void copy_row_time_ms(struct copy_row *row, int64_t ms)
 {
-    char buf[48];
+    char buf[32];
 
     if (!copy_format_time_ms(ms, buf, sizeof(buf))) {
         copy_row_null(row);
         return;
     }
     copy_row_sep(row);
-    strbuf_puts(row->out, buf);
+    strbuf_append(row->out, buf, sizeof("2026-11-25 10:00:00.123+00") - 1);
 }
 
 void copy_row_end(struct copy_row *row)

@@ -23,6 +23,9 @@ void copy_escape(struct strbuf *out, const char *s, size_t n);
 /* Starts a row on `out` (borrowed, must outlive the row). */
 void copy_row_begin(struct copy_row *row, struct strbuf *out);
 
+/* Continues on `out` a row whose first fields are already there (at least
+ * one, without the newline). */
+void copy_row_continue(struct copy_row *row, struct strbuf *out);
 /* Field writers: each appends one field (with the tab before it when it is not
  * the first). Strings are borrowed and copied. */
 void copy_row_null(struct copy_row *row);

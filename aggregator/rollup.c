@@ -46,19 +46,22 @@ void rollup_reset(struct rollup *r)
     table_reset(&r->breakdown);
 }
 
-static uint64_t mix(uint64_t h, uint64_t v)
+/* MurmurHash3's 64-bit finalizer: every input bit reaches every output bit. */
+static uint64_t fmix(uint64_t h)
 {
-    h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
-    return h;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    return h ^ (h >> 33);
 }
 
 static uint64_t key_hash(const struct rollup_group *g)
 {
-    uint64_t h =
-        mix(mix(mix(0, (uint64_t)g->company_id), (uint64_t)g->content_id), (uint64_t)g->period);
+    uint64_t h = fmix((uint64_t)g->period ^ ((uint64_t)g->dim << 32 | g->value));
 
-    h = mix(h, ((uint64_t)g->dim << 32) | g->value);
-    return h ^ (h >> 29);
+    h = fmix(h ^ (uint64_t)g->content_id);
+    return fmix(h ^ (uint64_t)g->company_id);
 }
 
 static bool same_key(const struct rollup_group *a, const struct rollup_group *b)
@@ -325,7 +328,7 @@ int rollup_write_breakdown(struct rollup *r, const struct batch *b, struct strbu
         copy_row_int(&row, g->content_id);
         copy_row_str(&row, batch_dim_names[g->dim]);
         value = batch_value(b, g->value, &len);
-        copy_row_escaped(&row, value, len);
+        copy_row_text(&row, value, len);
         copy_row_int(&row, g->views);
         put_sketch(&row, t, g);
         copy_row_end(&row);

@@ -570,6 +570,7 @@ static enum store_status write_ids(struct store *s, struct batch *b, size_t firs
 static enum store_status write_raw(struct store *s, struct batch *b, size_t first, size_t n)
 {
     enum store_status st = STORE_OK;
+    struct copy_row row;
     bool started = false;
 
     strbuf_reset(&s->rows);
@@ -586,8 +587,11 @@ static enum store_status write_raw(struct store *s, struct batch *b, size_t firs
             started = true;
         }
         strbuf_append(&s->rows, b->rows.data + e->row_off, e->row_len);
-        strbuf_printf(&s->rows, "\t%" PRId64 "\t%" PRId64 "\t%" PRId64 "\n", e->ar_content_id,
-                      e->project_id, e->company_id);
+        copy_row_continue(&row, &s->rows);
+        copy_row_int(&row, e->ar_content_id);
+        copy_row_int(&row, e->project_id);
+        copy_row_int(&row, e->company_id);
+        copy_row_end(&row);
         if (!e->is_bot && rollup_add(&s->rollup, e) < 0)
             st = store_oom(s);
         else

@@ -97,5 +97,5 @@ void timeutil_format_date(int64_t days, char *out, size_t outlen)
 
 int64_t timeutil_period(int64_t ms, int64_t unit)
 {
-    return ms >= 0 ? ms / unit : (ms - unit + 1) / unit;
+    return ms >= 0 ? ms / unit : -1 - (-(ms + 1)) / unit; /* no overflow at INT64_MIN */
 }

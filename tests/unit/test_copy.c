@@ -106,6 +106,16 @@ Test(copy, full_row)
     copy_row_int(&row, 1);
     copy_row_end(&row);
     cr_assert_str_eq(sb.data, "42\t-7\tt\tf\tBer\\tlin\\n\t\\N\t2025-11-25 10:00:00.123+00\n1\n");
+    strbuf_reset(&sb);
+    copy_row_begin(&row, &sb);
+    copy_row_int(&row, 0);
+    copy_row_int(&row, INT64_MIN);
+    copy_row_int(&row, INT64_MAX);
+    /* A row continued after fields written elsewhere. */
+    copy_row_continue(&row, &sb);
+    copy_row_int(&row, 5);
+    copy_row_end(&row);
+    cr_assert_str_eq(sb.data, "0\t-9223372036854775808\t9223372036854775807\t5\n");
 }
 
 Test(copy, time_formatting)
@@ -120,6 +130,13 @@ Test(copy, time_formatting)
     cr_assert_str_eq(buf, "2000-02-29 00:00:00.000+00");
     cr_assert_not(copy_format_time_ms(INT64_C(253402300800000), buf, sizeof(buf))); /* year 10000 */
     cr_assert_not(copy_format_time_ms(0, buf, 10));
+    cr_assert(copy_format_time_ms(-62167219200000LL, buf, sizeof(buf)));
+    cr_assert_str_eq(buf, "0000-01-01 00:00:00.000+00");
+    cr_assert_not(copy_format_time_ms(-62167219200001LL, buf, sizeof(buf))); /* year -1 */
+    cr_assert(copy_format_time_ms(253402300799999LL, buf, sizeof(buf)));
+    cr_assert_str_eq(buf, "9999-12-31 23:59:59.999+00");
+    cr_assert_not(copy_format_time_ms(INT64_MIN, buf, sizeof(buf)));
+    cr_assert_not(copy_format_time_ms(INT64_MAX, buf, sizeof(buf)));
 }
 
 Test(copy, out_of_range_time_is_null)

@@ -48,4 +48,6 @@ Test(timeutil, period_is_a_floor_division)
     cr_assert_eq(timeutil_period(-TIMEUTIL_DAY_MS, TIMEUTIL_DAY_MS), -1);
     cr_assert_eq(timeutil_period(-TIMEUTIL_DAY_MS - 1, TIMEUTIL_DAY_MS), -2);
     cr_assert_eq(timeutil_period(1764064800123LL, TIMEUTIL_HOUR_MS), 490018);
+    cr_assert_eq(timeutil_period(INT64_MIN, TIMEUTIL_DAY_MS), -106751991168LL);
+    cr_assert_eq(timeutil_period(INT64_MAX, TIMEUTIL_DAY_MS), 106751991167LL);
 }
