@@ -35,6 +35,10 @@ bad=$(agg_check_rollups) || it_fail "rollup check failed to run"
 [ "$bad" = 0 ] || it_fail "rollups differ from raw rows: $bad"
 [ "$(it_psql "SELECT count(*) FROM analytics.dead_letters WHERE reason = 'unknown_content'")" = "$unknown" ] ||
     it_fail "unknown_content dead letters: expected $unknown"
+# Their payloads were read back from the stream: each is its event's JSON.
+[ "$(it_psql "SELECT count(*) FROM analytics.dead_letters WHERE reason = 'unknown_content'
+              AND (payload::json->>'event_id') ~ '^[0-9a-f-]{36}$'")" = "$unknown" ] ||
+    it_fail "unknown_content dead letters without their event's payload"
 [ "$(it_psql "SELECT count(*) FROM analytics.dead_letters WHERE reason = 'invalid_payload'")" = "$invalid" ] ||
     it_fail "invalid_payload dead letters: expected $invalid"
 days=$(it_psql "SELECT count(DISTINCT day) FROM analytics.rollup_company_daily")
