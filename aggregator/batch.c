@@ -264,9 +264,8 @@ static enum batch_tq tq_class(const char *tq)
  * the rollups need of it. */
 static int put_event(struct batch *b, struct batch_entry *e, const struct event *ev, bool is_bot)
 {
-    struct copy_row row;
     char ip[IP_ANON_MAX];
-    unsigned char session[16];
+    unsigned char session[16], event_id[16];
     const char *dims[BATCH_DIMS] = {ev->device_type, ev->browser, ev->os,
                                     ev->country,     ev->city,    ev->tracking_quality};
 
@@ -292,34 +291,33 @@ static int put_event(struct batch *b, struct batch_entry *e, const struct event 
     }
 
     e->row_off = b->rows.len;
-    copy_row_begin(&row, &b->rows);
-    copy_row_str(&row, ev->event_id);
-    copy_row_str(&row, ev->session_id);
-    copy_row_opt_str(&row, ev->user_agent);
-    copy_row_opt_str(&row, ev->device_type);
-    copy_row_opt_str(&row, ev->browser);
-    copy_row_opt_str(&row, ev->os);
+    uuid_bytes(ev->event_id, event_id);
+    copy_bin_bytes(&b->rows, event_id, sizeof(event_id));
+    copy_bin_bytes(&b->rows, session, sizeof(session));
+    copy_bin_opt_str(&b->rows, ev->user_agent);
+    copy_bin_opt_str(&b->rows, ev->device_type);
+    copy_bin_opt_str(&b->rows, ev->browser);
+    copy_bin_opt_str(&b->rows, ev->os);
     /* Anonymised before storage; an address that does not parse is dropped. */
     if (b->store_full_ip)
-        copy_row_opt_str(&row, ev->ip);
+        copy_bin_inet(&b->rows, ev->ip);
     else
-        copy_row_opt_str(&row, ip_anon(ev->ip, ip, sizeof(ip)) ? ip : NULL);
-    copy_row_opt_str(&row, ev->country);
-    copy_row_opt_str(&row, ev->city);
+        copy_bin_inet(&b->rows, ip_anon(ev->ip, ip, sizeof(ip)) ? ip : NULL);
+    copy_bin_opt_str(&b->rows, ev->country);
+    copy_bin_opt_str(&b->rows, ev->city);
     if (ev->duration_seconds >= 0)
-        copy_row_int(&row, ev->duration_seconds);
+        copy_bin_int4(&b->rows, ev->duration_seconds);
     else
-        copy_row_null(&row);
-    copy_row_opt_str(&row, ev->tracking_quality);
-    copy_row_bool(&row, ev->video_played);
-    copy_row_time_ms(&row, ev->received_at_ms); /* created_at */
+        copy_bin_null(&b->rows);
+    copy_bin_opt_str(&b->rows, ev->tracking_quality);
+    copy_bin_bool(&b->rows, ev->video_played);
+    copy_bin_time_ms(&b->rows, ev->received_at_ms); /* created_at */
     if (ev->occurred_at_ms != 0)
-        copy_row_time_ms(&row, ev->occurred_at_ms);
+        copy_bin_time_ms(&b->rows, ev->occurred_at_ms);
     else
-        copy_row_null(&row);
-    copy_row_time_ms(&row, ev->received_at_ms);
-    copy_row_bool(&row, is_bot);
-    /* No copy_row_end: the store appends the content columns. */
+        copy_bin_null(&b->rows);
+    copy_bin_time_ms(&b->rows, ev->received_at_ms);
+    copy_bin_bool(&b->rows, is_bot);
     e->row_len = b->rows.len - e->row_off;
     return 0;
 }
@@ -439,10 +437,11 @@ int batch_reject(struct batch *b, size_t i, const char *reason, const char *deta
     return b->rows.oom || b->scratch.oom ? -ENOMEM : 0;
 }
 
-/* Hash of an event entry's company and event id (its row's first 36 bytes). */
+/* Hash of an event entry's company and event id (its row's first field). */
 static uint32_t event_key_hash(const struct batch *b, const struct batch_entry *e)
 {
-    return value_hash(b->rows.data + e->row_off, 36) ^ (uint32_t)(e->company_id * 2654435761u);
+    return value_hash(b->rows.data + e->row_off, BATCH_EVENT_ID_FIELD) ^
+           (uint32_t)(e->company_id * 2654435761u);
 }
 
 int batch_resolve(struct batch *b, size_t first, size_t n)
@@ -486,7 +485,8 @@ int batch_resolve(struct batch *b, size_t first, size_t n)
         for (k = event_key_hash(b, e) & (nslots - 1); slots[k]; k = (k + 1) & (nslots - 1)) {
             const struct batch_entry *o = &b->entries[slots[k] - 1];
             if (o->company_id == e->company_id &&
-                memcmp(b->rows.data + o->row_off, b->rows.data + e->row_off, 36) == 0) {
+                memcmp(b->rows.data + o->row_off, b->rows.data + e->row_off,
+                       BATCH_EVENT_ID_FIELD) == 0) {
                 e->repeat = true;
                 break;
             }

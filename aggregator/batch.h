@@ -34,6 +34,11 @@ extern const char *const batch_dim_names[BATCH_DIMS];
     "event_id, session_id, user_agent, device_type, browser, os, ip_address, country, city,"       \
     " duration_seconds, tracking_quality, video_played, created_at, occurred_at, received_at,"     \
     " is_bot, ar_content_id, project_id, company_id"
+#define BATCH_RAW_NFIELDS 19
+
+/* An event's row starts with its event id as a COPY binary field: the length
+ * (16) and the uuid's bytes. */
+#define BATCH_EVENT_ID_FIELD 20
 
 /* The columns of a dead-letter row (batch_entry of kind BATCH_DEAD). */
 #define BATCH_DEAD_COLUMNS "stream, entry_id, reason, detail, payload"
@@ -64,10 +69,10 @@ struct batch_entry {
     bool payload_kept;               /* payload_off/len are set: see batch_set_payload */
     size_t row_off, row_len;         /* in `rows`: see below */
     size_t payload_off, payload_len; /* its payload in `rows`, COPY-escaped */
-    /* An event's row is its raw-table row up to is_bot (BATCH_RAW_COLUMNS)
-     * without the tab, content columns and newline that end it; it starts
-     * with the event id's 36 characters. A dead letter's row is the whole
-     * dead-letter row (BATCH_DEAD_COLUMNS) with its newline. */
+    /* An event's row is its raw-table row in COPY binary format
+     * (copy.h): its fields up to is_bot (BATCH_RAW_COLUMNS), without the
+     * tuple's field count and the content columns. A dead letter's row is the
+     * whole dead-letter row (BATCH_DEAD_COLUMNS) in COPY text format. */
     int64_t received_ms;       /* event: collector clock */
     int64_t content_id;        /* event: as sent; 0 when named by unique id */
     size_t uid_off, uid_len;   /* event: the unique id's raw bytes in `rows` */

@@ -1,6 +1,7 @@
-/* PostgreSQL COPY text-format encoding: escaping, NULLs, rows. Pure. */
+/* PostgreSQL COPY encoding, text (escaping, NULLs, rows) and binary. Pure. */
 #include "copy.h"
 
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -144,12 +145,6 @@ void copy_row_opt_str(struct copy_row *row, const char *s)
         copy_row_text(row, s, strlen(s));
 }
 
-void copy_row_continue(struct copy_row *row, struct strbuf *out)
-{
-    row->out = out;
-    row->nfields = 1;
-}
-
 /* Writes the decimal digits of v backwards, ending at `end`; returns the first. */
 static char *put_digits(char *end, unsigned long long v)
 {
@@ -169,12 +164,6 @@ void copy_row_int(struct copy_row *row, long long v)
         *--p = '-';
     copy_row_sep(row);
     strbuf_append(row->out, p, (size_t)(end - p));
-}
-
-void copy_row_bool(struct copy_row *row, bool v)
-{
-    copy_row_sep(row);
-    strbuf_putc(row->out, v ? 't' : 'f');
 }
 
 /* Writes v as exactly `width` digits (zero-padded) at p. */
@@ -224,4 +213,83 @@ void copy_row_end(struct copy_row *row)
 {
     strbuf_putc(row->out, '\n');
     row->nfields = 0;
+}
+
+/* Appends v in network order. */
+static void put_be(struct strbuf *out, uint64_t v, int bytes)
+{
+    char b[8];
+
+    for (int i = bytes - 1; i >= 0; i--, v >>= 8)
+        b[i] = (char)(v & 0xff);
+    strbuf_append(out, b, (size_t)bytes);
+}
+
+void copy_bin_tuple(struct strbuf *out, int nfields)
+{
+    put_be(out, (uint64_t)nfields, 2);
+}
+
+void copy_bin_trailer(struct strbuf *out)
+{
+    put_be(out, 0xffff, 2);
+}
+
+void copy_bin_null(struct strbuf *out)
+{
+    put_be(out, 0xffffffffu, 4);
+}
+
+void copy_bin_bytes(struct strbuf *out, const void *s, size_t n)
+{
+    put_be(out, n, 4);
+    strbuf_append(out, s, n);
+}
+
+void copy_bin_opt_str(struct strbuf *out, const char *s)
+{
+    if (!s || !*s)
+        copy_bin_null(out);
+    else
+        copy_bin_bytes(out, s, strlen(s));
+}
+
+void copy_bin_int4(struct strbuf *out, int32_t v)
+{
+    put_be(out, 4, 4);
+    put_be(out, (uint32_t)v, 4);
+}
+
+void copy_bin_int8(struct strbuf *out, int64_t v)
+{
+    put_be(out, 8, 4);
+    put_be(out, (uint64_t)v, 8);
+}
+
+void copy_bin_bool(struct strbuf *out, bool v)
+{
+    put_be(out, 1, 4);
+    strbuf_putc(out, v ? 1 : 0);
+}
+
+void copy_bin_time_ms(struct strbuf *out, int64_t ms)
+{
+    /* Microseconds since 2000-01-01 00:00:00 UTC, PostgreSQL's epoch. */
+    copy_bin_int8(out, (ms - INT64_C(946684800000)) * 1000);
+}
+
+void copy_bin_inet(struct strbuf *out, const char *ip)
+{
+    unsigned char b[4 + 16];
+
+    /* family (PGSQL_AF_INET 2, PGSQL_AF_INET6 3), bits, is_cidr, size, address */
+    if (ip && inet_pton(AF_INET, ip, b + 4) == 1) {
+        memcpy(b, "\x02\x20\x00\x04", 4);
+        copy_bin_bytes(out, b, 8);
+    } else if (ip && inet_pton(AF_INET6, ip, b + 4) == 1) {
+        memcpy(b, "\x03\x80\x00\x10", 4);
+        copy_bin_bytes(out, b, 20);
+    } else {
+        copy_bin_null(out);
+    }
 }

@@ -1,5 +1,5 @@
-/* PostgreSQL COPY text-format encoding (pure): escapes field values, writes \N
- * for NULL, and builds tab-separated rows ended by a newline. */
+/* PostgreSQL COPY encoding (pure): text format (escaped values, \N for NULL,
+ * tab-separated rows ended by a newline) and binary format. */
 #ifndef ARV_AGGREGATOR_COPY_H
 #define ARV_AGGREGATOR_COPY_H
 
@@ -23,9 +23,6 @@ void copy_escape(struct strbuf *out, const char *s, size_t n);
 /* Starts a row on `out` (borrowed, must outlive the row). */
 void copy_row_begin(struct copy_row *row, struct strbuf *out);
 
-/* Continues on `out` a row whose first fields are already there (at least
- * one, without the newline). */
-void copy_row_continue(struct copy_row *row, struct strbuf *out);
 /* Field writers: each appends one field (with the tab before it when it is not
  * the first). Strings are borrowed and copied. */
 void copy_row_null(struct copy_row *row);
@@ -40,7 +37,6 @@ void copy_row_str(struct copy_row *row, const char *s);
 /* NUL-terminated text where "" (or NULL) means absent and is written as \N. */
 void copy_row_opt_str(struct copy_row *row, const char *s);
 void copy_row_int(struct copy_row *row, long long v);
-void copy_row_bool(struct copy_row *row, bool v);
 /* A timestamptz from ms since the epoch, as "2026-11-25 10:00:00.123+00". */
 void copy_row_time_ms(struct copy_row *row, int64_t ms);
 
@@ -50,5 +46,26 @@ void copy_row_end(struct copy_row *row);
 /* Formats `ms` since the epoch as "YYYY-MM-DD HH:MM:SS.mmm+00" (UTC) into `out`
  * (at least 32 bytes). Returns false if the year is out of 0..9999. */
 bool copy_format_time_ms(int64_t ms, char *out, size_t outlen);
+
+/* COPY binary format (FORMAT binary): the stream starts with
+ * COPY_BINARY_HEADER and ends with copy_bin_trailer(); each row is
+ * copy_bin_tuple() then one field per column, every value in network order.
+ * Strings are sent as they are: the caller guarantees valid UTF-8. */
+#define COPY_BINARY_HEADER     "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0"
+#define COPY_BINARY_HEADER_LEN 19
+void copy_bin_tuple(struct strbuf *out, int nfields);
+void copy_bin_trailer(struct strbuf *out);
+void copy_bin_null(struct strbuf *out);
+/* text (NULL when `s` is NULL or empty), bytea or any value already in its binary form */
+void copy_bin_bytes(struct strbuf *out, const void *s, size_t n);
+void copy_bin_opt_str(struct strbuf *out, const char *s);
+void copy_bin_int4(struct strbuf *out, int32_t v);
+void copy_bin_int8(struct strbuf *out, int64_t v);
+void copy_bin_bool(struct strbuf *out, bool v);
+/* A timestamptz from ms since the epoch. */
+void copy_bin_time_ms(struct strbuf *out, int64_t ms);
+/* An inet from an address in text (IPv4 or IPv6, no prefix); NULL if it does
+ * not parse. */
+void copy_bin_inet(struct strbuf *out, const char *ip);
 
 #endif

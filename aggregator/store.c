@@ -429,6 +429,24 @@ static enum store_status copy_end(struct store *s, enum store_status st)
     return st;
 }
 
+/* copy_begin for a COPY ... (FORMAT binary): the stream's header goes first. */
+static enum store_status copy_begin_binary(struct store *s, const char *sql)
+{
+    enum store_status st = copy_begin(s, sql);
+
+    if (st == STORE_OK)
+        strbuf_append(&s->rows, COPY_BINARY_HEADER, COPY_BINARY_HEADER_LEN);
+    return st;
+}
+
+/* copy_end for a COPY ... (FORMAT binary): the trailer goes last. */
+static enum store_status copy_end_binary(struct store *s, enum store_status st)
+{
+    if (st == STORE_OK)
+        copy_bin_trailer(&s->rows);
+    return copy_end(s, st);
+}
+
 /* Runs `sql` in the open transaction; `*res` gets its result (cleared by the
  * caller) when it returns rows. */
 static enum store_status run(struct store *s, const char *sql, PGresult **res)
@@ -498,28 +516,26 @@ static long collect_days(struct store *s, const struct batch *b, size_t first, s
 static enum store_status copy_ids(struct store *s, struct batch *b, size_t first, size_t n,
                                   const char *sql, bool indexed, size_t *nkeys)
 {
-    enum store_status st = copy_begin(s, sql);
+    enum store_status st = copy_begin_binary(s, sql);
 
     *nkeys = 0;
     if (st != STORE_OK)
         return st;
     for (size_t i = first; i < first + n && st == STORE_OK; i++) {
         struct batch_entry *e = &b->entries[i];
-        struct copy_row row;
         if (!to_look_up(e))
             continue;
         e->counted = true;
-        copy_row_begin(&row, &s->rows);
+        copy_bin_tuple(&s->rows, indexed ? 4 : 3);
         if (indexed)
-            copy_row_int(&row, (long long)i);
-        copy_row_int(&row, e->company_id);
-        copy_row_escaped(&row, b->rows.data + e->row_off, 36);
-        copy_row_time_ms(&row, e->received_ms);
-        copy_row_end(&row);
+            copy_bin_int4(&s->rows, (int32_t)i);
+        copy_bin_int8(&s->rows, e->company_id);
+        strbuf_append(&s->rows, b->rows.data + e->row_off, BATCH_EVENT_ID_FIELD);
+        copy_bin_time_ms(&s->rows, e->received_ms);
         ++*nkeys;
         st = copy_send(s, false);
     }
-    return copy_end(s, st);
+    return copy_end_binary(s, st);
 }
 
 /* Round trips 1 to 3: BEGIN, the day locks and the batch's event ids. Most
@@ -540,9 +556,9 @@ static enum store_status write_ids(struct store *s, struct batch *b, size_t firs
     strbuf_reset(&s->sql);
     strbuf_puts(&s->sql, "BEGIN; ");
     store_build_lock_sql(&s->sql, s->days, (size_t)ndays);
-    strbuf_puts(&s->sql,
-                "; SAVEPOINT ids;"
-                " COPY analytics.event_ids (company_id, event_id, received_at) FROM STDIN");
+    strbuf_puts(&s->sql, "; SAVEPOINT ids;"
+                         " COPY analytics.event_ids (company_id, event_id, received_at) FROM STDIN"
+                         " (FORMAT binary)");
     if (s->sql.oom)
         return store_oom(s);
     st = copy_ids(s, b, first, n, s->sql.data, false, &nkeys);
@@ -551,7 +567,7 @@ static enum store_status write_ids(struct store *s, struct batch *b, size_t firs
     *slow = true;
     if ((st = run(s, "ROLLBACK TO SAVEPOINT ids", NULL)) != STORE_OK)
         return st;
-    st = copy_ids(s, b, first, n, "COPY pg_temp.arv_keys FROM STDIN", true, &nkeys);
+    st = copy_ids(s, b, first, n, "COPY pg_temp.arv_keys FROM STDIN (FORMAT binary)", true, &nkeys);
     if (st != STORE_OK || nkeys == 0)
         return st;
     if ((st = run(s, store_dedupe_sql, &res)) != STORE_OK)
@@ -570,7 +586,6 @@ static enum store_status write_ids(struct store *s, struct batch *b, size_t firs
 static enum store_status write_raw(struct store *s, struct batch *b, size_t first, size_t n)
 {
     enum store_status st = STORE_OK;
-    struct copy_row row;
     bool started = false;
 
     strbuf_reset(&s->rows);
@@ -580,24 +595,23 @@ static enum store_status write_raw(struct store *s, struct batch *b, size_t firs
         if (e->kind != BATCH_EVENT || !e->counted)
             continue;
         if (!started) {
-            st =
-                copy_begin(s, "COPY analytics.ar_view_sessions (" BATCH_RAW_COLUMNS ") FROM STDIN");
+            st = copy_begin_binary(s, "COPY analytics.ar_view_sessions (" BATCH_RAW_COLUMNS
+                                      ") FROM STDIN (FORMAT binary)");
             if (st != STORE_OK)
                 return st;
             started = true;
         }
+        copy_bin_tuple(&s->rows, BATCH_RAW_NFIELDS);
         strbuf_append(&s->rows, b->rows.data + e->row_off, e->row_len);
-        copy_row_continue(&row, &s->rows);
-        copy_row_int(&row, e->ar_content_id);
-        copy_row_int(&row, e->project_id);
-        copy_row_int(&row, e->company_id);
-        copy_row_end(&row);
+        copy_bin_int8(&s->rows, e->ar_content_id);
+        copy_bin_int8(&s->rows, e->project_id);
+        copy_bin_int8(&s->rows, e->company_id);
         if (!e->is_bot && rollup_add(&s->rollup, e) < 0)
             st = store_oom(s);
         else
             st = copy_send(s, false);
     }
-    return started ? copy_end(s, st) : st;
+    return started ? copy_end_binary(s, st) : st;
 }
 
 /* Ends a COPY whose rows a rollup writer wrote (returning `rc`). */
