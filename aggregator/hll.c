@@ -39,7 +39,7 @@ static uint64_t load_le64(const unsigned char *p)
     return v;
 }
 
-static uint64_t fmix64(uint64_t k)
+uint64_t hll_fmix64(uint64_t k)
 {
     k ^= k >> 33;
     k *= 0xff51afd7ed558ccdULL;
@@ -82,8 +82,8 @@ uint64_t hll_hash(const void *data, size_t len)
     h2 ^= (uint64_t)len;
     h1 += h2;
     h2 += h1;
-    h1 = fmix64(h1);
-    h2 = fmix64(h2);
+    h1 = hll_fmix64(h1);
+    h2 = hll_fmix64(h2);
     h1 += h2;
     return h1;
 }

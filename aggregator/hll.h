@@ -18,6 +18,10 @@
  * hll_hash(the 16 bytes of u, 16). `data` is borrowed; may be NULL when len is 0. */
 uint64_t hll_hash(const void *data, size_t len);
 
+/* MurmurHash3's 64-bit finalizer: every input bit reaches every output bit
+ * (also a good hash of a 64-bit key). */
+uint64_t hll_fmix64(uint64_t k);
+
 /* Sorts hashes[0..n) and removes duplicates in place; returns the distinct count.
  * The order is postgresql-hll's: ascending as signed 64-bit integers. */
 size_t hll_sort_unique(uint64_t *hashes, size_t n);

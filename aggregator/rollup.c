@@ -46,22 +46,12 @@ void rollup_reset(struct rollup *r)
     table_reset(&r->breakdown);
 }
 
-/* MurmurHash3's 64-bit finalizer: every input bit reaches every output bit. */
-static uint64_t fmix(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    return h ^ (h >> 33);
-}
-
 static uint64_t key_hash(const struct rollup_group *g)
 {
-    uint64_t h = fmix((uint64_t)g->period ^ ((uint64_t)g->dim << 32 | g->value));
+    uint64_t h = hll_fmix64((uint64_t)g->period ^ ((uint64_t)g->dim << 32 | g->value));
 
-    h = fmix(h ^ (uint64_t)g->content_id);
-    return fmix(h ^ (uint64_t)g->company_id);
+    h = hll_fmix64(h ^ (uint64_t)g->content_id);
+    return hll_fmix64(h ^ (uint64_t)g->company_id);
 }
 
 static bool same_key(const struct rollup_group *a, const struct rollup_group *b)
