@@ -90,6 +90,9 @@ arv_stop_redis() {
         [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null || return 0
         sleep 0.1
     done
+    # Still there after 5 s (a SHUTDOWN refused or stuck behind a long
+    # command): never leave a server running after the caller's folder is gone.
+    kill -KILL "$(cat "$dir/redis.pid")" 2>/dev/null || true
 }
 
 # Runs a PostgreSQL server command as the owner of the data folder: PostgreSQL
