@@ -121,16 +121,6 @@ void batch_fields_json(const struct batch_field *fields, size_t nfields, struct 
     strbuf_putc(out, '}');
 }
 
-/* FNV-1a: the value table's hash. */
-static uint32_t value_hash(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u;
-
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 16777619u;
-    return h;
-}
-
 /* Doubles the value table's slots and places every value again. */
 static int values_grow(struct batch *b)
 {
@@ -161,7 +151,7 @@ static int64_t value_intern(struct batch *b, const char *s)
     if (!s || !*s)
         s = "unknown";
     n = strlen(s);
-    h = value_hash(s, n);
+    h = strbuf_fnv1a(s, n);
     if (2 * (b->nvals + 1) > b->nslots && values_grow(b) < 0)
         return -ENOMEM;
     for (k = h & (b->nslots - 1); b->val_slots[k]; k = (k + 1) & (b->nslots - 1)) {
@@ -440,7 +430,7 @@ int batch_reject(struct batch *b, size_t i, const char *reason, const char *deta
 /* Hash of an event entry's company and event id (its row's first field). */
 static uint32_t event_key_hash(const struct batch *b, const struct batch_entry *e)
 {
-    return value_hash(b->rows.data + e->row_off, BATCH_EVENT_ID_FIELD) ^
+    return strbuf_fnv1a(b->rows.data + e->row_off, BATCH_EVENT_ID_FIELD) ^
            (uint32_t)(e->company_id * 2654435761u);
 }
 

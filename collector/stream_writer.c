@@ -62,21 +62,11 @@ static double seconds_since(const struct timespec *t0)
     return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
-/* FNV-1a: stable across builds and machines, so a session keeps its shard. */
-static uint32_t fnv1a(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 16777619u;
-    }
-    return h;
-}
-
 /* The shard of a session: 0 when the stream is not sharded. */
 static long shard_of(long shards, const char *session_id)
 {
-    return shards <= 1 ? 0 : (long)(fnv1a(session_id) % (uint32_t)shards);
+    return shards <= 1 ? 0
+                       : (long)(strbuf_fnv1a(session_id, strlen(session_id)) % (uint32_t)shards);
 }
 
 /* The stream name of `shard`: ARV_STREAM, or ARV_STREAM:{shard} when sharded. */

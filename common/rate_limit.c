@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "strbuf.h"
+
 #define RATE_LIMIT_WAYS 8
 #define RATE_LIMIT_KEY  64
 
@@ -47,16 +49,6 @@ struct rate_limit *rate_limit_new(double rps, double burst, unsigned slots)
     return r;
 }
 
-static uint32_t hash_key(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 16777619u;
-    }
-    return h;
-}
-
 bool rate_limit_take(struct rate_limit *r, const char *key, int64_t now_ms, unsigned *retry_after_s)
 {
     char k[RATE_LIMIT_KEY];
@@ -68,7 +60,8 @@ bool rate_limit_take(struct rate_limit *r, const char *key, int64_t now_ms, unsi
     bool ok;
 
     pthread_mutex_lock(&r->lock);
-    struct rate_slot *set = &r->slots[(size_t)(hash_key(k) % r->nsets) * RATE_LIMIT_WAYS];
+    struct rate_slot *set =
+        &r->slots[(size_t)(strbuf_fnv1a(k, strlen(k)) % r->nsets) * RATE_LIMIT_WAYS];
     struct rate_slot *s = NULL, *victim = &set[0];
     for (int i = 0; i < RATE_LIMIT_WAYS; i++) {
         if (set[i].key[0] && strcmp(set[i].key, k) == 0) {

@@ -212,3 +212,12 @@ char *strbuf_steal(struct strbuf *sb)
     strbuf_init(sb);
     return p;
 }
+
+uint32_t strbuf_fnv1a(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct strbuf {
     char *data; /* NUL-terminated; NULL until the first append */
@@ -38,6 +39,10 @@ void strbuf_json_str(struct strbuf *sb, const char *s);
 /* True when s[0..n) is well-formed UTF-8 (no overlongs, surrogates or code
  * points past U+10FFFF). */
 bool strbuf_utf8_valid(const char *s, size_t n);
+
+/* FNV-1a (32-bit) of n bytes: cheap, and the same on every build and machine
+ * (the collector's shard choice depends on it). */
+uint32_t strbuf_fnv1a(const char *s, size_t n);
 
 /* Length of the longest prefix of s[0..len) that is at most `max` bytes and
  * ends on a UTF-8 character boundary (does not cut a sequence): len when

@@ -264,11 +264,7 @@ static void reporter_answer(struct reporter_call *call, const char *body, size_t
 
 static struct reporter_tz_day *reporter_tz_slot(struct reporter *r, const char *tz)
 {
-    uint32_t h = 2166136261u;
-
-    for (const unsigned char *p = (const unsigned char *)tz; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return &r->tz_days[h % REPORTER_TZ_SLOTS];
+    return &r->tz_days[strbuf_fnv1a(tz, strlen(tz)) % REPORTER_TZ_SLOTS];
 }
 
 /* The zone's today as last seen (UTC today when unknown or old): only a guess

@@ -22,3 +22,13 @@ Test(strbuf, utf8_prefix)
     /* Only continuation bytes: nothing can be kept. */
     cr_assert_eq(strbuf_utf8_prefix("\x80\x80\x80", 3, 2), 0);
 }
+
+Test(strbuf, fnv1a_vectors)
+{
+    /* FNV-1a 32-bit reference values: the collector's shards depend on them. */
+    cr_assert_eq(strbuf_fnv1a("", 0), 0x811c9dc5u);
+    cr_assert_eq(strbuf_fnv1a("a", 1), 0xe40c292cu);
+    cr_assert_eq(strbuf_fnv1a("foobar", 6), 0xbf9cf968u);
+    /* Bytes, not a C string: a NUL counts. */
+    cr_assert_neq(strbuf_fnv1a("a\0b", 3), strbuf_fnv1a("a", 1));
+}
