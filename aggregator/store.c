@@ -239,23 +239,34 @@ static void store_rollback(struct store *s)
     PQclear(res);
 }
 
-/* Runs `sql` (one or more statements) outside a transaction. */
-static enum store_status store_exec(struct store *s, const char *sql)
+/* Runs `sql` (one or more statements); `*res` gets its result (cleared by the
+ * caller) when it returns rows. */
+static enum store_status run(struct store *s, const char *sql, PGresult **res)
 {
-    PGresult *res = PQexec(s->conn, sql);
+    PGresult *r = PQexec(s->conn, sql);
+    ExecStatusType rs = PQresultStatus(r);
     enum store_status st = STORE_OK;
-    ExecStatusType rs = PQresultStatus(res);
 
     if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK)
-        st = store_fail(s, res);
-    PQclear(res);
+        st = store_fail(s, r);
+    if (st == STORE_OK && res)
+        *res = r;
+    else
+        PQclear(r);
+    return st;
+}
+
+/* Runs `sql` outside a transaction; on failure ends what it began. */
+static enum store_status store_exec(struct store *s, const char *sql)
+{
+    enum store_status st = run(s, sql, NULL);
+
     if (st != STORE_OK) {
         store_rollback(s);
         if (st == STORE_CONN)
             store_disconnect(s);
     }
-    s->status = st;
-    return st;
+    return s->status = st;
 }
 
 static void store_notice(void *arg, const char *message)
@@ -445,23 +456,6 @@ static enum store_status copy_end_binary(struct store *s, enum store_status st)
     if (st == STORE_OK)
         copy_bin_trailer(&s->rows);
     return copy_end(s, st);
-}
-
-/* Runs `sql` in the open transaction; `*res` gets its result (cleared by the
- * caller) when it returns rows. */
-static enum store_status run(struct store *s, const char *sql, PGresult **res)
-{
-    PGresult *r = PQexec(s->conn, sql);
-    ExecStatusType rs = PQresultStatus(r);
-    enum store_status st = STORE_OK;
-
-    if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK)
-        st = store_fail(s, r);
-    if (st == STORE_OK && res)
-        *res = r;
-    else
-        PQclear(r);
-    return st;
 }
 
 /* An event of known content, the first of the write with its event id: its
@@ -698,10 +692,6 @@ enum store_status store_flush(struct store *s, struct batch *b, size_t first, si
     memset(counts, 0, sizeof(*counts));
     if (!s->conn)
         return s->status = STORE_CONN;
-    if (batch_resolve(b, first, n) < 0) {
-        st = store_oom(s);
-        goto out;
-    }
     if ((st = write_ids(s, b, first, n, &counts->ids_slow)) != STORE_OK)
         goto out;
     counts->ids_us = lap_us(&t);

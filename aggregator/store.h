@@ -101,12 +101,12 @@ enum store_status store_ensure_partitions(struct store *s, int64_t first_day, in
  * hold fresh, from the store's content relation. Blocking. */
 enum store_status store_resolve_content(struct store *s, struct content_cache *cc);
 
-/* Writes entries [first, first + n) of batch `b` in one transaction, content
- * resolved as by the last store_resolve_content(), with the watermark set to
+/* Writes entries [first, first + n) of batch `b` in one transaction, as
+ * batch_resolve() left them (after store_resolve_content()), with the watermark set to
  * `watermark_ms` when it is > 0: events new to event_ids as raw rows and into
  * the rollups (bots only as raw rows), events of unknown content and dead
- * entries as dead letters. Sets the entries' resolved fields, and fills
- * `counts` on STORE_OK. On failure the transaction is rolled back (or the
+ * entries as dead letters. Sets the entries' `counted`, and fills `counts`
+ * on STORE_OK. On failure the transaction is rolled back (or the
  * connection closed) and nothing was written. Blocking. */
 enum store_status store_flush(struct store *s, struct batch *b, size_t first, size_t n,
                               int64_t watermark_ms, struct store_counts *counts);

@@ -150,10 +150,11 @@ static void count_cache_lookups(struct worker *w)
     }
 }
 
-/* Reads back from Redis the payloads of the event entries among
- * [first, first + n) that become dead letters: those of unknown content, or,
- * with `all`, every one. False (Redis marked failed) if that fails. */
-static bool fetch_payloads(struct worker *w, size_t first, size_t n, bool all)
+/* Before a write of entries [first, first + n): resolves their content
+ * (batch_resolve, which store_flush writes by) and reads back from Redis the
+ * payloads of the events that become dead letters: those of unknown content,
+ * or, with `all`, every one. False (Redis marked failed) if that fails. */
+static bool resolve_entries(struct worker *w, size_t first, size_t n, bool all)
 {
     struct batch *b = &w->batch;
     size_t k = 0;
@@ -196,12 +197,16 @@ static enum store_status flush_each(struct worker *w)
         struct batch_entry *e = &b->entries[i];
         if (e->kind == BATCH_ACK_ONLY || e->keep_pending)
             continue;
+        if (!resolve_entries(w, i, 1, false)) {
+            e->keep_pending = true; /* delivered again later */
+            continue;
+        }
         st = store_flush(&w->store, b, i, 1, 0, &c);
         if (st == STORE_DATA && e->kind == BATCH_EVENT) {
             log_warn("entry_rejected", LF_STR("stream", b->streams[e->stream]),
                      LF_STR("entry_id", e->id), LF_STR("sqlstate", w->store.sqlstate),
                      LF_STR("error", w->store.errstr));
-            if (!fetch_payloads(w, i, 1, true) ||
+            if (!resolve_entries(w, i, 1, true) ||
                 batch_reject(b, i, BATCH_REASON_REJECTED, w->store.errstr) < 0) {
                 e->keep_pending = true; /* delivered again later */
                 continue;
@@ -412,7 +417,7 @@ static void *worker_main(void *arg)
         st = ensure_batch_partitions(w, &part_lo, &part_hi);
         if (st == STORE_OK)
             st = store_resolve_content(&w->store, w->contents);
-        if (st == STORE_OK && !fetch_payloads(w, 0, w->batch.count, false)) {
+        if (st == STORE_OK && !resolve_entries(w, 0, w->batch.count, false)) {
             backoff_sleep(w, &redis_backoff);
             continue;
         }
