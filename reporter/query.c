@@ -855,16 +855,13 @@ static bool query_cell_text(const PGresult *res, int col, char *out, size_t outl
 /* Reads views..dcount starting at `col`; plays and durations may be NULL. */
 static bool query_read_counts(const PGresult *res, int row, int col, struct query_counts *c)
 {
-    bool pn = true, sn = true, cn = true, vn = true, un = true;
+    bool null; /* every column may be NULL (read as 0) */
 
-    if (!query_cell_i64(res, row, col, &c->views, &vn) ||
-        !query_cell_i64(res, row, col + 1, &c->unique_sessions, &un) ||
-        !query_cell_i64(res, row, col + 2, &c->video_plays, &pn) ||
-        !query_cell_i64(res, row, col + 3, &c->duration_sum, &sn) ||
-        !query_cell_i64(res, row, col + 4, &c->duration_count, &cn))
-        return false;
-    c->has_plays = !(pn && sn && cn);
-    return true;
+    return query_cell_i64(res, row, col, &c->views, &null) &&
+           query_cell_i64(res, row, col + 1, &c->unique_sessions, &null) &&
+           query_cell_i64(res, row, col + 2, &c->video_plays, &null) &&
+           query_cell_i64(res, row, col + 3, &c->duration_sum, &null) &&
+           query_cell_i64(res, row, col + 4, &c->duration_count, &null);
 }
 
 bool query_read(const PGresult *res, struct query_result *out)
@@ -947,12 +944,14 @@ static void query_json_decimal2(struct strbuf *sb, double v)
     strbuf_append(sb, buf, (size_t)n);
 }
 
+/* The counts as JSON members; video plays and durations only with `plays`
+ * (breakdowns have none). */
 static void query_json_counts(struct strbuf *sb, const struct query_counts *c,
-                              const char *views_name)
+                              const char *views_name, bool plays)
 {
     strbuf_printf(sb, "\"%s\":%" PRId64 ",\"unique_sessions\":%" PRId64, views_name, c->views,
                   c->unique_sessions);
-    if (c->has_plays) {
+    if (plays) {
         strbuf_printf(sb, ",\"video_plays\":%" PRId64 ",\"avg_duration_seconds\":", c->video_plays);
         query_json_decimal2(sb, query_avg_duration(c->duration_sum, c->duration_count));
     }
@@ -988,7 +987,6 @@ static void query_json_items(struct strbuf *sb, const struct query_spec *spec,
     strbuf_printf(sb, ",\"%s\":[", name);
     for (size_t i = 0; i < r->nrows; i++) {
         const char *key = r->rows[i].key;
-        struct query_counts c = r->rows[i].c;
         if (i > 0)
             strbuf_putc(sb, ',');
         strbuf_printf(sb, "{\"%s\":", key_name);
@@ -997,8 +995,7 @@ static void query_json_items(struct strbuf *sb, const struct query_spec *spec,
         else
             strbuf_json_str(sb, key);
         strbuf_putc(sb, ',');
-        c.has_plays = spec->ep != QUERY_EP_BREAKDOWN;
-        query_json_counts(sb, &c, "views");
+        query_json_counts(sb, &r->rows[i].c, "views", spec->ep != QUERY_EP_BREAKDOWN);
         strbuf_putc(sb, '}');
     }
     strbuf_putc(sb, ']');
@@ -1012,21 +1009,21 @@ void query_json(struct strbuf *sb, const struct query_spec *spec, const struct q
         [QUERY_SCOPE_PROJECT] = "project_id",
         [QUERY_SCOPE_CONTENT] = "ar_content_id",
     };
-    struct query_counts total = r->total;
+    const struct query_counts *total = &r->total;
+    bool plays = spec->ep != QUERY_EP_BREAKDOWN;
 
-    total.has_plays = spec->ep != QUERY_EP_BREAKDOWN;
     switch (spec->ep) {
     case QUERY_EP_OVERVIEW:
         strbuf_printf(sb,
                       "{\"total_views\":%" PRId64 ",\"unique_sessions\":%" PRId64
                       ",\"active_content\":%" PRId64,
-                      total.views, total.unique_sessions, r->active_content);
+                      total->views, total->unique_sessions, r->active_content);
         if (spec->restricted)
             strbuf_printf(sb, ",\"company_id\":%" PRId64, spec->company_id);
         break;
     case QUERY_EP_ENTITY:
         strbuf_printf(sb, "{\"%s\":%" PRId64 ",", id_field[spec->scope], spec->id);
-        query_json_counts(sb, &total, "views");
+        query_json_counts(sb, total, "views", plays);
         break;
     case QUERY_EP_TIMESERIES:
     case QUERY_EP_EXPORT:
@@ -1035,7 +1032,7 @@ void query_json(struct strbuf *sb, const struct query_spec *spec, const struct q
         strbuf_printf(sb, ",\"interval\":\"%s\",\"totals\":{",
                       query_interval_names[spec->ep == QUERY_EP_EXPORT ? QUERY_INTERVAL_DAY
                                                                        : spec->interval]);
-        query_json_counts(sb, &total, "views");
+        query_json_counts(sb, total, "views", plays);
         strbuf_putc(sb, '}');
         query_json_items(sb, spec, r, "points", "start", false);
         break;
@@ -1044,7 +1041,7 @@ void query_json(struct strbuf *sb, const struct query_spec *spec, const struct q
         query_json_scope(sb, spec);
         strbuf_printf(sb, ",\"by\":\"%s\",\"limit\":%u,\"totals\":{", query_by_names[spec->by],
                       spec->limit);
-        query_json_counts(sb, &total, "views");
+        query_json_counts(sb, total, "views", plays);
         strbuf_putc(sb, '}');
         query_json_items(sb, spec, r, "items", "id", true);
         break;
@@ -1053,7 +1050,7 @@ void query_json(struct strbuf *sb, const struct query_spec *spec, const struct q
         query_json_scope(sb, spec);
         strbuf_printf(sb, ",\"dimension\":\"%s\",\"limit\":%u,\"days\":\"utc\",\"totals\":{",
                       query_dimension_names[spec->dim], spec->limit);
-        query_json_counts(sb, &total, "views");
+        query_json_counts(sb, total, "views", plays);
         strbuf_putc(sb, '}');
         query_json_items(sb, spec, r, "items", "value", false);
         break;

@@ -129,7 +129,6 @@ enum query_col {
 struct query_counts {
     int64_t views;
     int64_t unique_sessions;
-    bool has_plays; /* video plays and durations are known (not for breakdowns) */
     int64_t video_plays;
     int64_t duration_sum;
     int64_t duration_count;

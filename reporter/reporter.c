@@ -282,7 +282,7 @@ static int64_t reporter_zone_today(struct reporter *r, const char *tz, int64_t t
 static void reporter_zone_learn(struct reporter *r, const struct query_spec *spec,
                                 const struct query_result *qr)
 {
-    int64_t to, today = timeutil_real_ms() / 86400000;
+    int64_t to, today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
     struct reporter_tz_day *d;
 
     if (spec->win.explicit_range || spec->win.tz_utc || !timeutil_parse_date(qr->to, &to) ||
@@ -527,7 +527,7 @@ static void reporter_run(struct reporter_call *call)
     metric_inc(r->cache_miss);
     /* Days before yesterday (UTC) rarely change: their rollups are read once per
      * ARV_QUERY_CLOSED_TTL_MS, and each request reads only the open days. */
-    today = timeutil_real_ms() / 86400000;
+    today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
     if (r->cfg->query_closed_ttl_ms > 0 &&
         query_closed_window_tz(spec, today, reporter_zone_today(r, spec->win.tz, today),
                                &call->closed)) {
