@@ -7,12 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <libpq-fe.h>
 #include <openssl/evp.h>
 
 #include "cli.h"
+#include "timeutil.h"
 
 #define MIGRATE_NAME_MAX 200
 
@@ -174,13 +174,6 @@ static int line_of(const char *sql, long pos)
     return line;
 }
 
-static double elapsed_ms(const struct timespec *t0)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
-}
-
 /* Applies one file in a transaction together with its schema_migrations row.
  * Returns true on success; on failure prints why (with the line) and rolls back. */
 static bool apply_one(PGconn *conn, const char *name, const char *version, const char *sql,
@@ -268,7 +261,7 @@ static int migrate_run(PGconn *conn, const char *dir, char **names, int n)
     for (int i = 0; i < n; i++) {
         char path[4096], version[MIGRATE_NAME_MAX], checksum[65];
         const char *recorded = NULL;
-        struct timespec t0;
+        double t0;
         size_t len = 0;
 
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
@@ -301,10 +294,10 @@ static int migrate_run(PGconn *conn, const char *dir, char **names, int n)
             fprintf(stderr, "arvctl: migration %s contains a NUL byte\n", names[i]);
             goto out;
         }
-        clock_gettime(CLOCK_MONOTONIC, &t0);
+        t0 = timeutil_mono_s();
         if (!apply_one(conn, names[i], version, sql, checksum))
             goto out;
-        printf("applied %s (%.0f ms)\n", names[i], elapsed_ms(&t0));
+        printf("applied %s (%.0f ms)\n", names[i], (timeutil_mono_s() - t0) * 1e3);
         fflush(stdout);
         done++;
     }

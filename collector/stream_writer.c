@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
@@ -15,6 +14,7 @@
 #include "metrics.h"
 #include "redis_conn.h"
 #include "strbuf.h"
+#include "timeutil.h"
 
 #define BACKLOG_POLL_MS 500
 
@@ -22,7 +22,7 @@ struct stream_writer {
     struct redis_conn *nodes[STREAM_WRITER_MAX_NODES]; /* one connection per Redis node */
     int nnodes;
     char stream[256];                      /* base stream name */
-    long shards;                           /* streams per base name, spread over the nodes */
+    long shards;                           /* streams per base name (>= 1), spread over the nodes */
     struct metric *xadd_ok;                /* collector_xadd_total{outcome="ok"} */
     struct metric *xadd_error;             /* collector_xadd_total{outcome="error"} */
     struct metric *xadd_time;              /* collector_xadd_duration_seconds */
@@ -45,8 +45,8 @@ struct push {
     stream_writer_done_cb *cb;
     void *arg;
     struct stream_writer *w;
-    struct push *next;    /* free list link */
-    struct timespec sent; /* for collector_xadd_duration_seconds */
+    struct push *next; /* free list link */
+    double sent;       /* timeutil_mono_s(), for collector_xadd_duration_seconds */
 };
 
 /* An XLEN of one shard in flight. */
@@ -54,13 +54,6 @@ struct xlen_poll {
     struct stream_writer *w;
     long shard;
 };
-
-static double seconds_since(const struct timespec *t0)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
-}
 
 /* The shard of a session: 0 when the stream is not sharded. */
 static long shard_of(long shards, const char *session_id)
@@ -108,17 +101,16 @@ static void resp_bulk(struct strbuf *sb, const char *s, size_t n)
  * appends "$<len>\r\n<json>\r\n". */
 static int xadd_prefixes_init(struct stream_writer *w)
 {
-    long shards = w->shards > 0 ? w->shards : 1;
     struct strbuf sb;
     char name[300];
     int rc = 0;
 
-    w->xadd_prefix = calloc((size_t)shards, sizeof(*w->xadd_prefix));
-    w->xadd_prefix_len = calloc((size_t)shards, sizeof(*w->xadd_prefix_len));
+    w->xadd_prefix = calloc((size_t)w->shards, sizeof(*w->xadd_prefix));
+    w->xadd_prefix_len = calloc((size_t)w->shards, sizeof(*w->xadd_prefix_len));
     if (!w->xadd_prefix || !w->xadd_prefix_len)
         return -ENOMEM;
     strbuf_init(&sb);
-    for (long i = 0; i < shards && rc == 0; i++) {
+    for (long i = 0; i < w->shards && rc == 0; i++) {
         shard_name(w->stream, w->shards, i, name, sizeof(name));
         strbuf_reset(&sb);
         strbuf_puts(&sb, "*7\r\n");
@@ -148,7 +140,7 @@ static void xlen_done(void *arg, struct redisReply *reply, const char *errstr)
     if (--w->polls_out > 0)
         return;
     long longest = 0;
-    for (long i = 0; i < (w->shards > 0 ? w->shards : 1); i++) {
+    for (long i = 0; i < w->shards; i++) {
         if (w->lens[i] > longest)
             longest = w->lens[i];
     }
@@ -178,8 +170,7 @@ static void poll_tick(evutil_socket_t fd, short what, void *arg)
     }
     if (w->polls_out > 0)
         return; /* the previous round is still out */
-    long shards = w->shards > 0 ? w->shards : 1;
-    for (long s = 0; s < shards; s++) {
+    for (long s = 0; s < w->shards; s++) {
         shard_name(w->stream, w->shards, s, stream, sizeof(stream));
         struct xlen_poll *p = malloc(sizeof(*p));
         if (!p)
@@ -217,7 +208,7 @@ struct stream_writer *stream_writer_new(struct event_base *base, struct metrics 
         return NULL;
     }
     snprintf(w->stream, sizeof(w->stream), "%s", stream);
-    w->shards = shards;
+    w->shards = shards > 1 ? shards : 1; /* 0 and 1 both mean one stream */
     struct metric_family *xadd =
         metrics_counter(m, "collector_xadd_total", "XADD commands answered, by outcome", "outcome");
     w->xadd_ok = metric_family_child(xadd, (const char *const[]){"ok"});
@@ -231,7 +222,7 @@ struct stream_writer *stream_writer_new(struct event_base *base, struct metrics 
     w->length = metric_family_single(metrics_gauge(
         m, "collector_stream_length", "Entries in the longest stream shard (last poll)", NULL));
     strbuf_init(&w->cmd);
-    w->lens = calloc((size_t)(shards > 0 ? shards : 1), sizeof(*w->lens));
+    w->lens = calloc((size_t)w->shards, sizeof(*w->lens));
     if (!w->lens || xadd_prefixes_init(w) < 0) {
         snprintf(err, errlen, "out of memory");
         stream_writer_free(w);
@@ -239,7 +230,7 @@ struct stream_writer *stream_writer_new(struct event_base *base, struct metrics 
     }
     w->poll_ev = event_new(base, -1, EV_PERSIST, poll_tick, w);
     struct timeval tv = {0, BACKLOG_POLL_MS * 1000};
-    if (!w->lens || !w->poll_ev || event_add(w->poll_ev, &tv) < 0) {
+    if (!w->poll_ev || event_add(w->poll_ev, &tv) < 0) {
         snprintf(err, errlen, "out of memory");
         stream_writer_free(w);
         return NULL;
@@ -259,7 +250,7 @@ struct stream_writer *stream_writer_new(struct event_base *base, struct metrics 
 static void push_done(void *arg, struct redisReply *reply, const char *errstr)
 {
     struct push *p = arg;
-    metric_observe(p->w->xadd_time, seconds_since(&p->sent));
+    metric_observe(p->w->xadd_time, timeutil_mono_s() - p->sent);
     if (reply && reply->type == REDIS_REPLY_STRING) {
         metric_inc(p->w->xadd_ok);
         p->cb(p->arg, true, reply->str, NULL);
@@ -288,7 +279,7 @@ int stream_writer_push(struct stream_writer *w, const char *session_id, const ch
     p->cb = cb;
     p->arg = arg;
     p->w = w;
-    clock_gettime(CLOCK_MONOTONIC, &p->sent);
+    p->sent = timeutil_mono_s();
     strbuf_reset(&w->cmd);
     strbuf_append(&w->cmd, w->xadd_prefix[shard], w->xadd_prefix_len[shard]);
     resp_bulk(&w->cmd, json, len);
@@ -357,7 +348,7 @@ void stream_writer_free(struct stream_writer *w)
         free(p);
     }
     if (w->xadd_prefix) {
-        for (long i = 0; i < (w->shards > 0 ? w->shards : 1); i++)
+        for (long i = 0; i < w->shards; i++)
             free(w->xadd_prefix[i]);
     }
     free(w->xadd_prefix);

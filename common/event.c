@@ -357,14 +357,17 @@ static bool take_string(const struct fval *v, const char *field, char *out, size
         return fail(err, "invalid_field", field, "%s must be a string", field);
     const char *s = v->s;
     size_t len = v->len;
-    /* Printable ASCII (the usual case) has no NUL, no control and is UTF-8. */
-    if (stop_scan(s, s + len, STOP_NONASCII | STOP_DEL) != s + len) {
-        if (has_control(s, len))
+    /* Printable ASCII (the usual case) has no NUL, no control and is UTF-8:
+     * only what follows the first other byte needs checking. */
+    const char *rest = stop_scan(s, s + len, STOP_NONASCII | STOP_DEL);
+    size_t nrest = (size_t)(s + len - rest);
+    if (nrest > 0) {
+        if (has_control(rest, nrest))
             return fail(err, "invalid_field", field, "%s must not contain control characters",
                         field);
         /* Checked here, not only escaped later: the stream and PostgreSQL must
          * hold exactly what was validated. */
-        if (!strbuf_utf8_valid(s, len))
+        if (!strbuf_utf8_valid(rest, nrest))
             return fail(err, "invalid_field", field, "%s must be valid UTF-8", field);
     }
     if (len >= cap) {

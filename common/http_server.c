@@ -127,7 +127,7 @@ struct http_request {
     struct strbuf extra;         /* response headers added by the handler */
     struct route *route;         /* matched by path, or NULL */
     struct route_stats *stats;   /* route's or the server's "unmatched" */
-    uint64_t start_ns;           /* first byte of the request (monotonic) */
+    uint64_t start_us;           /* first byte of the request (timeutil_mono_us) */
     enum http_method method;     /* parsed method */
     unsigned method_idx;         /* index into method_labels */
     const char *method_name;     /* method text for logs */
@@ -201,13 +201,6 @@ struct http_server {
 };
 
 static const llhttp_settings_t parser_settings;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static const char *status_reason(int status)
 {
@@ -757,9 +750,9 @@ static void conn_fail(struct conn *c, int status, const char *code, const char *
         conn_close(c);
         return;
     }
-    if (r->start_ns == 0) {
+    if (r->start_us == 0) {
         request_reset(r);
-        r->start_ns = now_ns();
+        r->start_us = timeutil_mono_us();
     }
     request_split_url(r);
     struct http_server *s = c->srv;
@@ -1118,8 +1111,8 @@ static int on_message_begin(llhttp_t *p)
     if (!r)
         return parser_fail(c, 500);
     request_reset(r);
-    r->start_ns = now_ns();
-    c->req_start_ms = r->start_ns / 1000000ull;
+    r->start_us = timeutil_mono_us();
+    c->req_start_ms = r->start_us / 1000;
     c->header_bytes = 0;
     c->fail_status = 0;
     c->state = CONN_READING;
@@ -1739,7 +1732,7 @@ void http_respond(struct http_request *req, int status, const char *content_type
     assert(req->pending);
     if (!req->pending)
         return;
-    request_record(req, status, (double)(now_ns() - req->start_ns) / 1e9);
+    request_record(req, status, (double)(timeutil_mono_us() - req->start_us) / 1e6);
     req->pending = false;
     s->pending--;
 
@@ -1757,7 +1750,7 @@ void http_respond(struct http_request *req, int status, const char *content_type
     bool keep = req->keep_alive && !s->stopping;
     bool ok = conn_put_response(c, req, status, content_type, body, len, keep);
     request_trim(req);
-    req->start_ns = 0;
+    req->start_us = 0;
     if (!ok) {
         conn_close(c);
         return;
