@@ -29,11 +29,12 @@
 const struct config_option aggregator_options[] = {
     CONFIG_COMMON_OPTIONS(struct aggregator_config, "0.0.0.0:8082"),
     {"batch-size", "ARV_BATCH_SIZE", CONFIG_INT, offsetof(struct aggregator_config, batch_size),
-     "50000", NULL, 1, 100000,
-     "stream entries per batch and shard (read in XREADGROUP pieces of 2000)"},
+     "200000", NULL, 1, 320000,
+     "stream entries per batch and shard: one transaction, made of reads of up to 10000 entries"
+     " (XREADGROUP pieces of 2000), each written as it comes"},
     {"batch-max-bytes", "ARV_BATCH_MAX_BYTES", CONFIG_INT,
      offsetof(struct aggregator_config, batch_max_bytes), "33554432", NULL, 1048576, 1073741824,
-     "a batch stops reading once its rows take this many bytes (memory per worker)"},
+     "a read stops once its rows take this many bytes (memory per worker)"},
     {"workers", "ARV_WORKERS", CONFIG_INT, offsetof(struct aggregator_config, workers), "2", NULL,
      1, 16,
      "worker threads per Redis node, each its own consumer and PostgreSQL connection (one"

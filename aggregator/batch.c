@@ -51,7 +51,7 @@ void batch_deinit(struct batch *b)
     memset(b, 0, sizeof(*b));
 }
 
-void batch_reset(struct batch *b)
+void batch_next(struct batch *b)
 {
     b->count = 0;
     b->invalid = 0;
@@ -60,12 +60,17 @@ void batch_reset(struct batch *b)
     b->max_received_ms = 0;
     b->bots = 0;
     strbuf_reset(&b->rows);
+    if (b->contents)
+        content_cache_begin(b->contents);
+}
+
+void batch_reset(struct batch *b)
+{
+    batch_next(b);
     strbuf_reset(&b->values);
     b->nvals = 0;
     if (b->nslots)
         memset(b->val_slots, 0, b->nslots * sizeof(*b->val_slots));
-    if (b->contents)
-        content_cache_begin(b->contents);
 }
 
 /* Appends a new entry with its id; NULL if the id is too long or out of memory. */

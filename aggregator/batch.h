@@ -138,6 +138,11 @@ void batch_deinit(struct batch *b);
  * content cache. */
 void batch_reset(struct batch *b);
 
+/* Empties the batch for the next read of the same write: as batch_reset, but
+ * the interned breakdown values stay (the write's rollup deltas refer to
+ * them). */
+void batch_next(struct batch *b);
+
 /* Adds one stream entry of stream index `stream`: decodes fields `v` and `e`,
  * enriches the event (GeoIP, user agent; see struct batch) into an event entry
  * marked as a bot's or not, or, when that fails, into an `invalid_payload` dead

@@ -168,9 +168,8 @@ int reader_connect(struct reader *r)
         }
         freeReplyObject(reply);
         reply = NULL;
-        snprintf(r->recover_from[i], sizeof(r->recover_from[i]), "0");
     }
-    r->recovering = true;
+    reader_recover(r);
     rc = 0;
 out:
     if (reply)
@@ -551,7 +550,46 @@ int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_d
     return 0;
 }
 
-int reader_ack(struct reader *r, const struct batch *b)
+void reader_recover(struct reader *r)
+{
+    for (unsigned i = 0; i < r->nstreams; i++)
+        snprintf(r->recover_from[i], sizeof(r->recover_from[i]), "0");
+    r->recovering = true;
+}
+
+void reader_acks_init(struct reader_acks *a)
+{
+    strbuf_init(&a->ids);
+    a->n = 0;
+}
+
+void reader_acks_deinit(struct reader_acks *a)
+{
+    strbuf_deinit(&a->ids);
+    a->n = 0;
+}
+
+void reader_acks_reset(struct reader_acks *a)
+{
+    strbuf_reset(&a->ids);
+    a->n = 0;
+}
+
+int reader_acks_add(struct reader_acks *a, const struct batch *b)
+{
+    for (size_t k = 0; k < b->count; k++) {
+        const struct batch_entry *e = &b->entries[k];
+        uint16_t stream = (uint16_t)e->stream;
+        if (e->keep_pending)
+            continue;
+        strbuf_append(&a->ids, (const char *)&stream, sizeof(stream));
+        strbuf_append(&a->ids, e->id, strlen(e->id) + 1);
+        a->n++;
+    }
+    return a->ids.oom ? -ENOMEM : 0;
+}
+
+int reader_ack(struct reader *r, const struct reader_acks *a)
 {
     const char **argv = calloc(3 + READER_ACK_CHUNK, sizeof(*argv));
     redisReply *reply = NULL;
@@ -562,15 +600,19 @@ int reader_ack(struct reader *r, const struct batch *b)
         return -1;
     }
     for (unsigned s = 0; s < r->nstreams; s++) {
-        size_t k = 0;
-        while (k < b->count) {
+        size_t off = 0;
+        while (off < a->ids.len) {
             int argc = 3;
             argv[0] = "XACK";
             argv[1] = r->streams[s];
             argv[2] = READER_GROUP;
-            for (; k < b->count && argc < 3 + READER_ACK_CHUNK; k++) {
-                if (b->entries[k].stream == s && !b->entries[k].keep_pending)
-                    argv[argc++] = b->entries[k].id;
+            while (off < a->ids.len && argc < 3 + READER_ACK_CHUNK) {
+                uint16_t stream;
+                const char *id = a->ids.data + off + sizeof(stream);
+                memcpy(&stream, a->ids.data + off, sizeof(stream));
+                off += sizeof(stream) + strlen(id) + 1;
+                if (stream == s)
+                    argv[argc++] = id;
             }
             if (argc == 3)
                 continue;

@@ -90,9 +90,29 @@ int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, 
  * day. Returns 0 or -1 with `errstr` set. */
 int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_deliveries);
 
-/* Acknowledges every entry of `b` but those marked keep_pending. Returns 0 or -1 with `errstr` set.
- */
-int reader_ack(struct reader *r, const struct batch *b);
+/* Stream entries to acknowledge once the transaction that wrote them has
+ * committed: a batch's reads are written as they come and acknowledged
+ * together. Per entry: its stream index (2 bytes, host order), its id and a
+ * NUL, in `ids`. */
+struct reader_acks {
+    struct strbuf ids;
+    size_t n;
+};
+
+void reader_acks_init(struct reader_acks *a);
+void reader_acks_deinit(struct reader_acks *a);
+void reader_acks_reset(struct reader_acks *a);
+
+/* Adds every entry of `b` but those marked keep_pending. Returns 0 or -ENOMEM. */
+int reader_acks_add(struct reader_acks *a, const struct batch *b);
+
+/* Acknowledges the entries of `a`. Returns 0 or -1 with `errstr` set. */
+int reader_ack(struct reader *r, const struct reader_acks *a);
+
+/* Starts reading this consumer's pending entries again from the start of
+ * every stream (as after a reconnect): after a transaction that held entries
+ * no longer in memory was rolled back. */
+void reader_recover(struct reader *r);
 
 /* Reads stream `i`'s length, pending count and lag; when `trim` is set and this
  * group is the stream's only one, trims the entries every consumer has

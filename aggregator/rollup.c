@@ -13,16 +13,23 @@
 void rollup_init(struct rollup *r)
 {
     memset(r, 0, sizeof(*r));
+    r->hourly.stride = 1;
+    r->derived.stride = 1;
+    r->breakdown.stride = BATCH_DIMS;
 }
 
 static void table_free(struct rollup_table *t)
 {
+    unsigned stride = t->stride;
+
     free(t->groups);
     free(t->slots);
     free(t->member);
     free(t->hash);
-    free(t->sorted);
+    free(t->order);
+    free(t->scratch);
     memset(t, 0, sizeof(*t));
+    t->stride = stride;
 }
 
 void rollup_deinit(struct rollup *r)
@@ -107,23 +114,45 @@ static long table_group(struct rollup_table *t, const struct rollup_group *key, 
     return (long)t->n++;
 }
 
-/* Adds a session hash to group `gi`. Returns 0 or -ENOMEM. */
+/* Makes room for `pairs` (group, hash) pairs in all. Returns 0 or -ENOMEM. */
+static int table_reserve(struct rollup_table *t, size_t pairs)
+{
+    uint32_t *m;
+    uint64_t *h;
+
+    if (pairs <= t->added_cap)
+        return 0;
+    if (pairs > UINT32_MAX)
+        return -ENOMEM;
+    if (!(m = realloc(t->member, pairs * sizeof(*m))))
+        return -ENOMEM;
+    t->member = m;
+    if (!(h = realloc(t->hash, (pairs / t->stride + 1) * sizeof(*h))))
+        return -ENOMEM;
+    t->hash = h;
+    t->added_cap = pairs;
+    return 0;
+}
+
+/* Adds a session hash to group `gi`: in a table of stride k, the k pairs of
+ * one event are added in a row with the same hash, kept once. Returns 0 or
+ * -ENOMEM. */
 static int table_hash(struct rollup_table *t, long gi, uint64_t session_hash)
 {
-    if (t->nadded == t->added_cap) {
-        size_t cap = t->added_cap ? t->added_cap * 2 : 1024;
-        uint32_t *m = realloc(t->member, cap * sizeof(*m));
-        if (!m)
-            return -ENOMEM;
-        t->member = m;
-        uint64_t *h = realloc(t->hash, cap * sizeof(*h));
-        if (!h)
-            return -ENOMEM;
-        t->hash = h;
-        t->added_cap = cap;
-    }
-    t->member[t->nadded] = (uint32_t)gi;
-    t->hash[t->nadded++] = session_hash;
+    if (t->nadded == t->added_cap &&
+        table_reserve(t, t->added_cap ? t->added_cap * 2 : 1024 * t->stride) < 0)
+        return -ENOMEM;
+    if (t->nadded % t->stride == 0)
+        t->hash[t->nadded / t->stride] = session_hash;
+    t->member[t->nadded++] = (uint32_t)gi;
+    return 0;
+}
+
+int rollup_reserve(struct rollup *r, size_t events)
+{
+    if (table_reserve(&r->hourly, events) < 0 || table_reserve(&r->derived, events) < 0 ||
+        table_reserve(&r->breakdown, events * BATCH_DIMS) < 0)
+        return -ENOMEM;
     return 0;
 }
 
@@ -176,16 +205,16 @@ int rollup_add(struct rollup *r, const struct batch_entry *e)
     return 0;
 }
 
-/* Orders the added hashes by group into `sorted` (a counting sort), setting
+/* Orders the added pairs by group into `order` (a counting sort), setting
  * every group's first and nhashes. */
 static int table_sort(struct rollup_table *t)
 {
-    if (t->nadded > t->sorted_cap) {
-        uint64_t *p = realloc(t->sorted, t->nadded * sizeof(*p));
+    if (t->nadded > t->order_cap) {
+        uint32_t *p = realloc(t->order, t->nadded * sizeof(*p));
         if (!p)
             return -ENOMEM;
-        t->sorted = p;
-        t->sorted_cap = t->nadded;
+        t->order = p;
+        t->order_cap = t->nadded;
     }
     for (size_t i = 0; i < t->n; i++)
         t->groups[i].nhashes = 0;
@@ -198,23 +227,38 @@ static int table_sort(struct rollup_table *t)
     }
     for (size_t i = 0; i < t->nadded; i++) {
         struct rollup_group *g = &t->groups[t->member[i]];
-        t->sorted[g->first + g->nhashes++] = t->hash[i];
+        t->order[g->first + g->nhashes++] = (uint32_t)i;
     }
     return 0;
 }
 
-/* Writes group `g`'s session sketch as a COPY field; its hashes are left
- * sorted and distinct (g->nhashes counts them). */
-static void put_sketch(struct copy_row *row, struct rollup_table *t, struct rollup_group *g)
+/* The session hash of the j-th pair of group `g` (after table_sort). */
+static uint64_t group_hash(const struct rollup_table *t, const struct rollup_group *g, size_t j)
 {
-    uint64_t *h = t->sorted + g->first;
-
-    g->nhashes = hll_sort_unique(h, g->nhashes);
-    hll_write_sketch(h, g->nhashes, copy_row_field(row));
+    return t->hash[t->order[g->first + j] / t->stride];
 }
 
-static void put_measures_row(struct strbuf *out, enum rollup_kind kind, struct rollup_table *t,
-                             struct rollup_group *g)
+/* Writes group `g`'s session sketch as a COPY field. Returns 0 or -ENOMEM. */
+static int put_sketch(struct copy_row *row, struct rollup_table *t, const struct rollup_group *g)
+{
+    size_t n;
+
+    if (g->nhashes > t->scratch_cap) {
+        uint64_t *p = realloc(t->scratch, g->nhashes * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        t->scratch = p;
+        t->scratch_cap = g->nhashes;
+    }
+    for (size_t j = 0; j < g->nhashes; j++)
+        t->scratch[j] = group_hash(t, g, j);
+    n = hll_sort_unique(t->scratch, g->nhashes);
+    hll_write_sketch(t->scratch, n, copy_row_field(row));
+    return 0;
+}
+
+static int put_measures_row(struct strbuf *out, enum rollup_kind kind, struct rollup_table *t,
+                            const struct rollup_group *g)
 {
     bool hourly = kind == ROLLUP_CONTENT_HOURLY || kind == ROLLUP_COMPANY_HOURLY;
     struct copy_row row;
@@ -231,17 +275,19 @@ static void put_measures_row(struct strbuf *out, enum rollup_kind kind, struct r
         copy_row_null(&row);
     }
     copy_row_int(&row, g->views);
-    put_sketch(&row, t, g);
+    if (put_sketch(&row, t, g) < 0)
+        return -ENOMEM;
     copy_row_int(&row, g->video_plays);
     copy_row_int(&row, g->duration_sum);
     copy_row_int(&row, g->duration_count);
     for (int q = 0; q <= BATCH_TQ_OTHER; q++)
         copy_row_int(&row, g->tq[q]);
     copy_row_end(&row);
+    return 0;
 }
 
 /* Fills r->derived with the groups of `kind` summed from the hourly groups
- * (whose hashes rollup_write_measures has left sorted and distinct). */
+ * (sorted by rollup_write_measures). */
 static int derive(struct rollup *r, enum rollup_kind kind)
 {
     struct rollup_table *d = &r->derived;
@@ -262,17 +308,18 @@ static int derive(struct rollup *r, enum rollup_kind kind)
         if (!added)
             add_measures(&d->groups[gi], h);
         for (size_t j = 0; j < h->nhashes; j++) {
-            if (table_hash(d, gi, r->hourly.sorted[h->first + j]) < 0)
+            if (table_hash(d, gi, group_hash(&r->hourly, h, j)) < 0)
                 return -ENOMEM;
         }
     }
     return table_sort(d);
 }
 
-/* After a row: out of memory, or the drain's answer once `out` is full. */
-static int row_done(struct strbuf *out, rollup_drain_fn drain, void *arg)
+/* After a row (`rc` < 0 if it failed): out of memory, or the drain's answer
+ * once `out` is full. */
+static int row_done(int rc, struct strbuf *out, rollup_drain_fn drain, void *arg)
 {
-    if (out->oom)
+    if (rc < 0 || out->oom)
         return -ENOMEM;
     return drain && out->len >= ROLLUP_PIECE ? drain(arg) : 0;
 }
@@ -284,15 +331,15 @@ int rollup_write_measures(struct rollup *r, struct strbuf *out, rollup_drain_fn 
     if (table_sort(&r->hourly) < 0)
         return -ENOMEM;
     for (size_t i = 0; i < r->hourly.n && rc == 0; i++) {
-        put_measures_row(out, ROLLUP_CONTENT_HOURLY, &r->hourly, &r->hourly.groups[i]);
-        rc = row_done(out, drain, arg);
+        rc = put_measures_row(out, ROLLUP_CONTENT_HOURLY, &r->hourly, &r->hourly.groups[i]);
+        rc = row_done(rc, out, drain, arg);
     }
     for (int kind = ROLLUP_CONTENT_DAILY; kind < ROLLUP_KINDS && rc == 0; kind++) {
         if (derive(r, (enum rollup_kind)kind) < 0)
             return -ENOMEM;
         for (size_t i = 0; i < r->derived.n && rc == 0; i++) {
-            put_measures_row(out, (enum rollup_kind)kind, &r->derived, &r->derived.groups[i]);
-            rc = row_done(out, drain, arg);
+            rc = put_measures_row(out, (enum rollup_kind)kind, &r->derived, &r->derived.groups[i]);
+            rc = row_done(rc, out, drain, arg);
         }
     }
     return rc;
@@ -320,9 +367,9 @@ int rollup_write_breakdown(struct rollup *r, const struct batch *b, struct strbu
         value = batch_value(b, g->value, &len);
         copy_row_text(&row, value, len);
         copy_row_int(&row, g->views);
-        put_sketch(&row, t, g);
+        rc = put_sketch(&row, t, g);
         copy_row_end(&row);
-        rc = row_done(out, drain, arg);
+        rc = row_done(rc, out, drain, arg);
     }
     return rc;
 }

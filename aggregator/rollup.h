@@ -45,20 +45,25 @@ struct rollup_group {
     int64_t duration_sum;
     int64_t duration_count;
     int64_t tq[BATCH_TQ_OTHER + 1];
-    size_t first, nhashes; /* its session hashes in the table's `sorted` */
+    size_t first, nhashes; /* its pairs in the table's `order` */
 };
 
-/* Groups of one kind and every (group, session hash) added to them. */
+/* Groups of one kind and every (group, session hash) pair added to them.
+ * An event adds `stride` pairs in a row with one hash, kept once: the
+ * breakdown's six per event cost 6 x 4 + 8 bytes, not 6 x 12. */
 struct rollup_table {
     struct rollup_group *groups;
     size_t n, cap;
-    uint32_t *slots;  /* open addressing: 0 free, else group index + 1 */
-    size_t nslots;    /* a power of two, or 0 */
-    uint32_t *member; /* group of each added hash */
-    uint64_t *hash;   /* the added hashes */
-    size_t nadded, added_cap;
-    uint64_t *sorted; /* the hashes ordered by group (rollup_write_*) */
-    size_t sorted_cap;
+    uint32_t *slots;          /* open addressing: 0 free, else group index + 1 */
+    size_t nslots;            /* a power of two, or 0 */
+    unsigned stride;          /* pairs per hash */
+    uint32_t *member;         /* group of each added pair */
+    uint64_t *hash;           /* hash of pairs [k * stride, (k + 1) * stride) */
+    size_t nadded, added_cap; /* pairs */
+    uint32_t *order;          /* the pairs ordered by group (rollup_write_*) */
+    size_t order_cap;
+    uint64_t *scratch; /* one group's hashes, sorted and made distinct */
+    size_t scratch_cap;
 };
 
 struct rollup {
@@ -75,6 +80,11 @@ void rollup_deinit(struct rollup *r);
 
 /* Empties them, keeping the allocations. */
 void rollup_reset(struct rollup *r);
+
+/* Allocates room for the pairs of `events` events at once, so that deltas of
+ * up to that many never grow by copying (which holds the old and the new
+ * arrays at once). Returns 0 or -ENOMEM. */
+int rollup_reserve(struct rollup *r, size_t events);
 
 /* Counts event entry `e` of batch `b` (content resolved, new, not a bot's).
  * Returns 0 or -ENOMEM. */

@@ -168,6 +168,7 @@ void store_disconnect(struct store *s)
     if (s->conn)
         PQfinish(s->conn);
     s->conn = NULL;
+    s->in_write = false;
     if (s->consumer_literal)
         PQfreemem(s->consumer_literal);
     s->consumer_literal = NULL;
@@ -225,6 +226,7 @@ static void store_rollback(struct store *s)
 {
     PGresult *res;
 
+    s->in_write = false;
     if (!s->conn)
         return;
     if (PQstatus(s->conn) != CONNECTION_OK) {
@@ -548,13 +550,17 @@ static enum store_status write_ids(struct store *s, struct batch *b, size_t firs
     if (ndays < 0)
         return store_oom(s);
     strbuf_reset(&s->sql);
-    strbuf_puts(&s->sql, "BEGIN; ");
+    if (!s->in_write)
+        strbuf_puts(&s->sql, "BEGIN; ");
     store_build_lock_sql(&s->sql, s->days, (size_t)ndays);
     strbuf_puts(&s->sql, "; SAVEPOINT ids;"
                          " COPY analytics.event_ids (company_id, event_id, received_at) FROM STDIN"
                          " (FORMAT binary)");
     if (s->sql.oom)
         return store_oom(s);
+    if (!s->in_write)
+        rollup_reset(&s->rollup);
+    s->in_write = true;
     st = copy_ids(s, b, first, n, s->sql.data, false, &nkeys);
     if (st != STORE_DATA || strcmp(s->sqlstate, "23505") != 0)
         return st;
@@ -583,7 +589,6 @@ static enum store_status write_raw(struct store *s, struct batch *b, size_t firs
     bool started = false;
 
     strbuf_reset(&s->rows);
-    rollup_reset(&s->rollup);
     for (size_t i = first; i < first + n && st == STORE_OK; i++) {
         struct batch_entry *e = &b->entries[i];
         if (e->kind != BATCH_EVENT || !e->counted)
@@ -616,26 +621,14 @@ static enum store_status copy_written(struct store *s, int rc)
     return copy_end(s, rc < 0 ? s->status : STORE_OK);
 }
 
-/* The rollup deltas and the dead letters, by COPY into their temporary tables
- * (each only if there is any). */
-static enum store_status write_deltas(struct store *s, struct batch *b, size_t first, size_t n)
+/* The dead letters among entries [first, first + n), by COPY into their
+ * temporary table (only if there is any). */
+static enum store_status write_dead(struct store *s, struct batch *b, size_t first, size_t n)
 {
     enum store_status st = STORE_OK;
     bool dead = false;
 
     strbuf_reset(&s->rows);
-    if (s->rollup.hourly.n > 0) {
-        if ((st = copy_begin(s, "COPY pg_temp.arv_measures (" ROLLUP_MEASURE_ROW_COLUMNS
-                                ") FROM STDIN")) != STORE_OK ||
-            (st = copy_written(s, rollup_write_measures(&s->rollup, &s->rows, drain_rows, s))) !=
-                STORE_OK)
-            return st;
-        if ((st = copy_begin(s, "COPY pg_temp.arv_breakdown (" ROLLUP_BREAKDOWN_ROW_COLUMNS
-                                ") FROM STDIN")) != STORE_OK ||
-            (st = copy_written(
-                 s, rollup_write_breakdown(&s->rollup, b, &s->rows, drain_rows, s))) != STORE_OK)
-            return st;
-    }
     for (size_t i = first; i < first + n && st == STORE_OK; i++) {
         const struct batch_entry *e = &b->entries[i];
         if (e->kind != BATCH_DEAD && (e->kind != BATCH_EVENT || e->ar_content_id))
@@ -651,6 +644,26 @@ static enum store_status write_deltas(struct store *s, struct batch *b, size_t f
         st = copy_send(s, false);
     }
     return dead ? copy_end(s, st) : st;
+}
+
+/* The write's rollup deltas, by COPY into their temporary tables (only if
+ * there are any); breakdown values are batch `b`'s. */
+static enum store_status write_deltas(struct store *s, const struct batch *b)
+{
+    enum store_status st;
+
+    strbuf_reset(&s->rows);
+    if (s->rollup.hourly.n == 0)
+        return STORE_OK;
+    if ((st = copy_begin(s, "COPY pg_temp.arv_measures (" ROLLUP_MEASURE_ROW_COLUMNS
+                            ") FROM STDIN")) != STORE_OK ||
+        (st = copy_written(s, rollup_write_measures(&s->rollup, &s->rows, drain_rows, s))) !=
+            STORE_OK)
+        return st;
+    if ((st = copy_begin(s, "COPY pg_temp.arv_breakdown (" ROLLUP_BREAKDOWN_ROW_COLUMNS
+                            ") FROM STDIN")) != STORE_OK)
+        return st;
+    return copy_written(s, rollup_write_breakdown(&s->rollup, b, &s->rows, drain_rows, s));
 }
 
 /* What the write did, from the entries' marks. */
@@ -682,44 +695,72 @@ static long lap_us(uint64_t *t)
     return d;
 }
 
-enum store_status store_flush(struct store *s, struct batch *b, size_t first, size_t n,
-                              int64_t watermark_ms, struct store_counts *counts)
+/* Ends a failed call: rolls back what is open (closing the connection after
+ * a connection failure); or marks a successful one. Returns `st`. */
+static enum store_status store_done(struct store *s, enum store_status st)
 {
-    PGresult *res = NULL;
-    enum store_status st = STORE_OK;
+    if (st != STORE_OK) {
+        store_rollback(s);
+        if (st == STORE_CONN)
+            store_disconnect(s);
+    } else {
+        s->status = STORE_OK;
+        s->sqlstate[0] = '\0';
+    }
+    return st;
+}
+
+enum store_status store_write(struct store *s, struct batch *b, size_t first, size_t n,
+                              struct store_counts *counts)
+{
+    enum store_status st;
     uint64_t t = timeutil_mono_us();
 
-    memset(counts, 0, sizeof(*counts));
     if (!s->conn)
         return s->status = STORE_CONN;
     if ((st = write_ids(s, b, first, n, &counts->ids_slow)) != STORE_OK)
-        goto out;
-    counts->ids_us = lap_us(&t);
+        return store_done(s, st);
+    counts->ids_us += lap_us(&t);
     if ((st = write_raw(s, b, first, n)) != STORE_OK)
-        goto out;
-    counts->raw_us = lap_us(&t);
-    if ((st = write_deltas(s, b, first, n)) != STORE_OK)
-        goto out;
-    counts->deltas_us = lap_us(&t);
+        return store_done(s, st);
+    counts->raw_us += lap_us(&t);
+    if ((st = write_dead(s, b, first, n)) != STORE_OK)
+        return store_done(s, st);
+    counts->deltas_us += lap_us(&t);
+    count_entries(b, first, n, counts);
+    return store_done(s, STORE_OK);
+}
+
+enum store_status store_commit(struct store *s, const struct batch *b, int64_t watermark_ms,
+                               struct store_counts *counts)
+{
+    PGresult *res = NULL;
+    enum store_status st;
+    uint64_t t = timeutil_mono_us();
+
+    if (!s->conn)
+        return s->status = STORE_CONN;
+    if (!s->in_write)
+        return watermark_ms > 0 ? store_heartbeat(s, watermark_ms) : STORE_OK;
+    if ((st = write_deltas(s, b)) != STORE_OK)
+        return store_done(s, st);
+    counts->deltas_us += lap_us(&t);
 
     /* The rollups, dead letters and watermark in one statement. */
     strbuf_reset(&s->sql);
     store_build_merge_sql(&s->sql, s->consumer_literal, watermark_ms);
-    if (s->sql.oom) {
-        st = store_oom(s);
-        goto out;
-    }
+    if (s->sql.oom)
+        return store_done(s, store_oom(s));
     if ((st = run(s, s->sql.data, &res)) != STORE_OK)
-        goto out;
+        return store_done(s, st);
     if (PQntuples(res) != 1 || PQnfields(res) != 1) {
+        PQclear(res);
         set_errstr(s, "unexpected answer to the merge statement");
-        st = s->status = STORE_RETRY;
-        goto out;
+        return store_done(s, s->status = STORE_RETRY);
     }
-    counts->dead_letters = result_long(res, 0);
+    counts->dead_letters += result_long(res, 0);
     PQclear(res);
-    res = NULL;
-    counts->merge_us = lap_us(&t);
+    counts->merge_us += lap_us(&t);
 
     /* COMMIT, timed apart since it is the WAL flush. */
     res = PQexec(s->conn, "COMMIT");
@@ -730,18 +771,24 @@ enum store_status store_flush(struct store *s, struct batch *b, size_t first, si
         set_errstr(s, "the batch transaction was rolled back at COMMIT");
         st = s->status = STORE_RETRY;
     }
-    counts->commit_us = lap_us(&t);
-    if (st == STORE_OK)
-        count_entries(b, first, n, counts);
-out:
     PQclear(res);
-    if (st != STORE_OK) {
-        store_rollback(s);
-        if (st == STORE_CONN)
-            store_disconnect(s);
-    } else {
-        s->status = STORE_OK;
-        s->sqlstate[0] = '\0';
-    }
-    return st;
+    s->in_write = false;
+    counts->commit_us += lap_us(&t);
+    return store_done(s, st);
+}
+
+void store_abort(struct store *s)
+{
+    store_rollback(s);
+}
+
+enum store_status store_flush(struct store *s, struct batch *b, size_t first, size_t n,
+                              int64_t watermark_ms, struct store_counts *counts)
+{
+    enum store_status st;
+
+    memset(counts, 0, sizeof(*counts));
+    if ((st = store_write(s, b, first, n, counts)) != STORE_OK)
+        return st;
+    return store_commit(s, b, watermark_ms, counts);
 }

@@ -51,7 +51,8 @@ struct store {
     char *consumer_literal; /* the same quoted for SQL, owned; set on connect */
     struct strbuf sql;      /* scratch for one call's SQL */
     struct strbuf rows;     /* COPY text being sent */
-    struct rollup rollup;   /* the rollup deltas of the batch being written */
+    struct rollup rollup;   /* the rollup deltas of the write being made */
+    bool in_write;          /* a write's transaction is open (store_write) */
     int64_t *days;          /* the UTC days of the batch being written */
     size_t days_cap;
     enum store_status status; /* of the last call */
@@ -101,13 +102,30 @@ enum store_status store_ensure_partitions(struct store *s, int64_t first_day, in
  * hold fresh, from the store's content relation. Blocking. */
 enum store_status store_resolve_content(struct store *s, struct content_cache *cc);
 
-/* Writes entries [first, first + n) of batch `b` in one transaction, as
- * batch_resolve() left them (after store_resolve_content()), with the watermark set to
- * `watermark_ms` when it is > 0: events new to event_ids as raw rows and into
- * the rollups (bots only as raw rows), events of unknown content and dead
- * entries as dead letters. Sets the entries' `counted`, and fills `counts`
- * on STORE_OK. On failure the transaction is rolled back (or the
- * connection closed) and nothing was written. Blocking. */
+/* Writes entries [first, first + n) of batch `b` in the store's open write,
+ * beginning one (BEGIN) if none is open, as batch_resolve() left them (after
+ * store_resolve_content()): events new to event_ids as raw rows and into the
+ * write's rollup deltas (bots only as raw rows), events of unknown content
+ * and dead entries as dead letters. Several reads can go into one write; the
+ * breakdown values of all of them must stay in `b` until store_commit()
+ * (batch_next). Sets the entries' `counted`, and adds to `counts` on
+ * STORE_OK. On failure the whole write is rolled back (or the connection
+ * closed): nothing of it was written. Blocking. */
+enum store_status store_write(struct store *s, struct batch *b, size_t first, size_t n,
+                              struct store_counts *counts);
+
+/* Ends the open write: merges its rollup deltas (their breakdown values are
+ * `b`'s), writes its dead letters and, when `watermark_ms` > 0, the watermark,
+ * and COMMITs; adds to `counts`. With no write open, only moves the
+ * watermark. On failure the write is rolled back. Blocking. */
+enum store_status store_commit(struct store *s, const struct batch *b, int64_t watermark_ms,
+                               struct store_counts *counts);
+
+/* Rolls back the open write, if any. */
+void store_abort(struct store *s);
+
+/* Writes entries [first, first + n) of batch `b` in one transaction of their
+ * own (store_write, then store_commit); `counts` is reset first. */
 enum store_status store_flush(struct store *s, struct batch *b, size_t first, size_t n,
                               int64_t watermark_ms, struct store_counts *counts);
 

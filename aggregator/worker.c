@@ -226,27 +226,36 @@ static enum store_status flush_each(struct worker *w)
     return STORE_OK;
 }
 
+/* The days [*first, *last] whose partitions the batch's events need, when
+ * some fall outside what was already ensured, [lo, hi]; false if none do. */
+static bool batch_partitions_needed(const struct worker *w, int64_t lo, int64_t hi, int64_t *first,
+                                    int64_t *last)
+{
+    const struct batch *b = &w->batch;
+    int64_t today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
+
+    if (b->min_received_ms == 0)
+        return false;
+    *first = timeutil_period(b->min_received_ms, TIMEUTIL_DAY_MS);
+    *last = timeutil_period(b->max_received_ms, TIMEUTIL_DAY_MS);
+    if (*first < today - PAST_DAYS_MAX)
+        *first = today - PAST_DAYS_MAX;
+    if (*last > today + 2)
+        *last = today + 2;
+    if (*first >= lo && *last <= hi)
+        return false;
+    return *first <= *last; /* all outside the window: let the insert reject them */
+}
+
 /* Creates day partitions for the batch's days when they fall outside what was
  * already ensured, [*lo, *hi]. */
 static enum store_status ensure_batch_partitions(struct worker *w, int64_t *lo, int64_t *hi)
 {
-    const struct batch *b = &w->batch;
-    int64_t today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
     int64_t first, last;
     enum store_status st;
 
-    if (b->min_received_ms == 0)
+    if (!batch_partitions_needed(w, *lo, *hi, &first, &last))
         return STORE_OK;
-    first = timeutil_period(b->min_received_ms, TIMEUTIL_DAY_MS);
-    last = timeutil_period(b->max_received_ms, TIMEUTIL_DAY_MS);
-    if (first < today - PAST_DAYS_MAX)
-        first = today - PAST_DAYS_MAX;
-    if (last > today + 2)
-        last = today + 2;
-    if (first >= *lo && last <= *hi)
-        return STORE_OK;
-    if (first > last)
-        return STORE_OK; /* all outside the window: let the insert reject them */
     st = store_ensure_partitions(&w->store, first, last);
     if (st == STORE_OK) {
         *lo = first < *lo ? first : *lo;
@@ -274,6 +283,75 @@ static void update_stats(struct worker *w, bool trim)
     }
 }
 
+/* Gives up the open write after a failure: rolls it back and reads this
+ * consumer's pending entries again, since the reads written into it are no
+ * longer in memory (none was acknowledged: nothing is lost). */
+static void abandon_write(struct worker *w)
+{
+    if (w->wr.reads > 0)
+        log_warn("write_abandoned", LF_INT("worker", w->index),
+                 LF_INT("entries", (long long)w->wr.entries), LF_INT("reads", w->wr.reads));
+    store_abort(&w->store);
+    reader_acks_reset(&w->acks);
+    memset(&w->wr, 0, sizeof(w->wr));
+    batch_reset(&w->batch);
+    reader_recover(&w->reader);
+}
+
+/* Commits the open write (the watermark: the time of a read that caught up,
+ * else its newest event, unless its reads were of pending or claimed entries)
+ * and acknowledges its entries; empties the batch unless `keep_read` (a read
+ * not yet written, for the next write). False after a failure (marked, the
+ * write abandoned). */
+static bool end_write(struct worker *w, bool caught_up, int64_t read_wall_ms, bool keep_read)
+{
+    struct worker_write *wr = &w->wr;
+    int64_t t0 = (int64_t)timeutil_mono_ms();
+    int64_t watermark = !wr->new_entries ? 0 : caught_up ? read_wall_ms : wr->max_received_ms;
+    enum store_status st = store_commit(&w->store, &w->batch, watermark, &wr->counts);
+
+    if (st != STORE_OK) {
+        pg_failed(w, st);
+        abandon_write(w);
+        return false;
+    }
+    pg_ok(w);
+    wr->pg_ms += (int64_t)timeutil_mono_ms() - t0;
+    count_flush(w, &wr->counts);
+    metric_observe(w->m.batch_size, (double)wr->entries);
+    count_cache_lookups(w);
+    metric_observe(w->m.flush_duration, (double)wr->pg_ms / 1000.0);
+
+    if (failpoint_after_commit > 0 &&
+        atomic_fetch_add(&commits_done, 1) + 1 >= failpoint_after_commit) {
+        log_warn("failpoint_exit", LF_STR("failpoint", "after_commit"),
+                 LF_INT("commits", failpoint_after_commit));
+        _exit(FAILPOINT_EXIT);
+    }
+
+    /* Committed: acknowledge. If that fails the entries stay pending and
+     * come back after reconnecting; event ids make that harmless. */
+    int64_t t_ack = (int64_t)timeutil_mono_ms();
+    if (reader_ack(&w->reader, &w->acks) < 0)
+        redis_failed(w);
+    /* The split is what bench/aggregator.sh reports per step. */
+    log_debug("batch_written", LF_INT("worker", w->index),
+              LF_INT("entries", (long long)wr->entries), LF_INT("reads", wr->reads),
+              LF_INT("inserted", wr->counts.inserted), LF_INT("ms", (long long)wr->pg_ms),
+              LF_INT("read_ms", (long long)wr->read_ms), LF_BOOL("ids_slow", wr->counts.ids_slow),
+              LF_INT("ids_ms", wr->counts.ids_us / 1000),
+              LF_INT("raw_ms", wr->counts.raw_us / 1000),
+              LF_INT("deltas_ms", wr->counts.deltas_us / 1000),
+              LF_INT("merge_ms", wr->counts.merge_us / 1000),
+              LF_INT("commit_ms", wr->counts.commit_us / 1000),
+              LF_INT("ack_ms", (long long)((int64_t)timeutil_mono_ms() - t_ack)));
+    reader_acks_reset(&w->acks);
+    memset(wr, 0, sizeof(*wr));
+    if (!keep_read)
+        batch_reset(&w->batch);
+    return true;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -294,12 +372,15 @@ static void *worker_main(void *arg)
         bool stopping = atomic_load(&w->stop);
         int64_t now = (int64_t)timeutil_mono_ms();
 
-        if (stopping && (w->batch.count == 0 || failing || !reader_connected(&w->reader) ||
-                         !store_connected(&w->store)))
+        /* An open write ends with the next read once stopping. */
+        if (stopping && ((w->batch.count == 0 && !w->store.in_write) || failing ||
+                         !reader_connected(&w->reader) || !store_connected(&w->store)))
             break;
         failing = true;
 
         if (!reader_connected(&w->reader)) {
+            if (w->store.in_write)
+                abandon_write(w); /* the reconnect reads its entries again */
             if (reader_connect(&w->reader) < 0) {
                 redis_failed(w);
                 /* Keep PostgreSQL's readiness honest while Redis is away. */
@@ -333,7 +414,7 @@ static void *worker_main(void *arg)
             pg_backoff = BACKOFF_MIN_MS;
         }
 
-        if (now >= next_partitions) {
+        if (now >= next_partitions && !w->store.in_write) {
             int64_t today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
             if ((st = store_ensure_partitions(&w->store, today - 1, today + 2)) != STORE_OK) {
                 pg_failed(w, st);
@@ -359,7 +440,8 @@ static void *worker_main(void *arg)
         if (w->batch.count == 0) {
             int rc = 0;
             caught_up = false;
-            if (w->claim_idle_ms > 0 && now >= next_claim && !w->reader.recovering) {
+            if (w->claim_idle_ms > 0 && now >= next_claim && !w->reader.recovering &&
+                !w->store.in_write) {
                 kind = READER_CLAIMED;
                 rc = reader_claim(&w->reader, &w->batch, w->claim_idle_ms, w->max_deliveries);
                 next_claim = now + (w->claim_idle_ms / 2 > 1000 ? w->claim_idle_ms / 2 : 1000);
@@ -372,6 +454,8 @@ static void *worker_main(void *arg)
                 rc = reader_read(&w->reader, &w->batch, &kind, &caught_up);
                 read_ms = (int64_t)timeutil_mono_ms() - now;
             }
+            if (rc < 0 && w->store.in_write)
+                abandon_write(w);
             if (rc < 0 && reader_connected(&w->reader)) {
                 /* An error reply, not an outage: log it and read on. */
                 batch_reset(&w->batch);
@@ -391,6 +475,12 @@ static void *worker_main(void *arg)
             redis_ok(w);
             redis_backoff = BACKOFF_MIN_MS;
             failing = false;
+            if (w->batch.count == 0 && w->store.in_write) {
+                /* Caught up with a write open: it ends here. */
+                if (!end_write(w, caught_up, read_wall_ms, false))
+                    backoff_sleep(w, &pg_backoff);
+                continue;
+            }
             if (w->batch.count == 0) {
                 /* Idle: move the watermark to "now" when caught up, which also
                  * checks PostgreSQL every second. */
@@ -407,67 +497,82 @@ static void *worker_main(void *arg)
             }
         }
 
-        /* Write the batch; on failure keep it and retry the same entries. */
+        /* Write the read into the open write, or into a new one. A read of
+         * pending or claimed entries, or one that needs a partition created
+         * (DDL stays out of a long transaction), starts a write of its own. */
+        int64_t first_day, last_day;
+        if (w->store.in_write &&
+            (kind != READER_NEW ||
+             batch_partitions_needed(w, part_lo, part_hi, &first_day, &last_day))) {
+            if (!end_write(w, false, 0, true)) {
+                backoff_sleep(w, &pg_backoff);
+                continue;
+            }
+        }
         int64_t t0 = (int64_t)timeutil_mono_ms();
-        int64_t watermark = 0;
-        struct store_counts counts;
-        memset(&counts, 0, sizeof(counts));
-        if (kind == READER_NEW)
-            watermark = caught_up ? read_wall_ms : w->batch.max_received_ms;
-        st = ensure_batch_partitions(w, &part_lo, &part_hi);
+        bool first_read = !w->store.in_write;
+        st = first_read ? ensure_batch_partitions(w, &part_lo, &part_hi) : STORE_OK;
         if (st == STORE_OK)
             st = store_resolve_content(&w->store, w->contents);
         if (st == STORE_OK && !resolve_entries(w, 0, w->batch.count, false)) {
+            if (!first_read)
+                abandon_write(w);
             backoff_sleep(w, &redis_backoff);
             continue;
         }
         if (st == STORE_OK)
-            st = store_flush(&w->store, &w->batch, 0, w->batch.count, watermark, &counts);
-        if (st == STORE_OK) {
-            count_flush(w, &counts);
-        } else if (st == STORE_DATA) {
+            st = store_write(&w->store, &w->batch, 0, w->batch.count, &w->wr.counts);
+        if (st == STORE_DATA && first_read) {
+            /* Rolled back: find the rejected entries one by one, each written
+             * and acknowledged on its own. */
             log_warn("batch_rejected", LF_INT("worker", w->index),
                      LF_INT("entries", (long long)w->batch.count),
                      LF_STR("sqlstate", w->store.sqlstate), LF_STR("error", w->store.errstr));
-            st = flush_each(w);
+            memset(&w->wr, 0, sizeof(w->wr));
+            if ((st = flush_each(w)) == STORE_OK) {
+                if (reader_acks_add(&w->acks, &w->batch) < 0 ||
+                    reader_ack(&w->reader, &w->acks) < 0)
+                    redis_failed(w);
+                reader_acks_reset(&w->acks);
+                batch_reset(&w->batch);
+                failing = false;
+                pg_ok(w);
+                pg_backoff = BACKOFF_MIN_MS;
+                continue;
+            }
+        }
+        if (st == STORE_OK && reader_acks_add(&w->acks, &w->batch) < 0) {
+            store_abort(&w->store);
+            st = STORE_RETRY;
         }
         if (st != STORE_OK) {
             pg_failed(w, st);
+            if (first_read)
+                memset(&w->wr, 0, sizeof(w->wr)); /* the read stays: retried as it is */
+            else
+                abandon_write(w);
             backoff_sleep(w, &pg_backoff);
             continue;
         }
         failing = false;
         pg_ok(w);
         pg_backoff = BACKOFF_MIN_MS;
-        metric_observe(w->m.batch_size, (double)w->batch.count);
-        count_cache_lookups(w);
-        metric_observe(w->m.flush_duration, (double)((int64_t)timeutil_mono_ms() - t0) / 1000.0);
-        int64_t write_ms = (int64_t)timeutil_mono_ms() - t0;
-
-        if (failpoint_after_commit > 0 &&
-            atomic_fetch_add(&commits_done, 1) + 1 >= failpoint_after_commit) {
-            log_warn("failpoint_exit", LF_STR("failpoint", "after_commit"),
-                     LF_INT("commits", failpoint_after_commit));
-            _exit(FAILPOINT_EXIT);
-        }
-
-        /* Committed: acknowledge. If that fails the entries stay pending and
-         * come back after reconnecting; event ids make that harmless. */
-        int64_t t_ack = (int64_t)timeutil_mono_ms();
-        if (reader_ack(&w->reader, &w->batch) < 0)
-            redis_failed(w);
-        /* The split is what bench/aggregator.sh reports per step. */
-        log_debug("batch_written", LF_INT("worker", w->index),
-                  LF_INT("entries", (long long)w->batch.count), LF_INT("inserted", counts.inserted),
-                  LF_INT("ms", (long long)write_ms), LF_INT("read_ms", (long long)read_ms),
-                  LF_BOOL("ids_slow", counts.ids_slow), LF_INT("ids_ms", counts.ids_us / 1000),
-                  LF_INT("raw_ms", counts.raw_us / 1000),
-                  LF_INT("deltas_ms", counts.deltas_us / 1000),
-                  LF_INT("merge_ms", counts.merge_us / 1000),
-                  LF_INT("commit_ms", counts.commit_us / 1000),
-                  LF_INT("ack_ms", (long long)((int64_t)timeutil_mono_ms() - t_ack)));
+        w->wr.reads++;
+        w->wr.entries += w->batch.count;
+        w->wr.new_entries = kind == READER_NEW;
+        if (w->batch.max_received_ms > w->wr.max_received_ms)
+            w->wr.max_received_ms = w->batch.max_received_ms;
+        w->wr.read_ms += read_ms;
+        w->wr.pg_ms += (int64_t)timeutil_mono_ms() - t0;
         read_ms = 0;
-        batch_reset(&w->batch);
+
+        if (kind != READER_NEW || caught_up || w->wr.entries >= (size_t)w->batch_size ||
+            w->wr.reads >= WORKER_WRITE_READS_MAX || atomic_load(&w->stop)) {
+            if (!end_write(w, caught_up, read_wall_ms, false))
+                backoff_sleep(w, &pg_backoff);
+        } else {
+            batch_next(&w->batch);
+        }
     }
 
     if (w->batch.count > 0)
@@ -490,6 +595,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
                 const struct worker_metrics *m, int notify_fd)
 {
     pthread_condattr_t attr;
+    long read_max;
     int rc = -ENOMEM;
 
     memset(w, 0, sizeof(*w));
@@ -536,9 +642,12 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
         w->lag[i] = metric_family_child(m->consumer_lag, label);
         w->pending[i] = metric_family_child(m->pending, label);
     }
+    w->batch_size = cfg->batch_size;
+    read_max = cfg->batch_size < WORKER_READ_MAX ? cfg->batch_size : WORKER_READ_MAX;
+    reader_acks_init(&w->acks);
     batch_init(&w->batch, (const char *const *)w->streams);
     /* A read stops after the piece that reaches either bound. */
-    if ((rc = batch_reserve(&w->batch, (size_t)cfg->batch_size + READER_CHUNK,
+    if ((rc = batch_reserve(&w->batch, (size_t)read_max + READER_CHUNK,
                             (size_t)cfg->batch_max_bytes + (size_t)cfg->batch_max_bytes / 8)) < 0)
         goto out;
     w->batch.store_full_ip = cfg->store_full_ip;
@@ -551,11 +660,12 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
         goto out;
     w->batch.ua = w->ua;
     if ((rc = reader_init(&w->reader, cfg->redis, (const char *const *)w->streams, w->nstreams,
-                          cfg->consumer, cfg->batch_size, (size_t)cfg->batch_max_bytes,
+                          cfg->consumer, read_max, (size_t)cfg->batch_max_bytes,
                           cfg->batch_wait_ms)) < 0)
         goto out;
     if ((rc = store_init(&w->store, cfg->database_url, cfg->content_relation, cfg->watermark_key)) <
-        0)
+            0 ||
+        (rc = rollup_reserve(&w->store.rollup, (size_t)cfg->batch_size)) < 0)
         goto out;
     rc = 0;
 out:
@@ -602,6 +712,7 @@ void worker_deinit(struct worker *w)
     reader_deinit(&w->reader);
     store_deinit(&w->store);
     free(w->idx);
+    reader_acks_deinit(&w->acks);
     batch_deinit(&w->batch);
     content_cache_free(w->contents);
     w->contents = NULL;

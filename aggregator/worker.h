@@ -50,7 +50,7 @@ struct worker_config {
     const char *watermark_key; /* row in analytics.ingest_watermarks */
     const char *database_url;
     const char *content_relation;
-    long batch_size;           /* COUNT per read */
+    long batch_size;           /* entries per write (transaction), read WORKER_READ_MAX at a time */
     long batch_max_bytes;      /* stop reading a batch once its rows take this much */
     long batch_wait_ms;        /* BLOCK per read */
     long claim_idle_ms;        /* claim entries idle this long; 0: never */
@@ -64,6 +64,26 @@ struct worker_config {
 };
 
 /* A dependency as the worker last saw it. */
+/* Entries per read (XREADGROUP COUNT per stream): a write of up to
+ * batch_size entries is made of several reads, each written as it comes and
+ * then dropped, so memory holds one read whatever the batch size. */
+#define WORKER_READ_MAX 10000
+
+/* Reads per write at most: each takes a savepoint (a subtransaction id), and
+ * PostgreSQL caches 64 of them per transaction. */
+#define WORKER_WRITE_READS_MAX 32
+
+/* The write (one transaction) being made of one or more reads. */
+struct worker_write {
+    size_t entries;          /* of its reads */
+    unsigned reads;          /* written into it so far */
+    bool new_entries;        /* its reads are of new entries (they move the watermark) */
+    int64_t max_received_ms; /* over its reads' events */
+    int64_t read_ms;         /* its reads' time: XREADGROUP + decode */
+    int64_t pg_ms;           /* its time in PostgreSQL */
+    struct store_counts counts;
+};
+
 enum worker_dep {
     WORKER_DEP_CONNECTING, /* not tried yet */
     WORKER_DEP_UP,
@@ -89,7 +109,10 @@ struct worker {
     struct content_cache_stats contents_seen; /* stats already counted in metrics */
     struct ua_cache *ua;                      /* parsed user agents; thread only; NULL: off */
     struct ua_cache_stats ua_seen;            /* stats already counted in metrics */
-    struct batch batch;                       /* the batch in flight, kept until written */
+    struct batch batch;                       /* the read in flight, kept until written */
+    struct worker_write wr;                   /* the open write (store.in_write) */
+    struct reader_acks acks;                  /* its entries, acknowledged after COMMIT */
+    long batch_size;                          /* entries per write */
     size_t *idx;                              /* entry indexes, for fetch_payloads */
     size_t idx_cap;
     atomic_int redis_state; /* enum worker_dep */

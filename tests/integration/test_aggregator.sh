@@ -142,30 +142,39 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "pending entries n
 it_stop claimer
 it_pass "claimed entries: delivered 10 times -> max_deliveries dead letter, 9 times -> written"
 
-# Memory per batch is bounded in bytes too, for reads and claims alike: a
-# backlog of N new entries plus N pending on a dead consumer (about 350 bytes
-# of raw row each, 2,000 per piece), with ARV_BATCH_MAX_BYTES=1 MiB: every
-# batch stops after its second piece (4,000 entries), although ARV_BATCH_SIZE
-# would take them all. Claims continue after the last id of the piece before.
+# Memory per read is bounded in bytes too, for reads and claims alike: a
+# backlog of 2 x N new entries plus N pending on a dead consumer (about 350
+# bytes of raw row each, 2,000 per piece), with ARV_BATCH_MAX_BYTES=1 MiB: every
+# read stops after its second piece (4,000 entries), and a write (one
+# transaction of ARV_BATCH_SIZE=8000) takes two reads, each written as it comes.
+# Claims (a write each) continue after the last id of the piece before. A row
+# PostgreSQL rejects in the second read of a write (after the new entries)
+# rolls the whole write back: its entries are read again as this consumer's
+# pending entries, and the rejected one becomes a dead letter.
 rows0=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
 load /dev/null
 redis-cli -p "$IT_REDIS_PORT" XREADGROUP GROUP arv-aggregators ghost COUNT "$N" STREAMS "$ARV_STREAM" '>' >/dev/null
 load /dev/null
-it_start bytes arv-aggregator ARV_WORKERS=1 ARV_BATCH_SIZE=100000 ARV_BATCH_MAX_BYTES=1048576 \
-    ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=300
+load /dev/null
+rejected=$(redis-cli -p "$IT_REDIS_PORT" XADD "$ARV_STREAM" '*' v 1 e "${old_e/00000040/00000042}")
+it_start bytes arv-aggregator ARV_LOG_LEVEL=debug ARV_WORKERS=1 ARV_BATCH_SIZE=8000 \
+    ARV_BATCH_MAX_BYTES=1048576 ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=300
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "backlog not drained"
-m=$(curl -fsS "http://127.0.0.1:$IT_PORT_bytes/metrics")
-batches=$(awk '/^aggregator_batch_size_count / {print $2}' <<<"$m")
-capped=$(awk '/^aggregator_batch_size_bucket\{le="5000"\}/ {print $2}' <<<"$m")
-[ "${batches:-0}" -ge $((2 * N / 4000)) ] && [ "$capped" = "$batches" ] ||
-    it_fail "ARV_BATCH_MAX_BYTES: $batches batches, $capped of them <= 5000 entries"
+# "entries reads" of every write
+writes=$(awk -F'[:,}]' '/"batch_written"/ { for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k)
+    if (k == "entries") e = $(i + 1); if (k == "reads") r = $(i + 1) } print e + 0, r + 0 }' "$IT_TMP/bytes.log")
+awk '$1 > 4000 * $2 { bad++ } $2 >= 2 && $1 > 4000 { multi++ } END { exit !(NR > 0 && !bad && multi) }' <<<"$writes" ||
+    it_fail "ARV_BATCH_MAX_BYTES: expected reads of at most 4,000 entries and a write of several; writes (entries reads): $(tr '\n' ';' <<<"$writes")"
+grep -q '"write_abandoned"' "$IT_TMP/bytes.log" || it_fail "the write with a rejected row was not abandoned"
+[ "$(it_psql "SELECT reason FROM analytics.dead_letters WHERE entry_id = '$rejected'")" = db_rejected ] ||
+    it_fail "the rejected row of a write's second read is not a db_rejected dead letter"
 claims=$(grep '"entries_claimed"' "$IT_TMP/bytes.log" | sed 's/.*"count":\([0-9]*\).*/\1/' | tr '\n' ' ')
 [ "$(tr ' ' '\n' <<<"$claims" | awk '{s += $1} END {print s}')" = "$N" ] && grep -qw 4000 <<<"$claims" ||
     it_fail "claims in pieces: expected $N entries claimed, 4000 at a time; got: $claims"
 it_stop bytes
 [ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")" = "$rows0" ] ||
     it_fail "the backlog (a replay) added rows"
-it_pass "ARV_BATCH_MAX_BYTES: 2 x $N entries (half claimed: $claims) in $batches batches of at most 4,000"
+it_pass "ARV_BATCH_MAX_BYTES: 3 x $N entries (a third claimed: $claims) in reads of at most 4,000; writes (entries reads): $(tr '\n' ';' <<<"$writes"); a rejected row abandons its write, then is dead-lettered"
 
 # Enrichment: GeoIP fills country and city where the client sent none (before
 # the IP is anonymised), the user agent fills device type, browser and OS;

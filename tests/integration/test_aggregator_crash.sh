@@ -32,11 +32,15 @@ declare -A PID
 # delivery: ~15 kills per aggregator take an entry past ARV_MAX_DELIVERIES' 10,
 # and a claim would then dead-letter it (while the restarted owner may be
 # writing it too). These crashes are the test's, not the entries' fault, so the
-# limit is raised here; test_aggregator covers it.
+# limit is raised here; test_aggregator covers it. Aggregator a writes one
+# read of 1,500 entries per transaction; b several reads of at most 4,000
+# (ARV_BATCH_MAX_BYTES) per transaction of up to 12,000, so that kills also
+# land between the reads of one write.
 start_agg() {
-    local name=$1
+    local name=$1 batch=(ARV_BATCH_SIZE=1500)
     shift
-    env ARV_LISTEN="127.0.0.1:$(arv_free_port)" ARV_CONSUMER="crash-$name" ARV_BATCH_SIZE=1500 \
+    [ "$name" = a ] || batch=(ARV_BATCH_SIZE=12000 ARV_BATCH_MAX_BYTES=1048576 ARV_LOG_LEVEL=debug)
+    env ARV_LISTEN="127.0.0.1:$(arv_free_port)" ARV_CONSUMER="crash-$name" "${batch[@]}" \
         ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=2000 ARV_MAX_DELIVERIES=1000 "$@" "$IT_BIN/arv-aggregator" \
         2>>"$IT_TMP/agg-$name.log" &
     PID[$name]=$!
@@ -110,6 +114,9 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 150 || it_fail "stream not drain
 failpoints=$(cat "$IT_TMP"/agg-*.log | grep -c failpoint_exit || true)
 [ "$kills" -ge 10 ] || it_fail "only $kills kills"
 [ "$failpoints" -ge 1 ] || it_fail "no aggregator exited at the failpoint"
+multi=$(awk -F'[:,}]' '/"batch_written"/ { for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k)
+    if (k == "reads" && $(i + 1) >= 2) n++ } } END { print n + 0 }' "$IT_TMP/agg-b.log")
+[ "$multi" -ge 1 ] || it_fail "aggregator b wrote no transaction of several reads"
 
 distinct=$(cat "$IT_TMP"/ids.* | sort -u | wc -l)
 raw=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
@@ -129,7 +136,7 @@ got=$(it_psql "SELECT count(*) FILTER (WHERE reason = 'unknown_content') || ' ' 
              FROM analytics.dead_letters GROUP BY 1) d")"
 off=$(agg_check_hll) || it_fail "HLL check failed to run"
 [ "$off" = 0 ] || it_fail "$off company-days with HLL uniques off by more than 3 sigma (1.6% each)"
-it_pass "crash: $N entries, $kills SIGKILLs, $failpoints exits between COMMIT and XACK, PostgreSQL restarted: $raw rows == distinct event ids, rollups == raw, nothing pending, $unknown unknown_content dead letters"
+it_pass "crash: $N entries, $kills SIGKILLs, $failpoints exits between COMMIT and XACK, $multi writes of several reads, PostgreSQL restarted: $raw rows == distinct event ids, rollups == raw, nothing pending, $unknown unknown_content dead letters"
 
 for name in a b; do
     kill -TERM "${PID[$name]}"

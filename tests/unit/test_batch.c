@@ -404,3 +404,31 @@ Test(batch, user_agent_fills_fields_and_marks_bots)
     ua_cache_free(ua);
     ua_db_close(db);
 }
+
+/* The next read of the same write starts empty but keeps the interned
+ * breakdown values (the write's rollup deltas refer to them); a reset drops
+ * them. */
+Test(batch, next_read_keeps_interned_values)
+{
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
+    uint32_t city;
+    size_t nvals, len;
+    const char *v;
+
+    cr_assert_eq(batch_add(&b, 0, "8-0", 3, f, 2), 0);
+    city = b.entries[0].dims[4];
+    nvals = b.nvals;
+    cr_assert_gt(nvals, 0);
+    batch_next(&b);
+    cr_assert_eq(b.count, 0);
+    cr_assert_eq(b.rows.len, 0);
+    cr_assert_eq(b.min_received_ms, 0);
+    cr_assert_eq(b.nvals, nvals);
+    v = batch_value(&b, city, &len);
+    cr_assert(len > 0 && v);
+    cr_assert_eq(batch_add(&b, 0, "9-0", 3, f, 2), 0);
+    cr_assert_eq(b.entries[0].dims[4], city, "the same value, the same id");
+    cr_assert_eq(b.nvals, nvals);
+    batch_reset(&b);
+    cr_assert_eq(b.nvals, 0);
+}

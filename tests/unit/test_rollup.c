@@ -193,3 +193,41 @@ Test(rollup, drained_output_is_the_same)
     strbuf_deinit(&all);
     strbuf_deinit(&taken);
 }
+
+/* One write's deltas over several reads (batch_next between them): groups
+ * and sketches go on across reads, the breakdown's values stay valid; and
+ * past the reserved room the tables grow. Every event adds its session hash
+ * to six breakdown groups, kept once: each group's sketch must still hold
+ * exactly its own sessions. */
+Test(rollup, deltas_span_reads)
+{
+    const char *both[] = {s1, s2}, *one[] = {s2};
+    char want[512];
+
+    cr_assert_eq(rollup_reserve(&r, 4), 0);
+    add(1, s1, 5, "2025-11-25T10:10:00Z", ",\"device_type\":\"mobile\",\"city\":\"Rome\"");
+    batch_next(&b);
+    for (int i = 0; i < 300; i++)
+        add(2 + i, i % 2 ? s1 : s2, 5, "2025-11-25T12:10:00Z",
+            i % 2 ? ",\"device_type\":\"mobile\""
+                  : ",\"device_type\":\"mobile\",\"city\":\"Rome\"");
+    add(400, s2, 5, "2025-11-25T12:10:00Z", ",\"device_type\":\"tablet\"");
+    cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
+    snprintf(want, sizeof(want), "20417\t7\t70\t5\tdevice_type\tmobile\t301\t%s",
+             sketch_of(both, 2));
+    cr_assert_str_eq(line_of(out.data, "20417\t7\t70\t5\tdevice_type\tmobile"), want);
+    snprintf(want, sizeof(want), "20417\t7\t70\t5\tdevice_type\ttablet\t1\t%s", sketch_of(one, 1));
+    cr_assert_str_eq(line_of(out.data, "20417\t7\t70\t5\tdevice_type\ttablet"), want);
+    /* Rome: event 1 (s1) and the 150 even ones (s2). */
+    snprintf(want, sizeof(want), "20417\t7\t70\t5\tcity\tRome\t151\t%s", sketch_of(both, 2));
+    cr_assert_str_eq(line_of(out.data, "20417\t7\t70\t5\tcity\tRome"), want);
+    /* The 150 odd ones (s1) have no city. */
+    snprintf(want, sizeof(want), "20417\t7\t70\t5\tcity\tunknown\t151\t%s", sketch_of(both, 2));
+    cr_assert_str_eq(line_of(out.data, "20417\t7\t70\t5\tcity\tunknown"), want);
+    strbuf_reset(&out);
+    cr_assert_eq(rollup_write_measures(&r, &out, NULL, NULL), 0);
+    snprintf(want, sizeof(want), "0\t2025-11-25 12:00:00.000+00\t7\t70\t5\t301\t%s",
+             sketch_of(both, 2));
+    cr_assert(strncmp(line_of(out.data, "0\t2025-11-25 12:00"), want, strlen(want)) == 0, "%s",
+              out.data);
+}
