@@ -74,7 +74,7 @@ ARV_LISTEN="127.0.0.1:$coll_port" "$build/bin/arv-collector" 2>"$tmp/collector.l
 coll_pid=$!
 arv_wait_http "http://127.0.0.1:$coll_port/api/health/readiness" 200 10
 
-echo "aggregator: $naggs process(es), ARV_BATCH_SIZE=${ARV_BATCH_SIZE:-50000} ARV_BATCH_WAIT_MS=${ARV_BATCH_WAIT_MS:-200} (a read returns as soon as entries are there; at most BATCH_WAIT_MS when idle)"
+echo "aggregator: $naggs process(es), ARV_BATCH_SIZE=${ARV_BATCH_SIZE:-200000} ARV_BATCH_WAIT_MS=${ARV_BATCH_WAIT_MS:-200} (a read returns as soon as entries are there; at most BATCH_WAIT_MS when idle)"
 echo "collector:  ARV_THREADS=${ARV_THREADS:-0} (0: one per CPU), $(nproc) CPUs shared with the load generator, Redis and PostgreSQL"
 
 # gen LABEL RATE SECONDS: one run; prints its lines and sets F_<key> from RESULT.
