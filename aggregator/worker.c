@@ -557,7 +557,8 @@ static void *worker_main(void *arg)
         failing = false;
         pg_ok(w);
         pg_backoff = BACKOFF_MIN_MS;
-        w->wr.reads++;
+        if (w->wr.reads++ == 0)
+            w->wr.started_ms = now;
         w->wr.entries += w->batch.count;
         w->wr.new_entries = kind == READER_NEW;
         if (w->batch.max_received_ms > w->wr.max_received_ms)
@@ -567,7 +568,9 @@ static void *worker_main(void *arg)
         read_ms = 0;
 
         if (kind != READER_NEW || caught_up || w->wr.entries >= (size_t)w->batch_size ||
-            w->wr.reads >= WORKER_WRITE_READS_MAX || atomic_load(&w->stop)) {
+            w->wr.reads >= WORKER_WRITE_READS_MAX ||
+            (int64_t)timeutil_mono_ms() - w->wr.started_ms >= w->write_max_ms ||
+            atomic_load(&w->stop)) {
             if (!end_write(w, caught_up, read_wall_ms, false))
                 backoff_sleep(w, &pg_backoff);
         } else {
@@ -605,6 +608,9 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     w->m = *m;
     w->notify_fd = notify_fd;
     w->claim_idle_ms = cfg->claim_idle_ms;
+    w->write_max_ms = WORKER_WRITE_MAX_MS;
+    if (cfg->claim_idle_ms > 0 && cfg->claim_idle_ms / 2 < w->write_max_ms)
+        w->write_max_ms = cfg->claim_idle_ms / 2;
     w->stream_upkeep = cfg->stream_upkeep;
     w->max_deliveries = cfg->max_deliveries;
     atomic_init(&w->redis_state, WORKER_DEP_CONNECTING);

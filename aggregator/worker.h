@@ -73,12 +73,18 @@ struct worker_config {
  * PostgreSQL caches 64 of them per transaction. */
 #define WORKER_WRITE_READS_MAX 32
 
+/* A write open this long ends with its next read (and in half of
+ * ARV_CLAIM_IDLE_MS when that is shorter): its entries stay pending until
+ * COMMIT, and another aggregator would claim those idle for ARV_CLAIM_IDLE_MS. */
+#define WORKER_WRITE_MAX_MS 10000
+
 /* The write (one transaction) being made of one or more reads. */
 struct worker_write {
     size_t entries;          /* of its reads */
     unsigned reads;          /* written into it so far */
     bool new_entries;        /* its reads are of new entries (they move the watermark) */
     int64_t max_received_ms; /* over its reads' events */
+    int64_t started_ms;      /* monotonic time of its first read */
     int64_t read_ms;         /* its reads' time: XREADGROUP + decode */
     int64_t pg_ms;           /* its time in PostgreSQL */
     struct store_counts counts;
@@ -113,6 +119,7 @@ struct worker {
     struct worker_write wr;                   /* the open write (store.in_write) */
     struct reader_acks acks;                  /* its entries, acknowledged after COMMIT */
     long batch_size;                          /* entries per write */
+    int64_t write_max_ms;                     /* longest a write stays open */
     size_t *idx;                              /* entry indexes, for fetch_payloads */
     size_t idx_cap;
     atomic_int redis_state; /* enum worker_dep */

@@ -35,13 +35,15 @@ declare -A PID
 # limit is raised here; test_aggregator covers it. Aggregator a writes one
 # read of 1,500 entries per transaction; b several reads of at most 4,000
 # (ARV_BATCH_MAX_BYTES) per transaction of up to 12,000, so that kills also
-# land between the reads of one write.
+# land between the reads of one write (its writes stay open up to half of its
+# ARV_CLAIM_IDLE_MS).
 start_agg() {
-    local name=$1 batch=(ARV_BATCH_SIZE=1500)
+    local name=$1 batch=(ARV_BATCH_SIZE=1500 ARV_CLAIM_IDLE_MS=2000)
     shift
-    [ "$name" = a ] || batch=(ARV_BATCH_SIZE=12000 ARV_BATCH_MAX_BYTES=1048576 ARV_LOG_LEVEL=debug)
+    [ "$name" = a ] ||
+        batch=(ARV_BATCH_SIZE=12000 ARV_BATCH_MAX_BYTES=1048576 ARV_CLAIM_IDLE_MS=6000 ARV_LOG_LEVEL=debug)
     env ARV_LISTEN="127.0.0.1:$(arv_free_port)" ARV_CONSUMER="crash-$name" "${batch[@]}" \
-        ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=2000 ARV_MAX_DELIVERIES=1000 "$@" "$IT_BIN/arv-aggregator" \
+        ARV_BATCH_WAIT_MS=50 ARV_MAX_DELIVERIES=1000 "$@" "$IT_BIN/arv-aggregator" \
         2>>"$IT_TMP/agg-$name.log" &
     PID[$name]=$!
     IT_PIDS+=("$!")
