@@ -3,6 +3,7 @@
 #include "hll.h"
 
 #include <assert.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #define HLL_NREGS      (1u << HLL_LOG2M)
@@ -88,11 +89,58 @@ uint64_t hll_hash(const void *data, size_t len)
     return h1;
 }
 
-static int cmp_signed(const void *a, const void *b)
+static bool less_signed(uint64_t a, uint64_t b)
 {
-    int64_t x = (int64_t) * (const uint64_t *)a;
-    int64_t y = (int64_t) * (const uint64_t *)b;
-    return (x > y) - (x < y);
+    return (int64_t)a < (int64_t)b;
+}
+
+/* Sorts h[0..n) as signed: a quicksort (median of three, the smaller side
+ * first) down to runs of 16, finished by insertion. qsort's call per
+ * comparison was a tenth of the aggregator's CPU. Hashes are uniform, so the
+ * depth stays logarithmic. */
+static void sort_signed(uint64_t *h, size_t n)
+{
+    while (n > 16) {
+        size_t mid = n / 2, i = 0, j = n - 1;
+        uint64_t t, pivot;
+        if (less_signed(h[mid], h[0])) {
+            t = h[mid], h[mid] = h[0], h[0] = t;
+        }
+        if (less_signed(h[n - 1], h[0])) {
+            t = h[n - 1], h[n - 1] = h[0], h[0] = t;
+        }
+        if (less_signed(h[n - 1], h[mid])) {
+            t = h[n - 1], h[n - 1] = h[mid], h[mid] = t;
+        }
+        pivot = h[mid];
+        for (;;) { /* Hoare: h[0] <= pivot <= h[n - 1] bound both scans */
+            while (less_signed(h[i], pivot))
+                i++;
+            while (less_signed(pivot, h[j]))
+                j--;
+            if (i >= j)
+                break;
+            t = h[i], h[i] = h[j], h[j] = t;
+            i++;
+            j--;
+        }
+        /* [0, j] <= pivot <= [j + 1, n) */
+        if (j + 1 < n - j - 1) {
+            sort_signed(h, j + 1);
+            h += j + 1;
+            n -= j + 1;
+        } else {
+            sort_signed(h + j + 1, n - j - 1);
+            n = j + 1;
+        }
+    }
+    for (size_t i = 1; i < n; i++) {
+        uint64_t v = h[i];
+        size_t k = i;
+        for (; k > 0 && less_signed(v, h[k - 1]); k--)
+            h[k] = h[k - 1];
+        h[k] = v;
+    }
 }
 
 size_t hll_sort_unique(uint64_t *hashes, size_t n)
@@ -101,7 +149,7 @@ size_t hll_sort_unique(uint64_t *hashes, size_t n)
 
     if (n == 0)
         return 0;
-    qsort(hashes, n, sizeof(*hashes), cmp_signed);
+    sort_signed(hashes, n);
     for (size_t i = 1; i < n; i++) {
         if (hashes[i] != hashes[m])
             hashes[++m] = hashes[i];

@@ -125,6 +125,45 @@ Test(hll, sort_unique_orders_as_signed_and_drops_repeats)
     cr_assert_eq(hll_sort_unique(h, 1), 1);
 }
 
+static int cmp_signed(const void *a, const void *b)
+{
+    int64_t x = (int64_t) * (const uint64_t *)a, y = (int64_t) * (const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sizes around the insertion-sort cutoff and large ones, with repeats, runs,
+ * sorted and reversed input: the same as qsort's order, repeats dropped. */
+Test(hll, sort_unique_matches_a_reference_sort)
+{
+    static const size_t sizes[] = {2, 15, 16, 17, 33, 100, 321, 5000};
+    static uint64_t h[5000], ref[5000];
+    uint64_t x = 88172645463325252u;
+
+    for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+        for (int shape = 0; shape < 4; shape++) {
+            size_t n = sizes[s], m = 0;
+            for (size_t i = 0; i < n; i++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
+                h[i] = shape == 1 ? x % 7 : x;           /* 1: many repeats */
+                if (shape == 2)
+                    h[i] = (uint64_t)i << 40; /* ascending, negatives last */
+                if (shape == 3)
+                    h[i] = (uint64_t)(n - i) * 0x0123456789abcdefu; /* wraps */
+                if (i % 5 == 4)
+                    h[i] = h[i / 2]; /* repeats of earlier values */
+            }
+            memcpy(ref, h, n * sizeof(*h));
+            qsort(ref, n, sizeof(*ref), cmp_signed);
+            for (size_t i = 0; i < n; i++) {
+                if (i == 0 || ref[i] != ref[m - 1])
+                    ref[m++] = ref[i];
+            }
+            cr_assert_eq(hll_sort_unique(h, n), m, "n %zu shape %d", n, shape);
+            cr_assert_arr_eq(h, ref, m * sizeof(*h), "n %zu shape %d", n, shape);
+        }
+    }
+}
+
 /* The sketch of `n` values (repeats and any order allowed), without the COPY
  * backslash doubling: "\x..." as hll's text output shows it. */
 static const char *sketch(uint64_t *h, size_t n)
