@@ -47,6 +47,20 @@ bool worker_failpoint_parse(const char *spec, long *after_commit)
     return true;
 }
 
+bool worker_write_ends(const struct worker_write *wr, bool caught_up, long batch_size,
+                       int64_t max_ms, int64_t now_ms)
+{
+    return !wr->new_entries || caught_up || wr->entries >= (size_t)batch_size ||
+           wr->reads >= WORKER_WRITE_READS_MAX || now_ms - wr->started_ms >= max_ms;
+}
+
+int64_t worker_write_max_ms(long claim_idle_ms)
+{
+    if (claim_idle_ms > 0 && claim_idle_ms / 2 < WORKER_WRITE_MAX_MS)
+        return claim_idle_ms / 2;
+    return WORKER_WRITE_MAX_MS;
+}
+
 enum worker_dep worker_redis_state(struct worker *w)
 {
     return (enum worker_dep)atomic_load(&w->redis_state);
@@ -567,9 +581,8 @@ static void *worker_main(void *arg)
         w->wr.pg_ms += (int64_t)timeutil_mono_ms() - t0;
         read_ms = 0;
 
-        if (kind != READER_NEW || caught_up || w->wr.entries >= (size_t)w->batch_size ||
-            w->wr.reads >= WORKER_WRITE_READS_MAX ||
-            (int64_t)timeutil_mono_ms() - w->wr.started_ms >= w->write_max_ms ||
+        if (worker_write_ends(&w->wr, caught_up, w->batch_size, w->write_max_ms,
+                              (int64_t)timeutil_mono_ms()) ||
             atomic_load(&w->stop)) {
             if (!end_write(w, caught_up, read_wall_ms, false))
                 backoff_sleep(w, &pg_backoff);
@@ -608,9 +621,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     w->m = *m;
     w->notify_fd = notify_fd;
     w->claim_idle_ms = cfg->claim_idle_ms;
-    w->write_max_ms = WORKER_WRITE_MAX_MS;
-    if (cfg->claim_idle_ms > 0 && cfg->claim_idle_ms / 2 < w->write_max_ms)
-        w->write_max_ms = cfg->claim_idle_ms / 2;
+    w->write_max_ms = worker_write_max_ms(cfg->claim_idle_ms);
     w->stream_upkeep = cfg->stream_upkeep;
     w->max_deliveries = cfg->max_deliveries;
     atomic_init(&w->redis_state, WORKER_DEP_CONNECTING);

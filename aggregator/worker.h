@@ -156,6 +156,17 @@ void worker_join(struct worker *w);
 /* Stops and joins the thread if running, then frees. Safe on a zeroed worker. */
 void worker_deinit(struct worker *w);
 
+/* Whether the open write `wr` ends after its latest read: that read was of
+ * pending or claimed entries (`new_entries` false) or caught up, or the write
+ * holds `batch_size` entries, WORKER_WRITE_READS_MAX reads, or has been open
+ * `max_ms` by `now_ms`. Pure. */
+bool worker_write_ends(const struct worker_write *wr, bool caught_up, long batch_size,
+                       int64_t max_ms, int64_t now_ms);
+
+/* The longest a write stays open with claims after `claim_idle_ms` (0: no
+ * claims): WORKER_WRITE_MAX_MS, or half the claim idle if shorter. Pure. */
+int64_t worker_write_max_ms(long claim_idle_ms);
+
 /* Parses the test-only failpoint spec (ARV_FAILPOINT): NULL or "" -> 0
  * (disabled), "after_commit:N" (N >= 1) -> N. Returns false on anything else.
  * Pure. */

@@ -1,4 +1,5 @@
-/* Unit tests for aggregator/worker.c's pure part: the test-only failpoint spec. */
+/* Unit tests for aggregator/worker.c's pure part: the test-only failpoint spec, when a
+ * write of several reads ends. */
 #include <criterion/criterion.h>
 
 #include "worker.h"
@@ -20,4 +21,29 @@ Test(worker, failpoint_spec)
     cr_assert_not(worker_failpoint_parse("after_commit:3x", &n));
     cr_assert_not(worker_failpoint_parse("before_commit:3", &n));
     cr_assert_not(worker_failpoint_parse("after_commit:-2", &n));
+}
+
+/* When a write of several reads ends: each bound alone ends it, and nothing
+ * else does. */
+Test(worker, write_ends_at_each_bound)
+{
+    struct worker_write wr = {.entries = 5000, .reads = 2, .new_entries = true, .started_ms = 1000};
+
+    cr_assert_not(worker_write_ends(&wr, false, 8000, 500, 1499));
+    cr_assert(worker_write_ends(&wr, true, 8000, 500, 1499), "a read caught up");
+    cr_assert(worker_write_ends(&wr, false, 5000, 500, 1499), "batch size reached");
+    cr_assert(worker_write_ends(&wr, false, 8000, 500, 1500), "open max_ms");
+    wr.reads = WORKER_WRITE_READS_MAX;
+    cr_assert(worker_write_ends(&wr, false, 8000, 500, 1499), "savepoints");
+    wr.reads = 2;
+    wr.new_entries = false;
+    cr_assert(worker_write_ends(&wr, false, 8000, 500, 1499), "pending or claimed entries");
+}
+
+Test(worker, write_stays_open_less_than_the_claim_idle)
+{
+    cr_assert_eq(worker_write_max_ms(0), WORKER_WRITE_MAX_MS);
+    cr_assert_eq(worker_write_max_ms(60000), WORKER_WRITE_MAX_MS);
+    cr_assert_eq(worker_write_max_ms(2000), 1000);
+    cr_assert_eq(worker_write_max_ms(1), 0);
 }
