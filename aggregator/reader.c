@@ -560,19 +560,16 @@ void reader_recover(struct reader *r)
 void reader_acks_init(struct reader_acks *a)
 {
     strbuf_init(&a->ids);
-    a->n = 0;
 }
 
 void reader_acks_deinit(struct reader_acks *a)
 {
     strbuf_deinit(&a->ids);
-    a->n = 0;
 }
 
 void reader_acks_reset(struct reader_acks *a)
 {
     strbuf_reset(&a->ids);
-    a->n = 0;
 }
 
 int reader_acks_add(struct reader_acks *a, const struct batch *b)
@@ -584,7 +581,6 @@ int reader_acks_add(struct reader_acks *a, const struct batch *b)
             continue;
         strbuf_append(&a->ids, (const char *)&stream, sizeof(stream));
         strbuf_append(&a->ids, e->id, strlen(e->id) + 1);
-        a->n++;
     }
     return a->ids.oom ? -ENOMEM : 0;
 }

@@ -96,7 +96,6 @@ int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_d
  * NUL, in `ids`. */
 struct reader_acks {
     struct strbuf ids;
-    size_t n;
 };
 
 void reader_acks_init(struct reader_acks *a);

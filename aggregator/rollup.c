@@ -206,9 +206,12 @@ int rollup_add(struct rollup *r, const struct batch_entry *e)
 }
 
 /* Orders the added pairs by group into `order` (a counting sort), setting
- * every group's first and nhashes. */
+ * every group's first and nhashes, and makes `scratch` room for the largest
+ * group's hashes. */
 static int table_sort(struct rollup_table *t)
 {
+    size_t largest = 0;
+
     if (t->nadded > t->order_cap) {
         uint32_t *p = realloc(t->order, t->nadded * sizeof(*p));
         if (!p)
@@ -223,7 +226,16 @@ static int table_sort(struct rollup_table *t)
     for (size_t i = 0, at = 0; i < t->n; i++) {
         t->groups[i].first = at;
         at += t->groups[i].nhashes;
+        if (t->groups[i].nhashes > largest)
+            largest = t->groups[i].nhashes;
         t->groups[i].nhashes = 0; /* counts again as the hashes are placed */
+    }
+    if (largest > t->scratch_cap) {
+        uint64_t *p = realloc(t->scratch, largest * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        t->scratch = p;
+        t->scratch_cap = largest;
     }
     for (size_t i = 0; i < t->nadded; i++) {
         struct rollup_group *g = &t->groups[t->member[i]];
@@ -238,27 +250,16 @@ static uint64_t group_hash(const struct rollup_table *t, const struct rollup_gro
     return t->hash[t->order[g->first + j] / t->stride];
 }
 
-/* Writes group `g`'s session sketch as a COPY field. Returns 0 or -ENOMEM. */
-static int put_sketch(struct copy_row *row, struct rollup_table *t, const struct rollup_group *g)
+/* Writes group `g`'s session sketch as a COPY field (after table_sort). */
+static void put_sketch(struct copy_row *row, struct rollup_table *t, const struct rollup_group *g)
 {
-    size_t n;
-
-    if (g->nhashes > t->scratch_cap) {
-        uint64_t *p = realloc(t->scratch, g->nhashes * sizeof(*p));
-        if (!p)
-            return -ENOMEM;
-        t->scratch = p;
-        t->scratch_cap = g->nhashes;
-    }
     for (size_t j = 0; j < g->nhashes; j++)
         t->scratch[j] = group_hash(t, g, j);
-    n = hll_sort_unique(t->scratch, g->nhashes);
-    hll_write_sketch(t->scratch, n, copy_row_field(row));
-    return 0;
+    hll_write_sketch(t->scratch, hll_sort_unique(t->scratch, g->nhashes), copy_row_field(row));
 }
 
-static int put_measures_row(struct strbuf *out, enum rollup_kind kind, struct rollup_table *t,
-                            const struct rollup_group *g)
+static void put_measures_row(struct strbuf *out, enum rollup_kind kind, struct rollup_table *t,
+                             const struct rollup_group *g)
 {
     bool hourly = kind == ROLLUP_CONTENT_HOURLY || kind == ROLLUP_COMPANY_HOURLY;
     struct copy_row row;
@@ -275,15 +276,13 @@ static int put_measures_row(struct strbuf *out, enum rollup_kind kind, struct ro
         copy_row_null(&row);
     }
     copy_row_int(&row, g->views);
-    if (put_sketch(&row, t, g) < 0)
-        return -ENOMEM;
+    put_sketch(&row, t, g);
     copy_row_int(&row, g->video_plays);
     copy_row_int(&row, g->duration_sum);
     copy_row_int(&row, g->duration_count);
     for (int q = 0; q <= BATCH_TQ_OTHER; q++)
         copy_row_int(&row, g->tq[q]);
     copy_row_end(&row);
-    return 0;
 }
 
 /* Fills r->derived with the groups of `kind` summed from the hourly groups
@@ -315,11 +314,10 @@ static int derive(struct rollup *r, enum rollup_kind kind)
     return table_sort(d);
 }
 
-/* After a row (`rc` < 0 if it failed): out of memory, or the drain's answer
- * once `out` is full. */
-static int row_done(int rc, struct strbuf *out, rollup_drain_fn drain, void *arg)
+/* After a row: out of memory, or the drain's answer once `out` is full. */
+static int row_done(struct strbuf *out, rollup_drain_fn drain, void *arg)
 {
-    if (rc < 0 || out->oom)
+    if (out->oom)
         return -ENOMEM;
     return drain && out->len >= ROLLUP_PIECE ? drain(arg) : 0;
 }
@@ -331,15 +329,15 @@ int rollup_write_measures(struct rollup *r, struct strbuf *out, rollup_drain_fn 
     if (table_sort(&r->hourly) < 0)
         return -ENOMEM;
     for (size_t i = 0; i < r->hourly.n && rc == 0; i++) {
-        rc = put_measures_row(out, ROLLUP_CONTENT_HOURLY, &r->hourly, &r->hourly.groups[i]);
-        rc = row_done(rc, out, drain, arg);
+        put_measures_row(out, ROLLUP_CONTENT_HOURLY, &r->hourly, &r->hourly.groups[i]);
+        rc = row_done(out, drain, arg);
     }
     for (int kind = ROLLUP_CONTENT_DAILY; kind < ROLLUP_KINDS && rc == 0; kind++) {
         if (derive(r, (enum rollup_kind)kind) < 0)
             return -ENOMEM;
         for (size_t i = 0; i < r->derived.n && rc == 0; i++) {
-            rc = put_measures_row(out, (enum rollup_kind)kind, &r->derived, &r->derived.groups[i]);
-            rc = row_done(rc, out, drain, arg);
+            put_measures_row(out, (enum rollup_kind)kind, &r->derived, &r->derived.groups[i]);
+            rc = row_done(out, drain, arg);
         }
     }
     return rc;
@@ -367,9 +365,9 @@ int rollup_write_breakdown(struct rollup *r, const struct batch *b, struct strbu
         value = batch_value(b, g->value, &len);
         copy_row_text(&row, value, len);
         copy_row_int(&row, g->views);
-        rc = put_sketch(&row, t, g);
+        put_sketch(&row, t, g);
         copy_row_end(&row);
-        rc = row_done(rc, out, drain, arg);
+        rc = row_done(out, drain, arg);
     }
     return rc;
 }

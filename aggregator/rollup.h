@@ -62,7 +62,7 @@ struct rollup_table {
     size_t nadded, added_cap; /* pairs */
     uint32_t *order;          /* the pairs ordered by group (rollup_write_*) */
     size_t order_cap;
-    uint64_t *scratch; /* one group's hashes, sorted and made distinct */
+    uint64_t *scratch; /* room for the largest group's hashes (put_sketch) */
     size_t scratch_cap;
 };
 

@@ -168,7 +168,6 @@ void store_disconnect(struct store *s)
     if (s->conn)
         PQfinish(s->conn);
     s->conn = NULL;
-    s->in_write = false;
     if (s->consumer_literal)
         PQfreemem(s->consumer_literal);
     s->consumer_literal = NULL;
@@ -185,6 +184,13 @@ void store_deinit(struct store *s)
     rollup_deinit(&s->rollup);
     free(s->days);
     memset(s, 0, sizeof(*s));
+}
+
+bool store_in_write(const struct store *s)
+{
+    PGTransactionStatusType t = s->conn ? PQtransactionStatus(s->conn) : PQTRANS_UNKNOWN;
+
+    return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
 }
 
 bool store_connected(const struct store *s)
@@ -226,7 +232,6 @@ static void store_rollback(struct store *s)
 {
     PGresult *res;
 
-    s->in_write = false;
     if (!s->conn)
         return;
     if (PQstatus(s->conn) != CONNECTION_OK) {
@@ -543,6 +548,7 @@ static enum store_status write_ids(struct store *s, struct batch *b, size_t firs
                                    bool *slow)
 {
     long ndays = collect_days(s, b, first, n);
+    bool begin = !store_in_write(s);
     size_t nkeys = 0;
     PGresult *res = NULL;
     enum store_status st;
@@ -550,7 +556,7 @@ static enum store_status write_ids(struct store *s, struct batch *b, size_t firs
     if (ndays < 0)
         return store_oom(s);
     strbuf_reset(&s->sql);
-    if (!s->in_write)
+    if (begin)
         strbuf_puts(&s->sql, "BEGIN; ");
     store_build_lock_sql(&s->sql, s->days, (size_t)ndays);
     strbuf_puts(&s->sql, "; SAVEPOINT ids;"
@@ -558,9 +564,8 @@ static enum store_status write_ids(struct store *s, struct batch *b, size_t firs
                          " (FORMAT binary)");
     if (s->sql.oom)
         return store_oom(s);
-    if (!s->in_write)
+    if (begin)
         rollup_reset(&s->rollup);
-    s->in_write = true;
     st = copy_ids(s, b, first, n, s->sql.data, false, &nkeys);
     if (st != STORE_DATA || strcmp(s->sqlstate, "23505") != 0)
         return st;
@@ -740,7 +745,7 @@ enum store_status store_commit(struct store *s, const struct batch *b, int64_t w
 
     if (!s->conn)
         return s->status = STORE_CONN;
-    if (!s->in_write)
+    if (!store_in_write(s))
         return watermark_ms > 0 ? store_heartbeat(s, watermark_ms) : STORE_OK;
     if ((st = write_deltas(s, b)) != STORE_OK)
         return store_done(s, st);
@@ -772,7 +777,6 @@ enum store_status store_commit(struct store *s, const struct batch *b, int64_t w
         st = s->status = STORE_RETRY;
     }
     PQclear(res);
-    s->in_write = false;
     counts->commit_us += lap_us(&t);
     return store_done(s, st);
 }

@@ -52,7 +52,6 @@ struct store {
     struct strbuf sql;      /* scratch for one call's SQL */
     struct strbuf rows;     /* COPY text being sent */
     struct rollup rollup;   /* the rollup deltas of the write being made */
-    bool in_write;          /* a write's transaction is open (store_write) */
     int64_t *days;          /* the UTC days of the batch being written */
     size_t days_cap;
     enum store_status status; /* of the last call */
@@ -93,6 +92,10 @@ void store_disconnect(struct store *s);
 
 /* True while a connection is open (closed after any connection failure). */
 bool store_connected(const struct store *s);
+
+/* True while a write's transaction is open (store_write, until store_commit
+ * or a failure). */
+bool store_in_write(const struct store *s);
 
 /* Creates the raw table's day partitions for [first_day, last_day] (days since
  * the epoch, UTC). Blocking. */

@@ -387,13 +387,13 @@ static void *worker_main(void *arg)
         int64_t now = (int64_t)timeutil_mono_ms();
 
         /* An open write ends with the next read once stopping. */
-        if (stopping && ((w->batch.count == 0 && !w->store.in_write) || failing ||
+        if (stopping && ((w->batch.count == 0 && !store_in_write(&w->store)) || failing ||
                          !reader_connected(&w->reader) || !store_connected(&w->store)))
             break;
         failing = true;
 
         if (!reader_connected(&w->reader)) {
-            if (w->store.in_write)
+            if (store_in_write(&w->store))
                 abandon_write(w); /* the reconnect reads its entries again */
             if (reader_connect(&w->reader) < 0) {
                 redis_failed(w);
@@ -428,7 +428,7 @@ static void *worker_main(void *arg)
             pg_backoff = BACKOFF_MIN_MS;
         }
 
-        if (now >= next_partitions && !w->store.in_write) {
+        if (now >= next_partitions && !store_in_write(&w->store)) {
             int64_t today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
             if ((st = store_ensure_partitions(&w->store, today - 1, today + 2)) != STORE_OK) {
                 pg_failed(w, st);
@@ -455,7 +455,7 @@ static void *worker_main(void *arg)
             int rc = 0;
             caught_up = false;
             if (w->claim_idle_ms > 0 && now >= next_claim && !w->reader.recovering &&
-                !w->store.in_write) {
+                !store_in_write(&w->store)) {
                 kind = READER_CLAIMED;
                 rc = reader_claim(&w->reader, &w->batch, w->claim_idle_ms, w->max_deliveries);
                 next_claim = now + (w->claim_idle_ms / 2 > 1000 ? w->claim_idle_ms / 2 : 1000);
@@ -468,7 +468,7 @@ static void *worker_main(void *arg)
                 rc = reader_read(&w->reader, &w->batch, &kind, &caught_up);
                 read_ms = (int64_t)timeutil_mono_ms() - now;
             }
-            if (rc < 0 && w->store.in_write)
+            if (rc < 0 && store_in_write(&w->store))
                 abandon_write(w);
             if (rc < 0 && reader_connected(&w->reader)) {
                 /* An error reply, not an outage: log it and read on. */
@@ -489,7 +489,7 @@ static void *worker_main(void *arg)
             redis_ok(w);
             redis_backoff = BACKOFF_MIN_MS;
             failing = false;
-            if (w->batch.count == 0 && w->store.in_write) {
+            if (w->batch.count == 0 && store_in_write(&w->store)) {
                 /* Caught up with a write open: it ends here. */
                 if (!end_write(w, caught_up, read_wall_ms, false))
                     backoff_sleep(w, &pg_backoff);
@@ -515,7 +515,7 @@ static void *worker_main(void *arg)
          * pending or claimed entries, or one that needs a partition created
          * (DDL stays out of a long transaction), starts a write of its own. */
         int64_t first_day, last_day;
-        if (w->store.in_write &&
+        if (store_in_write(&w->store) &&
             (kind != READER_NEW ||
              batch_partitions_needed(w, part_lo, part_hi, &first_day, &last_day))) {
             if (!end_write(w, false, 0, true)) {
@@ -524,7 +524,7 @@ static void *worker_main(void *arg)
             }
         }
         int64_t t0 = (int64_t)timeutil_mono_ms();
-        bool first_read = !w->store.in_write;
+        bool first_read = !store_in_write(&w->store);
         st = first_read ? ensure_batch_partitions(w, &part_lo, &part_hi) : STORE_OK;
         if (st == STORE_OK)
             st = store_resolve_content(&w->store, w->contents);
@@ -581,8 +581,8 @@ static void *worker_main(void *arg)
         w->wr.pg_ms += (int64_t)timeutil_mono_ms() - t0;
         read_ms = 0;
 
-        if (worker_write_ends(&w->wr, caught_up, w->batch_size, w->write_max_ms,
-                              (int64_t)timeutil_mono_ms()) ||
+        if (worker_write_ends(&w->wr, caught_up, w->batch_size,
+                              worker_write_max_ms(w->claim_idle_ms), (int64_t)timeutil_mono_ms()) ||
             atomic_load(&w->stop)) {
             if (!end_write(w, caught_up, read_wall_ms, false))
                 backoff_sleep(w, &pg_backoff);
@@ -621,7 +621,6 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     w->m = *m;
     w->notify_fd = notify_fd;
     w->claim_idle_ms = cfg->claim_idle_ms;
-    w->write_max_ms = worker_write_max_ms(cfg->claim_idle_ms);
     w->stream_upkeep = cfg->stream_upkeep;
     w->max_deliveries = cfg->max_deliveries;
     atomic_init(&w->redis_state, WORKER_DEP_CONNECTING);

@@ -63,7 +63,6 @@ struct worker_config {
     long ua_cache_size;        /* parsed user agents cached */
 };
 
-/* A dependency as the worker last saw it. */
 /* Entries per read (XREADGROUP COUNT per stream): a write of up to
  * batch_size entries is made of several reads, each written as it comes and
  * then dropped, so memory holds one read whatever the batch size. */
@@ -90,6 +89,7 @@ struct worker_write {
     struct store_counts counts;
 };
 
+/* A dependency as the worker last saw it. */
 enum worker_dep {
     WORKER_DEP_CONNECTING, /* not tried yet */
     WORKER_DEP_UP,
@@ -116,10 +116,9 @@ struct worker {
     struct ua_cache *ua;                      /* parsed user agents; thread only; NULL: off */
     struct ua_cache_stats ua_seen;            /* stats already counted in metrics */
     struct batch batch;                       /* the read in flight, kept until written */
-    struct worker_write wr;                   /* the open write (store.in_write) */
+    struct worker_write wr;                   /* the open write (store_in_write) */
     struct reader_acks acks;                  /* its entries, acknowledged after COMMIT */
     long batch_size;                          /* entries per write */
-    int64_t write_max_ms;                     /* longest a write stays open */
     size_t *idx;                              /* entry indexes, for fetch_payloads */
     size_t idx_cap;
     atomic_int redis_state; /* enum worker_dep */
