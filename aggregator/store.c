@@ -570,7 +570,9 @@ static enum store_status write_ids(struct store *s, struct batch *b, size_t firs
     if (st != STORE_DATA || strcmp(s->sqlstate, "23505") != 0)
         return st;
     *slow = true;
-    if ((st = run(s, "ROLLBACK TO SAVEPOINT ids", NULL)) != STORE_OK)
+    /* arv_keys empties only at COMMIT: an earlier read of the same write may
+     * have left its keys there, whose entry indexes are not this read's. */
+    if ((st = run(s, "ROLLBACK TO SAVEPOINT ids; DELETE FROM pg_temp.arv_keys", NULL)) != STORE_OK)
         return st;
     st = copy_ids(s, b, first, n, "COPY pg_temp.arv_keys FROM STDIN (FORMAT binary)", true, &nkeys);
     if (st != STORE_OK || nkeys == 0)

@@ -122,7 +122,18 @@ multi=$(awk -F'[:,}]' '/"batch_written"/ { for (i = 1; i < NF; i++) { k = $i; gs
 
 distinct=$(cat "$IT_TMP"/ids.* | sort -u | wc -l)
 raw=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
-[ "$raw" = "$distinct" ] || it_fail "raw rows $raw, distinct accepted event ids $distinct"
+if [ "$raw" != "$distinct" ]; then
+    # Where the missing events went: dead letters by reason, and whether the
+    # stream still holds the entries of a few of them.
+    cat "$IT_TMP"/ids.* | sort -u >"$IT_TMP/ids.sorted"
+    it_psql "SELECT event_id FROM analytics.ar_view_sessions" | sort -u >"$IT_TMP/raw.sorted"
+    comm -23 "$IT_TMP/ids.sorted" "$IT_TMP/raw.sorted" >"$IT_TMP/missing"
+    echo "dead letters: $(it_psql "SELECT string_agg(reason || ' ' || n, ', ') FROM
+        (SELECT reason, count(*) AS n FROM analytics.dead_letters GROUP BY 1) d")" >&2
+    echo "stream: $(redis-cli -p "$IT_REDIS_PORT" XLEN "$ARV_STREAM") entries; first missing: $(head -3 "$IT_TMP/missing" | tr '\n' ' ')" >&2
+    grep -h '"write_abandoned"\|"batch_rejected"\|"failpoint_exit"\|"entries_claimed"' "$IT_TMP"/agg-*.log | tail -20 >&2
+    it_fail "raw rows $raw, distinct accepted event ids $distinct ($(wc -l <"$IT_TMP/missing") missing)"
+fi
 [ "$(it_psql "SELECT count(*) FROM (SELECT company_id, event_id FROM analytics.ar_view_sessions
       GROUP BY 1, 2 HAVING count(*) > 1) d")" = 0 ] || it_fail "an event_id stored twice"
 bad=$(agg_check_rollups) || it_fail "rollup check failed to run"
