@@ -32,6 +32,7 @@ int reader_init(struct reader *r, const struct redis_url *url, const char *const
     r->count = count;
     r->max_bytes = max_bytes;
     r->block_ms = block_ms;
+    reply_arena_init(&r->arena);
     r->consumer = strdup(consumer);
     r->recover_from = calloc(nstreams, sizeof(*r->recover_from));
     if (!r->consumer || !r->recover_from) {
@@ -51,6 +52,7 @@ void reader_disconnect(struct reader *r)
 void reader_deinit(struct reader *r)
 {
     reader_disconnect(r);
+    reply_arena_deinit(&r->arena);
     free(r->consumer);
     free(r->recover_from);
     memset(r, 0, sizeof(*r));
@@ -85,9 +87,9 @@ static void reader_set_err(struct reader *r, const char *what, const char *detai
     snprintf(r->errstr, sizeof(r->errstr), "%s: %s", what, detail ? detail : "unknown error");
 }
 
-/* Sends one command. Returns the reply (caller frees with freeReplyObject()),
- * or NULL after a connection failure (then the reader is disconnected). An
- * error reply is returned as is. */
+/* Sends one command. Returns the reply (the caller gives it back with
+ * reply_arena_free()), or NULL after a connection failure (then the reader is
+ * disconnected). An error reply is returned as is. */
 static redisReply *reader_command(struct reader *r, int argc, const char **argv, const size_t *lens)
 {
     redisReply *reply;
@@ -137,6 +139,7 @@ int reader_connect(struct reader *r)
         reader_set_err(r, "connect", "cannot set the socket timeout");
         goto out;
     }
+    reply_arena_attach(&r->arena, r->ctx->reader);
     if (r->url.password[0]) {
         const char *argv[] = {"AUTH", r->url.username, r->url.password};
         bool user = r->url.username[0] != '\0';
@@ -144,7 +147,7 @@ int reader_connect(struct reader *r)
                      : reader_commandv(r, 2, (const char *[]){"AUTH", r->url.password});
         if (!reply || reply_is_error(r, reply, "AUTH"))
             goto out;
-        freeReplyObject(reply);
+        reply_arena_free(&r->arena, reply);
         reply = NULL;
     }
     if (r->url.db != 0) {
@@ -152,7 +155,7 @@ int reader_connect(struct reader *r)
         reply = reader_commandv(r, 2, (const char *[]){"SELECT", db});
         if (!reply || reply_is_error(r, reply, "SELECT"))
             goto out;
-        freeReplyObject(reply);
+        reply_arena_free(&r->arena, reply);
         reply = NULL;
     }
     for (unsigned i = 0; i < r->nstreams; i++) {
@@ -166,14 +169,14 @@ int reader_connect(struct reader *r)
             reader_set_err(r, "XGROUP CREATE", reply->str);
             goto out;
         }
-        freeReplyObject(reply);
+        reply_arena_free(&r->arena, reply);
         reply = NULL;
     }
     reader_recover(r);
     rc = 0;
 out:
     if (reply)
-        freeReplyObject(reply);
+        reply_arena_free(&r->arena, reply);
     if (rc < 0)
         reader_disconnect(r);
     return rc;
@@ -309,7 +312,7 @@ static int read_streams(struct reader *r, struct batch *b, const char *const *id
     rc = 0;
 out:
     if (reply)
-        freeReplyObject(reply);
+        reply_arena_free(&r->arena, reply);
     free(argv);
     return rc;
 }
@@ -473,9 +476,9 @@ static int claim_chunk(struct reader *r, struct batch *b, unsigned s, const char
     rc = 0;
 out:
     if (pending)
-        freeReplyObject(pending);
+        reply_arena_free(&r->arena, pending);
     if (claimed)
-        freeReplyObject(claimed);
+        reply_arena_free(&r->arena, claimed);
     free(argv);
     free(deliveries);
     return rc;
@@ -529,12 +532,12 @@ static int forget_idle_consumers(struct reader *r, unsigned s)
             (const char *[]){"XGROUP", "DELCONSUMER", r->streams[s], READER_GROUP, name->str});
         if (!del)
             goto out;
-        freeReplyObject(del);
+        reply_arena_free(&r->arena, del);
     }
     rc = 0;
 out:
     if (reply)
-        freeReplyObject(reply);
+        reply_arena_free(&r->arena, reply);
     return rc;
 }
 
@@ -615,14 +618,14 @@ int reader_ack(struct reader *r, const struct reader_acks *a)
             reply = reader_commandv(r, argc, argv);
             if (!reply || reply_is_error(r, reply, "XACK"))
                 goto out;
-            freeReplyObject(reply);
+            reply_arena_free(&r->arena, reply);
             reply = NULL;
         }
     }
     rc = 0;
 out:
     if (reply)
-        freeReplyObject(reply);
+        reply_arena_free(&r->arena, reply);
     free(argv);
     return rc;
 }
@@ -669,7 +672,7 @@ int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, 
                 return -1;
             }
             int rc = reply_is_error(r, reply, "XRANGE") ? -1 : keep_payload(r, b, idx[j], reply);
-            freeReplyObject(reply);
+            reply_arena_free(&r->arena, reply);
             if (rc < 0) {
                 if (rc == -ENOMEM)
                     reader_set_err(r, "batch", "out of memory");
@@ -730,7 +733,7 @@ static int trim_stream(struct reader *r, unsigned s, const char *last, struct re
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
         reply->element[1]->type == REDIS_REPLY_STRING)
         snprintf(smallest, sizeof(smallest), "%s", reply->element[1]->str);
-    freeReplyObject(reply);
+    reply_arena_free(&r->arena, reply);
     min_id(after_last, smallest, minid, sizeof(minid));
     reply = reader_commandv(r, 5, (const char *[]){"XTRIM", r->streams[s], "MINID", "~", minid});
     if (!reply || reply_is_error(r, reply, "XTRIM"))
@@ -739,7 +742,7 @@ static int trim_stream(struct reader *r, unsigned s, const char *last, struct re
     rc = 0;
 out:
     if (reply)
-        freeReplyObject(reply);
+        reply_arena_free(&r->arena, reply);
     return rc;
 }
 
@@ -769,7 +772,7 @@ int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *o
         if ((v = map_get(g, "last-delivered-id")) && v->type == REDIS_REPLY_STRING)
             snprintf(last, sizeof(last), "%s", v->str);
     }
-    freeReplyObject(reply);
+    reply_arena_free(&r->arena, reply);
     reply = reader_commandv(r, 2, (const char *[]){"XLEN", r->streams[i]});
     if (!reply || reply_is_error(r, reply, "XLEN"))
         goto out;
@@ -781,6 +784,6 @@ int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *o
     rc = 0;
 out:
     if (reply)
-        freeReplyObject(reply);
+        reply_arena_free(&r->arena, reply);
     return rc;
 }

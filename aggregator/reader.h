@@ -10,6 +10,7 @@
 
 #include "batch.h"
 #include "redis_conn.h"
+#include "reply_arena.h"
 
 #define READER_GROUP "arv-aggregators"
 /* Entries per XREADGROUP: a batch is read in pieces of this many per stream,
@@ -45,6 +46,7 @@ struct reader {
     bool recovering;                          /* still reading own pending entries */
     char (*recover_from)[BATCH_ENTRY_ID_MAX]; /* per stream: last pending id read; "" done */
     char errstr[256];                         /* last error, one line */
+    struct reply_arena arena;                 /* every reply of ctx is built here */
 };
 
 /* Prepares a reader of `nstreams` streams (names borrowed, must outlive it) on
