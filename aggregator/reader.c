@@ -506,36 +506,37 @@ static int claim_stream(struct reader *r, struct batch *b, unsigned s, const cha
     }
 }
 
+/* Removes the group's consumers of stream KEYS[1] that hold nothing and have
+ * been idle ARGV[2] ms, other than ARGV[3]; returns how many. A script, so
+ * that no read lands between the check and the delete: DELCONSUMER drops the
+ * consumer's pending entries, which would then never be delivered again. */
+static const char forget_script[] =
+    "local n = 0\n"
+    "for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do\n"
+    "  local f = {}\n"
+    "  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end\n"
+    "  if f['pending'] == 0 and f['idle'] >= tonumber(ARGV[2]) and f['name'] ~= ARGV[3] then\n"
+    "    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], f['name'])\n"
+    "    n = n + 1\n"
+    "  end\n"
+    "end\n"
+    "return n\n";
+
 /* Removes consumers of stream `s` that hold nothing and have not read for
  * READER_FORGET_MS: default names are per process, so restarts leave them. A
  * live consumer removed by mistake is recreated by its next read. */
 static int forget_idle_consumers(struct reader *r, unsigned s)
 {
-    redisReply *reply =
-        reader_commandv(r, 4, (const char *[]){"XINFO", "CONSUMERS", r->streams[s], READER_GROUP});
+    char idle[24];
+    redisReply *reply;
     int rc = -1;
 
-    if (!reply || reply_is_error(r, reply, "XINFO CONSUMERS"))
-        goto out;
-    for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k < reply->elements; k++) {
-        const redisReply *c = reply->element[k];
-        const redisReply *name = map_get(c, "name");
-        const redisReply *pending = map_get(c, "pending");
-        const redisReply *idle = map_get(c, "idle");
-        if (!name || name->type != REDIS_REPLY_STRING || !pending ||
-            pending->type != REDIS_REPLY_INTEGER || pending->integer != 0 || !idle ||
-            idle->type != REDIS_REPLY_INTEGER || idle->integer < READER_FORGET_MS ||
-            strcmp(name->str, r->consumer) == 0)
-            continue;
-        redisReply *del = reader_commandv(
-            r, 5,
-            (const char *[]){"XGROUP", "DELCONSUMER", r->streams[s], READER_GROUP, name->str});
-        if (!del)
-            goto out;
-        reply_arena_free(&r->arena, del);
-    }
-    rc = 0;
-out:
+    snprintf(idle, sizeof(idle), "%lld", (long long)READER_FORGET_MS);
+    reply = reader_commandv(r, 7,
+                            (const char *[]){"EVAL", forget_script, "1", r->streams[s],
+                                             READER_GROUP, idle, r->consumer});
+    if (reply && !reply_is_error(r, reply, "forget idle consumers"))
+        rc = 0;
     if (reply)
         reply_arena_free(&r->arena, reply);
     return rc;
