@@ -39,6 +39,19 @@ static void assert_same(const redisReply *x, const redisReply *y)
         assert_same(x->element[i], y->element[i]);
 }
 
+/* `ours` (of arena `a`, the only reply it still holds) equals hiredis's
+ * `own`; both given back. */
+static void same_then_free(struct reply_arena *a, redisReply *own, redisReply *ours)
+{
+    cr_assert_not_null(own);
+    cr_assert_not_null(ours);
+    assert_same(own, ours);
+    cr_assert_eq(a->live, 1);
+    reply_arena_free(a, ours);
+    cr_assert_eq(a->live, 0);
+    freeReplyObject(own);
+}
+
 /* An XREADGROUP-shaped reply of `n` entries with `payload`, plus every other
  * RESP type at its end. */
 static void build_reply(struct strbuf *out, size_t n, const char *payload)
@@ -66,15 +79,7 @@ Test(reply_arena, replies_equal_hiredis_own)
     strbuf_init(&resp);
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
         build_reply(&resp, sizes[k], "{\"event_id\":\"x\",\"with\\\\escapes\":\"\\u00e9\"}");
-        redisReply *own = parse(NULL, resp.data, resp.len);
-        redisReply *ours = parse(&a, resp.data, resp.len);
-        cr_assert_not_null(own);
-        cr_assert_not_null(ours);
-        assert_same(own, ours);
-        cr_assert_eq(a.live, 1);
-        reply_arena_free(&a, ours);
-        cr_assert_eq(a.live, 0);
-        freeReplyObject(own);
+        same_then_free(&a, parse(NULL, resp.data, resp.len), parse(&a, resp.data, resp.len));
     }
     strbuf_deinit(&resp);
     reply_arena_deinit(&a);
@@ -106,10 +111,7 @@ Test(reply_arena, memory_reused_once_every_reply_is_back)
         reply_arena_free(&a, parse(&a, resp.data, resp.len));
         cr_assert_eq(a.live, 1);
     }
-    assert_same(own, held);
-    reply_arena_free(&a, held);
-    cr_assert_eq(a.live, 0);
-    freeReplyObject(own);
+    same_then_free(&a, own, held);
     strbuf_deinit(&resp);
     reply_arena_deinit(&a);
 }
