@@ -42,6 +42,11 @@ const struct config_option aggregator_options[] = {
     {"batch-wait-ms", "ARV_BATCH_WAIT_MS", CONFIG_INT,
      offsetof(struct aggregator_config, batch_wait_ms), "200", NULL, 1, 60000,
      "longest wait for new entries before a read returns (XREADGROUP BLOCK)"},
+    {"batch-linger-ms", "ARV_BATCH_LINGER_MS", CONFIG_INT,
+     offsetof(struct aggregator_config, batch_linger_ms), "250", NULL, 0, 60000,
+     "a write (transaction) of fewer than 10000 entries whose read caught up stays open this"
+     " long for more, so that steady traffic merges into the rollups in fewer, larger batches"
+     " (0: commit at once)"},
     {"consumer", "ARV_CONSUMER", CONFIG_STRING, offsetof(struct aggregator_config, consumer), NULL,
      NULL, 0, 0, "consumer name in the group arv-aggregators [default: hostname-pid]"},
     {"content-relation", "ARV_CONTENT_RELATION", CONFIG_STRING,
@@ -342,6 +347,7 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
             .batch_size = cfg->batch_size,
             .batch_max_bytes = cfg->batch_max_bytes,
             .batch_wait_ms = cfg->batch_wait_ms,
+            .batch_linger_ms = cfg->batch_linger_ms,
             .claim_idle_ms = cfg->claim_idle_ms,
             .max_deliveries = cfg->max_deliveries,
             .store_full_ip = cfg->store_full_ip,
@@ -446,6 +452,7 @@ struct aggregator *aggregator_new(struct service *svc, const struct aggregator_c
              LF_INT("workers", a->nworkers), LF_INT("streams", a->nstreams),
              LF_STR("stream", a->streams[0]), LF_INT("batch_size", cfg->batch_size),
              LF_INT("batch_wait_ms", cfg->batch_wait_ms),
+             LF_INT("batch_linger_ms", cfg->batch_linger_ms),
              LF_STR("content_relation", cfg->content_relation));
     rc = 0;
 out:

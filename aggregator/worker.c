@@ -48,10 +48,14 @@ bool worker_failpoint_parse(const char *spec, long *after_commit)
 }
 
 bool worker_write_ends(const struct worker_write *wr, bool caught_up, long batch_size,
-                       int64_t max_ms, int64_t now_ms)
+                       int64_t linger_ms, int64_t max_ms, int64_t now_ms)
 {
-    return !wr->new_entries || caught_up || wr->entries >= (size_t)batch_size ||
-           wr->reads >= WORKER_WRITE_READS_MAX || now_ms - wr->started_ms >= max_ms;
+    int64_t age = now_ms - wr->started_ms;
+
+    return !wr->new_entries ||
+           (caught_up && (age >= linger_ms || wr->entries >= WORKER_LINGER_MAX)) ||
+           wr->entries >= (size_t)batch_size || wr->reads >= WORKER_WRITE_READS_MAX ||
+           age >= max_ms;
 }
 
 int64_t worker_write_max_ms(long claim_idle_ms)
@@ -377,7 +381,8 @@ static void *worker_main(void *arg)
     int64_t read_ms = 0; /* time the last read took (XREADGROUP + decode) */
     enum reader_kind kind = READER_NEW;
     bool caught_up = false;
-    bool failing = false; /* the last attempt failed: a stop need not wait for it */
+    bool lingering = false; /* the open write caught up and waits for more (linger_ms) */
+    bool failing = false;   /* the last attempt failed: a stop need not wait for it */
     enum store_status st;
 
     log_info("worker_started", LF_INT("worker", w->index), LF_STR("stream", w->streams[0]),
@@ -462,6 +467,14 @@ static void *worker_main(void *arg)
                 if (rc == 0 && w->batch.count > 0)
                     log_info("entries_claimed", LF_INT("worker", w->index),
                              LF_INT("count", (long long)w->batch.count));
+            }
+            if (rc == 0 && w->batch.count == 0 && lingering && store_in_write(&w->store)) {
+                /* Let entries gather, then read them at once: reads of a few
+                 * entries each would cost more than the merges saved. */
+                int64_t left = w->wr.started_ms + w->linger_ms - (int64_t)timeutil_mono_ms();
+                if (left > 0)
+                    worker_sleep(w, left);
+                lingering = false;
             }
             if (rc == 0 && w->batch.count == 0) {
                 read_wall_ms = timeutil_real_ms();
@@ -581,12 +594,13 @@ static void *worker_main(void *arg)
         w->wr.pg_ms += (int64_t)timeutil_mono_ms() - t0;
         read_ms = 0;
 
-        if (worker_write_ends(&w->wr, caught_up, w->batch_size,
+        if (worker_write_ends(&w->wr, caught_up, w->batch_size, w->linger_ms,
                               worker_write_max_ms(w->claim_idle_ms), (int64_t)timeutil_mono_ms()) ||
             atomic_load(&w->stop)) {
             if (!end_write(w, caught_up, read_wall_ms, false))
                 backoff_sleep(w, &pg_backoff);
         } else {
+            lingering = caught_up;
             batch_next(&w->batch);
         }
     }
@@ -659,6 +673,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
         w->pending[i] = metric_family_child(m->pending, label);
     }
     w->batch_size = cfg->batch_size;
+    w->linger_ms = cfg->batch_linger_ms;
     read_max = cfg->batch_size < WORKER_READ_MAX ? cfg->batch_size : WORKER_READ_MAX;
     reader_acks_init(&w->acks);
     batch_init(&w->batch, (const char *const *)w->streams);

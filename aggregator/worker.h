@@ -53,6 +53,7 @@ struct worker_config {
     long batch_size;           /* entries per write (transaction), read WORKER_READ_MAX at a time */
     long batch_max_bytes;      /* stop reading a batch once its rows take this much */
     long batch_wait_ms;        /* BLOCK per read */
+    long batch_linger_ms;      /* a write that caught up stays open this long for more */
     long claim_idle_ms;        /* claim entries idle this long; 0: never */
     long max_deliveries;       /* dead-letter entries delivered this often */
     bool store_full_ip;        /* keep client IPs as received */
@@ -119,6 +120,7 @@ struct worker {
     struct worker_write wr;                   /* the open write (store_in_write) */
     struct reader_acks acks;                  /* its entries, acknowledged after COMMIT */
     long batch_size;                          /* entries per write */
+    long linger_ms;                           /* see worker_config.batch_linger_ms */
     size_t *idx;                              /* entry indexes, for fetch_payloads */
     size_t idx_cap;
     atomic_int redis_state; /* enum worker_dep */
@@ -155,12 +157,18 @@ void worker_join(struct worker *w);
 /* Stops and joins the thread if running, then frees. Safe on a zeroed worker. */
 void worker_deinit(struct worker *w);
 
+/* A write that caught up with this many entries or more does not linger: it
+ * amortises its merge already (the end of a backlog, say). */
+#define WORKER_LINGER_MAX WORKER_READ_MAX
+
 /* Whether the open write `wr` ends after its latest read: that read was of
- * pending or claimed entries (`new_entries` false) or caught up, or the write
- * holds `batch_size` entries, WORKER_WRITE_READS_MAX reads, or has been open
- * `max_ms` by `now_ms`. Pure. */
+ * pending or claimed entries (`new_entries` false), or it caught up and the
+ * write has been open `linger_ms` or holds WORKER_LINGER_MAX entries, or the
+ * write holds `batch_size` entries or WORKER_WRITE_READS_MAX reads, or has
+ * been open `max_ms` by `now_ms`. A read that finds nothing new ends it too
+ * (the caller's). Pure. */
 bool worker_write_ends(const struct worker_write *wr, bool caught_up, long batch_size,
-                       int64_t max_ms, int64_t now_ms);
+                       int64_t linger_ms, int64_t max_ms, int64_t now_ms);
 
 /* The longest a write stays open with claims after `claim_idle_ms` (0: no
  * claims): WORKER_WRITE_MAX_MS, or half the claim idle if shorter. Pure. */

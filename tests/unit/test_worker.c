@@ -29,15 +29,33 @@ Test(worker, write_ends_at_each_bound)
 {
     struct worker_write wr = {.entries = 5000, .reads = 2, .new_entries = true, .started_ms = 1000};
 
-    cr_assert_not(worker_write_ends(&wr, false, 8000, 500, 1499));
-    cr_assert(worker_write_ends(&wr, true, 8000, 500, 1499), "a read caught up");
-    cr_assert(worker_write_ends(&wr, false, 5000, 500, 1499), "batch size reached");
-    cr_assert(worker_write_ends(&wr, false, 8000, 500, 1500), "open max_ms");
+    cr_assert_not(worker_write_ends(&wr, false, 8000, 0, 500, 1499));
+    cr_assert(worker_write_ends(&wr, true, 8000, 0, 500, 1499), "a read caught up");
+    cr_assert(worker_write_ends(&wr, false, 5000, 0, 500, 1499), "batch size reached");
+    cr_assert(worker_write_ends(&wr, false, 8000, 0, 500, 1500), "open max_ms");
     wr.reads = WORKER_WRITE_READS_MAX;
-    cr_assert(worker_write_ends(&wr, false, 8000, 500, 1499), "savepoints");
+    cr_assert(worker_write_ends(&wr, false, 8000, 0, 500, 1499), "savepoints");
     wr.reads = 2;
     wr.new_entries = false;
-    cr_assert(worker_write_ends(&wr, false, 8000, 500, 1499), "pending or claimed entries");
+    cr_assert(worker_write_ends(&wr, false, 8000, 0, 500, 1499), "pending or claimed entries");
+}
+
+/* A read that caught up ends a small write only once it has lingered; the
+ * other bounds do not wait for that. */
+Test(worker, caught_up_write_lingers)
+{
+    struct worker_write wr = {.entries = 300, .reads = 1, .new_entries = true, .started_ms = 1000};
+
+    cr_assert_not(worker_write_ends(&wr, true, 8000, 250, 10000, 1249), "lingering");
+    cr_assert(worker_write_ends(&wr, true, 8000, 250, 10000, 1250), "lingered long enough");
+    wr.entries = WORKER_LINGER_MAX;
+    cr_assert(worker_write_ends(&wr, true, 80000, 250, 10000, 1001), "large enough not to linger");
+    wr.entries = 300;
+    cr_assert_not(worker_write_ends(&wr, false, 8000, 250, 10000, 5000), "not caught up");
+    cr_assert(worker_write_ends(&wr, true, 300, 250, 10000, 1001), "batch size reached");
+    cr_assert(worker_write_ends(&wr, true, 8000, 250, 100, 1100), "open max_ms");
+    wr.new_entries = false;
+    cr_assert(worker_write_ends(&wr, true, 8000, 250, 10000, 1001), "pending or claimed entries");
 }
 
 Test(worker, write_stays_open_less_than_the_claim_idle)
