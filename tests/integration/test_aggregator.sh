@@ -209,6 +209,22 @@ added=$(($(it_psql "SELECT count(*) FROM analytics.ar_view_sessions") - rows0))
 [ "$(agg_check_rollups)" = 0 ] || it_fail "dedupe: rollups differ from raw rows"
 it_pass "dedupe: reads each with a retry, $slow write(s) of two such reads: all $added new events counted, no retry"
 
+# Steady traffic: a batch whose read caught up lingers (ARV_BATCH_LINGER_MS
+# from its first read) and then reads what gathered, so that 10 events sent
+# 50 ms apart are one batch of two reads, not ten batches.
+it_start linger arv-aggregator ARV_LOG_LEVEL=debug ARV_WORKERS=1 ARV_BATCH_LINGER_MS=3000 \
+    ARV_BATCH_WAIT_MS=50
+for k in 0 1 2 3 4 5 6 7 8 9; do
+    late_event "0000e000-0000-4000-8000-00000000000$k" '"ar_content_id":1'
+    sleep 0.05
+done
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "lingering batch not drained"
+it_stop linger
+writes=$(awk -F'[:,}]' '/"batch_written"/ { for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k)
+    if (k == "entries") e = $(i + 1); if (k == "reads") r = $(i + 1) } print e + 0, r + 0 }' "$IT_TMP/linger.log")
+[ "$writes" = "10 2" ] || it_fail "linger: expected one write of 10 entries in 2 reads; writes (entries reads): $(tr '\n' ';' <<<"$writes")"
+it_pass "linger: 10 events sent over 0.5 s written as one batch of two reads"
+
 # Enrichment: GeoIP fills country and city where the client sent none (before
 # the IP is anonymised), the user agent fills device type, browser and OS;
 # a bot's event is stored, marked, and kept out of every rollup.
