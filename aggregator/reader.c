@@ -548,8 +548,16 @@ int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_d
 
     snprintf(min_idle, sizeof(min_idle), "%ld", min_idle_ms);
     for (unsigned s = 0; s < r->nstreams; s++) {
-        if (claim_stream(r, b, s, min_idle, max_deliveries) < 0 || forget_idle_consumers(r, s) < 0)
+        if (claim_stream(r, b, s, min_idle, max_deliveries) < 0)
             return -1;
+        /* Housekeeping: an error reply (scripts denied by an ACL, say) must
+         * not cost the claimed entries. */
+        if (forget_idle_consumers(r, s) < 0) {
+            if (!reader_connected(r))
+                return -1;
+            log_warn("consumers_not_forgotten", LF_STR("stream", r->streams[s]),
+                     LF_STR("error", r->errstr));
+        }
     }
     return 0;
 }

@@ -89,7 +89,8 @@ int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, 
  * `min_idle_ms` with any consumer. Entries already delivered `max_deliveries`
  * times or more go into `b` as dead letters (reason max_deliveries) instead of
  * events. Also removes consumers that hold nothing and have been idle for a
- * day. Returns 0 or -1 with `errstr` set. */
+ * day (only logged if that fails while connected). Returns 0 or -1 with
+ * `errstr` set. */
 int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_deliveries);
 
 /* Stream entries to acknowledge once the transaction that wrote them has

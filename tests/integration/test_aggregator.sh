@@ -142,6 +142,20 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "pending entries n
 it_stop claimer
 it_pass "claimed entries: delivered 10 times -> max_deliveries dead letter, 9 times -> written"
 
+# Forgetting idle consumers (a script) is housekeeping: a Redis user that may
+# not run scripts still gets its claimed entries written, with a warning.
+redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noscript on '>pw' '~*' '&*' +@all -@scripting >/dev/null
+orphan=$(poison_event 0000b000-0000-4000-8000-000000000032)
+redis-cli -p "$IT_REDIS_PORT" XREADGROUP GROUP arv-aggregators ghost COUNT 1 STREAMS "$ARV_STREAM" '>' >/dev/null
+it_start noscript arv-aggregator ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=300 \
+    REDIS_URL="redis://noscript:pw@127.0.0.1:$IT_REDIS_PORT/0"
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "claimed entry not written without scripts"
+it_stop noscript
+[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions WHERE event_id = '0000b000-0000-4000-8000-000000000032'")" = 1 ] ||
+    it_fail "the entry claimed by a user without scripts was not written"
+grep -q '"consumers_not_forgotten"' "$IT_TMP/noscript.log" || it_fail "no consumers_not_forgotten warning"
+it_pass "claims without the right to run scripts: entry $orphan written, forgetting consumers only warned"
+
 # Memory per read is bounded in bytes too, for reads and claims alike: a
 # backlog of 2 x N new entries plus N pending on a dead consumer (about 350
 # bytes of raw row each, 2,000 per piece), with ARV_BATCH_MAX_BYTES=1 MiB: every
