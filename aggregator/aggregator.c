@@ -82,7 +82,11 @@ const struct config_option aggregator_options[] = {
     /* Retention (retention.c). */
     {"raw-retention-days", "ARV_RAW_RETENTION_DAYS", CONFIG_INT,
      offsetof(struct aggregator_config, raw_retention_days), "90", NULL, 1, 100000,
-     "drop raw day partitions (and dedupe ids) older than this many days"},
+     "drop raw day partitions older than this many days"},
+    {"dedupe-retention-days", "ARV_DEDUPE_RETENTION_DAYS", CONFIG_INT,
+     offsetof(struct aggregator_config, dedupe_retention_days), "0", NULL, 0, 100000,
+     "delete dedupe ids (analytics.event_ids) older than this many days, at least 1: an event"
+     " id seen again within it is not counted twice (0: ARV_RAW_RETENTION_DAYS)"},
     {"hourly-retention-days", "ARV_HOURLY_RETENTION_DAYS", CONFIG_INT,
      offsetof(struct aggregator_config, hourly_retention_days), "400", NULL, 1, 100000,
      "delete hourly rollup rows older than this many days (daily rollups are kept)"},
@@ -436,6 +440,8 @@ struct aggregator *aggregator_new(struct service *svc, const struct aggregator_c
         const struct retention_config rc_cfg = {
             .database_url = cfg->common.database_url,
             .raw_days = cfg->raw_retention_days,
+            .dedupe_days =
+                cfg->dedupe_retention_days ? cfg->dedupe_retention_days : cfg->raw_retention_days,
             .hourly_days = cfg->hourly_retention_days,
             .interval_s = cfg->retention_interval_s,
         };

@@ -29,7 +29,8 @@ struct aggregator_config {
     long claim_idle_ms;           /* ARV_CLAIM_IDLE_MS, 0 disables claiming */
     long max_deliveries;          /* ARV_MAX_DELIVERIES */
     bool store_full_ip;           /* ARV_STORE_FULL_IP: do not anonymise IPs */
-    long raw_retention_days;      /* ARV_RAW_RETENTION_DAYS: raw partitions, dedupe ids */
+    long raw_retention_days;      /* ARV_RAW_RETENTION_DAYS: raw partitions */
+    long dedupe_retention_days;   /* ARV_DEDUPE_RETENTION_DAYS: event ids; 0: raw's */
     long hourly_retention_days;   /* ARV_HOURLY_RETENTION_DAYS: hourly rollup rows */
     long retention_interval_s;    /* ARV_RETENTION_INTERVAL_S: between retention runs */
 };

@@ -195,8 +195,9 @@ static int retention_steps(struct retention *r, int64_t today)
     }
     PQclear(res);
 
-    /* Cut-offs at UTC midnight: the oldest kept raw partition starts there, so
-     * dedupe ids live exactly as long as the raw rows they guard (>= 24 h). */
+    /* Cut-offs at UTC midnight, as the oldest kept raw partition's start: by
+     * default dedupe ids live exactly as long as the raw rows they guard;
+     * ARV_DEDUPE_RETENTION_DAYS (>= 1: at least 24 h) can keep them shorter. */
     static const char *const hourly_tables[] = {"rollup_content_hourly", "rollup_company_hourly"};
     for (size_t i = 0; i < sizeof(hourly_tables) / sizeof(hourly_tables[0]); i++) {
         snprintf(sql, sizeof(sql),
@@ -212,7 +213,7 @@ static int retention_steps(struct retention *r, int64_t today)
     snprintf(sql, sizeof(sql),
              "DELETE FROM analytics.event_ids"
              " WHERE received_at < (DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'",
-             today - r->cfg.raw_days);
+             today - r->cfg.dedupe_days);
     if (!(res = retention_exec(r, sql, "delete_event_ids")))
         goto out;
     ids = affected(res);
@@ -223,7 +224,7 @@ out:
     log_info("retention_run", LF_BOOL("ok", rc == 0), LF_INT("partitions_created", parts_created),
              LF_INT("partitions_dropped", parts_dropped), LF_INT("hourly_rows_deleted", hourly),
              LF_INT("event_ids_deleted", ids), LF_INT("raw_days", r->cfg.raw_days),
-             LF_INT("hourly_days", r->cfg.hourly_days));
+             LF_INT("dedupe_days", r->cfg.dedupe_days), LF_INT("hourly_days", r->cfg.hourly_days));
     return rc;
 }
 

@@ -16,7 +16,8 @@ struct retention;
 
 struct retention_config {
     const char *database_url; /* borrowed */
-    long raw_days;            /* ARV_RAW_RETENTION_DAYS: raw rows and dedupe ids */
+    long raw_days;            /* ARV_RAW_RETENTION_DAYS: raw rows */
+    long dedupe_days;         /* ARV_DEDUPE_RETENTION_DAYS (or raw_days): dedupe ids */
     long hourly_days;         /* ARV_HOURLY_RETENTION_DAYS: hourly rollup rows */
     long interval_s;          /* ARV_RETENTION_INTERVAL_S: between runs (first at start) */
 };

@@ -162,4 +162,18 @@ curl -s "http://127.0.0.1:$port/metrics" | grep -q 'aggregator_retention_dropped
     it_fail "retention metric: $(curl -s "http://127.0.0.1:$port/metrics" | grep retention)"
 grep -q retention_partition_dropped "$IT_TMP/aggregator.log" || it_fail "no retention log"
 it_stop aggregator
-it_pass "retention: 6 old partitions dropped, hourly rows and dedupe ids past retention deleted, daily kept"
+# A shorter dedupe window (ARV_DEDUPE_RETENTION_DAYS): the 89-day-old id goes,
+# one 10 days old stays.
+it_psql "INSERT INTO analytics.event_ids VALUES (101, gen_random_uuid(), now() - interval '10 days')"
+ids_89=$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE received_at < now() - interval '88 days'")
+[ "$ids_89" = 1 ] || it_fail "expected the 89-day-old dedupe id, got $ids_89"
+it_start aggregator arv-aggregator ARV_RETENTION_INTERVAL_S=1 ARV_DEDUPE_RETENTION_DAYS=30
+for ((i = 0; i < 100; i++)); do
+    [ "$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE received_at < now() - interval '31 days'")" = 0 ] && break
+    sleep 0.1
+done
+[ "$i" -lt 100 ] || it_fail "ARV_DEDUPE_RETENTION_DAYS=30: dedupe ids older than 30 days left"
+[ "$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE received_at BETWEEN now() - interval '11 days' AND now() - interval '9 days'")" = 1 ] ||
+    it_fail "ARV_DEDUPE_RETENTION_DAYS=30: the 10-day-old dedupe id was deleted"
+it_stop aggregator
+it_pass "retention: 6 old partitions dropped, hourly rows and dedupe ids past retention deleted, daily kept; ARV_DEDUPE_RETENTION_DAYS keeps dedupe ids shorter"
