@@ -94,6 +94,14 @@ static bool less_signed(uint64_t a, uint64_t b)
     return (int64_t)a < (int64_t)b;
 }
 
+static void swap(uint64_t *a, uint64_t *b)
+{
+    uint64_t t = *a;
+
+    *a = *b;
+    *b = t;
+}
+
 /* Sorts h[0..n) as signed: a quicksort (median of three, the smaller side
  * first) down to runs of 16, finished by insertion. qsort's call per
  * comparison was a tenth of the aggregator's CPU. Hashes are uniform, so the
@@ -102,16 +110,13 @@ static void sort_signed(uint64_t *h, size_t n)
 {
     while (n > 16) {
         size_t mid = n / 2, i = 0, j = n - 1;
-        uint64_t t, pivot;
-        if (less_signed(h[mid], h[0])) {
-            t = h[mid], h[mid] = h[0], h[0] = t;
-        }
-        if (less_signed(h[n - 1], h[0])) {
-            t = h[n - 1], h[n - 1] = h[0], h[0] = t;
-        }
-        if (less_signed(h[n - 1], h[mid])) {
-            t = h[n - 1], h[n - 1] = h[mid], h[mid] = t;
-        }
+        uint64_t pivot;
+        if (less_signed(h[mid], h[0]))
+            swap(&h[mid], &h[0]);
+        if (less_signed(h[n - 1], h[0]))
+            swap(&h[n - 1], &h[0]);
+        if (less_signed(h[n - 1], h[mid]))
+            swap(&h[n - 1], &h[mid]);
         pivot = h[mid];
         for (;;) { /* Hoare: h[0] <= pivot <= h[n - 1] bound both scans */
             while (less_signed(h[i], pivot))
@@ -120,7 +125,7 @@ static void sort_signed(uint64_t *h, size_t n)
                 j--;
             if (i >= j)
                 break;
-            t = h[i], h[i] = h[j], h[j] = t;
+            swap(&h[i], &h[j]);
             i++;
             j--;
         }

@@ -381,8 +381,7 @@ static void *worker_main(void *arg)
     int64_t read_ms = 0; /* time the last read took (XREADGROUP + decode) */
     enum reader_kind kind = READER_NEW;
     bool caught_up = false;
-    bool lingering = false; /* the open write caught up and waits for more (linger_ms) */
-    bool failing = false;   /* the last attempt failed: a stop need not wait for it */
+    bool failing = false; /* the last attempt failed: a stop need not wait for it */
     enum store_status st;
 
     log_info("worker_started", LF_INT("worker", w->index), LF_STR("stream", w->streams[0]),
@@ -458,6 +457,14 @@ static void *worker_main(void *arg)
 
         if (w->batch.count == 0) {
             int rc = 0;
+            if (caught_up && store_in_write(&w->store)) {
+                /* The open write caught up and lingers: let entries gather,
+                 * then read them at once (reads of a few entries each would
+                 * cost more than the merges saved). */
+                int64_t left = w->wr.started_ms + w->linger_ms - (int64_t)timeutil_mono_ms();
+                if (left > 0)
+                    worker_sleep(w, left);
+            }
             caught_up = false;
             if (w->claim_idle_ms > 0 && now >= next_claim && !w->reader.recovering &&
                 !store_in_write(&w->store)) {
@@ -467,14 +474,6 @@ static void *worker_main(void *arg)
                 if (rc == 0 && w->batch.count > 0)
                     log_info("entries_claimed", LF_INT("worker", w->index),
                              LF_INT("count", (long long)w->batch.count));
-            }
-            if (rc == 0 && w->batch.count == 0 && lingering && store_in_write(&w->store)) {
-                /* Let entries gather, then read them at once: reads of a few
-                 * entries each would cost more than the merges saved. */
-                int64_t left = w->wr.started_ms + w->linger_ms - (int64_t)timeutil_mono_ms();
-                if (left > 0)
-                    worker_sleep(w, left);
-                lingering = false;
             }
             if (rc == 0 && w->batch.count == 0) {
                 read_wall_ms = timeutil_real_ms();
@@ -600,7 +599,6 @@ static void *worker_main(void *arg)
             if (!end_write(w, caught_up, read_wall_ms, false))
                 backoff_sleep(w, &pg_backoff);
         } else {
-            lingering = caught_up;
             batch_next(&w->batch);
         }
     }
