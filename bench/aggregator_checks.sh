@@ -62,8 +62,17 @@ agg_wait_drained() {
             ;;
         esac
         prev=$line
-    done < <(exec timeout "$limit" redis-cli -p "$port" -r -1 -i 0.1 XINFO GROUPS "$stream" 2>&1)
-    kill "$!" 2>/dev/null || true # the poller, once answered
+    done < <(
+        end=$((SECONDS + limit))
+        while [ "$SECONDS" -lt "$end" ]; do
+            # Ends by SIGPIPE (141) once the loop above has its answer; asks
+            # again after an error (Redis restarting, a refused connection).
+            st=0
+            timeout "$((end - SECONDS))" redis-cli -p "$port" -r -1 -i 0.1 XINFO GROUPS "$stream" 2>&1 || st=$?
+            [ "$st" != 141 ] || break
+            sleep 0.1
+        done
+    )
     [ "$rc" = 0 ] || echo "not drained after ${limit}s: $state" >&2
     return $rc
 }
