@@ -10,4 +10,6 @@ if [ ! -f "$PGDATA/PG_VERSION" ]; then
     psql -U arv -d postgres -c "CREATE DATABASE arv"
     pg_ctl -D "$PGDATA" -w stop
 fi
-exec postgres -D "$PGDATA" -c listen_addresses='*'
+# max_wal_size: room for checkpoint_timeout of the ingest's WAL at 10,000
+# events/s (docs/operations.md, Sizing), so that checkpoints come by time.
+exec postgres -D "$PGDATA" -c listen_addresses='*' -c max_wal_size=8GB
