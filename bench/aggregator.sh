@@ -169,5 +169,7 @@ awk -v n="$xlen" -v rows="$rows" -v dms="$drain_ms" -v cms="$copy_ms" -v hwm="$h
     printf "COPY, raw table:  %d rows in %d ms = %.0f rows/s (its day partitions); drain = %.2fx of it; %.1f us/row CPU\n", rows, rms, rows / (rms / 1000), d / (rows / (rms / 1000)), rcpu * 1000 / rows
     printf "PostgreSQL CPU:   %.1f us/event (aggregator backends) vs %.1f us/row (COPY backend) = %.2fx\n", pgcpu * 1000 / n, copycpu * 1000 / rows, (copycpu / rows) / (pgcpu / n)
     printf "dedupe keys only: %d rows in %d ms = %.0f rows/s = %.2fx plain COPY; %.1f us/row CPU (COPY into event_ids indexes)\n", rows, ims, rows / (ims / 1000), (rows / (ims / 1000)) / c, icpu * 1000 / rows
+    f = rows / ((rms + ims) / 1000)
+    printf "exactly-once floor: %.0f rows/s (the raw and dedupe-key COPYs above, one after the other, no rollups); drain = %.2fx of it\n", f, d / f
     printf "aggregator RSS:   VmHWM %.1f MB (largest process) with a %d-entry backlog (target <= 100 MB)\n", hwm / 1024, n
 }'
