@@ -147,7 +147,7 @@ int reader_connect(struct reader *r)
                      : reader_commandv(r, 2, (const char *[]){"AUTH", r->url.password});
         if (!reply || reply_is_error(r, reply, "AUTH"))
             goto out;
-        reply_arena_free(&r->arena, reply);
+        reply_arena_free(reply);
         reply = NULL;
     }
     if (r->url.db != 0) {
@@ -155,7 +155,7 @@ int reader_connect(struct reader *r)
         reply = reader_commandv(r, 2, (const char *[]){"SELECT", db});
         if (!reply || reply_is_error(r, reply, "SELECT"))
             goto out;
-        reply_arena_free(&r->arena, reply);
+        reply_arena_free(reply);
         reply = NULL;
     }
     for (unsigned i = 0; i < r->nstreams; i++) {
@@ -169,14 +169,13 @@ int reader_connect(struct reader *r)
             reader_set_err(r, "XGROUP CREATE", reply->str);
             goto out;
         }
-        reply_arena_free(&r->arena, reply);
+        reply_arena_free(reply);
         reply = NULL;
     }
     reader_recover(r);
     rc = 0;
 out:
-    if (reply)
-        reply_arena_free(&r->arena, reply);
+    reply_arena_free(reply);
     if (rc < 0)
         reader_disconnect(r);
     return rc;
@@ -311,8 +310,7 @@ static int read_streams(struct reader *r, struct batch *b, const char *const *id
     }
     rc = 0;
 out:
-    if (reply)
-        reply_arena_free(&r->arena, reply);
+    reply_arena_free(reply);
     free(argv);
     return rc;
 }
@@ -475,10 +473,8 @@ static int claim_chunk(struct reader *r, struct batch *b, unsigned s, const char
     }
     rc = 0;
 out:
-    if (pending)
-        reply_arena_free(&r->arena, pending);
-    if (claimed)
-        reply_arena_free(&r->arena, claimed);
+    reply_arena_free(pending);
+    reply_arena_free(claimed);
     free(argv);
     free(deliveries);
     return rc;
@@ -537,8 +533,7 @@ static int forget_idle_consumers(struct reader *r, unsigned s)
                                              READER_GROUP, idle, r->consumer});
     if (reply && !reply_is_error(r, reply, "forget idle consumers"))
         rc = 0;
-    if (reply)
-        reply_arena_free(&r->arena, reply);
+    reply_arena_free(reply);
     return rc;
 }
 
@@ -627,14 +622,13 @@ int reader_ack(struct reader *r, const struct reader_acks *a)
             reply = reader_commandv(r, argc, argv);
             if (!reply || reply_is_error(r, reply, "XACK"))
                 goto out;
-            reply_arena_free(&r->arena, reply);
+            reply_arena_free(reply);
             reply = NULL;
         }
     }
     rc = 0;
 out:
-    if (reply)
-        reply_arena_free(&r->arena, reply);
+    reply_arena_free(reply);
     free(argv);
     return rc;
 }
@@ -681,7 +675,7 @@ int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, 
                 return -1;
             }
             int rc = reply_is_error(r, reply, "XRANGE") ? -1 : keep_payload(r, b, idx[j], reply);
-            reply_arena_free(&r->arena, reply);
+            reply_arena_free(reply);
             if (rc < 0) {
                 if (rc == -ENOMEM)
                     reader_set_err(r, "batch", "out of memory");
@@ -742,7 +736,7 @@ static int trim_stream(struct reader *r, unsigned s, const char *last, struct re
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
         reply->element[1]->type == REDIS_REPLY_STRING)
         snprintf(smallest, sizeof(smallest), "%s", reply->element[1]->str);
-    reply_arena_free(&r->arena, reply);
+    reply_arena_free(reply);
     min_id(after_last, smallest, minid, sizeof(minid));
     reply = reader_commandv(r, 5, (const char *[]){"XTRIM", r->streams[s], "MINID", "~", minid});
     if (!reply || reply_is_error(r, reply, "XTRIM"))
@@ -750,8 +744,7 @@ static int trim_stream(struct reader *r, unsigned s, const char *last, struct re
     out->trimmed = true;
     rc = 0;
 out:
-    if (reply)
-        reply_arena_free(&r->arena, reply);
+    reply_arena_free(reply);
     return rc;
 }
 
@@ -781,7 +774,7 @@ int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *o
         if ((v = map_get(g, "last-delivered-id")) && v->type == REDIS_REPLY_STRING)
             snprintf(last, sizeof(last), "%s", v->str);
     }
-    reply_arena_free(&r->arena, reply);
+    reply_arena_free(reply);
     reply = reader_commandv(r, 2, (const char *[]){"XLEN", r->streams[i]});
     if (!reply || reply_is_error(r, reply, "XLEN"))
         goto out;
@@ -792,7 +785,6 @@ int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *o
         goto out;
     rc = 0;
 out:
-    if (reply)
-        reply_arena_free(&r->arena, reply);
+    reply_arena_free(reply);
     return rc;
 }

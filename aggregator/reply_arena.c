@@ -175,9 +175,8 @@ void reply_arena_attach(struct reply_arena *a, redisReader *reader)
     reader->privdata = a;
 }
 
-void reply_arena_free(struct reply_arena *a, redisReply *reply)
+void reply_arena_free(redisReply *reply)
 {
-    (void)a;
     free_object(reply);
 }
 

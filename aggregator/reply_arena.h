@@ -34,9 +34,10 @@ void reply_arena_init(struct reply_arena *a);
  * outlive it. */
 void reply_arena_attach(struct reply_arena *a, redisReader *reader);
 
-/* Gives back a reply of the attached context (NULL is fine); the arena's
- * memory is reused once every reply handed out is given back. */
-void reply_arena_free(struct reply_arena *a, redisReply *reply);
+/* Gives back a reply built in an arena (NULL is fine; the reply knows its
+ * arena); the arena's memory is reused once every reply handed out is given
+ * back. */
+void reply_arena_free(redisReply *reply);
 
 /* Frees every block. Safe on an initialised arena; no reply may be alive. */
 void reply_arena_deinit(struct reply_arena *a);

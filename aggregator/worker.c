@@ -593,8 +593,8 @@ static void *worker_main(void *arg)
         w->wr.pg_ms += (int64_t)timeutil_mono_ms() - t0;
         read_ms = 0;
 
-        if (worker_write_ends(&w->wr, caught_up, w->batch_size, w->linger_ms,
-                              worker_write_max_ms(w->claim_idle_ms), (int64_t)timeutil_mono_ms()) ||
+        if (worker_write_ends(&w->wr, caught_up, w->batch_size, w->linger_ms, w->write_max_ms,
+                              (int64_t)timeutil_mono_ms()) ||
             atomic_load(&w->stop)) {
             if (!end_write(w, caught_up, read_wall_ms, false))
                 backoff_sleep(w, &pg_backoff);
@@ -672,6 +672,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     }
     w->batch_size = cfg->batch_size;
     w->linger_ms = cfg->batch_linger_ms;
+    w->write_max_ms = worker_write_max_ms(cfg->claim_idle_ms);
     read_max = cfg->batch_size < WORKER_READ_MAX ? cfg->batch_size : WORKER_READ_MAX;
     reader_acks_init(&w->acks);
     batch_init(&w->batch, (const char *const *)w->streams);

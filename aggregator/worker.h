@@ -121,6 +121,7 @@ struct worker {
     struct reader_acks acks;                  /* its entries, acknowledged after COMMIT */
     long batch_size;                          /* entries per write */
     long linger_ms;                           /* see worker_config.batch_linger_ms */
+    int64_t write_max_ms;                     /* longest a write stays open */
     size_t *idx;                              /* entry indexes, for fetch_payloads */
     size_t idx_cap;
     atomic_int redis_state; /* enum worker_dep */

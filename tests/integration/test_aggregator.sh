@@ -202,9 +202,10 @@ gen() { # n first: events from index `first` on, ids apart from the loads above
     LC_ALL=C awk -v n="$1" -v first="$2" -v stream="$ARV_STREAM" -v base_ms="$now_ms" \
         -v spread_ms=216000000 -v contents=40 -v seed=0000d000 -f "$GEN"
 }
+slow_env=(ARV_LOG_LEVEL=debug ARV_WORKERS=1 ARV_BATCH_SIZE=8000 ARV_BATCH_MAX_BYTES=1048576
+    ARV_BATCH_WAIT_MS=50)
 gen 4 900000 | redis-cli -p "$IT_REDIS_PORT" --pipe >"$IT_TMP/pipe.log" 2>&1 || it_fail "redis-cli --pipe"
-it_start slow arv-aggregator ARV_LOG_LEVEL=debug ARV_WORKERS=1 ARV_BATCH_SIZE=8000 \
-    ARV_BATCH_MAX_BYTES=1048576 ARV_BATCH_WAIT_MS=50
+it_start slow arv-aggregator "${slow_env[@]}"
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "the first tries not drained"
 it_stop slow
 rows0=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
@@ -212,8 +213,7 @@ for k in 0 1 2 3; do
     gen 3999 $((910000 + 10000 * k))
     gen 1 $((900000 + k))
 done | redis-cli -p "$IT_REDIS_PORT" --pipe >"$IT_TMP/pipe.log" 2>&1 || it_fail "redis-cli --pipe"
-it_start slow arv-aggregator ARV_LOG_LEVEL=debug ARV_WORKERS=1 ARV_BATCH_SIZE=8000 \
-    ARV_BATCH_MAX_BYTES=1048576 ARV_BATCH_WAIT_MS=50
+it_start slow arv-aggregator "${slow_env[@]}"
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "the retries not drained"
 it_stop slow
 slow=$(grep '"batch_written"' "$IT_TMP/slow.log" | grep -c '"reads":2,.*"ids_slow":true' || true)

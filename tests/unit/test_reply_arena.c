@@ -47,7 +47,7 @@ static void same_then_free(struct reply_arena *a, redisReply *own, redisReply *o
     cr_assert_not_null(ours);
     assert_same(own, ours);
     cr_assert_eq(a->live, 1);
-    reply_arena_free(a, ours);
+    reply_arena_free(ours);
     cr_assert_eq(a->live, 0);
     freeReplyObject(own);
 }
@@ -94,12 +94,12 @@ Test(reply_arena, memory_reused_once_every_reply_is_back)
     reply_arena_init(&a);
     strbuf_init(&resp);
     build_reply(&resp, 2000, "{\"e\":1}");
-    reply_arena_free(&a, parse(&a, resp.data, resp.len));
+    reply_arena_free(parse(&a, resp.data, resp.len));
     kept = a.kept;
     cr_assert_gt(kept, REPLY_ARENA_BLOCK, "a reply of 2,000 entries should span blocks");
     /* Parsed again: the same blocks, nothing new. */
     for (int i = 0; i < 3; i++) {
-        reply_arena_free(&a, parse(&a, resp.data, resp.len));
+        reply_arena_free(parse(&a, resp.data, resp.len));
         cr_assert_eq(a.kept, kept);
     }
 
@@ -108,7 +108,7 @@ Test(reply_arena, memory_reused_once_every_reply_is_back)
     redisReply *own = parse(NULL, resp.data, resp.len);
     build_reply(&resp, 2000, "{\"overwritten\":true}");
     for (int i = 0; i < 2; i++) {
-        reply_arena_free(&a, parse(&a, resp.data, resp.len));
+        reply_arena_free(parse(&a, resp.data, resp.len));
         cr_assert_eq(a.live, 1);
     }
     same_then_free(&a, own, held);
@@ -132,10 +132,10 @@ Test(reply_arena, large_strings_and_the_memory_kept)
     cr_assert_eq(r->element[0]->len, big.len);
     cr_assert_eq(memcmp(r->element[0]->str, big.data, big.len), 0);
     cr_assert_str_eq(r->element[1]->str, "ok");
-    reply_arena_free(&a, r);
+    reply_arena_free(r);
     /* A reply far beyond REPLY_ARENA_KEEP: what is kept after it is bounded. */
     build_reply(&resp, 30000, "{\"event_id\":\"0000b000-0000-4000-8000-000000000001\"}");
-    reply_arena_free(&a, parse(&a, resp.data, resp.len));
+    reply_arena_free(parse(&a, resp.data, resp.len));
     cr_assert_leq(a.kept, REPLY_ARENA_KEEP);
     cr_assert_gt(a.kept, 0);
     strbuf_deinit(&big);
