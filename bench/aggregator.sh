@@ -81,7 +81,17 @@ t1=$(date +%s%N)
 xlen=$(redis-cli -p "$redis_port" XLEN "$ARV_STREAM")
 echo "preload: $xlen entries in $(((t1 - t0) / 1000000)) ms, redis used_memory $(redis-cli -p "$redis_port" INFO memory | sed -n 's/^used_memory_human:\(.*\)\r$/\1/p')"
 
+# cluster_cpu: "pid cpu_ms" (user + system) of Redis and of every PostgreSQL
+# process (the postmaster and its children), read from /proc.
+redis_pid=$(cat "$tmp/redis/redis.pid") postmaster=$(head -n 1 "$tmp/pg/data/postmaster.pid")
+cluster_cpu() {
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v hz="$(getconf CLK_TCK)" -v pm="$postmaster" -v rp="$redis_pid" '{
+        pid = $1; s = $0; sub(/^.*\) /, "", s); split(s, f, " ")
+        if (pid == pm || f[2] == pm || pid == rp) print pid, int((f[12] + f[13]) * 1000 / hz) }'
+}
+
 # Drain: from the aggregators' start until the group has read and acknowledged all.
+cluster_cpu >"$tmp/cpu0"
 wal0=$(agg_sql "SELECT pg_current_wal_lsn()")
 ckpt0=$(agg_sql "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
 t0=$(date +%s%N)
@@ -95,6 +105,11 @@ t1=$(date +%s%N)
 # CPU of the aggregators' PostgreSQL backends (user + system): on a shared
 # machine, CPU per event is steadier than wall time.
 pg_cpu_ms=$(agg_cpu_ms $(agg_sql "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'arv-aggregator%'"))
+# What the drain cost Redis and the rest of PostgreSQL (WAL writer,
+# checkpointer, autovacuum, ...): the CPU every process of theirs used since t0.
+cluster_cpu >"$tmp/cpu1"
+read -r redis_cpu_ms cluster_cpu_ms < <(awk -v rp="$redis_pid" 'NR == FNR { c0[$1] = $2; next }
+    { d = $2 - c0[$1]; if ($1 == rp) r += d; else p += d } END { print r + 0, p + 0 }' "$tmp/cpu0" "$tmp/cpu1")
 hwm=0 cpu_ms=0
 for p in "${agg_pids[@]}"; do
     h=$(awk '/^VmHWM/ {print $2}' "/proc/$p/status")
@@ -161,7 +176,8 @@ timed_copy bench_copy "$tmp/rows.copy"
 
 awk -v n="$xlen" -v rows="$rows" -v dms="$drain_ms" -v cms="$copy_ms" -v hwm="$hwm" -v cpu="$cpu_ms" -v naggs="$naggs" \
     -v pgcpu="$pg_cpu_ms" -v copycpu="$copy_cpu_ms" -v ims="$ids_ms" -v icpu="$ids_cpu_ms" \
-    -v rms="$raw_ms" -v rcpu="$raw_cpu_ms" 'BEGIN {
+    -v rms="$raw_ms" -v rcpu="$raw_cpu_ms" -v rediscpu="$redis_cpu_ms" -v clustercpu="$cluster_cpu_ms" \
+    -v cores="$(nproc)" 'BEGIN {
     d = n / (dms / 1000); c = rows / (cms / 1000)
     printf "aggregator drain: %d entries (%d new rows) in %d ms = %.0f events/s (%d aggregator(s), CPU %d ms)\n", n, rows, dms, d, naggs, cpu
     printf "plain COPY:       %d rows in %d ms = %.0f rows/s\n", rows, cms, c
@@ -171,5 +187,10 @@ awk -v n="$xlen" -v rows="$rows" -v dms="$drain_ms" -v cms="$copy_ms" -v hwm="$h
     printf "dedupe keys only: %d rows in %d ms = %.0f rows/s = %.2fx plain COPY; %.1f us/row CPU (COPY into event_ids indexes)\n", rows, ims, rows / (ims / 1000), (rows / (ims / 1000)) / c, icpu * 1000 / rows
     f = rows / ((rms + ims) / 1000)
     printf "exactly-once floor: %.0f rows/s (the raw and dedupe-key COPYs above, one after the other, no rollups); drain = %.2fx of it\n", f, d / f
+    # Whether 0.5x can be reached here at all: the CPU the whole pipeline used
+    # per event against what 0.5x plain COPY leaves per event on all cores.
+    t = cpu + clustercpu + rediscpu; b = cores * 1000000 / (0.5 * c)
+    printf "pipeline CPU:     %.1f us/event (aggregator %.1f, its PostgreSQL backends %.1f, other PostgreSQL processes %.1f, Redis %.1f); %d cores %.0f%% busy with it\n", t * 1000 / n, cpu * 1000 / n, pgcpu * 1000 / n, (clustercpu - pgcpu) * 1000 / n, rediscpu * 1000 / n, cores, 100 * t / (cores * dms)
+    printf "0.5x CPU budget:  %.1f us/event (%d cores at 100%% for 0.5x plain COPY); this drain needed %.2fx of it\n", b, cores, (t * 1000 / n) / b
     printf "aggregator RSS:   VmHWM %.1f MB (largest process) with a %d-entry backlog (target <= 100 MB)\n", hwm / 1024, n
 }'
