@@ -183,6 +183,7 @@ void store_deinit(struct store *s)
     strbuf_deinit(&s->rows);
     rollup_deinit(&s->rollup);
     free(s->days);
+    free(s->keys);
     memset(s, 0, sizeof(*s));
 }
 
@@ -502,7 +503,8 @@ static long collect_days(struct store *s, const struct batch *b, size_t first, s
         }
         s->days[nd++] = day;
     }
-    qsort(s->days, nd, sizeof(*s->days), cmp_day);
+    if (nd > 1) /* s->days is NULL until a read has a day */
+        qsort(s->days, nd, sizeof(*s->days), cmp_day);
     size_t out = 0;
     for (size_t i = 0; i < nd; i++) {
         if (out == 0 || s->days[out - 1] != s->days[i])
@@ -511,25 +513,56 @@ static long collect_days(struct store *s, const struct batch *b, size_t first, s
     return (long)out;
 }
 
+/* A dedupe key: the index's order is company_id, then the uuid's bytes. */
+struct store_key {
+    int64_t company_id;
+    unsigned char id[16];
+    uint32_t entry;
+};
+
+static int cmp_key(const void *a, const void *b)
+{
+    const struct store_key *x = a, *y = b;
+    if (x->company_id != y->company_id)
+        return x->company_id < y->company_id ? -1 : 1;
+    return memcmp(x->id, y->id, sizeof(x->id));
+}
+
 /* COPYs the event ids of the entries to look up (see collect_days) with the
  * statement `sql`; `indexed`: each row starts with the entry's index. Marks
  * those entries counted; *nkeys gets their number. */
 static enum store_status copy_ids(struct store *s, struct batch *b, size_t first, size_t n,
                                   const char *sql, bool indexed, size_t *nkeys)
 {
-    enum store_status st = copy_begin_binary(s, sql);
+    enum store_status st;
+    size_t nk = 0;
 
     *nkeys = 0;
-    if (st != STORE_OK)
-        return st;
-    for (size_t i = first; i < first + n && st == STORE_OK; i++) {
-        struct batch_entry *e = &b->entries[i];
+    if (n > s->keys_cap) {
+        struct store_key *p = realloc(s->keys, n * sizeof(*p));
+        if (!p)
+            return store_oom(s);
+        s->keys = p;
+        s->keys_cap = n;
+    }
+    for (size_t i = first; i < first + n; i++) {
+        const struct batch_entry *e = &b->entries[i];
         if (!to_look_up(e))
             continue;
+        s->keys[nk].company_id = e->company_id;
+        memcpy(s->keys[nk].id, b->rows.data + e->row_off + 4, sizeof(s->keys[nk].id));
+        s->keys[nk++].entry = (uint32_t)i;
+    }
+    if (nk > 1)
+        qsort(s->keys, nk, sizeof(*s->keys), cmp_key);
+    if ((st = copy_begin_binary(s, sql)) != STORE_OK)
+        return st;
+    for (size_t k = 0; k < nk && st == STORE_OK; k++) {
+        struct batch_entry *e = &b->entries[s->keys[k].entry];
         e->counted = true;
         copy_bin_tuple(&s->rows, indexed ? 4 : 3);
         if (indexed)
-            copy_bin_int4(&s->rows, (int32_t)i);
+            copy_bin_int4(&s->rows, (int32_t)s->keys[k].entry);
         copy_bin_int8(&s->rows, e->company_id);
         strbuf_append(&s->rows, b->rows.data + e->row_off, BATCH_EVENT_ID_FIELD);
         copy_bin_time_ms(&s->rows, e->received_ms);

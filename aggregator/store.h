@@ -54,6 +54,8 @@ struct store {
     struct rollup rollup;   /* the rollup deltas of the write being made */
     int64_t *days;          /* the UTC days of the batch being written */
     size_t days_cap;
+    struct store_key *keys; /* the read's dedupe keys, sorted (copy_ids) */
+    size_t keys_cap;
     enum store_status status; /* of the last call */
     char sqlstate[6];         /* of the last error, "" if none */
     char errstr[256];         /* last error, one line */

@@ -425,6 +425,9 @@ static void *worker_main(void *arg)
             }
             if (st != STORE_OK) {
                 pg_failed(w, st);
+                /* Connected but not set up (a schema not migrated yet rolls
+                 * the session's temporary tables back): start afresh. */
+                store_disconnect(&w->store);
                 backoff_sleep(w, &pg_backoff);
                 continue;
             }

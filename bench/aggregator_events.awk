@@ -17,6 +17,9 @@
 #   sessions       distinct session ids (default n / 2)
 #   base_ms        received_at of event 0, ms since the epoch (required)
 #   spread_ms      received_at = base_ms - (i * 7919000) mod spread_ms (default 0)
+#   random_ids     1: event ids in scattered order, as clients' random (v4) UUIDs
+#                  land in an index; by default they ascend with i, as the
+#                  collector's time-ordered (v7) ones do
 #   ids_file       if set, every distinct accepted event_id is written there
 #   stats_file     if set, "unknown N" and "invalid N" (entries of each) are written there
 function two(x) { return (x < 10 ? "0" : "") x }
@@ -33,6 +36,12 @@ function rfc3339(ms,    s, days, sod, z, era, doe, yoe, y, doy, mp, d, m) {
         two(sod % 60) "." three(ms % 1000) "Z"
 }
 function uuid(kind, x) { return sprintf("%s-%04x-4%03x-8%03x-%012x", seed, kind, int(x / 4096 / 4096 / 4096) % 4096, int(x / 4096 / 4096) % 4096, x % 281474976710656) }
+# Event i's id with its middle 24 bits scattered (an odd multiplier is a
+# bijection modulo 2^24; i stays in the last 48 bits, so ids stay distinct).
+function scattered_uuid(kind, x,    h) {
+    h = (x * 40503) % 16777216
+    return sprintf("%s-%04x-4%03x-8%03x-%012x", seed, kind, int(h / 4096), h % 4096, x % 281474976710656)
+}
 function bulk(s) { return "$" length(s) "\r\n" s "\r\n" }
 BEGIN {
     if (!n || !stream || !base_ms) { print "aggregator_events.awk: n, stream and base_ms are required" > "/dev/stderr"; exit 2 }
@@ -60,7 +69,7 @@ BEGIN {
             n_unknown += last_unknown
             continue
         }
-        eid = uuid(1, i)
+        eid = random_ids ? scattered_uuid(1, i) : uuid(1, i)
         if (ids_file != "" && !(unknown_every && i % unknown_every == unknown_every - 1)) print eid > ids_file
         c = i % contents + 1
         e = "{\"event_id\":\"" eid "\",\"session_id\":\"" uuid(2, i % sessions) "\""

@@ -43,6 +43,15 @@ bad=$(agg_check_rollups) || it_fail "rollup check failed to run"
     it_fail "invalid_payload dead letters: expected $invalid"
 days=$(it_psql "SELECT count(DISTINCT day) FROM analytics.rollup_company_daily")
 [ "$days" -ge 3 ] || it_fail "expected events on >= 3 days, got $days"
+# Each read's dedupe keys go to event_ids in its primary key's order, so that
+# the B-tree inserts of clients' random ids touch its pages in order: in the
+# table's physical order, the keys descend only where a read (or a page of the
+# other worker's) begins. The load's ids cycle through 5 companies, so
+# unsorted reads would descend at about every 5th row.
+descents=$(it_psql "SELECT count(*) FILTER (WHERE company_id < pc OR (company_id = pc AND event_id < pe))
+    FROM (SELECT company_id, event_id, lag(company_id) OVER w AS pc, lag(event_id) OVER w AS pe
+          FROM analytics.event_ids WINDOW w AS (ORDER BY ctid)) k")
+[ "$descents" -le $((N / 50)) ] || it_fail "event_ids not inserted in key order per read: $descents descents"
 # IPs anonymised before storage: IPv4 /24, IPv6 /48 (the load has both).
 [ "$(it_psql "SELECT count(DISTINCT family(ip_address)) FROM analytics.ar_view_sessions")" = 2 ] ||
     it_fail "expected IPv4 and IPv6 addresses"
@@ -268,6 +277,31 @@ env ARV_LISTEN=127.0.0.1:0 ARV_GEOIP_DB=/nonexistent.mmdb "$IT_BIN/arv-aggregato
 [ "$rc" != 0 ] && grep -q "nonexistent.mmdb: No such file" "$IT_TMP/nogeo.log" ||
     it_fail "a missing ARV_GEOIP_DB must stop the start with a clear error (rc $rc): $(tail -2 "$IT_TMP/nogeo.log")"
 it_pass "GeoIP and user-agent enrichment, bots stored but not counted, a bad GeoIP path refused"
+
+# An aggregator started before `arvctl migrate` is not ready and waits; once
+# the schema is there it sets its PostgreSQL session up again (a setup that
+# failed once must not leave a connection without its temporary tables) and
+# writes what came meanwhile: here a first read with no known content (a
+# dead letter), then an event it counts.
+it_psql "CREATE DATABASE arv_early"
+early_url="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_early"
+it_start early arv-aggregator DATABASE_URL="$early_url" ARV_STREAM="$ARV_STREAM:early" \
+    ARV_BATCH_WAIT_MS=50
+arv_wait_http "http://127.0.0.1:$IT_PORT_early/api/health/readiness" 503 10 ||
+    it_fail "an aggregator without its schema must not be ready"
+ARV_STREAM="$ARV_STREAM:early" late_event 0000b000-0000-4000-8000-000000000050 '"ar_content_id":1'
+DATABASE_URL=$early_url "$IT_BIN/arvctl" migrate >>"$IT_TMP/migrate.log" 2>&1 || it_fail "migrate arv_early"
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:early" 30 || it_fail "nothing written once migrated"
+psql "$early_url" -q -c "INSERT INTO analytics.ar_content (id, project_id, company_id) VALUES (1, 1000, 100)"
+ARV_STREAM="$ARV_STREAM:early" late_event 0000b000-0000-4000-8000-000000000051 '"ar_content_id":1'
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:early" 30 || it_fail "event not drained"
+[ "$(psql "$early_url" -tAq -c "SELECT (SELECT string_agg(reason, ',') FROM analytics.dead_letters)
+      || ' ' || (SELECT count(*) FROM analytics.ar_view_sessions)")" = "unknown_content 1" ] ||
+    it_fail "expected the event sent before the migration dead-lettered and the later one written"
+arv_wait_http "http://127.0.0.1:$IT_PORT_early/api/health/readiness" 200 10 ||
+    it_fail "not ready once migrated"
+it_stop early
+it_pass "an aggregator started before the migration writes once it is done"
 
 # The check itself sees a difference in any table.
 for t in rollup_content_hourly rollup_content_daily rollup_company_hourly rollup_company_daily \
