@@ -148,8 +148,18 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "pending entries n
 [ "$(it_psql "SELECT string_agg(event_id::text, ' ') FROM analytics.ar_view_sessions
               WHERE event_id::text LIKE '0000b000-0000-4000-8000-00000000003_'")" = \
     0000b000-0000-4000-8000-000000000031 ] || it_fail "claimed entries: wrong raw rows"
+# Its payload is the entry's fields ({"v":"1","e":...}): `arvctl dlq replay`
+# sends the event in e again, counted once however often it is replayed.
+dl=$(it_psql "SELECT id FROM analytics.dead_letters WHERE entry_id = '$poisoned'")
+for k in 1 2; do
+    "$IT_BIN/arvctl" dlq replay --id "$dl" >>"$IT_TMP/replay.log" 2>&1 || it_fail "dlq replay --id $dl"
+done
+grep -q "^1 replayed, 0 skipped" "$IT_TMP/replay.log" || it_fail "max_deliveries not replayed: $(cat "$IT_TMP/replay.log")"
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "replayed entries not drained"
+[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions WHERE event_id = '0000b000-0000-4000-8000-000000000030'")" = 1 ] ||
+    it_fail "the replayed max_deliveries event was not counted once"
 it_stop claimer
-it_pass "claimed entries: delivered 10 times -> max_deliveries dead letter, 9 times -> written"
+it_pass "claimed entries: delivered 10 times -> max_deliveries dead letter (replayed: counted once), 9 times -> written"
 
 # Forgetting idle consumers (a script) is housekeeping: a Redis user that may
 # not run scripts still gets its claimed entries written, with a warning.
