@@ -436,7 +436,7 @@ int batch_reject(struct batch *b, size_t i, const char *reason, const char *deta
 static uint32_t event_key_hash(const struct batch *b, const struct batch_entry *e)
 {
     return strbuf_fnv1a(b->rows.data + e->row_off, BATCH_EVENT_ID_FIELD) ^
-           (uint32_t)(e->company_id * 2654435761u);
+           (uint32_t)((uint64_t)e->company_id * 2654435761u);
 }
 
 int batch_resolve(struct batch *b, size_t first, size_t n)

@@ -22,29 +22,40 @@
 #define PAST_DAYS_MAX       400 /* oldest day a batch may create a partition for */
 #define FAILPOINT_EXIT      137 /* as if killed with SIGKILL */
 
-/* Test-only crash injection (ARV_FAILPOINT=after_commit:N): the process
- * _exit()s after its Nth committed batch, before the XACK, to prove that a
- * crash between COMMIT and XACK counts nothing twice. 0: disabled. */
-static long failpoint_after_commit;
-static atomic_long commits_done;
+/* Test-only failure injection (ARV_FAILPOINT, see worker.h): after_commit
+ * _exit()s after the process's Nth committed batch, before the XACK, to prove
+ * that a crash between COMMIT and XACK counts nothing twice; read_error fails
+ * its Nth read after delivery, to prove such entries are read again. */
+static struct worker_failpoint failpoint;
+static atomic_long commits_done, reads_done;
 
-bool worker_failpoint_parse(const char *spec, long *after_commit)
+/* Parses "<prefix>N" (N >= 1) into *out: 1; another prefix: 0; a bad N: -1. */
+static int failpoint_count(const char *spec, const char *prefix, long *out)
 {
-    static const char prefix[] = "after_commit:";
+    size_t len = strlen(prefix);
     char *end;
     long n;
 
-    *after_commit = 0;
+    if (strncmp(spec, prefix, len) != 0)
+        return 0;
+    errno = 0;
+    n = strtol(spec + len, &end, 10);
+    if (errno || *end || end == spec + len || n < 1)
+        return -1;
+    *out = n;
+    return 1;
+}
+
+bool worker_failpoint_parse(const char *spec, struct worker_failpoint *fp)
+{
+    int rc;
+
+    memset(fp, 0, sizeof(*fp));
     if (!spec || !*spec)
         return true;
-    if (strncmp(spec, prefix, sizeof(prefix) - 1) != 0)
-        return false;
-    errno = 0;
-    n = strtol(spec + sizeof(prefix) - 1, &end, 10);
-    if (errno || *end || end == spec + sizeof(prefix) - 1 || n < 1)
-        return false;
-    *after_commit = n;
-    return true;
+    if ((rc = failpoint_count(spec, "after_commit:", &fp->after_commit)) == 0)
+        rc = failpoint_count(spec, "read_error:", &fp->read_error);
+    return rc > 0;
 }
 
 bool worker_write_ends(const struct worker_write *wr, bool caught_up, long batch_size,
@@ -340,10 +351,10 @@ static bool end_write(struct worker *w, bool caught_up, int64_t read_wall_ms, bo
     count_cache_lookups(w);
     metric_observe(w->m.flush_duration, (double)wr->pg_ms / 1000.0);
 
-    if (failpoint_after_commit > 0 &&
-        atomic_fetch_add(&commits_done, 1) + 1 >= failpoint_after_commit) {
+    if (failpoint.after_commit > 0 &&
+        atomic_fetch_add(&commits_done, 1) + 1 >= failpoint.after_commit) {
         log_warn("failpoint_exit", LF_STR("failpoint", "after_commit"),
-                 LF_INT("commits", failpoint_after_commit));
+                 LF_INT("commits", failpoint.after_commit));
         _exit(FAILPOINT_EXIT);
     }
 
@@ -483,10 +494,19 @@ static void *worker_main(void *arg)
                 rc = reader_read(&w->reader, &w->batch, &kind, &caught_up);
                 read_ms = (int64_t)timeutil_mono_ms() - now;
             }
+            if (rc == 0 && w->batch.count > 0 && failpoint.read_error > 0 &&
+                atomic_fetch_add(&reads_done, 1) + 1 == failpoint.read_error) {
+                snprintf(w->reader.errstr, sizeof(w->reader.errstr), "failpoint read_error");
+                rc = -1;
+            }
             if (rc < 0 && store_in_write(&w->store))
                 abandon_write(w);
             if (rc < 0 && reader_connected(&w->reader)) {
-                /* An error reply, not an outage: log it and read on. */
+                /* An error reply, not an outage: log it and read on. Entries
+                 * that pieces before it delivered are pending on this
+                 * consumer: read them again from there. */
+                if (w->batch.count > 0)
+                    reader_recover(&w->reader);
                 batch_reset(&w->batch);
                 metric_inc(w->m.redis_errors);
                 log_warn("stream_read_failed", LF_INT("worker", w->index),
@@ -630,7 +650,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     int rc = -ENOMEM;
 
     memset(w, 0, sizeof(*w));
-    if (!worker_failpoint_parse(getenv("ARV_FAILPOINT"), &failpoint_after_commit))
+    if (!worker_failpoint_parse(getenv("ARV_FAILPOINT"), &failpoint))
         log_warn("failpoint_ignored", LF_STR("ARV_FAILPOINT", getenv("ARV_FAILPOINT")));
     w->index = index;
     w->m = *m;
@@ -683,6 +703,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     if ((rc = batch_reserve(&w->batch, (size_t)read_max + READER_CHUNK,
                             (size_t)cfg->batch_max_bytes + (size_t)cfg->batch_max_bytes / 8)) < 0)
         goto out;
+    rc = -ENOMEM; /* until the caches below exist */
     w->batch.store_full_ip = cfg->store_full_ip;
     if (!(w->contents =
               content_cache_new((size_t)cfg->content_cache_size, cfg->content_cache_ttl_s * 1000)))

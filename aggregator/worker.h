@@ -175,10 +175,16 @@ bool worker_write_ends(const struct worker_write *wr, bool caught_up, long batch
  * claims): WORKER_WRITE_MAX_MS, or half the claim idle if shorter. Pure. */
 int64_t worker_write_max_ms(long claim_idle_ms);
 
-/* Parses the test-only failpoint spec (ARV_FAILPOINT): NULL or "" -> 0
- * (disabled), "after_commit:N" (N >= 1) -> N. Returns false on anything else.
- * Pure. */
-bool worker_failpoint_parse(const char *spec, long *after_commit);
+/* Test-only failure injection (ARV_FAILPOINT); 0: off. */
+struct worker_failpoint {
+    long after_commit; /* "after_commit:N": _exit() after the Nth COMMIT, before XACK */
+    long read_error;   /* "read_error:N": the Nth read of entries fails once they
+                        * were delivered, as an error reply to a later piece would */
+};
+
+/* Parses the failpoint spec: NULL or "" -> all off, "after_commit:N" or
+ * "read_error:N" (N >= 1) -> that one. Returns false on anything else. Pure. */
+bool worker_failpoint_parse(const char *spec, struct worker_failpoint *fp);
 
 /* Dependency states, readable from any thread. */
 enum worker_dep worker_redis_state(struct worker *w);

@@ -175,6 +175,21 @@ it_stop noscript
 grep -q '"consumers_not_forgotten"' "$IT_TMP/noscript.log" || it_fail "no consumers_not_forgotten warning"
 it_pass "claims without the right to run scripts: entry $orphan written, forgetting consumers only warned"
 
+# A read that fails after its entries were delivered (as an error reply to a
+# later piece would; here ARV_FAILPOINT=read_error:1) leaves them pending on
+# this consumer: it reads them again at once, even with claims off.
+LC_ALL=C awk -v n=300 -v stream="$ARV_STREAM:fp" -v base_ms="$now_ms" -v contents=40 -v seed=0000c000 \
+    -f "$GEN" | redis-cli -p "$IT_REDIS_PORT" --pipe >/dev/null 2>&1 || it_fail "redis-cli --pipe"
+rows0=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
+it_start fp arv-aggregator ARV_STREAM="$ARV_STREAM:fp" ARV_WORKERS=1 ARV_CLAIM_IDLE_MS=0 \
+    ARV_BATCH_WAIT_MS=50 ARV_FAILPOINT=read_error:1
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:fp" 20 || it_fail "the failed read's entries left pending"
+grep -q '"stream_read_failed".*failpoint read_error' "$IT_TMP/fp.log" || it_fail "the failpoint did not fire"
+[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")" = $((rows0 + 300)) ] ||
+    it_fail "the failed read's 300 events not all written"
+it_stop fp
+it_pass "a read that failed after delivery: its entries read again and written"
+
 # Memory per read is bounded in bytes too, for reads and claims alike: a
 # backlog of 2 x N new entries plus N pending on a dead consumer (about 350
 # bytes of raw row each, 2,000 per piece), with ARV_BATCH_MAX_BYTES=1 MiB: every
@@ -302,7 +317,9 @@ arv_wait_http "http://127.0.0.1:$IT_PORT_early/api/health/readiness" 503 10 ||
 ARV_STREAM="$ARV_STREAM:early" late_event 0000b000-0000-4000-8000-000000000050 '"ar_content_id":1'
 DATABASE_URL=$early_url "$IT_BIN/arvctl" migrate >>"$IT_TMP/migrate.log" 2>&1 || it_fail "migrate arv_early"
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:early" 30 || it_fail "nothing written once migrated"
-psql "$early_url" -q -c "INSERT INTO analytics.ar_content (id, project_id, company_id) VALUES (1, 1000, 100)"
+# (A company id beyond 32 bits, as snowflake ids are: its hash must not overflow.)
+psql "$early_url" -q -c "INSERT INTO analytics.ar_content (id, project_id, company_id)
+                         VALUES (1, 1000, 9000000000000000001)"
 ARV_STREAM="$ARV_STREAM:early" late_event 0000b000-0000-4000-8000-000000000051 '"ar_content_id":1'
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:early" 30 || it_fail "event not drained"
 [ "$(psql "$early_url" -tAq -c "SELECT (SELECT string_agg(reason, ',') FROM analytics.dead_letters)

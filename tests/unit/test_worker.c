@@ -6,21 +6,25 @@
 
 Test(worker, failpoint_spec)
 {
-    long n = -1;
+    struct worker_failpoint fp = {.after_commit = -1, .read_error = -1};
 
-    cr_assert(worker_failpoint_parse(NULL, &n));
-    cr_assert_eq(n, 0);
-    cr_assert(worker_failpoint_parse("", &n));
-    cr_assert_eq(n, 0);
-    cr_assert(worker_failpoint_parse("after_commit:1", &n));
-    cr_assert_eq(n, 1);
-    cr_assert(worker_failpoint_parse("after_commit:250", &n));
-    cr_assert_eq(n, 250);
-    cr_assert_not(worker_failpoint_parse("after_commit:0", &n));
-    cr_assert_not(worker_failpoint_parse("after_commit:", &n));
-    cr_assert_not(worker_failpoint_parse("after_commit:3x", &n));
-    cr_assert_not(worker_failpoint_parse("before_commit:3", &n));
-    cr_assert_not(worker_failpoint_parse("after_commit:-2", &n));
+    cr_assert(worker_failpoint_parse(NULL, &fp));
+    cr_assert(fp.after_commit == 0 && fp.read_error == 0);
+    cr_assert(worker_failpoint_parse("", &fp));
+    cr_assert(fp.after_commit == 0 && fp.read_error == 0);
+    cr_assert(worker_failpoint_parse("after_commit:1", &fp));
+    cr_assert(fp.after_commit == 1 && fp.read_error == 0);
+    cr_assert(worker_failpoint_parse("after_commit:250", &fp));
+    cr_assert_eq(fp.after_commit, 250);
+    cr_assert(worker_failpoint_parse("read_error:3", &fp));
+    cr_assert(fp.after_commit == 0 && fp.read_error == 3);
+    cr_assert_not(worker_failpoint_parse("after_commit:0", &fp));
+    cr_assert_not(worker_failpoint_parse("after_commit:", &fp));
+    cr_assert_not(worker_failpoint_parse("after_commit:3x", &fp));
+    cr_assert_not(worker_failpoint_parse("before_commit:3", &fp));
+    cr_assert_not(worker_failpoint_parse("after_commit:-2", &fp));
+    cr_assert_not(worker_failpoint_parse("read_error:0", &fp));
+    cr_assert_not(worker_failpoint_parse("read_error", &fp));
 }
 
 /* When a write of several reads ends: each bound alone ends it, and nothing
