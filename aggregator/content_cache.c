@@ -276,6 +276,10 @@ PGresult *content_cache_refresh(struct content_cache *c, PGconn *conn, const cha
     params[1] = c->uids.data;
     c->stats.queries++;
     res = PQexecParams(conn, sql.data, 2, NULL, params, NULL, NULL, 0);
+    if (!res) {
+        *oom = true; /* libpq could not even make a result: never "all unknown" */
+        goto out;
+    }
     if (PQresultStatus(res) != PGRES_TUPLES_OK)
         goto out; /* the caller reads the error */
 

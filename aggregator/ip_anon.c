@@ -25,6 +25,11 @@ bool ip_anon(const char *ip, char *out, size_t outlen)
         ((unsigned char *)&v4.s_addr)[3] = 0;
         return inet_ntop(AF_INET, &v4, out, (socklen_t)outlen) != NULL;
     }
-    memset(&v6.s6_addr[6], 0, 10);
+    /* A 6to4 address (2002:AABB:CCDD::/48) carries its client's IPv4 address
+     * in the /48: keep only that address's /24. */
+    if (v6.s6_addr[0] == 0x20 && v6.s6_addr[1] == 0x02)
+        memset(&v6.s6_addr[5], 0, 11);
+    else
+        memset(&v6.s6_addr[6], 0, 10);
     return inet_ntop(AF_INET6, &v6, out, (socklen_t)outlen) != NULL;
 }

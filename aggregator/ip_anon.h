@@ -11,7 +11,8 @@
 /* Writes the anonymised form of the numeric address `ip` ("203.0.113.7" ->
  * "203.0.113.0", "2001:db8:abcd:12::1" -> "2001:db8:abcd::") into `out`
  * (`outlen` >= IP_ANON_MAX). An IPv4-mapped IPv6 address keeps its /24 as
- * IPv4. Returns false (and writes "") when `ip` is not a numeric address. */
+ * IPv4; a 6to4 address (2002::/16) keeps its /40, the /24 of the IPv4
+ * address it carries. Returns false (and writes "") when `ip` is not a numeric address. */
 bool ip_anon(const char *ip, char *out, size_t outlen);
 
 #endif

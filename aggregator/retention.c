@@ -182,10 +182,19 @@ static int retention_steps(struct retention *r, int64_t today)
     for (int i = 0; i < PQntuples(res); i++) {
         const char *name = PQgetvalue(res, i, 0);
         PGresult *drop;
-        if (!retention_should_drop(name, today, r->cfg.raw_days))
+        int64_t day;
+        if (!retention_should_drop(name, today, r->cfg.raw_days) ||
+            !retention_partition_day(name, &day))
             continue;
-        /* The name matched ar_view_sessions_pYYYYMMDD: safe to splice. */
-        snprintf(sql, sizeof(sql), "DROP TABLE analytics.%s", name);
+        /* The name matched ar_view_sessions_pYYYYMMDD: safe to splice. The
+         * DROP holds the day's lock exclusively, as `arvctl rollups rebuild`
+         * does while it checks for the partition and recomputes the day from
+         * it: a partition dropped in between would leave the day's rollups
+         * deleted and recomputed from nothing. */
+        snprintf(sql, sizeof(sql),
+                 "DO $$BEGIN PERFORM pg_advisory_xact_lock(%d, %" PRId64 ");"
+                 " DROP TABLE analytics.%s; END$$",
+                 ARV_LOCK_ROLLUP_DAY, day, name);
         if (!(drop = retention_exec(r, sql, "drop_partition")))
             goto out;
         PQclear(drop);

@@ -297,13 +297,17 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
                                    "UPDATE analytics.dead_letters SET replayed_at = now()"
                                    " WHERE id = $1::bigint",
                                    1, NULL, up, NULL, NULL, 0);
-        if (PQresultStatus(u) != PGRES_COMMAND_OK) {
-            cli_report("cannot mark the dead letter replayed", u, conn);
-            failed++;
-        }
-        PQclear(u);
         printf("replayed %s -> %s %s\n", row_id, stream, entry);
         replayed++;
+        if (PQresultStatus(u) != PGRES_COMMAND_OK) {
+            /* Sent but not marked: a later --reason run sends it again
+             * (harmless within the dedupe window). Stop, as for Redis. */
+            cli_report("cannot mark the dead letter replayed", u, conn);
+            PQclear(u);
+            failed++;
+            break;
+        }
+        PQclear(u);
     }
     printf("%ld replayed, %ld skipped, %ld failed\n", replayed, skipped, failed);
     rc = failed ? CLI_EXIT_FAILURE : CLI_EXIT_OK;

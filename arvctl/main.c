@@ -62,11 +62,13 @@ static bool arvctl_validate(const void *p, char *err, size_t errlen)
 /* The global option named by "--name[=value]", or NULL. */
 static const struct config_option *global_option(const char *arg)
 {
-    const char *name = arg + 2;
-    size_t len = strcspn(name, "=");
+    const char *name;
+    size_t len;
 
     if (strncmp(arg, "--", 2) != 0)
         return NULL;
+    name = arg + 2;
+    len = strcspn(name, "=");
     for (size_t i = 0; i < ARVCTL_NOPTIONS; i++) {
         if (strlen(arvctl_options[i].flag) == len &&
             strncmp(arvctl_options[i].flag, name, len) == 0)

@@ -38,8 +38,11 @@ void rollups_build_delete_sql(struct strbuf *out, int64_t day)
         out,
         "DELETE FROM analytics.rollup_content_daily WHERE day = DATE '1970-01-01' + %" PRId64 ";"
         " DELETE FROM analytics.rollup_company_daily WHERE day = DATE '1970-01-01' + %" PRId64 ";"
-        " DELETE FROM analytics.rollup_breakdown_daily"
-        " WHERE day = DATE '1970-01-01' + %" PRId64 ";"
+        /* Every dimension named: the (dimension, day) index finds the day's
+         * rows (its primary key starts with company_id). */
+        " DELETE FROM analytics.rollup_breakdown_daily WHERE dimension IN ('device_type',"
+        " 'browser', 'os', 'country', 'city', 'tracking_quality')"
+        " AND day = DATE '1970-01-01' + %" PRId64 ";"
         " DELETE FROM analytics.rollup_content_hourly"
         " WHERE hour >= " DAY_LO " AND hour < " DAY_HI ";"
         " DELETE FROM analytics.rollup_company_hourly"
@@ -144,6 +147,7 @@ static int rollups_rebuild(const char *database_url, int argc, char **argv)
     struct strbuf sql;
     PGconn *conn = NULL;
     long long total = 0;
+    int64_t nskipped = 0;
     int rc = CLI_EXIT_FAILURE;
 
     if (!cli_options("rollups rebuild", argc, argv, 2, opts, 2, rollups_usage, &rc))
@@ -178,6 +182,7 @@ static int rollups_rebuild(const char *database_url, int argc, char **argv)
                     date);
             goto out;
         }
+        nskipped += skipped;
         if (skipped)
             fprintf(stderr, "skipped %s (%" PRId64 "/%" PRId64 "): no raw partition\n", date,
                     day - first + 1, last - first + 1);
@@ -186,8 +191,9 @@ static int rollups_rebuild(const char *database_url, int argc, char **argv)
                     day - first + 1, last - first + 1, events, timeutil_mono_s() - t0);
         total += events;
     }
-    printf("rebuilt %" PRId64 " days from %s to %s: %lld events\n", last - first + 1, from, to,
-           total);
+    printf("rebuilt %" PRId64 " days from %s to %s (%" PRId64 " skipped: no raw partition): %lld"
+           " events\n",
+           last - first + 1 - nskipped, from, to, nskipped, total);
     rc = CLI_EXIT_OK;
 out:
     strbuf_deinit(&sql);

@@ -102,6 +102,9 @@ Test(arvctl_rollups, rebuild_sql_covers_every_table_for_the_day)
         cr_assert(strstr(ins.data, tables[i]), "rebuild misses %s", tables[i]);
     }
     cr_assert(strstr(del.data, "DATE '1970-01-01' + 20412 + 1"));
+    /* the breakdown rows found by the (dimension, day) index: every dimension */
+    cr_assert(strstr(del.data, "dimension IN ('device_type', 'browser', 'os', 'country', 'city',"
+                               " 'tracking_quality') AND day = DATE '1970-01-01' + 20412;"));
     cr_assert(strstr(ins.data, "DATE '1970-01-01' + 20412)"));
     cr_assert_null(strstr(ins.data, "ON CONFLICT"));
     strbuf_deinit(&del);

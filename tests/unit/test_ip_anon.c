@@ -27,6 +27,14 @@ Test(ip_anon, ipv6_keeps_48)
     expect("::ffff:198.51.100.23", "198.51.100.0");
 }
 
+/* 2002:AABB:CCDD::/48 is the IPv4 address AA.BB.CC.DD: only its /24 stays. */
+Test(ip_anon, sixtofour_keeps_the_ipv4_24)
+{
+    expect("2002:c000:0207::1", "2002:c000:200::");
+    expect("2002:cb00:71ff:1:2:3:4:5", "2002:cb00:7100::");
+    expect("2003:c000:0207::1", "2003:c000:207::"); /* not 6to4: the /48 */
+}
+
 Test(ip_anon, refuses_non_addresses)
 {
     char out[IP_ANON_MAX] = "x";
