@@ -68,12 +68,12 @@ const struct config_option aggregator_options[] = {
      offsetof(struct aggregator_config, store_full_ip), "0", NULL, 0, 0,
      "store client IPs as received (default: IPv4 /24, IPv6 /48)"},
     /* Enrichment (geoip.c, ua.c). */
-    {"geoip-db", "ARV_GEOIP_DB", CONFIG_STRING, offsetof(struct aggregator_config, geoip_db), "",
-     NULL, 0, 0,
+    {"geoip-db", "ARV_GEOIP_DB", CONFIG_STRING_OFF, offsetof(struct aggregator_config, geoip_db),
+     "", NULL, 0, 0,
      "MaxMind DB (GeoIP2/GeoLite2 City) filling country and city where the client sent none;"
      " empty: off"},
-    {"ua-regexes", "ARV_UA_REGEXES", CONFIG_STRING, offsetof(struct aggregator_config, ua_regexes),
-     UA_DEFAULT_REGEXES, NULL, 0, 0,
+    {"ua-regexes", "ARV_UA_REGEXES", CONFIG_STRING_OFF,
+     offsetof(struct aggregator_config, ua_regexes), UA_DEFAULT_REGEXES, NULL, 0, 0,
      "uap-core regexes.yaml: device type, browser and OS from the user agent, and bots;"
      " empty: off"},
     {"ua-cache-size", "ARV_UA_CACHE_SIZE", CONFIG_INT,

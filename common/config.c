@@ -135,6 +135,7 @@ static bool apply_value(const struct config_option *opt, void *cfg, const char *
     char *field = (char *)cfg + opt->offset;
     switch (opt->type) {
     case CONFIG_STRING:
+    case CONFIG_STRING_OFF:
         *(const char **)field = v;
         return true;
     case CONFIG_CHOICE:
@@ -233,7 +234,7 @@ enum config_result config_load(const char *binary, const char *summary,
     }
     for (size_t i = 0; i < nopts; i++) {
         const char *v = opts[i].env ? getenv_fn(opts[i].env) : NULL;
-        if (!v || !*v)
+        if (!v || (!*v && opts[i].type != CONFIG_STRING_OFF))
             continue;
         snprintf(source, sizeof(source), "%s", opts[i].env);
         if (!apply_value(&opts[i], cfg, v, source, err, errlen))

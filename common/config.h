@@ -10,12 +10,13 @@
 #include "log.h"
 
 enum config_type {
-    CONFIG_STRING,   /* const char *  */
-    CONFIG_INT,      /* long, within [min, max] */
-    CONFIG_BOOL,     /* bool: 1/0, true/false, yes/no, on/off */
-    CONFIG_CHOICE,   /* const char *, one of `choices` ("a|b|c") */
-    CONFIG_LISTEN,   /* struct config_listen: "host:port", "[v6]:port" or ":port" */
-    CONFIG_LOG_LEVEL /* enum log_level */
+    CONFIG_STRING,     /* const char *; a variable set to "" counts as unset, as for all */
+    CONFIG_STRING_OFF, /* const char *, where a variable set to "" sets "": the feature off */
+    CONFIG_INT,        /* long, within [min, max] */
+    CONFIG_BOOL,       /* bool: 1/0, true/false, yes/no, on/off */
+    CONFIG_CHOICE,     /* const char *, one of `choices` ("a|b|c") */
+    CONFIG_LISTEN,     /* struct config_listen: "host:port", "[v6]:port" or ":port" */
+    CONFIG_LOG_LEVEL   /* enum log_level */
 };
 
 struct config_listen {

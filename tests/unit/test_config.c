@@ -11,6 +11,7 @@ struct test_config {
     struct common_config common;
     long batch;
     bool full_ip;
+    const char *regexes;
 };
 
 static const struct config_option opts[] = {
@@ -19,6 +20,8 @@ static const struct config_option opts[] = {
      "batch size"},
     {"store-full-ip", "ARV_STORE_FULL_IP", CONFIG_BOOL, offsetof(struct test_config, full_ip), "0",
      NULL, 0, 0, "keep full IPs"},
+    {"regexes", "ARV_REGEXES", CONFIG_STRING_OFF, offsetof(struct test_config, regexes), "/x.yaml",
+     NULL, 0, 0, "regexes; empty: off"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -82,6 +85,24 @@ Test(config, environment_then_flags_win)
     cr_assert_eq(cfg.common.listen.port, 9001);
     cr_assert_eq(cfg.full_ip, true);
     cr_assert_eq(cfg.common.log_level, LOG_LEVEL_DEBUG);
+}
+
+/* A variable set to "": unset, but for an option where empty means off. */
+Test(config, empty_variable)
+{
+    struct test_config cfg;
+    char err[256];
+    env_table[0][0] = "ARV_BATCH";
+    env_table[0][1] = "";
+    env_table[1][0] = "ARV_REGEXES";
+    env_table[1][1] = "";
+    char *argv[] = {"arv-test"};
+    cr_assert_eq(load(&cfg, 1, argv, err), CONFIG_OK, "%s", err);
+    cr_assert_eq(cfg.batch, 100);
+    cr_assert_str_eq(cfg.regexes, "");
+    env_table[1][0] = NULL;
+    cr_assert_eq(load(&cfg, 1, argv, err), CONFIG_OK, "%s", err);
+    cr_assert_str_eq(cfg.regexes, "/x.yaml");
 }
 
 Test(config, bool_flag_without_value)
