@@ -32,7 +32,8 @@ struct retention {
     bool started; /* thread created */
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    bool stop; /* under lock */
+    bool stop;        /* under lock */
+    PGcancel *cancel; /* under lock: conn's cancel handle, for retention_stop */
 };
 
 bool retention_partition_day(const char *name, int64_t *day)
@@ -88,9 +89,21 @@ struct retention *retention_new(const struct retention_config *cfg, struct metri
 
 static void retention_disconnect(struct retention *r)
 {
+    pthread_mutex_lock(&r->lock);
+    PQfreeCancel(r->cancel);
+    r->cancel = NULL;
+    pthread_mutex_unlock(&r->lock);
     if (r->conn)
         PQfinish(r->conn);
     r->conn = NULL;
+}
+
+static bool retention_stopping(struct retention *r)
+{
+    pthread_mutex_lock(&r->lock);
+    bool stop = r->stop;
+    pthread_mutex_unlock(&r->lock);
+    return stop;
 }
 
 /* Logs a failed statement (res may be NULL) as `what`. */
@@ -114,8 +127,13 @@ static void retention_report(struct retention *r, const char *what, const PGresu
  * logging it. */
 static PGresult *retention_exec(struct retention *r, const char *sql, const char *what)
 {
-    PGresult *res = PQexec(r->conn, sql);
-    ExecStatusType rs = PQresultStatus(res);
+    PGresult *res;
+    ExecStatusType rs;
+
+    if (retention_stopping(r))
+        return NULL; /* the process is stopping: no new statement */
+    res = PQexec(r->conn, sql);
+    rs = PQresultStatus(res);
 
     if (rs == PGRES_COMMAND_OK || rs == PGRES_TUPLES_OK)
         return res;
@@ -138,6 +156,9 @@ static int retention_connect(struct retention *r)
         retention_disconnect(r);
         return -ECONNREFUSED;
     }
+    pthread_mutex_lock(&r->lock);
+    r->cancel = PQgetCancel(r->conn);
+    pthread_mutex_unlock(&r->lock);
     /* A DROP of a partition needs an exclusive lock on the raw table: give up
      * quickly rather than queue every batch behind it; the next run retries. */
     res = retention_exec(r,
@@ -305,6 +326,13 @@ void retention_stop(struct retention *r)
     pthread_mutex_lock(&r->lock);
     r->stop = true;
     pthread_cond_signal(&r->wake);
+    /* A run may be in a long statement (statement_timeout is 600 s): cancel
+     * it, so that the process stops within its deadline. */
+    if (r->cancel) {
+        char err[256];
+        if (!PQcancel(r->cancel, err, sizeof(err)))
+            log_warn("retention_cancel_failed", LF_STR("error", err));
+    }
     pthread_mutex_unlock(&r->lock);
 }
 

@@ -191,3 +191,21 @@ done
     it_fail "ARV_DEDUPE_RETENTION_DAYS=30: the 10-day-old dedupe id was deleted"
 it_stop aggregator
 it_pass "retention: 6 old partitions dropped, hourly rows and dedupe ids past retention deleted, daily kept; ARV_DEDUPE_RETENTION_DAYS keeps dedupe ids shorter"
+
+# Stopping while retention is in a long statement (here a test trigger makes
+# its event_ids DELETE sleep 60 s; statement_timeout is 600 s): the statement
+# is cancelled and the process exits 0 within its deadline.
+it_psql "CREATE FUNCTION analytics.test_slow() RETURNS trigger LANGUAGE plpgsql AS
+           \$\$BEGIN PERFORM pg_sleep(60); RETURN NULL; END\$\$;
+         CREATE TRIGGER test_slow BEFORE DELETE ON analytics.event_ids
+           FOR EACH STATEMENT EXECUTE FUNCTION analytics.test_slow()"
+it_start slowret arv-aggregator
+for ((i = 0; i < 100; i++)); do
+    [ "$(it_psql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'arv-aggregator-retention'
+                  AND query LIKE 'DELETE FROM analytics.event_ids%'")" = 1 ] && break
+    sleep 0.1
+done
+[ "$i" -lt 100 ] || it_fail "retention never reached its event_ids DELETE"
+it_stop slowret
+it_psql "DROP TRIGGER test_slow ON analytics.event_ids; DROP FUNCTION analytics.test_slow()"
+it_pass "stopping during a long retention statement: cancelled, exit 0 within the deadline"
