@@ -159,8 +159,8 @@ static int retention_connect(struct retention *r)
     pthread_mutex_lock(&r->lock);
     r->cancel = PQgetCancel(r->conn);
     pthread_mutex_unlock(&r->lock);
-    /* A DROP of a partition needs an exclusive lock on the raw table: give up
-     * quickly rather than queue every batch behind it; the next run retries. */
+    /* No lock wait longer than 5 s (a partition's DROP: 1 s, see
+     * retention_steps): the next run retries. */
     res = retention_exec(r,
                          "SET client_min_messages = warning; SET TIME ZONE 'UTC';"
                          " SET statement_timeout = '600s'; SET lock_timeout = '5s'",
@@ -211,9 +211,12 @@ static int retention_steps(struct retention *r, int64_t today)
          * DROP holds the day's lock exclusively, as `arvctl rollups rebuild`
          * does while it checks for the partition and recomputes the day from
          * it: a partition dropped in between would leave the day's rollups
-         * deleted and recomputed from nothing. */
+         * deleted and recomputed from nothing. It also needs the raw table
+         * exclusively, and batches queue behind it while it waits for theirs:
+         * it waits at most 1 s (the next run retries). */
         snprintf(sql, sizeof(sql),
-                 "DO $$BEGIN PERFORM pg_advisory_xact_lock(%d, %" PRId64 ");"
+                 "DO $$BEGIN PERFORM set_config('lock_timeout', '1s', true);"
+                 " PERFORM pg_advisory_xact_lock(%d, %" PRId64 ");"
                  " DROP TABLE analytics.%s; END$$",
                  ARV_LOCK_ROLLUP_DAY, day, name);
         if (!(drop = retention_exec(r, sql, "drop_partition")))
