@@ -17,6 +17,7 @@
 struct arvctl_config {
     struct common_config common; /* database_url, redis/stream (dlq replay), env, logging */
     const char *migrations_dir;  /* ARV_MIGRATIONS_DIR */
+    long raw_retention_days;     /* ARV_RAW_RETENTION_DAYS (rollups rebuild) */
 };
 
 static const struct config_option arvctl_options[] = {
@@ -26,6 +27,9 @@ static const struct config_option arvctl_options[] = {
     {"migrations-dir", "ARV_MIGRATIONS_DIR", CONFIG_STRING,
      offsetof(struct arvctl_config, migrations_dir), ARV_SOURCE_DIR "/migrations", NULL, 0, 0,
      "directory of NNNN_name.sql migration files"},
+    {"raw-retention-days", "ARV_RAW_RETENTION_DAYS", CONFIG_INT,
+     offsetof(struct arvctl_config, raw_retention_days), "90", NULL, 1, 100000,
+     "the aggregators' raw retention: rollups rebuild skips older days"},
     {"env", "ARV_ENV", CONFIG_CHOICE, offsetof(struct arvctl_config, common.env), "development",
      "development|production", 0, 0, "deployment environment"},
     {"log-format", "ARV_LOG_FORMAT", CONFIG_CHOICE,
@@ -122,7 +126,7 @@ int main(int argc, char **argv)
                                           cfg.common.stream_shards};
         rc = dlq_command(cfg.common.database_url, &target, sargc, sargv);
     } else if (strcmp(sargv[0], "rollups") == 0) {
-        rc = rollups_command(cfg.common.database_url, sargc, sargv);
+        rc = rollups_command(cfg.common.database_url, cfg.raw_retention_days, sargc, sargv);
     } else {
         fprintf(stderr, "arvctl: unknown command '%s' (see arvctl --help)\n", sargv[0]);
     }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libpq-fe.h>
 
@@ -25,7 +26,9 @@ static const char rollups_usage[] =
     "         breakdowns) from the raw rows, one UTC day per transaction, the days\n"
     "         from..to inclusive. Safe while the aggregator runs: each day is locked\n"
     "         against batches writing it. A day whose raw partition was dropped by\n"
-    "         retention is skipped (its daily rollups are all that is left).\n"
+    "         retention is skipped (its daily rollups are all that is left), and so\n"
+    "         is a day older than ARV_RAW_RETENTION_DAYS (its partition may have been\n"
+    "         recreated for a few replayed events).\n"
     "         Prints one progress line per day on stderr.\n";
 
 /* The day's bounds as timestamptz SQL expressions. */
@@ -139,7 +142,7 @@ out:
     return ok;
 }
 
-static int rollups_rebuild(const char *database_url, int argc, char **argv)
+static int rollups_rebuild(const char *database_url, long raw_retention_days, int argc, char **argv)
 {
     const char *from = NULL, *to = NULL;
     const struct cli_option opts[] = {{"from", &from, NULL}, {"to", &to, NULL}};
@@ -171,12 +174,24 @@ static int rollups_rebuild(const char *database_url, int argc, char **argv)
     if (!(conn = cli_connect(database_url)) ||
         !cli_exec(conn, "SET TIME ZONE 'UTC'; SET work_mem = '64MB'", "cannot set up the session"))
         goto out;
+    /* Retention drops days before this one; an aggregator recreates such a
+     * day's partition for an old event (a replayed dead letter), so its raw
+     * rows may be a few of the day's: never recompute its rollups from them. */
+    int64_t oldest = (int64_t)(time(NULL) / 86400) - raw_retention_days;
     for (int64_t day = first; day <= last; day++) {
         char date[16];
         long long events = 0;
         bool skipped;
         double t0 = timeutil_mono_s();
         timeutil_format_date(day, date, sizeof(date));
+        if (day < oldest) {
+            fprintf(stderr,
+                    "skipped %s (%" PRId64 "/%" PRId64
+                    "): older than ARV_RAW_RETENTION_DAYS (%ld)\n",
+                    date, day - first + 1, last - first + 1, raw_retention_days);
+            nskipped++;
+            continue;
+        }
         if (!rebuild_day(conn, &sql, day, date, &skipped, &events)) {
             fprintf(stderr, "arvctl rollups rebuild: %s failed; days before it are rebuilt\n",
                     date);
@@ -202,14 +217,14 @@ out:
     return rc;
 }
 
-int rollups_command(const char *database_url, int argc, char **argv)
+int rollups_command(const char *database_url, long raw_retention_days, int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(rollups_usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
     }
     if (strcmp(argv[1], "rebuild") == 0)
-        return rollups_rebuild(database_url, argc, argv);
+        return rollups_rebuild(database_url, raw_retention_days, argc, argv);
     fprintf(stderr, "arvctl rollups: unknown command '%s' (expected rebuild)\n", argv[1]);
     return CLI_EXIT_USAGE;
 }

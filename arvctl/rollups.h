@@ -19,6 +19,6 @@ void rollups_build_rebuild_sql(struct strbuf *out, int64_t day);
 
 /* Runs `arvctl rollups ...` (argv[0] is "rollups") against `database_url`
  * (borrowed). Blocking. Returns the exit status (CLI_EXIT_*). */
-int rollups_command(const char *database_url, int argc, char **argv);
+int rollups_command(const char *database_url, long raw_retention_days, int argc, char **argv);
 
 #endif

@@ -112,7 +112,25 @@ rc=0; "$ARVCTL" rollups rebuild --from 2026-13-01 --to "$to" 2>/dev/null || rc=$
 [ "$rc" = 2 ] || it_fail "bad date exited $rc, expected 2"
 rc=0; "$ARVCTL" rollups rebuild --from "$to" --to "$from" 2>/dev/null || rc=$?
 [ "$rc" = 2 ] || it_fail "reversed range exited $rc, expected 2"
-it_pass "rollups rebuild repairs corrupted rollups while ingesting, progress per day"
+# A day past the raw retention whose partition a replayed old event recreated
+# holds that event only: a rebuild must keep its daily rollups, not recompute
+# them from it.
+old_day=$(date -u -d '-100 days' +%F)
+it_psql "SELECT analytics.ensure_day_partitions(DATE '$old_day', DATE '$old_day')" >/dev/null
+it_psql "INSERT INTO analytics.ar_view_sessions (event_id, ar_content_id, project_id, company_id,
+           session_id, created_at, received_at)
+         VALUES (gen_random_uuid(), 1, 1001, 101, gen_random_uuid(), DATE '$old_day' + interval '1 hour',
+                 DATE '$old_day' + interval '1 hour');
+         INSERT INTO analytics.rollup_company_daily (day, company_id, views) VALUES ('$old_day', 101, 5)"
+"$ARVCTL" rollups rebuild --from "$old_day" --to "$old_day" >"$IT_TMP/rebuild.out" 2>"$IT_TMP/rebuild.err" ||
+    it_fail "rebuild of an old day: $(cat "$IT_TMP/rebuild.err")"
+grep -q "^skipped $old_day (1/1): older than ARV_RAW_RETENTION_DAYS (90)$" "$IT_TMP/rebuild.err" ||
+    it_fail "a day past the raw retention was not skipped: $(cat "$IT_TMP/rebuild.err")"
+[ "$(it_psql "SELECT views FROM analytics.rollup_company_daily WHERE day = '$old_day'")" = 5 ] ||
+    it_fail "the old day's daily rollups were recomputed from a recreated partition"
+it_psql "DROP TABLE analytics.ar_view_sessions_p$(date -u -d '-100 days' +%Y%m%d);
+         DELETE FROM analytics.rollup_company_daily WHERE day = '$old_day'"
+it_pass "rollups rebuild repairs corrupted rollups while ingesting, progress per day; days past the raw retention kept"
 it_stop aggregator
 
 # --- retention: old partitions, hourly rows and dedupe ids go; daily rollups stay.
