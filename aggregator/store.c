@@ -550,6 +550,7 @@ static enum store_status copy_ids(struct store *s, struct batch *b, size_t first
         if (!to_look_up(e))
             continue;
         s->keys[nk].company_id = e->company_id;
+        /* the field's 4-byte length, then the uuid's 16 bytes */
         memcpy(s->keys[nk].id, b->rows.data + e->row_off + 4, sizeof(s->keys[nk].id));
         s->keys[nk++].entry = (uint32_t)i;
     }
