@@ -188,7 +188,9 @@ static bool apply_one(PGconn *conn, const char *name, const char *version, const
     if (!cli_exec(conn, "BEGIN", what))
         return false;
     res = PQexec(conn, sql);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+    /* A file of comments only (a placeholder) is an empty query: applied. */
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK &&
+        PQresultStatus(res) != PGRES_EMPTY_QUERY) {
         const char *pos = PQresultErrorField(res, PG_DIAG_STATEMENT_POSITION);
         if (pos)
             snprintf(what, sizeof(what), "migration %s failed at line %d", name,

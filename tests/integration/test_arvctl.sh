@@ -227,3 +227,16 @@ done
 it_stop slowret
 it_psql "DROP TRIGGER test_slow ON analytics.event_ids; DROP FUNCTION analytics.test_slow()"
 it_pass "stopping during a long retention statement: cancelled, exit 0 within the deadline"
+
+# A migration file of comments only (a placeholder) is applied and recorded,
+# not refused with an empty message.
+it_psql "CREATE DATABASE arv_mig"
+mkdir "$IT_TMP/migrations"
+cp "$IT_ROOT"/migrations/*.sql "$IT_TMP/migrations/"
+printf -- '-- placeholder: nothing to change\n' >"$IT_TMP/migrations/9999_placeholder.sql"
+DATABASE_URL="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig" "$ARVCTL" migrate \
+    --migrations-dir "$IT_TMP/migrations" >"$IT_TMP/mig.out" 2>&1 || it_fail "migrate with a placeholder: $(cat "$IT_TMP/mig.out")"
+[ "$(psql "postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig" -tAq -c "SELECT count(*) FROM analytics.schema_migrations WHERE version = '9999_placeholder'")" = 1 ] ||
+    it_fail "the placeholder migration was not recorded"
+it_pass "a migration of comments only is applied and recorded"
+
