@@ -100,8 +100,19 @@ int body_inflate(enum body_encoding enc, const char *in, size_t len, size_t cap,
             rc = -EFBIG;
             goto out;
         }
-        if (z == Z_STREAM_END)
-            break;
+        if (z == Z_STREAM_END) {
+            if (zs.avail_in == 0)
+                break;
+            /* gzip allows members one after another (`cat a.gz b.gz`): each
+             * is inflated in turn. Anything else after the stream is
+             * corrupt, never silently dropped. */
+            if (enc != BODY_ENC_GZIP || zs.avail_in < 2 || zs.next_in[0] != 0x1f ||
+                zs.next_in[1] != 0x8b || inflateReset(&zs) != Z_OK) {
+                rc = -EINVAL;
+                goto out;
+            }
+            continue;
+        }
         if (z == Z_BUF_ERROR && zs.avail_in == 0) {
             rc = -EINVAL; /* truncated */
             goto out;

@@ -252,6 +252,34 @@ Test(body, inflates_gzip_and_deflate)
     strbuf_deinit(&out);
 }
 
+/* Two gzip members one after another (legal gzip: `cat a.gz b.gz`) are both
+ * inflated; bytes after a stream that are not a member are corrupt. */
+Test(body, gzip_members_and_trailing_bytes)
+{
+    struct strbuf out;
+    size_t n1, n2;
+    strbuf_init(&out);
+    char *a = compress_buf("{\"a\":1}\n", 8, 31, &n1);
+    char *b = compress_buf("{\"b\":2}\n", 8, 31, &n2);
+    char *both = malloc(n1 + n2 + 3);
+    memcpy(both, a, n1);
+    memcpy(both + n1, b, n2);
+    cr_assert_eq(body_inflate(BODY_ENC_GZIP, both, n1 + n2, 1024, &out), 0);
+    cr_expect_str_eq(out.data, "{\"a\":1}\n{\"b\":2}\n");
+    memcpy(both + n1, "xyz", 3);
+    cr_expect_eq(body_inflate(BODY_ENC_GZIP, both, n1 + 3, 1024, &out), -EINVAL);
+    free(a);
+    char *z = compress_buf("{\"a\":1}\n", 8, 15, &n1);
+    memcpy(both, z, n1);
+    memcpy(both + n1, "xyz", 3);
+    cr_expect_eq(body_inflate(BODY_ENC_DEFLATE, both, n1 + 3, 1024, &out), -EINVAL);
+    cr_expect_eq(body_inflate(BODY_ENC_DEFLATE, both, n1, 1024, &out), 0);
+    free(z);
+    free(b);
+    free(both);
+    strbuf_deinit(&out);
+}
+
 Test(body, compression_bomb_stops_at_the_cap)
 {
     size_t big = 64u << 20, n;
