@@ -106,10 +106,12 @@ static int parse_array(const char *body, size_t len, size_t max, const struct ev
 {
     int rc = -EINVAL;
     struct json_object *arr = NULL;
-    /* One level more than a single event: the array itself. */
-    struct json_tokener *tok = json_tokener_new_ex(EVENT_MAX_DEPTH + 1);
+    /* One level more than a single event: the array itself (and json-c's
+     * depth counts one more than the levels it allows). */
+    struct json_tokener *tok = json_tokener_new_ex(EVENT_MAX_DEPTH + 2);
     if (!tok)
         return -ENOMEM;
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     if (len > INT32_MAX) {
         set_err(err, "invalid_json", "the body is too large");
         goto out;
@@ -129,6 +131,11 @@ static int parse_array(const char *body, size_t len, size_t max, const struct ev
             set_err(err, "invalid_json", "the body has data after the JSON value");
             goto out;
         }
+    }
+    if (event_json_nonstandard(body, len)) {
+        set_err(err, "invalid_json",
+                "the body is not valid JSON: a single quote, comment, NaN or Infinity");
+        goto out;
     }
     if (!json_object_is_type(arr, json_type_array)) {
         set_err(err, "invalid_json", "a batch is a JSON array of events or NDJSON");

@@ -431,11 +431,12 @@ static bool decode_fields(const struct fields *f, enum decode_mode mode,
         int64_t id = 0;
         if (v->type == FV_INT) {
             id = v->i_err ? 0 : v->i;
-        } else if (v->type == FV_STRING) {
+        } else if (v->type == FV_STRING && v->s[0] >= '0' && v->s[0] <= '9') {
+            /* digits only: strtoll alone would take " +42" */
             char *end = NULL;
             errno = 0;
             long long ll = strtoll(v->s, &end, 10);
-            if (errno == 0 && end != v->s && *end == '\0')
+            if (errno == 0 && *end == '\0')
                 id = ll;
         }
         if (id <= 0)
@@ -570,7 +571,9 @@ static void fval_from_json(struct json_object *obj, const char *key, struct fval
         out->type = FV_INT;
         errno = 0;
         out->i = json_object_get_int64(v);
-        out->i_err = errno != 0;
+        /* json-c keeps integers above INT64_MAX as unsigned, and get_int64
+         * then returns INT64_MAX without an error */
+        out->i_err = errno != 0 || json_object_get_uint64(v) > (uint64_t)INT64_MAX;
         break;
     case json_type_double:
         out->type = FV_DOUBLE;
@@ -601,13 +604,35 @@ static bool decode_event(struct json_object *obj, enum decode_mode mode,
     return decode_fields(&f, mode, ctx, ev, err);
 }
 
+bool event_json_nonstandard(const char *json, size_t len)
+{
+    bool in_string = false;
+
+    for (size_t i = 0; i < len; i++) {
+        if (in_string) {
+            if (json[i] == '\\')
+                i++; /* the escaped character */
+            else if (json[i] == '"')
+                in_string = false;
+        } else if (json[i] == '"') {
+            in_string = true;
+        } else if (json[i] == '\'' || json[i] == '/' ||
+                   (isalpha((unsigned char)json[i]) && !strchr("truefalsnE", json[i]))) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool parse_object(const char *json, size_t len, struct json_object **out,
                          struct event_error *err)
 {
     bool ok = false;
-    struct json_tokener *tok = json_tokener_new_ex(EVENT_MAX_DEPTH);
+    /* json-c's depth counts one more than the levels it allows */
+    struct json_tokener *tok = json_tokener_new_ex(EVENT_MAX_DEPTH + 1);
     if (!tok)
         return fail(err, "internal", NULL, "out of memory");
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT); /* no comments, trailing commas, ... */
     if (len > INT32_MAX) {
         fail(err, "invalid_json", NULL, "the body is too large");
         goto out;
@@ -626,6 +651,11 @@ static bool parse_object(const char *json, size_t len, struct json_object **out,
             fail(err, "invalid_json", NULL, "the body has data after the JSON value");
             goto out;
         }
+    }
+    if (event_json_nonstandard(json, len)) {
+        fail(err, "invalid_json", NULL,
+             "the body is not valid JSON: a single quote, comment, NaN or Infinity");
+        goto out;
     }
     ok = true;
 out:

@@ -78,6 +78,15 @@ struct bad_case {
     const char *field;
 };
 
+Test(event, nesting_of_8_levels_passes)
+{
+    struct event ev;
+    struct event_error err = {0};
+
+    cr_assert(parse("{\"ar_content_id\":1," SID ",\"a\":[[[[[[[1]]]]]]]}", &ev, &err), "%s",
+              err.message);
+}
+
 Test(event, bad_input_names_the_field)
 {
     static const struct bad_case cases[] = {
@@ -86,6 +95,18 @@ Test(event, bad_input_names_the_field)
         {"[1]", "invalid_json", NULL},
         {"{} x", "invalid_json", NULL},
         {"{\"a\":[[[[[[[[[[1]]]]]]]]]]}", "invalid_json", NULL},
+        /* 9 levels: one too many (8 pass: see nesting_of_8_levels_passes) */
+        {"{\"ar_content_id\":1," SID ",\"a\":[[[[[[[[1]]]]]]]]}", "invalid_json", NULL},
+        /* not JSON, though json-c's lenient mode took them */
+        {"{\"ar_content_id\":1," SID ",}", "invalid_json", NULL},
+        {"{'ar_content_id':1," SID "}", "invalid_json", NULL},
+        {"{\"ar_content_id\":1," SID " /* c */}", "invalid_json", NULL},
+        {"{\"ar_content_id\":1," SID ",\"x\":NaN}", "invalid_json", NULL},
+        {"{\"ar_content_id\":1," SID ",\"video_played\":True}", "invalid_json", NULL},
+        {"{\"ar_content_id\":007," SID "}", "invalid_json", NULL},
+        /* beyond int64: refused, not clamped to INT64_MAX */
+        {"{\"ar_content_id\":12345678901234567890," SID "}", "invalid_field", "ar_content_id"},
+        {"{\"ar_content_id\":\" +42\"," SID "}", "invalid_field", "ar_content_id"},
         {"{" SID "}", "invalid_field", "ar_content_id"},
         {"{\"ar_content_id\":0," SID "}", "invalid_field", "ar_content_id"},
         {"{\"ar_content_id\":-5," SID "}", "invalid_field", "ar_content_id"},
