@@ -136,6 +136,8 @@ struct http_request {
     bool pending;                /* dispatched and not answered yet */
     bool in_field;               /* a header name is being received */
     bool in_value;               /* a header value is being received */
+    bool in_trailers;            /* headers done: further header callbacks are a
+                                  * chunked body's trailer, counted, not kept */
     bool url_done;               /* the URL is complete */
 };
 
@@ -401,6 +403,7 @@ static void request_reset(struct http_request *r)
     r->pending = false;
     r->in_field = false;
     r->in_value = false;
+    r->in_trailers = false;
     r->url_done = false;
 }
 
@@ -1142,6 +1145,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 {
     struct conn *c = p->data;
     struct http_request *r = c->req;
+    if (r->in_trailers) /* never appended after the body: counted only */
+        return header_bytes_ok(c, n) ? 0 : parser_fail(c, 431);
     if (!r->in_field) {
         if (!header_bytes_ok(c, 4)) /* ": " and CRLF */
             return parser_fail(c, 431);
@@ -1168,6 +1173,8 @@ static int on_header_field_complete(llhttp_t *p)
 {
     struct conn *c = p->data;
     struct http_request *r = c->req;
+    if (r->in_trailers)
+        return 0;
     struct header *h = &r->hdrs[r->nhdrs - 1];
     h->name_len = r->len - h->name;
     if (!arena_nul(r))
@@ -1180,6 +1187,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     struct conn *c = p->data;
     struct http_request *r = c->req;
+    if (r->in_trailers)
+        return header_bytes_ok(c, n) ? 0 : parser_fail(c, 431);
     if (!r->in_value) {
         r->hdrs[r->nhdrs - 1].value = r->len;
         r->in_value = true;
@@ -1195,6 +1204,8 @@ static int on_header_value_complete(llhttp_t *p)
 {
     struct conn *c = p->data;
     struct http_request *r = c->req;
+    if (r->in_trailers)
+        return 0;
     struct header *h = &r->hdrs[r->nhdrs - 1];
     if (!r->in_value)
         h->value = r->len; /* empty value */
@@ -1228,6 +1239,7 @@ static int on_headers_complete(llhttp_t *p)
         conn_out_append(c, cont, sizeof(cont) - 1);
     }
     r->body = r->len;
+    r->in_trailers = true;
     return 0;
 }
 
