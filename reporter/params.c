@@ -46,6 +46,13 @@ bool params_tz_valid(const char *name, const char *dir)
     if (strcmp(name, "localtime") == 0 || strcmp(name, "posixrules") == 0 ||
         strncmp(name, "right/", 6) == 0 || strncmp(name, "posix/", 6) == 0)
         return false;
+    /* Zones with summer time whose names PostgreSQL reads first as its fixed
+     * abbreviations (timezonesets/Default): CET would stay +01:00 in July. */
+    static const char *const abbrevs[] = {"CET", "EET", "MET", "WET"};
+    for (size_t i = 0; i < sizeof(abbrevs) / sizeof(abbrevs[0]); i++) {
+        if (strcmp(name, abbrevs[i]) == 0)
+            return false;
+    }
     if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
         return false;
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
