@@ -29,13 +29,17 @@ static void check_round_trip(const struct event *ev)
     strbuf_deinit(&sb);
 }
 
-/* json-c's reading of `body` (len bytes) at depth `depth`, trailing blanks
- * allowed; NULL if it does not parse. Caller puts the object. */
-static struct json_object *json_c_parse(const char *body, size_t len, int depth)
+/* json-c's strict reading of `body` (len bytes) allowing `levels` of nesting
+ * (json-c's depth is one more), trailing blanks allowed, and nothing json-c
+ * takes that JSON does not (event_json_nonstandard); NULL if it does not
+ * parse. Caller puts the object. */
+static struct json_object *json_c_parse(const char *body, size_t len, int levels)
 {
-    struct json_tokener *tok = json_tokener_new_ex(depth);
+    struct json_tokener *tok = json_tokener_new_ex(levels + 1);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     struct json_object *obj = json_tokener_parse_ex(tok, body, (int)len);
-    bool ok = json_tokener_get_error(tok) == json_tokener_success;
+    bool ok =
+        json_tokener_get_error(tok) == json_tokener_success && !event_json_nonstandard(body, len);
     for (size_t i = (size_t)tok->char_offset; ok && i < len; i++)
         ok = isspace((unsigned char)body[i]);
     json_tokener_free(tok);
