@@ -655,6 +655,11 @@ static void *flood_main(void *arg)
         const char *p = line;
         while (len > 0) {
             ssize_t w = send(f->c->fd, p, (size_t)len, MSG_NOSIGNAL);
+            /* The socket's 5 s send timeout, while the server holds its input
+             * for the lagging reader (a slow machine): keep flooding, or the
+             * reader would wait for answers never asked for. */
+            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+                continue;
             if (w <= 0)
                 return NULL;
             p += w;
