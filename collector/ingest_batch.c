@@ -105,38 +105,10 @@ static int parse_array(const char *body, size_t len, size_t max, const struct ev
                        struct ingest_batch *out, struct event_error *err)
 {
     int rc = -EINVAL;
-    struct json_object *arr = NULL;
-    /* One level more than a single event: the array itself (and json-c's
-     * depth counts one more than the levels it allows). */
-    struct json_tokener *tok = json_tokener_new_ex(EVENT_MAX_DEPTH + 2);
-    if (!tok)
-        return -ENOMEM;
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-    if (len > INT32_MAX) {
-        set_err(err, "invalid_json", "the body is too large");
-        goto out;
-    }
-    arr = json_tokener_parse_ex(tok, body, (int)len);
-    enum json_tokener_error jerr = json_tokener_get_error(tok);
-    if (jerr != json_tokener_success) {
-        snprintf(err->message, sizeof(err->message), "the body is not valid JSON: %s",
-                 jerr == json_tokener_continue ? "unexpected end of input"
-                                               : json_tokener_error_desc(jerr));
-        err->code = "invalid_json";
-        err->field = NULL;
-        goto out;
-    }
-    for (size_t i = (size_t)tok->char_offset; i < len; i++) {
-        if (!isspace((unsigned char)body[i])) {
-            set_err(err, "invalid_json", "the body has data after the JSON value");
-            goto out;
-        }
-    }
-    if (event_json_nonstandard(body, len)) {
-        set_err(err, "invalid_json",
-                "the body is not valid JSON: a single quote, comment, NaN or Infinity");
-        goto out;
-    }
+    /* One level more than a single event: the array itself. */
+    struct json_object *arr = event_json_read(body, len, EVENT_MAX_DEPTH + 1, err);
+    if (!arr)
+        return strcmp(err->code, "internal") == 0 ? -ENOMEM : -EINVAL;
     if (!json_object_is_type(arr, json_type_array)) {
         set_err(err, "invalid_json", "a batch is a JSON array of events or NDJSON");
         goto out;
@@ -166,7 +138,6 @@ static int parse_array(const char *body, size_t len, size_t max, const struct ev
     rc = 0;
 out:
     json_object_put(arr);
-    json_tokener_free(tok);
     return rc;
 }
 

@@ -604,7 +604,11 @@ static bool decode_event(struct json_object *obj, enum decode_mode mode,
     return decode_fields(&f, mode, ctx, ev, err);
 }
 
-bool event_json_nonstandard(const char *json, size_t len)
+/* True if `json` has, outside double-quoted strings, what JSON never has there
+ * but json-c takes even in its strict mode: a single quote ('strings'), a
+ * slash (comments), a letter other than those of true, false, null and an
+ * exponent (NaN, Infinity). */
+static bool json_nonstandard(const char *json, size_t len)
 {
     bool in_string = false;
 
@@ -624,47 +628,48 @@ bool event_json_nonstandard(const char *json, size_t len)
     return false;
 }
 
-static bool parse_object(const char *json, size_t len, struct json_object **out,
-                         struct event_error *err)
+struct json_object *event_json_read(const char *json, size_t len, int levels,
+                                    struct event_error *err)
 {
-    bool ok = false;
+    struct json_object *obj = NULL;
     /* json-c's depth counts one more than the levels it allows */
-    struct json_tokener *tok = json_tokener_new_ex(EVENT_MAX_DEPTH + 1);
-    if (!tok)
-        return fail(err, "internal", NULL, "out of memory");
+    struct json_tokener *tok = json_tokener_new_ex(levels + 1);
+    if (!tok) {
+        fail(err, "internal", NULL, "out of memory");
+        return NULL;
+    }
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT); /* no comments, trailing commas, ... */
     if (len > INT32_MAX) {
         fail(err, "invalid_json", NULL, "the body is too large");
         goto out;
     }
-    *out = json_tokener_parse_ex(tok, json, (int)len);
+    obj = json_tokener_parse_ex(tok, json, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     if (jerr != json_tokener_success) {
         fail(err, "invalid_json", NULL, "the body is not valid JSON: %s",
              jerr == json_tokener_continue ? "unexpected end of input"
                                            : json_tokener_error_desc(jerr));
-        goto out;
+        goto fail;
     }
     /* Anything but whitespace after the value is an error. */
     for (size_t i = tok->char_offset; i < len; i++) {
         if (!isspace((unsigned char)json[i])) {
             fail(err, "invalid_json", NULL, "the body has data after the JSON value");
-            goto out;
+            goto fail;
         }
     }
-    if (event_json_nonstandard(json, len)) {
+    if (json_nonstandard(json, len)) {
         fail(err, "invalid_json", NULL,
              "the body is not valid JSON: a single quote, comment, NaN or Infinity");
-        goto out;
+        goto fail;
     }
-    ok = true;
+    goto out;
+fail:
+    json_object_put(obj);
+    obj = NULL;
 out:
-    if (!ok && *out) {
-        json_object_put(*out);
-        *out = NULL;
-    }
     json_tokener_free(tok);
-    return ok;
+    return obj;
 }
 
 /* ---- the scanner: plain objects without allocations ------------------------ */
@@ -996,8 +1001,8 @@ static bool parse_decode(const char *json, size_t len, enum decode_mode mode,
     int rc = scan_body(json, len, mode, ctx, ev, err);
     if (rc >= 0)
         return rc == 1;
-    struct json_object *obj = NULL;
-    if (!parse_object(json, len, &obj, err))
+    struct json_object *obj = event_json_read(json, len, EVENT_MAX_DEPTH, err);
+    if (!obj)
         return false;
     bool ok = decode_event(obj, mode, ctx, ev, err);
     json_object_put(obj);

@@ -98,10 +98,12 @@ void event_uuid_v7(char *out, int64_t now_ms);
 bool event_parse_rfc3339(const char *s, int64_t *out_ms);
 void event_format_rfc3339(int64_t ms, char *out, size_t outlen);
 
-/* True if `json` (`len` bytes) has, outside double-quoted strings, what JSON
- * never has there but json-c takes even in its strict mode: a single quote
- * ('strings'), a slash (comments), a letter other than those of true, false,
- * null and an exponent (NaN, Infinity). Pure. */
-bool event_json_nonstandard(const char *json, size_t len);
+/* Reads `json` (`len` bytes) as JSON (RFC 8259: no comments, trailing commas,
+ * single quotes, NaN or leading zeros, though json-c would take some) nested at
+ * most `levels` deep, blanks allowed after the value. Returns the value (the
+ * caller puts it), or NULL with `err` set: "invalid_json", or "internal" when
+ * out of memory. What the collector reads with json-c goes through here. */
+struct json_object *event_json_read(const char *json, size_t len, int levels,
+                                    struct event_error *err);
 
 #endif

@@ -3,7 +3,6 @@
  * splitting (JSON array and NDJSON), and the stream encoding of what passes,
  * which must decode back to the same event. The allocation-free scanner must
  * answer exactly as json-c does (valid or not, same event, same error). */
-#include <ctype.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,25 +28,12 @@ static void check_round_trip(const struct event *ev)
     strbuf_deinit(&sb);
 }
 
-/* json-c's strict reading of `body` (len bytes) allowing `levels` of nesting
- * (json-c's depth is one more), trailing blanks allowed, and nothing json-c
- * takes that JSON does not (event_json_nonstandard); NULL if it does not
- * parse. Caller puts the object. */
+/* The collector's reading of `body` with json-c (event_json_read), the
+ * reference the scanner must match; NULL if it does not parse. */
 static struct json_object *json_c_parse(const char *body, size_t len, int levels)
 {
-    struct json_tokener *tok = json_tokener_new_ex(levels + 1);
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-    struct json_object *obj = json_tokener_parse_ex(tok, body, (int)len);
-    bool ok =
-        json_tokener_get_error(tok) == json_tokener_success && !event_json_nonstandard(body, len);
-    for (size_t i = (size_t)tok->char_offset; ok && i < len; i++)
-        ok = isspace((unsigned char)body[i]);
-    json_tokener_free(tok);
-    if (!ok) {
-        json_object_put(obj);
-        obj = NULL;
-    }
-    return obj;
+    struct event_error err;
+    return event_json_read(body, len, levels, &err);
 }
 
 /* Same validity, same event (a generated event_id aside), same error. */

@@ -80,10 +80,11 @@ Test(ingest_batch, limits_and_whole_body_errors)
     ingest_batch_deinit(&b);
 }
 
-/* json-c's answer for one object (the reference the scanner must match). */
+/* json-c's answer for one object, read as the collector reads with it (the
+ * reference the scanner must match). */
 static bool json_c_event(const char *body, struct event *ev, struct event_error *err)
 {
-    struct json_object *obj = json_tokener_parse(body);
+    struct json_object *obj = event_json_read(body, strlen(body), EVENT_MAX_DEPTH, err);
     cr_assert_not_null(obj, "json-c cannot parse %s", body);
     bool ok = event_from_client(obj, &ctx, ev, err);
     json_object_put(obj);
