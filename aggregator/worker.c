@@ -3,12 +3,14 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "log.h"
 #include "metrics.h"
 #include "timeutil.h"
@@ -29,21 +31,14 @@
 static struct worker_failpoint failpoint;
 static atomic_long commits_done, reads_done;
 
-/* Parses "<prefix>N" (N >= 1) into *out: 1; another prefix: 0; a bad N: -1. */
+/* "<prefix>N" (N >= 1) into *out: 1; another prefix: 0; a bad N: -1. */
 static int failpoint_count(const char *spec, const char *prefix, long *out)
 {
     size_t len = strlen(prefix);
-    char *end;
-    long n;
 
     if (strncmp(spec, prefix, len) != 0)
         return 0;
-    errno = 0;
-    n = strtol(spec + len, &end, 10);
-    if (errno || *end || end == spec + len || n < 1)
-        return -1;
-    *out = n;
-    return 1;
+    return parse_long(spec + len, 1, LONG_MAX, out) ? 1 : -1;
 }
 
 bool worker_failpoint_parse(const char *spec, struct worker_failpoint *fp)

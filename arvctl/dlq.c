@@ -55,41 +55,24 @@ out:
     return ok;
 }
 
-static char *dlq_dup(const char *s, size_t n)
-{
-    char *p = malloc(n + 1);
-
-    if (p) {
-        memcpy(p, s, n);
-        p[n] = '\0';
-    }
-    return p;
-}
-
-bool dlq_event(const char *payload, char **event, size_t *event_len, char *session,
-               size_t session_len)
+char *dlq_event(const char *payload, char *session, size_t session_len)
 {
     struct json_object *root, *v, *e;
+    char *event = NULL;
 
-    *event = NULL;
     if (!payload)
-        return false;
-    if (dlq_session_id(payload, session, session_len)) {
-        *event_len = strlen(payload);
-        *event = dlq_dup(payload, *event_len);
-        return *event != NULL;
-    }
+        return NULL;
+    if (dlq_session_id(payload, session, session_len))
+        return strdup(payload);
     root = json_tokener_parse(payload);
     if (root && json_object_is_type(root, json_type_object) &&
         json_object_object_get_ex(root, "v", &v) && json_object_is_type(v, json_type_string) &&
         strcmp(json_object_get_string(v), EVENT_SCHEMA_VERSION) == 0 &&
         json_object_object_get_ex(root, "e", &e) && json_object_is_type(e, json_type_string) &&
-        dlq_session_id(json_object_get_string(e), session, session_len)) {
-        *event_len = (size_t)json_object_get_string_len(e);
-        *event = dlq_dup(json_object_get_string(e), *event_len);
-    }
+        dlq_session_id(json_object_get_string(e), session, session_len))
+        event = strdup(json_object_get_string(e));
     json_object_put(root);
-    return *event != NULL;
+    return event;
 }
 
 static int dlq_list(const char *database_url, int argc, char **argv)
@@ -274,9 +257,8 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
     for (int i = 0; i < PQntuples(res); i++) {
         const char *row_id = PQgetvalue(res, i, 0);
         char session[DLQ_SESSION_MAX], stream[512], entry[64] = "", *event = NULL;
-        size_t event_len = 0;
         if (strcmp(PQgetvalue(res, i, 1), DLQ_REASON_INVALID) == 0 ||
-            !dlq_event(PQgetvalue(res, i, 2), &event, &event_len, session, sizeof(session))) {
+            !(event = dlq_event(PQgetvalue(res, i, 2), session, sizeof(session)))) {
             fprintf(stderr, "skipped %s: %s, not an event\n", row_id, PQgetvalue(res, i, 1));
             skipped++;
             continue;
@@ -285,7 +267,8 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
             stream_writer_route(t->stream, t->shards, redis.nodes, session, stream, sizeof(stream));
         redisContext *c = dlq_redis_node(&redis, node);
         const char *av[] = {"XADD", stream, "*", "v", EVENT_SCHEMA_VERSION, "e", event};
-        const size_t al[] = {4, strlen(stream), 1, 1, strlen(EVENT_SCHEMA_VERSION), 1, event_len};
+        const size_t al[] = {4, strlen(stream), 1, 1, strlen(EVENT_SCHEMA_VERSION),
+                             1, strlen(event)};
         bool sent = c && dlq_redis_ok(c, "XADD", 7, av, al, entry, sizeof(entry));
         free(event);
         if (!sent) {

@@ -179,31 +179,29 @@ static int rollups_rebuild(const char *database_url, long raw_retention_days, in
      * rows may be a few of the day's: never recompute its rollups from them. */
     int64_t oldest = (int64_t)(time(NULL) / 86400) - raw_retention_days;
     for (int64_t day = first; day <= last; day++) {
-        char date[16];
+        char date[16], why[64] = "";
         long long events = 0;
-        bool skipped;
+        bool skipped = false;
         double t0 = timeutil_mono_s();
         timeutil_format_date(day, date, sizeof(date));
         if (day < oldest) {
-            fprintf(stderr,
-                    "skipped %s (%" PRId64 "/%" PRId64
-                    "): older than ARV_RAW_RETENTION_DAYS (%ld)\n",
-                    date, day - first + 1, last - first + 1, raw_retention_days);
-            nskipped++;
-            continue;
-        }
-        if (!rebuild_day(conn, &sql, day, date, &skipped, &events)) {
+            snprintf(why, sizeof(why), "older than ARV_RAW_RETENTION_DAYS (%ld)",
+                     raw_retention_days);
+        } else if (!rebuild_day(conn, &sql, day, date, &skipped, &events)) {
             fprintf(stderr, "arvctl rollups rebuild: %s failed; days before it are rebuilt\n",
                     date);
             goto out;
+        } else if (skipped) {
+            snprintf(why, sizeof(why), "no raw partition");
         }
-        nskipped += skipped;
-        if (skipped)
-            fprintf(stderr, "skipped %s (%" PRId64 "/%" PRId64 "): no raw partition\n", date,
-                    day - first + 1, last - first + 1);
-        else
-            fprintf(stderr, "rebuilt %s (%" PRId64 "/%" PRId64 "): %lld events, %.1f s\n", date,
-                    day - first + 1, last - first + 1, events, timeutil_mono_s() - t0);
+        if (why[0]) {
+            fprintf(stderr, "skipped %s (%" PRId64 "/%" PRId64 "): %s\n", date, day - first + 1,
+                    last - first + 1, why);
+            nskipped++;
+            continue;
+        }
+        fprintf(stderr, "rebuilt %s (%" PRId64 "/%" PRId64 "): %lld events, %.1f s\n", date,
+                day - first + 1, last - first + 1, events, timeutil_mono_s() - t0);
         total += events;
     }
     printf("rebuilt %" PRId64 " days from %s to %s (%" PRId64 " skipped: no raw partition): %lld"
