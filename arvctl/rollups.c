@@ -204,8 +204,7 @@ static int rollups_rebuild(const char *database_url, long raw_retention_days, in
                 day - first + 1, last - first + 1, events, timeutil_mono_s() - t0);
         total += events;
     }
-    printf("rebuilt %" PRId64 " days from %s to %s (%" PRId64 " skipped: no raw partition): %lld"
-           " events\n",
+    printf("rebuilt %" PRId64 " days from %s to %s (%" PRId64 " skipped): %lld events\n",
            last - first + 1 - nskipped, from, to, nskipped, total);
     rc = CLI_EXIT_OK;
 out:
