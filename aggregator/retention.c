@@ -53,11 +53,9 @@ bool retention_partition_day(const char *name, int64_t *day)
     return true;
 }
 
-bool retention_should_drop(const char *name, int64_t today, long keep_days)
+bool retention_should_drop(const char *name, int64_t today, long keep_days, int64_t *day)
 {
-    int64_t day;
-
-    return retention_partition_day(name, &day) && day < today - keep_days;
+    return retention_partition_day(name, day) && *day < today - keep_days;
 }
 
 struct retention *retention_new(const struct retention_config *cfg, struct metrics *m)
@@ -204,8 +202,7 @@ static int retention_steps(struct retention *r, int64_t today)
         const char *name = PQgetvalue(res, i, 0);
         PGresult *drop;
         int64_t day;
-        if (!retention_should_drop(name, today, r->cfg.raw_days) ||
-            !retention_partition_day(name, &day))
+        if (!retention_should_drop(name, today, r->cfg.raw_days, &day))
             continue;
         /* The name matched ar_view_sessions_pYYYYMMDD: safe to splice. The
          * DROP holds the day's lock exclusively, as `arvctl rollups rebuild`

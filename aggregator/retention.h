@@ -27,9 +27,9 @@ struct retention_config {
 bool retention_partition_day(const char *name, int64_t *day);
 
 /* True if the raw partition `name` holds only days older than `keep_days`
- * before `today` (days since the epoch), i.e. its day < today - keep_days.
- * Names that are not day partitions are never dropped. Pure. */
-bool retention_should_drop(const char *name, int64_t today, long keep_days);
+ * before `today` (days since the epoch), i.e. its day < today - keep_days; then
+ * *day is that day. Names that are not day partitions are never dropped. Pure. */
+bool retention_should_drop(const char *name, int64_t today, long keep_days, int64_t *day);
 
 /* Creates the retention runner for `cfg` (copied; the URL is copied) and
  * registers aggregator_retention_dropped_total{what} on `m` (borrowed).

@@ -767,6 +767,8 @@ Test(http, expect_100_continue)
     client_close(&c);
 }
 
+/* Chunks across reads make one body; the trailer field after the last chunk
+ * is not part of it. */
 Test(http, chunked_body_is_delivered_whole)
 {
     struct client c;
@@ -777,27 +779,11 @@ Test(http, chunked_body_is_delivered_whole)
     sleep_ms(20);
     client_sends(&c, "lo \r\n");
     sleep_ms(20);
-    client_sends(&c, "5\r\nworld\r\n0\r\n\r\n");
+    client_sends(&c, "5\r\nworld\r\n0\r\nX-Sum: abc\r\n\r\n");
     cr_assert(client_read(&c, &r, false));
     cr_assert_eq(r.status, 200);
     cr_assert_str_eq(r.body, "hello world");
     assert_header(&r, "X-Body-Length", "11");
-    resp_free(&r);
-    client_close(&c);
-}
-
-/* A chunked body's trailer fields are not part of the body (nor headers). */
-Test(http, chunked_trailer_stays_out_of_the_body)
-{
-    struct client c;
-    struct resp r;
-    client_open(&c);
-    client_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     "5\r\nhello\r\n0\r\nX-Sum: abc\r\n\r\n");
-    cr_assert(client_read(&c, &r, false));
-    cr_assert_eq(r.status, 200);
-    cr_assert_str_eq(r.body, "hello");
-    assert_header(&r, "X-Body-Length", "5");
     resp_free(&r);
     client_close(&c);
 }

@@ -38,17 +38,17 @@ Test(retention, partition_day_refuses_other_names)
 
 Test(retention, should_drop_only_days_before_the_window)
 {
-    int64_t today;
+    int64_t today, day;
 
     cr_assert(timeutil_parse_date("2026-11-20", &today));
     /* Keep 90 days: 2026-08-22 is today - 90, kept; the day before goes. */
-    cr_assert_not(retention_should_drop("ar_view_sessions_p20260822", today, 90));
-    cr_assert(retention_should_drop("ar_view_sessions_p20260821", today, 90));
-    cr_assert(retention_should_drop("ar_view_sessions_p20250101", today, 90));
-    cr_assert_not(retention_should_drop("ar_view_sessions_p20261120", today, 90));
-    cr_assert_not(retention_should_drop("ar_view_sessions_p20261127", today, 90));
+    cr_assert_not(retention_should_drop("ar_view_sessions_p20260822", today, 90, &day));
+    cr_assert(retention_should_drop("ar_view_sessions_p20260821", today, 90, &day));
+    cr_assert(retention_should_drop("ar_view_sessions_p20250101", today, 90, &day));
+    cr_assert_not(retention_should_drop("ar_view_sessions_p20261120", today, 90, &day));
+    cr_assert_not(retention_should_drop("ar_view_sessions_p20261127", today, 90, &day));
     /* Keep 1 day: yesterday stays (>= 24 h of raw rows), the day before goes. */
-    cr_assert_not(retention_should_drop("ar_view_sessions_p20261119", today, 1));
-    cr_assert(retention_should_drop("ar_view_sessions_p20261118", today, 1));
-    cr_assert_not(retention_should_drop("ar_view_sessions_default", today, 1));
+    cr_assert_not(retention_should_drop("ar_view_sessions_p20261119", today, 1, &day));
+    cr_assert(retention_should_drop("ar_view_sessions_p20261118", today, 1, &day));
+    cr_assert_not(retention_should_drop("ar_view_sessions_default", today, 1, &day));
 }
