@@ -12,6 +12,7 @@
 #include <hiredis/hiredis.h>
 
 #include "log.h"
+#include "timeutil.h"
 
 #define READER_MAX_FIELDS   32   /* fields kept of one entry; the schema has two */
 #define READER_ACK_CHUNK    1000 /* ids per XACK */
@@ -47,6 +48,11 @@ void reader_disconnect(struct reader *r)
     if (r->ctx)
         redisFree(r->ctx);
     r->ctx = NULL;
+    /* A reply sent ahead is lost with the connection; its entries stay
+     * pending (read again after reconnecting). */
+    reply_arena_free(r->ahead_reply);
+    r->ahead_reply = NULL;
+    r->ahead = READER_AHEAD_NONE;
 }
 
 void reader_deinit(struct reader *r)
@@ -87,6 +93,25 @@ static void reader_set_err(struct reader *r, const char *what, const char *detai
     snprintf(r->errstr, sizeof(r->errstr), "%s: %s", what, detail ? detail : "unknown error");
 }
 
+/* Receives the reply of a read sent ahead, if any, and keeps it for the next
+ * reader_read(): any other command's reply comes after it. Returns 0, or -1
+ * after a connection failure (then disconnected). */
+static int settle_ahead(struct reader *r, const char *what)
+{
+    redisReply *reply = NULL;
+
+    if (r->ahead != READER_AHEAD_SENT)
+        return 0;
+    if (redisGetReply(r->ctx, (void **)&reply) != REDIS_OK || !reply) {
+        reader_set_err(r, what, r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
+        reader_disconnect(r);
+        return -1;
+    }
+    r->ahead_reply = reply;
+    r->ahead = READER_AHEAD_KEPT;
+    return 0;
+}
+
 /* Sends one command. Returns the reply (the caller gives it back with
  * reply_arena_free()), or NULL after a connection failure (then the reader is
  * disconnected). An error reply is returned as is. */
@@ -98,6 +123,8 @@ static redisReply *reader_command(struct reader *r, int argc, const char **argv,
         reader_set_err(r, argv[0], "not connected");
         return NULL;
     }
+    if (settle_ahead(r, argv[0]) < 0)
+        return NULL;
     reply = redisCommandArgv(r->ctx, argc, argv, lens);
     if (!reply) {
         reader_set_err(r, argv[0], r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
@@ -244,75 +271,153 @@ static int add_entry(struct reader *r, struct batch *b, unsigned s, const redisR
     return rc < 0 ? -1 : 0;
 }
 
-/* Runs an XREADGROUP over the streams with `ids` (NULL entries are skipped)
- * and adds what it returns. `got` (per stream) receives the entry count. */
-static int read_streams(struct reader *r, struct batch *b, const char *const *ids, bool block,
-                        long want, size_t *got)
+/* Fills `argv` (room for 10 + 2 x nstreams words) with an XREADGROUP over the
+ * streams whose `ids` entry is set (NULL when `ids` is NULL: every stream,
+ * from ">"); returns the word count. `count` and `block_ms` (NULL: no BLOCK)
+ * must outlive argv. */
+static int xreadgroup_argv(const struct reader *r, const char **argv, const char *const *ids,
+                           const char *count, const char *block_ms)
 {
-    size_t max = 10 + 2 * (size_t)r->nstreams; /* 9 words before the streams */
-    const char **argv = calloc(max, sizeof(*argv));
-    redisReply *reply = NULL;
-    char count[24], block_ms[24];
-    int argc = 0, rc = -1;
+    int argc = 0;
     unsigned used = 0;
 
-    if (!argv) {
-        reader_set_err(r, "XREADGROUP", "out of memory");
-        return -1;
-    }
-    snprintf(count, sizeof(count), "%ld", want);
-    snprintf(block_ms, sizeof(block_ms), "%ld", r->block_ms);
     argv[argc++] = "XREADGROUP";
     argv[argc++] = "GROUP";
     argv[argc++] = READER_GROUP;
     argv[argc++] = r->consumer;
     argv[argc++] = "COUNT";
     argv[argc++] = count;
-    if (block) {
+    if (block_ms) {
         argv[argc++] = "BLOCK";
         argv[argc++] = block_ms;
     }
     argv[argc++] = "STREAMS";
     for (unsigned i = 0; i < r->nstreams; i++)
-        used += ids[i] != NULL;
+        used += !ids || ids[i];
     for (unsigned i = 0, k = 0; i < r->nstreams; i++) {
-        if (ids[i]) {
+        if (!ids || ids[i]) {
             argv[argc + k] = r->streams[i];
-            argv[argc + used + k] = ids[i];
+            argv[argc + used + k] = ids ? ids[i] : ">";
             k++;
         }
     }
-    argc += 2 * (int)used;
-    memset(got, 0, r->nstreams * sizeof(*got));
+    return argc + 2 * (int)used;
+}
 
-    reply = reader_commandv(r, argc, argv);
-    if (!reply)
-        goto out;
-    if (reply_is_error(r, reply, "XREADGROUP")) {
-        /* NOGROUP: the stream or group was deleted; reconnecting recreates it. */
+/* Sends an XREADGROUP of up to `want` new entries from every stream, without
+ * BLOCK, and returns at once: the next reader_read() takes its reply. */
+static int send_ahead(struct reader *r, long want)
+{
+    const char **argv = calloc(10 + 2 * (size_t)r->nstreams, sizeof(*argv));
+    char count[24];
+    int done = 0, rc = -1;
+
+    if (!argv) {
+        reader_set_err(r, "XREADGROUP", "out of memory");
+        return -1;
+    }
+    snprintf(count, sizeof(count), "%ld", want);
+    if (redisAppendCommandArgv(r->ctx, xreadgroup_argv(r, argv, NULL, count, NULL), argv, NULL) !=
+        REDIS_OK) {
+        reader_set_err(r, "XREADGROUP", "out of memory");
         reader_disconnect(r);
         goto out;
     }
-    if (reply->type == REDIS_REPLY_ARRAY) {
-        for (size_t k = 0; k < reply->elements; k++) {
-            const redisReply *st = reply->element[k];
-            int s;
-            if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 ||
-                (s = stream_index(r, st->element[0])) < 0 ||
-                st->element[1]->type != REDIS_REPLY_ARRAY)
-                continue;
-            for (size_t e = 0; e < st->element[1]->elements; e++) {
-                if (add_entry(r, b, (unsigned)s, st->element[1]->element[e], -1, 0) < 0)
-                    goto out;
-            }
-            got[s] = st->element[1]->elements;
+    while (!done) {
+        if (redisBufferWrite(r->ctx, &done) != REDIS_OK) {
+            reader_set_err(r, "XREADGROUP", r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
+            reader_disconnect(r);
+            goto out;
         }
     }
+    r->ahead = READER_AHEAD_SENT;
+    r->ahead_count = want;
+    r->ahead_wall_ms = timeutil_real_ms();
     rc = 0;
 out:
-    reply_arena_free(reply);
     free(argv);
     return rc;
+}
+
+/* The reply of the read sent ahead (NULL after a connection failure, then
+ * disconnected); there is none ahead any more. */
+static redisReply *take_ahead(struct reader *r)
+{
+    redisReply *reply;
+
+    if (settle_ahead(r, "XREADGROUP") < 0)
+        return NULL;
+    reply = r->ahead_reply;
+    r->ahead_reply = NULL;
+    r->ahead = READER_AHEAD_NONE;
+    return reply;
+}
+
+int reader_prefetch(struct reader *r)
+{
+    if (!r->ctx) {
+        reader_set_err(r, "XREADGROUP", "not connected");
+        return -1;
+    }
+    if (r->ahead != READER_AHEAD_NONE || r->recovering)
+        return 0;
+    return send_ahead(r, r->count < READER_CHUNK ? r->count : READER_CHUNK);
+}
+
+/* Counts, per stream, the entries of an XREADGROUP reply (`got`); an error
+ * reply (NOGROUP: the stream or group was deleted) disconnects, since
+ * reconnecting recreates the group. Returns 0 or -1. */
+static int reply_counts(struct reader *r, const redisReply *reply, size_t *got)
+{
+    memset(got, 0, r->nstreams * sizeof(*got));
+    if (reply_is_error(r, reply, "XREADGROUP")) {
+        reader_disconnect(r);
+        return -1;
+    }
+    for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k < reply->elements; k++) {
+        const redisReply *st = reply->element[k];
+        int s;
+        if (st->type == REDIS_REPLY_ARRAY && st->elements == 2 &&
+            (s = stream_index(r, st->element[0])) >= 0 && st->element[1]->type == REDIS_REPLY_ARRAY)
+            got[s] = st->element[1]->elements;
+    }
+    return 0;
+}
+
+/* Adds the entries of an XREADGROUP reply (checked by reply_counts). */
+static int reply_add(struct reader *r, struct batch *b, const redisReply *reply)
+{
+    for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k < reply->elements; k++) {
+        const redisReply *st = reply->element[k];
+        int s;
+        if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 ||
+            (s = stream_index(r, st->element[0])) < 0 || st->element[1]->type != REDIS_REPLY_ARRAY)
+            continue;
+        for (size_t e = 0; e < st->element[1]->elements; e++) {
+            if (add_entry(r, b, (unsigned)s, st->element[1]->element[e], -1, 0) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* Sends an XREADGROUP over the streams with `ids` (NULL entries are skipped)
+ * and returns its reply (NULL after a connection failure). */
+static redisReply *xreadgroup(struct reader *r, const char *const *ids, bool block, long want)
+{
+    const char **argv = calloc(10 + 2 * (size_t)r->nstreams, sizeof(*argv));
+    redisReply *reply;
+    char count[24], block_ms[24];
+
+    if (!argv) {
+        reader_set_err(r, "XREADGROUP", "out of memory");
+        return NULL;
+    }
+    snprintf(count, sizeof(count), "%ld", want);
+    snprintf(block_ms, sizeof(block_ms), "%ld", r->block_ms);
+    reply = reader_commandv(r, xreadgroup_argv(r, argv, ids, count, block ? block_ms : NULL), argv);
+    free(argv);
+    return reply;
 }
 
 /* True once the batch's rows take the reader's byte budget. */
@@ -321,81 +426,137 @@ static bool batch_full(const struct reader *r, const struct batch *b)
     return r->max_bytes > 0 && b->rows.len >= r->max_bytes;
 }
 
+/* A read of this consumer's own pending entries, from where the last one
+ * ended; a stream is done when its read comes back empty. */
+static int read_pending(struct reader *r, struct batch *b, const char **ids, size_t *got, long want)
+{
+    redisReply *reply;
+    unsigned left = 0;
+    int rc = -1;
+
+    for (unsigned i = 0; i < r->nstreams; i++)
+        ids[i] = r->recover_from[i][0] ? r->recover_from[i] : NULL;
+    if (!(reply = xreadgroup(r, ids, false, want)))
+        return -1;
+    if (reply_counts(r, reply, got) < 0 || reply_add(r, b, reply) < 0)
+        goto out;
+    /* Continue after the last id read, so an entry that stays pending (not
+     * acknowledged) cannot stall recovery. */
+    for (unsigned i = 0; i < r->nstreams; i++) {
+        if (!r->recover_from[i][0])
+            continue;
+        if (got[i] == 0)
+            r->recover_from[i][0] = '\0';
+        for (size_t k = b->count; got[i] > 0 && k > 0; k--) {
+            if (b->entries[k - 1].stream == i) {
+                snprintf(r->recover_from[i], sizeof(r->recover_from[i]), "%s",
+                         b->entries[k - 1].id);
+                break;
+            }
+        }
+        if (r->recover_from[i][0])
+            left++;
+    }
+    r->recovering = left > 0;
+    rc = 0;
+out:
+    reply_arena_free(reply);
+    return rc;
+}
+
+/* True if a read got no entry from any stream. */
+static bool none_got(const struct reader *r, const size_t *got)
+{
+    for (unsigned i = 0; i < r->nstreams; i++) {
+        if (got[i] > 0)
+            return false;
+    }
+    return true;
+}
+
 int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up)
 {
     const char **ids = calloc(r->nstreams, sizeof(*ids));
     size_t *got = calloc(r->nstreams, sizeof(*got));
     long chunk = r->count < READER_CHUNK ? r->count : READER_CHUNK;
+    redisReply *reply = NULL;
+    long done = 0;
     int rc = -1;
 
     *caught_up = false;
+    r->read_wall_ms = timeutil_real_ms();
     if (!ids || !got) {
         reader_set_err(r, "XREADGROUP", "out of memory");
         goto out;
     }
     if (r->recovering) {
-        unsigned left = 0;
-        for (unsigned i = 0; i < r->nstreams; i++)
-            ids[i] = r->recover_from[i][0] ? r->recover_from[i] : NULL;
         *kind = READER_PENDING;
-        if (read_streams(r, b, ids, false, chunk, got) < 0)
-            goto out;
-        /* Continue after the last id read, so an entry that stays pending
-         * (not acknowledged) cannot stall recovery; a stream is done when its
-         * read comes back empty. */
-        for (unsigned i = 0; i < r->nstreams; i++) {
-            if (!r->recover_from[i][0])
-                continue;
-            if (got[i] == 0)
-                r->recover_from[i][0] = '\0';
-            for (size_t k = b->count; got[i] > 0 && k > 0; k--) {
-                if (b->entries[k - 1].stream == i) {
-                    snprintf(r->recover_from[i], sizeof(r->recover_from[i]), "%s",
-                             b->entries[k - 1].id);
-                    break;
-                }
-            }
-            if (r->recover_from[i][0])
-                left++;
-        }
-        r->recovering = left > 0;
-    } else {
-        /* Up to `count` entries per stream, in reads of at most READER_CHUNK:
-         * the reply in memory stays one chunk's, whatever the batch size. Only
-         * the first read blocks; a stream whose read comes back short is
-         * caught up and read no more for this batch. Every stream still read
-         * has had the same `done` entries. Once the batch is full (count, or
-         * `max_bytes` of rows: memory bounded whatever the events' size), the
-         * read stops. */
-        long done = 0;
-        *kind = READER_NEW;
-        for (unsigned i = 0; i < r->nstreams; i++)
-            ids[i] = ">";
-        *caught_up = true;
-        for (bool first = true;; first = false) {
-            long want = r->count - done < chunk ? r->count - done : chunk;
-            bool more = false;
-            if (read_streams(r, b, ids, first, want, got) < 0)
+        rc = read_pending(r, b, ids, got, chunk);
+        goto out;
+    }
+    /* Up to `count` entries per stream, in pieces of at most READER_CHUNK:
+     * the reply in memory stays one piece's, whatever the batch size. Only
+     * the first piece blocks; a stream whose piece comes back short is caught
+     * up and read no more for this batch. Every stream still read has had the
+     * same `done` entries. Once the batch is full (count, or `max_bytes` of
+     * rows: memory bounded whatever the events' size), the read stops. While
+     * every stream is still read, the next piece is sent before this one is
+     * decoded, so that Redis serves it meanwhile. */
+    *kind = READER_NEW;
+    for (unsigned i = 0; i < r->nstreams; i++)
+        ids[i] = ">";
+    *caught_up = true;
+    for (bool first = true;; first = false) {
+        long want = r->count - done < chunk ? r->count - done : chunk;
+        bool more = false, all = true;
+        if (r->ahead != READER_AHEAD_NONE) {
+            /* Sent ahead, from every stream (all are still read). */
+            int64_t sent_ms = r->ahead_wall_ms;
+            want = r->ahead_count;
+            if (!(reply = take_ahead(r)) || reply_counts(r, reply, got) < 0)
                 goto out;
-            done += want;
-            for (unsigned i = 0; i < r->nstreams; i++) {
-                if (!ids[i])
-                    continue;
-                if ((long)got[i] < want)
-                    ids[i] = NULL; /* caught up */
-                else
-                    more = true;
+            if (first)
+                r->read_wall_ms = sent_ms;
+            if (first && none_got(r, got)) {
+                /* Nothing then: wait for entries as any first piece does. */
+                reply_arena_free(reply);
+                reply = NULL;
+                want = chunk;
+                r->read_wall_ms = timeutil_real_ms();
             }
-            if (more && (done >= r->count || batch_full(r, b))) {
-                *caught_up = false;
-                more = false;
-            }
-            if (!more)
-                break;
         }
+        if (!reply) {
+            if (!(reply = xreadgroup(r, ids, first, want)) || reply_counts(r, reply, got) < 0)
+                goto out;
+        }
+        done += want;
+        for (unsigned i = 0; i < r->nstreams; i++) {
+            if (!ids[i]) {
+                all = false;
+            } else if ((long)got[i] < want) {
+                ids[i] = NULL; /* caught up */
+                all = false;
+            } else {
+                more = true;
+            }
+        }
+        if (more && all && done < r->count && !batch_full(r, b) &&
+            send_ahead(r, r->count - done < chunk ? r->count - done : chunk) < 0)
+            goto out;
+        if (reply_add(r, b, reply) < 0)
+            goto out;
+        reply_arena_free(reply);
+        reply = NULL;
+        if (more && (done >= r->count || batch_full(r, b))) {
+            *caught_up = false;
+            more = false;
+        }
+        if (!more)
+            break;
     }
     rc = 0;
 out:
+    reply_arena_free(reply);
     free(ids);
     free(got);
     return rc;
@@ -559,6 +720,8 @@ int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_d
 
 void reader_recover(struct reader *r)
 {
+    if (r->ahead != READER_AHEAD_NONE)
+        reply_arena_free(take_ahead(r));
     for (unsigned i = 0; i < r->nstreams; i++)
         snprintf(r->recover_from[i], sizeof(r->recover_from[i]), "0");
     r->recovering = true;
@@ -659,6 +822,8 @@ int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, 
             reader_set_err(r, "XRANGE", "not connected");
             return -1;
         }
+        if (settle_ahead(r, "XRANGE") < 0)
+            return -1;
         for (size_t j = done; j < done + k; j++) {
             const struct batch_entry *e = &b->entries[idx[j]];
             const char *argv[] = {"XRANGE", r->streams[e->stream], e->id, e->id};

@@ -26,6 +26,14 @@ enum reader_kind {
     READER_CLAIMED  /* entries claimed from another consumer that went idle */
 };
 
+/* An XREADGROUP of new entries sent before the read that takes it (see
+ * reader_prefetch): Redis serves it while the worker writes to PostgreSQL. */
+enum reader_ahead {
+    READER_AHEAD_NONE,
+    READER_AHEAD_SENT, /* sent, reply not received yet */
+    READER_AHEAD_KEPT  /* reply received (another command came first) and kept */
+};
+
 /* One stream's state as Redis reports it. */
 struct reader_stats {
     long long length;  /* XLEN */
@@ -47,6 +55,14 @@ struct reader {
     char (*recover_from)[BATCH_ENTRY_ID_MAX]; /* per stream: last pending id read; "" done */
     char errstr[256];                         /* last error, one line */
     struct reply_arena arena;                 /* every reply of ctx is built here */
+    enum reader_ahead ahead;                  /* a read of new entries sent ahead */
+    struct redisReply *ahead_reply;           /* READER_AHEAD_KEPT: its reply */
+    long ahead_count;                         /* its COUNT (it reads every stream) */
+    int64_t ahead_wall_ms;                    /* when it was sent */
+    /* Set by reader_read: a wall-clock time (ms) no later than the moment
+     * each stream it found caught up was caught up (when the read began, or
+     * when its first piece was sent ahead). */
+    int64_t read_wall_ms;
 };
 
 /* Prepares a reader of `nstreams` streams (names borrowed, must outlive it) on
@@ -76,8 +92,18 @@ bool reader_connected(const struct reader *r);
  * else new ones (blocking up to block_ms). `*caught_up` is true when a read of
  * new entries returned fewer than COUNT from every stream. Returns 0 (the batch
  * may be empty) or -1 with `errstr` set; on a connection failure the reader is
- * disconnected. */
+ * disconnected. A read of new entries sends each next piece before it decodes
+ * the one it holds, and may leave the piece after its last one sent ahead
+ * (when the batch's byte budget ends the read), for the next read. */
 int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up);
+
+/* Sends the first piece of the next read of new entries now, unless one is
+ * already ahead or the reader is recovering: Redis prepares it while the
+ * caller writes the entries it holds, and the next reader_read() takes it. Its
+ * entries are delivered (pending on this consumer) from now on, so nothing is
+ * lost if the worker stops first: they are read again as pending entries, or
+ * claimed. Returns 0, or -1 with `errstr` set (then disconnected). */
+int reader_prefetch(struct reader *r);
 
 /* Reads back from the streams the payload (field `e`) of the entries idx[0..n)
  * of `b`, pipelined, and keeps it in the batch (batch_set_payload); an entry no
@@ -113,7 +139,8 @@ int reader_ack(struct reader *r, const struct reader_acks *a);
 
 /* Starts reading this consumer's pending entries again from the start of
  * every stream (as after a reconnect): after a transaction that held entries
- * no longer in memory was rolled back. */
+ * no longer in memory was rolled back. A read sent ahead is dropped: its
+ * entries are pending too. */
 void reader_recover(struct reader *r);
 
 /* Reads stream `i`'s length, pending count and lag; when `trim` is set and this

@@ -485,8 +485,8 @@ static void *worker_main(void *arg)
                              LF_INT("count", (long long)w->batch.count));
             }
             if (rc == 0 && w->batch.count == 0) {
-                read_wall_ms = timeutil_real_ms();
                 rc = reader_read(&w->reader, &w->batch, &kind, &caught_up);
+                read_wall_ms = w->reader.read_wall_ms;
                 read_ms = (int64_t)timeutil_mono_ms() - now;
             }
             if (rc == 0 && w->batch.count > 0 && failpoint.read_error > 0 &&
@@ -553,6 +553,10 @@ static void *worker_main(void *arg)
                 continue;
             }
         }
+        /* A backlog: Redis serves the next read while this one is written.
+         * (A failure here shows at the next use of the connection.) */
+        if (kind == READER_NEW && !caught_up && !atomic_load(&w->stop))
+            (void)reader_prefetch(&w->reader);
         int64_t t0 = (int64_t)timeutil_mono_ms();
         bool first_read = !store_in_write(&w->store);
         st = first_read ? ensure_batch_partitions(w, &part_lo, &part_hi) : STORE_OK;

@@ -1,8 +1,14 @@
-/* Unit tests for aggregator/reader.c's pure part: stream ids, the ack list. */
+/* Unit tests for aggregator/reader.c: stream ids and the ack list, then reads
+ * against a real redis-server (pieces, reads sent ahead, recovery). */
 #include <criterion/criterion.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <hiredis/hiredis.h>
+
+#include "live_redis.h"
 #include "reader.h"
+#include "timeutil.h"
 
 Test(reader, parses_stream_ids)
 {
@@ -55,5 +61,202 @@ Test(reader, acks_collect_entries_across_reads)
     reader_acks_reset(&a);
     cr_assert_eq(a.ids.len, 0);
     reader_acks_deinit(&a);
+    batch_deinit(&b);
+}
+
+/* ---- reads against a real redis-server ---- */
+
+static const char *const live_streams[] = {"arv:test"};
+static redisContext *admin; /* adds entries and looks at the group */
+
+static void live_setup(void)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/arv-reader-test-XXXXXX");
+    cr_assert_not_null(mkdtemp(tmpdir));
+    port = free_port();
+    server_start(NULL);
+    admin = redisConnect("127.0.0.1", port);
+    cr_assert(admin && !admin->err);
+}
+
+static void live_teardown(void)
+{
+    char cmd[128];
+    if (admin)
+        redisFree(admin);
+    admin = NULL;
+    server_kill();
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static void add_entries(int n)
+{
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(redisAppendCommand(admin, "XADD arv:test * v 1 e {}"), REDIS_OK);
+    for (int i = 0; i < n; i++) {
+        redisReply *reply = NULL;
+        cr_assert_eq(redisGetReply(admin, (void **)&reply), REDIS_OK);
+        cr_assert_eq(reply->type, REDIS_REPLY_STRING);
+        freeReplyObject(reply);
+    }
+}
+
+static long long pending_count(void)
+{
+    redisReply *reply = redisCommand(admin, "XPENDING arv:test " READER_GROUP);
+    long long n;
+    cr_assert(reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 4);
+    n = reply->element[0]->integer;
+    freeReplyObject(reply);
+    return n;
+}
+
+static void live_reader(struct reader *r, long count, size_t max_bytes)
+{
+    struct redis_url url;
+    char spec[64];
+    snprintf(spec, sizeof(spec), "redis://127.0.0.1:%d/0", port);
+    cr_assert(redis_url_parse(spec, &url));
+    cr_assert_eq(reader_init(r, &url, live_streams, 1, "c1", count, max_bytes, 50), 0);
+    cr_assert_eq(reader_connect(r), 0, "%s", r->errstr);
+    cr_assert(r->recovering, "a connect starts with the own pending entries");
+}
+
+/* Reads new entries into a fresh batch `b` (emptied first). */
+static void read_new(struct reader *r, struct batch *b, bool *caught_up)
+{
+    enum reader_kind kind;
+    batch_reset(b);
+    cr_assert_eq(reader_read(r, b, &kind, caught_up), 0, "%s", r->errstr);
+    cr_assert_eq(kind, READER_NEW);
+}
+
+static void ack_all(struct reader *r, const struct batch *b)
+{
+    struct reader_acks a;
+    reader_acks_init(&a);
+    cr_assert_eq(reader_acks_add(&a, b), 0);
+    cr_assert_eq(reader_ack(r, &a), 0, "%s", r->errstr);
+    reader_acks_deinit(&a);
+}
+
+/* Finishes the recovery a connect starts (nothing is pending yet). */
+static void recover_nothing(struct reader *r, struct batch *b)
+{
+    enum reader_kind kind;
+    bool caught_up;
+    cr_assert_eq(reader_read(r, b, &kind, &caught_up), 0, "%s", r->errstr);
+    cr_assert_eq(kind, READER_PENDING);
+    cr_assert_eq(b->count, 0);
+    cr_assert_not(r->recovering);
+}
+
+TestSuite(reader_live, .init = live_setup, .fini = live_teardown, .timeout = 60);
+
+/* A read in pieces, one sent ahead of the next read; an acknowledgement in
+ * between keeps the reply for that read, and no entry is lost or read twice. */
+Test(reader_live, read_sent_ahead_is_kept_across_other_commands)
+{
+    struct reader r;
+    struct batch b;
+    bool caught_up;
+    batch_init(&b, live_streams);
+    add_entries(5000);
+    live_reader(&r, 3000, 0);
+    recover_nothing(&r, &b);
+
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 3000, "pieces of 2000 and 1000");
+    cr_assert_not(caught_up);
+    cr_assert_eq(r.ahead, READER_AHEAD_NONE, "a read that reached its count sends nothing ahead");
+    cr_assert_eq(reader_prefetch(&r), 0, "%s", r.errstr);
+    cr_assert_eq(r.ahead, READER_AHEAD_SENT);
+    cr_assert_eq(reader_prefetch(&r), 0);
+    ack_all(&r, &b);
+    cr_assert_eq(r.ahead, READER_AHEAD_KEPT, "the XACK's reply came after the read's");
+    cr_assert_eq(pending_count(), 2000, "the piece sent ahead is delivered: pending, not lost");
+    char last[BATCH_ENTRY_ID_MAX];
+    snprintf(last, sizeof(last), "%s", b.entries[b.count - 1].id);
+
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 2000, "the kept piece, then nothing more");
+    cr_assert(caught_up);
+    cr_assert_gt(strcmp(b.entries[0].id, last), 0, "continues after the first read");
+    ack_all(&r, &b);
+    cr_assert_eq(pending_count(), 0);
+    reader_deinit(&r);
+    batch_deinit(&b);
+}
+
+/* A read that caught up with a piece sent ahead says so as of the time that
+ * piece was sent: entries added after it are not in the read, so a watermark
+ * from a later time would claim them. */
+Test(reader_live, caught_up_as_of_the_piece_sent_ahead)
+{
+    struct reader r;
+    struct batch b;
+    bool caught_up;
+    batch_init(&b, live_streams);
+    add_entries(10);
+    live_reader(&r, 8, 0);
+    recover_nothing(&r, &b);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 8);
+    cr_assert_not(caught_up);
+    cr_assert_eq(reader_prefetch(&r), 0, "%s", r.errstr);
+    usleep(20 * 1000); /* Redis has served it */
+    int64_t before_add = timeutil_real_ms();
+    add_entries(1);
+    usleep(20 * 1000);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 2, "the entry added later is not in this read");
+    cr_assert(caught_up);
+    cr_assert_lt(r.read_wall_ms, before_add, "caught up as of when the piece was sent");
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 1);
+    reader_deinit(&r);
+    batch_deinit(&b);
+}
+
+/* A read that its byte budget ends leaves the next piece sent ahead; a
+ * recovery drops a piece sent ahead, whose entries it reads as pending. */
+Test(reader_live, budget_leaves_a_piece_ahead_and_recovery_reads_it)
+{
+    struct reader r;
+    struct batch b;
+    enum reader_kind kind;
+    bool caught_up;
+    size_t seen = 0;
+    batch_init(&b, live_streams);
+    add_entries(4500);
+    live_reader(&r, 10000, 1);
+    recover_nothing(&r, &b);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 2000, "the budget ends the read after its first piece");
+    cr_assert_not(caught_up);
+    cr_assert_eq(r.ahead, READER_AHEAD_SENT,
+                 "the second piece was sent before the first was decoded");
+    ack_all(&r, &b);
+    cr_assert_eq(pending_count(), 2000);
+
+    reader_recover(&r);
+    cr_assert_eq(r.ahead, READER_AHEAD_NONE);
+    do {
+        batch_reset(&b);
+        cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr);
+        cr_assert_eq(kind, READER_PENDING);
+        seen += b.count;
+        ack_all(&r, &b);
+    } while (r.recovering);
+    cr_assert_eq(seen, 2000, "the dropped piece's entries, read as pending");
+    cr_assert_eq(pending_count(), 0);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 500, "then the rest, once");
+    ack_all(&r, &b);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 0);
+    cr_assert(caught_up);
+    reader_deinit(&r);
     batch_deinit(&b);
 }
