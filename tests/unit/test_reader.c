@@ -260,3 +260,31 @@ Test(reader_live, budget_leaves_a_piece_ahead_and_recovery_reads_it)
     reader_deinit(&r);
     batch_deinit(&b);
 }
+
+/* A write of several reads acknowledges them all at once, in XACKs of
+ * READER_ACK_CHUNK ids. */
+Test(reader_live, acks_a_write_of_several_reads_at_once)
+{
+    struct reader r;
+    struct batch b;
+    struct reader_acks a;
+    bool caught_up;
+    size_t total = 0;
+    batch_init(&b, live_streams);
+    reader_acks_init(&a);
+    add_entries(20500);
+    live_reader(&r, 10000, 0);
+    recover_nothing(&r, &b);
+    do {
+        read_new(&r, &b, &caught_up);
+        total += b.count;
+        cr_assert_eq(reader_acks_add(&a, &b), 0);
+    } while (!caught_up);
+    cr_assert_eq(total, 20500);
+    cr_assert_eq(pending_count(), 20500);
+    cr_assert_eq(reader_ack(&r, &a), 0, "%s", r.errstr);
+    cr_assert_eq(pending_count(), 0);
+    reader_acks_deinit(&a);
+    reader_deinit(&r);
+    batch_deinit(&b);
+}

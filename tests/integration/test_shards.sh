@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Sharded streams over two Redis nodes: the collector spreads events over 4
+# shards (shard i on node i mod 2), two aggregators (two workers per node each,
+# every worker reading its node's two shards) drain a backlog that takes
+# several pieces per read, one of them killed midway; in the end every event
+# is counted once, nothing is pending on any shard, and both nodes had events.
+. "$(dirname "$0")/lib.sh"
+it_setup "${1:?usage: test_shards.sh BIN_DIR}"
+
+N=${IT_EVENTS:-12000}
+P2=$(arv_free_port)
+arv_start_redis "$IT_TMP/redis2" "$P2" || it_fail "second redis did not start"
+trap 'arv_stop_redis "$IT_TMP/redis2" "$P2"; it_cleanup' EXIT
+export REDIS_URL="redis://127.0.0.1:$IT_REDIS_PORT/0,redis://127.0.0.1:$P2/0"
+export ARV_STREAM_SHARDS=4
+node_port() { if (($1 % 2 == 0)); then echo "$IT_REDIS_PORT"; else echo "$P2"; fi; }
+rcli() { redis-cli -p "$(node_port "$1")" "${@:2}"; }
+
+"$IT_BIN/arvctl" content add --id 1 --project 10 --company 100 >/dev/null
+it_start collector arv-collector
+C="http://127.0.0.1:$IT_PORT_collector"
+arv_wait_http "$C/api/health/readiness" 200 10 || it_fail "collector not ready"
+
+# The backlog first, in NDJSON batches of 500, one session per event (the
+# shard follows the session), from a viewer's browser (bots are not counted).
+VIEWER_UA='Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1'
+for ((b = 0; b < N / 500; b++)); do
+    awk -v b="$b" 'BEGIN { for (i = 0; i < 500; i++)
+        printf "{\"ar_content_id\":1,\"session_id\":\"%08x-0000-4000-8000-%012x\",\"duration_seconds\":5}\n", 1000 + b, i }' \
+        >"$IT_TMP/batch.ndjson"
+    out=$(curl -s -A "$VIEWER_UA" -H 'Content-Type: application/x-ndjson' \
+        --data-binary @"$IT_TMP/batch.ndjson" "$C/api/analytics/ar-sessions")
+    [ "$(jq -r .accepted <<<"$out")" = 500 ] || it_fail "batch $b: $out"
+done
+added=0
+for s in 0 1 2 3; do
+    n=$(rcli "$s" XLEN "$ARV_STREAM:$s")
+    ((n > 2000)) || it_fail "shard $s holds $n entries: the sessions did not spread"
+    added=$((added + n))
+done
+[ "$added" = "$N" ] || it_fail "the shards hold $added entries, not $N"
+
+# Reads of 2,500 entries per shard: a piece of 2,000 and one of 500, the
+# second sent before the first is decoded. The first aggregator exits right
+# after its first COMMIT (before XACK), leaving that write and every other
+# worker's read pending; the second claims them after 2 s idle.
+opts=(ARV_BATCH_SIZE=2500 ARV_CLAIM_IDLE_MS=2000)
+env ARV_LISTEN="127.0.0.1:$(arv_free_port)" ARV_CONSUMER=agg1 "${opts[@]}" \
+    ARV_FAILPOINT=after_commit:1 "$IT_BIN/arv-aggregator" 2>>"$IT_TMP/agg1.log" &
+agg1=$!
+IT_PIDS+=("$agg1")
+for ((i = 0; i < 600; i++)); do kill -0 "$agg1" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$agg1" 2>/dev/null && it_fail "ARV_FAILPOINT=after_commit:1: no exit within 60 s"
+rc=0
+wait "$agg1" || rc=$?
+[ "$rc" = 137 ] || it_fail "the aggregator with ARV_FAILPOINT=after_commit:1 exited $rc"
+pending=0
+for s in 0 1 2 3; do pending=$((pending + $(rcli "$s" XPENDING "$ARV_STREAM:$s" arv-aggregators | head -1))); done
+((pending > 0)) || it_fail "nothing pending after the failpoint"
+it_start agg2 arv-aggregator ARV_CONSUMER=agg2 "${opts[@]}"
+rows=0
+for ((i = 0; i < 300; i++)); do
+    rows=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
+    pending=0
+    for s in 0 1 2 3; do
+        p=$(rcli "$s" XPENDING "$ARV_STREAM:$s" arv-aggregators | head -1)
+        pending=$((pending + p))
+    done
+    [ "$rows" = "$N" ] && [ "$pending" = 0 ] && break
+    sleep 0.2
+done
+[ "$rows" = "$N" ] || it_fail "raw rows $rows after the drain, want $N"
+[ "$pending" = 0 ] || it_fail "$pending entries still pending"
+views=$(it_psql "SELECT sum(views) FROM analytics.rollup_content_daily")
+[ "$views" = "$N" ] || it_fail "rollup views $views, want $N"
+ids=$(it_psql "SELECT count(DISTINCT event_id) FROM analytics.ar_view_sessions")
+[ "$ids" = "$N" ] || it_fail "$ids distinct event ids, want $N"
+dead=$(it_psql "SELECT count(*) FROM analytics.dead_letters")
+[ "$dead" = 0 ] || it_fail "$dead dead letters"
+grep -q '"entries_claimed"' "$IT_TMP/agg2.log" ||
+    it_fail "the killed aggregator's entries were not claimed (it may have read nothing)"
+it_stop agg2
+it_stop collector
+it_pass "shards: $N events over 4 shards on 2 nodes, one aggregator killed: counted once, nothing pending"
