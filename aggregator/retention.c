@@ -20,9 +20,6 @@
 
 #define PARTITION_PREFIX "ar_view_sessions_p"
 #define RETRY_S          60 /* after a failed run, at most this long to the next */
-/* Received time per dedupe-id DELETE: 6M ids at 10,000 events/s, a few
- * seconds; 144 statements a day, each a cheap BRIN lookup when few ids. */
-#define RETENTION_ID_SLICE_S 600
 
 struct retention {
     struct retention_config cfg; /* copied; database_url points to url */
@@ -37,10 +34,6 @@ struct retention {
     pthread_cond_t wake;
     bool stop;        /* under lock */
     PGcancel *cancel; /* under lock: conn's cancel handle, for retention_stop */
-    /* Dedupe ids received before this UTC day are deleted (a run removed
-     * them); ids_known is false until a run has. Thread only. */
-    int64_t ids_done_day;
-    bool ids_known;
 };
 
 bool retention_partition_day(const char *name, int64_t *day)
@@ -182,57 +175,6 @@ static long affected(PGresult *res)
     return strtol(PQcmdTuples(res), NULL, 10);
 }
 
-/* Deletes the dedupe ids received before UTC day `cut_day`: the day of some
- * id still there is found (through the BRIN index, from the day a run before
- * finished at), and deleted in statements of RETENTION_ID_SLICE_S of received
- * time each, until none is found. At 10,000 events/s a day is 864M ids, which
- * one DELETE would take longer than the statement timeout to remove, holding
- * back every table's vacuum meanwhile. Counts what it deleted into *ids as it
- * goes. Returns 0 or -EIO. */
-static int delete_event_ids(struct retention *r, int64_t cut_day, long *ids)
-{
-    char sql[256], from[64] = "";
-    PGresult *res;
-
-    if (r->ids_known && r->ids_done_day >= cut_day)
-        return 0;
-    if (r->ids_known)
-        snprintf(from, sizeof(from), " AND received_at >= to_timestamp(%" PRId64 ")",
-                 r->ids_done_day * 86400);
-    for (;;) {
-        int64_t day;
-        snprintf(sql, sizeof(sql),
-                 "SELECT floor(extract(epoch FROM received_at) / 86400)::bigint"
-                 " FROM analytics.event_ids WHERE received_at < to_timestamp(%" PRId64
-                 ")%s LIMIT 1",
-                 cut_day * 86400, from);
-        if (!(res = retention_exec(r, sql, "find_event_ids")))
-            return -EIO;
-        if (PQntuples(res) == 0) {
-            PQclear(res);
-            break;
-        }
-        day = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        PQclear(res);
-        for (int64_t t = day * 86400; t < (day + 1) * 86400; t += RETENTION_ID_SLICE_S) {
-            long n;
-            snprintf(sql, sizeof(sql),
-                     "DELETE FROM analytics.event_ids WHERE received_at >= to_timestamp(%" PRId64
-                     ") AND received_at < to_timestamp(%" PRId64 ")",
-                     t, t + RETENTION_ID_SLICE_S);
-            if (!(res = retention_exec(r, sql, "delete_event_ids")))
-                return -EIO;
-            n = affected(res);
-            PQclear(res);
-            *ids += n;
-            metric_add(r->dropped_event_ids, (double)n);
-        }
-    }
-    r->ids_done_day = cut_day;
-    r->ids_known = true;
-    return 0;
-}
-
 /* The steps of one run, under the maintenance lock. Returns 0 if all went well. */
 static int retention_steps(struct retention *r, int64_t today)
 {
@@ -298,8 +240,15 @@ static int retention_steps(struct retention *r, int64_t today)
         PQclear(res);
     }
     metric_add(r->dropped_hourly, (double)hourly);
-    res = NULL;
-    rc = delete_event_ids(r, today - r->cfg.dedupe_days, &ids);
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM analytics.event_ids"
+             " WHERE received_at < (DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'",
+             today - r->cfg.dedupe_days);
+    if (!(res = retention_exec(r, sql, "delete_event_ids")))
+        goto out;
+    ids = affected(res);
+    metric_add(r->dropped_event_ids, (double)ids);
+    rc = 0;
 out:
     PQclear(res);
     log_info("retention_run", LF_BOOL("ok", rc == 0), LF_INT("partitions_created", parts_created),
