@@ -34,6 +34,7 @@ int reader_init(struct reader *r, const struct redis_url *url, const char *const
     r->max_bytes = max_bytes;
     r->block_ms = block_ms;
     reply_arena_init(&r->arena);
+    reply_arena_init(&r->ahead_arena);
     r->consumer = strdup(consumer);
     r->recover_from = calloc(nstreams, sizeof(*r->recover_from));
     if (!r->consumer || !r->recover_from) {
@@ -59,6 +60,7 @@ void reader_deinit(struct reader *r)
 {
     reader_disconnect(r);
     reply_arena_deinit(&r->arena);
+    reply_arena_deinit(&r->ahead_arena);
     free(r->consumer);
     free(r->recover_from);
     memset(r, 0, sizeof(*r));
@@ -102,7 +104,12 @@ static int settle_ahead(struct reader *r, const char *what)
 
     if (r->ahead != READER_AHEAD_SENT)
         return 0;
-    if (redisGetReply(r->ctx, (void **)&reply) != REDIS_OK || !reply) {
+    /* Built in an arena of its own: kept while other commands' replies come
+     * and go, it would keep `arena` from reusing its blocks. */
+    reply_arena_attach(&r->ahead_arena, r->ctx->reader);
+    int rc = redisGetReply(r->ctx, (void **)&reply);
+    reply_arena_attach(&r->arena, r->ctx->reader);
+    if (rc != REDIS_OK || !reply) {
         reader_set_err(r, what, r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
         reader_disconnect(r);
         return -1;
@@ -317,6 +324,7 @@ static int send_ahead(struct reader *r, long want)
         return -1;
     }
     snprintf(count, sizeof(count), "%ld", want);
+    r->ahead_wall_ms = timeutil_real_ms(); /* before Redis can run it */
     if (redisAppendCommandArgv(r->ctx, xreadgroup_argv(r, argv, NULL, count, NULL), argv, NULL) !=
         REDIS_OK) {
         reader_set_err(r, "XREADGROUP", "out of memory");
@@ -332,7 +340,6 @@ static int send_ahead(struct reader *r, long want)
     }
     r->ahead = READER_AHEAD_SENT;
     r->ahead_count = want;
-    r->ahead_wall_ms = timeutil_real_ms();
     rc = 0;
 out:
     free(argv);
@@ -359,7 +366,7 @@ int reader_prefetch(struct reader *r)
         reader_set_err(r, "XREADGROUP", "not connected");
         return -1;
     }
-    if (r->ahead != READER_AHEAD_NONE || r->recovering)
+    if (r->ahead != READER_AHEAD_NONE || r->recovering || r->no_ahead)
         return 0;
     return send_ahead(r, r->count < READER_CHUNK ? r->count : READER_CHUNK);
 }
@@ -540,7 +547,7 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
                 more = true;
             }
         }
-        if (more && all && done < r->count && !batch_full(r, b) &&
+        if (more && all && !r->no_ahead && done < r->count && !batch_full(r, b) &&
             send_ahead(r, r->count - done < chunk ? r->count - done : chunk) < 0)
             goto out;
         if (reply_add(r, b, reply) < 0)

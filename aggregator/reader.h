@@ -57,6 +57,8 @@ struct reader {
     struct reply_arena arena;                 /* every reply of ctx is built here */
     enum reader_ahead ahead;                  /* a read of new entries sent ahead */
     struct redisReply *ahead_reply;           /* READER_AHEAD_KEPT: its reply */
+    struct reply_arena ahead_arena;           /* its replies: one kept does not pin `arena` */
+    bool no_ahead;                            /* send nothing ahead (the worker stops) */
     long ahead_count;                         /* its COUNT (it reads every stream) */
     int64_t ahead_wall_ms;                    /* when it was sent */
     /* Set by reader_read: a wall-clock time (ms) no later than the moment
@@ -98,7 +100,7 @@ bool reader_connected(const struct reader *r);
 int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up);
 
 /* Sends the first piece of the next read of new entries now, unless one is
- * already ahead or the reader is recovering: Redis prepares it while the
+ * already ahead, the reader is recovering or `no_ahead` is set: Redis prepares it while the
  * caller writes the entries it holds, and the next reader_read() takes it. Its
  * entries are delivered (pending on this consumer) from now on, so nothing is
  * lost if the worker stops first: they are read again as pending entries, or

@@ -396,9 +396,12 @@ static void *worker_main(void *arg)
         bool stopping = atomic_load(&w->stop);
         int64_t now = (int64_t)timeutil_mono_ms();
 
-        /* An open write ends with the next read once stopping. */
-        if (stopping && ((w->batch.count == 0 && !store_in_write(&w->store)) || failing ||
-                         !reader_connected(&w->reader) || !store_connected(&w->store)))
+        /* An open write ends with the next read once stopping, and a read
+         * sent ahead is read and written. */
+        w->reader.no_ahead = stopping;
+        if (stopping && ((w->batch.count == 0 && !store_in_write(&w->store) &&
+                          w->reader.ahead == READER_AHEAD_NONE) ||
+                         failing || !reader_connected(&w->reader) || !store_connected(&w->store)))
             break;
         failing = true;
 
@@ -476,7 +479,7 @@ static void *worker_main(void *arg)
             }
             caught_up = false;
             if (w->claim_idle_ms > 0 && now >= next_claim && !w->reader.recovering &&
-                !store_in_write(&w->store)) {
+                !store_in_write(&w->store) && w->reader.ahead == READER_AHEAD_NONE) {
                 kind = READER_CLAIMED;
                 rc = reader_claim(&w->reader, &w->batch, w->claim_idle_ms, w->max_deliveries);
                 next_claim = now + (w->claim_idle_ms / 2 > 1000 ? w->claim_idle_ms / 2 : 1000);

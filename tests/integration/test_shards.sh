@@ -24,14 +24,18 @@ arv_wait_http "$C/api/health/readiness" 200 10 || it_fail "collector not ready"
 # The backlog first, in NDJSON batches of 500, one session per event (the
 # shard follows the session), from a viewer's browser (bots are not counted).
 VIEWER_UA='Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1'
-for ((b = 0; b < N / 500; b++)); do
-    awk -v b="$b" 'BEGIN { for (i = 0; i < 500; i++)
-        printf "{\"ar_content_id\":1,\"session_id\":\"%08x-0000-4000-8000-%012x\",\"duration_seconds\":5}\n", 1000 + b, i }' \
-        >"$IT_TMP/batch.ndjson"
-    out=$(curl -s -A "$VIEWER_UA" -H 'Content-Type: application/x-ndjson' \
-        --data-binary @"$IT_TMP/batch.ndjson" "$C/api/analytics/ar-sessions")
-    [ "$(jq -r .accepted <<<"$out")" = 500 ] || it_fail "batch $b: $out"
-done
+post() { # COUNT FIRST_BATCH: COUNT events in batches of 500, sessions new to the test
+    local b
+    for ((b = $2; b < $2 + $1 / 500; b++)); do
+        awk -v b="$b" 'BEGIN { for (i = 0; i < 500; i++)
+            printf "{\"ar_content_id\":1,\"session_id\":\"%08x-0000-4000-8000-%012x\",\"duration_seconds\":5}\n", 1000 + b, i }' \
+            >"$IT_TMP/batch.ndjson"
+        out=$(curl -s -A "$VIEWER_UA" -H 'Content-Type: application/x-ndjson' \
+            --data-binary @"$IT_TMP/batch.ndjson" "$C/api/analytics/ar-sessions")
+        [ "$(jq -r .accepted <<<"$out")" = 500 ] || it_fail "batch $b: $out"
+    done
+}
+post "$N" 0
 added=0
 for s in 0 1 2 3; do
     n=$(rcli "$s" XLEN "$ARV_STREAM:$s")
@@ -80,5 +84,39 @@ dead=$(it_psql "SELECT count(*) FROM analytics.dead_letters")
 grep -q '"entries_claimed"' "$IT_TMP/agg2.log" ||
     it_fail "the killed aggregator's entries were not claimed (it may have read nothing)"
 it_stop agg2
+it_pass "shards: $N events over 4 shards on 2 nodes, one aggregator exiting between COMMIT and XACK: counted once, nothing pending"
+
+# A clean stop in the middle of a backlog leaves nothing pending: while a
+# backlog drains, each read is written with the next one sent ahead, and that
+# one is read and written before the worker stops. Batches of one read of
+# 500, committed as they go. With claims off, an entry left pending would
+# never be counted.
+N2=$((2 * N))
+post "$N2" $((N / 500))
+# A test trigger slows each write by 0.3 s, so that the stop lands mid-backlog.
+it_psql "CREATE FUNCTION analytics.test_slow() RETURNS trigger LANGUAGE plpgsql AS
+           \$\$BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END\$\$;
+         CREATE TRIGGER test_slow BEFORE INSERT ON analytics.ar_view_sessions
+           FOR EACH STATEMENT EXECUTE FUNCTION analytics.test_slow()"
+it_start agg3 arv-aggregator ARV_CONSUMER=agg3 ARV_BATCH_SIZE=500 ARV_CLAIM_IDLE_MS=0
+for ((i = 0; i < 300; i++)); do
+    (($(it_psql "SELECT count(*) FROM analytics.ar_view_sessions") > N + 2000)) && break
+    sleep 0.05
+done
+it_stop agg3
+it_psql "DROP TRIGGER test_slow ON analytics.ar_view_sessions; DROP FUNCTION analytics.test_slow()"
+rows=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
+((rows < N + N2)) || it_fail "the stop came after the backlog was drained: nothing tested"
+pending=0
+for s in 0 1 2 3; do pending=$((pending + $(rcli "$s" XPENDING "$ARV_STREAM:$s" arv-aggregators | head -1))); done
+[ "$pending" = 0 ] || it_fail "a clean stop left $pending entries pending"
+it_start agg4 arv-aggregator ARV_CONSUMER=agg4 ARV_CLAIM_IDLE_MS=0
+for ((i = 0; i < 300; i++)); do
+    [ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")" = $((N + N2)) ] && break
+    sleep 0.2
+done
+[ "$(it_psql "SELECT sum(views) FROM analytics.rollup_content_daily")" = $((N + N2)) ] ||
+    it_fail "after the stop and a restart: rollup views $(it_psql "SELECT sum(views) FROM analytics.rollup_content_daily"), want $((N + N2))"
+it_stop agg4
 it_stop collector
-it_pass "shards: $N events over 4 shards on 2 nodes, one aggregator killed: counted once, nothing pending"
+it_pass "a clean stop mid-backlog at $rows of $((N + N2)) rows: nothing pending, the rest counted once after a restart"

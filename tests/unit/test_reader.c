@@ -288,3 +288,28 @@ Test(reader_live, acks_a_write_of_several_reads_at_once)
     reader_deinit(&r);
     batch_deinit(&b);
 }
+
+/* A piece kept while other commands come and go lives in an arena of its
+ * own: the reader's arena goes on reusing its first block. */
+Test(reader_live, kept_piece_does_not_pin_the_arena)
+{
+    struct reader r;
+    struct batch b;
+    struct reader_stats st;
+    bool caught_up;
+    batch_init(&b, live_streams);
+    add_entries(300);
+    live_reader(&r, 100, 0);
+    recover_nothing(&r, &b);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(reader_prefetch(&r), 0, "%s", r.errstr);
+    for (int i = 0; i < 2000; i++)
+        cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+    cr_assert_eq(r.ahead, READER_AHEAD_KEPT);
+    cr_assert_leq(r.arena.kept, REPLY_ARENA_BLOCK, "the reader's arena grew to %zu bytes",
+                  r.arena.kept);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 100, "the kept piece");
+    reader_deinit(&r);
+    batch_deinit(&b);
+}
