@@ -57,10 +57,10 @@ struct reader {
     struct reply_arena arena;                 /* every reply of ctx is built here */
     enum reader_ahead ahead;                  /* a read of new entries sent ahead */
     struct redisReply *ahead_reply;           /* READER_AHEAD_KEPT: its reply */
-    struct reply_arena ahead_arena;           /* its replies: one kept does not pin `arena` */
-    bool no_ahead;                            /* send nothing ahead (the worker stops) */
     long ahead_count;                         /* its COUNT (it reads every stream) */
     int64_t ahead_wall_ms;                    /* when it was sent */
+    struct reply_arena ahead_arena;           /* its replies: one kept does not pin `arena` */
+    bool no_ahead;                            /* send nothing ahead (the worker stops) */
     /* Set by reader_read: a wall-clock time (ms) no later than the moment
      * each stream it found caught up was caught up (when the read began, or
      * when its first piece was sent ahead). */
@@ -100,11 +100,12 @@ bool reader_connected(const struct reader *r);
 int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up);
 
 /* Sends the first piece of the next read of new entries now, unless one is
- * already ahead, the reader is recovering or `no_ahead` is set: Redis prepares it while the
- * caller writes the entries it holds, and the next reader_read() takes it. Its
- * entries are delivered (pending on this consumer) from now on, so nothing is
- * lost if the worker stops first: they are read again as pending entries, or
- * claimed. Returns 0, or -1 with `errstr` set (then disconnected). */
+ * already ahead, the reader is recovering or `no_ahead` is set: Redis
+ * prepares it while the caller writes the entries it holds, and the next
+ * reader_read() takes it. Its entries are delivered (pending on this
+ * consumer) from now on: a worker that stops reads and writes them first; one
+ * that fails leaves them to be read again as pending entries, or claimed.
+ * Returns 0, or -1 with `errstr` set (then disconnected). */
 int reader_prefetch(struct reader *r);
 
 /* Reads back from the streams the payload (field `e`) of the entries idx[0..n)
