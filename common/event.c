@@ -411,6 +411,13 @@ static bool take_token(const struct fval *v, const char *field, char *out, size_
 
 /* ---- validation ------------------------------------------------------------ */
 
+/* A string read as a C string (a number, a time): a \u0000 in it would end it
+ * early, and what follows would pass unseen. */
+static bool fv_text(const struct fval *v)
+{
+    return v->type == FV_STRING && strlen(v->s) == v->len;
+}
+
 enum decode_mode { DECODE_CLIENT, DECODE_STREAM };
 
 static bool decode_fields(const struct fields *f, enum decode_mode mode,
@@ -431,7 +438,7 @@ static bool decode_fields(const struct fields *f, enum decode_mode mode,
         int64_t id = 0;
         if (v->type == FV_INT) {
             id = v->i_err ? 0 : v->i;
-        } else if (v->type == FV_STRING && v->s[0] >= '0' && v->s[0] <= '9') {
+        } else if (fv_text(v) && v->s[0] >= '0' && v->s[0] <= '9') {
             /* digits only: strtoll alone would take " +42" */
             char *end = NULL;
             errno = 0;
@@ -511,7 +518,7 @@ static bool decode_fields(const struct fields *f, enum decode_mode mode,
 
     v = &f->v[F_OCCURRED_AT];
     if (v->type != FV_ABSENT) {
-        if (v->type != FV_STRING || !event_parse_rfc3339(v->s, &ev->occurred_at_ms))
+        if (!fv_text(v) || !event_parse_rfc3339(v->s, &ev->occurred_at_ms))
             return fail(err, "invalid_field", "occurred_at",
                         "occurred_at must be an RFC 3339 time such as 2026-11-25T10:00:00Z");
     }
@@ -545,7 +552,7 @@ static bool decode_fields(const struct fields *f, enum decode_mode mode,
         if (!take_string(&f->v[F_IP], "ip", ev->ip, sizeof(ev->ip), false, err))
             return false;
         v = &f->v[F_RECEIVED_AT];
-        if (v->type != FV_STRING || !event_parse_rfc3339(v->s, &ev->received_at_ms))
+        if (!fv_text(v) || !event_parse_rfc3339(v->s, &ev->received_at_ms))
             return fail(err, "invalid_field", "received_at", "received_at is missing or invalid");
     }
     return true;

@@ -107,6 +107,10 @@ Test(event, bad_input_names_the_field)
         /* beyond int64: refused, not clamped to INT64_MAX */
         {"{\"ar_content_id\":12345678901234567890," SID "}", "invalid_field", "ar_content_id"},
         {"{\"ar_content_id\":\" +42\"," SID "}", "invalid_field", "ar_content_id"},
+        /* \u0000 ends a C string: what follows it must not pass unseen */
+        {"{\"ar_content_id\":\"42\\u0000x\"," SID "}", "invalid_field", "ar_content_id"},
+        {"{\"ar_content_id\":1," SID ",\"occurred_at\":\"2026-11-25T08:00:00Z\\u0000junk\"}",
+         "invalid_field", "occurred_at"},
         {"{" SID "}", "invalid_field", "ar_content_id"},
         {"{\"ar_content_id\":0," SID "}", "invalid_field", "ar_content_id"},
         {"{\"ar_content_id\":-5," SID "}", "invalid_field", "ar_content_id"},
@@ -213,6 +217,12 @@ Test(event, stream_requires_received_at_and_event_id)
                         "\"ar_content_id\":5,\"received_at\":\"2026-11-25T08:26:40.000Z\"}";
     cr_assert_not(event_from_stream(no_id, strlen(no_id), &ev, &err));
     cr_assert_str_eq(err.field, "event_id");
+    const char *nul_rx =
+        "{\"event_id\":\"0190a3e4-0000-7000-8000-000000000001\","
+        "\"session_id\":\"7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\","
+        "\"ar_content_id\":5,\"received_at\":\"2026-11-25T08:26:40.000Z\\u0000x\"}";
+    cr_assert_not(event_from_stream(nul_rx, strlen(nul_rx), &ev, &err));
+    cr_assert_str_eq(err.field, "received_at");
 }
 
 Test(event, rfc3339)
