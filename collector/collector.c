@@ -84,6 +84,7 @@ struct lane {
     struct strbuf json;                /* stream encoding, reused per event */
     struct strbuf inflated;            /* decoded gzip body, reused */
     struct strbuf answer;              /* batch answer, reused */
+    struct strbuf xff;                 /* X-Forwarded-For lines joined, reused */
     struct ingest_batch batch;         /* parsed batch, reused */
     struct batch_req *free_batches;    /* recycled batch records (their slots are large) */
     size_t nfree_batches;              /* records on free_batches */
@@ -172,8 +173,11 @@ static bool admit(struct lane *l, struct http_request *req, char *ip)
         unavailable(c, req, "shutting_down", "the collector is shutting down; retry later");
         return false;
     }
-    client_ip_resolve(&c->trust, http_request_peer(req),
-                      c->trust.n ? http_request_header(req, "x-forwarded-for") : NULL, ip);
+    /* Every X-Forwarded-For line, in order: a proxy may add a line of its own
+     * after the one a client forged. */
+    strbuf_reset(&l->xff);
+    bool xff = c->trust.n && http_request_header_join(req, "x-forwarded-for", &l->xff);
+    client_ip_resolve(&c->trust, http_request_peer(req), xff ? l->xff.data : NULL, ip);
     unsigned wait_s = 0;
     if (c->limiter && !rate_limit_take(c->limiter, ip, (int64_t)timeutil_mono_ms(), &wait_s)) {
         char v[16];
@@ -611,6 +615,7 @@ static int lane_init(struct collector *c, int i, char *err, size_t errlen)
     strbuf_init(&l->json);
     strbuf_init(&l->inflated);
     strbuf_init(&l->answer);
+    strbuf_init(&l->xff);
     atomic_init(&l->finished, false);
     if (i == 0) {
         l->base = svc->base;
@@ -699,6 +704,7 @@ static void lane_deinit(struct lane *l)
     strbuf_deinit(&l->json);
     strbuf_deinit(&l->inflated);
     strbuf_deinit(&l->answer);
+    strbuf_deinit(&l->xff);
     ingest_batch_deinit(&l->batch);
     while (l->free_batches) {
         struct batch_req *br = l->free_batches;

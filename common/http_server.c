@@ -1574,6 +1574,22 @@ const char *http_request_header(const struct http_request *req, const char *name
     return NULL;
 }
 
+bool http_request_header_join(const struct http_request *req, const char *name, struct strbuf *out)
+{
+    size_t n = strlen(name);
+    bool found = false;
+    for (size_t i = 0; i < req->nhdrs; i++) {
+        const struct header *h = &req->hdrs[i];
+        if (h->name_len == n && strcasecmp(req->arena + h->name, name) == 0) {
+            if (found)
+                strbuf_append(out, ", ", 2);
+            strbuf_puts(out, req->arena + h->value);
+            found = true;
+        }
+    }
+    return found && !out->oom;
+}
+
 const char *http_request_body(const struct http_request *req, size_t *len)
 {
     if (len)

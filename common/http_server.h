@@ -13,6 +13,7 @@ struct event_base;
 struct metrics;
 struct http_server;
 struct http_request;
+struct strbuf;
 
 enum http_method {
     HTTP_GET = 1 << 0,
@@ -84,6 +85,11 @@ const char *
 http_request_route(const struct http_request *req); /* matched route path, or "unmatched" */
 /* Case-insensitive header lookup; NULL if absent. Repeated headers: the first. */
 const char *http_request_header(const struct http_request *req, const char *name);
+
+/* Appends every value of header `name` (case-insensitive), in order, joined
+ * with ", " to `out`: several lines of a list header are one list (RFC 9110,
+ * 5.3). False if there is none, or out of memory. */
+bool http_request_header_join(const struct http_request *req, const char *name, struct strbuf *out);
 const char *http_request_body(const struct http_request *req, size_t *len); /* NUL-terminated */
 const char *http_request_peer(const struct http_request *req); /* numeric peer address */
 /* True once the client has disconnected; an answer would be discarded. */

@@ -104,6 +104,12 @@ it_pass "CORS preflight and POST headers"
 # ignored from an untrusted one.
 post "$C/ar-session" -H "$J" -H 'X-Forwarded-For: 6.6.6.6, 198.51.100.7, 127.0.0.9' -d "$(ev)" >/dev/null
 [ "$(jq -r .ip <<<"$(last_entry)")" = 198.51.100.7 ] || it_fail "trusted XFF: $(last_entry)"
+# A proxy that adds a header line of its own (as HAProxy does) after the one
+# the client forged: the lines are one list, in order (RFC 9110, 5.3).
+post "$C/ar-session" -H "$J" -H 'X-Forwarded-For: 6.6.6.6' -H 'X-Forwarded-For: 198.51.100.8' \
+    -d "$(ev)" >/dev/null
+[ "$(jq -r .ip <<<"$(last_entry)")" = 198.51.100.8 ] ||
+    it_fail "two X-Forwarded-For lines: the first (the client's) was believed: $(last_entry)"
 post "$S/ar-session" -H "$J" -H 'X-Forwarded-For: 198.51.100.7' -d "$(ev)" >/dev/null
 [ "$(jq -r .ip <<<"$(last_entry "$ARV_STREAM:strict")")" = 127.0.0.1 ] ||
     it_fail "untrusted XFF was believed: $(last_entry "$ARV_STREAM:strict")"
