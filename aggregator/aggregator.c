@@ -41,7 +41,8 @@ const struct config_option aggregator_options[] = {
      " transaction at a time each)"},
     {"batch-wait-ms", "ARV_BATCH_WAIT_MS", CONFIG_INT,
      offsetof(struct aggregator_config, batch_wait_ms), "200", NULL, 1, 60000,
-     "longest wait for new entries before a read returns (XREADGROUP BLOCK)"},
+     "longest wait for new entries before a read returns (XREADGROUP BLOCK, at most 1 s at a "
+     "time, so that a stop is seen at once)"},
     {"batch-linger-ms", "ARV_BATCH_LINGER_MS", CONFIG_INT,
      offsetof(struct aggregator_config, batch_linger_ms), "250", NULL, 0, 60000,
      "a write (transaction) of fewer than 10000 entries whose read caught up stays open this"

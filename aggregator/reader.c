@@ -17,7 +17,8 @@
 #define READER_MAX_FIELDS   32   /* fields kept of one entry; the schema has two */
 #define READER_ACK_CHUNK    1000 /* ids per XACK */
 #define READER_CONNECT_MS   2000
-#define READER_REPLY_MARGIN 5000                 /* socket timeout beyond a read's BLOCK */
+#define READER_BLOCK_MAX_MS 1000 /* a BLOCK at most this long, so that a stop is seen */
+#define READER_REPLY_MARGIN 5000 /* socket timeout beyond a read's BLOCK */
 #define READER_FORGET_MS    (24LL * 3600 * 1000) /* idle consumers with nothing pending */
 
 static const redisReply *map_get(const redisReply *map, const char *key);
@@ -421,7 +422,8 @@ static redisReply *xreadgroup(struct reader *r, const char *const *ids, bool blo
         return NULL;
     }
     snprintf(count, sizeof(count), "%ld", want);
-    snprintf(block_ms, sizeof(block_ms), "%ld", r->block_ms);
+    snprintf(block_ms, sizeof(block_ms), "%ld",
+             r->block_ms < READER_BLOCK_MAX_MS ? r->block_ms : READER_BLOCK_MAX_MS);
     reply = reader_commandv(r, xreadgroup_argv(r, argv, ids, count, block ? block_ms : NULL), argv);
     free(argv);
     return reply;
@@ -533,7 +535,9 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
             }
         }
         if (!reply) {
-            if (!(reply = xreadgroup(r, ids, first, want)) || reply_counts(r, reply, got) < 0)
+            /* A stopping worker's last read waits for nothing. */
+            bool block = first && !r->no_ahead;
+            if (!(reply = xreadgroup(r, ids, block, want)) || reply_counts(r, reply, got) < 0)
                 goto out;
         }
         done += want;

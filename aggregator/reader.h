@@ -60,7 +60,7 @@ struct reader {
     long ahead_count;                         /* its COUNT (it reads every stream) */
     int64_t ahead_wall_ms;                    /* when it was sent */
     struct reply_arena ahead_arena;           /* its replies: one kept does not pin `arena` */
-    bool no_ahead;                            /* send nothing ahead (the worker stops) */
+    bool no_ahead; /* the worker stops: send nothing ahead, and block on no read */
     /* Set by reader_read: a wall-clock time (ms) no later than the moment
      * each stream it found caught up was caught up (when the read began, or
      * when its first piece was sent ahead). */

@@ -398,7 +398,6 @@ static void *worker_main(void *arg)
 
         /* An open write ends with the next read once stopping, and a read
          * sent ahead is read and written. */
-        w->reader.no_ahead = stopping;
         if (stopping && ((w->batch.count == 0 && !store_in_write(&w->store) &&
                           w->reader.ahead == READER_AHEAD_NONE) ||
                          failing || !reader_connected(&w->reader) || !store_connected(&w->store)))
@@ -479,7 +478,7 @@ static void *worker_main(void *arg)
             }
             caught_up = false;
             if (w->claim_idle_ms > 0 && now >= next_claim && !w->reader.recovering &&
-                !store_in_write(&w->store) && w->reader.ahead == READER_AHEAD_NONE) {
+                !store_in_write(&w->store)) {
                 kind = READER_CLAIMED;
                 rc = reader_claim(&w->reader, &w->batch, w->claim_idle_ms, w->max_deliveries);
                 next_claim = now + (w->claim_idle_ms / 2 > 1000 ? w->claim_idle_ms / 2 : 1000);
@@ -488,6 +487,9 @@ static void *worker_main(void *arg)
                              LF_INT("count", (long long)w->batch.count));
             }
             if (rc == 0 && w->batch.count == 0) {
+                /* Once stopping (maybe during the linger above), a read
+                 * sends nothing ahead and waits for nothing. */
+                w->reader.no_ahead = atomic_load(&w->stop);
                 rc = reader_read(&w->reader, &w->batch, &kind, &caught_up);
                 read_wall_ms = w->reader.read_wall_ms;
                 read_ms = (int64_t)timeutil_mono_ms() - now;

@@ -273,6 +273,27 @@ writes=$(awk -F'[:,}]' '/"batch_written"/ { for (i = 1; i < NF; i++) { k = $i; g
 [ "$writes" = "10 2" ] || it_fail "linger: expected one write of 10 entries in 2 reads; writes (entries reads): $(tr '\n' ';' <<<"$writes")"
 it_pass "linger: 10 events sent over 0.5 s written as one batch of two reads"
 
+# A stop while a write lingers: its last read waits for nothing, or with
+# ARV_BATCH_WAIT_MS of 30 s it would outlast the 10 s stop deadline.
+it_start stoplinger arv-aggregator ARV_WORKERS=1 ARV_BATCH_LINGER_MS=5000 ARV_BATCH_WAIT_MS=30000
+late_event "0000e000-0000-4000-8000-0000000000aa" '"ar_content_id":1'
+sleep 1
+t0=$(date +%s%N)
+it_stop stoplinger
+ms=$((($(date +%s%N) - t0) / 1000000))
+((ms < 3000)) || it_fail "stop during a lingering write took $ms ms"
+[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions
+              WHERE event_id = '0000e000-0000-4000-8000-0000000000aa'")" = 1 ] ||
+    it_fail "stop during a lingering write: its event was not written"
+# An idle worker is in a blocking read: it sees the stop within a second.
+it_start stopidle arv-aggregator ARV_WORKERS=1 ARV_BATCH_WAIT_MS=30000
+sleep 1
+t0=$(date +%s%N)
+it_stop stopidle
+idle_ms=$((($(date +%s%N) - t0) / 1000000))
+((idle_ms < 3000)) || it_fail "an idle aggregator took $idle_ms ms to stop"
+it_pass "stop during a lingering write: written, out in $ms ms; an idle one out in $idle_ms ms"
+
 # Enrichment: GeoIP fills country and city where the client sent none (before
 # the IP is anonymised), the user agent fills device type, browser and OS;
 # a bot's event is stored, marked, and kept out of every rollup.

@@ -48,28 +48,45 @@ done
 # second sent before the first is decoded. The first aggregator exits right
 # after its first COMMIT (before XACK), leaving that write and every other
 # worker's read pending; the second claims them after 2 s idle.
+pending_all() {
+    local s n=0
+    for s in 0 1 2 3; do n=$((n + $(rcli "$s" XPENDING "$ARV_STREAM:$s" arv-aggregators | head -1))); done
+    echo "$n"
+}
+raw_rows() { it_psql "SELECT count(*) FROM analytics.ar_view_sessions"; }
+# die_after_commit NAME [VAR=VALUE...]: an aggregator that exits right after its
+# first COMMIT, before XACK, leaving its entries pending.
+die_after_commit() {
+    local name=$1 pid i rc=0
+    shift
+    env ARV_LISTEN="127.0.0.1:$(arv_free_port)" ARV_CONSUMER="$name" "$@" \
+        ARV_FAILPOINT=after_commit:1 "$IT_BIN/arv-aggregator" 2>>"$IT_TMP/$name.log" &
+    pid=$!
+    IT_PIDS+=("$pid")
+    for ((i = 0; i < 600; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && it_fail "$name: ARV_FAILPOINT=after_commit:1, no exit within 60 s"
+    wait "$pid" || rc=$?
+    [ "$rc" = 137 ] || it_fail "$name with ARV_FAILPOINT=after_commit:1 exited $rc"
+    (($(pending_all) > 0)) || it_fail "$name: nothing pending after the failpoint"
+}
+# slow SECONDS: a test trigger makes each write of raw rows that much slower,
+# so that checks land mid-backlog; slow 0 removes it.
+slow() {
+    if [ "$1" = 0 ]; then
+        it_psql "DROP TRIGGER test_slow ON analytics.ar_view_sessions; DROP FUNCTION analytics.test_slow()"
+    else
+        it_psql "CREATE FUNCTION analytics.test_slow() RETURNS trigger LANGUAGE plpgsql AS
+                   \$\$BEGIN PERFORM pg_sleep($1); RETURN NULL; END\$\$;
+                 CREATE TRIGGER test_slow BEFORE INSERT ON analytics.ar_view_sessions
+                   FOR EACH STATEMENT EXECUTE FUNCTION analytics.test_slow()"
+    fi
+}
 opts=(ARV_BATCH_SIZE=2500 ARV_CLAIM_IDLE_MS=2000)
-env ARV_LISTEN="127.0.0.1:$(arv_free_port)" ARV_CONSUMER=agg1 "${opts[@]}" \
-    ARV_FAILPOINT=after_commit:1 "$IT_BIN/arv-aggregator" 2>>"$IT_TMP/agg1.log" &
-agg1=$!
-IT_PIDS+=("$agg1")
-for ((i = 0; i < 600; i++)); do kill -0 "$agg1" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$agg1" 2>/dev/null && it_fail "ARV_FAILPOINT=after_commit:1: no exit within 60 s"
-rc=0
-wait "$agg1" || rc=$?
-[ "$rc" = 137 ] || it_fail "the aggregator with ARV_FAILPOINT=after_commit:1 exited $rc"
-pending=0
-for s in 0 1 2 3; do pending=$((pending + $(rcli "$s" XPENDING "$ARV_STREAM:$s" arv-aggregators | head -1))); done
-((pending > 0)) || it_fail "nothing pending after the failpoint"
+die_after_commit agg1 "${opts[@]}"
 it_start agg2 arv-aggregator ARV_CONSUMER=agg2 "${opts[@]}"
-rows=0
 for ((i = 0; i < 300; i++)); do
-    rows=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
-    pending=0
-    for s in 0 1 2 3; do
-        p=$(rcli "$s" XPENDING "$ARV_STREAM:$s" arv-aggregators | head -1)
-        pending=$((pending + p))
-    done
+    rows=$(raw_rows)
+    pending=$(pending_all)
     [ "$rows" = "$N" ] && [ "$pending" = 0 ] && break
     sleep 0.2
 done
@@ -93,30 +110,53 @@ it_pass "shards: $N events over 4 shards on 2 nodes, one aggregator exiting betw
 # never be counted.
 N2=$((2 * N))
 post "$N2" $((N / 500))
-# A test trigger slows each write by 0.3 s, so that the stop lands mid-backlog.
-it_psql "CREATE FUNCTION analytics.test_slow() RETURNS trigger LANGUAGE plpgsql AS
-           \$\$BEGIN PERFORM pg_sleep(0.3); RETURN NULL; END\$\$;
-         CREATE TRIGGER test_slow BEFORE INSERT ON analytics.ar_view_sessions
-           FOR EACH STATEMENT EXECUTE FUNCTION analytics.test_slow()"
+slow 0.3
 it_start agg3 arv-aggregator ARV_CONSUMER=agg3 ARV_BATCH_SIZE=500 ARV_CLAIM_IDLE_MS=0
 for ((i = 0; i < 300; i++)); do
-    (($(it_psql "SELECT count(*) FROM analytics.ar_view_sessions") > N + 2000)) && break
+    (($(raw_rows) > N + 2000)) && break
     sleep 0.05
 done
 it_stop agg3
-it_psql "DROP TRIGGER test_slow ON analytics.ar_view_sessions; DROP FUNCTION analytics.test_slow()"
-rows=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
+slow 0
+rows=$(raw_rows)
 ((rows < N + N2)) || it_fail "the stop came after the backlog was drained: nothing tested"
-pending=0
-for s in 0 1 2 3; do pending=$((pending + $(rcli "$s" XPENDING "$ARV_STREAM:$s" arv-aggregators | head -1))); done
+pending=$(pending_all)
 [ "$pending" = 0 ] || it_fail "a clean stop left $pending entries pending"
 it_start agg4 arv-aggregator ARV_CONSUMER=agg4 ARV_CLAIM_IDLE_MS=0
 for ((i = 0; i < 300; i++)); do
-    [ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")" = $((N + N2)) ] && break
+    [ "$(raw_rows)" = $((N + N2)) ] && break
     sleep 0.2
 done
 [ "$(it_psql "SELECT sum(views) FROM analytics.rollup_content_daily")" = $((N + N2)) ] ||
     it_fail "after the stop and a restart: rollup views $(it_psql "SELECT sum(views) FROM analytics.rollup_content_daily"), want $((N + N2))"
 it_stop agg4
-it_stop collector
 it_pass "a clean stop mid-backlog at $rows of $((N + N2)) rows: nothing pending, the rest counted once after a restart"
+
+# Claims run while a backlog drains (reads sent ahead do not hold them off):
+# a consumer dies holding entries, then the next aggregator, with a backlog
+# behind them, claims them long before that backlog is drained.
+total=$((N + N2 + N2))
+post "$N2" $(((N + N2) / 500))
+die_after_commit agg5 ARV_BATCH_SIZE=500
+slow 0.6
+it_start agg6 arv-aggregator ARV_CONSUMER=agg6 ARV_BATCH_SIZE=300 ARV_CLAIM_IDLE_MS=2000
+for ((i = 0; i < 300; i++)); do
+    grep -q '"entries_claimed"' "$IT_TMP/agg6.log" && break
+    sleep 0.1
+done
+rows=$(raw_rows)
+grep -q '"entries_claimed"' "$IT_TMP/agg6.log" || it_fail "no claim within 30 s of a backlog"
+# The writes are slowed to at most 4,000 rows/s, and a claim is due 1 s after
+# the start: before half the backlog (before the fix: after about 70% of it).
+((rows < total - N2 / 2)) || it_fail "claims waited for the backlog: $rows of $total rows written first"
+slow 0
+for ((i = 0; i < 300; i++)); do
+    [ "$(raw_rows)" = "$total" ] && [ "$(pending_all)" = 0 ] && break
+    sleep 0.2
+done
+[ "$(raw_rows)" = "$total" ] || it_fail "raw rows $(raw_rows) after claims, want $total"
+[ "$(it_psql "SELECT sum(views) FROM analytics.rollup_content_daily")" = "$total" ] ||
+    it_fail "rollup views after claims: $(it_psql "SELECT sum(views) FROM analytics.rollup_content_daily"), want $total"
+it_stop agg6
+it_stop collector
+it_pass "a dead consumer's entries claimed mid-backlog (at $rows of $total rows), all counted once"
