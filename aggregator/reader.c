@@ -158,7 +158,8 @@ static bool reply_is_error(struct reader *r, const redisReply *reply, const char
 int reader_connect(struct reader *r)
 {
     struct timeval tv = {READER_CONNECT_MS / 1000, (READER_CONNECT_MS % 1000) * 1000};
-    long reply_ms = r->block_ms + READER_REPLY_MARGIN;
+    long reply_ms = (r->block_ms < READER_BLOCK_MAX_MS ? r->block_ms : READER_BLOCK_MAX_MS) +
+                    READER_REPLY_MARGIN;
     struct timeval rtv = {reply_ms / 1000, (reply_ms % 1000) * 1000};
     redisReply *reply = NULL;
     char db[16];

@@ -91,12 +91,11 @@ void reader_disconnect(struct reader *r);
 bool reader_connected(const struct reader *r);
 
 /* Reads the next entries into `b`: own pending entries while recovering,
- * else new ones (blocking up to block_ms). `*caught_up` is true when a read of
- * new entries returned fewer than COUNT from every stream. Returns 0 (the batch
- * may be empty) or -1 with `errstr` set; on a connection failure the reader is
- * disconnected. A read of new entries sends each next piece before it decodes
- * the one it holds, and may leave the piece after its last one sent ahead
- * (when the batch's byte budget ends the read), for the next read. */
+ * else new ones (blocking up to block_ms, at most 1 s, unless `no_ahead`). `*caught_up` is true
+ * when a read of new entries returned fewer than COUNT from every stream. Returns 0 (the batch may
+ * be empty) or -1 with `errstr` set; on a connection failure the reader is disconnected. A read of
+ * new entries sends each next piece before it decodes the one it holds, and may leave the piece
+ * after its last one sent ahead (when the batch's byte budget ends the read), for the next read. */
 int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up);
 
 /* Sends the first piece of the next read of new entries now, unless one is

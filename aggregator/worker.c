@@ -478,7 +478,7 @@ static void *worker_main(void *arg)
             }
             caught_up = false;
             if (w->claim_idle_ms > 0 && now >= next_claim && !w->reader.recovering &&
-                !store_in_write(&w->store)) {
+                !store_in_write(&w->store) && !atomic_load(&w->stop)) {
                 kind = READER_CLAIMED;
                 rc = reader_claim(&w->reader, &w->batch, w->claim_idle_ms, w->max_deliveries);
                 next_claim = now + (w->claim_idle_ms / 2 > 1000 ? w->claim_idle_ms / 2 : 1000);

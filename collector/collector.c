@@ -177,6 +177,11 @@ static bool admit(struct lane *l, struct http_request *req, char *ip)
      * after the one a client forged. */
     strbuf_reset(&l->xff);
     bool xff = c->trust.n && http_request_header_join(req, "x-forwarded-for", &l->xff);
+    if (l->xff.oom) {
+        /* Rather than the proxy's address for every client. */
+        unavailable(c, req, "out_of_memory", "out of memory");
+        return false;
+    }
     client_ip_resolve(&c->trust, http_request_peer(req), xff ? l->xff.data : NULL, ip);
     unsigned wait_s = 0;
     if (c->limiter && !rate_limit_take(c->limiter, ip, (int64_t)timeutil_mono_ms(), &wait_s)) {
