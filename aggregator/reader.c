@@ -33,12 +33,14 @@ int reader_init(struct reader *r, const struct redis_url *url, const char *const
     r->nstreams = nstreams;
     r->count = count;
     r->max_bytes = max_bytes;
-    r->block_ms = block_ms;
+    /* At most READER_BLOCK_MAX_MS, so that a stop is seen. */
+    r->block_ms = block_ms < READER_BLOCK_MAX_MS ? block_ms : READER_BLOCK_MAX_MS;
     reply_arena_init(&r->arena);
     reply_arena_init(&r->ahead_arena);
     r->consumer = strdup(consumer);
     r->recover_from = calloc(nstreams, sizeof(*r->recover_from));
-    if (!r->consumer || !r->recover_from) {
+    r->xargv = calloc(10 + 2 * (size_t)nstreams, sizeof(*r->xargv));
+    if (!r->consumer || !r->recover_from || !r->xargv) {
         reader_deinit(r);
         return -ENOMEM;
     }
@@ -64,6 +66,7 @@ void reader_deinit(struct reader *r)
     reply_arena_deinit(&r->ahead_arena);
     free(r->consumer);
     free(r->recover_from);
+    free(r->xargv);
     memset(r, 0, sizeof(*r));
 }
 
@@ -158,8 +161,7 @@ static bool reply_is_error(struct reader *r, const redisReply *reply, const char
 int reader_connect(struct reader *r)
 {
     struct timeval tv = {READER_CONNECT_MS / 1000, (READER_CONNECT_MS % 1000) * 1000};
-    long reply_ms = (r->block_ms < READER_BLOCK_MAX_MS ? r->block_ms : READER_BLOCK_MAX_MS) +
-                    READER_REPLY_MARGIN;
+    long reply_ms = r->block_ms + READER_REPLY_MARGIN;
     struct timeval rtv = {reply_ms / 1000, (reply_ms % 1000) * 1000};
     redisReply *reply = NULL;
     char db[16];
@@ -280,25 +282,27 @@ static int add_entry(struct reader *r, struct batch *b, unsigned s, const redisR
     return rc < 0 ? -1 : 0;
 }
 
-/* Fills `argv` (room for 10 + 2 x nstreams words) with an XREADGROUP over the
- * streams whose `ids` entry is set (NULL when `ids` is NULL: every stream,
- * from ">"); returns the word count. `count` and `block_ms` (NULL: no BLOCK)
- * must outlive argv. */
-static int xreadgroup_argv(const struct reader *r, const char **argv, const char *const *ids,
-                           const char *count, const char *block_ms)
+/* Fills r->xargv with an XREADGROUP of up to `want` entries from the streams
+ * whose `ids` entry is set (NULL when `ids` is NULL: every stream, from ">"),
+ * blocking if `block`; returns the word count. */
+static int xreadgroup_argv(struct reader *r, const char *const *ids, long want, bool block)
 {
+    const char **argv = r->xargv;
     int argc = 0;
     unsigned used = 0;
+
+    snprintf(r->xcount, sizeof(r->xcount), "%ld", want);
+    snprintf(r->xblock, sizeof(r->xblock), "%ld", r->block_ms);
 
     argv[argc++] = "XREADGROUP";
     argv[argc++] = "GROUP";
     argv[argc++] = READER_GROUP;
     argv[argc++] = r->consumer;
     argv[argc++] = "COUNT";
-    argv[argc++] = count;
-    if (block_ms) {
+    argv[argc++] = r->xcount;
+    if (block) {
         argv[argc++] = "BLOCK";
-        argv[argc++] = block_ms;
+        argv[argc++] = r->xblock;
     }
     argv[argc++] = "STREAMS";
     for (unsigned i = 0; i < r->nstreams; i++)
@@ -317,35 +321,25 @@ static int xreadgroup_argv(const struct reader *r, const char **argv, const char
  * BLOCK, and returns at once: the next reader_read() takes its reply. */
 static int send_ahead(struct reader *r, long want)
 {
-    const char **argv = calloc(10 + 2 * (size_t)r->nstreams, sizeof(*argv));
-    char count[24];
-    int done = 0, rc = -1;
+    int done = 0;
 
-    if (!argv) {
-        reader_set_err(r, "XREADGROUP", "out of memory");
-        return -1;
-    }
-    snprintf(count, sizeof(count), "%ld", want);
     r->ahead_wall_ms = timeutil_real_ms(); /* before Redis can run it */
-    if (redisAppendCommandArgv(r->ctx, xreadgroup_argv(r, argv, NULL, count, NULL), argv, NULL) !=
+    if (redisAppendCommandArgv(r->ctx, xreadgroup_argv(r, NULL, want, false), r->xargv, NULL) !=
         REDIS_OK) {
         reader_set_err(r, "XREADGROUP", "out of memory");
         reader_disconnect(r);
-        goto out;
+        return -1;
     }
     while (!done) {
         if (redisBufferWrite(r->ctx, &done) != REDIS_OK) {
             reader_set_err(r, "XREADGROUP", r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
             reader_disconnect(r);
-            goto out;
+            return -1;
         }
     }
     r->ahead = READER_AHEAD_SENT;
     r->ahead_count = want;
-    rc = 0;
-out:
-    free(argv);
-    return rc;
+    return 0;
 }
 
 /* The reply of the read sent ahead (NULL after a connection failure, then
@@ -414,20 +408,7 @@ static int reply_add(struct reader *r, struct batch *b, const redisReply *reply)
  * and returns its reply (NULL after a connection failure). */
 static redisReply *xreadgroup(struct reader *r, const char *const *ids, bool block, long want)
 {
-    const char **argv = calloc(10 + 2 * (size_t)r->nstreams, sizeof(*argv));
-    redisReply *reply;
-    char count[24], block_ms[24];
-
-    if (!argv) {
-        reader_set_err(r, "XREADGROUP", "out of memory");
-        return NULL;
-    }
-    snprintf(count, sizeof(count), "%ld", want);
-    snprintf(block_ms, sizeof(block_ms), "%ld",
-             r->block_ms < READER_BLOCK_MAX_MS ? r->block_ms : READER_BLOCK_MAX_MS);
-    reply = reader_commandv(r, xreadgroup_argv(r, argv, ids, count, block ? block_ms : NULL), argv);
-    free(argv);
-    return reply;
+    return reader_commandv(r, xreadgroup_argv(r, ids, want, block), r->xargv);
 }
 
 /* True once the batch's rows take the reader's byte budget. */
@@ -517,7 +498,7 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
         ids[i] = ">";
     *caught_up = true;
     for (bool first = true;; first = false) {
-        long want = r->count - done < chunk ? r->count - done : chunk;
+        long want = r->count - done < chunk ? r->count - done : chunk, next;
         bool more = false, all = true;
         if (r->ahead != READER_AHEAD_NONE) {
             /* Sent ahead, from every stream (all are still read). */
@@ -542,6 +523,7 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
                 goto out;
         }
         done += want;
+        next = r->count - done < chunk ? r->count - done : chunk;
         for (unsigned i = 0; i < r->nstreams; i++) {
             if (!ids[i]) {
                 all = false;
@@ -552,8 +534,7 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
                 more = true;
             }
         }
-        if (more && all && !r->no_ahead && done < r->count && !batch_full(r, b) &&
-            send_ahead(r, r->count - done < chunk ? r->count - done : chunk) < 0)
+        if (more && all && !r->no_ahead && next > 0 && !batch_full(r, b) && send_ahead(r, next) < 0)
             goto out;
         if (reply_add(r, b, reply) < 0)
             goto out;

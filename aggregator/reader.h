@@ -50,10 +50,12 @@ struct reader {
     char *consumer;                           /* consumer name in the group, owned */
     long count;                               /* COUNT per read and stream */
     size_t max_bytes;                         /* a batch's rows stop reading at this size */
-    long block_ms;                            /* BLOCK of a read of new entries */
+    long block_ms;                            /* BLOCK of a read of new entries (<= 1 s) */
     bool recovering;                          /* still reading own pending entries */
     char (*recover_from)[BATCH_ENTRY_ID_MAX]; /* per stream: last pending id read; "" done */
     char errstr[256];                         /* last error, one line */
+    const char **xargv;                       /* an XREADGROUP's words (10 + 2 per stream) */
+    char xcount[24], xblock[24];              /* its COUNT and BLOCK */
     struct reply_arena arena;                 /* every reply of ctx is built here */
     enum reader_ahead ahead;                  /* a read of new entries sent ahead */
     struct redisReply *ahead_reply;           /* READER_AHEAD_KEPT: its reply */
@@ -70,7 +72,9 @@ struct reader {
 /* Prepares a reader of `nstreams` streams (names borrowed, must outlive it) on
  * the node `url` (copied) as `consumer` (copied), reading batches of up to
  * `count` entries per stream that stop growing once their rows take
- * `max_bytes` (0: no limit). Does not connect. Returns 0 or -ENOMEM. */
+ * `max_bytes` (0: no limit), each read waiting up to `block_ms` for entries
+ * (at most 1 s, so that a stop is seen). Does not connect. Returns 0 or
+ * -ENOMEM. */
 int reader_init(struct reader *r, const struct redis_url *url, const char *const *streams,
                 unsigned nstreams, const char *consumer, long count, size_t max_bytes,
                 long block_ms);
@@ -91,11 +95,13 @@ void reader_disconnect(struct reader *r);
 bool reader_connected(const struct reader *r);
 
 /* Reads the next entries into `b`: own pending entries while recovering,
- * else new ones (blocking up to block_ms, at most 1 s, unless `no_ahead`). `*caught_up` is true
- * when a read of new entries returned fewer than COUNT from every stream. Returns 0 (the batch may
- * be empty) or -1 with `errstr` set; on a connection failure the reader is disconnected. A read of
- * new entries sends each next piece before it decodes the one it holds, and may leave the piece
- * after its last one sent ahead (when the batch's byte budget ends the read), for the next read. */
+ * else new ones (blocking up to block_ms unless `no_ahead`). `*caught_up` is
+ * true when a read of new entries returned fewer than COUNT from every
+ * stream. Returns 0 (the batch may be empty) or -1 with `errstr` set; on a
+ * connection failure the reader is disconnected. A read of new entries sends
+ * each next piece before it decodes the one it holds, and may leave the piece
+ * after its last one sent ahead (when the batch's byte budget ends the read),
+ * for the next read. */
 int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up);
 
 /* Sends the first piece of the next read of new entries now, unless one is
