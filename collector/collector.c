@@ -84,7 +84,7 @@ struct lane {
     struct strbuf json;                /* stream encoding, reused per event */
     struct strbuf inflated;            /* decoded gzip body, reused */
     struct strbuf answer;              /* batch answer, reused */
-    struct strbuf xff;                 /* X-Forwarded-For lines joined, reused */
+    struct strbuf xff;                 /* several X-Forwarded-For lines joined, reused */
     struct ingest_batch batch;         /* parsed batch, reused */
     struct batch_req *free_batches;    /* recycled batch records (their slots are large) */
     size_t nfree_batches;              /* records on free_batches */
@@ -175,14 +175,13 @@ static bool admit(struct lane *l, struct http_request *req, char *ip)
     }
     /* Every X-Forwarded-For line, in order: a proxy may add a line of its own
      * after the one a client forged. */
-    strbuf_reset(&l->xff);
-    bool xff = c->trust.n && http_request_header_join(req, "x-forwarded-for", &l->xff);
-    if (l->xff.oom) {
+    const char *xff = c->trust.n ? http_request_header_list(req, "x-forwarded-for", &l->xff) : NULL;
+    if (c->trust.n && l->xff.oom) {
         /* Rather than the proxy's address for every client. */
         unavailable(c, req, "out_of_memory", "out of memory");
         return false;
     }
-    client_ip_resolve(&c->trust, http_request_peer(req), xff ? l->xff.data : NULL, ip);
+    client_ip_resolve(&c->trust, http_request_peer(req), xff, ip);
     unsigned wait_s = 0;
     if (c->limiter && !rate_limit_take(c->limiter, ip, (int64_t)timeutil_mono_ms(), &wait_s)) {
         char v[16];

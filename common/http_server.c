@@ -1574,20 +1574,29 @@ const char *http_request_header(const struct http_request *req, const char *name
     return NULL;
 }
 
-bool http_request_header_join(const struct http_request *req, const char *name, struct strbuf *out)
+const char *http_request_header_list(const struct http_request *req, const char *name,
+                                     struct strbuf *scratch)
 {
     size_t n = strlen(name);
-    bool found = false;
+    const char *first = NULL;
+
+    strbuf_reset(scratch);
     for (size_t i = 0; i < req->nhdrs; i++) {
         const struct header *h = &req->hdrs[i];
-        if (h->name_len == n && strcasecmp(req->arena + h->name, name) == 0) {
-            if (found)
-                strbuf_append(out, ", ", 2);
-            strbuf_puts(out, req->arena + h->value);
-            found = true;
+        if (h->name_len != n || strcasecmp(req->arena + h->name, name) != 0)
+            continue;
+        if (!first) {
+            first = req->arena + h->value; /* one line, the usual case: no copy */
+            continue;
         }
+        if (scratch->len == 0)
+            strbuf_puts(scratch, first);
+        strbuf_append(scratch, ", ", 2);
+        strbuf_puts(scratch, req->arena + h->value);
     }
-    return found && !out->oom;
+    if (scratch->len == 0)
+        return first;
+    return scratch->oom ? NULL : scratch->data;
 }
 
 const char *http_request_body(const struct http_request *req, size_t *len)

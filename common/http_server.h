@@ -86,10 +86,12 @@ http_request_route(const struct http_request *req); /* matched route path, or "u
 /* Case-insensitive header lookup; NULL if absent. Repeated headers: the first. */
 const char *http_request_header(const struct http_request *req, const char *name);
 
-/* Appends every value of header `name` (case-insensitive), in order, joined
- * with ", " to `out`: several lines of a list header are one list (RFC 9110,
- * 5.3). False if there is none, or out of memory. */
-bool http_request_header_join(const struct http_request *req, const char *name, struct strbuf *out);
+/* The value of header `name` (case-insensitive), or NULL without one. Several
+ * lines of a list header are one list (RFC 9110, 5.3): joined in order with
+ * ", " in `scratch` (reset first), NULL with scratch->oom set when out of
+ * memory. A single line is returned as is, without a copy. */
+const char *http_request_header_list(const struct http_request *req, const char *name,
+                                     struct strbuf *scratch);
 const char *http_request_body(const struct http_request *req, size_t *len); /* NUL-terminated */
 const char *http_request_peer(const struct http_request *req); /* numeric peer address */
 /* True once the client has disconnected; an answer would be discarded. */
