@@ -112,15 +112,32 @@ static long long pending_count(void)
     return n;
 }
 
-static void live_reader(struct reader *r, long count, size_t max_bytes)
+/* A stream of `entries` entries, a batch for the stream and a reader of it
+ * (reads of `count` entries, `max_bytes`), connected, its start-up recovery
+ * of its own pending entries (none yet) done. */
+static void live_start(struct reader *r, struct batch *b, int entries, long count, size_t max_bytes)
 {
     struct redis_url url;
+    enum reader_kind kind;
+    bool caught_up;
     char spec[64];
+    batch_init(b, live_streams);
+    add_entries(entries);
     snprintf(spec, sizeof(spec), "redis://127.0.0.1:%d/0", port);
     cr_assert(redis_url_parse(spec, &url));
     cr_assert_eq(reader_init(r, &url, live_streams, 1, "c1", count, max_bytes, 50), 0);
     cr_assert_eq(reader_connect(r), 0, "%s", r->errstr);
     cr_assert(r->recovering, "a connect starts with the own pending entries");
+    cr_assert_eq(reader_read(r, b, &kind, &caught_up), 0, "%s", r->errstr);
+    cr_assert_eq(kind, READER_PENDING);
+    cr_assert_eq(b->count, 0);
+    cr_assert_not(r->recovering);
+}
+
+static void live_end(struct reader *r, struct batch *b)
+{
+    reader_deinit(r);
+    batch_deinit(b);
 }
 
 /* Reads new entries into a fresh batch `b` (emptied first). */
@@ -141,17 +158,6 @@ static void ack_all(struct reader *r, const struct batch *b)
     reader_acks_deinit(&a);
 }
 
-/* Finishes the recovery a connect starts (nothing is pending yet). */
-static void recover_nothing(struct reader *r, struct batch *b)
-{
-    enum reader_kind kind;
-    bool caught_up;
-    cr_assert_eq(reader_read(r, b, &kind, &caught_up), 0, "%s", r->errstr);
-    cr_assert_eq(kind, READER_PENDING);
-    cr_assert_eq(b->count, 0);
-    cr_assert_not(r->recovering);
-}
-
 TestSuite(reader_live, .init = live_setup, .fini = live_teardown, .timeout = 60);
 
 /* A read in pieces, one sent ahead of the next read; an acknowledgement in
@@ -161,10 +167,7 @@ Test(reader_live, read_sent_ahead_is_kept_across_other_commands)
     struct reader r;
     struct batch b;
     bool caught_up;
-    batch_init(&b, live_streams);
-    add_entries(5000);
-    live_reader(&r, 3000, 0);
-    recover_nothing(&r, &b);
+    live_start(&r, &b, 5000, 3000, 0);
 
     read_new(&r, &b, &caught_up);
     cr_assert_eq(b.count, 3000, "pieces of 2000 and 1000");
@@ -188,8 +191,7 @@ Test(reader_live, read_sent_ahead_is_kept_across_other_commands)
               last, b.entries[0].id);
     ack_all(&r, &b);
     cr_assert_eq(pending_count(), 0);
-    reader_deinit(&r);
-    batch_deinit(&b);
+    live_end(&r, &b);
 }
 
 /* A read that caught up with a piece sent ahead says so as of the time that
@@ -200,10 +202,7 @@ Test(reader_live, caught_up_as_of_the_piece_sent_ahead)
     struct reader r;
     struct batch b;
     bool caught_up;
-    batch_init(&b, live_streams);
-    add_entries(10);
-    live_reader(&r, 8, 0);
-    recover_nothing(&r, &b);
+    live_start(&r, &b, 10, 8, 0);
     read_new(&r, &b, &caught_up);
     cr_assert_eq(b.count, 8);
     cr_assert_not(caught_up);
@@ -218,8 +217,7 @@ Test(reader_live, caught_up_as_of_the_piece_sent_ahead)
     cr_assert_lt(r.read_wall_ms, before_add, "caught up as of when the piece was sent");
     read_new(&r, &b, &caught_up);
     cr_assert_eq(b.count, 1);
-    reader_deinit(&r);
-    batch_deinit(&b);
+    live_end(&r, &b);
 }
 
 /* A read that its byte budget ends leaves the next piece sent ahead; a
@@ -231,10 +229,7 @@ Test(reader_live, budget_leaves_a_piece_ahead_and_recovery_reads_it)
     enum reader_kind kind;
     bool caught_up;
     size_t seen = 0;
-    batch_init(&b, live_streams);
-    add_entries(4500);
-    live_reader(&r, 10000, 1);
-    recover_nothing(&r, &b);
+    live_start(&r, &b, 4500, 10000, 1);
     read_new(&r, &b, &caught_up);
     cr_assert_eq(b.count, 2000, "the budget ends the read after its first piece");
     cr_assert_not(caught_up);
@@ -260,8 +255,7 @@ Test(reader_live, budget_leaves_a_piece_ahead_and_recovery_reads_it)
     read_new(&r, &b, &caught_up);
     cr_assert_eq(b.count, 0);
     cr_assert(caught_up);
-    reader_deinit(&r);
-    batch_deinit(&b);
+    live_end(&r, &b);
 }
 
 /* A write of several reads acknowledges them all at once, in XACKs of
@@ -273,11 +267,8 @@ Test(reader_live, acks_a_write_of_several_reads_at_once)
     struct reader_acks a;
     bool caught_up;
     size_t total = 0;
-    batch_init(&b, live_streams);
     reader_acks_init(&a);
-    add_entries(20500);
-    live_reader(&r, 10000, 0);
-    recover_nothing(&r, &b);
+    live_start(&r, &b, 20500, 10000, 0);
     do {
         read_new(&r, &b, &caught_up);
         total += b.count;
@@ -288,8 +279,7 @@ Test(reader_live, acks_a_write_of_several_reads_at_once)
     cr_assert_eq(reader_ack(&r, &a), 0, "%s", r.errstr);
     cr_assert_eq(pending_count(), 0);
     reader_acks_deinit(&a);
-    reader_deinit(&r);
-    batch_deinit(&b);
+    live_end(&r, &b);
 }
 
 /* A piece kept while other commands come and go lives in an arena of its
@@ -300,10 +290,7 @@ Test(reader_live, kept_piece_does_not_pin_the_arena)
     struct batch b;
     struct reader_stats st;
     bool caught_up;
-    batch_init(&b, live_streams);
-    add_entries(300);
-    live_reader(&r, 100, 0);
-    recover_nothing(&r, &b);
+    live_start(&r, &b, 300, 100, 0);
     read_new(&r, &b, &caught_up);
     cr_assert_eq(reader_prefetch(&r), 0, "%s", r.errstr);
     for (int i = 0; i < 2000; i++)
@@ -313,6 +300,5 @@ Test(reader_live, kept_piece_does_not_pin_the_arena)
                   r.arena.kept);
     read_new(&r, &b, &caught_up);
     cr_assert_eq(b.count, 100, "the kept piece");
-    reader_deinit(&r);
-    batch_deinit(&b);
+    live_end(&r, &b);
 }
