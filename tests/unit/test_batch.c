@@ -432,3 +432,53 @@ Test(batch, next_read_keeps_interned_values)
     batch_reset(&b);
     cr_assert_eq(b.nvals, 0);
 }
+
+/* A read made ahead into a second batch replaces the written one: its rows
+ * and entries move, its values are interned into the first batch's table
+ * (the ids there stay; its entries follow), and it is left empty and usable. */
+Test(batch, take_moves_a_read_and_its_values)
+{
+    static const char paris[] =
+        "{\"event_id\":\"01a2127b-db01-7b91-beb4-9ff4e5fe1599\","
+        "\"session_id\":\"7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\",\"ar_content_id\":43,"
+        "\"device_type\":\"tablet\",\"city\":\"Paris\","
+        "\"received_at\":\"2025-11-25T11:00:00.000Z\"}";
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
+    struct batch_field g[] = {FIELD("v", "1"), FIELD("e", paris)};
+    struct batch a;
+    uint32_t koln;
+    size_t nvals;
+
+    batch_init(&a, streams);
+    cr_assert_eq(batch_add(&b, 0, "1-0", 3, f, 2), 0);
+    koln = b.entries[0].dims[4];
+    nvals = b.nvals;
+    cr_assert_eq(batch_add(&a, 1, "2-0", 3, g, 2), 0);
+    cr_assert_eq(batch_add(&a, 1, "2-1", 3, f, 2), 0);
+    cr_assert_eq(batch_take(&b, &a, false), 0);
+
+    cr_assert_eq(b.count, 2);
+    cr_assert_str_eq(b.entries[0].id, "2-0");
+    cr_assert_eq(b.entries[0].stream, 1);
+    cr_assert_eq(b.entries[0].content_id, 43);
+    cr_assert(field_is(0, 8, "Paris"), "the row moved with its entry");
+    cr_assert_str_eq(value_of(b.entries[0].dims[4]), "Paris");
+    cr_assert_str_eq(value_of(b.entries[0].dims[0]), "tablet");
+    cr_assert_eq(b.entries[1].dims[4], koln, "a value the write had keeps its id");
+    cr_assert_eq(value_of(koln)[0], 'K');
+    cr_assert_gt(b.nvals, nvals, "Paris and tablet were added");
+    cr_assert_eq(b.min_received_ms, 1764064800123);
+    cr_assert_eq(b.max_received_ms, 1764068400000);
+    cr_assert_eq(a.count, 0);
+    cr_assert_eq(a.nvals, 0);
+    cr_assert_eq(a.rows.len, 0);
+
+    /* For a new write, the table starts afresh with the taken read's values. */
+    cr_assert_eq(batch_add(&a, 0, "3-0", 3, g, 2), 0);
+    cr_assert_eq(batch_take(&b, &a, true), 0);
+    cr_assert_eq(b.count, 1);
+    cr_assert_str_eq(value_of(b.entries[0].dims[4]), "Paris");
+    for (uint32_t id = 0; id < b.nvals; id++)
+        cr_assert_neq(value_of(id)[0], 'K', "the old write's values are gone");
+    batch_deinit(&a);
+}
