@@ -51,8 +51,7 @@ void batch_deinit(struct batch *b)
     memset(b, 0, sizeof(*b));
 }
 
-/* Empties the read that `b` holds (not its values, nor its content cache's key set). */
-static void read_clear(struct batch *b)
+void batch_next(struct batch *b)
 {
     b->count = 0;
     b->invalid = 0;
@@ -61,19 +60,6 @@ static void read_clear(struct batch *b)
     b->max_received_ms = 0;
     b->bots = 0;
     strbuf_reset(&b->rows);
-}
-
-static void values_clear(struct batch *b)
-{
-    strbuf_reset(&b->values);
-    b->nvals = 0;
-    if (b->nslots)
-        memset(b->val_slots, 0, b->nslots * sizeof(*b->val_slots));
-}
-
-void batch_next(struct batch *b)
-{
-    read_clear(b);
     if (b->contents)
         content_cache_begin(b->contents);
 }
@@ -81,7 +67,10 @@ void batch_next(struct batch *b)
 void batch_reset(struct batch *b)
 {
     batch_next(b);
-    values_clear(b);
+    strbuf_reset(&b->values);
+    b->nvals = 0;
+    if (b->nslots)
+        memset(b->val_slots, 0, b->nslots * sizeof(*b->val_slots));
 }
 
 /* Appends a new entry with its id; NULL if the id is too long or out of memory. */
@@ -157,12 +146,17 @@ static int values_grow(struct batch *b)
     return 0;
 }
 
-/* The id of breakdown value `s` (`n` bytes), interning it; -ENOMEM. */
-static int64_t value_intern_n(struct batch *b, const char *s, size_t n)
+/* The id of breakdown value `s` ("" or NULL counts as "unknown", like the
+ * rebuild's coalesce), interning it; -ENOMEM. */
+static int64_t value_intern(struct batch *b, const char *s)
 {
-    uint32_t h = strbuf_fnv1a(s, n);
-    size_t k;
+    size_t n, k;
+    uint32_t h;
 
+    if (!s || !*s)
+        s = "unknown";
+    n = strlen(s);
+    h = strbuf_fnv1a(s, n);
     if (2 * (b->nvals + 1) > b->nslots && values_grow(b) < 0)
         return -ENOMEM;
     for (k = h & (b->nslots - 1); b->val_slots[k]; k = (k + 1) & (b->nslots - 1)) {
@@ -186,67 +180,10 @@ static int64_t value_intern_n(struct batch *b, const char *s, size_t n)
     return (int64_t)b->nvals - 1;
 }
 
-/* value_intern_n of NUL-terminated `s`; "" or NULL counts as "unknown", like
- * the rebuild's coalesce. */
-static int64_t value_intern(struct batch *b, const char *s)
-{
-    if (!s || !*s)
-        s = "unknown";
-    return value_intern_n(b, s, strlen(s));
-}
-
 const char *batch_value(const struct batch *b, uint32_t id, size_t *len)
 {
     *len = b->vals[id].len;
     return b->values.data + b->vals[id].off;
-}
-
-int batch_take(struct batch *dst, struct batch *src, bool new_write)
-{
-    uint32_t *map = src->nvals ? malloc(src->nvals * sizeof(*map)) : NULL;
-    struct batch_entry *entries;
-    struct strbuf rows;
-    size_t cap;
-
-    if (src->nvals && !map)
-        return -ENOMEM;
-    if (new_write)
-        values_clear(dst);
-    for (size_t id = 0; id < src->nvals; id++) {
-        int64_t v = value_intern_n(dst, src->values.data + src->vals[id].off, src->vals[id].len);
-        if (v < 0) {
-            free(map);
-            return -ENOMEM;
-        }
-        map[id] = (uint32_t)v;
-    }
-    for (size_t i = 0; i < src->count; i++) {
-        struct batch_entry *e = &src->entries[i];
-        if (e->kind == BATCH_EVENT)
-            for (int d = 0; d < BATCH_DIMS; d++)
-                e->dims[d] = map[e->dims[d]];
-    }
-    free(map);
-    /* The read's entries and rows change hands with their buffers; src keeps
-     * dst's (emptied) for its next read. */
-    entries = dst->entries;
-    cap = dst->cap;
-    rows = dst->rows;
-    dst->entries = src->entries;
-    dst->cap = src->cap;
-    dst->rows = src->rows;
-    dst->count = src->count;
-    dst->invalid = src->invalid;
-    dst->dead = src->dead;
-    dst->min_received_ms = src->min_received_ms;
-    dst->max_received_ms = src->max_received_ms;
-    dst->bots = src->bots;
-    src->entries = entries;
-    src->cap = cap;
-    src->rows = rows;
-    read_clear(src);
-    values_clear(src);
-    return 0;
 }
 
 /* Appends the payload COPY-escaped to `rows`, noting where it is. */

@@ -143,15 +143,6 @@ void batch_reset(struct batch *b);
  * them). */
 void batch_next(struct batch *b);
 
-/* Moves the read held by `src` (made while `dst`'s was written) into `dst`,
- * whose read it replaces: the entries and rows change hands with their
- * buffers, and src's breakdown values are interned into dst's table, which the
- * write's rollup deltas refer to (emptied first when `new_write`: nothing
- * refers to it any more), the entries following. `src` is left empty, with
- * dst's old buffers. The content cache's key set is left alone: src's keys
- * were noted as it was read. Returns 0, or -ENOMEM with `src` as it was. */
-int batch_take(struct batch *dst, struct batch *src, bool new_write);
-
 /* Adds one stream entry of stream index `stream`: decodes fields `v` and `e`,
  * enriches the event (GeoIP, user agent; see struct batch) into an event entry
  * marked as a bot's or not, or, when that fails, into an `invalid_payload` dead

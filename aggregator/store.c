@@ -427,10 +427,11 @@ static int drain_rows(void *arg)
 }
 
 /* Sends the rest and ends the COPY; after a failure `st` of sending, ends it
- * with an error instead, so that it fails. Returns `st` or the failure to end
- * it; copy_result() then reads how it went. */
-static enum store_status copy_send_end(struct store *s, enum store_status st)
+ * with an error instead, so that it fails (and returns `st`). */
+static enum store_status copy_end(struct store *s, enum store_status st)
 {
+    PGresult *res;
+
     if (st == STORE_OK)
         st = copy_send(s, true);
     strbuf_reset(&s->rows);
@@ -438,14 +439,6 @@ static enum store_status copy_send_end(struct store *s, enum store_status st)
             1 &&
         st == STORE_OK)
         st = store_fail(s, NULL);
-    return st;
-}
-
-/* Waits for the ended COPY's result; returns `st` or its failure. */
-static enum store_status copy_result(struct store *s, enum store_status st)
-{
-    PGresult *res;
-
     /* A failed COPY still ends in a result: read them all. */
     while ((res = PQgetResult(s->conn)) != NULL) {
         if (PQresultStatus(res) != PGRES_COMMAND_OK && st == STORE_OK)
@@ -453,12 +446,6 @@ static enum store_status copy_result(struct store *s, enum store_status st)
         PQclear(res);
     }
     return st;
-}
-
-/* Sends the rest, ends the COPY and waits for its result. */
-static enum store_status copy_end(struct store *s, enum store_status st)
-{
-    return copy_result(s, copy_send_end(s, st));
 }
 
 /* copy_begin for a COPY ... (FORMAT binary): the stream's header goes first. */
@@ -583,13 +570,7 @@ static enum store_status copy_ids(struct store *s, struct batch *b, size_t first
         ++*nkeys;
         st = copy_send(s, false);
     }
-    if (indexed || !s->ids_sent)
-        return copy_end_binary(s, st);
-    if (st == STORE_OK)
-        copy_bin_trailer(&s->rows);
-    if ((st = copy_send_end(s, st)) == STORE_OK)
-        s->ids_sent(s->ids_sent_arg);
-    return copy_result(s, st);
+    return copy_end_binary(s, st);
 }
 
 /* Round trips 1 to 3: BEGIN, the day locks and the batch's event ids. Most

@@ -56,11 +56,6 @@ struct store {
     size_t days_cap;
     struct store_key *keys; /* the read's dedupe keys, sorted (copy_ids) */
     size_t keys_cap;
-    /* Called, when set, once store_write() has sent a read's event ids
-     * straight to event_ids, before it waits for their insert: the caller's
-     * work overlaps PostgreSQL's. It must not use the store. */
-    void (*ids_sent)(void *arg);
-    void *ids_sent_arg;
     enum store_status status; /* of the last call */
     char sqlstate[6];         /* of the last error, "" if none */
     char errstr[256];         /* last error, one line */

@@ -307,77 +307,6 @@ static void update_stats(struct worker *w, bool trim)
     }
 }
 
-/* A read that delivered entries counts towards the read_error failpoint,
- * which makes it fail as if Redis had answered with an error. */
-static int failpoint_read(struct worker *w, const struct batch *b, int rc)
-{
-    if (rc == 0 && b->count > 0 && failpoint.read_error > 0 &&
-        atomic_fetch_add(&reads_done, 1) + 1 == failpoint.read_error) {
-        snprintf(w->reader.errstr, sizeof(w->reader.errstr), "failpoint read_error");
-        rc = -1;
-    }
-    return rc;
-}
-
-/* store_write's ids_sent: while PostgreSQL inserts the event ids of the read
- * in `batch`, the next read is made into `ahead` (its first piece was sent
- * ahead, so nothing blocks). The read in `batch` has been resolved: the
- * content cache starts the next read's key set. */
-static void read_ahead(void *arg)
-{
-    struct worker *w = arg;
-    int64_t t0 = (int64_t)timeutil_mono_ms();
-
-    if (!w->may_read_ahead)
-        return;
-    w->may_read_ahead = false;
-    content_cache_begin(w->contents);
-    w->ahead_rc = reader_read(&w->reader, &w->ahead, &w->ahead_kind, &w->ahead_caught_up);
-    w->ahead_rc = failpoint_read(w, &w->ahead, w->ahead_rc);
-    w->ahead_wall_ms = w->reader.read_wall_ms;
-    w->ahead_ms = (int64_t)timeutil_mono_ms() - t0;
-    w->ahead_done = true;
-}
-
-/* Drops the read made ahead, if any, after a failure: its entries are
- * pending on this consumer and read again as such. */
-static void drop_ahead(struct worker *w)
-{
-    if (!w->ahead_done)
-        return;
-    batch_reset(&w->ahead);
-    w->ahead_done = false;
-    reader_recover(&w->reader);
-}
-
-/* Once the read in `batch` is written (and its write ended if it had to):
- * the read made ahead takes its place, with its kind, caught_up, wall time
- * and duration. When it read nothing or failed, `batch` is left empty and
- * ahead_done set, for the read step to take that outcome as its own. */
-static void take_ahead(struct worker *w, enum reader_kind *kind, bool *caught_up,
-                       int64_t *read_wall_ms, int64_t *read_ms)
-{
-    if (w->ahead_rc == 0 && w->ahead.count > 0) {
-        if (batch_take(&w->batch, &w->ahead, !store_in_write(&w->store)) == 0) {
-            w->ahead_done = false;
-            *kind = w->ahead_kind;
-            *caught_up = w->ahead_caught_up;
-            *read_wall_ms = w->ahead_wall_ms;
-            *read_ms = w->ahead_ms;
-            return;
-        }
-        snprintf(w->reader.errstr, sizeof(w->reader.errstr), "out of memory");
-        w->ahead_rc = -1;
-    }
-    if (w->ahead.count > 0)
-        reader_recover(&w->reader); /* entries delivered before it failed */
-    batch_reset(&w->ahead);
-    if (store_in_write(&w->store))
-        batch_next(&w->batch);
-    else
-        batch_reset(&w->batch);
-}
-
 /* Gives up the open write after a failure: rolls it back and reads this
  * consumer's pending entries again, since the reads written into it are no
  * longer in memory (none was acknowledged: nothing is lost). */
@@ -390,7 +319,6 @@ static void abandon_write(struct worker *w)
     reader_acks_reset(&w->acks);
     memset(&w->wr, 0, sizeof(w->wr));
     batch_reset(&w->batch);
-    drop_ahead(w);
     reader_recover(&w->reader);
 }
 
@@ -471,7 +399,7 @@ static void *worker_main(void *arg)
         /* An open write ends with the next read once stopping, and a read
          * sent ahead is read and written. */
         if (stopping && ((w->batch.count == 0 && !store_in_write(&w->store) &&
-                          w->reader.ahead == READER_AHEAD_NONE && !w->ahead_done) ||
+                          w->reader.ahead == READER_AHEAD_NONE) ||
                          failing || !reader_connected(&w->reader) || !store_connected(&w->store)))
             break;
         failing = true;
@@ -550,7 +478,7 @@ static void *worker_main(void *arg)
             }
             caught_up = false;
             if (w->claim_idle_ms > 0 && now >= next_claim && !w->reader.recovering &&
-                !store_in_write(&w->store) && !w->ahead_done && !atomic_load(&w->stop)) {
+                !store_in_write(&w->store) && !atomic_load(&w->stop)) {
                 kind = READER_CLAIMED;
                 rc = reader_claim(&w->reader, &w->batch, w->claim_idle_ms, w->max_deliveries);
                 next_claim = now + (w->claim_idle_ms / 2 > 1000 ? w->claim_idle_ms / 2 : 1000);
@@ -558,23 +486,18 @@ static void *worker_main(void *arg)
                     log_info("entries_claimed", LF_INT("worker", w->index),
                              LF_INT("count", (long long)w->batch.count));
             }
-            bool made_ahead = rc == 0 && w->batch.count == 0 && w->ahead_done;
-            if (made_ahead) {
-                /* The read made ahead read nothing, or failed. */
-                w->ahead_done = false;
-                rc = w->ahead_rc;
-                kind = w->ahead_kind;
-                caught_up = w->ahead_caught_up;
-                read_wall_ms = w->ahead_wall_ms;
-                read_ms = w->ahead_ms;
-            } else if (rc == 0 && w->batch.count == 0) {
+            if (rc == 0 && w->batch.count == 0) {
                 /* Once stopping (maybe during the linger above), a read
                  * sends nothing ahead and waits for nothing. */
                 w->reader.no_ahead = atomic_load(&w->stop);
                 rc = reader_read(&w->reader, &w->batch, &kind, &caught_up);
                 read_wall_ms = w->reader.read_wall_ms;
                 read_ms = (int64_t)timeutil_mono_ms() - now;
-                rc = failpoint_read(w, &w->batch, rc);
+            }
+            if (rc == 0 && w->batch.count > 0 && failpoint.read_error > 0 &&
+                atomic_fetch_add(&reads_done, 1) + 1 == failpoint.read_error) {
+                snprintf(w->reader.errstr, sizeof(w->reader.errstr), "failpoint read_error");
+                rc = -1;
             }
             if (rc < 0 && store_in_write(&w->store))
                 abandon_write(w);
@@ -587,7 +510,7 @@ static void *worker_main(void *arg)
                 batch_reset(&w->batch);
                 metric_inc(w->m.redis_errors);
                 log_warn("stream_read_failed", LF_INT("worker", w->index),
-                         LF_BOOL("made_ahead", made_ahead), LF_STR("error", w->reader.errstr));
+                         LF_STR("error", w->reader.errstr));
                 backoff_sleep(w, &redis_backoff);
                 continue;
             }
@@ -650,15 +573,8 @@ static void *worker_main(void *arg)
             backoff_sleep(w, &redis_backoff);
             continue;
         }
-        if (st == STORE_OK) {
-            /* While a backlog drains, the next read is made as PostgreSQL
-             * inserts this one's event ids (unless a claim is due). */
-            w->may_read_ahead = kind == READER_NEW && w->reader.ahead != READER_AHEAD_NONE &&
-                                !atomic_load(&w->stop) &&
-                                (w->claim_idle_ms == 0 || now < next_claim);
+        if (st == STORE_OK)
             st = store_write(&w->store, &w->batch, 0, w->batch.count, &w->wr.counts);
-            w->may_read_ahead = false;
-        }
         if (st == STORE_DATA && first_read) {
             /* Rolled back: find the rejected entries one by one, each written
              * and acknowledged on its own. */
@@ -672,7 +588,6 @@ static void *worker_main(void *arg)
                     redis_failed(w);
                 reader_acks_reset(&w->acks);
                 batch_reset(&w->batch);
-                drop_ahead(w);
                 failing = false;
                 pg_ok(w);
                 pg_backoff = BACKOFF_MIN_MS;
@@ -685,17 +600,10 @@ static void *worker_main(void *arg)
         }
         if (st != STORE_OK) {
             pg_failed(w, st);
-            if (!first_read) {
-                abandon_write(w);
-            } else if (w->ahead_done) {
-                /* The read made ahead started the content cache's key set
-                 * anew: both are read again. */
-                memset(&w->wr, 0, sizeof(w->wr));
-                batch_reset(&w->batch);
-                drop_ahead(w);
-            } else {
+            if (first_read)
                 memset(&w->wr, 0, sizeof(w->wr)); /* the read stays: retried as it is */
-            }
+            else
+                abandon_write(w);
             backoff_sleep(w, &pg_backoff);
             continue;
         }
@@ -715,13 +623,11 @@ static void *worker_main(void *arg)
         if (worker_write_ends(&w->wr, caught_up, w->batch_size, w->linger_ms, w->write_max_ms,
                               (int64_t)timeutil_mono_ms()) ||
             atomic_load(&w->stop)) {
-            if (!end_write(w, caught_up, read_wall_ms, w->ahead_done))
+            if (!end_write(w, caught_up, read_wall_ms, false))
                 backoff_sleep(w, &pg_backoff);
-        } else if (!w->ahead_done) {
+        } else {
             batch_next(&w->batch);
         }
-        if (w->ahead_done)
-            take_ahead(w, &kind, &caught_up, &read_wall_ms, &read_ms);
     }
 
     if (w->batch.count > 0)
@@ -797,26 +703,20 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     read_max = cfg->batch_size < WORKER_READ_MAX ? cfg->batch_size : WORKER_READ_MAX;
     reader_acks_init(&w->acks);
     batch_init(&w->batch, (const char *const *)w->streams);
-    batch_init(&w->ahead, (const char *const *)w->streams);
     /* A read stops after the piece that reaches either bound. */
-    for (int k = 0; k < 2; k++)
-        if ((rc = batch_reserve(k ? &w->ahead : &w->batch, (size_t)read_max + READER_CHUNK,
-                                (size_t)cfg->batch_max_bytes + (size_t)cfg->batch_max_bytes / 8)) <
-            0)
-            goto out;
+    if ((rc = batch_reserve(&w->batch, (size_t)read_max + READER_CHUNK,
+                            (size_t)cfg->batch_max_bytes + (size_t)cfg->batch_max_bytes / 8)) < 0)
+        goto out;
     rc = -ENOMEM; /* until the caches below exist */
+    w->batch.store_full_ip = cfg->store_full_ip;
     if (!(w->contents =
               content_cache_new((size_t)cfg->content_cache_size, cfg->content_cache_ttl_s * 1000)))
         goto out;
+    w->batch.contents = w->contents;
+    w->batch.geoip = cfg->geoip;
     if (cfg->ua && !(w->ua = ua_cache_new(cfg->ua, (size_t)cfg->ua_cache_size)))
         goto out;
-    for (int k = 0; k < 2; k++) {
-        struct batch *b = k ? &w->ahead : &w->batch;
-        b->store_full_ip = cfg->store_full_ip;
-        b->contents = w->contents;
-        b->geoip = cfg->geoip;
-        b->ua = w->ua;
-    }
+    w->batch.ua = w->ua;
     if ((rc = reader_init(&w->reader, cfg->redis, (const char *const *)w->streams, w->nstreams,
                           cfg->consumer, read_max, (size_t)cfg->batch_max_bytes,
                           cfg->batch_wait_ms)) < 0)
@@ -825,8 +725,6 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
             0 ||
         (rc = rollup_reserve(&w->store.rollup, (size_t)cfg->batch_size)) < 0)
         goto out;
-    w->store.ids_sent = read_ahead;
-    w->store.ids_sent_arg = w;
     rc = 0;
 out:
     return rc;
@@ -874,7 +772,6 @@ void worker_deinit(struct worker *w)
     free(w->idx);
     reader_acks_deinit(&w->acks);
     batch_deinit(&w->batch);
-    batch_deinit(&w->ahead);
     content_cache_free(w->contents);
     w->contents = NULL;
     ua_cache_free(w->ua);

@@ -117,22 +117,12 @@ struct worker {
     struct ua_cache *ua;                      /* parsed user agents; thread only; NULL: off */
     struct ua_cache_stats ua_seen;            /* stats already counted in metrics */
     struct batch batch;                       /* the read in flight, kept until written */
-    /* The next read, made while PostgreSQL inserts the event ids of `batch`
-     * (read_ahead, during store_write), and its outcome. */
-    struct batch ahead;
-    bool may_read_ahead; /* the store_write under way may make it */
-    bool ahead_done;     /* it was made (or tried): not yet taken */
-    int ahead_rc;        /* what reader_read returned */
-    enum reader_kind ahead_kind;
-    bool ahead_caught_up;
-    int64_t ahead_wall_ms;   /* its reader.read_wall_ms */
-    int64_t ahead_ms;        /* how long it took */
-    struct worker_write wr;  /* the open write (store_in_write) */
-    struct reader_acks acks; /* its entries, acknowledged after COMMIT */
-    long batch_size;         /* entries per write */
-    long linger_ms;          /* see worker_config.batch_linger_ms */
-    int64_t write_max_ms;    /* longest a write stays open */
-    size_t *idx;             /* entry indexes, for fetch_payloads */
+    struct worker_write wr;                   /* the open write (store_in_write) */
+    struct reader_acks acks;                  /* its entries, acknowledged after COMMIT */
+    long batch_size;                          /* entries per write */
+    long linger_ms;                           /* see worker_config.batch_linger_ms */
+    int64_t write_max_ms;                     /* longest a write stays open */
+    size_t *idx;                              /* entry indexes, for fetch_payloads */
     size_t idx_cap;
     atomic_int redis_state; /* enum worker_dep */
     atomic_int pg_state;    /* enum worker_dep */
