@@ -94,6 +94,10 @@ const struct config_option aggregator_options[] = {
     {"retention-interval-s", "ARV_RETENTION_INTERVAL_S", CONFIG_INT,
      offsetof(struct aggregator_config, retention_interval_s), "3600", NULL, 1, 86400,
      "seconds between retention runs (partitions ahead, drops); the first runs at start"},
+    {"retention-slice-pages", "ARV_RETENTION_SLICE_PAGES", CONFIG_INT,
+     offsetof(struct aggregator_config, retention_slice_pages), "16384", NULL, 1, 1048576,
+     "pages of analytics.event_ids (8 KB each) per retention DELETE: dedupe ids are deleted once"
+     " a day, in statements over that many pages each"},
 };
 const size_t aggregator_options_len = sizeof(aggregator_options) / sizeof(aggregator_options[0]);
 
@@ -445,6 +449,7 @@ struct aggregator *aggregator_new(struct service *svc, const struct aggregator_c
                 cfg->dedupe_retention_days ? cfg->dedupe_retention_days : cfg->raw_retention_days,
             .hourly_days = cfg->hourly_retention_days,
             .interval_s = cfg->retention_interval_s,
+            .slice_pages = cfg->retention_slice_pages,
         };
         if (!(a->retention = retention_new(&rc_cfg, svc->metrics))) {
             rc = -ENOMEM;

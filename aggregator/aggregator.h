@@ -33,6 +33,7 @@ struct aggregator_config {
     long dedupe_retention_days;   /* ARV_DEDUPE_RETENTION_DAYS: event ids; 0: raw's */
     long hourly_retention_days;   /* ARV_HOURLY_RETENTION_DAYS: hourly rollup rows */
     long retention_interval_s;    /* ARV_RETENTION_INTERVAL_S: between retention runs */
+    long retention_slice_pages;   /* ARV_RETENTION_SLICE_PAGES: event_ids pages per DELETE */
 };
 
 /* The option table (with the common options) and its length. */

@@ -1,6 +1,7 @@
 /* Partition upkeep and retention on its own thread and blocking connection:
  * day partitions ahead, old raw partitions dropped, old hourly rollups and
- * dedupe ids deleted; one aggregator at a time (advisory lock). */
+ * (once a day, in slices) dedupe ids deleted; one aggregator at a time
+ * (advisory lock). */
 #include "retention.h"
 
 #include <errno.h>
@@ -34,6 +35,11 @@ struct retention {
     pthread_cond_t wake;
     bool stop;        /* under lock */
     PGcancel *cancel; /* under lock: conn's cancel handle, for retention_stop */
+    /* The pass over analytics.event_ids for one cut-off day (thread only):
+     * its slices run from page 0 to the table's size when it began. */
+    int64_t ids_cutoff; /* its cut-off day; -1 before the first */
+    long long ids_next; /* its next page */
+    long long ids_end;  /* pages when it began */
 };
 
 bool retention_partition_day(const char *name, int64_t *day)
@@ -66,6 +72,7 @@ struct retention *retention_new(const struct retention_config *cfg, struct metri
     if (!r)
         return NULL;
     r->cfg = *cfg;
+    r->ids_cutoff = -1;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->wake, NULL);
     r->url = strdup(cfg->database_url);
@@ -175,12 +182,53 @@ static long affected(PGresult *res)
     return strtol(PQcmdTuples(res), NULL, 10);
 }
 
+/* Deletes the dedupe ids received before day `cutoff` (days since the epoch,
+ * UTC midnight) in one pass a day: the table is read in its physical order,
+ * `slice_pages` pages per DELETE (a TID range scan, its own statement and
+ * transaction), up to its size when the pass began. A failed pass resumes at
+ * the slice that failed; a pass done waits for the next cut-off day. Ids
+ * written later below that day (an old backlog) go in the next day's pass.
+ * Adds the ids deleted to *ids and *slices. Returns 0 or -EIO. */
+static int delete_event_ids(struct retention *r, int64_t cutoff, long *ids, long *slices)
+{
+    char sql[320];
+    PGresult *res;
+
+    if (r->ids_cutoff != cutoff) {
+        res = retention_exec(r,
+                             "SELECT pg_relation_size('analytics.event_ids')"
+                             " / current_setting('block_size')::bigint",
+                             "event_ids_size");
+        if (!res)
+            return -EIO;
+        r->ids_end = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+        r->ids_cutoff = cutoff;
+        r->ids_next = 0;
+    }
+    while (r->ids_next < r->ids_end) {
+        snprintf(sql, sizeof(sql),
+                 "DELETE FROM analytics.event_ids WHERE ctid >= '(%lld,0)'::tid"
+                 " AND ctid < '(%lld,0)'::tid"
+                 " AND received_at < (DATE '1970-01-01' + %" PRId64
+                 ")::timestamp AT TIME ZONE 'UTC'",
+                 r->ids_next, r->ids_next + r->cfg.slice_pages, cutoff);
+        if (!(res = retention_exec(r, sql, "delete_event_ids")))
+            return -EIO;
+        *ids += affected(res);
+        ++*slices;
+        PQclear(res);
+        r->ids_next += r->cfg.slice_pages;
+    }
+    return 0;
+}
+
 /* The steps of one run, under the maintenance lock. Returns 0 if all went well. */
 static int retention_steps(struct retention *r, int64_t today)
 {
     char sql[512];
     PGresult *res = NULL;
-    long parts_created = 0, parts_dropped = 0, hourly = 0, ids = 0;
+    long parts_created = 0, parts_dropped = 0, hourly = 0, ids = 0, slices = 0;
     int rc = -EIO;
 
     snprintf(sql, sizeof(sql),
@@ -240,21 +288,16 @@ static int retention_steps(struct retention *r, int64_t today)
         PQclear(res);
     }
     metric_add(r->dropped_hourly, (double)hourly);
-    snprintf(sql, sizeof(sql),
-             "DELETE FROM analytics.event_ids"
-             " WHERE received_at < (DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'",
-             today - r->cfg.dedupe_days);
-    if (!(res = retention_exec(r, sql, "delete_event_ids")))
-        goto out;
-    ids = affected(res);
+    res = NULL;
+    rc = delete_event_ids(r, today - r->cfg.dedupe_days, &ids, &slices);
     metric_add(r->dropped_event_ids, (double)ids);
-    rc = 0;
 out:
     PQclear(res);
     log_info("retention_run", LF_BOOL("ok", rc == 0), LF_INT("partitions_created", parts_created),
              LF_INT("partitions_dropped", parts_dropped), LF_INT("hourly_rows_deleted", hourly),
-             LF_INT("event_ids_deleted", ids), LF_INT("raw_days", r->cfg.raw_days),
-             LF_INT("dedupe_days", r->cfg.dedupe_days), LF_INT("hourly_days", r->cfg.hourly_days));
+             LF_INT("event_ids_deleted", ids), LF_INT("event_ids_slices", slices),
+             LF_INT("raw_days", r->cfg.raw_days), LF_INT("dedupe_days", r->cfg.dedupe_days),
+             LF_INT("hourly_days", r->cfg.hourly_days));
     return rc;
 }
 

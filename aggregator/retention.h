@@ -1,6 +1,7 @@
 /* Partition upkeep and retention: a thread with its own blocking PostgreSQL
  * connection that, every interval, creates day partitions ahead and drops raw
- * partitions, hourly rollup rows and dedupe ids past their retention. */
+ * partitions and hourly rollup rows past their retention, and once a day
+ * deletes the dedupe ids past theirs. */
 #ifndef ARV_AGGREGATOR_RETENTION_H
 #define ARV_AGGREGATOR_RETENTION_H
 
@@ -20,6 +21,7 @@ struct retention_config {
     long dedupe_days;         /* ARV_DEDUPE_RETENTION_DAYS (or raw_days): dedupe ids */
     long hourly_days;         /* ARV_HOURLY_RETENTION_DAYS: hourly rollup rows */
     long interval_s;          /* ARV_RETENTION_INTERVAL_S: between runs (first at start) */
+    long slice_pages;         /* ARV_RETENTION_SLICE_PAGES: event_ids pages per DELETE */
 };
 
 /* The day (days since 1970-01-01) of raw partition `name`

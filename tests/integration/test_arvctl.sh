@@ -210,6 +210,35 @@ done
 it_stop aggregator
 it_pass "retention: 6 old partitions dropped, hourly rows and dedupe ids past retention deleted, daily kept; ARV_DEDUPE_RETENTION_DAYS keeps dedupe ids shorter"
 
+# Dedupe ids go in slices of event_ids' pages (here 1 page per DELETE), in
+# one pass a day: 3,000 old ids spread over the table's pages all go, in as
+# many slices as it had pages, the recent ones stay, and the runs after the
+# pass read nothing until the next day.
+it_psql "INSERT INTO analytics.event_ids
+         SELECT 101, gen_random_uuid(), now() - CASE WHEN g % 2 = 0 THEN interval '40 days'
+                                                     ELSE interval '1 day' END
+         FROM generate_series(1, 6000) g"
+pages=$(it_psql "SELECT pg_relation_size('analytics.event_ids') / current_setting('block_size')::int")
+[ "$pages" -ge 10 ] || it_fail "expected event_ids to span 10 pages or more, got $pages"
+recent=$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE received_at >= now() - interval '30 days'")
+it_start slices arv-aggregator ARV_RETENTION_INTERVAL_S=1 ARV_DEDUPE_RETENTION_DAYS=30 \
+    ARV_RETENTION_SLICE_PAGES=1
+for ((i = 0; i < 100; i++)); do
+    [ "$(grep -c '"retention_run".*"ok":true' "$IT_TMP/slices.log")" -ge 3 ] && break
+    sleep 0.1
+done
+[ "$i" -lt 100 ] || it_fail "fewer than 3 retention runs"
+it_stop slices
+[ "$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE received_at < now() - interval '31 days'")" = 0 ] ||
+    it_fail "sliced retention left old dedupe ids"
+[ "$(it_psql "SELECT count(*) FROM analytics.event_ids")" = "$recent" ] || it_fail "sliced retention deleted recent ids"
+slices=$(grep '"retention_run"' "$IT_TMP/slices.log" | sed -n 's/.*"event_ids_slices":\([0-9]*\).*/\1/p')
+[ "$(echo "$slices" | head -n 1)" = "$pages" ] || it_fail "first pass: $(echo "$slices" | head -n 1) slices for $pages pages"
+[ "$(echo "$slices" | sed -n '2,$p' | sort -u)" = 0 ] || it_fail "runs after the pass read event_ids again: $slices"
+deleted=$(grep '"retention_run"' "$IT_TMP/slices.log" | head -n 1 | sed -n 's/.*"event_ids_deleted":\([0-9]*\).*/\1/p')
+[ "$deleted" = 3000 ] || it_fail "first pass deleted $deleted ids, expected 3000"
+it_pass "dedupe ids deleted in $pages one-page slices, once: 3000 old gone, $recent recent kept, later runs read nothing"
+
 # Stopping while retention is in a long statement (here a test trigger makes
 # its event_ids DELETE sleep 60 s; statement_timeout is 600 s): the statement
 # is cancelled and the process exits 0 within its deadline.

@@ -1,0 +1,9 @@
+-- Retention now deletes dedupe ids once a day in slices of event_ids' physical
+-- order (TID range scans: the aggregator's ARV_RETENTION_SLICE_PAGES pages per
+-- statement), reading each page once per day. The BRIN index on received_at
+-- (migration 0009) served the old single DELETE, which ran every retention
+-- interval; once vacuumed pages were filled again, their widened summaries
+-- made it read most of the table anyway. Every event paid for the index: a
+-- COPY of 1M dedupe keys used about a fifth more CPU with it (1.80 s against
+-- 1.44 s, four alternating runs).
+DROP INDEX IF EXISTS analytics.event_ids_received_brin;
