@@ -77,7 +77,7 @@ static void append_watermark_sql(struct strbuf *out, const char *consumer_litera
  * of those that are not (seen before: duplicates). */
 static const char store_dedupe_sql[] =
     "WITH fresh AS (INSERT INTO analytics.event_ids (company_id, event_id, received_at)"
-    " SELECT company_id, event_id, received_at FROM pg_temp.arv_keys ORDER BY 1, 2"
+    " SELECT company_id, event_id, received_at FROM pg_temp.arv_keys ORDER BY 2, 1"
     " ON CONFLICT DO NOTHING RETURNING company_id, event_id)"
     " SELECT k.i FROM pg_temp.arv_keys k LEFT JOIN fresh f"
     " ON f.company_id = k.company_id AND f.event_id = k.event_id WHERE f.event_id IS NULL";
@@ -513,7 +513,7 @@ static long collect_days(struct store *s, const struct batch *b, size_t first, s
     return (long)out;
 }
 
-/* A dedupe key: the index's order is company_id, then the uuid's bytes. */
+/* A dedupe key: the index's order is the uuid's bytes, then company_id. */
 struct store_key {
     int64_t company_id;
     unsigned char id[16];
@@ -523,9 +523,11 @@ struct store_key {
 static int cmp_key(const void *a, const void *b)
 {
     const struct store_key *x = a, *y = b;
-    if (x->company_id != y->company_id)
-        return x->company_id < y->company_id ? -1 : 1;
-    return memcmp(x->id, y->id, sizeof(x->id));
+    int c = memcmp(x->id, y->id, sizeof(x->id));
+
+    if (c != 0)
+        return c;
+    return x->company_id < y->company_id ? -1 : x->company_id > y->company_id;
 }
 
 /* COPYs the event ids of the entries to look up (see collect_days) with the
