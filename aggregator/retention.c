@@ -35,11 +35,6 @@ struct retention {
     pthread_cond_t wake;
     bool stop;        /* under lock */
     PGcancel *cancel; /* under lock: conn's cancel handle, for retention_stop */
-    /* The pass over analytics.event_ids for one cut-off day (thread only):
-     * its slices run from page 0 to the table's size when it began. */
-    int64_t ids_cutoff; /* its cut-off day; -1 before the first */
-    long long ids_next; /* its next page */
-    long long ids_end;  /* pages when it began */
 };
 
 bool retention_partition_day(const char *name, int64_t *day)
@@ -72,7 +67,6 @@ struct retention *retention_new(const struct retention_config *cfg, struct metri
     if (!r)
         return NULL;
     r->cfg = *cfg;
-    r->ids_cutoff = -1;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->wake, NULL);
     r->url = strdup(cfg->database_url);
@@ -182,43 +176,69 @@ static long affected(PGresult *res)
     return strtol(PQcmdTuples(res), NULL, 10);
 }
 
-/* Deletes the dedupe ids received before day `cutoff` (days since the epoch,
- * UTC midnight) in one pass a day: the table is read in its physical order,
+/* The cut-off `day` (days since the epoch) as SQL: that UTC midnight. */
+#define CUTOFF_SQL "(DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'"
+
+/* Deletes the dedupe ids received before day `cutoff` in one pass a day,
+ * shared by every aggregator: the table is read in its physical order,
  * `slice_pages` pages per DELETE (a TID range scan, its own statement and
- * transaction), up to its size when the pass began. A failed pass resumes at
- * the slice that failed; a pass done waits for the next cut-off day. Ids
- * written later below that day (an old backlog) go in the next day's pass.
- * Adds the ids deleted to *ids and *slices. Returns 0 or -EIO. */
+ * transaction, which also records the pass's next page in
+ * analytics.retention_passes), up to its size when the pass began. A failed
+ * or interrupted pass resumes at the slice that failed; a pass done waits for
+ * the next cut-off day. Ids written later below that day (an old backlog) go
+ * in the next day's pass. On Citus, where the table's pages are its shards',
+ * one DELETE by received_at runs instead, on every shard. Adds the ids
+ * deleted to *ids and the statements to *slices. Returns 0 or -EIO. */
 static int delete_event_ids(struct retention *r, int64_t cutoff, long *ids, long *slices)
 {
-    char sql[320];
+    char sql[640];
     PGresult *res;
+    long long next, end;
+    bool citus;
 
-    if (r->ids_cutoff != cutoff) {
-        res = retention_exec(r,
-                             "SELECT pg_relation_size('analytics.event_ids')"
-                             " / current_setting('block_size')::bigint",
-                             "event_ids_size");
-        if (!res)
-            return -EIO;
-        r->ids_end = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        PQclear(res);
-        r->ids_cutoff = cutoff;
-        r->ids_next = 0;
-    }
-    while (r->ids_next < r->ids_end) {
+    /* Begins a pass when the cut-off moved (or there was none). */
+    snprintf(
+        sql, sizeof(sql),
+        "INSERT INTO analytics.retention_passes AS p (relation, cutoff, next_page, end_page)"
+        " SELECT 'event_ids', " CUTOFF_SQL ", 0,"
+        " pg_relation_size('analytics.event_ids') / current_setting('block_size')::bigint"
+        " ON CONFLICT (relation) DO UPDATE SET cutoff = EXCLUDED.cutoff, next_page = 0,"
+        " end_page = EXCLUDED.end_page WHERE p.cutoff <> EXCLUDED.cutoff;"
+        " SELECT next_page, end_page, EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')"
+        " FROM analytics.retention_passes WHERE relation = 'event_ids'",
+        cutoff);
+    if (!(res = retention_exec(r, sql, "event_ids_pass")))
+        return -EIO;
+    next = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    end = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    citus = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+    PQclear(res);
+    if (citus) {
         snprintf(sql, sizeof(sql),
-                 "DELETE FROM analytics.event_ids WHERE ctid >= '(%lld,0)'::tid"
-                 " AND ctid < '(%lld,0)'::tid"
-                 " AND received_at < (DATE '1970-01-01' + %" PRId64
-                 ")::timestamp AT TIME ZONE 'UTC'",
-                 r->ids_next, r->ids_next + r->cfg.slice_pages, cutoff);
+                 "DELETE FROM analytics.event_ids WHERE received_at < " CUTOFF_SQL, cutoff);
         if (!(res = retention_exec(r, sql, "delete_event_ids")))
             return -EIO;
         *ids += affected(res);
         ++*slices;
         PQclear(res);
-        r->ids_next += r->cfg.slice_pages;
+        return 0;
+    }
+    while (next < end) {
+        long long upto = end - next > r->cfg.slice_pages ? next + r->cfg.slice_pages : end;
+        snprintf(sql, sizeof(sql),
+                 "WITH d AS (DELETE FROM analytics.event_ids"
+                 " WHERE ctid >= '(%lld,0)'::tid AND ctid < '(%lld,0)'::tid"
+                 " AND received_at < " CUTOFF_SQL " RETURNING 1),"
+                 " p AS (UPDATE analytics.retention_passes SET next_page = %lld"
+                 " WHERE relation = 'event_ids')"
+                 " SELECT count(*) FROM d",
+                 next, upto, cutoff, upto);
+        if (!(res = retention_exec(r, sql, "delete_event_ids")))
+            return -EIO;
+        *ids += strtol(PQgetvalue(res, 0, 0), NULL, 10);
+        ++*slices;
+        PQclear(res);
+        next = upto;
     }
     return 0;
 }

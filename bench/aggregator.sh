@@ -173,16 +173,18 @@ ids_ms=$copy_ms ids_cpu_ms=$copy_cpu_ms
 # drain is done and checked; the copies are not counted anywhere).
 timed_copy analytics.ar_view_sessions "$tmp/rows.copy"
 raw_ms=$copy_ms raw_cpu_ms=$copy_cpu_ms
-# The reference runs three times (emptied in between) and its median run
-# counts: on this shared machine one COPY's time varies by a third or more
-# from run to run, which a single run would pass on to the ratio.
+# The reference runs three times (emptied in between) and the median time,
+# and apart from it the median CPU, count: on this shared machine one COPY's
+# time varies by a third or more from run to run, which a single run would
+# pass on to the ratio.
 copy_runs=()
 for k in 1 2 3; do
     agg_sql "TRUNCATE bench_copy"
     timed_copy bench_copy "$tmp/rows.copy"
     copy_runs+=("$copy_ms $copy_cpu_ms")
 done
-read -r copy_ms copy_cpu_ms < <(printf '%s\n' "${copy_runs[@]}" | sort -n | sed -n 2p)
+copy_ms=$(printf '%s\n' "${copy_runs[@]}" | sort -n | sed -n '2s/ .*//p')
+copy_cpu_ms=$(printf '%s\n' "${copy_runs[@]}" | sort -n -k2 | sed -n '2s/.* //p')
 copy_all=$(printf '%s\n' "${copy_runs[@]}" | awk '{ printf "%s%s", (NR > 1 ? ", " : ""), $1 }')
 
 awk -v n="$xlen" -v rows="$rows" -v dms="$drain_ms" -v cms="$copy_ms" -v call="$copy_all" -v hwm="$hwm" -v cpu="$cpu_ms" -v naggs="$naggs" \

@@ -10,14 +10,33 @@
 --
 -- Rebuilding the index locks event_ids, and so ingestion, until it is done:
 -- on a large table, build the new index first with CREATE UNIQUE INDEX
--- CONCURRENTLY and swap it in (docs/operations.md, "Upgrades"); this then
--- finds the key in order and changes nothing.
+-- CONCURRENTLY as event_ids_pkey_new (docs/operations.md, "Upgrades"), which
+-- this then takes as the key at once; a key already in order is left alone.
 DO $$
+DECLARE
+    key name;
+    cols text[];
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint
-                   WHERE conrelid = 'analytics.event_ids'::regclass AND contype = 'p'
-                     AND pg_get_constraintdef(oid) = 'PRIMARY KEY (event_id, company_id)') THEN
-        ALTER TABLE analytics.event_ids DROP CONSTRAINT IF EXISTS event_ids_pkey;
+    SELECT c.conname, array_agg(a.attname::text ORDER BY k.n) INTO key, cols
+    FROM pg_constraint c
+    CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k (attnum, n)
+    JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+    WHERE c.conrelid = 'analytics.event_ids'::regclass AND c.contype = 'p'
+    GROUP BY c.conname;
+    IF cols = ARRAY['event_id', 'company_id'] THEN
+        RETURN;
+    END IF;
+    IF key IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE analytics.event_ids DROP CONSTRAINT %I', key);
+    END IF;
+    IF EXISTS (SELECT FROM pg_index i
+               WHERE i.indexrelid = to_regclass('analytics.event_ids_pkey_new')
+                 AND i.indrelid = 'analytics.event_ids'::regclass AND i.indisvalid
+                 AND i.indisunique
+                 AND pg_get_indexdef(i.indexrelid) LIKE '%(event_id, company_id)') THEN
+        ALTER TABLE analytics.event_ids
+            ADD CONSTRAINT event_ids_pkey PRIMARY KEY USING INDEX event_ids_pkey_new;
+    ELSE
         ALTER TABLE analytics.event_ids ADD PRIMARY KEY (event_id, company_id);
     END IF;
 END$$;

@@ -162,6 +162,9 @@ for ((i = 0; i < 50; i++)); do
     [ "$(it_psql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $day198")" = 1 ] && break
     sleep 0.1
 done
+# The aggregators above made today's pass over event_ids before these old ids
+# were written: without its row, the next run makes a new one.
+it_psql "DELETE FROM analytics.retention_passes" >/dev/null
 it_start aggregator arv-aggregator ARV_RETENTION_INTERVAL_S=1
 sleep 1.5
 [ "$(it_psql "SELECT to_regclass('analytics.ar_view_sessions_p$(date -u -d '-198 days' +%Y%m%d)') IS NOT NULL")" = t ] ||
@@ -211,9 +214,11 @@ it_stop aggregator
 it_pass "retention: 6 old partitions dropped, hourly rows and dedupe ids past retention deleted, daily kept; ARV_DEDUPE_RETENTION_DAYS keeps dedupe ids shorter"
 
 # Dedupe ids go in slices of event_ids' pages (here 1 page per DELETE), in
-# one pass a day: 3,000 old ids spread over the table's pages all go, in as
-# many slices as it had pages, the recent ones stay, and the runs after the
-# pass read nothing until the next day.
+# one pass a day shared by every aggregator: 3,000 old ids spread over the
+# table's pages all go, in as many slices as it had pages, the recent ones
+# stay, and the runs after the pass read nothing until the next day, nor does
+# another aggregator process. (A run across UTC midnight would start the next
+# day's pass.)
 it_psql "INSERT INTO analytics.event_ids
          SELECT 101, gen_random_uuid(), now() - CASE WHEN g % 2 = 0 THEN interval '40 days'
                                                      ELSE interval '1 day' END
@@ -221,23 +226,48 @@ it_psql "INSERT INTO analytics.event_ids
 pages=$(it_psql "SELECT pg_relation_size('analytics.event_ids') / current_setting('block_size')::int")
 [ "$pages" -ge 10 ] || it_fail "expected event_ids to span 10 pages or more, got $pages"
 recent=$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE received_at >= now() - interval '30 days'")
-it_start slices arv-aggregator ARV_RETENTION_INTERVAL_S=1 ARV_DEDUPE_RETENTION_DAYS=30 \
-    ARV_RETENTION_SLICE_PAGES=1
-for ((i = 0; i < 100; i++)); do
-    [ "$(grep -c '"retention_run".*"ok":true' "$IT_TMP/slices.log")" -ge 3 ] && break
-    sleep 0.1
-done
-[ "$i" -lt 100 ] || it_fail "fewer than 3 retention runs"
+# slices_of NAME: the event_ids_slices of NAME's retention runs, one per line,
+# after waiting for at least 3 runs.
+slices_of() {
+    for ((i = 0; i < 100; i++)); do
+        [ "$(grep -c '"retention_run".*"ok":true' "$IT_TMP/$1.log")" -ge 3 ] && break
+        sleep 0.1
+    done
+    [ "$i" -lt 100 ] || it_fail "$1: fewer than 3 retention runs"
+    grep '"retention_run"' "$IT_TMP/$1.log" | sed -n 's/.*"event_ids_slices":\([0-9]*\).*/\1/p'
+}
+retention_env=(ARV_RETENTION_INTERVAL_S=1 ARV_DEDUPE_RETENTION_DAYS=30 ARV_RETENTION_SLICE_PAGES=1)
+it_psql "DELETE FROM analytics.retention_passes" >/dev/null # the run above made today's pass
+it_start slices arv-aggregator "${retention_env[@]}"
+slices=$(slices_of slices)
 it_stop slices
 [ "$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE received_at < now() - interval '31 days'")" = 0 ] ||
     it_fail "sliced retention left old dedupe ids"
 [ "$(it_psql "SELECT count(*) FROM analytics.event_ids")" = "$recent" ] || it_fail "sliced retention deleted recent ids"
-slices=$(grep '"retention_run"' "$IT_TMP/slices.log" | sed -n 's/.*"event_ids_slices":\([0-9]*\).*/\1/p')
 [ "$(echo "$slices" | head -n 1)" = "$pages" ] || it_fail "first pass: $(echo "$slices" | head -n 1) slices for $pages pages"
 [ "$(echo "$slices" | sed -n '2,$p' | sort -u)" = 0 ] || it_fail "runs after the pass read event_ids again: $slices"
 deleted=$(grep '"retention_run"' "$IT_TMP/slices.log" | head -n 1 | sed -n 's/.*"event_ids_deleted":\([0-9]*\).*/\1/p')
 [ "$deleted" = 3000 ] || it_fail "first pass deleted $deleted ids, expected 3000"
-it_pass "dedupe ids deleted in $pages one-page slices, once: 3000 old gone, $recent recent kept, later runs read nothing"
+it_start slices2 arv-aggregator "${retention_env[@]}"
+slices=$(slices_of slices2)
+it_stop slices2
+[ "$(echo "$slices" | sort -u)" = 0 ] || it_fail "another aggregator read event_ids again: $slices"
+# A pass interrupted at page h resumes there: a new process deletes the old
+# ids from page h on, and only those.
+it_psql "INSERT INTO analytics.event_ids
+         SELECT 101, gen_random_uuid(), now() - interval '40 days' FROM generate_series(1, 1000)" >/dev/null
+pages=$(it_psql "SELECT pg_relation_size('analytics.event_ids') / current_setting('block_size')::int")
+h=$((pages / 2))
+it_psql "UPDATE analytics.retention_passes SET next_page = $h, end_page = $pages WHERE relation = 'event_ids'" >/dev/null
+left=$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE received_at < now() - interval '31 days'
+                AND (ctid::text::point)[0] < $h")
+it_start slices3 arv-aggregator "${retention_env[@]}"
+slices=$(slices_of slices3)
+it_stop slices3
+[ "$(echo "$slices" | head -n 1)" = $((pages - h)) ] || it_fail "resumed pass: $(echo "$slices" | head -n 1) slices, expected $((pages - h))"
+[ "$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE received_at < now() - interval '31 days'")" = "$left" ] ||
+    it_fail "resumed pass: expected the $left old ids below page $h to stay until the next day's pass"
+it_pass "dedupe ids deleted in $pages one-page slices, once a day for every aggregator, resumed where a pass stopped"
 
 # Stopping while retention is in a long statement (here a test trigger makes
 # its event_ids DELETE sleep 60 s; statement_timeout is 600 s): the statement
@@ -249,7 +279,7 @@ it_psql "CREATE FUNCTION analytics.test_slow() RETURNS trigger LANGUAGE plpgsql 
 it_start slowret arv-aggregator
 for ((i = 0; i < 100; i++)); do
     [ "$(it_psql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'arv-aggregator-retention'
-                  AND query LIKE 'DELETE FROM analytics.event_ids%'")" = 1 ] && break
+                  AND query LIKE '%DELETE FROM analytics.event_ids%'")" = 1 ] && break
     sleep 0.1
 done
 [ "$i" -lt 100 ] || it_fail "retention never reached its event_ids DELETE"
@@ -268,4 +298,24 @@ DATABASE_URL="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig" "$ARVCTL" migrate 
 [ "$(psql "postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig" -tAq -c "SELECT count(*) FROM analytics.schema_migrations WHERE version = '9999_placeholder'")" = 1 ] ||
     it_fail "the placeholder migration was not recorded"
 it_pass "a migration of comments only is applied and recorded"
+
+# Migration 0011 (event_ids' key led by event_id) takes an index built
+# beforehand without blocking (docs/operations.md, "Upgrades") as the key,
+# leaving one index, the key, in the new order.
+mig2="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig2"
+it_psql "CREATE DATABASE arv_mig2"
+mkdir "$IT_TMP/mig_old"
+cp "$IT_ROOT"/migrations/00[01][0-9]_*.sql "$IT_TMP/mig_old/"
+rm -f "$IT_TMP"/mig_old/0011_*.sql
+DATABASE_URL="$mig2" "$ARVCTL" migrate --migrations-dir "$IT_TMP/mig_old" >"$IT_TMP/mig2.out" 2>&1 ||
+    it_fail "migrate to 0010: $(cat "$IT_TMP/mig2.out")"
+psql "$mig2" -tAq -v ON_ERROR_STOP=1 -c "INSERT INTO analytics.event_ids VALUES (1, gen_random_uuid(), now())" \
+    -c "CREATE UNIQUE INDEX CONCURRENTLY event_ids_pkey_new ON analytics.event_ids (event_id, company_id)" ||
+    it_fail "building the index beforehand"
+DATABASE_URL="$mig2" "$ARVCTL" migrate >"$IT_TMP/mig2.out" 2>&1 || it_fail "migrate 0011: $(cat "$IT_TMP/mig2.out")"
+[ "$(psql "$mig2" -tAq -c "SELECT string_agg(pg_get_indexdef(indexrelid), '; ') FROM pg_index
+                            WHERE indrelid = 'analytics.event_ids'::regclass")" = \
+    "CREATE UNIQUE INDEX event_ids_pkey ON analytics.event_ids USING btree (event_id, company_id)" ] ||
+    it_fail "event_ids' indexes after 0011: $(psql "$mig2" -tAq -c "SELECT indexrelid::regclass FROM pg_index WHERE indrelid = 'analytics.event_ids'::regclass")"
+it_pass "migration 0011 takes the key built beforehand: one index, (event_id, company_id)"
 
