@@ -40,7 +40,9 @@ int reader_init(struct reader *r, const struct redis_url *url, const char *const
     r->consumer = strdup(consumer);
     r->recover_from = calloc(nstreams, sizeof(*r->recover_from));
     r->xargv = calloc(10 + 2 * (size_t)nstreams, sizeof(*r->xargv));
-    if (!r->consumer || !r->recover_from || !r->xargv) {
+    r->xids = calloc(nstreams, sizeof(*r->xids));
+    r->xgot = calloc(nstreams, sizeof(*r->xgot));
+    if (!r->consumer || !r->recover_from || !r->xargv || !r->xids || !r->xgot) {
         reader_deinit(r);
         return -ENOMEM;
     }
@@ -67,6 +69,8 @@ void reader_deinit(struct reader *r)
     free(r->consumer);
     free(r->recover_from);
     free(r->xargv);
+    free(r->xids);
+    free(r->xgot);
     memset(r, 0, sizeof(*r));
 }
 
@@ -367,6 +371,16 @@ int reader_prefetch(struct reader *r)
     return send_ahead(r, r->count < READER_CHUNK ? r->count : READER_CHUNK);
 }
 
+/* One stream's part of an XREADGROUP reply, [name, [entry...]]: its entries,
+ * with its index in *s; NULL if it is not one of the reader's streams. */
+static const redisReply *stream_entries(const struct reader *r, const redisReply *st, int *s)
+{
+    if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 ||
+        (*s = stream_index(r, st->element[0])) < 0 || st->element[1]->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    return st->element[1];
+}
+
 /* Counts, per stream, the entries of an XREADGROUP reply (`got`); an error
  * reply (NOGROUP: the stream or group was deleted) disconnects, since
  * reconnecting recreates the group. Returns 0 or -1. */
@@ -378,11 +392,10 @@ static int reply_counts(struct reader *r, const redisReply *reply, size_t *got)
         return -1;
     }
     for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k < reply->elements; k++) {
-        const redisReply *st = reply->element[k];
         int s;
-        if (st->type == REDIS_REPLY_ARRAY && st->elements == 2 &&
-            (s = stream_index(r, st->element[0])) >= 0 && st->element[1]->type == REDIS_REPLY_ARRAY)
-            got[s] = st->element[1]->elements;
+        const redisReply *entries = stream_entries(r, reply->element[k], &s);
+        if (entries)
+            got[s] = entries->elements;
     }
     return 0;
 }
@@ -391,13 +404,10 @@ static int reply_counts(struct reader *r, const redisReply *reply, size_t *got)
 static int reply_add(struct reader *r, struct batch *b, const redisReply *reply)
 {
     for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k < reply->elements; k++) {
-        const redisReply *st = reply->element[k];
         int s;
-        if (st->type != REDIS_REPLY_ARRAY || st->elements != 2 ||
-            (s = stream_index(r, st->element[0])) < 0 || st->element[1]->type != REDIS_REPLY_ARRAY)
-            continue;
-        for (size_t e = 0; e < st->element[1]->elements; e++) {
-            if (add_entry(r, b, (unsigned)s, st->element[1]->element[e], -1, 0) < 0)
+        const redisReply *entries = stream_entries(r, reply->element[k], &s);
+        for (size_t e = 0; entries && e < entries->elements; e++) {
+            if (add_entry(r, b, (unsigned)s, entries->element[e], -1, 0) < 0)
                 return -1;
         }
     }
@@ -467,8 +477,8 @@ static bool none_got(const struct reader *r, const size_t *got)
 
 int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up)
 {
-    const char **ids = calloc(r->nstreams, sizeof(*ids));
-    size_t *got = calloc(r->nstreams, sizeof(*got));
+    const char **ids = r->xids;
+    size_t *got = r->xgot;
     long chunk = r->count < READER_CHUNK ? r->count : READER_CHUNK;
     redisReply *reply = NULL;
     long done = 0;
@@ -476,14 +486,9 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
 
     *caught_up = false;
     r->read_wall_ms = timeutil_real_ms();
-    if (!ids || !got) {
-        reader_set_err(r, "XREADGROUP", "out of memory");
-        goto out;
-    }
     if (r->recovering) {
         *kind = READER_PENDING;
-        rc = read_pending(r, b, ids, got, chunk);
-        goto out;
+        return read_pending(r, b, ids, got, chunk);
     }
     /* Up to `count` entries per stream, in pieces of at most READER_CHUNK:
      * the reply in memory stays one piece's, whatever the batch size. Only
@@ -550,8 +555,6 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
     rc = 0;
 out:
     reply_arena_free(reply);
-    free(ids);
-    free(got);
     return rc;
 }
 

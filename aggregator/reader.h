@@ -55,6 +55,8 @@ struct reader {
     char (*recover_from)[BATCH_ENTRY_ID_MAX]; /* per stream: last pending id read; "" done */
     char errstr[256];                         /* last error, one line */
     const char **xargv;                       /* an XREADGROUP's words (10 + 2 per stream) */
+    const char **xids;                        /* per stream: the id a read reads from */
+    size_t *xgot;                             /* per stream: entries a piece returned */
     char xcount[24], xblock[24];              /* its COUNT and BLOCK */
     struct reply_arena arena;                 /* every reply of ctx is built here */
     enum reader_ahead ahead;                  /* a read of new entries sent ahead */
