@@ -176,7 +176,7 @@ static bool admit(struct lane *l, struct http_request *req, char *ip)
     /* Every X-Forwarded-For line, in order: a proxy may add a line of its own
      * after the one a client forged. */
     const char *xff = c->trust.n ? http_request_header_list(req, "x-forwarded-for", &l->xff) : NULL;
-    if (c->trust.n && l->xff.oom) {
+    if (l->xff.oom) {
         /* Rather than the proxy's address for every client. */
         unavailable(c, req, "out_of_memory", "out of memory");
         return false;

@@ -1563,40 +1563,44 @@ const char *http_request_route(const struct http_request *req)
     return req->route ? req->route->path : "unmatched";
 }
 
-const char *http_request_header(const struct http_request *req, const char *name)
+/* The value of the next line of header `name` (`n` bytes, case-insensitive)
+ * from line *i on, which moves past it; NULL when there is none. */
+static const char *next_header(const struct http_request *req, const char *name, size_t n,
+                               size_t *i)
 {
-    size_t n = strlen(name);
-    for (size_t i = 0; i < req->nhdrs; i++) {
-        const struct header *h = &req->hdrs[i];
-        if (h->name_len == n && strcasecmp(req->arena + h->name, name) == 0)
+    for (; *i < req->nhdrs; ++*i) {
+        const struct header *h = &req->hdrs[*i];
+        if (h->name_len == n && strcasecmp(req->arena + h->name, name) == 0) {
+            ++*i;
             return req->arena + h->value;
+        }
     }
     return NULL;
+}
+
+const char *http_request_header(const struct http_request *req, const char *name)
+{
+    size_t i = 0;
+    return next_header(req, name, strlen(name), &i);
 }
 
 const char *http_request_header_list(const struct http_request *req, const char *name,
                                      struct strbuf *scratch)
 {
-    size_t n = strlen(name);
-    const char *first = NULL;
+    size_t n = strlen(name), i = 0;
+    const char *first = next_header(req, name, n, &i), *more;
 
+    /* One line, the usual case, is returned without a copy. */
     strbuf_reset(scratch);
-    for (size_t i = 0; i < req->nhdrs; i++) {
-        const struct header *h = &req->hdrs[i];
-        if (h->name_len != n || strcasecmp(req->arena + h->name, name) != 0)
-            continue;
-        if (!first) {
-            first = req->arena + h->value; /* one line, the usual case: no copy */
-            continue;
-        }
+    while (first && (more = next_header(req, name, n, &i))) {
         if (scratch->len == 0)
             strbuf_puts(scratch, first);
         strbuf_append(scratch, ", ", 2);
-        strbuf_puts(scratch, req->arena + h->value);
+        strbuf_puts(scratch, more);
     }
-    if (scratch->len == 0)
-        return first;
-    return scratch->oom ? NULL : scratch->data;
+    if (scratch->oom)
+        return NULL;
+    return scratch->len ? scratch->data : first;
 }
 
 const char *http_request_body(const struct http_request *req, size_t *len)
