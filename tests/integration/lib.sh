@@ -78,3 +78,18 @@ it_psql() {
 it_pass() {
     echo "PASS: $*"
 }
+
+# it_slow_statements TABLE OPERATION SECONDS: a test trigger makes every
+# OPERATION (INSERT, DELETE, ...) statement on analytics.TABLE sleep SECONDS
+# first, so that a check lands while it runs; it_slow_statements_off TABLE
+# removes it.
+it_slow_statements() {
+    it_psql "CREATE FUNCTION analytics.test_slow() RETURNS trigger LANGUAGE plpgsql AS
+               \$\$BEGIN PERFORM pg_sleep($3); RETURN NULL; END\$\$;
+             CREATE TRIGGER test_slow BEFORE $2 ON analytics.$1
+               FOR EACH STATEMENT EXECUTE FUNCTION analytics.test_slow()"
+}
+
+it_slow_statements_off() {
+    it_psql "DROP TRIGGER test_slow ON analytics.$1; DROP FUNCTION analytics.test_slow()"
+}

@@ -272,10 +272,7 @@ it_pass "dedupe ids deleted in $pages one-page slices, once a day for every aggr
 # Stopping while retention is in a long statement (here a test trigger makes
 # its event_ids DELETE sleep 60 s; statement_timeout is 600 s): the statement
 # is cancelled and the process exits 0 within its deadline.
-it_psql "CREATE FUNCTION analytics.test_slow() RETURNS trigger LANGUAGE plpgsql AS
-           \$\$BEGIN PERFORM pg_sleep(60); RETURN NULL; END\$\$;
-         CREATE TRIGGER test_slow BEFORE DELETE ON analytics.event_ids
-           FOR EACH STATEMENT EXECUTE FUNCTION analytics.test_slow()"
+it_slow_statements event_ids DELETE 60
 it_start slowret arv-aggregator
 for ((i = 0; i < 100; i++)); do
     [ "$(it_psql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'arv-aggregator-retention'
@@ -284,7 +281,7 @@ for ((i = 0; i < 100; i++)); do
 done
 [ "$i" -lt 100 ] || it_fail "retention never reached its event_ids DELETE"
 it_stop slowret
-it_psql "DROP TRIGGER test_slow ON analytics.event_ids; DROP FUNCTION analytics.test_slow()"
+it_slow_statements_off event_ids
 it_pass "stopping during a long retention statement: cancelled, exit 0 within the deadline"
 
 # A migration file of comments only (a placeholder) is applied and recorded,

@@ -69,18 +69,6 @@ die_after_commit() {
     [ "$rc" = 137 ] || it_fail "$name with ARV_FAILPOINT=after_commit:1 exited $rc"
     (($(pending_all) > 0)) || it_fail "$name: nothing pending after the failpoint"
 }
-# slow SECONDS: a test trigger makes each write of raw rows that much slower,
-# so that checks land mid-backlog; slow 0 removes it.
-slow() {
-    if [ "$1" = 0 ]; then
-        it_psql "DROP TRIGGER test_slow ON analytics.ar_view_sessions; DROP FUNCTION analytics.test_slow()"
-    else
-        it_psql "CREATE FUNCTION analytics.test_slow() RETURNS trigger LANGUAGE plpgsql AS
-                   \$\$BEGIN PERFORM pg_sleep($1); RETURN NULL; END\$\$;
-                 CREATE TRIGGER test_slow BEFORE INSERT ON analytics.ar_view_sessions
-                   FOR EACH STATEMENT EXECUTE FUNCTION analytics.test_slow()"
-    fi
-}
 opts=(ARV_BATCH_SIZE=2500 ARV_CLAIM_IDLE_MS=2000)
 die_after_commit agg1 "${opts[@]}"
 it_start agg2 arv-aggregator ARV_CONSUMER=agg2 "${opts[@]}"
@@ -110,14 +98,14 @@ it_pass "shards: $N events over 4 shards on 2 nodes, one aggregator exiting betw
 # never be counted.
 N2=$((2 * N))
 post "$N2" $((N / 500))
-slow 1
+it_slow_statements ar_view_sessions INSERT 1 # each write of raw rows 1 s slower
 it_start agg3 arv-aggregator ARV_CONSUMER=agg3 ARV_BATCH_SIZE=500 ARV_CLAIM_IDLE_MS=0
 for ((i = 0; i < 300; i++)); do
     (($(raw_rows) > N)) && break
     sleep 0.05
 done
 it_stop agg3
-slow 0
+it_slow_statements_off ar_view_sessions
 rows=$(raw_rows)
 ((rows < N + N2)) || it_fail "the stop came after the backlog was drained: nothing tested"
 pending=$(pending_all)
@@ -139,7 +127,7 @@ total=$((N + N2 + N2))
 post "$N2" $(((N + N2) / 500))
 die_after_commit agg5 ARV_BATCH_SIZE=500
 rows0=$(raw_rows)
-slow 1
+it_slow_statements ar_view_sessions INSERT 1 # each write of raw rows 1 s slower
 it_start agg6 arv-aggregator ARV_CONSUMER=agg6 ARV_BATCH_SIZE=300 ARV_CLAIM_IDLE_MS=2000
 for ((i = 0; i < 300; i++)); do
     grep -q '"entries_claimed"' "$IT_TMP/agg6.log" && break
@@ -153,7 +141,7 @@ grep -q '"entries_claimed"' "$IT_TMP/agg6.log" || it_fail "no claim within 30 s 
 # 70% of it).
 ((rows - rows0 < N2 / 2)) ||
     it_fail "claims waited for the backlog: $((rows - rows0)) of its $((total - rows0)) rows written first"
-slow 0
+it_slow_statements_off ar_view_sessions
 for ((i = 0; i < 300; i++)); do
     [ "$(raw_rows)" = "$total" ] && [ "$(pending_all)" = 0 ] && break
     sleep 0.2
