@@ -530,20 +530,16 @@ static int cmp_key(const void *a, const void *b)
     return x->company_id < y->company_id ? -1 : x->company_id > y->company_id;
 }
 
-/* COPYs the event ids of the entries to look up (see collect_days) with the
- * statement `sql`; `indexed`: each row starts with the entry's index. Marks
- * those entries counted; *nkeys gets their number. */
-static enum store_status copy_ids(struct store *s, struct batch *b, size_t first, size_t n,
-                                  const char *sql, bool indexed, size_t *nkeys)
+/* Collects the dedupe keys of the entries to look up (see collect_days) into
+ * s->keys in the index's order. Returns their number, or -1 out of memory. */
+static long collect_keys(struct store *s, const struct batch *b, size_t first, size_t n)
 {
-    enum store_status st;
     size_t nk = 0;
 
-    *nkeys = 0;
     if (n > s->keys_cap) {
         struct store_key *p = realloc(s->keys, n * sizeof(*p));
         if (!p)
-            return store_oom(s);
+            return -1;
         s->keys = p;
         s->keys_cap = n;
     }
@@ -558,6 +554,17 @@ static enum store_status copy_ids(struct store *s, struct batch *b, size_t first
     }
     if (nk > 1)
         qsort(s->keys, nk, sizeof(*s->keys), cmp_key);
+    return (long)nk;
+}
+
+/* COPYs the `nk` keys collect_keys() left in s->keys with the statement
+ * `sql`; `indexed`: each row starts with the entry's index. Marks those
+ * entries counted. */
+static enum store_status copy_ids(struct store *s, struct batch *b, size_t nk, const char *sql,
+                                  bool indexed)
+{
+    enum store_status st;
+
     if ((st = copy_begin_binary(s, sql)) != STORE_OK)
         return st;
     for (size_t k = 0; k < nk && st == STORE_OK; k++) {
@@ -569,7 +576,6 @@ static enum store_status copy_ids(struct store *s, struct batch *b, size_t first
         copy_bin_int8(&s->rows, e->company_id);
         strbuf_append(&s->rows, b->rows.data + e->row_off, BATCH_EVENT_ID_FIELD);
         copy_bin_time_ms(&s->rows, e->received_ms);
-        ++*nkeys;
         st = copy_send(s, false);
     }
     return copy_end_binary(s, st);
@@ -584,12 +590,12 @@ static enum store_status write_ids(struct store *s, struct batch *b, size_t firs
                                    bool *slow)
 {
     long ndays = collect_days(s, b, first, n);
+    long nkeys = ndays < 0 ? -1 : collect_keys(s, b, first, n);
     bool begin = !store_in_write(s);
-    size_t nkeys = 0;
     PGresult *res = NULL;
     enum store_status st;
 
-    if (ndays < 0)
+    if (nkeys < 0)
         return store_oom(s);
     strbuf_reset(&s->sql);
     if (begin)
@@ -602,7 +608,7 @@ static enum store_status write_ids(struct store *s, struct batch *b, size_t firs
         return store_oom(s);
     if (begin)
         rollup_reset(&s->rollup);
-    st = copy_ids(s, b, first, n, s->sql.data, false, &nkeys);
+    st = copy_ids(s, b, (size_t)nkeys, s->sql.data, false);
     if (st != STORE_DATA || strcmp(s->sqlstate, "23505") != 0)
         return st;
     *slow = true;
@@ -610,7 +616,7 @@ static enum store_status write_ids(struct store *s, struct batch *b, size_t firs
      * have left its keys there, whose entry indexes are not this read's. */
     if ((st = run(s, "ROLLBACK TO SAVEPOINT ids; DELETE FROM pg_temp.arv_keys", NULL)) != STORE_OK)
         return st;
-    st = copy_ids(s, b, first, n, "COPY pg_temp.arv_keys FROM STDIN (FORMAT binary)", true, &nkeys);
+    st = copy_ids(s, b, (size_t)nkeys, "COPY pg_temp.arv_keys FROM STDIN (FORMAT binary)", true);
     if (st != STORE_OK || nkeys == 0)
         return st;
     if ((st = run(s, store_dedupe_sql, &res)) != STORE_OK)
