@@ -15,8 +15,9 @@
 # statement and per data-modifying CTE, summed over all batches.
 # Servers: private Redis (no persistence) and PostgreSQL 15 with the server's
 # defaults (fsync on, synchronous_commit on, full_page_writes on, shared_buffers
-# 128MB), on free loopback ports, stopped at the end. Bounded: the drain is
-# given at most 600 s.
+# 128MB; ARV_PG_OPTIONS="-c name=value ..." changes them for the drain and the
+# references alike), on free loopback ports, stopped at the end. Bounded: the
+# drain is given at most 600 s.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/servers.sh"
@@ -71,7 +72,7 @@ agg_sql "CREATE TABLE bench_wal AS SELECT g, repeat('x', 200) AS pad FROM genera
 agg_sql "DROP TABLE bench_wal"
 agg_sql "CHECKPOINT"
 echo "settings: $(agg_sql "SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings
-    WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', 'max_wal_size', 'wal_level')")"
+    WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers', 'max_wal_size', 'wal_buffers', 'wal_level')")"
 
 # Preload: events over the last 6 hours, 1 in 50 a client retry, 1/4 by unique id.
 t0=$(date +%s%N)
@@ -95,6 +96,9 @@ cluster_cpu() {
 cluster_cpu >"$tmp/cpu0"
 wal0=$(agg_sql "SELECT pg_current_wal_lsn()")
 ckpt0=$(agg_sql "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+# The whole machine's CPU (every process and the kernel's own threads, such as
+# the page cache's writeback) around the drain, from /proc/stat.
+read -r _ stat0 </proc/stat
 t0=$(date +%s%N)
 for ((k = 0; k < naggs; k++)); do
     "$build/bin/arv-aggregator" --listen="127.0.0.1:$(arv_free_port)" --consumer="bench-$k" \
@@ -103,6 +107,7 @@ for ((k = 0; k < naggs; k++)); do
 done
 agg_wait_drained "$redis_port" "$ARV_STREAM" 600 || { tail "$tmp"/aggregator-*.log; exit 1; }
 t1=$(date +%s%N)
+read -r _ stat1 </proc/stat
 # CPU of the aggregators' PostgreSQL backends (user + system): on a shared
 # machine, CPU per event is steadier than wall time.
 pg_cpu_ms=$(agg_cpu_ms $(agg_sql "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'arv-aggregator%'"))
@@ -190,7 +195,7 @@ copy_all=$(printf '%s\n' "${copy_runs[@]}" | awk '{ printf "%s%s", (NR > 1 ? ", 
 awk -v n="$xlen" -v rows="$rows" -v dms="$drain_ms" -v cms="$copy_ms" -v call="$copy_all" -v hwm="$hwm" -v cpu="$cpu_ms" -v naggs="$naggs" \
     -v pgcpu="$pg_cpu_ms" -v copycpu="$copy_cpu_ms" -v ims="$ids_ms" -v icpu="$ids_cpu_ms" \
     -v rms="$raw_ms" -v rcpu="$raw_cpu_ms" -v rediscpu="$redis_cpu_ms" -v clustercpu="$cluster_cpu_ms" \
-    -v cores="$(nproc)" 'BEGIN {
+    -v cores="$(nproc)" -v stat0="$stat0" -v stat1="$stat1" 'BEGIN {
     d = n / (dms / 1000); c = rows / (cms / 1000)
     printf "aggregator drain: %d entries (%d new rows) in %d ms = %.0f events/s (%d aggregator(s), CPU %d ms)\n", n, rows, dms, d, naggs, cpu
     printf "plain COPY:       %d rows in %d ms = %.0f rows/s (the median of 3 runs: %s ms)\n", rows, cms, c, call
@@ -204,6 +209,11 @@ awk -v n="$xlen" -v rows="$rows" -v dms="$drain_ms" -v cms="$copy_ms" -v call="$
     # per event against what 0.5x plain COPY leaves per event on all cores.
     t = cpu + clustercpu + rediscpu; b = cores * 1000000 / (0.5 * c)
     printf "pipeline CPU:     %.1f us/event (aggregator %.1f, its PostgreSQL backends %.1f, other PostgreSQL processes %.1f, Redis %.1f); %d cores %.0f%% busy with it\n", t * 1000 / n, cpu * 1000 / n, pgcpu * 1000 / n, (clustercpu - pgcpu) * 1000 / n, rediscpu * 1000 / n, cores, 100 * t / (cores * dms)
+    # /proc/stat: user nice system idle iowait irq softirq steal ...
+    split(stat0, s0, " "); split(stat1, s1, " "); tot = 0
+    for (i = 1; i <= 8; i++) { dt[i] = s1[i] - s0[i]; tot += dt[i] }
+    if (tot > 0)
+        printf "machine CPU:      %.0f%% of %d cores busy during the drain (every process and the kernel), %.0f%% idle, %.0f%% iowait\n", 100 * (tot - dt[4] - dt[5]) / tot, cores, 100 * dt[4] / tot, 100 * dt[5] / tot
     printf "0.5x CPU budget:  %.1f us/event (%d cores at 100%% for 0.5x plain COPY); this drain needed %.2fx of it\n", b, cores, (t * 1000 / n) / b
     printf "aggregator RSS:   VmHWM %.1f MB (largest process) with a %d-entry backlog (target <= 100 MB)\n", hwm / 1024, n
 }'

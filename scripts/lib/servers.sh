@@ -107,6 +107,8 @@ arv_pg_run() {
 
 # Starts PostgreSQL on 127.0.0.1:$2 with its cluster in folder $1 (initialised on
 # first use, superuser arv, trust auth on loopback) and creates database arv.
+# ARV_PG_FSYNC (default on) sets fsync; ARV_PG_OPTIONS adds server settings
+# (for example "-c max_wal_size=8GB", as compose/ runs PostgreSQL).
 arv_start_postgres() {
     local dir=$1 port=$2
     mkdir -p "$dir"
@@ -119,7 +121,7 @@ arv_start_postgres() {
         }
     fi
     arv_pg_run "$ARV_PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${ARV_PG_FSYNC:-on}" \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${ARV_PG_FSYNC:-on} ${ARV_PG_OPTIONS:-}" \
         start >/dev/null || {
         tail -20 "$dir/postgres.log" >&2
         return 1
