@@ -15,6 +15,7 @@
 #include "event.h"
 #include "redis_conn.h"
 #include "stream_writer.h"
+#include "timeutil.h"
 
 #define DLQ_MAX_NODES      64
 #define DLQ_SESSION_MAX    128
@@ -22,7 +23,7 @@
 
 static const char dlq_usage[] =
     "Usage: arvctl dlq list [--reason R] [--limit N] [--json]\n"
-    "       arvctl dlq replay (--id ID | --reason R) [--stream NAME]\n"
+    "       arvctl dlq replay (--id ID | --reason R) [--stream NAME] [--force]\n"
     "\n"
     "list    prints dead letters, newest last (default limit 100): id, created_at,\n"
     "        reason, stream, entry_id, detail, replayed_at and the payload (cut to 60\n"
@@ -30,10 +31,16 @@ static const char dlq_usage[] =
     "replay  appends each dead letter's event again to the stream (REDIS_URL,\n"
     "        ARV_STREAM or --stream, ARV_STREAM_SHARDS: the collector's routing) and\n"
     "        sets replayed_at. --id replays that one (again, if it was); --reason\n"
-    "        replays those of that reason not replayed yet. Safe: the aggregator drops\n"
-    "        events it already counted (event_id dedupe). invalid_payload entries are\n"
-    "        not events and are skipped; a max_deliveries dead letter (the entry's\n"
-    "        fields) is replayed as the event in its e field.\n";
+    "        replays those of that reason not replayed yet. The aggregator drops\n"
+    "        events it already counted (event_id dedupe) for as long as it keeps\n"
+    "        their ids, so an event received before that window\n"
+    "        (ARV_DEDUPE_RETENTION_DAYS, else ARV_RAW_RETENTION_DAYS) is skipped: if\n"
+    "        it was counted once, a replay would count it again. --force replays it\n"
+    "        (an event known never to have been counted). An event received before\n"
+    "        ARV_RAW_RETENTION_DAYS is always skipped: its day's raw rows are gone.\n"
+    "        invalid_payload entries are not events and are skipped; a\n"
+    "        max_deliveries dead letter (the entry's fields) is replayed as the\n"
+    "        event in its e field.\n";
 
 bool dlq_session_id(const char *payload, char *out, size_t outlen)
 {
@@ -73,6 +80,64 @@ char *dlq_event(const char *payload, char *session, size_t session_len)
         event = strdup(json_object_get_string(e));
     json_object_put(root);
     return event;
+}
+
+enum dlq_age dlq_replay_age(int64_t day, int64_t today, long dedupe_days, long raw_days)
+{
+    long window = dedupe_days > 0 && dedupe_days < raw_days ? dedupe_days : raw_days;
+
+    /* Retention deletes the ids and raw rows of days before today - N; a day
+     * of margin covers a replay read after the next UTC midnight. */
+    if (day <= today - raw_days)
+        return DLQ_AGE_RAW;
+    return day <= today - window ? DLQ_AGE_DEDUPE : DLQ_AGE_OK;
+}
+
+bool dlq_received_day(const char *event, int64_t *day)
+{
+    struct json_object *root = event ? json_tokener_parse(event) : NULL;
+    struct json_object *at = NULL;
+    int64_t ms;
+    bool ok = false;
+
+    if (root && json_object_is_type(root, json_type_object) &&
+        json_object_object_get_ex(root, "received_at", &at) &&
+        json_object_is_type(at, json_type_string) &&
+        event_parse_rfc3339(json_object_get_string(at), &ms)) {
+        *day = timeutil_period(ms, TIMEUTIL_DAY_MS);
+        ok = true;
+    }
+    json_object_put(root);
+    return ok;
+}
+
+/* Why an event received on `day` (valid: `dated`) is not replayed, on stderr;
+ * false if it is. */
+static bool dlq_refused(const char *row_id, bool dated, int64_t day, int64_t today, bool force,
+                        const struct dlq_target *t)
+{
+    enum dlq_age age =
+        dated ? dlq_replay_age(day, today, t->dedupe_days, t->raw_days) : DLQ_AGE_RAW;
+    char date[16];
+
+    if (age == DLQ_AGE_OK || (age == DLQ_AGE_DEDUPE && force))
+        return false;
+    if (!dated) {
+        fprintf(stderr, "skipped %s: its event has no valid received_at\n", row_id);
+        return true;
+    }
+    timeutil_format_date(day, date, sizeof(date));
+    if (age == DLQ_AGE_RAW)
+        fprintf(stderr,
+                "skipped %s: received %s, past ARV_RAW_RETENTION_DAYS (%ld): its day's raw rows"
+                " are gone\n",
+                row_id, date, t->raw_days);
+    else
+        fprintf(stderr,
+                "skipped %s: received %s, past the %ld-day dedupe window: if it was counted,"
+                " a replay counts it again; --force replays it\n",
+                row_id, date, t->dedupe_days > 0 ? t->dedupe_days : t->raw_days);
+    return true;
 }
 
 static int dlq_list(const char *database_url, int argc, char **argv)
@@ -211,7 +276,10 @@ fail:
 static int dlq_replay(const char *database_url, const struct dlq_target *t, int argc, char **argv)
 {
     const char *id = NULL, *reason = NULL;
-    const struct cli_option opts[] = {{"id", &id, NULL}, {"reason", &reason, NULL}};
+    bool force = false;
+    const struct cli_option opts[] = {
+        {"id", &id, NULL}, {"reason", &reason, NULL}, {"force", NULL, &force}};
+    int64_t today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
     struct dlq_redis redis = {0};
     char idbuf[24];
     const char *params[2] = {NULL, NULL};
@@ -263,6 +331,13 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
             skipped++;
             continue;
         }
+        int64_t day = 0;
+        bool dated = dlq_received_day(event, &day);
+        if (dlq_refused(row_id, dated, day, today, force, t)) {
+            free(event);
+            skipped++;
+            continue;
+        }
         int node =
             stream_writer_route(t->stream, t->shards, redis.nodes, session, stream, sizeof(stream));
         redisContext *c = dlq_redis_node(&redis, node);
@@ -284,7 +359,8 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
         replayed++;
         if (PQresultStatus(u) != PGRES_COMMAND_OK) {
             /* Sent but not marked: a later --reason run sends it again
-             * (harmless within the dedupe window). Stop, as for Redis. */
+             * (harmless: it is within the dedupe window, or forced). Stop, as
+             * for Redis. */
             cli_report("cannot mark the dead letter replayed", u, conn);
             PQclear(u);
             failed++;

@@ -4,13 +4,33 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
-/* Where replayed events go: the collector's stream layout. */
+/* Where replayed events go: the collector's stream layout, and the
+ * aggregators' windows that bound what a replay may send. */
 struct dlq_target {
     const char *redis_url; /* REDIS_URL: one URL or a comma-separated list (borrowed) */
     const char *stream;    /* ARV_STREAM base name (borrowed) */
     long shards;           /* ARV_STREAM_SHARDS */
+    long dedupe_days;      /* ARV_DEDUPE_RETENTION_DAYS (0: raw_days) */
+    long raw_days;         /* ARV_RAW_RETENTION_DAYS */
 };
+
+/* Whether an event received on UTC day `day` may be replayed on `today`
+ * (days since the epoch), for aggregators that keep dedupe ids `dedupe_days`
+ * (0: `raw_days`) and raw rows `raw_days`, with a day's margin for the replay
+ * to be read: */
+enum dlq_age {
+    DLQ_AGE_OK,     /* its event id, if it was counted, is still in event_ids */
+    DLQ_AGE_DEDUPE, /* past the dedupe window: if it was counted, a replay counts it
+                     * again (only with --force) */
+    DLQ_AGE_RAW     /* past the raw retention: its day's raw rows are gone (never) */
+};
+enum dlq_age dlq_replay_age(int64_t day, int64_t today, long dedupe_days, long raw_days);
+
+/* The UTC day (days since the epoch) of an event's received_at (the event
+ * JSON as the collector wrote it); false if it has none that parses. Pure. */
+bool dlq_received_day(const char *event, int64_t *day);
 
 /* The session_id of an event payload (the event JSON as the collector wrote it
  * to the stream), copied into `out`; false if the payload is not a JSON object

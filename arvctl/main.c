@@ -17,7 +17,8 @@
 struct arvctl_config {
     struct common_config common; /* database_url, redis/stream (dlq replay), env, logging */
     const char *migrations_dir;  /* ARV_MIGRATIONS_DIR */
-    long raw_retention_days;     /* ARV_RAW_RETENTION_DAYS (rollups rebuild) */
+    long raw_retention_days;     /* ARV_RAW_RETENTION_DAYS (rollups rebuild, dlq replay) */
+    long dedupe_retention_days;  /* ARV_DEDUPE_RETENTION_DAYS (dlq replay) */
 };
 
 static const struct config_option arvctl_options[] = {
@@ -29,7 +30,11 @@ static const struct config_option arvctl_options[] = {
      "directory of NNNN_name.sql migration files"},
     {"raw-retention-days", "ARV_RAW_RETENTION_DAYS", CONFIG_INT,
      offsetof(struct arvctl_config, raw_retention_days), "90", NULL, 1, 100000,
-     "the aggregators' raw retention: rollups rebuild skips older days"},
+     "the aggregators' raw retention: rollups rebuild skips older days, dlq replay older events"},
+    {"dedupe-retention-days", "ARV_DEDUPE_RETENTION_DAYS", CONFIG_INT,
+     offsetof(struct arvctl_config, dedupe_retention_days), "0", NULL, 0, 100000,
+     "the aggregators' dedupe window (0: ARV_RAW_RETENTION_DAYS): dlq replay skips older events"
+     " unless --force"},
     {"env", "ARV_ENV", CONFIG_CHOICE, offsetof(struct arvctl_config, common.env), "development",
      "development|production", 0, 0, "deployment environment"},
     {"log-format", "ARV_LOG_FORMAT", CONFIG_CHOICE,
@@ -53,7 +58,7 @@ static const char arvctl_summary[] =
     "  keys create --admin | --company ID [--name NAME]\n"
     "  keys list | keys revoke ID          reporter API keys\n"
     "  dlq list [--reason R] [--limit N] [--json]\n"
-    "  dlq replay (--id ID | --reason R) [--stream NAME]   re-append dead letters\n"
+    "  dlq replay (--id ID | --reason R) [--stream NAME] [--force]   re-append dead letters\n"
     "  rollups rebuild --from YYYY-MM-DD --to YYYY-MM-DD   recompute rollups from raw\n"
     "Exit status: 0 ok, 1 failure, 2 usage error. `arvctl COMMAND --help` for more.";
 
@@ -123,7 +128,8 @@ int main(int argc, char **argv)
         rc = keys_command(cfg.common.database_url, sargc, sargv);
     } else if (strcmp(sargv[0], "dlq") == 0) {
         const struct dlq_target target = {cfg.common.redis_url, cfg.common.stream,
-                                          cfg.common.stream_shards};
+                                          cfg.common.stream_shards, cfg.dedupe_retention_days,
+                                          cfg.raw_retention_days};
         rc = dlq_command(cfg.common.database_url, &target, sargc, sargv);
     } else if (strcmp(sargv[0], "rollups") == 0) {
         rc = rollups_command(cfg.common.database_url, cfg.raw_retention_days, sargc, sargv);

@@ -78,6 +78,39 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "second replay not
 [ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from raw after the replays"
 it_pass "dlq replay: $distinct_unknown events counted once, replays again change nothing"
 
+# Events received before the dedupe window: skipped unless --force (a counted
+# one would be counted again); before the raw retention: always skipped.
+ts_sql() { echo "to_char((now() - interval '$1') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"; }
+old_dead() { # ENTRY_ID AGE: a copy of an unknown_content dead letter, a new event id, received AGE ago
+    it_psql "INSERT INTO analytics.dead_letters (stream, entry_id, reason, detail, payload)
+             SELECT 'test', '$1', reason, detail,
+                    regexp_replace(regexp_replace(payload, '\"event_id\":\"[^\"]*\"',
+                        '\"event_id\":\"' || gen_random_uuid() || '\"'),
+                        '\"received_at\":\"[^\"]*\"', '\"received_at\":\"' || $(ts_sql "$2") || '\"')
+             FROM analytics.dead_letters WHERE id = $first RETURNING id"
+}
+day_old=$(old_dead old-1 '1 day')
+long_old=$(old_dead old-2 '100 days')
+out=$(ARV_DEDUPE_RETENTION_DAYS=1 "$ARVCTL" dlq replay --id "$day_old" 2>"$IT_TMP/skip.err") ||
+    it_fail "replay past the dedupe window failed: $out"
+grep -q "^0 replayed, 1 skipped, 0 failed$" <<<"$out" || it_fail "past the dedupe window: $out"
+grep -q "^skipped $day_old: received $(date -u -d '-1 day' +%F), past the 1-day dedupe window" \
+    "$IT_TMP/skip.err" || it_fail "no dedupe window message: $(cat "$IT_TMP/skip.err")"
+out=$("$ARVCTL" dlq replay --id "$long_old" --force 2>"$IT_TMP/skip.err") ||
+    it_fail "replay past the raw retention failed: $out"
+grep -q "^0 replayed, 1 skipped, 0 failed$" <<<"$out" || it_fail "past the raw retention: $out"
+grep -q "past ARV_RAW_RETENTION_DAYS (90)" "$IT_TMP/skip.err" ||
+    it_fail "no raw retention message: $(cat "$IT_TMP/skip.err")"
+out=$(ARV_DEDUPE_RETENTION_DAYS=1 "$ARVCTL" dlq replay --id "$day_old" --force) ||
+    it_fail "forced replay failed: $out"
+grep -q "^1 replayed, 0 skipped, 0 failed$" <<<"$out" || it_fail "forced replay: $out"
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "forced replay not drained"
+[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions s JOIN analytics.dead_letters d
+              ON s.event_id = (d.payload::json->>'event_id')::uuid WHERE d.id = $day_old")" = 1 ] ||
+    it_fail "the forced replay was not counted once"
+[ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from raw after the forced replay"
+it_pass "dlq replay: events past the dedupe window skipped unless --force, past the raw retention always"
+
 # --- rollups rebuild, while a second load is ingested.
 for t in rollup_content_hourly rollup_content_daily rollup_company_hourly rollup_company_daily \
     rollup_breakdown_daily; do

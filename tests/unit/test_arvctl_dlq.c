@@ -65,6 +65,43 @@ Test(arvctl_dlq, event_refuses_what_is_none)
         dlq_event("{\"v\":1,\"e\":\"{\\\"session_id\\\":\\\"s\\\"}\"}", session, sizeof(session)));
 }
 
+Test(arvctl_dlq, received_day_of_an_event)
+{
+    int64_t day = -1;
+
+    /* 2026-12-05 is day 20792 since the epoch. */
+    cr_assert(dlq_received_day(
+        "{\"session_id\":\"s\",\"received_at\":\"2026-12-05T23:59:59.999Z\"}", &day));
+    cr_assert_eq(day, 20792);
+    cr_assert(dlq_received_day("{\"received_at\":\"2026-12-06T00:00:00.000Z\"}", &day));
+    cr_assert_eq(day, 20793);
+    cr_assert_not(dlq_received_day("{\"session_id\":\"s\"}", &day));
+    cr_assert_not(dlq_received_day("{\"received_at\":\"yesterday\"}", &day));
+    cr_assert_not(dlq_received_day("{\"received_at\":1733400000000}", &day));
+    cr_assert_not(dlq_received_day("not json", &day));
+    cr_assert_not(dlq_received_day(NULL, &day));
+}
+
+Test(arvctl_dlq, replay_age_follows_the_retention_windows)
+{
+    const int64_t today = 20792;
+
+    /* Dedupe ids of day D are deleted once today - N > D: a day of margin. */
+    cr_assert_eq(dlq_replay_age(today, today, 3, 90), DLQ_AGE_OK);
+    cr_assert_eq(dlq_replay_age(today - 2, today, 3, 90), DLQ_AGE_OK);
+    cr_assert_eq(dlq_replay_age(today - 3, today, 3, 90), DLQ_AGE_DEDUPE);
+    cr_assert_eq(dlq_replay_age(today - 89, today, 3, 90), DLQ_AGE_DEDUPE);
+    cr_assert_eq(dlq_replay_age(today - 90, today, 3, 90), DLQ_AGE_RAW);
+    /* 0: the dedupe window is the raw retention; a longer one is cut to it. */
+    cr_assert_eq(dlq_replay_age(today - 89, today, 0, 90), DLQ_AGE_OK);
+    cr_assert_eq(dlq_replay_age(today - 90, today, 0, 90), DLQ_AGE_RAW);
+    cr_assert_eq(dlq_replay_age(today - 89, today, 400, 90), DLQ_AGE_OK);
+    cr_assert_eq(dlq_replay_age(today - 90, today, 400, 90), DLQ_AGE_RAW);
+    /* A clock ahead of the event's day (tomorrow) is fine. */
+    cr_assert_eq(dlq_replay_age(today + 1, today, 1, 1), DLQ_AGE_OK);
+    cr_assert_eq(dlq_replay_age(today - 1, today, 1, 1), DLQ_AGE_RAW);
+}
+
 Test(arvctl_dlq, replay_routes_as_the_collector)
 {
     char a[64], b[64];
