@@ -137,14 +137,19 @@ static bool params_get(params_get_fn *get, void *arg, const char *name, char *ou
     return true;
 }
 
+/* A window that needs hourly rollups older than they are kept. */
+#define PARAMS_HOURLY_GONE                                                                         \
+    "the window reaches back before the hourly rollups kept (ARV_HOURLY_RETENTION_DAYS), which "   \
+    "interval=hour and a tz other than UTC need: start it later, or ask in UTC for days"
+
 static bool params_window(struct query_spec *spec, params_get_fn *get, void *arg,
-                          const char *zoneinfo_dir, struct params_error *err)
+                          const struct params_env *env, struct params_error *err)
 {
     struct query_window *w = &spec->win;
     char from[PARAMS_VALUE_MAX], to[PARAMS_VALUE_MAX], period[PARAMS_VALUE_MAX],
         tz[PARAMS_VALUE_MAX];
     bool has_from, has_to, has_period, has_tz;
-    int64_t d0, d1, max_days;
+    int64_t d0, d1, max_days, hourly_first;
 
     if (!params_get(get, arg, "tz", tz, sizeof(tz), &has_tz, err) ||
         !params_get(get, arg, "from", from, sizeof(from), &has_from, err) ||
@@ -153,7 +158,7 @@ static bool params_window(struct query_spec *spec, params_get_fn *get, void *arg
         return false;
     if (!has_tz)
         snprintf(tz, sizeof(tz), "UTC");
-    if (!params_tz_valid(tz, zoneinfo_dir))
+    if (!params_tz_valid(tz, env->zoneinfo_dir))
         return params_fail(err, "tz", "tz must be an IANA time zone name such as Europe/Berlin");
     memcpy(w->tz, tz, strlen(tz) + 1); /* fits: params_tz_valid bounds it */
     w->tz_utc = params_tz_is_utc(tz);
@@ -162,22 +167,34 @@ static bool params_window(struct query_spec *spec, params_get_fn *get, void *arg
         return params_fail(err, "period", "give either period or from/to, not both");
     if (has_from != has_to)
         return params_fail(err, has_from ? "to" : "from", "from and to go together");
+    /* Hourly rollups of UTC days before today - hourly_days are deleted; a
+     * local day elsewhere starts on its UTC day or the one before. */
+    hourly_first = env->today - env->hourly_days + (w->tz_utc ? 0 : 1);
     if (!has_from) {
+        /* name, code, most days the window spans */
         static const struct {
             const char *name, *code;
-        } periods[] = {
-            {"7d", "7"}, {"30d", "30"}, {"90d", "90"}, {"month", "month"}, {"12mo", "12mo"}};
+            int days;
+        } periods[] = {{"7d", "7", 7},
+                       {"30d", "30", 30},
+                       {"90d", "90", 90},
+                       {"month", "month", 31},
+                       {"12mo", "12mo", 366}};
+        size_t i = 1; /* 30d, the default */
         w->explicit_range = false;
-        snprintf(w->period, sizeof(w->period), "30");
-        if (!has_period)
-            return true;
-        for (size_t i = 0; i < sizeof(periods) / sizeof(periods[0]); i++) {
-            if (strcmp(period, periods[i].name) == 0) {
-                snprintf(w->period, sizeof(w->period), "%s", periods[i].code);
-                return true;
+        if (has_period) {
+            for (i = 0; i < sizeof(periods) / sizeof(periods[0]); i++) {
+                if (strcmp(period, periods[i].name) == 0)
+                    break;
             }
+            if (i == sizeof(periods) / sizeof(periods[0]))
+                return params_fail(err, "period",
+                                   "period must be one of 7d, 30d, 90d, month, 12mo");
         }
-        return params_fail(err, "period", "period must be one of 7d, 30d, 90d, month, 12mo");
+        if (query_uses_hourly(spec) && env->today - (periods[i].days - 1) < hourly_first)
+            return params_fail(err, has_period ? "period" : "tz", PARAMS_HOURLY_GONE);
+        snprintf(w->period, sizeof(w->period), "%s", periods[i].code);
+        return true;
     }
     if (!timeutil_parse_date(from, &d0))
         return params_fail(err, "from", "from must be a date YYYY-MM-DD");
@@ -192,14 +209,16 @@ static bool params_window(struct query_spec *spec, params_get_fn *get, void *arg
                                ? "the range is too long: at most 400 days with hourly data "
                                  "(interval=hour or a tz other than UTC)"
                                : "the range is too long: at most 1827 days");
+    if (query_uses_hourly(spec) && d0 < hourly_first)
+        return params_fail(err, "from", PARAMS_HOURLY_GONE);
     w->explicit_range = true;
     memcpy(w->from, from, sizeof(w->from));
     memcpy(w->to, to, sizeof(w->to));
     return true;
 }
 
-bool params_parse(struct query_spec *spec, params_get_fn *get, void *arg, const char *zoneinfo_dir,
-                  struct params_error *err)
+bool params_parse(struct query_spec *spec, params_get_fn *get, void *arg,
+                  const struct params_env *env, struct params_error *err)
 {
     char v[PARAMS_VALUE_MAX];
     bool has;
@@ -262,5 +281,5 @@ bool params_parse(struct query_spec *spec, params_get_fn *get, void *arg, const 
             spec->limit = (unsigned)lim;
         }
     }
-    return params_window(spec, get, arg, zoneinfo_dir, err);
+    return params_window(spec, get, arg, env, err);
 }

@@ -41,13 +41,23 @@ bool params_tz_is_utc(const char *name);
 /* Parses "all", "company:ID", "project:ID" or "content:ID". */
 bool params_parse_scope(const char *s, enum query_scope *scope, int64_t *id);
 
+/* What params_parse() checks a request against. */
+struct params_env {
+    const char *zoneinfo_dir; /* ARV_ZONEINFO_DIR: tz names are checked here (borrowed) */
+    long hourly_days;         /* ARV_HOURLY_RETENTION_DAYS: how long hourly rollups are kept */
+    int64_t today;            /* today in UTC, days since the epoch */
+};
+
 /* Fills the window and the endpoint's options of `spec`. Before the call set
  * spec->ep, spec->restricted and spec->company_id, and for the seed endpoints
  * spec->scope and spec->id (from the path): the `scope` parameter is read only
  * for timeseries, top, breakdown and export, defaulting to "all" for an admin
- * and to the key's company otherwise. `zoneinfo_dir` is borrowed. Returns false
- * with `err` filled on a bad parameter. */
-bool params_parse(struct query_spec *spec, params_get_fn *get, void *arg, const char *zoneinfo_dir,
-                  struct params_error *err);
+ * and to the key's company otherwise. A window that needs hourly rollups
+ * (query_uses_hourly) must not reach back before `env->hourly_days` (with a
+ * day's margin in zones other than UTC, whose local days start on the UTC day
+ * before or the same): retention has deleted those, and the answer would be
+ * short. Returns false with `err` filled on a bad parameter. */
+bool params_parse(struct query_spec *spec, params_get_fn *get, void *arg,
+                  const struct params_env *env, struct params_error *err);
 
 #endif

@@ -62,6 +62,10 @@ const struct config_option reporter_options[] = {
     {"zoneinfo-dir", "ARV_ZONEINFO_DIR", CONFIG_STRING,
      offsetof(struct reporter_config, zoneinfo_dir), "/usr/share/zoneinfo", NULL, 0, 0,
      "IANA time zone files the tz parameter is checked against"},
+    {"hourly-retention-days", "ARV_HOURLY_RETENTION_DAYS", CONFIG_INT,
+     offsetof(struct reporter_config, hourly_retention_days), "400", NULL, 1, 100000,
+     "the aggregators' hourly retention: a window that needs hourly rollups (interval=hour, a tz"
+     " other than UTC) must not reach back before it (400)"},
 };
 const size_t reporter_options_len = sizeof(reporter_options) / sizeof(reporter_options[0]);
 
@@ -508,7 +512,9 @@ static void reporter_run(struct reporter_call *call)
             return;
         }
     }
-    if (!params_parse(spec, reporter_param, call->req, r->cfg->zoneinfo_dir, &perr)) {
+    const struct params_env env = {r->cfg->zoneinfo_dir, r->cfg->hourly_retention_days,
+                                   timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS)};
+    if (!params_parse(spec, reporter_param, call->req, &env, &perr)) {
         reporter_fail(call, 400, REPORTER_OUT_INVALID, "invalid_parameter", perr.field,
                       perr.message);
         return;

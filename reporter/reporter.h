@@ -23,6 +23,7 @@ struct reporter_config {
     long query_cache_entries;     /* ARV_QUERY_CACHE_ENTRIES (also bounds the closed parts) */
     long query_closed_ttl_ms;     /* ARV_QUERY_CLOSED_TTL_MS: 0 = no closed-part reuse */
     const char *zoneinfo_dir;     /* ARV_ZONEINFO_DIR: where tz names are checked */
+    long hourly_retention_days;   /* ARV_HOURLY_RETENTION_DAYS: the aggregators' hourly retention */
 };
 
 /* The reporter's option table (common options plus its own) for config_load(). */

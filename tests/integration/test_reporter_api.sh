@@ -73,6 +73,9 @@ gone=$("$IT_BIN/arvctl" keys create --company 1 2>/dev/null)
 "$IT_BIN/arvctl" keys revoke "$(it_psql "SELECT max(id) FROM analytics.api_keys")" >/dev/null ||
     it_fail "revoke"
 
+# The fixture's rollups are dated (March and October 2026) and no retention
+# runs here: the reporters keep every hourly day in reach, whatever the date.
+export ARV_HOURLY_RETENTION_DAYS=100000
 it_start reporter arv-reporter ARV_REPORTER_RATE_LIMIT_RPS=0 ARV_QUERY_CACHE_TTL_MS=0
 R="http://127.0.0.1:$IT_PORT_reporter"
 arv_wait_http "$R/api/health/readiness" 200 10 || it_fail "reporter not ready"
@@ -382,6 +385,28 @@ done <<EOF
 /api/analytics/export.csv?tz= tz
 EOF
 it_pass "every bad parameter is a 400 naming its field"
+
+# --- windows past the hourly retention --------------------------------------------------
+# Hourly rollups kept 30 days: a window that needs older ones is a 400, not an
+# answer short of the deleted hours.
+it_start hourly30 arv-reporter ARV_REPORTER_RATE_LIMIT_RPS=0 ARV_HOURLY_RETENTION_DAYS=30
+H="http://127.0.0.1:$IT_PORT_hourly30"
+arv_wait_http "$H/api/health/readiness" 200 10 || it_fail "hourly30 reporter not ready"
+d60=$(date -u -d '-60 days' +%F) d20=$(date -u -d '-20 days' +%F) d0=$(date -u +%F)
+while read -r path want; do
+    ans=$(curl -s -w '\n%{http_code}' -H "Authorization: Bearer $admin" "$H$path")
+    [ "$(tail -n1 <<<"$ans")" = "${want%% *}" ] || it_fail "$path: $(tail -n1 <<<"$ans"), expected $want"
+    [ "$want" = 200 ] || [ "$(head -n1 <<<"$ans" | jq -r .field)" = "${want#* }" ] ||
+        it_fail "$path: $(head -n1 <<<"$ans")"
+done <<EOF
+/api/analytics/companies/1?from=$d60&to=$d0&tz=Europe/Berlin 400 from
+/api/analytics/timeseries?interval=hour&from=$d60&to=$d60 400 from
+/api/analytics/overview?period=90d&tz=America/New_York 400 period
+/api/analytics/companies/1?from=$d20&to=$d0&tz=Europe/Berlin 200
+/api/analytics/companies/1?from=$d60&to=$d0 200
+/api/analytics/breakdown?dimension=city&from=$d60&to=$d0&tz=Europe/Berlin 200
+EOF
+it_pass "windows that need hourly rollups past ARV_HOURLY_RETENTION_DAYS are a 400"
 
 # --- rate limit and cache ---------------------------------------------------------------------
 # (Closed days are not reused here: the change below is to a closed day.)

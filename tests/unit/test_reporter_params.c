@@ -79,12 +79,24 @@ static enum params_found fake_get(void *arg, const char *name, char *out, size_t
     return PARAMS_ABSENT;
 }
 
-static bool parse(enum query_endpoint ep, struct fake_query *q, struct query_spec *s,
-                  struct params_error *err)
+/* 2026-02-04 (days since the epoch): the last day of the tests' 400-day
+ * windows, so that the default hourly retention (400 days) just keeps them. */
+#define TODAY 20488
+
+static const struct params_env env = {ZONEINFO, 400, TODAY};
+
+static bool parse_env(enum query_endpoint ep, struct fake_query *q, struct query_spec *s,
+                      const struct params_env *e, struct params_error *err)
 {
     memset(s, 0, sizeof(*s));
     s->ep = ep;
-    return params_parse(s, fake_get, q, ZONEINFO, err);
+    return params_parse(s, fake_get, q, e, err);
+}
+
+static bool parse(enum query_endpoint ep, struct fake_query *q, struct query_spec *s,
+                  struct params_error *err)
+{
+    return parse_env(ep, q, s, &env, err);
 }
 
 Test(params_parse, defaults)
@@ -106,7 +118,7 @@ Test(params_parse, defaults)
     s.ep = QUERY_EP_TOP;
     s.restricted = true;
     s.company_id = 7;
-    cr_assert(params_parse(&s, fake_get, &q, ZONEINFO, &err));
+    cr_assert(params_parse(&s, fake_get, &q, &env, &err));
     cr_assert_eq(s.scope, QUERY_SCOPE_COMPANY);
     cr_assert_eq(s.id, 7);
     cr_assert_eq(s.limit, 10);
@@ -204,6 +216,76 @@ Test(params_parse, limits_at_the_edge_pass)
 
     cr_assert(parse(QUERY_EP_ENTITY, &q, &s, &err)); /* 1827 days */
     cr_assert(parse(QUERY_EP_ENTITY, &h, &s, &err)); /* 400 days */
+}
+
+Test(params_parse, windows_stop_at_the_hourly_retention)
+{
+    /* Hourly rollups kept 30 days: those of UTC days before TODAY - 30 are gone. */
+    const struct params_env e = {ZONEINFO, 30, TODAY};
+    static const struct {
+        enum query_endpoint ep;
+        const char *n[3];
+        const char *v[3];
+        const char *field; /* NULL: accepted */
+    } cases[] = {
+        /* interval=hour in UTC reads the hours of [from, to]: from TODAY - 30 on. */
+        {QUERY_EP_TIMESERIES,
+         {"interval", "from", "to"},
+         {"hour", "2026-01-05", "2026-01-06"},
+         NULL},
+        {QUERY_EP_TIMESERIES,
+         {"interval", "from", "to"},
+         {"hour", "2026-01-04", "2026-01-06"},
+         "from"},
+        /* Local days elsewhere start on their UTC day or the one before. */
+        {QUERY_EP_ENTITY,
+         {"tz", "from", "to"},
+         {"Europe/Berlin", "2026-01-06", "2026-02-04"},
+         NULL},
+        {QUERY_EP_ENTITY,
+         {"tz", "from", "to"},
+         {"Europe/Berlin", "2026-01-05", "2026-02-04"},
+         "from"},
+        {QUERY_EP_OVERVIEW,
+         {"tz", "from", "to"},
+         {"America/New_York", "2025-12-01", "2025-12-02"},
+         "from"},
+        /* Daily rollups in UTC are not concerned, nor are breakdowns. */
+        {QUERY_EP_ENTITY, {"from", "to"}, {"2025-01-01", "2025-01-02"}, NULL},
+        {QUERY_EP_BREAKDOWN, {"dimension", "tz", "from"}, {"city", "Europe/Berlin", NULL}, NULL},
+        /* Periods, by the most days they span; the default is 30 days. */
+        {QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "7d"}, NULL},
+        {QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "30d"}, NULL},
+        {QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "month"}, "period"},
+        {QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "90d"}, "period"},
+        {QUERY_EP_ENTITY, {"tz"}, {"Europe/Berlin"}, NULL},
+        {QUERY_EP_TIMESERIES, {"interval", "period"}, {"hour", "12mo"}, "period"},
+        {QUERY_EP_ENTITY, {"period"}, {"12mo"}, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct fake_query q = {{NULL}, {NULL}};
+        struct query_spec s;
+        struct params_error err = {0};
+        for (int j = 0; j < 3 && cases[i].v[j]; j++) {
+            q.names[j] = cases[i].n[j];
+            q.values[j] = cases[i].v[j];
+        }
+        bool ok = parse_env(cases[i].ep, &q, &s, &e, &err);
+        if (!cases[i].field) {
+            cr_assert(ok, "case %zu refused: %s", i, err.message);
+            continue;
+        }
+        cr_assert_not(ok, "case %zu accepted", i);
+        cr_assert_str_eq(err.field, cases[i].field, "case %zu", i);
+        cr_assert_not_null(strstr(err.message, "ARV_HOURLY_RETENTION_DAYS"), "case %zu", i);
+    }
+    /* A shorter retention: 29 days no longer hold a 30-day window in Berlin. */
+    struct fake_query q = {{"tz"}, {"Europe/Berlin"}};
+    struct query_spec s;
+    struct params_error err = {0};
+    const struct params_env e29 = {ZONEINFO, 29, TODAY};
+    cr_assert_not(parse_env(QUERY_EP_ENTITY, &q, &s, &e29, &err));
+    cr_assert_str_eq(err.field, "tz");
 }
 
 Test(params_parse, too_long_value)
