@@ -252,7 +252,7 @@ Test(params_parse, windows_stop_at_the_hourly_retention)
          "from"},
         /* Daily rollups in UTC are not concerned, nor are breakdowns. */
         {QUERY_EP_ENTITY, {"from", "to"}, {"2025-01-01", "2025-01-02"}, NULL},
-        {QUERY_EP_BREAKDOWN, {"dimension", "tz", "from"}, {"city", "Europe/Berlin", NULL}, NULL},
+        {QUERY_EP_BREAKDOWN, {"dimension", "tz"}, {"city", "Europe/Berlin"}, NULL},
         /* Periods, by the most days they span; the default is 30 days. */
         {QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "7d"}, NULL},
         {QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "30d"}, NULL},
