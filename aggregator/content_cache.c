@@ -196,12 +196,14 @@ static int note(struct content_cache *c, const char *uid, size_t len, int64_t id
         e->hnext = c->buckets[e->hash & (c->nbuckets - 1)];
         c->buckets[e->hash & (c->nbuckets - 1)] = e;
         c->count++;
-        if (c->count > c->nbuckets)
-            grow(c);
     } else {
         lru_unlink(c, e);
     }
     lru_push_front(c, e);
+    /* After the push: grow() rebuilds the buckets from the LRU list, which
+     * must hold the new entry too. */
+    if (c->count > c->nbuckets)
+        grow(c);
     if (e->batch_gen != c->gen) {
         e->batch_gen = c->gen;
         e->batch_next = c->batch;

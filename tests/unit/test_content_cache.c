@@ -36,6 +36,29 @@ Test(content_cache, noting_a_key_twice_keeps_one_entry)
     content_cache_free(c);
 }
 
+Test(content_cache, every_key_found_across_table_growth)
+{
+    /* 1024 buckets at first: the 1025th, 2049th and 4097th keys each grow the
+     * table as they are added, and must be found afterwards like the others
+     * (noted again, a key that was lost would get a second entry). */
+    struct content_cache *c = content_cache_new(100000, 60000);
+    struct content_cache_stats st;
+
+    content_cache_begin(c);
+    for (int round = 0; round < 2; round++) {
+        for (int64_t id = 1; id <= 5000; id++)
+            cr_assert_eq(content_cache_note_id(c, id), 0);
+        for (int64_t id = 1; id <= 5000; id++) {
+            char uid[16];
+            int n = snprintf(uid, sizeof(uid), "u%lld", (long long)id);
+            cr_assert_eq(content_cache_note_uid(c, uid, (size_t)n), 0);
+        }
+        content_cache_stats(c, &st);
+        cr_assert_eq(st.size, 10000, "round %d: %zu entries for 10000 keys", round, st.size);
+    }
+    content_cache_free(c);
+}
+
 Test(content_cache, bounded_but_never_evicts_the_current_batch)
 {
     struct content_cache *c = content_cache_new(4, 60000);
