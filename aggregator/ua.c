@@ -1106,21 +1106,25 @@ bool ua_db_jit(const struct ua_db *db)
 
 /* ---- parsing ------------------------------------------------------------- */
 
-/* Copies s[0..n) into a result field: leading/trailing blanks trimmed,
- * truncated at a character boundary, NUL-terminated. Empty gives `dflt`. */
+/* Copies s[0..n) into a result field: only well-formed UTF-8 (the rules
+ * match bytes, so a capture can start or end inside a character; PostgreSQL
+ * would refuse the raw row), leading/trailing blanks trimmed, truncated at a
+ * character boundary, NUL-terminated. Empty gives `dflt`. */
 static void ua_set_field(char *dst, const char *s, size_t n, const char *dflt)
 {
-    while (n > 0 && (*s == ' ' || *s == '\t'))
-        s++, n--;
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+    size_t start = 0;
+
+    n = strbuf_utf8_copy_valid(dst, UA_FIELD_SIZE - 1, s, n);
+    while (start < n && (dst[start] == ' ' || dst[start] == '\t'))
+        start++;
+    while (n > start && (dst[n - 1] == ' ' || dst[n - 1] == '\t'))
         n--;
-    if (n == 0) {
+    if (n == start) {
         snprintf(dst, UA_FIELD_SIZE, "%s", dflt);
         return;
     }
-    n = strbuf_utf8_prefix(s, n, UA_FIELD_SIZE - 1);
-    memcpy(dst, s, n);
-    dst[n] = '\0';
+    memmove(dst, dst + start, n - start);
+    dst[n - start] = '\0';
 }
 
 /* Runs one regex; returns the number of captured pairs set in c->md (> 0) on a

@@ -187,6 +187,26 @@ bool strbuf_utf8_valid(const char *s, size_t n)
     return true;
 }
 
+size_t strbuf_utf8_copy_valid(char *dst, size_t max, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t out = 0;
+
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq_len(p + i, n - i);
+        if (len == 0) {
+            i++;
+            continue;
+        }
+        if (out + len > max)
+            break;
+        memcpy(dst + out, p + i, len);
+        out += len;
+        i += len;
+    }
+    return out;
+}
+
 size_t strbuf_utf8_prefix(const char *s, size_t len, size_t max)
 {
     if (len <= max)

@@ -44,6 +44,12 @@ bool strbuf_utf8_valid(const char *s, size_t n);
  * (the collector's shard choice depends on it). */
 uint32_t strbuf_fnv1a(const char *s, size_t n);
 
+/* Copies the well-formed UTF-8 sequences of s[0..n) to dst, dropping every
+ * byte that does not start one (a sequence cut at either end, stray bytes),
+ * as many whole sequences as fit in `max` bytes. Returns the bytes written;
+ * dst is not NUL-terminated. */
+size_t strbuf_utf8_copy_valid(char *dst, size_t max, const char *s, size_t n);
+
 /* Length of the longest prefix of s[0..len) that is at most `max` bytes and
  * ends on a UTF-8 character boundary (does not cut a sequence): len when
  * len <= max; else max, moved back past continuation bytes. */

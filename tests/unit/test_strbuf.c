@@ -4,6 +4,34 @@
 
 #include "strbuf.h"
 
+Test(strbuf, utf8_copy_valid)
+{
+    char out[32];
+
+    /* A sequence cut at the start ("\xbc" of "\xc3\xbc"), a stray byte, a
+     * sequence cut at the end: dropped; whole ones kept. */
+    size_t n = strbuf_utf8_copy_valid(out, sizeof(out),
+                                      "\xbc"
+                                      "fb\xff"
+                                      "\xc3\xa9t\xe2\x82",
+                                      9);
+    cr_assert_eq(n, 5);
+    cr_assert(memcmp(out, "fb\xc3\xa9t", 5) == 0);
+    /* Only whole sequences that fit: "\xe2\x82\xac" does not fit in 4 - 2. */
+    n = strbuf_utf8_copy_valid(out, 4,
+                               "ab\xe2\x82\xac"
+                               "c",
+                               6);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(strbuf_utf8_copy_valid(out, sizeof(out), "", 0), 0);
+    /* Overlong and surrogate encodings are not well-formed. */
+    cr_assert_eq(strbuf_utf8_copy_valid(out, sizeof(out),
+                                        "\xc0\xaf"
+                                        "\xed\xa0\x80",
+                                        5),
+                 0);
+}
+
 Test(strbuf, utf8_prefix)
 {
     /* "aé€😀": 1 + 2 + 3 + 4 bytes; boundaries at 0, 1, 3, 6, 10. */

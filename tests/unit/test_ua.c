@@ -331,6 +331,35 @@ Test(ua, truncation_keeps_utf8_valid, .init = open_default, .fini = close_db)
     ua_cache_free(c);
 }
 
+/* The rules match bytes: a capture can start or end inside a character of a
+ * well-formed user agent. Every field stays well-formed UTF-8 (PostgreSQL
+ * refuses the raw row otherwise). */
+Test(ua, captures_inside_characters_stay_utf8_valid, .init = open_default, .fini = close_db)
+{
+    static const char *const uas[] = {
+        "Pr\xc3\xbc"
+        "fbot", /* browser "\xbcfbot" before the fix */
+        "Sla\xc3\xa9kbot-LinkExpanding 1.0",
+        "Mozilla/5.0 (Linux; Android 10; v89_jbla728_asx\xe6\x97\xa5 Build/QP1A)",
+        "Mozilla/5.0 (compatible; \xc3\xa9\xc3\xa9Spider/2.0)",
+    };
+    struct ua_cache *c = ua_cache_new(db, 8);
+    struct ua_result r;
+
+    cr_assert_not_null(c);
+    for (size_t i = 0; i < sizeof(uas) / sizeof(uas[0]); i++) {
+        ua_cache_lookup(c, uas[i], strlen(uas[i]), &r);
+        cr_assert(utf8_valid(r.browser) && utf8_valid(r.os) && utf8_valid(r.device) &&
+                      utf8_valid(r.brand) && utf8_valid(r.model),
+                  "%zu: browser [%s] os [%s] device [%s] brand [%s] model [%s]", i, r.browser, r.os,
+                  r.device, r.brand, r.model);
+        cr_assert(r.browser[0] && r.os[0], "%zu: an empty field", i);
+    }
+    ua_cache_lookup(c, uas[0], strlen(uas[0]), &r);
+    cr_assert_str_eq(r.browser, "fbot");
+    ua_cache_free(c);
+}
+
 /* The aggregator's step: fill only what the client left empty; bots flagged. */
 Test(ua, enrich_event_fills_only_missing_fields, .init = open_default, .fini = close_db)
 {
