@@ -228,7 +228,9 @@ bool geoip_apply(const struct geoip_result *r, struct event *ev)
         memcpy(ev->country, r->country, sizeof(ev->country));
         filled = true;
     }
-    if (!ev->city[0] && r->city[0] && (!ev->country[0] || !strcmp(ev->country, r->country))) {
+    /* Only a city of the event's country (sent or filled just above): one
+     * without a known country could be anywhere. */
+    if (!ev->city[0] && r->city[0] && r->country[0] && !strcmp(ev->country, r->country)) {
         memcpy(ev->city, r->city, sizeof(ev->city));
         filled = true;
     }

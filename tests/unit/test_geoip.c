@@ -378,4 +378,14 @@ Test(geoip_apply, client_values_win)
     cr_assert_not(geoip_apply(&(struct geoip_result){0}, &ev));
     cr_assert_str_eq(ev.country, "");
     cr_assert_str_eq(ev.city, "");
+
+    /* A record with a city but no country: the city's country is unknown, so
+     * it is not added, with or without the client's country. */
+    const struct geoip_result cityless = {.country = "", .city = "Springfield"};
+    ev = ev_with("", "");
+    cr_assert_not(geoip_apply(&cityless, &ev));
+    cr_assert_str_eq(ev.city, "");
+    ev = ev_with("US", "");
+    cr_assert_not(geoip_apply(&cityless, &ev));
+    cr_assert_str_eq(ev.city, "");
 }
