@@ -272,8 +272,19 @@ static void xadd_done(void *arg, bool ok, const char *entry_id, const char *errs
         memcpy(body + sizeof(head) - 1 + EVENT_UUID_LEN, "\"}", 3);
         http_respond_json(p->req, 200, body);
     } else {
+        /* The XADD may still land (a hung Redis runs it later): the answer
+         * names the event id, made here if the client sent none, so that a
+         * retry with it is counted once. */
+        static const char head[] = "{\"error\":\"unavailable\",\"message\":\"the event store is "
+                                   "unavailable; retry later with this event_id\",\"event_id\":\"";
+        char body[sizeof(head) + EVENT_UUID_LEN + 2];
         log_warn("xadd_failed", LF_STR("error", errstr), LF_STR("event_id", p->event_id));
-        unavailable(c, p->req, "redis_unavailable", "the event store is unavailable; retry later");
+        count_rejected(c, "redis_unavailable");
+        memcpy(body, head, sizeof(head) - 1);
+        memcpy(body + sizeof(head) - 1, p->event_id, EVENT_UUID_LEN);
+        memcpy(body + sizeof(head) - 1 + EVENT_UUID_LEN, "\"}", 3);
+        http_request_add_header(p->req, "Retry-After", "1");
+        http_respond_json(p->req, 503, body);
     }
     p->next = l->free_events;
     l->free_events = p;
