@@ -306,7 +306,10 @@ static void handle_session(struct http_request *req, void *arg)
         return;
     fill_context(c, req, ip, &ctx);
     if (!event_parse_client(body, len, &ctx, &ev, &err)) {
-        reject(c, req, 400, err.code, err.code, err.field, err.message);
+        if (strcmp(err.code, "internal") == 0) /* out of memory: not the client's fault */
+            unavailable(c, req, "out_of_memory", "out of memory");
+        else
+            reject(c, req, 400, err.code, err.code, err.field, err.message);
         return;
     }
     strbuf_reset(&l->json);

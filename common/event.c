@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -73,7 +74,7 @@ bool event_parse_rfc3339(const char *s, int64_t *out_ms)
             digits++;
             p++;
         }
-        if (digits == 0 || digits > 9)
+        if (digits == 0)
             return false;
         for (; digits < 3; digits++)
             frac_ms *= 10;
@@ -171,27 +172,27 @@ static bool uuid_canonical(const char *s, size_t len, char *out)
     return true;
 }
 
-/* Random bytes from the OS, drawn in blocks so the hot path rarely syscalls. */
+/* Random bytes from the OS, drawn in blocks so the hot path rarely syscalls.
+ * Without them event ids would repeat, and the aggregator would drop distinct
+ * events as retries: a getrandom that fails aborts the process. */
 static void random_bytes(unsigned char *out, size_t n)
 {
     static _Thread_local unsigned char pool[4096];
-    static _Thread_local size_t left;
+    static _Thread_local size_t have, left; /* bytes in pool, of them unused (its end) */
     while (n > 0) {
         if (left == 0) {
-            size_t got = 0;
-            while (got < sizeof(pool)) {
-                ssize_t r = getrandom(pool + got, sizeof(pool) - got, 0);
-                if (r > 0)
-                    got += (size_t)r;
-                else if (errno != EINTR)
-                    break;
+            ssize_t r;
+            do
+                r = getrandom(pool, sizeof(pool), 0);
+            while (r < 0 && errno == EINTR);
+            if (r <= 0) {
+                fprintf(stderr, "getrandom failed: %s\n", r < 0 ? strerror(errno) : "no bytes");
+                abort();
             }
-            left = got;
-            if (left == 0)
-                return;
+            have = left = (size_t)r;
         }
         size_t take = n < left ? n : left;
-        memcpy(out, pool + sizeof(pool) - left, take);
+        memcpy(out, pool + have - left, take);
         left -= take;
         out += take;
         n -= take;
@@ -526,7 +527,8 @@ static bool decode_fields(const struct fields *f, enum decode_mode mode,
     if (mode == DECODE_CLIENT) {
         int64_t skew = ctx->max_skew_ms > 0 ? ctx->max_skew_ms : DEFAULT_MAX_SKEW_MS;
         ev->received_at_ms = ctx->now_ms;
-        if (ev->occurred_at_ms != 0 &&
+        /* v: occurred_at (its time may be 0, the epoch) */
+        if (v->type != FV_ABSENT &&
             (ev->occurred_at_ms < ctx->now_ms - skew || ev->occurred_at_ms > ctx->now_ms + skew))
             return fail(err, "invalid_field", "occurred_at",
                         "occurred_at is more than %" PRId64 " s away from the server's clock",
@@ -611,10 +613,25 @@ static bool decode_event(struct json_object *obj, enum decode_mode mode,
     return decode_fields(&f, mode, ctx, ev, err);
 }
 
+/* True if json[i] is a 0 that begins a number's integer part (not a digit
+ * after others, a fraction or an exponent) and another digit follows it. */
+static bool leading_zero(const char *json, size_t len, size_t i)
+{
+    char prev = i > 0 ? json[i - 1] : ' ';
+
+    if (json[i] != '0' || i + 1 >= len || !isdigit((unsigned char)json[i + 1]))
+        return false;
+    if (isdigit((unsigned char)prev) || prev == '.' || prev == 'e' || prev == 'E')
+        return false;
+    if ((prev == '+' || prev == '-') && i > 1 && (json[i - 2] == 'e' || json[i - 2] == 'E'))
+        return false; /* an exponent's digits may start with 0 */
+    return true;
+}
+
 /* True if `json` has, outside double-quoted strings, what JSON never has there
  * but json-c takes even in its strict mode: a single quote ('strings'), a
  * slash (comments), a letter other than those of true, false, null and an
- * exponent (NaN, Infinity). */
+ * exponent (NaN, Infinity), a number with a leading zero (00, -01, 037.5). */
 static bool json_nonstandard(const char *json, size_t len)
 {
     bool in_string = false;
@@ -628,7 +645,8 @@ static bool json_nonstandard(const char *json, size_t len)
         } else if (json[i] == '"') {
             in_string = true;
         } else if (json[i] == '\'' || json[i] == '/' ||
-                   (isalpha((unsigned char)json[i]) && !strchr("truefalsnE", json[i]))) {
+                   (isalpha((unsigned char)json[i]) && !strchr("truefalsnE", json[i])) ||
+                   leading_zero(json, len, i)) {
             return true;
         }
     }
@@ -667,7 +685,8 @@ struct json_object *event_json_read(const char *json, size_t len, int levels,
     }
     if (json_nonstandard(json, len)) {
         fail(err, "invalid_json", NULL,
-             "the body is not valid JSON: a single quote, comment, NaN or Infinity");
+             "the body is not valid JSON: a single quote, comment, NaN, Infinity or a number"
+             " with a leading zero");
         goto fail;
     }
     goto out;

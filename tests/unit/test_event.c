@@ -24,6 +24,20 @@ static bool parse(const char *json, struct event *ev, struct event_error *err)
 
 #define SID "\"session_id\":\"7F1C2F3A-5B7E-4C2A-9D3E-1A2B3C4D5E6F\""
 
+/* What JSON allows around zeros, and RFC 3339 fractions of any length. */
+Test(event, zeros_and_long_fractions_pass)
+{
+    struct event ev;
+    struct event_error err = {0};
+    const char *json = "{\"ar_content_id\":1," SID ",\"duration_seconds\":0,"
+                       "\"x\":[0,-0,0.5,-0.05,10,100,1e05,2E-07,-0e+00,1.05],"
+                       "\"occurred_at\":\"2026-11-25T08:00:00.1234567891Z\"}";
+
+    cr_assert(parse(json, &ev, &err), "%s: %s", err.code, err.message);
+    cr_assert_eq(ev.duration_seconds, 0);
+    cr_assert_eq(ev.occurred_at_ms, NOW_MS - (26 * 60 + 40) * 1000 + 123);
+}
+
 Test(event, full_event_is_normalised)
 {
     struct event ev;
@@ -104,6 +118,11 @@ Test(event, bad_input_names_the_field)
         {"{\"ar_content_id\":1," SID ",\"x\":NaN}", "invalid_json", NULL},
         {"{\"ar_content_id\":1," SID ",\"video_played\":True}", "invalid_json", NULL},
         {"{\"ar_content_id\":007," SID "}", "invalid_json", NULL},
+        /* json-c takes these leading zeros even in its strict mode */
+        {"{\"ar_content_id\":1," SID ",\"duration_seconds\":037.5}", "invalid_json", NULL},
+        {"{\"ar_content_id\":1," SID ",\"duration_seconds\":00}", "invalid_json", NULL},
+        {"{\"ar_content_id\":1," SID ",\"x\":-01}", "invalid_json", NULL},
+        {"{\"ar_content_id\":1," SID ",\"x\":[1,01.5]}", "invalid_json", NULL},
         /* beyond int64: refused, not clamped to INT64_MAX */
         {"{\"ar_content_id\":12345678901234567890," SID "}", "invalid_field", "ar_content_id"},
         {"{\"ar_content_id\":\" +42\"," SID "}", "invalid_field", "ar_content_id"},
@@ -134,6 +153,12 @@ Test(event, bad_input_names_the_field)
          "occurred_at"},
         {"{\"ar_content_id\":1," SID ",\"occurred_at\":\"2020-01-01T00:00:00Z\"}", "invalid_field",
          "occurred_at"},
+        /* the epoch is a time like any other, far outside the skew (it was
+         * taken for "absent" and dropped) */
+        {"{\"ar_content_id\":1," SID ",\"occurred_at\":\"1970-01-01T00:00:00Z\"}", "invalid_field",
+         "occurred_at"},
+        {"{\"ar_content_id\":1," SID ",\"occurred_at\":\"1970-01-01T01:00:00+01:00\"}",
+         "invalid_field", "occurred_at"},
         {"{\"ar_content_id\":1," SID ",\"browser\":{\"name\":\"x\"}}", "invalid_field", "browser"},
         /* Found by tests/fuzz: invalid UTF-8 was accepted, then rewritten to
          * U+FFFD by the stream encoding, so what was stored differed. */
