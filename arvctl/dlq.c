@@ -303,7 +303,8 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
     params[1] = reason;
     redis.nodes = redis_url_parse_list(t->redis_url, redis.urls, DLQ_MAX_NODES);
     if (redis.nodes <= 0) {
-        fprintf(stderr, "arvctl dlq replay: REDIS_URL: invalid '%s'\n", t->redis_url);
+        /* Not echoed: it may hold a password. */
+        fprintf(stderr, "arvctl dlq replay: REDIS_URL: invalid\n");
         return CLI_EXIT_USAGE;
     }
     if (!(conn = cli_connect(database_url)))

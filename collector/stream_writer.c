@@ -194,8 +194,9 @@ struct stream_writer *stream_writer_new(struct event_base *base, struct metrics 
     struct redis_url urls[STREAM_WRITER_MAX_NODES];
     int n = redis_url_parse_list(redis_urls, urls, STREAM_WRITER_MAX_NODES);
     if (n <= 0) {
-        snprintf(err, errlen, "REDIS_URL: invalid list '%s' (expected redis://host:port/db, ...)",
-                 redis_urls);
+        /* Not echoed: it may hold a password. */
+        (void)redis_urls;
+        snprintf(err, errlen, "REDIS_URL: invalid list (expected redis://host:port/db, ...)");
         return NULL;
     }
     if (strlen(stream) >= sizeof(((struct stream_writer *)0)->stream) - 16) {

@@ -349,11 +349,13 @@ bool config_check_urls(const struct common_config *c, bool redis, int max_redis,
         struct redis_url *urls = calloc((size_t)max_redis, sizeof(*urls));
         int n = urls ? redis_url_parse_list(c->redis_url, urls, max_redis) : -1;
         free(urls);
+        /* The value is never echoed: it may hold a password. */
         if (n <= 0) {
             set_err(err, errlen,
-                    "REDIS_URL: invalid '%s' (expected redis://[[user]:password@]host[:port][/db],"
-                    " comma-separated, at most %d)",
-                    c->redis_url ? c->redis_url : "", max_redis);
+                    "REDIS_URL: invalid (expected redis://[[user]:password@]host[:port][/db],"
+                    " comma-separated, at most %d; a password with / # ? @ or %% must be"
+                    " percent-encoded)",
+                    max_redis);
             return false;
         }
     }
@@ -362,7 +364,11 @@ bool config_check_urls(const struct common_config *c, bool redis, int max_redis,
         PQconninfoOption *opts =
             c->database_url && *c->database_url ? PQconninfoParse(c->database_url, &pqerr) : NULL;
         if (!opts) {
-            size_t n = pqerr ? strcspn(pqerr, "\n") : 5;
+            /* libpq quotes the part it could not read, which may be the
+             * password: its message is cut before the quote. */
+            size_t n = pqerr ? strcspn(pqerr, "\n\"") : 5;
+            while (pqerr && n > 0 && (pqerr[n - 1] == ' ' || pqerr[n - 1] == ':'))
+                n--;
             set_err(err, errlen, "DATABASE_URL: %.*s", (int)n, pqerr ? pqerr : "empty");
             PQfreemem(pqerr);
             return false;

@@ -223,6 +223,16 @@ Test(config, check_urls)
     cr_assert(strstr(err, "DATABASE_URL") != NULL, "%s", err);
     c.database_url = "";
     cr_assert_not(config_check_urls(&c, false, 0, true, err, sizeof(err)));
+
+    /* A password never reaches the message: an unencoded '/' breaks the URL,
+     * and libpq quotes a token it cannot decode. */
+    c.redis_url = "redis://:se/cret@redis:6379/0";
+    cr_assert_not(config_check_urls(&c, true, 4, false, err, sizeof(err)));
+    cr_assert(strstr(err, "REDIS_URL") && !strstr(err, "se/cret") && !strstr(err, "cret"), "%s",
+              err);
+    c.database_url = "postgresql://arv:s3cr%zzet@db/arv";
+    cr_assert_not(config_check_urls(&c, false, 0, true, err, sizeof(err)));
+    cr_assert(strstr(err, "DATABASE_URL") && !strstr(err, "s3cr"), "%s", err);
 }
 
 static size_t list_items(const char *list, char out[][16], size_t max)
