@@ -2,6 +2,7 @@
  * development. */
 #include "log.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,14 +71,33 @@ static void format_timestamp(char *out, size_t outlen)
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000);
 }
 
+/* A string value over this many bytes is cut (at a UTF-8 character) and
+ * marked "...": a record stays well under PIPE_BUF (4096 bytes), so that its
+ * one write() to a pipe is never interleaved with another thread's. */
+#define LOG_VALUE_MAX 256
+
+static void append_str(struct strbuf *sb, const char *s, bool json)
+{
+    char cut[LOG_VALUE_MAX + 4];
+    size_t len = s ? strlen(s) : 0;
+
+    if (len > LOG_VALUE_MAX) {
+        size_t n = strbuf_utf8_prefix(s, len, LOG_VALUE_MAX);
+        memcpy(cut, s, n);
+        memcpy(cut + n, "...", 4);
+        s = cut;
+    }
+    if (json || !s || strpbrk(s, " \"=\n\t"))
+        strbuf_json_str(sb, s);
+    else
+        strbuf_puts(sb, s);
+}
+
 static void append_value(struct strbuf *sb, const struct log_field *f, bool json)
 {
     switch (f->type) {
     case LOG_FIELD_STR:
-        if (json || !f->v.s || strpbrk(f->v.s, " \"=\n\t"))
-            strbuf_json_str(sb, f->v.s);
-        else
-            strbuf_puts(sb, f->v.s);
+        append_str(sb, f->v.s, json);
         break;
     case LOG_FIELD_INT:
         strbuf_printf(sb, "%lld", f->v.i);
@@ -133,10 +153,15 @@ void log_write(enum log_level level, const char *event, const struct log_field *
         }
         strbuf_putc(&sb, '\n');
     }
-    if (sb.data) {
-        /* One write per record keeps lines whole across threads and processes. */
-        ssize_t rc = write(STDERR_FILENO, sb.data, sb.len);
-        (void)rc;
+    /* One write per record keeps lines whole across threads and processes
+     * (up to PIPE_BUF on a pipe: see LOG_VALUE_MAX); a short one is finished. */
+    for (size_t off = 0; sb.data && off < sb.len;) {
+        ssize_t rc = write(STDERR_FILENO, sb.data + off, sb.len - off);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            break;
+        off += (size_t)rc;
     }
     strbuf_deinit(&sb);
 }
