@@ -66,6 +66,7 @@ struct pg_pool {
     char *conninfo;            /* owned copy */
     unsigned size;             /* count of conns */
     unsigned queue_timeout_ms; /* longest wait in the queue */
+    char options[48];          /* "-c statement_timeout=N", or "" */
     struct pg_conn *conns;     /* size of them */
     struct pg_query *head;     /* queue, FIFO */
     struct pg_query **tail;    /* where the next query is linked */
@@ -601,11 +602,21 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
 static void conn_start(struct pg_conn *pc)
 {
     struct pg_pool *p = pc->pool;
-    /* Keepalives first so the operator's conninfo can override them; they
-     * notice a peer that vanished during a long query. */
-    static const char *const keys[] = {"keepalives",       "keepalives_idle", "keepalives_interval",
-                                       "keepalives_count", "dbname",          NULL};
-    const char *vals[] = {"1", "10", "5", "3", p->conninfo, NULL};
+    /* Keepalives and the statement timeout first so the operator's conninfo
+     * can override them; keepalives notice a peer that vanished during a long
+     * query, the timeout a query that waits on a lock or a slow server. */
+    const char *keys[] = {"keepalives",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "options",
+                          "dbname",
+                          NULL};
+    const char *vals[] = {"1", "10", "5", "3", p->options, p->conninfo, NULL};
+    if (!p->options[0]) { /* no options: dbname takes its place */
+        keys[4] = keys[5], vals[4] = vals[5];
+        keys[5] = vals[5] = NULL;
+    }
 
     pc->state = CONN_CONNECTING;
     /* May resolve a host name (blocking); an IP address or socket path never blocks. */
@@ -680,7 +691,7 @@ static void on_fail(evutil_socket_t fd, short what, void *arg)
 }
 
 struct pg_pool *pg_pool_new(struct event_base *base, const char *conninfo, unsigned size,
-                            unsigned queue_timeout_ms)
+                            unsigned queue_timeout_ms, unsigned statement_timeout_ms)
 {
     struct pg_pool *p = NULL;
     char *err = NULL;
@@ -690,6 +701,9 @@ struct pg_pool *pg_pool_new(struct event_base *base, const char *conninfo, unsig
         goto fail;
     opts = PQconninfoParse(conninfo, &err);
     if (!opts) {
+        /* libpq quotes what it could not read, maybe a password: cut there. */
+        if (err)
+            err[strcspn(err, "\"\n")] = '\0';
         log_error("pg_invalid_conninfo", LF_STR("error", err ? err : "out of memory"));
         goto fail;
     }
@@ -699,6 +713,8 @@ struct pg_pool *pg_pool_new(struct event_base *base, const char *conninfo, unsig
     p->base = base;
     p->size = size;
     p->queue_timeout_ms = queue_timeout_ms;
+    if (statement_timeout_ms > 0)
+        snprintf(p->options, sizeof(p->options), "-c statement_timeout=%u", statement_timeout_ms);
     p->tail = &p->head;
     p->seed = (unsigned)timeutil_mono_ms() ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)p;
     p->conninfo = strdup(conninfo);

@@ -20,9 +20,13 @@ typedef void pg_pool_result_cb(void *arg, const PGresult *res, const char *errst
 
 /* Creates a pool of `size` connections to `conninfo` (URL or key=value; copied)
  * on `base` (borrowed), connecting in the background. Queries wait at most
- * `queue_timeout_ms` for a connection. Caller frees with pg_pool_free(). */
+ * `queue_timeout_ms` for a connection, and run at most `statement_timeout_ms`
+ * (PostgreSQL's statement_timeout on every connection; 0: none; an `options`
+ * in `conninfo` replaces it): a query held by a lock or a slow server ends in
+ * an error result (SQLSTATE 57014) instead of waiting for ever. Caller frees
+ * with pg_pool_free(). */
 struct pg_pool *pg_pool_new(struct event_base *base, const char *conninfo, unsigned size,
-                            unsigned queue_timeout_ms);
+                            unsigned queue_timeout_ms, unsigned statement_timeout_ms);
 
 /* Queues `sql` with text parameters (all copied; `params[i]` NULL is SQL NULL).
  * Returns 0, or -ENOTCONN when no connection is up (then `cb` is not called),

@@ -62,6 +62,10 @@ const struct config_option reporter_options[] = {
     {"zoneinfo-dir", "ARV_ZONEINFO_DIR", CONFIG_STRING,
      offsetof(struct reporter_config, zoneinfo_dir), "/usr/share/zoneinfo", NULL, 0, 0,
      "IANA time zone files the tz parameter is checked against"},
+    {"query-timeout-ms", "ARV_QUERY_TIMEOUT_MS", CONFIG_INT,
+     offsetof(struct reporter_config, query_timeout_ms), "5000", NULL, 0, 600000,
+     "PostgreSQL statement_timeout of the reporter's queries: one running longer (a lock held,"
+     " a slow server) is cancelled and answered 503; 0: none"},
     {"hourly-retention-days", "ARV_HOURLY_RETENTION_DAYS", CONFIG_INT,
      offsetof(struct reporter_config, hourly_retention_days), "400", NULL, 1, 100000,
      "the aggregators' hourly retention: a window that needs hourly rollups (interval=hour, a tz"
@@ -673,7 +677,7 @@ struct reporter *reporter_new(struct service *svc, const struct reporter_config 
         goto fail;
     }
     r->pool = pg_pool_new(svc->base, cfg->common.database_url, (unsigned)cfg->db_pool_size,
-                          (unsigned)cfg->db_queue_timeout_ms);
+                          (unsigned)cfg->db_queue_timeout_ms, (unsigned)cfg->query_timeout_ms);
     r->auth = r->pool ? auth_new(r->pool, (unsigned)cfg->auth_cache_ttl_s, svc->metrics) : NULL;
     if (!r->auth) {
         log_error("reporter_init_failed", LF_STR("error", "cannot create the database pool"));

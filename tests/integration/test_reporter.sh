@@ -60,7 +60,7 @@ gone_id=$(it_psql "SELECT max(id) FROM analytics.api_keys")
 [ "$(it_psql "SELECT count(*) FROM analytics.api_keys WHERE key_hash = encode(sha256('$admin'), 'hex')")" = 1 ] ||
     it_fail "the key's SHA-256 is not what is stored"
 
-it_start reporter arv-reporter ARV_AUTH_CACHE_TTL=1
+it_start reporter arv-reporter ARV_AUTH_CACHE_TTL=1 ARV_QUERY_TIMEOUT_MS=1000
 R="http://127.0.0.1:$IT_PORT_reporter"
 arv_wait_http "$R/api/health/readiness" 200 10 || it_fail "reporter not ready"
 
@@ -140,6 +140,22 @@ it_pass "401 / 400 / 404 as documented"
 sleep 1.2
 [ "$(code "$k2" /api/analytics/companies/2)" = 401 ] || it_fail "revoked key still accepted after the TTL"
 it_pass "revocation takes effect within ARV_AUTH_CACHE_TTL"
+
+# A query held by a lock: cancelled after ARV_QUERY_TIMEOUT_MS (1 s here) and
+# answered 503, not left waiting for as long as the lock is held.
+psql "$DATABASE_URL" -q -c "BEGIN; LOCK analytics.rollup_company_daily, analytics.rollup_company_hourly,
+    analytics.rollup_content_daily, analytics.rollup_content_hourly IN ACCESS EXCLUSIVE MODE;
+    SELECT pg_sleep(5); COMMIT" >/dev/null 2>&1 &
+locker=$!
+sleep 0.5
+t=$(curl -s -o "$IT_TMP/locked.json" --max-time 6 -w '%{http_code} %{time_total}' \
+    -H "Authorization: Bearer $admin" "$R/api/analytics/timeseries?scope=all&period=90d&interval=week")
+[ "${t% *}" = 503 ] || it_fail "a query held by a lock: $t $(cat "$IT_TMP/locked.json")"
+awk -v s="${t#* }" 'BEGIN { exit !(s >= 0.9 && s < 3) }' || it_fail "locked query answered after ${t#* } s"
+wait "$locker"
+[ "$(code "$admin" "/api/analytics/timeseries?scope=all&period=90d&interval=week")" = 200 ] ||
+    it_fail "the same query once the lock is gone"
+it_pass "a query held by a lock is cancelled after ARV_QUERY_TIMEOUT_MS: 503 in ${t#* } s"
 
 # PostgreSQL down: 503 with Retry-After at once, readiness names postgresql;
 # back by itself when it returns.

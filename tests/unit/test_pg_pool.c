@@ -241,7 +241,7 @@ static bool loop_until(const bool *flag, double secs)
 
 static struct pg_pool *pool_up(unsigned size, unsigned queue_timeout_ms)
 {
-    struct pg_pool *p = pg_pool_new(base, conninfo, size, queue_timeout_ms);
+    struct pg_pool *p = pg_pool_new(base, conninfo, size, queue_timeout_ms, 0);
     cr_assert_not_null(p);
     cr_assert(wait_up(p, true, 5), "pool not up: %s", pg_pool_errstr(p));
     return p;
@@ -386,6 +386,25 @@ Test(pg_pool, sql_error_is_a_result)
     cr_assert_eq(r.st, PGRES_TUPLES_OK);
     cr_assert_str_eq(r.v0, "ok");
     cr_assert(pg_pool_is_up(p));
+    pg_pool_free(p);
+}
+
+/* A query longer than the statement timeout ends in an error result (57014),
+ * and the connection serves the next one. */
+Test(pg_pool, statement_timeout_ends_a_long_query)
+{
+    struct pg_pool *p = pg_pool_new(base, conninfo, 1, 1000, 300);
+    struct result r;
+    cr_assert_not_null(p);
+    cr_assert(wait_up(p, true, 5), "pool not up: %s", pg_pool_errstr(p));
+    double t0 = now_s();
+    roundtrip(p, &r, "SELECT pg_sleep(5)", 0, NULL);
+    cr_assert_eq(r.st, PGRES_FATAL_ERROR);
+    cr_assert_str_eq(r.sqlstate, "57014");
+    cr_assert(now_s() - t0 < 3, "ended after %.1f s", now_s() - t0);
+    roundtrip(p, &r, "SELECT current_setting('statement_timeout')", 0, NULL);
+    cr_assert_eq(r.st, PGRES_TUPLES_OK);
+    cr_assert_str_eq(r.v0, "300ms");
     pg_pool_free(p);
 }
 
@@ -536,7 +555,7 @@ Test(pg_pool, no_server)
     char nowhere[128];
     snprintf(nowhere, sizeof(nowhere), "host=127.0.0.1 port=%d user=arv dbname=postgres",
              free_port());
-    struct pg_pool *p = pg_pool_new(base, nowhere, 2, 1000);
+    struct pg_pool *p = pg_pool_new(base, nowhere, 2, 1000, 0);
     cr_assert_not_null(p);
     struct result r;
     cr_assert_not(wait_up(p, true, 0.5));
@@ -547,6 +566,6 @@ Test(pg_pool, no_server)
     pg_pool_free(p);
     pg_pool_free(NULL);
 
-    cr_assert_null(pg_pool_new(base, "host=127.0.0.1 nonsense_key=1", 1, 1000));
-    cr_assert_null(pg_pool_new(base, conninfo, 0, 1000));
+    cr_assert_null(pg_pool_new(base, "host=127.0.0.1 nonsense_key=1", 1, 1000, 0));
+    cr_assert_null(pg_pool_new(base, conninfo, 0, 1000, 0));
 }
