@@ -8,6 +8,7 @@
 #include <libpq-fe.h>
 
 #include "cli.h"
+#include "strbuf.h"
 
 #define CONTENT_UID_MAX 128
 
@@ -19,6 +20,21 @@ static const char content_usage[] =
     "      are counted. --unique-id is the string id viewers may send instead\n"
     "      (ar_content_unique_id / portrait_id); left as it was when omitted.\n"
     "list  prints the registry as a table.\n";
+
+/* A unique id an event can name: what the collector accepts in
+ * ar_content_unique_id (common/event.c), at most CONTENT_UID_MAX bytes. */
+static bool content_uid_ok(const char *uid)
+{
+    size_t n = strlen(uid);
+
+    if (n == 0 || n > CONTENT_UID_MAX || !strbuf_utf8_valid(uid, n))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)uid[i] < 0x20 || uid[i] == 0x7f)
+            return false;
+    }
+    return true;
+}
 
 static int content_add(const char *database_url, int argc, char **argv)
 {
@@ -49,8 +65,10 @@ static int content_add(const char *database_url, int argc, char **argv)
         if (!cli_id_param("content add", names[i], values[i], ids[i], sizeof(ids[i])))
             return CLI_EXIT_USAGE;
     }
-    if (uid && (!*uid || strlen(uid) > CONTENT_UID_MAX)) {
-        fprintf(stderr, "arvctl content add: --unique-id must be 1..%d characters\n",
+    if (uid && !content_uid_ok(uid)) {
+        fprintf(stderr,
+                "arvctl content add: --unique-id must be 1..%d bytes of UTF-8 text without"
+                " control characters (the collector refuses others: no event could name it)\n",
                 CONTENT_UID_MAX);
         return CLI_EXIT_USAGE;
     }

@@ -50,6 +50,10 @@ rc=0; "$ARVCTL" dlq replay --id 99999999 2>/dev/null || rc=$?
 [ "$rc" = 1 ] || it_fail "dlq replay of a missing id exited $rc, expected 1"
 "$ARVCTL" content add --id 999999999 --project 1001 --company 101 >/dev/null ||
     it_fail "content add"
+# A unique id the collector would refuse (a CR from a CRLF file) could never be
+# named by an event: refused here too.
+rc=0; "$ARVCTL" content add --id 5 --unique-id $'p-5\r' --project 1001 --company 101 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || it_fail "content add with a control character in --unique-id exited $rc, expected 2"
 out=$("$ARVCTL" dlq replay --reason unknown_content) || it_fail "dlq replay --reason failed: $out"
 grep -q "^$unknown replayed, 0 skipped, 0 failed$" <<<"$out" || it_fail "dlq replay: $out"
 out=$("$ARVCTL" dlq replay --reason invalid_payload 2>"$IT_TMP/skip.err") ||
