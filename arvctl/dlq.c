@@ -42,73 +42,96 @@ static const char dlq_usage[] =
     "        max_deliveries dead letter (the entry's fields) is replayed as the\n"
     "        event in its e field.\n";
 
+/* The string session_id of event object `o` into `out`; false if it has none
+ * of 1..outlen-1 bytes. */
+static bool obj_session_id(struct json_object *o, char *out, size_t outlen)
+{
+    struct json_object *sid = NULL;
+
+    if (!o || !json_object_is_type(o, json_type_object) ||
+        !json_object_object_get_ex(o, "session_id", &sid) ||
+        !json_object_is_type(sid, json_type_string))
+        return false;
+    size_t n = (size_t)json_object_get_string_len(sid);
+    if (n == 0 || n >= outlen)
+        return false;
+    memcpy(out, json_object_get_string(sid), n + 1);
+    return true;
+}
+
+/* The UTC day of event object `o`'s received_at; false if none parses. */
+static bool obj_received_day(struct json_object *o, int64_t *day)
+{
+    struct json_object *at = NULL;
+    int64_t ms;
+
+    if (!o || !json_object_is_type(o, json_type_object) ||
+        !json_object_object_get_ex(o, "received_at", &at) ||
+        !json_object_is_type(at, json_type_string) ||
+        !event_parse_rfc3339(json_object_get_string(at), &ms))
+        return false;
+    *day = timeutil_period(ms, TIMEUTIL_DAY_MS);
+    return true;
+}
+
 bool dlq_session_id(const char *payload, char *out, size_t outlen)
 {
     struct json_object *root = payload ? json_tokener_parse(payload) : NULL;
-    struct json_object *sid = NULL;
-    bool ok = false;
+    bool ok = obj_session_id(root, out, outlen);
 
-    if (!root || !json_object_is_type(root, json_type_object) ||
-        !json_object_object_get_ex(root, "session_id", &sid) ||
-        !json_object_is_type(sid, json_type_string))
-        goto out;
-    size_t n = (size_t)json_object_get_string_len(sid);
-    if (n == 0 || n >= outlen)
-        goto out;
-    memcpy(out, json_object_get_string(sid), n + 1);
-    ok = true;
-out:
     json_object_put(root);
     return ok;
-}
-
-char *dlq_event(const char *payload, char *session, size_t session_len)
-{
-    struct json_object *root, *v, *e;
-    char *event = NULL;
-
-    if (!payload)
-        return NULL;
-    if (dlq_session_id(payload, session, session_len))
-        return strdup(payload);
-    root = json_tokener_parse(payload);
-    if (root && json_object_is_type(root, json_type_object) &&
-        json_object_object_get_ex(root, "v", &v) && json_object_is_type(v, json_type_string) &&
-        strcmp(json_object_get_string(v), EVENT_SCHEMA_VERSION) == 0 &&
-        json_object_object_get_ex(root, "e", &e) && json_object_is_type(e, json_type_string) &&
-        dlq_session_id(json_object_get_string(e), session, session_len))
-        event = strdup(json_object_get_string(e));
-    json_object_put(root);
-    return event;
-}
-
-enum dlq_age dlq_replay_age(int64_t day, int64_t today, long dedupe_days, long raw_days)
-{
-    long window = dedupe_days > 0 && dedupe_days < raw_days ? dedupe_days : raw_days;
-
-    /* Retention deletes the ids and raw rows of days before today - N; a day
-     * of margin covers a replay read after the next UTC midnight. */
-    if (day <= today - raw_days)
-        return DLQ_AGE_RAW;
-    return day <= today - window ? DLQ_AGE_DEDUPE : DLQ_AGE_OK;
 }
 
 bool dlq_received_day(const char *event, int64_t *day)
 {
     struct json_object *root = event ? json_tokener_parse(event) : NULL;
-    struct json_object *at = NULL;
-    int64_t ms;
-    bool ok = false;
+    bool ok = obj_received_day(root, day);
 
-    if (root && json_object_is_type(root, json_type_object) &&
-        json_object_object_get_ex(root, "received_at", &at) &&
-        json_object_is_type(at, json_type_string) &&
-        event_parse_rfc3339(json_object_get_string(at), &ms)) {
-        *day = timeutil_period(ms, TIMEUTIL_DAY_MS);
-        ok = true;
-    }
     json_object_put(root);
     return ok;
+}
+
+char *dlq_event(const char *payload, char *session, size_t session_len, bool *dated, int64_t *day)
+{
+    struct json_object *root = payload ? json_tokener_parse(payload) : NULL;
+    struct json_object *v, *e, *inner = NULL;
+    char *event = NULL;
+
+    *dated = false;
+    if (obj_session_id(root, session, session_len)) {
+        event = strdup(payload);
+        *dated = obj_received_day(root, day);
+    } else if (root && json_object_is_type(root, json_type_object) &&
+               json_object_object_get_ex(root, "v", &v) &&
+               json_object_is_type(v, json_type_string) &&
+               strcmp(json_object_get_string(v), EVENT_SCHEMA_VERSION) == 0 &&
+               json_object_object_get_ex(root, "e", &e) &&
+               json_object_is_type(e, json_type_string) &&
+               obj_session_id(inner = json_tokener_parse(json_object_get_string(e)), session,
+                              session_len)) {
+        event = strdup(json_object_get_string(e));
+        *dated = obj_received_day(inner, day);
+    }
+    json_object_put(inner);
+    json_object_put(root);
+    return event;
+}
+
+/* The days dedupe ids are kept: ARV_DEDUPE_RETENTION_DAYS, at most (and by
+ * default) ARV_RAW_RETENTION_DAYS. */
+static long dlq_dedupe_window(long dedupe_days, long raw_days)
+{
+    return dedupe_days > 0 && dedupe_days < raw_days ? dedupe_days : raw_days;
+}
+
+enum dlq_age dlq_replay_age(int64_t day, int64_t today, long dedupe_days, long raw_days)
+{
+    /* Retention deletes the ids and raw rows of days before today - N; a day
+     * of margin covers a replay read after the next UTC midnight. */
+    if (day <= today - raw_days)
+        return DLQ_AGE_RAW;
+    return day <= today - dlq_dedupe_window(dedupe_days, raw_days) ? DLQ_AGE_DEDUPE : DLQ_AGE_OK;
 }
 
 /* Why an event received on `day` (valid: `dated`) is not replayed, on stderr;
@@ -136,7 +159,7 @@ static bool dlq_refused(const char *row_id, bool dated, int64_t day, int64_t tod
         fprintf(stderr,
                 "skipped %s: received %s, past the %ld-day dedupe window: if it was counted,"
                 " a replay counts it again; --force replays it\n",
-                row_id, date, t->dedupe_days > 0 ? t->dedupe_days : t->raw_days);
+                row_id, date, dlq_dedupe_window(t->dedupe_days, t->raw_days));
     return true;
 }
 
@@ -326,14 +349,14 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
     for (int i = 0; i < PQntuples(res); i++) {
         const char *row_id = PQgetvalue(res, i, 0);
         char session[DLQ_SESSION_MAX], stream[512], entry[64] = "", *event = NULL;
+        bool dated = false;
+        int64_t day = 0;
         if (strcmp(PQgetvalue(res, i, 1), DLQ_REASON_INVALID) == 0 ||
-            !(event = dlq_event(PQgetvalue(res, i, 2), session, sizeof(session)))) {
+            !(event = dlq_event(PQgetvalue(res, i, 2), session, sizeof(session), &dated, &day))) {
             fprintf(stderr, "skipped %s: %s, not an event\n", row_id, PQgetvalue(res, i, 1));
             skipped++;
             continue;
         }
-        int64_t day = 0;
-        bool dated = dlq_received_day(event, &day);
         if (dlq_refused(row_id, dated, day, today, force, t)) {
             free(event);
             skipped++;

@@ -40,10 +40,11 @@ bool dlq_session_id(const char *payload, char *out, size_t outlen);
 /* The event a dead letter's payload holds: the payload itself if it is an event
  * (unknown_content, db_rejected), or the `e` field of a payload that is a stream
  * entry's fields as a JSON object with `v` = EVENT_SCHEMA_VERSION
- * (max_deliveries). Returns it (malloc'd, NUL-terminated; the caller frees it)
- * and copies its session_id into `session` (as dlq_session_id); NULL if the
- * payload holds no event or memory ran out. Pure. */
-char *dlq_event(const char *payload, char *session, size_t session_len);
+ * (max_deliveries). Returns it (malloc'd, NUL-terminated; the caller frees it),
+ * copies its session_id into `session` (as dlq_session_id) and sets *dated
+ * and *day as dlq_received_day would (each JSON text is parsed once); NULL if
+ * the payload holds no event or memory ran out. Pure. */
+char *dlq_event(const char *payload, char *session, size_t session_len, bool *dated, int64_t *day);
 
 /* Runs `arvctl dlq ...` (argv[0] is "dlq") against `database_url`, replaying to
  * `target` (both borrowed). Blocking. Returns the exit status (CLI_EXIT_*). */

@@ -39,12 +39,14 @@ Test(arvctl_dlq, event_from_either_payload)
     static const char fields[] = "{\"v\":\"1\",\"e\":\"{\\\"event_id\\\":\\\"a\\\","
                                  "\\\"session_id\\\":\\\"s-2\\\"}\"}";
     char session[16], *event;
+    bool dated;
+    int64_t day;
 
-    cr_assert_not_null(event = dlq_event(ev, session, sizeof(session)));
+    cr_assert_not_null(event = dlq_event(ev, session, sizeof(session), &dated, &day));
     cr_assert_str_eq(event, ev);
     cr_assert_str_eq(session, "s-1");
     free(event);
-    cr_assert_not_null(event = dlq_event(fields, session, sizeof(session)));
+    cr_assert_not_null(event = dlq_event(fields, session, sizeof(session), &dated, &day));
     cr_assert_str_eq(event, "{\"event_id\":\"a\",\"session_id\":\"s-2\"}");
     cr_assert_str_eq(session, "s-2");
     free(event);
@@ -53,16 +55,19 @@ Test(arvctl_dlq, event_from_either_payload)
 Test(arvctl_dlq, event_refuses_what_is_none)
 {
     char session[16];
+    bool dated;
+    int64_t day;
 
-    cr_assert_null(dlq_event(NULL, session, sizeof(session)));
-    cr_assert_null(dlq_event("{\"not\":\"an event\"}", session, sizeof(session)));
+    cr_assert_null(dlq_event(NULL, session, sizeof(session), &dated, &day));
+    cr_assert_null(dlq_event("{\"not\":\"an event\"}", session, sizeof(session), &dated, &day));
     /* fields of another schema version, an e that is not an event, no e */
     cr_assert_null(dlq_event("{\"v\":\"2\",\"e\":\"{\\\"session_id\\\":\\\"s\\\"}\"}", session,
-                             sizeof(session)));
-    cr_assert_null(dlq_event("{\"v\":\"1\",\"e\":\"{\\\"not\\\":1}\"}", session, sizeof(session)));
-    cr_assert_null(dlq_event("{\"v\":\"1\"}", session, sizeof(session)));
-    cr_assert_null(
-        dlq_event("{\"v\":1,\"e\":\"{\\\"session_id\\\":\\\"s\\\"}\"}", session, sizeof(session)));
+                             sizeof(session), &dated, &day));
+    cr_assert_null(dlq_event("{\"v\":\"1\",\"e\":\"{\\\"not\\\":1}\"}", session, sizeof(session),
+                             &dated, &day));
+    cr_assert_null(dlq_event("{\"v\":\"1\"}", session, sizeof(session), &dated, &day));
+    cr_assert_null(dlq_event("{\"v\":1,\"e\":\"{\\\"session_id\\\":\\\"s\\\"}\"}", session,
+                             sizeof(session), &dated, &day));
 }
 
 Test(arvctl_dlq, received_day_of_an_event)
