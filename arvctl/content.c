@@ -8,7 +8,7 @@
 #include <libpq-fe.h>
 
 #include "cli.h"
-#include "strbuf.h"
+#include "event.h"
 
 #define CONTENT_UID_MAX 128
 
@@ -22,18 +22,12 @@ static const char content_usage[] =
     "list  prints the registry as a table.\n";
 
 /* A unique id an event can name: what the collector accepts in
- * ar_content_unique_id (common/event.c), at most CONTENT_UID_MAX bytes. */
+ * ar_content_unique_id, at most CONTENT_UID_MAX bytes. */
 static bool content_uid_ok(const char *uid)
 {
     size_t n = strlen(uid);
 
-    if (n == 0 || n > CONTENT_UID_MAX || !strbuf_utf8_valid(uid, n))
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if ((unsigned char)uid[i] < 0x20 || uid[i] == 0x7f)
-            return false;
-    }
-    return true;
+    return n > 0 && n <= CONTENT_UID_MAX && event_text_ok(uid, n);
 }
 
 static int content_add(const char *database_url, int argc, char **argv)

@@ -284,6 +284,11 @@ static bool has_control(const char *s, size_t len)
     return stop_scan(s, s + len, STOP_DEL) != s + len;
 }
 
+bool event_text_ok(const char *s, size_t n)
+{
+    return !has_control(s, n) && strbuf_utf8_valid(s, n);
+}
+
 /* ---- field values ---------------------------------------------------------- */
 
 /* The fields the schema knows. Both decoders (json-c for anything, the scanner

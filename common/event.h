@@ -93,6 +93,11 @@ bool event_from_stream(const char *json, size_t len, struct event *ev, struct ev
  * `out` (EVENT_UUID_LEN + 1 bytes). Thread-safe. */
 void event_uuid_v7(char *out, int64_t now_ms);
 
+/* True if s[0..n) is what an event's text fields may hold (the collector's
+ * rule for ar_content_unique_id, device_type, city, ...): valid UTF-8 without
+ * ASCII control characters (U+0000 to U+001F, U+007F). Pure. */
+bool event_text_ok(const char *s, size_t n);
+
 /* Parses RFC 3339 ("2026-11-25T10:00:00Z", fractions, offsets) into ms since the
  * epoch. Formats ms as "2026-11-25T10:00:00.000Z" (`out` >= 25 bytes). */
 bool event_parse_rfc3339(const char *s, int64_t *out_ms);
