@@ -256,35 +256,44 @@ static void fill_context(const struct collector *c, struct http_request *req, co
 
 /* ---- POST /api/analytics/ar-session ------------------------------------------- */
 
+/* Room for the answers of respond_event_id(). */
+#define EVENT_ID_BODY_MAX 192
+
+/* Answers `status` with the JSON object `head` (len bytes, its fields up to
+ * and including `"event_id":"`) closed by the event id `id`. */
+static void respond_event_id(struct http_request *req, int status, const char *head, size_t len,
+                             const char *id)
+{
+    char body[EVENT_ID_BODY_MAX];
+
+    memcpy(body, head, len);
+    memcpy(body + len, id, EVENT_UUID_LEN);
+    memcpy(body + len + EVENT_UUID_LEN, "\"}", 3);
+    http_respond_json(req, status, body);
+}
+
 static void xadd_done(void *arg, bool ok, const char *entry_id, const char *errstr)
 {
+    static const char tracked[] = "{\"status\":\"tracked\",\"event_id\":\"";
+    /* The XADD may still land (a hung Redis runs it later): the answer names
+     * the event id, made here if the client sent none, so that a retry with
+     * it is counted once. */
+    static const char unavail[] = "{\"error\":\"unavailable\",\"message\":\"the event store is "
+                                  "unavailable; retry later with this event_id\",\"event_id\":\"";
+    _Static_assert(sizeof(unavail) + EVENT_UUID_LEN + 2 <= EVENT_ID_BODY_MAX, "body room");
     struct pending_event *p = arg;
     struct lane *l = p->lane;
     struct collector *c = l->c;
     (void)entry_id;
     metric_add(c->inflight, -1);
     if (ok) {
-        static const char head[] = "{\"status\":\"tracked\",\"event_id\":\"";
-        char body[sizeof(head) + EVENT_UUID_LEN + 2];
         metric_inc(c->accepted);
-        memcpy(body, head, sizeof(head) - 1);
-        memcpy(body + sizeof(head) - 1, p->event_id, EVENT_UUID_LEN);
-        memcpy(body + sizeof(head) - 1 + EVENT_UUID_LEN, "\"}", 3);
-        http_respond_json(p->req, 200, body);
+        respond_event_id(p->req, 200, tracked, sizeof(tracked) - 1, p->event_id);
     } else {
-        /* The XADD may still land (a hung Redis runs it later): the answer
-         * names the event id, made here if the client sent none, so that a
-         * retry with it is counted once. */
-        static const char head[] = "{\"error\":\"unavailable\",\"message\":\"the event store is "
-                                   "unavailable; retry later with this event_id\",\"event_id\":\"";
-        char body[sizeof(head) + EVENT_UUID_LEN + 2];
         log_warn("xadd_failed", LF_STR("error", errstr), LF_STR("event_id", p->event_id));
         count_rejected(c, "redis_unavailable");
-        memcpy(body, head, sizeof(head) - 1);
-        memcpy(body + sizeof(head) - 1, p->event_id, EVENT_UUID_LEN);
-        memcpy(body + sizeof(head) - 1 + EVENT_UUID_LEN, "\"}", 3);
         http_request_add_header(p->req, "Retry-After", "1");
-        http_respond_json(p->req, 503, body);
+        respond_event_id(p->req, 503, unavail, sizeof(unavail) - 1, p->event_id);
     }
     p->next = l->free_events;
     l->free_events = p;

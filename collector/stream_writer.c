@@ -195,7 +195,6 @@ struct stream_writer *stream_writer_new(struct event_base *base, struct metrics 
     int n = redis_url_parse_list(redis_urls, urls, STREAM_WRITER_MAX_NODES);
     if (n <= 0) {
         /* Not echoed: it may hold a password. */
-        (void)redis_urls;
         snprintf(err, errlen, "REDIS_URL: invalid list (expected redis://host:port/db, ...)");
         return NULL;
     }
