@@ -605,18 +605,13 @@ static void conn_start(struct pg_conn *pc)
     /* Keepalives and the statement timeout first so the operator's conninfo
      * can override them; keepalives notice a peer that vanished during a long
      * query, the timeout a query that waits on a lock or a slow server. */
-    const char *keys[] = {"keepalives",
-                          "keepalives_idle",
-                          "keepalives_interval",
-                          "keepalives_count",
-                          "options",
-                          "dbname",
-                          NULL};
-    const char *vals[] = {"1", "10", "5", "3", p->options, p->conninfo, NULL};
-    if (!p->options[0]) { /* no options: dbname takes its place */
-        keys[4] = keys[5], vals[4] = vals[5];
-        keys[5] = vals[5] = NULL;
-    }
+    const char *keys[7] = {"keepalives", "keepalives_idle", "keepalives_interval",
+                           "keepalives_count"};
+    const char *vals[7] = {"1", "10", "5", "3"};
+    int k = 4;
+    if (p->options[0])
+        keys[k] = "options", vals[k++] = p->options;
+    keys[k] = "dbname", vals[k] = p->conninfo; /* the rest stays NULL */
 
     pc->state = CONN_CONNECTING;
     /* May resolve a host name (blocking); an IP address or socket path never blocks. */

@@ -516,8 +516,9 @@ static void reporter_run(struct reporter_call *call)
             return;
         }
     }
-    const struct params_env env = {r->cfg->zoneinfo_dir, r->cfg->hourly_retention_days,
-                                   timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS)};
+    /* UTC today, for the hourly retention and the closed days alike. */
+    today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
+    const struct params_env env = {r->cfg->zoneinfo_dir, r->cfg->hourly_retention_days, today};
     if (!params_parse(spec, reporter_param, call->req, &env, &perr)) {
         reporter_fail(call, 400, REPORTER_OUT_INVALID, "invalid_parameter", perr.field,
                       perr.message);
@@ -537,7 +538,6 @@ static void reporter_run(struct reporter_call *call)
     metric_inc(r->cache_miss);
     /* Days before yesterday (UTC) rarely change: their rollups are read once per
      * ARV_QUERY_CLOSED_TTL_MS, and each request reads only the open days. */
-    today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
     if (r->cfg->query_closed_ttl_ms > 0 &&
         query_closed_window_tz(spec, today, reporter_zone_today(r, spec->win.tz, today),
                                &call->closed)) {
