@@ -240,9 +240,14 @@ void copy_bin_null(struct strbuf *out)
     put_be(out, 0xffffffffu, 4);
 }
 
-void copy_bin_bytes(struct strbuf *out, const void *s, size_t n)
+void copy_bin_len(struct strbuf *out, size_t n)
 {
     put_be(out, n, 4);
+}
+
+void copy_bin_bytes(struct strbuf *out, const void *s, size_t n)
+{
+    copy_bin_len(out, n);
     strbuf_append(out, s, n);
 }
 

@@ -58,6 +58,8 @@ void copy_bin_trailer(struct strbuf *out);
 void copy_bin_null(struct strbuf *out);
 /* text (NULL when `s` is NULL or empty), bytea or any value already in its binary form */
 void copy_bin_bytes(struct strbuf *out, const void *s, size_t n);
+/* Starts a field of n bytes, which the caller appends itself. */
+void copy_bin_len(struct strbuf *out, size_t n);
 void copy_bin_opt_str(struct strbuf *out, const char *s);
 void copy_bin_int4(struct strbuf *out, int32_t v);
 void copy_bin_int8(struct strbuf *out, int64_t v);

@@ -162,29 +162,6 @@ size_t hll_sort_unique(uint64_t *hashes, size_t n)
     return m + 1;
 }
 
-static const char hex_digits[] = "0123456789abcdef";
-
-/* Hex-encodes bytes into a small stack buffer and flushes it to `out`. */
-struct hex_writer {
-    struct strbuf *out; /* borrowed */
-    char buf[512];      /* pending hex digits */
-    size_t len;         /* digits in buf */
-};
-
-static void hex_flush(struct hex_writer *w)
-{
-    strbuf_append(w->out, w->buf, w->len);
-    w->len = 0;
-}
-
-static void hex_byte(struct hex_writer *w, unsigned b)
-{
-    if (w->len + 2 > sizeof(w->buf))
-        hex_flush(w);
-    w->buf[w->len++] = hex_digits[(b >> 4) & 0xf];
-    w->buf[w->len++] = hex_digits[b & 0xf];
-}
-
 /* Register of one hash as postgresql-hll computes it: the low log2m bits pick
  * the register; the value is 1 + the index of the lowest set bit of the rest,
  * at most 2^regwidth - 1; a zero rest gives 0 (the register is left as is). */
@@ -203,25 +180,31 @@ static void full_add(uint8_t *regs, uint64_t h)
         regs[idx] = (uint8_t)v;
 }
 
+size_t hll_sketch_size(size_t n)
+{
+    return 3 + (n == 0 ? 0 : n <= HLL_EXPLICIT_MAX ? 8 * n : HLL_FULL_BYTES);
+}
+
 void hll_write_sketch(const uint64_t *hashes, size_t n, struct strbuf *out)
 {
-    struct hex_writer w = {.out = out};
     enum hll_type type = n == 0                  ? HLL_TYPE_EMPTY
                          : n <= HLL_EXPLICIT_MAX ? HLL_TYPE_EXPLICIT
                                                  : HLL_TYPE_FULL;
+    size_t size = hll_sketch_size(n);
+    unsigned char *w;
 
-    /* COPY text unescapes "\\" to the one backslash of bytea's hex input. */
-    strbuf_append(out, "\\\\x", 3);
-    hex_byte(&w, 1u << 4 | type);
-    hex_byte(&w, HLL_PARAM_BYTE);
-    hex_byte(&w, HLL_CUTOFF_BYTE);
-
+    if (strbuf_reserve(out, size) < 0)
+        return;
+    w = (unsigned char *)out->data + out->len;
+    *w++ = (unsigned char)(1u << 4 | type);
+    *w++ = HLL_PARAM_BYTE;
+    *w++ = HLL_CUTOFF_BYTE;
     if (type == HLL_TYPE_EXPLICIT) {
-        /* Big-endian values; PostgreSQL rejects unsorted or repeated ones. */
+        /* Big-endian values; postgresql-hll expects them sorted and distinct. */
         for (size_t i = 0; i < n; i++) {
             assert(i == 0 || (int64_t)hashes[i - 1] < (int64_t)hashes[i]);
             for (int shift = 56; shift >= 0; shift -= 8)
-                hex_byte(&w, (unsigned)(hashes[i] >> shift) & 0xff);
+                *w++ = (unsigned char)(hashes[i] >> shift);
         }
     } else if (type == HLL_TYPE_FULL) {
         uint8_t regs[HLL_NREGS] = {0};
@@ -236,11 +219,13 @@ void hll_write_sketch(const uint64_t *hashes, size_t n, struct strbuf *out)
             nacc += HLL_REGWIDTH;
             while (nacc >= 8) {
                 nacc -= 8;
-                hex_byte(&w, (acc >> nacc) & 0xff);
+                *w++ = (unsigned char)(acc >> nacc);
             }
         }
         if (nacc > 0)
-            hex_byte(&w, (acc << (8 - nacc)) & 0xff);
+            *w++ = (unsigned char)(acc << (8 - nacc));
     }
-    hex_flush(&w);
+    assert((size_t)((char *)w - out->data) == out->len + size);
+    out->len += size;
+    out->data[out->len] = '\0';
 }

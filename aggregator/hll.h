@@ -26,14 +26,17 @@ uint64_t hll_fmix64(uint64_t k);
  * The order is postgresql-hll's: ascending as signed 64-bit integers. */
 size_t hll_sort_unique(uint64_t *hashes, size_t n);
 
+/* Bytes of the sketch hll_write_sketch() writes for n distinct hashes. */
+size_t hll_sketch_size(size_t n);
+
 /* Appends to `out` the hll(12,5) sketch of the n distinct hashes (sorted as
- * hll_sort_unique leaves them) in the form of a field of COPY text format: hll's
- * text input '\x<lowercase hex>' with its backslash doubled for COPY, i.e. the
- * bytes `\\x0123...`. n == 0 writes the EMPTY sketch. Up to 320 hashes give the
- * EXPLICIT form hll_add_agg(h, 12, 5) writes, byte for byte; more give the FULL
- * form, with the same registers (and so the same cardinality) as PostgreSQL's,
- * which may store them SPARSE instead. `hashes` is borrowed. Allocation failure
- * sets out->oom. */
+ * hll_sort_unique leaves them), as postgresql-hll stores it: the bytes of its
+ * binary I/O (hll_send, hll_recv), which its text form shows as '\x<hex>';
+ * hll_sketch_size(n) of them. n == 0 writes the EMPTY sketch. Up to 320 hashes
+ * give the EXPLICIT form hll_add_agg(h, 12, 5) writes, byte for byte; more give
+ * the FULL form, with the same registers (and so the same cardinality) as
+ * PostgreSQL's, which may store them SPARSE instead. `hashes` is borrowed.
+ * Allocation failure sets out->oom and appends nothing. */
 void hll_write_sketch(const uint64_t *hashes, size_t n, struct strbuf *out);
 
 #endif

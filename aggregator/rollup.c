@@ -274,39 +274,45 @@ static uint64_t group_hash(const struct rollup_table *t, const struct rollup_gro
     return t->hash[t->order[g->first + j] / t->stride];
 }
 
-/* Writes group `g`'s session sketch as a COPY field (after table_sort). */
-static void put_sketch(struct copy_row *row, struct rollup_table *t, const struct rollup_group *g)
+/* Writes group `g`'s session sketch as a binary COPY field (after table_sort). */
+static void put_sketch(struct strbuf *out, struct rollup_table *t, const struct rollup_group *g)
 {
+    size_t n;
+
     for (size_t j = 0; j < g->nhashes; j++)
         t->scratch[j] = group_hash(t, g, j);
-    hll_write_sketch(t->scratch, hll_sort_unique(t->scratch, g->nhashes), copy_row_field(row));
+    n = hll_sort_unique(t->scratch, g->nhashes);
+    copy_bin_len(out, hll_sketch_size(n));
+    hll_write_sketch(t->scratch, n, out);
 }
+
+/* The columns of ROLLUP_MEASURE_ROW_COLUMNS and ROLLUP_BREAKDOWN_ROW_COLUMNS. */
+#define MEASURE_FIELDS   15
+#define BREAKDOWN_FIELDS 8
 
 static void put_measures_row(struct strbuf *out, enum rollup_kind kind, struct rollup_table *t,
                              const struct rollup_group *g)
 {
     bool hourly = kind == ROLLUP_CONTENT_HOURLY || kind == ROLLUP_COMPANY_HOURLY;
-    struct copy_row row;
 
-    copy_row_begin(&row, out);
-    copy_row_int(&row, kind);
-    copy_row_time_ms(&row, g->period * (hourly ? TIMEUTIL_HOUR_MS : TIMEUTIL_DAY_MS));
-    copy_row_int(&row, g->company_id);
+    copy_bin_tuple(out, MEASURE_FIELDS);
+    copy_bin_int4(out, kind);
+    copy_bin_time_ms(out, g->period * (hourly ? TIMEUTIL_HOUR_MS : TIMEUTIL_DAY_MS));
+    copy_bin_int8(out, g->company_id);
     if (g->content_id) {
-        copy_row_int(&row, g->project_id);
-        copy_row_int(&row, g->content_id);
+        copy_bin_int8(out, g->project_id);
+        copy_bin_int8(out, g->content_id);
     } else {
-        copy_row_null(&row);
-        copy_row_null(&row);
+        copy_bin_null(out);
+        copy_bin_null(out);
     }
-    copy_row_int(&row, g->views);
-    put_sketch(&row, t, g);
-    copy_row_int(&row, g->video_plays);
-    copy_row_int(&row, g->duration_sum);
-    copy_row_int(&row, g->duration_count);
+    copy_bin_int8(out, g->views);
+    put_sketch(out, t, g);
+    copy_bin_int8(out, g->video_plays);
+    copy_bin_int8(out, g->duration_sum);
+    copy_bin_int8(out, g->duration_count);
     for (int q = 0; q <= BATCH_TQ_OTHER; q++)
-        copy_row_int(&row, g->tq[q]);
-    copy_row_end(&row);
+        copy_bin_int8(out, g->tq[q]);
 }
 
 /* Fills r->derived with the groups of `kind` summed from the hourly groups
@@ -371,7 +377,6 @@ int rollup_write_breakdown(struct rollup *r, const struct batch *b, struct strbu
                            rollup_drain_fn drain, void *arg)
 {
     struct rollup_table *t = &r->breakdown;
-    struct copy_row row;
     const char *value;
     size_t len;
     int rc = 0;
@@ -380,17 +385,16 @@ int rollup_write_breakdown(struct rollup *r, const struct batch *b, struct strbu
         return -ENOMEM;
     for (size_t i = 0; i < t->n && rc == 0; i++) {
         struct rollup_group *g = &t->groups[i];
-        copy_row_begin(&row, out);
-        copy_row_int(&row, g->period);
-        copy_row_int(&row, g->company_id);
-        copy_row_int(&row, g->project_id);
-        copy_row_int(&row, g->content_id);
-        copy_row_str(&row, batch_dim_names[g->dim]);
+        copy_bin_tuple(out, BREAKDOWN_FIELDS);
+        copy_bin_int4(out, (int32_t)g->period);
+        copy_bin_int8(out, g->company_id);
+        copy_bin_int8(out, g->project_id);
+        copy_bin_int8(out, g->content_id);
+        copy_bin_opt_str(out, batch_dim_names[g->dim]);
         value = batch_value(b, g->value, &len);
-        copy_row_text(&row, value, len);
-        copy_row_int(&row, g->views);
-        put_sketch(&row, t, g);
-        copy_row_end(&row);
+        copy_bin_bytes(out, value, len);
+        copy_bin_int8(out, g->views);
+        put_sketch(out, t, g);
         rc = row_done(out, drain, arg);
     }
     return rc;

@@ -1,7 +1,7 @@
 /* The rollup deltas of one batch write, computed in the aggregator from the
  * events it counts: per UTC hour and content (every measure) and per UTC day,
  * content, dimension and value (the daily breakdown), with HLL sketches of the
- * session ids. Written as COPY text for the store to merge. Pure. */
+ * session ids. Written in COPY binary format for the store to merge. Pure. */
 #ifndef ARV_AGGREGATOR_ROLLUP_H
 #define ARV_AGGREGATOR_ROLLUP_H
 
@@ -95,12 +95,13 @@ int rollup_add(struct rollup *r, const struct batch_entry *e);
 typedef int (*rollup_drain_fn)(void *arg);
 #define ROLLUP_PIECE (256 * 1024)
 
-/* Appends one COPY row (ROLLUP_MEASURE_ROW_COLUMNS) per group of every kind to
- * `out`, calling `drain(arg)` (if not NULL) as it fills. Returns 0, -ENOMEM or what drain
+/* Appends one row (ROLLUP_MEASURE_ROW_COLUMNS) in COPY binary format, without
+ * the stream's header and trailer, per group of every kind to `out`, calling
+ * `drain(arg)` (if not NULL) as it fills. Returns 0, -ENOMEM or what drain
  * returned. */
 int rollup_write_measures(struct rollup *r, struct strbuf *out, rollup_drain_fn drain, void *arg);
 
-/* Appends one COPY row (ROLLUP_BREAKDOWN_ROW_COLUMNS) per day, content, dimension
+/* Appends one row (ROLLUP_BREAKDOWN_ROW_COLUMNS) per day, content, dimension
  * and value to `out`, as rollup_write_measures; values are batch `b`'s. */
 int rollup_write_breakdown(struct rollup *r, const struct batch *b, struct strbuf *out,
                            rollup_drain_fn drain, void *arg);

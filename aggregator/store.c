@@ -22,7 +22,7 @@
 static const char store_temp_ddl[] =
     "CREATE TEMP TABLE IF NOT EXISTS arv_keys (i integer NOT NULL, company_id bigint NOT NULL,"
     " event_id uuid NOT NULL, received_at timestamptz NOT NULL) ON COMMIT DELETE ROWS;"
-    " CREATE TEMP TABLE IF NOT EXISTS arv_measures (kind smallint, at timestamptz,"
+    " CREATE TEMP TABLE IF NOT EXISTS arv_measures (kind integer, at timestamptz,"
     " company_id bigint, project_id bigint, content_id bigint, views bigint, sessions hll,"
     " video_plays bigint, duration_sum bigint, duration_count bigint, tq_excellent bigint,"
     " tq_good bigint, tq_fair bigint, tq_poor bigint, tq_other bigint) ON COMMIT DELETE ROWS;"
@@ -662,12 +662,12 @@ static enum store_status write_raw(struct store *s, struct batch *b, size_t firs
     return started ? copy_end_binary(s, st) : st;
 }
 
-/* Ends a COPY whose rows a rollup writer wrote (returning `rc`). */
+/* Ends a binary COPY whose rows a rollup writer wrote (returning `rc`). */
 static enum store_status copy_written(struct store *s, int rc)
 {
     if (rc == -ENOMEM)
         return copy_end(s, store_oom(s));
-    return copy_end(s, rc < 0 ? s->status : STORE_OK);
+    return copy_end_binary(s, rc < 0 ? s->status : STORE_OK);
 }
 
 /* The dead letters among entries [first, first + n), by COPY into their
@@ -704,13 +704,13 @@ static enum store_status write_deltas(struct store *s, const struct batch *b)
     strbuf_reset(&s->rows);
     if (s->rollup.hourly.n == 0)
         return STORE_OK;
-    if ((st = copy_begin(s, "COPY pg_temp.arv_measures (" ROLLUP_MEASURE_ROW_COLUMNS
-                            ") FROM STDIN")) != STORE_OK ||
+    if ((st = copy_begin_binary(s, "COPY pg_temp.arv_measures (" ROLLUP_MEASURE_ROW_COLUMNS
+                                   ") FROM STDIN (FORMAT binary)")) != STORE_OK ||
         (st = copy_written(s, rollup_write_measures(&s->rollup, &s->rows, drain_rows, s))) !=
             STORE_OK)
         return st;
-    if ((st = copy_begin(s, "COPY pg_temp.arv_breakdown (" ROLLUP_BREAKDOWN_ROW_COLUMNS
-                            ") FROM STDIN")) != STORE_OK)
+    if ((st = copy_begin_binary(s, "COPY pg_temp.arv_breakdown (" ROLLUP_BREAKDOWN_ROW_COLUMNS
+                                   ") FROM STDIN (FORMAT binary)")) != STORE_OK)
         return st;
     return copy_written(s, rollup_write_breakdown(&s->rollup, b, &s->rows, drain_rows, s));
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "copy.h"
 #include "hll.h"
 #include "rollup.h"
 
@@ -52,10 +53,11 @@ static void add(int n, const char *session, long content, const char *when, cons
 static const char s1[] = "7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f";
 static const char s2[] = "00000000-0000-4000-8000-000000000002";
 
-/* The sketch field of `sessions` as rollup writes it. */
+/* `sessions`' sketch as text_rows() shows it: "\\x<hex>". */
 static const char *sketch_of(const char *const *sessions, size_t n)
 {
-    static struct strbuf sb;
+    static char text[2 * 4096 + 3];
+    struct strbuf sb;
     uint64_t h[8];
     for (size_t i = 0; i < n; i++) {
         unsigned char u[16];
@@ -66,10 +68,86 @@ static const char *sketch_of(const char *const *sessions, size_t n)
         }
         h[i] = hll_hash(u, 16);
     }
-    strbuf_deinit(&sb);
     strbuf_init(&sb);
     hll_write_sketch(h, hll_sort_unique(h, n), &sb);
-    return sb.data;
+    cr_assert(!sb.oom && 2 * sb.len + 3 <= sizeof(text));
+    strcpy(text, "\\x");
+    for (size_t i = 0; i < sb.len; i++)
+        snprintf(text + 2 + 2 * i, 3, "%02x", (unsigned char)sb.data[i]);
+    strbuf_deinit(&sb);
+    return text;
+}
+
+/* A big-endian unsigned integer of `n` bytes. */
+static uint64_t be(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* The fields of the measures' and the breakdown's rows, for text_rows(). */
+#define MEASURE_TYPES   "itllllhllllllll"
+#define BREAKDOWN_TYPES "illlsslh"
+
+/* Rows in COPY binary format (as the writers leave them: no header, no
+ * trailer) as text lines, one tab-separated field per letter of `types`:
+ * i int4, l int8, t timestamptz ("2025-11-25 10:00:00.000+00"), s text as
+ * sent, h a sketch as sketch_of() shows it; NULL as \N. */
+static const char *text_rows(const struct strbuf *bin, const char *types)
+{
+    static struct strbuf text;
+    const unsigned char *p = (const unsigned char *)bin->data, *end = p + bin->len;
+    size_t nf = strlen(types);
+    char buf[64];
+
+    strbuf_reset(&text);
+    strbuf_puts(&text, "");
+    while (p < end) {
+        cr_assert_geq(end - p, 2);
+        cr_assert_eq(be(p, 2), nf);
+        p += 2;
+        for (size_t f = 0; f < nf; f++) {
+            cr_assert_geq(end - p, 4);
+            uint64_t len = be(p, 4);
+            p += 4;
+            if (f)
+                strbuf_putc(&text, '\t');
+            if (len == 0xffffffffu) {
+                strbuf_puts(&text, "\\N");
+                continue;
+            }
+            cr_assert_leq(len, (uint64_t)(end - p));
+            switch (types[f]) {
+            case 'i':
+                cr_assert_eq(len, 4);
+                strbuf_printf(&text, "%d", (int32_t)(uint32_t)be(p, 4));
+                break;
+            case 'l':
+                cr_assert_eq(len, 8);
+                strbuf_printf(&text, "%lld", (long long)(int64_t)be(p, 8));
+                break;
+            case 't':
+                cr_assert_eq(len, 8);
+                cr_assert(copy_format_time_ms((int64_t)be(p, 8) / 1000 + INT64_C(946684800000), buf,
+                                              sizeof(buf)));
+                strbuf_puts(&text, buf);
+                break;
+            case 's':
+                strbuf_append(&text, (const char *)p, len);
+                break;
+            default:
+                strbuf_puts(&text, "\\x");
+                for (uint64_t i = 0; i < len; i++)
+                    strbuf_printf(&text, "%02x", p[i]);
+            }
+            p += len;
+        }
+        strbuf_putc(&text, '\n');
+    }
+    cr_assert(!text.oom);
+    return text.data;
 }
 
 /* The line of `text` that starts with `prefix`, or NULL. */
@@ -99,31 +177,32 @@ Test(rollup, measures_of_every_kind)
     add(3, s2, 5, "2025-11-25T11:00:00Z", ",\"duration_seconds\":4");
     add(4, s2, 6, "2025-11-25T23:59:59.999Z", "");
     cr_assert_eq(rollup_write_measures(&r, &out, NULL, NULL), 0);
+    const char *text = text_rows(&out, MEASURE_TYPES);
 
     /* Content 5, 10:00: two events of one session; one duration; good + other. */
     snprintf(want, sizeof(want),
              "0\t2025-11-25 10:00:00.000+00\t7\t70\t5\t2\t%s\t1\t10\t1\t0\t1\t0\t0\t1",
              sketch_of(one, 1));
-    cr_assert_str_eq(line_of(out.data, "0\t2025-11-25 10:00"), want);
+    cr_assert_str_eq(line_of(text, "0\t2025-11-25 10:00"), want);
     /* Content 5's day: three events, two sessions, durations 10 + 4. */
     snprintf(want, sizeof(want),
              "1\t2025-11-25 00:00:00.000+00\t7\t70\t5\t3\t%s\t1\t14\t2\t0\t1\t0\t0\t2",
              sketch_of(both, 2));
-    cr_assert_str_eq(line_of(out.data, "1\t2025-11-25 00:00:00.000+00\t7\t70\t5\t"), want);
+    cr_assert_str_eq(line_of(text, "1\t2025-11-25 00:00:00.000+00\t7\t70\t5\t"), want);
     /* Company 7 at 23:00 (content 6 only), and its day (all four). */
     snprintf(want, sizeof(want),
              "2\t2025-11-25 23:00:00.000+00\t7\t\\N\t\\N\t1\t%s\t0\t0\t0\t0\t0\t0\t0\t1",
              sketch_of(both + 1, 1));
-    cr_assert_str_eq(line_of(out.data, "2\t2025-11-25 23:00"), want);
+    cr_assert_str_eq(line_of(text, "2\t2025-11-25 23:00"), want);
     snprintf(want, sizeof(want),
              "3\t2025-11-25 00:00:00.000+00\t7\t\\N\t\\N\t4\t%s\t1\t14\t2\t0\t1\t0\t0\t3",
              sketch_of(both, 2));
-    cr_assert_str_eq(line_of(out.data, "3\t"), want);
+    cr_assert_str_eq(line_of(text, "3\t"), want);
     /* 3 content hours, 2 content days, 3 company hours, 1 company day. */
     size_t lines = 0;
-    for (const char *p = out.data; *p; p++)
+    for (const char *p = text; *p; p++)
         lines += *p == '\n';
-    cr_assert_eq(lines, 9, "%s", out.data);
+    cr_assert_eq(lines, 9, "%s", text);
 }
 
 Test(rollup, breakdown_per_dimension_and_value)
@@ -134,14 +213,15 @@ Test(rollup, breakdown_per_dimension_and_value)
     add(1, s1, 5, "2025-11-25T10:10:00Z", ",\"device_type\":\"mobile\",\"city\":\"K\\\\oln\"");
     add(2, s2, 5, "2025-11-25T12:10:00Z", ",\"device_type\":\"mobile\"");
     cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
+    const char *text = text_rows(&out, BREAKDOWN_TYPES);
     /* 2025-11-25 is day 20417. */
     snprintf(want, sizeof(want), "20417\t7\t70\t5\tdevice_type\tmobile\t2\t%s", sketch_of(both, 2));
-    cr_assert_str_eq(line_of(out.data, "20417\t7\t70\t5\tdevice_type\t"), want);
-    /* A missing value counts as "unknown"; values stay COPY-escaped. */
-    cr_assert(line_of(out.data, "20417\t7\t70\t5\tbrowser\tunknown\t2\t"), "%s", out.data);
-    cr_assert(line_of(out.data, "20417\t7\t70\t5\tcity\tK\\\\oln\t1\t"), "%s", out.data);
-    cr_assert(line_of(out.data, "20417\t7\t70\t5\tcity\tunknown\t1\t"), "%s", out.data);
-    cr_assert_null(line_of(out.data, "20417\t7\t70\t5\tvideo"));
+    cr_assert_str_eq(line_of(text, "20417\t7\t70\t5\tdevice_type\t"), want);
+    /* A missing value counts as "unknown"; values go as they are. */
+    cr_assert(line_of(text, "20417\t7\t70\t5\tbrowser\tunknown\t2\t"), "%s", text);
+    cr_assert(line_of(text, "20417\t7\t70\t5\tcity\tK\\oln\t1\t"), "%s", text);
+    cr_assert(line_of(text, "20417\t7\t70\t5\tcity\tunknown\t1\t"), "%s", text);
+    cr_assert_null(line_of(text, "20417\t7\t70\t5\tvideo"));
 }
 
 /* A drain that moves what was written into `taken`. */
@@ -213,21 +293,22 @@ Test(rollup, deltas_span_reads)
                   : ",\"device_type\":\"mobile\",\"city\":\"Rome\"");
     add(400, s2, 5, "2025-11-25T12:10:00Z", ",\"device_type\":\"tablet\"");
     cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
+    const char *text = text_rows(&out, BREAKDOWN_TYPES);
     snprintf(want, sizeof(want), "20417\t7\t70\t5\tdevice_type\tmobile\t301\t%s",
              sketch_of(both, 2));
-    cr_assert_str_eq(line_of(out.data, "20417\t7\t70\t5\tdevice_type\tmobile"), want);
+    cr_assert_str_eq(line_of(text, "20417\t7\t70\t5\tdevice_type\tmobile"), want);
     snprintf(want, sizeof(want), "20417\t7\t70\t5\tdevice_type\ttablet\t1\t%s", sketch_of(one, 1));
-    cr_assert_str_eq(line_of(out.data, "20417\t7\t70\t5\tdevice_type\ttablet"), want);
+    cr_assert_str_eq(line_of(text, "20417\t7\t70\t5\tdevice_type\ttablet"), want);
     /* Rome: event 1 (s1) and the 150 even ones (s2). */
     snprintf(want, sizeof(want), "20417\t7\t70\t5\tcity\tRome\t151\t%s", sketch_of(both, 2));
-    cr_assert_str_eq(line_of(out.data, "20417\t7\t70\t5\tcity\tRome"), want);
+    cr_assert_str_eq(line_of(text, "20417\t7\t70\t5\tcity\tRome"), want);
     /* The 150 odd ones (s1) have no city. */
     snprintf(want, sizeof(want), "20417\t7\t70\t5\tcity\tunknown\t151\t%s", sketch_of(both, 2));
-    cr_assert_str_eq(line_of(out.data, "20417\t7\t70\t5\tcity\tunknown"), want);
+    cr_assert_str_eq(line_of(text, "20417\t7\t70\t5\tcity\tunknown"), want);
     strbuf_reset(&out);
     cr_assert_eq(rollup_write_measures(&r, &out, NULL, NULL), 0);
+    text = text_rows(&out, MEASURE_TYPES);
     snprintf(want, sizeof(want), "0\t2025-11-25 12:00:00.000+00\t7\t70\t5\t301\t%s",
              sketch_of(both, 2));
-    cr_assert(strncmp(line_of(out.data, "0\t2025-11-25 12:00"), want, strlen(want)) == 0, "%s",
-              out.data);
+    cr_assert(strncmp(line_of(text, "0\t2025-11-25 12:00"), want, strlen(want)) == 0, "%s", text);
 }
