@@ -381,14 +381,16 @@ static const redisReply *stream_entries(const struct reader *r, const redisReply
     return st->element[1];
 }
 
-/* Counts, per stream, the entries of an XREADGROUP reply (`got`); an error
- * reply (NOGROUP: the stream or group was deleted) disconnects, since
- * reconnecting recreates the group. Returns 0 or -1. */
+/* Counts, per stream, the entries of an XREADGROUP reply (`got`). An error
+ * reply fails the read: NOGROUP (the stream or group was deleted) also
+ * disconnects, since reconnecting recreates the group; any other (NOPERM,
+ * BUSY, OOM, ...) keeps the connection. Returns 0 or -1. */
 static int reply_counts(struct reader *r, const redisReply *reply, size_t *got)
 {
     memset(got, 0, r->nstreams * sizeof(*got));
     if (reply_is_error(r, reply, "XREADGROUP")) {
-        reader_disconnect(r);
+        if (strncmp(reply->str, "NOGROUP", 7) == 0)
+            reader_disconnect(r);
         return -1;
     }
     for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k < reply->elements; k++) {

@@ -376,6 +376,13 @@ enum store_status store_resolve_content(struct store *s, struct content_cache *c
         PQclear(res);
         if (st == STORE_CONN)
             store_disconnect(s);
+        /* A data error of the registry's query (a view's cast failing on one
+         * of its rows, say) rejects no row of the batch: the registry is
+         * failing, and the batch waits for it. Taken for a rejected row, it
+         * would have the batch written entry by entry, unresolved: its
+         * events dead-lettered as unknown content. */
+        if (st == STORE_DATA)
+            st = s->status = STORE_RETRY;
     } else if (oom) {
         set_errstr(s, "out of memory");
         st = STORE_RETRY;

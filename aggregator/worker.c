@@ -208,7 +208,8 @@ static bool resolve_entries(struct worker *w, size_t first, size_t n, bool all)
 
 /* Writes the batch entry by entry after a row was rejected: each entry in its
  * own transaction; an entry PostgreSQL rejects becomes a db_rejected dead
- * letter (or, if even that fails, stays pending for a later claim). Returns
+ * letter (or, if even that fails, stays pending for a later claim); once the
+ * worker is stopping, the entries not yet written stay pending. Returns
  * STORE_OK or the failure that stopped it (the caller retries the batch;
  * entries already written are deduplicated). */
 static enum store_status flush_each(struct worker *w)
@@ -221,6 +222,12 @@ static enum store_status flush_each(struct worker *w)
         struct batch_entry *e = &b->entries[i];
         if (e->kind == BATCH_ACK_ONLY || e->keep_pending)
             continue;
+        if (atomic_load(&w->stop)) {
+            /* Stopping: the rest stays pending, read again by this consumer
+             * at its next start (or claimed), not written one by one now. */
+            e->keep_pending = true;
+            continue;
+        }
         if (!resolve_entries(w, i, 1, false)) {
             e->keep_pending = true; /* delivered again later */
             continue;
@@ -496,17 +503,20 @@ static void *worker_main(void *arg)
             }
             if (rc == 0 && w->batch.count > 0 && failpoint.read_error > 0 &&
                 atomic_fetch_add(&reads_done, 1) + 1 == failpoint.read_error) {
+                /* As a first piece that failed past its delivery would: none
+                 * of the delivered entries is in the batch. */
                 snprintf(w->reader.errstr, sizeof(w->reader.errstr), "failpoint read_error");
+                batch_reset(&w->batch);
                 rc = -1;
             }
             if (rc < 0 && store_in_write(&w->store))
                 abandon_write(w);
             if (rc < 0 && reader_connected(&w->reader)) {
                 /* An error reply, not an outage: log it and read on. Entries
-                 * that pieces before it delivered are pending on this
-                 * consumer: read them again from there. */
-                if (w->batch.count > 0)
-                    reader_recover(&w->reader);
+                 * that the read delivered (in pieces before it, or in a
+                 * piece that failed once delivered: the batch may hold none
+                 * of them) are pending on this consumer: read them again. */
+                reader_recover(&w->reader);
                 batch_reset(&w->batch);
                 metric_inc(w->m.redis_errors);
                 log_warn("stream_read_failed", LF_INT("worker", w->index),

@@ -179,7 +179,8 @@ int64_t worker_write_max_ms(long claim_idle_ms);
 struct worker_failpoint {
     long after_commit; /* "after_commit:N": _exit() after the Nth COMMIT, before XACK */
     long read_error;   /* "read_error:N": the Nth read of entries fails once they
-                        * were delivered, as an error reply to a later piece would */
+                        * were delivered, none of them kept in the batch (as a
+                        * failure past a piece's delivery would) */
 };
 
 /* Parses the failpoint spec: NULL or "" -> all off, "after_commit:N" or

@@ -126,6 +126,73 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "rejected entry no
     it_fail "the rejected row's batch neighbour was not counted"
 it_pass "a row PostgreSQL rejects: db_rejected dead letter with the exact payload, its neighbour counted"
 
+# A worker told to stop while it writes a read entry by entry (after a rejected
+# row) leaves the entries not yet written pending, and stops at once; started
+# again under the same consumer name, it reads and writes them. The rejected
+# entry comes first, so that the rest is an ordinary read the second time.
+stop_e='{"event_id":"0000b000-0000-4000-8000-000000000042","session_id":"0000b000-0000-4000-8000-000000000001","ar_content_id":1,"received_at":"2020-01-01T00:00:00.000Z"}'
+redis-cli -p "$IT_REDIS_PORT" XADD "$ARV_STREAM:each" '*' v 1 e "$stop_e" >/dev/null
+LC_ALL=C awk -v n=3000 -v stream="$ARV_STREAM:each" -v base_ms="$now_ms" -v contents=40 -v seed=0000f000 \
+    -f "$GEN" | redis-cli -p "$IT_REDIS_PORT" --pipe >/dev/null 2>&1 || it_fail "redis-cli --pipe"
+rows0=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
+it_start each arv-aggregator ARV_STREAM="$ARV_STREAM:each" ARV_WORKERS=1 ARV_CONSUMER=each \
+    ARV_CLAIM_IDLE_MS=0 ARV_BATCH_WAIT_MS=50
+for ((i = 0; i < 100; i++)); do
+    grep -q '"batch_rejected"' "$IT_TMP/each.log" && break
+    sleep 0.05
+done
+[ "$i" -lt 100 ] || it_fail "stop while writing entry by entry: no rejected batch"
+sleep 0.3
+t0=$(date +%s%N)
+it_stop each
+ms=$((($(date +%s%N) - t0) / 1000000))
+left=$(redis-cli -p "$IT_REDIS_PORT" XPENDING "$ARV_STREAM:each" arv-aggregators | head -1)
+((ms < 3000)) || it_fail "stop while writing entry by entry took $ms ms"
+[ "$left" -gt 0 ] || it_fail "stop while writing entry by entry: nothing left pending (written on after the stop)"
+it_start each arv-aggregator ARV_STREAM="$ARV_STREAM:each" ARV_WORKERS=1 ARV_CONSUMER=each \
+    ARV_CLAIM_IDLE_MS=0 ARV_BATCH_WAIT_MS=50
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:each" 60 || it_fail "entries left pending at the stop not written"
+it_stop each
+[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")" = $((rows0 + 3000)) ] ||
+    it_fail "stop while writing entry by entry: not every event written once"
+[ "$(it_psql "SELECT count(*) FROM analytics.dead_letters WHERE reason = 'db_rejected'
+              AND payload::json->>'event_id' = '0000b000-0000-4000-8000-000000000042'")" = 1 ] ||
+    it_fail "stop while writing entry by entry: the rejected entry is not one db_rejected dead letter"
+[ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from raw rows after a stop mid-way"
+it_pass "stop while writing entry by entry: out in $ms ms, $left entries left pending, written at the next start"
+
+# A content registry whose query fails on a value (a view whose cast fails on
+# one of its rows) is an error of the registry, not a rejected row: the
+# events wait, pending, none is dead-lettered as unknown content, and they
+# are counted once the view answers again.
+it_psql "INSERT INTO analytics.ar_content (id, unique_id, project_id, company_id) VALUES
+         (7100, NULL, 1000, 100), (7101, NULL, 1000, 100)"
+it_psql "CREATE VIEW analytics.content_poisoned AS SELECT id, unique_id,
+         (CASE WHEN id = 7101 THEN 'not a number' ELSE project_id::text END)::bigint AS project_id,
+         company_id FROM analytics.ar_content"
+dead0=$(it_psql "SELECT coalesce(max(id), 0) FROM analytics.dead_letters")
+it_start registry arv-aggregator ARV_STREAM="$ARV_STREAM:registry" \
+    ARV_CONTENT_RELATION=analytics.content_poisoned ARV_BATCH_WAIT_MS=50
+ARV_STREAM="$ARV_STREAM:registry" late_event 0000b000-0000-4000-8000-000000000060 '"ar_content_id":7100'
+ARV_STREAM="$ARV_STREAM:registry" late_event 0000b000-0000-4000-8000-000000000061 '"ar_content_id":7101'
+for ((i = 0; i < 100; i++)); do
+    grep -q '22P02' "$IT_TMP/registry.log" && break
+    sleep 0.05
+done
+[ "$i" -lt 100 ] || it_fail "failing registry: the view's error was never logged"
+sleep 1
+dead_since() { it_psql "SELECT coalesce(string_agg(reason, ','), '') FROM analytics.dead_letters WHERE id > $dead0"; }
+[ -z "$(dead_since)" ] || it_fail "failing registry: events dead-lettered ($(dead_since))"
+it_psql "CREATE OR REPLACE VIEW analytics.content_poisoned AS
+         SELECT id, unique_id, project_id, company_id FROM analytics.ar_content"
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:registry" 30 || it_fail "failing registry: events not written once it answered"
+it_stop registry
+[ "$(it_psql "SELECT coalesce(sum(views), 0) FROM analytics.rollup_content_daily WHERE ar_content_id IN (7100, 7101)")" = 2 ] ||
+    it_fail "failing registry: its events not counted once it answered"
+[ -z "$(dead_since)" ] || it_fail "failing registry: events dead-lettered ($(dead_since))"
+it_psql "DROP VIEW analytics.content_poisoned"
+it_pass "a registry failing on a value: events wait, none dead-lettered, counted once it answers"
+
 it_stop aggregator
 
 # Poison entries: an entry a dead consumer left pending after 10 deliveries
@@ -175,6 +242,22 @@ it_stop noscript
     it_fail "the entry claimed by a user without scripts was not written"
 grep -q '"consumers_not_forgotten"' "$IT_TMP/noscript.log" || it_fail "no consumers_not_forgotten warning"
 it_pass "claims without the right to run scripts: entry $orphan written, forgetting consumers only warned"
+
+# An error reply to a read other than NOGROUP (here NOPERM: a user that may
+# not XREADGROUP) is the read's failure, not an outage: logged as
+# stream_read_failed, the connection kept, Redis not reported unreachable.
+redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noread on '>pw' '~*' '&*' +@all -xreadgroup >/dev/null
+it_start noread arv-aggregator ARV_STREAM="$ARV_STREAM:noread" ARV_BATCH_WAIT_MS=50 \
+    REDIS_URL="redis://noread:pw@127.0.0.1:$IT_REDIS_PORT/0"
+for ((i = 0; i < 100; i++)); do
+    grep -q '"stream_read_failed".*NOPERM' "$IT_TMP/noread.log" && break
+    sleep 0.05
+done
+[ "$i" -lt 100 ] || it_fail "a read refused (NOPERM): no stream_read_failed: $(tail -3 "$IT_TMP/noread.log")"
+it_stop noread
+! grep -q '"redis_unavailable"' "$IT_TMP/noread.log" ||
+    it_fail "a read refused (NOPERM) was reported as Redis unreachable"
+it_pass "a read refused by Redis (NOPERM): stream_read_failed, not an outage"
 
 # A read that fails after its entries were delivered (as an error reply to a
 # later piece would; here ARV_FAILPOINT=read_error:1) leaves them pending on
