@@ -73,16 +73,16 @@ enum conn_state {
 };
 
 struct status_counter {
-    int status;       /* HTTP status */
-    unsigned method;  /* index into method_labels */
-    struct metric *m; /* http_requests_total child */
+    int status;              /* HTTP status */
+    unsigned method;         /* index into method_labels */
+    struct metric *m;        /* http_requests_total child */
+    struct metric *duration; /* http_request_duration_seconds child (route and status) */
 };
 
 /* Metric children of one route, cached so requests never take the registry lock
  * once a (method, status) pair has been seen. */
 struct route_stats {
     const char *label;               /* route path, or "unmatched"; borrowed */
-    struct metric *duration;         /* http_request_duration_seconds{route} */
     struct status_counter *counters; /* seen (method, status) pairs */
     size_t ncounters;                /* used entries */
     size_t counters_cap;             /* allocated entries */
@@ -316,14 +316,10 @@ static unsigned method_index(enum http_method m)
 
 /* ---- metrics ---------------------------------------------------------------- */
 
-static void stats_init(struct http_server *s, struct route_stats *st, const char *label)
+static void stats_init(struct route_stats *st, const char *label)
 {
     memset(st, 0, sizeof(*st));
     st->label = label;
-    if (s->f_duration) {
-        const char *values[1] = {label};
-        st->duration = metric_family_child(s->f_duration, values);
-    }
 }
 
 static void stats_deinit(struct route_stats *st)
@@ -332,31 +328,38 @@ static void stats_deinit(struct route_stats *st)
     st->counters = NULL;
 }
 
-static struct metric *stats_counter(struct http_server *s, struct route_stats *st, unsigned method,
-                                    int status)
+/* Counts an answer of route `st` and observes its duration, by method and status. */
+static void stats_record(struct http_server *s, struct route_stats *st, unsigned method, int status,
+                         double secs)
 {
     for (size_t i = 0; i < st->ncounters; i++) {
-        if (st->counters[i].status == status && st->counters[i].method == method)
-            return st->counters[i].m;
+        if (st->counters[i].status == status && st->counters[i].method == method) {
+            metric_inc(st->counters[i].m);
+            metric_observe(st->counters[i].duration, secs);
+            return;
+        }
     }
     if (!s->f_requests)
-        return NULL;
+        return;
     char code[16];
     snprintf(code, sizeof(code), "%d", status);
     const char *values[3] = {st->label, method_labels[method], code};
-    struct metric *m = metric_family_child(s->f_requests, values);
-    if (!m)
-        return NULL;
+    const char *dvalues[2] = {st->label, code};
+    struct status_counter sc = {status, method, metric_family_child(s->f_requests, values),
+                                metric_family_child(s->f_duration, dvalues)};
+    metric_inc(sc.m);
+    metric_observe(sc.duration, secs);
+    if (!sc.m || !sc.duration)
+        return; /* uncached: next time takes the slow path again */
     if (st->ncounters == st->counters_cap) {
         size_t cap = st->counters_cap ? st->counters_cap * 2 : 8;
         struct status_counter *v = realloc(st->counters, cap * sizeof(*v));
         if (!v)
-            return m; /* uncached: next time takes the slow path again */
+            return;
         st->counters = v;
         st->counters_cap = cap;
     }
-    st->counters[st->ncounters++] = (struct status_counter){status, method, m};
-    return m;
+    st->counters[st->ncounters++] = sc;
 }
 
 /* ---- requests --------------------------------------------------------------- */
@@ -1310,14 +1313,14 @@ struct http_server *http_server_new(struct event_base *base,
         s->f_duration =
             metrics_histogram(m, "http_request_duration_seconds",
                               "Time from a request's first byte to its answer, in seconds.",
-                              "route", metrics_latency_buckets, metrics_latency_buckets_len);
+                              "route,status", metrics_latency_buckets, metrics_latency_buckets_len);
         s->m_open = metric_family_single(
             metrics_gauge(m, "http_connections_open", "Open HTTP connections.", NULL));
         s->m_rejected = metric_family_single(
             metrics_counter(m, "http_connections_rejected_total",
                             "HTTP connections closed at once because of max_connections.", NULL));
     }
-    stats_init(s, &s->unmatched, "unmatched");
+    stats_init(&s->unmatched, "unmatched");
     return s;
 fail:
     free(s->rbuf);
@@ -1467,7 +1470,7 @@ int http_server_route(struct http_server *s, unsigned methods, const char *path,
     rt->prefix = prefix;
     rt->h = h;
     rt->arg = arg;
-    stats_init(s, &rt->stats, path);
+    stats_init(&rt->stats, path);
     s->routes[s->nroutes++] = rt;
     return 0;
 }
@@ -1749,8 +1752,7 @@ static bool conn_put_response(struct conn *c, const struct http_request *r, int 
 static void request_record(struct http_request *r, int status, double secs)
 {
     struct http_server *s = r->srv;
-    metric_inc(stats_counter(s, r->stats, r->method_idx, status));
-    metric_observe(r->stats->duration, secs);
+    stats_record(s, r->stats, r->method_idx, status, secs);
     if (!log_enabled(LOG_LEVEL_INFO))
         return;
     if (r->conn)

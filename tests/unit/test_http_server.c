@@ -1067,8 +1067,12 @@ Test(http, metrics_route_renders_request_metrics)
     cr_assert(strstr(r.body,
                      "http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1\n"),
               "%s", r.body);
-    cr_assert(strstr(r.body, "http_request_duration_seconds_count{route=\"/hello\"} 1\n"), "%s",
-              r.body);
+    cr_assert(
+        strstr(r.body, "http_request_duration_seconds_count{route=\"/hello\",status=\"200\"} 1\n"),
+        "%s", r.body);
+    cr_assert(strstr(r.body,
+                     "http_request_duration_seconds_count{route=\"unmatched\",status=\"404\"} 1\n"),
+              "%s", r.body);
     cr_assert(strstr(r.body, "http_connections_open "), "%s", r.body);
     resp_free(&r);
 }
