@@ -2,9 +2,15 @@
 # Initialises the cluster on first start (superuser arv, database arv), then runs
 # the server in the foreground.
 set -e
+# The password of arv is ARV_PG_PASSWORD, the one the daemons' DATABASE_URL
+# carries (docker-compose.yml); it is read only on the first start.
 if [ ! -f "$PGDATA/PG_VERSION" ]; then
+    [ -n "${ARV_PG_PASSWORD:-}" ] || { echo "ARV_PG_PASSWORD is not set" >&2; exit 1; }
+    pwfile=$(mktemp)
+    printf '%s\n' "$ARV_PG_PASSWORD" >"$pwfile"
     initdb -D "$PGDATA" -U arv --auth-local=trust --auth-host=scram-sha-256 \
-        --pwfile=/run/secrets/pg_password
+        --pwfile="$pwfile"
+    rm -f "$pwfile"
     echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
     pg_ctl -D "$PGDATA" -w start -o "-c listen_addresses=''"
     psql -U arv -d postgres -c "CREATE DATABASE arv"

@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/scripts/lib/servers.sh"
 
-data=${ARV_DATA_DIR:-$root/.local}
+data=$(realpath -m "${ARV_DATA_DIR:-$root/.local}")
 redis_port=${ARV_REDIS_PORT:-16379}
 pg_port=${ARV_PG_PORT:-15432}
 collector=${ARV_COLLECTOR_LISTEN:-127.0.0.1:8081}
@@ -21,6 +21,18 @@ bin=$root/build/bin
 
 mkdir -p "$data/logs"
 chmod 755 "$data"
+# As root, PostgreSQL runs as the system user postgres (arv_pg_run), which
+# must reach the data folder: not so under a private home such as /root.
+if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$data"; then
+    if [ -n "${ARV_DATA_DIR:-}" ]; then
+        arv_log "ARV_DATA_DIR=$data: the postgres user cannot reach it (a parent folder is private); choose another folder"
+        exit 1
+    fi
+    data=/var/tmp/arv-local-$(printf '%s' "$root" | sha256sum | cut -c1-12)
+    arv_log "the postgres user cannot reach $root/.local (a parent folder is private): data in $data"
+    mkdir -p "$data/logs"
+    chmod 755 "$data"
+fi
 export REDIS_URL="redis://127.0.0.1:$redis_port/0"
 export DATABASE_URL="postgresql://arv@127.0.0.1:$pg_port/arv"
 export ARV_ENV=${ARV_ENV:-development}
@@ -42,11 +54,16 @@ ARV_REDIS_AOF=yes arv_start_redis "$data/redis" "$redis_port"
 arv_start_postgres "$data/postgres" "$pg_port"
 "$bin/arvctl" migrate
 
-ARV_LISTEN=$collector "$bin/arv-collector" 2>>"$data/logs/collector.log" &
+# Each daemon in a session of its own: Ctrl-C reaches only this script, whose
+# trap then sends one SIGTERM, and the daemons drain (a second signal would
+# force them out). The aggregator's consumer name stays the same from run to
+# run, so that a run reads what the one before left pending at once.
+ARV_LISTEN=$collector setsid "$bin/arv-collector" 2>>"$data/logs/collector.log" &
 pids+=($!)
-ARV_LISTEN=$aggregator "$bin/arv-aggregator" 2>>"$data/logs/aggregator.log" &
+ARV_LISTEN=$aggregator ARV_CONSUMER=${ARV_CONSUMER:-local} \
+    setsid "$bin/arv-aggregator" 2>>"$data/logs/aggregator.log" &
 pids+=($!)
-ARV_LISTEN=$reporter "$bin/arv-reporter" 2>>"$data/logs/reporter.log" &
+ARV_LISTEN=$reporter setsid "$bin/arv-reporter" 2>>"$data/logs/reporter.log" &
 pids+=($!)
 arv_wait_http "http://$collector/api/health/readiness" 200 15
 arv_wait_http "http://$aggregator/api/health/readiness" 200 15

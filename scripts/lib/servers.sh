@@ -96,10 +96,11 @@ arv_stop_redis() {
 }
 
 # Runs a PostgreSQL server command as the owner of the data folder: PostgreSQL
-# refuses to run as root, so root runs it as the system user postgres.
+# refuses to run as root, so root runs it as the system user postgres, from /
+# (the caller's folder may be private to root). Paths must be absolute.
 arv_pg_run() {
     if [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- "$@"
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
@@ -121,7 +122,7 @@ arv_start_postgres() {
         }
     fi
     arv_pg_run "$ARV_PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${ARV_PG_FSYNC:-on} ${ARV_PG_OPTIONS:-}" \
+        -o "-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c fsync=${ARV_PG_FSYNC:-on} ${ARV_PG_OPTIONS:-}" \
         start >/dev/null || {
         tail -20 "$dir/postgres.log" >&2
         return 1
