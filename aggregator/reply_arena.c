@@ -21,6 +21,13 @@ struct reply_root {
 
 #define ALIGN(n) (((n) + alignof(max_align_t) - 1) & ~(alignof(max_align_t) - 1))
 
+static void *(*block_malloc)(size_t) = malloc;
+
+void reply_arena_set_malloc(void *(*fn)(size_t))
+{
+    block_malloc = fn ? fn : malloc;
+}
+
 static void *arena_alloc(struct reply_arena *a, size_t n)
 {
     struct reply_arena_block *b = a->cur, *nb;
@@ -36,7 +43,7 @@ static void *arena_alloc(struct reply_arena *a, size_t n)
     nb = b ? b->next : a->first;
     if (!nb || nb->cap < n) {
         cap = n > REPLY_ARENA_BLOCK ? n : REPLY_ARENA_BLOCK;
-        if (!(nb = malloc(sizeof(*nb) + cap)))
+        if (!(nb = block_malloc(sizeof(*nb) + cap)))
             return NULL;
         nb->cap = cap;
         nb->next = b ? b->next : a->first;
@@ -101,13 +108,29 @@ static redisReply *new_reply(const redisReadTask *task, int type)
     return r;
 }
 
+static void free_object(void *obj);
+
+/* Gives back a reply that new_reply() made but that is not handed to hiredis
+ * (its string or elements could not be allocated): hiredis never frees what
+ * it did not get, and a root left counted live would keep the arena from
+ * being reused for good. An element is part of its root, which hiredis frees
+ * after the failure. Returns NULL. */
+static void *drop_reply(const redisReadTask *task, redisReply *r)
+{
+    if (!task->parent)
+        free_object(r);
+    return NULL;
+}
+
 static void *create_string(const redisReadTask *task, char *str, size_t len)
 {
     redisReply *r = new_reply(task, task->type);
     char *buf;
 
-    if (!r || !(buf = arena_alloc(task_arena(task), len + 1)))
+    if (!r)
         return NULL;
+    if (!(buf = arena_alloc(task_arena(task), len + 1)))
+        return drop_reply(task, r);
     memcpy(buf, str, len);
     buf[len] = '\0';
     r->str = buf;
@@ -123,7 +146,7 @@ static void *create_array(const redisReadTask *task, int elements)
         return NULL;
     if (elements > 0 &&
         !(r->element = arena_alloc(task_arena(task), (size_t)elements * sizeof(*r->element))))
-        return NULL;
+        return drop_reply(task, r);
     r->elements = elements > 0 ? (size_t)elements : 0;
     return r;
 }

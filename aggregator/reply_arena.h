@@ -42,4 +42,7 @@ void reply_arena_free(redisReply *reply);
 /* Frees every block. Safe on an initialised arena; no reply may be alive. */
 void reply_arena_deinit(struct reply_arena *a);
 
+/* Tests only: the allocator of blocks (NULL: malloc again). */
+void reply_arena_set_malloc(void *(*fn)(size_t));
+
 #endif

@@ -1,6 +1,7 @@
 /* Unit tests for aggregator/reply_arena.c: replies parsed from RESP bytes
  * (no server) equal hiredis's own, memory is reused only once every reply is
- * given back, and a protocol error mid-reply leaves nothing alive. */
+ * given back, and a protocol error or a failed allocation mid-reply leaves
+ * nothing alive. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
@@ -158,4 +159,49 @@ Test(reply_arena, protocol_error_leaves_nothing_alive)
     redisReaderFree(reader);
     cr_assert_eq(a.live, 0);
     reply_arena_deinit(&a);
+}
+
+/* A malloc that gives the first block and refuses every other. */
+static int mallocs;
+static void *first_block_only(size_t n)
+{
+    return mallocs++ == 0 ? malloc(n) : NULL;
+}
+
+/* A root reply whose string or element array cannot be allocated is never
+ * handed to hiredis, which therefore never frees it: it must not stay
+ * counted live, or the arena would never be reused again. */
+Test(reply_arena, allocation_failure_leaves_nothing_alive)
+{
+    static const char *const heads[] = {"$300000\r\n", "*70000\r\n"};
+    struct strbuf resp;
+
+    strbuf_init(&resp);
+    for (size_t k = 0; k < sizeof(heads) / sizeof(heads[0]); k++) {
+        struct reply_arena a;
+        redisReader *reader = redisReaderCreate();
+        void *reply = NULL;
+
+        strbuf_reset(&resp);
+        strbuf_puts(&resp, heads[k]);
+        if (k == 0) {
+            for (int i = 0; i < 300000; i++)
+                strbuf_putc(&resp, 'x');
+            strbuf_puts(&resp, "\r\n");
+        }
+        cr_assert(!resp.oom);
+        reply_arena_init(&a);
+        reply_arena_attach(&a, reader);
+        mallocs = 0;
+        reply_arena_set_malloc(first_block_only);
+        cr_assert_eq(redisReaderFeed(reader, resp.data, resp.len), REDIS_OK);
+        cr_assert_eq(redisReaderGetReply(reader, &reply), REDIS_ERR, "%s", heads[k]);
+        reply_arena_set_malloc(NULL);
+        cr_assert_null(reply);
+        cr_assert_eq(mallocs, 2, "%s", heads[k]);
+        redisReaderFree(reader);
+        cr_assert_eq(a.live, 0, "%s", heads[k]);
+        reply_arena_deinit(&a);
+    }
+    strbuf_deinit(&resp);
 }
