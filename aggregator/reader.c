@@ -477,6 +477,11 @@ static bool none_got(const struct reader *r, const size_t *got)
     return true;
 }
 
+bool reader_stream_caught_up(const struct reader *r, unsigned i)
+{
+    return r->xids[i] == NULL;
+}
+
 int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up)
 {
     const char **ids = r->xids;

@@ -106,6 +106,10 @@ bool reader_connected(const struct reader *r);
  * for the next read. */
 int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up);
 
+/* After a reader_read() of new entries: whether stream i came back short
+ * (caught up) in it; false for one whose last piece was full. */
+bool reader_stream_caught_up(const struct reader *r, unsigned i);
+
 /* Sends the first piece of the next read of new entries now, unless one is
  * already ahead, the reader is recovering or `no_ahead` is set: Redis
  * prepares it while the caller writes the entries it holds, and the next

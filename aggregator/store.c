@@ -98,24 +98,35 @@ void store_build_lock_sql(struct strbuf *out, const int64_t *days, size_t n)
 
 void store_build_merge_sql(struct strbuf *out, const char *consumer_literal, int64_t watermark_ms)
 {
-    /* Each upsert in the rollups' key order: two writers wait on each other
-     * row by row instead of deadlocking. */
+    /* Each upsert in the rollups' key order, the tables in one order
+     * (breakdown, content hourly, content daily, company hourly, company
+     * daily: the hottest rows last): two writers wait on each other row by
+     * row instead of deadlocking. PostgreSQL runs the data-modifying CTEs
+     * that the final SELECT does not read after it, in the reverse of the
+     * order they are written in: hence company daily first here. */
+    strbuf_puts(out, "WITH dead AS ("
+                     " INSERT INTO analytics.dead_letters (" BATCH_DEAD_COLUMNS ")"
+                     " SELECT " BATCH_DEAD_COLUMNS " FROM pg_temp.arv_dead"
+                     " ON CONFLICT (stream, entry_id) DO NOTHING RETURNING 1)");
+    if (watermark_ms > 0) {
+        strbuf_puts(out, ", wm AS (");
+        append_watermark_sql(out, consumer_literal, watermark_ms);
+        strbuf_putc(out, ')');
+    }
     strbuf_puts(
         out,
-        "WITH r_bd AS ("
-        " INSERT INTO analytics.rollup_breakdown_daily AS r (day, company_id, project_id,"
-        " ar_content_id, dimension, value, views, sessions)"
-        " SELECT DATE '1970-01-01' + day, company_id, project_id, content_id, dimension, value,"
-        " views, sessions FROM pg_temp.arv_breakdown ORDER BY 2, 4, 1, 5, 6"
-        " ON CONFLICT (company_id, ar_content_id, day, dimension, value) DO UPDATE SET"
-        " views = r.views + EXCLUDED.views,"
-        " sessions = hll_union(r.sessions, EXCLUDED.sessions)),"
-        " r_ch AS ("
-        " INSERT INTO analytics.rollup_content_hourly AS r (hour, company_id, project_id,"
-        " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
-        " SELECT at, company_id, project_id, content_id, " ROLLUP_MEASURES_COLUMNS
-        " FROM pg_temp.arv_measures WHERE kind = 0 ORDER BY company_id, content_id, at"
-        " ON CONFLICT (company_id, ar_content_id, hour) DO UPDATE SET" MEASURES_UPDATE "),"
+        ", r_kd AS ("
+        " INSERT INTO analytics.rollup_company_daily AS r (day, "
+        "company_id, " ROLLUP_MEASURES_COLUMNS ")"
+        " SELECT (at AT TIME ZONE 'UTC')::date, company_id, " ROLLUP_MEASURES_COLUMNS
+        " FROM pg_temp.arv_measures WHERE kind = 3 ORDER BY company_id, at"
+        " ON CONFLICT (company_id, day) DO UPDATE SET" MEASURES_UPDATE "),"
+        " r_kh AS ("
+        " INSERT INTO analytics.rollup_company_hourly AS r (hour, "
+        "company_id, " ROLLUP_MEASURES_COLUMNS ")"
+        " SELECT at, company_id, " ROLLUP_MEASURES_COLUMNS
+        " FROM pg_temp.arv_measures WHERE kind = 2 ORDER BY company_id, at"
+        " ON CONFLICT (company_id, hour) DO UPDATE SET" MEASURES_UPDATE "),"
         " r_cd AS ("
         " INSERT INTO analytics.rollup_content_daily AS r (day, company_id, project_id,"
         " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
@@ -123,28 +134,21 @@ void store_build_merge_sql(struct strbuf *out, const char *consumer_literal, int
         "content_id, " ROLLUP_MEASURES_COLUMNS
         " FROM pg_temp.arv_measures WHERE kind = 1 ORDER BY company_id, content_id, at"
         " ON CONFLICT (company_id, ar_content_id, day) DO UPDATE SET" MEASURES_UPDATE "),"
-        " r_kh AS ("
-        " INSERT INTO analytics.rollup_company_hourly AS r (hour, "
-        "company_id, " ROLLUP_MEASURES_COLUMNS ")"
-        " SELECT at, company_id, " ROLLUP_MEASURES_COLUMNS
-        " FROM pg_temp.arv_measures WHERE kind = 2 ORDER BY company_id, at"
-        " ON CONFLICT (company_id, hour) DO UPDATE SET" MEASURES_UPDATE "),"
-        " r_kd AS ("
-        " INSERT INTO analytics.rollup_company_daily AS r (day, "
-        "company_id, " ROLLUP_MEASURES_COLUMNS ")"
-        " SELECT (at AT TIME ZONE 'UTC')::date, company_id, " ROLLUP_MEASURES_COLUMNS
-        " FROM pg_temp.arv_measures WHERE kind = 3 ORDER BY company_id, at"
-        " ON CONFLICT (company_id, day) DO UPDATE SET" MEASURES_UPDATE "),"
-        " dead AS ("
-        " INSERT INTO analytics.dead_letters (" BATCH_DEAD_COLUMNS ")"
-        " SELECT " BATCH_DEAD_COLUMNS " FROM pg_temp.arv_dead"
-        " ON CONFLICT (stream, entry_id) DO NOTHING RETURNING 1)");
-    if (watermark_ms > 0) {
-        strbuf_puts(out, ", wm AS (");
-        append_watermark_sql(out, consumer_literal, watermark_ms);
-        strbuf_putc(out, ')');
-    }
-    strbuf_puts(out, " SELECT count(*) FROM dead");
+        " r_ch AS ("
+        " INSERT INTO analytics.rollup_content_hourly AS r (hour, company_id, project_id,"
+        " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
+        " SELECT at, company_id, project_id, content_id, " ROLLUP_MEASURES_COLUMNS
+        " FROM pg_temp.arv_measures WHERE kind = 0 ORDER BY company_id, content_id, at"
+        " ON CONFLICT (company_id, ar_content_id, hour) DO UPDATE SET" MEASURES_UPDATE "),"
+        " r_bd AS ("
+        " INSERT INTO analytics.rollup_breakdown_daily AS r (day, company_id, project_id,"
+        " ar_content_id, dimension, value, views, sessions)"
+        " SELECT DATE '1970-01-01' + day, company_id, project_id, content_id, dimension, value,"
+        " views, sessions FROM pg_temp.arv_breakdown ORDER BY 2, 4, 1, 5, 6"
+        " ON CONFLICT (company_id, ar_content_id, day, dimension, value) DO UPDATE SET"
+        " views = r.views + EXCLUDED.views,"
+        " sessions = hll_union(r.sessions, EXCLUDED.sessions))"
+        " SELECT count(*) FROM dead");
 }
 
 int store_init(struct store *s, const char *conninfo, const char *relation, const char *consumer)

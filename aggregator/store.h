@@ -61,8 +61,9 @@ struct store {
     char errstr[256];         /* last error, one line */
 };
 
-/* Appends the statement that merges the rollup deltas (pg_temp.arv_hourly,
- * pg_temp.arv_breakdown) into the rollups, writes the dead letters of
+/* Appends the statement that merges the rollup deltas (pg_temp.arv_measures,
+ * pg_temp.arv_breakdown) into the rollups (in the order docs/aggregator.md
+ * gives), writes the dead letters of
  * pg_temp.arv_dead, and, when `watermark_ms` > 0, sets the watermark of
  * `consumer_literal` (an already quoted SQL literal). Its one result row: the
  * dead letters written (not seen before). Pure. */

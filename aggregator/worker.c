@@ -64,6 +64,28 @@ bool worker_write_ends(const struct worker_write *wr, bool caught_up, long batch
            age >= max_ms;
 }
 
+int64_t worker_read_watermark(const struct batch *b, const bool *caught_up, unsigned nstreams,
+                              int64_t read_wall_ms)
+{
+    int64_t wm = read_wall_ms;
+
+    for (unsigned s = 0; s < nstreams; s++) {
+        int64_t newest = 0;
+        if (caught_up[s])
+            continue;
+        for (size_t i = 0; i < b->count; i++) {
+            const struct batch_entry *e = &b->entries[i];
+            if (e->stream == s && e->received_ms > newest)
+                newest = e->received_ms;
+        }
+        if (newest == 0)
+            return 0;
+        if (newest < wm)
+            wm = newest;
+    }
+    return wm;
+}
+
 int64_t worker_write_max_ms(long claim_idle_ms)
 {
     if (claim_idle_ms > 0 && claim_idle_ms / 2 < WORKER_WRITE_MAX_MS)
@@ -338,7 +360,9 @@ static bool end_write(struct worker *w, bool caught_up, int64_t read_wall_ms, bo
 {
     struct worker_write *wr = &w->wr;
     int64_t t0 = (int64_t)timeutil_mono_ms();
-    int64_t watermark = !wr->new_entries ? 0 : caught_up ? read_wall_ms : wr->max_received_ms;
+    int64_t watermark = !wr->new_entries                               ? 0
+                        : caught_up && read_wall_ms > wr->watermark_ms ? read_wall_ms
+                                                                       : wr->watermark_ms;
     enum store_status st = store_commit(&w->store, &w->batch, watermark, &wr->counts);
 
     if (st != STORE_OK) {
@@ -624,8 +648,13 @@ static void *worker_main(void *arg)
             w->wr.started_ms = now;
         w->wr.entries += w->batch.count;
         w->wr.new_entries = kind == READER_NEW;
-        if (w->batch.max_received_ms > w->wr.max_received_ms)
-            w->wr.max_received_ms = w->batch.max_received_ms;
+        if (kind == READER_NEW) {
+            for (unsigned i = 0; i < w->nstreams; i++)
+                w->caught_up[i] = reader_stream_caught_up(&w->reader, i);
+            int64_t wm = worker_read_watermark(&w->batch, w->caught_up, w->nstreams, read_wall_ms);
+            if (wm > w->wr.watermark_ms)
+                w->wr.watermark_ms = wm;
+        }
         w->wr.read_ms += read_ms;
         w->wr.pg_ms += (int64_t)timeutil_mono_ms() - t0;
         read_ms = 0;
@@ -696,8 +725,9 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     w->length = calloc(cfg->nstreams, sizeof(*w->length));
     w->lag = calloc(cfg->nstreams, sizeof(*w->lag));
     w->pending = calloc(cfg->nstreams, sizeof(*w->pending));
+    w->caught_up = calloc(cfg->nstreams, sizeof(*w->caught_up));
     w->watermark_key = strdup(cfg->watermark_key);
-    if (!w->streams || !w->length || !w->lag || !w->pending || !w->watermark_key)
+    if (!w->streams || !w->length || !w->lag || !w->pending || !w->caught_up || !w->watermark_key)
         goto out;
     for (unsigned i = 0; i < cfg->nstreams; i++) {
         const char *label[] = {cfg->streams[i]};
@@ -792,6 +822,7 @@ void worker_deinit(struct worker *w)
     free(w->length);
     free(w->lag);
     free(w->pending);
+    free(w->caught_up);
     free(w->watermark_key);
     if (w->sync_ready) {
         pthread_cond_destroy(&w->wake);

@@ -80,13 +80,13 @@ struct worker_config {
 
 /* The write (one transaction) being made of one or more reads. */
 struct worker_write {
-    size_t entries;          /* of its reads */
-    unsigned reads;          /* written into it so far */
-    bool new_entries;        /* its reads are of new entries (they move the watermark) */
-    int64_t max_received_ms; /* over its reads' events */
-    int64_t started_ms;      /* monotonic time of its first read */
-    int64_t read_ms;         /* its reads' time: XREADGROUP + decode */
-    int64_t pg_ms;           /* its time in PostgreSQL */
+    size_t entries;       /* of its reads */
+    unsigned reads;       /* written into it so far */
+    bool new_entries;     /* its reads are of new entries (they move the watermark) */
+    int64_t watermark_ms; /* the largest of its reads' worker_read_watermark() */
+    int64_t started_ms;   /* monotonic time of its first read */
+    int64_t read_ms;      /* its reads' time: XREADGROUP + decode */
+    int64_t pg_ms;        /* its time in PostgreSQL */
     struct store_counts counts;
 };
 
@@ -107,6 +107,7 @@ struct worker {
     struct metric **length;  /* per stream children, owned array */
     struct metric **lag;
     struct metric **pending;
+    bool *caught_up; /* per stream: its last read caught up (owned) */
     long claim_idle_ms;
     long max_deliveries;
     bool stream_upkeep;                       /* gauges and trimming are this worker's to do */
@@ -170,6 +171,14 @@ void worker_deinit(struct worker *w);
  * (the caller's). Pure. */
 bool worker_write_ends(const struct worker_write *wr, bool caught_up, long batch_size,
                        int64_t linger_ms, int64_t max_ms, int64_t now_ms);
+
+/* The watermark of a read of new entries from `nstreams` streams, made at
+ * `read_wall_ms`, whose entries are batch `b`'s: a stream it caught up on
+ * (`caught_up[i]`) is complete until `read_wall_ms`; one whose last piece was
+ * full, only until the newest event read from it. The smallest of them, or 0
+ * (no watermark) if a stream not caught up gave no event. Pure. */
+int64_t worker_read_watermark(const struct batch *b, const bool *caught_up, unsigned nstreams,
+                              int64_t read_wall_ms);
 
 /* The longest a write stays open with claims after `claim_idle_ms` (0: no
  * claims): WORKER_WRITE_MAX_MS, or half the claim idle if shorter. Pure. */

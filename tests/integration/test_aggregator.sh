@@ -418,6 +418,60 @@ env ARV_LISTEN=127.0.0.1:0 ARV_GEOIP_DB=/nonexistent.mmdb "$IT_BIN/arv-aggregato
     it_fail "a missing ARV_GEOIP_DB must stop the start with a clear error (rc $rc): $(tail -2 "$IT_TMP/nogeo.log")"
 it_pass "GeoIP and user-agent enrichment, bots stored but not counted, a bad GeoIP path refused"
 
+# With several streams, a read that caught up on one but not on another (its
+# piece full) moves the watermark only to the newest event it read from the
+# one behind, whose unread events are older than the other's. Shard 0 holds
+# 1,000 events received an hour ago, shard 1 ten received now; reads of 100
+# per stream (ARV_BATCH_SIZE). The process stops right after its first
+# COMMIT (ARV_FAILPOINT=after_commit:1): that write's watermark is an hour old.
+ws=$ARV_STREAM:wm
+old_ms=$((now_ms - 3600000))
+LC_ALL=C awk -v n=1000 -v stream="$ws:0" -v base_ms="$old_ms" -v contents=40 -v seed=0000f100 \
+    -f "$GEN" | redis-cli -p "$IT_REDIS_PORT" --pipe >/dev/null 2>&1 || it_fail "redis-cli --pipe"
+LC_ALL=C awk -v n=10 -v stream="$ws:1" -v base_ms="$(date +%s%3N)" -v contents=40 -v seed=0000f200 \
+    -f "$GEN" | redis-cli -p "$IT_REDIS_PORT" --pipe >/dev/null 2>&1 || it_fail "redis-cli --pipe"
+rc=0
+env ARV_LISTEN=127.0.0.1:0 ARV_STREAM="$ws" ARV_STREAM_SHARDS=2 ARV_WORKERS=1 ARV_CONSUMER=wm \
+    ARV_BATCH_SIZE=100 ARV_FAILPOINT=after_commit:1 "$IT_BIN/arv-aggregator" 2>>"$IT_TMP/wm.log" || rc=$?
+[ "$rc" = 137 ] || it_fail "shard watermark: the failpoint did not stop the process (rc $rc)"
+wm=$(it_psql "SELECT (extract(epoch FROM complete_until) * 1000)::bigint FROM analytics.ingest_watermarks
+              WHERE consumer = 'wm'")
+[ -n "$wm" ] && [ "$wm" -le "$old_ms" ] ||
+    it_fail "shard watermark: $wm after the first write, past the unread events of $old_ms"
+it_start wm arv-aggregator ARV_STREAM="$ws" ARV_STREAM_SHARDS=2 ARV_WORKERS=1 ARV_CONSUMER=wm \
+    ARV_BATCH_WAIT_MS=50
+agg_wait_drained "$IT_REDIS_PORT" "$ws:0" 30 && agg_wait_drained "$IT_REDIS_PORT" "$ws:1" 30 ||
+    it_fail "shard watermark: the streams not drained"
+sleep 1.5
+it_stop wm
+wm2=$(it_psql "SELECT (extract(epoch FROM complete_until) * 1000)::bigint FROM analytics.ingest_watermarks
+               WHERE consumer = 'wm'")
+[ "$wm2" -gt $((old_ms + 3000000)) ] || it_fail "shard watermark: $wm2 once both streams caught up"
+it_pass "shard watermark: a read behind on one stream moves it to that stream's newest event, not past it"
+
+# The merging statement upserts the rollup tables in the documented order
+# (breakdown, content hourly, content daily, company hourly, company daily:
+# the hottest rows last), whatever order PostgreSQL runs a statement's parts
+# in: statement triggers note when each table's upsert starts.
+it_psql "CREATE TABLE public.merge_order (n serial, tbl text)"
+it_psql "CREATE FUNCTION public.note_merge() RETURNS trigger LANGUAGE plpgsql AS
+         \$\$BEGIN INSERT INTO public.merge_order (tbl) VALUES (TG_TABLE_NAME); RETURN NULL; END\$\$"
+for t in rollup_breakdown_daily rollup_content_hourly rollup_content_daily rollup_company_hourly rollup_company_daily; do
+    it_psql "CREATE TRIGGER note_merge BEFORE INSERT ON analytics.$t FOR EACH STATEMENT EXECUTE FUNCTION public.note_merge()"
+done
+it_start order arv-aggregator ARV_STREAM="$ARV_STREAM:order" ARV_WORKERS=1 ARV_BATCH_WAIT_MS=50
+ARV_STREAM="$ARV_STREAM:order" late_event 0000b000-0000-4000-8000-000000000070 '"ar_content_id":1'
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:order" 30 || it_fail "merge order: event not drained"
+it_stop order
+order=$(it_psql "SELECT string_agg(tbl, ' ' ORDER BY n) FROM public.merge_order")
+for t in rollup_breakdown_daily rollup_content_hourly rollup_content_daily rollup_company_hourly rollup_company_daily; do
+    it_psql "DROP TRIGGER note_merge ON analytics.$t"
+done
+it_psql "DROP TABLE public.merge_order; DROP FUNCTION public.note_merge()"
+[ "$order" = "rollup_breakdown_daily rollup_content_hourly rollup_content_daily rollup_company_hourly rollup_company_daily" ] ||
+    it_fail "merge order: $order"
+it_pass "the merge upserts breakdown, content hourly, content daily, company hourly, company daily, in that order"
+
 # An aggregator started before `arvctl migrate` is not ready and waits; once
 # the schema is there it sets its PostgreSQL session up again (a setup that
 # failed once must not leave a connection without its temporary tables) and

@@ -1,5 +1,5 @@
 /* Unit tests for aggregator/worker.c's pure part: the test-only failpoint spec, when a
- * write of several reads ends. */
+ * write of several reads ends, a read's watermark. */
 #include <criterion/criterion.h>
 
 #include "worker.h"
@@ -68,4 +68,30 @@ Test(worker, write_stays_open_less_than_the_claim_idle)
     cr_assert_eq(worker_write_max_ms(60000), WORKER_WRITE_MAX_MS);
     cr_assert_eq(worker_write_max_ms(2000), 1000);
     cr_assert_eq(worker_write_max_ms(1), 0);
+}
+
+/* A read's watermark: streams it caught up on are complete until the read;
+ * one whose piece was full only until the newest event read from it. */
+Test(worker, read_watermark_is_the_least_complete_stream)
+{
+    struct batch_entry entries[4] = {
+        {.stream = 0, .received_ms = 1000},
+        {.stream = 0, .received_ms = 3000},
+        {.stream = 1, .received_ms = 9000},
+        {.stream = 1, .received_ms = 0}, /* a dead letter: no time */
+    };
+    struct batch b = {.entries = entries, .count = 4};
+    bool all[2] = {true, true}, first_full[2] = {false, true}, both_full[2] = {false, false};
+
+    cr_assert_eq(worker_read_watermark(&b, all, 2, 10000), 10000);
+    /* Stream 1 caught up with events up to now, stream 0 still behind. */
+    cr_assert_eq(worker_read_watermark(&b, first_full, 2, 10000), 3000);
+    cr_assert_eq(worker_read_watermark(&b, both_full, 2, 10000), 3000);
+    /* One stream: as before, the newest event when the read was full. */
+    b.count = 2;
+    cr_assert_eq(worker_read_watermark(&b, first_full, 1, 10000), 3000);
+    cr_assert_eq(worker_read_watermark(&b, all, 1, 10000), 10000);
+    /* A full stream without a decoded event gives no watermark. */
+    entries[0].received_ms = entries[1].received_ms = 0;
+    cr_assert_eq(worker_read_watermark(&b, first_full, 1, 10000), 0);
 }
