@@ -56,10 +56,12 @@ bool copy_format_time_ms(int64_t ms, char *out, size_t outlen);
 void copy_bin_tuple(struct strbuf *out, int nfields);
 void copy_bin_trailer(struct strbuf *out);
 void copy_bin_null(struct strbuf *out);
-/* text (NULL when `s` is NULL or empty), bytea or any value already in its binary form */
+/* A text, bytea or any value already in its binary form (n may be 0: an
+ * empty value, not NULL). */
 void copy_bin_bytes(struct strbuf *out, const void *s, size_t n);
 /* Starts a field of n bytes, which the caller appends itself. */
 void copy_bin_len(struct strbuf *out, size_t n);
+/* A text; NULL when `s` is NULL or empty. */
 void copy_bin_opt_str(struct strbuf *out, const char *s);
 void copy_bin_int4(struct strbuf *out, int32_t v);
 void copy_bin_int8(struct strbuf *out, int64_t v);

@@ -412,7 +412,7 @@ static enum store_status copy_begin(struct store *s, const char *sql)
     return st;
 }
 
-/* Sends the COPY text in s->rows once it holds a piece (any of it if `all`),
+/* Sends the COPY data in s->rows once it holds a piece (any of it if `all`),
  * emptying it: libpq copies what it is given into its output buffer and keeps
  * that buffer, so sending a whole batch at once would keep a copy of it for
  * the connection's life. */

@@ -50,7 +50,7 @@ struct store {
     char *consumer;         /* watermark key, owned */
     char *consumer_literal; /* the same quoted for SQL, owned; set on connect */
     struct strbuf sql;      /* scratch for one call's SQL */
-    struct strbuf rows;     /* COPY text being sent */
+    struct strbuf rows;     /* COPY data being sent */
     struct rollup rollup;   /* the rollup deltas of the write being made */
     int64_t *days;          /* the UTC days of the batch being written */
     size_t days_cap;

@@ -75,8 +75,11 @@ int64_t worker_read_watermark(const struct batch *b, const bool *caught_up, unsi
             continue;
         for (size_t i = 0; i < b->count; i++) {
             const struct batch_entry *e = &b->entries[i];
-            if (e->stream == s && e->received_ms > newest)
-                newest = e->received_ms;
+            /* An entry that is no event has no received time: its entry
+             * id's, Redis's clock at the XADD, stands in. */
+            int64_t t = e->received_ms ? e->received_ms : strtoll(e->id, NULL, 10);
+            if (e->stream == s && t > newest)
+                newest = t;
         }
         if (newest == 0)
             return 0;
@@ -351,8 +354,9 @@ static void abandon_write(struct worker *w)
     reader_recover(&w->reader);
 }
 
-/* Commits the open write (the watermark: the time of a read that caught up,
- * else its newest event, unless its reads were of pending or claimed entries)
+/* Commits the open write (the watermark: the largest of its reads', see
+ * worker_read_watermark, or the time of a last read that caught up and found
+ * nothing; none if its reads were of pending or claimed entries)
  * and acknowledges its entries; empties the batch unless `keep_read` (a read
  * not yet written, for the next write). False after a failure (marked, the
  * write abandoned). */

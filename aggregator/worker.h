@@ -175,8 +175,8 @@ bool worker_write_ends(const struct worker_write *wr, bool caught_up, long batch
 /* The watermark of a read of new entries from `nstreams` streams, made at
  * `read_wall_ms`, whose entries are batch `b`'s: a stream it caught up on
  * (`caught_up[i]`) is complete until `read_wall_ms`; one whose last piece was
- * full, only until the newest event read from it. The smallest of them, or 0
- * (no watermark) if a stream not caught up gave no event. Pure. */
+ * full, only until the newest event read from it (an entry that is no event:
+ * its entry id's time). The smallest of them. Pure. */
 int64_t worker_read_watermark(const struct batch *b, const bool *caught_up, unsigned nstreams,
                               int64_t read_wall_ms);
 

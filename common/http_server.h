@@ -44,7 +44,7 @@ typedef void http_handler(struct http_request *req, void *arg);
 
 /* Creates a server on `base` (borrowed). `limits` is copied (NULL: defaults).
  * `m` (borrowed, may be NULL) receives http_requests_total{route,method,status}
- * and http_request_duration_seconds{route}.
+ * and http_request_duration_seconds{route,status}.
  * Caller frees with http_server_free(). */
 struct http_server *http_server_new(struct event_base *base,
                                     const struct http_server_limits *limits, struct metrics *m);

@@ -5,7 +5,14 @@ set -e
 # The password of arv is ARV_PG_PASSWORD, the one the daemons' DATABASE_URL
 # carries (docker-compose.yml); it is read only on the first start.
 if [ ! -f "$PGDATA/PG_VERSION" ]; then
-    [ -n "${ARV_PG_PASSWORD:-}" ] || { echo "ARV_PG_PASSWORD is not set" >&2; exit 1; }
+    # Only characters a URL carries as they are: the daemons' DATABASE_URL
+    # holds it as it is, and libpq would decode a %XX in it.
+    case ${ARV_PG_PASSWORD:-} in
+    "" | *[!A-Za-z0-9._~-]*)
+        echo "ARV_PG_PASSWORD must be set, of letters, digits and -._~ only" >&2
+        exit 1
+        ;;
+    esac
     pwfile=$(mktemp)
     printf '%s\n' "$ARV_PG_PASSWORD" >"$pwfile"
     initdb -D "$PGDATA" -U arv --auth-local=trust --auth-host=scram-sha-256 \

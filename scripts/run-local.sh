@@ -23,15 +23,17 @@ mkdir -p "$data/logs"
 chmod 755 "$data"
 # As root, PostgreSQL runs as the system user postgres (arv_pg_run), which
 # must reach the data folder: not so under a private home such as /root.
-if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$data"; then
+# Under /var/lib, which only root may write to, nobody can have prepared the
+# folder (a link in it, say) for root to follow.
+if [ "$(id -u)" -eq 0 ] && ! arv_pg_run test -x "$data"; then
     if [ -n "${ARV_DATA_DIR:-}" ]; then
         arv_log "ARV_DATA_DIR=$data: the postgres user cannot reach it (a parent folder is private); choose another folder"
         exit 1
     fi
-    data=/var/tmp/arv-local-$(printf '%s' "$root" | sha256sum | cut -c1-12)
+    data=/var/lib/arv-local/$(printf '%s' "$root" | sha256sum | cut -c1-12)
     arv_log "the postgres user cannot reach $root/.local (a parent folder is private): data in $data"
     mkdir -p "$data/logs"
-    chmod 755 "$data"
+    chmod 755 /var/lib/arv-local "$data"
 fi
 export REDIS_URL="redis://127.0.0.1:$redis_port/0"
 export DATABASE_URL="postgresql://arv@127.0.0.1:$pg_port/arv"
@@ -39,10 +41,17 @@ export ARV_ENV=${ARV_ENV:-development}
 
 pids=()
 stop_all() {
-    trap - INT TERM EXIT
+    # A second Ctrl-C while the daemons drain forces them out (they are in
+    # sessions of their own: it no longer reaches them), and the servers
+    # are still stopped.
+    trap 'for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done' INT TERM
+    trap - EXIT
     arv_log "stopping"
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # The servers' stops run to their end, whatever Ctrl-C comes meanwhile (a
+    # pg_ctl interrupted halfway would leave PostgreSQL running).
+    trap '' INT TERM
     arv_stop_postgres "$data/postgres"
     arv_stop_redis "$data/redis" "$redis_port"
     arv_log "stopped"

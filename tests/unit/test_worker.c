@@ -75,10 +75,10 @@ Test(worker, write_stays_open_less_than_the_claim_idle)
 Test(worker, read_watermark_is_the_least_complete_stream)
 {
     struct batch_entry entries[4] = {
-        {.stream = 0, .received_ms = 1000},
-        {.stream = 0, .received_ms = 3000},
-        {.stream = 1, .received_ms = 9000},
-        {.stream = 1, .received_ms = 0}, /* a dead letter: no time */
+        {.id = "900-0", .stream = 0, .received_ms = 1000},
+        {.id = "2900-0", .stream = 0, .received_ms = 3000},
+        {.id = "8900-0", .stream = 1, .received_ms = 9000},
+        {.id = "9500-3", .stream = 1, .received_ms = 0}, /* a dead letter: no time */
     };
     struct batch b = {.entries = entries, .count = 4};
     bool all[2] = {true, true}, first_full[2] = {false, true}, both_full[2] = {false, false};
@@ -91,7 +91,9 @@ Test(worker, read_watermark_is_the_least_complete_stream)
     b.count = 2;
     cr_assert_eq(worker_read_watermark(&b, first_full, 1, 10000), 3000);
     cr_assert_eq(worker_read_watermark(&b, all, 1, 10000), 10000);
-    /* A full stream without a decoded event gives no watermark. */
+    /* A full stream without a decoded event: its entry ids' time. */
     entries[0].received_ms = entries[1].received_ms = 0;
-    cr_assert_eq(worker_read_watermark(&b, first_full, 1, 10000), 0);
+    cr_assert_eq(worker_read_watermark(&b, first_full, 1, 10000), 2900);
+    b.count = 4;
+    cr_assert_eq(worker_read_watermark(&b, both_full, 2, 10000), 2900);
 }
