@@ -71,6 +71,17 @@ it_stop() {
     [ "$rc" -eq 0 ] || it_fail "$name exited $rc after SIGTERM"
 }
 
+# it_wait_log NAME REGEX: waits up to 5 s for a line of daemon NAME's log to
+# match (grep -E); false if none did.
+it_wait_log() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        grep -qE "$2" "$IT_TMP/$1.log" && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
 it_psql() {
     psql "$DATABASE_URL" -tAq -v ON_ERROR_STOP=1 -c "$1"
 }

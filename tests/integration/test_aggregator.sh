@@ -137,11 +137,7 @@ LC_ALL=C awk -v n=3000 -v stream="$ARV_STREAM:each" -v base_ms="$now_ms" -v cont
 rows0=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
 it_start each arv-aggregator ARV_STREAM="$ARV_STREAM:each" ARV_WORKERS=1 ARV_CONSUMER=each \
     ARV_CLAIM_IDLE_MS=0 ARV_BATCH_WAIT_MS=50
-for ((i = 0; i < 100; i++)); do
-    grep -q '"batch_rejected"' "$IT_TMP/each.log" && break
-    sleep 0.05
-done
-[ "$i" -lt 100 ] || it_fail "stop while writing entry by entry: no rejected batch"
+it_wait_log each '"batch_rejected"' || it_fail "stop while writing entry by entry: no rejected batch"
 sleep 0.3
 t0=$(date +%s%N)
 it_stop each
@@ -175,11 +171,7 @@ it_start registry arv-aggregator ARV_STREAM="$ARV_STREAM:registry" \
     ARV_CONTENT_RELATION=analytics.content_poisoned ARV_BATCH_WAIT_MS=50
 ARV_STREAM="$ARV_STREAM:registry" late_event 0000b000-0000-4000-8000-000000000060 '"ar_content_id":7100'
 ARV_STREAM="$ARV_STREAM:registry" late_event 0000b000-0000-4000-8000-000000000061 '"ar_content_id":7101'
-for ((i = 0; i < 100; i++)); do
-    grep -q '22P02' "$IT_TMP/registry.log" && break
-    sleep 0.05
-done
-[ "$i" -lt 100 ] || it_fail "failing registry: the view's error was never logged"
+it_wait_log registry 22P02 || it_fail "failing registry: the view's error was never logged"
 sleep 1
 dead_since() { it_psql "SELECT coalesce(string_agg(reason, ','), '') FROM analytics.dead_letters WHERE id > $dead0"; }
 [ -z "$(dead_since)" ] || it_fail "failing registry: events dead-lettered ($(dead_since))"
@@ -249,11 +241,8 @@ it_pass "claims without the right to run scripts: entry $orphan written, forgett
 redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noread on '>pw' '~*' '&*' +@all -xreadgroup >/dev/null
 it_start noread arv-aggregator ARV_STREAM="$ARV_STREAM:noread" ARV_BATCH_WAIT_MS=50 \
     REDIS_URL="redis://noread:pw@127.0.0.1:$IT_REDIS_PORT/0"
-for ((i = 0; i < 100; i++)); do
-    grep -q '"stream_read_failed".*NOPERM' "$IT_TMP/noread.log" && break
-    sleep 0.05
-done
-[ "$i" -lt 100 ] || it_fail "a read refused (NOPERM): no stream_read_failed: $(tail -3 "$IT_TMP/noread.log")"
+it_wait_log noread '"stream_read_failed".*NOPERM' ||
+    it_fail "a read refused (NOPERM): no stream_read_failed: $(tail -3 "$IT_TMP/noread.log")"
 it_stop noread
 ! grep -q '"redis_unavailable"' "$IT_TMP/noread.log" ||
     it_fail "a read refused (NOPERM) was reported as Redis unreachable"
