@@ -282,6 +282,29 @@ static enum store_status flush_each(struct worker *w)
     return STORE_OK;
 }
 
+/* After PostgreSQL rejected a write of the batch alone (rolled back): writes
+ * it entry by entry (flush_each) and acknowledges what was written, then
+ * empties the batch. Returns STORE_OK or the failure that stopped it (the
+ * batch is then kept, to be retried as it is). */
+static enum store_status write_each(struct worker *w)
+{
+    enum store_status st;
+
+    log_warn("batch_rejected", LF_INT("worker", w->index),
+             LF_INT("entries", (long long)w->batch.count), LF_STR("sqlstate", w->store.sqlstate),
+             LF_STR("error", w->store.errstr));
+    memset(&w->wr, 0, sizeof(w->wr));
+    reader_acks_reset(&w->acks);
+    if ((st = flush_each(w)) != STORE_OK)
+        return st;
+    if (reader_acks_add(&w->acks, &w->batch) < 0 || reader_ack(&w->reader, &w->acks) < 0)
+        redis_failed(w);
+    reader_acks_reset(&w->acks);
+    batch_reset(&w->batch);
+    pg_ok(w);
+    return STORE_OK;
+}
+
 /* The days [*first, *last] whose partitions the batch's events need, when
  * some fall outside what was already ensured, [lo, hi]; false if none do. */
 static bool batch_partitions_needed(const struct worker *w, int64_t lo, int64_t hi, int64_t *first,
@@ -369,6 +392,15 @@ static bool end_write(struct worker *w, bool caught_up, int64_t read_wall_ms, bo
                                                                        : wr->watermark_ms;
     enum store_status st = store_commit(&w->store, &w->batch, watermark, &wr->counts);
 
+    /* PostgreSQL rejected the merge or the COMMIT (an hll_union of a rollup
+     * row edited by hand, say): when the batch holds the whole write, it is
+     * written entry by entry, the entries it keeps rejecting dead-lettered;
+     * else its entries are read again, as pending reads, each a write of
+     * its own, which then goes that way. Retried as it is, it would fail
+     * for ever. */
+    if (st == STORE_DATA && wr->reads == 1 && !keep_read && w->batch.count > 0 &&
+        write_each(w) == STORE_OK)
+        return true;
     if (st != STORE_OK) {
         pg_failed(w, st);
         abandon_write(w);
@@ -616,18 +648,8 @@ static void *worker_main(void *arg)
         if (st == STORE_DATA && first_read) {
             /* Rolled back: find the rejected entries one by one, each written
              * and acknowledged on its own. */
-            log_warn("batch_rejected", LF_INT("worker", w->index),
-                     LF_INT("entries", (long long)w->batch.count),
-                     LF_STR("sqlstate", w->store.sqlstate), LF_STR("error", w->store.errstr));
-            memset(&w->wr, 0, sizeof(w->wr));
-            if ((st = flush_each(w)) == STORE_OK) {
-                if (reader_acks_add(&w->acks, &w->batch) < 0 ||
-                    reader_ack(&w->reader, &w->acks) < 0)
-                    redis_failed(w);
-                reader_acks_reset(&w->acks);
-                batch_reset(&w->batch);
+            if ((st = write_each(w)) == STORE_OK) {
                 failing = false;
-                pg_ok(w);
                 pg_backoff = BACKOFF_MIN_MS;
                 continue;
             }

@@ -235,6 +235,37 @@ it_stop noscript
 grep -q '"consumers_not_forgotten"' "$IT_TMP/noscript.log" || it_fail "no consumers_not_forgotten warning"
 it_pass "claims without the right to run scripts: entry $orphan written, forgetting consumers only warned"
 
+# A rollup row PostgreSQL can no longer merge into (its sketch set by hand to
+# another log2m: hll_union refuses it, SQLSTATE class 22) rejects the write at
+# its merge: the read is then written entry by entry, the event of that row
+# becomes a db_rejected dead letter, the other is counted, and the stream
+# drains. Retried as it was, the write failed for ever. (A database of its
+# own: the row stays broken.)
+it_psql "CREATE DATABASE arv_poison"
+poison_url="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_poison"
+DATABASE_URL=$poison_url "$IT_BIN/arvctl" migrate >>"$IT_TMP/migrate.log" 2>&1 || it_fail "migrate arv_poison"
+psql "$poison_url" -q -c "INSERT INTO analytics.ar_content (id, project_id, company_id)
+                          VALUES (1, 1000, 100), (2, 1000, 100)"
+it_start poison arv-aggregator DATABASE_URL="$poison_url" ARV_STREAM="$ARV_STREAM:poison" \
+    ARV_WORKERS=1 ARV_BATCH_WAIT_MS=50
+ARV_STREAM="$ARV_STREAM:poison" late_event 0000b000-0000-4000-8000-000000000080 '"ar_content_id":2'
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:poison" 30 || it_fail "poisoned rollup row: first event not drained"
+psql "$poison_url" -q -c "UPDATE analytics.rollup_content_daily SET sessions = hll_empty(11, 5)
+                          WHERE ar_content_id = 2"
+ARV_STREAM="$ARV_STREAM:poison" late_event 0000b000-0000-4000-8000-000000000081 '"ar_content_id":2'
+ARV_STREAM="$ARV_STREAM:poison" late_event 0000b000-0000-4000-8000-000000000082 '"ar_content_id":1'
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:poison" 30 ||
+    it_fail "poisoned rollup row: the write it rejects is retried for ever"
+it_stop poison
+[ "$(psql "$poison_url" -tAq -c "SELECT string_agg(right(event_id::text, 2), ' ' ORDER BY event_id)
+      FROM analytics.ar_view_sessions")" = "80 82" ] ||
+    it_fail "poisoned rollup row: expected events 80 and 82 written"
+[ "$(psql "$poison_url" -tAq -c "SELECT reason || ' ' || (payload::json->>'event_id')
+      FROM analytics.dead_letters")" = "db_rejected 0000b000-0000-4000-8000-000000000081" ] ||
+    it_fail "poisoned rollup row: expected event 81 as the one db_rejected dead letter"
+grep -q '"batch_rejected"' "$IT_TMP/poison.log" || it_fail "poisoned rollup row: no batch_rejected logged"
+it_pass "a write PostgreSQL rejects at its merge: entry by entry, one db_rejected dead letter, the rest counted"
+
 # An error reply to a read other than NOGROUP (here NOPERM: a user that may
 # not XREADGROUP) is the read's failure, not an outage: logged as
 # stream_read_failed, the connection kept, Redis not reported unreachable.
