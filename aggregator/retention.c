@@ -129,8 +129,8 @@ static PGresult *retention_exec(struct retention *r, const char *sql, const char
     PGresult *res;
     ExecStatusType rs;
 
-    if (retention_stopping(r))
-        return NULL; /* the process is stopping: no new statement */
+    if (retention_stopping(r) || !r->conn)
+        return NULL; /* stopping: no new statement; or the connection was lost */
     res = PQexec(r->conn, sql);
     rs = PQresultStatus(res);
 
@@ -243,21 +243,25 @@ static int delete_event_ids(struct retention *r, int64_t cutoff, long *ids, long
     return 0;
 }
 
-/* The steps of one run, under the maintenance lock. Returns 0 if all went well. */
+/* The steps of one run, under the maintenance lock. Each runs whatever the
+ * ones before it did: a partition that cannot be created or dropped now (its
+ * lock not granted in time: a rebuild of its day, a long dump) must not keep
+ * the hourly rows and the dedupe ids from going. Returns 0 if all went well. */
 static int retention_steps(struct retention *r, int64_t today)
 {
     char sql[512];
     PGresult *res = NULL;
     long parts_created = 0, parts_dropped = 0, hourly = 0, ids = 0, slices = 0;
-    int rc = -EIO;
+    int rc = 0;
 
     snprintf(sql, sizeof(sql),
              "SELECT analytics.ensure_day_partitions(DATE '1970-01-01' + %" PRId64
              ", DATE '1970-01-01' + %" PRId64 ")",
              today - 1, today + RETENTION_DAYS_AHEAD);
-    if (!(res = retention_exec(r, sql, "create_partitions")))
-        goto out;
-    parts_created = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    if ((res = retention_exec(r, sql, "create_partitions")))
+        parts_created = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    else
+        rc = -EIO;
     PQclear(res);
 
     res = retention_exec(r,
@@ -265,8 +269,8 @@ static int retention_steps(struct retention *r, int64_t today)
                          " WHERE i.inhparent = 'analytics.ar_view_sessions'::regclass ORDER BY 1",
                          "list_partitions");
     if (!res)
-        goto out;
-    for (int i = 0; i < PQntuples(res); i++) {
+        rc = -EIO;
+    for (int i = 0; res && i < PQntuples(res) && !retention_stopping(r); i++) {
         const char *name = PQgetvalue(res, i, 0);
         PGresult *drop;
         int64_t day;
@@ -284,8 +288,10 @@ static int retention_steps(struct retention *r, int64_t today)
                  " PERFORM pg_advisory_xact_lock(%d, %" PRId64 ");"
                  " DROP TABLE analytics.%s; END$$",
                  ARV_LOCK_ROLLUP_DAY, day, name);
-        if (!(drop = retention_exec(r, sql, "drop_partition")))
-            goto out;
+        if (!(drop = retention_exec(r, sql, "drop_partition"))) {
+            rc = -EIO; /* the next run tries again; the others go now */
+            continue;
+        }
         PQclear(drop);
         log_info("retention_partition_dropped", LF_STR("partition", name));
         metric_inc(r->dropped_partitions);
@@ -302,17 +308,18 @@ static int retention_steps(struct retention *r, int64_t today)
                  "DELETE FROM analytics.%s"
                  " WHERE hour < (DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'",
                  hourly_tables[i], today - r->cfg.hourly_days);
-        if (!(res = retention_exec(r, sql, hourly_tables[i])))
-            goto out;
+        if (!(res = retention_exec(r, sql, hourly_tables[i]))) {
+            rc = -EIO;
+            continue;
+        }
         hourly += affected(res);
         PQclear(res);
     }
     metric_add(r->dropped_hourly, (double)hourly);
     res = NULL;
-    rc = delete_event_ids(r, today - r->cfg.dedupe_days, &ids, &slices);
+    if (delete_event_ids(r, today - r->cfg.dedupe_days, &ids, &slices) < 0)
+        rc = -EIO;
     metric_add(r->dropped_event_ids, (double)ids);
-out:
-    PQclear(res);
     log_info("retention_run", LF_BOOL("ok", rc == 0), LF_INT("partitions_created", parts_created),
              LF_INT("partitions_dropped", parts_dropped), LF_INT("hourly_rows_deleted", hourly),
              LF_INT("event_ids_deleted", ids), LF_INT("event_ids_slices", slices),

@@ -191,9 +191,11 @@ parts="SELECT count(*) FROM pg_inherits WHERE inhparent = 'analytics.ar_view_ses
 [ "$(it_psql "$parts AND inhrelid::regclass::text < 'analytics.ar_view_sessions_p$(date -u -d '-90 days' +%Y%m%d)'")" = 6 ] ||
     it_fail "expected 6 old partitions"
 # A rebuild of the 198-day-old day holds that day's lock (here a session that
-# holds it 3 s): retention must not drop the partition under it.
+# holds it 5 s): retention must not drop the partition under it, and the
+# steps after that drop still run meanwhile (the other partitions, the hourly
+# rows, the dedupe ids).
 day198=$(it_psql "SELECT (current_date - 198) - DATE '1970-01-01'")
-psql "$DATABASE_URL" -tAq -c "SELECT pg_advisory_lock($((0x61727652)), $day198), pg_sleep(3)" >/dev/null &
+psql "$DATABASE_URL" -tAq -c "SELECT pg_advisory_lock($((0x61727652)), $day198), pg_sleep(5)" >/dev/null &
 holder=$!
 for ((i = 0; i < 50; i++)); do
     [ "$(it_psql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $day198")" = 1 ] && break
@@ -203,7 +205,16 @@ done
 # were written: without its row, the next run makes a new one.
 it_psql "DELETE FROM analytics.retention_passes" >/dev/null
 it_start aggregator arv-aggregator ARV_RETENTION_INTERVAL_S=1
-sleep 1.5
+held="SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $day198 AND granted"
+for ((i = 0; i < 30; i++)); do
+    [ "$(it_psql "SELECT (SELECT count(*) FROM analytics.rollup_company_hourly WHERE hour < now() - interval '400 days')
+          + (SELECT count(*) FROM analytics.event_ids WHERE received_at < now() - interval '91 days')
+          + ($parts AND inhrelid::regclass::text < 'analytics.ar_view_sessions_p$(date -u -d '-90 days' +%Y%m%d)')")" = 1 ] &&
+        break
+    sleep 0.1
+done
+[ "$i" -lt 30 ] || it_fail "retention: one partition it could not drop kept the other steps from running"
+[ "$(it_psql "$held")" = 1 ] || it_fail "retention: the day's lock was released too early for this test"
 [ "$(it_psql "SELECT to_regclass('analytics.ar_view_sessions_p$(date -u -d '-198 days' +%Y%m%d)') IS NOT NULL")" = t ] ||
     it_fail "retention dropped a partition whose day a rebuild holds"
 wait "$holder"
