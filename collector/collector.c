@@ -698,19 +698,26 @@ static int lane_start(struct lane *l, char *err, size_t errlen)
     return 0;
 }
 
+/* Ends the lane's thread if it still runs (a forced exit, or a start that
+ * failed part way): breaks its loop, repeatedly in case it had not yet
+ * entered dispatch, and waits for it. */
+static void lane_join(struct lane *l)
+{
+    if (!l->c || !l->started)
+        return;
+    while (!atomic_load(&l->finished)) {
+        event_base_loopbreak(l->base);
+        usleep(1000);
+    }
+    pthread_join(l->thread, NULL);
+    l->started = false;
+}
+
 static void lane_deinit(struct lane *l)
 {
     if (!l->c)
         return;
-    if (l->started) {
-        /* A forced exit: break the loop (repeatedly, in case it had not yet
-         * entered dispatch) and wait for the thread. */
-        while (!atomic_load(&l->finished)) {
-            event_base_loopbreak(l->base);
-            usleep(1000);
-        }
-        pthread_join(l->thread, NULL);
-    }
+    lane_join(l);
     /* The writer first: its unanswered callbacks still answer requests. */
     stream_writer_free(l->writer);
     if (l->drain_ev)
@@ -817,6 +824,10 @@ void collector_free(struct collector *c)
 {
     if (!c)
         return;
+    /* Every thread ends before any lane is freed: a readiness probe on one
+     * loop reads every lane's writer. */
+    for (int i = c->nlanes - 1; i >= 0; i--)
+        lane_join(&c->lanes[i]);
     for (int i = c->nlanes - 1; i >= 0; i--)
         lane_deinit(&c->lanes[i]);
     free(c->lanes);
