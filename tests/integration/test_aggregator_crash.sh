@@ -98,10 +98,14 @@ for name in a b; do
     kill -KILL "${PID[$name]}" 2>/dev/null || true
     wait "${PID[$name]}" 2>/dev/null || true
 done
+exits=$(grep -c failpoint_exit "$IT_TMP/agg-a.log" || true)
 start_agg a ARV_FAILPOINT=after_commit:1
 for ((i = 0; i < 600 && $(alive a && echo 1 || echo 0) == 1; i++)); do sleep 0.1; done
 alive a && it_fail "aggregator with ARV_FAILPOINT=after_commit:1 did not exit within 60 s"
-wait "${PID[a]}" 2>/dev/null || true
+rc=0
+wait "${PID[a]}" 2>/dev/null || rc=$?
+[ "$rc" = 137 ] && [ "$(grep -c failpoint_exit "$IT_TMP/agg-a.log")" = $((exits + 1)) ] ||
+    it_fail "aggregator with ARV_FAILPOINT=after_commit:1 exited $rc, not at the failpoint"
 start_agg a
 start_agg b
 chaos 6

@@ -74,8 +74,10 @@ raw2=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
 out=$("$ARVCTL" dlq replay --reason unknown_content)
 grep -q "^0 replayed" <<<"$out" || it_fail "second --reason replay: $out"
 first=$(it_psql "SELECT min(id) FROM analytics.dead_letters WHERE reason = 'unknown_content'")
-"$ARVCTL" dlq replay --id "$first" >/dev/null || it_fail "dlq replay --id"
-"$ARVCTL" dlq replay --id "$first" >/dev/null || it_fail "dlq replay --id (twice)"
+for k in 1 2; do
+    out=$("$ARVCTL" dlq replay --id "$first") || it_fail "dlq replay --id (run $k)"
+    grep -q "^1 replayed, 0 skipped" <<<"$out" || it_fail "dlq replay --id (run $k): $out"
+done
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "second replay not drained"
 [ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")" = "$raw2" ] ||
     it_fail "replaying twice counted again"

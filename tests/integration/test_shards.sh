@@ -104,6 +104,8 @@ for ((i = 0; i < 300; i++)); do
     (($(raw_rows) > N)) && break
     sleep 0.05
 done
+(($(raw_rows) > N)) || it_fail "agg3 wrote nothing of the second backlog before the stop: nothing tested"
+(($(pending_all) > 0)) || it_fail "nothing in flight at the stop: nothing tested"
 it_stop agg3
 it_slow_statements_off ar_view_sessions
 rows=$(raw_rows)
