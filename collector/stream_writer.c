@@ -129,16 +129,9 @@ static int xadd_prefixes_init(struct stream_writer *w)
     return rc;
 }
 
-static void xlen_done(void *arg, struct redisReply *reply, const char *errstr)
+/* A round of XLENs is in: the longest shard against the high-water mark. */
+static void backlog_update(struct stream_writer *w)
 {
-    struct xlen_poll *p = arg;
-    struct stream_writer *w = p->w;
-    (void)errstr;
-    if (reply && reply->type == REDIS_REPLY_INTEGER)
-        w->lens[p->shard] = (long)reply->integer;
-    free(p);
-    if (--w->polls_out > 0)
-        return;
     long longest = 0;
     for (long i = 0; i < w->shards; i++) {
         if (w->lens[i] > longest)
@@ -150,6 +143,21 @@ static void xlen_done(void *arg, struct redisReply *reply, const char *errstr)
         log_warn(over ? "stream_backlog_high" : "stream_backlog_recovered",
                  LF_INT("length", longest), LF_INT("high_water", w->high_water));
     w->over = over;
+}
+
+static void xlen_done(void *arg, struct redisReply *reply, const char *errstr)
+{
+    struct xlen_poll *p = arg;
+    struct stream_writer *w = p->w;
+    (void)errstr;
+    /* A shard whose length is not known now (its node down, an error reply)
+     * counts as empty: an old length would keep refusing the events of the
+     * other nodes' shards for as long as its node is away (its own events
+     * fail as Redis unavailable meanwhile). */
+    w->lens[p->shard] = reply && reply->type == REDIS_REPLY_INTEGER ? (long)reply->integer : 0;
+    free(p);
+    if (--w->polls_out == 0)
+        backlog_update(w);
 }
 
 /* Every BACKLOG_POLL_MS: counts reconnects, and asks every shard its length on
@@ -182,9 +190,12 @@ static void poll_tick(evutil_socket_t fd, short what, void *arg)
         w->polls_out++;
         if (redis_conn_command(w->nodes[s % w->nnodes], xlen_done, p, 2, argv, argvlen) < 0) {
             w->polls_out--;
+            w->lens[s] = 0; /* not known now: see xlen_done */
             free(p);
         }
     }
+    if (w->polls_out == 0)
+        backlog_update(w); /* none could be sent */
 }
 
 struct stream_writer *stream_writer_new(struct event_base *base, struct metrics *m,

@@ -154,3 +154,24 @@ done
 it_stop agg6
 it_stop collector
 it_pass "a dead consumer's entries claimed mid-backlog (after $((rows - rows0)) of $((total - rows0)) rows), all counted once"
+
+# A shard over ARV_STREAM_HIGH_WATER on a node that then goes down: its length
+# is no longer known, so it no longer holds back the events bound for the
+# node still up (those for the node down get 503 as Redis unavailable). The
+# stale length refused every event as stream_backlog for the whole outage.
+for ((k = 0; k < 150; k++)); do echo "XADD hw:1 * v 1 e x"; done | redis-cli -p "$P2" >/dev/null
+it_start hw arv-collector ARV_STREAM=hw ARV_STREAM_HIGH_WATER=100
+H="http://127.0.0.1:$IT_PORT_hw"
+arv_wait_http "$H/api/health/readiness" 503 10 || it_fail "high water: shard hw:1 not seen over the mark"
+hw_post() { curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+    -d "{\"ar_content_id\":1,\"session_id\":\"$(cat /proc/sys/kernel/random/uuid)\"}" "$H/api/analytics/ar-session"; }
+[ "$(hw_post)" = 503 ] || it_fail "high water: an event was taken while a shard is over the mark"
+arv_stop_redis "$IT_TMP/redis2" "$P2"
+ok=0
+for ((i = 0; i < 50 && ok == 0; i++)); do
+    sleep 0.1
+    for k in 1 2 3 4 5 6 7 8; do [ "$(hw_post)" = 200 ] && ok=$((ok + 1)); done
+done
+((ok > 0)) || it_fail "high water: a node down kept its shard's old length, refusing every event"
+it_stop hw
+it_pass "a shard over the high-water mark on a node gone down no longer refuses the events of the node up"
