@@ -67,9 +67,10 @@ const struct config_option reporter_options[] = {
      "PostgreSQL statement_timeout of the reporter's queries: one running longer (a lock held,"
      " a slow server) is cancelled and answered 503; 0: none"},
     {"hourly-retention-days", "ARV_HOURLY_RETENTION_DAYS", CONFIG_INT,
-     offsetof(struct reporter_config, hourly_retention_days), "400", NULL, 1, 100000,
+     offsetof(struct reporter_config, hourly_retention_days), CONFIG_HOURLY_RETENTION_DAYS_DEFAULT,
+     NULL, 1, 100000,
      "the aggregators' hourly retention: a window that needs hourly rollups (interval=hour, a tz"
-     " other than UTC) must not reach back before it (400)"},
+     " other than UTC) must not reach back before it"},
 };
 const size_t reporter_options_len = sizeof(reporter_options) / sizeof(reporter_options[0]);
 
