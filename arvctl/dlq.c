@@ -74,24 +74,6 @@ static bool obj_received_day(struct json_object *o, int64_t *day)
     return true;
 }
 
-bool dlq_session_id(const char *payload, char *out, size_t outlen)
-{
-    struct json_object *root = payload ? json_tokener_parse(payload) : NULL;
-    bool ok = obj_session_id(root, out, outlen);
-
-    json_object_put(root);
-    return ok;
-}
-
-bool dlq_received_day(const char *event, int64_t *day)
-{
-    struct json_object *root = event ? json_tokener_parse(event) : NULL;
-    bool ok = obj_received_day(root, day);
-
-    json_object_put(root);
-    return ok;
-}
-
 char *dlq_event(const char *payload, char *session, size_t session_len, bool *dated, int64_t *day)
 {
     struct json_object *root = payload ? json_tokener_parse(payload) : NULL;

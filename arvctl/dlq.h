@@ -28,22 +28,14 @@ enum dlq_age {
 };
 enum dlq_age dlq_replay_age(int64_t day, int64_t today, long dedupe_days, long raw_days);
 
-/* The UTC day (days since the epoch) of an event's received_at (the event
- * JSON as the collector wrote it); false if it has none that parses. Pure. */
-bool dlq_received_day(const char *event, int64_t *day);
-
-/* The session_id of an event payload (the event JSON as the collector wrote it
- * to the stream), copied into `out`; false if the payload is not a JSON object
- * with a string session_id (1..outlen-1 bytes). Pure. */
-bool dlq_session_id(const char *payload, char *out, size_t outlen);
-
 /* The event a dead letter's payload holds: the payload itself if it is an event
  * (unknown_content, db_rejected), or the `e` field of a payload that is a stream
  * entry's fields as a JSON object with `v` = EVENT_SCHEMA_VERSION
- * (max_deliveries). Returns it (malloc'd, NUL-terminated; the caller frees it),
- * copies its session_id into `session` (as dlq_session_id) and sets *dated
- * and *day as dlq_received_day would (each JSON text is parsed once); NULL if
- * the payload holds no event or memory ran out. Pure. */
+ * (max_deliveries): a JSON object with a string session_id (1..session_len-1
+ * bytes). Returns it (malloc'd, NUL-terminated; the caller frees it), copies
+ * its session_id into `session`, and sets *dated if its received_at parses,
+ * with *day its UTC day (days since the epoch); each JSON text is parsed once.
+ * NULL if the payload holds no event or memory ran out. Pure. */
 char *dlq_event(const char *payload, char *session, size_t session_len, bool *dated, int64_t *day);
 
 /* Runs `arvctl dlq ...` (argv[0] is "dlq") against `database_url`, replaying to

@@ -9,12 +9,36 @@
 #include "rollups.h"
 #include "stream_writer.h"
 
+/* Whether dlq_event() takes `payload` for an event, its session in `out`. */
+static bool session_of(const char *payload, char *out, size_t outlen)
+{
+    bool dated;
+    int64_t day;
+    char *event = dlq_event(payload, out, outlen, &dated, &day);
+    bool ok = event != NULL;
+
+    free(event);
+    return ok;
+}
+
+/* Whether dlq_event() finds the received day of `payload`, an event. */
+static bool day_of(const char *payload, int64_t *day)
+{
+    char session[16];
+    bool dated = false;
+    char *event = dlq_event(payload, session, sizeof(session), &dated, day);
+    bool ok = event != NULL && dated;
+
+    free(event);
+    return ok;
+}
+
 Test(arvctl_dlq, session_id_from_event_json)
 {
     char out[64];
 
-    cr_assert(dlq_session_id("{\"event_id\":\"a\",\"session_id\":\"7f1c2f3a-1\",\"x\":1}", out,
-                             sizeof(out)));
+    cr_assert(
+        session_of("{\"event_id\":\"a\",\"session_id\":\"7f1c2f3a-1\",\"x\":1}", out, sizeof(out)));
     cr_assert_str_eq(out, "7f1c2f3a-1");
 }
 
@@ -22,13 +46,13 @@ Test(arvctl_dlq, session_id_refuses_non_events)
 {
     char out[8];
 
-    cr_assert_not(dlq_session_id("not json", out, sizeof(out)));
-    cr_assert_not(dlq_session_id("[1,2]", out, sizeof(out)));
-    cr_assert_not(dlq_session_id("{\"session_id\":5}", out, sizeof(out)));
-    cr_assert_not(dlq_session_id("{\"session_id\":\"\"}", out, sizeof(out)));
-    cr_assert_not(dlq_session_id("{\"session_id\":\"longer-than-8\"}", out, sizeof(out)));
-    cr_assert_not(dlq_session_id("{\"event_id\":\"a\"}", out, sizeof(out)));
-    cr_assert_not(dlq_session_id(NULL, out, sizeof(out)));
+    cr_assert_not(session_of("not json", out, sizeof(out)));
+    cr_assert_not(session_of("[1,2]", out, sizeof(out)));
+    cr_assert_not(session_of("{\"session_id\":5}", out, sizeof(out)));
+    cr_assert_not(session_of("{\"session_id\":\"\"}", out, sizeof(out)));
+    cr_assert_not(session_of("{\"session_id\":\"longer-than-8\"}", out, sizeof(out)));
+    cr_assert_not(session_of("{\"event_id\":\"a\"}", out, sizeof(out)));
+    cr_assert_not(session_of(NULL, out, sizeof(out)));
 }
 
 /* What replay sends: an event payload as it is; a stream entry's fields
@@ -75,16 +99,20 @@ Test(arvctl_dlq, received_day_of_an_event)
     int64_t day = -1;
 
     /* 2026-12-05 is day 20792 since the epoch. */
-    cr_assert(dlq_received_day(
-        "{\"session_id\":\"s\",\"received_at\":\"2026-12-05T23:59:59.999Z\"}", &day));
+    cr_assert(day_of("{\"session_id\":\"s\",\"received_at\":\"2026-12-05T23:59:59.999Z\"}", &day));
     cr_assert_eq(day, 20792);
-    cr_assert(dlq_received_day("{\"received_at\":\"2026-12-06T00:00:00.000Z\"}", &day));
+    cr_assert(day_of("{\"session_id\":\"s\",\"received_at\":\"2026-12-06T00:00:00.000Z\"}", &day));
     cr_assert_eq(day, 20793);
-    cr_assert_not(dlq_received_day("{\"session_id\":\"s\"}", &day));
-    cr_assert_not(dlq_received_day("{\"received_at\":\"yesterday\"}", &day));
-    cr_assert_not(dlq_received_day("{\"received_at\":1733400000000}", &day));
-    cr_assert_not(dlq_received_day("not json", &day));
-    cr_assert_not(dlq_received_day(NULL, &day));
+    cr_assert_not(day_of("{\"session_id\":\"s\"}", &day));
+    cr_assert_not(day_of("{\"session_id\":\"s\",\"received_at\":\"yesterday\"}", &day));
+    cr_assert_not(day_of("{\"session_id\":\"s\",\"received_at\":1733400000000}", &day));
+    cr_assert_not(day_of("not json", &day));
+    cr_assert_not(day_of(NULL, &day));
+    /* A max_deliveries payload: the day of the event in its e field. */
+    cr_assert(day_of("{\"v\":\"1\",\"e\":\"{\\\"session_id\\\":\\\"s\\\",\\\"received_at\\\":"
+                     "\\\"2026-12-05T00:00:00Z\\\"}\"}",
+                     &day));
+    cr_assert_eq(day, 20792);
 }
 
 Test(arvctl_dlq, replay_age_follows_the_retention_windows)
