@@ -53,10 +53,18 @@ static void add(int n, const char *session, long content, const char *when, cons
 static const char s1[] = "7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f";
 static const char s2[] = "00000000-0000-4000-8000-000000000002";
 
-/* `sessions`' sketch as text_rows() shows it: "\\x<hex>". */
+/* Appends bytes as hll's text output shows them: "\\x<hex>". */
+static void put_hex(struct strbuf *to, const unsigned char *p, size_t n)
+{
+    strbuf_puts(to, "\\x");
+    for (size_t i = 0; i < n; i++)
+        strbuf_printf(to, "%02x", p[i]);
+}
+
+/* `sessions`' sketch as text_rows() shows it. */
 static const char *sketch_of(const char *const *sessions, size_t n)
 {
-    static char text[2 * 4096 + 3];
+    static struct strbuf text;
     struct strbuf sb;
     uint64_t h[8];
     for (size_t i = 0; i < n; i++) {
@@ -70,12 +78,11 @@ static const char *sketch_of(const char *const *sessions, size_t n)
     }
     strbuf_init(&sb);
     hll_write_sketch(h, hll_sort_unique(h, n), &sb);
-    cr_assert(!sb.oom && 2 * sb.len + 3 <= sizeof(text));
-    strcpy(text, "\\x");
-    for (size_t i = 0; i < sb.len; i++)
-        snprintf(text + 2 + 2 * i, 3, "%02x", (unsigned char)sb.data[i]);
+    strbuf_reset(&text);
+    put_hex(&text, (const unsigned char *)sb.data, sb.len);
+    cr_assert(!sb.oom && !text.oom);
     strbuf_deinit(&sb);
-    return text;
+    return text.data;
 }
 
 /* A big-endian unsigned integer of `n` bytes. */
@@ -138,9 +145,7 @@ static const char *text_rows(const struct strbuf *bin, const char *types)
                 strbuf_append(&text, (const char *)p, len);
                 break;
             default:
-                strbuf_puts(&text, "\\x");
-                for (uint64_t i = 0; i < len; i++)
-                    strbuf_printf(&text, "%02x", p[i]);
+                put_hex(&text, p, len);
             }
             p += len;
         }
