@@ -17,6 +17,7 @@
 #include "locks.h"
 #include "log.h"
 #include "metrics.h"
+#include "pg_pool.h"
 #include "timeutil.h"
 
 #define PARTITION_PREFIX "ar_view_sessions_p"
@@ -145,10 +146,10 @@ static PGresult *retention_exec(struct retention *r, const char *sql, const char
 
 static int retention_connect(struct retention *r)
 {
-    static const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *values[] = {"5", "arv-aggregator-retention", r->cfg.database_url, NULL};
+    const char *keys[PG_CONN_PARAMS_MAX], *values[PG_CONN_PARAMS_MAX];
     PGresult *res;
 
+    pg_conn_params("arv-aggregator-retention", NULL, r->cfg.database_url, keys, values);
     r->conn = PQconnectdbParams(keys, values, 1);
     if (!r->conn || PQstatus(r->conn) != CONNECTION_OK) {
         retention_report(r, "connect", NULL);

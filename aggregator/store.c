@@ -12,6 +12,7 @@
 #include "copy.h"
 #include "locks.h"
 #include "log.h"
+#include "pg_pool.h"
 #include "rollup_sql.h"
 #include "timeutil.h"
 
@@ -297,14 +298,11 @@ static void store_notice(void *arg, const char *message)
 
 enum store_status store_connect(struct store *s)
 {
-    /* Defaults first: a URL that sets any of these wins (expand_dbname). */
-    static const char *const keys[] = {
-        "connect_timeout",     "application_name", "keepalives", "keepalives_idle",
-        "keepalives_interval", "keepalives_count", "dbname",     NULL};
-    const char *values[] = {"5", "arv-aggregator", "1", "30", "10", "3", s->conninfo, NULL};
+    const char *keys[PG_CONN_PARAMS_MAX], *values[PG_CONN_PARAMS_MAX];
     enum store_status st;
 
     store_disconnect(s);
+    pg_conn_params("arv-aggregator", NULL, s->conninfo, keys, values);
     s->conn = PQconnectdbParams(keys, values, 1);
     if (!s->conn) {
         set_errstr(s, "out of memory");

@@ -598,20 +598,35 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+void pg_conn_params(const char *app, const char *options, const char *conninfo, const char **keys,
+                    const char **values)
+{
+    static const char *const defaults[][2] = {
+        {"connect_timeout", "5"},     {"keepalives", "1"},       {"keepalives_idle", "10"},
+        {"keepalives_interval", "5"}, {"keepalives_count", "3"}, {"tcp_user_timeout", "60000"}};
+    size_t k = 0;
+
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++, k++) {
+        keys[k] = defaults[i][0];
+        values[k] = defaults[i][1];
+    }
+    if (app)
+        keys[k] = "application_name", values[k++] = app;
+    if (options)
+        keys[k] = "options", values[k++] = options;
+    keys[k] = "dbname", values[k++] = conninfo;
+    keys[k] = values[k] = NULL;
+}
+
 /* Starts a non-blocking connect; failures land in conn_lost (which retries). */
 static void conn_start(struct pg_conn *pc)
 {
     struct pg_pool *p = pc->pool;
-    /* Keepalives and the statement timeout first so the operator's conninfo
-     * can override them; keepalives notice a peer that vanished during a long
-     * query, the timeout a query that waits on a lock or a slow server. */
-    const char *keys[7] = {"keepalives", "keepalives_idle", "keepalives_interval",
-                           "keepalives_count"};
-    const char *vals[7] = {"1", "10", "5", "3"};
-    int k = 4;
-    if (p->options[0])
-        keys[k] = "options", vals[k++] = p->options;
-    keys[k] = "dbname", vals[k] = p->conninfo; /* the rest stays NULL */
+    /* The statement timeout with the defaults, so that the operator's
+     * conninfo can override it; it ends a query that waits on a lock or a
+     * slow server. */
+    const char *keys[PG_CONN_PARAMS_MAX], *vals[PG_CONN_PARAMS_MAX];
+    pg_conn_params(NULL, p->options[0] ? p->options : NULL, p->conninfo, keys, vals);
 
     pc->state = CONN_CONNECTING;
     /* May resolve a host name (blocking); an IP address or socket path never blocks. */

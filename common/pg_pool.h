@@ -12,6 +12,22 @@
 struct event_base;
 struct pg_pool;
 
+/* Keys (and values) pg_conn_params() fills at most, the NULL end included. */
+#define PG_CONN_PARAMS_MAX 10
+
+/* The options every daemon's PostgreSQL connection starts from, as `keys` and
+ * `values` (each PG_CONN_PARAMS_MAX long) for PQconnectdbParams() or
+ * PQconnectStartParams() with expand_dbname = 1: connect_timeout 5 s,
+ * application_name `app` (NULL: none), TCP keepalives (a peer silent for
+ * 10 s is probed every 5 s, given up after 3 unanswered probes), a TCP user
+ * timeout of 60 s (data sent and not acknowledged that long ends the
+ * connection: keepalives do not probe while data waits, and the kernel's own
+ * retransmissions last about 15 minutes), `options` when not NULL, and last
+ * `conninfo` as dbname, so that a URL or key=value string that sets any of
+ * them wins. Borrows every string. */
+void pg_conn_params(const char *app, const char *options, const char *conninfo, const char **keys,
+                    const char **values);
+
 /* A query's outcome, called exactly once from the loop. `res` is the last
  * PGresult (owned by the pool, cleared after the call: copy what you keep), or
  * NULL when the query could not run (then `errstr` says why). A failed statement

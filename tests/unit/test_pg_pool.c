@@ -347,6 +347,47 @@ Test(pg_pool, url_conninfo)
     pg_pool_free(p);
 }
 
+/* The value libpq took for option `key` on `conn` (borrowed until `opts` is freed). */
+static const char *conn_option(PQconninfoOption *opts, const char *key)
+{
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, key) == 0)
+            return o->val ? o->val : "";
+    return "";
+}
+
+/* The daemons' connection defaults reach libpq, and the operator's URL wins. */
+Test(pg_pool, conn_params_defaults_and_url_override)
+{
+    char url[160];
+    snprintf(url, sizeof(url),
+             "postgresql://arv@127.0.0.1:%s/postgres?keepalives_idle=7&tcp_user_timeout=1500",
+             getenv("ARV_TEST_PG_PORT"));
+    const char *urls[] = {conninfo, url};
+    const char *idle[] = {"10", "7"}, *user_timeout[] = {"60000", "1500"};
+    for (int i = 0; i < 2; i++) {
+        const char *keys[PG_CONN_PARAMS_MAX], *vals[PG_CONN_PARAMS_MAX];
+        pg_conn_params("arv-test", "-c statement_timeout=1234", urls[i], keys, vals);
+        PGconn *conn = PQconnectdbParams(keys, vals, 1);
+        cr_assert_eq(PQstatus(conn), CONNECTION_OK, "%s", PQerrorMessage(conn));
+        PQconninfoOption *opts = PQconninfo(conn);
+        cr_assert_str_eq(conn_option(opts, "keepalives"), "1");
+        cr_assert_str_eq(conn_option(opts, "keepalives_idle"), idle[i]);
+        cr_assert_str_eq(conn_option(opts, "keepalives_interval"), "5");
+        cr_assert_str_eq(conn_option(opts, "keepalives_count"), "3");
+        cr_assert_str_eq(conn_option(opts, "tcp_user_timeout"), user_timeout[i]);
+        cr_assert_str_eq(conn_option(opts, "connect_timeout"), "5");
+        PQconninfoFree(opts);
+        PGresult *res = PQexec(conn, "SELECT current_setting('application_name'),"
+                                     " current_setting('statement_timeout')");
+        cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+        cr_assert_str_eq(PQgetvalue(res, 0, 0), "arv-test");
+        cr_assert_str_eq(PQgetvalue(res, 0, 1), "1234ms");
+        PQclear(res);
+        PQfinish(conn);
+    }
+}
+
 Test(pg_pool, idle_connection_is_checked)
 {
     struct pg_pool *p = pool_up(1, 1000);
