@@ -19,6 +19,7 @@
 
 #define DLQ_MAX_NODES      64
 #define DLQ_SESSION_MAX    128
+#define DLQ_REPLAY_PAGE    1000              /* dead letters a replay reads at a time */
 #define DLQ_REASON_INVALID "invalid_payload" /* the aggregator's batch.h: not an event */
 
 static const char dlq_usage[] =
@@ -278,6 +279,61 @@ fail:
     return NULL;
 }
 
+/* What a replay did, dead letter by dead letter. */
+struct dlq_counts {
+    long replayed, skipped, failed;
+};
+
+/* Replays row `i` of `res` (id, reason, payload): appends its event to its
+ * stream and marks it replayed, or skips it (not an event, or refused by
+ * age); counts which. A failure stops the replay: it is counted, and said on
+ * stderr. */
+static void replay_one(PGconn *conn, struct dlq_redis *redis, const struct dlq_target *t,
+                       const PGresult *res, int i, int64_t today, bool force, struct dlq_counts *n)
+{
+    const char *row_id = PQgetvalue(res, i, 0);
+    char session[DLQ_SESSION_MAX], stream[512], entry[64] = "", *event = NULL;
+    bool dated = false;
+    int64_t day = 0;
+
+    if (strcmp(PQgetvalue(res, i, 1), DLQ_REASON_INVALID) == 0 ||
+        !(event = dlq_event(PQgetvalue(res, i, 2), session, sizeof(session), &dated, &day))) {
+        fprintf(stderr, "skipped %s: %s, not an event\n", row_id, PQgetvalue(res, i, 1));
+        n->skipped++;
+        return;
+    }
+    if (dlq_refused(row_id, dated, day, today, force, t)) {
+        free(event);
+        n->skipped++;
+        return;
+    }
+    int node =
+        stream_writer_route(t->stream, t->shards, redis->nodes, session, stream, sizeof(stream));
+    redisContext *c = dlq_redis_node(redis, node);
+    const char *av[] = {"XADD", stream, "*", "v", EVENT_SCHEMA_VERSION, "e", event};
+    const size_t al[] = {4, strlen(stream), 1, 1, strlen(EVENT_SCHEMA_VERSION), 1, strlen(event)};
+    bool sent = c && dlq_redis_ok(c, "XADD", 7, av, al, entry, sizeof(entry));
+    free(event);
+    if (!sent) {
+        n->failed++; /* Redis is down: the rest would fail the same way */
+        return;
+    }
+    const char *up[] = {row_id};
+    PGresult *u = PQexecParams(conn,
+                               "UPDATE analytics.dead_letters SET replayed_at = now()"
+                               " WHERE id = $1::bigint",
+                               1, NULL, up, NULL, NULL, 0);
+    printf("replayed %s -> %s %s\n", row_id, stream, entry);
+    n->replayed++;
+    if (PQresultStatus(u) != PGRES_COMMAND_OK) {
+        /* Sent but not marked: a later --reason run sends it again (harmless:
+         * it is within the dedupe window, or forced). Stop, as for Redis. */
+        cli_report("cannot mark the dead letter replayed", u, conn);
+        n->failed++;
+    }
+    PQclear(u);
+}
+
 static int dlq_replay(const char *database_url, const struct dlq_target *t, int argc, char **argv)
 {
     const char *id = NULL, *reason = NULL;
@@ -286,11 +342,11 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
         {"id", &id, NULL}, {"reason", &reason, NULL}, {"force", NULL, &force}};
     int64_t today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
     struct dlq_redis redis = {0};
-    char idbuf[24];
-    const char *params[2] = {NULL, NULL};
+    char idbuf[24], after[24], page[16];
+    const char *params[4] = {NULL, NULL, NULL, page};
     PGconn *conn = NULL;
     PGresult *res = NULL;
-    long replayed = 0, skipped = 0, failed = 0;
+    struct dlq_counts n = {0};
     int rc = CLI_EXIT_FAILURE;
 
     if (!cli_options("dlq replay", argc, argv, 2, opts, sizeof(opts) / sizeof(opts[0]), dlq_usage,
@@ -312,70 +368,36 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
         fprintf(stderr, "arvctl dlq replay: REDIS_URL: invalid\n");
         return CLI_EXIT_USAGE;
     }
+    snprintf(page, sizeof(page), "%d", DLQ_REPLAY_PAGE);
     if (!(conn = cli_connect(database_url)))
         goto out;
-    res = PQexecParams(conn,
-                       "SELECT id, reason, payload FROM analytics.dead_letters"
-                       " WHERE ($1::bigint IS NOT NULL AND id = $1)"
-                       " OR ($2::text IS NOT NULL AND reason = $2 AND replayed_at IS NULL)"
-                       " ORDER BY id",
-                       2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        cli_report("cannot read dead letters", res, conn);
-        goto out;
+    /* A page at a time, in id order: a reason may hold millions. */
+    for (bool more = true; more && !n.failed;) {
+        PQclear(res);
+        res = PQexecParams(conn,
+                           "SELECT id, reason, payload FROM analytics.dead_letters"
+                           " WHERE (($1::bigint IS NOT NULL AND id = $1)"
+                           " OR ($2::text IS NOT NULL AND reason = $2 AND replayed_at IS NULL))"
+                           " AND ($3::bigint IS NULL OR id > $3) ORDER BY id LIMIT $4::int",
+                           4, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            cli_report("cannot read dead letters", res, conn);
+            goto out;
+        }
+        if (id && PQntuples(res) == 0) {
+            fprintf(stderr, "arvctl dlq replay: no dead letter %s\n", idbuf);
+            goto out;
+        }
+        more = PQntuples(res) == DLQ_REPLAY_PAGE;
+        if (more) {
+            snprintf(after, sizeof(after), "%s", PQgetvalue(res, PQntuples(res) - 1, 0));
+            params[2] = after;
+        }
+        for (int i = 0; i < PQntuples(res) && !n.failed; i++)
+            replay_one(conn, &redis, t, res, i, today, force, &n);
     }
-    if (id && PQntuples(res) == 0) {
-        fprintf(stderr, "arvctl dlq replay: no dead letter %s\n", idbuf);
-        goto out;
-    }
-    for (int i = 0; i < PQntuples(res); i++) {
-        const char *row_id = PQgetvalue(res, i, 0);
-        char session[DLQ_SESSION_MAX], stream[512], entry[64] = "", *event = NULL;
-        bool dated = false;
-        int64_t day = 0;
-        if (strcmp(PQgetvalue(res, i, 1), DLQ_REASON_INVALID) == 0 ||
-            !(event = dlq_event(PQgetvalue(res, i, 2), session, sizeof(session), &dated, &day))) {
-            fprintf(stderr, "skipped %s: %s, not an event\n", row_id, PQgetvalue(res, i, 1));
-            skipped++;
-            continue;
-        }
-        if (dlq_refused(row_id, dated, day, today, force, t)) {
-            free(event);
-            skipped++;
-            continue;
-        }
-        int node =
-            stream_writer_route(t->stream, t->shards, redis.nodes, session, stream, sizeof(stream));
-        redisContext *c = dlq_redis_node(&redis, node);
-        const char *av[] = {"XADD", stream, "*", "v", EVENT_SCHEMA_VERSION, "e", event};
-        const size_t al[] = {4, strlen(stream), 1, 1, strlen(EVENT_SCHEMA_VERSION),
-                             1, strlen(event)};
-        bool sent = c && dlq_redis_ok(c, "XADD", 7, av, al, entry, sizeof(entry));
-        free(event);
-        if (!sent) {
-            failed++;
-            break; /* Redis is down: the rest would fail the same way */
-        }
-        const char *up[] = {row_id};
-        PGresult *u = PQexecParams(conn,
-                                   "UPDATE analytics.dead_letters SET replayed_at = now()"
-                                   " WHERE id = $1::bigint",
-                                   1, NULL, up, NULL, NULL, 0);
-        printf("replayed %s -> %s %s\n", row_id, stream, entry);
-        replayed++;
-        if (PQresultStatus(u) != PGRES_COMMAND_OK) {
-            /* Sent but not marked: a later --reason run sends it again
-             * (harmless: it is within the dedupe window, or forced). Stop, as
-             * for Redis. */
-            cli_report("cannot mark the dead letter replayed", u, conn);
-            PQclear(u);
-            failed++;
-            break;
-        }
-        PQclear(u);
-    }
-    printf("%ld replayed, %ld skipped, %ld failed\n", replayed, skipped, failed);
-    rc = failed ? CLI_EXIT_FAILURE : CLI_EXIT_OK;
+    printf("%ld replayed, %ld skipped, %ld failed\n", n.replayed, n.skipped, n.failed);
+    rc = n.failed ? CLI_EXIT_FAILURE : CLI_EXIT_OK;
 out:
     for (int k = 0; k < DLQ_MAX_NODES; k++) {
         if (redis.ctx[k])
