@@ -58,13 +58,15 @@ static uint64_t key_hash(const struct rollup_group *g)
     uint64_t h = hll_fmix64((uint64_t)g->period ^ ((uint64_t)g->dim << 32 | g->value));
 
     h = hll_fmix64(h ^ (uint64_t)g->content_id);
+    h = hll_fmix64(h ^ (uint64_t)g->project_id);
     return hll_fmix64(h ^ (uint64_t)g->company_id);
 }
 
 static bool same_key(const struct rollup_group *a, const struct rollup_group *b)
 {
     return a->company_id == b->company_id && a->content_id == b->content_id &&
-           a->period == b->period && a->dim == b->dim && a->value == b->value;
+           a->project_id == b->project_id && a->period == b->period && a->dim == b->dim &&
+           a->value == b->value;
 }
 
 /* Doubles the slots and places every group again. */

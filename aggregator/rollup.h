@@ -34,8 +34,8 @@ enum rollup_kind {
 
 /* One group's sums. */
 struct rollup_group {
-    int64_t company_id; /* key, with period and content_id (and dim, value) */
-    int64_t project_id; /* of the group's first event */
+    int64_t company_id; /* key, with project_id, content_id, period (and dim, value) */
+    int64_t project_id; /* 0 in company groups */
     int64_t content_id; /* 0 in company groups */
     int64_t period;     /* hours or days since the epoch */
     uint32_t dim;       /* breakdown: index into batch_dim_names */

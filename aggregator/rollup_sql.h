@@ -18,12 +18,12 @@
     " sum(duration_count), sum(tq_excellent), sum(tq_good), sum(tq_fair), sum(tq_poor),"           \
     " sum(tq_other)"
 
-/* CTE ch: new rows aggregated per UTC hour and content; every other per-content
+/* CTE ch: new rows aggregated per UTC hour, content and project; every other per-content
  * and per-company rollup is summed from it. */
 #define ROLLUP_SQL_HOURLY_CTE                                                                      \
     " ch AS ("                                                                                     \
     " SELECT date_trunc('hour', received_at, 'UTC') AS hour, company_id,"                          \
-    " min(project_id) AS project_id, content_id, count(*) AS views,"                               \
+    " project_id, content_id, count(*) AS views,"                                                  \
     " hll_add_agg(session_hash, 12, 5) AS sessions,"                                               \
     " count(*) FILTER (WHERE video_played) AS video_plays,"                                        \
     " coalesce(sum(duration_seconds), 0) AS duration_sum,"                                         \
@@ -34,13 +34,13 @@
     " count(*) FILTER (WHERE tracking_quality = 'poor') AS tq_poor,"                               \
     " count(*) FILTER (WHERE tracking_quality IS NULL OR tracking_quality NOT IN"                  \
     " ('excellent', 'good', 'fair', 'poor')) AS tq_other"                                          \
-    " FROM new_rows GROUP BY 1, company_id, content_id),"
+    " FROM new_rows GROUP BY 1, company_id, project_id, content_id),"
 
 /* SELECT of the daily breakdown rows (day, company_id, project_id,
  * ar_content_id, dimension, value, views, sessions) from new_rows; a missing
  * value counts as 'unknown'. */
 #define ROLLUP_SQL_BREAKDOWN_SELECT                                                                \
-    " SELECT (n.received_at AT TIME ZONE 'UTC')::date, n.company_id, min(n.project_id),"           \
+    " SELECT (n.received_at AT TIME ZONE 'UTC')::date, n.company_id, n.project_id,"                \
     " n.content_id, d.dimension, d.value, count(*), hll_add_agg(n.session_hash, 12, 5)"            \
     " FROM new_rows n CROSS JOIN LATERAL (VALUES"                                                  \
     " ('device_type', coalesce(n.device_type, 'unknown')),"                                        \
@@ -49,6 +49,6 @@
     " ('country', coalesce(n.country, 'unknown')),"                                                \
     " ('city', coalesce(n.city, 'unknown')),"                                                      \
     " ('tracking_quality', coalesce(n.tracking_quality, 'unknown'))) d (dimension, value)"         \
-    " GROUP BY 1, n.company_id, n.content_id, d.dimension, d.value"
+    " GROUP BY 1, n.company_id, n.project_id, n.content_id, d.dimension, d.value"
 
 #endif

@@ -133,20 +133,22 @@ void store_build_merge_sql(struct strbuf *out, const char *consumer_literal, int
         " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
         " SELECT (at AT TIME ZONE 'UTC')::date, company_id, project_id, "
         "content_id, " ROLLUP_MEASURES_COLUMNS
-        " FROM pg_temp.arv_measures WHERE kind = 1 ORDER BY company_id, content_id, at"
-        " ON CONFLICT (company_id, ar_content_id, day) DO UPDATE SET" MEASURES_UPDATE "),"
+        " FROM pg_temp.arv_measures WHERE kind = 1 ORDER BY company_id, content_id, at, project_id"
+        " ON CONFLICT (company_id, ar_content_id, day, project_id) DO UPDATE SET" MEASURES_UPDATE
+        "),"
         " r_ch AS ("
         " INSERT INTO analytics.rollup_content_hourly AS r (hour, company_id, project_id,"
         " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
         " SELECT at, company_id, project_id, content_id, " ROLLUP_MEASURES_COLUMNS
-        " FROM pg_temp.arv_measures WHERE kind = 0 ORDER BY company_id, content_id, at"
-        " ON CONFLICT (company_id, ar_content_id, hour) DO UPDATE SET" MEASURES_UPDATE "),"
+        " FROM pg_temp.arv_measures WHERE kind = 0 ORDER BY company_id, content_id, at, project_id"
+        " ON CONFLICT (company_id, ar_content_id, hour, project_id) DO UPDATE SET" MEASURES_UPDATE
+        "),"
         " r_bd AS ("
         " INSERT INTO analytics.rollup_breakdown_daily AS r (day, company_id, project_id,"
         " ar_content_id, dimension, value, views, sessions)"
         " SELECT DATE '1970-01-01' + day, company_id, project_id, content_id, dimension, value,"
-        " views, sessions FROM pg_temp.arv_breakdown ORDER BY 2, 4, 1, 5, 6"
-        " ON CONFLICT (company_id, ar_content_id, day, dimension, value) DO UPDATE SET"
+        " views, sessions FROM pg_temp.arv_breakdown ORDER BY 2, 4, 1, 5, 6, 3"
+        " ON CONFLICT (company_id, ar_content_id, day, dimension, value, project_id) DO UPDATE SET"
         " views = r.views + EXCLUDED.views,"
         " sessions = hll_union(r.sessions, EXCLUDED.sessions))"
         " SELECT count(*) FROM dead");

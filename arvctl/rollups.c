@@ -76,8 +76,9 @@ void rollups_build_rebuild_sql(struct strbuf *out, int64_t day)
         " r_cd AS ("
         " INSERT INTO analytics.rollup_content_daily (day, company_id, project_id,"
         " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
-        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, min(project_id), "
-        "content_id, " ROLLUP_MEASURES_SUMS " FROM ch GROUP BY 1, company_id, content_id),"
+        " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, project_id, "
+        "content_id, " ROLLUP_MEASURES_SUMS
+        " FROM ch GROUP BY 1, company_id, project_id, content_id),"
         " r_kh AS ("
         " INSERT INTO analytics.rollup_company_hourly (hour, company_id, " ROLLUP_MEASURES_COLUMNS
         ")"

@@ -22,7 +22,7 @@ load() {
         redis-cli -p "$IT_REDIS_PORT" --pipe >>"$IT_TMP/pipe.log" 2>&1 || it_fail "redis-cli --pipe"
 }
 load 3000 0000a001
-it_start aggregator arv-aggregator ARV_BATCH_SIZE=500 ARV_BATCH_WAIT_MS=50
+it_start aggregator arv-aggregator ARV_BATCH_SIZE=500 ARV_BATCH_WAIT_MS=50 ARV_CONTENT_CACHE_TTL_S=1
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "stream not drained"
 raw=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
 
@@ -138,6 +138,34 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "paged replay not 
     it_fail "paged replay: only the skipped one should be left unreplayed"
 [ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from raw after the paged replay"
 it_pass "dlq replay: 2,345 dead letters replayed a page at a time, each once"
+
+# Content moved to another project counts there from then on, in rows of its
+# own, as its raw rows do (content 3: project 1000, company 101); a rebuild of
+# the day gives the same rows.
+move_event() { # event_id
+    redis-cli -p "$IT_REDIS_PORT" XADD "$ARV_STREAM" '*' v 1 e \
+        "{\"event_id\":\"$1\",\"session_id\":\"0000c000-0000-4000-8000-00000000000${1: -1}\",\"ar_content_id\":3,\"received_at\":\"$(date -u +%Y-%m-%dT%H:%M:%S.000Z)\"}" >/dev/null
+}
+move_rows() {
+    it_psql "SELECT string_agg(project_id || ':' || views, ' ' ORDER BY project_id)
+             FROM analytics.rollup_content_daily WHERE ar_content_id = 3 AND day = (now() AT TIME ZONE 'UTC')::date"
+}
+move_event 0000c000-0000-4000-8000-000000000001
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "move: not drained"
+before=$(it_psql "SELECT coalesce(sum(views), 0) FROM analytics.rollup_content_daily
+                  WHERE ar_content_id = 3 AND day = (now() AT TIME ZONE 'UTC')::date")
+"$ARVCTL" content add --id 3 --project 1005 --company 101 >/dev/null || it_fail "content add (move)"
+sleep 1.5 # the aggregator's cache: ARV_CONTENT_CACHE_TTL_S=1
+move_event 0000c000-0000-4000-8000-000000000002
+move_event 0000c000-0000-4000-8000-000000000003
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "move: not drained"
+[ "$(move_rows)" = "1000:$before 1005:2" ] || it_fail "moved content's daily rows: $(move_rows), expected 1000:$before 1005:2"
+[ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from raw after the move"
+today=$(date -u +%F)
+"$ARVCTL" rollups rebuild --from "$today" --to "$today" >/dev/null 2>&1 || it_fail "rebuild after the move"
+[ "$(move_rows)" = "1000:$before 1005:2" ] || it_fail "moved content's daily rows after a rebuild: $(move_rows)"
+[ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from raw after the move's rebuild"
+it_pass "content moved to another project: counted there in rows of its own, the same after a rebuild"
 
 # --- rollups rebuild, while a second load is ingested.
 for t in rollup_content_hourly rollup_content_daily rollup_company_hourly rollup_company_daily \
@@ -375,7 +403,7 @@ mig2="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig2"
 it_psql "CREATE DATABASE arv_mig2"
 mkdir "$IT_TMP/mig_old"
 cp "$IT_ROOT"/migrations/00[01][0-9]_*.sql "$IT_TMP/mig_old/"
-rm -f "$IT_TMP"/mig_old/0011_*.sql
+rm -f "$IT_TMP"/mig_old/001[1-9]_*.sql
 DATABASE_URL="$mig2" "$ARVCTL" migrate --migrations-dir "$IT_TMP/mig_old" >"$IT_TMP/mig2.out" 2>&1 ||
     it_fail "migrate to 0010: $(cat "$IT_TMP/mig2.out")"
 psql "$mig2" -tAq -v ON_ERROR_STOP=1 -c "INSERT INTO analytics.event_ids VALUES (1, gen_random_uuid(), now())" \
@@ -387,4 +415,30 @@ DATABASE_URL="$mig2" "$ARVCTL" migrate >"$IT_TMP/mig2.out" 2>&1 || it_fail "migr
     "CREATE UNIQUE INDEX event_ids_pkey ON analytics.event_ids USING btree (event_id, company_id)" ] ||
     it_fail "event_ids' indexes after 0011: $(psql "$mig2" -tAq -c "SELECT indexrelid::regclass FROM pg_index WHERE indrelid = 'analytics.event_ids'::regclass")"
 it_pass "migration 0011 takes the key built beforehand: one index, (event_id, company_id)"
+
+# Migration 0012 (project_id last in the per-content rollups' keys) takes a key
+# built beforehand, and builds the others; rows already there stay.
+mig3="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig3"
+it_psql "CREATE DATABASE arv_mig3"
+rm -f "$IT_TMP"/mig_old/*.sql
+cp "$IT_ROOT"/migrations/00[01][0-9]_*.sql "$IT_TMP/mig_old/"
+rm -f "$IT_TMP"/mig_old/001[2-9]_*.sql
+DATABASE_URL="$mig3" "$ARVCTL" migrate --migrations-dir "$IT_TMP/mig_old" >"$IT_TMP/mig3.out" 2>&1 ||
+    it_fail "migrate to 0011: $(cat "$IT_TMP/mig3.out")"
+psql "$mig3" -tAq -v ON_ERROR_STOP=1 \
+    -c "INSERT INTO analytics.rollup_content_hourly (hour, company_id, project_id, ar_content_id, views)
+        VALUES ('2026-01-01 10:00+00', 1, 2, 3, 4)" \
+    -c "CREATE UNIQUE INDEX CONCURRENTLY rollup_content_hourly_pkey_new
+        ON analytics.rollup_content_hourly (company_id, ar_content_id, hour, project_id)" ||
+    it_fail "building the index beforehand"
+DATABASE_URL="$mig3" "$ARVCTL" migrate >"$IT_TMP/mig3.out" 2>&1 || it_fail "migrate 0012: $(cat "$IT_TMP/mig3.out")"
+keys=$(psql "$mig3" -tAq -c "SELECT string_agg(pg_get_indexdef(indexrelid), '; ' ORDER BY indrelid::regclass::text)
+                             FROM pg_index WHERE indisprimary AND indrelid::regclass::text IN
+                             ('analytics.rollup_content_hourly', 'analytics.rollup_content_daily', 'analytics.rollup_breakdown_daily')")
+[ "$keys" = "CREATE UNIQUE INDEX rollup_breakdown_daily_pkey ON analytics.rollup_breakdown_daily USING btree (company_id, ar_content_id, day, dimension, value, project_id); CREATE UNIQUE INDEX rollup_content_daily_pkey ON analytics.rollup_content_daily USING btree (company_id, ar_content_id, day, project_id); CREATE UNIQUE INDEX rollup_content_hourly_pkey ON analytics.rollup_content_hourly USING btree (company_id, ar_content_id, hour, project_id)" ] ||
+    it_fail "rollup keys after 0012: $keys"
+[ "$(psql "$mig3" -tAq -c "SELECT count(*) FROM pg_index WHERE indrelid = 'analytics.rollup_content_hourly'::regclass")" = 3 ] ||
+    it_fail "rollup_content_hourly: the index built beforehand was not taken as the key"
+[ "$(psql "$mig3" -tAq -c "SELECT views FROM analytics.rollup_content_hourly")" = 4 ] || it_fail "row lost by 0012"
+it_pass "migration 0012 takes a key built beforehand and builds the others: project_id last"
 

@@ -30,8 +30,11 @@ static void teardown(void)
 
 TestSuite(rollup, .init = setup, .fini = teardown);
 
-/* Adds an event of content `content` (company 7, project 70) received at
- * `when`, counted as the store would after a dedupe; `extra` is more JSON. */
+/* The project of the events add() adds. */
+static int64_t project = 70;
+
+/* Adds an event of content `content` (company 7, project `project`) received
+ * at `when`, counted as the store would after a dedupe; `extra` is more JSON. */
 static void add(int n, const char *session, long content, const char *when, const char *extra)
 {
     char json[1024], id[32];
@@ -45,7 +48,7 @@ static void add(int n, const char *session, long content, const char *when, cons
     struct batch_entry *e = &b.entries[b.count - 1];
     cr_assert_eq(e->kind, BATCH_EVENT, "%s", json);
     e->ar_content_id = content;
-    e->project_id = 70;
+    e->project_id = project;
     e->company_id = 7;
     cr_assert_eq(rollup_add(&r, e), 0);
 }
@@ -227,6 +230,43 @@ Test(rollup, breakdown_per_dimension_and_value)
     cr_assert(line_of(text, "20417\t7\t70\t5\tcity\tK\\oln\t1\t"), "%s", text);
     cr_assert(line_of(text, "20417\t7\t70\t5\tcity\tunknown\t1\t"), "%s", text);
     cr_assert_null(line_of(text, "20417\t7\t70\t5\tvideo"));
+}
+
+/* Content moved to another project within an hour counts in each project's
+ * rows apart, as its raw rows do; the company's rows hold both. */
+Test(rollup, content_moved_to_another_project)
+{
+    const char *one[] = {s1}, *other[] = {s2}, *both[] = {s1, s2};
+    char want[4096];
+
+    add(1, s1, 5, "2025-11-25T10:10:00Z", ",\"device_type\":\"mobile\"");
+    project = 80;
+    add(2, s2, 5, "2025-11-25T10:20:00Z", ",\"device_type\":\"mobile\"");
+    cr_assert_eq(rollup_write_measures(&r, &out, NULL, NULL), 0);
+    const char *text = text_rows(&out, MEASURE_TYPES);
+    snprintf(want, sizeof(want),
+             "0\t2025-11-25 10:00:00.000+00\t7\t70\t5\t1\t%s\t0\t0\t0\t0\t0\t0\t0\t1",
+             sketch_of(one, 1));
+    cr_assert_str_eq(line_of(text, "0\t2025-11-25 10:00:00.000+00\t7\t70\t"), want);
+    snprintf(want, sizeof(want),
+             "1\t2025-11-25 00:00:00.000+00\t7\t80\t5\t1\t%s\t0\t0\t0\t0\t0\t0\t0\t1",
+             sketch_of(other, 1));
+    cr_assert_str_eq(line_of(text, "1\t2025-11-25 00:00:00.000+00\t7\t80\t"), want);
+    snprintf(want, sizeof(want),
+             "3\t2025-11-25 00:00:00.000+00\t7\t\\N\t\\N\t2\t%s\t0\t0\t0\t0\t0\t0\t0\t2",
+             sketch_of(both, 2));
+    cr_assert_str_eq(line_of(text, "3\t"), want);
+    /* 2 content hours, 2 content days, 1 company hour, 1 company day. */
+    size_t lines = 0;
+    for (const char *p = text; *p; p++)
+        lines += *p == '\n';
+    cr_assert_eq(lines, 6, "%s", text);
+
+    strbuf_reset(&out);
+    cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
+    text = text_rows(&out, BREAKDOWN_TYPES);
+    cr_assert(line_of(text, "20417\t7\t70\t5\tdevice_type\tmobile\t1\t"), "%s", text);
+    cr_assert(line_of(text, "20417\t7\t80\t5\tdevice_type\tmobile\t1\t"), "%s", text);
 }
 
 /* A drain that moves what was written into `taken`. */

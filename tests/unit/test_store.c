@@ -31,16 +31,18 @@ Test(store, merge_statement)
     cr_assert(strstr(sql.data, "hll_union(r.sessions, EXCLUDED.sessions)"));
     /* Every rollup table, each upserted on its primary key, from the deltas. */
     cr_assert(strstr(sql.data, "INSERT INTO analytics.rollup_content_hourly AS r"));
-    cr_assert(strstr(sql.data, "ON CONFLICT (company_id, ar_content_id, hour) DO UPDATE"));
+    cr_assert(
+        strstr(sql.data, "ON CONFLICT (company_id, ar_content_id, hour, project_id) DO UPDATE"));
     cr_assert(strstr(sql.data, "INSERT INTO analytics.rollup_content_daily AS r"));
-    cr_assert(strstr(sql.data, "ON CONFLICT (company_id, ar_content_id, day) DO UPDATE"));
+    cr_assert(
+        strstr(sql.data, "ON CONFLICT (company_id, ar_content_id, day, project_id) DO UPDATE"));
     cr_assert(strstr(sql.data, "INSERT INTO analytics.rollup_company_hourly AS r"));
     cr_assert(strstr(sql.data, "ON CONFLICT (company_id, hour) DO UPDATE"));
     cr_assert(strstr(sql.data, "INSERT INTO analytics.rollup_company_daily AS r"));
     cr_assert(strstr(sql.data, "ON CONFLICT (company_id, day) DO UPDATE"));
     cr_assert(strstr(sql.data, "INSERT INTO analytics.rollup_breakdown_daily AS r"));
     cr_assert(strstr(sql.data, "FROM pg_temp.arv_measures WHERE kind = 3 ORDER BY company_id, at"));
-    cr_assert(strstr(sql.data, "FROM pg_temp.arv_breakdown ORDER BY 2, 4, 1, 5, 6"));
+    cr_assert(strstr(sql.data, "FROM pg_temp.arv_breakdown ORDER BY 2, 4, 1, 5, 6, 3"));
     cr_assert(strstr(sql.data, "VALUES ('agg-1', to_timestamp(1764064800123 / 1000.0), now())"));
     strbuf_reset(&sql);
     store_build_merge_sql(&sql, "'agg-1'", 0);
