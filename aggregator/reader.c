@@ -905,11 +905,25 @@ static int trim_stream(struct reader *r, unsigned s, const char *last, struct re
         reply->element[1]->type == REDIS_REPLY_STRING)
         snprintf(smallest, sizeof(smallest), "%s", reply->element[1]->str);
     reply_arena_free(reply);
+    reply = NULL;
     min_id(after_last, smallest, minid, sizeof(minid));
-    reply = reader_commandv(r, 5, (const char *[]){"XTRIM", r->streams[s], "MINID", "~", minid});
-    if (!reply || reply_is_error(r, reply, "XTRIM"))
-        goto out;
-    out->trimmed = true;
+    /* In steps: an approximate trim stops at its LIMIT (by default 100 x
+     * stream-node-max-entries, 10,000), so one XTRIM per pass would trim
+     * about 1,000 entries/s per stream; a step of 10,000 and at most
+     * READER_TRIM_STEPS of them keep each command, and the pass, short. */
+    for (int k = 0; k < READER_TRIM_STEPS; k++) {
+        reply = reader_commandv(r, 7,
+                                (const char *[]){"XTRIM", r->streams[s], "MINID", "~", minid,
+                                                 "LIMIT", READER_TRIM_STEP});
+        if (!reply || reply_is_error(r, reply, "XTRIM"))
+            goto out;
+        long long n = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
+        reply_arena_free(reply);
+        reply = NULL;
+        out->trimmed += n;
+        if (n <= 0)
+            break;
+    }
     rc = 0;
 out:
     reply_arena_free(reply);

@@ -17,6 +17,11 @@
  * so only one piece's reply is in memory at a time. */
 #define READER_CHUNK 2000
 
+/* Stream trimming (reader_stats): entries per XTRIM (a string: an argument),
+ * and XTRIMs per stream and pass at most. */
+#define READER_TRIM_STEP  "10000"
+#define READER_TRIM_STEPS 100
+
 struct redisContext;
 
 /* What a read returned. */
@@ -39,7 +44,7 @@ struct reader_stats {
     long long length;  /* XLEN */
     long long pending; /* delivered to the group, not acknowledged */
     long long lag;     /* not yet delivered to the group; -1 when Redis cannot tell */
-    bool trimmed;      /* an XTRIM was sent */
+    long long trimmed; /* entries the XTRIMs removed */
 };
 
 struct reader {

@@ -282,6 +282,29 @@ Test(reader_live, acks_a_write_of_several_reads_at_once)
     live_end(&r, &b);
 }
 
+/* One pass trims every acknowledged entry, more than one XTRIM's worth: an
+ * approximate trim stops at 10,000 entries by default. */
+Test(reader_live, trim_removes_all_that_is_acknowledged)
+{
+    struct reader r;
+    struct batch b;
+    struct reader_stats st;
+    bool caught_up;
+    live_start(&r, &b, 50000, 10000, 0);
+    do {
+        read_new(&r, &b, &caught_up);
+        ack_all(&r, &b);
+    } while (!caught_up);
+    add_entries(5); /* delivered to nobody yet: kept */
+    cr_assert_eq(reader_stats(&r, 0, true, &st), 0, "%s", r.errstr);
+    cr_assert_geq(st.trimmed, 49000, "trimmed %lld", st.trimmed);
+    redisReply *len = redisCommand(admin, "XLEN arv:test");
+    cr_assert(len && len->type == REDIS_REPLY_INTEGER);
+    cr_assert(len->integer >= 5 && len->integer < 1000, "XLEN %lld after the trim", len->integer);
+    freeReplyObject(len);
+    live_end(&r, &b);
+}
+
 /* A piece kept while other commands come and go lives in an arena of its
  * own: the reader's arena goes on reusing its first block. */
 Test(reader_live, kept_piece_does_not_pin_the_arena)
