@@ -64,7 +64,8 @@ const struct config_option aggregator_options[] = {
      "claim entries another consumer left pending this long (0: never)"},
     {"max-deliveries", "ARV_MAX_DELIVERIES", CONFIG_INT,
      offsetof(struct aggregator_config, max_deliveries), "10", NULL, 1, 1000000,
-     "dead-letter a claimed entry already delivered this many times"},
+     "dead-letter an entry already delivered this many times (claimed, or read again by its"
+     " owner after a restart)"},
     {"store-full-ip", "ARV_STORE_FULL_IP", CONFIG_BOOL,
      offsetof(struct aggregator_config, store_full_ip), "0", NULL, 0, 0,
      "store client IPs as received (default: IPv4 /24, IPv6 /48)"},

@@ -253,6 +253,15 @@ static size_t entry_fields(const redisReply *arr, struct batch_field *fields)
     return n;
 }
 
+/* The id of an [id, fields] entry, or NULL if it has no such shape. */
+static const char *entry_id(const redisReply *entry)
+{
+    if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 ||
+        entry->element[0]->type != REDIS_REPLY_STRING)
+        return NULL;
+    return entry->element[0]->str;
+}
+
 /* Adds one [id, fields] entry of stream `s`; entries whose fields are nil were
  * deleted while pending and are only acknowledged. `deliveries` >= 0 with
  * `max_deliveries` > 0 dead-letters an entry delivered too often. */
@@ -416,6 +425,57 @@ static int reply_add(struct reader *r, struct batch *b, const redisReply *reply)
     return 0;
 }
 
+/* Adds the entries of a read of this consumer's own pending entries
+ * (checked by reply_counts). With r->max_deliveries, each stream's entries
+ * get their delivery counts from one XPENDING of their range, taken after
+ * the read counted it: an entry that made the aggregator crash every time it
+ * was read would otherwise be read again after every restart under the same
+ * name, never idle long enough for another consumer to claim it. */
+static int pending_add(struct reader *r, struct batch *b, const redisReply *reply)
+{
+    for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k < reply->elements; k++) {
+        int s;
+        const redisReply *entries = stream_entries(r, reply->element[k], &s);
+        redisReply *pending = NULL;
+        size_t n = entries ? entries->elements : 0, j = 0;
+        int rc = 0;
+
+        if (n > 0 && r->max_deliveries > 0 && entry_id(entries->element[0]) &&
+            entry_id(entries->element[n - 1])) {
+            char count[24];
+            snprintf(count, sizeof(count), "%zu", n);
+            pending = reader_commandv(r, 7,
+                                      (const char *[]){"XPENDING", r->streams[s], READER_GROUP,
+                                                       entry_id(entries->element[0]),
+                                                       entry_id(entries->element[n - 1]), count,
+                                                       r->consumer});
+            if (!pending || reply_is_error(r, pending, "XPENDING")) {
+                reply_arena_free(pending);
+                return -1;
+            }
+        }
+        for (size_t e = 0; e < n && rc == 0; e++) {
+            const char *id = entry_id(entries->element[e]);
+            long long d = -1;
+            while (pending && id && pending->type == REDIS_REPLY_ARRAY && j < pending->elements) {
+                const redisReply *p = pending->element[j++];
+                if (p->type == REDIS_REPLY_ARRAY && p->elements >= 4 &&
+                    p->element[0]->type == REDIS_REPLY_STRING &&
+                    p->element[3]->type == REDIS_REPLY_INTEGER &&
+                    strcmp(p->element[0]->str, id) == 0) {
+                    d = p->element[3]->integer - 1; /* before this read */
+                    break;
+                }
+            }
+            rc = add_entry(r, b, (unsigned)s, entries->element[e], d, r->max_deliveries);
+        }
+        reply_arena_free(pending);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Sends an XREADGROUP over the streams with `ids` (NULL entries are skipped)
  * and returns its reply (NULL after a connection failure). */
 static redisReply *xreadgroup(struct reader *r, const char *const *ids, bool block, long want)
@@ -441,7 +501,7 @@ static int read_pending(struct reader *r, struct batch *b, const char **ids, siz
         ids[i] = r->recover_from[i][0] ? r->recover_from[i] : NULL;
     if (!(reply = xreadgroup(r, ids, false, want)))
         return -1;
-    if (reply_counts(r, reply, got) < 0 || reply_add(r, b, reply) < 0)
+    if (reply_counts(r, reply, got) < 0 || pending_add(r, b, reply) < 0)
         goto out;
     /* Continue after the last id read, so an entry that stays pending (not
      * acknowledged) cannot stall recovery. */
@@ -646,7 +706,7 @@ out:
 
 /* Claims stream `s`'s entries idle for `min_idle` ms: up to `count`, in
  * pieces of READER_CHUNK like a read, and no more once the batch's rows take
- * `max_bytes`. */
+ * `max_bytes`. Returns 0 when none is left, 1 when there may be more, or -1. */
 static int claim_stream(struct reader *r, struct batch *b, unsigned s, const char *min_idle,
                         long max_deliveries)
 {
@@ -660,8 +720,10 @@ static int claim_stream(struct reader *r, struct batch *b, unsigned s, const cha
         if (claim_chunk(r, b, s, min_idle, start, want, max_deliveries, &seen, last) < 0)
             return -1;
         total += (long)seen;
-        if ((long)seen < want || total >= r->count || !last[0] || batch_full(r, b))
+        if ((long)seen < want || !last[0])
             return 0;
+        if (total >= r->count || batch_full(r, b))
+            return 1;                                /* maybe more */
         snprintf(start, sizeof(start), "(%s", last); /* exclusive: after the last one */
     }
 }
@@ -704,11 +766,13 @@ static int forget_idle_consumers(struct reader *r, unsigned s)
 int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_deliveries)
 {
     char min_idle[24];
+    int more = 0, rc;
 
     snprintf(min_idle, sizeof(min_idle), "%ld", min_idle_ms);
     for (unsigned s = 0; s < r->nstreams; s++) {
-        if (claim_stream(r, b, s, min_idle, max_deliveries) < 0)
+        if ((rc = claim_stream(r, b, s, min_idle, max_deliveries)) < 0)
             return -1;
+        more |= rc;
         /* Housekeeping: an error reply (scripts denied by an ACL, say) must
          * not cost the claimed entries. */
         if (forget_idle_consumers(r, s) < 0) {
@@ -718,7 +782,7 @@ int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_d
                      LF_STR("error", r->errstr));
         }
     }
-    return 0;
+    return more;
 }
 
 void reader_recover(struct reader *r)

@@ -70,6 +70,11 @@ struct reader {
     int64_t ahead_wall_ms;                    /* when it was sent */
     struct reply_arena ahead_arena;           /* its replies: one kept does not pin `arena` */
     bool no_ahead; /* the worker stops: send nothing ahead, and block on no read */
+    /* Own pending entries read again (after a restart under the same
+     * consumer name) that were delivered this often before go to the dead
+     * letters (max_deliveries), as claimed ones do; 0: never. Set after
+     * reader_init(). */
+    long max_deliveries;
     /* Set by reader_read: a wall-clock time (ms) no later than the moment
      * each stream it found caught up was caught up (when the read began, or
      * when its first piece was sent ahead). */
@@ -134,8 +139,9 @@ int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, 
  * `min_idle_ms` with any consumer. Entries already delivered `max_deliveries`
  * times or more go into `b` as dead letters (reason max_deliveries) instead of
  * events. Also removes consumers that hold nothing and have been idle for a
- * day (only logged if that fails while connected). Returns 0 or -1 with
- * `errstr` set. */
+ * day (only logged if that fails while connected). Returns 0, 1 when a
+ * stream may hold more such entries than one claim takes (claim again at
+ * once), or -1 with `errstr` set. */
 int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_deliveries);
 
 /* Stream entries to acknowledge once the transaction that wrote them has

@@ -548,7 +548,11 @@ static void *worker_main(void *arg)
                 !store_in_write(&w->store) && !atomic_load(&w->stop)) {
                 kind = READER_CLAIMED;
                 rc = reader_claim(&w->reader, &w->batch, w->claim_idle_ms, w->max_deliveries);
-                next_claim = now + (w->claim_idle_ms / 2 > 1000 ? w->claim_idle_ms / 2 : 1000);
+                /* A dead consumer's backlog comes back a claim after another. */
+                next_claim =
+                    rc > 0 ? now
+                           : now + (w->claim_idle_ms / 2 > 1000 ? w->claim_idle_ms / 2 : 1000);
+                rc = rc > 0 ? 0 : rc;
                 if (rc == 0 && w->batch.count > 0)
                     log_info("entries_claimed", LF_INT("worker", w->index),
                              LF_INT("count", (long long)w->batch.count));
@@ -787,6 +791,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
                           cfg->consumer, read_max, (size_t)cfg->batch_max_bytes,
                           cfg->batch_wait_ms)) < 0)
         goto out;
+    w->reader.max_deliveries = cfg->max_deliveries;
     if ((rc = store_init(&w->store, cfg->database_url, cfg->content_relation, cfg->watermark_key)) <
             0 ||
         (rc = rollup_reserve(&w->store.rollup, (size_t)cfg->batch_size)) < 0)

@@ -222,6 +222,25 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "replayed entries 
 it_stop claimer
 it_pass "claimed entries: delivered 10 times -> max_deliveries dead letter (replayed: counted once), 9 times -> written"
 
+# The same under a fixed consumer name: an aggregator restarted as the owner
+# (ARV_CONSUMER) reads its own pending entries first, and dead-letters the one
+# already delivered 10 times instead of reading it once more (claims off: no
+# other path could).
+poisoned=$(poison_event 0000b000-0000-4000-8000-000000000032)
+retried=$(poison_event 0000b000-0000-4000-8000-000000000033)
+redis-cli -p "$IT_REDIS_PORT" XREADGROUP GROUP arv-aggregators owner COUNT 2 STREAMS "$ARV_STREAM" '>' >/dev/null
+redis-cli -p "$IT_REDIS_PORT" XCLAIM "$ARV_STREAM" arv-aggregators owner 0 "$poisoned" RETRYCOUNT 10 JUSTID >/dev/null
+redis-cli -p "$IT_REDIS_PORT" XCLAIM "$ARV_STREAM" arv-aggregators owner 0 "$retried" RETRYCOUNT 9 JUSTID >/dev/null
+it_start owner arv-aggregator ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=0 ARV_WORKERS=1 ARV_CONSUMER=owner
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "own pending entries not recovered"
+[ "$(it_psql "SELECT reason || ' ' || detail FROM analytics.dead_letters WHERE entry_id = '$poisoned'")" = \
+    "max_deliveries delivered 10 times" ] || it_fail "own entry delivered 10 times not dead-lettered"
+[ "$(it_psql "SELECT string_agg(event_id::text, ' ') FROM analytics.ar_view_sessions
+              WHERE event_id::text IN ('0000b000-0000-4000-8000-000000000032', '0000b000-0000-4000-8000-000000000033')")" = \
+    0000b000-0000-4000-8000-000000000033 ] || it_fail "own pending entries: wrong raw rows"
+it_stop owner
+it_pass "own pending entries after a restart: delivered 10 times -> max_deliveries dead letter, 9 times -> written"
+
 # Forgetting idle consumers (a script) is housekeeping: a Redis user that may
 # not run scripts still gets its claimed entries written, with a warning.
 redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noscript on '>pw' '~*' '&*' +@all -@scripting >/dev/null

@@ -282,6 +282,66 @@ Test(reader_live, acks_a_write_of_several_reads_at_once)
     live_end(&r, &b);
 }
 
+/* After a restart under the same consumer name, an own pending entry already
+ * delivered max_deliveries times is read again as a max_deliveries dead
+ * letter (as a claim would make it), the others as they are. */
+Test(reader_live, recovery_dead_letters_an_entry_delivered_too_often)
+{
+    struct reader r;
+    struct batch b;
+    enum reader_kind kind;
+    bool caught_up;
+    live_start(&r, &b, 2, 100, 0);
+    read_new(&r, &b, &caught_up); /* both delivered once, not acknowledged */
+    cr_assert_eq(b.count, 2);
+    for (int i = 0; i < 4; i++) { /* the first read again 4 times: 5 deliveries */
+        redisReply *again =
+            redisCommand(admin, "XREADGROUP GROUP " READER_GROUP " c1 COUNT 1 STREAMS arv:test 0");
+        cr_assert(again && again->type == REDIS_REPLY_ARRAY);
+        freeReplyObject(again);
+    }
+    r.max_deliveries = 5;
+    reader_disconnect(&r);
+    cr_assert_eq(reader_connect(&r), 0, "%s", r.errstr);
+    batch_reset(&b);
+    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr);
+    cr_assert_eq(kind, READER_PENDING);
+    cr_assert_eq(b.count, 2);
+    cr_assert_eq(b.entries[0].kind, BATCH_DEAD);
+    cr_assert_str_eq(b.entries[0].reason, BATCH_REASON_DELIVERIES);
+    cr_assert(b.entries[1].kind != BATCH_DEAD ||
+                  strcmp(b.entries[1].reason, BATCH_REASON_DELIVERIES) != 0,
+              "the entry delivered twice is not dead-lettered for it");
+    live_end(&r, &b);
+}
+
+/* A claim takes up to COUNT entries per stream and says whether more wait, so
+ * that a dead consumer's backlog comes back a claim after another. */
+Test(reader_live, claim_says_when_more_are_left)
+{
+    struct reader r;
+    struct batch b;
+    int rc;
+    live_start(&r, &b, 250, 100, 0);
+    redisReply *ghost = redisCommand(admin, "XREADGROUP GROUP " READER_GROUP
+                                            " ghost COUNT 1000 STREAMS arv:test >");
+    cr_assert(ghost && ghost->type == REDIS_REPLY_ARRAY);
+    freeReplyObject(ghost);
+    usleep(600 * 1000); /* idle 500 ms: claimable, and what c1 claims is not */
+    size_t total = 0;
+    for (int k = 0; k < 3; k++) {
+        batch_reset(&b);
+        rc = reader_claim(&r, &b, 500, 0);
+        cr_assert_eq(rc, k < 2 ? 1 : 0, "claim %d returned %d", k, rc);
+        total += b.count;
+    }
+    cr_assert_eq(total, 250);
+    batch_reset(&b);
+    cr_assert_eq(reader_claim(&r, &b, 500, 0), 0);
+    cr_assert_eq(b.count, 0);
+    live_end(&r, &b);
+}
+
 /* One pass trims every acknowledged entry, more than one XTRIM's worth: an
  * approximate trim stops at 10,000 entries by default. */
 Test(reader_live, trim_removes_all_that_is_acknowledged)
