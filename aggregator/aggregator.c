@@ -149,6 +149,8 @@ static const char *dep_detail(enum worker_dep d)
         return "unreachable";
     case WORKER_DEP_SCHEMA:
         return "relation missing: run arvctl migrate, check ARV_CONTENT_RELATION";
+    case WORKER_DEP_REFUSED:
+        return "reads refused: see stream_read_failed in the log";
     case WORKER_DEP_UP:
         break;
     }

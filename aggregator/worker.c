@@ -144,7 +144,11 @@ static void redis_failed(struct worker *w)
 
 static void redis_ok(struct worker *w)
 {
-    if (atomic_exchange(&w->redis_state, WORKER_DEP_UP) != WORKER_DEP_UP)
+    int was = atomic_exchange(&w->redis_state, WORKER_DEP_UP);
+
+    if (was == WORKER_DEP_REFUSED)
+        log_info("stream_reads_resumed", LF_INT("worker", w->index));
+    else if (was != WORKER_DEP_UP)
         log_info("redis_connected", LF_INT("worker", w->index), LF_STR("host", w->reader.url.host),
                  LF_INT("port", w->reader.url.port), LF_STR("consumer", w->reader.consumer),
                  LF_INT("streams", w->nstreams));
@@ -346,11 +350,19 @@ static enum store_status ensure_batch_partitions(struct worker *w, int64_t *lo, 
 static void update_stats(struct worker *w, bool trim)
 {
     struct reader_stats s;
+    bool failed = false;
 
-    for (unsigned i = 0; i < w->nstreams && reader_connected(&w->reader); i++) {
+    for (unsigned i = 0; i < w->nstreams; i++) {
         if (reader_stats(&w->reader, i, trim, &s) < 0) {
-            log_debug("stream_stats_failed", LF_STR("stream", w->streams[i]),
-                      LF_STR("error", w->reader.errstr));
+            if (!reader_connected(&w->reader))
+                return; /* an outage: the loop reports it */
+            /* Refused (an ACL without XINFO or XTRIM, say): this stream's
+             * gauges stand still and it is not trimmed. Logged once a streak. */
+            metric_inc(w->m.redis_errors);
+            if (!w->stats_failing && !failed)
+                log_warn("stream_stats_failed", LF_STR("stream", w->streams[i]),
+                         LF_STR("error", w->reader.errstr));
+            failed = true;
             continue;
         }
         metric_set(w->length[i], (double)s.length);
@@ -360,6 +372,9 @@ static void update_stats(struct worker *w, bool trim)
          * entries are trimmed). */
         metric_set(w->lag[i], (double)(s.lag >= 0 ? s.lag + s.pending : s.length));
     }
+    if (w->stats_failing && !failed)
+        log_info("stream_stats_resumed", LF_INT("worker", w->index));
+    w->stats_failing = failed;
 }
 
 /* Gives up the open write after a failure: rolls it back and reads this
@@ -489,6 +504,18 @@ static void *worker_main(void *arg)
             redis_backoff = BACKOFF_MIN_MS;
         }
 
+        /* Before PostgreSQL: the gauges go on while it is away. */
+        if (w->stream_upkeep && now >= next_stats) {
+            update_stats(w, now >= next_trim);
+            if (now >= next_trim)
+                next_trim = now + TRIM_INTERVAL_MS;
+            next_stats = now + STATS_INTERVAL_MS;
+            if (!reader_connected(&w->reader)) {
+                redis_failed(w);
+                continue;
+            }
+        }
+
         if (!store_connected(&w->store)) {
             st = store_connect(&w->store);
             if (st == STORE_OK) {
@@ -520,17 +547,6 @@ static void *worker_main(void *arg)
             part_lo = today - 1 < part_lo ? today - 1 : part_lo;
             part_hi = today + 2 > part_hi ? today + 2 : part_hi;
             next_partitions = now + PARTITIONS_EVERY_MS;
-        }
-
-        if (w->stream_upkeep && now >= next_stats) {
-            update_stats(w, now >= next_trim);
-            if (now >= next_trim)
-                next_trim = now + TRIM_INTERVAL_MS;
-            next_stats = now + STATS_INTERVAL_MS;
-            if (!reader_connected(&w->reader)) {
-                redis_failed(w);
-                continue;
-            }
         }
 
         if (w->batch.count == 0) {
@@ -585,6 +601,12 @@ static void *worker_main(void *arg)
                 metric_inc(w->m.redis_errors);
                 log_warn("stream_read_failed", LF_INT("worker", w->index),
                          LF_STR("error", w->reader.errstr));
+                /* Not ready while it lasts (nothing is consumed); a replica
+                 * (a failover behind the same name) is left for a new
+                 * connection, which may reach the new primary. */
+                atomic_store(&w->redis_state, WORKER_DEP_REFUSED);
+                if (strstr(w->reader.errstr, ": READONLY"))
+                    reader_disconnect(&w->reader);
                 backoff_sleep(w, &redis_backoff);
                 continue;
             }

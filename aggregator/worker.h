@@ -94,8 +94,9 @@ struct worker_write {
 enum worker_dep {
     WORKER_DEP_CONNECTING, /* not tried yet */
     WORKER_DEP_UP,
-    WORKER_DEP_DOWN,  /* unreachable or failing */
-    WORKER_DEP_SCHEMA /* PostgreSQL answers but the schema is missing */
+    WORKER_DEP_DOWN,   /* unreachable or failing */
+    WORKER_DEP_SCHEMA, /* PostgreSQL answers but the schema is missing */
+    WORKER_DEP_REFUSED /* Redis answers reads with errors (NOPERM, READONLY, ...) */
 };
 
 struct worker {
@@ -111,6 +112,7 @@ struct worker {
     long claim_idle_ms;
     long max_deliveries;
     bool stream_upkeep;                       /* gauges and trimming are this worker's to do */
+    bool stats_failing;                       /* the last gauges' or trim's command was refused */
     struct reader reader;                     /* used only by the thread */
     struct store store;                       /* used only by the thread */
     struct content_cache *contents;           /* the registry cache; thread only */

@@ -288,16 +288,49 @@ it_pass "a write PostgreSQL rejects at its merge: entry by entry, one db_rejecte
 
 # An error reply to a read other than NOGROUP (here NOPERM: a user that may
 # not XREADGROUP) is the read's failure, not an outage: logged as
-# stream_read_failed, the connection kept, Redis not reported unreachable.
+# stream_read_failed, the connection kept, Redis not reported unreachable;
+# readiness 503 (nothing is consumed) until reads are allowed again.
 redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noread on '>pw' '~*' '&*' +@all -xreadgroup >/dev/null
 it_start noread arv-aggregator ARV_STREAM="$ARV_STREAM:noread" ARV_BATCH_WAIT_MS=50 \
     REDIS_URL="redis://noread:pw@127.0.0.1:$IT_REDIS_PORT/0"
 it_wait_log noread '"stream_read_failed".*NOPERM' ||
     it_fail "a read refused (NOPERM): no stream_read_failed: $(tail -3 "$IT_TMP/noread.log")"
+ready=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$IT_PORT_noread/api/health/readiness")
+[[ $ready == *'reads refused'*' 503' ]] || it_fail "readiness while reads are refused: $ready"
+redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noread +xreadgroup >/dev/null
+it_wait_log noread '"stream_reads_resumed"' || it_fail "reads allowed again: not resumed"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$IT_PORT_noread/api/health/readiness")" = 200 ] ||
+    it_fail "readiness after reads resumed"
 it_stop noread
 ! grep -q '"redis_unavailable"' "$IT_TMP/noread.log" ||
     it_fail "a read refused (NOPERM) was reported as Redis unreachable"
-it_pass "a read refused by Redis (NOPERM): stream_read_failed, not an outage"
+it_pass "a read refused by Redis (NOPERM): stream_read_failed and readiness 503, not an outage; 200 once allowed"
+
+# The stream gauges' and trim's commands refused (a user without XINFO): a
+# warning once and aggregator_redis_errors_total, reads go on. With PostgreSQL
+# unreachable the gauges still follow the stream.
+redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noinfo on '>pw' '~*' '&*' +@all -xinfo >/dev/null
+for k in 1 2 3; do redis-cli -p "$IT_REDIS_PORT" XADD "$ARV_STREAM:nopg" '*' v 1 e '{}' >/dev/null; done
+it_start noinfo arv-aggregator ARV_STREAM="$ARV_STREAM:noinfo" ARV_BATCH_WAIT_MS=50 \
+    REDIS_URL="redis://noinfo:pw@127.0.0.1:$IT_REDIS_PORT/0"
+it_start nopg arv-aggregator ARV_STREAM="$ARV_STREAM:nopg" \
+    DATABASE_URL="postgresql://arv@127.0.0.1:$(arv_free_port)/arv?connect_timeout=1"
+it_wait_log noinfo '"stream_stats_failed".*NOPERM' ||
+    it_fail "stats refused: no stream_stats_failed: $(tail -3 "$IT_TMP/noinfo.log")"
+errors=$(curl -fsS "http://127.0.0.1:$IT_PORT_noinfo/metrics" | awk '/^aggregator_redis_errors_total / {print $2}')
+[ "${errors:-0}" -ge 1 ] || it_fail "stats refused: aggregator_redis_errors_total ${errors:-none}"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$IT_PORT_noinfo/api/health/readiness")" = 200 ] ||
+    it_fail "stats refused: reads go on, readiness should stay 200"
+length=""
+for _ in $(seq 50); do
+    length=$(curl -fsS "http://127.0.0.1:$IT_PORT_nopg/metrics" | awk '/^aggregator_stream_length\{/ {print $2}')
+    [ "$length" = 3 ] && break
+    sleep 0.1
+done
+[ "$length" = 3 ] || it_fail "PostgreSQL unreachable: stream length gauge '${length}', expected 3"
+it_stop noinfo
+it_stop nopg
+it_pass "stream stats refused: warned once, counted; PostgreSQL unreachable: the gauges follow the stream"
 
 # A read that fails after its entries were delivered (as an error reply to a
 # later piece would; here ARV_FAILPOINT=read_error:1) leaves them pending on
