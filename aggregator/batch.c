@@ -293,11 +293,10 @@ static int put_event(struct batch *b, struct batch_entry *e, const struct event 
     copy_bin_opt_str(&b->rows, ev->device_type);
     copy_bin_opt_str(&b->rows, ev->browser);
     copy_bin_opt_str(&b->rows, ev->os);
-    /* Anonymised before storage; an address that does not parse is dropped. */
-    if (b->store_full_ip)
-        copy_bin_inet(&b->rows, ev->ip);
-    else
-        copy_bin_inet(&b->rows, ip_anon(ev->ip, ip, sizeof(ip)) ? ip : NULL);
+    /* Anonymised before storage unless told; an address that does not parse
+     * is dropped. */
+    copy_bin_inet(&b->rows,
+                  (b->store_full_ip ? ip_unmap : ip_anon)(ev->ip, ip, sizeof(ip)) ? ip : NULL);
     copy_bin_opt_str(&b->rows, ev->country);
     copy_bin_opt_str(&b->rows, ev->city);
     if (ev->duration_seconds >= 0)

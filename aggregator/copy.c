@@ -76,6 +76,10 @@ void copy_escape(struct strbuf *out, const char *s, size_t n)
         case '\r':
             esc = "\\r";
             break;
+        case '\0':
+            esc = replacement_char; /* text can hold no NUL: PostgreSQL would refuse the row */
+            seq = 1;
+            break;
         default:
             seq = utf8_sequence_len(p + i, n - i);
             if (seq == 0) {

@@ -16,8 +16,8 @@ struct copy_row {
 };
 
 /* Appends `s` (n bytes) escaped for COPY text format: backslash, tab, newline
- * and carriage return become \\, \t, \n, \r; bytes that are not valid UTF-8
- * become U+FFFD so the server never rejects the row for its encoding. */
+ * and carriage return become \\, \t, \n, \r; NUL bytes and bytes that are not
+ * valid UTF-8 become U+FFFD so the server never rejects the row for them. */
 void copy_escape(struct strbuf *out, const char *s, size_t n);
 
 /* Starts a row on `out` (borrowed, must outlive the row). */

@@ -15,4 +15,10 @@
  * address it carries. Returns false (and writes "") when `ip` is not a numeric address. */
 bool ip_anon(const char *ip, char *out, size_t outlen);
 
+/* Writes the numeric address `ip` as stored in full (ARV_STORE_FULL_IP): an
+ * IPv4-mapped IPv6 address as the IPv4 address it is, as the collector's own
+ * peer addresses and ip_anon() store it, so that one client has one form.
+ * Same arguments and result as ip_anon(). */
+bool ip_unmap(const char *ip, char *out, size_t outlen);
+
 #endif

@@ -925,7 +925,9 @@ static const redisReply *map_get(const redisReply *map, const char *key)
 {
     for (size_t k = 0; map->type == REDIS_REPLY_ARRAY && k + 1 < map->elements; k += 2) {
         const redisReply *name = map->element[k];
-        if (name->type == REDIS_REPLY_STRING && strcmp(name->str, key) == 0)
+        /* By length too: a field named "e\0x" is not "e". */
+        if (name->type == REDIS_REPLY_STRING && name->len == strlen(key) &&
+            memcmp(name->str, key, name->len) == 0)
             return map->element[k + 1];
     }
     return NULL;

@@ -227,6 +227,16 @@ Test(batch, ip_anonymised_unless_full_ip)
     b.store_full_ip = true;
     cr_assert_eq(batch_add(&b, 1, "2-0", 3, f, 2), 0);
     cr_assert(field_bytes(1, 6, full, 8));
+    /* An IPv4 client behind a dual-stack proxy (::ffff:a.b.c.d) is stored
+     * as the IPv4 address it is, as anonymised addresses are. */
+    char mapped[sizeof(event_json) + 8];
+    snprintf(mapped, sizeof(mapped), "%.*s::ffff:%s",
+             (int)(strstr(event_json, "203.") - event_json), event_json,
+             strstr(event_json, "203."));
+    struct batch_field m[] = {FIELD("v", "1"), FIELD("e", mapped)};
+    cr_assert_eq(batch_add(&b, 1, "3-0", 3, m, 2), 0);
+    cr_assert_eq(b.entries[2].kind, BATCH_EVENT, "%s", mapped);
+    cr_assert(field_bytes(2, 6, full, 8));
 }
 
 Test(batch, wrong_version_becomes_invalid_payload)

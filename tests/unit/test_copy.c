@@ -65,6 +65,15 @@ Test(copy, replaces_invalid_utf8)
                      "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
 }
 
+/* Text can hold no NUL byte (PostgreSQL refuses the row): it becomes U+FFFD. */
+Test(copy, replaces_nul)
+{
+    strbuf_reset(&sb);
+    copy_escape(&sb, "a\0b", 3);
+    cr_assert_eq(sb.len, 5);
+    cr_assert_eq(memcmp(sb.data, "a\xEF\xBF\xBD" "b", 5), 0);
+}
+
 Test(copy, null_and_optional_strings)
 {
     struct copy_row row;

@@ -46,3 +46,18 @@ Test(ip_anon, refuses_non_addresses)
     cr_assert_not(ip_anon(NULL, out, sizeof(out)));
     cr_assert_not(ip_anon("1.2.3.4", out, 8));
 }
+
+/* Stored in full: the address as it is, an IPv4-mapped one as IPv4. */
+Test(ip_anon, unmap_keeps_the_address)
+{
+    char out[IP_ANON_MAX];
+
+    cr_assert(ip_unmap("::ffff:198.51.100.23", out, sizeof(out)));
+    cr_assert_str_eq(out, "198.51.100.23");
+    cr_assert(ip_unmap("203.0.113.7", out, sizeof(out)));
+    cr_assert_str_eq(out, "203.0.113.7");
+    cr_assert(ip_unmap("2001:DB8::0001", out, sizeof(out)));
+    cr_assert_str_eq(out, "2001:db8::1");
+    cr_assert_not(ip_unmap("example.com", out, sizeof(out)));
+    cr_assert_str_eq(out, "");
+}

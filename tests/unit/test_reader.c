@@ -315,6 +315,29 @@ Test(reader_live, recovery_dead_letters_an_entry_delivered_too_often)
     live_end(&r, &b);
 }
 
+/* A dead letter's payload read back from the stream is the field named
+ * exactly "e", not one whose name merely starts so ("e\0x"). */
+Test(reader_live, payload_read_back_is_the_e_field)
+{
+    struct reader r;
+    struct batch b;
+    bool caught_up;
+    live_start(&r, &b, 0, 100, 0);
+    const char *argv[] = {"XADD", "arv:test", "*", "e\0x", "junk", "v", "1", "e", "good"};
+    const size_t len[] = {4, 8, 1, 3, 4, 1, 1, 1, 4};
+    redisReply *added = redisCommandArgv(admin, 9, argv, len);
+    cr_assert(added && added->type == REDIS_REPLY_STRING);
+    freeReplyObject(added);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 1);
+    const size_t idx[] = {0};
+    cr_assert_eq(reader_fetch_payloads(&r, &b, idx, 1), 0, "%s", r.errstr);
+    cr_assert(b.entries[0].payload_kept);
+    cr_assert_eq(b.entries[0].payload_len, 4);
+    cr_assert_eq(memcmp(b.rows.data + b.entries[0].payload_off, "good", 4), 0);
+    live_end(&r, &b);
+}
+
 /* A claim takes up to COUNT entries per stream and says whether more wait, so
  * that a dead consumer's backlog comes back a claim after another. */
 Test(reader_live, claim_says_when_more_are_left)
