@@ -369,6 +369,17 @@ static redisReply *take_ahead(struct reader *r)
     return reply;
 }
 
+/* Entries per stream in one piece of a read: READER_CHUNK in all, shared by
+ * the streams (at least READER_CHUNK_MIN each), so that a piece's reply stays
+ * about as large with many shards on a node as with one. */
+static long read_chunk(const struct reader *r)
+{
+    long chunk = READER_CHUNK / (long)r->nstreams;
+
+    chunk = chunk < READER_CHUNK_MIN ? READER_CHUNK_MIN : chunk;
+    return r->count < chunk ? r->count : chunk;
+}
+
 int reader_prefetch(struct reader *r)
 {
     if (!r->ctx) {
@@ -377,7 +388,7 @@ int reader_prefetch(struct reader *r)
     }
     if (r->ahead != READER_AHEAD_NONE || r->recovering || r->no_ahead)
         return 0;
-    return send_ahead(r, r->count < READER_CHUNK ? r->count : READER_CHUNK);
+    return send_ahead(r, read_chunk(r));
 }
 
 /* One stream's part of an XREADGROUP reply, [name, [entry...]]: its entries,
@@ -546,7 +557,7 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
 {
     const char **ids = r->xids;
     size_t *got = r->xgot;
-    long chunk = r->count < READER_CHUNK ? r->count : READER_CHUNK;
+    long chunk = read_chunk(r);
     redisReply *reply = NULL;
     long done = 0;
     int rc = -1;
@@ -557,7 +568,7 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
         *kind = READER_PENDING;
         return read_pending(r, b, ids, got, chunk);
     }
-    /* Up to `count` entries per stream, in pieces of at most READER_CHUNK:
+    /* Up to `count` entries per stream, in pieces of read_chunk() each:
      * the reply in memory stays one piece's, whatever the batch size. Only
      * the first piece blocks; a stream whose piece comes back short is caught
      * up and read no more for this batch. Every stream still read has had the

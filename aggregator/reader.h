@@ -13,9 +13,11 @@
 #include "reply_arena.h"
 
 #define READER_GROUP "arv-aggregators"
-/* Entries per XREADGROUP: a batch is read in pieces of this many per stream,
- * so only one piece's reply is in memory at a time. */
-#define READER_CHUNK 2000
+/* Entries per XREADGROUP: a batch is read in pieces of this many, shared by
+ * the streams read (but at least READER_CHUNK_MIN per stream), so only one
+ * piece's reply is in memory at a time. Claims take this many per stream. */
+#define READER_CHUNK     2000
+#define READER_CHUNK_MIN 100
 
 /* Stream trimming (reader_stats): entries per XTRIM (a string: an argument),
  * and XTRIMs per stream and pass at most. */

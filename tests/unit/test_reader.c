@@ -338,6 +338,39 @@ Test(reader_live, payload_read_back_is_the_e_field)
     live_end(&r, &b);
 }
 
+/* With several streams on a node, a piece of a read is shared by them:
+ * READER_CHUNK entries in all, not READER_CHUNK per stream. */
+Test(reader_live, piece_is_shared_by_the_streams)
+{
+    static const char *const four[] = {"arv:m0", "arv:m1", "arv:m2", "arv:m3"};
+    struct reader r;
+    struct batch b;
+    struct redis_url url;
+    enum reader_kind kind;
+    bool caught_up;
+    char spec[64];
+    for (int s = 0; s < 4; s++) {
+        for (int i = 0; i < 3000; i++)
+            cr_assert_eq(redisAppendCommand(admin, "XADD %s * v 1 e {}", four[s]), REDIS_OK);
+        for (int i = 0; i < 3000; i++) {
+            redisReply *reply = NULL;
+            cr_assert_eq(redisGetReply(admin, (void **)&reply), REDIS_OK);
+            freeReplyObject(reply);
+        }
+    }
+    batch_init(&b, four);
+    snprintf(spec, sizeof(spec), "redis://127.0.0.1:%d/0", port);
+    cr_assert(redis_url_parse(spec, &url));
+    /* A byte budget of 1: the read ends after its first piece. */
+    cr_assert_eq(reader_init(&r, &url, four, 4, "c1", 10000, 1, 50), 0);
+    cr_assert_eq(reader_connect(&r), 0, "%s", r.errstr);
+    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
+    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr);
+    cr_assert_eq(kind, READER_NEW);
+    cr_assert_eq(b.count, READER_CHUNK, "a piece of %zu entries", b.count);
+    live_end(&r, &b);
+}
+
 /* A claim takes up to COUNT entries per stream and says whether more wait, so
  * that a dead consumer's backlog comes back a claim after another. */
 Test(reader_live, claim_says_when_more_are_left)
