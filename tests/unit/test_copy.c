@@ -71,7 +71,11 @@ Test(copy, replaces_nul)
     strbuf_reset(&sb);
     copy_escape(&sb, "a\0b", 3);
     cr_assert_eq(sb.len, 5);
-    cr_assert_eq(memcmp(sb.data, "a\xEF\xBF\xBD" "b", 5), 0);
+    cr_assert_eq(memcmp(sb.data,
+                        "a\xEF\xBF\xBD"
+                        "b",
+                        5),
+                 0);
 }
 
 Test(copy, null_and_optional_strings)
