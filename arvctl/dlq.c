@@ -342,8 +342,8 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
         {"id", &id, NULL}, {"reason", &reason, NULL}, {"force", NULL, &force}};
     int64_t today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
     struct dlq_redis redis = {0};
-    char idbuf[24], after[24], page[16];
-    const char *params[4] = {NULL, NULL, NULL, page};
+    char idbuf[24], after[24], page[16], last[24];
+    const char *params[5] = {NULL, NULL, NULL, page, last};
     PGconn *conn = NULL;
     PGresult *res = NULL;
     struct dlq_counts n = {0};
@@ -371,6 +371,14 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
     snprintf(page, sizeof(page), "%d", DLQ_REPLAY_PAGE);
     if (!(conn = cli_connect(database_url)))
         goto out;
+    /* Up to the newest dead letter now: a replayed event that becomes a dead
+     * letter again (its content still unknown) is not replayed again. */
+    res = PQexec(conn, "SELECT coalesce(max(id), 0) FROM analytics.dead_letters");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        cli_report("cannot read dead letters", res, conn);
+        goto out;
+    }
+    snprintf(last, sizeof(last), "%s", PQgetvalue(res, 0, 0));
     /* A page at a time, in id order: a reason may hold millions. */
     for (bool more = true; more && !n.failed;) {
         PQclear(res);
@@ -378,8 +386,9 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
                            "SELECT id, reason, payload FROM analytics.dead_letters"
                            " WHERE (($1::bigint IS NOT NULL AND id = $1)"
                            " OR ($2::text IS NOT NULL AND reason = $2 AND replayed_at IS NULL))"
-                           " AND ($3::bigint IS NULL OR id > $3) ORDER BY id LIMIT $4::int",
-                           4, NULL, params, NULL, NULL, 0);
+                           " AND ($3::bigint IS NULL OR id > $3) AND id <= $5::bigint"
+                           " ORDER BY id LIMIT $4::int",
+                           5, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             cli_report("cannot read dead letters", res, conn);
             goto out;

@@ -41,6 +41,11 @@ BEGIN
                        coalesce(key, (SELECT relname FROM pg_class WHERE oid = tbl) || '_pkey'),
                        (SELECT relname FROM pg_class WHERE oid = prebuilt));
     ELSE
+        -- One that is not the key (a CREATE INDEX CONCURRENTLY that failed
+        -- leaves an invalid index) goes: the name is the migration's.
+        IF prebuilt IS NOT NULL THEN
+            EXECUTE format('DROP INDEX %s', prebuilt);
+        END IF;
         EXECUTE format('ALTER TABLE %s ADD PRIMARY KEY (%s)', tbl,
                        (SELECT string_agg(quote_ident(c), ', ') FROM unnest(cols) AS c));
     END IF;
@@ -53,3 +58,5 @@ SELECT pg_temp.replace_key('analytics.rollup_content_daily',
 SELECT pg_temp.replace_key('analytics.rollup_breakdown_daily',
                            ARRAY['company_id', 'ar_content_id', 'day', 'dimension', 'value',
                                  'project_id']);
+
+DROP FUNCTION pg_temp.replace_key(regclass, text[]);

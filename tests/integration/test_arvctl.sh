@@ -139,6 +139,23 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "paged replay not 
 [ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from raw after the paged replay"
 it_pass "dlq replay: 2,345 dead letters replayed a page at a time, each once"
 
+# Replayed events whose content is still unknown become dead letters again:
+# a replay takes the dead letters there were when it started, and ends.
+it_psql "INSERT INTO analytics.dead_letters (stream, entry_id, reason, detail, payload)
+         SELECT 'test', 'unknown-' || g, reason, detail,
+                regexp_replace(regexp_replace(payload, '\"event_id\":\"[^\"]*\"', '\"event_id\":\"' || gen_random_uuid() || '\"'),
+                               '\"ar_content_id\":999999999', '\"ar_content_id\":999999998')
+         FROM analytics.dead_letters, generate_series(1, 1500) g WHERE id = $first" >/dev/null
+# (The one skipped: $long_old, past the raw retention.)
+rc=0; out=$(timeout 60 "$ARVCTL" dlq replay --reason unknown_content 2>&1) || rc=$?
+[ "$rc" = 0 ] && grep -q "^1500 replayed, 1 skipped, 0 failed$" <<<"$out" ||
+    it_fail "replay of still-unknown content (exit $rc): $(tail -n 1 <<<"$out")"
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "still-unknown replay not drained"
+[ "$(it_psql "SELECT count(*) FROM analytics.dead_letters WHERE reason = 'unknown_content'
+              AND replayed_at IS NULL AND payload LIKE '%999999998%'")" = 1500 ] ||
+    it_fail "still-unknown replay: expected 1500 new dead letters"
+it_pass "dlq replay of content still unknown: the 1,500 dead letters there were, once each, then it ends"
+
 # Content moved to another project counts there from then on, in rows of its
 # own, as its raw rows do (content 3: project 1000, company 101); a rebuild of
 # the day gives the same rows.
@@ -429,7 +446,8 @@ psql "$mig3" -tAq -v ON_ERROR_STOP=1 \
     -c "INSERT INTO analytics.rollup_content_hourly (hour, company_id, project_id, ar_content_id, views)
         VALUES ('2026-01-01 10:00+00', 1, 2, 3, 4)" \
     -c "CREATE UNIQUE INDEX CONCURRENTLY rollup_content_hourly_pkey_new
-        ON analytics.rollup_content_hourly (company_id, ar_content_id, hour, project_id)" ||
+        ON analytics.rollup_content_hourly (company_id, ar_content_id, hour, project_id)" \
+    -c "CREATE INDEX rollup_content_daily_pkey_new ON analytics.rollup_content_daily (company_id)" ||
     it_fail "building the index beforehand"
 DATABASE_URL="$mig3" "$ARVCTL" migrate >"$IT_TMP/mig3.out" 2>&1 || it_fail "migrate 0012: $(cat "$IT_TMP/mig3.out")"
 keys=$(psql "$mig3" -tAq -c "SELECT string_agg(pg_get_indexdef(indexrelid), '; ' ORDER BY indrelid::regclass::text)
@@ -439,6 +457,8 @@ keys=$(psql "$mig3" -tAq -c "SELECT string_agg(pg_get_indexdef(indexrelid), '; '
     it_fail "rollup keys after 0012: $keys"
 [ "$(psql "$mig3" -tAq -c "SELECT count(*) FROM pg_index WHERE indrelid = 'analytics.rollup_content_hourly'::regclass")" = 3 ] ||
     it_fail "rollup_content_hourly: the index built beforehand was not taken as the key"
+[ "$(psql "$mig3" -tAq -c "SELECT count(*) FROM pg_index WHERE indrelid = 'analytics.rollup_content_daily'::regclass")" = 3 ] ||
+    it_fail "rollup_content_daily: an index under the key's name that is not the key was left"
 [ "$(psql "$mig3" -tAq -c "SELECT views FROM analytics.rollup_content_hourly")" = 4 ] || it_fail "row lost by 0012"
-it_pass "migration 0012 takes a key built beforehand and builds the others: project_id last"
+it_pass "migration 0012 takes a key built beforehand, drops one that is not the key, builds the others: project_id last"
 
