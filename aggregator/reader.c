@@ -33,6 +33,7 @@ int reader_init(struct reader *r, const struct redis_url *url, const char *const
     r->nstreams = nstreams;
     r->count = count;
     r->max_bytes = max_bytes;
+    r->restarted = true;
     /* At most READER_BLOCK_MAX_MS, so that a stop is seen. */
     r->block_ms = block_ms < READER_BLOCK_MAX_MS ? block_ms : READER_BLOCK_MAX_MS;
     reply_arena_init(&r->arena);
@@ -502,18 +503,104 @@ static bool batch_full(const struct reader *r, const struct batch *b)
 
 /* A read of this consumer's own pending entries, from where the last one
  * ended; a stream is done when its read comes back empty. */
+/* Reads this consumer's pending entries of stream `s` after recover_from[s]
+ * (up to `want`) again without counting a delivery: XPENDING lists them and
+ * an XRANGE per entry (pipelined) reads it; one deleted meanwhile is only
+ * acknowledged. Sets *got to how many were listed. */
+static int refetch_pending(struct reader *r, struct batch *b, unsigned s, long want, size_t *got)
+{
+    char start[BATCH_ENTRY_ID_MAX + 1], count[24];
+    const char *from = r->recover_from[s];
+    redisReply *pending, *reply = NULL;
+    int rc = -1;
+
+    *got = 0;
+    if (strcmp(from, "0") == 0)
+        snprintf(start, sizeof(start), "-");
+    else
+        snprintf(start, sizeof(start), "(%s", from); /* exclusive: after it */
+    snprintf(count, sizeof(count), "%ld", want);
+    pending = reader_commandv(
+        r, 7,
+        (const char *[]){"XPENDING", r->streams[s], READER_GROUP, start, "+", count, r->consumer});
+    if (!pending || reply_is_error(r, pending, "XPENDING"))
+        goto out;
+    if (pending->type != REDIS_REPLY_ARRAY || pending->elements == 0) {
+        rc = 0;
+        goto out;
+    }
+    for (size_t k = 0; k < pending->elements; k++) {
+        const redisReply *p = pending->element[k];
+        if (p->type != REDIS_REPLY_ARRAY || p->elements < 1 ||
+            p->element[0]->type != REDIS_REPLY_STRING) {
+            reader_set_err(r, "XPENDING", "unexpected entry shape");
+            goto out;
+        }
+        const char *argv[] = {"XRANGE", r->streams[s], p->element[0]->str, p->element[0]->str};
+        if (redisAppendCommandArgv(r->ctx, 4, argv, NULL) != REDIS_OK) {
+            reader_set_err(r, "XRANGE", "out of memory");
+            reader_disconnect(r);
+            goto out;
+        }
+    }
+    for (size_t k = 0; k < pending->elements; k++) {
+        const redisReply *id = pending->element[k]->element[0];
+        int added;
+        if (redisGetReply(r->ctx, (void **)&reply) != REDIS_OK || !reply) {
+            reader_set_err(r, "XRANGE", r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
+            reader_disconnect(r);
+            goto out;
+        }
+        if (reply_is_error(r, reply, "XRANGE")) {
+            reader_disconnect(r); /* replies may still be queued */
+            goto out;
+        }
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
+            added = add_entry(r, b, s, reply->element[0], -1, 0);
+        else if ((added = batch_add_ack_only(b, s, id->str, id->len)) < 0)
+            reader_set_err(r, "batch", "out of memory");
+        reply_arena_free(reply);
+        reply = NULL;
+        if (added < 0) {
+            reader_disconnect(r); /* replies may still be queued */
+            goto out;
+        }
+    }
+    *got = pending->elements;
+    rc = 0;
+out:
+    reply_arena_free(reply);
+    reply_arena_free(pending);
+    return rc;
+}
+
+/* A read of this consumer's own pending entries, from where the last one
+ * ended; a stream is done when its read comes back empty. The first
+ * recovery after the reader's start (a restart) reads them with XREADGROUP,
+ * which counts a delivery, so that an entry that crashes the aggregator each
+ * time meets ARV_MAX_DELIVERIES; later ones (after a failed write, a read
+ * error, a reconnect) leave the counts alone, which would otherwise grow with
+ * every retry of a write that keeps failing. */
 static int read_pending(struct reader *r, struct batch *b, const char **ids, size_t *got, long want)
 {
-    redisReply *reply;
+    redisReply *reply = NULL;
     unsigned left = 0;
     int rc = -1;
 
-    for (unsigned i = 0; i < r->nstreams; i++)
-        ids[i] = r->recover_from[i][0] ? r->recover_from[i] : NULL;
-    if (!(reply = xreadgroup(r, ids, false, want)))
-        return -1;
-    if (reply_counts(r, reply, got) < 0 || pending_add(r, b, reply) < 0)
-        goto out;
+    if (r->restarted) {
+        for (unsigned i = 0; i < r->nstreams; i++)
+            ids[i] = r->recover_from[i][0] ? r->recover_from[i] : NULL;
+        if (!(reply = xreadgroup(r, ids, false, want)))
+            return -1;
+        if (reply_counts(r, reply, got) < 0 || pending_add(r, b, reply) < 0)
+            goto out;
+    } else {
+        for (unsigned i = 0; i < r->nstreams; i++) {
+            got[i] = 0;
+            if (r->recover_from[i][0] && refetch_pending(r, b, i, want, &got[i]) < 0)
+                goto out;
+        }
+    }
     /* Continue after the last id read, so an entry that stays pending (not
      * acknowledged) cannot stall recovery. */
     for (unsigned i = 0; i < r->nstreams; i++) {
@@ -532,6 +619,8 @@ static int read_pending(struct reader *r, struct batch *b, const char **ids, siz
             left++;
     }
     r->recovering = left > 0;
+    if (!r->recovering)
+        r->restarted = false;
     rc = 0;
 out:
     reply_arena_free(reply);
@@ -984,23 +1073,15 @@ static int trim_stream(struct reader *r, unsigned s, const char *last, struct re
     reply_arena_free(reply);
     reply = NULL;
     min_id(after_last, smallest, minid, sizeof(minid));
-    /* In steps: an approximate trim stops at its LIMIT (by default 100 x
-     * stream-node-max-entries, 10,000), so one XTRIM per pass would trim
-     * about 1,000 entries/s per stream; a step of 10,000 and at most
-     * READER_TRIM_STEPS of them keep each command, and the pass, short. */
-    for (int k = 0; k < READER_TRIM_STEPS; k++) {
-        reply = reader_commandv(r, 7,
-                                (const char *[]){"XTRIM", r->streams[s], "MINID", "~", minid,
-                                                 "LIMIT", READER_TRIM_STEP});
-        if (!reply || reply_is_error(r, reply, "XTRIM"))
-            goto out;
-        long long n = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
-        reply_arena_free(reply);
-        reply = NULL;
-        out->trimmed += n;
-        if (n <= 0)
-            break;
-    }
+    /* LIMIT 0: an approximate trim otherwise stops at 100 x
+     * stream-node-max-entries (10,000 entries by default), which trims about
+     * 1,000 entries/s per stream at one XTRIM per pass. Whole nodes go at
+     * once, so even a long backlog's trim is quick. */
+    reply = reader_commandv(
+        r, 7, (const char *[]){"XTRIM", r->streams[s], "MINID", "~", minid, "LIMIT", "0"});
+    if (!reply || reply_is_error(r, reply, "XTRIM"))
+        goto out;
+    out->trimmed = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
     rc = 0;
 out:
     reply_arena_free(reply);
@@ -1039,9 +1120,13 @@ int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *o
         goto out;
     if (reply->type == REDIS_REPLY_INTEGER)
         out->length = reply->integer;
-    /* Another group on the stream has its own progress: never trim under it. */
-    if (trim && groups == 1 && last[0] && trim_stream(r, i, last, out) < 0)
-        goto out;
+    /* Another group on the stream has its own progress: never trim under it.
+     * A refused trim leaves the figures above good. */
+    if (trim && groups == 1 && last[0] && trim_stream(r, i, last, out) < 0) {
+        if (!reader_connected(r))
+            goto out;
+        out->trim_failed = true;
+    }
     rc = 0;
 out:
     reply_arena_free(reply);

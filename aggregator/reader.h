@@ -19,11 +19,6 @@
 #define READER_CHUNK     2000
 #define READER_CHUNK_MIN 100
 
-/* Stream trimming (reader_stats): entries per XTRIM (a string: an argument),
- * and XTRIMs per stream and pass at most. */
-#define READER_TRIM_STEP  "10000"
-#define READER_TRIM_STEPS 100
-
 struct redisContext;
 
 /* What a read returned. */
@@ -46,7 +41,8 @@ struct reader_stats {
     long long length;  /* XLEN */
     long long pending; /* delivered to the group, not acknowledged */
     long long lag;     /* not yet delivered to the group; -1 when Redis cannot tell */
-    long long trimmed; /* entries the XTRIMs removed */
+    long long trimmed; /* entries the XTRIM removed */
+    bool trim_failed;  /* the trim was refused (errstr says why); the rest is good */
 };
 
 struct reader {
@@ -54,11 +50,12 @@ struct reader {
     struct redis_url url;       /* the node */
     const char *const *streams; /* stream names, borrowed */
     unsigned nstreams;
-    char *consumer;                           /* consumer name in the group, owned */
-    long count;                               /* COUNT per read and stream */
-    size_t max_bytes;                         /* a batch's rows stop reading at this size */
-    long block_ms;                            /* BLOCK of a read of new entries (<= 1 s) */
-    bool recovering;                          /* still reading own pending entries */
+    char *consumer;   /* consumer name in the group, owned */
+    long count;       /* COUNT per read and stream */
+    size_t max_bytes; /* a batch's rows stop reading at this size */
+    long block_ms;    /* BLOCK of a read of new entries (<= 1 s) */
+    bool recovering;  /* still reading own pending entries */
+    bool restarted;   /* the first recovery since reader_init() is not done: it counts a delivery */
     char (*recover_from)[BATCH_ENTRY_ID_MAX]; /* per stream: last pending id read; "" done */
     char errstr[256];                         /* last error, one line */
     const char **xargv;                       /* an XREADGROUP's words (10 + 2 per stream) */
@@ -72,10 +69,10 @@ struct reader {
     int64_t ahead_wall_ms;                    /* when it was sent */
     struct reply_arena ahead_arena;           /* its replies: one kept does not pin `arena` */
     bool no_ahead; /* the worker stops: send nothing ahead, and block on no read */
-    /* Own pending entries read again (after a restart under the same
-     * consumer name) that were delivered this often before go to the dead
-     * letters (max_deliveries), as claimed ones do; 0: never. Set after
-     * reader_init(). */
+    /* Own pending entries read again at the first recovery (after a restart
+     * under the same consumer name) that were delivered this often before go
+     * to the dead letters (max_deliveries), as claimed ones do; 0: never. Set
+     * after reader_init(). */
     long max_deliveries;
     /* Set by reader_read: a wall-clock time (ms) no later than the moment
      * each stream it found caught up was caught up (when the read began, or
@@ -172,7 +169,8 @@ void reader_recover(struct reader *r);
 
 /* Reads stream `i`'s length, pending count and lag; when `trim` is set and this
  * group is the stream's only one, trims the entries every consumer has
- * acknowledged (XTRIM MINID ~). Returns 0 or -1 with `errstr` set. */
+ * acknowledged (XTRIM MINID ~). Returns 0 (a refused trim sets
+ * out->trim_failed and `errstr`), or -1 with `errstr` set. */
 int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *out);
 
 /* Parses a stream id "ms-seq" (or "ms"). Pure. */

@@ -347,24 +347,33 @@ static enum store_status ensure_batch_partitions(struct worker *w, int64_t *lo, 
     return st;
 }
 
+/* Reports a refused stats or trim command: counted each time, logged once a
+ * streak (`streak`: the last pass failed too; `*failed`: this pass did). */
+static void upkeep_refused(struct worker *w, const char *event, unsigned i, bool streak,
+                           bool *failed)
+{
+    metric_inc(w->m.redis_errors);
+    if (!streak && !*failed)
+        log_warn(event, LF_STR("stream", w->streams[i]), LF_STR("error", w->reader.errstr));
+    *failed = true;
+}
+
 static void update_stats(struct worker *w, bool trim)
 {
     struct reader_stats s;
-    bool failed = false;
+    bool stats_failed = false, trim_failed = false;
 
     for (unsigned i = 0; i < w->nstreams; i++) {
         if (reader_stats(&w->reader, i, trim, &s) < 0) {
             if (!reader_connected(&w->reader))
                 return; /* an outage: the loop reports it */
-            /* Refused (an ACL without XINFO or XTRIM, say): this stream's
-             * gauges stand still and it is not trimmed. Logged once a streak. */
-            metric_inc(w->m.redis_errors);
-            if (!w->stats_failing && !failed)
-                log_warn("stream_stats_failed", LF_STR("stream", w->streams[i]),
-                         LF_STR("error", w->reader.errstr));
-            failed = true;
+            /* Refused (an ACL without XINFO, say): this stream's gauges
+             * stand still. */
+            upkeep_refused(w, "stream_stats_failed", i, w->stats_failing, &stats_failed);
             continue;
         }
+        if (s.trim_failed) /* an ACL without XTRIM, say: not trimmed */
+            upkeep_refused(w, "stream_trim_failed", i, w->trim_failing, &trim_failed);
         metric_set(w->length[i], (double)s.length);
         metric_set(w->pending[i], (double)s.pending);
         /* Lag counts what is not yet in PostgreSQL: undelivered plus pending.
@@ -372,9 +381,14 @@ static void update_stats(struct worker *w, bool trim)
          * entries are trimmed). */
         metric_set(w->lag[i], (double)(s.lag >= 0 ? s.lag + s.pending : s.length));
     }
-    if (w->stats_failing && !failed)
+    if (w->stats_failing && !stats_failed)
         log_info("stream_stats_resumed", LF_INT("worker", w->index));
-    w->stats_failing = failed;
+    w->stats_failing = stats_failed;
+    if (trim) {
+        if (w->trim_failing && !trim_failed)
+            log_info("stream_trim_resumed", LF_INT("worker", w->index));
+        w->trim_failing = trim_failed;
+    }
 }
 
 /* Gives up the open write after a failure: rolls it back and reads this
@@ -598,15 +612,18 @@ static void *worker_main(void *arg)
                  * of them) are pending on this consumer: read them again. */
                 reader_recover(&w->reader);
                 batch_reset(&w->batch);
+                if (strstr(w->reader.errstr, ": READONLY")) {
+                    /* A replica now (a failover behind the same name): a new
+                     * connection may reach the new primary. */
+                    reader_disconnect(&w->reader);
+                    redis_failed(w);
+                    continue;
+                }
+                /* Not ready while it lasts: nothing is consumed. */
+                atomic_store(&w->redis_state, WORKER_DEP_REFUSED);
                 metric_inc(w->m.redis_errors);
                 log_warn("stream_read_failed", LF_INT("worker", w->index),
                          LF_STR("error", w->reader.errstr));
-                /* Not ready while it lasts (nothing is consumed); a replica
-                 * (a failover behind the same name) is left for a new
-                 * connection, which may reach the new primary. */
-                atomic_store(&w->redis_state, WORKER_DEP_REFUSED);
-                if (strstr(w->reader.errstr, ": READONLY"))
-                    reader_disconnect(&w->reader);
                 backoff_sleep(w, &redis_backoff);
                 continue;
             }

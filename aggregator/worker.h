@@ -112,7 +112,8 @@ struct worker {
     long claim_idle_ms;
     long max_deliveries;
     bool stream_upkeep;                       /* gauges and trimming are this worker's to do */
-    bool stats_failing;                       /* the last gauges' or trim's command was refused */
+    bool stats_failing;                       /* the last gauges' commands were refused */
+    bool trim_failing;                        /* the last trim was refused */
     struct reader reader;                     /* used only by the thread */
     struct store store;                       /* used only by the thread */
     struct content_cache *contents;           /* the registry cache; thread only */

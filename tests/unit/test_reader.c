@@ -282,26 +282,52 @@ Test(reader_live, acks_a_write_of_several_reads_at_once)
     live_end(&r, &b);
 }
 
-/* After a restart under the same consumer name, an own pending entry already
- * delivered max_deliveries times is read again as a max_deliveries dead
- * letter (as a claim would make it), the others as they are. */
+/* The delivery count of the entry `i`-th pending on the group (from 0). */
+static long long deliveries_of(size_t i)
+{
+    redisReply *reply = redisCommand(admin, "XPENDING arv:test " READER_GROUP " - + 100");
+    cr_assert(reply && reply->type == REDIS_REPLY_ARRAY && reply->elements > i);
+    long long n = reply->element[i]->element[3]->integer;
+    freeReplyObject(reply);
+    return n;
+}
+
+/* Own pending entries read again within a run (after a failed write, say)
+ * keep their delivery counts; after a restart under the same consumer name,
+ * one already delivered max_deliveries times is read again as a
+ * max_deliveries dead letter (as a claim would make it), the others as they
+ * are. */
 Test(reader_live, recovery_dead_letters_an_entry_delivered_too_often)
 {
     struct reader r;
     struct batch b;
+    struct redis_url url;
     enum reader_kind kind;
     bool caught_up;
+    char spec[64];
     live_start(&r, &b, 2, 100, 0);
     read_new(&r, &b, &caught_up); /* both delivered once, not acknowledged */
     cr_assert_eq(b.count, 2);
+    for (int k = 0; k < 3; k++) { /* read again within the run: not counted */
+        reader_recover(&r);
+        batch_reset(&b);
+        cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr);
+        cr_assert_eq(kind, READER_PENDING);
+        cr_assert_eq(b.count, 2);
+        cr_assert_eq(b.entries[0].kind, b.entries[1].kind);
+    }
+    cr_assert_eq(deliveries_of(0), 1);
     for (int i = 0; i < 4; i++) { /* the first read again 4 times: 5 deliveries */
         redisReply *again =
             redisCommand(admin, "XREADGROUP GROUP " READER_GROUP " c1 COUNT 1 STREAMS arv:test 0");
         cr_assert(again && again->type == REDIS_REPLY_ARRAY);
         freeReplyObject(again);
     }
+    reader_deinit(&r); /* a restart */
+    snprintf(spec, sizeof(spec), "redis://127.0.0.1:%d/0", port);
+    cr_assert(redis_url_parse(spec, &url));
+    cr_assert_eq(reader_init(&r, &url, live_streams, 1, "c1", 100, 0, 50), 0);
     r.max_deliveries = 5;
-    reader_disconnect(&r);
     cr_assert_eq(reader_connect(&r), 0, "%s", r.errstr);
     batch_reset(&b);
     cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr);
@@ -383,13 +409,14 @@ Test(reader_live, claim_says_when_more_are_left)
                                             " ghost COUNT 1000 STREAMS arv:test >");
     cr_assert(ghost && ghost->type == REDIS_REPLY_ARRAY);
     freeReplyObject(ghost);
-    usleep(600 * 1000); /* idle 500 ms: claimable, and what c1 claims is not */
+    usleep(600 * 1000); /* idle 500 ms: claimable */
     size_t total = 0;
     for (int k = 0; k < 3; k++) {
         batch_reset(&b);
         rc = reader_claim(&r, &b, 500, 0);
         cr_assert_eq(rc, k < 2 ? 1 : 0, "claim %d returned %d", k, rc);
         total += b.count;
+        ack_all(&r, &b); /* written: never claimed again, however slow this runs */
     }
     cr_assert_eq(total, 250);
     batch_reset(&b);
@@ -418,6 +445,38 @@ Test(reader_live, trim_removes_all_that_is_acknowledged)
     cr_assert(len && len->type == REDIS_REPLY_INTEGER);
     cr_assert(len->integer >= 5 && len->integer < 1000, "XLEN %lld after the trim", len->integer);
     freeReplyObject(len);
+    live_end(&r, &b);
+}
+
+/* A trim Redis refuses (a user without XTRIM) is reported apart: the stream's
+ * figures are still read. */
+Test(reader_live, refused_trim_keeps_the_figures)
+{
+    struct reader r;
+    struct batch b;
+    struct reader_stats st;
+    struct redis_url url;
+    enum reader_kind kind;
+    bool caught_up;
+    char spec[96];
+    redisReply *acl = redisCommand(admin, "ACL SETUSER notrim on >pw ~* &* +@all -xtrim");
+    cr_assert(acl && acl->type == REDIS_REPLY_STATUS);
+    freeReplyObject(acl);
+    add_entries(30);
+    batch_init(&b, live_streams);
+    snprintf(spec, sizeof(spec), "redis://notrim:pw@127.0.0.1:%d/0", port);
+    cr_assert(redis_url_parse(spec, &url));
+    cr_assert_eq(reader_init(&r, &url, live_streams, 1, "c1", 100, 0, 50), 0);
+    cr_assert_eq(reader_connect(&r), 0, "%s", r.errstr);
+    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
+    read_new(&r, &b, &caught_up);
+    ack_all(&r, &b);
+    cr_assert_eq(reader_stats(&r, 0, true, &st), 0, "%s", r.errstr);
+    cr_assert(st.trim_failed);
+    cr_assert(strstr(r.errstr, "NOPERM"), "%s", r.errstr);
+    cr_assert_eq(st.length, 30);
+    cr_assert_eq(st.pending, 0);
+    cr_assert(reader_connected(&r));
     live_end(&r, &b);
 }
 
