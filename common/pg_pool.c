@@ -603,7 +603,7 @@ void pg_conn_params(const char *app, const char *options, const char *conninfo, 
 {
     static const char *const defaults[][2] = {
         {"connect_timeout", "5"},     {"keepalives", "1"},       {"keepalives_idle", "10"},
-        {"keepalives_interval", "5"}, {"keepalives_count", "3"}, {"tcp_user_timeout", "60000"}};
+        {"keepalives_interval", "5"}, {"keepalives_count", "3"}, {"tcp_user_timeout", "30000"}};
     size_t k = 0;
 
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++, k++) {

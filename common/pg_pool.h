@@ -19,10 +19,12 @@ struct pg_pool;
  * `values` (each PG_CONN_PARAMS_MAX long) for PQconnectdbParams() or
  * PQconnectStartParams() with expand_dbname = 1: connect_timeout 5 s,
  * application_name `app` (NULL: none), TCP keepalives (a peer silent for
- * 10 s is probed every 5 s, given up after 3 unanswered probes), a TCP user
- * timeout of 60 s (data sent and not acknowledged that long ends the
- * connection: keepalives do not probe while data waits, and the kernel's own
- * retransmissions last about 15 minutes), `options` when not NULL, and last
+ * 10 s is probed every 5 s) and a TCP user timeout of 30 s: a peer that
+ * vanished is given up about 30 s after it last answered, whether the
+ * connection waits for a result (keepalive probes unanswered; with a user
+ * timeout Linux counts that, not the probes) or for data it sent to be
+ * acknowledged (which keepalives do not probe, and the kernel's own
+ * retransmissions would keep up for about 15 minutes); `options` when not NULL, and last
  * `conninfo` as dbname, so that a URL or key=value string that sets any of
  * them wins. Borrows every string. */
 void pg_conn_params(const char *app, const char *options, const char *conninfo, const char **keys,

@@ -364,7 +364,7 @@ Test(pg_pool, conn_params_defaults_and_url_override)
              "postgresql://arv@127.0.0.1:%s/postgres?keepalives_idle=7&tcp_user_timeout=1500",
              getenv("ARV_TEST_PG_PORT"));
     const char *urls[] = {conninfo, url};
-    const char *idle[] = {"10", "7"}, *user_timeout[] = {"60000", "1500"};
+    const char *idle[] = {"10", "7"}, *user_timeout[] = {"30000", "1500"};
     for (int i = 0; i < 2; i++) {
         const char *keys[PG_CONN_PARAMS_MAX], *vals[PG_CONN_PARAMS_MAX];
         pg_conn_params("arv-test", "-c statement_timeout=1234", urls[i], keys, vals);
