@@ -275,8 +275,7 @@ static int add_entry(struct reader *r, struct batch *b, unsigned s, const redisR
     char detail[64];
     int rc;
 
-    if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 ||
-        entry->element[0]->type != REDIS_REPLY_STRING) {
+    if (!entry_id(entry)) {
         reader_set_err(r, "XREADGROUP", "unexpected entry shape");
         return -1;
     }
