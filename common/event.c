@@ -694,6 +694,9 @@ struct json_object *event_json_read(const char *json, size_t len, int levels,
              " with a leading zero");
         goto fail;
     }
+    /* JSON null is valid JSON, and json-c's NULL: say so, as for any failure. */
+    if (!obj)
+        fail(err, "invalid_json", NULL, "the body is null, not an event or a batch");
     goto out;
 fail:
     json_object_put(obj);

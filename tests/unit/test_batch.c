@@ -265,7 +265,11 @@ Test(batch, bad_json_and_missing_e_are_invalid)
     cr_assert_eq(batch_add(&b, 0, "1-0", 3, bad, 2), 0);
     cr_assert_eq(batch_add(&b, 0, "1-1", 3, missing, 1), 0);
     cr_assert_eq(batch_add(&b, 0, "1-2", 3, tab, 2), 0);
-    cr_assert_eq(b.invalid, 3);
+    /* JSON null: json-c's NULL object, once a failure without its reason. */
+    struct batch_field null[] = {FIELD("v", "1"), FIELD("e", " null ")};
+    cr_assert_eq(batch_add(&b, 0, "1-3", 3, null, 2), 0);
+    cr_assert_eq(b.invalid, 4);
+    cr_assert(strstr(row_of(3), "the body is null"), "row: %s", row_of(3));
     cr_assert(strstr(row_of(1), "field e is missing"));
     /* The payload is the fields as JSON, then COPY-escaped: no raw tab. */
     cr_assert(strstr(row_of(2), "{\"v\":\"1\",\"e\":\"x\\\\ty\"}"), "row: %s", row_of(2));

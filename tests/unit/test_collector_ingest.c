@@ -67,7 +67,8 @@ Test(ingest_batch, limits_and_whole_body_errors)
     cr_expect_eq(ingest_batch_parse(nd, strlen(nd), true, 3, &ctx, &b, &err), 0);
     ingest_batch_deinit(&b);
     const char *bad[] = {"[]",        "  ",           "[" GOOD,
-                         "{\"a\":1}", "[" GOOD "] x", "[[[[[[[[[[[1]]]]]]]]]]]"};
+                         "{\"a\":1}", "[" GOOD "] x", "[[[[[[[[[[[1]]]]]]]]]]]",
+                         "null",      " null "};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err.code = NULL;
         cr_expect_eq(ingest_batch_parse(bad[i], strlen(bad[i]), false, 500, &ctx, &b, &err),

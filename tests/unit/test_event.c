@@ -105,6 +105,8 @@ Test(event, bad_input_names_the_field)
 {
     static const struct bad_case cases[] = {
         {"", "invalid_json", NULL},
+        {"null", "invalid_json", NULL}, /* json-c's NULL object: once no error was set */
+        {"  null ", "invalid_json", NULL},
         {"{", "invalid_json", NULL},
         {"[1]", "invalid_json", NULL},
         {"{} x", "invalid_json", NULL},
