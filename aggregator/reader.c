@@ -500,8 +500,6 @@ static bool batch_full(const struct reader *r, const struct batch *b)
     return r->max_bytes > 0 && b->rows.len >= r->max_bytes;
 }
 
-/* A read of this consumer's own pending entries, from where the last one
- * ended; a stream is done when its read comes back empty. */
 /* Reads this consumer's pending entries of stream `s` after recover_from[s]
  * (up to `want`) again without counting a delivery: XPENDING lists them and
  * an XRANGE per entry (pipelined) reads it; one deleted meanwhile is only
@@ -522,8 +520,13 @@ static int refetch_pending(struct reader *r, struct batch *b, unsigned s, long w
     pending = reader_commandv(
         r, 7,
         (const char *[]){"XPENDING", r->streams[s], READER_GROUP, start, "+", count, r->consumer});
-    if (!pending || reply_is_error(r, pending, "XPENDING"))
+    if (!pending)
         goto out;
+    if (reply_is_error(r, pending, "XPENDING")) {
+        if (strncmp(pending->str, "NOGROUP", 7) == 0)
+            reader_disconnect(r); /* reconnecting recreates the group, as for a read */
+        goto out;
+    }
     if (pending->type != REDIS_REPLY_ARRAY || pending->elements == 0) {
         rc = 0;
         goto out;
@@ -535,6 +538,9 @@ static int refetch_pending(struct reader *r, struct batch *b, unsigned s, long w
             reader_set_err(r, "XPENDING", "unexpected entry shape");
             goto out;
         }
+    }
+    for (size_t k = 0; k < pending->elements; k++) {
+        const redisReply *p = pending->element[k];
         const char *argv[] = {"XRANGE", r->streams[s], p->element[0]->str, p->element[0]->str};
         if (redisAppendCommandArgv(r->ctx, 4, argv, NULL) != REDIS_OK) {
             reader_set_err(r, "XRANGE", "out of memory");
@@ -557,7 +563,7 @@ static int refetch_pending(struct reader *r, struct batch *b, unsigned s, long w
         if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
             added = add_entry(r, b, s, reply->element[0], -1, 0);
         else if ((added = batch_add_ack_only(b, s, id->str, id->len)) < 0)
-            reader_set_err(r, "batch", "out of memory");
+            reader_set_err(r, "batch", added == -ENOMEM ? "out of memory" : "bad entry id");
         reply_arena_free(reply);
         reply = NULL;
         if (added < 0) {
@@ -591,6 +597,7 @@ static int read_pending(struct reader *r, struct batch *b, const char **ids, siz
             ids[i] = r->recover_from[i][0] ? r->recover_from[i] : NULL;
         if (!(reply = xreadgroup(r, ids, false, want)))
             return -1;
+        r->restart_counted = true;
         if (reply_counts(r, reply, got) < 0 || pending_add(r, b, reply) < 0)
             goto out;
     } else {
@@ -886,6 +893,10 @@ int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_d
 
 void reader_recover(struct reader *r)
 {
+    /* Recovering again once the restart's deliveries were counted (a write
+     * of the first recovery failed, a reconnect): count nothing more. */
+    if (r->restart_counted)
+        r->restarted = false;
     if (r->ahead != READER_AHEAD_NONE)
         reply_arena_free(take_ahead(r));
     for (unsigned i = 0; i < r->nstreams; i++)

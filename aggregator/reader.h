@@ -56,6 +56,7 @@ struct reader {
     long block_ms;    /* BLOCK of a read of new entries (<= 1 s) */
     bool recovering;  /* still reading own pending entries */
     bool restarted;   /* the first recovery since reader_init() is not done: it counts a delivery */
+    bool restart_counted; /* a read of that recovery has counted its deliveries */
     char (*recover_from)[BATCH_ENTRY_ID_MAX]; /* per stream: last pending id read; "" done */
     char errstr[256];                         /* last error, one line */
     const char **xargv;                       /* an XREADGROUP's words (10 + 2 per stream) */

@@ -384,7 +384,8 @@ static void update_stats(struct worker *w, bool trim)
     if (w->stats_failing && !stats_failed)
         log_info("stream_stats_resumed", LF_INT("worker", w->index));
     w->stats_failing = stats_failed;
-    if (trim) {
+    /* A stream whose stats failed was not trimmed: no news of its trim. */
+    if (trim && (trim_failed || !stats_failed)) {
         if (w->trim_failing && !trim_failed)
             log_info("stream_trim_resumed", LF_INT("worker", w->index));
         w->trim_failing = trim_failed;

@@ -33,8 +33,9 @@ static void setup(void)
     if (done)
         return;
     done = true;
-    if (ua_db_open(UA_DEFAULT_REGEXES, &db, err, sizeof(err)) == 0)
-        ua = ua_cache_new(db, 64); /* kept for the process's life */
+    /* The rules are a test dependency (uap-core); kept for the process's life. */
+    if (ua_db_open(UA_DEFAULT_REGEXES, &db, err, sizeof(err)) < 0 || !(ua = ua_cache_new(db, 64)))
+        abort();
     if (mmdb && *mmdb && geoip_open(mmdb, &geo, err, sizeof(err)) < 0)
         abort();
 }
@@ -60,8 +61,10 @@ static void check_event_row(const struct batch *b, const struct batch_entry *e)
         int32_t len =
             (int32_t)((uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3]);
         q += 4;
-        if (len < 0)
+        if (len == -1)
             continue; /* NULL */
+        if (len < 0)
+            abort();
         if (end - q < len)
             abort();
         if ((field >= 2 && field <= 8 && field != 6) || field == 10)

@@ -338,6 +338,35 @@ Test(reader_live, recovery_dead_letters_an_entry_delivered_too_often)
     cr_assert(b.entries[1].kind != BATCH_DEAD ||
                   strcmp(b.entries[1].reason, BATCH_REASON_DELIVERIES) != 0,
               "the entry delivered twice is not dead-lettered for it");
+    /* That recovery read again (its write failed, say): the restart counted once. */
+    cr_assert_eq(deliveries_of(1), 2);
+    reader_recover(&r);
+    batch_reset(&b);
+    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr);
+    cr_assert_eq(b.count, 2);
+    cr_assert_eq(deliveries_of(1), 2);
+    live_end(&r, &b);
+}
+
+/* The group deleted while the worker recovers its own entries: the reader
+ * disconnects, so that the reconnect creates the group again. */
+Test(reader_live, recovery_without_the_group_disconnects)
+{
+    struct reader r;
+    struct batch b;
+    enum reader_kind kind;
+    bool caught_up;
+    live_start(&r, &b, 3, 100, 0);
+    read_new(&r, &b, &caught_up);
+    reader_recover(&r);
+    redisReply *gone = redisCommand(admin, "XGROUP DESTROY arv:test " READER_GROUP);
+    cr_assert(gone && gone->type == REDIS_REPLY_INTEGER && gone->integer == 1);
+    freeReplyObject(gone);
+    batch_reset(&b);
+    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), -1);
+    cr_assert(strstr(r.errstr, "NOGROUP"), "%s", r.errstr);
+    cr_assert_not(reader_connected(&r));
+    cr_assert_eq(reader_connect(&r), 0, "%s", r.errstr);
     live_end(&r, &b);
 }
 
