@@ -436,6 +436,21 @@ static int reply_add(struct reader *r, struct batch *b, const redisReply *reply)
     return 0;
 }
 
+/* The delivery count that the extended XPENDING reply `pending` gives entry
+ * `id`, looking from its element *j on (both lists are in id order: the
+ * search resumes where the last one ended); -1 if it is not there. */
+static long long pending_deliveries(const redisReply *pending, size_t *j, const char *id)
+{
+    while (pending && id && pending->type == REDIS_REPLY_ARRAY && *j < pending->elements) {
+        const redisReply *p = pending->element[(*j)++];
+        if (p->type == REDIS_REPLY_ARRAY && p->elements >= 4 &&
+            p->element[0]->type == REDIS_REPLY_STRING &&
+            p->element[3]->type == REDIS_REPLY_INTEGER && strcmp(p->element[0]->str, id) == 0)
+            return p->element[3]->integer;
+    }
+    return -1;
+}
+
 /* Adds the entries of a read of this consumer's own pending entries
  * (checked by reply_counts). With r->max_deliveries, each stream's entries
  * get their delivery counts from one XPENDING of their range, taken after
@@ -466,19 +481,10 @@ static int pending_add(struct reader *r, struct batch *b, const redisReply *repl
             }
         }
         for (size_t e = 0; e < n && rc == 0; e++) {
-            const char *id = entry_id(entries->element[e]);
-            long long d = -1;
-            while (pending && id && pending->type == REDIS_REPLY_ARRAY && j < pending->elements) {
-                const redisReply *p = pending->element[j++];
-                if (p->type == REDIS_REPLY_ARRAY && p->elements >= 4 &&
-                    p->element[0]->type == REDIS_REPLY_STRING &&
-                    p->element[3]->type == REDIS_REPLY_INTEGER &&
-                    strcmp(p->element[0]->str, id) == 0) {
-                    d = p->element[3]->integer - 1; /* before this read */
-                    break;
-                }
-            }
-            rc = add_entry(r, b, (unsigned)s, entries->element[e], d, r->max_deliveries);
+            long long d = pending_deliveries(pending, &j, entry_id(entries->element[e]));
+            /* The count includes this read: the deliveries before it. */
+            rc = add_entry(r, b, (unsigned)s, entries->element[e], d < 0 ? -1 : d - 1,
+                           r->max_deliveries);
         }
         reply_arena_free(pending);
         if (rc < 0)
@@ -498,6 +504,39 @@ static redisReply *xreadgroup(struct reader *r, const char *const *ids, bool blo
 static bool batch_full(const struct reader *r, const struct batch *b)
 {
     return r->max_bytes > 0 && b->rows.len >= r->max_bytes;
+}
+
+/* Queues `XRANGE stream id id` on the connection (pipelined; read with
+ * xrange_reply()). Returns 0, or -1 with `errstr` set (then disconnected). */
+static int xrange_send(struct reader *r, const char *stream, const char *id)
+{
+    const char *argv[] = {"XRANGE", stream, id, id};
+
+    if (redisAppendCommandArgv(r->ctx, 4, argv, NULL) == REDIS_OK)
+        return 0;
+    reader_set_err(r, "XRANGE", "out of memory");
+    reader_disconnect(r);
+    return -1;
+}
+
+/* The next queued XRANGE's reply (caller frees), or NULL with `errstr` set
+ * after a connection failure or an error reply (then disconnected: replies
+ * may still be queued). */
+static redisReply *xrange_reply(struct reader *r)
+{
+    redisReply *reply = NULL;
+
+    if (redisGetReply(r->ctx, (void **)&reply) != REDIS_OK || !reply) {
+        reader_set_err(r, "XRANGE", r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
+        reader_disconnect(r);
+        return NULL;
+    }
+    if (reply_is_error(r, reply, "XRANGE")) {
+        reply_arena_free(reply);
+        reader_disconnect(r);
+        return NULL;
+    }
+    return reply;
 }
 
 /* Reads this consumer's pending entries of stream `s` after recover_from[s]
@@ -540,26 +579,14 @@ static int refetch_pending(struct reader *r, struct batch *b, unsigned s, long w
         }
     }
     for (size_t k = 0; k < pending->elements; k++) {
-        const redisReply *p = pending->element[k];
-        const char *argv[] = {"XRANGE", r->streams[s], p->element[0]->str, p->element[0]->str};
-        if (redisAppendCommandArgv(r->ctx, 4, argv, NULL) != REDIS_OK) {
-            reader_set_err(r, "XRANGE", "out of memory");
-            reader_disconnect(r);
+        if (xrange_send(r, r->streams[s], pending->element[k]->element[0]->str) < 0)
             goto out;
-        }
     }
     for (size_t k = 0; k < pending->elements; k++) {
         const redisReply *id = pending->element[k]->element[0];
         int added;
-        if (redisGetReply(r->ctx, (void **)&reply) != REDIS_OK || !reply) {
-            reader_set_err(r, "XRANGE", r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
-            reader_disconnect(r);
+        if (!(reply = xrange_reply(r)))
             goto out;
-        }
-        if (reply_is_error(r, reply, "XRANGE")) {
-            reader_disconnect(r); /* replies may still be queued */
-            goto out;
-        }
         if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
             added = add_entry(r, b, s, reply->element[0], -1, 0);
         else if ((added = batch_add_ack_only(b, s, id->str, id->len)) < 0)
@@ -744,8 +771,7 @@ static int claim_chunk(struct reader *r, struct batch *b, unsigned s, const char
     redisReply *pending = NULL;
     redisReply *claimed = NULL;
     const char **argv = NULL;
-    long long *deliveries = NULL;
-    size_t n = 0, j = 0;
+    size_t j = 0;
     int argc = 0, rc = -1;
 
     *seen = 0;
@@ -760,8 +786,7 @@ static int claim_chunk(struct reader *r, struct batch *b, unsigned s, const char
     }
     *seen = pending->elements;
     argv = calloc(6 + pending->elements, sizeof(*argv));
-    deliveries = calloc(pending->elements, sizeof(*deliveries));
-    if (!argv || !deliveries) {
+    if (!argv) {
         reader_set_err(r, "XCLAIM", "out of memory");
         goto out;
     }
@@ -776,10 +801,9 @@ static int claim_chunk(struct reader *r, struct batch *b, unsigned s, const char
             p->element[0]->type != REDIS_REPLY_STRING || p->element[3]->type != REDIS_REPLY_INTEGER)
             continue;
         argv[argc++] = p->element[0]->str;
-        deliveries[n++] = p->element[3]->integer;
         snprintf(last, BATCH_ENTRY_ID_MAX, "%s", p->element[0]->str);
     }
-    if (n == 0) {
+    if (argc == 5) {
         rc = 0;
         goto out;
     }
@@ -791,13 +815,10 @@ static int claim_chunk(struct reader *r, struct batch *b, unsigned s, const char
          * claimed meanwhile or deleted: match the delivery counts by id. */
         for (size_t k = 0; k < claimed->elements; k++) {
             const redisReply *e = claimed->element[k];
-            if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
-                e->element[0]->type != REDIS_REPLY_STRING)
+            if (!entry_id(e))
                 continue;
-            while (j < n && strcmp(argv[5 + j], e->element[0]->str) != 0)
-                j++;
-            long long d = j < n ? deliveries[j] : 0;
-            if (add_entry(r, b, s, e, d, max_deliveries) < 0)
+            if (add_entry(r, b, s, e, pending_deliveries(pending, &j, entry_id(e)),
+                          max_deliveries) < 0)
                 goto out;
         }
     }
@@ -806,7 +827,6 @@ out:
     reply_arena_free(pending);
     reply_arena_free(claimed);
     free(argv);
-    free(deliveries);
     return rc;
 }
 
@@ -991,8 +1011,6 @@ static int keep_payload(struct reader *r, struct batch *b, size_t i, const redis
 
 int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, size_t n)
 {
-    redisReply *reply = NULL;
-
     for (size_t done = 0; done < n;) {
         size_t k = n - done < READER_ACK_CHUNK ? n - done : READER_ACK_CHUNK;
         if (!r->ctx) {
@@ -1003,24 +1021,17 @@ int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, 
             return -1;
         for (size_t j = done; j < done + k; j++) {
             const struct batch_entry *e = &b->entries[idx[j]];
-            const char *argv[] = {"XRANGE", r->streams[e->stream], e->id, e->id};
-            if (redisAppendCommandArgv(r->ctx, 4, argv, NULL) != REDIS_OK) {
-                reader_set_err(r, "XRANGE", "out of memory");
-                reader_disconnect(r);
+            if (xrange_send(r, r->streams[e->stream], e->id) < 0)
                 return -1;
-            }
         }
         for (size_t j = done; j < done + k; j++) {
-            if (redisGetReply(r->ctx, (void **)&reply) != REDIS_OK || !reply) {
-                reader_set_err(r, "XRANGE", r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
-                reader_disconnect(r);
+            redisReply *reply = xrange_reply(r);
+            if (!reply)
                 return -1;
-            }
-            int rc = reply_is_error(r, reply, "XRANGE") ? -1 : keep_payload(r, b, idx[j], reply);
+            int rc = keep_payload(r, b, idx[j], reply);
             reply_arena_free(reply);
             if (rc < 0) {
-                if (rc == -ENOMEM)
-                    reader_set_err(r, "batch", "out of memory");
+                reader_set_err(r, "batch", "out of memory");
                 reader_disconnect(r); /* replies may still be queued */
                 return -1;
             }
