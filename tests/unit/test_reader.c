@@ -90,16 +90,22 @@ static void live_teardown(void)
     cr_assert_eq(system(cmd), 0);
 }
 
-static void add_entries(int n)
+/* Adds `n` entries to `stream` (pipelined). */
+static void add_entries_to(const char *stream, int n)
 {
     for (int i = 0; i < n; i++)
-        cr_assert_eq(redisAppendCommand(admin, "XADD arv:test * v 1 e {}"), REDIS_OK);
+        cr_assert_eq(redisAppendCommand(admin, "XADD %s * v 1 e {}", stream), REDIS_OK);
     for (int i = 0; i < n; i++) {
         redisReply *reply = NULL;
         cr_assert_eq(redisGetReply(admin, (void **)&reply), REDIS_OK);
         cr_assert_eq(reply->type, REDIS_REPLY_STRING);
         freeReplyObject(reply);
     }
+}
+
+static void add_entries(int n)
+{
+    add_entries_to("arv:test", n);
 }
 
 static long long pending_count(void)
@@ -112,21 +118,30 @@ static long long pending_count(void)
     return n;
 }
 
+/* A reader "c1" of `streams` (reads of `count` entries, `max_bytes`),
+ * connected as Redis user `user` (password "pw"), or the default user. */
+static void reader_open(struct reader *r, const char *user, const char *const *streams,
+                        unsigned nstreams, long count, size_t max_bytes)
+{
+    struct redis_url url;
+    char spec[96];
+    snprintf(spec, sizeof(spec), "redis://%s%s127.0.0.1:%d/0", user ? user : "", user ? ":pw@" : "",
+             port);
+    cr_assert(redis_url_parse(spec, &url));
+    cr_assert_eq(reader_init(r, &url, streams, nstreams, "c1", count, max_bytes, 50), 0);
+    cr_assert_eq(reader_connect(r), 0, "%s", r->errstr);
+}
+
 /* A stream of `entries` entries, a batch for the stream and a reader of it
  * (reads of `count` entries, `max_bytes`), connected, its start-up recovery
  * of its own pending entries (none yet) done. */
 static void live_start(struct reader *r, struct batch *b, int entries, long count, size_t max_bytes)
 {
-    struct redis_url url;
     enum reader_kind kind;
     bool caught_up;
-    char spec[64];
     batch_init(b, live_streams);
     add_entries(entries);
-    snprintf(spec, sizeof(spec), "redis://127.0.0.1:%d/0", port);
-    cr_assert(redis_url_parse(spec, &url));
-    cr_assert_eq(reader_init(r, &url, live_streams, 1, "c1", count, max_bytes, 50), 0);
-    cr_assert_eq(reader_connect(r), 0, "%s", r->errstr);
+    reader_open(r, NULL, live_streams, 1, count, max_bytes);
     cr_assert(r->recovering, "a connect starts with the own pending entries");
     cr_assert_eq(reader_read(r, b, &kind, &caught_up), 0, "%s", r->errstr);
     cr_assert_eq(kind, READER_PENDING);
@@ -301,10 +316,8 @@ Test(reader_live, recovery_dead_letters_an_entry_delivered_too_often)
 {
     struct reader r;
     struct batch b;
-    struct redis_url url;
     enum reader_kind kind;
     bool caught_up;
-    char spec[64];
     live_start(&r, &b, 2, 100, 0);
     read_new(&r, &b, &caught_up); /* both delivered once, not acknowledged */
     cr_assert_eq(b.count, 2);
@@ -324,11 +337,8 @@ Test(reader_live, recovery_dead_letters_an_entry_delivered_too_often)
         freeReplyObject(again);
     }
     reader_deinit(&r); /* a restart */
-    snprintf(spec, sizeof(spec), "redis://127.0.0.1:%d/0", port);
-    cr_assert(redis_url_parse(spec, &url));
-    cr_assert_eq(reader_init(&r, &url, live_streams, 1, "c1", 100, 0, 50), 0);
+    reader_open(&r, NULL, live_streams, 1, 100, 0);
     r.max_deliveries = 5;
-    cr_assert_eq(reader_connect(&r), 0, "%s", r.errstr);
     batch_reset(&b);
     cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr);
     cr_assert_eq(kind, READER_PENDING);
@@ -400,25 +410,13 @@ Test(reader_live, piece_is_shared_by_the_streams)
     static const char *const four[] = {"arv:m0", "arv:m1", "arv:m2", "arv:m3"};
     struct reader r;
     struct batch b;
-    struct redis_url url;
     enum reader_kind kind;
     bool caught_up;
-    char spec[64];
-    for (int s = 0; s < 4; s++) {
-        for (int i = 0; i < 3000; i++)
-            cr_assert_eq(redisAppendCommand(admin, "XADD %s * v 1 e {}", four[s]), REDIS_OK);
-        for (int i = 0; i < 3000; i++) {
-            redisReply *reply = NULL;
-            cr_assert_eq(redisGetReply(admin, (void **)&reply), REDIS_OK);
-            freeReplyObject(reply);
-        }
-    }
+    for (int s = 0; s < 4; s++)
+        add_entries_to(four[s], 3000);
     batch_init(&b, four);
-    snprintf(spec, sizeof(spec), "redis://127.0.0.1:%d/0", port);
-    cr_assert(redis_url_parse(spec, &url));
     /* A byte budget of 1: the read ends after its first piece. */
-    cr_assert_eq(reader_init(&r, &url, four, 4, "c1", 10000, 1, 50), 0);
-    cr_assert_eq(reader_connect(&r), 0, "%s", r.errstr);
+    reader_open(&r, NULL, four, 4, 10000, 1);
     cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
     cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr);
     cr_assert_eq(kind, READER_NEW);
@@ -484,19 +482,14 @@ Test(reader_live, refused_trim_keeps_the_figures)
     struct reader r;
     struct batch b;
     struct reader_stats st;
-    struct redis_url url;
     enum reader_kind kind;
     bool caught_up;
-    char spec[96];
     redisReply *acl = redisCommand(admin, "ACL SETUSER notrim on >pw ~* &* +@all -xtrim");
     cr_assert(acl && acl->type == REDIS_REPLY_STATUS);
     freeReplyObject(acl);
     add_entries(30);
     batch_init(&b, live_streams);
-    snprintf(spec, sizeof(spec), "redis://notrim:pw@127.0.0.1:%d/0", port);
-    cr_assert(redis_url_parse(spec, &url));
-    cr_assert_eq(reader_init(&r, &url, live_streams, 1, "c1", 100, 0, 50), 0);
-    cr_assert_eq(reader_connect(&r), 0, "%s", r.errstr);
+    reader_open(&r, "notrim", live_streams, 1, 100, 0);
     cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
     read_new(&r, &b, &caught_up);
     ack_all(&r, &b);
