@@ -174,6 +174,15 @@ static char *line_of(const char *text, const char *prefix)
     return NULL;
 }
 
+/* How many lines `text` holds. */
+static size_t lines_of(const char *text)
+{
+    size_t lines = 0;
+    for (const char *p = text; *p; p++)
+        lines += *p == '\n';
+    return lines;
+}
+
 Test(rollup, measures_of_every_kind)
 {
     char want[4096];
@@ -207,10 +216,7 @@ Test(rollup, measures_of_every_kind)
              sketch_of(both, 2));
     cr_assert_str_eq(line_of(text, "3\t"), want);
     /* 3 content hours, 2 content days, 3 company hours, 1 company day. */
-    size_t lines = 0;
-    for (const char *p = text; *p; p++)
-        lines += *p == '\n';
-    cr_assert_eq(lines, 9, "%s", text);
+    cr_assert_eq(lines_of(text), 9, "%s", text);
 }
 
 Test(rollup, breakdown_per_dimension_and_value)
@@ -257,10 +263,7 @@ Test(rollup, content_moved_to_another_project)
              sketch_of(both, 2));
     cr_assert_str_eq(line_of(text, "3\t"), want);
     /* 2 content hours, 2 content days, 1 company hour, 1 company day. */
-    size_t lines = 0;
-    for (const char *p = text; *p; p++)
-        lines += *p == '\n';
-    cr_assert_eq(lines, 6, "%s", text);
+    cr_assert_eq(lines_of(text), 6, "%s", text);
 
     strbuf_reset(&out);
     cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
