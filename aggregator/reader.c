@@ -155,11 +155,19 @@ static redisReply *reader_commandv(struct reader *r, int argc, const char **argv
     return reader_command(r, argc, argv, NULL);
 }
 
+/* True (errstr set) if `reply` is an error reply. Two errors are the
+ * connection's, not the command's, and disconnect (the reply stays valid):
+ * NOGROUP, the stream or group deleted, since reconnecting creates the group
+ * again; READONLY, the node turned replica (a failover behind the same name),
+ * since a new connection may reach the new primary. Any other (NOPERM, BUSY,
+ * OOM, ...) keeps the connection. */
 static bool reply_is_error(struct reader *r, const redisReply *reply, const char *what)
 {
     if (reply->type != REDIS_REPLY_ERROR)
         return false;
     reader_set_err(r, what, reply->str);
+    if (strncmp(reply->str, "NOGROUP", 7) == 0 || strncmp(reply->str, "READONLY", 8) == 0)
+        reader_disconnect(r);
     return true;
 }
 
@@ -402,17 +410,12 @@ static const redisReply *stream_entries(const struct reader *r, const redisReply
 }
 
 /* Counts, per stream, the entries of an XREADGROUP reply (`got`). An error
- * reply fails the read: NOGROUP (the stream or group was deleted) also
- * disconnects, since reconnecting recreates the group; any other (NOPERM,
- * BUSY, OOM, ...) keeps the connection. Returns 0 or -1. */
+ * reply fails the read (see reply_is_error). Returns 0 or -1. */
 static int reply_counts(struct reader *r, const redisReply *reply, size_t *got)
 {
     memset(got, 0, r->nstreams * sizeof(*got));
-    if (reply_is_error(r, reply, "XREADGROUP")) {
-        if (strncmp(reply->str, "NOGROUP", 7) == 0)
-            reader_disconnect(r);
+    if (reply_is_error(r, reply, "XREADGROUP"))
         return -1;
-    }
     for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k < reply->elements; k++) {
         int s;
         const redisReply *entries = stream_entries(r, reply->element[k], &s);
@@ -559,13 +562,8 @@ static int refetch_pending(struct reader *r, struct batch *b, unsigned s, long w
     pending = reader_commandv(
         r, 7,
         (const char *[]){"XPENDING", r->streams[s], READER_GROUP, start, "+", count, r->consumer});
-    if (!pending)
+    if (!pending || reply_is_error(r, pending, "XPENDING"))
         goto out;
-    if (reply_is_error(r, pending, "XPENDING")) {
-        if (strncmp(pending->str, "NOGROUP", 7) == 0)
-            reader_disconnect(r); /* reconnecting recreates the group, as for a read */
-        goto out;
-    }
     if (pending->type != REDIS_REPLY_ARRAY || pending->elements == 0) {
         rc = 0;
         goto out;

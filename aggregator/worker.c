@@ -613,13 +613,6 @@ static void *worker_main(void *arg)
                  * of them) are pending on this consumer: read them again. */
                 reader_recover(&w->reader);
                 batch_reset(&w->batch);
-                if (strstr(w->reader.errstr, ": READONLY")) {
-                    /* A replica now (a failover behind the same name): a new
-                     * connection may reach the new primary. */
-                    reader_disconnect(&w->reader);
-                    redis_failed(w);
-                    continue;
-                }
                 /* Not ready while it lasts: nothing is consumed. */
                 atomic_store(&w->redis_state, WORKER_DEP_REFUSED);
                 metric_inc(w->m.redis_errors);

@@ -380,6 +380,28 @@ Test(reader_live, recovery_without_the_group_disconnects)
     live_end(&r, &b);
 }
 
+/* The node turned replica (READONLY): the reader disconnects, so that a new
+ * connection may reach the new primary behind the same name. */
+Test(reader_live, replica_disconnects)
+{
+    struct reader r;
+    struct batch b;
+    enum reader_kind kind;
+    bool caught_up;
+    live_start(&r, &b, 3, 100, 0);
+    redisReply *rep = redisCommand(admin, "REPLICAOF 127.0.0.1 1");
+    cr_assert(rep && rep->type == REDIS_REPLY_STATUS);
+    freeReplyObject(rep);
+    batch_reset(&b);
+    int rc = reader_read(&r, &b, &kind, &caught_up);
+    rep = redisCommand(admin, "REPLICAOF NO ONE");
+    freeReplyObject(rep);
+    cr_assert_eq(rc, -1);
+    cr_assert(strstr(r.errstr, "READONLY"), "%s", r.errstr);
+    cr_assert_not(reader_connected(&r));
+    live_end(&r, &b);
+}
+
 /* A dead letter's payload read back from the stream is the field named
  * exactly "e", not one whose name merely starts so ("e\0x"). */
 Test(reader_live, payload_read_back_is_the_e_field)
