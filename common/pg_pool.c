@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include "log.h"
+#include "resolve.h"
 #include "timeutil.h"
 
 enum {
@@ -25,7 +26,7 @@ enum {
 
 enum pg_conn_state {
     CONN_DOWN,       /* waiting to reconnect */
-    CONN_CONNECTING, /* PQconnectPoll in progress */
+    CONN_CONNECTING, /* the host name looked up, or PQconnectPoll in progress */
     CONN_IDLE,       /* ready for a query */
     CONN_BUSY,       /* a user query or an internal check runs */
 };
@@ -45,6 +46,7 @@ struct pg_conn {
     struct pg_pool *pool;     /* owner */
     unsigned index;           /* position in the pool, for logs */
     PGconn *conn;             /* NULL while down */
+    struct resolve *lookup;   /* the host name's lookup, while it runs */
     enum pg_conn_state state; /* see enum */
     struct event *ev;         /* socket readiness; recreated when the socket changes */
     evutil_socket_t ev_fd;    /* the socket ev watches */
@@ -64,6 +66,7 @@ struct pg_conn {
 struct pg_pool {
     struct event_base *base;   /* borrowed */
     char *conninfo;            /* owned copy */
+    char *lookup_host;         /* owned: the one host, a name to look up first; or NULL */
     unsigned size;             /* count of conns */
     unsigned queue_timeout_ms; /* longest wait in the queue */
     char options[48];          /* "-c statement_timeout=N", or "" */
@@ -244,6 +247,8 @@ static void conn_lost(struct pg_conn *pc, const char *why)
         pc->ev = NULL;
     }
     evtimer_del(pc->timer);
+    resolve_cancel(pc->lookup);
+    pc->lookup = NULL;
     PQclear(pc->last);
     pc->last = NULL;
     PQfinish(pc->conn);
@@ -618,18 +623,35 @@ void pg_conn_params(const char *app, const char *options, const char *conninfo, 
     keys[k] = values[k] = NULL;
 }
 
-/* Starts a non-blocking connect; failures land in conn_lost (which retries). */
-static void conn_start(struct pg_conn *pc)
+/* Starts a non-blocking connect, to `addrs` (the host's addresses, or NULL:
+ * as the conninfo says); failures land in conn_lost (which retries). */
+static void conn_connect(struct pg_conn *pc, const struct resolve_result *addrs)
 {
     struct pg_pool *p = pc->pool;
     /* The statement timeout with the defaults, so that the operator's
      * conninfo can override it; it ends a query that waits on a lock or a
      * slow server. */
-    const char *keys[PG_CONN_PARAMS_MAX], *vals[PG_CONN_PARAMS_MAX];
-    pg_conn_params(NULL, p->options[0] ? p->options : NULL, p->conninfo, keys, vals);
+    const char *keys[PG_CONN_PARAMS_MAX + 2], *vals[PG_CONN_PARAMS_MAX + 2];
+    char hosts[RESOLVE_ADDRS_MAX * 256], hostaddrs[RESOLVE_ADDRS_MAX * RESOLVE_ADDR_LEN];
+    size_t k = 0;
 
-    pc->state = CONN_CONNECTING;
-    /* May resolve a host name (blocking); an IP address or socket path never blocks. */
+    pg_conn_params(NULL, p->options[0] ? p->options : NULL, p->conninfo, keys, vals);
+    if (addrs) {
+        /* libpq tries each address in turn, the host's name kept for TLS
+         * and the password file; set after the conninfo, they win. */
+        size_t ho = 0, ao = 0;
+        for (unsigned i = 0; i < addrs->n; i++) {
+            ho += (size_t)snprintf(hosts + ho, sizeof(hosts) - ho, "%s%s", i ? "," : "",
+                                   p->lookup_host);
+            ao += (size_t)snprintf(hostaddrs + ao, sizeof(hostaddrs) - ao, "%s%s", i ? "," : "",
+                                   addrs->addrs[i]);
+        }
+        while (keys[k])
+            k++;
+        keys[k] = "host", vals[k++] = hosts;
+        keys[k] = "hostaddr", vals[k++] = hostaddrs;
+        keys[k] = vals[k] = NULL;
+    }
     pc->conn = PQconnectStartParams(keys, vals, 1);
     if (!pc->conn) {
         conn_lost(pc, "out of memory");
@@ -643,6 +665,32 @@ static void conn_start(struct pg_conn *pc)
     /* Per libpq, poll as if PQconnectPoll had answered PGRES_POLLING_WRITING. */
     if (conn_watch(pc, EV_WRITE) < 0)
         conn_lost(pc, PQerrorMessage(pc->conn));
+}
+
+static void on_resolved(void *arg, const struct resolve_result *res)
+{
+    struct pg_conn *pc = arg;
+
+    pc->lookup = NULL;
+    if (res->n == 0)
+        conn_lost(pc, res->errstr);
+    else
+        conn_connect(pc, res);
+}
+
+/* Starts a connect attempt: a host name is looked up first, off the loop (no
+ * deadline of ours: the resolver's own timeouts end it, and meanwhile the
+ * connection is simply down). */
+static void conn_start(struct pg_conn *pc)
+{
+    pc->state = CONN_CONNECTING;
+    if (!pc->pool->lookup_host) {
+        conn_connect(pc, NULL);
+        return;
+    }
+    pc->lookup = resolve_start(pc->pool->base, pc->pool->lookup_host, on_resolved, pc);
+    if (!pc->lookup)
+        conn_lost(pc, "cannot start the host name lookup");
 }
 
 /* Hands queued queries to idle connections. */
@@ -700,6 +748,32 @@ static void on_fail(evutil_socket_t fd, short what, void *arg)
         fail_queue(p, "no database connection");
 }
 
+/* The host name that `opts` (or PGHOST) gives, when it is one to look up
+ * before a connect: a single host, not an address or a socket directory, and
+ * no hostaddr (which libpq would use without a lookup). Several hosts are left
+ * to libpq, which looks them up itself, blocking the loop. -ENOMEM or 0. */
+static int lookup_host_of(const PQconninfoOption *opts, char **out)
+{
+    const char *host = NULL, *hostaddr = NULL;
+
+    *out = NULL;
+    for (const PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+    }
+    if (!host || !*host)
+        host = getenv("PGHOST");
+    if (!hostaddr || !*hostaddr)
+        hostaddr = getenv("PGHOSTADDR");
+    if ((hostaddr && *hostaddr) || !host || resolve_is_numeric(host) || host[0] == '/' ||
+        host[0] == '@' || strchr(host, ',') || strlen(host) >= 256)
+        return 0;
+    *out = strdup(host);
+    return *out ? 0 : -ENOMEM;
+}
+
 struct pg_pool *pg_pool_new(struct event_base *base, const char *conninfo, unsigned size,
                             unsigned queue_timeout_ms, unsigned statement_timeout_ms)
 {
@@ -728,6 +802,8 @@ struct pg_pool *pg_pool_new(struct event_base *base, const char *conninfo, unsig
     p->tail = &p->head;
     p->seed = (unsigned)timeutil_mono_ms() ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)p;
     p->conninfo = strdup(conninfo);
+    if (lookup_host_of(opts, &p->lookup_host) < 0)
+        goto fail;
     p->conns = calloc(size, sizeof(*p->conns));
     p->queue_ev = evtimer_new(base, on_queue_timer, p);
     p->fail_ev = evtimer_new(base, on_fail, p);
@@ -824,7 +900,7 @@ void pg_pool_free(struct pg_pool *p)
         struct pg_conn *pc = &p->conns[i];
         /* Closing the socket ends a running query (the server cancels it when it
          * notices); its callback runs with res NULL. */
-        if (pc->conn)
+        if (pc->conn || pc->lookup)
             conn_lost(pc, "pool closed");
         if (pc->timer)
             event_free(pc->timer);
@@ -836,5 +912,6 @@ void pg_pool_free(struct pg_pool *p)
         event_free(p->fail_ev);
     free(p->conns);
     free(p->conninfo);
+    free(p->lookup_host);
     free(p);
 }

@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "resolve.h"
 #include "timeutil.h"
 #include "urlcode.h"
 
@@ -47,6 +48,7 @@ struct redis_conn {
     struct redis_url url;       /* where to connect */
     const char *name;           /* borrowed, labels logs */
     redisAsyncContext *ac;      /* NULL while disconnected */
+    struct resolve *lookup;     /* the host name's lookup, while it runs */
     struct event *retry_ev;     /* reconnect timer */
     struct event *connect_ev;   /* connect (and handshake) deadline */
     struct event *ping_ev;      /* keep-alive period */
@@ -456,15 +458,11 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     conn_start(arg);
 }
 
-/* Starts one non-blocking connect attempt. On an immediate failure, schedules
- * the next one. */
-static void conn_start(struct redis_conn *c)
+/* Connects to `addr` (numeric), without blocking. */
+static void conn_connect(struct redis_conn *c, const char *addr)
 {
-    redisAsyncContext *ac = NULL;
+    redisAsyncContext *ac = redisAsyncConnect(addr, c->url.port);
 
-    c->attempts++;
-    /* Resolving a host name here may block briefly; IP addresses never do. */
-    ac = redisAsyncConnect(c->url.host, c->url.port);
     if (!ac) {
         set_errstr(c, "out of memory");
         goto fail;
@@ -488,6 +486,37 @@ static void conn_start(struct redis_conn *c)
     return;
 fail:
     conn_lost(c);
+}
+
+static void on_resolved(void *arg, const struct resolve_result *res)
+{
+    struct redis_conn *c = arg;
+
+    c->lookup = NULL;
+    if (res->n == 0) {
+        set_errstr(c, res->errstr);
+        conn_lost(c);
+        return;
+    }
+    conn_connect(c, res->addrs[0]);
+}
+
+/* Starts one connect attempt: a host name is looked up first, off the loop
+ * (no deadline of ours: the resolver's own timeouts end it, and meanwhile
+ * the connection is simply down). On an immediate failure, schedules the
+ * next attempt. */
+static void conn_start(struct redis_conn *c)
+{
+    c->attempts++;
+    if (resolve_is_numeric(c->url.host)) {
+        conn_connect(c, c->url.host);
+        return;
+    }
+    c->lookup = resolve_start(c->base, c->url.host, on_resolved, c);
+    if (!c->lookup) {
+        set_errstr(c, "cannot start the host name lookup");
+        conn_lost(c);
+    }
 }
 
 struct redis_conn *redis_conn_new(struct event_base *base, const struct redis_url *url,
@@ -722,6 +751,7 @@ void redis_conn_free(struct redis_conn *c)
         return;
     c->closing = true;
     c->up = false;
+    resolve_cancel(c->lookup);
     if (c->ac) {
         set_errstr(c, "connection closed");
         /* Runs every pending callback with a NULL reply before returning. */

@@ -9,7 +9,7 @@ ARV_PACKAGES="build-essential cmake pkg-config clang-format libevent-dev libhire
 libpq-dev libjson-c-dev libcriterion-dev libssl-dev zlib1g-dev node-llhttp
 redis-server postgresql-15 postgresql-15-hll curl jq procps iproute2
 clang libclang-rt-14-dev libmaxminddb-dev libmaxmind-db-writer-perl
-uap-core libyaml-dev libpcre2-dev"
+uap-core libyaml-dev libpcre2-dev dnsmasq-base"
 # What bench/ needs on top: the load generator and the nginx reference.
 ARV_BENCH_PACKAGES="wrk nginx-light"
 

@@ -347,6 +347,25 @@ Test(pg_pool, url_conninfo)
     pg_pool_free(p);
 }
 
+/* A host name is looked up off the loop; libpq gets its addresses (each tried
+ * in turn) with the name kept as the host. */
+Test(pg_pool, host_name)
+{
+    char url[128];
+    snprintf(url, sizeof(url), "postgresql://arv@localhost:%s/postgres",
+             getenv("ARV_TEST_PG_PORT"));
+    conninfo = url;
+    struct pg_pool *p = pool_up(2, 1000);
+    struct result r;
+    roundtrip(p, &r, "SELECT host(inet_client_addr())", 0, NULL);
+    cr_assert(strcmp(r.v0, "127.0.0.1") == 0 || strcmp(r.v0, "::1") == 0, "%s", r.v0);
+    pg_pool_free(p);
+    /* Freed while its lookups run. */
+    pg_pool_free(pg_pool_new(base, url, 2, 1000, 0));
+    struct timespec ts = {0, 200 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
 /* The value libpq took for option `key` on `conn` (borrowed until `opts` is freed). */
 static const char *conn_option(PQconninfoOption *opts, const char *key)
 {

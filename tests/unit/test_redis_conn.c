@@ -486,3 +486,25 @@ Test(redis_conn, free_while_down)
     redis_conn_free(c);
     redis_conn_free(NULL);
 }
+
+/* A host name is looked up off the loop, then connected to; a connection
+ * freed while its lookup runs leaves nothing behind. */
+Test(redis_conn, host_name)
+{
+    char url[128];
+    struct redis_url u;
+    struct result r;
+    server_start(NULL);
+    snprintf(url, sizeof(url), "redis://localhost:%d/0", port);
+    cr_assert(redis_url_parse(url, &u));
+    struct redis_conn *c = redis_conn_new(base, &u, "test");
+    cr_assert_not_null(c);
+    cr_assert(wait_up(c, true, 5), "not up: %s", redis_conn_errstr(c));
+    roundtrip(c, &r, 1, (const char *[]){"PING"});
+    cr_assert_str_eq(r.str, "PONG");
+    redis_conn_free(c);
+
+    redis_conn_free(redis_conn_new(base, &u, "test"));
+    struct timespec ts = {0, 200 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
