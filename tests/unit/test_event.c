@@ -151,6 +151,11 @@ Test(event, bad_input_names_the_field)
          "tracking_quality"},
         {"{\"ar_content_id\":1," SID ",\"city\":\"a\\nb\"}", "invalid_field", "city"},
         {"{\"ar_content_id\":1," SID ",\"event_id\":\"x\"}", "invalid_field", "event_id"},
+        /* placeholders: every event after the first would count as a repeat */
+        {"{\"ar_content_id\":1," SID ",\"event_id\":\"00000000-0000-0000-0000-000000000000\"}",
+         "invalid_field", "event_id"},
+        {"{\"ar_content_id\":1," SID ",\"event_id\":\"FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF\"}",
+         "invalid_field", "event_id"},
         {"{\"ar_content_id\":1," SID ",\"occurred_at\":\"yesterday\"}", "invalid_field",
          "occurred_at"},
         {"{\"ar_content_id\":1," SID ",\"occurred_at\":\"2020-01-01T00:00:00Z\"}", "invalid_field",
