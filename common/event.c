@@ -514,6 +514,11 @@ static bool decode_fields(const struct fields *f, enum decode_mode mode,
         !take_string(&f->v[F_USER_AGENT], "user_agent", ev->user_agent, sizeof(ev->user_agent),
                      true, err))
         return false;
+    /* The user-agent parser's device types are lower case (mobile, tablet,
+     * desktop, ...): a client's "Mobile" is the same value. */
+    for (char *p = ev->device_type; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
 
     v = &f->v[F_COUNTRY];
     if (v->type != FV_ABSENT) {

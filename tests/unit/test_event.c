@@ -44,7 +44,7 @@ Test(event, full_event_is_normalised)
     struct event_error err;
     const char *json = "{\"ar_content_id\":42," SID ",\"duration_seconds\":37.9,"
                        "\"tracking_quality\":\"Good\",\"video_played\":true,"
-                       "\"device_type\":\"mobile\",\"browser\":\"Safari\",\"os\":\"iOS\","
+                       "\"device_type\":\"Mobile\",\"browser\":\"Safari\",\"os\":\"iOS\","
                        "\"country\":\"de\",\"city\":\"Berlin\",\"user_agent\":\"UA/1\","
                        "\"event_id\":\"0190a3e4-0000-7000-8000-000000000001\","
                        "\"occurred_at\":\"2026-11-25T09:00:00+01:00\",\"extra\":[1,2]}";
@@ -53,6 +53,10 @@ Test(event, full_event_is_normalised)
     cr_assert_str_eq(ev.session_id, "7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f");
     cr_assert_eq(ev.duration_seconds, 37);
     cr_assert_str_eq(ev.tracking_quality, "good");
+    /* The UA parser's vocabulary is lower case: one breakdown value. */
+    cr_assert_str_eq(ev.device_type, "mobile");
+    cr_assert_str_eq(ev.browser, "Safari");
+    cr_assert_str_eq(ev.os, "iOS");
     cr_assert(ev.video_played);
     cr_assert_str_eq(ev.country, "DE");
     cr_assert_str_eq(ev.user_agent, "UA/1");
