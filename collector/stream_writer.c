@@ -21,24 +21,23 @@
 struct stream_writer {
     struct redis_conn *nodes[STREAM_WRITER_MAX_NODES]; /* one connection per Redis node */
     int nnodes;
-    char stream[256];                      /* base stream name */
-    long shards;                           /* streams per base name (>= 1), spread over the nodes */
-    struct metric *xadd_ok;                /* collector_xadd_total{outcome="ok"} */
-    struct metric *xadd_error;             /* collector_xadd_total{outcome="error"} */
-    struct metric *xadd_time;              /* collector_xadd_duration_seconds */
-    struct metric *reconnects;             /* collector_redis_reconnects_total */
-    struct metric *length;                 /* collector_stream_length (longest shard) */
-    struct push *free_pushes;              /* recycled push records */
-    char **xadd_prefix;                    /* per shard: RESP of "XADD <stream> * v 1 e" */
-    size_t *xadd_prefix_len;               /* per shard: its length */
-    struct strbuf cmd;                     /* one XADD in RESP, reused */
-    struct event *poll_ev;                 /* backlog / connection poll */
-    long high_water;                       /* entries per shard; 0: no backlog limit */
-    long *lens;                            /* last XLEN of each shard */
-    long polls_out;                        /* XLEN replies awaited */
-    bool over;                             /* some shard is past high_water */
-    bool was_up[STREAM_WRITER_MAX_NODES];  /* node state at the last poll */
-    bool ever_up[STREAM_WRITER_MAX_NODES]; /* node was up once (reconnects count after) */
+    char stream[256];          /* base stream name */
+    long shards;               /* streams per base name (>= 1), spread over the nodes */
+    struct metric *xadd_ok;    /* collector_xadd_total{outcome="ok"} */
+    struct metric *xadd_error; /* collector_xadd_total{outcome="error"} */
+    struct metric *xadd_time;  /* collector_xadd_duration_seconds */
+    struct metric *reconnects; /* collector_redis_reconnects_total */
+    struct metric *length;     /* collector_stream_length (longest shard) */
+    struct push *free_pushes;  /* recycled push records */
+    char **xadd_prefix;        /* per shard: RESP of "XADD <stream> * v 1 e" */
+    size_t *xadd_prefix_len;   /* per shard: its length */
+    struct strbuf cmd;         /* one XADD in RESP, reused */
+    struct event *poll_ev;     /* backlog / connection poll */
+    long high_water;           /* entries per shard; 0: no backlog limit */
+    long *lens;                /* last XLEN of each shard */
+    long polls_out;            /* XLEN replies awaited */
+    bool over;                 /* some shard is past high_water */
+    unsigned long connects[STREAM_WRITER_MAX_NODES]; /* each node's connects counted so far */
 };
 
 struct push {
@@ -169,12 +168,11 @@ static void poll_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     for (int i = 0; i < w->nnodes; i++) {
-        bool up = redis_conn_is_up(w->nodes[i]);
-        if (up && !w->was_up[i] && w->ever_up[i])
-            metric_inc(w->reconnects);
-        if (up)
-            w->ever_up[i] = true;
-        w->was_up[i] = up;
+        unsigned long n = redis_conn_connects(w->nodes[i]);
+        /* The first connect is none. */
+        if (n > w->connects[i])
+            metric_add(w->reconnects, (double)(n - w->connects[i] - (w->connects[i] == 0)));
+        w->connects[i] = n;
     }
     if (w->polls_out > 0)
         return; /* the previous round is still out */

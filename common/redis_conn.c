@@ -63,6 +63,7 @@ struct redis_conn {
     unsigned handshake_left;                             /* AUTH/SELECT replies still expected */
     unsigned backoff_ms;                                 /* next reconnect delay before jitter */
     unsigned attempts;           /* connect attempts since the last success */
+    unsigned long connects;      /* times the connection came up */
     unsigned seed;               /* jitter state */
     uint64_t block_until_ms;     /* a blocking command may hold replies back until then */
     size_t pending;              /* user commands awaiting a reply */
@@ -205,6 +206,7 @@ static void set_errstr(struct redis_conn *c, const char *s)
 static void conn_set_up(struct redis_conn *c)
 {
     c->up = true;
+    c->connects++;
     c->logged = LOGGED_UP;
     c->backoff_ms = BACKOFF_MIN_MS;
     evtimer_del(c->connect_ev);
@@ -733,6 +735,11 @@ void redis_conn_set_timeout(struct redis_conn *c, unsigned timeout_ms)
 bool redis_conn_is_up(const struct redis_conn *c)
 {
     return c && c->up;
+}
+
+unsigned long redis_conn_connects(const struct redis_conn *c)
+{
+    return c->connects;
 }
 
 size_t redis_conn_pending(const struct redis_conn *c)

@@ -65,6 +65,10 @@ void redis_conn_set_timeout(struct redis_conn *c, unsigned timeout_ms);
  * from any thread (readiness checks read other loops' connections). */
 bool redis_conn_is_up(const struct redis_conn *c);
 
+/* Times the connection came up (connected, handshake done): each one after the
+ * first is a reconnect. From the loop's thread. */
+unsigned long redis_conn_connects(const struct redis_conn *c);
+
 /* Commands sent and not yet answered. */
 size_t redis_conn_pending(const struct redis_conn *c);
 

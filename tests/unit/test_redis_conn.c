@@ -297,6 +297,7 @@ Test(redis_conn, server_killed_then_restarted)
     server_start(NULL);
     struct redis_conn *c = conn_to(NULL, 0);
     cr_assert(wait_up(c, true, 3));
+    cr_assert_eq(redis_conn_connects(c), 1);
 
     struct result blocked;
     cr_assert_eq(command(c, &blocked, 3, (const char *[]){"BLPOP", "nothing", "20"}), 0);
@@ -314,6 +315,7 @@ Test(redis_conn, server_killed_then_restarted)
 
     server_start(NULL);
     cr_assert(wait_up(c, true, 8), "not back up: %s", redis_conn_errstr(c));
+    cr_assert_eq(redis_conn_connects(c), 2);
     roundtrip(c, &r, 1, (const char *[]){"PING"});
     cr_assert_str_eq(r.str, "PONG");
     redis_conn_free(c);
