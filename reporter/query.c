@@ -21,20 +21,37 @@
     "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM analytics.ingest_watermarks "                       \
     "WHERE updated_at > now() - interval '10 minutes')"
 
-/* The window in local days d0..d1 and as UTC instants [h0, h1): local midnights
- * of the zone $3; ud0..ud1 are the whole UTC days inside [h0, h1) (none when
- * ud0 > ud1). "Today" is the zone's today, computed by PostgreSQL. Every
- * parameter is typed here so that statements not using one still prepare. */
-#define QUERY_SQL_WINDOW                                                                           \
-    "WITH w AS (SELECT y.*, ((h0 AT TIME ZONE 'UTC') + interval '1 day' - "                        \
-    "interval '1 microsecond')::date AS ud0, (h1 AT TIME ZONE 'UTC')::date - 1 AS ud1 FROM ("      \
-    "SELECT d0, d1, d0::timestamp AT TIME ZONE $3::text AS h0, "                                   \
-    "(d1 + 1)::timestamp AT TIME ZONE $3::text AS h1, $5::bigint AS sid, $6::bigint AS kc, "       \
-    "$7::text AS dim, $8::int AS lim FROM ("                                                       \
+/* The first instant of local day `d` (SQL) in the zone $3: its midnight, or
+ * where midnight comes twice (clocks back at 01:00, as in Atlantic/Azores and
+ * America/Havana) the first one, which PostgreSQL would not take for an
+ * ambiguous time: there the day's first hour is the hour query_local_day()
+ * gives that day. */
+#define QUERY_SQL_DAY_START(d)                                                                     \
+    "least((" d ")::timestamp AT TIME ZONE $3::text, "                                             \
+    "((" d ")::timestamp - interval '1 hour') AT TIME ZONE $3::text + interval '1 hour')"
+
+/* The window in local days d0..d1 and as UTC instants [h0, h1): the first
+ * instants of d0 and d1 + 1 in the zone $3 (QUERY_SQL_DAY_START); ud0..ud1
+ * are the whole UTC days inside [h0, h1) (none when ud0 > ud1). "Today" is the
+ * zone's today, computed by PostgreSQL. Every parameter is typed here so that
+ * statements not using one still prepare. */
+#define QUERY_SQL_DAYS                                                                             \
     "SELECT coalesce($1::date, CASE $4::text WHEN 'month' THEN date_trunc('month', t)::date "      \
     "WHEN '12mo' THEN (t - interval '12 months')::date + 1 "                                       \
     "ELSE t - coalesce($4::text, '30')::int + 1 END) AS d0, coalesce($2::date, t) AS d1 "          \
-    "FROM (SELECT (now() AT TIME ZONE $3::text)::date AS t) n) x) y)"
+    "FROM (SELECT (now() AT TIME ZONE $3::text)::date AS t) n"
+/* clang-format off */
+#define QUERY_SQL_INSTANTS                                                                         \
+    "SELECT d0, d1, "                                                                              \
+    QUERY_SQL_DAY_START("d0") " AS h0, "                                                           \
+    QUERY_SQL_DAY_START("d1 + 1") " AS h1, "                                                       \
+    "$5::bigint AS sid, $6::bigint AS kc, $7::text AS dim, $8::int AS lim "                        \
+    "FROM (" QUERY_SQL_DAYS ") x"
+/* clang-format on */
+#define QUERY_SQL_WINDOW                                                                           \
+    "WITH w AS (SELECT y.*, ((h0 AT TIME ZONE 'UTC') + interval '1 day' - "                        \
+    "interval '1 microsecond')::date AS ud0, (h1 AT TIME ZONE 'UTC')::date - 1 AS ud1 FROM "       \
+    "(" QUERY_SQL_INSTANTS ") y)"
 
 #define QUERY_SQL_AGG                                                                              \
     "sum(r.views) AS v, hll_union_agg(r.sessions) AS u, sum(r.video_plays) AS p, "                 \
@@ -203,10 +220,10 @@ static void query_put_from(struct strbuf *sb, const struct query_spec *spec, con
 {
     if (split && hourly) {
         /* The open local days' hours: from the local midnight starting od0. */
-        strbuf_printf(sb,
-                      " FROM w, x, %s r WHERE r.hour >= x.od0::timestamp AT TIME ZONE $3::text "
-                      "AND r.hour < w.h1",
-                      query_source(spec, true));
+        strbuf_printf(
+            sb,
+            " FROM w, x, %s r WHERE r.hour >= " QUERY_SQL_DAY_START("x.od0") " AND r.hour < w.h1",
+            query_source(spec, true));
     } else if (split) {
         strbuf_printf(sb, " FROM w, x, %s r WHERE r.day BETWEEN x.od0 AND w.d1",
                       query_source(spec, false));

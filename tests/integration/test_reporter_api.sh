@@ -149,7 +149,8 @@ done
 # Other zones' totals mix daily rows (whole UTC days) and hourly rows (edges):
 # a one-day window has no whole UTC day, a half-hour zone's edges are hours.
 for spec in "Europe/Berlin 2026-03-29 2026-03-29" "America/New_York 2026-11-01 2026-11-01" \
-    "Asia/Kolkata 2026-03-06 2026-03-20" "Asia/Kathmandu 2026-10-21 2026-11-03"; do
+    "Asia/Kolkata 2026-03-06 2026-03-20" "Asia/Kathmandu 2026-10-21 2026-11-03" \
+    "Atlantic/Azores 2026-10-21 2026-10-24" "America/Havana 2026-10-26 2026-10-31"; do
     read -r tz d0 d1 <<<"$spec"
     for who in "admin companies/1 company_id=1" "admin projects/30 project_id=30" "k2 ar-content/301 ar_content_id=301"; do
         read -r k path where <<<"$who"
@@ -188,7 +189,16 @@ for tz in UTC America/New_York Europe/Berlin; do
 done
 ans=$(get "$admin" "/api/analytics/timeseries?scope=company:2&interval=day&from=2026-10-20&to=2026-11-04&tz=America/New_York")
 same_points "fall-back days" "$(jq -c .points <<<"$ans")" "$(local_days America/New_York 2026-10-20 2026-11-04 "company_id = 2")"
-it_pass "daily timeseries equal exact SQL per local day (UTC, New York, Berlin)"
+# Midnight twice (clocks back at 01:00): the day starts at the first one, where
+# the hour starting then is counted.
+for tz in Atlantic/Azores America/Havana; do
+    ans=$(get "$admin" "/api/analytics/timeseries?scope=company:1&interval=day&from=2026-10-20&to=2026-11-04&tz=$tz")
+    same_points "midnight twice $tz" "$(jq -c .points <<<"$ans")" \
+        "$(local_days $tz 2026-10-20 2026-11-04 "company_id = 1" "(hour AT TIME ZONE '$tz')::date")"
+    same_counts "midnight twice $tz totals" "$(jq -c .totals <<<"$ans")" \
+        "$(exp_total "company_id = 1 AND (hour AT TIME ZONE '$tz')::date BETWEEN '2026-10-20' AND '2026-11-04'")"
+done
+it_pass "daily timeseries equal exact SQL per local day (UTC, New York, Berlin; Azores and Havana, where midnight comes twice)"
 
 # DST: the local day of a change has 23 or 25 hours, and the hours around it land
 # on the right local day.
