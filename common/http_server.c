@@ -43,10 +43,11 @@
 #include "urlcode.h"
 
 #define READ_CHUNK      65536  /* one recv(2) into the server's shared buffer */
-#define CONN_IN_MAX     65536  /* unparsed bytes buffered while parsing is held */
+#define CONN_IN_MAX     65536  /* unparsed bytes buffered at most (pipelined requests) */
 #define CONN_OUT_HIGH   262144 /* unsent output past which no new request is parsed */
 #define KEEP_BUF_MAX    65536  /* larger per-request buffers are freed after the answer */
 #define LINGER_MS       2000   /* reading and discarding after a closing answer */
+#define STOP_FLUSH_MS   3000   /* a stop waits this long for clients to take answers */
 #define ACCEPT_BATCH    64     /* accept(2) calls per listener wake-up */
 #define ACCEPT_PAUSE_MS 100    /* out of descriptors: retry accepting after this */
 #define LISTEN_BACKLOG  1024
@@ -146,6 +147,8 @@ struct conn {
     int fd;                      /* the socket */
     struct event *ev_read;       /* persistent read event */
     struct event *ev_write;      /* added only while the socket buffer is full */
+    struct event *ev_parse;      /* activated to parse buffered input: never ev_read,
+                                  * which event_add() would not register while active */
     struct event *ev_timer;      /* idle / request / linger deadline */
     llhttp_t parser;             /* request parser */
     enum conn_state state;       /* where the connection is */
@@ -160,7 +163,9 @@ struct conn {
     size_t out_cap;              /* allocated */
     size_t out_responses;        /* answers in `out` not completely sent */
     size_t header_bytes;         /* request line and headers received so far */
-    uint64_t last_active_ms;     /* last successful read or write */
+    uint64_t last_active_ms;     /* accepted, or output last written: the idle
+                                  * clock (blank lines between requests, which
+                                  * start none, do not reset it) */
     uint64_t req_start_ms;       /* first byte of the request being read */
     uint64_t linger_until_ms;    /* end of lingering close */
     uint64_t timer_at_ms;        /* when ev_timer fires; 0 if not armed */
@@ -197,6 +202,7 @@ struct http_server {
     size_t pending;                   /* dispatched requests not answered yet */
     size_t unflushed;                 /* answered requests not completely sent */
     bool stopping;                    /* http_server_stop_accepting() was called */
+    uint64_t stopped_ms;              /* when */
     char *rbuf;                       /* READ_CHUNK bytes shared by all connections */
     time_t date_sec;                  /* second `date` was formatted for */
     char date[40];                    /* IMF-fixdate for the Date header */
@@ -502,6 +508,8 @@ static void conn_free(struct conn *c)
         event_free(c->ev_read);
     if (c->ev_write)
         event_free(c->ev_write);
+    if (c->ev_parse)
+        event_free(c->ev_parse);
     if (c->ev_timer)
         event_free(c->ev_timer);
     free(c->in);
@@ -549,6 +557,7 @@ static void conn_close(struct conn *c)
     }
     event_del(c->ev_read);
     event_del(c->ev_write);
+    event_del(c->ev_parse);
     event_del(c->ev_timer);
     close(c->fd);
     c->fd = -1;
@@ -663,11 +672,11 @@ static void conn_sync_reading(struct conn *c)
     case CONN_LINGER:
         want = true;
         break;
-    default: {
-        bool held = c->state == CONN_WAITING || conn_out_blocked(c);
-        want = !c->eof && !(held && c->in_len - c->in_off >= CONN_IN_MAX);
+    default:
+        /* Unparsed input is bounded whatever the state: requests pipelined
+         * behind one that is answered later are read as they are parsed. */
+        want = !c->eof && c->in_len - c->in_off < CONN_IN_MAX;
         break;
-    }
     }
     conn_set_reading(c, want);
 }
@@ -741,7 +750,7 @@ static void conn_after_io(struct conn *c)
     /* Parsing waits while an answer is pending or output is backed up; once
      * neither holds, let the read callback parse what is buffered. */
     if (c->state == CONN_IDLE && c->in_len > c->in_off && !conn_out_blocked(c) && !c->eof)
-        event_active(c->ev_read, EV_READ, 1);
+        event_active(c->ev_parse, EV_READ, 1);
     conn_sync_reading(c);
     conn_update_timer(c);
 }
@@ -941,10 +950,13 @@ static void conn_linger_read(struct conn *c)
     }
 }
 
+/* ev_read's callback, and ev_parse's (fd -1): reads what the socket has and
+ * parses what is buffered. */
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
     struct http_server *s = c->srv;
+    (void)fd;
     (void)what;
     c->depth++;
     if (c->state == CONN_LINGER) {
@@ -957,12 +969,11 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
     bool held = c->state == CONN_WAITING || conn_out_blocked(c);
     if (!held && c->in_len == c->in_off) {
         /* Common case: parse straight from the shared buffer, keep only leftovers. */
-        ssize_t n = recv(fd, s->rbuf, READ_CHUNK, 0);
+        ssize_t n = recv(c->fd, s->rbuf, READ_CHUNK, 0);
         if (n <= 0) {
             conn_read_end(c, n);
             goto out;
         }
-        c->last_active_ms = timeutil_mono_ms();
         size_t used = conn_parse(c, s->rbuf, (size_t)n);
         if (!c->dead && used < (size_t)n && c->state != CONN_CLOSING) {
             if (!conn_in_reserve(c, (size_t)n - used)) {
@@ -975,17 +986,21 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
         goto out;
     }
 
+    /* Leftovers (pipelined requests) plus what is read stay within
+     * CONN_IN_MAX, held or not: after each answer a client that pipelines
+     * must not get another READ_CHUNK in ahead of the parser. */
     size_t have = c->in_len - c->in_off;
-    size_t want = held ? (have < CONN_IN_MAX ? CONN_IN_MAX - have : 0) : READ_CHUNK;
+    size_t want = have < CONN_IN_MAX ? CONN_IN_MAX - have : 0;
+    if (want > READ_CHUNK)
+        want = READ_CHUNK;
     if (want > 0) {
         if (!conn_in_reserve(c, want)) {
             conn_close(c);
             goto out;
         }
-        ssize_t n = recv(fd, c->in + c->in_len, want, 0);
+        ssize_t n = recv(c->fd, c->in + c->in_len, want, 0);
         if (n > 0) {
             c->in_len += (size_t)n;
-            c->last_active_ms = timeutil_mono_ms();
         } else {
             conn_read_end(c, n);
             if (c->dead)
@@ -1071,8 +1086,9 @@ static int conn_new(struct http_server *s, int fd, const struct sockaddr_storage
     c->fd = fd;
     c->ev_read = event_new(s->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
     c->ev_write = event_new(s->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+    c->ev_parse = event_new(s->base, -1, 0, conn_read_cb, c);
     c->ev_timer = evtimer_new(s->base, conn_timer_cb, c);
-    if (!c->ev_read || !c->ev_write || !c->ev_timer) {
+    if (!c->ev_read || !c->ev_write || !c->ev_parse || !c->ev_timer) {
         conn_free(c);
         return -ENOMEM;
     }
@@ -1496,6 +1512,7 @@ void http_server_stop_accepting(struct http_server *s)
     if (!s || s->stopping)
         return;
     s->stopping = true;
+    s->stopped_ms = timeutil_mono_ms();
     srv_close_listener(s);
     for (struct conn *c = s->conns, *next; c; c = next) {
         next = c->next;
@@ -1514,7 +1531,21 @@ void http_server_stop_accepting(struct http_server *s)
 
 size_t http_server_inflight(const struct http_server *s)
 {
-    return s ? s->pending + s->unflushed : 0;
+    if (!s)
+        return 0;
+    /* A client that does not read its answers must not hold a stop until the
+     * daemon's deadline forces the exit. */
+    if (s->stopping && timeutil_mono_ms() - s->stopped_ms >= STOP_FLUSH_MS)
+        return s->pending;
+    return s->pending + s->unflushed;
+}
+
+size_t http_server_buffered_input(const struct http_server *s)
+{
+    size_t n = 0;
+    for (const struct conn *c = s ? s->conns : NULL; c; c = c->next)
+        n += c->in_len - c->in_off;
+    return n;
 }
 
 void http_server_free(struct http_server *s)

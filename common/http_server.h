@@ -68,8 +68,16 @@ int http_server_route(struct http_server *s, unsigned methods, const char *path,
 void http_server_stop_accepting(struct http_server *s);
 
 /* Requests received and not yet answered, plus answers not yet fully written,
- * across all connections: 0 means a drain can end without losing a reply. */
+ * across all connections: 0 means a drain can end without losing a reply.
+ * From 3 s after http_server_stop_accepting() on, answers not yet taken by
+ * their clients no longer count (a client that stopped reading would hold the
+ * drain for ever). */
 size_t http_server_inflight(const struct http_server *s);
+
+/* Request bytes read and not yet parsed, across all connections (at most
+ * 64 KiB each, however many requests a client pipelines). For diagnostics and
+ * tests; from the loop's thread. */
+size_t http_server_buffered_input(const struct http_server *s);
 
 /* Closes every connection and frees the server. Requests still unanswered are
  * dropped (their handlers must not answer afterwards). NULL is fine. */

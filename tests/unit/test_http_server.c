@@ -644,6 +644,7 @@ Test(http, large_answer_to_a_slow_reader)
 struct flood {
     struct client *c;
     int n;
+    const char *path; /* "/seq" when NULL */
 };
 
 static void *flood_main(void *arg)
@@ -651,7 +652,8 @@ static void *flood_main(void *arg)
     struct flood *f = arg;
     char line[64];
     for (int i = 0; i < f->n; i++) {
-        int len = snprintf(line, sizeof(line), "GET /seq?%d HTTP/1.1\r\n\r\n", i);
+        int len = snprintf(line, sizeof(line), "GET %s?%d HTTP/1.1\r\n\r\n",
+                           f->path ? f->path : "/seq", i);
         const char *p = line;
         while (len > 0) {
             ssize_t w = send(f->c->fd, p, (size_t)len, MSG_NOSIGNAL);
@@ -673,7 +675,7 @@ Test(http, pipelined_flood_with_a_reader_that_lags)
 {
     struct client c;
     struct resp r;
-    struct flood f = {&c, 60000};
+    struct flood f = {&c, 60000, NULL};
     pthread_t t;
     char want[64];
     client_open_rcvbuf(&c, 8192);
@@ -686,6 +688,36 @@ Test(http, pipelined_flood_with_a_reader_that_lags)
         cr_assert_str_eq(r.body, want);
         resp_free(&r);
     }
+    pthread_join(t, NULL);
+    client_close(&c);
+}
+
+static size_t buffered_now;
+
+static void read_buffered(void)
+{
+    buffered_now = http_server_buffered_input(H.srv);
+}
+
+/* Requests pipelined behind answers that come later (the collector's, after
+ * Redis) are read as they are parsed: each answer used to let another 64 KiB
+ * in, so one client could fill the server's memory. */
+Test(http, pipelined_requests_behind_late_answers_stay_bounded)
+{
+    struct client c;
+    struct flood f = {&c, 1000000, "/async"};
+    pthread_t t;
+    size_t most = 0;
+    client_open(&c);
+    cr_assert_eq(pthread_create(&t, NULL, flood_main, &f), 0);
+    /* About 20 answers, 50 ms apart. */
+    for (int i = 0; i < 20; i++) {
+        sleep_ms(50);
+        run_in_loop(read_buffered);
+        most = buffered_now > most ? buffered_now : most;
+    }
+    cr_assert_leq(most, 65536, "%zu request bytes buffered", most);
+    shutdown(c.fd, SHUT_RDWR); /* ends the flood's send */
     pthread_join(t, NULL);
     client_close(&c);
 }
@@ -970,6 +1002,68 @@ Test(http_limits, connections_over_max_are_closed, .fini = srv_stop, .timeout = 
 static void stop_accepting(void)
 {
     http_server_stop_accepting(H.srv);
+}
+
+static size_t inflight_now;
+
+static void read_inflight(void)
+{
+    inflight_now = http_server_inflight(H.srv);
+}
+
+/* Blank lines between requests start no request, and must not keep an idle
+ * connection open past its idle timeout. */
+Test(http_limits, blank_lines_do_not_keep_a_connection_open, .fini = srv_stop, .timeout = 30)
+{
+    struct client c;
+    struct resp r;
+    struct timespec t0;
+    char b;
+    srv_start(&short_limits);
+    client_open(&c);
+    client_sends(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n");
+    cr_assert(client_read(&c, &r, false));
+    resp_free(&r);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool closed = false;
+    while (!closed && elapsed_ms(&t0) < 3000) {
+        sleep_ms(50);
+        ssize_t n = recv(c.fd, &b, 1, MSG_DONTWAIT);
+        closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ||
+                 send(c.fd, "\r\n", 2, MSG_NOSIGNAL) < 0;
+    }
+    double ms = elapsed_ms(&t0);
+    cr_assert(closed, "still open after %.0f ms of blank lines", ms);
+    cr_assert(ms >= 250 && ms < 2000, "closed after %.0f ms", ms);
+    client_close(&c);
+}
+
+/* A stop waits a while for answers to be taken, not for a client that stopped
+ * reading: that one would hold the drain until the daemon's deadline forced an
+ * exit. */
+Test(http_limits, stop_does_not_wait_for_a_client_that_does_not_read, .fini = srv_stop,
+     .timeout = 30)
+{
+    struct http_server_limits limits = test_limits;
+    struct client c;
+    struct timespec t0;
+    limits.idle_timeout_ms = 30000;
+    srv_start(&limits);
+    client_open_rcvbuf(&c, 4096);
+    client_sends(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    sleep_ms(200);
+    run_in_loop(read_inflight);
+    cr_assert_eq(inflight_now, 1, "the 4 MB answer is not stuck in the output");
+    run_in_loop(stop_accepting);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        sleep_ms(100);
+        run_in_loop(read_inflight);
+    } while (inflight_now > 0 && elapsed_ms(&t0) < 10000);
+    double ms = elapsed_ms(&t0);
+    cr_assert_eq(inflight_now, 0, "the drain still waits after %.0f ms", ms);
+    cr_assert(ms >= 2900 && ms < 6000, "the drain ended after %.0f ms", ms);
+    client_close(&c);
 }
 
 Test(http, stop_accepting_lets_in_flight_requests_finish)
