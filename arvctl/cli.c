@@ -138,13 +138,20 @@ void cli_report(const char *what, const PGresult *res, const PGconn *conn)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
 
     if (state && (strcmp(state, "42P01") == 0 || strcmp(state, "3F000") == 0)) {
         fprintf(stderr, "arvctl: %s: %s (run `arvctl migrate` first)\n", what,
                 msg ? msg : "relation missing");
         return;
     }
+    cli_report_error(what, res, conn);
+}
+
+void cli_report_error(const char *what, const PGresult *res, const PGconn *conn)
+{
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+
     if (!msg)
         msg = res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(conn);
     fprintf(stderr, "arvctl: %s: %.*s", what, (int)strcspn(msg, "\n"), msg);

@@ -56,6 +56,10 @@ PGconn *cli_connect(const char *database_url);
  * `res` may be NULL (then the connection's message is used). */
 void cli_report(const char *what, const PGresult *res, const PGconn *conn);
 
+/* cli_report() without the hint: for SQL that is not arvctl's own (a
+ * migration file's statement may well miss a table of its own). */
+void cli_report_error(const char *what, const PGresult *res, const PGconn *conn);
+
 /* Runs `sql` and returns true when it succeeded; else reports it as `what`. */
 bool cli_exec(PGconn *conn, const char *sql, const char *what);
 

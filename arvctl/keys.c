@@ -170,6 +170,11 @@ static int keys_revoke(const char *database_url, int argc, char **argv)
     const char *params[1];
     int rc = CLI_EXIT_FAILURE;
 
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs(keys_synopsis, stdout);
+        fputs(keys_help_text, stdout);
+        return CLI_EXIT_OK;
+    }
     if (argc != 2)
         return keys_usage_error("revoke: give exactly one key id");
     if (!cli_parse_id(argv[1], &id))
@@ -177,29 +182,41 @@ static int keys_revoke(const char *database_url, int argc, char **argv)
     if (!(conn = cli_connect(database_url)))
         goto out;
     params[0] = argv[1];
-    /* `o` is the row as it was, so we can tell a new revocation from a repeated
-     * one; revoking twice keeps the first time. */
+    /* Only a key not revoked yet is updated: a revoke that waited on another's
+     * row lock checks again once it has it, so revoking twice, even at the
+     * same time, keeps the first time. Then a statement of its own (a snapshot
+     * taken after that revoke committed) tells when, or that no key has the id. */
     res = PQexecParams(conn,
-                       "UPDATE analytics.api_keys n SET revoked_at = coalesce(o.revoked_at, now()) "
-                       "FROM analytics.api_keys o WHERE n.id = o.id AND n.id = $1::bigint "
-                       "RETURNING n.prefix, o.revoked_at IS NOT NULL, "
-                       "to_char(n.revoked_at AT TIME ZONE 'UTC', "
-                       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+                       "UPDATE analytics.api_keys SET revoked_at = now() "
+                       "WHERE id = $1::bigint AND revoked_at IS NULL RETURNING prefix, "
+                       "to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
                        1, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         cli_report("cannot revoke the key", res, conn);
+        goto out;
+    }
+    if (PQntuples(res) == 1) {
+        printf("revoked key %s (%s) at %s; the reporter refuses it within its auth cache TTL\n",
+               argv[1], PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+        rc = CLI_EXIT_OK;
+        goto out;
+    }
+    PQclear(res);
+    res = PQexecParams(conn,
+                       "SELECT prefix, to_char(revoked_at AT TIME ZONE 'UTC', "
+                       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM analytics.api_keys "
+                       "WHERE id = $1::bigint",
+                       1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        cli_report("cannot read the key", res, conn);
         goto out;
     }
     if (PQntuples(res) == 0) {
         fprintf(stderr, "arvctl keys: no key with id %s\n", argv[1]);
         goto out;
     }
-    if (strcmp(PQgetvalue(res, 0, 1), "t") == 0)
-        printf("key %s (%s) was already revoked at %s\n", argv[1], PQgetvalue(res, 0, 0),
-               PQgetvalue(res, 0, 2));
-    else
-        printf("revoked key %s (%s) at %s; the reporter refuses it within its auth cache TTL\n",
-               argv[1], PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 2));
+    printf("key %s (%s) was already revoked at %s\n", argv[1], PQgetvalue(res, 0, 0),
+           PQgetvalue(res, 0, 1));
     rc = CLI_EXIT_OK;
 out:
     PQclear(res);

@@ -111,6 +111,11 @@ int main(int argc, char **argv)
             if (!strchr(arg, '=') && i + 1 < argc)
                 gargv[gargc++] = argv[++i];
         } else if (sargc == 0 && arg[0] == '-') {
+            if (strcmp(arg, "--help") != 0 && strcmp(arg, "-h") != 0 &&
+                strcmp(arg, "--version") != 0 && strcmp(arg, "--check-config") != 0) {
+                fprintf(stderr, "arvctl: unknown option '%s' (see arvctl --help)\n", arg);
+                goto out;
+            }
             gargv[gargc++] = argv[i];
         } else {
             sargv[sargc++] = argv[i];

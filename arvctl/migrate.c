@@ -195,7 +195,7 @@ static bool apply_one(PGconn *conn, const char *name, const char *version, const
         if (pos)
             snprintf(what, sizeof(what), "migration %s failed at line %d", name,
                      line_of(sql, strtol(pos, NULL, 10)));
-        cli_report(what, res, conn);
+        cli_report_error(what, res, conn);
         goto out;
     }
     if (PQtransactionStatus(conn) != PQTRANS_INTRANS) {
@@ -222,6 +222,17 @@ out:
         PQclear(rb);
     }
     return ok;
+}
+
+/* True if one of the `n` file names is `version` + ".sql". */
+static bool has_file(char **names, int n, const char *version)
+{
+    for (int i = 0; i < n; i++) {
+        if (strlen(names[i]) == strlen(version) + 4 &&
+            strncmp(names[i], version, strlen(version)) == 0)
+            return true;
+    }
+    return false;
 }
 
 /* Runs every pending migration; returns the exit code. */
@@ -296,6 +307,18 @@ static int migrate_run(PGconn *conn, const char *dir, char **names, int n)
             fprintf(stderr, "arvctl: migration %s contains a NUL byte\n", names[i]);
             goto out;
         }
+        /* Versions are file names: a renamed file would run a second time. */
+        for (int r = 0; r < PQntuples(applied); r++) {
+            const char *was = PQgetvalue(applied, r, 0);
+            if (strcmp(PQgetvalue(applied, r, 1), checksum) == 0 && !has_file(names, n, was)) {
+                fprintf(stderr,
+                        "arvctl: migration %s is %s.sql renamed (the same contents, applied "
+                        "already, and that file is gone): name it %s.sql again; versions are "
+                        "file names\n",
+                        names[i], was, was);
+                goto out;
+            }
+        }
         t0 = timeutil_mono_s();
         if (!apply_one(conn, names[i], version, sql, checksum))
             goto out;
@@ -304,11 +327,7 @@ static int migrate_run(PGconn *conn, const char *dir, char **names, int n)
         done++;
     }
     for (int r = 0; r < PQntuples(applied); r++) {
-        bool found = false;
-        for (int i = 0; i < n && !found; i++)
-            found = strncmp(names[i], PQgetvalue(applied, r, 0), strlen(names[i]) - 4) == 0 &&
-                    strlen(PQgetvalue(applied, r, 0)) == strlen(names[i]) - 4;
-        if (!found)
+        if (!has_file(names, n, PQgetvalue(applied, r, 0)))
             fprintf(stderr, "arvctl: warning: applied migration %s has no file in %s\n",
                     PQgetvalue(applied, r, 0), dir);
     }

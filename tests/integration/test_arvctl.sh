@@ -413,6 +413,51 @@ DATABASE_URL="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig" "$ARVCTL" migrate 
     it_fail "the placeholder migration was not recorded"
 it_pass "a migration of comments only is applied and recorded"
 
+# A renamed migration (versions are file names) is refused, not run again; a
+# failing statement of a migration file is reported without arvctl's hint to
+# run the migrations (which is what is running).
+mv "$IT_TMP/migrations/9999_placeholder.sql" "$IT_TMP/migrations/9999_placeholder_renamed.sql"
+rc=0
+DATABASE_URL="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig" "$ARVCTL" migrate \
+    --migrations-dir "$IT_TMP/migrations" >"$IT_TMP/mig.out" 2>&1 || rc=$?
+[ "$rc" = 1 ] && grep -q "9999_placeholder_renamed.sql is 9999_placeholder.sql renamed" "$IT_TMP/mig.out" ||
+    it_fail "renamed migration (exit $rc): $(cat "$IT_TMP/mig.out")"
+rm "$IT_TMP/migrations/9999_placeholder_renamed.sql"
+printf 'UPDATE analytics.no_such_table SET x = 1;\n' >"$IT_TMP/migrations/9998_broken.sql"
+rc=0
+DATABASE_URL="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig" "$ARVCTL" migrate \
+    --migrations-dir "$IT_TMP/migrations" >"$IT_TMP/mig.out" 2>&1 || rc=$?
+[ "$rc" = 1 ] && grep -q 'migration 9998_broken.sql failed at line 1: relation "analytics.no_such_table" does not exist$' "$IT_TMP/mig.out" ||
+    it_fail "failing migration (exit $rc): $(cat "$IT_TMP/mig.out")"
+rm "$IT_TMP/migrations/9998_broken.sql"
+[ "$(psql "postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig" -tAq -c "SELECT count(*) FROM analytics.schema_migrations WHERE version LIKE '999%'")" = 1 ] ||
+    it_fail "a refused migration was recorded"
+it_pass "a renamed migration is refused, a failing one reported as it is"
+
+# Two revokes of one key at the same time: one revokes, the other says it
+# was revoked already, and the first time stays. (A transaction holding the
+# row makes both wait, then go one after the other.)
+kid=$(it_psql "INSERT INTO analytics.api_keys (prefix, key_hash, name, is_admin)
+               VALUES ('arv_race', encode(sha256('race'), 'hex'), 'race', true) RETURNING id")
+psql "$DATABASE_URL" -tAq -c "BEGIN" -c "SELECT 1 FROM analytics.api_keys WHERE id = $kid FOR UPDATE" \
+    -c "SELECT pg_sleep(1)" -c "COMMIT" >/dev/null &
+holder=$!
+sleep 0.3
+"$ARVCTL" keys revoke "$kid" >"$IT_TMP/revoke1.out" 2>&1 &
+r1=$!
+"$ARVCTL" keys revoke "$kid" >"$IT_TMP/revoke2.out" 2>&1 &
+r2=$!
+wait "$holder" "$r1" "$r2" || it_fail "revoke: $(cat "$IT_TMP"/revoke[12].out)"
+at=$(it_psql "SELECT to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM analytics.api_keys WHERE id = $kid")
+[ "$(cat "$IT_TMP"/revoke[12].out | grep -c '^revoked key')" = 1 ] &&
+    [ "$(cat "$IT_TMP"/revoke[12].out | grep -c "was already revoked at $at\$")" = 1 ] &&
+    grep -q "at $at;" "$IT_TMP"/revoke[12].out || it_fail "two revokes at once: $(cat "$IT_TMP"/revoke[12].out), revoked_at $at"
+rc=0; "$ARVCTL" keys revoke --help >"$IT_TMP/revoke.help" 2>&1 || rc=$?
+[ "$rc" = 0 ] && grep -q "^Usage: arvctl keys" "$IT_TMP/revoke.help" || it_fail "keys revoke --help (exit $rc): $(cat "$IT_TMP/revoke.help")"
+rc=0; "$ARVCTL" --bogus migrate >"$IT_TMP/bogus.out" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "unknown option '--bogus'" "$IT_TMP/bogus.out" || it_fail "arvctl --bogus (exit $rc): $(cat "$IT_TMP/bogus.out")"
+it_pass "two revokes at once: one revocation, the first time kept; --help and unknown options"
+
 # Migration 0011 (event_ids' key led by event_id) takes an index built
 # beforehand without blocking (docs/operations.md, "Upgrades") as the key,
 # leaving one index, the key, in the new order.
