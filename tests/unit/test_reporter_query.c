@@ -394,8 +394,11 @@ Test(query_closed, fill_and_split_statements)
     strbuf_init(&sb);
     cr_assert_eq(query_build_split(&s, "analytics.ar_content", &c, &sb, &p), 0);
     sql = strbuf_steal(&sb);
-    cr_assert(has(sql, "analytics.rollup_company_hourly r WHERE r.hour >= x.od0::timestamp AT "
-                       "TIME ZONE $3::text AND r.hour < w.h1"));
+    /* The open days start at od0's first instant (where midnight comes twice,
+     * the first midnight). */
+    cr_assert(has(sql, "analytics.rollup_company_hourly r WHERE r.hour >= least((x.od0)::timestamp "
+                       "AT TIME ZONE $3::text, ((x.od0)::timestamp - interval '1 hour') AT TIME "
+                       "ZONE $3::text + interval '1 hour') AND r.hour < w.h1"));
     free(sql);
 
     /* Every company: one union per day. */
