@@ -39,7 +39,7 @@ struct redis_conn_cmd {
     redis_conn_reply_cb *cb;     /* called exactly once */
     void *arg;                   /* passed to cb */
     uint64_t deadline_ms;        /* monotonic; UINT64_MAX: none */
-    bool overdue;                /* found past its deadline once; dropped at the next check */
+    bool overdue;                /* found past its deadline at a check */
     struct redis_conn_cmd *next; /* in-flight FIFO, or the free list */
 };
 
@@ -69,6 +69,10 @@ struct redis_conn {
     size_t pending;              /* user commands awaiting a reply */
     unsigned timeout_ms;         /* a command unanswered this long drops the connection; 0: never */
     struct redis_conn_cmd *head; /* oldest command in flight (replies come in order) */
+    struct redis_conn_cmd *live; /* oldest one not answered yet: those before it timed out
+                                  * and only wait for their replies, to drop them */
+    unsigned long replies;       /* replies to commands so far */
+    unsigned long replies_seen;  /* `replies` at the last deadline check */
     struct redis_conn_cmd *tail; /* newest command in flight */
     struct redis_conn_cmd *free_cmds; /* recycled command records */
     size_t nfree;                     /* records on free_cmds */
@@ -312,14 +316,37 @@ static unsigned cmd_grace_ms(const struct redis_conn *c)
     return g < 10 ? 10 : g > 100 ? 100 : g;
 }
 
+/* Answers "command timed out" to each command found past its deadline at an
+ * earlier check and still unanswered (the server answers, but too slowly:
+ * the connection stays, and their replies are dropped when they come), and
+ * marks those past it now. Overdue commands are a prefix of those from
+ * `live` on, since deadlines never decrease along the FIFO. */
+static void expire_overdue(struct redis_conn *c, uint64_t now)
+{
+    struct redis_conn_cmd *cmd = c->live;
+    while (cmd && cmd->deadline_ms <= now && c->ac) {
+        if (!cmd->overdue) {
+            cmd->overdue = true;
+            cmd = cmd->next;
+            continue;
+        }
+        redis_conn_reply_cb *cb = cmd->cb;
+        c->live = cmd->next;
+        cmd->cb = NULL;
+        cb(cmd->arg, NULL, "command timed out");
+        cmd = c->live;
+    }
+}
+
 /* The oldest command in flight is past its deadline: read what the server may
- * already have sent, and if the command is still unanswered after one more
- * grace period (in which the loop sends and reads), the server is hung or gone:
- * drop the connection, which fails every command in flight at once. */
+ * already have sent. A command still unanswered one grace period later (in
+ * which the loop sends and reads) is answered "command timed out"; and if
+ * nothing at all came back in that period, the server is hung or gone: the
+ * connection is dropped, which fails every command in flight at once. */
 static void on_cmd_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_conn *c = arg;
-    uint64_t wait_ms = 0;
+    uint64_t wait_ms;
     (void)fd;
     (void)what;
     if (!c->head || !c->ac)
@@ -329,18 +356,21 @@ static void on_cmd_deadline(evutil_socket_t fd, short what, void *arg)
         redisAsyncHandleRead(c->ac);
         if (!c->head || !c->ac)
             return;
-        if (c->head->deadline_ms <= now) {
-            if (c->head->overdue) {
-                conn_drop(c, "command timed out");
-                return;
-            }
-            c->head->overdue = true;
-            wait_ms = cmd_grace_ms(c);
-        }
     }
-    if (c->head->deadline_ms == UINT64_MAX)
+    bool progress = c->replies != c->replies_seen;
+    c->replies_seen = c->replies;
+    if (c->head->overdue && !progress) {
+        conn_drop(c, "command timed out");
         return;
-    if (!wait_ms)
+    }
+    expire_overdue(c, now);
+    if (!c->head || !c->ac)
+        return;
+    if (c->head->overdue)
+        wait_ms = cmd_grace_ms(c);
+    else if (c->head->deadline_ms == UINT64_MAX)
+        return;
+    else
         wait_ms = c->head->deadline_ms > now ? c->head->deadline_ms - now : 1;
     struct timeval tv = timeutil_tv(wait_ms);
     evtimer_add(c->cmd_dead_ev, &tv);
@@ -633,6 +663,8 @@ static void on_command_reply(redisAsyncContext *ac, void *r, void *privdata)
     const char *errstr = NULL;
 
     c->pending--;
+    if (c->live == cmd)
+        c->live = cmd->next;
     /* Replies come in order, so this is the head; the search is only a guard. */
     if (c->head == cmd) {
         c->head = cmd->next;
@@ -656,8 +688,11 @@ static void on_command_reply(redisAsyncContext *ac, void *r, void *privdata)
         else if (!c->errstr[0])
             set_errstr(c, "connection closed");
         errstr = c->errstr;
+    } else {
+        c->replies++;
     }
-    cmd->cb(cmd->arg, r, errstr);
+    if (cmd->cb) /* else it timed out already */
+        cmd->cb(cmd->arg, r, errstr);
     cmd_put(c, cmd);
 }
 
@@ -688,6 +723,8 @@ static void cmd_sent(struct redis_conn *c, struct redis_conn_cmd *cmd, uint64_t 
     else
         c->head = cmd;
     c->tail = cmd;
+    if (!c->live)
+        c->live = cmd;
     c->pending++;
 }
 

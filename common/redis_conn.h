@@ -54,11 +54,13 @@ int redis_conn_command_formatted(struct redis_conn *c, redis_conn_reply_cb *cb, 
 
 /* Sets how long a command may stay unanswered (ms; 0, the default: no limit).
  * Past it, and a short grace (a quarter of it, 10..100 ms, for a loop that was
- * too busy to read), the server is taken as hung: the connection is dropped,
- * every command in flight gets its callback with reply NULL and errstr
- * "command timed out", and it reconnects with backoff. A blocking command's own block time is added
- * to its limit and to the limits of the commands queued behind it. The server
- * may still have executed a timed-out command. */
+ * too busy to read), its callback gets reply NULL and errstr "command timed
+ * out". If the server answered nothing at all in that grace, it is taken as
+ * hung: the connection is dropped, every command in flight fails the same way,
+ * and it reconnects with backoff. Else (a server that answers, slowly) the
+ * connection stays and the late reply is dropped. A blocking command's own
+ * block time is added to its limit and to the limits of the commands queued
+ * behind it. The server may still have executed a timed-out command. */
 void redis_conn_set_timeout(struct redis_conn *c, unsigned timeout_ms);
 
 /* True while connected and the last ping was answered in time. Safe to call
@@ -69,7 +71,8 @@ bool redis_conn_is_up(const struct redis_conn *c);
  * first is a reconnect. From the loop's thread. */
 unsigned long redis_conn_connects(const struct redis_conn *c);
 
-/* Commands sent and not yet answered. */
+/* Commands sent whose replies have not come yet (those answered "command
+ * timed out" included, until their late replies come or the connection drops). */
 size_t redis_conn_pending(const struct redis_conn *c);
 
 /* Last error text (borrowed), or "" if none. */

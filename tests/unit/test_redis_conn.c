@@ -6,7 +6,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -409,6 +412,146 @@ Test(redis_conn, command_timeout_spares_a_busy_loop_and_blocking_commands)
     cr_assert_not(behind.null_reply, "dropped: %s", behind.str);
     cr_assert(redis_conn_is_up(c));
     redis_conn_free(c);
+}
+
+/* A server that answers every command "+OK", one after the other, `delay_ms`
+ * apart: slow, not hung. */
+struct slow_server {
+    int lfd;
+    int port;
+    int delay_ms;
+    atomic_bool stop;
+    pthread_t thread;
+};
+
+/* The length of the first whole RESP array in b[0..n), or 0. */
+static size_t resp_command_len(const char *b, size_t n)
+{
+    char *end;
+    size_t off;
+    if (n < 4 || b[0] != '*' || !memchr(b, '\n', n))
+        return 0;
+    long count = strtol(b + 1, &end, 10);
+    off = (size_t)(strchr(b, '\n') - b) + 1;
+    for (long i = 0; i < count; i++) {
+        if (off >= n || b[off] != '$' || !memchr(b + off, '\n', n - off))
+            return 0;
+        long len = strtol(b + off + 1, &end, 10);
+        off = (size_t)((const char *)memchr(b + off, '\n', n - off) - b) + 1 + (size_t)len + 2;
+        if (off > n)
+            return 0;
+    }
+    return off;
+}
+
+static void *slow_main(void *arg)
+{
+    struct slow_server *s = arg;
+    static char buf[1 << 16];
+    size_t len = 0;
+    int fd = -1;
+    while (!atomic_load(&s->stop)) {
+        struct pollfd p = {fd >= 0 ? fd : s->lfd, POLLIN, 0};
+        if (poll(&p, 1, 20) <= 0)
+            continue;
+        if (fd < 0) {
+            fd = accept(s->lfd, NULL, NULL);
+            continue;
+        }
+        ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        size_t used;
+        while ((used = resp_command_len(buf, len)) > 0 && !atomic_load(&s->stop)) {
+            memmove(buf, buf + used, len - used);
+            len -= used;
+            usleep((useconds_t)s->delay_ms * 1000);
+            if (write(fd, "+OK\r\n", 5) != 5)
+                break;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+static void slow_server_start(struct slow_server *s, int delay_ms)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    memset(s, 0, sizeof(*s));
+    s->delay_ms = delay_ms;
+    s->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(s->lfd, 0);
+    cr_assert_eq(bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_eq(listen(s->lfd, 4), 0);
+    cr_assert_eq(getsockname(s->lfd, (struct sockaddr *)&sa, &sl), 0);
+    s->port = ntohs(sa.sin_port);
+    cr_assert_eq(pthread_create(&s->thread, NULL, slow_main, s), 0);
+}
+
+static void slow_server_stop(struct slow_server *s)
+{
+    atomic_store(&s->stop, true);
+    pthread_join(s->thread, NULL);
+    close(s->lfd);
+}
+
+/* A server that answers, slowly: each command gets its answer or "command
+ * timed out" within about its timeout and grace, and the connection stays
+ * (before, each new oldest command got a grace of its own, so commands queued
+ * behind others waited for the server however long it took). */
+Test(redis_conn, command_timeout_answers_in_time_while_a_slow_server_answers)
+{
+    struct slow_server srv;
+    struct redis_url u;
+    char url[64];
+    enum { N = 100 };
+    static struct result r[N];
+    double sent, latest = 0;
+    int ok = 0, timed_out = 0;
+
+    slow_server_start(&srv, 10);
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", srv.port);
+    cr_assert(redis_url_parse(url, &u));
+    struct redis_conn *c = redis_conn_new(base, &u, "test");
+    redis_conn_set_timeout(c, 200);
+    cr_assert(wait_up(c, true, 3), "not up: %s", redis_conn_errstr(c));
+
+    sent = now_s();
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(command(c, &r[i], 2, (const char *[]){"GET", "k"}), 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert(loop_until(&r[i].done, true, 3), "command %d unanswered", i);
+        cr_assert_eq(r[i].calls, 1);
+    }
+    latest = now_s() - sent;
+    for (int i = 0; i < N; i++) {
+        if (!r[i].null_reply && strcmp(r[i].str, "OK") == 0)
+            ok++;
+        else if (r[i].null_reply && strcmp(r[i].str, "command timed out") == 0)
+            timed_out++;
+    }
+    /* 100 answers 10 ms apart take the server 1 s. */
+    cr_assert_lt(latest, 0.5, "the last answer came %.2f s after the commands", latest);
+    cr_assert(ok > 0 && timed_out > 0 && ok + timed_out == N, "%d ok, %d timed out", ok, timed_out);
+    cr_assert(redis_conn_is_up(c), "dropped: %s", redis_conn_errstr(c));
+    /* The late replies come, and are dropped; the next command gets its own. */
+    double end = now_s() + 3;
+    while (redis_conn_pending(c) > 0 && now_s() < end)
+        event_base_loop(base, EVLOOP_ONCE);
+    cr_assert_eq(redis_conn_pending(c), 0);
+    cr_assert(redis_conn_is_up(c), "dropped: %s", redis_conn_errstr(c));
+    struct result last;
+    cr_assert_eq(command(c, &last, 1, (const char *[]){"PING"}), 0);
+    cr_assert(loop_until(&last.done, true, 3));
+    cr_assert_not(last.null_reply, "%s", last.str);
+    cr_assert_str_eq(last.str, "OK");
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(r[i].calls, 1);
+    redis_conn_free(c);
+    slow_server_stop(&srv);
 }
 
 Test(redis_conn, blocking_command_is_not_a_dead_server)
