@@ -244,6 +244,42 @@ static int delete_event_ids(struct retention *r, int64_t cutoff, long *ids, long
     return 0;
 }
 
+/* Deletes `table`'s hourly rows before day `cutoff` (days since the epoch),
+ * one UTC day per statement, oldest first: each a bounded transaction. A
+ * single DELETE after ARV_HOURLY_RETENTION_DAYS was lowered by months could
+ * outlast the session's statement_timeout, and be retried in vain at every
+ * run. Adds the rows and the statements. */
+static int delete_hourly(struct retention *r, const char *table, int64_t cutoff, long *rows,
+                         long *slices)
+{
+    char sql[256];
+    PGresult *res;
+
+    while (!retention_stopping(r)) {
+        /* The oldest hour left: the hour index's first entry. */
+        snprintf(sql, sizeof(sql),
+                 "SELECT (min(hour) AT TIME ZONE 'UTC')::date - DATE '1970-01-01'"
+                 " FROM analytics.%s",
+                 table);
+        if (!(res = retention_exec(r, sql, table)))
+            return -EIO;
+        int64_t day = PQgetisnull(res, 0, 0) ? cutoff : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+        if (day >= cutoff)
+            return 0;
+        snprintf(sql, sizeof(sql),
+                 "DELETE FROM analytics.%s"
+                 " WHERE hour < (DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'",
+                 table, day + 1);
+        if (!(res = retention_exec(r, sql, table)))
+            return -EIO;
+        *rows += affected(res);
+        ++*slices;
+        PQclear(res);
+    }
+    return 0;
+}
+
 /* The steps of one run, under the maintenance lock. Each runs whatever the
  * ones before it did: a partition that cannot be created or dropped now (its
  * lock not granted in time: a rebuild of its day, a long dump) must not keep
@@ -252,7 +288,7 @@ static int retention_steps(struct retention *r, int64_t today)
 {
     char sql[512];
     PGresult *res = NULL;
-    long parts_created = 0, parts_dropped = 0, hourly = 0, ids = 0, slices = 0;
+    long parts_created = 0, parts_dropped = 0, hourly = 0, hourly_slices = 0, ids = 0, slices = 0;
     int rc = 0;
 
     snprintf(sql, sizeof(sql),
@@ -305,16 +341,9 @@ static int retention_steps(struct retention *r, int64_t today)
      * ARV_DEDUPE_RETENTION_DAYS (>= 1: at least 24 h) can keep them shorter. */
     static const char *const hourly_tables[] = {"rollup_content_hourly", "rollup_company_hourly"};
     for (size_t i = 0; i < sizeof(hourly_tables) / sizeof(hourly_tables[0]); i++) {
-        snprintf(sql, sizeof(sql),
-                 "DELETE FROM analytics.%s"
-                 " WHERE hour < (DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'",
-                 hourly_tables[i], today - r->cfg.hourly_days);
-        if (!(res = retention_exec(r, sql, hourly_tables[i]))) {
+        if (delete_hourly(r, hourly_tables[i], today - r->cfg.hourly_days, &hourly,
+                          &hourly_slices) < 0)
             rc = -EIO;
-            continue;
-        }
-        hourly += affected(res);
-        PQclear(res);
     }
     metric_add(r->dropped_hourly, (double)hourly);
     res = NULL;
@@ -323,9 +352,9 @@ static int retention_steps(struct retention *r, int64_t today)
     metric_add(r->dropped_event_ids, (double)ids);
     log_info("retention_run", LF_BOOL("ok", rc == 0), LF_INT("partitions_created", parts_created),
              LF_INT("partitions_dropped", parts_dropped), LF_INT("hourly_rows_deleted", hourly),
-             LF_INT("event_ids_deleted", ids), LF_INT("event_ids_slices", slices),
-             LF_INT("raw_days", r->cfg.raw_days), LF_INT("dedupe_days", r->cfg.dedupe_days),
-             LF_INT("hourly_days", r->cfg.hourly_days));
+             LF_INT("hourly_slices", hourly_slices), LF_INT("event_ids_deleted", ids),
+             LF_INT("event_ids_slices", slices), LF_INT("raw_days", r->cfg.raw_days),
+             LF_INT("dedupe_days", r->cfg.dedupe_days), LF_INT("hourly_days", r->cfg.hourly_days));
     return rc;
 }
 

@@ -251,7 +251,8 @@ for t in rollup_content_hourly rollup_company_hourly; do
     cols="hour, company_id"
     vals="date_trunc('hour', now() - interval '%s days'), 101"
     [ "$t" = rollup_content_hourly ] && cols="$cols, project_id, ar_content_id" && vals="$vals, 1001, 1"
-    it_psql "INSERT INTO analytics.$t ($cols, views) VALUES ($(printf "$vals" 500), 1), ($(printf "$vals" 399), 1)"
+    it_psql "INSERT INTO analytics.$t ($cols, views) VALUES ($(printf "$vals" 500), 1), ($(printf "$vals" 450), 1),
+               ($(printf "$vals" 420), 1), ($(printf "$vals" 399), 1)"
 done
 it_psql "INSERT INTO analytics.rollup_company_daily (day, company_id, views)
          VALUES (current_date - 500, 101, 1)"
@@ -305,6 +306,9 @@ for t in rollup_content_hourly rollup_company_hourly; do
 done
 [ "$(it_psql "SELECT count(*) FROM analytics.rollup_company_daily WHERE day = current_date - 500")" = 1 ] ||
     it_fail "a daily rollup was deleted"
+# One day per statement: three old days in each of the two tables.
+grep -q '"hourly_rows_deleted":6,"hourly_slices":6' "$IT_TMP/aggregator.log" ||
+    it_fail "hourly rows not deleted a day at a time: $(grep retention_run "$IT_TMP/aggregator.log" | head -3)"
 [ "$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE received_at < now() - interval '91 days'")" = 0 ] ||
     it_fail "old dedupe ids left"
 [ "$(it_psql "SELECT count(*) FROM analytics.event_ids")" = $((old_ids - 1)) ] ||
