@@ -872,6 +872,9 @@ static size_t conn_parse(struct conn *c, const char *data, size_t len)
         case 500:
             conn_fail(c, 500, "internal_error", "out of memory");
             break;
+        case 501:
+            conn_fail(c, 501, "not_implemented", "transfer coding not supported (only chunked)");
+            break;
         default:
             conn_fail(c, 400, "bad_request", llhttp_get_error_reason(&c->parser));
             break;
@@ -1235,6 +1238,28 @@ static int on_header_value_complete(llhttp_t *p)
     return 0;
 }
 
+static const char *next_header(const struct http_request *req, const char *name, size_t n,
+                               size_t *i);
+
+/* True unless a Transfer-Encoding names a coding other than chunked (gzip,
+ * deflate, ...): those are not decoded, and RFC 9112 answers them 501 rather
+ * than hand the coded body on as if it were the content. */
+static bool transfer_codings_ok(const struct http_request *r)
+{
+    size_t i = 0;
+    const char *v;
+    while ((v = next_header(r, "Transfer-Encoding", 17, &i))) {
+        for (const char *t = v; *t;) {
+            t += strspn(t, " \t,");
+            size_t n = strcspn(t, " \t,");
+            if (n && !(n == 7 && strncasecmp(t, "chunked", 7) == 0))
+                return false;
+            t += n;
+        }
+    }
+    return true;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct conn *c = p->data;
@@ -1246,6 +1271,8 @@ static int on_headers_complete(llhttp_t *p)
     r->method_name = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > l->max_body_bytes)
         return parser_fail(c, 413);
+    if (!transfer_codings_ok(r))
+        return parser_fail(c, 501);
 
     bool body_follows =
         (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);

@@ -918,6 +918,36 @@ Test(http, bad_syntax_is_400_and_closes)
     client_close(&c);
 }
 
+/* A transfer coding other than chunked is not decoded: 501, not the coded
+ * body handed on as the content. chunked alone (any case, on several lines)
+ * is fine. */
+Test(http, transfer_codings_other_than_chunked_are_501)
+{
+    static const char *const refused[] = {
+        "POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\n0\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nTransfer-Encoding: deflate, chunked\r\n\r\n"
+        "5\r\nhello\r\n0\r\n\r\n",
+    };
+    struct resp r;
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        struct client c;
+        client_open(&c);
+        client_sends(&c, refused[i]);
+        cr_assert(client_read(&c, &r, false));
+        cr_assert_eq(r.status, 501, "request %zu: %d %s", i, r.status, r.body);
+        cr_assert(strstr(r.body, "\"error\":\"not_implemented\""), "%s", r.body);
+        resp_free(&r);
+        cr_assert(client_sees_close(&c));
+        client_close(&c);
+    }
+    do_request("POST /echo HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+               &r);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "hello");
+    resp_free(&r);
+}
+
 static const struct http_server_limits short_limits = {
     .max_header_bytes = 4096,
     .max_body_bytes = 4096,
