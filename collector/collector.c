@@ -670,6 +670,7 @@ static int lane_init(struct collector *c, int i, char *err, size_t errlen)
         return l->drain_ev ? -EINVAL : -ENOMEM;
     stream_writer_set_high_water(l->writer, cfg->stream_high_water);
     stream_writer_set_timeout(l->writer, (unsigned)cfg->redis_timeout_ms);
+    stream_writer_set_max_pending(l->writer, (size_t)cfg->redis_max_pending);
     if (health_add_check(l->health, "redis", redis_ready, l) < 0 ||
         health_add_check(l->health, "stream_backlog", backlog_ready, l) < 0 ||
         http_server_route(l->http, HTTP_POST | HTTP_OPTIONS, "/api/analytics/ar-session", false,

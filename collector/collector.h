@@ -24,6 +24,7 @@ struct collector_config {
     long rate_limit_rps;              /* ARV_RATE_LIMIT_RPS per client IP; 0: off */
     long rate_limit_burst;            /* ARV_RATE_LIMIT_BURST; 0: same as rps */
     long redis_timeout_ms;            /* ARV_REDIS_TIMEOUT_MS: XADD answer deadline */
+    long redis_max_pending;           /* ARV_REDIS_MAX_PENDING: XADDs awaiting Redis */
     struct http_server_limits limits; /* every thread's HTTP server */
 };
 

@@ -44,7 +44,12 @@ static const struct config_option options[] = {
      "burst size of the per-IP rate limit (0: same as the rate)"},
     {"redis-timeout-ms", "ARV_REDIS_TIMEOUT_MS", CONFIG_INT,
      offsetof(struct collector_config, redis_timeout_ms), "500", NULL, 10, 60000,
-     "an XADD unanswered this long (ms) gets 503 and the Redis connection is reopened"},
+     "an XADD unanswered this long (ms) gets 503; a Redis that answered nothing meanwhile is "
+     "taken as hung and its connection reopened"},
+    {"redis-max-pending", "ARV_REDIS_MAX_PENDING", CONFIG_INT,
+     offsetof(struct collector_config, redis_max_pending), "50000", NULL, 1, 10000000,
+     "XADDs awaiting Redis per connection past which events get 503 at once (a slow Redis "
+     "must not fill memory)"},
 };
 
 static bool validate(const void *arg, char *err, size_t errlen)

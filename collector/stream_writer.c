@@ -21,6 +21,7 @@
 struct stream_writer {
     struct redis_conn *nodes[STREAM_WRITER_MAX_NODES]; /* one connection per Redis node */
     int nnodes;
+    size_t max_pending;        /* XADDs awaiting a node's answer, at most (0: no limit) */
     char stream[256];          /* base stream name */
     long shards;               /* streams per base name (>= 1), spread over the nodes */
     struct metric *xadd_ok;    /* collector_xadd_total{outcome="ok"} */
@@ -278,6 +279,8 @@ int stream_writer_push(struct stream_writer *w, const char *session_id, const ch
 {
     long shard = shard_of(w->shards, session_id);
     int node = (int)(shard % w->nnodes);
+    if (w->max_pending && redis_conn_pending(w->nodes[node]) >= w->max_pending)
+        return -EBUSY;
     struct push *p = w->free_pushes;
     if (p)
         w->free_pushes = p->next;
@@ -301,6 +304,11 @@ int stream_writer_push(struct stream_writer *w, const char *session_id, const ch
         w->free_pushes = p;
     }
     return rc;
+}
+
+void stream_writer_set_max_pending(struct stream_writer *w, size_t max)
+{
+    w->max_pending = max;
 }
 
 void stream_writer_set_timeout(struct stream_writer *w, unsigned timeout_ms)

@@ -34,15 +34,23 @@ int stream_writer_route(const char *stream, long shards, int nodes, const char *
 
 /* XADDs `json` (len bytes, copied) with fields v=EVENT_SCHEMA_VERSION and e=json
  * to the shard of `session_id`. `cb` runs exactly once, later, from the loop.
- * Returns 0, or -ENOTCONN when that node is down (then `cb` is not called). */
+ * Returns 0, or -ENOTCONN when that node is down, or -EBUSY when it has the
+ * most XADDs awaiting its answer already (then `cb` is not called). */
 int stream_writer_push(struct stream_writer *w, const char *session_id, const char *json,
                        size_t len, stream_writer_done_cb *cb, void *arg);
 
 /* Sets how long an XADD may wait for Redis's answer (ms; 0: no limit). Past it
- * the node's connection is dropped and reconnected, and every XADD in flight on
- * it gets cb(ok=false, errstr "command timed out"): a hung Redis answers 503
- * instead of holding requests. Redis may still have stored such an event. */
+ * (and a short grace) it gets cb(ok=false, errstr "command timed out"); a node
+ * that answered nothing meanwhile is taken as hung, its connection dropped and
+ * reconnected, failing every XADD in flight on it the same way: a hung or slow
+ * Redis answers 503 instead of holding requests. Redis may still store such an
+ * event. */
 void stream_writer_set_timeout(struct stream_writer *w, unsigned timeout_ms);
+
+/* Past `max` XADDs awaiting a node's answer (0: no limit), pushes for that
+ * node fail at once (-EBUSY): a Redis that answers slowly must not have the
+ * collector buffer every event of a burst for it. */
+void stream_writer_set_max_pending(struct stream_writer *w, size_t max);
 
 /* Sets the backlog limit: entries per shard (0: none). The writer polls every
  * shard's XLEN every 500 ms on its own connections. */

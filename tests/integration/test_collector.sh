@@ -251,6 +251,28 @@ retry=$(curl -s -H "$J" -d "{\"event_id\":\"$hung_id\",\"ar_content_id\":1,\"ses
 [ "$(jq -r .event_id <<<"$retry")" = "$hung_id" ] || it_fail "retry with the 503's event_id: $retry"
 it_pass "Redis hung: 503 in ${t#* } s (batch ${tb#* } s) naming the event_id, readiness 503, recovery after SIGCONT"
 
+# ARV_REDIS_MAX_PENDING: a collector with at most 3 XADDs awaiting Redis
+# answers the next event 503 at once, instead of queueing it behind them.
+it_start capped arv-collector ARV_THREADS=1 REDIS_URL="redis://127.0.0.1:$R2/0" ARV_STREAM=crash \
+    ARV_REDIS_MAX_PENDING=3
+arv_wait_http "http://127.0.0.1:$IT_PORT_capped/api/health/readiness" 200 10 || it_fail "capped: not ready"
+KC="http://127.0.0.1:$IT_PORT_capped/api/analytics"
+kill -STOP "$r2pid"
+curl -s -o "$IT_TMP/capped.json" -H "$J" -d "[$(ev),$(ev),$(ev),$(ev),$(ev)]" "$KC/ar-sessions" &
+cpid=$!
+sleep 0.15
+t=$(curl -s -o "$IT_TMP/capped1.json" -w '%{http_code} %{time_total}' -H "$J" -d "$(ev)" "$KC/ar-session")
+[ "${t% *}" = 503 ] || it_fail "capped: POST behind 3 XADDs: $t $(cat "$IT_TMP/capped1.json")"
+awk -v s="${t#* }" 'BEGIN { exit !(s < 0.25) }' || it_fail "capped: 503 after ${t#* } s, not at once"
+wait "$cpid"
+jq -e '.unavailable == 5' "$IT_TMP/capped.json" >/dev/null || it_fail "capped batch: $(cat "$IT_TMP/capped.json")"
+sent=$(curl -s "http://127.0.0.1:$IT_PORT_capped/metrics" | awk '/^collector_xadd_total/ { n += $2 } END { print n + 0 }')
+[ "$sent" = 3 ] || it_fail "capped: $sent XADDs sent, not 3"
+it_stop capped
+kill -CONT "$r2pid"
+arv_wait_http "http://127.0.0.1:$IT_PORT_crash/api/health/readiness" 200 15 || it_fail "no recovery after the capped test"
+it_pass "ARV_REDIS_MAX_PENDING: past 3 XADDs awaiting a hung Redis, 503 in ${t#* } s"
+
 # ---- SIGTERM under load: exit 0 in time, and every 2xx is in the stream.
 n0=$(redis-cli -p "$R2" XLEN crash)
 load 4000 "$K" "$IT_TMP/codes2" &
