@@ -751,11 +751,12 @@ static void on_fail(evutil_socket_t fd, short what, void *arg)
 
 /* The host name that `opts` (or PGHOST) gives, when it is one to look up
  * before a connect: a single host, not an address or a socket directory, and
- * no hostaddr (which libpq would use without a lookup). Several hosts are left
- * to libpq, which looks them up itself, blocking the loop. -ENOMEM or 0. */
+ * no hostaddr (which libpq would use without a lookup), no service. Several
+ * hosts, or a service's, are left to libpq, which looks them up itself,
+ * blocking the loop. -ENOMEM or 0. */
 static int lookup_host_of(const PQconninfoOption *opts, char **out)
 {
-    const char *host = NULL, *hostaddr = NULL;
+    const char *host = NULL, *hostaddr = NULL, *service = NULL;
 
     *out = NULL;
     for (const PQconninfoOption *o = opts; o->keyword; o++) {
@@ -763,13 +764,19 @@ static int lookup_host_of(const PQconninfoOption *opts, char **out)
             host = o->val;
         else if (strcmp(o->keyword, "hostaddr") == 0)
             hostaddr = o->val;
+        else if (strcmp(o->keyword, "service") == 0)
+            service = o->val;
     }
+    /* A service file's host outranks PGHOST: leave that to libpq. */
+    if ((service && *service) || (getenv("PGSERVICE") && *getenv("PGSERVICE")))
+        return 0;
     if (!host || !*host)
         host = getenv("PGHOST");
     if (!hostaddr || !*hostaddr)
         hostaddr = getenv("PGHOSTADDR");
+    /* (An IPv6 address with a zone, fe80::1%eth0, is numeric to libpq.) */
     if ((hostaddr && *hostaddr) || !host || resolve_is_numeric(host) || host[0] == '/' ||
-        host[0] == '@' || strchr(host, ',') || strlen(host) >= 256)
+        host[0] == '@' || strchr(host, ',') || strchr(host, '%') || strlen(host) >= 256)
         return 0;
     *out = strdup(host);
     return *out ? 0 : -ENOMEM;

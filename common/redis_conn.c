@@ -530,7 +530,16 @@ static void on_resolved(void *arg, const struct resolve_result *res)
         conn_lost(c);
         return;
     }
-    conn_connect(c, res->addrs[0]);
+    /* An IPv4 address first, as hiredis itself takes them: `localhost` is
+     * ::1 first in most /etc/hosts, and Redis often listens on 127.0.0.1. */
+    const char *addr = res->addrs[0];
+    for (unsigned i = 0; i < res->n; i++) {
+        if (!strchr(res->addrs[i], ':')) {
+            addr = res->addrs[i];
+            break;
+        }
+    }
+    conn_connect(c, addr);
 }
 
 /* Starts one connect attempt: a host name is looked up first, off the loop

@@ -19,6 +19,9 @@ cat >"$IT_TMP/resolv.conf" <<EOF
 nameserver $DNS
 options timeout:2 attempts:2
 EOF
+# /etc/hosts as it is, and a name with an IPv6 address first (as localhost has
+# in most hosts files) while Redis listens on 127.0.0.1 only.
+{ cat /etc/hosts; printf '::1 dual.arv.test\n127.0.0.1 dual.arv.test\n'; } >"$IT_TMP/hosts"
 # A name server that takes every query and answers none.
 perl -MIO::Socket::INET -e '
     my $s = IO::Socket::INET->new(LocalAddr => "'$DNS':53", Proto => "udp") or die "bind: $!";
@@ -35,8 +38,8 @@ ns_start() {
     shift 2
     port=$(arv_free_port)
     env ARV_LISTEN="127.0.0.1:$port" "$@" unshare -m sh -c \
-        'mount --bind "$0" /etc/resolv.conf && exec "$1"' "$IT_TMP/resolv.conf" "$IT_BIN/$binary" \
-        2>>"$IT_TMP/$name.log" &
+        'mount --bind "$0/resolv.conf" /etc/resolv.conf && mount --bind "$0/hosts" /etc/hosts &&
+         exec "$1"' "$IT_TMP" "$IT_BIN/$binary" 2>>"$IT_TMP/$name.log" &
     IT_PIDS+=("$!")
     printf -v "IT_PORT_$name" '%s' "$port"
     printf -v "IT_PID_$name" '%s' "$!"
@@ -89,6 +92,16 @@ answers "$C/api/analytics/ar-session" 200 "${POST[@]}" || it_fail "POST not acce
 out=$(curl -s --max-time 5 "${QUERY[@]}" "$R/api/analytics/overview")
 jq -e 'has("total_views")' <<<"$out" >/dev/null || it_fail "overview once DNS answered: $out"
 it_pass "DNS answers: both connect to the names' addresses and serve"
+
+# ---- a name with an IPv6 and an IPv4 address: the collector takes the IPv4
+# one, as hiredis does (Redis listens on 127.0.0.1 only)
+ns_start dual arv-collector REDIS_URL="redis://dual.arv.test:$IT_REDIS_PORT/0"
+arv_wait_http "http://127.0.0.1:$IT_PORT_dual/api/health/readiness" 200 10 ||
+    it_fail "collector not ready with a name that is ::1 first: $(tail -3 "$IT_TMP/dual.log")"
+answers "http://127.0.0.1:$IT_PORT_dual/api/analytics/ar-session" 200 "${POST[@]}" ||
+    it_fail "POST through dual.arv.test not accepted"
+it_stop dual
+it_pass "a name that is IPv6 first: the IPv4 address is connected to"
 
 it_stop collector
 it_stop reporter

@@ -366,6 +366,29 @@ Test(pg_pool, host_name)
     nanosleep(&ts, NULL);
 }
 
+/* A service names its own host, which outranks PGHOST: the pool must not look
+ * up PGHOST instead (here a name that cannot resolve). */
+Test(pg_pool, service_host_outranks_pghost)
+{
+    char path[] = "/tmp/arv-pg-service-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    dprintf(fd, "[arvtest]\nhost=127.0.0.1\nport=%s\nuser=arv\ndbname=postgres\n",
+            getenv("ARV_TEST_PG_PORT"));
+    close(fd);
+    setenv("PGSERVICEFILE", path, 1);
+    setenv("PGHOST", "no-such-host.invalid", 1);
+    conninfo = "service=arvtest";
+    struct pg_pool *p = pool_up(1, 1000);
+    struct result r;
+    roundtrip(p, &r, "SELECT 1", 0, NULL);
+    cr_assert_str_eq(r.v0, "1");
+    pg_pool_free(p);
+    unsetenv("PGHOST");
+    unsetenv("PGSERVICEFILE");
+    unlink(path);
+}
+
 /* The value libpq took for option `key` on `conn` (borrowed until `opts` is freed). */
 static const char *conn_option(PQconninfoOption *opts, const char *key)
 {
