@@ -30,8 +30,9 @@ const struct config_option aggregator_options[] = {
     CONFIG_COMMON_OPTIONS(struct aggregator_config, "0.0.0.0:8082"),
     {"batch-size", "ARV_BATCH_SIZE", CONFIG_INT, offsetof(struct aggregator_config, batch_size),
      "200000", NULL, 1, 320000,
-     "stream entries per batch and shard: one transaction, made of reads of up to 10000 entries"
-     " (XREADGROUP pieces of 2000), each written as it comes"},
+     "stream entries per batch and worker, summed over its streams: one transaction, made of"
+     " reads of up to 10000 entries per stream (XREADGROUP pieces of 2000 shared by the"
+     " streams), each written as it comes"},
     {"batch-max-bytes", "ARV_BATCH_MAX_BYTES", CONFIG_INT,
      offsetof(struct aggregator_config, batch_max_bytes), "33554432", NULL, 1048576, 1073741824,
      "a read stops once its rows take this many bytes (memory per worker)"},
@@ -137,7 +138,8 @@ bool aggregator_config_validate(const void *p, char *err, size_t errlen)
         snprintf(err, errlen, "ARV_CONSUMER: must be 1..%d characters", CONSUMER_MAX - 8);
         return false;
     }
-    return true;
+    return config_check_readable("ARV_GEOIP_DB", cfg->geoip_db, err, errlen) &&
+           config_check_readable("ARV_UA_REGEXES", cfg->ua_regexes, err, errlen);
 }
 
 static const char *dep_detail(enum worker_dep d)

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 #include <libpq-fe.h>
@@ -316,6 +317,14 @@ void config_load_or_exit(const char *binary, const char *summary, const struct c
     }
     if (common)
         config_apply_logging(common, binary);
+}
+
+bool config_check_readable(const char *var, const char *path, char *err, size_t errlen)
+{
+    if (!path || !*path || access(path, R_OK) == 0)
+        return true;
+    snprintf(err, errlen, "%s: cannot read '%s': %s", var, path, strerror(errno));
+    return false;
 }
 
 bool config_relation_valid(const char *rel)

@@ -129,6 +129,11 @@ bool parse_bool(const char *s, bool *out);
  * ARV_CONTENT_RELATION, which is spliced into SQL. */
 bool config_relation_valid(const char *rel);
 
+/* True when `path` is NULL or empty (the feature is off) or a file this
+ * process can read; else false with "<var>: cannot read '<path>': <why>" in
+ * `err`. So --check-config catches a missing file, not one that is corrupt. */
+bool config_check_readable(const char *var, const char *path, char *err, size_t errlen);
+
 /* Checks REDIS_URL (when `redis`: a list of at most `max_redis` valid URLs) and
  * DATABASE_URL (when `database`: libpq can parse it). False with one clear line
  * in `err`. */

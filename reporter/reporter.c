@@ -189,7 +189,10 @@ bool reporter_config_validate(const void *cfgp, char *err, size_t errlen)
                  cfg->content_relation ? cfg->content_relation : "");
         return false;
     }
-    return true;
+    /* Every tz is checked against these files; without them even UTC is a 400. */
+    char utc[4096];
+    snprintf(utc, sizeof(utc), "%s/UTC", cfg->zoneinfo_dir ? cfg->zoneinfo_dir : "");
+    return config_check_readable("ARV_ZONEINFO_DIR", utc, err, errlen);
 }
 
 static void reporter_call_end(struct reporter_call *call, enum reporter_outcome outcome)

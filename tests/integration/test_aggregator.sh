@@ -7,6 +7,14 @@
 . "$(dirname "$0")/../../bench/aggregator_checks.sh"
 it_setup "${1:?usage: test_aggregator.sh BIN_DIR}"
 
+# --check-config finds a GeoIP database or user-agent rules that are not
+# there, which the aggregator would only find at start.
+for var in ARV_GEOIP_DB ARV_UA_REGEXES; do
+    rc=0; out=$(env "$var=/nonexistent/file" "$IT_BIN/arv-aggregator" --check-config 2>&1) || rc=$?
+    [ "$rc" = 1 ] && [[ $out == *"$var: cannot read '/nonexistent/file'"* ]] ||
+        it_fail "--check-config with $var missing (exit $rc): $out"
+done
+
 N=${IT_EVENTS:-6000}
 GEN=$IT_ROOT/bench/aggregator_events.awk
 now_ms=$(($(date +%s%3N)))

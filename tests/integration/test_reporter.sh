@@ -6,6 +6,12 @@
 . "$(dirname "$0")/lib.sh"
 it_setup "${1:?usage: test_reporter.sh BIN_DIR}"
 
+# --check-config reads ARV_ZONEINFO_DIR: without it every request would be a
+# 400, even tz=UTC.
+rc=0; out=$(ARV_ZONEINFO_DIR=/nonexistent "$IT_BIN/arv-reporter" --check-config 2>&1) || rc=$?
+[ "$rc" = 1 ] && [[ $out == *"ARV_ZONEINFO_DIR: cannot read '/nonexistent/UTC'"* ]] ||
+    it_fail "--check-config with no zoneinfo (exit $rc): $out"
+
 # Registry: company 1 owns projects 10, 11 and 99; company 2 owns project 20;
 # project 30 is shared. Events (offset = days before today, UTC) go into a
 # scratch table; the rollup is built from it, and the expected answers are exact

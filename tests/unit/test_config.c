@@ -159,6 +159,18 @@ Test(config, check_config)
     cr_assert_eq(load(&cfg, 2, argv, err), CONFIG_CHECK);
 }
 
+/* Files a daemon opens at start (GeoIP, user-agent rules, zoneinfo) are
+ * checked by --check-config too: missing is an error naming the variable. */
+Test(config, check_readable)
+{
+    char err[256] = "";
+    cr_assert(config_check_readable("ARV_X", NULL, err, sizeof(err)));
+    cr_assert(config_check_readable("ARV_X", "", err, sizeof(err)));
+    cr_assert(config_check_readable("ARV_X", "/etc/passwd", err, sizeof(err)));
+    cr_assert_not(config_check_readable("ARV_X", "/nonexistent/file", err, sizeof(err)));
+    cr_assert_str_eq(err, "ARV_X: cannot read '/nonexistent/file': No such file or directory");
+}
+
 Test(config, help_and_version_exit_ok, .init = cr_redirect_stdout)
 {
     struct test_config cfg;
