@@ -500,7 +500,7 @@ grep -q '^aggregator_ua_lookups_total{result="miss"} [1-9]' <<<"$m" || it_fail "
 it_stop enrich
 rc=0
 env ARV_LISTEN=127.0.0.1:0 ARV_GEOIP_DB=/nonexistent.mmdb "$IT_BIN/arv-aggregator" 2>"$IT_TMP/nogeo.log" || rc=$?
-[ "$rc" != 0 ] && grep -q "nonexistent.mmdb: No such file" "$IT_TMP/nogeo.log" ||
+[ "$rc" != 0 ] && grep -q "ARV_GEOIP_DB: cannot read '/nonexistent.mmdb': No such file" "$IT_TMP/nogeo.log" ||
     it_fail "a missing ARV_GEOIP_DB must stop the start with a clear error (rc $rc): $(tail -2 "$IT_TMP/nogeo.log")"
 it_pass "GeoIP and user-agent enrichment, bots stored but not counted, a bad GeoIP path refused"
 
