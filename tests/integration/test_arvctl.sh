@@ -420,17 +420,20 @@ it_pass "a migration of comments only is applied and recorded"
 # A renamed migration (versions are file names) is refused, not run again; a
 # failing statement of a migration file is reported without arvctl's hint to
 # run the migrations (which is what is running).
+# mig_run: arvctl migrate of $IT_TMP/migrations into arv_mig; output in
+# mig.out, exit status in rc.
+mig_run() {
+    rc=0
+    DATABASE_URL="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig" "$ARVCTL" migrate \
+        --migrations-dir "$IT_TMP/migrations" >"$IT_TMP/mig.out" 2>&1 || rc=$?
+}
 mv "$IT_TMP/migrations/9999_placeholder.sql" "$IT_TMP/migrations/9999_placeholder_renamed.sql"
-rc=0
-DATABASE_URL="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig" "$ARVCTL" migrate \
-    --migrations-dir "$IT_TMP/migrations" >"$IT_TMP/mig.out" 2>&1 || rc=$?
+mig_run
 [ "$rc" = 1 ] && grep -q "9999_placeholder_renamed.sql is 9999_placeholder.sql renamed" "$IT_TMP/mig.out" ||
     it_fail "renamed migration (exit $rc): $(cat "$IT_TMP/mig.out")"
 rm "$IT_TMP/migrations/9999_placeholder_renamed.sql"
 printf 'UPDATE analytics.no_such_table SET x = 1;\n' >"$IT_TMP/migrations/9998_broken.sql"
-rc=0
-DATABASE_URL="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig" "$ARVCTL" migrate \
-    --migrations-dir "$IT_TMP/migrations" >"$IT_TMP/mig.out" 2>&1 || rc=$?
+mig_run
 [ "$rc" = 1 ] && grep -q 'migration 9998_broken.sql failed at line 1: relation "analytics.no_such_table" does not exist$' "$IT_TMP/mig.out" ||
     it_fail "failing migration (exit $rc): $(cat "$IT_TMP/mig.out")"
 rm "$IT_TMP/migrations/9998_broken.sql"
