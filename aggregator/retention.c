@@ -248,34 +248,30 @@ static int delete_event_ids(struct retention *r, int64_t cutoff, long *ids, long
  * one UTC day per statement, oldest first: each a bounded transaction. A
  * single DELETE after ARV_HOURLY_RETENTION_DAYS was lowered by months could
  * outlast the session's statement_timeout, and be retried in vain at every
- * run. Adds the rows and the statements. */
+ * run. Adds the rows, and the statements that deleted some. */
 static int delete_hourly(struct retention *r, const char *table, int64_t cutoff, long *rows,
                          long *slices)
 {
-    char sql[256];
+    char sql[512];
     PGresult *res;
 
+    /* Each statement takes the oldest day left (the hour index's first
+     * entry), up to the cut-off; one that deletes nothing ends it. */
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM analytics.%s WHERE hour < least("
+             "(DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC',"
+             " (SELECT date_trunc('day', min(hour), 'UTC') + interval '1 day'"
+             " FROM analytics.%s))",
+             table, cutoff, table);
     while (!retention_stopping(r)) {
-        /* The oldest hour left: the hour index's first entry. */
-        snprintf(sql, sizeof(sql),
-                 "SELECT (min(hour) AT TIME ZONE 'UTC')::date - DATE '1970-01-01'"
-                 " FROM analytics.%s",
-                 table);
         if (!(res = retention_exec(r, sql, table)))
             return -EIO;
-        int64_t day = PQgetisnull(res, 0, 0) ? cutoff : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        long n = affected(res);
         PQclear(res);
-        if (day >= cutoff)
+        if (n == 0)
             return 0;
-        snprintf(sql, sizeof(sql),
-                 "DELETE FROM analytics.%s"
-                 " WHERE hour < (DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC'",
-                 table, day + 1);
-        if (!(res = retention_exec(r, sql, table)))
-            return -EIO;
-        *rows += affected(res);
+        *rows += n;
         ++*slices;
-        PQclear(res);
     }
     return 0;
 }
