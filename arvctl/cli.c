@@ -160,6 +160,19 @@ void cli_report_error(const char *what, const PGresult *res, const PGconn *conn)
     fputc('\n', stderr);
 }
 
+PGresult *cli_query(PGconn *conn, const char *sql, int n, const char *const *params,
+                    const char *what)
+{
+    PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return res;
+    cli_report(what, res, conn);
+    PQclear(res);
+    return NULL;
+}
+
 bool cli_exec(PGconn *conn, const char *sql, const char *what)
 {
     PGresult *res = PQexec(conn, sql);

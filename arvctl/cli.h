@@ -60,6 +60,12 @@ void cli_report(const char *what, const PGresult *res, const PGconn *conn);
  * migration file's statement may well miss a table of its own). */
 void cli_report_error(const char *what, const PGresult *res, const PGconn *conn);
 
+/* Runs `sql` with `n` text parameters (`params[i]` NULL is SQL NULL). Returns
+ * the result when the statement succeeded, with rows or without; else reports
+ * it as `what` (cli_report) and returns NULL. Caller clears the result. */
+PGresult *cli_query(PGconn *conn, const char *sql, int n, const char *const *params,
+                    const char *what);
+
 /* Runs `sql` and returns true when it succeeded; else reports it as `what`. */
 bool cli_exec(PGconn *conn, const char *sql, const char *what);
 

@@ -122,19 +122,17 @@ static int content_list(const char *database_url, int argc, char **argv)
     params[1] = project ? ids[1] : NULL;
     if (!(conn = cli_connect(database_url)))
         goto out;
-    res = PQexecParams(conn,
-                       "SELECT id, coalesce(unique_id, ''), project_id, company_id,"
-                       " CASE WHEN is_active THEN 'yes' ELSE 'no' END,"
-                       " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-                       " FROM analytics.ar_content"
-                       " WHERE ($1::bigint IS NULL OR company_id = $1)"
-                       " AND ($2::bigint IS NULL OR project_id = $2)"
-                       " ORDER BY id",
-                       2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        cli_report("cannot list content", res, conn);
+    if (!(res =
+              cli_query(conn,
+                        "SELECT id, coalesce(unique_id, ''), project_id, company_id,"
+                        " CASE WHEN is_active THEN 'yes' ELSE 'no' END,"
+                        " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+                        " FROM analytics.ar_content"
+                        " WHERE ($1::bigint IS NULL OR company_id = $1)"
+                        " AND ($2::bigint IS NULL OR project_id = $2)"
+                        " ORDER BY id",
+                        2, params, "cannot list content")))
         goto out;
-    }
     cli_print_table(stdout, res, headers);
     rc = CLI_EXIT_OK;
 out:

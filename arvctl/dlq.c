@@ -195,11 +195,8 @@ static int dlq_list(const char *database_url, int argc, char **argv)
                  " CASE WHEN length(payload) > 60 THEN left(payload, 57) || '...'"
                  " ELSE payload END FROM (%s) x ORDER BY id",
                  rows);
-    res = PQexecParams(conn, sql, 2, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        cli_report("cannot list dead letters", res, conn);
+    if (!(res = cli_query(conn, sql, 2, params, "cannot list dead letters")))
         goto out;
-    }
     if (json)
         printf("%s\n", PQgetvalue(res, 0, 0));
     else
@@ -382,17 +379,14 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
     /* A page at a time, in id order: a reason may hold millions. */
     for (bool more = true; more && !n.failed;) {
         PQclear(res);
-        res = PQexecParams(conn,
-                           "SELECT id, reason, payload FROM analytics.dead_letters"
-                           " WHERE (($1::bigint IS NOT NULL AND id = $1)"
-                           " OR ($2::text IS NOT NULL AND reason = $2 AND replayed_at IS NULL))"
-                           " AND ($3::bigint IS NULL OR id > $3) AND id <= $5::bigint"
-                           " ORDER BY id LIMIT $4::int",
-                           5, NULL, params, NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            cli_report("cannot read dead letters", res, conn);
+        if (!(res = cli_query(conn,
+                              "SELECT id, reason, payload FROM analytics.dead_letters"
+                              " WHERE (($1::bigint IS NOT NULL AND id = $1)"
+                              " OR ($2::text IS NOT NULL AND reason = $2 AND replayed_at IS NULL))"
+                              " AND ($3::bigint IS NULL OR id > $3) AND id <= $5::bigint"
+                              " ORDER BY id LIMIT $4::int",
+                              5, params, "cannot read dead letters")))
             goto out;
-        }
         if (id && PQntuples(res) == 0) {
             fprintf(stderr, "arvctl dlq replay: no dead letter %s\n", idbuf);
             goto out;

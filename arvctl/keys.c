@@ -162,6 +162,9 @@ out:
     return rc;
 }
 
+/* revoked_at as the revoke messages print it. */
+#define KEYS_SQL_AT "to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
 static int keys_revoke(const char *database_url, int argc, char **argv)
 {
     PGconn *conn = NULL;
@@ -186,15 +189,12 @@ static int keys_revoke(const char *database_url, int argc, char **argv)
      * row lock checks again once it has it, so revoking twice, even at the
      * same time, keeps the first time. Then a statement of its own (a snapshot
      * taken after that revoke committed) tells when, or that no key has the id. */
-    res = PQexecParams(conn,
-                       "UPDATE analytics.api_keys SET revoked_at = now() "
-                       "WHERE id = $1::bigint AND revoked_at IS NULL RETURNING prefix, "
-                       "to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-                       1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        cli_report("cannot revoke the key", res, conn);
+    if (!(res = cli_query(
+              conn,
+              "UPDATE analytics.api_keys SET revoked_at = now() "
+              "WHERE id = $1::bigint AND revoked_at IS NULL RETURNING prefix, " KEYS_SQL_AT,
+              1, params, "cannot revoke the key")))
         goto out;
-    }
     if (PQntuples(res) == 1) {
         printf("revoked key %s (%s) at %s; the reporter refuses it within its auth cache TTL\n",
                argv[1], PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
@@ -202,15 +202,10 @@ static int keys_revoke(const char *database_url, int argc, char **argv)
         goto out;
     }
     PQclear(res);
-    res = PQexecParams(conn,
-                       "SELECT prefix, to_char(revoked_at AT TIME ZONE 'UTC', "
-                       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM analytics.api_keys "
-                       "WHERE id = $1::bigint",
-                       1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        cli_report("cannot read the key", res, conn);
+    if (!(res = cli_query(
+              conn, "SELECT prefix, " KEYS_SQL_AT " FROM analytics.api_keys WHERE id = $1::bigint",
+              1, params, "cannot read the key")))
         goto out;
-    }
     if (PQntuples(res) == 0) {
         fprintf(stderr, "arvctl keys: no key with id %s\n", argv[1]);
         goto out;

@@ -207,13 +207,10 @@ static bool apply_one(PGconn *conn, const char *name, const char *version, const
         goto out;
     }
     PQclear(res);
-    res = PQexecParams(
-        conn, "INSERT INTO analytics.schema_migrations (version, checksum) VALUES ($1, $2)", 2,
-        NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        cli_report(what, res, conn);
+    if (!(res = cli_query(
+              conn, "INSERT INTO analytics.schema_migrations (version, checksum) VALUES ($1, $2)",
+              2, params, what)))
         goto out;
-    }
     ok = cli_exec(conn, "COMMIT", what);
 out:
     PQclear(res);
