@@ -1,6 +1,8 @@
 /* Unit tests for aggregator/rollup.c: per-batch rollup deltas and their
  * sketches, from batch entries as the store leaves them. */
 #include <criterion/criterion.h>
+
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -174,6 +176,21 @@ static char *line_of(const char *text, const char *prefix)
     return NULL;
 }
 
+/* The line of `text` that starts with `prefix` is the one `fmt` prints. */
+static void expect_line(const char *text, const char *prefix, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void expect_line(const char *text, const char *prefix, const char *fmt, ...)
+{
+    char want[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(want, sizeof(want), fmt, ap);
+    va_end(ap);
+    const char *got = line_of(text, prefix);
+    cr_assert_not_null(got, "no line %s in:\n%s", prefix, text);
+    cr_assert_str_eq(got, want);
+}
+
 /* How many lines `text` holds. */
 static size_t lines_of(const char *text)
 {
@@ -185,7 +202,6 @@ static size_t lines_of(const char *text)
 
 Test(rollup, measures_of_every_kind)
 {
-    char want[4096];
     const char *both[] = {s1, s2}, *one[] = {s1};
 
     add(1, s1, 5, "2025-11-25T10:10:00Z",
@@ -197,24 +213,20 @@ Test(rollup, measures_of_every_kind)
     const char *text = text_rows(&out, MEASURE_TYPES);
 
     /* Content 5, 10:00: two events of one session; one duration; good + other. */
-    snprintf(want, sizeof(want),
-             "0\t2025-11-25 10:00:00.000+00\t7\t70\t5\t2\t%s\t1\t10\t1\t0\t1\t0\t0\t1",
-             sketch_of(one, 1));
-    cr_assert_str_eq(line_of(text, "0\t2025-11-25 10:00"), want);
+    expect_line(text, "0\t2025-11-25 10:00",
+                "0\t2025-11-25 10:00:00.000+00\t7\t70\t5\t2\t%s\t1\t10\t1\t0\t1\t0\t0\t1",
+                sketch_of(one, 1));
     /* Content 5's day: three events, two sessions, durations 10 + 4. */
-    snprintf(want, sizeof(want),
-             "1\t2025-11-25 00:00:00.000+00\t7\t70\t5\t3\t%s\t1\t14\t2\t0\t1\t0\t0\t2",
-             sketch_of(both, 2));
-    cr_assert_str_eq(line_of(text, "1\t2025-11-25 00:00:00.000+00\t7\t70\t5\t"), want);
+    expect_line(text, "1\t2025-11-25 00:00:00.000+00\t7\t70\t5\t",
+                "1\t2025-11-25 00:00:00.000+00\t7\t70\t5\t3\t%s\t1\t14\t2\t0\t1\t0\t0\t2",
+                sketch_of(both, 2));
     /* Company 7 at 23:00 (content 6 only), and its day (all four). */
-    snprintf(want, sizeof(want),
-             "2\t2025-11-25 23:00:00.000+00\t7\t\\N\t\\N\t1\t%s\t0\t0\t0\t0\t0\t0\t0\t1",
-             sketch_of(both + 1, 1));
-    cr_assert_str_eq(line_of(text, "2\t2025-11-25 23:00"), want);
-    snprintf(want, sizeof(want),
-             "3\t2025-11-25 00:00:00.000+00\t7\t\\N\t\\N\t4\t%s\t1\t14\t2\t0\t1\t0\t0\t3",
-             sketch_of(both, 2));
-    cr_assert_str_eq(line_of(text, "3\t"), want);
+    expect_line(text, "2\t2025-11-25 23:00",
+                "2\t2025-11-25 23:00:00.000+00\t7\t\\N\t\\N\t1\t%s\t0\t0\t0\t0\t0\t0\t0\t1",
+                sketch_of(both + 1, 1));
+    expect_line(text, "3\t",
+                "3\t2025-11-25 00:00:00.000+00\t7\t\\N\t\\N\t4\t%s\t1\t14\t2\t0\t1\t0\t0\t3",
+                sketch_of(both, 2));
     /* 3 content hours, 2 content days, 3 company hours, 1 company day. */
     cr_assert_eq(lines_of(text), 9, "%s", text);
 }
@@ -222,15 +234,14 @@ Test(rollup, measures_of_every_kind)
 Test(rollup, breakdown_per_dimension_and_value)
 {
     const char *both[] = {s1, s2};
-    char want[512];
 
     add(1, s1, 5, "2025-11-25T10:10:00Z", ",\"device_type\":\"mobile\",\"city\":\"K\\\\oln\"");
     add(2, s2, 5, "2025-11-25T12:10:00Z", ",\"device_type\":\"mobile\"");
     cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
     const char *text = text_rows(&out, BREAKDOWN_TYPES);
     /* 2025-11-25 is day 20417. */
-    snprintf(want, sizeof(want), "20417\t7\t70\t5\tdevice_type\tmobile\t2\t%s", sketch_of(both, 2));
-    cr_assert_str_eq(line_of(text, "20417\t7\t70\t5\tdevice_type\t"), want);
+    expect_line(text, "20417\t7\t70\t5\tdevice_type\t",
+                "20417\t7\t70\t5\tdevice_type\tmobile\t2\t%s", sketch_of(both, 2));
     /* A missing value counts as "unknown"; values go as they are. */
     cr_assert(line_of(text, "20417\t7\t70\t5\tbrowser\tunknown\t2\t"), "%s", text);
     cr_assert(line_of(text, "20417\t7\t70\t5\tcity\tK\\oln\t1\t"), "%s", text);
@@ -243,25 +254,21 @@ Test(rollup, breakdown_per_dimension_and_value)
 Test(rollup, content_moved_to_another_project)
 {
     const char *one[] = {s1}, *other[] = {s2}, *both[] = {s1, s2};
-    char want[4096];
 
     add(1, s1, 5, "2025-11-25T10:10:00Z", ",\"device_type\":\"mobile\"");
     project = 80;
     add(2, s2, 5, "2025-11-25T10:20:00Z", ",\"device_type\":\"mobile\"");
     cr_assert_eq(rollup_write_measures(&r, &out, NULL, NULL), 0);
     const char *text = text_rows(&out, MEASURE_TYPES);
-    snprintf(want, sizeof(want),
-             "0\t2025-11-25 10:00:00.000+00\t7\t70\t5\t1\t%s\t0\t0\t0\t0\t0\t0\t0\t1",
-             sketch_of(one, 1));
-    cr_assert_str_eq(line_of(text, "0\t2025-11-25 10:00:00.000+00\t7\t70\t"), want);
-    snprintf(want, sizeof(want),
-             "1\t2025-11-25 00:00:00.000+00\t7\t80\t5\t1\t%s\t0\t0\t0\t0\t0\t0\t0\t1",
-             sketch_of(other, 1));
-    cr_assert_str_eq(line_of(text, "1\t2025-11-25 00:00:00.000+00\t7\t80\t"), want);
-    snprintf(want, sizeof(want),
-             "3\t2025-11-25 00:00:00.000+00\t7\t\\N\t\\N\t2\t%s\t0\t0\t0\t0\t0\t0\t0\t2",
-             sketch_of(both, 2));
-    cr_assert_str_eq(line_of(text, "3\t"), want);
+    expect_line(text, "0\t2025-11-25 10:00:00.000+00\t7\t70\t",
+                "0\t2025-11-25 10:00:00.000+00\t7\t70\t5\t1\t%s\t0\t0\t0\t0\t0\t0\t0\t1",
+                sketch_of(one, 1));
+    expect_line(text, "1\t2025-11-25 00:00:00.000+00\t7\t80\t",
+                "1\t2025-11-25 00:00:00.000+00\t7\t80\t5\t1\t%s\t0\t0\t0\t0\t0\t0\t0\t1",
+                sketch_of(other, 1));
+    expect_line(text, "3\t",
+                "3\t2025-11-25 00:00:00.000+00\t7\t\\N\t\\N\t2\t%s\t0\t0\t0\t0\t0\t0\t0\t2",
+                sketch_of(both, 2));
     /* 2 content hours, 2 content days, 1 company hour, 1 company day. */
     cr_assert_eq(lines_of(text), 6, "%s", text);
 
@@ -342,17 +349,16 @@ Test(rollup, deltas_span_reads)
     add(400, s2, 5, "2025-11-25T12:10:00Z", ",\"device_type\":\"tablet\"");
     cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
     const char *text = text_rows(&out, BREAKDOWN_TYPES);
-    snprintf(want, sizeof(want), "20417\t7\t70\t5\tdevice_type\tmobile\t301\t%s",
-             sketch_of(both, 2));
-    cr_assert_str_eq(line_of(text, "20417\t7\t70\t5\tdevice_type\tmobile"), want);
-    snprintf(want, sizeof(want), "20417\t7\t70\t5\tdevice_type\ttablet\t1\t%s", sketch_of(one, 1));
-    cr_assert_str_eq(line_of(text, "20417\t7\t70\t5\tdevice_type\ttablet"), want);
+    expect_line(text, "20417\t7\t70\t5\tdevice_type\tmobile",
+                "20417\t7\t70\t5\tdevice_type\tmobile\t301\t%s", sketch_of(both, 2));
+    expect_line(text, "20417\t7\t70\t5\tdevice_type\ttablet",
+                "20417\t7\t70\t5\tdevice_type\ttablet\t1\t%s", sketch_of(one, 1));
     /* Rome: event 1 (s1) and the 150 even ones (s2). */
-    snprintf(want, sizeof(want), "20417\t7\t70\t5\tcity\tRome\t151\t%s", sketch_of(both, 2));
-    cr_assert_str_eq(line_of(text, "20417\t7\t70\t5\tcity\tRome"), want);
+    expect_line(text, "20417\t7\t70\t5\tcity\tRome", "20417\t7\t70\t5\tcity\tRome\t151\t%s",
+                sketch_of(both, 2));
     /* The 150 odd ones (s1) have no city. */
-    snprintf(want, sizeof(want), "20417\t7\t70\t5\tcity\tunknown\t151\t%s", sketch_of(both, 2));
-    cr_assert_str_eq(line_of(text, "20417\t7\t70\t5\tcity\tunknown"), want);
+    expect_line(text, "20417\t7\t70\t5\tcity\tunknown", "20417\t7\t70\t5\tcity\tunknown\t151\t%s",
+                sketch_of(both, 2));
     strbuf_reset(&out);
     cr_assert_eq(rollup_write_measures(&r, &out, NULL, NULL), 0);
     text = text_rows(&out, MEASURE_TYPES);
