@@ -1271,7 +1271,8 @@ static int on_headers_complete(llhttp_t *p)
     r->method_name = llhttp_method_name((llhttp_method_t)llhttp_get_method(p));
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > l->max_body_bytes)
         return parser_fail(c, 413);
-    if (!transfer_codings_ok(r))
+    /* (The header lines are searched only when llhttp saw the header.) */
+    if ((p->flags & F_TRANSFER_ENCODING) && !transfer_codings_ok(r))
         return parser_fail(c, 501);
 
     bool body_follows =
