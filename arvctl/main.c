@@ -111,8 +111,7 @@ int main(int argc, char **argv)
             if (!strchr(arg, '=') && i + 1 < argc)
                 gargv[gargc++] = argv[++i];
         } else if (sargc == 0 && arg[0] == '-') {
-            if (strcmp(arg, "--help") != 0 && strcmp(arg, "-h") != 0 &&
-                strcmp(arg, "--version") != 0 && strcmp(arg, "--check-config") != 0) {
+            if (!config_builtin_flag(arg)) {
                 fprintf(stderr, "arvctl: unknown option '%s' (see arvctl --help)\n", arg);
                 goto out;
             }

@@ -319,6 +319,16 @@ void config_load_or_exit(const char *binary, const char *summary, const struct c
         config_apply_logging(common, binary);
 }
 
+bool config_builtin_flag(const char *arg)
+{
+    static const char *const flags[] = {"--help", "-h", "--version", "--check-config"};
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        if (strcmp(arg, flags[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
 bool config_check_readable(const char *var, const char *path, char *err, size_t errlen)
 {
     if (!path || !*path || access(path, R_OK) == 0)

@@ -112,6 +112,10 @@ enum config_result config_load(const char *binary, const char *summary,
                                const struct config_option *opts, size_t nopts, void *cfg, int argc,
                                char **argv, config_getenv_fn *getenv_fn, char *err, size_t errlen);
 
+/* True for the flags every binary takes besides its options: --help, -h,
+ * --version, --check-config. */
+bool config_builtin_flag(const char *arg);
+
 /* Parses "host:port", "[v6]:port" or ":port"; the host must be numeric. */
 bool config_parse_listen(const char *s, struct config_listen *out);
 
