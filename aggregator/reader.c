@@ -171,6 +171,21 @@ static bool reply_is_error(struct reader *r, const redisReply *reply, const char
     return true;
 }
 
+/* After XGROUP CREATE got OOM: Redis is over maxmemory and refuses every
+ * command that may allocate, that one even when the group exists. Reading,
+ * acknowledging and trimming are still allowed, and only they free memory:
+ * true if the group of stream `i` exists (XPENDING, which needs no memory,
+ * answers), so that the reader can go on. */
+static bool group_exists(struct reader *r, unsigned i)
+{
+    redisReply *reply =
+        reader_commandv(r, 3, (const char *[]){"XPENDING", r->streams[i], READER_GROUP});
+    bool ok = reply && reply->type == REDIS_REPLY_ARRAY;
+
+    reply_arena_free(reply);
+    return ok;
+}
+
 int reader_connect(struct reader *r)
 {
     struct timeval tv = {READER_CONNECT_MS / 1000, (READER_CONNECT_MS % 1000) * 1000};
@@ -209,6 +224,17 @@ int reader_connect(struct reader *r)
         reply_arena_free(reply);
         reply = NULL;
     }
+    /* An error (CONFIG renamed or denied) leaves the policy unknown. */
+    reply = reader_commandv(r, 3, (const char *[]){"CONFIG", "GET", "maxmemory-policy"});
+    if (!reply)
+        goto out;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[1]->type == REDIS_REPLY_STRING &&
+        redis_policy_evicts_keys(reply->element[1]->str))
+        log_warn("redis_eviction_policy_unsafe", LF_STR("host", r->url.host),
+                 LF_INT("port", r->url.port), LF_STR("policy", reply->element[1]->str));
+    reply_arena_free(reply);
+    reply = NULL;
     for (unsigned i = 0; i < r->nstreams; i++) {
         /* From the start ("0"), not "$": entries added before any aggregator
          * ran are still counted. Dedupe makes re-reading harmless. */
@@ -216,7 +242,8 @@ int reader_connect(struct reader *r)
         reply = reader_commandv(r, 6, argv);
         if (!reply)
             goto out;
-        if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0) {
+        if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0 &&
+            !(strncmp(reply->str, "OOM", 3) == 0 && group_exists(r, i))) {
             reader_set_err(r, "XGROUP CREATE", reply->str);
             goto out;
         }

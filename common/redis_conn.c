@@ -439,6 +439,29 @@ static void on_handshake_reply(redisAsyncContext *ac, void *r, void *privdata)
         conn_set_up(c);
 }
 
+bool redis_policy_evicts_keys(const char *policy)
+{
+    /* allkeys-*: any key may be evicted, a stream with its entries too.
+     * volatile-* evict only keys with an expiry, and streams have none. */
+    return policy && strncmp(policy, "allkeys-", 8) == 0;
+}
+
+static void on_policy_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct redis_conn *c = privdata;
+    redisReply *reply = r;
+    (void)ac;
+    /* No answer, or an error: CONFIG renamed or denied (managed Redis, ACLs),
+     * and nothing is known. */
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    if (redis_policy_evicts_keys(reply->element[1]->str))
+        log_warn("redis_eviction_policy_unsafe", LF_STR("name", c->name),
+                 LF_STR("host", c->url.host), LF_INT("port", c->url.port),
+                 LF_STR("policy", reply->element[1]->str));
+}
+
 static void on_connect(const redisAsyncContext *ac, int status)
 {
     struct redis_conn *c = ac->data;
@@ -470,8 +493,12 @@ static void on_connect(const redisAsyncContext *ac, int status)
      * connections. */
     if (redisAsyncCommand(c->ac, on_handshake_reply, c, "PING") == REDIS_OK)
         c->handshake_left++;
-    if (c->handshake_left == 0)
+    if (c->handshake_left == 0) {
         conn_drop_later(c, "cannot send the handshake");
+        return;
+    }
+    /* Not part of the handshake: a warning at most. */
+    redisAsyncCommand(c->ac, on_policy_reply, c, "CONFIG GET maxmemory-policy");
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)

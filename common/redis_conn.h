@@ -28,6 +28,12 @@ bool redis_url_parse(const char *url, struct redis_url *out);
  * count, or -1 if any is invalid or there are more than `max`. */
 int redis_url_parse_list(const char *list, struct redis_url *out, int max);
 
+/* True if Redis maxmemory-policy `policy` may evict keys without an expiry,
+ * such as the streams (allkeys-lru, allkeys-lfu, allkeys-random): events the
+ * collector acknowledged could then vanish before the aggregators read them.
+ * Each connection checks at connect and logs redis_eviction_policy_unsafe. */
+bool redis_policy_evicts_keys(const char *policy);
+
 /* A command's outcome: `reply` is hiredis-owned, valid only during the call, and
  * NULL when the connection failed before an answer (then `errstr` says why). A
  * Redis error reply arrives as reply->type == REDIS_REPLY_ERROR. */

@@ -380,6 +380,62 @@ Test(reader_live, recovery_without_the_group_disconnects)
     live_end(&r, &b);
 }
 
+/* Sets the server's maxmemory (0: no limit). */
+static void set_maxmemory(const char *bytes)
+{
+    redisReply *rep = redisCommand(admin, "CONFIG SET maxmemory %s", bytes);
+    cr_assert(rep && rep->type == REDIS_REPLY_STATUS, "CONFIG SET maxmemory %s", bytes);
+    freeReplyObject(rep);
+}
+
+/* Redis at maxmemory refuses XGROUP CREATE (OOM) even for a group that
+ * exists. A restarted aggregator must still connect, read its own pending
+ * entries and new ones, and acknowledge them: that is what frees memory. */
+Test(reader_live, connects_and_drains_while_redis_is_full)
+{
+    struct reader r;
+    struct batch b;
+    enum reader_kind kind;
+    bool caught_up;
+    live_start(&r, &b, 3, 100, 0);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 3);
+    reader_deinit(&r); /* killed with 3 entries pending */
+    add_entries(1);
+    set_maxmemory("1");
+    redisReply *rep = redisCommand(admin, "XADD arv:test * v 1 e {}");
+    cr_assert(rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "OOM", 3) == 0,
+              "the server is full");
+    freeReplyObject(rep);
+    reader_open(&r, NULL, live_streams, 1, 100, 0);
+    batch_reset(&b);
+    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr);
+    cr_assert_eq(kind, READER_PENDING);
+    cr_assert_eq(b.count, 3, "its own pending entries");
+    ack_all(&r, &b);
+    batch_reset(&b);
+    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr);
+    cr_assert(kind == READER_PENDING && b.count == 0, "recovery ends");
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 1, "the entry not read before");
+    ack_all(&r, &b);
+    cr_assert_eq(pending_count(), 0);
+    live_end(&r, &b);
+
+    /* A group that does not exist cannot be made: the connect fails (and
+     * backs off) instead of reading into NOGROUP. */
+    static const char *const other[] = {"arv:other"};
+    struct redis_url url;
+    char spec[64];
+    snprintf(spec, sizeof(spec), "redis://127.0.0.1:%d/0", port);
+    cr_assert(redis_url_parse(spec, &url));
+    cr_assert_eq(reader_init(&r, &url, other, 1, "c1", 100, 0, 50), 0);
+    cr_assert_eq(reader_connect(&r), -1);
+    cr_assert(strstr(r.errstr, "XGROUP CREATE") && strstr(r.errstr, "OOM"), "%s", r.errstr);
+    reader_deinit(&r);
+    set_maxmemory("0");
+}
+
 /* The node turned replica (READONLY): the reader disconnects, so that a new
  * connection may reach the new primary behind the same name. */
 Test(reader_live, replica_disconnects)

@@ -133,6 +133,21 @@ Test(redis_url, list)
     cr_assert_eq(redis_url_parse_list("redis://a", u, 0), -1);
 }
 
+/* Only the policies that may evict a key without an expiry (a stream). */
+Test(redis_policy, evicts_keys)
+{
+    cr_assert(redis_policy_evicts_keys("allkeys-lru"));
+    cr_assert(redis_policy_evicts_keys("allkeys-lfu"));
+    cr_assert(redis_policy_evicts_keys("allkeys-random"));
+    cr_assert_not(redis_policy_evicts_keys("noeviction"));
+    cr_assert_not(redis_policy_evicts_keys("volatile-lru"));
+    cr_assert_not(redis_policy_evicts_keys("volatile-lfu"));
+    cr_assert_not(redis_policy_evicts_keys("volatile-random"));
+    cr_assert_not(redis_policy_evicts_keys("volatile-ttl"));
+    cr_assert_not(redis_policy_evicts_keys(""));
+    cr_assert_not(redis_policy_evicts_keys(NULL));
+}
+
 /* ---- a real redis-server ---- */
 
 static struct event_base *base;
