@@ -39,6 +39,8 @@ struct stream_writer {
     long polls_out;            /* XLEN replies awaited */
     bool over;                 /* some shard is past high_water */
     unsigned long connects[STREAM_WRITER_MAX_NODES]; /* each node's connects counted so far */
+    size_t polls_on[STREAM_WRITER_MAX_NODES];        /* XLENs awaiting each node: not XADDs, so
+                                                      * not counted against max_pending */
 };
 
 struct push {
@@ -150,6 +152,7 @@ static void xlen_done(void *arg, struct redisReply *reply, const char *errstr)
     struct xlen_poll *p = arg;
     struct stream_writer *w = p->w;
     (void)errstr;
+    w->polls_on[p->shard % w->nnodes]--;
     /* A shard whose length is not known now (its node down, an error reply)
      * counts as empty: an old length would keep refusing the events of the
      * other nodes' shards for as long as its node is away (its own events
@@ -187,8 +190,10 @@ static void poll_tick(evutil_socket_t fd, short what, void *arg)
         const char *argv[] = {"XLEN", stream};
         const size_t argvlen[] = {4, strlen(stream)};
         w->polls_out++;
+        w->polls_on[s % w->nnodes]++;
         if (redis_conn_command(w->nodes[s % w->nnodes], xlen_done, p, 2, argv, argvlen) < 0) {
             w->polls_out--;
+            w->polls_on[s % w->nnodes]--;
             w->lens[s] = 0; /* not known now: see xlen_done */
             free(p);
         }
@@ -279,7 +284,10 @@ int stream_writer_push(struct stream_writer *w, const char *session_id, const ch
 {
     long shard = shard_of(w->shards, session_id);
     int node = (int)(shard % w->nnodes);
-    if (w->max_pending && redis_conn_pending(w->nodes[node]) >= w->max_pending)
+    /* The node's commands in flight (those answered "command timed out" but
+     * still in its queue included), its XLEN polls apart. */
+    size_t inflight = redis_conn_pending(w->nodes[node]), polls = w->polls_on[node];
+    if (w->max_pending && inflight > polls && inflight - polls >= w->max_pending)
         return -EBUSY;
     struct push *p = w->free_pushes;
     if (p)

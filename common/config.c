@@ -369,6 +369,13 @@ bool config_check_urls(const struct common_config *c, bool redis, int max_redis,
         int n = urls ? redis_url_parse_list(c->redis_url, urls, max_redis) : -1;
         free(urls);
         /* The value is never echoed: it may hold a password. */
+        if (n <= 0 && c->redis_url && strstr(c->redis_url, "rediss://")) {
+            set_err(err, errlen,
+                    "REDIS_URL: rediss:// (TLS) is not supported: this build's hiredis (0.14)"
+                    " has no TLS; reach a TLS-only Redis through a local TLS tunnel (stunnel)"
+                    " at a redis:// address");
+            return false;
+        }
         if (n <= 0) {
             set_err(err, errlen,
                     "REDIS_URL: invalid (expected redis://[[user]:password@]host[:port][/db],"

@@ -48,6 +48,9 @@ rc=0; "$ARVCTL" dlq replay 2>/dev/null || rc=$?
 [ "$rc" = 2 ] || it_fail "dlq replay without --id/--reason exited $rc, expected 2"
 rc=0; "$ARVCTL" dlq replay --id 99999999 2>/dev/null || rc=$?
 [ "$rc" = 1 ] || it_fail "dlq replay of a missing id exited $rc, expected 1"
+rc=0; out=$(REDIS_URL=rediss://:pw@127.0.0.1:6380/0 "$ARVCTL" dlq replay --id 1 2>&1) || rc=$?
+[ "$rc" = 1 ] && grep -q 'rediss:// (TLS) is not supported' <<<"$out" ||
+    it_fail "dlq replay with a rediss:// URL: exit $rc, $out"
 "$ARVCTL" content add --id 999999999 --project 1001 --company 101 >/dev/null ||
     it_fail "content add"
 # A unique id the collector would refuse (a CR from a CRLF file) could never be

@@ -245,6 +245,11 @@ Test(config, check_urls)
     c.database_url = "postgresql://arv:s3cr%zzet@db/arv";
     cr_assert_not(config_check_urls(&c, false, 0, true, err, sizeof(err)));
     cr_assert(strstr(err, "DATABASE_URL") && !strstr(err, "s3cr"), "%s", err);
+
+    /* TLS is named as such, not as a malformed URL. */
+    c.redis_url = "rediss://:secret@cache.example:6380/0";
+    cr_assert_not(config_check_urls(&c, true, 4, false, err, sizeof(err)));
+    cr_assert(strstr(err, "rediss:// (TLS) is not supported") && !strstr(err, "secret"), "%s", err);
 }
 
 static size_t list_items(const char *list, char out[][16], size_t max)
