@@ -27,13 +27,18 @@ int main(int argc, char **argv)
         goto out;
     if (!(agg = aggregator_new(&svc, &cfg)) || aggregator_start(agg) < 0)
         goto out;
-    if (service_run(&svc) == -ETIMEDOUT && !aggregator_stopped(agg)) {
+    if (service_run(&svc) == -ETIMEDOUT) {
         /* A worker is stuck in a blocking call past the deadline: joining it
          * could hang, and nothing it holds is acknowledged, so leave now. */
-        log_error("aggregator_exit_forced");
-        _exit(1);
+        if (!aggregator_stopped(agg)) {
+            log_error("aggregator_exit_forced");
+            _exit(1);
+        }
+        /* The workers ended just as the deadline fired: exit 1 all the same,
+         * as shutdown_deadline_exceeded said, like every daemon. */
+    } else {
+        rc = 0;
     }
-    rc = 0;
 out:
     aggregator_free(agg);
     service_deinit(&svc);
