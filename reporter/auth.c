@@ -48,8 +48,7 @@ struct auth_cache {
 struct auth {
     struct pg_pool *pool;      /* borrowed */
     struct auth_cache *cache;  /* owned */
-    uint64_t ttl_ms;           /* known keys; 0: no caching */
-    uint64_t negative_ttl_ms;  /* unknown keys */
+    unsigned ttl_s;            /* see auth_cache_ttl_ms() */
     struct metric *cache_hit;  /* reporter_auth_cache_lookups_total{result="hit"} */
     struct metric *cache_miss; /* ...{result="miss"} */
 };
@@ -200,6 +199,20 @@ void auth_cache_put(struct auth_cache *c, const char *hash_hex, uint64_t now_ms,
     slot->expires_ms = now_ms + ttl_ms;
 }
 
+uint64_t auth_cache_ttl_ms(unsigned ttl_s, enum auth_status st)
+{
+    switch (st) {
+    case AUTH_OK:
+    case AUTH_REVOKED:
+        return (uint64_t)ttl_s * 1000u;
+    case AUTH_UNKNOWN:
+        /* Short: a key created just after a failed attempt works soon. */
+        return (uint64_t)(ttl_s < AUTH_NEGATIVE_TTL_S ? ttl_s : AUTH_NEGATIVE_TTL_S) * 1000u;
+    default:
+        return 0; /* a failure is asked again */
+    }
+}
+
 struct auth *auth_new(struct pg_pool *pool, unsigned ttl_s, struct metrics *m)
 {
     struct auth *a = calloc(1, sizeof(*a));
@@ -207,9 +220,7 @@ struct auth *auth_new(struct pg_pool *pool, unsigned ttl_s, struct metrics *m)
     if (!a)
         return NULL;
     a->pool = pool;
-    a->ttl_ms = (uint64_t)ttl_s * 1000u;
-    a->negative_ttl_ms =
-        (uint64_t)(ttl_s < AUTH_NEGATIVE_TTL_S ? ttl_s : AUTH_NEGATIVE_TTL_S) * 1000u;
+    a->ttl_s = ttl_s;
     a->cache = auth_cache_new(AUTH_CACHE_CAPACITY);
     if (!a->cache) {
         auth_free(a);
@@ -277,9 +288,8 @@ static void auth_lookup_done(void *arg, const PGresult *res, const char *errstr)
         st = auth_read_row(res, l->hash, &p);
         if (st == AUTH_FAILED)
             log_error("auth_lookup_failed", LF_STR("error", "unexpected api_keys row"));
-        else
-            auth_cache_put(a->cache, l->hash, timeutil_mono_ms(),
-                           st == AUTH_UNKNOWN ? a->negative_ttl_ms : a->ttl_ms, st, &p);
+        auth_cache_put(a->cache, l->hash, timeutil_mono_ms(), auth_cache_ttl_ms(a->ttl_s, st), st,
+                       &p);
     }
     l->cb(l->arg, st, &p);
     free(l);

@@ -73,6 +73,11 @@ void auth_cache_free(struct auth_cache *c);
 bool auth_cache_get(struct auth_cache *c, const char *hash_hex, uint64_t now_ms,
                     enum auth_status *status, struct auth_principal *p);
 
+/* How long a lookup's answer `st` is cached with a TTL of `ttl_s`: known keys
+ * (valid or revoked) `ttl_s`, unknown ones min(ttl_s, 5 s), anything else
+ * (a failure) not at all. In ms. */
+uint64_t auth_cache_ttl_ms(unsigned ttl_s, enum auth_status st);
+
 /* Remembers `status`/`p` (copied; `p` may be NULL unless AUTH_OK) for `ttl_ms`. */
 void auth_cache_put(struct auth_cache *c, const char *hash_hex, uint64_t now_ms, uint64_t ttl_ms,
                     enum auth_status status, const struct auth_principal *p);

@@ -446,3 +446,37 @@ Test(batch, next_read_keeps_interned_values)
     batch_reset(&b);
     cr_assert_eq(b.nvals, 0);
 }
+
+/* Hundreds of distinct cities in one batch (the value table grows several
+ * times): each keeps its id and its text, and a repeat finds its id. */
+Test(batch, many_values_keep_their_ids)
+{
+    enum { N = 300 };
+    static char json[N][512];
+    uint32_t ids[N];
+    char id[24], want[32];
+
+    for (int i = 0; i < N; i++) {
+        snprintf(json[i], sizeof(json[i]),
+                 "{\"event_id\":\"01a2127b-db01-7b91-beb4-%012x\","
+                 "\"session_id\":\"7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\",\"ar_content_id\":42,"
+                 "\"city\":\"city %d\",\"received_at\":\"2025-11-25T10:00:00.123Z\"}",
+                 i, i);
+        struct batch_field f[] = {FIELD("v", "1"), FIELD("e", json[i])};
+        snprintf(id, sizeof(id), "%d-0", i + 1);
+        cr_assert_eq(batch_add(&b, 0, id, strlen(id), f, 2), 0, "event %d", i);
+        ids[i] = b.entries[i].dims[4];
+    }
+    for (int i = 0; i < N; i++) {
+        snprintf(want, sizeof(want), "city %d", i);
+        cr_assert_str_eq(value_of(ids[i]), want);
+        for (int j = 0; j < i; j++)
+            cr_assert_neq(ids[i], ids[j], "cities %d and %d", i, j);
+    }
+    /* A later entry's row is exactly its fields, like the first's. */
+    const unsigned char *p;
+    cr_assert_eq(field_of(N - 1, -1, &p), field_of(0, -1, &p));
+    struct batch_field again[] = {FIELD("v", "1"), FIELD("e", json[123])};
+    cr_assert_eq(batch_add(&b, 0, "999-0", 5, again, 2), 0);
+    cr_assert_eq(b.entries[N].dims[4], ids[123], "a repeat finds its id");
+}

@@ -142,3 +142,40 @@ Test(auth_status, names)
     cr_assert_str_eq(auth_status_name(AUTH_MISSING), "missing");
     cr_assert_str_eq(auth_status_name(AUTH_UNKNOWN), "unknown");
 }
+
+/* Known keys for the TTL, unknown ones at most 5 s (a key created after a
+ * failed attempt works soon), failures not at all. */
+Test(auth_cache, ttl_by_answer)
+{
+    cr_assert_eq(auth_cache_ttl_ms(30, AUTH_OK), 30000);
+    cr_assert_eq(auth_cache_ttl_ms(30, AUTH_REVOKED), 30000);
+    cr_assert_eq(auth_cache_ttl_ms(30, AUTH_UNKNOWN), 5000);
+    cr_assert_eq(auth_cache_ttl_ms(2, AUTH_UNKNOWN), 2000);
+    cr_assert_eq(auth_cache_ttl_ms(0, AUTH_UNKNOWN), 0);
+    cr_assert_eq(auth_cache_ttl_ms(30, AUTH_FAILED), 0);
+    cr_assert_eq(auth_cache_ttl_ms(30, AUTH_UNAVAILABLE), 0);
+}
+
+/* Keys spread over the sets: 200 keys in a cache of 4096 are all kept. */
+Test(auth_cache, keys_spread_over_sets)
+{
+    struct auth_cache *c = auth_cache_new(4096);
+    struct auth_principal p = {.key_id = 1, .is_admin = true}, got;
+    enum auth_status st;
+    char h[API_KEY_HASH_HEX_LEN + 1];
+    char key[16];
+
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "arv_%d", i);
+        hash_of(key, h);
+        p.key_id = i;
+        auth_cache_put(c, h, 0, 1000, AUTH_OK, &p);
+    }
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof(key), "arv_%d", i);
+        hash_of(key, h);
+        cr_assert(auth_cache_get(c, h, 1, &st, &got), "key %d kept", i);
+        cr_assert_eq(got.key_id, i);
+    }
+    auth_cache_free(c);
+}

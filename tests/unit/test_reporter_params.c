@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "params.h"
 
@@ -29,7 +30,14 @@ Test(params_tz, names_checked_against_zoneinfo)
     cr_assert_not(params_tz_valid("", ZONEINFO));
     cr_assert_not(params_tz_valid("Europe/Berlin;", ZONEINFO));
     cr_assert_not(params_tz_valid("posix/Europe/Berlin", ZONEINFO));
-    cr_assert_not(params_tz_valid("zone.tab", ZONEINFO)); /* a file, not TZif */
+    cr_assert_not(params_tz_valid("zone.tab", ZONEINFO));    /* a file, not TZif */
+    cr_assert_not(params_tz_valid("leapseconds", ZONEINFO)); /* the same, a name's characters */
+    cr_assert_not(params_tz_valid("Europe//Berlin", ZONEINFO));
+    /* Every character a zone name has: Z, -, digits after a sign. */
+    cr_assert(params_tz_valid("Europe/Zurich", ZONEINFO));
+    cr_assert(params_tz_valid("Zulu", ZONEINFO));
+    cr_assert(params_tz_valid("America/Port-au-Prince", ZONEINFO));
+    cr_assert(params_tz_valid("Etc/GMT-3", ZONEINFO));
     cr_assert(params_tz_is_utc("UTC"));
     cr_assert(params_tz_is_utc("Etc/UTC"));
     cr_assert_not(params_tz_is_utc("Europe/London"));
@@ -300,4 +308,68 @@ Test(params_parse, too_long_value)
     q.values[0] = longv;
     cr_assert_not(parse(QUERY_EP_ENTITY, &q, &s, &err));
     cr_assert_str_eq(err.field, "tz");
+}
+
+/* Each check closes the zone file: a leak would end the reporter's
+ * descriptors after some thousand requests with a tz. */
+Test(params_tz, closes_the_zone_file)
+{
+    char path[64], target[64];
+    int before = 0, after = 0;
+
+    for (int fd = 0; fd < 4096; fd++) {
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        before += readlink(path, target, sizeof(target)) >= 0;
+    }
+    for (int i = 0; i < 2000; i++)
+        cr_assert(params_tz_valid("Europe/Berlin", ZONEINFO), "check %d", i);
+    for (int fd = 0; fd < 4096; fd++) {
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        after += readlink(path, target, sizeof(target)) >= 0;
+    }
+    cr_assert_eq(after, before);
+}
+
+/* A breakdown takes its own limit (1..1000); a one-day window is one day. */
+Test(params_parse, breakdown_limit_and_one_day)
+{
+    struct fake_query q = {{"dimension", "limit"}, {"os", "5"}};
+    struct fake_query big = {{"dimension", "limit"}, {"os", "1001"}};
+    struct fake_query day = {{"from", "to"}, {"2026-01-10", "2026-01-10"}};
+    struct query_spec s;
+    struct params_error err = {0};
+
+    cr_assert(parse(QUERY_EP_BREAKDOWN, &q, &s, &err));
+    cr_assert_eq(s.limit, 5);
+    big.values[1] = "1000";
+    cr_assert(parse(QUERY_EP_BREAKDOWN, &big, &s, &err));
+    cr_assert_eq(s.limit, 1000);
+    big.values[1] = "1001";
+    cr_assert_not(parse(QUERY_EP_BREAKDOWN, &big, &s, &err));
+    cr_assert_str_eq(err.field, "limit");
+    cr_assert(parse(QUERY_EP_ENTITY, &day, &s, &err));
+    cr_assert(s.win.explicit_range);
+}
+
+/* A value too long for any parameter is a 400 naming it, never a pass. */
+Test(params_parse, too_long_value_of_each_parameter)
+{
+    static const struct {
+        enum query_endpoint ep;
+        const char *name;
+    } cases[] = {{QUERY_EP_TOP, "scope"},    {QUERY_EP_TIMESERIES, "interval"},
+                 {QUERY_EP_TOP, "by"},       {QUERY_EP_BREAKDOWN, "dimension"},
+                 {QUERY_EP_TOP, "limit"},    {QUERY_EP_ENTITY, "from"},
+                 {QUERY_EP_ENTITY, "period"}};
+    char longv[300];
+
+    memset(longv, 'a', sizeof(longv) - 1);
+    longv[sizeof(longv) - 1] = '\0';
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct fake_query q = {{cases[i].name}, {longv}};
+        struct query_spec s;
+        struct params_error err = {0};
+        cr_assert_not(parse(cases[i].ep, &q, &s, &err), "%s accepted", cases[i].name);
+        cr_assert_str_eq(err.field, cases[i].name);
+    }
 }

@@ -279,6 +279,44 @@ Test(rollup, content_moved_to_another_project)
     cr_assert(line_of(text, "20417\t7\t80\t5\tdevice_type\tmobile\t1\t"), "%s", text);
 }
 
+/* Plays and durations add up: two played events, one of 0 s (a duration
+ * of 0 counts), one of 7 s. */
+Test(rollup, plays_and_zero_durations_add_up)
+{
+    add(1, s1, 5, "2025-11-25T10:10:00Z", ",\"duration_seconds\":0,\"video_played\":true");
+    add(2, s2, 5, "2025-11-25T10:20:00Z", ",\"duration_seconds\":7,\"video_played\":true");
+    cr_assert_eq(rollup_write_measures(&r, &out, NULL, NULL), 0);
+    const char *text = text_rows(&out, MEASURE_TYPES);
+    /* views 2, plays 2, duration sum 7 over 2 */
+    cr_assert(line_of(text, "0\t2025-11-25 10:00:00.000+00\t7\t70\t5\t2\t"), "%s", text);
+    char *hour = line_of(text, "0\t2025-11-25 10:00:00.000+00\t7\t70\t5\t2\t");
+    cr_assert(strstr(hour, "\t2\t7\t2\t0\t0\t0\t0\t2"), "%s", hour);
+    char *day = line_of(text, "1\t2025-11-25 00:00:00.000+00\t7\t70\t5\t2\t");
+    cr_assert(day && strstr(day, "\t2\t7\t2\t0\t0\t0\t0\t2"), "%s", text);
+}
+
+/* Far more groups than the tables start with: each content's hour is a row
+ * of its own with its one view, none merged or lost as the tables grow. */
+Test(rollup, many_groups_each_a_row)
+{
+    enum { N = 1500 };
+    char prefix[64];
+
+    for (int i = 0; i < N; i++)
+        add(i, s1, 1000 + i, "2025-11-25T10:10:00Z", "");
+    cr_assert_eq(rollup_write_measures(&r, &out, NULL, NULL), 0);
+    const char *text = text_rows(&out, MEASURE_TYPES);
+    /* N content hours, N content days, 1 company hour, 1 company day */
+    cr_assert_eq(lines_of(text), 2 * N + 2);
+    for (int i = 0; i < N; i++) {
+        snprintf(prefix, sizeof(prefix), "0\t2025-11-25 10:00:00.000+00\t7\t70\t%d\t1\t", 1000 + i);
+        cr_assert(line_of(text, prefix), "content %d", 1000 + i);
+    }
+    expect_line(text, "3\t",
+                "3\t2025-11-25 00:00:00.000+00\t7\t\\N\t\\N\t%d\t%s\t0\t0\t0\t0\t0\t0\t0\t%d", N,
+                sketch_of((const char *[]){s1}, 1), N);
+}
+
 /* A drain that moves what was written into `taken`. */
 static struct strbuf taken;
 static int drains;
@@ -324,6 +362,8 @@ Test(rollup, drained_output_is_the_same)
     for (int i = 1; i < 3000; i++)
         cr_assert_eq(rollup_add(&whole, &b.entries[i]), 0);
     cr_assert_eq(rollup_write_measures(&whole, &all, refuse, NULL), -5);
+    strbuf_reset(&all);
+    cr_assert_eq(rollup_write_breakdown(&whole, &b, &all, refuse, NULL), -5);
     rollup_deinit(&whole);
     strbuf_deinit(&all);
     strbuf_deinit(&taken);

@@ -14,9 +14,10 @@ Test(timeutil, parse_date_strict)
     cr_assert(timeutil_parse_date("2000-02-29", &d));
     cr_assert(timeutil_parse_date("1969-12-31", &d));
     cr_assert_eq(d, -1);
-    const char *bad[] = {"2026-02-29", "2100-02-29",    "2026-13-01", "2026-04-31",
-                         "2026-00-10", "2026-1-01",     "20260101",   "2026/11/20",
-                         "",           "2026-01-01T00", "0999-01-01", "2026-11-20x"};
+    const char *bad[] = {"2026-02-29", "2100-02-29",  "2026-13-01", "2026-04-31", "2026-00-10",
+                         "2026-1-01",  "20260101",    "2026/11/20", "",           "2026-01-01T00",
+                         "0999-01-01", "2026-11-20x", "2026-01-00", "1:70-01-01", "2026-0:-01",
+                         "2026-11/20", "2026-12-32",  "2026-1a-01"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_not(timeutil_parse_date(bad[i], &d), "accepted %s", bad[i]);
     cr_assert_not(timeutil_parse_date(NULL, &d));
@@ -50,4 +51,16 @@ Test(timeutil, period_is_a_floor_division)
     cr_assert_eq(timeutil_period(1764064800123LL, TIMEUTIL_HOUR_MS), 490018);
     cr_assert_eq(timeutil_period(INT64_MIN, TIMEUTIL_DAY_MS), -106751991168LL);
     cr_assert_eq(timeutil_period(INT64_MAX, TIMEUTIL_DAY_MS), 106751991167LL);
+}
+
+Test(timeutil, tv_splits_milliseconds)
+{
+    struct timeval tv = timeutil_tv(1500);
+    cr_assert_eq(tv.tv_sec, 1);
+    cr_assert_eq(tv.tv_usec, 500000);
+    tv = timeutil_tv(999);
+    cr_assert_eq(tv.tv_sec, 0);
+    cr_assert_eq(tv.tv_usec, 999000);
+    tv = timeutil_tv(0);
+    cr_assert(tv.tv_sec == 0 && tv.tv_usec == 0);
 }
