@@ -47,6 +47,17 @@ Test(api_key, well_formed)
     cr_assert_not(api_key_well_formed("xrv_0123456789abcdefghijABCDEFGHIJklmnopqrst", API_KEY_LEN));
     cr_assert_not(api_key_well_formed("arv_0123456789abcdefghijABCDEFGHIJklmnopqr-t", API_KEY_LEN));
     cr_assert_not(api_key_well_formed("", 0));
+    /* The ends of each range: 0 9 A Z a z; the characters just past them. */
+    char ends[API_KEY_LEN + 1] = "arv_";
+    for (size_t k = 4; k < API_KEY_LEN; k++)
+        ends[k] = "09AZaz"[k % 6];
+    ends[API_KEY_LEN] = '\0';
+    cr_assert(api_key_well_formed(ends, API_KEY_LEN), "%s", ends);
+    const char past[] = {'/', ':', '@', '[', '`', '{'};
+    for (size_t k = 0; k < sizeof(past); k++) {
+        ends[API_KEY_LEN - 1] = past[k];
+        cr_assert_not(api_key_well_formed(ends, API_KEY_LEN), "%s", ends);
+    }
 }
 
 Test(api_key, sha256_hex)

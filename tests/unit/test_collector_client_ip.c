@@ -2,6 +2,7 @@
  * X-Forwarded-For walk behind trusted proxies. */
 #include <criterion/criterion.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "client_ip.h"
@@ -85,4 +86,48 @@ Test(client_ip, takes_the_right_most_untrusted_hop)
     /* Empty entries are skipped. */
     client_ip_resolve(&t, "10.0.0.1", "5.5.5.5,,", out);
     cr_expect_str_eq(out, "5.5.5.5");
+}
+
+/* A bare host trusts that host alone; partial-byte prefixes match their
+ * whole network; /32 and /128 are hosts; more than 64 rules are refused. */
+Test(client_ip, prefix_edges)
+{
+    struct client_ip_trust h = trust("192.168.1.7,2001:db8::1");
+    cr_expect(client_ip_is_trusted(&h, "192.168.1.7"));
+    cr_expect_not(client_ip_is_trusted(&h, "192.168.1.6"));
+    cr_expect(client_ip_is_trusted(&h, "2001:db8::1"));
+    cr_expect_not(client_ip_is_trusted(&h, "2001:db8::"));
+    struct client_ip_trust p = trust("10.20.0.0/12,10.0.0.5/30,10.0.0.1/31");
+    cr_expect(client_ip_is_trusted(&p, "10.16.0.1"));
+    cr_expect(client_ip_is_trusted(&p, "10.31.255.255"));
+    cr_expect_not(client_ip_is_trusted(&p, "10.32.0.0"));
+    cr_expect(client_ip_is_trusted(&p, "10.0.0.4"));
+    cr_expect(client_ip_is_trusted(&p, "10.0.0.7"));
+    cr_expect(client_ip_is_trusted(&p, "10.0.0.0"));
+    cr_expect_not(client_ip_is_trusted(&p, "10.0.0.8"));
+    struct client_ip_trust full = trust("10.0.0.1/32, 2001:db8::/112, ::1/128");
+    cr_expect(client_ip_is_trusted(&full, "10.0.0.1"));
+    cr_expect_not(client_ip_is_trusted(&full, "10.0.0.2"));
+    cr_expect(client_ip_is_trusted(&full, "2001:db8::ffff"));
+    cr_expect_not(client_ip_is_trusted(&full, "2001:db8::1:0"));
+    cr_expect(client_ip_is_trusted(&full, "::1"));
+
+    char list[65 * 16] = "", err[128] = "";
+    struct client_ip_trust t;
+    for (int i = 0; i < 65; i++)
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s10.0.%d.0/24", i ? "," : "",
+                 i);
+    cr_expect_not(client_ip_parse_trust(list, &t, err, sizeof(err)), "65 rules accepted");
+    cr_expect(strstr(err, "ARV_TRUSTED_PROXIES") != NULL, "%s", err);
+}
+
+/* A hop too long to be an address is garbage, never a client address. */
+Test(client_ip, overlong_hop_is_garbage)
+{
+    struct client_ip_trust t = trust("10.0.0.0/8");
+    char out[CLIENT_IP_LEN], xff[128];
+    memset(xff, 'a', 52);
+    snprintf(xff + 52, sizeof(xff) - 52, ", 10.2.3.4");
+    client_ip_resolve(&t, "10.0.0.1", xff, out);
+    cr_expect_str_eq(out, "10.2.3.4");
 }

@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -133,6 +134,21 @@ Test(event_scan, plain_objects_match_json_c)
             " \"country\": \"de\", \"occurred_at\": \"2026-11-19T08:00:00.5+01:00\","
             " \"extra\": -1.25, \"flag\": false, \"\": 0} "),
         EVENT_SCAN_OK);
+    /* \u escapes of one, two and three bytes, at the ends of their ranges. */
+    static const char *const escapes[] = {"K\\u00f6ln", "\\u0041b", "\\u0080",       "\\u07ff",
+                                          "\\u0800",    "\\uffff",  "\\u00e9\\u00E9"};
+    for (size_t i = 0; i < sizeof(escapes) / sizeof(escapes[0]); i++) {
+        char body[256];
+        snprintf(body, sizeof(body),
+                 "{\"ar_content_id\":1,\"session_id\":\"" SID "\",\"city\":\"%s\"}", escapes[i]);
+        cr_assert_eq(scan_matches_json_c(body), EVENT_SCAN_OK, "%s", body);
+    }
+    struct event ev;
+    struct event_error err;
+    const char koln[] = "{\"ar_content_id\":1,\"session_id\":\"" SID "\",\"city\":\"K\\u00f6ln\"}";
+    size_t used;
+    cr_assert_eq(event_scan_client(koln, strlen(koln), &ctx, &ev, &err, &used), EVENT_SCAN_OK);
+    cr_assert_str_eq(ev.city, "K\xc3\xb6ln");
     /* Invalid fields: the scanner reads the object and gives json-c's error. */
     cr_assert_eq(scan_matches_json_c("{\"ar_content_id\":\"x\",\"session_id\":\"" SID "\"}"),
                  EVENT_SCAN_INVALID);
@@ -314,4 +330,111 @@ Test(cors, origin_lists)
     cr_expect_not(cors_allows(&c, ""));
     cr_assert(cors_parse("", &c, err, sizeof(err)));
     cr_expect_not(cors_allows(&c, "https://a.example"));
+}
+
+/* The array's punctuation: anything but a comma between elements, or
+ * anything after the closing bracket, refuses the whole body; blanks pass. */
+Test(ingest_batch, array_punctuation)
+{
+    struct ingest_batch b;
+    struct event_error err;
+    const char *bad[] = {"[" GOOD "]x", "[" GOOD ";" GOOD "]", "[" GOOD " " GOOD "]",
+                         "\f[" GOOD "]"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cr_expect_eq(ingest_batch_parse(bad[i], strlen(bad[i]), false, 500, &ctx, &b, &err),
+                     -EINVAL, "%s", bad[i]);
+        ingest_batch_deinit(&b);
+    }
+    const char one[] = "[" GOOD " ]";
+    cr_assert_eq(ingest_batch_parse(one, strlen(one), false, 500, &ctx, &b, &err), 0);
+    cr_expect_eq(b.n, 1);
+    ingest_batch_deinit(&b);
+    const char two[] = "\t[ " GOOD " ,\r\n" GOOD " ]\n";
+    cr_assert_eq(ingest_batch_parse(two, strlen(two), false, 500, &ctx, &b, &err), 0);
+    cr_expect_eq(b.n, 2);
+    cr_expect_eq(b.valid, 2);
+    ingest_batch_deinit(&b);
+}
+
+/* NDJSON of one line, of blank lines only, and with a one-character line. */
+Test(ingest_batch, ndjson_edges)
+{
+    struct ingest_batch b;
+    struct event_error err;
+    cr_assert_eq(ingest_batch_parse(GOOD, strlen(GOOD), true, 500, &ctx, &b, &err), 0);
+    cr_expect_eq(b.n, 1);
+    cr_expect_eq(b.valid, 1);
+    ingest_batch_deinit(&b);
+    cr_expect_eq(ingest_batch_parse("\n \n", 3, true, 500, &ctx, &b, &err), -EINVAL);
+    ingest_batch_deinit(&b);
+    const char nd[] = GOOD "\nx\n" GOOD;
+    cr_assert_eq(ingest_batch_parse(nd, strlen(nd), true, 500, &ctx, &b, &err), 0);
+    cr_assert_eq(b.n, 3);
+    cr_expect(b.items[0].ok && !b.items[1].ok && b.items[2].ok);
+    ingest_batch_deinit(&b);
+}
+
+/* An element nested deeper than a single event may be refuses the body, as
+ * the single-event route would; one level less passes. */
+Test(ingest_batch, nesting_limit_as_for_one_event)
+{
+    struct ingest_batch b;
+    struct event_error err;
+    const char deep[] =
+        "[{\"ar_content_id\":1,\"session_id\":\"" SID "\",\"a\":[[[[[[[[1]]]]]]]]}]";
+    const char fine[] = "[{\"ar_content_id\":1,\"session_id\":\"" SID "\",\"a\":[[[[[[[1]]]]]]]}]";
+    cr_expect_eq(ingest_batch_parse(deep, strlen(deep), false, 500, &ctx, &b, &err), -EINVAL);
+    ingest_batch_deinit(&b);
+    cr_expect_eq(ingest_batch_parse(fine, strlen(fine), false, 500, &ctx, &b, &err), 0);
+    ingest_batch_deinit(&b);
+}
+
+/* A reused batch starts clean: elements that are not objects are not the
+ * previous request's events, the error field is not a previous one, and a
+ * batch of exactly the maximum (through json-c) passes. */
+Test(ingest_batch, reuse_starts_clean)
+{
+    struct ingest_batch b = {0};
+    struct event_error err;
+    const char three[] = "[" GOOD "," GOOD "," GOOD "]";
+    cr_assert_eq(ingest_batch_parse_reuse(three, strlen(three), false, 10, &ctx, &b, &err), 0);
+    cr_assert_eq(b.valid, 3);
+    const char odd[] = "[7,{\"ar_content_id\":1,\"session_id\":\"" SID "\",\"m\":{}},7]";
+    cr_assert_eq(ingest_batch_parse_reuse(odd, strlen(odd), false, 10, &ctx, &b, &err), 0);
+    cr_assert_eq(b.n, 3);
+    cr_expect(!b.items[0].ok && b.items[1].ok && !b.items[2].ok);
+    cr_expect_eq(b.valid, 1);
+    const char max[] = "[" GOOD ",{\"ar_content_id\":1,\"session_id\":\"" SID "\",\"m\":{}}]";
+    cr_expect_eq(ingest_batch_parse_reuse(max, strlen(max), false, 2, &ctx, &b, &err), 0);
+    err.field = "stale";
+    cr_expect_eq(ingest_batch_parse_reuse("[]", 2, false, 10, &ctx, &b, &err), -EINVAL);
+    cr_expect_null(err.field);
+    ingest_batch_deinit(&b);
+}
+
+/* Blanks around media types and codings. */
+Test(body, blanks_in_headers)
+{
+    cr_expect_eq(body_media_of(" application/json"), BODY_MEDIA_JSON);
+    cr_expect_eq(body_media_of("application/json ; charset=utf-8"), BODY_MEDIA_JSON);
+    cr_expect_eq(body_media_of("text/plain\t;x"), BODY_MEDIA_TEXT);
+    cr_expect_eq(body_encoding_of(" gzip"), BODY_ENC_GZIP);
+    cr_expect_eq(body_encoding_of("gzip\t"), BODY_ENC_GZIP);
+    cr_expect_eq(body_encoding_of(""), BODY_ENC_IDENTITY);
+}
+
+/* The decoded body is a C string, whatever the buffer held before. */
+Test(body, inflated_body_is_terminated)
+{
+    struct strbuf out;
+    size_t zlen;
+    char *z = compress_buf("{}", 2, 31, &zlen);
+    strbuf_init(&out);
+    strbuf_puts(&out, "a longer body that was here before");
+    cr_assert_eq(body_inflate(BODY_ENC_GZIP, z, zlen, 1024, &out), 0);
+    cr_assert_eq(out.len, 2);
+    cr_assert_eq(out.data[2], '\0');
+    cr_assert_str_eq(out.data, "{}");
+    strbuf_deinit(&out);
+    free(z);
 }

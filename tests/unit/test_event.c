@@ -175,6 +175,21 @@ Test(event, bad_input_names_the_field)
          * U+FFFD by the stream encoding, so what was stored differed. */
         {"{\"ar_content_id\":1," SID ",\"city\":\"\xff\\u00f6ln\"}", "invalid_field", "city"},
         {"{\"ar_content_id\":1," SID ",\"os\":\"\xed\xa0\x80\"}", "invalid_field", "os"},
+        /* a unique id that is not a string stops there, before session_id */
+        {"{\"ar_content_unique_id\":5,\"session_id\":\"x\"}", "invalid_field",
+         "ar_content_unique_id"},
+        {"{\"portrait_id\":true," SID "}", "invalid_field", "portrait_id"},
+        {"{\"ar_content_id\":\"+5\"," SID "}", "invalid_field", "ar_content_id"},
+        {"{\"ar_content_id\":1," SID
+         ",\"tracking_quality\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
+         "invalid_field", "tracking_quality"},
+        {"{\"ar_content_id\":1," SID
+         ",\"device_type\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
+         "invalid_field", "device_type"},
+        {"{\"ar_content_id\":1," SID ",\"country\":\"D1\"}", "invalid_field", "country"},
+        {"{\"ar_content_id\":1," SID ",\"country\":\"1D\"}", "invalid_field", "country"},
+        {"{\"ar_content_id\":1," SID ",\"duration_seconds\":86401}", "invalid_field",
+         "duration_seconds"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct event ev;
@@ -277,6 +292,11 @@ Test(event, rfc3339)
     cr_assert_not(event_parse_rfc3339("2026-13-01T00:00:00Z", &ms));
     cr_assert_not(event_parse_rfc3339("2026-11-25T10:00:00", &ms));
     cr_assert_not(event_parse_rfc3339("2026-11-25T10:00:00Zjunk", &ms));
+    cr_assert_not(event_parse_rfc3339("2026-11-25T10:00:00.Z", &ms));
+    cr_assert_not(event_parse_rfc3339("2026-11-25T10:00:00+24:00", &ms));
+    cr_assert_not(event_parse_rfc3339("2026-11-25T10:00:00+01:60", &ms));
+    cr_assert(event_parse_rfc3339("2000-02-29T00:00:00Z", &ms)); /* every 400 years */
+    cr_assert(event_parse_rfc3339("2026-11-25T10:00:00+23:59", &ms));
     event_format_rfc3339(-1, buf, sizeof(buf));
     cr_assert_str_eq(buf, "1969-12-31T23:59:59.999Z");
 }
@@ -343,4 +363,51 @@ Test(event, every_byte_class_at_every_position)
         }
     }
     strbuf_deinit(&sb);
+}
+
+/* Values at their edges, read as they were meant. */
+Test(event, edge_values_are_read_as_meant)
+{
+    struct event ev;
+    struct event_error err = {0};
+
+    cr_assert(parse("{\"ar_content_id\":\"9\"," SID ",\"video_played\":1,"
+                    "\"duration_seconds\":86400,\"device_type\":\"TABLET\"}",
+                    &ev, &err),
+              "%s", err.message);
+    cr_assert_eq(ev.ar_content_id, 9);
+    cr_assert(ev.video_played);
+    cr_assert_eq(ev.duration_seconds, 86400);
+    cr_assert_str_eq(ev.device_type, "tablet");
+    cr_assert(parse("{\"ar_content_id\":1," SID ",\"video_played\":0}", &ev, &err), "%s",
+              err.message);
+    cr_assert_not(ev.video_played);
+
+    /* occurred_at exactly the allowed skew away passes, either way. */
+    char json[256], when[40];
+    event_format_rfc3339(NOW_MS - ctx.max_skew_ms, when, sizeof(when));
+    snprintf(json, sizeof(json), "{\"ar_content_id\":1," SID ",\"occurred_at\":\"%s\"}", when);
+    cr_assert(parse(json, &ev, &err), "%s: %s", json, err.message);
+    event_format_rfc3339(NOW_MS + ctx.max_skew_ms, when, sizeof(when));
+    snprintf(json, sizeof(json), "{\"ar_content_id\":1," SID ",\"occurred_at\":\"%s\"}", when);
+    cr_assert(parse(json, &ev, &err), "%s: %s", json, err.message);
+
+    /* A User-Agent header with a space near its end is kept whole. */
+    struct event_context c = ctx;
+    c.user_agent_header = "curl 8";
+    const char *min = "{\"ar_content_id\":1," SID "}";
+    cr_assert(event_parse_client(min, strlen(min), &c, &ev, &err), "%s", err.message);
+    cr_assert_str_eq(ev.user_agent, "curl 8");
+}
+
+/* A stream entry's ip must be a string. */
+Test(event, stream_ip_must_be_a_string)
+{
+    struct event ev;
+    struct event_error err = {0};
+    const char *json = "{\"event_id\":\"0190a3e4-0000-7000-8000-000000000001\","
+                       "\"session_id\":\"7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\","
+                       "\"ar_content_id\":5,\"ip\":5,\"received_at\":\"2026-11-25T08:26:40.000Z\"}";
+    cr_assert_not(event_from_stream(json, strlen(json), &ev, &err));
+    cr_assert_str_eq(err.field, "ip");
 }
