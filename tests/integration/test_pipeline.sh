@@ -22,7 +22,6 @@ arv_wait_http "http://127.0.0.1:$IT_PORT_aggregator/api/health/readiness" 200 10
     it_fail "aggregator not ready"
 
 uuid() { cat /proc/sys/kernel/random/uuid; }
-VIEWER_UA='Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1'
 
 # Bad input: a clear 400 naming the field, and nothing reaches the stream.
 body=$(curl -s -w ' %{http_code}' -H 'Content-Type: application/json' \
@@ -47,7 +46,7 @@ expected_plays=0
         ((i % 4 == 0)) && played=true
         printf 'url = "%s/api/analytics/ar-session"\nheader = "Content-Type: application/json"\n' "$C"
         # A viewer's browser: curl's own user agent is a bot's, stored but not counted.
-        printf 'user-agent = "%s"\n' "$VIEWER_UA"
+        printf 'user-agent = "%s"\n' "$IT_VIEWER_UA"
         printf 'data = "{%s,\\"session_id\\":\\"%s\\",\\"duration_seconds\\":10,\\"video_played\\":%s,\\"tracking_quality\\":\\"good\\"}"\n' \
             "${content//\"/\\\"}" "$sid" "$played"
         printf 'output = /dev/null\nwrite-out = "%%{http_code}\\n"\n'

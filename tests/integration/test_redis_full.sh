@@ -21,21 +21,13 @@ it_start agg arv-aggregator ARV_CONSUMER=agg
 arv_wait_http "http://127.0.0.1:$IT_PORT_agg/api/health/readiness" 200 10 || it_fail "aggregator not ready"
 it_stop agg
 
-VIEWER_UA='Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1'
-for ((b = 0; b < N / 500; b++)); do
-    awk -v b="$b" 'BEGIN { for (i = 0; i < 500; i++)
-        printf "{\"ar_content_id\":1,\"session_id\":\"%08x-0000-4000-8000-%012x\",\"duration_seconds\":5}\n", 1000 + b, i }' \
-        >"$IT_TMP/batch.ndjson"
-    out=$(curl -s -A "$VIEWER_UA" -H 'Content-Type: application/x-ndjson' \
-        --data-binary @"$IT_TMP/batch.ndjson" "$C/api/analytics/ar-sessions")
-    [ "$(jq -r .accepted <<<"$out")" = 500 ] || it_fail "batch $b: $out"
-done
+it_post_batches "$C" "$N" 0
 [ "$(rcli XLEN "$ARV_STREAM")" = "$N" ] || it_fail "the stream does not hold $N entries"
 
 # Full: maxmemory below what Redis uses now, by less than the stream takes.
 rcli CONFIG SET maxmemory $(($(used_memory) - 200000)) >/dev/null
 post_one() { # SESSION_HEX: the status; headers and body in $IT_TMP/one.*
-    curl -s -A "$VIEWER_UA" -H 'Content-Type: application/json' -D "$IT_TMP/one.headers" \
+    curl -s -A "$IT_VIEWER_UA" -H 'Content-Type: application/json' -D "$IT_TMP/one.headers" \
         -o "$IT_TMP/one.body" -w '%{http_code}' \
         -d "{\"ar_content_id\":1,\"session_id\":\"7f1c2f3a-5b7e-4c2a-9d3e-$1\"}" \
         "$C/api/analytics/ar-session"

@@ -22,20 +22,8 @@ C="http://127.0.0.1:$IT_PORT_collector"
 arv_wait_http "$C/api/health/readiness" 200 10 || it_fail "collector not ready"
 
 # The backlog first, in NDJSON batches of 500, one session per event (the
-# shard follows the session), from a viewer's browser (bots are not counted).
-VIEWER_UA='Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1'
-post() { # COUNT FIRST_BATCH: COUNT events in batches of 500, sessions new to the test
-    local b
-    for ((b = $2; b < $2 + $1 / 500; b++)); do
-        awk -v b="$b" 'BEGIN { for (i = 0; i < 500; i++)
-            printf "{\"ar_content_id\":1,\"session_id\":\"%08x-0000-4000-8000-%012x\",\"duration_seconds\":5}\n", 1000 + b, i }' \
-            >"$IT_TMP/batch.ndjson"
-        out=$(curl -s -A "$VIEWER_UA" -H 'Content-Type: application/x-ndjson' \
-            --data-binary @"$IT_TMP/batch.ndjson" "$C/api/analytics/ar-sessions")
-        [ "$(jq -r .accepted <<<"$out")" = 500 ] || it_fail "batch $b: $out"
-    done
-}
-post "$N" 0
+# shard follows the session).
+it_post_batches "$C" "$N" 0
 added=0
 for s in 0 1 2 3; do
     n=$(rcli "$s" XLEN "$ARV_STREAM:$s")
@@ -97,7 +85,7 @@ it_pass "shards: $N events over 4 shards on 2 nodes, one aggregator exiting betw
 # 500, committed as they go. With claims off, an entry left pending would
 # never be counted.
 N2=$((2 * N))
-post "$N2" $((N / 500))
+it_post_batches "$C" "$N2" $((N / 500))
 it_slow_statements ar_view_sessions INSERT 1 # each write of raw rows 1 s slower
 it_start agg3 arv-aggregator ARV_CONSUMER=agg3 ARV_BATCH_SIZE=500 ARV_CLAIM_IDLE_MS=0
 for ((i = 0; i < 300; i++)); do
@@ -126,7 +114,7 @@ it_pass "a clean stop mid-backlog at $rows of $((N + N2)) rows: nothing pending,
 # a consumer dies holding entries, then the next aggregator, with a backlog
 # behind them, claims them long before that backlog is drained.
 total=$((N + N2 + N2))
-post "$N2" $(((N + N2) / 500))
+it_post_batches "$C" "$N2" $(((N + N2) / 500))
 die_after_commit agg5 ARV_BATCH_SIZE=500
 rows0=$(raw_rows)
 it_slow_statements ar_view_sessions INSERT 1 # each write of raw rows 1 s slower
