@@ -118,9 +118,9 @@ static long long pending_count(void)
     return n;
 }
 
-/* A reader "c1" of `streams` (reads of `count` entries, `max_bytes`),
- * connected as Redis user `user` (password "pw"), or the default user. */
-static void reader_open(struct reader *r, const char *user, const char *const *streams,
+/* A reader "c1" of `streams` (reads of `count` entries, `max_bytes`), as
+ * Redis user `user` (password "pw"), or the default user; not connected. */
+static void reader_make(struct reader *r, const char *user, const char *const *streams,
                         unsigned nstreams, long count, size_t max_bytes)
 {
     struct redis_url url;
@@ -129,6 +129,13 @@ static void reader_open(struct reader *r, const char *user, const char *const *s
              port);
     cr_assert(redis_url_parse(spec, &url));
     cr_assert_eq(reader_init(r, &url, streams, nstreams, "c1", count, max_bytes, 50), 0);
+}
+
+/* The same, connected. */
+static void reader_open(struct reader *r, const char *user, const char *const *streams,
+                        unsigned nstreams, long count, size_t max_bytes)
+{
+    reader_make(r, user, streams, nstreams, count, max_bytes);
     cr_assert_eq(reader_connect(r), 0, "%s", r->errstr);
 }
 
@@ -425,11 +432,7 @@ Test(reader_live, connects_and_drains_while_redis_is_full)
     /* A group that does not exist cannot be made: the connect fails (and
      * backs off) instead of reading into NOGROUP. */
     static const char *const other[] = {"arv:other"};
-    struct redis_url url;
-    char spec[64];
-    snprintf(spec, sizeof(spec), "redis://127.0.0.1:%d/0", port);
-    cr_assert(redis_url_parse(spec, &url));
-    cr_assert_eq(reader_init(&r, &url, other, 1, "c1", 100, 0, 50), 0);
+    reader_make(&r, NULL, other, 1, 100, 0);
     cr_assert_eq(reader_connect(&r), -1);
     cr_assert(strstr(r.errstr, "XGROUP CREATE") && strstr(r.errstr, "OOM"), "%s", r.errstr);
     reader_deinit(&r);
