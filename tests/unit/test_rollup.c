@@ -165,28 +165,34 @@ static const char *text_rows(const struct strbuf *bin, const char *types)
     return text.data;
 }
 
-/* The line of `text` that starts with `prefix`, or NULL. Bounded memchr and
- * memcmp, not strchr: under ASan's strict_string_checks (scripts/test.sh)
- * each str* call checks the whole rest of the string, which made a search
- * through thousands of lines quadratic. */
-static char *line_of(const char *text, const char *prefix)
+/* The next line of [*pos, end) that starts with `prefix` (a copy, valid until
+ * the next call), *pos moved past it; NULL if none. Bounded memchr and memcmp,
+ * not strchr: under ASan's strict_string_checks (scripts/test.sh) each str*
+ * call checks the whole rest of the string, which made a search through
+ * thousands of lines quadratic. */
+static char *next_line_of(const char **pos, const char *end, const char *prefix)
 {
     static char line[4096];
     size_t plen = strlen(prefix);
-    const char *p = text, *end = text + strlen(text);
 
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
+    while (*pos < end) {
+        const char *p = *pos, *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        *pos = p + n + 1;
         if (n >= plen && memcmp(p, prefix, plen) == 0) {
             cr_assert_lt(n, sizeof(line));
             memcpy(line, p, n);
             line[n] = '\0';
             return line;
         }
-        p += n + 1;
     }
     return NULL;
+}
+
+/* The line of `text` that starts with `prefix`, or NULL. */
+static char *line_of(const char *text, const char *prefix)
+{
+    return next_line_of(&text, text + strlen(text), prefix);
 }
 
 /* The line of `text` that starts with `prefix` is the one `fmt` prints. */
@@ -300,12 +306,14 @@ Test(rollup, plays_and_zero_durations_add_up)
     add(2, s2, 5, "2025-11-25T10:20:00Z", ",\"duration_seconds\":7,\"video_played\":true");
     cr_assert_eq(rollup_write_measures(&r, &out, NULL, NULL), 0);
     const char *text = text_rows(&out, MEASURE_TYPES);
-    /* views 2, plays 2, duration sum 7 over 2 */
-    cr_assert(line_of(text, "0\t2025-11-25 10:00:00.000+00\t7\t70\t5\t2\t"), "%s", text);
-    char *hour = line_of(text, "0\t2025-11-25 10:00:00.000+00\t7\t70\t5\t2\t");
-    cr_assert(strstr(hour, "\t2\t7\t2\t0\t0\t0\t0\t2"), "%s", hour);
-    char *day = line_of(text, "1\t2025-11-25 00:00:00.000+00\t7\t70\t5\t2\t");
-    cr_assert(day && strstr(day, "\t2\t7\t2\t0\t0\t0\t0\t2"), "%s", text);
+    /* views 2, plays 2, duration sum 7 over 2, in the hour and the day */
+    const char *both[] = {s1, s2};
+    expect_line(text, "0\t2025-11-25 10:00:00.000+00\t7\t70\t5\t",
+                "0\t2025-11-25 10:00:00.000+00\t7\t70\t5\t2\t%s\t2\t7\t2\t0\t0\t0\t0\t2",
+                sketch_of(both, 2));
+    expect_line(text, "1\t2025-11-25 00:00:00.000+00\t7\t70\t5\t",
+                "1\t2025-11-25 00:00:00.000+00\t7\t70\t5\t2\t%s\t2\t7\t2\t0\t0\t0\t0\t2",
+                sketch_of(both, 2));
 }
 
 /* Far more groups than the tables start with: each content's hour is a row
@@ -320,28 +328,18 @@ Test(rollup, many_groups_each_a_row)
     const char *text = text_rows(&out, MEASURE_TYPES);
     /* N content hours, N content days, 1 company hour, 1 company day */
     cr_assert_eq(lines_of(text), 2 * N + 2);
-    /* One pass over the rows (bounded: see line_of): each content's hour
-     * row, with one view. */
+    /* Each content's hour row, with one view. */
     static bool seen[N];
     const char *hour = "0\t2025-11-25 10:00:00.000+00\t7\t70\t";
-    size_t hlen = strlen(hour);
-    const char *p = text, *end = text + strlen(text);
-    int rows = 0;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        char row[512];
-        int content, views;
-        if (n > hlen && n < sizeof(row) && memcmp(p, hour, hlen) == 0) {
-            memcpy(row, p + hlen, n - hlen);
-            row[n - hlen] = '\0';
-            if (sscanf(row, "%d\t%d\t", &content, &views) != 2 || content < 1000 ||
-                content >= 1000 + N || views != 1 || seen[content - 1000])
-                cr_assert_fail("unexpected hour row %s", row);
-            seen[content - 1000] = true;
-            rows++;
-        }
-        p += n + 1;
+    const char *pos = text, *end = text + strlen(text);
+    const char *row;
+    int rows = 0, content, views;
+    while ((row = next_line_of(&pos, end, hour))) {
+        if (sscanf(row + strlen(hour), "%d\t%d\t", &content, &views) != 2 || content < 1000 ||
+            content >= 1000 + N || views != 1 || seen[content - 1000])
+            cr_assert_fail("unexpected hour row %s", row);
+        seen[content - 1000] = true;
+        rows++;
     }
     cr_assert_eq(rows, N);
     expect_line(text, "3\t",
