@@ -224,15 +224,13 @@ int reader_connect(struct reader *r)
         reply_arena_free(reply);
         reply = NULL;
     }
-    /* An error (CONFIG renamed or denied) leaves the policy unknown. */
     reply = reader_commandv(r, 3, (const char *[]){"CONFIG", "GET", "maxmemory-policy"});
     if (!reply)
         goto out;
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
-        reply->element[1]->type == REDIS_REPLY_STRING &&
-        redis_policy_evicts_keys(reply->element[1]->str))
+    const char *policy = redis_policy_unsafe(reply);
+    if (policy)
         log_warn("redis_eviction_policy_unsafe", LF_STR("host", r->url.host),
-                 LF_INT("port", r->url.port), LF_STR("policy", reply->element[1]->str));
+                 LF_INT("port", r->url.port), LF_STR("policy", policy));
     reply_arena_free(reply);
     reply = NULL;
     for (unsigned i = 0; i < r->nstreams; i++) {

@@ -446,20 +446,25 @@ bool redis_policy_evicts_keys(const char *policy)
     return policy && strncmp(policy, "allkeys-", 8) == 0;
 }
 
-static void on_policy_reply(redisAsyncContext *ac, void *r, void *privdata)
+const char *redis_policy_unsafe(const struct redisReply *reply)
 {
-    struct redis_conn *c = privdata;
-    redisReply *reply = r;
-    (void)ac;
     /* No answer, or an error: CONFIG renamed or denied (managed Redis, ACLs),
      * and nothing is known. */
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
         reply->element[1]->type != REDIS_REPLY_STRING)
-        return;
-    if (redis_policy_evicts_keys(reply->element[1]->str))
+        return NULL;
+    return redis_policy_evicts_keys(reply->element[1]->str) ? reply->element[1]->str : NULL;
+}
+
+static void on_policy_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct redis_conn *c = privdata;
+    const char *policy = redis_policy_unsafe(r);
+    (void)ac;
+    if (policy)
         log_warn("redis_eviction_policy_unsafe", LF_STR("name", c->name),
                  LF_STR("host", c->url.host), LF_INT("port", c->url.port),
-                 LF_STR("policy", reply->element[1]->str));
+                 LF_STR("policy", policy));
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)

@@ -34,6 +34,11 @@ int redis_url_parse_list(const char *list, struct redis_url *out, int max);
  * Each connection checks at connect and logs redis_eviction_policy_unsafe. */
 bool redis_policy_evicts_keys(const char *policy);
 
+/* The policy a `CONFIG GET maxmemory-policy` reply names, if it is one that
+ * evicts keys (borrowed from `reply`); NULL for a safe one, an error reply
+ * (CONFIG renamed or denied) or no reply. */
+const char *redis_policy_unsafe(const struct redisReply *reply);
+
 /* A command's outcome: `reply` is hiredis-owned, valid only during the call, and
  * NULL when the connection failed before an answer (then `errstr` says why). A
  * Redis error reply arrives as reply->type == REDIS_REPLY_ERROR. */
