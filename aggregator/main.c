@@ -27,18 +27,15 @@ int main(int argc, char **argv)
         goto out;
     if (!(agg = aggregator_new(&svc, &cfg)) || aggregator_start(agg) < 0)
         goto out;
-    if (service_run(&svc) == -ETIMEDOUT) {
+    int run = service_run(&svc);
+    if (run == -ETIMEDOUT && !aggregator_stopped(agg)) {
         /* A worker is stuck in a blocking call past the deadline: joining it
          * could hang, and nothing it holds is acknowledged, so leave now. */
-        if (!aggregator_stopped(agg)) {
-            log_error("aggregator_exit_forced");
-            _exit(1);
-        }
-        /* The workers ended just as the deadline fired: exit 1 all the same,
-         * as shutdown_deadline_exceeded said, like every daemon. */
-    } else {
-        rc = 0;
+        log_error("aggregator_exit_forced");
+        _exit(1);
     }
+    /* Past the deadline, even with the workers just done: 1, like every daemon. */
+    rc = run == 0 ? 0 : 1;
 out:
     aggregator_free(agg);
     service_deinit(&svc);
