@@ -106,9 +106,11 @@ static int parse_array(const char *body, size_t len, size_t max, const struct ev
 {
     int rc = -EINVAL;
     /* One level more than a single event: the array itself. */
-    struct json_object *arr = event_json_read(body, len, EVENT_MAX_DEPTH + 1, err);
+    struct json_object *arr = event_json_read(body, len, EVENT_MAX_DEPTH + 1, max, err);
     if (!arr)
-        return strcmp(err->code, "internal") == 0 ? -ENOMEM : -EINVAL;
+        return strcmp(err->code, "internal") == 0          ? -ENOMEM
+               : strcmp(err->code, "batch_too_large") == 0 ? -E2BIG
+                                                           : -EINVAL;
     if (!json_object_is_type(arr, json_type_array)) {
         set_err(err, "invalid_json", "a batch is a JSON array of events or NDJSON");
         goto out;

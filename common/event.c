@@ -671,10 +671,80 @@ static bool json_nonstandard(const char *json, size_t len)
     return false;
 }
 
-struct json_object *event_json_read(const char *json, size_t len, int levels,
+static bool json_ws(char c)
+{
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+/* What json-c would build for `json`, bounded before it allocates anything:
+ * its tree costs about 70 bytes per value and 750 per object, so that 1 MiB
+ * of "[{},{},...]" in a field nobody reads would take hundreds of MB and
+ * seconds of the event loop. One pass over the bytes outside strings counts,
+ * per event (the body, or each element of a body that is an array), the
+ * values ('{', '[' and ',' in it) and the objects and arrays, and the nesting
+ * (json-c's own depth limit lets empty containers one level deeper); an array
+ * body's elements are counted as they come. Syntax is json-c's to check.
+ * False with `err` set ("batch_too_large" for more than `max_elements`). */
+static bool json_bounded(const char *json, size_t len, int levels, size_t max_elements,
+                         struct event_error *err)
+{
+    size_t i = 0;
+    while (i < len && json_ws(json[i]))
+        i++;
+    int event_depth = i < len && json[i] == '[' ? 2 : 1; /* an event's own object */
+    int depth = 0;
+    size_t elements = 1, values = 0, containers = 0;
+    for (; i < len; i++) {
+        switch (json[i]) {
+        case '"':
+            for (i++; i < len && json[i] != '"'; i++)
+                i += json[i] == '\\';
+            continue;
+        case '{':
+        case '[':
+            if (++depth > levels)
+                return fail(err, "invalid_json", NULL,
+                            "the body is not valid JSON: nesting too deep");
+            if (depth < event_depth)
+                continue;
+            values++;
+            if (++containers > EVENT_MAX_CONTAINERS)
+                return fail(err, "invalid_json", NULL,
+                            "an event holds more than %d objects and arrays (itself and its"
+                            " fields' values)",
+                            EVENT_MAX_CONTAINERS);
+            break;
+        case '}':
+        case ']':
+            depth--;
+            continue;
+        case ',':
+            if (depth < event_depth) {
+                if (++elements > max_elements)
+                    return fail(err, "batch_too_large", NULL, "more than %zu elements",
+                                max_elements);
+                values = containers = 0;
+                continue;
+            }
+            values++;
+            break;
+        default:
+            continue;
+        }
+        if (values > EVENT_MAX_VALUES)
+            return fail(err, "invalid_json", NULL,
+                        "an event holds more than %d JSON values (its fields and what they hold)",
+                        EVENT_MAX_VALUES);
+    }
+    return true;
+}
+
+struct json_object *event_json_read(const char *json, size_t len, int levels, size_t max_elements,
                                     struct event_error *err)
 {
     struct json_object *obj = NULL;
+    if (!json_bounded(json, len, levels, max_elements, err))
+        return NULL;
     /* json-c's depth counts one more than the levels it allows */
     struct json_tokener *tok = json_tokener_new_ex(levels + 1);
     if (!tok) {
@@ -738,11 +808,6 @@ struct scan {
 static const char *plain_run(const char *p, const char *end)
 {
     return stop_scan(p, end, STOP_JSON);
-}
-
-static bool json_ws(char c)
-{
-    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
 
 static void scan_ws(struct scan *sc)
@@ -1048,7 +1113,7 @@ static bool parse_decode(const char *json, size_t len, enum decode_mode mode,
     int rc = scan_body(json, len, mode, ctx, ev, err);
     if (rc >= 0)
         return rc == 1;
-    struct json_object *obj = event_json_read(json, len, EVENT_MAX_DEPTH, err);
+    struct json_object *obj = event_json_read(json, len, EVENT_MAX_DEPTH, SIZE_MAX, err);
     if (!obj)
         return false;
     bool ok = decode_event(obj, mode, ctx, ev, err);

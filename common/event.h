@@ -51,9 +51,12 @@ struct event_error {
     char message[160];
 };
 
-/* Limits on client JSON: nesting depth and object size. */
-#define EVENT_MAX_DEPTH  8
-#define EVENT_MAX_FIELDS 64
+/* Limits on client JSON: nesting depth, object size, and what one event may
+ * hold in all (its own fields and whatever their values nest). */
+#define EVENT_MAX_DEPTH      8
+#define EVENT_MAX_FIELDS     64
+#define EVENT_MAX_VALUES     256
+#define EVENT_MAX_CONTAINERS 16
 
 /* Validates and normalises one client event object (borrowed). Unknown fields
  * are ignored. Generates event_id when absent. Returns false with `err` set. */
@@ -105,10 +108,14 @@ void event_format_rfc3339(int64_t ms, char *out, size_t outlen);
 
 /* Reads `json` (`len` bytes) as JSON (RFC 8259: no comments, trailing commas,
  * single quotes, NaN or leading zeros, though json-c would take some) nested at
- * most `levels` deep, blanks allowed after the value. Returns the value (the
- * caller puts it), or NULL with `err` set: "invalid_json", or "internal" when
- * out of memory. What the collector reads with json-c goes through here. */
-struct json_object *event_json_read(const char *json, size_t len, int levels,
+ * most `levels` deep, blanks allowed after the value. An event (the value, or
+ * each element when it is an array) holds at most EVENT_MAX_VALUES values and
+ * EVENT_MAX_CONTAINERS objects and arrays, and an array at most `max_elements`
+ * elements, all checked before json-c builds anything. Returns the value (the
+ * caller puts it), or NULL with `err` set: "invalid_json", "batch_too_large"
+ * (too many elements), or "internal" when out of memory. What the collector
+ * reads with json-c goes through here. */
+struct json_object *event_json_read(const char *json, size_t len, int levels, size_t max_elements,
                                     struct event_error *err);
 
 #endif

@@ -33,7 +33,7 @@ static void check_round_trip(const struct event *ev)
 static struct json_object *json_c_parse(const char *body, size_t len, int levels)
 {
     struct event_error err;
-    return event_json_read(body, len, levels, &err);
+    return event_json_read(body, len, levels, SIZE_MAX, &err);
 }
 
 /* Same validity, same event (a generated event_id aside), same error. */

@@ -40,6 +40,10 @@ expect "bad field" "$r" 400 invalid_field
 [ "$(jq -r .field <<<"$(body_of "$r")")" = session_id ] || it_fail "400 field: $r"
 expect "bad json" "$(post "$C/ar-session" -H "$J" -d '{"ar_content_id":')" 400 invalid_json
 expect "null body" "$(post "$C/ar-session" -H "$J" -d ' null ')" 400 invalid_json
+objects=$(printf '{"ar_content_id":1,"session_id":"%s","x":[{}%s]}' "$(uuid)" "$(printf ',{}%.0s' $(seq 20))")
+r=$(post "$C/ar-session" -H "$J" -d "$objects")
+expect "objects in an unread field" "$r" 400 invalid_json
+grep -q "more than 16 objects and arrays" <<<"$r" || it_fail "objects in an unread field: $r"
 big=$(printf '{"ar_content_id":1,"session_id":"%s","city":"%s"}' "$(uuid)" "$(head -c 5000 /dev/zero | tr '\0' x)")
 expect "too large" "$(post "$C/ar-session" -H "$J" -d "$big")" 413 payload_too_large
 bomb=$(head -c 3000000 /dev/zero | gzip -9 | base64 -w0)

@@ -86,7 +86,7 @@ Test(ingest_batch, limits_and_whole_body_errors)
  * reference the scanner must match). */
 static bool json_c_event(const char *body, struct event *ev, struct event_error *err)
 {
-    struct json_object *obj = event_json_read(body, strlen(body), EVENT_MAX_DEPTH, err);
+    struct json_object *obj = event_json_read(body, strlen(body), EVENT_MAX_DEPTH, SIZE_MAX, err);
     cr_assert_not_null(obj, "json-c cannot parse %s", body);
     bool ok = event_from_client(obj, &ctx, ev, err);
     json_object_put(obj);
@@ -386,6 +386,33 @@ Test(ingest_batch, nesting_limit_as_for_one_event)
     cr_expect_eq(ingest_batch_parse(deep, strlen(deep), false, 500, &ctx, &b, &err), -EINVAL);
     ingest_batch_deinit(&b);
     cr_expect_eq(ingest_batch_parse(fine, strlen(fine), false, 500, &ctx, &b, &err), 0);
+    ingest_batch_deinit(&b);
+}
+
+/* An array of more elements than a batch may hold is refused as too large
+ * before it is parsed: even when it would not parse at the end. And an element
+ * empty containers nest too deep is refused as a single event would be. */
+Test(ingest_batch, too_many_elements_refused_unparsed)
+{
+    struct ingest_batch b;
+    struct event_error err;
+    size_t n = 600;
+    char *body = malloc(3 * n + 8);
+    cr_assert_not_null(body);
+    size_t o = 0;
+    body[o++] = '[';
+    for (size_t i = 0; i < n; i++) {
+        memcpy(body + o, i ? ",{}" : "{}", i ? 3 : 2);
+        o += i ? 3 : 2;
+    }
+    memcpy(body + o, ",x", 2); /* not JSON */
+    o += 2;
+    cr_expect_eq(ingest_batch_parse(body, o, false, 500, &ctx, &b, &err), -E2BIG);
+    ingest_batch_deinit(&b);
+    free(body);
+
+    const char deep[] = "[{\"ar_content_id\":1,\"session_id\":\"" SID "\",\"a\":[[[[[[[[]]]]]]]]}]";
+    cr_expect_eq(ingest_batch_parse(deep, strlen(deep), false, 500, &ctx, &b, &err), -EINVAL);
     ingest_batch_deinit(&b);
 }
 

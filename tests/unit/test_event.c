@@ -1,6 +1,7 @@
 /* Unit tests for common/event.c: validation, normalisation, stream encoding. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <json-c/json.h>
@@ -102,6 +103,76 @@ Test(event, nesting_of_8_levels_passes)
     struct event_error err = {0};
 
     cr_assert(parse("{\"ar_content_id\":1," SID ",\"a\":[[[[[[[1]]]]]]]}", &ev, &err), "%s",
+              err.message);
+}
+
+/* `{"ar_content_id":1,SID,"a":[<n x unit>]}`: the event itself, its two
+ * commas and the array are 4 values, and the array's units n - 1 more. */
+static char *event_with_array(const char *unit, size_t n)
+{
+    struct strbuf sb;
+    strbuf_init(&sb);
+    strbuf_puts(&sb, "{\"ar_content_id\":1," SID ",\"a\":[");
+    for (size_t i = 0; i < n; i++) {
+        strbuf_puts(&sb, i ? "," : "");
+        strbuf_puts(&sb, unit);
+    }
+    strbuf_puts(&sb, "]}");
+    return sb.data;
+}
+
+/* What one event may hold in all is bounded before json-c builds a tree of
+ * it: 256 values, 16 objects and arrays (the event and its array are 2). */
+Test(event, values_and_containers_are_bounded)
+{
+    static const struct {
+        const char *unit;
+        size_t n;
+        bool ok;
+        const char *says;
+    } cases[] = {
+        {"1", 253, true, NULL},
+        {"1", 254, false, "more than 256 JSON values"},
+        {"\"a,b,c\"", 253, true, NULL}, /* commas in strings are not values */
+        {"{}", 14, true, NULL},
+        {"{}", 15, false, "more than 16 objects and arrays"},
+        {"[]", 15, false, "more than 16 objects and arrays"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *body = event_with_array(cases[i].unit, cases[i].n);
+        struct event ev;
+        struct event_error err = {0};
+        bool ok = parse(body, &ev, &err);
+        cr_expect_eq(ok, cases[i].ok, "%zu x %s: %s", cases[i].n, cases[i].unit, err.message);
+        if (!cases[i].ok) {
+            cr_expect_str_eq(err.code, "invalid_json");
+            cr_expect(strstr(err.message, cases[i].says), "%s", err.message);
+        }
+        free(body);
+    }
+}
+
+/* 1 MiB of empty objects in a field nobody reads: json-c would take about
+ * 270 MB and seconds for it; it is refused before. */
+Test(event, a_body_of_many_objects_is_refused_unread)
+{
+    char *body = event_with_array("{}", 349000);
+    struct event ev;
+    struct event_error err = {0};
+    cr_assert_not(parse(body, &ev, &err));
+    cr_expect(strstr(err.message, "more than 16 objects and arrays"), "%s", err.message);
+    free(body);
+}
+
+/* Empty arrays nested 8 deep in the event are 9 levels, like [[...[1]...]]
+ * (json-c's own limit let them one level further). */
+Test(event, empty_containers_count_as_levels)
+{
+    struct event ev;
+    struct event_error err = {0};
+    cr_expect_not(parse("{\"ar_content_id\":1," SID ",\"a\":[[[[[[[[]]]]]]]]}", &ev, &err));
+    cr_expect_str_eq(err.message, "the body is not valid JSON: nesting too deep");
+    cr_expect(parse("{\"ar_content_id\":1," SID ",\"a\":[[[[[[[]]]]]]]}", &ev, &err), "%s",
               err.message);
 }
 
