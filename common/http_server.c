@@ -1557,15 +1557,27 @@ void http_server_stop_accepting(struct http_server *s)
     }
 }
 
+/* Connections with a request begun and not complete: once stopping, a drain
+ * waits for them as for a request with its handler, so that they are answered
+ * rather than cut when the daemon exits. */
+static size_t srv_receiving(const struct http_server *s)
+{
+    size_t n = 0;
+    for (const struct conn *c = s->conns; c; c = c->next)
+        n += c->state == CONN_READING || (c->state == CONN_IDLE && c->in_len > c->in_off);
+    return n;
+}
+
 size_t http_server_inflight(const struct http_server *s)
 {
     if (!s)
         return 0;
-    /* A client that does not read its answers must not hold a stop until the
-     * daemon's deadline forces the exit. */
+    /* A client that does not read its answers, or sends its request slower
+     * than this, must not hold a stop until the daemon's deadline forces the
+     * exit. */
     if (s->stopping && timeutil_mono_ms() - s->stopped_ms >= STOP_FLUSH_MS)
         return s->pending;
-    return s->pending + s->unflushed;
+    return s->pending + s->unflushed + (s->stopping ? srv_receiving(s) : 0);
 }
 
 size_t http_server_buffered_input(const struct http_server *s)

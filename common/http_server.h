@@ -68,10 +68,11 @@ int http_server_route(struct http_server *s, unsigned methods, const char *path,
 void http_server_stop_accepting(struct http_server *s);
 
 /* Requests received and not yet answered, plus answers not yet fully written,
- * across all connections: 0 means a drain can end without losing a reply.
- * From 3 s after http_server_stop_accepting() on, answers not yet taken by
- * their clients no longer count (a client that stopped reading would hold the
- * drain for ever). */
+ * across all connections, plus, once stopping, requests still arriving: 0
+ * means a drain can end without losing a reply. From 3 s after
+ * http_server_stop_accepting() on, answers not yet taken by their clients and
+ * requests not yet complete no longer count (a client that stopped reading or
+ * sending would hold the drain for ever). */
 size_t http_server_inflight(const struct http_server *s);
 
 /* Request bytes read and not yet parsed, across all connections (at most

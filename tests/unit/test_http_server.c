@@ -1125,6 +1125,40 @@ Test(http, stop_accepting_lets_in_flight_requests_finish)
     client_close(&busy);
 }
 
+/* A request half received when the stop comes is waited for and answered
+ * (once its last bytes come), not cut when the drain ends; one whose client
+ * never sends the rest holds the drain 3 s at most. */
+Test(http, stop_waits_for_a_request_being_received, .timeout = 30)
+{
+    struct client late, never;
+    struct resp r;
+    struct timespec t0;
+    client_open(&late);
+    client_open(&never);
+    client_sends(&late, "GET /hello HTTP/1.1\r\nHo");
+    client_sends(&never, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\n12");
+    sleep_ms(200);
+    run_in_loop(stop_accepting);
+    run_in_loop(read_inflight);
+    cr_assert_eq(inflight_now, 2, "requests being received are not in flight");
+    client_sends(&late, "st: t\r\n\r\n");
+    cr_assert(client_read(&late, &r, false));
+    cr_assert_eq(r.status, 200);
+    assert_header(&r, "Connection", "close");
+    resp_free(&r);
+    cr_assert(client_sees_close(&late));
+    client_close(&late);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        sleep_ms(100);
+        run_in_loop(read_inflight);
+    } while (inflight_now > 0 && elapsed_ms(&t0) < 10000);
+    double ms = elapsed_ms(&t0);
+    cr_assert_eq(inflight_now, 0, "the drain still waits after %.0f ms", ms);
+    cr_assert(ms >= 2000 && ms < 6000, "the drain ended after %.0f ms", ms);
+    client_close(&never);
+}
+
 /* ---- health routes ---------------------------------------------------------------- */
 
 Test(http, health_status)
