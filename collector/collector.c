@@ -75,17 +75,17 @@ struct batch_req {
 
 /* One thread: its loop, HTTP server, health routes and Redis connections. */
 struct lane {
-    struct collector *c;               /* owner */
-    int index;                         /* 0: the service frame's thread */
-    struct event_base *base;           /* lane 0: the service's (borrowed) */
-    struct http_server *http;          /* lane 0: the service's (borrowed) */
-    struct health *health;             /* lane 0: the service's (borrowed) */
-    struct stream_writer *writer;      /* owned */
-    struct strbuf json;                /* stream encoding, reused per event */
-    struct strbuf inflated;            /* decoded gzip body, reused */
-    struct strbuf answer;              /* batch answer, reused */
-    struct strbuf xff;                 /* several X-Forwarded-For lines joined, reused */
-    struct ingest_batch batch;         /* parsed batch, reused */
+    struct collector *c;          /* owner */
+    int index;                    /* 0: the service frame's thread */
+    struct event_base *base;      /* lane 0: the service's (borrowed) */
+    struct http_server *http;     /* lane 0: the service's (borrowed) */
+    struct health *health;        /* lane 0: the service's (borrowed) */
+    struct stream_writer *writer; /* owned */
+    struct strbuf json;           /* stream encoding, reused per event */
+    struct strbuf inflated;       /* decoded gzip body, reused */
+    struct strbuf answer;         /* batch answer, reused */
+    struct strbuf joined;      /* the lines of one header joined (X-Forwarded-For, ...), reused */
+    struct ingest_batch batch; /* parsed batch, reused */
     struct batch_req *free_batches;    /* recycled batch records (their slots are large) */
     size_t nfree_batches;              /* records on free_batches */
     struct pending_event *free_events; /* recycled pending_event records */
@@ -175,8 +175,9 @@ static bool admit(struct lane *l, struct http_request *req, char *ip)
     }
     /* Every X-Forwarded-For line, in order: a proxy may add a line of its own
      * after the one a client forged. */
-    const char *xff = c->trust.n ? http_request_header_list(req, "x-forwarded-for", &l->xff) : NULL;
-    if (l->xff.oom) {
+    const char *xff =
+        c->trust.n ? http_request_header_list(req, "x-forwarded-for", &l->joined) : NULL;
+    if (l->joined.oom) {
         /* Rather than the proxy's address for every client. */
         unavailable(c, req, "out_of_memory", "out of memory");
         return false;
@@ -207,7 +208,16 @@ static bool decode_body(struct lane *l, struct http_request *req, bool batch, co
 {
     struct collector *c = l->c;
     *body = http_request_body(req, len);
-    *media = body_media_of(http_request_header(req, "content-type"));
+    /* Every line: two Content-Type lines are no type, and two Content-Encoding
+     * lines are a list (RFC 9110, 5.3), which is refused as one line is. */
+    *media = body_media_of(http_request_header_list(req, "content-type", &l->joined));
+    bool oom = l->joined.oom;
+    enum body_encoding enc =
+        body_encoding_of(http_request_header_list(req, "content-encoding", &l->joined));
+    if (oom || l->joined.oom) {
+        unavailable(c, req, "out_of_memory", "out of memory");
+        return false;
+    }
     if (*media == BODY_MEDIA_UNSUPPORTED || (!batch && *media == BODY_MEDIA_NDJSON)) {
         reject(c, req, 415, "unsupported_media_type", "unsupported_media_type", NULL,
                batch ? "Content-Type must be application/json, application/x-ndjson or "
@@ -215,7 +225,6 @@ static bool decode_body(struct lane *l, struct http_request *req, bool batch, co
                      : "Content-Type must be application/json or text/plain");
         return false;
     }
-    enum body_encoding enc = body_encoding_of(http_request_header(req, "content-encoding"));
     if (enc == BODY_ENC_UNSUPPORTED) {
         reject(c, req, 415, "unsupported_encoding", "unsupported_media_type", NULL,
                "Content-Encoding must be gzip, deflate or identity");
@@ -642,7 +651,7 @@ static int lane_init(struct collector *c, int i, char *err, size_t errlen)
     strbuf_init(&l->json);
     strbuf_init(&l->inflated);
     strbuf_init(&l->answer);
-    strbuf_init(&l->xff);
+    strbuf_init(&l->joined);
     atomic_init(&l->finished, false);
     if (i == 0) {
         l->base = svc->base;
@@ -739,7 +748,7 @@ static void lane_deinit(struct lane *l)
     strbuf_deinit(&l->json);
     strbuf_deinit(&l->inflated);
     strbuf_deinit(&l->answer);
-    strbuf_deinit(&l->xff);
+    strbuf_deinit(&l->joined);
     ingest_batch_deinit(&l->batch);
     while (l->free_batches) {
         struct batch_req *br = l->free_batches;

@@ -54,6 +54,11 @@ expect "content type" "$(post "$C/ar-session" -H 'Content-Type: image/png' -d "$
 expect "form" "$(post "$C/ar-session" -d "$(ev)")" 415 unsupported_media_type
 expect "encoding" "$(post "$C/ar-session" -H "$J" -H 'Content-Encoding: br' -d "$(ev)")" 415 \
     unsupported_media_type
+# Two lines are a list (RFC 9110, 5.3), refused as "gzip, br" is: not the first line alone.
+r=$(ev | gzip | post "$C/ar-session" -H "$J" -H 'Content-Encoding: gzip' -H 'Content-Encoding: br' --data-binary @-)
+expect "two encoding lines" "$r" 415 unsupported_media_type
+expect "two type lines" "$(post "$C/ar-session" -H "$J" -H 'Content-Type: image/png' -d "$(ev)")" 415 \
+    unsupported_media_type
 r=$(echo garbage | post "$C/ar-session" -H "$J" -H 'Content-Encoding: gzip' --data-binary @-)
 expect "corrupt gzip" "$r" 400 invalid_encoding
 batch=$(for i in $(seq 11); do ev; done | jq -sc .)
