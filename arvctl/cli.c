@@ -129,7 +129,11 @@ PGconn *cli_connect(const char *database_url)
         return NULL;
     }
     PQsetNoticeProcessor(conn, cli_notice, NULL);
-    res = PQexec(conn, "SET client_min_messages = warning");
+    /* Times are UTC and ISO whatever the server's or the database's defaults:
+     * a partition bound written as text under another DateStyle and zone
+     * could be read back hours away (migration 0013). */
+    res =
+        PQexec(conn, "SET client_min_messages = warning; SET TIME ZONE 'UTC'; SET DateStyle = ISO");
     PQclear(res);
     return conn;
 }

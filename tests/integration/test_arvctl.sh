@@ -517,3 +517,46 @@ keys=$(psql "$mig3" -tAq -c "SELECT string_agg(pg_get_indexdef(indexrelid), '; '
 [ "$(psql "$mig3" -tAq -c "SELECT views FROM analytics.rollup_content_hourly")" = 4 ] || it_fail "row lost by 0012"
 it_pass "migration 0012 takes a key built beforehand, drops one that is not the key, builds the others: project_id last"
 
+
+# Partition bounds whatever the database's DateStyle and TimeZone (migration
+# 0013): written as timestamptz text under DateStyle Postgres in Asia/Shanghai
+# ("... CST", read back as US Central), they moved 14 hours.
+mig4="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig4"
+it_psql "CREATE DATABASE arv_mig4"
+it_psql "ALTER DATABASE arv_mig4 SET timezone = 'Asia/Shanghai'"
+it_psql "ALTER DATABASE arv_mig4 SET datestyle = 'Postgres, MDY'"
+rm -f "$IT_TMP"/mig_old/*.sql
+cp "$IT_ROOT"/migrations/00[01][0-9]_*.sql "$IT_TMP/mig_old/"
+rm -f "$IT_TMP"/mig_old/001[3-9]_*.sql
+DATABASE_URL="$mig4" "$ARVCTL" migrate --migrations-dir "$IT_TMP/mig_old" >"$IT_TMP/mig4.out" 2>&1 ||
+    it_fail "migrate to 0012: $(cat "$IT_TMP/mig4.out")"
+# The function before 0013, run in the database's own settings.
+psql "$mig4" -tAq -v ON_ERROR_STOP=1 -c "SELECT analytics.ensure_day_partitions(DATE '2020-01-01', DATE '2020-01-01')" \
+    >/dev/null || it_fail "ensure_day_partitions before 0013"
+DATABASE_URL="$mig4" "$ARVCTL" migrate >"$IT_TMP/mig4.out" 2>&1 || it_fail "migrate 0013: $(cat "$IT_TMP/mig4.out")"
+# Only that one is named: arvctl's own partitions (0001's) begin at midnight UTC.
+[ "$(grep -c 'does not begin at 00:00 UTC' "$IT_TMP/mig4.out")" = 1 ] &&
+    grep -q 'ar_view_sessions_p20200101 does not begin at 00:00 UTC' "$IT_TMP/mig4.out" ||
+    it_fail "0013's warnings: $(cat "$IT_TMP/mig4.out")"
+psql "$mig4" -tAq -v ON_ERROR_STOP=1 -c "SELECT analytics.ensure_day_partitions(DATE '2020-02-01', DATE '2020-02-01')" \
+    >/dev/null || it_fail "ensure_day_partitions after 0013"
+bounds=$(PGTZ=UTC PGDATESTYLE=ISO psql "$mig4" -tAq -c "SELECT pg_get_expr(relpartbound, oid) FROM pg_class
+                                                       WHERE relname = 'ar_view_sessions_p20200201'")
+[ "$bounds" = "FOR VALUES FROM ('2020-02-01 00:00:00+00') TO ('2020-02-02 00:00:00+00')" ] ||
+    it_fail "bounds made in Asia/Shanghai with DateStyle Postgres: $bounds"
+# The mend docs/operations.md ("Upgrades") gives: the row moves to its day's partition.
+psql "$mig4" -tAq -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || it_fail "the mend of a misaligned partition"
+INSERT INTO analytics.ar_view_sessions (event_id, ar_content_id, project_id, company_id, session_id,
+                                        created_at, received_at)
+VALUES (gen_random_uuid(), 1, 1, 1, gen_random_uuid(), '2020-01-02 10:00+00', '2020-01-02 10:00+00');
+BEGIN;
+ALTER TABLE analytics.ar_view_sessions DETACH PARTITION analytics.ar_view_sessions_p20200101;
+ALTER TABLE analytics.ar_view_sessions_p20200101 RENAME TO misaligned_p20200101;
+SELECT analytics.ensure_day_partitions(DATE '2020-01-01', DATE '2020-01-02');
+INSERT INTO analytics.ar_view_sessions SELECT * FROM analytics.misaligned_p20200101;
+DROP TABLE analytics.misaligned_p20200101;
+COMMIT;
+SQL
+[ "$(psql "$mig4" -tAq -c "SELECT count(*) FROM analytics.ar_view_sessions_p20200102")" = 1 ] ||
+    it_fail "the mended row is not in its day's partition"
+it_pass "day partitions begin at 00:00 UTC whatever the database's DateStyle and TimeZone; 0013 names those that do not, and the documented mend works"
