@@ -268,15 +268,21 @@ static int stream_index(const struct reader *r, const redisReply *name)
     return -1;
 }
 
-/* Fills `fields` from an entry's flat [name, value, ...] array. */
+/* Fills `fields` from an entry's flat [name, value, ...] array: the schema's
+ * `v` and `e` wherever they are, and the others while there is room for
+ * them, READER_MAX_FIELDS - 2 (an event among many more fields, added by
+ * someone else's XADD, is still an event, not an invalid payload). */
 static size_t entry_fields(const redisReply *arr, struct batch_field *fields)
 {
-    size_t n = 0;
+    size_t n = 0, others = 0;
 
     for (size_t j = 0; j + 1 < arr->elements && n < READER_MAX_FIELDS; j += 2) {
         const redisReply *k = arr->element[j];
         const redisReply *v = arr->element[j + 1];
         if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        bool schema = k->len == 1 && (k->str[0] == 'v' || k->str[0] == 'e');
+        if (!schema && others++ >= READER_MAX_FIELDS - 2)
             continue;
         fields[n].name = k->str;
         fields[n].name_len = k->len;

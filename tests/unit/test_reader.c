@@ -484,6 +484,40 @@ Test(reader_live, payload_read_back_is_the_e_field)
     live_end(&r, &b);
 }
 
+/* An event in an entry of many more fields (someone else's XADD) is read as
+ * the event: its `v` and `e` after the 32nd field are kept. */
+Test(reader_live, schema_fields_after_many_others_are_kept)
+{
+    static const char event[] =
+        "{\"event_id\":\"01a2127b-db01-7b91-beb4-9ff4e5fe1586\","
+        "\"session_id\":\"7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f\",\"ar_content_id\":42,"
+        "\"ip\":\"203.0.113.7\",\"received_at\":\"2025-11-25T10:00:00.123Z\"}";
+    struct reader r;
+    struct batch b;
+    bool caught_up;
+    const char *argv[3 + 2 * 40 + 4] = {"XADD", "arv:test", "*"};
+    char names[40][8];
+    int argc = 3;
+    live_start(&r, &b, 0, 100, 0);
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof(names[i]), "t%d", i);
+        argv[argc++] = names[i];
+        argv[argc++] = "1";
+    }
+    argv[argc++] = "v";
+    argv[argc++] = "1";
+    argv[argc++] = "e";
+    argv[argc++] = event;
+    redisReply *added = redisCommandArgv(admin, argc, argv, NULL);
+    cr_assert(added && added->type == REDIS_REPLY_STRING);
+    freeReplyObject(added);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 1);
+    cr_assert_eq(b.entries[0].kind, BATCH_EVENT, "a dead letter: %s",
+                 b.entries[0].reason ? b.entries[0].reason : "");
+    live_end(&r, &b);
+}
+
 /* With several streams on a node, a piece of a read is shared by them:
  * READER_CHUNK entries in all, not READER_CHUNK per stream. */
 Test(reader_live, piece_is_shared_by_the_streams)
