@@ -154,17 +154,32 @@ static void preflight(struct collector *c, struct http_request *req, const char 
     http_respond(req, 204, NULL, NULL, 0);
 }
 
+/* Adds the CORS headers of an answer to an allowed `origin`: every POST answer
+ * to one carries them, errors too, so that a browser can read them. */
+static bool cors_answer(const struct collector *c, struct http_request *req, const char *origin)
+{
+    if (!cors_allows(&c->cors, origin))
+        return false;
+    http_request_add_header(req, "Access-Control-Allow-Origin", origin);
+    http_request_add_header(req, "Vary", "Origin");
+    return true;
+}
+
+/* The HTTP server's own error answers (a body over the limit, a malformed
+ * request, a slow one) on the ingest routes, as the collector's. */
+static void cors_on_error(struct http_request *req, void *arg)
+{
+    const struct collector *c = arg;
+    cors_answer(c, req, http_request_header(req, "origin"));
+}
+
 /* Common checks of both ingest routes. Writes the client address into `ip`.
  * Returns false once the request has been answered. */
 static bool admit(struct lane *l, struct http_request *req, char *ip)
 {
     struct collector *c = l->c;
     const char *origin = http_request_header(req, "origin");
-    bool allowed = cors_allows(&c->cors, origin);
-    if (allowed) {
-        http_request_add_header(req, "Access-Control-Allow-Origin", origin);
-        http_request_add_header(req, "Vary", "Origin");
-    }
+    bool allowed = cors_answer(c, req, origin);
     if (http_request_method(req) == HTTP_OPTIONS) {
         preflight(c, req, origin, allowed);
         return false;
@@ -689,6 +704,7 @@ static int lane_init(struct collector *c, int i, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
+    http_server_on_error(l->http, cors_on_error, l->c);
     return 0;
 }
 

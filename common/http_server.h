@@ -63,6 +63,12 @@ uint16_t http_server_port(const struct http_server *s);
 int http_server_route(struct http_server *s, unsigned methods, const char *path, bool prefix,
                       http_handler *h, void *arg);
 
+/* `fn(req, arg)` is called before every error the server answers itself (a
+ * request it cannot read or will not take: 400, 408, 413, 431, 501, ...), with
+ * what was read of the request (its headers may be missing), to add headers
+ * to the answer (http_request_add_header), such as CORS ones. */
+void http_server_on_error(struct http_server *s, http_handler *fn, void *arg);
+
 /* Stops accepting new connections and closes idle keep-alive ones; requests in
  * flight are still answered (then their connections close). */
 void http_server_stop_accepting(struct http_server *s);

@@ -106,6 +106,11 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X OPTIONS -H 'Origin: https://evi
 [ "$code" = 403 ] || it_fail "preflight from a foreign origin answered $code"
 h=$(curl -s -D - -o /dev/null -H 'Origin: https://viewer.example' -H "$J" -d "$(ev)" "$C/ar-session")
 grep -qi '^Access-Control-Allow-Origin: https://viewer.example' <<<"$h" || it_fail "POST CORS: $h"
+# The HTTP server's own errors too (here 413: over ARV_MAX_BODY_BYTES), so that a browser can read them.
+h=$(head -c 5000 /dev/zero | tr '\0' ' ' | curl -s -D - -o /dev/null -H 'Origin: https://viewer.example' \
+    -H "$J" --data-binary @- "$C/ar-session" | tr -d '\r')
+grep -q '^HTTP/1.1 413' <<<"$h" && grep -qi '^Access-Control-Allow-Origin: https://viewer.example$' <<<"$h" ||
+    it_fail "413 of the HTTP server without CORS: $h"
 h=$(curl -s -D - -o /dev/null -H 'Origin: https://evil.example' -H "$J" -d "$(ev)" "$C/ar-session")
 grep -q '^HTTP/1.1 200' <<<"$h" || it_fail "POST from a foreign origin not answered 200: $h"
 grep -qi '^Access-Control-Allow-Origin' <<<"$h" && it_fail "foreign origin got CORS: $h"
