@@ -646,10 +646,11 @@ static bool leading_zero(const char *json, size_t len, size_t i)
     return true;
 }
 
-/* True if `json` has, outside double-quoted strings, what JSON never has there
- * but json-c takes even in its strict mode: a single quote ('strings'), a
- * slash (comments), a letter other than those of true, false, null and an
- * exponent (NaN, Infinity), a number with a leading zero (00, -01, 037.5). */
+/* True if `json` has what JSON never has but json-c takes even in its strict
+ * mode: outside double-quoted strings a single quote ('strings'), a slash
+ * (comments), a letter other than those of true, false, null and an exponent
+ * (NaN, Infinity), a number with a leading zero (00, -01, 037.5) or a point
+ * without a digit after it (1., 1.e5); inside them a raw control character. */
 static bool json_nonstandard(const char *json, size_t len)
 {
     bool in_string = false;
@@ -660,11 +661,14 @@ static bool json_nonstandard(const char *json, size_t len)
                 i++; /* the escaped character */
             else if (json[i] == '"')
                 in_string = false;
+            else if ((unsigned char)json[i] < 0x20)
+                return true;
         } else if (json[i] == '"') {
             in_string = true;
         } else if (json[i] == '\'' || json[i] == '/' ||
                    (isalpha((unsigned char)json[i]) && !strchr("truefalsnE", json[i])) ||
-                   leading_zero(json, len, i)) {
+                   leading_zero(json, len, i) ||
+                   (json[i] == '.' && (i + 1 >= len || !isdigit((unsigned char)json[i + 1])))) {
             return true;
         }
     }
@@ -773,8 +777,9 @@ struct json_object *event_json_read(const char *json, size_t len, int levels, si
     }
     if (json_nonstandard(json, len)) {
         fail(err, "invalid_json", NULL,
-             "the body is not valid JSON: a single quote, comment, NaN, Infinity or a number"
-             " with a leading zero");
+             "the body is not valid JSON: a single quote, comment, NaN, Infinity, a number"
+             " with a leading zero or a point without digits, or a control character in a"
+             " string");
         goto fail;
     }
     /* JSON null is valid JSON, and json-c's NULL: say so, as for any failure. */

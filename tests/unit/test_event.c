@@ -200,6 +200,12 @@ Test(event, bad_input_names_the_field)
         {"{\"ar_content_id\":1," SID ",\"duration_seconds\":00}", "invalid_json", NULL},
         {"{\"ar_content_id\":1," SID ",\"x\":-01}", "invalid_json", NULL},
         {"{\"ar_content_id\":1," SID ",\"x\":[1,01.5]}", "invalid_json", NULL},
+        /* json-c takes these in fields nobody reads: not JSON either */
+        {"{\"ar_content_id\":1," SID ",\"x\":1.}", "invalid_json", NULL},
+        {"{\"ar_content_id\":1," SID ",\"x\":[1.e5]}", "invalid_json", NULL},
+        {"{\"ar_content_id\":1," SID ",\"duration_seconds\":5.}", "invalid_json", NULL},
+        {"{\"ar_content_id\":1," SID ",\"x\":\"a\001b\"}", "invalid_json", NULL},
+        {"{\"ar_content_id\":1," SID ",\"x\":\"a\tb\"}", "invalid_json", NULL},
         /* beyond int64: refused, not clamped to INT64_MAX */
         {"{\"ar_content_id\":12345678901234567890," SID "}", "invalid_field", "ar_content_id"},
         {"{\"ar_content_id\":\" +42\"," SID "}", "invalid_field", "ar_content_id"},
