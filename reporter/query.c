@@ -929,9 +929,13 @@ void query_result_deinit(struct query_result *r)
 
 double query_avg_duration(int64_t sum, int64_t count)
 {
-    if (count <= 0)
+    if (count <= 0 || sum < 0)
         return 0.0;
-    return round((double)sum / (double)count * 100.0) / 100.0;
+    /* Rounded half up in integers: in binary floating point 1347 / 40 * 100
+     * is 3367.4999..., which round() took down to 33.67. */
+    unsigned __int128 hundredths =
+        ((unsigned __int128)sum * 200 + (unsigned __int128)count) / ((unsigned __int128)count * 2);
+    return (double)hundredths / 100.0;
 }
 
 void query_scope_name(const struct query_spec *spec, char *out, size_t outlen)

@@ -754,6 +754,11 @@ Test(query_result, avg_duration)
     cr_assert_float_eq(query_avg_duration(113, 3), 37.67, 1e-9);
     cr_assert_float_eq(query_avg_duration(0, 0), 0.0, 1e-9);
     cr_assert_float_eq(query_avg_duration(5, 2), 2.5, 1e-9);
+    /* Halves round up, as PostgreSQL's round(numeric, 2) does: 1347 / 40 is
+     * 33.675, which a double takes for 33.67499... */
+    cr_assert_float_eq(query_avg_duration(1347, 40), 33.68, 1e-9);
+    cr_assert_float_eq(query_avg_duration(1, 8), 0.13, 1e-9);
+    cr_assert_float_eq(query_avg_duration(INT64_MAX / 2, 3), (double)(INT64_MAX / 6) + 0.33, 1e3);
 }
 
 Test(query_errors, retryable_sqlstates)
