@@ -75,17 +75,17 @@ struct batch_req {
 
 /* One thread: its loop, HTTP server, health routes and Redis connections. */
 struct lane {
-    struct collector *c;          /* owner */
-    int index;                    /* 0: the service frame's thread */
-    struct event_base *base;      /* lane 0: the service's (borrowed) */
-    struct http_server *http;     /* lane 0: the service's (borrowed) */
-    struct health *health;        /* lane 0: the service's (borrowed) */
-    struct stream_writer *writer; /* owned */
-    struct strbuf json;           /* stream encoding, reused per event */
-    struct strbuf inflated;       /* decoded gzip body, reused */
-    struct strbuf answer;         /* batch answer, reused */
-    struct strbuf joined;      /* the lines of one header joined (X-Forwarded-For, ...), reused */
-    struct ingest_batch batch; /* parsed batch, reused */
+    struct collector *c;               /* owner */
+    int index;                         /* 0: the service frame's thread */
+    struct event_base *base;           /* lane 0: the service's (borrowed) */
+    struct http_server *http;          /* lane 0: the service's (borrowed) */
+    struct health *health;             /* lane 0: the service's (borrowed) */
+    struct stream_writer *writer;      /* owned */
+    struct strbuf json;                /* stream encoding, reused per event */
+    struct strbuf inflated;            /* decoded gzip body, reused */
+    struct strbuf answer;              /* batch answer, reused */
+    struct strbuf joined;              /* a header's lines joined, reused */
+    struct ingest_batch batch;         /* parsed batch, reused */
     struct batch_req *free_batches;    /* recycled batch records (their slots are large) */
     size_t nfree_batches;              /* records on free_batches */
     struct pending_event *free_events; /* recycled pending_event records */
@@ -166,7 +166,7 @@ static bool cors_answer(const struct collector *c, struct http_request *req, con
 }
 
 /* The HTTP server's own error answers (a body over the limit, a malformed
- * request, a slow one) on the ingest routes, as the collector's. */
+ * request, a slow one) carry them as the collector's own do. */
 static void cors_on_error(struct http_request *req, void *arg)
 {
     const struct collector *c = arg;

@@ -192,22 +192,22 @@ struct http_server {
     size_t nroutes;                   /* used entries */
     size_t routes_cap;                /* allocated entries */
     struct route_stats unmatched;     /* metrics of requests no route matched */
-    http_handler *on_error;           /* sees the server's own error answers, or NULL */
-    void *on_error_arg;
-    int lfd;                        /* listening socket, or -1 */
-    uint16_t port;                  /* bound port */
-    struct event *ev_listen;        /* accept event */
-    struct event *ev_accept_resume; /* re-enables accepting after EMFILE */
-    struct conn *conns;             /* open connections */
-    size_t nconns;                  /* count of them */
-    struct http_request *orphans;   /* unanswered requests whose client has gone */
-    size_t pending;                 /* dispatched requests not answered yet */
-    size_t unflushed;               /* answered requests not completely sent */
-    bool stopping;                  /* http_server_stop_accepting() was called */
-    uint64_t stopped_ms;            /* when */
-    char *rbuf;                     /* READ_CHUNK bytes shared by all connections */
-    time_t date_sec;                /* second `date` was formatted for */
-    char date[40];                  /* IMF-fixdate for the Date header */
+    http_handler *on_error;           /* sees its own error answers */
+    void *on_error_arg;               /* its argument */
+    int lfd;                          /* listening socket, or -1 */
+    uint16_t port;                    /* bound port */
+    struct event *ev_listen;          /* accept event */
+    struct event *ev_accept_resume;   /* re-enables accepting after EMFILE */
+    struct conn *conns;               /* open connections */
+    size_t nconns;                    /* count of them */
+    struct http_request *orphans;     /* unanswered requests whose client has gone */
+    size_t pending;                   /* dispatched requests not answered yet */
+    size_t unflushed;                 /* answered requests not completely sent */
+    bool stopping;                    /* http_server_stop_accepting() was called */
+    uint64_t stopped_ms;              /* when */
+    char *rbuf;                       /* READ_CHUNK bytes shared by all connections */
+    time_t date_sec;                  /* second `date` was formatted for */
+    char date[40];                    /* IMF-fixdate for the Date header */
 };
 
 static const llhttp_settings_t parser_settings;

@@ -471,13 +471,24 @@ it_pass "two revokes at once: one revocation, the first time kept; --help and un
 # Migration 0011 (event_ids' key led by event_id) takes an index built
 # beforehand without blocking (docs/operations.md, "Upgrades") as the key,
 # leaving one index, the key, in the new order.
+# migrate_before URL N [SQL...]: a new database URL (named after it), set up by
+# the SQL statements given, migrated up to, not including, migration 00N.
+migrate_before() {
+    local url=$1 before=$2 sql f
+    shift 2
+    it_psql "CREATE DATABASE ${url##*/}"
+    for sql in "$@"; do it_psql "$sql"; done
+    rm -rf "$IT_TMP/mig_old"
+    mkdir "$IT_TMP/mig_old"
+    cp "$IT_ROOT"/migrations/00[0-9][0-9]_*.sql "$IT_TMP/mig_old/"
+    for f in "$IT_TMP"/mig_old/*.sql; do
+        [ "$((10#$(basename "$f" | cut -c1-4)))" -lt "$before" ] || rm -f "$f"
+    done
+    DATABASE_URL="$url" "$ARVCTL" migrate --migrations-dir "$IT_TMP/mig_old" >"$IT_TMP/mig_old.out" 2>&1 ||
+        it_fail "migrate before $before: $(cat "$IT_TMP/mig_old.out")"
+}
 mig2="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig2"
-it_psql "CREATE DATABASE arv_mig2"
-mkdir "$IT_TMP/mig_old"
-cp "$IT_ROOT"/migrations/00[01][0-9]_*.sql "$IT_TMP/mig_old/"
-rm -f "$IT_TMP"/mig_old/001[1-9]_*.sql
-DATABASE_URL="$mig2" "$ARVCTL" migrate --migrations-dir "$IT_TMP/mig_old" >"$IT_TMP/mig2.out" 2>&1 ||
-    it_fail "migrate to 0010: $(cat "$IT_TMP/mig2.out")"
+migrate_before "$mig2" 11
 psql "$mig2" -tAq -v ON_ERROR_STOP=1 -c "INSERT INTO analytics.event_ids VALUES (1, gen_random_uuid(), now())" \
     -c "CREATE UNIQUE INDEX CONCURRENTLY event_ids_pkey_new ON analytics.event_ids (event_id, company_id)" ||
     it_fail "building the index beforehand"
@@ -491,12 +502,7 @@ it_pass "migration 0011 takes the key built beforehand: one index, (event_id, co
 # Migration 0012 (project_id last in the per-content rollups' keys) takes a key
 # built beforehand, and builds the others; rows already there stay.
 mig3="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig3"
-it_psql "CREATE DATABASE arv_mig3"
-rm -f "$IT_TMP"/mig_old/*.sql
-cp "$IT_ROOT"/migrations/00[01][0-9]_*.sql "$IT_TMP/mig_old/"
-rm -f "$IT_TMP"/mig_old/001[2-9]_*.sql
-DATABASE_URL="$mig3" "$ARVCTL" migrate --migrations-dir "$IT_TMP/mig_old" >"$IT_TMP/mig3.out" 2>&1 ||
-    it_fail "migrate to 0011: $(cat "$IT_TMP/mig3.out")"
+migrate_before "$mig3" 12
 psql "$mig3" -tAq -v ON_ERROR_STOP=1 \
     -c "INSERT INTO analytics.rollup_content_hourly (hour, company_id, project_id, ar_content_id, views)
         VALUES ('2026-01-01 10:00+00', 1, 2, 3, 4)" \
@@ -522,14 +528,8 @@ it_pass "migration 0012 takes a key built beforehand, drops one that is not the 
 # 0013): written as timestamptz text under DateStyle Postgres in Asia/Shanghai
 # ("... CST", read back as US Central), they moved 14 hours.
 mig4="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig4"
-it_psql "CREATE DATABASE arv_mig4"
-it_psql "ALTER DATABASE arv_mig4 SET timezone = 'Asia/Shanghai'"
-it_psql "ALTER DATABASE arv_mig4 SET datestyle = 'Postgres, MDY'"
-rm -f "$IT_TMP"/mig_old/*.sql
-cp "$IT_ROOT"/migrations/00[01][0-9]_*.sql "$IT_TMP/mig_old/"
-rm -f "$IT_TMP"/mig_old/001[3-9]_*.sql
-DATABASE_URL="$mig4" "$ARVCTL" migrate --migrations-dir "$IT_TMP/mig_old" >"$IT_TMP/mig4.out" 2>&1 ||
-    it_fail "migrate to 0012: $(cat "$IT_TMP/mig4.out")"
+migrate_before "$mig4" 13 "ALTER DATABASE arv_mig4 SET timezone = 'Asia/Shanghai'" \
+    "ALTER DATABASE arv_mig4 SET datestyle = 'Postgres, MDY'"
 # The function before 0013, run in the database's own settings.
 psql "$mig4" -tAq -v ON_ERROR_STOP=1 -c "SELECT analytics.ensure_day_partitions(DATE '2020-01-01', DATE '2020-01-01')" \
     >/dev/null || it_fail "ensure_day_partitions before 0013"

@@ -1047,6 +1047,21 @@ static void read_inflight(void)
     inflight_now = http_server_inflight(H.srv);
 }
 
+/* Milliseconds until nothing is in flight any more, after a stop (10 s at
+ * most: then the test fails). */
+static double drain_ms(void)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        sleep_ms(100);
+        run_in_loop(read_inflight);
+    } while (inflight_now > 0 && elapsed_ms(&t0) < 10000);
+    double ms = elapsed_ms(&t0);
+    cr_assert_eq(inflight_now, 0, "the drain still waits after %.0f ms", ms);
+    return ms;
+}
+
 /* Blank lines between requests start no request, and must not keep an idle
  * connection open past its idle timeout. */
 Test(http_limits, blank_lines_do_not_keep_a_connection_open, .fini = srv_stop, .timeout = 30)
@@ -1078,7 +1093,6 @@ Test(http_limits, stop_does_not_wait_for_a_client_that_does_not_read, .fini = sr
 {
     struct http_server_limits limits = test_limits;
     struct client c;
-    struct timespec t0;
     limits.idle_timeout_ms = 30000;
     srv_start(&limits);
     client_open_rcvbuf(&c, 4096);
@@ -1087,13 +1101,7 @@ Test(http_limits, stop_does_not_wait_for_a_client_that_does_not_read, .fini = sr
     run_in_loop(read_inflight);
     cr_assert_eq(inflight_now, 1, "the 4 MB answer is not stuck in the output");
     run_in_loop(stop_accepting);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do {
-        sleep_ms(100);
-        run_in_loop(read_inflight);
-    } while (inflight_now > 0 && elapsed_ms(&t0) < 10000);
-    double ms = elapsed_ms(&t0);
-    cr_assert_eq(inflight_now, 0, "the drain still waits after %.0f ms", ms);
+    double ms = drain_ms();
     cr_assert(ms >= 2900 && ms < 6000, "the drain ended after %.0f ms", ms);
     client_close(&c);
 }
@@ -1132,7 +1140,6 @@ Test(http, stop_waits_for_a_request_being_received, .timeout = 30)
 {
     struct client late, never;
     struct resp r;
-    struct timespec t0;
     client_open(&late);
     client_open(&never);
     client_sends(&late, "GET /hello HTTP/1.1\r\nHo");
@@ -1148,13 +1155,7 @@ Test(http, stop_waits_for_a_request_being_received, .timeout = 30)
     resp_free(&r);
     cr_assert(client_sees_close(&late));
     client_close(&late);
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do {
-        sleep_ms(100);
-        run_in_loop(read_inflight);
-    } while (inflight_now > 0 && elapsed_ms(&t0) < 10000);
-    double ms = elapsed_ms(&t0);
-    cr_assert_eq(inflight_now, 0, "the drain still waits after %.0f ms", ms);
+    double ms = drain_ms();
     cr_assert(ms >= 2000 && ms < 6000, "the drain ended after %.0f ms", ms);
     client_close(&never);
 }
