@@ -484,7 +484,8 @@ static void *worker_main(void *arg)
     int64_t read_ms = 0; /* time the last read took (XREADGROUP + decode) */
     enum reader_kind kind = READER_NEW;
     bool caught_up = false;
-    bool failing = false; /* the last attempt failed: a stop need not wait for it */
+    bool failing = false;              /* the last attempt failed: a stop need not wait for it */
+    bool partitions_rechecked = false; /* the read in hand was rejected once: see below */
     enum store_status st;
 
     log_info("worker_started", LF_INT("worker", w->index), LF_STR("stream", w->streams[0]),
@@ -682,9 +683,22 @@ static void *worker_main(void *arg)
         }
         if (st == STORE_OK)
             st = store_write(&w->store, &w->batch, 0, w->batch.count, &w->wr.counts);
+        if (st == STORE_DATA && first_read && !partitions_rechecked &&
+            strcmp(w->store.sqlstate, "23514") == 0) {
+            /* "no partition of relation ... found for row": a day partition
+             * dropped since it was ensured. Forget what was ensured and retry
+             * the read once (its days are ensured again first) before going
+             * entry by entry. */
+            partitions_rechecked = true;
+            part_lo = 0;
+            part_hi = -1;
+            memset(&w->wr, 0, sizeof(w->wr)); /* the read stays: retried as it is */
+            continue;
+        }
         if (st == STORE_DATA && first_read) {
             /* Rolled back: find the rejected entries one by one, each written
              * and acknowledged on its own. */
+            partitions_rechecked = false;
             if ((st = write_each(w)) == STORE_OK) {
                 failing = false;
                 pg_backoff = BACKOFF_MIN_MS;
@@ -705,6 +719,7 @@ static void *worker_main(void *arg)
             continue;
         }
         failing = false;
+        partitions_rechecked = false;
         pg_ok(w);
         pg_backoff = BACKOFF_MIN_MS;
         if (w->wr.reads++ == 0)
