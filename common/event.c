@@ -646,50 +646,28 @@ static bool leading_zero(const char *json, size_t len, size_t i)
     return true;
 }
 
-/* True if `json` has what JSON never has but json-c takes even in its strict
- * mode: outside double-quoted strings a single quote ('strings'), a slash
- * (comments), a letter other than those of true, false, null and an exponent
- * (NaN, Infinity), a number with a leading zero (00, -01, 037.5) or a point
- * without a digit after it (1., 1.e5); inside them a raw control character. */
-static bool json_nonstandard(const char *json, size_t len)
-{
-    bool in_string = false;
-
-    for (size_t i = 0; i < len; i++) {
-        if (in_string) {
-            if (json[i] == '\\')
-                i++; /* the escaped character */
-            else if (json[i] == '"')
-                in_string = false;
-            else if ((unsigned char)json[i] < 0x20)
-                return true;
-        } else if (json[i] == '"') {
-            in_string = true;
-        } else if (json[i] == '\'' || json[i] == '/' ||
-                   (isalpha((unsigned char)json[i]) && !strchr("truefalsnE", json[i])) ||
-                   leading_zero(json, len, i) ||
-                   (json[i] == '.' && (i + 1 >= len || !isdigit((unsigned char)json[i + 1])))) {
-            return true;
-        }
-    }
-    return false;
-}
-
 static bool json_ws(char c)
 {
     return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
 
-/* What json-c would build for `json`, bounded before it allocates anything:
- * its tree costs about 70 bytes per value and 750 per object, so that 1 MiB
- * of "[{},{},...]" in a field nobody reads would take hundreds of MB and
- * seconds of the event loop. One pass over the bytes outside strings counts,
- * per event (the body, or each element of a body that is an array), the
- * values ('{', '[' and ',' in it) and the objects and arrays, and the nesting
- * (json-c's own depth limit lets empty containers one level deeper); an array
- * body's elements are counted as they come. Syntax is json-c's to check.
- * False with `err` set ("batch_too_large" for more than `max_elements`). */
-static bool json_bounded(const char *json, size_t len, int levels, size_t max_elements,
+/* One pass over `json` before json-c reads it, refusing what json-c would take
+ * though JSON never has it, and bounding what json-c would build.
+ * - Not JSON, though json-c takes it even in its strict mode: outside strings
+ *   a single quote ('strings'), a slash (comments), a letter other than those
+ *   of true, false, null and an exponent (NaN, Infinity), a number with a
+ *   leading zero (00, -01, 037.5) or a point without a digit after it (1.,
+ *   1.e5); inside them a raw control character.
+ * - Bounded: json-c's tree costs about 70 bytes per value and 750 per object,
+ *   so that 1 MiB of "[{},{},...]" in a field nobody reads would take hundreds
+ *   of MB and seconds of the event loop. Per event (the body, or each element
+ *   of a body that is an array) the values ('{', '[' and ',' in it) and the
+ *   objects and arrays are counted, and the nesting (json-c's own depth limit
+ *   lets empty containers one level deeper); an array body's elements are
+ *   counted as they come.
+ * Other syntax is json-c's to check. False with `err` set ("batch_too_large"
+ * for more than `max_elements`). */
+static bool json_prescan(const char *json, size_t len, int levels, size_t max_elements,
                          struct event_error *err)
 {
     size_t i = 0;
@@ -699,10 +677,14 @@ static bool json_bounded(const char *json, size_t len, int levels, size_t max_el
     int depth = 0;
     size_t elements = 1, values = 0, containers = 0;
     for (; i < len; i++) {
-        switch (json[i]) {
+        unsigned char c = (unsigned char)json[i];
+        switch (c) {
         case '"':
-            for (i++; i < len && json[i] != '"'; i++)
+            for (i++; i < len && json[i] != '"'; i++) {
+                if ((unsigned char)json[i] < 0x20)
+                    goto nonstandard;
                 i += json[i] == '\\';
+            }
             continue;
         case '{':
         case '[':
@@ -733,6 +715,10 @@ static bool json_bounded(const char *json, size_t len, int levels, size_t max_el
             values++;
             break;
         default:
+            if (c == '\'' || c == '/' || (isalpha(c) && !strchr("truefalsnE", c)) ||
+                leading_zero(json, len, i) ||
+                (c == '.' && (i + 1 >= len || !isdigit((unsigned char)json[i + 1]))))
+                goto nonstandard;
             continue;
         }
         if (values > EVENT_MAX_VALUES)
@@ -741,13 +727,18 @@ static bool json_bounded(const char *json, size_t len, int levels, size_t max_el
                         EVENT_MAX_VALUES);
     }
     return true;
+nonstandard:
+    return fail(err, "invalid_json", NULL,
+                "the body is not valid JSON: a single quote, comment, NaN, Infinity, a number"
+                " with a leading zero or a point without digits, or a control character in a"
+                " string");
 }
 
 struct json_object *event_json_read(const char *json, size_t len, int levels, size_t max_elements,
                                     struct event_error *err)
 {
     struct json_object *obj = NULL;
-    if (!json_bounded(json, len, levels, max_elements, err))
+    if (!json_prescan(json, len, levels, max_elements, err))
         return NULL;
     /* json-c's depth counts one more than the levels it allows */
     struct json_tokener *tok = json_tokener_new_ex(levels + 1);
@@ -774,13 +765,6 @@ struct json_object *event_json_read(const char *json, size_t len, int levels, si
             fail(err, "invalid_json", NULL, "the body has data after the JSON value");
             goto fail;
         }
-    }
-    if (json_nonstandard(json, len)) {
-        fail(err, "invalid_json", NULL,
-             "the body is not valid JSON: a single quote, comment, NaN, Infinity, a number"
-             " with a leading zero or a point without digits, or a control character in a"
-             " string");
-        goto fail;
     }
     /* JSON null is valid JSON, and json-c's NULL: say so, as for any failure. */
     if (!obj)
