@@ -485,7 +485,7 @@ static void *worker_main(void *arg)
     enum reader_kind kind = READER_NEW;
     bool caught_up = false;
     bool failing = false;              /* the last attempt failed: a stop need not wait for it */
-    bool partitions_rechecked = false; /* the read in hand was rejected once: see below */
+    bool partitions_rechecked = false; /* for the read in hand: see below */
     enum store_status st;
 
     log_info("worker_started", LF_INT("worker", w->index), LF_STR("stream", w->streams[0]),
@@ -567,6 +567,7 @@ static void *worker_main(void *arg)
 
         if (w->batch.count == 0) {
             int rc = 0;
+            partitions_rechecked = false; /* a read to come */
             if (caught_up && store_in_write(&w->store)) {
                 /* The open write caught up and lingers: let entries gather,
                  * then read them at once (reads of a few entries each would
@@ -698,7 +699,6 @@ static void *worker_main(void *arg)
         if (st == STORE_DATA && first_read) {
             /* Rolled back: find the rejected entries one by one, each written
              * and acknowledged on its own. */
-            partitions_rechecked = false;
             if ((st = write_each(w)) == STORE_OK) {
                 failing = false;
                 pg_backoff = BACKOFF_MIN_MS;
@@ -719,7 +719,6 @@ static void *worker_main(void *arg)
             continue;
         }
         failing = false;
-        partitions_rechecked = false;
         pg_ok(w);
         pg_backoff = BACKOFF_MIN_MS;
         if (w->wr.reads++ == 0)
