@@ -36,7 +36,6 @@ struct stream_writer {
     struct event *poll_ev;     /* backlog / connection poll */
     long high_water;           /* entries per shard; 0: no backlog limit */
     long *lens;                /* last XLEN of each shard */
-    long polls_out;            /* XLEN replies awaited */
     bool over;                 /* some shard is past high_water */
     unsigned long connects[STREAM_WRITER_MAX_NODES]; /* each node's connects counted so far */
     size_t polls_on[STREAM_WRITER_MAX_NODES];        /* XLENs awaiting each node: not XADDs, so
@@ -147,6 +146,15 @@ static void backlog_update(struct stream_writer *w)
     w->over = over;
 }
 
+/* XLEN replies awaited, on every node. */
+static size_t polls_out(const struct stream_writer *w)
+{
+    size_t n = 0;
+    for (int i = 0; i < w->nnodes; i++)
+        n += w->polls_on[i];
+    return n;
+}
+
 static void xlen_done(void *arg, struct redisReply *reply, const char *errstr)
 {
     struct xlen_poll *p = arg;
@@ -159,7 +167,7 @@ static void xlen_done(void *arg, struct redisReply *reply, const char *errstr)
      * fail as Redis unavailable meanwhile). */
     w->lens[p->shard] = reply && reply->type == REDIS_REPLY_INTEGER ? (long)reply->integer : 0;
     free(p);
-    if (--w->polls_out == 0)
+    if (polls_out(w) == 0)
         backlog_update(w);
 }
 
@@ -178,7 +186,7 @@ static void poll_tick(evutil_socket_t fd, short what, void *arg)
             metric_add(w->reconnects, (double)(n - w->connects[i] - (w->connects[i] == 0)));
         w->connects[i] = n;
     }
-    if (w->polls_out > 0)
+    if (polls_out(w) > 0)
         return; /* the previous round is still out */
     for (long s = 0; s < w->shards; s++) {
         shard_name(w->stream, w->shards, s, stream, sizeof(stream));
@@ -189,16 +197,14 @@ static void poll_tick(evutil_socket_t fd, short what, void *arg)
         p->shard = s;
         const char *argv[] = {"XLEN", stream};
         const size_t argvlen[] = {4, strlen(stream)};
-        w->polls_out++;
         w->polls_on[s % w->nnodes]++;
         if (redis_conn_command(w->nodes[s % w->nnodes], xlen_done, p, 2, argv, argvlen) < 0) {
-            w->polls_out--;
             w->polls_on[s % w->nnodes]--;
             w->lens[s] = 0; /* not known now: see xlen_done */
             free(p);
         }
     }
-    if (w->polls_out == 0)
+    if (polls_out(w) == 0)
         backlog_update(w); /* none could be sent */
 }
 
