@@ -20,11 +20,13 @@
 #include "geoip.h"
 #include "service.h"
 #include "store.h"
+#include "timeutil.h"
 #include "ua.h"
 #include "worker.h"
 
 #define AGGREGATOR_MAX_NODES 64
 #define CONSUMER_MAX         200
+#define WATCH_EVERY_MS       250 /* aggregator_watch() */
 
 const struct config_option aggregator_options[] = {
     CONFIG_COMMON_OPTIONS(struct aggregator_config, "0.0.0.0:8082"),
@@ -63,6 +65,11 @@ const struct config_option aggregator_options[] = {
     {"claim-idle-ms", "ARV_CLAIM_IDLE_MS", CONFIG_INT,
      offsetof(struct aggregator_config, claim_idle_ms), "60000", NULL, 0, 86400000,
      "claim entries another consumer left pending this long (0: never)"},
+    {"statement-timeout-ms", "ARV_STATEMENT_TIMEOUT_MS", CONFIG_INT,
+     offsetof(struct aggregator_config, statement_timeout_ms), "60000", NULL, 100, 3600000,
+     "statement_timeout of the workers' PostgreSQL sessions; a call the server leaves"
+     " unanswered a quarter longer (at most 15 s more: a server that stopped) is given up as a"
+     " lost connection"},
     {"max-deliveries", "ARV_MAX_DELIVERIES", CONFIG_INT,
      offsetof(struct aggregator_config, max_deliveries), "10", NULL, 1, 1000000,
      "dead-letter an entry already delivered this many times (claimed, or read again by its"
@@ -115,6 +122,7 @@ struct aggregator {
     char consumer[CONSUMER_MAX + 1];
     int notify[2];               /* workers write a byte to [1] when they end */
     struct event *notify_ev;     /* reads [0] on the loop */
+    struct event *watch_ev;      /* the workers' calls to PostgreSQL watched (worker_watch) */
     struct retention *retention; /* partitions ahead and retention, own thread */
     struct geoip *geoip;         /* ARV_GEOIP_DB opened, NULL when off; read by workers */
     struct ua_db *ua;            /* ARV_UA_REGEXES compiled, NULL when off; read by workers */
@@ -210,11 +218,30 @@ static void aggregator_notified(evutil_socket_t fd, short what, void *arg)
     for (unsigned i = 0; i < a->nworkers; i++)
         worker_join(&a->workers[i]);
     event_del(a->notify_ev);
+    event_del(a->watch_ev);
     if (!a->stopping) {
         /* Workers only return when told to; this is a bug, not an outage. */
         log_error("workers_ended_unexpectedly");
     }
     service_stopped(a->svc);
+}
+
+/* Every WATCH_EVERY_MS: gives up the workers' calls PostgreSQL has left
+ * unanswered too long (a server stopped or hung: no TCP timeout ends the wait,
+ * and the worker would stay blocked, its gauges and readiness with it). */
+static void aggregator_watch(evutil_socket_t fd, short what, void *arg)
+{
+    struct aggregator *a = arg;
+    uint64_t now = timeutil_mono_ms();
+
+    (void)fd;
+    (void)what;
+    for (unsigned i = 0; i < a->nworkers; i++) {
+        uint64_t ms = worker_watch(&a->workers[i], now);
+        if (ms)
+            log_warn("postgresql_not_answering", LF_INT("worker", i), LF_INT("waited_ms", ms),
+                     LF_STR("action", "connection given up"));
+    }
 }
 
 static void aggregator_on_stop(void *arg)
@@ -360,6 +387,7 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
             .watermark_key = key,
             .database_url = cfg->common.database_url,
             .content_relation = cfg->content_relation,
+            .statement_timeout_ms = cfg->statement_timeout_ms,
             .batch_size = cfg->batch_size,
             .batch_max_bytes = cfg->batch_max_bytes,
             .batch_wait_ms = cfg->batch_wait_ms,
@@ -447,6 +475,14 @@ struct aggregator *aggregator_new(struct service *svc, const struct aggregator_c
     }
     if ((rc = open_enrichment(a)) < 0 || (rc = create_workers(a, &m)) < 0)
         goto out;
+    {
+        const struct timeval every = timeutil_tv(WATCH_EVERY_MS);
+        a->watch_ev = event_new(svc->base, -1, EV_PERSIST, aggregator_watch, a);
+        if (!a->watch_ev || event_add(a->watch_ev, &every) < 0) {
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
     /* Retention: its own thread and connection, joined in aggregator_free(). */
     {
         const struct retention_config rc_cfg = {
@@ -499,6 +535,8 @@ void aggregator_free(struct aggregator *a)
 {
     if (!a)
         return;
+    if (a->watch_ev)
+        event_free(a->watch_ev);
     retention_free(a->retention);
     for (unsigned i = 0; a->workers && i < a->nworkers; i++)
         worker_deinit(&a->workers[i]);

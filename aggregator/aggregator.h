@@ -27,6 +27,7 @@ struct aggregator_config {
     const char *ua_regexes;       /* ARV_UA_REGEXES, "": no user-agent parsing */
     long ua_cache_size;           /* ARV_UA_CACHE_SIZE: parsed user agents per worker */
     long claim_idle_ms;           /* ARV_CLAIM_IDLE_MS, 0 disables claiming */
+    long statement_timeout_ms;    /* ARV_STATEMENT_TIMEOUT_MS */
     long max_deliveries;          /* ARV_MAX_DELIVERIES */
     bool store_full_ip;           /* ARV_STORE_FULL_IP: do not anonymise IPs */
     long raw_retention_days;      /* ARV_RAW_RETENTION_DAYS: raw partitions */

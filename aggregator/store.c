@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -154,9 +155,17 @@ void store_build_merge_sql(struct strbuf *out, const char *consumer_literal, int
         " SELECT count(*) FROM dead");
 }
 
-int store_init(struct store *s, const char *conninfo, const char *relation, const char *consumer)
+int store_init(struct store *s, const char *conninfo, const char *relation, const char *consumer,
+               long statement_timeout_ms)
 {
+    int rc;
+
     memset(s, 0, sizeof(*s));
+    s->statement_timeout_ms = statement_timeout_ms;
+    s->call_fd = -1;
+    if ((rc = pthread_mutex_init(&s->call_mu, NULL)) != 0)
+        return -rc;
+    s->call_mu_ready = true;
     strbuf_init(&s->sql);
     strbuf_init(&s->rows);
     rollup_init(&s->rollup);
@@ -191,7 +200,54 @@ void store_deinit(struct store *s)
     rollup_deinit(&s->rollup);
     free(s->days);
     free(s->keys);
+    if (s->call_mu_ready)
+        pthread_mutex_destroy(&s->call_mu);
     memset(s, 0, sizeof(*s));
+}
+
+uint64_t store_watch_limit_ms(long statement_timeout_ms)
+{
+    uint64_t t = statement_timeout_ms > 0 ? (uint64_t)statement_timeout_ms : 0;
+
+    return t + (t / 4 < 15000 ? t / 4 : 15000);
+}
+
+uint64_t store_watch(struct store *s, uint64_t now_ms)
+{
+    uint64_t cut = 0;
+
+    pthread_mutex_lock(&s->call_mu);
+    if (s->call_since_ms && !s->call_cut_ms &&
+        now_ms - s->call_since_ms > store_watch_limit_ms(s->statement_timeout_ms)) {
+        /* The owner closes the socket only after call_end(), under this
+         * lock: the descriptor is still the call's. */
+        shutdown(s->call_fd, SHUT_RDWR);
+        cut = s->call_cut_ms = now_ms - s->call_since_ms;
+    }
+    pthread_mutex_unlock(&s->call_mu);
+    return cut;
+}
+
+/* Marks the start of a blocking call on s->conn, for store_watch(). */
+static void call_begin(struct store *s)
+{
+    pthread_mutex_lock(&s->call_mu);
+    s->call_since_ms = timeutil_mono_ms();
+    s->call_fd = PQsocket(s->conn);
+    s->call_cut_ms = 0;
+    pthread_mutex_unlock(&s->call_mu);
+    s->cut_ms = 0;
+}
+
+/* Marks its end; s->cut_ms says whether store_watch() gave it up. */
+static void call_end(struct store *s)
+{
+    pthread_mutex_lock(&s->call_mu);
+    s->cut_ms = s->call_cut_ms;
+    s->call_since_ms = 0;
+    s->call_fd = -1;
+    s->call_cut_ms = 0;
+    pthread_mutex_unlock(&s->call_mu);
 }
 
 bool store_in_write(const struct store *s)
@@ -224,13 +280,19 @@ static enum store_status store_fail(struct store *s, const PGresult *res)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    char cut[128];
 
+    if (s->cut_ms) {
+        snprintf(cut, sizeof(cut),
+                 "no answer from PostgreSQL for %" PRIu64 " ms: connection given up", s->cut_ms);
+        msg = cut;
+    }
     if (!msg || !*msg)
         msg = s->conn ? PQerrorMessage(s->conn) : "not connected";
     snprintf(s->sqlstate, sizeof(s->sqlstate), "%s", state ? state : "");
     set_errstr(s, msg);
     s->status = store_classify(state);
-    if (s->conn && PQstatus(s->conn) == CONNECTION_BAD)
+    if (s->cut_ms || (s->conn && PQstatus(s->conn) == CONNECTION_BAD))
         s->status = STORE_CONN;
     return s->status;
 }
@@ -248,7 +310,9 @@ static void store_rollback(struct store *s)
     }
     if (PQtransactionStatus(s->conn) == PQTRANS_IDLE)
         return;
+    call_begin(s);
     res = PQexec(s->conn, "ROLLBACK");
+    call_end(s);
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         store_disconnect(s);
     PQclear(res);
@@ -258,10 +322,14 @@ static void store_rollback(struct store *s)
  * caller) when it returns rows. */
 static enum store_status run(struct store *s, const char *sql, PGresult **res)
 {
-    PGresult *r = PQexec(s->conn, sql);
-    ExecStatusType rs = PQresultStatus(r);
+    PGresult *r;
+    ExecStatusType rs;
     enum store_status st = STORE_OK;
 
+    call_begin(s);
+    r = PQexec(s->conn, sql);
+    call_end(s);
+    rs = PQresultStatus(r);
     if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK)
         st = store_fail(s, r);
     if (st == STORE_OK && res)
@@ -324,10 +392,11 @@ enum store_status store_connect(struct store *s)
         return s->status = STORE_CONN;
     }
     strbuf_reset(&s->sql);
-    strbuf_puts(&s->sql, "SET client_min_messages = warning; SET client_encoding = 'UTF8';"
-                         " SET statement_timeout = '60s'; SET TIME ZONE 'UTC';"
-                         " SET standard_conforming_strings = on;"
-                         " SET work_mem = '64MB'; ");
+    strbuf_printf(&s->sql,
+                  "SET client_min_messages = warning; SET client_encoding = 'UTF8';"
+                  " SET statement_timeout = %ld; SET TIME ZONE 'UTC';"
+                  " SET standard_conforming_strings = on; SET work_mem = '64MB'; ",
+                  s->statement_timeout_ms);
     strbuf_puts(&s->sql, store_temp_ddl);
     st = store_exec(s, s->sql.data);
     return st;
@@ -374,7 +443,9 @@ enum store_status store_resolve_content(struct store *s, struct content_cache *c
 
     if (!s->conn)
         return s->status = STORE_CONN;
+    call_begin(s);
     res = content_cache_refresh(cc, s->conn, s->relation, timeutil_mono_ms(), &oom);
+    call_end(s);
     if (res) {
         st = store_fail(s, res);
         PQclear(res);
@@ -403,9 +474,12 @@ static enum store_status store_oom(struct store *s)
 /* Sends `sql`, which must end in a COPY FROM STDIN. */
 static enum store_status copy_begin(struct store *s, const char *sql)
 {
-    PGresult *res = PQexec(s->conn, sql);
+    PGresult *res;
     enum store_status st = STORE_OK;
 
+    call_begin(s);
+    res = PQexec(s->conn, sql);
+    call_end(s);
     if (PQresultStatus(res) != PGRES_COPY_IN)
         st = store_fail(s, res);
     PQclear(res);
@@ -424,7 +498,10 @@ static enum store_status copy_send(struct store *s, bool all)
         return STORE_OK;
     for (size_t off = 0; off < s->rows.len; off += STORE_COPY_PIECE) {
         size_t len = s->rows.len - off < STORE_COPY_PIECE ? s->rows.len - off : STORE_COPY_PIECE;
-        if (PQputCopyData(s->conn, s->rows.data + off, (int)len) != 1)
+        call_begin(s);
+        int sent = PQputCopyData(s->conn, s->rows.data + off, (int)len);
+        call_end(s);
+        if (sent != 1)
             return store_fail(s, NULL);
     }
     strbuf_reset(&s->rows);
@@ -446,12 +523,19 @@ static enum store_status copy_end(struct store *s, enum store_status st)
     if (st == STORE_OK)
         st = copy_send(s, true);
     strbuf_reset(&s->rows);
-    if (PQputCopyEnd(s->conn, st == STORE_OK ? NULL : "the aggregator could not send its rows") !=
-            1 &&
-        st == STORE_OK)
+    call_begin(s);
+    int ended =
+        PQputCopyEnd(s->conn, st == STORE_OK ? NULL : "the aggregator could not send its rows");
+    call_end(s);
+    if (ended != 1 && st == STORE_OK)
         st = store_fail(s, NULL);
     /* A failed COPY still ends in a result: read them all. */
-    while ((res = PQgetResult(s->conn)) != NULL) {
+    for (;;) {
+        call_begin(s);
+        res = PQgetResult(s->conn);
+        call_end(s);
+        if (!res)
+            break;
         if (PQresultStatus(res) != PGRES_COMMAND_OK && st == STORE_OK)
             st = store_fail(s, res);
         PQclear(res);
@@ -823,7 +907,9 @@ enum store_status store_commit(struct store *s, const struct batch *b, int64_t w
     counts->merge_us += lap_us(&t);
 
     /* COMMIT, timed apart since it is the WAL flush. */
+    call_begin(s);
     res = PQexec(s->conn, "COMMIT");
+    call_end(s);
     if (PQresultStatus(res) != PGRES_COMMAND_OK || PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
         st = store_fail(s, res);
     } else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {

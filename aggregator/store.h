@@ -6,6 +6,7 @@
 #ifndef ARV_AGGREGATOR_STORE_H
 #define ARV_AGGREGATOR_STORE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -56,9 +57,18 @@ struct store {
     size_t days_cap;
     struct store_key *keys; /* the read's dedupe keys, sorted (copy_ids) */
     size_t keys_cap;
-    enum store_status status; /* of the last call */
-    char sqlstate[6];         /* of the last error, "" if none */
-    char errstr[256];         /* last error, one line */
+    enum store_status status;  /* of the last call */
+    char sqlstate[6];          /* of the last error, "" if none */
+    char errstr[256];          /* last error, one line */
+    long statement_timeout_ms; /* the session's statement_timeout */
+    uint64_t cut_ms;           /* the last call was given up after this long (store_watch) */
+    /* The call to the server in progress, which store_watch() may give up
+     * on from another thread: guarded by call_mu. */
+    pthread_mutex_t call_mu;
+    bool call_mu_ready;
+    uint64_t call_since_ms; /* monotonic start of the call; 0: none */
+    int call_fd;            /* its connection's socket */
+    uint64_t call_cut_ms;   /* > 0: store_watch() shut that socket down */
 };
 
 /* Appends the statement that merges the rollup deltas (pg_temp.arv_measures,
@@ -79,8 +89,10 @@ void store_build_lock_sql(struct strbuf *out, const int64_t *days, size_t n);
 enum store_status store_classify(const char *sqlstate);
 
 /* Prepares `s` for `conninfo` (URL or key=value), `relation` and the watermark
- * key `consumer` (all copied). Does not connect. Returns 0 or -ENOMEM. */
-int store_init(struct store *s, const char *conninfo, const char *relation, const char *consumer);
+ * key `consumer` (all copied), its session's statement_timeout
+ * `statement_timeout_ms`. Does not connect. Returns 0 or a negative errno. */
+int store_init(struct store *s, const char *conninfo, const char *relation, const char *consumer,
+               long statement_timeout_ms);
 
 /* Closes the connection and frees everything. Safe on a zeroed store. */
 void store_deinit(struct store *s);
@@ -141,5 +153,18 @@ enum store_status store_heartbeat(struct store *s, int64_t watermark_ms);
 
 /* Checks the connection with SELECT 1. Blocking. */
 enum store_status store_ping(struct store *s);
+
+/* How long a call to the server may go unanswered before store_watch() gives
+ * it up: the statement timeout, which a server that answers enforces itself,
+ * and a quarter of it more (at most 15 s). Pure. */
+uint64_t store_watch_limit_ms(long statement_timeout_ms);
+
+/* From any thread: if the store's call to the server in progress began more
+ * than store_watch_limit_ms() before `now_ms` (monotonic), shuts its
+ * connection's socket down, so that the blocked call fails as a lost
+ * connection (a server that stopped answering: its host still acknowledges
+ * the packets, so no TCP timeout ends the wait). Returns how long the call
+ * had lasted if it did so, else 0. */
+uint64_t store_watch(struct store *s, uint64_t now_ms);
 
 #endif

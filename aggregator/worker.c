@@ -106,6 +106,11 @@ enum worker_dep worker_pg_state(struct worker *w)
     return (enum worker_dep)atomic_load(&w->pg_state);
 }
 
+uint64_t worker_watch(struct worker *w, uint64_t now_ms)
+{
+    return w->store.call_mu_ready ? store_watch(&w->store, now_ms) : 0;
+}
+
 /* Sleeps `ms`, waking early when asked to stop. */
 static void worker_sleep(struct worker *w, long ms)
 {
@@ -839,8 +844,8 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
                           cfg->batch_wait_ms)) < 0)
         goto out;
     w->reader.max_deliveries = cfg->max_deliveries;
-    if ((rc = store_init(&w->store, cfg->database_url, cfg->content_relation, cfg->watermark_key)) <
-            0 ||
+    if ((rc = store_init(&w->store, cfg->database_url, cfg->content_relation, cfg->watermark_key,
+                         cfg->statement_timeout_ms)) < 0 ||
         (rc = rollup_reserve(&w->store.rollup, (size_t)cfg->batch_size)) < 0)
         goto out;
     rc = 0;

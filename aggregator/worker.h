@@ -50,6 +50,7 @@ struct worker_config {
     const char *watermark_key; /* row in analytics.ingest_watermarks */
     const char *database_url;
     const char *content_relation;
+    long statement_timeout_ms; /* the PostgreSQL session's; a call unanswered longer is given up */
     long batch_size;           /* entries per write (transaction), read WORKER_READ_MAX at a time */
     long batch_max_bytes;      /* stop reading a batch once its rows take this much */
     long batch_wait_ms;        /* BLOCK per read */
@@ -198,6 +199,11 @@ struct worker_failpoint {
 /* Parses the failpoint spec: NULL or "" -> all off, "after_commit:N" or
  * "read_error:N" (N >= 1) -> that one. Returns false on anything else. Pure. */
 bool worker_failpoint_parse(const char *spec, struct worker_failpoint *fp);
+
+/* From any thread: gives up the worker's call to PostgreSQL if it has gone
+ * unanswered too long (store_watch). Returns how long it had lasted if so,
+ * else 0. */
+uint64_t worker_watch(struct worker *w, uint64_t now_ms);
 
 /* Dependency states, readable from any thread. */
 enum worker_dep worker_redis_state(struct worker *w);

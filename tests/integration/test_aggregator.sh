@@ -600,6 +600,37 @@ arv_wait_http "http://127.0.0.1:$IT_PORT_early/api/health/readiness" 200 10 ||
 it_stop early
 it_pass "an aggregator started before the migration writes once it is done"
 
+# A server that stops answering (here the worker's backend, stopped: its host
+# still acknowledges every packet, so no TCP timeout ends the wait, and
+# statement_timeout is enforced by the server itself). The call is given up
+# ARV_STATEMENT_TIMEOUT_MS and a quarter after it began, as a lost connection,
+# and the event is written on a new connection while the old backend is still
+# stopped.
+since=$(it_psql "SELECT now()")
+it_start hang arv-aggregator ARV_STREAM="$ARV_STREAM:hang" ARV_WORKERS=1 ARV_BATCH_WAIT_MS=50 \
+    ARV_STATEMENT_TIMEOUT_MS=1000
+arv_wait_http "http://127.0.0.1:$IT_PORT_hang/api/health/readiness" 200 10 || it_fail "hang: not ready"
+hung=$(it_psql "SELECT pid FROM pg_stat_activity WHERE application_name = 'arv-aggregator'
+                AND backend_start > '$since'")
+[ -n "$hung" ] && [ "$(wc -w <<<"$hung")" = 1 ] || it_fail "hang: expected one worker backend: $hung"
+kill -STOP "$hung"
+trap 'kill -CONT "$hung" 2>/dev/null; it_cleanup' EXIT
+ARV_STREAM="$ARV_STREAM:hang" late_event 0000b000-0000-4000-8000-000000000090 '"ar_content_id":1'
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:hang" 15 ||
+    it_fail "hang: a call left unanswered was not given up: $(tail -2 "$IT_TMP/hang.log")"
+waited=$(grep '"postgresql_not_answering"' "$IT_TMP/hang.log" | grep -o '"waited_ms":[0-9]*' | head -1)
+[ "${waited#*:}" -gt 1250 ] 2>/dev/null ||
+    it_fail "hang: expected postgresql_not_answering after 1,250 ms: '$waited'"
+grep -q '"postgresql_unavailable".*no answer from PostgreSQL for' "$IT_TMP/hang.log" ||
+    it_fail "hang: the worker's error does not say the server did not answer"
+[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions
+              WHERE event_id = '0000b000-0000-4000-8000-000000000090'")" = 1 ] ||
+    it_fail "hang: the event was not written once"
+kill -CONT "$hung"
+trap it_cleanup EXIT
+it_stop hang
+it_pass "a call PostgreSQL leaves unanswered is given up after ARV_STATEMENT_TIMEOUT_MS and a quarter"
+
 # The check itself sees a difference in any table.
 for t in rollup_content_hourly rollup_content_daily rollup_company_hourly rollup_company_daily \
     rollup_breakdown_daily; do

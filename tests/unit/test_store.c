@@ -3,6 +3,8 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "locks.h"
 #include "store.h"
@@ -19,6 +21,40 @@ Test(store, sqlstate_classes)
     cr_assert_eq(store_classify("42883"), STORE_SCHEMA);
     cr_assert_eq(store_classify("40P01"), STORE_RETRY);
     cr_assert_eq(store_classify("57014"), STORE_RETRY);
+}
+
+Test(store, watch_limit)
+{
+    cr_assert_eq(store_watch_limit_ms(60000), 75000);
+    cr_assert_eq(store_watch_limit_ms(1000), 1250);
+    cr_assert_eq(store_watch_limit_ms(3600000), 3615000); /* a quarter, at most 15 s */
+}
+
+/* A call that outlasts the limit has its socket shut down once; one that
+ * does not, or no call, is left alone. */
+Test(store, watch_shuts_an_unanswered_call_down)
+{
+    struct store s;
+    int sv[2];
+    char c;
+
+    cr_assert_eq(store_init(&s, "postgresql://x@127.0.0.1/x", "analytics.ar_content", "c", 1000),
+                 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    cr_assert_eq(store_watch(&s, 5000), 0, "no call in progress");
+    s.call_since_ms = 1000;
+    s.call_fd = sv[0];
+    cr_assert_eq(store_watch(&s, 2250), 0, "1,250 ms is within the limit");
+    cr_assert_eq(send(sv[1], "x", 1, 0), 1);
+    cr_assert_eq(recv(sv[0], &c, 1, MSG_DONTWAIT), 1, "the socket still works");
+    cr_assert_eq(store_watch(&s, 2251), 1251);
+    cr_assert_eq(recv(sv[1], &c, 1, 0), 0, "the peer sees the connection end");
+    cr_assert_eq(store_watch(&s, 9000), 0, "given up once");
+    s.call_since_ms = 0;
+    s.call_fd = -1;
+    store_deinit(&s);
+    close(sv[0]);
+    close(sv[1]);
 }
 
 Test(store, merge_statement)
