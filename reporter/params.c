@@ -142,6 +142,24 @@ static bool params_get(params_get_fn *get, void *arg, const char *name, char *ou
     "the window reaches back before the hourly rollups kept (ARV_HOURLY_RETENTION_DAYS), which "   \
     "interval=hour and a tz other than UTC need: start it later, or ask in UTC for days"
 
+/* True when the period window `w` reads hourly rows of UTC days before `kept`
+ * on whichever day today is in its zone (UTC today `today`, the day before or
+ * the day after): its first day is the one query_window_days() gives. */
+static bool params_period_gone(const struct query_window *w, int64_t today, int64_t kept)
+{
+    int64_t d0, d1, behind;
+
+    if (!query_window_days(w, today, &d0, &d1) || !query_window_days(w, today - 1, &behind, &d1))
+        return true; /* not a period: cannot happen */
+    if (w->tz_utc)
+        return d0 < kept;
+    /* A zone ahead of UTC is at today or tomorrow, and its local days start on
+     * the UTC day before; a zone behind UTC is at today or yesterday, and its
+     * local days start on their own UTC day. A later today never starts the
+     * window earlier. */
+    return d0 - 1 < kept || behind < kept;
+}
+
 static bool params_window(struct query_spec *spec, params_get_fn *get, void *arg,
                           const struct params_env *env, struct params_error *err)
 {
@@ -149,7 +167,7 @@ static bool params_window(struct query_spec *spec, params_get_fn *get, void *arg
     char from[PARAMS_VALUE_MAX], to[PARAMS_VALUE_MAX], period[PARAMS_VALUE_MAX],
         tz[PARAMS_VALUE_MAX];
     bool has_from, has_to, has_period, has_tz;
-    int64_t d0, d1, max_days, hourly_first;
+    int64_t d0, d1, max_days, kept;
 
     if (!params_get(get, arg, "tz", tz, sizeof(tz), &has_tz, err) ||
         !params_get(get, arg, "from", from, sizeof(from), &has_from, err) ||
@@ -167,19 +185,14 @@ static bool params_window(struct query_spec *spec, params_get_fn *get, void *arg
         return params_fail(err, "period", "give either period or from/to, not both");
     if (has_from != has_to)
         return params_fail(err, has_from ? "to" : "from", "from and to go together");
-    /* Hourly rollups of UTC days before today - hourly_days are deleted; a
-     * local day elsewhere starts on its UTC day or the one before. */
-    hourly_first = env->today - env->hourly_days + (w->tz_utc ? 0 : 1);
+    /* Hourly rollups of UTC days before today - hourly_days are deleted. */
+    kept = env->today - env->hourly_days;
     if (!has_from) {
-        /* name, code, most days the window spans */
+        /* name, code (w->period) */
         static const struct {
             const char *name, *code;
-            int days;
-        } periods[] = {{"7d", "7", 7},
-                       {"30d", "30", 30},
-                       {"90d", "90", 90},
-                       {"month", "month", 31},
-                       {"12mo", "12mo", 366}};
+        } periods[] = {
+            {"7d", "7"}, {"30d", "30"}, {"90d", "90"}, {"month", "month"}, {"12mo", "12mo"}};
         size_t i = 1; /* 30d, the default */
         w->explicit_range = false;
         if (has_period) {
@@ -191,9 +204,9 @@ static bool params_window(struct query_spec *spec, params_get_fn *get, void *arg
                 return params_fail(err, "period",
                                    "period must be one of 7d, 30d, 90d, month, 12mo");
         }
-        if (query_uses_hourly(spec) && env->today - (periods[i].days - 1) < hourly_first)
-            return params_fail(err, has_period ? "period" : "tz", PARAMS_HOURLY_GONE);
         snprintf(w->period, sizeof(w->period), "%s", periods[i].code);
+        if (query_uses_hourly(spec) && params_period_gone(w, env->today, kept))
+            return params_fail(err, has_period ? "period" : "tz", PARAMS_HOURLY_GONE);
         return true;
     }
     if (!timeutil_parse_date(from, &d0))
@@ -209,7 +222,8 @@ static bool params_window(struct query_spec *spec, params_get_fn *get, void *arg
                                ? "the range is too long: at most 400 days with hourly data "
                                  "(interval=hour or a tz other than UTC)"
                                : "the range is too long: at most 1827 days");
-    if (query_uses_hourly(spec) && d0 < hourly_first)
+    /* A local day elsewhere starts on its UTC day or the one before. */
+    if (query_uses_hourly(spec) && d0 - (w->tz_utc ? 0 : 1) < kept)
         return params_fail(err, "from", PARAMS_HOURLY_GONE);
     w->explicit_range = true;
     memcpy(w->from, from, sizeof(w->from));

@@ -56,7 +56,9 @@ struct params_env {
  * (query_uses_hourly) must not reach back before `env->hourly_days` (with a
  * day's margin in zones other than UTC, whose local days start on the UTC day
  * before or the same): retention has deleted those, and the answer would be
- * short. Returns false with `err` filled on a bad parameter. */
+ * short. A period's first day is query_window_days()'s for each today the
+ * zone may have (`env->today`, the day before or after). Returns false with
+ * `err` filled on a bad parameter. */
 bool params_parse(struct query_spec *spec, params_get_fn *get, void *arg,
                   const struct params_env *env, struct params_error *err);
 

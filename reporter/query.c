@@ -533,9 +533,7 @@ static bool query_splittable(const struct query_spec *spec)
     }
 }
 
-/* The window's days as PostgreSQL computes them in QUERY_SQL_WINDOW for a
- * zone whose today is `today`. */
-static bool query_window_days(const struct query_window *w, int64_t today, int64_t *d0, int64_t *d1)
+bool query_window_days(const struct query_window *w, int64_t today, int64_t *d0, int64_t *d1)
 {
     int64_t y;
     unsigned m, d;

@@ -191,6 +191,11 @@ enum query_path_result query_path_id(const char *path, const char *prefix, int64
  * whose days are not UTC days. Breakdowns always read daily (UTC) rollups. */
 bool query_uses_hourly(const struct query_spec *spec);
 
+/* The days d0..d1 (since 1970-01-01) of window `w` as PostgreSQL computes them
+ * (QUERY_SQL_WINDOW) in a zone whose today is `today`. Returns false when its
+ * dates or period do not parse. Pure. */
+bool query_window_days(const struct query_window *w, int64_t today, int64_t *d0, int64_t *d1);
+
 /* Appends the statement answering `spec` to `sql` and fills `p` ($1 from, $2 to,
  * $3 tz, $4 period, $5 scope id, $6 the key's company, $7 dimension, $8 limit).
  * `rel` (borrowed) is the content registry relation (config_relation_valid).

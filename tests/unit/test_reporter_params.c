@@ -2,11 +2,13 @@
  * parameter error of the query API. */
 #include <criterion/criterion.h>
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "params.h"
+#include "timeutil.h"
 
 #define ZONEINFO "/usr/share/zoneinfo"
 
@@ -226,51 +228,20 @@ Test(params_parse, limits_at_the_edge_pass)
     cr_assert(parse(QUERY_EP_ENTITY, &h, &s, &err)); /* 400 days */
 }
 
-Test(params_parse, windows_stop_at_the_hourly_retention)
+/* A request and whether params_parse() takes it with hourly rollups kept `days`. */
+struct window_case {
+    long days; /* ARV_HOURLY_RETENTION_DAYS */
+    enum query_endpoint ep;
+    const char *n[3];
+    const char *v[3];
+    const char *field; /* NULL: accepted */
+};
+
+/* Checks `n` cases on the UTC day `today` (days since the epoch). */
+static void expect_windows(int64_t today, const struct window_case *cases, size_t n)
 {
-    /* Hourly rollups kept 30 days: those of UTC days before TODAY - 30 are gone. */
-    const struct params_env e = {ZONEINFO, 30, TODAY};
-    static const struct {
-        enum query_endpoint ep;
-        const char *n[3];
-        const char *v[3];
-        const char *field; /* NULL: accepted */
-    } cases[] = {
-        /* interval=hour in UTC reads the hours of [from, to]: from TODAY - 30 on. */
-        {QUERY_EP_TIMESERIES,
-         {"interval", "from", "to"},
-         {"hour", "2026-01-05", "2026-01-06"},
-         NULL},
-        {QUERY_EP_TIMESERIES,
-         {"interval", "from", "to"},
-         {"hour", "2026-01-04", "2026-01-06"},
-         "from"},
-        /* Local days elsewhere start on their UTC day or the one before. */
-        {QUERY_EP_ENTITY,
-         {"tz", "from", "to"},
-         {"Europe/Berlin", "2026-01-06", "2026-02-04"},
-         NULL},
-        {QUERY_EP_ENTITY,
-         {"tz", "from", "to"},
-         {"Europe/Berlin", "2026-01-05", "2026-02-04"},
-         "from"},
-        {QUERY_EP_OVERVIEW,
-         {"tz", "from", "to"},
-         {"America/New_York", "2025-12-01", "2025-12-02"},
-         "from"},
-        /* Daily rollups in UTC are not concerned, nor are breakdowns. */
-        {QUERY_EP_ENTITY, {"from", "to"}, {"2025-01-01", "2025-01-02"}, NULL},
-        {QUERY_EP_BREAKDOWN, {"dimension", "tz"}, {"city", "Europe/Berlin"}, NULL},
-        /* Periods, by the most days they span; the default is 30 days. */
-        {QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "7d"}, NULL},
-        {QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "30d"}, NULL},
-        {QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "month"}, "period"},
-        {QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "90d"}, "period"},
-        {QUERY_EP_ENTITY, {"tz"}, {"Europe/Berlin"}, NULL},
-        {QUERY_EP_TIMESERIES, {"interval", "period"}, {"hour", "12mo"}, "period"},
-        {QUERY_EP_ENTITY, {"period"}, {"12mo"}, NULL},
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    for (size_t i = 0; i < n; i++) {
+        const struct params_env e = {ZONEINFO, cases[i].days, today};
         struct fake_query q = {{NULL}, {NULL}};
         struct query_spec s;
         struct params_error err = {0};
@@ -280,20 +251,145 @@ Test(params_parse, windows_stop_at_the_hourly_retention)
         }
         bool ok = parse_env(cases[i].ep, &q, &s, &e, &err);
         if (!cases[i].field) {
-            cr_assert(ok, "case %zu refused: %s", i, err.message);
+            cr_assert(ok, "day %" PRId64 " case %zu refused: %s", today, i, err.message);
             continue;
         }
-        cr_assert_not(ok, "case %zu accepted", i);
-        cr_assert_str_eq(err.field, cases[i].field, "case %zu", i);
-        cr_assert_not_null(strstr(err.message, "ARV_HOURLY_RETENTION_DAYS"), "case %zu", i);
+        cr_assert_not(ok, "day %" PRId64 " case %zu accepted", today, i);
+        cr_assert_str_eq(err.field, cases[i].field, "day %" PRId64 " case %zu", today, i);
+        cr_assert_not_null(strstr(err.message, "ARV_HOURLY_RETENTION_DAYS"),
+                           "day %" PRId64 " case %zu", today, i);
     }
-    /* A shorter retention: 29 days no longer hold a 30-day window in Berlin. */
-    struct fake_query q = {{"tz"}, {"Europe/Berlin"}};
-    struct query_spec s;
-    struct params_error err = {0};
-    const struct params_env e29 = {ZONEINFO, 29, TODAY};
-    cr_assert_not(parse_env(QUERY_EP_ENTITY, &q, &s, &e29, &err));
-    cr_assert_str_eq(err.field, "tz");
+}
+
+static int64_t day_of(const char *date)
+{
+    int64_t d;
+
+    cr_assert(timeutil_parse_date(date, &d), "%s", date);
+    return d;
+}
+
+Test(params_parse, windows_stop_at_the_hourly_retention)
+{
+    /* Hourly rollups kept 30 days: those of UTC days before TODAY - 30 are gone. */
+    static const struct window_case cases[] = {
+        /* interval=hour in UTC reads the hours of [from, to]: from TODAY - 30 on. */
+        {30,
+         QUERY_EP_TIMESERIES,
+         {"interval", "from", "to"},
+         {"hour", "2026-01-05", "2026-01-06"},
+         NULL},
+        {30,
+         QUERY_EP_TIMESERIES,
+         {"interval", "from", "to"},
+         {"hour", "2026-01-04", "2026-01-06"},
+         "from"},
+        /* Local days elsewhere start on their UTC day or the one before. */
+        {30,
+         QUERY_EP_ENTITY,
+         {"tz", "from", "to"},
+         {"Europe/Berlin", "2026-01-06", "2026-02-04"},
+         NULL},
+        {30,
+         QUERY_EP_ENTITY,
+         {"tz", "from", "to"},
+         {"Europe/Berlin", "2026-01-05", "2026-02-04"},
+         "from"},
+        {30,
+         QUERY_EP_OVERVIEW,
+         {"tz", "from", "to"},
+         {"America/New_York", "2025-12-01", "2025-12-02"},
+         "from"},
+        /* Daily rollups in UTC are not concerned, nor are breakdowns. */
+        {30, QUERY_EP_ENTITY, {"from", "to"}, {"2025-01-01", "2025-01-02"}, NULL},
+        {30, QUERY_EP_BREAKDOWN, {"dimension", "tz"}, {"city", "Europe/Berlin"}, NULL},
+        /* Periods, by their first day; the default is 30 days. */
+        {30, QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "7d"}, NULL},
+        {30, QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "30d"}, NULL},
+        {30, QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "month"}, NULL}, /* from 02-01 */
+        {30, QUERY_EP_ENTITY, {"tz", "period"}, {"Europe/Berlin", "90d"}, "period"},
+        {30, QUERY_EP_ENTITY, {"tz"}, {"Europe/Berlin"}, NULL},
+        {30, QUERY_EP_TIMESERIES, {"interval", "period"}, {"hour", "12mo"}, "period"},
+        {30, QUERY_EP_ENTITY, {"period"}, {"12mo"}, NULL},
+        /* A shorter retention: 29 days no longer hold a 30-day window in Berlin. */
+        {29, QUERY_EP_ENTITY, {"tz"}, {"Europe/Berlin"}, "tz"},
+    };
+    expect_windows(TODAY, cases, sizeof(cases) / sizeof(cases[0]));
+}
+
+/* 12mo starts the day after the same date a year before: 366 days back only
+ * when that span holds a 29 February, so 365 days of hourly rows (364 in UTC)
+ * hold it on other days, as they hold the same window given as from/to. */
+Test(params_parse, period_12mo_stops_at_its_first_day)
+{
+    /* 2026-12-06: from 2025-12-07, which a zone ahead of UTC starts on
+     * 2025-12-06 (UTC); a zone behind UTC may still be on 2026-12-05, whose
+     * window starts on 2025-12-06. Rows are kept from 2026-12-06 - days. */
+    static const struct window_case dec06[] = {
+        {364, QUERY_EP_TIMESERIES, {"interval", "period"}, {"hour", "12mo"}, NULL},
+        {363, QUERY_EP_TIMESERIES, {"interval", "period"}, {"hour", "12mo"}, "period"},
+        {365, QUERY_EP_OVERVIEW, {"period", "tz"}, {"12mo", "Europe/Berlin"}, NULL},
+        {364, QUERY_EP_OVERVIEW, {"period", "tz"}, {"12mo", "Europe/Berlin"}, "period"},
+        {365, QUERY_EP_ENTITY, {"period", "tz"}, {"12mo", "America/New_York"}, NULL},
+        {364, QUERY_EP_ENTITY, {"period", "tz"}, {"12mo", "America/New_York"}, "period"},
+        {365,
+         QUERY_EP_OVERVIEW,
+         {"from", "to", "tz"},
+         {"2025-12-07", "2026-12-06", "Europe/Berlin"},
+         NULL},
+        {364,
+         QUERY_EP_OVERVIEW,
+         {"from", "to", "tz"},
+         {"2025-12-07", "2026-12-06", "Europe/Berlin"},
+         "from"},
+    };
+    /* 2025-03-01: from 2024-03-02 in UTC; a zone behind UTC may still be on
+     * 2025-02-28, whose window starts on 2024-02-29. */
+    static const struct window_case mar01[] = {
+        {364, QUERY_EP_TIMESERIES, {"interval", "period"}, {"hour", "12mo"}, NULL},
+        {363, QUERY_EP_TIMESERIES, {"interval", "period"}, {"hour", "12mo"}, "period"},
+        {366, QUERY_EP_OVERVIEW, {"period", "tz"}, {"12mo", "Europe/Berlin"}, NULL},
+        {365, QUERY_EP_OVERVIEW, {"period", "tz"}, {"12mo", "Europe/Berlin"}, "period"},
+    };
+    expect_windows(day_of("2026-12-06"), dec06, sizeof(dec06) / sizeof(dec06[0]));
+    expect_windows(day_of("2025-03-01"), mar01, sizeof(mar01) / sizeof(mar01[0]));
+}
+
+/* month starts on the 1st: a few days of hourly rows hold it early in a month. */
+Test(params_parse, period_month_stops_at_its_first_day)
+{
+    /* 2026-12-06: from 2026-12-01, which a zone ahead of UTC starts on
+     * 2026-11-30 (UTC). */
+    static const struct window_case dec06[] = {
+        {5, QUERY_EP_TIMESERIES, {"interval", "period"}, {"hour", "month"}, NULL},
+        {4, QUERY_EP_TIMESERIES, {"interval", "period"}, {"hour", "month"}, "period"},
+        {6, QUERY_EP_OVERVIEW, {"period", "tz"}, {"month", "Europe/Berlin"}, NULL},
+        {5, QUERY_EP_OVERVIEW, {"period", "tz"}, {"month", "Europe/Berlin"}, "period"},
+        {10,
+         QUERY_EP_TIMESERIES,
+         {"interval", "period", "tz"},
+         {"hour", "month", "Europe/Berlin"},
+         NULL},
+        {6,
+         QUERY_EP_OVERVIEW,
+         {"from", "to", "tz"},
+         {"2026-12-01", "2026-12-06", "Europe/Berlin"},
+         NULL},
+        {5,
+         QUERY_EP_OVERVIEW,
+         {"from", "to", "tz"},
+         {"2026-12-01", "2026-12-06", "Europe/Berlin"},
+         "from"},
+    };
+    /* 2026-12-01: December in UTC; a zone behind UTC may still be on
+     * 2026-11-30, whose month starts on 2026-11-01. */
+    static const struct window_case dec01[] = {
+        {1, QUERY_EP_TIMESERIES, {"interval", "period"}, {"hour", "month"}, NULL},
+        {30, QUERY_EP_OVERVIEW, {"period", "tz"}, {"month", "Europe/Berlin"}, NULL},
+        {29, QUERY_EP_OVERVIEW, {"period", "tz"}, {"month", "Europe/Berlin"}, "period"},
+    };
+    expect_windows(day_of("2026-12-06"), dec06, sizeof(dec06) / sizeof(dec06[0]));
+    expect_windows(day_of("2026-12-01"), dec01, sizeof(dec01) / sizeof(dec01[0]));
 }
 
 Test(params_parse, too_long_value)
