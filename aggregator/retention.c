@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <libpq-fe.h>
@@ -34,8 +35,8 @@ struct retention {
     bool started; /* thread created */
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    bool stop;        /* under lock */
-    PGcancel *cancel; /* under lock: conn's cancel handle, for retention_stop */
+    bool stop;   /* under lock */
+    int call_fd; /* under lock: conn's socket while a statement runs, else -1 */
 };
 
 bool retention_partition_day(const char *name, int64_t *day)
@@ -68,6 +69,7 @@ struct retention *retention_new(const struct retention_config *cfg, struct metri
     if (!r)
         return NULL;
     r->cfg = *cfg;
+    r->call_fd = -1;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->wake, NULL);
     r->url = strdup(cfg->database_url);
@@ -89,10 +91,6 @@ struct retention *retention_new(const struct retention_config *cfg, struct metri
 
 static void retention_disconnect(struct retention *r)
 {
-    pthread_mutex_lock(&r->lock);
-    PQfreeCancel(r->cancel);
-    r->cancel = NULL;
-    pthread_mutex_unlock(&r->lock);
     if (r->conn)
         PQfinish(r->conn);
     r->conn = NULL;
@@ -132,7 +130,13 @@ static PGresult *retention_exec(struct retention *r, const char *sql, const char
 
     if (retention_stopping(r) || !r->conn)
         return NULL; /* stopping: no new statement; or the connection was lost */
+    pthread_mutex_lock(&r->lock);
+    r->call_fd = PQsocket(r->conn);
+    pthread_mutex_unlock(&r->lock);
     res = PQexec(r->conn, sql);
+    pthread_mutex_lock(&r->lock);
+    r->call_fd = -1;
+    pthread_mutex_unlock(&r->lock);
     rs = PQresultStatus(res);
 
     if (rs == PGRES_COMMAND_OK || rs == PGRES_TUPLES_OK)
@@ -156,14 +160,14 @@ static int retention_connect(struct retention *r)
         retention_disconnect(r);
         return -ECONNREFUSED;
     }
-    pthread_mutex_lock(&r->lock);
-    r->cancel = PQgetCancel(r->conn);
-    pthread_mutex_unlock(&r->lock);
     /* No lock wait longer than 5 s (a partition's DROP: 1 s, see
-     * retention_steps): the next run retries. */
+     * retention_steps): the next run retries. A statement whose client went
+     * away (retention_stop) is ended within 1 s (PostgreSQL 14 and later). */
     res = retention_exec(r,
                          "SET client_min_messages = warning; SET TIME ZONE 'UTC';"
-                         " SET statement_timeout = '600s'; SET lock_timeout = '5s'",
+                         " SET statement_timeout = '600s'; SET lock_timeout = '5s';"
+                         " SELECT set_config('client_connection_check_interval', '1000', false)"
+                         " WHERE current_setting('server_version_num')::int >= 140000",
                          "session");
     if (!res)
         return -EIO;
@@ -422,13 +426,13 @@ void retention_stop(struct retention *r)
     pthread_mutex_lock(&r->lock);
     r->stop = true;
     pthread_cond_signal(&r->wake);
-    /* A run may be in a long statement (statement_timeout is 600 s): cancel
-     * it, so that the process stops within its deadline. */
-    if (r->cancel) {
-        char err[256];
-        if (!PQcancel(r->cancel, err, sizeof(err)))
-            log_warn("retention_cancel_failed", LF_STR("error", err));
-    }
+    /* A run may be in a long statement (statement_timeout is 600 s): shut
+     * its socket down, so that the process stops within its deadline. Never
+     * PQcancel, which waits for the server: one that answers nothing (every
+     * process of it stopped) would hold the stop for ever. The server ends
+     * the statement once it sees the client gone (client_connection_check_interval). */
+    if (r->call_fd >= 0)
+        shutdown(r->call_fd, SHUT_RDWR);
     pthread_mutex_unlock(&r->lock);
 }
 

@@ -631,6 +631,32 @@ trap it_cleanup EXIT
 it_stop hang
 it_pass "a call PostgreSQL leaves unanswered is given up after ARV_STATEMENT_TIMEOUT_MS and a quarter"
 
+# Stopped while the whole server does not answer (every PostgreSQL process
+# stopped): the process still exits, its workers' calls given up; the
+# retention thread, idle, does not wait on the server to cancel nothing.
+it_start hangstop arv-aggregator ARV_STREAM="$ARV_STREAM:hang" ARV_WORKERS=1 ARV_BATCH_WAIT_MS=50 \
+    ARV_STATEMENT_TIMEOUT_MS=1000
+arv_wait_http "http://127.0.0.1:$IT_PORT_hangstop/api/health/readiness" 200 10 ||
+    it_fail "hangstop: not ready"
+pg_all="$(head -1 "$IT_TMP/pg/data/postmaster.pid") $(pgrep -P "$(head -1 "$IT_TMP/pg/data/postmaster.pid")" | tr '\n' ' ')"
+kill -STOP $pg_all
+trap 'kill -CONT $pg_all 2>/dev/null; it_cleanup' EXIT
+sleep 0.5
+kill -TERM "$IT_PID_hangstop"
+for ((i = 0; i < 100; i++)); do
+    kill -0 "$IT_PID_hangstop" 2>/dev/null || break
+    sleep 0.1
+done
+stopped=1
+kill -0 "$IT_PID_hangstop" 2>/dev/null && stopped=0
+kill -CONT $pg_all
+trap it_cleanup EXIT
+[ "$stopped" = 1 ] || it_fail "hangstop: not out 10 s after SIGTERM with PostgreSQL stopped"
+rc=0
+wait "$IT_PID_hangstop" || rc=$?
+[ "$rc" = 0 ] || it_fail "hangstop: exited $rc"
+it_pass "stopped while PostgreSQL answers nothing: out within 10 s"
+
 # The check itself sees a difference in any table.
 for t in rollup_content_hourly rollup_content_daily rollup_company_hourly rollup_company_daily \
     rollup_breakdown_daily; do
