@@ -19,6 +19,7 @@ enum {
     CONNECT_TIMEOUT_MS = 5000, /* PQconnectPoll has no deadline of its own */
     IDLE_CHECK_MS = 5000,      /* an idle connection is checked this often */
     CHECK_TIMEOUT_MS = 5000,   /* a check or reset unanswered this long: drop */
+    QUERY_GRACE_MS = 1000,     /* past the statement timeout, before a query is given up */
     BACKOFF_MIN_MS = 100,      /* first reconnect delay */
     BACKOFF_MAX_MS = 5000,     /* reconnect delay cap */
     PREPARED_MAX = 256,        /* named statements kept per connection */
@@ -40,6 +41,7 @@ struct pg_query {
     pg_pool_result_cb *cb; /* called exactly once */
     void *arg;             /* passed to cb */
     uint64_t deadline_ms;  /* when waiting in the queue stops */
+    uint64_t started_ms;   /* when a connection took it */
 };
 
 struct pg_conn {
@@ -50,7 +52,7 @@ struct pg_conn {
     enum pg_conn_state state; /* see enum */
     struct event *ev;         /* socket readiness; recreated when the socket changes */
     evutil_socket_t ev_fd;    /* the socket ev watches */
-    struct event *timer;      /* per state: retry, connect deadline, idle check, check deadline */
+    struct event *timer;      /* per state: retry, connect, idle check, check or query deadline */
     struct pg_query *q;       /* running user query, or NULL */
     const char *internal;     /* running internal query (check/reset), or NULL */
     PGresult *last;           /* last result of the running query */
@@ -69,6 +71,7 @@ struct pg_pool {
     char *lookup_host;         /* owned: the one host, a name to look up first; or NULL */
     unsigned size;             /* count of conns */
     unsigned queue_timeout_ms; /* longest wait in the queue */
+    unsigned query_timeout_ms; /* longest a user query runs unanswered; 0: no limit */
     char options[48];          /* "-c statement_timeout=N", or "" */
     struct pg_conn *conns;     /* size of them */
     struct pg_query *head;     /* queue, FIFO */
@@ -80,6 +83,7 @@ struct pg_pool {
     bool closing;              /* pg_pool_free running */
     bool ever_up;              /* some connection was up once */
     bool logged_down;          /* the current outage has been logged */
+    bool stalled;              /* a query passed its deadline, no answer since */
     unsigned seed;             /* jitter state */
     char errstr[256];          /* last connection error */
 };
@@ -289,6 +293,16 @@ static void conn_idle(struct pg_conn *pc)
     conn_timer(pc, IDLE_CHECK_MS);
 }
 
+/* A query went out on `pc`: busy until its results are read. Returns false if
+ * the socket cannot be watched. */
+static bool conn_busy(struct pg_conn *pc)
+{
+    pc->state = CONN_BUSY;
+    pc->flushing = true;
+    evtimer_del(pc->timer);
+    return conn_watch(pc, EV_READ | EV_WRITE) == 0;
+}
+
 /* Sends `sql` on an idle connection. Returns false if the connection broke. */
 static bool conn_send(struct pg_conn *pc, const char *sql, int nparams, const char *const *params)
 {
@@ -299,14 +313,7 @@ static bool conn_send(struct pg_conn *pc, const char *sql, int nparams, const ch
         ok = PQsendQueryParams(pc->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     else
         ok = PQsendQuery(pc->conn, sql);
-    if (!ok)
-        return false;
-    pc->state = CONN_BUSY;
-    pc->flushing = true;
-    evtimer_del(pc->timer);
-    if (conn_watch(pc, EV_READ | EV_WRITE) < 0)
-        return false;
-    return true;
+    return ok && conn_busy(pc);
 }
 
 static bool conn_has_prepared(const struct pg_conn *pc, const char *name)
@@ -320,26 +327,29 @@ static bool conn_has_prepared(const struct pg_conn *pc, const char *name)
 
 /* Sends user query `q`: a named one runs its prepared statement, preparing it
  * first (one extra round trip) on a connection that has not seen it; past
- * PREPARED_MAX names it runs unnamed. Returns false if the connection broke. */
+ * PREPARED_MAX names it runs unnamed. The query's deadline, from its dispatch
+ * (q->started_ms) over both steps, is armed. Returns false if the connection
+ * broke. */
 static bool conn_send_query(struct pg_conn *pc, struct pg_query *q)
 {
     const char *const *params = (const char *const *)q->params;
-    int ok;
+    uint64_t deadline = q->started_ms + pc->pool->query_timeout_ms, now;
+    bool sent;
 
-    if (!q->name || (!conn_has_prepared(pc, q->name) && pc->nprepared >= PREPARED_MAX))
-        return conn_send(pc, q->sql, q->nparams, params);
-    if (conn_has_prepared(pc, q->name)) {
-        ok = PQsendQueryPrepared(pc->conn, q->name, q->nparams, params, NULL, NULL, 0);
+    if (!q->name || (!conn_has_prepared(pc, q->name) && pc->nprepared >= PREPARED_MAX)) {
+        sent = conn_send(pc, q->sql, q->nparams, params);
+    } else if (conn_has_prepared(pc, q->name)) {
+        sent = PQsendQueryPrepared(pc->conn, q->name, q->nparams, params, NULL, NULL, 0) &&
+               conn_busy(pc);
     } else {
-        ok = PQsendPrepare(pc->conn, q->name, q->sql, q->nparams, NULL);
-        pc->preparing = ok;
+        pc->preparing = PQsendPrepare(pc->conn, q->name, q->sql, q->nparams, NULL);
+        sent = pc->preparing && conn_busy(pc);
     }
-    if (!ok)
-        return false;
-    pc->state = CONN_BUSY;
-    pc->flushing = true;
-    evtimer_del(pc->timer);
-    return conn_watch(pc, EV_READ | EV_WRITE) == 0;
+    if (sent && pc->pool->query_timeout_ms > 0) {
+        now = timeutil_mono_ms();
+        conn_timer(pc, deadline > now ? deadline - now : 0);
+    }
+    return sent;
 }
 
 /* The PREPARE step of pc->q finished with `res` (taken): on success remember
@@ -417,6 +427,8 @@ static void conn_complete(struct pg_conn *pc)
     } else {
         conn_idle(pc);
     }
+    if (!bad)
+        p->stalled = false; /* the server answers again */
 
     if (q) {
         q->cb(q->arg, res, res ? NULL : "no result");
@@ -528,6 +540,7 @@ static void conn_connected(struct pg_conn *pc)
     bool was_up = pool_any_up(p);
     pc->up = true;
     pc->backoff_ms = BACKOFF_MIN_MS;
+    p->stalled = false;
     if (!was_up) {
         p->logged_down = false;
         p->ever_up = true;
@@ -581,6 +594,31 @@ static void on_socket(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* User query pc->q outlived its deadline: the server did not even end it at
+ * its statement timeout, so it answers nothing (stopped, hung on its disk)
+ * while its kernel may still acknowledge, so that no TCP timeout ends the
+ * wait. PQcancel would block on that same server: close the connection
+ * instead (the query fails, res NULL), take the pool as not up until the
+ * server answers again, and check the idle connections now rather than at
+ * their next check. */
+static void conn_query_timed_out(struct pg_conn *pc)
+{
+    struct pg_pool *p = pc->pool;
+    char why[96];
+
+    log_warn("pg_query_timeout", LF_INT("conn", pc->index),
+             LF_INT("elapsed_ms", (long long)(timeutil_mono_ms() - pc->q->started_ms)),
+             LF_INT("timeout_ms", p->query_timeout_ms),
+             LF_STR("statement", pc->q->name ? pc->q->name : "(unnamed)"));
+    snprintf(why, sizeof(why), "no answer to a query within %u ms", p->query_timeout_ms);
+    p->stalled = true;
+    for (unsigned i = 0; i < p->size; i++) {
+        if (p->conns[i].state == CONN_IDLE && p->conns[i].up)
+            conn_internal(&p->conns[i], "SELECT 1");
+    }
+    conn_lost(pc, why);
+}
+
 static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct pg_conn *pc = arg;
@@ -599,6 +637,8 @@ static void on_conn_timer(evutil_socket_t fd, short what, void *arg)
     case CONN_BUSY:
         if (pc->internal)
             conn_lost(pc, "liveness check timed out");
+        else if (pc->q)
+            conn_query_timed_out(pc);
         break;
     }
 }
@@ -703,6 +743,7 @@ static void pool_dispatch(struct pg_pool *p)
             continue;
         struct pg_query *q = queue_pop(p);
         pc->q = q;
+        q->started_ms = timeutil_mono_ms();
         p->nrunning++;
         if (!conn_send_query(pc, q)) {
             /* Nothing was sent: the query goes back to the front, unharmed. */
@@ -805,8 +846,10 @@ struct pg_pool *pg_pool_new(struct event_base *base, const char *conninfo, unsig
     p->base = base;
     p->size = size;
     p->queue_timeout_ms = queue_timeout_ms;
-    if (statement_timeout_ms > 0)
+    if (statement_timeout_ms > 0) {
         snprintf(p->options, sizeof(p->options), "-c statement_timeout=%u", statement_timeout_ms);
+        p->query_timeout_ms = statement_timeout_ms + QUERY_GRACE_MS;
+    }
     p->tail = &p->head;
     p->seed = (unsigned)timeutil_mono_ms() ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)p;
     p->conninfo = strdup(conninfo);
@@ -886,7 +929,7 @@ out:
 
 bool pg_pool_is_up(const struct pg_pool *p)
 {
-    return p && !p->closing && pool_any_up(p);
+    return p && !p->closing && !p->stalled && pool_any_up(p);
 }
 
 const char *pg_pool_errstr(const struct pg_pool *p)

@@ -41,8 +41,13 @@ typedef void pg_pool_result_cb(void *arg, const PGresult *res, const char *errst
  * `queue_timeout_ms` for a connection, and run at most `statement_timeout_ms`
  * (PostgreSQL's statement_timeout on every connection; 0: none; an `options`
  * in `conninfo` replaces it): a query held by a lock or a slow server ends in
- * an error result (SQLSTATE 57014) instead of waiting for ever. Caller frees
- * with pg_pool_free(). */
+ * an error result (SQLSTATE 57014) instead of waiting for ever. A server that
+ * does not even end it so (stopped, hung on its disk: its kernel still
+ * acknowledges, so no TCP timeout fires) is given up `statement_timeout_ms`
+ * + 1 s after a connection took the query, whatever `conninfo` says: the
+ * connection is closed (PQcancel would block on the same server) and
+ * reconnected, the query's callback gets res NULL, and the pool is not up
+ * until the server answers again. Caller frees with pg_pool_free(). */
 struct pg_pool *pg_pool_new(struct event_base *base, const char *conninfo, unsigned size,
                             unsigned queue_timeout_ms, unsigned statement_timeout_ms);
 
@@ -59,7 +64,9 @@ int pg_pool_query(struct pg_pool *p, const char *sql, int nparams, const char *c
 int pg_pool_query_prepared(struct pg_pool *p, const char *name, const char *sql, int nparams,
                            const char *const *params, pg_pool_result_cb *cb, void *arg);
 
-/* True while at least one connection is up and answered its last check. */
+/* True while at least one connection is up and answered its last check, and
+ * no query has passed its deadline since the server last answered (a new
+ * connection made, a check or query answered). */
 bool pg_pool_is_up(const struct pg_pool *p);
 
 /* Last connection error (borrowed), or "". */

@@ -65,7 +65,8 @@ const struct config_option reporter_options[] = {
     {"query-timeout-ms", "ARV_QUERY_TIMEOUT_MS", CONFIG_INT,
      offsetof(struct reporter_config, query_timeout_ms), "5000", NULL, 0, 600000,
      "PostgreSQL statement_timeout of the reporter's queries: one running longer (a lock held,"
-     " a slow server) is cancelled and answered 503; 0: none"},
+     " a slow server) is cancelled and answered 503; one still unanswered 1 s later (a hung"
+     " server) has its connection closed and is answered 503 too; 0: none"},
     {"hourly-retention-days", "ARV_HOURLY_RETENTION_DAYS", CONFIG_INT,
      offsetof(struct reporter_config, hourly_retention_days), CONFIG_HOURLY_RETENTION_DAYS_DEFAULT,
      NULL, 1, 100000,

@@ -15,7 +15,7 @@ struct reporter_config {
     struct common_config common;  /* DATABASE_URL, ARV_LISTEN, logging */
     long db_pool_size;            /* ARV_DB_POOL_SIZE */
     long db_queue_timeout_ms;     /* ARV_DB_QUEUE_TIMEOUT_MS: wait for a free connection */
-    long query_timeout_ms;        /* ARV_QUERY_TIMEOUT_MS: statement_timeout of its queries */
+    long query_timeout_ms;        /* ARV_QUERY_TIMEOUT_MS: statement_timeout (deadline: + 1 s) */
     long auth_cache_ttl_s;        /* ARV_AUTH_CACHE_TTL: seconds a key lookup is reused */
     const char *content_relation; /* ARV_CONTENT_RELATION: who owns projects/content */
     long rate_limit_rps;          /* ARV_REPORTER_RATE_LIMIT_RPS: per key; 0 = off */

@@ -6,6 +6,7 @@ IT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$IT_ROOT/scripts/lib/servers.sh"
 
 IT_PIDS=()
+IT_PG_FROZEN=
 it_fail() {
     echo "FAIL: $*" >&2
     for f in "$IT_TMP"/*.log; do
@@ -19,6 +20,8 @@ it_fail() {
 it_cleanup() {
     local pid
     for pid in "${IT_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    # A stopped server would never stop: never leave one behind.
+    [ -z "$IT_PG_FROZEN" ] || it_pg_thaw || true
     arv_stop_postgres "$IT_TMP/pg" || true
     arv_stop_redis "$IT_TMP/redis" "$IT_REDIS_PORT" || true
     [ -n "${IT_KEEP:-}" ] || rm -rf "$IT_TMP"
@@ -102,6 +105,25 @@ it_post_batches() {
 
 it_psql() {
     psql "$DATABASE_URL" -tAq -v ON_ERROR_STOP=1 -c "$1"
+}
+
+# it_pg_freeze / it_pg_thaw: SIGSTOP / SIGCONT to the test's PostgreSQL, the
+# postmaster first (stopped, it forks nothing new), then its children: a hung
+# server, its sockets open and its kernel acknowledging, nothing answering.
+# it_cleanup thaws a server left frozen.
+it_pg_signal() {
+    local pm child
+    pm=$(head -n 1 "$IT_TMP/pg/data/postmaster.pid")
+    kill "-$1" "$pm"
+    for child in $(pgrep -P "$pm"); do kill "-$1" "$child" 2>/dev/null || true; done
+}
+it_pg_freeze() {
+    IT_PG_FROZEN=1
+    it_pg_signal STOP
+}
+it_pg_thaw() {
+    it_pg_signal CONT
+    IT_PG_FROZEN=
 }
 
 it_pass() {

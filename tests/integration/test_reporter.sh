@@ -2,7 +2,8 @@
 # arv-reporter against known rollup rows (daily per content and per company, as
 # the aggregator keeps them): the seed endpoints' numbers equal exact SQL
 # over the same events; API-key scopes (401/403), bad ids, revocation within the
-# cache TTL, 503 + readiness while PostgreSQL is down, clean stop on SIGTERM.
+# cache TTL, 503 + readiness while PostgreSQL is down or hung, clean stop on
+# SIGTERM.
 . "$(dirname "$0")/lib.sh"
 it_setup "${1:?usage: test_reporter.sh BIN_DIR}"
 
@@ -162,6 +163,38 @@ wait "$locker"
 [ "$(code "$admin" "/api/analytics/timeseries?scope=all&period=90d&interval=week")" = 200 ] ||
     it_fail "the same query once the lock is gone"
 it_pass "a query held by a lock is cancelled after ARV_QUERY_TIMEOUT_MS: 503 in ${t#* } s"
+
+# PostgreSQL hung (every process SIGSTOPped: its kernel still acknowledges, so
+# no TCP timeout fires, and statement_timeout, which the server runs, never
+# does): a statement is given up ARV_QUERY_TIMEOUT_MS + 1 s (2 s here) after
+# it started and answered 503; readiness is 503 until the server answers
+# again, and everything works after SIGCONT.
+unavailable() {
+    curl -s "$R/metrics" | awk '/^reporter_queries_total\{endpoint="overview",outcome="db_unavailable"\}/ { print $2 }'
+}
+n0=$(unavailable)
+it_pg_freeze
+t=$(curl -s -o "$IT_TMP/hung.json" --max-time 8 -w '%{http_code} %{time_total}' \
+    -H "Authorization: Bearer $admin" "$R/api/analytics/overview?period=7d" || true)
+[ "${t% *}" = 503 ] || it_fail "overview while PostgreSQL is hung: $t $(cat "$IT_TMP/hung.json" 2>/dev/null)"
+awk -v s="${t#* }" 'BEGIN { exit !(s >= 1.9 && s < 3.5) }' || it_fail "hung: 503 after ${t#* } s"
+jq -e '.error == "database_unavailable"' "$IT_TMP/hung.json" >/dev/null ||
+    it_fail "hung: 503 body $(cat "$IT_TMP/hung.json")"
+ready=$(curl -s -w ' %{http_code}' "$R/api/health/readiness")
+[ "${ready##* }" = 503 ] || it_fail "readiness while PostgreSQL is hung: $ready"
+jq -e '.failing | index("postgresql")' <<<"${ready% *}" >/dev/null ||
+    it_fail "readiness does not name postgresql: $ready"
+t2=$(curl -s -o /dev/null --max-time 8 -w '%{http_code} %{time_total}' \
+    -H "Authorization: Bearer $admin" "$R/api/analytics/companies/1?period=7d" || true)
+[ "${t2% *}" = 503 ] || it_fail "a second request while PostgreSQL is hung: $t2"
+awk -v s="${t2#* }" 'BEGIN { exit !(s < 3.5) }' || it_fail "hung: second 503 after ${t2#* } s"
+it_wait_log reporter '"level":"warning","event":"pg_query_timeout".*"elapsed_ms":[0-9]+' ||
+    it_fail "no pg_query_timeout warning"
+[ "$(unavailable)" = $((n0 + 1)) ] || it_fail "db_unavailable overviews: $n0, then $(unavailable)"
+it_pg_thaw
+arv_wait_http "$R/api/health/readiness" 200 15 || it_fail "readiness did not recover after SIGCONT"
+[ "$(code "$admin" "/api/analytics/overview?period=7d")" = 200 ] || it_fail "overview after SIGCONT"
+it_pass "PostgreSQL hung: 503 in ${t#* } s (next ${t2#* } s), readiness 503, recovery after SIGCONT"
 
 # PostgreSQL down: 503 with Retry-After at once, readiness names postgresql;
 # back by itself when it returns.

@@ -1,9 +1,10 @@
 /* Tests for pg_pool against a real PostgreSQL on a free port in a temp folder:
- * rows, parameters, errors, queueing, timeouts, outage and recovery, free. */
+ * rows, parameters, errors, queueing, timeouts, outage, a hung server and recovery, free. */
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -31,6 +32,7 @@ struct cluster {
     char dir[64];       /* temp folder: data/, socket, logs */
     int port;           /* TCP port on 127.0.0.1 */
     pid_t pid;          /* postmaster, or -1 */
+    bool frozen;        /* stopped with SIGSTOP (cluster_freeze) */
     char conninfo[256]; /* how to reach it */
 };
 
@@ -144,8 +146,51 @@ static bool cluster_start(struct cluster *c)
     return false;
 }
 
+/* Sends `sig` to the postmaster, then to its children (backends, checkpointer,
+ * ...), found in /proc: the postmaster stopped first forks no new ones. */
+static void cluster_signal(const struct cluster *c, int sig)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    char path[300], buf[512];
+
+    kill(c->pid, sig);
+    while (d && (e = readdir(d))) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        int ppid = 0;
+        if (pid <= 0)
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        /* "pid (comm) state ppid ...": comm may hold spaces and parentheses. */
+        const char *rp = strrchr(buf, ')');
+        if (rp && sscanf(rp + 1, " %*c %d", &ppid) == 1 && ppid == c->pid)
+            kill(pid, sig);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* SIGSTOP (`on`) or SIGCONT to the whole server: stopped, it keeps its
+ * sockets open and its kernel acknowledges, but nothing answers, not even
+ * statement_timeout. */
+static void cluster_freeze(struct cluster *c, bool on)
+{
+    if (c->pid <= 0 || c->frozen == on)
+        return;
+    cluster_signal(c, on ? SIGSTOP : SIGCONT);
+    c->frozen = on;
+}
+
 static void cluster_stop(struct cluster *c)
 {
+    /* A stopped server would never see the SIGINT. */
+    cluster_freeze(c, false);
     if (c->pid > 0) {
         kill(c->pid, SIGINT); /* fast shutdown: ends every session */
         waitpid(c->pid, NULL, 0);
@@ -488,6 +533,44 @@ Test(pg_pool, statement_timeout_ends_a_long_query)
     roundtrip(p, &r, "SELECT current_setting('statement_timeout')", 0, NULL);
     cr_assert_eq(r.st, PGRES_TUPLES_OK);
     cr_assert_str_eq(r.v0, "300ms");
+    pg_pool_free(p);
+}
+
+/* A hung server (stopped: the kernel still acknowledges, so no TCP timeout
+ * fires, and statement_timeout never runs out) fails the running query 1 s
+ * after its statement timeout, and the pool is not up until the server
+ * answers again, then all works as before. */
+Test(pg_pool, hung_server_query_deadline)
+{
+    use_private_cluster();
+    struct pg_pool *p = pg_pool_new(base, conninfo, 2, 5000, 300);
+    struct result r;
+    cr_assert_not_null(p);
+    cr_assert(wait_up(p, true, 5), "pool not up: %s", pg_pool_errstr(p));
+
+    cluster_freeze(&private_, true);
+    double t0 = now_s();
+    memset(&r, 0, sizeof(r));
+    cr_assert_eq(pg_pool_query_prepared(p, "hung", "SELECT $1::int", 1, (const char *[]){"1"},
+                                        on_result, &r),
+                 0);
+    cr_assert(loop_until(&r.done, 4), "no answer %.1f s into the hang", now_s() - t0);
+    cr_assert_eq(r.calls, 1);
+    cr_assert(r.null_res);
+    cr_assert_str_eq(r.err, "no answer to a query within 1300 ms");
+    cr_assert(r.at - t0 >= 1.25 && r.at - t0 < 2, "answered after %.3f s", r.at - t0);
+    cr_assert_not(pg_pool_is_up(p));
+    cr_assert_eq(pg_pool_pending(p), 0);
+
+    cluster_freeze(&private_, false);
+    cr_assert(wait_up(p, true, 10), "not back up: %s", pg_pool_errstr(p));
+    memset(&r, 0, sizeof(r));
+    cr_assert_eq(pg_pool_query_prepared(p, "hung", "SELECT $1::int", 1, (const char *[]){"2"},
+                                        on_result, &r),
+                 0);
+    cr_assert(loop_until(&r.done, 5));
+    cr_assert_eq(r.st, PGRES_TUPLES_OK);
+    cr_assert_str_eq(r.v0, "2");
     pg_pool_free(p);
 }
 
