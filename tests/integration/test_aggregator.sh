@@ -638,9 +638,7 @@ it_start hangstop arv-aggregator ARV_STREAM="$ARV_STREAM:hang" ARV_WORKERS=1 ARV
     ARV_STATEMENT_TIMEOUT_MS=1000
 arv_wait_http "http://127.0.0.1:$IT_PORT_hangstop/api/health/readiness" 200 10 ||
     it_fail "hangstop: not ready"
-pg_all="$(head -1 "$IT_TMP/pg/data/postmaster.pid") $(pgrep -P "$(head -1 "$IT_TMP/pg/data/postmaster.pid")" | tr '\n' ' ')"
-kill -STOP $pg_all
-trap 'kill -CONT $pg_all 2>/dev/null; it_cleanup' EXIT
+it_pg_freeze
 sleep 0.5
 kill -TERM "$IT_PID_hangstop"
 for ((i = 0; i < 100; i++)); do
@@ -649,8 +647,7 @@ for ((i = 0; i < 100; i++)); do
 done
 stopped=1
 kill -0 "$IT_PID_hangstop" 2>/dev/null && stopped=0
-kill -CONT $pg_all
-trap it_cleanup EXIT
+it_pg_thaw
 [ "$stopped" = 1 ] || it_fail "hangstop: not out 10 s after SIGTERM with PostgreSQL stopped"
 rc=0
 wait "$IT_PID_hangstop" || rc=$?
