@@ -113,17 +113,30 @@ static const struct batch_field *find_field(const struct batch_field *fields, si
     return NULL;
 }
 
-void batch_fields_json(const struct batch_field *fields, size_t nfields, struct strbuf *out)
+const struct batch_field *batch_fields_json(const struct batch_field *fields, size_t nfields,
+                                            struct strbuf *out)
 {
+    const struct batch_field *cut = NULL;
+
     strbuf_putc(out, '{');
     for (size_t i = 0; i < nfields; i++) {
+        size_t n = fields[i].value_len;
+        if (n > BATCH_PAYLOAD_VALUE_MAX) {
+            /* At a character's first byte, so that no character is halved. */
+            n = BATCH_PAYLOAD_VALUE_MAX;
+            while (n > 0 && ((unsigned char)fields[i].value[n] & 0xC0) == 0x80)
+                n--;
+            if (!cut)
+                cut = &fields[i];
+        }
         if (i > 0)
             strbuf_putc(out, ',');
         strbuf_json_string(out, fields[i].name, fields[i].name_len);
         strbuf_putc(out, ':');
-        strbuf_json_string(out, fields[i].value, fields[i].value_len);
+        strbuf_json_string(out, fields[i].value, n);
     }
     strbuf_putc(out, '}');
+    return cut;
 }
 
 /* Doubles the value table's slots and places every value again. */
@@ -358,9 +371,19 @@ static bool enrich(const struct batch *b, struct event *ev)
 static void add_dead(struct batch *b, struct batch_entry *e, const struct batch_field *fields,
                      size_t nfields, const char *reason, const char *detail)
 {
+    const struct batch_field *cut;
+    char noted[320];
+
     strbuf_reset(&b->scratch);
-    batch_fields_json(fields, nfields, &b->scratch);
+    cut = batch_fields_json(fields, nfields, &b->scratch);
     put_payload(b, e, b->scratch.data, b->scratch.len);
+    if (cut) {
+        snprintf(noted, sizeof(noted),
+                 "%s; the payload keeps the first %d bytes of field %.*s's %zu", detail,
+                 BATCH_PAYLOAD_VALUE_MAX, (int)(cut->name_len < 64 ? cut->name_len : 64), cut->name,
+                 cut->value_len);
+        detail = noted;
+    }
     make_dead(b, e, reason, detail);
     b->dead++;
 }

@@ -185,8 +185,18 @@ int batch_resolve(struct batch *b, size_t first, size_t n);
 /* The interned breakdown value `id` (`*len` bytes, not NUL-terminated). */
 const char *batch_value(const struct batch *b, uint32_t id, size_t *len);
 
+/* A field's value kept in a dead letter's payload at most. An event's `e` is
+ * a few KB; a larger value is someone else's entry, and copying it whole (into
+ * the payload, its COPY escape, the dead row, the COPY buffer) would cost a
+ * worker several times its size, kept for the buffers' life. */
+#define BATCH_PAYLOAD_VALUE_MAX 65536
+
 /* Writes the stream encoding of the entry's fields as one JSON object
- * ({"v":"1","e":"..."}), the payload of an entry that did not decode. */
-void batch_fields_json(const struct batch_field *fields, size_t nfields, struct strbuf *out);
+ * ({"v":"1","e":"..."}), the payload of an entry that did not decode; a value
+ * longer than BATCH_PAYLOAD_VALUE_MAX keeps only its first bytes (as many,
+ * or the few fewer that end at a character). Returns the first field cut so,
+ * or NULL. */
+const struct batch_field *batch_fields_json(const struct batch_field *fields, size_t nfields,
+                                            struct strbuf *out);
 
 #endif

@@ -2,6 +2,7 @@
  * and rollup inputs. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -274,6 +275,44 @@ Test(batch, bad_json_and_missing_e_are_invalid)
     /* The payload is the fields as JSON, then COPY-escaped: no raw tab. */
     cr_assert(strstr(row_of(2), "{\"v\":\"1\",\"e\":\"x\\\\ty\"}"), "row: %s", row_of(2));
     cr_assert_eq(count_char(row_of(2), '\t'), 4);
+}
+
+/* Someone else's entry with a huge field: the dead letter's payload keeps its
+ * first BATCH_PAYLOAD_VALUE_MAX bytes (ending at a character), and the detail
+ * says how long it was; the whole value is never copied. */
+Test(batch, a_huge_field_is_cut_in_the_payload)
+{
+    size_t n = 1 << 20;
+    char *big = malloc(n + 1);
+
+    cr_assert_not_null(big);
+    memset(big, 'y', n);
+    big[n] = '\0';
+    /* A two-byte character across the limit: cut before it, not in it. */
+    big[BATCH_PAYLOAD_VALUE_MAX - 1] = (char)0xC3;
+    big[BATCH_PAYLOAD_VALUE_MAX] = (char)0xA9;
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", big)};
+    cr_assert_eq(batch_add(&b, 0, "1-0", 3, f, 2), 0);
+    const struct batch_entry *e = &b.entries[0];
+    cr_assert_eq(e->kind, BATCH_DEAD);
+    cr_assert_str_eq(e->reason, BATCH_REASON_INVALID);
+    cr_assert_lt(e->row_len, BATCH_PAYLOAD_VALUE_MAX + 400, "row of %zu bytes", e->row_len);
+    cr_assert_lt(b.rows.len, 3 * BATCH_PAYLOAD_VALUE_MAX, "rows hold %zu bytes", b.rows.len);
+    char *row = malloc(e->row_len + 1);
+    cr_assert_not_null(row);
+    memcpy(row, b.rows.data + e->row_off, e->row_len);
+    row[e->row_len] = '\0';
+    cr_assert(strstr(row, "; the payload keeps the first 65536 bytes of field e's 1048576\t"),
+              "detail: %.200s", row);
+    /* The payload: {"v":"1","e":"yyy...y"} with 65,535 y and no half character. */
+    const char *payload = strstr(row, "{\"v\":\"1\",\"e\":\"");
+    cr_assert_not_null(payload);
+    payload += strlen("{\"v\":\"1\",\"e\":\"");
+    size_t ys = strspn(payload, "y");
+    cr_assert_eq(ys, BATCH_PAYLOAD_VALUE_MAX - 1);
+    cr_assert_str_eq(payload + ys, "\"}\n");
+    free(row);
+    free(big);
 }
 
 Test(batch, dead_and_ack_only_entries)
