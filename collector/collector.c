@@ -681,7 +681,7 @@ static int lane_init(struct collector *c, int i, char *err, size_t errlen)
             snprintf(err, errlen, "out of memory");
             return -ENOMEM;
         }
-        int rc = http_server_listen(l->http, cfg->common.listen.host, http_server_port(svc->http));
+        int rc = http_server_listen_beside(l->http, svc->http);
         if (rc < 0) {
             snprintf(err, errlen, "thread %d cannot listen: %s", i, strerror(-rc));
             return rc;

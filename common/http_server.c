@@ -1433,14 +1433,83 @@ static void srv_pause_accept(struct http_server *s)
     evtimer_add(s->ev_accept_resume, &tv);
 }
 
+/* SO_REUSEPORT lets any socket of the same user bind a port one of ours has,
+ * so another daemon (a second reporter, an old collector) would share it in
+ * silence, the kernel splitting connections between the two. A socket without
+ * it, bound to the address for a moment, finds one listening there; with
+ * SO_REUSEADDR, connections in TIME_WAIT and our own socket, bound and not yet
+ * listening, are no obstacle. Returns 0 or a negative errno (-EADDRINUSE). */
+static int srv_probe(const struct sockaddr_storage *ss, socklen_t sl)
+{
+    int one = 1;
+    int rc = 0;
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        bind(fd, (const struct sockaddr *)ss, sl) < 0)
+        rc = -errno;
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+/* Binds and listens on `ss`; `shared`: a further socket on a port of this
+ * process, where the port is in use by design. */
+static int srv_listen_at(struct http_server *s, struct sockaddr_storage *ss, socklen_t sl,
+                         bool shared)
+{
+    struct sockaddr_in *a4 = (struct sockaddr_in *)(void *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)(void *)ss;
+    int fd = -1;
+    int rc;
+    int one = 1;
+
+    fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        bind(fd, (struct sockaddr *)ss, sl) < 0)
+        goto fail;
+    /* The probe goes after the bind, at the address bound: for port 0, the
+     * port the kernel picked. */
+    sl = sizeof(*ss);
+    if (getsockname(fd, (struct sockaddr *)ss, &sl) < 0)
+        goto fail;
+    rc = shared ? 0 : srv_probe(ss, sl);
+    if (rc < 0) {
+        errno = -rc;
+        goto fail;
+    }
+    if (listen(fd, LISTEN_BACKLOG) < 0)
+        goto fail;
+    s->port = ntohs(ss->ss_family == AF_INET ? a4->sin_port : a6->sin6_port);
+    s->ev_listen = event_new(s->base, fd, EV_READ | EV_PERSIST, srv_accept_cb, s);
+    if (!s->ev_listen) {
+        errno = ENOMEM;
+        goto fail;
+    }
+    if (event_add(s->ev_listen, NULL) < 0) {
+        event_free(s->ev_listen);
+        s->ev_listen = NULL;
+        errno = ENOMEM;
+        goto fail;
+    }
+    s->lfd = fd;
+    return 0;
+fail:
+    rc = -errno;
+    if (fd >= 0)
+        close(fd);
+    s->port = 0;
+    return rc;
+}
+
 int http_server_listen(struct http_server *s, const char *host, uint16_t port)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
     char buf[64];
-    int fd = -1;
-    int rc;
-    int one = 1;
 
     if (s->lfd >= 0 || s->stopping)
         return -EBUSY;
@@ -1466,37 +1535,21 @@ int http_server_listen(struct http_server *s, const char *host, uint16_t port)
     } else {
         return -EINVAL;
     }
+    return srv_listen_at(s, &ss, sl, false);
+}
 
-    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        goto fail;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
-        bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
-        goto fail;
-    sl = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
-        goto fail;
-    s->port = ntohs(ss.ss_family == AF_INET ? a4->sin_port : a6->sin6_port);
-    s->ev_listen = event_new(s->base, fd, EV_READ | EV_PERSIST, srv_accept_cb, s);
-    if (!s->ev_listen) {
-        errno = ENOMEM;
-        goto fail;
-    }
-    if (event_add(s->ev_listen, NULL) < 0) {
-        event_free(s->ev_listen);
-        s->ev_listen = NULL;
-        errno = ENOMEM;
-        goto fail;
-    }
-    s->lfd = fd;
-    return 0;
-fail:
-    rc = -errno;
-    if (fd >= 0)
-        close(fd);
-    s->port = 0;
-    return rc;
+int http_server_listen_beside(struct http_server *s, const struct http_server *first)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+
+    if (s->lfd >= 0 || s->stopping)
+        return -EBUSY;
+    if (first->lfd < 0)
+        return -EINVAL;
+    if (getsockname(first->lfd, (struct sockaddr *)&ss, &sl) < 0)
+        return -errno;
+    return srv_listen_at(s, &ss, sl, true);
 }
 
 uint16_t http_server_port(const struct http_server *s)

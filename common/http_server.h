@@ -49,9 +49,18 @@ typedef void http_handler(struct http_request *req, void *arg);
 struct http_server *http_server_new(struct event_base *base,
                                     const struct http_server_limits *limits, struct metrics *m);
 
-/* Binds and listens on host:port (numeric host; SO_REUSEADDR and SO_REUSEPORT so
- * several loops can share a port). Returns 0 or a negative errno. */
+/* Binds and listens on host:port (numeric host; port 0: one the kernel picks).
+ * The socket has SO_REUSEADDR and SO_REUSEPORT, so that the process's other
+ * loops can share the port (http_server_listen_beside()), but the address must
+ * be free: a socket listening there, even another process's with
+ * SO_REUSEPORT, gives -EADDRINUSE. Returns 0 or a negative errno. */
 int http_server_listen(struct http_server *s, const char *host, uint16_t port);
+
+/* Listens on the address `first` (borrowed) listens on, as one more socket of
+ * its port, for another loop of this process: the kernel spreads the port's
+ * connections over them. Returns 0, -EINVAL when `first` does not listen, or
+ * a negative errno. */
+int http_server_listen_beside(struct http_server *s, const struct http_server *first);
 
 /* Port actually bound (useful after listening on port 0), or 0. */
 uint16_t http_server_port(const struct http_server *s);

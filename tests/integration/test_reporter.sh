@@ -2,8 +2,8 @@
 # arv-reporter against known rollup rows (daily per content and per company, as
 # the aggregator keeps them): the seed endpoints' numbers equal exact SQL
 # over the same events; API-key scopes (401/403), bad ids, revocation within the
-# cache TTL, 503 + readiness while PostgreSQL is down or hung, clean stop on
-# SIGTERM.
+# cache TTL, 503 + readiness while PostgreSQL is down or hung, a second reporter
+# on its port refused, clean stop on SIGTERM.
 . "$(dirname "$0")/lib.sh"
 it_setup "${1:?usage: test_reporter.sh BIN_DIR}"
 
@@ -70,6 +70,13 @@ gone_id=$(it_psql "SELECT max(id) FROM analytics.api_keys")
 it_start reporter arv-reporter ARV_AUTH_CACHE_TTL=1 ARV_QUERY_TIMEOUT_MS=1000
 R="http://127.0.0.1:$IT_PORT_reporter"
 arv_wait_http "$R/api/health/readiness" 200 10 || it_fail "reporter not ready"
+
+# A second reporter on its port does not share it (SO_REUSEPORT would let it):
+# it exits 1 at once, saying the address is in use.
+rc=0; out=$(ARV_LISTEN="127.0.0.1:$IT_PORT_reporter" timeout 10 "$IT_BIN/arv-reporter" 2>&1) || rc=$?
+[ "$rc" = 1 ] && [ "$(wc -l <<<"$out")" = 1 ] && [[ $out == *'"listen_failed"'*'Address already in use'* ]] ||
+    it_fail "a second reporter on the port (exit $rc): $out"
+it_pass "a second reporter on a port in use exits 1: address in use"
 
 get() { curl -s -H "Authorization: Bearer $1" "$R$2"; }
 code() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" "$R$2"; }

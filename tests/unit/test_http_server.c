@@ -1274,3 +1274,74 @@ Test(http_listen, ipv6_numeric_host_and_bad_host, .timeout = 30)
     http_server_free(s);
     event_base_free(base);
 }
+
+/* A port another server listens on, though it has SO_REUSEPORT as ours do, is
+ * in use: a second daemon must not share it; a plain socket's port likewise.
+ * A further loop of the same process shares it with http_server_listen_beside. */
+Test(http_listen, address_in_use, .timeout = 30)
+{
+    struct event_base *base = event_base_new();
+    struct http_server *first = http_server_new(base, NULL, NULL);
+    struct http_server *second = http_server_new(base, NULL, NULL);
+    struct http_server *lane = http_server_new(base, NULL, NULL);
+    log_init("test", LOG_FORMAT_JSON, LOG_LEVEL_WARN);
+    cr_assert_eq(http_server_listen_beside(lane, first), -EINVAL);
+    cr_assert_eq(http_server_listen(first, "127.0.0.1", 0), 0);
+    uint16_t port = http_server_port(first);
+    cr_assert_eq(http_server_listen(second, "127.0.0.1", port), -EADDRINUSE);
+    cr_assert_eq(http_server_port(second), 0);
+    cr_assert_eq(http_server_listen(second, "0.0.0.0", port), -EADDRINUSE);
+    cr_assert_eq(http_server_listen_beside(lane, first), 0);
+    cr_assert_eq(http_server_port(lane), port);
+    http_server_free(first);
+    http_server_free(lane);
+
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t al = sizeof(a);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(fd, 1), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    cr_assert_eq(http_server_listen(second, "127.0.0.1", ntohs(a.sin_port)), -EADDRINUSE);
+    close(fd);
+    cr_assert_eq(http_server_listen(second, "127.0.0.1", ntohs(a.sin_port)), 0);
+    http_server_free(second);
+    event_base_free(base);
+}
+
+/* The connections a stopped server closed (in TIME_WAIT) do not keep its
+ * successor off the port. */
+Test(http_listen, time_wait_is_no_obstacle, .timeout = 30)
+{
+    struct event_base *base = event_base_new();
+    struct http_server *s = http_server_new(base, NULL, NULL);
+    char buf[512];
+    log_init("test", LOG_FORMAT_JSON, LOG_LEVEL_WARN);
+    cr_assert_eq(http_server_route(s, HTTP_GET, "/hello", false, hello, NULL), 0);
+    cr_assert_eq(http_server_listen(s, "127.0.0.1", 0), 0);
+    uint16_t port = http_server_port(s);
+
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    const char *req = "GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n";
+    cr_assert_eq(send(fd, req, strlen(req), 0), (ssize_t)strlen(req));
+    /* The server closes first: its end of the connection is in TIME_WAIT. */
+    ssize_t n = -1;
+    for (int i = 0; i < 500 && n != 0; i++) {
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n < 0)
+            usleep(2000);
+    }
+    cr_assert_eq(n, 0, "the server did not close the connection");
+    close(fd);
+    http_server_free(s);
+
+    s = http_server_new(base, NULL, NULL);
+    cr_assert_eq(http_server_listen(s, "127.0.0.1", port), 0);
+    http_server_free(s);
+    event_base_free(base);
+}
