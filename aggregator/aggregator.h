@@ -1,6 +1,6 @@
 /* arv-aggregator's application: configuration, the worker threads (one per
  * Redis node holding stream shards), their readiness checks and metrics, and
- * the drain on SIGTERM/SIGINT. */
+ * the drain on SIGTERM/SIGINT/SIGHUP. */
 #ifndef ARV_AGGREGATOR_H
 #define ARV_AGGREGATOR_H
 

@@ -14,6 +14,19 @@
 
 #define SERVICE_STOP_DEADLINE_S 10
 
+static const char *service_signal_name(evutil_socket_t sig)
+{
+    switch (sig) {
+    case SIGTERM:
+        return "SIGTERM";
+    case SIGINT:
+        return "SIGINT";
+    case SIGHUP:
+        return "SIGHUP";
+    }
+    return "?";
+}
+
 static void service_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct service *svc = arg;
@@ -43,12 +56,12 @@ static void service_signal_cb(evutil_socket_t sig, short what, void *arg)
     struct service *svc = arg;
     (void)what;
     if (svc->stopping) {
-        log_warn("shutdown_forced", LF_INT("signal", sig));
+        log_warn("shutdown_forced", LF_STR("signal", service_signal_name(sig)));
         event_base_loopbreak(svc->base);
         return;
     }
     svc->stopping = true;
-    log_info("shutdown_started", LF_INT("signal", sig));
+    log_info("shutdown_started", LF_STR("signal", service_signal_name(sig)));
     health_set_draining(svc->health);
     http_server_stop_accepting(svc->http);
     struct timeval tv = {SERVICE_STOP_DEADLINE_S, 0};
@@ -90,10 +103,14 @@ int service_init(struct service *svc, const char *name, const struct common_conf
         goto out;
     }
     rc = -ENOMEM;
+    /* SIGHUP stops the daemon as SIGTERM does: the configuration comes from
+     * the environment at start, so there is nothing to reload, and its default
+     * action would end the daemon at once, with no drain and no log line. */
     svc->sig_term = evsignal_new(svc->base, SIGTERM, service_signal_cb, svc);
     svc->sig_int = evsignal_new(svc->base, SIGINT, service_signal_cb, svc);
-    if (!svc->sig_term || !svc->sig_int || evsignal_add(svc->sig_term, NULL) < 0 ||
-        evsignal_add(svc->sig_int, NULL) < 0)
+    svc->sig_hup = evsignal_new(svc->base, SIGHUP, service_signal_cb, svc);
+    if (!svc->sig_term || !svc->sig_int || !svc->sig_hup || evsignal_add(svc->sig_term, NULL) < 0 ||
+        evsignal_add(svc->sig_int, NULL) < 0 || evsignal_add(svc->sig_hup, NULL) < 0)
         goto out;
     log_info("service_listening", LF_STR("host", common->listen.host),
              LF_INT("port", http_server_port(svc->http)), LF_STR("version", ARV_VERSION),
@@ -131,6 +148,8 @@ void service_deinit(struct service *svc)
         event_free(svc->sig_term);
     if (svc->sig_int)
         event_free(svc->sig_int);
+    if (svc->sig_hup)
+        event_free(svc->sig_hup);
     http_server_free(svc->http);
     health_free(svc->health);
     metrics_free(svc->metrics);

@@ -1,7 +1,8 @@
 /* The frame every daemon runs in: event loop, metrics registry, HTTP server with
- * the health/readiness/metrics routes, SIGTERM/SIGINT handling with a drain
- * phase and a 10 s deadline. A daemon's main() is: load config, service_init(),
- * create its modules on svc.base, service_run(), free modules, service_deinit(). */
+ * the health/readiness/metrics routes, SIGTERM/SIGINT/SIGHUP handling with a
+ * drain phase and a 10 s deadline. A daemon's main() is: load config,
+ * service_init(), create its modules on svc.base, service_run(), free modules,
+ * service_deinit(). */
 #ifndef ARV_SERVICE_H
 #define ARV_SERVICE_H
 
@@ -15,8 +16,8 @@ struct event_base;
 struct health;
 struct metrics;
 
-/* Called once, on the loop, when SIGTERM/SIGINT arrives: the daemon stops taking
- * work, finishes what is in flight, then calls service_stopped(). */
+/* Called once, on the loop, when SIGTERM, SIGINT or SIGHUP arrives: the daemon
+ * stops taking work, finishes what is in flight, then calls service_stopped(). */
 typedef void service_stop_cb(void *arg);
 
 struct service {
@@ -27,6 +28,7 @@ struct service {
     struct health *health;    /* status/readiness/metrics routes */
     struct event *sig_term;   /* SIGTERM watcher */
     struct event *sig_int;    /* SIGINT watcher */
+    struct event *sig_hup;    /* SIGHUP watcher: a stop too */
     struct event *deadline;   /* forced exit 10 s after the stop signal */
     service_stop_cb *on_stop; /* daemon's drain hook, may be NULL */
     void *on_stop_arg;
@@ -34,10 +36,10 @@ struct service {
 };
 
 /* Creates the loop, registry, HTTP server (bound to common->listen with `limits`,
- * NULL for defaults) and health routes; ignores SIGPIPE; watches SIGTERM/SIGINT.
- * `name` and `common` are borrowed and must outlive the service. Returns 0, or a
- * negative errno after logging the reason (the caller exits 1). On failure
- * service_deinit() is still safe. */
+ * NULL for defaults) and health routes; ignores SIGPIPE; watches SIGTERM, SIGINT
+ * and SIGHUP. `name` and `common` are borrowed and must outlive the service.
+ * Returns 0, or a negative errno after logging the reason (the caller exits 1).
+ * On failure service_deinit() is still safe. */
 int service_init(struct service *svc, const char *name, const struct common_config *common,
                  const struct http_server_limits *limits);
 

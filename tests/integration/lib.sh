@@ -59,19 +59,20 @@ it_start() {
     arv_wait_http "http://127.0.0.1:$port/api/health/status" 200 15 || it_fail "$name did not start"
 }
 
-# it_stop NAME: SIGTERM, and the daemon must exit 0 within 10 s.
+# it_stop NAME [SIGNAL]: SIGTERM (or SIGNAL: HUP, INT), and the daemon must
+# exit 0 within 10 s.
 it_stop() {
-    local name=$1 pidvar="IT_PID_$1" rc=0
+    local name=$1 sig=${2:-TERM} pidvar="IT_PID_$1" rc=0
     local pid=${!pidvar}
-    kill -TERM "$pid"
+    kill -"$sig" "$pid"
     local i
     for ((i = 0; i < 110; i++)); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    kill -0 "$pid" 2>/dev/null && it_fail "$name did not stop within 11 s of SIGTERM"
+    kill -0 "$pid" 2>/dev/null && it_fail "$name did not stop within 11 s of SIG$sig"
     wait "$pid" || rc=$?
-    [ "$rc" -eq 0 ] || it_fail "$name exited $rc after SIGTERM"
+    [ "$rc" -eq 0 ] || it_fail "$name exited $rc after SIG$sig"
 }
 
 # it_wait_log NAME REGEX: waits up to 5 s for a line of daemon NAME's log to

@@ -3,7 +3,7 @@
 # the aggregator keeps them): the seed endpoints' numbers equal exact SQL
 # over the same events; API-key scopes (401/403), bad ids, revocation within the
 # cache TTL, 503 + readiness while PostgreSQL is down or hung, a second reporter
-# on its port refused, clean stop on SIGTERM.
+# on its port refused, clean stop on SIGTERM and on SIGHUP.
 . "$(dirname "$0")/lib.sh"
 it_setup "${1:?usage: test_reporter.sh BIN_DIR}"
 
@@ -220,3 +220,12 @@ it_pass "503 while PostgreSQL is down, recovery without restart"
 
 it_stop reporter
 it_pass "reporter stops cleanly on SIGTERM"
+
+# SIGHUP stops a daemon as SIGTERM does (the configuration comes from the
+# environment at start: nothing to reload), not at once with status 129.
+it_start reporter_hup arv-reporter
+it_stop reporter_hup HUP
+grep -q '"event":"shutdown_started",.*"signal":"SIGHUP"' "$IT_TMP/reporter_hup.log" &&
+    grep -q '"event":"shutdown_complete"' "$IT_TMP/reporter_hup.log" ||
+    it_fail "no shutdown_started (SIGHUP) and shutdown_complete: $(cat "$IT_TMP/reporter_hup.log")"
+it_pass "reporter stops cleanly on SIGHUP"
