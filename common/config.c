@@ -279,6 +279,10 @@ enum config_result config_load(const char *binary, const char *summary,
             set_err(err, errlen, "option --%s needs a value", opt->flag);
             return CONFIG_ERROR;
         }
+        /* Empty, as for a variable: not given (--stream= must not name the
+         * stream ""), but for an option where empty means off. */
+        if (!*v && opt->type != CONFIG_STRING_OFF)
+            continue;
         snprintf(source, sizeof(source), "--%s", opt->flag);
         if (!apply_value(opt, cfg, v, source, err, errlen))
             return CONFIG_ERROR;

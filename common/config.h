@@ -10,8 +10,8 @@
 #include "log.h"
 
 enum config_type {
-    CONFIG_STRING,     /* const char *; a variable set to "" counts as unset, as for all */
-    CONFIG_STRING_OFF, /* const char *, where a variable set to "" sets "": the feature off */
+    CONFIG_STRING,     /* const char *; "" (variable or flag) counts as unset, as for all */
+    CONFIG_STRING_OFF, /* const char *, where "" (variable or flag) sets "": the feature off */
     CONFIG_INT,        /* long, within [min, max] */
     CONFIG_BOOL,       /* bool: 1/0, true/false, yes/no, on/off */
     CONFIG_CHOICE,     /* const char *, one of `choices` ("a|b|c") */
@@ -105,7 +105,8 @@ enum config_result {
 typedef const char *config_getenv_fn(const char *name);
 
 /* Fills `cfg` from defaults, then the environment (read with `getenv_fn`, NULL for
- * getenv), then argv. Handles --help and --version (printed to stdout) and
+ * getenv), then argv. A variable or flag set to "" counts as not given, but for
+ * CONFIG_STRING_OFF. Handles --help and --version (printed to stdout) and
  * --check-config. Strings stored in `cfg` are borrowed from argv, the environment
  * or the table: nothing to free. On CONFIG_ERROR, `err` holds one clear line. */
 enum config_result config_load(const char *binary, const char *summary,

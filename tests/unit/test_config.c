@@ -105,6 +105,36 @@ Test(config, empty_variable)
     cr_assert_str_eq(cfg.regexes, "/x.yaml");
 }
 
+/* A flag set to "" is as a variable set to "": not given, of every kind, but
+ * for an option where empty means off (--stream= must not name the stream ""). */
+Test(config, empty_flag)
+{
+    struct test_config cfg;
+    char err[256];
+    char *argv[] = {"arv-test",        "--stream=",    "--batch=",      "--store-full-ip=",
+                    "--listen=",       "--log-level=", "--env",         "",
+                    "--database-url=", "--regexes=",   "--check-config"};
+    cr_assert_eq(load(&cfg, 11, argv, err), CONFIG_CHECK, "%s", err);
+    cr_assert_str_eq(cfg.common.stream, "arv:events");
+    cr_assert_eq(cfg.batch, 100);
+    cr_assert_eq(cfg.full_ip, false);
+    cr_assert_eq(cfg.common.listen.port, 8081);
+    cr_assert_eq(cfg.common.log_level, LOG_LEVEL_INFO);
+    cr_assert_str_eq(cfg.common.env, "development");
+    cr_assert_str_eq(cfg.common.database_url, "postgresql://arv@127.0.0.1:5432/arv");
+    cr_assert_str_eq(cfg.regexes, "");
+
+    /* Not given: the variable applies, as a flag not given leaves it. */
+    env_table[0][0] = "ARV_STREAM";
+    env_table[0][1] = "arv:env";
+    env_table[1][0] = "ARV_BATCH";
+    env_table[1][1] = "200";
+    char *argv2[] = {"arv-test", "--stream=", "--batch", ""};
+    cr_assert_eq(load(&cfg, 4, argv2, err), CONFIG_OK, "%s", err);
+    cr_assert_str_eq(cfg.common.stream, "arv:env");
+    cr_assert_eq(cfg.batch, 200);
+}
+
 Test(config, bool_flag_without_value)
 {
     struct test_config cfg;
