@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -365,6 +366,130 @@ bool config_relation_valid(const char *rel)
     return !start;
 }
 
+/* libpq's options whose values it reads only when it connects: a value it
+ * refuses there fails every connect, and a daemon would retry for ever. */
+static const struct {
+    const char *key;
+    const char *choices; /* the values taken ("a|b"), or NULL: an integer */
+} pg_checked_options[] = {
+    {"sslmode", "disable|allow|prefer|require|verify-ca|verify-full"},
+    {"gssencmode", "disable|prefer|require"},
+    {"channel_binding", "disable|prefer|require"},
+    {"target_session_attrs", "any|read-write|read-only|primary|standby|prefer-standby"},
+    {"connect_timeout", NULL},
+    {"keepalives", NULL},
+    {"keepalives_idle", NULL},
+    {"keepalives_interval", NULL},
+    {"keepalives_count", NULL},
+    {"tcp_user_timeout", NULL},
+};
+
+/* What libpq's parse failures mean, by the start of its message: the rest
+ * quotes the part it could not read, which may be the password. */
+static const struct {
+    const char *prefix;
+    const char *reason;
+} pg_parse_reasons[] = {
+    {"missing \"=\" after", "a word that is not key=value"},
+    {"unterminated quoted string", "a quoted value not closed"},
+    {"invalid connection option", "an unknown option"},
+    {"invalid URI query parameter", "an unknown option in the query string"},
+    {"missing key/value separator", "a query parameter that is not key=value"},
+    {"extra key/value separator", "a query parameter with two '='"},
+    {"invalid percent-encoded token", "an invalid %-escape (a '%' is written %25)"},
+    {"forbidden value %00", "%00 in a value"},
+    {"end of string reached when looking for matching \"]\"", "an IPv6 host without its ']'"},
+    {"IPv6 host address may not be empty", "an empty IPv6 host"},
+    {"unexpected character", "an unexpected character after the host"},
+};
+
+/* An integer as libpq reads one (blanks around it allowed), in [min, max]. */
+static bool pg_int_ok(const char *s, size_t len, long min, long max)
+{
+    char buf[32];
+    long v;
+
+    while (len && isspace((unsigned char)*s)) {
+        s++;
+        len--;
+    }
+    while (len && isspace((unsigned char)s[len - 1]))
+        len--;
+    if (len == 0 || len >= sizeof(buf))
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return parse_long(buf, min, max, &v);
+}
+
+/* Checks the values libpq checks only at connect; false with the reason in
+ * `err`. Values are never echoed: a malformed string may have cut a password
+ * into one. */
+static bool pg_options_ok(const PQconninfoOption *opts, char *err, size_t errlen)
+{
+    for (const PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (strcmp(o->keyword, "port") == 0) {
+            const char *item;
+            size_t len;
+            /* One per host; an empty one is the default port. */
+            for (const char *p = o->val; config_list_next(&p, &item, &len);) {
+                if (len > 0 && !pg_int_ok(item, len, 1, 65535)) {
+                    set_err(err, errlen,
+                            "DATABASE_URL: port must be a number from 1 to 65535 (a"
+                            " comma-separated list: one per host)");
+                    return false;
+                }
+            }
+            continue;
+        }
+        for (size_t i = 0; i < sizeof(pg_checked_options) / sizeof(pg_checked_options[0]); i++) {
+            const char *choices = pg_checked_options[i].choices;
+            if (strcmp(o->keyword, pg_checked_options[i].key) != 0)
+                continue;
+            if (choices && !choice_ok(choices, o->val)) {
+                set_err(err, errlen, "DATABASE_URL: %s must be one of %s", o->keyword, choices);
+                return false;
+            }
+            if (!choices && !pg_int_ok(o->val, strlen(o->val), INT_MIN, INT_MAX)) {
+                set_err(err, errlen, "DATABASE_URL: %s must be an integer", o->keyword);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Why PQconninfoParse() refused `url`, in words of ours: libpq's message
+ * quotes what it could not read, which may be the password. */
+static void pg_parse_failure(const char *url, const char *pqerr, char *err, size_t errlen)
+{
+    const char *reason = NULL;
+    size_t n = strspn(url, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-");
+
+    /* libpq reads any other scheme as a key=value string without '='. */
+    if (n > 0 && strncmp(url + n, "://", 3) == 0 && strncmp(url, "postgresql://", n + 3) != 0 &&
+        strncmp(url, "postgres://", n + 3) != 0)
+        reason = "the scheme is not postgresql:// or postgres://";
+    for (size_t i = 0;
+         !reason && pqerr && i < sizeof(pg_parse_reasons) / sizeof(pg_parse_reasons[0]); i++) {
+        if (strncmp(pqerr, pg_parse_reasons[i].prefix, strlen(pg_parse_reasons[i].prefix)) == 0)
+            reason = pg_parse_reasons[i].reason;
+    }
+    if (reason) {
+        set_err(err, errlen, "DATABASE_URL: not a postgresql:// URL or a key=value string: %s",
+                reason);
+        return;
+    }
+    /* A message of another libpq (or translated): up to its first quote. */
+    n = pqerr ? strcspn(pqerr, "\n\"") : 13;
+    while (pqerr && n > 0 && (pqerr[n - 1] == ' ' || pqerr[n - 1] == ':'))
+        n--;
+    set_err(err, errlen, "DATABASE_URL: not a postgresql:// URL or a key=value string: %.*s",
+            (int)n, pqerr ? pqerr : "out of memory");
+}
+
 bool config_check_urls(const struct common_config *c, bool redis, int max_redis, bool database,
                        char *err, size_t errlen)
 {
@@ -391,19 +516,20 @@ bool config_check_urls(const struct common_config *c, bool redis, int max_redis,
     }
     if (database) {
         char *pqerr = NULL;
-        PQconninfoOption *opts =
-            c->database_url && *c->database_url ? PQconninfoParse(c->database_url, &pqerr) : NULL;
-        if (!opts) {
-            /* libpq quotes the part it could not read, which may be the
-             * password: its message is cut before the quote. */
-            size_t n = pqerr ? strcspn(pqerr, "\n\"") : 5;
-            while (pqerr && n > 0 && (pqerr[n - 1] == ' ' || pqerr[n - 1] == ':'))
-                n--;
-            set_err(err, errlen, "DATABASE_URL: %.*s", (int)n, pqerr ? pqerr : "empty");
-            PQfreemem(pqerr);
+        PQconninfoOption *opts = NULL;
+        bool ok = false;
+        if (!c->database_url || !*c->database_url) {
+            set_err(err, errlen, "DATABASE_URL: empty");
             return false;
         }
+        opts = PQconninfoParse(c->database_url, &pqerr);
+        if (opts)
+            ok = pg_options_ok(opts, err, errlen);
+        else
+            pg_parse_failure(c->database_url, pqerr, err, errlen);
+        PQfreemem(pqerr);
         PQconninfoFree(opts);
+        return ok;
     }
     return true;
 }

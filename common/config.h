@@ -140,8 +140,9 @@ bool config_relation_valid(const char *rel);
 bool config_check_readable(const char *var, const char *path, char *err, size_t errlen);
 
 /* Checks REDIS_URL (when `redis`: a list of at most `max_redis` valid URLs) and
- * DATABASE_URL (when `database`: libpq can parse it). False with one clear line
- * in `err`. */
+ * DATABASE_URL (when `database`: libpq can parse it, and takes the values it
+ * reads only when it connects: sslmode, port, connect_timeout, ...). False
+ * with one clear line in `err`, which never holds a part of either URL. */
 bool config_check_urls(const struct common_config *c, bool redis, int max_redis, bool database,
                        char *err, size_t errlen);
 

@@ -31,7 +31,10 @@ table() {
 Every binary reads its configuration from environment variables; each variable is
 also a flag, and a flag wins over a valid variable (an invalid variable is an
 error even when a flag is given). `--check-config` checks every value, the
-URLs, and that the files named (`ARV_GEOIP_DB`, `ARV_UA_REGEXES`,
+URLs (`DATABASE_URL` too for the values libpq reads only when it connects:
+`sslmode`, `gssencmode`, `channel_binding`, `target_session_attrs`, each
+`port` from 1 to 65535, and the integers `connect_timeout`, `keepalives*`,
+`tcp_user_timeout`), and that the files named (`ARV_GEOIP_DB`, `ARV_UA_REGEXES`,
 `ARV_ZONEINFO_DIR`) can be read, without parsing them, and exits 0 or 1 with
 one clear line; `--help` prints this list.
 A variable set to the empty string counts as unset (its default applies), and

@@ -294,6 +294,85 @@ static size_t list_items(const char *list, char out[][16], size_t max)
     return n;
 }
 
+/* What libpq parses but refuses at every connect (a daemon would retry for
+ * ever) fails the check, naming the option, never echoing the value. */
+Test(config, check_database_url_values)
+{
+    static const struct {
+        const char *url;
+        const char *says; /* NULL: valid */
+    } cases[] = {
+        {"postgresql://arv@h/arv?sslmode=bogus", "sslmode must be one of disable|allow|prefer"},
+        {"postgresql://arv@h/arv?sslmode=REQUIRE", "sslmode must be one of"},
+        {"host=h sslmode=", "sslmode must be one of"},
+        {"postgresql://arv@h:99999/arv", "port must be a number from 1 to 65535"},
+        {"postgresql://arv@h:0/arv", "port must be a number from 1 to 65535"},
+        {"host=localhost port=abc", "port must be a number from 1 to 65535"},
+        {"host=a,b port=5432,5433x", "port must be a number from 1 to 65535"},
+        {"host=h gssencmode=always", "gssencmode must be one of disable|prefer|require"},
+        {"host=h channel_binding=yes", "channel_binding must be one of disable|prefer|require"},
+        {"host=h target_session_attrs=master", "target_session_attrs must be one of any|"},
+        {"host=h connect_timeout=abc", "connect_timeout must be an integer"},
+        {"host=h connect_timeout=99999999999", "connect_timeout must be an integer"},
+        {"postgresql://h/arv?keepalives_idle=x", "keepalives_idle must be an integer"},
+        {"host=h tcp_user_timeout=1s", "tcp_user_timeout must be an integer"},
+        {"postgresql://arv@h/arv?sslmode=verify-full&gssencmode=disable", NULL},
+        {"postgresql://h1:5432,h2:5433/arv?target_session_attrs=prefer-standby", NULL},
+        {"host=a,b port=5432,", NULL},
+        {"host=h port=' 5432 ' connect_timeout=' 7 ' keepalives=0", NULL},
+        {"postgres://h/arv?channel_binding=require&connect_timeout=-1", NULL},
+    };
+    struct common_config c = {0};
+    char err[256];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        c.database_url = cases[i].url;
+        bool ok = config_check_urls(&c, false, 0, true, err, sizeof(err));
+        if (!cases[i].says) {
+            cr_assert(ok, "%s: %s", cases[i].url, err);
+            continue;
+        }
+        cr_assert_not(ok, "%s passed", cases[i].url);
+        cr_assert(strncmp(err, "DATABASE_URL: ", 14) == 0 && strstr(err, cases[i].says), "%s: %s",
+                  cases[i].url, err);
+    }
+
+    /* A password cut by a blank is a value of its own: not echoed either. */
+    c.database_url = "host=h password=se sslmode=cret";
+    cr_assert_not(config_check_urls(&c, false, 0, true, err, sizeof(err)));
+    cr_assert(strstr(err, "sslmode") && !strstr(err, "cret"), "%s", err);
+}
+
+/* A string libpq cannot parse: a message of ours, not its text cut at its
+ * first quote ("DATABASE_URL: missing" for mysql://). */
+Test(config, check_database_url_unparsable)
+{
+    static const struct {
+        const char *url;
+        const char *says;
+    } cases[] = {
+        {"mysql://arv@h/arv", "the scheme is not postgresql:// or postgres://"},
+        {"POSTGRESQL://h/arv", "the scheme is not postgresql:// or postgres://"},
+        {"arv@h/arv", "a word that is not key=value"},
+        {"host=h password='s3cret", "a quoted value not closed"},
+        {"host=h s3cret=1", "an unknown option"},
+        {"postgresql://h/arv?s3cret=1", "an unknown option in the query string"},
+        {"postgresql://h/arv?s3cret", "a query parameter that is not key=value"},
+        {"postgresql://:s3cr%zzet@h/arv", "an invalid %-escape"},
+        {"postgresql://[::1/s3cret", "an IPv6 host without its ']'"},
+    };
+    struct common_config c = {0};
+    char err[256];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        c.database_url = cases[i].url;
+        cr_assert_not(config_check_urls(&c, false, 0, true, err, sizeof(err)), "%s passed",
+                      cases[i].url);
+        cr_assert(strstr(err, "DATABASE_URL: not a postgresql:// URL or a key=value string: ") ==
+                          err &&
+                      strstr(err, cases[i].says) && !strstr(err, "s3cr") && !strchr(err, '"'),
+                  "%s: %s", cases[i].url, err);
+    }
+}
+
 Test(config, list_next_trims_and_keeps_empty_items)
 {
     char v[8][16];
