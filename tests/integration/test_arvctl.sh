@@ -2,7 +2,8 @@
 # arvctl dlq list/replay, arvctl rollups rebuild and the aggregator's retention,
 # against real Redis + PostgreSQL: a replayed unknown_content dead letter is
 # counted once registered, and only once however often it is replayed; a
-# corrupted rollup is repaired by a rebuild run while events are ingested; old
+# corrupted rollup is repaired by a rebuild run while events are ingested, and
+# a rebuild on a database never migrated is refused with the migrate hint; old
 # raw partitions, hourly rollups and dedupe ids are removed, daily rollups kept.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/../../bench/aggregator_checks.sh"
@@ -240,6 +241,17 @@ grep -q "^skipped $old_day (1/1): older than ARV_RAW_RETENTION_DAYS (90)$" "$IT_
 it_psql "DROP TABLE analytics.ar_view_sessions_p$(date -u -d '-100 days' +%Y%m%d);
          DELETE FROM analytics.rollup_company_daily WHERE day = '$old_day'"
 it_pass "rollups rebuild repairs corrupted rollups while ingesting, progress per day; days past the raw retention kept"
+
+# A database never migrated has no raw partition for any day, nor their
+# parent: the error and hint of every other subcommand, exit 1, not each day
+# skipped as dropped by retention and exit 0.
+it_psql "CREATE DATABASE arv_bare"
+rc=0; DATABASE_URL="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_bare" "$ARVCTL" rollups rebuild \
+    --from "$to" --to "$to" >"$IT_TMP/bare.out" 2>"$IT_TMP/bare.err" || rc=$?
+[ "$rc" = 1 ] && [ ! -s "$IT_TMP/bare.out" ] &&
+    [ "$(cat "$IT_TMP/bare.err")" = 'arvctl: cannot read the raw rows: relation "analytics.ar_view_sessions" does not exist (run `arvctl migrate` first)' ] ||
+    it_fail "rollups rebuild on a database never migrated (exit $rc): $(cat "$IT_TMP/bare.out" "$IT_TMP/bare.err")"
+it_pass "rollups rebuild on a database never migrated: exit 1, run arvctl migrate first"
 it_stop aggregator
 
 # --- retention: old partitions, hourly rows and dedupe ids go; daily rollups stay.
