@@ -72,27 +72,71 @@ arv_wait_http() {
     return 1
 }
 
-# Starts redis-server on port $2 with its files in folder $1 (created).
+# Prints the pid in folder $1's redis.pid if that process is a Redis running
+# in $1, the server started there; false if not (none started, or a pidfile
+# left by one killed, its pid maybe another process's now).
+arv_redis_pid() {
+    local dir=$1 pid
+    pid=$(cat "$dir/redis.pid" 2>/dev/null) || return 1
+    [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = redis-server ] &&
+        [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$(cd "$dir" && pwd -P)" ] || return 1
+    echo "$pid"
+}
+
+# True when the Redis answering on 127.0.0.1:$2 is the one started in folder
+# $1: its process_id is arv_redis_pid's. (One that does not answer within
+# 2 s, or asks for a password, is not.)
+arv_redis_is_ours() {
+    local dir=$1 port=$2 pid theirs
+    pid=$(arv_redis_pid "$dir") || return 1
+    theirs=$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" INFO server 2>/dev/null |
+        tr -d '\r' | awk -F: '$1 == "process_id" { print $2 }') || true
+    [ "$pid" = "$theirs" ]
+}
+
+# Starts redis-server on port $2 with its files in folder $1 (created). Fails
+# on a port where something listens already: redis-server --daemonize returns
+# before it binds, and the caller would use (and arv_stop_redis stop) the
+# other server.
 arv_start_redis() {
-    local dir=$1 port=$2
+    local dir=$1 port=$2 i
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        if arv_redis_is_ours "$dir" "$port"; then
+            arv_log "port $port is in use by the Redis started in $dir before: stop it first (arv_stop_redis, or redis-cli -p $port shutdown)"
+        else
+            arv_log "port $port is in use (another Redis?): not starting Redis there"
+        fi
+        return 1
+    fi
     mkdir -p "$dir"
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize yes \
         --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --save "" \
         --appendonly "${ARV_REDIS_AOF:-no}" >/dev/null
-    arv_wait_port "$port" 10
+    # Something may have taken the port between the check and the bind.
+    for ((i = 0; i < 100; i++)); do
+        arv_redis_is_ours "$dir" "$port" && return 0
+        sleep 0.1
+    done
+    arv_log "the Redis started in $dir does not answer on port $port after 10s (see $dir/redis.log)"
+    return 1
 }
 
+# Stops the Redis started in folder $1 on port $2, and only that one: another
+# server on the port (where the caller's could not start) is left alone.
 arv_stop_redis() {
-    local dir=$1 port=$2
-    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
-    local i
+    local dir=$1 port=$2 pid i
+    pid=$(arv_redis_pid "$dir") || return 0
+    if arv_redis_is_ours "$dir" "$port"; then
+        redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    fi
     for ((i = 0; i < 50; i++)); do
-        [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null || return 0
+        kill -0 "$pid" 2>/dev/null || return 0
         sleep 0.1
     done
     # Still there after 5 s (a SHUTDOWN refused or stuck behind a long
-    # command): never leave a server running after the caller's folder is gone.
-    kill -KILL "$(cat "$dir/redis.pid")" 2>/dev/null || true
+    # command, or a server stopped with SIGSTOP): never leave a server running
+    # after the caller's folder is gone.
+    kill -KILL "$pid" 2>/dev/null || true
 }
 
 # Runs a PostgreSQL server command as the owner of the data folder: PostgreSQL
