@@ -95,17 +95,19 @@ arv_redis_is_ours() {
 }
 
 # Starts redis-server on port $2 with its files in folder $1 (created). Fails
-# on a port where something listens already: redis-server --daemonize returns
-# before it binds, and the caller would use (and arv_stop_redis stop) the
-# other server.
+# on a port where something else listens already (redis-server --daemonize
+# returns before it binds, and the caller would use, and arv_stop_redis stop,
+# the other server); the Redis started in $1 before is used again.
 arv_start_redis() {
     local dir=$1 port=$2 i
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        # The one started in this folder before (a run killed without its
+        # cleanup) is taken up again, with its data.
         if arv_redis_is_ours "$dir" "$port"; then
-            arv_log "port $port is in use by the Redis started in $dir before: stop it first (arv_stop_redis, or redis-cli -p $port shutdown)"
-        else
-            arv_log "port $port is in use (another Redis?): not starting Redis there"
+            arv_log "port $port: the Redis started in $dir before still runs; using it"
+            return 0
         fi
+        arv_log "port $port is in use (another Redis?): not starting Redis there"
         return 1
     fi
     mkdir -p "$dir"

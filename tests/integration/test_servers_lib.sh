@@ -48,15 +48,16 @@ foreign_alive "after arv_stop_redis of a folder with a stale pidfile"
 kill -0 "$OTHER" 2>/dev/null || it_fail "arv_stop_redis killed the process of a stale pidfile"
 it_pass "arv_start_redis refuses a port in use; arv_stop_redis leaves another server alone"
 
-# Ours, on a free port: started, answering, not started twice, stopped; the
-# foreign one untouched.
+# Ours, on a free port: started, answering, used again (not started twice),
+# stopped; the foreign one untouched.
 OURS_PORT=$(arv_free_port)
 arv_start_redis "$IT_TMP/ours" "$OURS_PORT" || it_fail "arv_start_redis on a free port"
 arv_redis_is_ours "$IT_TMP/ours" "$OURS_PORT" || it_fail "our redis is not the one on its port"
 ours=$(cat "$IT_TMP/ours/redis.pid")
 rc=0; out=$(arv_start_redis "$IT_TMP/ours" "$OURS_PORT" 2>&1) || rc=$?
-[ "$rc" != 0 ] && [[ $out == *"in use by the Redis started in $IT_TMP/ours before"* ]] ||
+[ "$rc" = 0 ] && [[ $out == *"the Redis started in $IT_TMP/ours before still runs; using it"* ]] ||
     it_fail "arv_start_redis where its own Redis runs returned $rc: $out"
+[ "$(cat "$IT_TMP/ours/redis.pid")" = "$ours" ] || it_fail "its own Redis was started again"
 arv_stop_redis "$IT_TMP/ours" "$OURS_PORT"
 kill -0 "$ours" 2>/dev/null && it_fail "arv_stop_redis left its own server running"
 foreign_alive "after stopping ours"
