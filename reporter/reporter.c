@@ -1,6 +1,6 @@
 /* arv-reporter's application: the analytics routes, each request answered exactly
  * once: auth, rate limit, parameters, answer cache, else one rollup statement on
- * the PostgreSQL pool. */
+ * the PostgreSQL pool; and the dashboard page (dashboard.c). */
 #include "reporter.h"
 
 #include <errno.h>
@@ -12,6 +12,7 @@
 #include <libpq-fe.h>
 
 #include "auth.h"
+#include "dashboard.h"
 #include "health.h"
 #include "http_server.h"
 #include "log.h"
@@ -154,6 +155,7 @@ struct reporter {
     struct reporter_tz_day tz_days[REPORTER_TZ_SLOTS]; /* for closed parts in other zones */
     bool closing;                                      /* reporter_free() running: start no query */
     struct reporter_route routes[REPORTER_EP_COUNT];   /* route arguments */
+    struct dashboard dashboard;                        /* GET /dashboard: the page, its CSP */
     struct metric *queries[REPORTER_EP_COUNT][REPORTER_OUT_COUNT]; /* reporter_queries_total */
     struct metric *duration[REPORTER_EP_COUNT];                /* reporter_query_duration_seconds */
     struct metric *auth_failures[REPORTER_AUTH_FAILURE_COUNT]; /* reporter_auth_failures_total */
@@ -690,6 +692,12 @@ struct reporter *reporter_new(struct service *svc, const struct reporter_config 
     }
     if (health_add_check(svc->health, "postgresql", reporter_db_ready, r) < 0)
         goto oom;
+    if (dashboard_init(&r->dashboard) < 0) {
+        log_error("reporter_init_failed",
+                  LF_STR("error", "reporter/dashboard.html needs one bare <script> and one "
+                                  "bare <style> element: their hashes make its CSP"));
+        goto fail;
+    }
     for (int ep = 0; ep < REPORTER_EP_COUNT; ep++) {
         r->routes[ep].r = r;
         r->routes[ep].ep = (enum reporter_endpoint)ep;
@@ -698,6 +706,10 @@ struct reporter *reporter_new(struct service *svc, const struct reporter_config 
                               &r->routes[ep]) < 0)
             goto oom;
     }
+    /* The page needs no key: it holds no data, and asks the API with the user's. */
+    if (http_server_route(svc->http, HTTP_GET, "/dashboard", false, dashboard_handle,
+                          &r->dashboard) < 0)
+        goto oom;
     log_info("reporter_ready", LF_INT("db_pool_size", cfg->db_pool_size),
              LF_INT("auth_cache_ttl_s", cfg->auth_cache_ttl_s),
              LF_STR("content_relation", cfg->content_relation),

@@ -35,10 +35,11 @@ extern const size_t reporter_options_len;
  * ARV_CONTENT_RELATION is a plain [schema.]name. A config_validate_fn. */
 bool reporter_config_validate(const void *cfg, char *err, size_t errlen);
 
-/* Creates the pool, the authenticator, the metrics and the routes on `svc`
- * (borrowed, initialised; must outlive the reporter), and adds the "postgresql"
- * readiness check. `cfg` is borrowed and must outlive the reporter. Returns NULL
- * after logging why. Caller frees with reporter_free() before service_deinit(). */
+/* Creates the pool, the authenticator, the metrics and the routes (the analytics
+ * API and /dashboard) on `svc` (borrowed, initialised; must outlive the
+ * reporter), and adds the "postgresql" readiness check. `cfg` is borrowed and
+ * must outlive the reporter. Returns NULL after logging why. Caller frees with
+ * reporter_free() before service_deinit(). */
 struct reporter *reporter_new(struct service *svc, const struct reporter_config *cfg);
 
 /* Closes the pool (queries still running complete with 503 answers) and frees

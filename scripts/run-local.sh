@@ -83,6 +83,7 @@ ARV Analytics is running (logs in $data/logs, data in $data):
   collector   http://$collector   POST /api/analytics/ar-session
   aggregator  http://$aggregator   /metrics, /api/health/readiness
   reporter    http://$reporter   GET /api/analytics/overview (Bearer key)
+  dashboard   http://$reporter/dashboard   (paste a key)
   redis       $REDIS_URL
   postgresql  $DATABASE_URL
 Register content and make a key with:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # arv-reporter against known rollup rows (daily per content and per company, as
 # the aggregator keeps them): the seed endpoints' numbers equal exact SQL
-# over the same events; API-key scopes (401/403), bad ids, revocation within the
-# cache TTL, 503 + readiness while PostgreSQL is down or hung, a second reporter
-# on its port refused, clean stop on SIGTERM and on SIGHUP.
+# over the same events; API-key scopes (401/403), bad ids, the dashboard page
+# and its headers, revocation within the cache TTL, 503 + readiness while
+# PostgreSQL is down or hung, a second reporter on its port refused, clean stop
+# on SIGTERM and on SIGHUP.
 . "$(dirname "$0")/lib.sh"
 it_setup "${1:?usage: test_reporter.sh BIN_DIR}"
 
@@ -147,6 +148,64 @@ body=$(get "$admin" /api/analytics/companies/abc)
 [ "$(code "$admin" /api/analytics/ar-content/-3)" = 400 ] || it_fail "-3 is not an id"
 [ "$(code "$admin" /api/analytics/companies/1/x)" = 404 ] || it_fail "extra segment"
 it_pass "401 / 400 / 404 as documented"
+
+# The dashboard page: no key needed (it holds no data), the bytes of
+# reporter/dashboard.html exactly, confined by its headers: its CSP names the
+# SHA-256 of its one inline script and style (computed here with Perl), HEAD
+# has the same headers and no body, and its requests are counted by route.
+page="$IT_ROOT/reporter/dashboard.html"
+hval() { # HEADERS NAME: the value of header NAME, without CR
+    tr -d '\r' <<<"$1" | awk -v h="$(tr 'A-Z' 'a-z' <<<"$2"): " \
+        'index(tolower($0), h) == 1 { print substr($0, length(h) + 1); exit }'
+}
+inline_text() { # TAG: the text of the page's TAG element
+    perl -0777 -ne "/<$1>(.*?)<\/$1>/s and print \$1" "$page"
+}
+hdr=$(curl -s -D - -o "$IT_TMP/dashboard.html" "$R/dashboard")
+grep -q "^HTTP/1.1 200" <<<"$hdr" || it_fail "GET /dashboard without a key: $hdr"
+cmp "$IT_TMP/dashboard.html" "$page" || it_fail "GET /dashboard is not reporter/dashboard.html"
+for want in "Content-Type: text/html; charset=utf-8" "X-Content-Type-Options: nosniff" \
+    "Referrer-Policy: no-referrer" "Cache-Control: no-cache" "X-Frame-Options: DENY"; do
+    [ "$(hval "$hdr" "${want%%: *}")" = "${want#*: }" ] || it_fail "/dashboard: no '$want' in $hdr"
+done
+[ -z "$(hval "$hdr" WWW-Authenticate)" ] || it_fail "/dashboard asks for a key: $hdr"
+sha() { inline_text "$1" | perl -MDigest::SHA=sha256_base64 -0777 -ne 'print sha256_base64($_), "="'; }
+csp="default-src 'none'; script-src 'sha256-$(sha script)'; style-src 'sha256-$(sha style)'; "
+csp+="connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+[ "$(hval "$hdr" Content-Security-Policy)" = "$csp" ] ||
+    it_fail "/dashboard CSP: $(hval "$hdr" Content-Security-Policy), expected $csp"
+for want in "<title>ARV Analytics</title>" "'api/analytics/' + path" "api('timeseries'" \
+    "api('top'" "api('breakdown'" "sessionStorage" "'Authorization': 'Bearer ' + key"; do
+    grep -qF "$want" "$IT_TMP/dashboard.html" || it_fail "the dashboard page has no $want"
+done
+exec 3<>"/dev/tcp/127.0.0.1/$IT_PORT_reporter"
+printf 'HEAD /dashboard HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n' >&3
+cat <&3 >"$IT_TMP/dashboard.head"
+exec 3<&-
+head_hdr=$(cat "$IT_TMP/dashboard.head")
+grep -q "^HTTP/1.1 200" <<<"$head_hdr" || it_fail "HEAD /dashboard: $head_hdr"
+[ "$(sed -n '1,/^\r$/p' "$IT_TMP/dashboard.head" | wc -c)" = "$(wc -c <"$IT_TMP/dashboard.head")" ] ||
+    it_fail "HEAD /dashboard sent a body"
+[ "$(hval "$head_hdr" Content-Length)" = "$(wc -c <"$page")" ] || it_fail "HEAD Content-Length: $head_hdr"
+diff <(tr -d '\r' <<<"$hdr" | grep -Ev '^(Date|Connection):' | sort) \
+    <(tr -d '\r' <<<"$head_hdr" | grep -Ev '^(Date|Connection):' | sort) ||
+    it_fail "HEAD /dashboard's headers differ from GET's"
+c=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$R/dashboard")
+[ "$c" = 405 ] || it_fail "POST /dashboard answered $c"
+m=$(curl -s "$R/metrics")
+for want in 'method="GET",status="200"} 1' 'method="HEAD",status="200"} 1' 'method="POST",status="405"} 1'; do
+    grep -qF "http_requests_total{route=\"/dashboard\",$want" <<<"$m" ||
+        it_fail "no http_requests_total{route=\"/dashboard\",$want"
+done
+# The inline script at least parses (only where node is installed: CI does not install it).
+if command -v node >/dev/null; then
+    inline_text script >"$IT_TMP/dashboard.js"
+    node --check "$IT_TMP/dashboard.js" || it_fail "the dashboard's script does not parse"
+    js="and its script parses"
+else
+    js="(node not installed: its script was not parsed)"
+fi
+it_pass "GET/HEAD /dashboard: the page without a key, its CSP and headers, $js"
 
 # Revocation: a cached key stops working within the TTL (1 s here).
 [ "$(code "$k2" /api/analytics/companies/2)" = 200 ] || it_fail "k2 before revocation"
