@@ -24,8 +24,9 @@ bool urlcode_decode(const char *s, size_t n, enum urlcode_mode mode, char *out, 
         } else if (ch == '%') {
             int hi = i + 2 < n ? urlcode_hex_value(s[i + 1]) : -1;
             int lo = i + 2 < n ? urlcode_hex_value(s[i + 2]) : -1;
-            /* Strict mode also refuses %00: a NUL would cut the value short. */
-            if (hi >= 0 && lo >= 0 && (mode == URLCODE_FORM || (hi | lo) != 0)) {
+            /* %00 is no escape: a NUL would cut the value short (scope=company:7%00x
+             * read as company:7). Strict mode refuses it, form mode keeps it as is. */
+            if (hi >= 0 && lo >= 0 && (hi | lo) != 0) {
                 ch = (char)(hi * 16 + lo);
                 i += 2;
             } else if (mode == URLCODE_STRICT) {

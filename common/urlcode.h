@@ -7,7 +7,7 @@
 #include <stddef.h>
 
 enum urlcode_mode {
-    URLCODE_FORM,  /* '+' is a space; a '%' without two hex digits stays as is */
+    URLCODE_FORM,  /* '+' is a space; a '%' without two hex digits, or %00, stays as is */
     URLCODE_STRICT /* a malformed escape or %00 is an error; '+' stays '+' */
 };
 

@@ -18,6 +18,9 @@ Test(urlcode, form_rules)
     cr_assert_str_eq(out, "100%");
     cr_assert(dec("%zz%4", URLCODE_FORM, out, sizeof(out)));
     cr_assert_str_eq(out, "%zz%4");
+    /* %00 is kept, not decoded into a NUL that would cut the value short. */
+    cr_assert(dec("company:7%00x", URLCODE_FORM, out, sizeof(out)));
+    cr_assert_str_eq(out, "company:7%00x");
     cr_assert_not(dec("abcdef", URLCODE_FORM, out, 4), "does not fit");
     cr_assert(dec("", URLCODE_FORM, out, 1));
     cr_assert_str_eq(out, "");
