@@ -210,9 +210,11 @@ static bool params_window(struct query_spec *spec, params_get_fn *get, void *arg
         return true;
     }
     if (!timeutil_parse_date(from, &d0))
-        return params_fail(err, "from", "from must be a date YYYY-MM-DD");
+        return params_fail(err, "from",
+                           "from must be a date YYYY-MM-DD, from 1900-01-01 to 9999-12-31");
     if (!timeutil_parse_date(to, &d1))
-        return params_fail(err, "to", "to must be a date YYYY-MM-DD");
+        return params_fail(err, "to",
+                           "to must be a date YYYY-MM-DD, from 1900-01-01 to 9999-12-31");
     if (d0 > d1)
         return params_fail(err, "from", "from is after to");
     max_days = query_uses_hourly(spec) ? QUERY_MAX_DAYS_HOURLY : QUERY_MAX_DAYS_DAILY;

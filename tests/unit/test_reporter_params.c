@@ -217,6 +217,18 @@ Test(params_parse, every_error_names_its_field)
     }
 }
 
+/* A date out of the years taken says which are. */
+Test(params_parse, a_date_before_1900_names_the_range)
+{
+    struct fake_query q = {{"from", "to"}, {"1899-12-31", "1900-01-01"}};
+    struct query_spec s;
+    struct params_error err = {0};
+
+    cr_assert_not(parse(QUERY_EP_ENTITY, &q, &s, &err));
+    cr_assert_str_eq(err.field, "from");
+    cr_assert(strstr(err.message, "from 1900-01-01 to 9999-12-31"), "%s", err.message);
+}
+
 Test(params_parse, limits_at_the_edge_pass)
 {
     struct fake_query q = {{"from", "to"}, {"2020-01-01", "2024-12-31"}};
