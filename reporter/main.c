@@ -14,8 +14,9 @@ int main(int argc, char **argv)
     int status = 1;
 
     config_load_or_exit("arv-reporter",
-                        "ARV analytics query API: overview, company, project and content "
-                        "totals from the rollups, behind API keys.",
+                        "ARV analytics query API over the rollups, behind API keys: overview,"
+                        " company, project and content totals, time series, top, breakdowns,"
+                        " CSV export; and a dashboard page at /dashboard.",
                         reporter_options, reporter_options_len, &cfg, &cfg.common,
                         reporter_config_validate, argc, argv);
     if (service_init(&svc, "arv-reporter", &cfg.common, NULL) < 0)
