@@ -46,6 +46,7 @@ struct push {
     stream_writer_done_cb *cb;
     void *arg;
     struct stream_writer *w;
+    int node;          /* where it was sent */
     struct push *next; /* free list link */
     double sent;       /* timeutil_mono_s(), for collector_xadd_duration_seconds */
 };
@@ -256,6 +257,14 @@ struct stream_writer *stream_writer_new(struct event_base *base, struct metrics 
         stream_writer_free(w);
         return NULL;
     }
+    /* Shard i lives on node i % nodes, with as many nodes as shards at most
+     * (as the aggregator reads them): a URL past those would hold no shard,
+     * yet its outage would make the collector not ready. */
+    if (n > shards) {
+        log_warn("redis_urls_unused", LF_INT("urls", n), LF_INT("shards", shards),
+                 LF_STR("detail", "only the first ARV_STREAM_SHARDS nodes hold a shard"));
+        n = (int)shards;
+    }
     for (int i = 0; i < n; i++) {
         w->nodes[i] = redis_conn_new(base, &urls[i], "stream");
         if (!w->nodes[i]) {
@@ -277,6 +286,13 @@ static void push_done(void *arg, struct redisReply *reply, const char *errstr)
         p->cb(p->arg, true, reply->str, NULL);
     } else {
         metric_inc(p->w->xadd_error);
+        /* A primary demoted to a replica (a failover behind the same name)
+         * refuses every write and still answers pings: connect again, to
+         * reach the new primary, instead of failing every event for ever
+         * with the node reported up. */
+        if (reply && reply->type == REDIS_REPLY_ERROR && reply->str &&
+            (strncmp(reply->str, "READONLY", 8) == 0 || strncmp(reply->str, "MASTERDOWN", 10) == 0))
+            redis_conn_drop(p->w->nodes[p->node], reply->str);
         p->cb(p->arg, false, NULL,
               reply && reply->type == REDIS_REPLY_ERROR ? reply->str
                                                         : (errstr ? errstr : "no reply"));
@@ -305,6 +321,7 @@ int stream_writer_push(struct stream_writer *w, const char *session_id, const ch
     p->cb = cb;
     p->arg = arg;
     p->w = w;
+    p->node = node;
     p->sent = timeutil_mono_s();
     strbuf_reset(&w->cmd);
     strbuf_append(&w->cmd, w->xadd_prefix[shard], w->xadd_prefix_len[shard]);

@@ -61,19 +61,20 @@ struct redis_conn {
     enum { LOGGED_NONE, LOGGED_UP, LOGGED_DOWN } logged; /* last state logged at info/warn */
     bool ping_outstanding;                               /* a PING awaits its answer */
     unsigned handshake_left;                             /* AUTH/SELECT replies still expected */
-    unsigned backoff_ms;                                 /* next reconnect delay before jitter */
-    unsigned attempts;           /* connect attempts since the last success */
-    unsigned long connects;      /* times the connection came up */
-    unsigned seed;               /* jitter state */
-    uint64_t block_until_ms;     /* a blocking command may hold replies back until then */
-    size_t pending;              /* user commands awaiting a reply */
-    unsigned timeout_ms;         /* a command unanswered this long drops the connection; 0: never */
-    struct redis_conn_cmd *head; /* oldest command in flight (replies come in order) */
-    struct redis_conn_cmd *live; /* oldest one not answered yet: those before it timed out
-                                  * and only wait for their replies, to drop them */
-    unsigned long replies;       /* replies to commands so far */
-    unsigned long replies_seen;  /* `replies` at the last deadline check */
-    struct redis_conn_cmd *tail; /* newest command in flight */
+    bool hold_backoff;       /* dropped by redis_conn_drop(): the next connect keeps the backoff */
+    unsigned backoff_ms;     /* next reconnect delay before jitter */
+    unsigned attempts;       /* connect attempts since the last success */
+    unsigned long connects;  /* times the connection came up */
+    unsigned seed;           /* jitter state */
+    uint64_t block_until_ms; /* a blocking command may hold replies back until then */
+    size_t pending;          /* user commands awaiting a reply */
+    unsigned timeout_ms;     /* a command unanswered this long drops the connection; 0: never */
+    struct redis_conn_cmd *head;      /* oldest command in flight (replies come in order) */
+    struct redis_conn_cmd *live;      /* oldest one not answered yet: those before it timed out
+                                       * and only wait for their replies, to drop them */
+    unsigned long replies;            /* replies to commands so far */
+    unsigned long replies_seen;       /* `replies` at the last deadline check */
+    struct redis_conn_cmd *tail;      /* newest command in flight */
     struct redis_conn_cmd *free_cmds; /* recycled command records */
     size_t nfree;                     /* records on free_cmds */
     char drop_reason[256];            /* why drop_ev fires */
@@ -212,7 +213,11 @@ static void conn_set_up(struct redis_conn *c)
     c->up = true;
     c->connects++;
     c->logged = LOGGED_UP;
-    c->backoff_ms = BACKOFF_MIN_MS;
+    /* After redis_conn_drop() the backoff grows on: a node that answers
+     * its handshake but still refuses the commands is retried less often. */
+    if (!c->hold_backoff)
+        c->backoff_ms = BACKOFF_MIN_MS;
+    c->hold_backoff = false;
     evtimer_del(c->connect_ev);
     struct timeval tv = timeutil_tv(PING_INTERVAL_MS);
     evtimer_add(c->ping_ev, &tv);
@@ -290,6 +295,14 @@ static void conn_drop_later(struct redis_conn *c, const char *reason)
     c->up = false;
     snprintf(c->drop_reason, sizeof(c->drop_reason), "%s", reason);
     event_active(c->drop_ev, EV_TIMEOUT, 1);
+}
+
+void redis_conn_drop(struct redis_conn *c, const char *reason)
+{
+    if (!c->ac)
+        return;
+    c->hold_backoff = true;
+    conn_drop_later(c, reason);
 }
 
 static void on_drop(evutil_socket_t fd, short what, void *arg)

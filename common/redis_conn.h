@@ -89,6 +89,14 @@ size_t redis_conn_pending(const struct redis_conn *c);
 /* Last error text (borrowed), or "" if none. */
 const char *redis_conn_errstr(const struct redis_conn *c);
 
+/* Drops the connection (from the loop, so also from inside a reply
+ * callback) and reconnects with backoff, which keeps growing while the
+ * server it reaches again makes the caller drop it again: for a server that
+ * answers but cannot serve, say a primary demoted to a replica (READONLY),
+ * when a new primary may answer behind the same name. Until the new
+ * connection is up, redis_conn_is_up() is false and the error is `reason`. */
+void redis_conn_drop(struct redis_conn *c, const char *reason);
+
 /* Closes the connection; pending callbacks run with reply NULL before this
  * returns. Must not be called from inside one of its callbacks. NULL is fine. */
 void redis_conn_free(struct redis_conn *c);

@@ -323,6 +323,57 @@ m1=$(reconnects)
 [ "$((m1 - m0))" = 6 ] || it_fail "collector_redis_reconnects_total went from $m0 to $m1, not by 6"
 it_pass "3 x 2 quick reconnects counted"
 
+# A node demoted to a replica (a failover behind one name: REPLICAOF here)
+# answers XADD with READONLY and still answers pings. The collector drops the
+# connection and connects again, to reach a new primary: not ready meanwhile
+# (the error named), and it writes again once the node is a primary.
+RO=$(arv_free_port)
+arv_start_redis "$IT_TMP/ro" "$RO" || it_fail "ro: redis did not start"
+it_start ro arv-collector ARV_THREADS=1 REDIS_URL="redis://127.0.0.1:$RO/0" ARV_STREAM=ro
+R="http://127.0.0.1:$IT_PORT_ro"
+expect "ro: before" "$(post "$R/api/analytics/ar-session" -H "$J" -d "$(ev)")" 200
+redis-cli -p "$RO" REPLICAOF 127.0.0.1 "$IT_REDIS_PORT" >/dev/null
+expect "ro: a replica" "$(post "$R/api/analytics/ar-session" -H "$J" -d "$(ev)")" 503
+# Each READONLY drops the connection; the connects in between (after a
+# backoff that grows) may be up for a moment, so readiness is sampled with
+# every further write.
+for ((i = 0; i < 50; i++)); do
+    ready=$(curl -s -w ' %{http_code}' "$R/api/health/readiness")
+    [[ $ready == *READONLY*' 503' ]] && break
+    post "$R/api/analytics/ar-session" -H "$J" -d "$(ev)" >/dev/null
+    sleep 0.1
+done
+[ "$i" -lt 50 ] || it_fail "ro: readiness while the node refuses writes: $ready"
+grep -q '"redis_disconnected".*READONLY' "$IT_TMP/ro.log" || it_fail "ro: no redis_disconnected naming READONLY"
+redis-cli -p "$RO" REPLICAOF NO ONE >/dev/null
+for ((i = 0; i < 100; i++)); do
+    [ "$(status_of "$(post "$R/api/analytics/ar-session" -H "$J" -d "$(ev)")")" = 200 ] && break
+    sleep 0.1
+done
+[ "$i" -lt 100 ] || it_fail "ro: not writing 10 s after the node became a primary again"
+# (Counted every 0.5 s.)
+for ((i = 0; i < 20; i++)); do
+    [ "$(curl -s "$R/metrics" | awk '$1 == "collector_redis_reconnects_total" { print $2 + 0 }')" -ge 1 ] &&
+        break
+    sleep 0.1
+done
+[ "$i" -lt 20 ] || it_fail "ro: no reconnect counted"
+it_stop ro
+it_pass "a node answering READONLY: dropped, not ready, connected again; writes once a primary"
+
+# Redis URLs past ARV_STREAM_SHARDS hold no shard: the collector does not
+# connect to them, and their outage does not make it not ready.
+it_start extra arv-collector ARV_THREADS=1 ARV_STREAM=extra \
+    REDIS_URL="redis://127.0.0.1:$IT_REDIS_PORT/0,redis://127.0.0.1:$RO/0"
+grep -q '"redis_urls_unused"' "$IT_TMP/extra.log" || it_fail "extra: no redis_urls_unused warning"
+arv_stop_redis "$IT_TMP/ro" "$RO"
+sleep 2.5
+arv_wait_http "http://127.0.0.1:$IT_PORT_extra/api/health/readiness" 200 2 ||
+    it_fail "extra: not ready once a node holding no shard stopped"
+expect "extra: write" "$(post "http://127.0.0.1:$IT_PORT_extra/api/analytics/ar-session" -H "$J" -d "$(ev)")" 200
+it_stop extra
+it_pass "a Redis URL past ARV_STREAM_SHARDS is not used, its outage harmless"
+
 it_stop main
 it_stop strict
 it_pass "collectors stop cleanly"
