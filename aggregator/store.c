@@ -18,6 +18,9 @@
 #include "timeutil.h"
 
 #define STORE_COPY_PIECE (256 * 1024) /* bytes per PQputCopyData */
+/* The longest a write's transaction is idle in a healthy worker: a read from
+ * Redis (BLOCK at most 1 s, a socket timeout 5 s past it) and its decoding. */
+#define STORE_IDLE_IN_WRITE_MS 15000
 
 /* The session's temporary tables: a batch's event ids (i: its entry index),
  * its rollup deltas (rollup.h's columns) and its dead letters. */
@@ -391,12 +394,20 @@ enum store_status store_connect(struct store *s)
         store_disconnect(s);
         return s->status = STORE_CONN;
     }
+    /* A write's transaction is idle while the worker reads its next entries
+     * from Redis (at most STORE_IDLE_IN_WRITE_MS, a hung Redis included); one
+     * idle longer belongs to a worker that stopped (a frozen VM, SIGSTOP), and
+     * its row locks would hold every other aggregator's dedupe and merge: the
+     * server ends that session. */
+    long idle_ms = s->statement_timeout_ms > STORE_IDLE_IN_WRITE_MS ? s->statement_timeout_ms
+                                                                    : STORE_IDLE_IN_WRITE_MS;
     strbuf_reset(&s->sql);
     strbuf_printf(&s->sql,
                   "SET client_min_messages = warning; SET client_encoding = 'UTF8';"
-                  " SET statement_timeout = %ld; SET TIME ZONE 'UTC';"
-                  " SET standard_conforming_strings = on; SET work_mem = '64MB'; ",
-                  s->statement_timeout_ms);
+                  " SET statement_timeout = %ld; SET idle_in_transaction_session_timeout = %ld;"
+                  " SET TIME ZONE 'UTC'; SET standard_conforming_strings = on;"
+                  " SET work_mem = '64MB'; ",
+                  s->statement_timeout_ms, idle_ms);
     strbuf_puts(&s->sql, store_temp_ddl);
     st = store_exec(s, s->sql.data);
     return st;

@@ -654,6 +654,41 @@ wait "$IT_PID_hangstop" || rc=$?
 [ "$rc" = 0 ] || it_fail "hangstop: exited $rc"
 it_pass "stopped while PostgreSQL answers nothing: out within 10 s"
 
+# A worker that stops inside a write (a frozen VM; SIGSTOP here) would hold
+# its transaction's row locks, on which every other aggregator's dedupe and
+# merge wait: the server ends a session idle in a transaction for
+# max(ARV_STATEMENT_TIMEOUT_MS, 15 s), and the worker, once it runs again,
+# writes the entries again on a new connection.
+since=$(it_psql "SELECT now()")
+it_start frozen arv-aggregator ARV_STREAM="$ARV_STREAM:frozen" ARV_WORKERS=1 ARV_BATCH_WAIT_MS=50 \
+    ARV_BATCH_LINGER_MS=3000 ARV_STATEMENT_TIMEOUT_MS=1000
+arv_wait_http "http://127.0.0.1:$IT_PORT_frozen/api/health/readiness" 200 10 || it_fail "frozen: not ready"
+ARV_STREAM="$ARV_STREAM:frozen" late_event 0000b000-0000-4000-8000-000000000091 '"ar_content_id":1'
+backend() {
+    it_psql "SELECT state FROM pg_stat_activity WHERE application_name = 'arv-aggregator'
+             AND backend_start > '$since'"
+}
+for ((i = 0; i < 100; i++)); do
+    [ "$(backend)" = "idle in transaction" ] && break
+    sleep 0.05
+done
+[ "$i" -lt 100 ] || it_fail "frozen: the write never lingered in its transaction: '$(backend)'"
+kill -STOP "$IT_PID_frozen"
+t0=$SECONDS
+for ((i = 0; i < 250; i++)); do
+    [ -z "$(backend)" ] && break
+    sleep 0.1
+done
+gone=$((SECONDS - t0))
+kill -CONT "$IT_PID_frozen"
+[ "$i" -lt 250 ] || it_fail "frozen: its session still open 25 s after the worker stopped"
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:frozen" 30 || it_fail "frozen: not drained once running again"
+[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions
+              WHERE event_id = '0000b000-0000-4000-8000-000000000091'")" = 1 ] ||
+    it_fail "frozen: the event was not written once"
+it_stop frozen
+it_pass "a worker stopped inside a write: its session ended by the server after ${gone} s, the event written once"
+
 # The check itself sees a difference in any table.
 for t in rollup_content_hourly rollup_content_daily rollup_company_hourly rollup_company_daily \
     rollup_breakdown_daily; do
