@@ -1138,6 +1138,24 @@ out:
     return rc;
 }
 
+int reader_owns_nothing(struct reader *r)
+{
+    for (unsigned i = 0; i < r->nstreams; i++) {
+        redisReply *pending = reader_commandv(
+            r, 7,
+            (const char *[]){"XPENDING", r->streams[i], READER_GROUP, "-", "+", "1", r->consumer});
+        if (!pending || reply_is_error(r, pending, "XPENDING")) {
+            reply_arena_free(pending);
+            return -1;
+        }
+        bool some = pending->type == REDIS_REPLY_ARRAY && pending->elements > 0;
+        reply_arena_free(pending);
+        if (some)
+            return 0;
+    }
+    return 1;
+}
+
 int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *out)
 {
     redisReply *reply = NULL;

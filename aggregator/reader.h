@@ -168,6 +168,11 @@ int reader_ack(struct reader *r, const struct reader_acks *a);
  * entries are pending too. */
 void reader_recover(struct reader *r);
 
+/* Whether this consumer holds no pending entry in any of its streams (one
+ * XPENDING of a single entry each). Returns 1 if none, 0 if some, -1 on an
+ * error (`errstr` set). */
+int reader_owns_nothing(struct reader *r);
+
 /* Reads stream `i`'s length, pending count and lag; when `trim` is set and this
  * group is the stream's only one, trims the entries every consumer has
  * acknowledged (XTRIM MINID ~). Returns 0 (a refused trim sets

@@ -434,6 +434,16 @@ enum store_status store_heartbeat(struct store *s, int64_t watermark_ms)
     return store_exec(s, s->sql.data);
 }
 
+enum store_status store_forget_watermark(struct store *s)
+{
+    if (!s->conn)
+        return s->status = STORE_CONN;
+    strbuf_reset(&s->sql);
+    strbuf_printf(&s->sql, "DELETE FROM analytics.ingest_watermarks WHERE consumer = %s",
+                  s->consumer_literal);
+    return store_exec(s, s->sql.data);
+}
+
 enum store_status store_ping(struct store *s)
 {
     if (!s->conn)

@@ -151,6 +151,11 @@ enum store_status store_flush(struct store *s, struct batch *b, size_t first, si
  * connection check while idle. Blocking. */
 enum store_status store_heartbeat(struct store *s, int64_t watermark_ms);
 
+/* Deletes this consumer's watermark row: for a worker that stops owing no
+ * entry, whose row would otherwise hold data_complete_until back until it is
+ * old enough for readers to leave out. Blocking. */
+enum store_status store_forget_watermark(struct store *s);
+
 /* Checks the connection with SELECT 1. Blocking. */
 enum store_status store_ping(struct store *s);
 

@@ -754,6 +754,14 @@ static void *worker_main(void *arg)
     if (w->batch.count > 0)
         log_warn("worker_stopped_with_pending", LF_INT("worker", w->index),
                  LF_INT("entries", (long long)w->batch.count));
+    /* Owing nothing, its watermark row would only hold data_complete_until
+     * back until readers leave it out as old (10 minutes): delete it. A
+     * worker that still owes entries keeps its row, so that it holds the
+     * watermark back. */
+    else if (reader_connected(&w->reader) && store_connected(&w->store) &&
+             !store_in_write(&w->store) && reader_owns_nothing(&w->reader) == 1 &&
+             store_forget_watermark(&w->store) == STORE_OK)
+        log_info("watermark_forgotten", LF_INT("worker", w->index));
     reader_disconnect(&w->reader);
     store_disconnect(&w->store);
     log_info("worker_stopped", LF_INT("worker", w->index));

@@ -544,11 +544,17 @@ it_start wm arv-aggregator ARV_STREAM="$ws" ARV_STREAM_SHARDS=2 ARV_WORKERS=1 AR
 agg_wait_drained "$IT_REDIS_PORT" "$ws:0" 30 && agg_wait_drained "$IT_REDIS_PORT" "$ws:1" 30 ||
     it_fail "shard watermark: the streams not drained"
 sleep 1.5
-it_stop wm
 wm2=$(it_psql "SELECT (extract(epoch FROM complete_until) * 1000)::bigint FROM analytics.ingest_watermarks
                WHERE consumer = 'wm'")
 [ "$wm2" -gt $((old_ms + 3000000)) ] || it_fail "shard watermark: $wm2 once both streams caught up"
 it_pass "shard watermark: a read behind on one stream moves it to that stream's newest event, not past it"
+# Stopped owing nothing, its row would hold the reporter's minimum back until
+# it is 10 minutes old: it is deleted at the stop.
+it_stop wm
+[ "$(it_psql "SELECT count(*) FROM analytics.ingest_watermarks WHERE consumer = 'wm'")" = 0 ] ||
+    it_fail "watermark row left by a clean stop that owed nothing"
+grep -q '"watermark_forgotten"' "$IT_TMP/wm.log" || it_fail "no watermark_forgotten logged"
+it_pass "a clean stop owing nothing deletes its watermark row"
 
 # The merging statement upserts the rollup tables in the documented order
 # (breakdown, content hourly, content daily, company hourly, company daily:
