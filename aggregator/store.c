@@ -444,6 +444,17 @@ enum store_status store_forget_watermark(struct store *s)
     return store_exec(s, s->sql.data);
 }
 
+enum store_status store_touch_watermark(struct store *s)
+{
+    if (!s->conn)
+        return s->status = STORE_CONN;
+    strbuf_reset(&s->sql);
+    strbuf_printf(&s->sql,
+                  "UPDATE analytics.ingest_watermarks SET updated_at = now() WHERE consumer = %s",
+                  s->consumer_literal);
+    return store_exec(s, s->sql.data);
+}
+
 enum store_status store_ping(struct store *s)
 {
     if (!s->conn)

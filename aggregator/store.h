@@ -156,6 +156,12 @@ enum store_status store_heartbeat(struct store *s, int64_t watermark_ms);
  * old enough for readers to leave out. Blocking. */
 enum store_status store_forget_watermark(struct store *s);
 
+/* Marks this consumer's watermark row as current without moving it, for a
+ * worker that cannot read (Redis away): its row keeps holding readers'
+ * minimum back instead of being left out as old. Doubles as the connection
+ * check. Blocking. */
+enum store_status store_touch_watermark(struct store *s);
+
 /* Checks the connection with SELECT 1. Blocking. */
 enum store_status store_ping(struct store *s);
 

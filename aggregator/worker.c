@@ -512,10 +512,13 @@ static void *worker_main(void *arg)
                 abandon_write(w); /* the reconnect reads its entries again */
             if (reader_connect(&w->reader) < 0) {
                 redis_failed(w);
-                /* Keep PostgreSQL's readiness honest while Redis is away. */
+                /* Keep PostgreSQL's readiness honest while Redis is away,
+                 * and the watermark row current, unmoved: what this worker
+                 * owes holds readers' minimum back for as long as it runs,
+                 * not only for the 10 minutes a row counts unrefreshed. */
                 if (store_connected(&w->store) && now >= next_idle_ping) {
                     next_idle_ping = now + IDLE_PING_MS;
-                    if ((st = store_ping(&w->store)) != STORE_OK)
+                    if ((st = store_touch_watermark(&w->store)) != STORE_OK)
                         pg_failed(w, st);
                 }
                 backoff_sleep(w, &redis_backoff);

@@ -556,6 +556,34 @@ it_stop wm
 grep -q '"watermark_forgotten"' "$IT_TMP/wm.log" || it_fail "no watermark_forgotten logged"
 it_pass "a clean stop owing nothing deletes its watermark row"
 
+# A worker that cannot read (its Redis away) keeps its watermark row current
+# without moving it, so that what it may owe holds the reporter's minimum back
+# for as long as it runs, not only for the 10 minutes a row counts unrefreshed.
+R3=$(arv_free_port)
+arv_start_redis "$IT_TMP/r3" "$R3" || it_fail "touch: redis did not start"
+it_start touch arv-aggregator REDIS_URL="redis://127.0.0.1:$R3/0" ARV_STREAM="$ws" ARV_WORKERS=1 \
+    ARV_CONSUMER=touch ARV_BATCH_WAIT_MS=50
+row() { it_psql "SELECT complete_until || ' ' || (updated_at > '$1') FROM analytics.ingest_watermarks
+                 WHERE consumer = 'touch'"; }
+for ((i = 0; i < 50; i++)); do
+    [ -n "$(row now)" ] && break
+    sleep 0.1
+done
+[ "$i" -lt 50 ] || it_fail "touch: no watermark row"
+arv_stop_redis "$IT_TMP/r3" "$R3"
+sleep 1.5
+t=$(it_psql "SELECT now()")
+cu=$(row "$t")
+# Refreshed with every reconnect attempt (at most 5 s apart, the backoff's cap).
+for ((i = 0; i < 80; i++)); do
+    [ "$(row "$t")" = "${cu% *} true" ] && break
+    sleep 0.1
+done
+[ "$i" -lt 80 ] ||
+    it_fail "touch: with Redis away, expected the row refreshed and unmoved: '$cu' then '$(row "$t")'"
+it_stop touch
+it_pass "Redis away: the watermark row stays current, unmoved"
+
 # The merging statement upserts the rollup tables in the documented order
 # (breakdown, content hourly, content daily, company hourly, company daily:
 # the hottest rows last), whatever order PostgreSQL runs a statement's parts
