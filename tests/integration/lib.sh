@@ -24,6 +24,12 @@ it_cleanup() {
     [ -z "$IT_PG_FROZEN" ] || it_pg_thaw || true
     arv_stop_postgres "$IT_TMP/pg" || true
     arv_stop_redis "$IT_TMP/redis" "$IT_REDIS_PORT" || true
+    # Other Redis servers a test started in its folder (a test that failed
+    # before stopping them): only those arv_redis_pid knows as started there.
+    local dir
+    for dir in "$IT_TMP"/*/; do
+        pid=$(arv_redis_pid "${dir%/}") && kill -KILL "$pid" 2>/dev/null || true
+    done
     [ -n "${IT_KEEP:-}" ] || rm -rf "$IT_TMP"
 }
 

@@ -71,3 +71,19 @@ rc=0; ARV_PG_FSYNC=off arv_start_postgres "$IT_TMP/pg" "$PORT" >"$IT_TMP/pg.out"
 arv_stop_postgres "$IT_TMP/pg"
 foreign_alive "after arv_start_postgres and arv_stop_postgres"
 it_pass "arv_start_postgres refuses a port in use; arv_stop_postgres leaves another server alone"
+
+# it_cleanup also stops the other Redis servers a test started in its folder
+# (a test that fails before stopping its extra node must leave none behind).
+XPORT=$(arv_free_port)
+bash -c '. "$1/tests/integration/lib.sh"; it_setup "$2"
+         arv_start_redis "$IT_TMP/extra" "$3" || exit 3; cat "$IT_TMP/extra/redis.pid"' \
+    _ "$IT_ROOT" "$1" "$XPORT" >"$IT_TMP/extra.pid" 2>"$IT_TMP/extra.log" ||
+    it_fail "a test's extra Redis did not start: $(tail -3 "$IT_TMP/extra.log")"
+xpid=$(cat "$IT_TMP/extra.pid")
+[ -n "$xpid" ] || it_fail "no pid of the extra Redis"
+for ((i = 0; i < 30; i++)); do
+    kill -0 "$xpid" 2>/dev/null || break
+    sleep 0.1
+done
+kill -0 "$xpid" 2>/dev/null && { kill -KILL "$xpid"; it_fail "it_cleanup left a test's extra Redis running"; }
+it_pass "it_cleanup stops the other Redis servers a test started in its folder"
