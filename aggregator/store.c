@@ -253,6 +253,17 @@ static void call_end(struct store *s)
     pthread_mutex_unlock(&s->call_mu);
 }
 
+/* PQexec() as a call store_watch() may give up. */
+static PGresult *exec_watched(struct store *s, const char *sql)
+{
+    PGresult *res;
+
+    call_begin(s);
+    res = PQexec(s->conn, sql);
+    call_end(s);
+    return res;
+}
+
 bool store_in_write(const struct store *s)
 {
     PGTransactionStatusType t = s->conn ? PQtransactionStatus(s->conn) : PQTRANS_UNKNOWN;
@@ -313,9 +324,7 @@ static void store_rollback(struct store *s)
     }
     if (PQtransactionStatus(s->conn) == PQTRANS_IDLE)
         return;
-    call_begin(s);
-    res = PQexec(s->conn, "ROLLBACK");
-    call_end(s);
+    res = exec_watched(s, "ROLLBACK");
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         store_disconnect(s);
     PQclear(res);
@@ -325,14 +334,10 @@ static void store_rollback(struct store *s)
  * caller) when it returns rows. */
 static enum store_status run(struct store *s, const char *sql, PGresult **res)
 {
-    PGresult *r;
-    ExecStatusType rs;
+    PGresult *r = exec_watched(s, sql);
+    ExecStatusType rs = PQresultStatus(r);
     enum store_status st = STORE_OK;
 
-    call_begin(s);
-    r = PQexec(s->conn, sql);
-    call_end(s);
-    rs = PQresultStatus(r);
     if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK)
         st = store_fail(s, r);
     if (st == STORE_OK && res)
@@ -506,12 +511,9 @@ static enum store_status store_oom(struct store *s)
 /* Sends `sql`, which must end in a COPY FROM STDIN. */
 static enum store_status copy_begin(struct store *s, const char *sql)
 {
-    PGresult *res;
+    PGresult *res = exec_watched(s, sql);
     enum store_status st = STORE_OK;
 
-    call_begin(s);
-    res = PQexec(s->conn, sql);
-    call_end(s);
     if (PQresultStatus(res) != PGRES_COPY_IN)
         st = store_fail(s, res);
     PQclear(res);
@@ -939,9 +941,7 @@ enum store_status store_commit(struct store *s, const struct batch *b, int64_t w
     counts->merge_us += lap_us(&t);
 
     /* COMMIT, timed apart since it is the WAL flush. */
-    call_begin(s);
-    res = PQexec(s->conn, "COMMIT");
-    call_end(s);
+    res = exec_watched(s, "COMMIT");
     if (PQresultStatus(res) != PGRES_COMMAND_OK || PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
         st = store_fail(s, res);
     } else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
