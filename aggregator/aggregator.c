@@ -126,7 +126,9 @@ struct aggregator {
     struct retention *retention; /* partitions ahead and retention, own thread */
     struct geoip *geoip;         /* ARV_GEOIP_DB opened, NULL when off; read by workers */
     struct ua_db *ua;            /* ARV_UA_REGEXES compiled, NULL when off; read by workers */
-    bool stopping;               /* the drain began */
+    struct worker_delays delays; /* XADD delays the workers saw, for the floors */
+    bool delays_ready;
+    bool stopping; /* the drain began */
 };
 
 bool aggregator_config_validate(const void *p, char *err, size_t errlen)
@@ -367,24 +369,20 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
         goto out;
     for (unsigned w = 0; w < a->nworkers; w++) {
         unsigned k = w / per, j = w % per, n = 0;
-        char name[CONSUMER_MAX + 16], key[CONSUMER_MAX + 32];
+        char name[CONSUMER_MAX + 16];
         for (unsigned i = k; i < a->nstreams; i += nodes)
             mine[n++] = a->streams[i];
         if (per == 1)
             snprintf(name, sizeof(name), "%s", a->consumer);
         else
             snprintf(name, sizeof(name), "%s-%u", a->consumer, j);
-        if (nodes == 1)
-            snprintf(key, sizeof(key), "%s", name);
-        else
-            snprintf(key, sizeof(key), "%s/%u", name, k);
         struct worker_config wc = {
             .redis = &urls[k],
             .streams = mine,
             .nstreams = n,
             .consumer = name,
             .stream_upkeep = j == 0,
-            .watermark_key = key,
+            .delays = &a->delays,
             .database_url = cfg->common.database_url,
             .content_relation = cfg->content_relation,
             .statement_timeout_ms = cfg->statement_timeout_ms,
@@ -448,6 +446,8 @@ struct aggregator *aggregator_new(struct service *svc, const struct aggregator_c
     a->svc = svc;
     a->cfg = cfg;
     a->notify[0] = a->notify[1] = -1;
+    worker_delays_init(&a->delays);
+    a->delays_ready = true;
     if (cfg->consumer)
         snprintf(a->consumer, sizeof(a->consumer), "%s", cfg->consumer);
     else
@@ -541,6 +541,8 @@ void aggregator_free(struct aggregator *a)
     for (unsigned i = 0; a->workers && i < a->nworkers; i++)
         worker_deinit(&a->workers[i]);
     free(a->workers);
+    if (a->delays_ready)
+        worker_delays_deinit(&a->delays);
     geoip_close(a->geoip);
     ua_db_close(a->ua);
     for (unsigned i = 0; a->streams && i < a->nstreams; i++)

@@ -58,6 +58,7 @@ void batch_next(struct batch *b)
     b->dead = 0;
     b->min_received_ms = 0;
     b->max_received_ms = 0;
+    b->max_delay_ms = 0;
     b->bots = 0;
     strbuf_reset(&b->rows);
     if (b->contents)
@@ -411,6 +412,11 @@ int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
             b->min_received_ms = ev.received_at_ms;
         if (ev.received_at_ms > b->max_received_ms)
             b->max_received_ms = ev.received_at_ms;
+        int64_t id_ms = strtoll(e->id, NULL, 10);
+        if (ev.received_at_ms > 0 && id_ms > ev.received_at_ms &&
+            id_ms - ev.received_at_ms <= BATCH_DELAY_MAX_MS &&
+            id_ms - ev.received_at_ms > b->max_delay_ms)
+            b->max_delay_ms = id_ms - ev.received_at_ms;
     } else {
         add_dead(b, e, fields, nfields, BATCH_REASON_INVALID, detail);
         b->invalid++;

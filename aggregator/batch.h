@@ -97,6 +97,12 @@ struct batch_value {
     uint32_t hash; /* of the bytes */
 };
 
+/* A longer delay from received_at to the XADD is no collector's clock or
+ * slow XADD but an event appended again on purpose (`arvctl dlq replay`
+ * keeps its received_at) or an entry given its id by hand: not noted in
+ * max_delay_ms. */
+#define BATCH_DELAY_MAX_MS (3600 * 1000)
+
 struct batch {
     const char *const *streams;  /* stream names by index; borrowed */
     struct batch_entry *entries; /* `count` entries in stream order */
@@ -115,6 +121,10 @@ struct batch {
     size_t dead;             /* entries dead-lettered for any reason */
     int64_t min_received_ms; /* over decoded events; 0 when there are none */
     int64_t max_received_ms;
+    /* The largest delay over decoded events from received_at (the
+     * collector's clock) to its entry id's time (Redis's at the XADD), up to
+     * BATCH_DELAY_MAX_MS; 0 when there is none or none is positive. */
+    int64_t max_delay_ms;
     bool store_full_ip;             /* ARV_STORE_FULL_IP: keep client IPs as received */
     struct content_cache *contents; /* notes the content keys used; borrowed, may be NULL */
     const struct geoip *geoip;      /* fills country/city from the IP; borrowed, may be NULL */

@@ -375,7 +375,6 @@ static int send_ahead(struct reader *r, long want)
 {
     int done = 0;
 
-    r->ahead_wall_ms = timeutil_real_ms(); /* before Redis can run it */
     if (redisAppendCommandArgv(r->ctx, xreadgroup_argv(r, NULL, want, false), r->xargv, NULL) !=
         REDIS_OK) {
         reader_set_err(r, "XREADGROUP", "out of memory");
@@ -699,11 +698,6 @@ static bool none_got(const struct reader *r, const size_t *got)
     return true;
 }
 
-bool reader_stream_caught_up(const struct reader *r, unsigned i)
-{
-    return r->xids[i] == NULL;
-}
-
 int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up)
 {
     const char **ids = r->xids;
@@ -714,7 +708,6 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
     int rc = -1;
 
     *caught_up = false;
-    r->read_wall_ms = timeutil_real_ms();
     if (r->recovering) {
         *kind = READER_PENDING;
         return read_pending(r, b, ids, got, chunk);
@@ -736,18 +729,14 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
         bool more = false, all = true;
         if (r->ahead != READER_AHEAD_NONE) {
             /* Sent ahead, from every stream (all are still read). */
-            int64_t sent_ms = r->ahead_wall_ms;
             want = r->ahead_count;
             if (!(reply = take_ahead(r)) || reply_counts(r, reply, got) < 0)
                 goto out;
-            if (first)
-                r->read_wall_ms = sent_ms;
             if (first && none_got(r, got)) {
                 /* Nothing then: wait for entries as any first piece does. */
                 reply_arena_free(reply);
                 reply = NULL;
                 want = chunk;
-                r->read_wall_ms = timeutil_real_ms();
             }
         }
         if (!reply) {
@@ -1099,29 +1088,20 @@ static void min_id(const char *a, const char *b, char *out, size_t outlen)
 }
 
 /* Trims stream `s` below what every consumer has acknowledged: entries up to
- * the group's last delivered id, except those still pending. `last` is the
- * last-delivered-id read before this call, so later deliveries are kept. */
-static int trim_stream(struct reader *r, unsigned s, const char *last, struct reader_stats *out)
+ * the group's last delivered id `last`, except those still pending (the
+ * smallest is `smallest`, "" when none), both read before this call, so later
+ * deliveries are kept. */
+static int trim_stream(struct reader *r, unsigned s, const char *last, const char *smallest,
+                       struct reader_stats *out)
 {
-    const char *argv[] = {"XPENDING", r->streams[s], READER_GROUP};
     redisReply *reply = NULL;
     char after_last[BATCH_ENTRY_ID_MAX] = "";
-    char smallest[BATCH_ENTRY_ID_MAX] = "";
     char minid[BATCH_ENTRY_ID_MAX];
     uint64_t ms, seq;
-    int rc = -1;
 
     if (!reader_parse_id(last, &ms, &seq) || (ms == 0 && seq == 0))
         return 0; /* nothing delivered yet */
     snprintf(after_last, sizeof(after_last), "%" PRIu64 "-%" PRIu64, ms, seq + 1);
-    reply = reader_commandv(r, 3, argv);
-    if (!reply || reply_is_error(r, reply, "XPENDING"))
-        goto out;
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
-        reply->element[1]->type == REDIS_REPLY_STRING)
-        snprintf(smallest, sizeof(smallest), "%s", reply->element[1]->str);
-    reply_arena_free(reply);
-    reply = NULL;
     min_id(after_last, smallest, minid, sizeof(minid));
     /* LIMIT 0: an approximate trim otherwise stops at 100 x
      * stream-node-max-entries (10,000 entries by default), which trims about
@@ -1129,42 +1109,99 @@ static int trim_stream(struct reader *r, unsigned s, const char *last, struct re
      * once, so even a long backlog's trim is quick. */
     reply = reader_commandv(
         r, 7, (const char *[]){"XTRIM", r->streams[s], "MINID", "~", minid, "LIMIT", "0"});
-    if (!reply || reply_is_error(r, reply, "XTRIM"))
-        goto out;
+    if (!reply || reply_is_error(r, reply, "XTRIM")) {
+        reply_arena_free(reply);
+        return -1;
+    }
     out->trimmed = reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
-    rc = 0;
-out:
     reply_arena_free(reply);
-    return rc;
+    return 0;
 }
 
-int reader_owns_nothing(struct reader *r)
+int64_t reader_floor_ms(int64_t time_ms, const char *pending_min, const char *first_new)
 {
-    for (unsigned i = 0; i < r->nstreams; i++) {
-        redisReply *pending = reader_commandv(
-            r, 7,
-            (const char *[]){"XPENDING", r->streams[i], READER_GROUP, "-", "+", "1", r->consumer});
-        if (!pending || reply_is_error(r, pending, "XPENDING")) {
-            reply_arena_free(pending);
-            return -1;
-        }
-        bool some = pending->type == REDIS_REPLY_ARRAY && pending->elements > 0;
-        reply_arena_free(pending);
-        if (some)
+    const char *ids[2] = {pending_min, first_new};
+    int64_t floor = time_ms;
+    uint64_t ms, seq;
+
+    for (unsigned k = 0; k < 2; k++) {
+        if (!ids[k] || !ids[k][0])
+            continue;
+        if (!reader_parse_id(ids[k], &ms, &seq) || ms > (uint64_t)INT64_MAX)
             return 0;
+        if ((int64_t)ms < floor)
+            floor = (int64_t)ms;
     }
-    return 1;
+    return floor > 0 ? floor : 0;
+}
+
+/* Redis's clock (TIME) in ms into *out; false if refused or malformed. */
+static bool redis_time_ms(struct reader *r, int64_t *out)
+{
+    redisReply *reply = reader_commandv(r, 1, (const char *[]){"TIME"});
+    bool ok = reply && !reply_is_error(r, reply, "TIME") && reply->type == REDIS_REPLY_ARRAY &&
+              reply->elements == 2 && reply->element[0]->type == REDIS_REPLY_STRING &&
+              reply->element[1]->type == REDIS_REPLY_STRING;
+
+    if (ok)
+        *out = strtoll(reply->element[0]->str, NULL, 10) * 1000 +
+               strtoll(reply->element[1]->str, NULL, 10) / 1000;
+    reply_arena_free(reply);
+    return ok && *out > 0;
+}
+
+/* The id of the first entry of stream `s` after `last` into `out` ("" when
+ * there is none); false if refused. */
+static bool first_after(struct reader *r, unsigned s, const char *last, char *out, size_t outlen)
+{
+    char after[BATCH_ENTRY_ID_MAX];
+    uint64_t ms, seq;
+    redisReply *reply;
+    bool ok;
+
+    out[0] = '\0';
+    if (!reader_parse_id(last, &ms, &seq))
+        return false;
+    if (seq == UINT64_MAX)
+        snprintf(after, sizeof(after), "%" PRIu64 "-0", ms + 1);
+    else
+        snprintf(after, sizeof(after), "%" PRIu64 "-%" PRIu64, ms, seq + 1);
+    reply =
+        reader_commandv(r, 6, (const char *[]){"XRANGE", r->streams[s], after, "+", "COUNT", "1"});
+    ok = reply && !reply_is_error(r, reply, "XRANGE") && reply->type == REDIS_REPLY_ARRAY;
+    if (ok && reply->elements > 0) {
+        const redisReply *e = reply->element[0];
+        if (e->type == REDIS_REPLY_ARRAY && e->elements >= 1 &&
+            e->element[0]->type == REDIS_REPLY_STRING)
+            snprintf(out, outlen, "%s", e->element[0]->str);
+        else
+            ok = false;
+    }
+    reply_arena_free(reply);
+    return ok;
 }
 
 int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *out)
 {
     redisReply *reply = NULL;
     char last[BATCH_ENTRY_ID_MAX] = "";
+    char smallest[BATCH_ENTRY_ID_MAX] = "";
+    char first_new[BATCH_ENTRY_ID_MAX] = "";
     size_t groups = 0;
+    int64_t time_ms = 0;
+    bool ours = false, floor_known, pending_known = false;
     int rc = -1;
 
     memset(out, 0, sizeof(*out));
     out->lag = -1;
+    /* The floor's commands in this order (see reader_floor_ms): Redis's clock
+     * first, then the group's last delivered id, then its pending entries,
+     * then the first entry after that id. An entry delivered meanwhile is
+     * then pending or acknowledged, and one added meanwhile gets an id at or
+     * after the clock read. A refused one leaves the floor unknown. */
+    floor_known = redis_time_ms(r, &time_ms);
+    if (!reader_connected(r))
+        goto out;
     reply = reader_commandv(r, 3, (const char *[]){"XINFO", "GROUPS", r->streams[i]});
     if (!reply || reply_is_error(r, reply, "XINFO GROUPS"))
         goto out;
@@ -1175,6 +1212,7 @@ int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *o
         groups++;
         if (!name || name->type != REDIS_REPLY_STRING || strcmp(name->str, READER_GROUP) != 0)
             continue;
+        ours = true;
         if ((v = map_get(g, "pending")) && v->type == REDIS_REPLY_INTEGER)
             out->pending = v->integer;
         if ((v = map_get(g, "lag")) && v->type == REDIS_REPLY_INTEGER)
@@ -1183,6 +1221,24 @@ int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *o
             snprintf(last, sizeof(last), "%s", v->str);
     }
     reply_arena_free(reply);
+    reply = NULL;
+    if (ours) {
+        reply = reader_commandv(r, 3, (const char *[]){"XPENDING", r->streams[i], READER_GROUP});
+        if (!reply)
+            goto out;
+        pending_known = !reply_is_error(r, reply, "XPENDING") && reply->type == REDIS_REPLY_ARRAY;
+        if (pending_known && reply->elements >= 2 && reply->element[1]->type == REDIS_REPLY_STRING)
+            snprintf(smallest, sizeof(smallest), "%s", reply->element[1]->str);
+        reply_arena_free(reply);
+        reply = NULL;
+        /* Lag 0: nothing undelivered, no need to look. */
+        if (floor_known && pending_known && out->lag != 0)
+            floor_known = first_after(r, i, last, first_new, sizeof(first_new));
+        if (!reader_connected(r))
+            goto out;
+        if (floor_known && pending_known)
+            out->floor_ms = reader_floor_ms(time_ms, smallest, first_new);
+    }
     reply = reader_commandv(r, 2, (const char *[]){"XLEN", r->streams[i]});
     if (!reply || reply_is_error(r, reply, "XLEN"))
         goto out;
@@ -1190,7 +1246,8 @@ int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *o
         out->length = reply->integer;
     /* Another group on the stream has its own progress: never trim under it.
      * A refused trim leaves the figures above good. */
-    if (trim && groups == 1 && last[0] && trim_stream(r, i, last, out) < 0) {
+    if (trim && groups == 1 && ours && last[0] &&
+        (!pending_known || trim_stream(r, i, last, smallest, out) < 0)) {
         if (!reader_connected(r))
             goto out;
         out->trim_failed = true;

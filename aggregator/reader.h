@@ -43,6 +43,7 @@ struct reader_stats {
     long long lag;     /* not yet delivered to the group; -1 when Redis cannot tell */
     long long trimmed; /* entries the XTRIM removed */
     bool trim_failed;  /* the trim was refused (errstr says why); the rest is good */
+    int64_t floor_ms;  /* reader_floor_ms(); 0 when unknown (a command refused) */
 };
 
 struct reader {
@@ -67,7 +68,6 @@ struct reader {
     enum reader_ahead ahead;                  /* a read of new entries sent ahead */
     struct redisReply *ahead_reply;           /* READER_AHEAD_KEPT: its reply */
     long ahead_count;                         /* its COUNT (it reads every stream) */
-    int64_t ahead_wall_ms;                    /* when it was sent */
     struct reply_arena ahead_arena;           /* its replies: one kept does not pin `arena` */
     bool no_ahead; /* the worker stops: send nothing ahead, and block on no read */
     /* Own pending entries read again at the first recovery (after a restart
@@ -75,10 +75,6 @@ struct reader {
      * to the dead letters (max_deliveries), as claimed ones do; 0: never. Set
      * after reader_init(). */
     long max_deliveries;
-    /* Set by reader_read: a wall-clock time (ms) no later than the moment
-     * each stream it found caught up was caught up (when the read began, or
-     * when its first piece was sent ahead). */
-    int64_t read_wall_ms;
 };
 
 /* Prepares a reader of `nstreams` streams (names borrowed, must outlive it) on
@@ -115,10 +111,6 @@ bool reader_connected(const struct reader *r);
  * after its last one sent ahead (when the batch's byte budget ends the read),
  * for the next read. */
 int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool *caught_up);
-
-/* After a reader_read() of new entries: whether stream i came back short
- * (caught up) in it; false for one whose last piece was full. */
-bool reader_stream_caught_up(const struct reader *r, unsigned i);
 
 /* Sends the first piece of the next read of new entries now, unless one is
  * already ahead, the reader is recovering or `no_ahead` is set: Redis
@@ -168,16 +160,21 @@ int reader_ack(struct reader *r, const struct reader_acks *a);
  * entries are pending too. */
 void reader_recover(struct reader *r);
 
-/* Whether this consumer holds no pending entry in any of its streams (one
- * XPENDING of a single entry each). Returns 1 if none, 0 if some, -1 on an
- * error (`errstr` set). */
-int reader_owns_nothing(struct reader *r);
-
-/* Reads stream `i`'s length, pending count and lag; when `trim` is set and this
- * group is the stream's only one, trims the entries every consumer has
- * acknowledged (XTRIM MINID ~). Returns 0 (a refused trim sets
- * out->trim_failed and `errstr`), or -1 with `errstr` set. */
+/* Reads stream `i`'s length, pending count, lag and freshness floor; when
+ * `trim` is set and this group is the stream's only one, trims the entries
+ * every consumer has acknowledged (XTRIM MINID ~). Returns 0 (a refused trim
+ * sets out->trim_failed and `errstr`; a refused floor command leaves
+ * out->floor_ms 0), or -1 with `errstr` set. */
 int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *out);
+
+/* A stream's freshness floor, in Redis's clock (ms since the epoch): every
+ * entry whose id's time is below it is acknowledged by the group, so in
+ * PostgreSQL. The time part of the smaller of its oldest pending entry
+ * `pending_min` and its first entry after the group's last delivered one
+ * `first_new` ("" or NULL: none), or `time_ms` (Redis's clock read before
+ * both: an entry added later gets an id at or after it) if smaller. 0 for an
+ * id that does not parse. Pure. */
+int64_t reader_floor_ms(int64_t time_ms, const char *pending_min, const char *first_new);
 
 /* Parses a stream id "ms-seq" (or "ms"). Pure. */
 bool reader_parse_id(const char *s, uint64_t *ms, uint64_t *seq);

@@ -53,18 +53,6 @@ enum store_status store_classify(const char *sqlstate)
     return STORE_RETRY;
 }
 
-/* The watermark upsert; `consumer_literal` is already quoted. */
-static void append_watermark_sql(struct strbuf *out, const char *consumer_literal,
-                                 int64_t watermark_ms)
-{
-    strbuf_printf(out,
-                  "INSERT INTO analytics.ingest_watermarks (consumer, complete_until, updated_at)"
-                  " VALUES (%s, to_timestamp(%" PRId64 " / 1000.0), now())"
-                  " ON CONFLICT (consumer) DO UPDATE SET complete_until = EXCLUDED.complete_until,"
-                  " updated_at = EXCLUDED.updated_at",
-                  consumer_literal, watermark_ms);
-}
-
 /* The SET list of a measures upsert (the row alias is r). */
 #define MEASURES_UPDATE                                                                            \
     " views = r.views + EXCLUDED.views,"                                                           \
@@ -101,7 +89,7 @@ void store_build_lock_sql(struct strbuf *out, const int64_t *days, size_t n)
     strbuf_puts(out, n ? ") days (d)" : " days (d)");
 }
 
-void store_build_merge_sql(struct strbuf *out, const char *consumer_literal, int64_t watermark_ms)
+void store_build_merge_sql(struct strbuf *out)
 {
     /* Each upsert in the rollups' key order, the tables in one order
      * (breakdown, content hourly, content daily, company hourly, company
@@ -113,11 +101,6 @@ void store_build_merge_sql(struct strbuf *out, const char *consumer_literal, int
                      " INSERT INTO analytics.dead_letters (" BATCH_DEAD_COLUMNS ")"
                      " SELECT " BATCH_DEAD_COLUMNS " FROM pg_temp.arv_dead"
                      " ON CONFLICT (stream, entry_id) DO NOTHING RETURNING 1)");
-    if (watermark_ms > 0) {
-        strbuf_puts(out, ", wm AS (");
-        append_watermark_sql(out, consumer_literal, watermark_ms);
-        strbuf_putc(out, ')');
-    }
     strbuf_puts(
         out,
         ", r_kd AS ("
@@ -158,7 +141,7 @@ void store_build_merge_sql(struct strbuf *out, const char *consumer_literal, int
         " SELECT count(*) FROM dead");
 }
 
-int store_init(struct store *s, const char *conninfo, const char *relation, const char *consumer,
+int store_init(struct store *s, const char *conninfo, const char *relation,
                long statement_timeout_ms)
 {
     int rc;
@@ -174,8 +157,7 @@ int store_init(struct store *s, const char *conninfo, const char *relation, cons
     rollup_init(&s->rollup);
     s->conninfo = strdup(conninfo);
     s->relation = strdup(relation);
-    s->consumer = strdup(consumer);
-    if (!s->conninfo || !s->relation || !s->consumer) {
+    if (!s->conninfo || !s->relation) {
         store_deinit(s);
         return -ENOMEM;
     }
@@ -187,9 +169,6 @@ void store_disconnect(struct store *s)
     if (s->conn)
         PQfinish(s->conn);
     s->conn = NULL;
-    if (s->consumer_literal)
-        PQfreemem(s->consumer_literal);
-    s->consumer_literal = NULL;
 }
 
 void store_deinit(struct store *s)
@@ -197,7 +176,6 @@ void store_deinit(struct store *s)
     store_disconnect(s);
     free(s->conninfo);
     free(s->relation);
-    free(s->consumer);
     strbuf_deinit(&s->sql);
     strbuf_deinit(&s->rows);
     rollup_deinit(&s->rollup);
@@ -348,6 +326,12 @@ static enum store_status run(struct store *s, const char *sql, PGresult **res)
 }
 
 /* Runs `sql` outside a transaction; on failure ends what it began. */
+static enum store_status store_oom(struct store *s)
+{
+    set_errstr(s, "out of memory");
+    return s->status = STORE_RETRY;
+}
+
 static enum store_status store_exec(struct store *s, const char *sql)
 {
     enum store_status st = run(s, sql, NULL);
@@ -393,12 +377,6 @@ enum store_status store_connect(struct store *s)
         return s->status = STORE_CONN;
     }
     PQsetNoticeProcessor(s->conn, store_notice, NULL);
-    s->consumer_literal = PQescapeLiteral(s->conn, s->consumer, strlen(s->consumer));
-    if (!s->consumer_literal) {
-        set_errstr(s, PQerrorMessage(s->conn));
-        store_disconnect(s);
-        return s->status = STORE_CONN;
-    }
     /* A write's transaction is idle while the worker reads its next entries
      * from Redis (at most STORE_IDLE_IN_WRITE_MS, a hung Redis included); one
      * idle longer belongs to a worker that stopped (a frozen VM, SIGSTOP), and
@@ -430,34 +408,65 @@ enum store_status store_ensure_partitions(struct store *s, int64_t first_day, in
     return store_exec(s, s->sql.data);
 }
 
-enum store_status store_heartbeat(struct store *s, int64_t watermark_ms)
+void store_build_floors_sql(struct strbuf *out, const char *const *literals,
+                            const int64_t *until_ms, size_t n)
 {
-    if (!s->conn)
-        return s->status = STORE_CONN;
-    strbuf_reset(&s->sql);
-    append_watermark_sql(&s->sql, s->consumer_literal, watermark_ms);
-    return store_exec(s, s->sql.data);
+    /* One statement per stream, in the order given (the caller sorts by
+     * name: two aggregators lock the rows in one order). The last writer's
+     * floor stands, even when lower: it may have seen a longer delay. A
+     * stream whose floor is unknown only has its row marked current. */
+    for (size_t i = 0; i < n; i++) {
+        if (until_ms[i] > 0)
+            strbuf_printf(
+                out,
+                "INSERT INTO analytics.stream_watermarks (stream, complete_until, updated_at)"
+                " VALUES (%s, to_timestamp(%" PRId64 " / 1000.0), now())"
+                " ON CONFLICT (stream) DO UPDATE SET complete_until = EXCLUDED.complete_until,"
+                " updated_at = now(); ",
+                literals[i], until_ms[i]);
+        else
+            strbuf_printf(out,
+                          "UPDATE analytics.stream_watermarks SET updated_at = now()"
+                          " WHERE stream = %s; ",
+                          literals[i]);
+    }
 }
 
-enum store_status store_forget_watermark(struct store *s)
+enum store_status store_put_floors(struct store *s, const char *const *streams,
+                                   const int64_t *until_ms, size_t n)
 {
-    if (!s->conn)
-        return s->status = STORE_CONN;
-    strbuf_reset(&s->sql);
-    strbuf_printf(&s->sql, "DELETE FROM analytics.ingest_watermarks WHERE consumer = %s",
-                  s->consumer_literal);
-    return store_exec(s, s->sql.data);
-}
+    char *literals[STORE_FLOORS_MAX];
+    int64_t until[STORE_FLOORS_MAX];
+    size_t order[STORE_FLOORS_MAX];
+    enum store_status st = STORE_OK;
+    size_t k = 0;
 
-enum store_status store_touch_watermark(struct store *s)
-{
     if (!s->conn)
         return s->status = STORE_CONN;
-    strbuf_reset(&s->sql);
-    strbuf_printf(&s->sql,
-                  "UPDATE analytics.ingest_watermarks SET updated_at = now() WHERE consumer = %s",
-                  s->consumer_literal);
-    return store_exec(s, s->sql.data);
+    n = n < STORE_FLOORS_MAX ? n : STORE_FLOORS_MAX;
+    for (size_t i = 0; i < n; i++) { /* by name (insertion: a few shards) */
+        size_t j = i;
+        for (; j > 0 && strcmp(streams[order[j - 1]], streams[i]) > 0; j--)
+            order[j] = order[j - 1];
+        order[j] = i;
+    }
+    for (; k < n; k++) {
+        const char *name = streams[order[k]];
+        until[k] = until_ms[order[k]];
+        if (!(literals[k] = PQescapeLiteral(s->conn, name, strlen(name)))) {
+            set_errstr(s, PQerrorMessage(s->conn));
+            st = s->status = STORE_RETRY;
+            break;
+        }
+    }
+    if (st == STORE_OK) {
+        strbuf_reset(&s->sql);
+        store_build_floors_sql(&s->sql, (const char *const *)literals, until, n);
+        st = s->sql.oom ? store_oom(s) : store_exec(s, s->sql.data);
+    }
+    while (k > 0)
+        PQfreemem(literals[--k]);
+    return st;
 }
 
 enum store_status store_ping(struct store *s)
@@ -500,12 +509,6 @@ enum store_status store_resolve_content(struct store *s, struct content_cache *c
         st = STORE_RETRY;
     }
     return s->status = st;
-}
-
-static enum store_status store_oom(struct store *s)
-{
-    set_errstr(s, "out of memory");
-    return s->status = STORE_RETRY;
 }
 
 /* Sends `sql`, which must end in a COPY FROM STDIN. */
@@ -909,8 +912,7 @@ enum store_status store_write(struct store *s, struct batch *b, size_t first, si
     return store_done(s, STORE_OK);
 }
 
-enum store_status store_commit(struct store *s, const struct batch *b, int64_t watermark_ms,
-                               struct store_counts *counts)
+enum store_status store_commit(struct store *s, const struct batch *b, struct store_counts *counts)
 {
     PGresult *res = NULL;
     enum store_status st;
@@ -919,14 +921,14 @@ enum store_status store_commit(struct store *s, const struct batch *b, int64_t w
     if (!s->conn)
         return s->status = STORE_CONN;
     if (!store_in_write(s))
-        return watermark_ms > 0 ? store_heartbeat(s, watermark_ms) : STORE_OK;
+        return STORE_OK;
     if ((st = write_deltas(s, b)) != STORE_OK)
         return store_done(s, st);
     counts->deltas_us += lap_us(&t);
 
-    /* The rollups, dead letters and watermark in one statement. */
+    /* The rollups and dead letters in one statement. */
     strbuf_reset(&s->sql);
-    store_build_merge_sql(&s->sql, s->consumer_literal, watermark_ms);
+    store_build_merge_sql(&s->sql);
     if (s->sql.oom)
         return store_done(s, store_oom(s));
     if ((st = run(s, s->sql.data, &res)) != STORE_OK)
@@ -960,12 +962,12 @@ void store_abort(struct store *s)
 }
 
 enum store_status store_flush(struct store *s, struct batch *b, size_t first, size_t n,
-                              int64_t watermark_ms, struct store_counts *counts)
+                              struct store_counts *counts)
 {
     enum store_status st;
 
     memset(counts, 0, sizeof(*counts));
     if ((st = store_write(s, b, first, n, counts)) != STORE_OK)
         return st;
-    return store_commit(s, b, watermark_ms, counts);
+    return store_commit(s, b, counts);
 }

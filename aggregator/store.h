@@ -40,20 +40,18 @@ struct store_counts {
     long ids_us;       /* BEGIN, day locks, event ids (the dedupe) */
     long raw_us;       /* raw rows, and the rollup deltas computed meanwhile */
     long deltas_us;    /* the rollup deltas and dead letters sent */
-    long merge_us;     /* the statement merging them, and the watermark */
+    long merge_us;     /* the statement merging them */
     long commit_us;    /* COMMIT (the WAL flush) */
 };
 
 struct store {
-    PGconn *conn;           /* NULL while disconnected */
-    char *conninfo;         /* DATABASE_URL, owned */
-    char *relation;         /* ARV_CONTENT_RELATION, owned */
-    char *consumer;         /* watermark key, owned */
-    char *consumer_literal; /* the same quoted for SQL, owned; set on connect */
-    struct strbuf sql;      /* scratch for one call's SQL */
-    struct strbuf rows;     /* COPY data being sent */
-    struct rollup rollup;   /* the rollup deltas of the write being made */
-    int64_t *days;          /* the UTC days of the batch being written */
+    PGconn *conn;         /* NULL while disconnected */
+    char *conninfo;       /* DATABASE_URL, owned */
+    char *relation;       /* ARV_CONTENT_RELATION, owned */
+    struct strbuf sql;    /* scratch for one call's SQL */
+    struct strbuf rows;   /* COPY data being sent */
+    struct rollup rollup; /* the rollup deltas of the write being made */
+    int64_t *days;        /* the UTC days of the batch being written */
     size_t days_cap;
     struct store_key *keys; /* the read's dedupe keys, sorted (copy_ids) */
     size_t keys_cap;
@@ -73,11 +71,19 @@ struct store {
 
 /* Appends the statement that merges the rollup deltas (pg_temp.arv_measures,
  * pg_temp.arv_breakdown) into the rollups (in the order docs/aggregator.md
- * gives), writes the dead letters of
- * pg_temp.arv_dead, and, when `watermark_ms` > 0, sets the watermark of
- * `consumer_literal` (an already quoted SQL literal). Its one result row: the
- * dead letters written (not seen before). Pure. */
-void store_build_merge_sql(struct strbuf *out, const char *consumer_literal, int64_t watermark_ms);
+ * gives) and writes the dead letters of pg_temp.arv_dead. Its one result row:
+ * the dead letters written (not seen before). Pure. */
+void store_build_merge_sql(struct strbuf *out);
+
+/* Streams store_put_floors() writes at once, at most. */
+#define STORE_FLOORS_MAX 64
+
+/* Appends the statements that set, for each of the `n` streams named by the
+ * already quoted SQL `literals`, its row of analytics.stream_watermarks to
+ * `until_ms[i]`, or, where `until_ms[i]` is 0 (unknown), only mark the row
+ * current. Pure. */
+void store_build_floors_sql(struct strbuf *out, const char *const *literals,
+                            const int64_t *until_ms, size_t n);
 
 /* Appends the statement that takes, inside the batch's transaction and before
  * any write, pg_advisory_xact_lock_shared(ARV_LOCK_ROLLUP_DAY, day) for each
@@ -88,10 +94,10 @@ void store_build_lock_sql(struct strbuf *out, const int64_t *days, size_t n);
 /* Maps an SQLSTATE (NULL or "" when unknown) to the worker's next step. Pure. */
 enum store_status store_classify(const char *sqlstate);
 
-/* Prepares `s` for `conninfo` (URL or key=value), `relation` and the watermark
- * key `consumer` (all copied), its session's statement_timeout
- * `statement_timeout_ms`. Does not connect. Returns 0 or a negative errno. */
-int store_init(struct store *s, const char *conninfo, const char *relation, const char *consumer,
+/* Prepares `s` for `conninfo` (URL or key=value) and `relation` (both
+ * copied), its session's statement_timeout `statement_timeout_ms`. Does not
+ * connect. Returns 0 or a negative errno. */
+int store_init(struct store *s, const char *conninfo, const char *relation,
                long statement_timeout_ms);
 
 /* Closes the connection and frees everything. Safe on a zeroed store. */
@@ -133,11 +139,9 @@ enum store_status store_write(struct store *s, struct batch *b, size_t first, si
                               struct store_counts *counts);
 
 /* Ends the open write: merges its rollup deltas (their breakdown values are
- * `b`'s), writes its dead letters and, when `watermark_ms` > 0, the watermark,
- * and COMMITs; adds to `counts`. With no write open, only moves the
- * watermark. On failure the write is rolled back. Blocking. */
-enum store_status store_commit(struct store *s, const struct batch *b, int64_t watermark_ms,
-                               struct store_counts *counts);
+ * `b`'s), writes its dead letters and COMMITs; adds to `counts`. With no
+ * write open, does nothing. On failure the write is rolled back. Blocking. */
+enum store_status store_commit(struct store *s, const struct batch *b, struct store_counts *counts);
 
 /* Rolls back the open write, if any. */
 void store_abort(struct store *s);
@@ -145,22 +149,13 @@ void store_abort(struct store *s);
 /* Writes entries [first, first + n) of batch `b` in one transaction of their
  * own (store_write, then store_commit); `counts` is reset first. */
 enum store_status store_flush(struct store *s, struct batch *b, size_t first, size_t n,
-                              int64_t watermark_ms, struct store_counts *counts);
+                              struct store_counts *counts);
 
-/* Moves the watermark to `watermark_ms` outside a batch; doubles as the
- * connection check while idle. Blocking. */
-enum store_status store_heartbeat(struct store *s, int64_t watermark_ms);
-
-/* Deletes this consumer's watermark row: for a worker that stops owing no
- * entry, whose row would otherwise hold data_complete_until back until it is
- * old enough for readers to leave out. Blocking. */
-enum store_status store_forget_watermark(struct store *s);
-
-/* Marks this consumer's watermark row as current without moving it, for a
- * worker that cannot read (Redis away): its row keeps holding readers'
- * minimum back instead of being left out as old. Doubles as the connection
- * check. Blocking. */
-enum store_status store_touch_watermark(struct store *s);
+/* Sets the freshness floors of streams `streams` (store_build_floors_sql:
+ * `until_ms[i]` 0 only marks a row current), in one transaction of its own;
+ * at most STORE_FLOORS_MAX. Doubles as the connection check. Blocking. */
+enum store_status store_put_floors(struct store *s, const char *const *streams,
+                                   const int64_t *until_ms, size_t n);
 
 /* Checks the connection with SELECT 1. Blocking. */
 enum store_status store_ping(struct store *s);

@@ -19,7 +19,7 @@
 #define BACKOFF_MAX_MS      5000
 #define STATS_INTERVAL_MS   1000  /* stream length and lag gauges */
 #define TRIM_INTERVAL_MS    10000 /* XTRIM of acknowledged entries */
-#define IDLE_PING_MS        1000  /* watermark heartbeat / PG check while idle */
+#define IDLE_PING_MS        1000 /* PG check while idle, floors marked current while Redis is away */
 #define PARTITIONS_EVERY_MS (3600 * 1000)
 #define PAST_DAYS_MAX       400 /* oldest day a batch may create a partition for */
 #define FAILPOINT_EXIT      137 /* as if killed with SIGKILL */
@@ -64,29 +64,55 @@ bool worker_write_ends(const struct worker_write *wr, bool caught_up, long batch
            age >= max_ms;
 }
 
-int64_t worker_read_watermark(const struct batch *b, const bool *caught_up, unsigned nstreams,
-                              int64_t read_wall_ms)
+void worker_delays_init(struct worker_delays *d)
 {
-    int64_t wm = read_wall_ms;
+    memset(d, 0, sizeof(*d));
+    pthread_mutex_init(&d->mu, NULL);
+}
 
-    for (unsigned s = 0; s < nstreams; s++) {
-        int64_t newest = 0;
-        if (caught_up[s])
-            continue;
-        for (size_t i = 0; i < b->count; i++) {
-            const struct batch_entry *e = &b->entries[i];
-            /* An entry that is no event has no received time: its entry
-             * id's, Redis's clock at the XADD, stands in. */
-            int64_t t = e->received_ms ? e->received_ms : strtoll(e->id, NULL, 10);
-            if (e->stream == s && t > newest)
-                newest = t;
-        }
-        if (newest == 0)
-            return 0;
-        if (newest < wm)
-            wm = newest;
-    }
-    return wm;
+void worker_delays_deinit(struct worker_delays *d)
+{
+    pthread_mutex_destroy(&d->mu);
+}
+
+/* Starts a new window once the current one is WORKER_DELAYS_WINDOW_MS old. */
+static void delays_rotate(struct worker_delays *d, int64_t now_ms)
+{
+    if (now_ms - d->cur_start < WORKER_DELAYS_WINDOW_MS)
+        return;
+    /* A window skipped whole (no entry for that long) held nothing. */
+    d->prev = now_ms - d->cur_start < 2 * WORKER_DELAYS_WINDOW_MS ? d->cur : 0;
+    d->cur = 0;
+    d->cur_start = now_ms;
+}
+
+void worker_delays_note(struct worker_delays *d, int64_t delay_ms, int64_t now_ms)
+{
+    pthread_mutex_lock(&d->mu);
+    delays_rotate(d, now_ms);
+    if (delay_ms > d->cur)
+        d->cur = delay_ms;
+    d->primed = true;
+    pthread_mutex_unlock(&d->mu);
+}
+
+int64_t worker_delays_max(struct worker_delays *d, int64_t now_ms)
+{
+    int64_t max;
+
+    pthread_mutex_lock(&d->mu);
+    delays_rotate(d, now_ms);
+    max = !d->primed ? -1 : d->cur > d->prev ? d->cur : d->prev;
+    pthread_mutex_unlock(&d->mu);
+    return max;
+}
+
+int64_t worker_complete_until(int64_t floor_ms, int64_t max_delay_ms)
+{
+    int64_t slack =
+        max_delay_ms > WORKER_WATERMARK_SLACK_MS ? max_delay_ms : WORKER_WATERMARK_SLACK_MS;
+
+    return floor_ms > slack ? floor_ms - slack : 0;
 }
 
 int64_t worker_write_max_ms(long claim_idle_ms)
@@ -266,7 +292,7 @@ static enum store_status flush_each(struct worker *w)
             e->keep_pending = true; /* delivered again later */
             continue;
         }
-        st = store_flush(&w->store, b, i, 1, 0, &c);
+        st = store_flush(&w->store, b, i, 1, &c);
         if (st == STORE_DATA && e->kind == BATCH_EVENT) {
             log_warn("entry_rejected", LF_STR("stream", b->streams[e->stream]),
                      LF_STR("entry_id", e->id), LF_STR("sqlstate", w->store.sqlstate),
@@ -276,7 +302,7 @@ static enum store_status flush_each(struct worker *w)
                 e->keep_pending = true; /* delivered again later */
                 continue;
             }
-            st = store_flush(&w->store, b, i, 1, 0, &c);
+            st = store_flush(&w->store, b, i, 1, &c);
         }
         if (st == STORE_DATA) {
             log_error("dead_letter_rejected", LF_STR("stream", b->streams[e->stream]),
@@ -375,8 +401,10 @@ static void update_stats(struct worker *w, bool trim)
             /* Refused (an ACL without XINFO, say): this stream's gauges
              * stand still. */
             upkeep_refused(w, "stream_stats_failed", i, w->stats_failing, &stats_failed);
+            w->floor_ms[i] = 0; /* its row is only marked current */
             continue;
         }
+        w->floor_ms[i] = s.floor_ms;
         if (s.trim_failed) /* an ACL without XTRIM, say: not trimmed */
             upkeep_refused(w, "stream_trim_failed", i, w->trim_failing, &trim_failed);
         metric_set(w->length[i], (double)s.length);
@@ -386,6 +414,7 @@ static void update_stats(struct worker *w, bool trim)
          * entries are trimmed). */
         metric_set(w->lag[i], (double)(s.lag >= 0 ? s.lag + s.pending : s.length));
     }
+    w->floors_due = true;
     if (w->stats_failing && !stats_failed)
         log_info("stream_stats_resumed", LF_INT("worker", w->index));
     w->stats_failing = stats_failed;
@@ -395,6 +424,22 @@ static void update_stats(struct worker *w, bool trim)
             log_info("stream_trim_resumed", LF_INT("worker", w->index));
         w->trim_failing = trim_failed;
     }
+}
+
+/* Writes the streams' freshness floors that update_stats() read, each less
+ * the slack for events whose XADD came late (worker_complete_until); with
+ * `touch_only` (Redis away) only marks their rows current, so that what the
+ * streams still hold keeps data_complete_until back. */
+static enum store_status put_floors(struct worker *w, bool touch_only)
+{
+    int64_t until[STORE_FLOORS_MAX];
+    int64_t delay = worker_delays_max(w->delays, (int64_t)timeutil_mono_ms());
+    unsigned n = w->nstreams < STORE_FLOORS_MAX ? w->nstreams : STORE_FLOORS_MAX;
+
+    w->floors_due = false;
+    for (unsigned i = 0; i < n; i++)
+        until[i] = touch_only || delay < 0 ? 0 : worker_complete_until(w->floor_ms[i], delay);
+    return store_put_floors(&w->store, (const char *const *)w->streams, until, n);
 }
 
 /* Gives up the open write after a failure: rolls it back and reads this
@@ -412,20 +457,14 @@ static void abandon_write(struct worker *w)
     reader_recover(&w->reader);
 }
 
-/* Commits the open write (the watermark: the largest of its reads', see
- * worker_read_watermark, or the time of a last read that caught up and found
- * nothing; none if its reads were of pending or claimed entries)
- * and acknowledges its entries; empties the batch unless `keep_read` (a read
- * not yet written, for the next write). False after a failure (marked, the
- * write abandoned). */
-static bool end_write(struct worker *w, bool caught_up, int64_t read_wall_ms, bool keep_read)
+/* Commits the open write and acknowledges its entries; empties the batch
+ * unless `keep_read` (a read not yet written, for the next write). False
+ * after a failure (marked, the write abandoned). */
+static bool end_write(struct worker *w, bool keep_read)
 {
     struct worker_write *wr = &w->wr;
     int64_t t0 = (int64_t)timeutil_mono_ms();
-    int64_t watermark = !wr->new_entries                               ? 0
-                        : caught_up && read_wall_ms > wr->watermark_ms ? read_wall_ms
-                                                                       : wr->watermark_ms;
-    enum store_status st = store_commit(&w->store, &w->batch, watermark, &wr->counts);
+    enum store_status st = store_commit(&w->store, &w->batch, &wr->counts);
 
     /* PostgreSQL rejected the merge or the COMMIT (an hll_union of a rollup
      * row edited by hand, say): when the batch holds the whole write, it is
@@ -485,8 +524,7 @@ static void *worker_main(void *arg)
     int64_t next_stats = 0, next_trim = 0, next_idle_ping = 0, next_partitions = 0;
     int64_t next_claim = (int64_t)timeutil_mono_ms() + w->claim_idle_ms / 2;
     int64_t part_lo = 0, part_hi = -1; /* days whose partitions exist */
-    int64_t read_wall_ms = 0;
-    int64_t read_ms = 0; /* time the last read took (XREADGROUP + decode) */
+    int64_t read_ms = 0;               /* time the last read took (XREADGROUP + decode) */
     enum reader_kind kind = READER_NEW;
     bool caught_up = false;
     bool failing = false;              /* the last attempt failed: a stop need not wait for it */
@@ -513,12 +551,14 @@ static void *worker_main(void *arg)
             if (reader_connect(&w->reader) < 0) {
                 redis_failed(w);
                 /* Keep PostgreSQL's readiness honest while Redis is away,
-                 * and the watermark row current, unmoved: what this worker
-                 * owes holds readers' minimum back for as long as it runs,
-                 * not only for the 10 minutes a row counts unrefreshed. */
+                 * and the streams' floor rows current, unmoved: what they
+                 * still hold keeps readers' minimum back for as long as an
+                 * aggregator runs, not only for the 10 minutes a row counts
+                 * unrefreshed. */
                 if (store_connected(&w->store) && now >= next_idle_ping) {
                     next_idle_ping = now + IDLE_PING_MS;
-                    if ((st = store_touch_watermark(&w->store)) != STORE_OK)
+                    st = w->stream_upkeep ? put_floors(w, true) : store_ping(&w->store);
+                    if (st != STORE_OK)
                         pg_failed(w, st);
                 }
                 backoff_sleep(w, &redis_backoff);
@@ -573,6 +613,15 @@ static void *worker_main(void *arg)
             next_partitions = now + PARTITIONS_EVERY_MS;
         }
 
+        /* The floors read with the gauges, between writes (a write's open
+         * transaction would hold the rows other aggregators update too). */
+        if (w->floors_due && !store_in_write(&w->store) &&
+            (st = put_floors(w, false)) != STORE_OK) {
+            pg_failed(w, st);
+            backoff_sleep(w, &pg_backoff);
+            continue;
+        }
+
         if (w->batch.count == 0) {
             int rc = 0;
             partitions_rechecked = false; /* a read to come */
@@ -603,7 +652,6 @@ static void *worker_main(void *arg)
                  * sends nothing ahead and waits for nothing. */
                 w->reader.no_ahead = atomic_load(&w->stop);
                 rc = reader_read(&w->reader, &w->batch, &kind, &caught_up);
-                read_wall_ms = w->reader.read_wall_ms;
                 read_ms = (int64_t)timeutil_mono_ms() - now;
             }
             if (rc == 0 && w->batch.count > 0 && failpoint.read_error > 0 &&
@@ -641,19 +689,18 @@ static void *worker_main(void *arg)
             redis_ok(w);
             redis_backoff = BACKOFF_MIN_MS;
             failing = false;
+            worker_delays_note(w->delays, w->batch.max_delay_ms, (int64_t)timeutil_mono_ms());
             if (w->batch.count == 0 && store_in_write(&w->store)) {
                 /* Caught up with a write open: it ends here. */
-                if (!end_write(w, caught_up, read_wall_ms, false))
+                if (!end_write(w, false))
                     backoff_sleep(w, &pg_backoff);
                 continue;
             }
             if (w->batch.count == 0) {
-                /* Idle: move the watermark to "now" when caught up, which also
-                 * checks PostgreSQL every second. */
+                /* Idle: check PostgreSQL every second. */
                 if (now >= next_idle_ping) {
                     next_idle_ping = now + IDLE_PING_MS;
-                    st = caught_up ? store_heartbeat(&w->store, read_wall_ms)
-                                   : store_ping(&w->store);
+                    st = store_ping(&w->store);
                     if (st != STORE_OK)
                         pg_failed(w, st);
                     else
@@ -670,7 +717,7 @@ static void *worker_main(void *arg)
         if (store_in_write(&w->store) &&
             (kind != READER_NEW ||
              batch_partitions_needed(w, part_lo, part_hi, &first_day, &last_day))) {
-            if (!end_write(w, false, 0, true)) {
+            if (!end_write(w, true)) {
                 backoff_sleep(w, &pg_backoff);
                 continue;
             }
@@ -733,13 +780,6 @@ static void *worker_main(void *arg)
             w->wr.started_ms = now;
         w->wr.entries += w->batch.count;
         w->wr.new_entries = kind == READER_NEW;
-        if (kind == READER_NEW) {
-            for (unsigned i = 0; i < w->nstreams; i++)
-                w->caught_up[i] = reader_stream_caught_up(&w->reader, i);
-            int64_t wm = worker_read_watermark(&w->batch, w->caught_up, w->nstreams, read_wall_ms);
-            if (wm > w->wr.watermark_ms)
-                w->wr.watermark_ms = wm;
-        }
         w->wr.read_ms += read_ms;
         w->wr.pg_ms += (int64_t)timeutil_mono_ms() - t0;
         read_ms = 0;
@@ -747,7 +787,7 @@ static void *worker_main(void *arg)
         if (worker_write_ends(&w->wr, caught_up, w->batch_size, w->linger_ms, w->write_max_ms,
                               (int64_t)timeutil_mono_ms()) ||
             atomic_load(&w->stop)) {
-            if (!end_write(w, caught_up, read_wall_ms, false))
+            if (!end_write(w, false))
                 backoff_sleep(w, &pg_backoff);
         } else {
             batch_next(&w->batch);
@@ -757,14 +797,13 @@ static void *worker_main(void *arg)
     if (w->batch.count > 0)
         log_warn("worker_stopped_with_pending", LF_INT("worker", w->index),
                  LF_INT("entries", (long long)w->batch.count));
-    /* Owing nothing, its watermark row would only hold data_complete_until
-     * back until readers leave it out as old (10 minutes): delete it. A
-     * worker that still owes entries keeps its row, so that it holds the
-     * watermark back. */
-    else if (reader_connected(&w->reader) && store_connected(&w->store) &&
-             !store_in_write(&w->store) && reader_owns_nothing(&w->reader) == 1 &&
-             store_forget_watermark(&w->store) == STORE_OK)
-        log_info("watermark_forgotten", LF_INT("worker", w->index));
+    /* The floors once more, with this worker's last entries acknowledged. */
+    else if (w->stream_upkeep && reader_connected(&w->reader) && store_connected(&w->store) &&
+             !store_in_write(&w->store)) {
+        update_stats(w, false);
+        if (reader_connected(&w->reader))
+            (void)put_floors(w, false);
+    }
     reader_disconnect(&w->reader);
     store_disconnect(&w->store);
     log_info("worker_stopped", LF_INT("worker", w->index));
@@ -818,9 +857,9 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     w->length = calloc(cfg->nstreams, sizeof(*w->length));
     w->lag = calloc(cfg->nstreams, sizeof(*w->lag));
     w->pending = calloc(cfg->nstreams, sizeof(*w->pending));
-    w->caught_up = calloc(cfg->nstreams, sizeof(*w->caught_up));
-    w->watermark_key = strdup(cfg->watermark_key);
-    if (!w->streams || !w->length || !w->lag || !w->pending || !w->caught_up || !w->watermark_key)
+    w->floor_ms = calloc(cfg->nstreams, sizeof(*w->floor_ms));
+    w->delays = cfg->delays;
+    if (!w->streams || !w->length || !w->lag || !w->pending || !w->floor_ms)
         goto out;
     for (unsigned i = 0; i < cfg->nstreams; i++) {
         const char *label[] = {cfg->streams[i]};
@@ -855,7 +894,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
                           cfg->batch_wait_ms)) < 0)
         goto out;
     w->reader.max_deliveries = cfg->max_deliveries;
-    if ((rc = store_init(&w->store, cfg->database_url, cfg->content_relation, cfg->watermark_key,
+    if ((rc = store_init(&w->store, cfg->database_url, cfg->content_relation,
                          cfg->statement_timeout_ms)) < 0 ||
         (rc = rollup_reserve(&w->store.rollup, (size_t)cfg->batch_size)) < 0)
         goto out;
@@ -916,8 +955,7 @@ void worker_deinit(struct worker *w)
     free(w->length);
     free(w->lag);
     free(w->pending);
-    free(w->caught_up);
-    free(w->watermark_key);
+    free(w->floor_ms);
     if (w->sync_ready) {
         pthread_cond_destroy(&w->wake);
         pthread_mutex_destroy(&w->mu);

@@ -40,14 +40,50 @@ struct worker_metrics {
     struct metric_family *pending;       /* aggregator_pending_entries{stream} */
 };
 
+/* The largest delay seen between an event's received_at (the collector's
+ * clock) and its stream entry's id (Redis's clock at the XADD) over the last
+ * one or two windows of WORKER_DELAYS_WINDOW_MS, shared by a process's
+ * workers: an entry not yet read may be as late, so a stream's floor (Redis's
+ * clock) is moved back by it to give data_complete_until (the collectors'). */
+struct worker_delays {
+    pthread_mutex_t mu;
+    int64_t cur, prev; /* the largest in the current and the previous window; 0: none */
+    int64_t cur_start; /* monotonic start of the current window */
+    bool primed;       /* a read was noted: until then the delays are unknown */
+};
+
+#define WORKER_DELAYS_WINDOW_MS (5 * 60 * 1000)
+
+/* The least a floor is moved back by: a collector answers 503 to an XADD
+ * unanswered for ARV_REDIS_TIMEOUT_MS (500 ms by default) and a grace. */
+#define WORKER_WATERMARK_SLACK_MS 1000
+
+void worker_delays_init(struct worker_delays *d);
+void worker_delays_deinit(struct worker_delays *d);
+
+/* Notes a read whose largest delay was `delay_ms` (<= 0: none) at monotonic
+ * `now_ms`. */
+void worker_delays_note(struct worker_delays *d, int64_t delay_ms, int64_t now_ms);
+
+/* The largest delay noted in the current and the previous window; -1 before
+ * the first read was noted (a process that has read nothing yet knows of no
+ * delay, and publishes no floor). */
+int64_t worker_delays_max(struct worker_delays *d, int64_t now_ms);
+
+/* A stream's complete_until: its floor `floor_ms` (reader_floor_ms, Redis's
+ * clock) less the larger of `max_delay_ms` and WORKER_WATERMARK_SLACK_MS;
+ * 0 for an unknown floor (0). Pure. */
+int64_t worker_complete_until(int64_t floor_ms, int64_t max_delay_ms);
+
 /* What the worker is told; strings are copied. */
 struct worker_config {
     const struct redis_url *redis; /* the node */
     const char *const *streams;    /* its stream shards */
     unsigned nstreams;
-    const char *consumer;      /* name in the consumer group */
-    bool stream_upkeep;        /* this worker updates the stream gauges and trims (one per node) */
-    const char *watermark_key; /* row in analytics.ingest_watermarks */
+    const char *consumer; /* name in the consumer group */
+    bool stream_upkeep;   /* this worker updates the stream gauges and floors, and trims (one per
+                             node) */
+    struct worker_delays *delays; /* the process's, shared */
     const char *database_url;
     const char *content_relation;
     long statement_timeout_ms; /* the PostgreSQL session's; a call unanswered longer is given up */
@@ -81,13 +117,12 @@ struct worker_config {
 
 /* The write (one transaction) being made of one or more reads. */
 struct worker_write {
-    size_t entries;       /* of its reads */
-    unsigned reads;       /* written into it so far */
-    bool new_entries;     /* its reads are of new entries (they move the watermark) */
-    int64_t watermark_ms; /* the largest of its reads' worker_read_watermark() */
-    int64_t started_ms;   /* monotonic time of its first read */
-    int64_t read_ms;      /* its reads' time: XREADGROUP + decode */
-    int64_t pg_ms;        /* its time in PostgreSQL */
+    size_t entries;     /* of its reads */
+    unsigned reads;     /* written into it so far */
+    bool new_entries;   /* its reads are of new entries (not pending or claimed ones) */
+    int64_t started_ms; /* monotonic time of its first read */
+    int64_t read_ms;    /* its reads' time: XREADGROUP + decode */
+    int64_t pg_ms;      /* its time in PostgreSQL */
     struct store_counts counts;
 };
 
@@ -104,20 +139,21 @@ struct worker {
     unsigned index; /* for logs */
     char **streams; /* stream names, owned */
     unsigned nstreams;
-    char *watermark_key;     /* owned */
     struct worker_metrics m; /* copied; children owned by the registry */
     struct metric **length;  /* per stream children, owned array */
     struct metric **lag;
     struct metric **pending;
-    bool *caught_up; /* per stream: its last read caught up (owned) */
+    int64_t *floor_ms;            /* per stream: its floor at the last gauges (owned); 0: unknown */
+    bool floors_due;              /* read since last written */
+    struct worker_delays *delays; /* shared */
     long claim_idle_ms;
     long max_deliveries;
-    bool stream_upkeep;                       /* gauges and trimming are this worker's to do */
-    bool stats_failing;                       /* the last gauges' commands were refused */
-    bool trim_failing;                        /* the last trim was refused */
-    struct reader reader;                     /* used only by the thread */
-    struct store store;                       /* used only by the thread */
-    struct content_cache *contents;           /* the registry cache; thread only */
+    bool stream_upkeep;             /* gauges, floors and trimming are this worker's to do */
+    bool stats_failing;             /* the last gauges' commands were refused */
+    bool trim_failing;              /* the last trim was refused */
+    struct reader reader;           /* used only by the thread */
+    struct store store;             /* used only by the thread */
+    struct content_cache *contents; /* the registry cache; thread only */
     struct content_cache_stats contents_seen; /* stats already counted in metrics */
     struct ua_cache *ua;                      /* parsed user agents; thread only; NULL: off */
     struct ua_cache_stats ua_seen;            /* stats already counted in metrics */
@@ -175,14 +211,6 @@ void worker_deinit(struct worker *w);
  * (the caller's). Pure. */
 bool worker_write_ends(const struct worker_write *wr, bool caught_up, long batch_size,
                        int64_t linger_ms, int64_t max_ms, int64_t now_ms);
-
-/* The watermark of a read of new entries from `nstreams` streams, made at
- * `read_wall_ms`, whose entries are batch `b`'s: a stream it caught up on
- * (`caught_up[i]`) is complete until `read_wall_ms`; one whose last piece was
- * full, only until the newest event read from it (an entry that is no event:
- * its entry id's time). The smallest of them. Pure. */
-int64_t worker_read_watermark(const struct batch *b, const bool *caught_up, unsigned nstreams,
-                              int64_t read_wall_ms);
 
 /* The longest a write stays open with claims after `claim_idle_ms` (0: no
  * claims): WORKER_WRITE_MAX_MS, or half the claim idle if shorter. Pure. */

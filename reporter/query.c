@@ -13,13 +13,16 @@
 #include "strbuf.h"
 #include "timeutil.h"
 
-/* Every answer says how fresh it is: the lowest watermark of the aggregators
- * that reported in the last 10 minutes (a dead one must not freeze it), as
- * RFC 3339 UTC with milliseconds (truncated, so the claim stays true). */
+/* Every answer says how fresh it is: the lowest floor of the streams whose
+ * row some aggregator kept in the last 10 minutes (a stream no longer read,
+ * after its shards were reduced, must not freeze it), or of every stream when
+ * none was (the pipeline is stopped: a floor stays true, it only stops
+ * moving), as RFC 3339 UTC with milliseconds (truncated, so the claim stays
+ * true). */
 #define QUERY_SQL_WATERMARK                                                                        \
-    "(SELECT to_char(min(complete_until) AT TIME ZONE 'UTC', "                                     \
-    "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM analytics.ingest_watermarks "                       \
-    "WHERE updated_at > now() - interval '10 minutes')"
+    "(SELECT to_char(coalesce(min(complete_until) FILTER "                                         \
+    "(WHERE updated_at > now() - interval '10 minutes'), min(complete_until)) AT TIME ZONE 'UTC', " \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM analytics.stream_watermarks)"
 
 /* The first instant of local day `d` (SQL) in the zone $3: its midnight, or
  * where midnight comes twice (clocks back at 01:00, as in Atlantic/Azores and

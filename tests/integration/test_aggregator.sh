@@ -68,11 +68,12 @@ descents=$(it_psql "SELECT count(*) FILTER (WHERE event_id < pe OR (event_id = p
       host(network(set_masklen(ip_address, CASE family(ip_address) WHEN 4 THEN 24 ELSE 48 END)))::inet")" = 0 ] ||
     it_fail "an IP address stored with more than its /24 or /48"
 # Two worker threads (ARV_WORKERS=2, the default) share the node as consumers
-# <name>-0 and <name>-1, each with its own watermark row.
+# <name>-0 and <name>-1; the stream has its freshness floor row.
 n=$(redis-cli -p "$IT_REDIS_PORT" XINFO CONSUMERS "$ARV_STREAM" arv-aggregators | grep -cE -- '-[01]$')
 [ "$n" = 2 ] || it_fail "expected 2 consumers from one aggregator, got $n"
-[ "$(it_psql "SELECT count(*) FROM analytics.ingest_watermarks WHERE consumer ~ '-[01]$'")" = 2 ] ||
-    it_fail "expected one watermark row per worker"
+[ "$(it_psql "SELECT count(*) FROM analytics.stream_watermarks WHERE stream = '$ARV_STREAM'
+              AND complete_until < now() AND updated_at > now() - interval '5 seconds'")" = 1 ] ||
+    it_fail "expected the stream's floor row, current"
 it_pass "aggregator: $N entries, $raw rows, every rollup equals the raw rows, IPs anonymised, 2 workers"
 
 # Replaying the same entries (a redelivery of every batch) changes nothing.
@@ -519,57 +520,71 @@ env ARV_LISTEN=127.0.0.1:0 ARV_GEOIP_DB=/nonexistent.mmdb "$IT_BIN/arv-aggregato
     it_fail "a missing ARV_GEOIP_DB must stop the start with a clear error (rc $rc): $(tail -2 "$IT_TMP/nogeo.log")"
 it_pass "GeoIP and user-agent enrichment, bots stored but not counted, a bad GeoIP path refused"
 
-# With several streams, a read that caught up on one but not on another (its
-# piece full) moves the watermark only to the newest event it read from the
-# one behind, whose unread events are older than the other's. Shard 0 holds
-# 1,000 events received an hour ago, shard 1 ten received now; reads of 100
-# per stream (ARV_BATCH_SIZE). The process stops right after its first
-# COMMIT (ARV_FAILPOINT=after_commit:1): that write's watermark is an hour old.
+# The freshness floor of each stream (analytics.stream_watermarks) stays below
+# every entry not yet in PostgreSQL, whichever consumer holds it: here 5 of
+# shard 0's entries were delivered to a consumer that died ("ghost") and the
+# aggregator claims nothing (ARV_CLAIM_IDLE_MS=0). It also moves back by the
+# delay seen from an event's received_at to its XADD: shard 1's events come
+# from a collector whose clock is a minute behind Redis's, so a floor of
+# Redis's "now" is published as a minute before it, where that collector's
+# next events may still land.
 ws=$ARV_STREAM:wm
-old_ms=$((now_ms - 3600000))
-LC_ALL=C awk -v n=1000 -v stream="$ws:0" -v base_ms="$old_ms" -v contents=40 -v seed=0000f100 \
+floor_of() {
+    it_psql "SELECT (extract(epoch FROM complete_until) * 1000)::bigint || ' ' ||
+             (updated_at > now() - interval '3 seconds') FROM analytics.stream_watermarks WHERE stream = '$1'"
+}
+counted() { it_psql "SELECT count(*) FROM analytics.ar_view_sessions WHERE event_id::text LIKE '$1%'"; }
+t0=$(date +%s%3N)
+LC_ALL=C awk -v n=200 -v stream="$ws:0" -v base_ms="$t0" -v contents=40 -v seed=0000f100 \
     -f "$GEN" | redis-cli -p "$IT_REDIS_PORT" --pipe >/dev/null 2>&1 || it_fail "redis-cli --pipe"
-LC_ALL=C awk -v n=10 -v stream="$ws:1" -v base_ms="$(date +%s%3N)" -v contents=40 -v seed=0000f200 \
+redis-cli -p "$IT_REDIS_PORT" XGROUP CREATE "$ws:0" arv-aggregators 0 >/dev/null
+redis-cli -p "$IT_REDIS_PORT" XREADGROUP GROUP arv-aggregators ghost COUNT 5 STREAMS "$ws:0" '>' >/dev/null
+LC_ALL=C awk -v n=10 -v stream="$ws:1" -v base_ms="$((t0 - 60000))" -v contents=40 -v seed=0000f200 \
     -f "$GEN" | redis-cli -p "$IT_REDIS_PORT" --pipe >/dev/null 2>&1 || it_fail "redis-cli --pipe"
-rc=0
-env ARV_LISTEN=127.0.0.1:0 ARV_STREAM="$ws" ARV_STREAM_SHARDS=2 ARV_WORKERS=1 ARV_CONSUMER=wm \
-    ARV_BATCH_SIZE=100 ARV_FAILPOINT=after_commit:1 "$IT_BIN/arv-aggregator" 2>>"$IT_TMP/wm.log" || rc=$?
-[ "$rc" = 137 ] || it_fail "shard watermark: the failpoint did not stop the process (rc $rc)"
-wm=$(it_psql "SELECT (extract(epoch FROM complete_until) * 1000)::bigint FROM analytics.ingest_watermarks
-              WHERE consumer = 'wm'")
-[ -n "$wm" ] && [ "$wm" -le "$old_ms" ] ||
-    it_fail "shard watermark: $wm after the first write, past the unread events of $old_ms"
 it_start wm arv-aggregator ARV_STREAM="$ws" ARV_STREAM_SHARDS=2 ARV_WORKERS=1 ARV_CONSUMER=wm \
-    ARV_BATCH_WAIT_MS=50
-agg_wait_drained "$IT_REDIS_PORT" "$ws:0" 30 && agg_wait_drained "$IT_REDIS_PORT" "$ws:1" 30 ||
-    it_fail "shard watermark: the streams not drained"
-sleep 1.5
-wm2=$(it_psql "SELECT (extract(epoch FROM complete_until) * 1000)::bigint FROM analytics.ingest_watermarks
-               WHERE consumer = 'wm'")
-[ "$wm2" -gt $((old_ms + 3000000)) ] || it_fail "shard watermark: $wm2 once both streams caught up"
-it_pass "shard watermark: a read behind on one stream moves it to that stream's newest event, not past it"
-# Stopped owing nothing, its row would hold the reporter's minimum back until
-# it is 10 minutes old: it is deleted at the stop.
+    ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=0
+for ((i = 0; i < 100; i++)); do
+    [ "$(counted 0000f100)" = 195 ] && [ "$(counted 0000f200)" = 10 ] && break
+    sleep 0.1
+done
+[ "$i" -lt 100 ] || it_fail "floor: expected 195 and 10 events written: $(counted 0000f100), $(counted 0000f200)"
+sleep 1.5 # the floors are read every second
+f0=$(floor_of "$ws:0")
+f1=$(floor_of "$ws:1")
+[ -n "$f0" ] && [ "${f0% *}" -lt "$t0" ] && [ "${f0#* }" = true ] ||
+    it_fail "floor: shard 0 at '$f0', past the dead consumer's events received at $t0"
+now=$(date +%s%3N)
+[ -n "$f1" ] && [ "${f1% *}" -le $((now - 60000)) ] && [ "${f1% *}" -gt $((now - 90000)) ] &&
+    [ "${f1#* }" = true ] || it_fail "floor: shard 1 at '$f1', expected a minute before $now (t0 $t0)"
+sleep 1.1
+[ "$(floor_of "$ws:0")" = "${f0% *} true" ] || it_fail "floor: shard 0 moved or not kept current: $(floor_of "$ws:0")"
 it_stop wm
-[ "$(it_psql "SELECT count(*) FROM analytics.ingest_watermarks WHERE consumer = 'wm'")" = 0 ] ||
-    it_fail "watermark row left by a clean stop that owed nothing"
-grep -q '"watermark_forgotten"' "$IT_TMP/wm.log" || it_fail "no watermark_forgotten logged"
-it_pass "a clean stop owing nothing deletes its watermark row"
+# Claimed, the dead consumer's entries are written and the floor moves on.
+it_start wm2 arv-aggregator ARV_STREAM="$ws" ARV_STREAM_SHARDS=2 ARV_WORKERS=1 ARV_CONSUMER=wm \
+    ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=1000
+agg_wait_drained "$IT_REDIS_PORT" "$ws:0" 30 || it_fail "floor: the claimed entries not written"
+[ "$(counted 0000f100)" = 200 ] || it_fail "floor: expected all 200 events: $(counted 0000f100)"
+sleep 1.5
+f0=$(floor_of "$ws:0")
+[ "${f0% *}" -ge "$t0" ] || it_fail "floor: shard 0 still at '$f0' once everything is written"
+it_stop wm2
+it_pass "stream floors: held by a dead consumer's entries, a minute back for a collector a minute behind, moved on once claimed"
 
-# A worker that cannot read (its Redis away) keeps its watermark row current
-# without moving it, so that what it may owe holds the reporter's minimum back
-# for as long as it runs, not only for the 10 minutes a row counts unrefreshed.
+# With its Redis away, a stream's floor row stays current without moving, so
+# that what the stream still holds keeps the reporter's minimum back for as
+# long as an aggregator runs, not only for the 10 minutes a row counts
+# unrefreshed.
 R3=$(arv_free_port)
 arv_start_redis "$IT_TMP/r3" "$R3" || it_fail "touch: redis did not start"
 it_start touch arv-aggregator REDIS_URL="redis://127.0.0.1:$R3/0" ARV_STREAM="$ws" ARV_WORKERS=1 \
     ARV_CONSUMER=touch ARV_BATCH_WAIT_MS=50
-row() { it_psql "SELECT complete_until || ' ' || (updated_at > '$1') FROM analytics.ingest_watermarks
-                 WHERE consumer = 'touch'"; }
+row() { it_psql "SELECT complete_until || ' ' || (updated_at > '$1') FROM analytics.stream_watermarks
+                 WHERE stream = '$ws'"; }
 for ((i = 0; i < 50; i++)); do
     [ -n "$(row now)" ] && break
     sleep 0.1
 done
-[ "$i" -lt 50 ] || it_fail "touch: no watermark row"
+[ "$i" -lt 50 ] || it_fail "touch: no floor row"
 arv_stop_redis "$IT_TMP/r3" "$R3"
 sleep 1.5
 t=$(it_psql "SELECT now()")
@@ -582,7 +597,7 @@ done
 [ "$i" -lt 80 ] ||
     it_fail "touch: with Redis away, expected the row refreshed and unmoved: '$cu' then '$(row "$t")'"
 it_stop touch
-it_pass "Redis away: the watermark row stays current, unmoved"
+it_pass "Redis away: the stream's floor row stays current, unmoved"
 
 # The merging statement upserts the rollup tables in the documented order
 # (breakdown, content hourly, content daily, company hourly, company daily:

@@ -42,7 +42,7 @@ INSERT INTO analytics.rollup_company_daily (day, company_id, views, sessions, vi
 SELECT day, company_id, sum(views), hll_union_agg(sessions), sum(video_plays), sum(duration_sum),
        sum(duration_count)
 FROM analytics.rollup_content_daily GROUP BY 1, 2;
-INSERT INTO analytics.ingest_watermarks (consumer, complete_until, updated_at) VALUES
+INSERT INTO analytics.stream_watermarks (stream, complete_until, updated_at) VALUES
   ('a', '2026-01-01T10:00:00.123456Z', now()), ('b', '2026-01-01T10:00:05Z', now()),
   ('dead', '2025-01-01T00:00:00Z', now() - interval '1 hour');" >/dev/null
 
@@ -102,6 +102,13 @@ same "unique_sessions active_content" "$ov" "$ex"
 [ "$(jq -r .data_complete_until <<<"$ov")" = "2026-01-01T10:00:00.123Z" ] ||
     it_fail "watermark: $ov"
 [ "$(jq -r .unique_sessions_error <<<"$ov")" = 0.016 ] || it_fail "error bound: $ov"
+# With no stream row kept in the last 10 minutes (every aggregator stopped),
+# the lowest floor of all still holds: it stops moving, it does not vanish.
+it_psql "UPDATE analytics.stream_watermarks SET updated_at = updated_at - interval '1 hour'" >/dev/null
+ov=$(get "$admin" "/api/analytics/overview?period=7d")
+[ "$(jq -r .data_complete_until <<<"$ov")" = "2025-01-01T00:00:00.000Z" ] ||
+    it_fail "watermark with every row old: $ov"
+it_psql "UPDATE analytics.stream_watermarks SET updated_at = updated_at + interval '1 hour'" >/dev/null
 
 ov1=$(get "$k1" /api/analytics/overview)
 ex=$(expected "c.company_id = 1")

@@ -63,7 +63,7 @@ SELECT (e.hour AT TIME ZONE 'UTC')::date, e.company_id, e.project_id, e.ar_conte
 FROM public.it_ev e CROSS JOIN LATERAL (VALUES ('device_type', e.device), ('browser', e.browser),
     ('os', e.os), ('country', e.country), ('city', e.city), ('tracking_quality', e.tq)) d(dim, val)
 GROUP BY 1, 2, 3, 4, 5, 6;
-INSERT INTO analytics.ingest_watermarks (consumer, complete_until, updated_at) VALUES
+INSERT INTO analytics.stream_watermarks (stream, complete_until, updated_at) VALUES
   ('a', '2026-11-05T00:00:00Z', now());" >/dev/null
 
 admin=$("$IT_BIN/arvctl" keys create --admin 2>/dev/null)

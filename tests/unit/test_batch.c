@@ -186,6 +186,28 @@ Test(batch, decodes_an_event_into_a_raw_row)
     cr_assert_eq(memcmp(b.rows.data + e->payload_off, "{\"event_id\"", 11), 0);
 }
 
+/* The largest delay from received_at to the entry id's time: a collector
+ * clock ahead counts nothing, an event replayed long after (arvctl dlq
+ * replay) is not a delay, and a new read starts from nothing. */
+Test(batch, notes_the_largest_xadd_delay)
+{
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
+
+    /* received_at is 1764064800123 ms. */
+    cr_assert_eq(batch_add(&b, 0, "1764064800000-0", 15, f, 2), 0);
+    cr_assert_eq(b.max_delay_ms, 0, "ahead of Redis");
+    cr_assert_eq(batch_add(&b, 0, "1764064800623-0", 15, f, 2), 0);
+    cr_assert_eq(b.max_delay_ms, 500);
+    cr_assert_eq(batch_add(&b, 0, "1764064860123-0", 15, f, 2), 0);
+    cr_assert_eq(b.max_delay_ms, 60000);
+    cr_assert_eq(batch_add(&b, 0, "1764064800723-0", 15, f, 2), 0);
+    cr_assert_eq(b.max_delay_ms, 60000, "the largest is kept");
+    cr_assert_eq(batch_add(&b, 0, "1764151200123-0", 15, f, 2), 0);
+    cr_assert_eq(b.max_delay_ms, 60000, "a day later: a replay, not a delay");
+    batch_next(&b);
+    cr_assert_eq(b.max_delay_ms, 0);
+}
+
 Test(batch, tracking_quality_classes_and_values)
 {
     static const char *const tq[] = {"excellent", "good", "fair", "poor", "meh", NULL};

@@ -32,6 +32,23 @@ Test(reader, parses_stream_ids)
 
 /* The ids a batch's reads leave to acknowledge: every entry but those kept
  * pending, with its stream, across reads. */
+/* The floor: the smallest of the oldest pending entry, the first
+ * undelivered one and Redis's clock; unknown (0) for an id that does not
+ * parse. */
+Test(reader, floor_is_the_smallest)
+{
+    cr_assert_eq(reader_floor_ms(5000, "", ""), 5000);
+    cr_assert_eq(reader_floor_ms(5000, NULL, NULL), 5000);
+    cr_assert_eq(reader_floor_ms(5000, "3000-7", ""), 3000);
+    cr_assert_eq(reader_floor_ms(5000, "", "4000-0"), 4000);
+    cr_assert_eq(reader_floor_ms(5000, "4500-1", "4000-0"), 4000);
+    cr_assert_eq(reader_floor_ms(5000, "3000-0", "4000-0"), 3000);
+    /* An entry given a future id by hand: the clock still bounds it. */
+    cr_assert_eq(reader_floor_ms(5000, "", "99999999999999-0"), 5000);
+    cr_assert_eq(reader_floor_ms(5000, "x-1", ""), 0);
+    cr_assert_eq(reader_floor_ms(0, "", ""), 0);
+}
+
 Test(reader, acks_collect_entries_across_reads)
 {
     static const char *const streams[] = {"s0", "s1", "s2"};
@@ -216,29 +233,103 @@ Test(reader_live, read_sent_ahead_is_kept_across_other_commands)
     live_end(&r, &b);
 }
 
-/* A read that caught up with a piece sent ahead says so as of the time that
- * piece was sent: entries added after it are not in the read, so a watermark
- * from a later time would claim them. */
-Test(reader_live, caught_up_as_of_the_piece_sent_ahead)
+/* The time part of stream id `id`. */
+static int64_t id_ms(const char *id)
+{
+    uint64_t ms, seq;
+    cr_assert(reader_parse_id(id, &ms, &seq), "%s", id);
+    return (int64_t)ms;
+}
+
+/* The id of the `k`th entry (from 0) of arv:test into `out`. */
+static void nth_id(long k, char *out, size_t outlen)
+{
+    redisReply *reply = redisCommand(admin, "XRANGE arv:test - + COUNT %ld", k + 1);
+    cr_assert(reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == (size_t)k + 1);
+    snprintf(out, outlen, "%s", reply->element[k]->element[0]->str);
+    freeReplyObject(reply);
+}
+
+static int64_t redis_now_ms(void)
+{
+    redisReply *t = redisCommand(admin, "TIME");
+    cr_assert(t && t->type == REDIS_REPLY_ARRAY && t->elements == 2);
+    int64_t ms =
+        strtoll(t->element[0]->str, NULL, 10) * 1000 + strtoll(t->element[1]->str, NULL, 10) / 1000;
+    freeReplyObject(t);
+    return ms;
+}
+
+/* A stream's floor is its first entry not yet acknowledged: the oldest
+ * pending one, else the first undelivered one; caught up, Redis's clock
+ * when asked, which a later entry's id cannot be below. */
+Test(reader_live, floor_is_the_first_entry_not_acknowledged)
 {
     struct reader r;
     struct batch b;
+    struct reader_stats st;
     bool caught_up;
-    live_start(&r, &b, 10, 8, 0);
+    char first[BATCH_ENTRY_ID_MAX], sixth[BATCH_ENTRY_ID_MAX];
+    live_start(&r, &b, 10, 5, 0);
+    nth_id(0, first, sizeof(first));
+    nth_id(5, sixth, sizeof(sixth));
+    usleep(5 * 1000); /* the clock past the entries' ids */
+
+    cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+    cr_assert_eq(st.floor_ms, id_ms(first), "undelivered: %lld", (long long)st.floor_ms);
     read_new(&r, &b, &caught_up);
-    cr_assert_eq(b.count, 8);
-    cr_assert_not(caught_up);
-    cr_assert_eq(reader_prefetch(&r), 0, "%s", r.errstr);
-    usleep(20 * 1000); /* Redis has served it */
-    int64_t before_add = timeutil_real_ms();
+    cr_assert_eq(b.count, 5);
+    cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+    cr_assert_eq(st.floor_ms, id_ms(first), "pending, not acknowledged");
+    ack_all(&r, &b);
+    cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+    cr_assert_eq(st.floor_ms, id_ms(sixth), "the first undelivered");
+    /* Another consumer's pending entry holds it as much as this one's. */
+    redisReply *other =
+        redisCommand(admin, "XREADGROUP GROUP %s c2 COUNT 1 STREAMS arv:test >", READER_GROUP);
+    cr_assert(other && other->type == REDIS_REPLY_ARRAY);
+    freeReplyObject(other);
+    read_new(&r, &b, &caught_up);
+    ack_all(&r, &b);
+    cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+    cr_assert_eq(st.floor_ms, id_ms(sixth), "c2's pending entry");
+    redisReply *ack = redisCommand(admin, "XACK arv:test %s %s", READER_GROUP, sixth);
+    cr_assert(ack && ack->type == REDIS_REPLY_INTEGER && ack->integer == 1);
+    freeReplyObject(ack);
+
+    int64_t before = redis_now_ms();
+    cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+    int64_t after = redis_now_ms();
+    cr_assert(st.floor_ms >= before && st.floor_ms <= after, "caught up: %lld in [%lld, %lld]",
+              (long long)st.floor_ms, (long long)before, (long long)after);
     add_entries(1);
-    usleep(20 * 1000);
-    read_new(&r, &b, &caught_up);
-    cr_assert_eq(b.count, 2, "the entry added later is not in this read");
-    cr_assert(caught_up);
-    cr_assert_lt(r.read_wall_ms, before_add, "caught up as of when the piece was sent");
-    read_new(&r, &b, &caught_up);
-    cr_assert_eq(b.count, 1);
+    char later[BATCH_ENTRY_ID_MAX];
+    nth_id(10, later, sizeof(later));
+    cr_assert_geq(id_ms(later), st.floor_ms, "a later entry is not below it");
+    live_end(&r, &b);
+}
+
+/* A floor command refused (a user without TIME) leaves the floor unknown
+ * and the other figures good. */
+Test(reader_live, refused_floor_keeps_the_figures)
+{
+    struct reader r;
+    struct batch b;
+    struct reader_stats st;
+    enum reader_kind kind;
+    bool caught_up;
+    redisReply *acl = redisCommand(admin, "ACL SETUSER notime on >pw ~* &* +@all -time");
+    cr_assert(acl && acl->type == REDIS_REPLY_STATUS);
+    freeReplyObject(acl);
+    add_entries(30);
+    batch_init(&b, live_streams);
+    reader_open(&r, "notime", live_streams, 1, 100, 0);
+    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
+    cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+    cr_assert_eq(st.floor_ms, 0);
+    cr_assert_eq(st.length, 30);
+    cr_assert_eq(st.lag, 30);
+    cr_assert(reader_connected(&r));
     live_end(&r, &b);
 }
 

@@ -38,8 +38,7 @@ Test(store, watch_shuts_an_unanswered_call_down)
     int sv[2];
     char c;
 
-    cr_assert_eq(store_init(&s, "postgresql://x@127.0.0.1/x", "analytics.ar_content", "c", 1000),
-                 0);
+    cr_assert_eq(store_init(&s, "postgresql://x@127.0.0.1/x", "analytics.ar_content", 1000), 0);
     cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     cr_assert_eq(store_watch(&s, 5000), 0, "no call in progress");
     s.call_since_ms = 1000;
@@ -62,7 +61,7 @@ Test(store, merge_statement)
     struct strbuf sql;
 
     strbuf_init(&sql);
-    store_build_merge_sql(&sql, "'agg-1'", 1764064800123LL);
+    store_build_merge_sql(&sql);
     cr_assert(strstr(sql.data, "ON CONFLICT (stream, entry_id) DO NOTHING"));
     cr_assert(strstr(sql.data, "hll_union(r.sessions, EXCLUDED.sessions)"));
     /* Every rollup table, each upserted on its primary key, from the deltas. */
@@ -79,10 +78,27 @@ Test(store, merge_statement)
     cr_assert(strstr(sql.data, "INSERT INTO analytics.rollup_breakdown_daily AS r"));
     cr_assert(strstr(sql.data, "FROM pg_temp.arv_measures WHERE kind = 3 ORDER BY company_id, at"));
     cr_assert(strstr(sql.data, "FROM pg_temp.arv_breakdown ORDER BY 2, 4, 1, 5, 6, 3"));
-    cr_assert(strstr(sql.data, "VALUES ('agg-1', to_timestamp(1764064800123 / 1000.0), now())"));
-    strbuf_reset(&sql);
-    store_build_merge_sql(&sql, "'agg-1'", 0);
-    cr_assert_null(strstr(sql.data, "ingest_watermarks"));
+    cr_assert_null(strstr(sql.data, "watermarks"));
+    strbuf_deinit(&sql);
+}
+
+/* A known floor is upserted, an unknown one only marks its row current; one
+ * statement per stream, in the order given. */
+Test(store, floors_statement)
+{
+    struct strbuf sql;
+    const char *lit[] = {"'arv:events:0'", "'arv:events:2'"};
+    const int64_t until[] = {1764064800123LL, 0};
+
+    strbuf_init(&sql);
+    store_build_floors_sql(&sql, lit, until, 2);
+    const char *up = strstr(sql.data, "INSERT INTO analytics.stream_watermarks");
+    const char *touch = strstr(sql.data, "UPDATE analytics.stream_watermarks SET updated_at = now()"
+                                         " WHERE stream = 'arv:events:2';");
+    cr_assert(up && touch && up < touch, "%s", sql.data);
+    cr_assert(strstr(sql.data, "VALUES ('arv:events:0', to_timestamp(1764064800123 / 1000.0)"));
+    cr_assert(strstr(sql.data, "DO UPDATE SET complete_until = EXCLUDED.complete_until"));
+    cr_assert_null(strstr(touch, "complete_until"), "unknown: not moved");
     strbuf_deinit(&sql);
 }
 

@@ -1,5 +1,5 @@
 /* Unit tests for aggregator/worker.c's pure part: the test-only failpoint spec, when a
- * write of several reads ends, a read's watermark. */
+ * write of several reads ends, the delays and slack of the freshness floors. */
 #include <criterion/criterion.h>
 
 #include "worker.h"
@@ -70,30 +70,41 @@ Test(worker, write_stays_open_less_than_the_claim_idle)
     cr_assert_eq(worker_write_max_ms(1), 0);
 }
 
-/* A read's watermark: streams it caught up on are complete until the read;
- * one whose piece was full only until the newest event read from it. */
-Test(worker, read_watermark_is_the_least_complete_stream)
+/* The largest XADD delay is kept for one or two windows, then forgotten. */
+Test(worker, delays_are_kept_for_a_window_or_two)
 {
-    struct batch_entry entries[4] = {
-        {.id = "900-0", .stream = 0, .received_ms = 1000},
-        {.id = "2900-0", .stream = 0, .received_ms = 3000},
-        {.id = "8900-0", .stream = 1, .received_ms = 9000},
-        {.id = "9500-3", .stream = 1, .received_ms = 0}, /* a dead letter: no time */
-    };
-    struct batch b = {.entries = entries, .count = 4};
-    bool all[2] = {true, true}, first_full[2] = {false, true}, both_full[2] = {false, false};
+    struct worker_delays d;
+    const int64_t W = WORKER_DELAYS_WINDOW_MS;
 
-    cr_assert_eq(worker_read_watermark(&b, all, 2, 10000), 10000);
-    /* Stream 1 caught up with events up to now, stream 0 still behind. */
-    cr_assert_eq(worker_read_watermark(&b, first_full, 2, 10000), 3000);
-    cr_assert_eq(worker_read_watermark(&b, both_full, 2, 10000), 3000);
-    /* One stream: as before, the newest event when the read was full. */
-    b.count = 2;
-    cr_assert_eq(worker_read_watermark(&b, first_full, 1, 10000), 3000);
-    cr_assert_eq(worker_read_watermark(&b, all, 1, 10000), 10000);
-    /* A full stream without a decoded event: its entry ids' time. */
-    entries[0].received_ms = entries[1].received_ms = 0;
-    cr_assert_eq(worker_read_watermark(&b, first_full, 1, 10000), 2900);
-    b.count = 4;
-    cr_assert_eq(worker_read_watermark(&b, both_full, 2, 10000), 2900);
+    worker_delays_init(&d);
+    cr_assert_eq(worker_delays_max(&d, 1000), -1, "nothing read yet: unknown");
+    worker_delays_note(&d, 0, 1000);
+    cr_assert_eq(worker_delays_max(&d, 1000), 0);
+    worker_delays_note(&d, 300, 1000);
+    worker_delays_note(&d, 60000, 2000);
+    worker_delays_note(&d, 500, 3000);
+    worker_delays_note(&d, -5000, 3000); /* a collector clock ahead: nothing */
+    cr_assert_eq(worker_delays_max(&d, 4000), 60000);
+    /* The next window still holds it, the one after no longer. */
+    worker_delays_note(&d, 200, W + 1000);
+    cr_assert_eq(worker_delays_max(&d, W + 1000), 60000);
+    cr_assert_eq(worker_delays_max(&d, 2 * W + 999), 60000);
+    cr_assert_eq(worker_delays_max(&d, 2 * W + 1000), 200);
+    cr_assert_eq(worker_delays_max(&d, 3 * W + 1000), 0);
+    /* A silent spell longer than two windows forgets everything. */
+    worker_delays_note(&d, 7000, 4 * W);
+    cr_assert_eq(worker_delays_max(&d, 6 * W + 1), 0);
+    worker_delays_deinit(&d);
+}
+
+/* A floor is moved back by the largest delay, at least by the slack. */
+Test(worker, complete_until_is_the_floor_less_the_delays)
+{
+    cr_assert_eq(worker_complete_until(1764064800000LL, 0),
+                 1764064800000LL - WORKER_WATERMARK_SLACK_MS);
+    cr_assert_eq(worker_complete_until(1764064800000LL, WORKER_WATERMARK_SLACK_MS - 1),
+                 1764064800000LL - WORKER_WATERMARK_SLACK_MS);
+    cr_assert_eq(worker_complete_until(1764064800000LL, 60000), 1764064740000LL);
+    cr_assert_eq(worker_complete_until(0, 0), 0, "unknown stays unknown");
+    cr_assert_eq(worker_complete_until(500, 0), 0);
 }
