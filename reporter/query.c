@@ -17,12 +17,15 @@
  * row some aggregator kept in the last 10 minutes (a stream no longer read,
  * after its shards were reduced, must not freeze it), or of every stream when
  * none was (the pipeline is stopped: a floor stays true, it only stops
- * moving), as RFC 3339 UTC with milliseconds (truncated, so the claim stays
- * true). */
-#define QUERY_SQL_WATERMARK                                                                        \
-    "(SELECT to_char(coalesce(min(complete_until) FILTER "                                         \
-    "(WHERE updated_at > now() - interval '10 minutes'), min(complete_until)) AT TIME ZONE 'UTC', " \
-    "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM analytics.stream_watermarks)"
+ * moving); NULL when there is no row. */
+#define QUERY_SQL_WATERMARK_AT                                                                     \
+    "(SELECT coalesce(min(complete_until) FILTER (WHERE updated_at > now() - "                     \
+    "interval '10 minutes'), min(complete_until)) FROM analytics.stream_watermarks)"
+/* A watermark `at` (SQL) as RFC 3339 UTC with milliseconds (truncated, so the
+ * claim stays true): all of one width, so that they compare as strings. */
+#define QUERY_SQL_WATERMARK_TEXT(at)                                                               \
+    "to_char((" at ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+#define QUERY_SQL_WATERMARK QUERY_SQL_WATERMARK_TEXT(QUERY_SQL_WATERMARK_AT)
 
 /* The first instant of local day `d` (SQL) in the zone $3: its midnight, or
  * where midnight comes twice (clocks back at 01:00, as in Atlantic/Azores and
@@ -92,15 +95,28 @@
     "sum(ds)::bigint AS tds, sum(dc)::bigint AS tdc FROM (SELECT v, u, p, ds, dc FROM s "          \
     "UNION ALL SELECT NULL, $12::hll, NULL, NULL, NULL FROM x WHERE x.ok) z)"
 /* The closed part itself: one row, the days with rows and their counts as
- * arrays (uniques per day computed as QUERY_SQL_ITEM_COLS does), and the union
- * of their sketches. */
+ * arrays (uniques per day computed as QUERY_SQL_ITEM_COLS does), the union of
+ * their sketches, and the watermark read in the same snapshot with whether it
+ * is at or past the end of the rows read: h1 (the first instant after the
+ * last closed day), or where that is not on the hour (a half-hour zone) the
+ * end of the hour straddling it, which counts for the closed day. */
+/* clang-format off */
 #define QUERY_SQL_FILL                                                                             \
-    " SELECT array_agg(to_char(b, 'YYYY-MM-DD') ORDER BY b)::text, "                               \
+    ", m AS (SELECT " QUERY_SQL_WATERMARK_AT " AS at, "                                            \
+    "date_trunc('hour', w.h1 + interval '1 hour' - interval '1 microsecond', 'UTC') AS e FROM w) " \
+    "SELECT array_agg(to_char(b, 'YYYY-MM-DD') ORDER BY b)::text, "                                \
     "array_agg(v ORDER BY b)::text, "                                                              \
     "array_agg(coalesce(round(hll_cardinality(u)), 0)::bigint ORDER BY b)::text, "                 \
     "array_agg(p ORDER BY b)::text, array_agg(ds ORDER BY b)::text, "                              \
-    "array_agg(dc ORDER BY b)::text, hll_union_agg(u)::text FROM s"
-#define QUERY_FILL_NCOLS 7
+    "array_agg(dc ORDER BY b)::text, hll_union_agg(u)::text, "                                     \
+    "(SELECT " QUERY_SQL_WATERMARK_TEXT("m.at") " FROM m), "                                       \
+    "(SELECT coalesce(m.at >= m.e, false) FROM m) FROM s"
+/* clang-format on */
+/* Its columns: the six arrays, then these. */
+#define QUERY_FILL_COL_SKETCH         6
+#define QUERY_FILL_COL_COMPLETE_UNTIL 7
+#define QUERY_FILL_COL_COMPLETE       8
+#define QUERY_FILL_NCOLS              9
 
 static const char *const query_interval_names[] = {"hour", "day", "week", "month"};
 static const char *const query_by_names[] = {"content", "project", "company"};
@@ -632,6 +648,8 @@ int query_build_fill(const struct query_spec *spec, const char *rel, const struc
 struct query_closed_head {
     uint64_t ndays;          /* struct query_closed_day that follow */
     struct query_counts sum; /* of every closed day */
+    char complete_until[40]; /* as in struct query_closed */
+    bool complete;
 };
 
 /* Parses a PostgreSQL array text of `n` integers or dates ("{1,2}", "{2026-03-01}";
@@ -674,9 +692,11 @@ static bool query_parse_array(const char *s, size_t n, struct query_closed_day *
     return i == n && s[0] == '}' && s[1] == '\0';
 }
 
+static bool query_cell_text(const PGresult *res, int col, char *out, size_t outlen);
+
 bool query_read_fill(const PGresult *res, struct strbuf *out)
 {
-    static const size_t offs[QUERY_FILL_NCOLS - 1] = {
+    static const size_t offs[QUERY_FILL_COL_SKETCH] = {
         offsetof(struct query_closed_day, day),
         offsetof(struct query_closed_day, c.views),
         offsetof(struct query_closed_day, c.unique_sessions),
@@ -690,8 +710,11 @@ bool query_read_fill(const PGresult *res, struct strbuf *out)
     bool ok = false;
 
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != QUERY_FILL_NCOLS ||
-        PQntuples(res) != 1)
+        PQntuples(res) != 1 ||
+        !query_cell_text(res, QUERY_FILL_COL_COMPLETE_UNTIL, head.complete_until,
+                         sizeof(head.complete_until)))
         return false;
+    head.complete = strcmp(PQgetvalue(res, 0, QUERY_FILL_COL_COMPLETE), "t") == 0;
     /* Elements: as many as commas plus one in the days array. */
     daytext = PQgetvalue(res, 0, 0);
     if (*daytext) {
@@ -702,7 +725,7 @@ bool query_read_fill(const PGresult *res, struct strbuf *out)
     days = calloc(head.ndays ? head.ndays : 1, sizeof(*days));
     if (!days)
         goto out;
-    for (int i = 0; i < QUERY_FILL_NCOLS - 1; i++) {
+    for (int i = 0; i < QUERY_FILL_COL_SKETCH; i++) {
         if (!query_parse_array(PQgetvalue(res, 0, i), head.ndays, days, offs[i]))
             goto out;
     }
@@ -716,8 +739,8 @@ bool query_read_fill(const PGresult *res, struct strbuf *out)
     }
     strbuf_append(out, (const char *)&head, sizeof(head));
     strbuf_append(out, (const char *)days, head.ndays * sizeof(*days));
-    strbuf_append(out, PQgetvalue(res, 0, QUERY_FILL_NCOLS - 1),
-                  (size_t)PQgetlength(res, 0, QUERY_FILL_NCOLS - 1));
+    strbuf_append(out, PQgetvalue(res, 0, QUERY_FILL_COL_SKETCH),
+                  (size_t)PQgetlength(res, 0, QUERY_FILL_COL_SKETCH));
     strbuf_putc(out, '\0');
     ok = !out->oom;
 out:
@@ -743,6 +766,9 @@ bool query_closed_load(struct query_closed *c, const char *body, size_t len)
     memcpy(c->days, body + sizeof(head), days_len);
     c->ndays = (size_t)head.ndays;
     c->sum = head.sum;
+    memcpy(c->complete_until, head.complete_until, sizeof(c->complete_until));
+    c->complete_until[sizeof(c->complete_until) - 1] = '\0';
+    c->complete = head.complete;
     if (body[sizeof(head) + days_len] != '\0') {
         c->sketch = strdup(body + sizeof(head) + days_len);
         if (!c->sketch) {
@@ -761,6 +787,8 @@ void query_closed_deinit(struct query_closed *c)
     c->sketch = NULL;
     c->ndays = 0;
     memset(&c->sum, 0, sizeof(c->sum));
+    c->complete_until[0] = '\0';
+    c->complete = false;
 }
 
 bool query_merge_closed(struct query_result *r, const struct query_spec *spec,
@@ -774,6 +802,11 @@ bool query_merge_closed(struct query_result *r, const struct query_spec *spec,
     timeutil_format_date(c->d1, d1, sizeof(d1));
     if (strcmp(r->from, d0) != 0 || strcmp(r->to, d1) != 0)
         return true; /* PostgreSQL read every day itself (see QUERY_SQL_SPLIT) */
+    /* A part read while its days were still owed holds events only up to its
+     * own watermark: the answer must claim no more. RFC 3339 strings of one
+     * width (QUERY_SQL_WATERMARK_TEXT) compare as their instants. */
+    if (!c->complete && (!c->complete_until[0] || strcmp(c->complete_until, r->complete_until) < 0))
+        snprintf(r->complete_until, sizeof(r->complete_until), "%s", c->complete_until);
     r->total.views += c->sum.views;
     r->total.video_plays += c->sum.video_plays;
     r->total.duration_sum += c->sum.duration_sum;

@@ -146,9 +146,10 @@ struct query_closed_day {
 };
 
 /* The closed part of a window: its UTC days d0 .. last. Daily rollups of such
- * days are read once (query_build_fill), kept by the caller, and merged into
- * later answers (query_build_split, query_merge_closed), whose statements then
- * read only the open days. */
+ * days are read once (query_build_fill) with the watermark, kept by the caller
+ * when that watermark says they were complete, and merged into later answers
+ * (query_build_split, query_merge_closed), whose statements then read only the
+ * open days. */
 struct query_closed {
     int64_t d0;                    /* the window's first day (days since 1970-01-01) */
     int64_t d1;                    /* its last day */
@@ -157,6 +158,8 @@ struct query_closed {
     size_t ndays;                  /* days with rows */
     struct query_closed_day *days; /* owned: ascending */
     char *sketch;                  /* owned: hll text of their union; NULL: no rows */
+    char complete_until[40];       /* watermark read with the days (RFC 3339); "": none */
+    bool complete;                 /* it was at or past their end: nothing of them was owed */
 };
 
 /* A read result. `rows` and `keys` are owned (query_result_deinit). */
@@ -225,7 +228,8 @@ void query_closed_key(const struct query_spec *spec, const struct query_closed *
 
 /* Appends the statement computing the closed part `c` of `spec` (one row: day,
  * views, uniques, plays, duration sum and count as arrays, then the union
- * sketch) and fills `p`. Returns 0 or -EINVAL. Pure. */
+ * sketch, the watermark of the same snapshot and whether it is at or past the
+ * end of those days) and fills `p`. Returns 0 or -EINVAL. Pure. */
 int query_build_fill(const struct query_spec *spec, const char *rel, const struct query_closed *c,
                      struct strbuf *sql, struct query_params *p);
 
@@ -233,8 +237,9 @@ int query_build_fill(const struct query_spec *spec, const char *rel, const struc
  * for query_closed_load(). Returns false if its shape is not the expected one. */
 bool query_read_fill(const PGresult *res, struct strbuf *out);
 
-/* Loads a packed closed part (`body`, `len` bytes, borrowed) into c->sum, days
- * and sketch (owned: query_closed_deinit). Returns false if it is not one. */
+/* Loads a packed closed part (`body`, `len` bytes, borrowed) into c->sum, days,
+ * sketch (owned: query_closed_deinit), complete_until and complete. Returns
+ * false if it is not one. Only a complete part may be kept for later answers. */
 bool query_closed_load(struct query_closed *c, const char *body, size_t len);
 void query_closed_deinit(struct query_closed *c);
 
@@ -246,8 +251,11 @@ int query_build_split(const struct query_spec *spec, const char *rel, const stru
 
 /* Completes a split statement's result `r` with the closed part `c`: totals,
  * and for timeseries and exports one point per closed day (zeros where no
- * rows) before the open ones. A no-op when PostgreSQL's window was not c's
- * (it then read every day itself). Returns false when out of memory. */
+ * rows) before the open ones; when `c` is not complete (read while some of its
+ * days were still owed), r->complete_until becomes the older of the two
+ * watermarks ("" when either is), so that the answer claims no more than its
+ * closed days hold. A no-op when PostgreSQL's window was not c's (it then read
+ * every day itself). Returns false when out of memory. */
 bool query_merge_closed(struct query_result *r, const struct query_spec *spec,
                         const struct query_closed *c);
 

@@ -456,7 +456,8 @@ static void reporter_send(struct reporter_call *call, const struct query_closed 
     }
 }
 
-/* The closed part of the window has been read: keep it, then ask for the rest. */
+/* The closed part of the window has been read: keep it when the watermark read
+ * with it says its days were complete, then ask for the rest. */
 static void reporter_fill_done(void *arg, const PGresult *res, const char *errstr)
 {
     struct reporter_call *call = arg;
@@ -474,7 +475,11 @@ static void reporter_fill_done(void *arg, const PGresult *res, const char *errst
         reporter_query_failed(call, "unexpected closed-part result", "the analytics query failed");
         return;
     }
-    qcache_put(r->closed, call->closed_key, timeutil_mono_ms(), body.data, body.len, false, NULL);
+    /* One still being written (an aggregator backlog of those days) serves this
+     * answer only, which query_merge_closed() then dates no later than it. */
+    if (call->closed.complete)
+        qcache_put(r->closed, call->closed_key, timeutil_mono_ms(), body.data, body.len, false,
+                   NULL);
     reporter_send(call, &call->closed, false);
     strbuf_deinit(&body);
 }

@@ -339,7 +339,13 @@ Test(query_closed, fill_and_split_statements)
     sql = strbuf_steal(&sb);
     cr_assert(has(sql, "FROM w, analytics.rollup_company_daily r WHERE r.day BETWEEN w.d0 AND "
                        "w.d1 AND r.company_id = $5::bigint AND r.company_id = $6::bigint"));
-    cr_assert(has(sql, "hll_union_agg(u)::text FROM s"));
+    cr_assert(has(sql, "hll_union_agg(u)::text, "));
+    /* The watermark of the same snapshot, and whether it has passed the end of
+     * the hours read (h1, or the end of the hour straddling it). */
+    cr_assert(has(sql, "m AS (SELECT (SELECT coalesce(min(complete_until) FILTER"));
+    cr_assert(has(sql, "FROM analytics.stream_watermarks) AS at, date_trunc('hour', w.h1 + "
+                       "interval '1 hour' - interval '1 microsecond', 'UTC') AS e FROM w)"));
+    cr_assert(has(sql, "(SELECT coalesce(m.at >= m.e, false) FROM m) FROM s"));
     cr_assert_not(has(sql, "GROUP BY"));
     cr_assert_eq(p.nparams, QUERY_NPARAMS);
     cr_assert_str_eq(p.params[0], "2026-08-28");
@@ -423,9 +429,10 @@ Test(query_closed, fill_and_split_statements)
 static PGresult *make_row(int n, const char *const *vals)
 {
     PGresult *res = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
-    PGresAttDesc attrs[16];
+    PGresAttDesc attrs[QUERY_NCOLS];
     static char name[] = "f";
 
+    cr_assert(n <= QUERY_NCOLS);
     memset(attrs, 0, sizeof(attrs));
     for (int i = 0; i < n; i++)
         attrs[i].name = name;
@@ -438,7 +445,7 @@ static PGresult *make_row(int n, const char *const *vals)
 
 static bool load_fill(const char *const *vals, struct query_closed *c)
 {
-    PGresult *res = make_row(7, vals);
+    PGresult *res = make_row(9, vals);
     struct strbuf sb;
     bool ok;
 
@@ -451,11 +458,12 @@ static bool load_fill(const char *const *vals, struct query_closed *c)
 
 Test(query_closed, fill_result_round_trip)
 {
-    const char *vals[7] = {
-        "{2026-08-28,2026-08-30}", "{3,4}", "{2,4}", "{1,1}", "{90,120}", "{3,4}", "\\x148b7f"};
-    const char *none[7] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    const char *bad[7] = {
-        "{2026-08-28,2026-08-30}", "{3}", "{2,4}", "{1,1}", "{90,120}", "{3,4}", NULL};
+    const char *vals[9] = {
+        "{2026-08-28,2026-08-30}",  "{3,4}", "{2,4}", "{1,1}", "{90,120}", "{3,4}", "\\x148b7f",
+        "2026-11-25T13:44:58.123Z", "t"};
+    const char *none[9] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "f"};
+    const char *bad[9] = {
+        "{2026-08-28,2026-08-30}", "{3}", "{2,4}", "{1,1}", "{90,120}", "{3,4}", NULL, NULL, "f"};
     struct query_closed c = {0};
     struct strbuf sb;
     PGresult *res;
@@ -472,11 +480,21 @@ Test(query_closed, fill_result_round_trip)
     cr_assert_eq(c.sum.duration_sum, 210);
     cr_assert_eq(c.sum.duration_count, 7);
     cr_assert_str_eq(c.sketch, "\\x148b7f");
+    cr_assert_str_eq(c.complete_until, "2026-11-25T13:44:58.123Z");
+    cr_assert(c.complete);
 
-    cr_assert(load_fill(none, &c)); /* no rows: nothing, no sketch */
+    vals[8] = "f"; /* read while some of its days were still owed */
+    cr_assert(load_fill(vals, &c));
+    cr_assert_not(c.complete);
+    cr_assert_str_eq(c.complete_until, "2026-11-25T13:44:58.123Z");
+    cr_assert_eq(c.ndays, 2);
+
+    cr_assert(load_fill(none, &c)); /* no rows, no watermark: nothing, no sketch */
     cr_assert_eq(c.ndays, 0);
     cr_assert_null(c.sketch);
     cr_assert_eq(c.sum.views, 0);
+    cr_assert_str_eq(c.complete_until, "");
+    cr_assert_not(c.complete);
 
     cr_assert_not(load_fill(bad, &c)); /* arrays of different lengths */
     bad[1] = "{3,4";
@@ -488,6 +506,9 @@ Test(query_closed, fill_result_round_trip)
 
     res = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK); /* no columns */
     strbuf_init(&sb);
+    cr_assert_not(query_read_fill(res, &sb));
+    PQclear(res);
+    res = make_row(7, vals); /* without the watermark */
     cr_assert_not(query_read_fill(res, &sb));
     strbuf_deinit(&sb);
     PQclear(res);
@@ -502,8 +523,9 @@ Test(query_closed, merge_adds_closed_days)
                                        "9",  "4",  "113", "3",          NULL};
     static const char *const items[][6] = {{"2026-11-24", "0", "0", NULL, NULL, NULL},
                                            {"2026-11-25", "10", "8", "4", "113", "3"}};
-    const char *vals[7] = {
-        "{2026-11-19,2026-11-21}", "{5,6}", "{5,6}", "{1,2}", "{50,60}", "{5,6}", "\\x148b7f"};
+    const char *vals[9] = {
+        "{2026-11-19,2026-11-21}",  "{5,6}", "{5,6}", "{1,2}", "{50,60}", "{5,6}", "\\x148b7f",
+        "2026-11-25T13:44:58.123Z", "t"};
     PGresult *res = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
     PGresAttDesc attrs[QUERY_NCOLS];
     static char name[] = "c";
@@ -554,6 +576,81 @@ Test(query_closed, merge_adds_closed_days)
     query_result_deinit(&r);
     query_closed_deinit(&c);
     PQclear(res);
+}
+
+/* Reads a company total as a split statement answers it over 2026-11-19..25,
+ * with the watermark `until` (NULL: none) and 10 views in the open days. */
+static void read_split_total(const char *until, struct query_result *r)
+{
+    const char *meta[QUERY_NCOLS] = {NULL, NULL, until, "2026-11-19", "2026-11-25",
+                                     "10", "9",  "4",   "113",        "3"};
+    PGresult *res = make_row(QUERY_NCOLS, meta);
+
+    cr_assert(query_read(res, r));
+    PQclear(res); /* no item rows point into it */
+}
+
+Test(query_closed, merge_dates_an_incomplete_part)
+{
+    /* A part read while its days were still owed (an aggregator backlog) holds
+     * events only up to the watermark read with it: the answer may claim no
+     * more, though its own statement read a newer one. A complete part holds
+     * every event before its end, and the open days every later one up to the
+     * answer's own watermark, which stands. */
+    static const char *const answer = "2026-11-25T13:44:58.123Z";
+    static const struct {
+        bool complete;
+        const char *part, *until, *want;
+    } cases[] = {
+        {true, "2026-11-25T13:40:00.000Z", answer, answer},
+        {false, "2026-11-22T08:00:00.000Z", answer, "2026-11-22T08:00:00.000Z"},
+        {false, "2026-11-25T13:44:58.122Z", answer, "2026-11-25T13:44:58.122Z"},
+        {false, NULL, answer, ""},                           /* no watermark when read: unknown */
+        {false, "2026-11-25T13:50:00.000Z", answer, answer}, /* never newer than its own */
+        {false, "2026-11-22T08:00:00.000Z", NULL, ""},       /* none now: still none */
+    };
+    const char *vals[9] = {"{2026-11-20}", "{5}",       "{5}", "{1}", "{50}",
+                           "{5}",          "\\x148b7f", NULL,  NULL};
+    struct query_spec s = spec_of(QUERY_EP_ENTITY, QUERY_SCOPE_COMPANY, 7, false, 0);
+    struct query_closed c = {0};
+    struct query_result r;
+    struct strbuf sb;
+
+    strcpy(s.win.period, "7");
+    cr_assert(query_closed_window(&s, day_of("2026-11-25"), &c));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        vals[7] = cases[i].part;
+        vals[8] = cases[i].complete ? "t" : "f";
+        cr_assert(load_fill(vals, &c));
+        read_split_total(cases[i].until, &r);
+        cr_assert(query_merge_closed(&r, &s, &c));
+        cr_assert_str_eq(r.complete_until, cases[i].want, "case %zu: %s", i, r.complete_until);
+        cr_assert_eq(r.total.views, 15, "case %zu: the part is merged all the same", i);
+        query_result_deinit(&r);
+    }
+    vals[7] = NULL; /* no watermark when read: the answer says null */
+    vals[8] = "f";
+    cr_assert(load_fill(vals, &c));
+    strbuf_init(&sb);
+    read_split_total(answer, &r);
+    cr_assert(query_merge_closed(&r, &s, &c));
+    query_json(&sb, &s, &r);
+    cr_assert(has(sb.data, "\"data_complete_until\":null"), "%s", sb.data);
+    strbuf_deinit(&sb);
+    query_result_deinit(&r);
+
+    /* PostgreSQL's window was another: it read every day itself, with the
+     * watermark of its own snapshot, which stands. */
+    vals[7] = "2026-11-22T08:00:00.000Z";
+    vals[8] = "f";
+    cr_assert(load_fill(vals, &c));
+    c.d0--;
+    read_split_total(answer, &r);
+    cr_assert(query_merge_closed(&r, &s, &c));
+    cr_assert_str_eq(r.complete_until, answer);
+    cr_assert_eq(r.total.views, 10);
+    query_result_deinit(&r);
+    query_closed_deinit(&c);
 }
 
 Test(query_access, scope_rules)
