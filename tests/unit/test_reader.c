@@ -197,6 +197,23 @@ static void ack_all(struct reader *r, const struct batch *b)
     reader_acks_deinit(&a);
 }
 
+/* 30 entries, and a reader of them (reads of 100) as a Redis user "no<cmd>"
+ * allowed everything but `cmd`, connected, its start-up recovery done. */
+static void open_without(struct reader *r, struct batch *b, const char *cmd)
+{
+    enum reader_kind kind;
+    bool caught_up;
+    char user[32];
+    snprintf(user, sizeof(user), "no%s", cmd);
+    redisReply *acl = redisCommand(admin, "ACL SETUSER %s on >pw ~* &* +@all -%s", user, cmd);
+    cr_assert(acl && acl->type == REDIS_REPLY_STATUS);
+    freeReplyObject(acl);
+    add_entries(30);
+    batch_init(b, live_streams);
+    reader_open(r, user, live_streams, 1, 100, 0);
+    cr_assert_eq(reader_read(r, b, &kind, &caught_up), 0, "%s", r->errstr); /* recovery */
+}
+
 TestSuite(reader_live, .init = live_setup, .fini = live_teardown, .timeout = 60);
 
 /* A read in pieces, one sent ahead of the next read; an acknowledgement in
@@ -316,15 +333,7 @@ Test(reader_live, refused_floor_keeps_the_figures)
     struct reader r;
     struct batch b;
     struct reader_stats st;
-    enum reader_kind kind;
-    bool caught_up;
-    redisReply *acl = redisCommand(admin, "ACL SETUSER notime on >pw ~* &* +@all -time");
-    cr_assert(acl && acl->type == REDIS_REPLY_STATUS);
-    freeReplyObject(acl);
-    add_entries(30);
-    batch_init(&b, live_streams);
-    reader_open(&r, "notime", live_streams, 1, 100, 0);
-    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
+    open_without(&r, &b, "time");
     cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
     cr_assert_eq(st.floor_ms, 0);
     cr_assert_eq(st.length, 30);
@@ -688,15 +697,8 @@ Test(reader_live, refused_trim_keeps_the_figures)
     struct reader r;
     struct batch b;
     struct reader_stats st;
-    enum reader_kind kind;
     bool caught_up;
-    redisReply *acl = redisCommand(admin, "ACL SETUSER notrim on >pw ~* &* +@all -xtrim");
-    cr_assert(acl && acl->type == REDIS_REPLY_STATUS);
-    freeReplyObject(acl);
-    add_entries(30);
-    batch_init(&b, live_streams);
-    reader_open(&r, "notrim", live_streams, 1, 100, 0);
-    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
+    open_without(&r, &b, "xtrim");
     read_new(&r, &b, &caught_up);
     ack_all(&r, &b);
     cr_assert_eq(reader_stats(&r, 0, true, &st), 0, "%s", r.errstr);
