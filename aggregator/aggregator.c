@@ -312,9 +312,14 @@ static int register_metrics(struct aggregator *a, struct worker_metrics *m)
         "Entries of the stream not yet committed to PostgreSQL (undelivered + pending)", "stream");
     m->pending = metrics_gauge(reg, "aggregator_pending_entries",
                                "Entries delivered to the group and not yet acknowledged", "stream");
+    m->watermark = metrics_gauge(
+        reg, "aggregator_stream_complete_until_seconds",
+        "The stream's freshness floor last written (Unix time): every event received before it "
+        "is in the rollups",
+        "stream");
     if (!m->inserted || !m->duplicate || !m->bot || !m->unknown || !m->invalid || !m->batch_size ||
         !m->flush_duration || !m->db_errors || !m->redis_errors || !m->dead_letters ||
-        !m->stream_length || !m->consumer_lag || !m->pending || !m->content_hit ||
+        !m->stream_length || !m->consumer_lag || !m->pending || !m->watermark || !m->content_hit ||
         !m->content_miss || !m->ua_hit || !m->ua_miss)
         return -ENOMEM;
     return 0;

@@ -436,10 +436,18 @@ static enum store_status put_floors(struct worker *w, bool touch_only)
     int64_t delay = worker_delays_max(w->delays, (int64_t)timeutil_mono_ms());
     unsigned n = w->nstreams < STORE_FLOORS_MAX ? w->nstreams : STORE_FLOORS_MAX;
 
+    enum store_status st;
+
     w->floors_due = false;
     for (unsigned i = 0; i < n; i++)
         until[i] = touch_only || delay < 0 ? 0 : worker_complete_until(w->floor_ms[i], delay);
-    return store_put_floors(&w->store, (const char *const *)w->streams, until, n);
+    if ((st = store_put_floors(&w->store, (const char *const *)w->streams, until, n)) != STORE_OK)
+        return st;
+    for (unsigned i = 0; i < n; i++) {
+        if (until[i] > 0)
+            metric_set(w->watermark[i], (double)until[i] / 1000.0);
+    }
+    return STORE_OK;
 }
 
 /* Gives up the open write after a failure: rolls it back and reads this
@@ -857,9 +865,10 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     w->length = calloc(cfg->nstreams, sizeof(*w->length));
     w->lag = calloc(cfg->nstreams, sizeof(*w->lag));
     w->pending = calloc(cfg->nstreams, sizeof(*w->pending));
+    w->watermark = calloc(cfg->nstreams, sizeof(*w->watermark));
     w->floor_ms = calloc(cfg->nstreams, sizeof(*w->floor_ms));
     w->delays = cfg->delays;
-    if (!w->streams || !w->length || !w->lag || !w->pending || !w->floor_ms)
+    if (!w->streams || !w->length || !w->lag || !w->pending || !w->watermark || !w->floor_ms)
         goto out;
     for (unsigned i = 0; i < cfg->nstreams; i++) {
         const char *label[] = {cfg->streams[i]};
@@ -868,6 +877,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
         w->length[i] = metric_family_child(m->stream_length, label);
         w->lag[i] = metric_family_child(m->consumer_lag, label);
         w->pending[i] = metric_family_child(m->pending, label);
+        w->watermark[i] = metric_family_child(m->watermark, label);
     }
     w->batch_size = cfg->batch_size;
     w->linger_ms = cfg->batch_linger_ms;
@@ -955,6 +965,7 @@ void worker_deinit(struct worker *w)
     free(w->length);
     free(w->lag);
     free(w->pending);
+    free(w->watermark);
     free(w->floor_ms);
     if (w->sync_ready) {
         pthread_cond_destroy(&w->wake);

@@ -38,6 +38,7 @@ struct worker_metrics {
     struct metric_family *stream_length; /* aggregator_stream_length{stream} */
     struct metric_family *consumer_lag;  /* aggregator_consumer_lag{stream} */
     struct metric_family *pending;       /* aggregator_pending_entries{stream} */
+    struct metric_family *watermark;     /* aggregator_stream_complete_until_seconds{stream} */
 };
 
 /* The largest delay seen between an event's received_at (the collector's
@@ -143,6 +144,7 @@ struct worker {
     struct metric **length;  /* per stream children, owned array */
     struct metric **lag;
     struct metric **pending;
+    struct metric **watermark;
     int64_t *floor_ms;            /* per stream: its floor at the last gauges (owned); 0: unknown */
     bool floors_due;              /* read since last written */
     struct worker_delays *delays; /* shared */

@@ -558,6 +558,11 @@ now=$(date +%s%3N)
     [ "${f1#* }" = true ] || it_fail "floor: shard 1 at '$f1', expected a minute before $now (t0 $t0)"
 sleep 1.1
 [ "$(floor_of "$ws:0")" = "${f0% *} true" ] || it_fail "floor: shard 0 moved or not kept current: $(floor_of "$ws:0")"
+# The floor written is also a gauge, for alerting on a watermark that lags.
+m=$(curl -fsS "http://127.0.0.1:$IT_PORT_wm/metrics")
+g=$(sed -n "s/^aggregator_stream_complete_until_seconds{stream=\"$ws:0\"} //p" <<<"$m")
+awk -v g="$g" -v f="${f0% *}" 'BEGIN { d = g * 1000 - f; exit !(g != "" && d < 2 && d > -2) }' ||
+    it_fail "floor: gauge '$g' for shard 0, row at ${f0% *} ms"
 it_stop wm
 # Claimed, the dead consumer's entries are written and the floor moves on.
 it_start wm2 arv-aggregator ARV_STREAM="$ws" ARV_STREAM_SHARDS=2 ARV_WORKERS=1 ARV_CONSUMER=wm \
