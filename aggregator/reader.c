@@ -1135,8 +1135,7 @@ int64_t reader_floor_ms(int64_t time_ms, const char *pending_min, const char *fi
     return floor > 0 ? floor : 0;
 }
 
-/* Redis's clock (TIME) in ms into *out; false if refused or malformed. */
-static bool redis_time_ms(struct reader *r, int64_t *out)
+bool reader_time_ms(struct reader *r, int64_t *out)
 {
     redisReply *reply = reader_commandv(r, 1, (const char *[]){"TIME"});
     bool ok = reply && !reply_is_error(r, reply, "TIME") && reply->type == REDIS_REPLY_ARRAY &&
@@ -1181,27 +1180,24 @@ static bool first_after(struct reader *r, unsigned s, const char *last, char *ou
     return ok;
 }
 
-int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *out)
+int reader_stats(struct reader *r, unsigned i, bool trim, int64_t time_ms, struct reader_stats *out)
 {
     redisReply *reply = NULL;
     char last[BATCH_ENTRY_ID_MAX] = "";
     char smallest[BATCH_ENTRY_ID_MAX] = "";
     char first_new[BATCH_ENTRY_ID_MAX] = "";
     size_t groups = 0;
-    int64_t time_ms = 0;
-    bool ours = false, floor_known, pending_known = false;
+    bool ours = false, floor_known = time_ms > 0, pending_known = false;
     int rc = -1;
 
     memset(out, 0, sizeof(*out));
     out->lag = -1;
     /* The floor's commands in this order (see reader_floor_ms): Redis's clock
-     * first, then the group's last delivered id, then its pending entries,
-     * then the first entry after that id. An entry delivered meanwhile is
-     * then pending or acknowledged, and one added meanwhile gets an id at or
-     * after the clock read. A refused one leaves the floor unknown. */
-    floor_known = redis_time_ms(r, &time_ms);
-    if (!reader_connected(r))
-        goto out;
+     * first (`time_ms`, read before), then the group's last delivered id,
+     * then its pending entries, then the first entry after that id. An entry
+     * delivered meanwhile is then pending or acknowledged, and one added
+     * meanwhile gets an id at or after the clock read. A refused one leaves
+     * the floor unknown. */
     reply = reader_commandv(r, 3, (const char *[]){"XINFO", "GROUPS", r->streams[i]});
     if (!reply || reply_is_error(r, reply, "XINFO GROUPS"))
         goto out;

@@ -160,12 +160,18 @@ int reader_ack(struct reader *r, const struct reader_acks *a);
  * entries are pending too. */
 void reader_recover(struct reader *r);
 
-/* Reads stream `i`'s length, pending count, lag and freshness floor; when
- * `trim` is set and this group is the stream's only one, trims the entries
- * every consumer has acknowledged (XTRIM MINID ~). Returns 0 (a refused trim
- * sets out->trim_failed and `errstr`; a refused floor command leaves
- * out->floor_ms 0), or -1 with `errstr` set. */
-int reader_stats(struct reader *r, unsigned i, bool trim, struct reader_stats *out);
+/* Reads stream `i`'s length, pending count, lag and freshness floor (with
+ * `time_ms`, Redis's clock read before: 0 when unknown, which leaves the
+ * floor unknown); when `trim` is set and this group is the stream's only
+ * one, trims the entries every consumer has acknowledged (XTRIM MINID ~).
+ * Returns 0 (a refused trim sets out->trim_failed and `errstr`; a refused
+ * floor command leaves out->floor_ms 0), or -1 with `errstr` set. */
+int reader_stats(struct reader *r, unsigned i, bool trim, int64_t time_ms,
+                 struct reader_stats *out);
+
+/* Redis's clock (TIME) in ms into *out; false if refused or malformed (or
+ * the connection failed). */
+bool reader_time_ms(struct reader *r, int64_t *out);
 
 /* A stream's freshness floor, in Redis's clock (ms since the epoch): every
  * entry whose id's time is below it is acknowledged by the group, so in

@@ -408,64 +408,91 @@ enum store_status store_ensure_partitions(struct store *s, int64_t first_day, in
     return store_exec(s, s->sql.data);
 }
 
+/* The delay a floor is moved back by: the row's, while some aggregator
+ * reported it in the last 10 minutes and it is the larger, else the writer's
+ * (EXCLUDED). */
+#define FLOORS_KEEP_DELAY                                                                          \
+    "w.delay_at > now() - interval '10 minutes' AND w.delay_ms > EXCLUDED.delay_ms"
+#define FLOORS_DELAY   "CASE WHEN " FLOORS_KEEP_DELAY " THEN w.delay_ms ELSE EXCLUDED.delay_ms END"
+#define FLOORS_STR_(x) #x
+#define FLOORS_STR(x)  FLOORS_STR_(x)
+#define FLOORS_SLACK   FLOORS_STR(STORE_FLOOR_SLACK_MS) " * interval '1 millisecond'"
+/* complete_until of floor `f` moved back by delay `d` (SQL), and never past
+ * this server's now() less the slack (a Redis clock ahead of the
+ * collectors'). */
+#define FLOORS_UNTIL(f, d)                                                                         \
+    "least(" f " - greatest(" d " * interval '1 millisecond', " FLOORS_SLACK "), "                 \
+    "now() - " FLOORS_SLACK ")"
+
 void store_build_floors_sql(struct strbuf *out, const char *const *literals,
-                            const int64_t *until_ms, size_t n)
+                            const int64_t *floor_ms, size_t n, int64_t delay_ms)
 {
-    /* One statement per stream, in the order given (the caller sorts by
-     * name: two aggregators lock the rows in one order). The last writer's
-     * floor stands, even when lower: it may have seen a longer delay. A
-     * stream whose floor is unknown only has its row marked current. */
+    /* One statement, its rows in the streams' order (two aggregators lock
+     * them in one order). A stream whose floor is unknown (NULL) gets a row
+     * at the epoch if it has none, else only has it marked current. */
+    strbuf_puts(out, "INSERT INTO analytics.stream_watermarks AS w"
+                     " (stream, floor_at, delay_ms, delay_at, complete_until, updated_at)"
+                     " SELECT s, f, d, now(), CASE WHEN f IS NULL THEN 'epoch' ELSE " FLOORS_UNTIL(
+                         "f", "d") " END, now() FROM (VALUES ");
     for (size_t i = 0; i < n; i++) {
-        if (until_ms[i] > 0)
-            strbuf_printf(
-                out,
-                "INSERT INTO analytics.stream_watermarks (stream, complete_until, updated_at)"
-                " VALUES (%s, to_timestamp(%" PRId64 " / 1000.0), now())"
-                " ON CONFLICT (stream) DO UPDATE SET complete_until = EXCLUDED.complete_until,"
-                " updated_at = now(); ",
-                literals[i], until_ms[i]);
+        strbuf_printf(out, "%s(%s, ", i ? ", " : "", literals[i]);
+        if (floor_ms[i] > 0)
+            strbuf_printf(out, "to_timestamp(%" PRId64 " / 1000.0)", floor_ms[i]);
         else
-            strbuf_printf(out,
-                          "UPDATE analytics.stream_watermarks SET updated_at = now()"
-                          " WHERE stream = %s; ",
-                          literals[i]);
+            strbuf_puts(out, "NULL::timestamptz");
+        strbuf_printf(out, ", %" PRId64 "::bigint)", delay_ms);
     }
+    strbuf_puts(out,
+                ") v (s, f, d) ORDER BY s ON CONFLICT (stream) DO UPDATE SET"
+                " floor_at = coalesce(EXCLUDED.floor_at, w.floor_at),"
+                " delay_ms = " FLOORS_DELAY ","
+                " delay_at = CASE WHEN " FLOORS_KEEP_DELAY " THEN w.delay_at ELSE now() END,"
+                " complete_until = CASE WHEN EXCLUDED.floor_at IS NULL THEN w.complete_until"
+                " ELSE " FLOORS_UNTIL(
+                    "EXCLUDED.floor_at",
+                    "(" FLOORS_DELAY
+                    ")") " END,"
+                         " updated_at = now()"
+                         " RETURNING stream, (extract(epoch FROM complete_until) * 1000)::bigint");
 }
 
 enum store_status store_put_floors(struct store *s, const char *const *streams,
-                                   const int64_t *until_ms, size_t n)
+                                   const int64_t *floor_ms, size_t n, int64_t delay_ms,
+                                   int64_t *until_ms)
 {
-    char *literals[STORE_FLOORS_MAX];
-    int64_t until[STORE_FLOORS_MAX];
-    size_t order[STORE_FLOORS_MAX];
+    PGresult *res = NULL;
     enum store_status st = STORE_OK;
-    size_t k = 0;
 
     if (!s->conn)
         return s->status = STORE_CONN;
-    n = n < STORE_FLOORS_MAX ? n : STORE_FLOORS_MAX;
-    for (size_t i = 0; i < n; i++) { /* by name (insertion: a few shards) */
-        size_t j = i;
-        for (; j > 0 && strcmp(streams[order[j - 1]], streams[i]) > 0; j--)
-            order[j] = order[j - 1];
-        order[j] = i;
-    }
-    for (; k < n; k++) {
-        const char *name = streams[order[k]];
-        until[k] = until_ms[order[k]];
-        if (!(literals[k] = PQescapeLiteral(s->conn, name, strlen(name)))) {
+    char **literals = calloc(n ? n : 1, sizeof(*literals));
+    if (!literals)
+        return store_oom(s);
+    for (size_t i = 0; i < n && st == STORE_OK; i++) {
+        if (!(literals[i] = PQescapeLiteral(s->conn, streams[i], strlen(streams[i])))) {
             set_errstr(s, PQerrorMessage(s->conn));
             st = s->status = STORE_RETRY;
-            break;
         }
     }
     if (st == STORE_OK) {
         strbuf_reset(&s->sql);
-        store_build_floors_sql(&s->sql, (const char *const *)literals, until, n);
-        st = s->sql.oom ? store_oom(s) : store_exec(s, s->sql.data);
+        store_build_floors_sql(&s->sql, (const char *const *)literals, floor_ms, n, delay_ms);
+        st = s->sql.oom ? store_oom(s) : run(s, s->sql.data, &res);
     }
-    while (k > 0)
-        PQfreemem(literals[--k]);
+    for (size_t i = 0; i < n; i++) {
+        until_ms[i] = 0;
+        if (literals[i])
+            PQfreemem(literals[i]);
+    }
+    free(literals);
+    /* What each row holds now, by stream (a few: a scan each). */
+    for (int r = 0; st == STORE_OK && r < PQntuples(res); r++) {
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(PQgetvalue(res, r, 0), streams[i]) == 0)
+                until_ms[i] = strtoll(PQgetvalue(res, r, 1), NULL, 10);
+        }
+    }
+    PQclear(res);
     return st;
 }
 

@@ -75,15 +75,21 @@ struct store {
  * the dead letters written (not seen before). Pure. */
 void store_build_merge_sql(struct strbuf *out);
 
-/* Streams store_put_floors() writes at once, at most. */
-#define STORE_FLOORS_MAX 64
+/* The least a stream's floor is moved back by to give its complete_until:
+ * a collector answers 503 to an XADD unanswered for ARV_REDIS_TIMEOUT_MS
+ * (500 ms by default) and a grace. */
+#define STORE_FLOOR_SLACK_MS 1000
 
-/* Appends the statements that set, for each of the `n` streams named by the
- * already quoted SQL `literals`, its row of analytics.stream_watermarks to
- * `until_ms[i]`, or, where `until_ms[i]` is 0 (unknown), only mark the row
- * current. Pure. */
+/* Appends the statement that sets the rows of analytics.stream_watermarks of
+ * the `n` streams named by the already quoted SQL `literals` to their floors
+ * `floor_ms[i]` (Redis's clock; 0: unknown, the row only marked current, or
+ * added at the epoch), reporting `delay_ms`, the largest XADD delay the
+ * writer saw recently: complete_until is the floor less the larger of that
+ * and the row's own (reported by any aggregator in the last 10 minutes), at
+ * least STORE_FLOOR_SLACK_MS, and never past now() less it. Its rows: each
+ * stream's name and complete_until (ms). Pure. */
 void store_build_floors_sql(struct strbuf *out, const char *const *literals,
-                            const int64_t *until_ms, size_t n);
+                            const int64_t *floor_ms, size_t n, int64_t delay_ms);
 
 /* Appends the statement that takes, inside the batch's transaction and before
  * any write, pg_advisory_xact_lock_shared(ARV_LOCK_ROLLUP_DAY, day) for each
@@ -151,11 +157,12 @@ void store_abort(struct store *s);
 enum store_status store_flush(struct store *s, struct batch *b, size_t first, size_t n,
                               struct store_counts *counts);
 
-/* Sets the freshness floors of streams `streams` (store_build_floors_sql:
- * `until_ms[i]` 0 only marks a row current), in one transaction of its own;
- * at most STORE_FLOORS_MAX. Doubles as the connection check. Blocking. */
+/* Writes the floors of the `n` streams `streams` (store_build_floors_sql), in
+ * one statement, and sets `until_ms[i]` to each row's complete_until (ms; 0
+ * if none was read back). Doubles as the connection check. Blocking. */
 enum store_status store_put_floors(struct store *s, const char *const *streams,
-                                   const int64_t *until_ms, size_t n);
+                                   const int64_t *floor_ms, size_t n, int64_t delay_ms,
+                                   int64_t *until_ms);
 
 /* Checks the connection with SELECT 1. Blocking. */
 enum store_status store_ping(struct store *s);

@@ -107,14 +107,6 @@ int64_t worker_delays_max(struct worker_delays *d, int64_t now_ms)
     return max;
 }
 
-int64_t worker_complete_until(int64_t floor_ms, int64_t max_delay_ms)
-{
-    int64_t slack =
-        max_delay_ms > WORKER_WATERMARK_SLACK_MS ? max_delay_ms : WORKER_WATERMARK_SLACK_MS;
-
-    return floor_ms > slack ? floor_ms - slack : 0;
-}
-
 int64_t worker_write_max_ms(long claim_idle_ms)
 {
     if (claim_idle_ms > 0 && claim_idle_ms / 2 < WORKER_WRITE_MAX_MS)
@@ -392,10 +384,14 @@ static void upkeep_refused(struct worker *w, const char *event, unsigned i, bool
 static void update_stats(struct worker *w, bool trim)
 {
     struct reader_stats s;
-    bool stats_failed = false, trim_failed = false;
+    bool stats_failed = false, trim_failed = false, floor_failed = false;
+    int64_t time_ms = 0;
 
+    /* Redis's clock once, before every stream's figures (reader_stats). */
+    if (!reader_time_ms(&w->reader, &time_ms) && !reader_connected(&w->reader))
+        return;
     for (unsigned i = 0; i < w->nstreams; i++) {
-        if (reader_stats(&w->reader, i, trim, &s) < 0) {
+        if (reader_stats(&w->reader, i, trim, time_ms, &s) < 0) {
             if (!reader_connected(&w->reader))
                 return; /* an outage: the loop reports it */
             /* Refused (an ACL without XINFO, say): this stream's gauges
@@ -405,6 +401,8 @@ static void update_stats(struct worker *w, bool trim)
             continue;
         }
         w->floor_ms[i] = s.floor_ms;
+        if (s.floor_ms == 0) /* a refused TIME, XPENDING or XRANGE: stands still */
+            upkeep_refused(w, "stream_floor_unknown", i, w->floor_failing, &floor_failed);
         if (s.trim_failed) /* an ACL without XTRIM, say: not trimmed */
             upkeep_refused(w, "stream_trim_failed", i, w->trim_failing, &trim_failed);
         metric_set(w->length[i], (double)s.length);
@@ -415,6 +413,9 @@ static void update_stats(struct worker *w, bool trim)
         metric_set(w->lag[i], (double)(s.lag >= 0 ? s.lag + s.pending : s.length));
     }
     w->floors_due = true;
+    if (w->floor_failing && !floor_failed)
+        log_info("stream_floor_resumed", LF_INT("worker", w->index));
+    w->floor_failing = floor_failed;
     if (w->stats_failing && !stats_failed)
         log_info("stream_stats_resumed", LF_INT("worker", w->index));
     w->stats_failing = stats_failed;
@@ -426,28 +427,26 @@ static void update_stats(struct worker *w, bool trim)
     }
 }
 
-/* Writes the streams' freshness floors that update_stats() read, each less
- * the slack for events whose XADD came late (worker_complete_until); with
- * `touch_only` (Redis away) only marks their rows current, so that what the
- * streams still hold keeps data_complete_until back. */
+/* Writes the streams' freshness floors that update_stats() read, with the
+ * largest XADD delay the process saw (store_put_floors); with `touch_only`
+ * (Redis away), or before the process has read anything (no delay known),
+ * only marks their rows current, so that what the streams still hold keeps
+ * data_complete_until back. */
 static enum store_status put_floors(struct worker *w, bool touch_only)
 {
-    int64_t until[STORE_FLOORS_MAX];
     int64_t delay = worker_delays_max(w->delays, (int64_t)timeutil_mono_ms());
-    unsigned n = w->nstreams < STORE_FLOORS_MAX ? w->nstreams : STORE_FLOORS_MAX;
-
     enum store_status st;
 
     w->floors_due = false;
-    for (unsigned i = 0; i < n; i++)
-        until[i] = touch_only || delay < 0 ? 0 : worker_complete_until(w->floor_ms[i], delay);
-    if ((st = store_put_floors(&w->store, (const char *const *)w->streams, until, n)) != STORE_OK)
-        return st;
-    for (unsigned i = 0; i < n; i++) {
-        if (until[i] > 0)
-            metric_set(w->watermark[i], (double)until[i] / 1000.0);
+    for (unsigned i = 0; i < w->nstreams; i++)
+        w->floor_sent[i] = touch_only || delay < 0 ? 0 : w->floor_ms[i];
+    st = store_put_floors(&w->store, (const char *const *)w->streams, w->floor_sent, w->nstreams,
+                          delay > 0 ? delay : 0, w->until_ms);
+    for (unsigned i = 0; st == STORE_OK && i < w->nstreams; i++) {
+        if (w->until_ms[i] > 0)
+            metric_set(w->watermark[i], (double)w->until_ms[i] / 1000.0);
     }
-    return STORE_OK;
+    return st;
 }
 
 /* Gives up the open write after a failure: rolls it back and reads this
@@ -562,7 +561,11 @@ static void *worker_main(void *arg)
                  * and the streams' floor rows current, unmoved: what they
                  * still hold keeps readers' minimum back for as long as an
                  * aggregator runs, not only for the 10 minutes a row counts
-                 * unrefreshed. */
+                 * unrefreshed. PostgreSQL is connected here if need be (an
+                 * aggregator started while its Redis is away). */
+                if (w->stream_upkeep && !store_connected(&w->store) && now >= next_idle_ping &&
+                    (st = store_connect(&w->store)) != STORE_OK)
+                    pg_failed(w, st);
                 if (store_connected(&w->store) && now >= next_idle_ping) {
                     next_idle_ping = now + IDLE_PING_MS;
                     st = w->stream_upkeep ? put_floors(w, true) : store_ping(&w->store);
@@ -867,8 +870,11 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     w->pending = calloc(cfg->nstreams, sizeof(*w->pending));
     w->watermark = calloc(cfg->nstreams, sizeof(*w->watermark));
     w->floor_ms = calloc(cfg->nstreams, sizeof(*w->floor_ms));
+    w->floor_sent = calloc(cfg->nstreams, sizeof(*w->floor_sent));
+    w->until_ms = calloc(cfg->nstreams, sizeof(*w->until_ms));
     w->delays = cfg->delays;
-    if (!w->streams || !w->length || !w->lag || !w->pending || !w->watermark || !w->floor_ms)
+    if (!w->streams || !w->length || !w->lag || !w->pending || !w->watermark || !w->floor_ms ||
+        !w->floor_sent || !w->until_ms)
         goto out;
     for (unsigned i = 0; i < cfg->nstreams; i++) {
         const char *label[] = {cfg->streams[i]};
@@ -967,6 +973,8 @@ void worker_deinit(struct worker *w)
     free(w->pending);
     free(w->watermark);
     free(w->floor_ms);
+    free(w->floor_sent);
+    free(w->until_ms);
     if (w->sync_ready) {
         pthread_cond_destroy(&w->wake);
         pthread_mutex_destroy(&w->mu);

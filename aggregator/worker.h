@@ -55,10 +55,6 @@ struct worker_delays {
 
 #define WORKER_DELAYS_WINDOW_MS (5 * 60 * 1000)
 
-/* The least a floor is moved back by: a collector answers 503 to an XADD
- * unanswered for ARV_REDIS_TIMEOUT_MS (500 ms by default) and a grace. */
-#define WORKER_WATERMARK_SLACK_MS 1000
-
 void worker_delays_init(struct worker_delays *d);
 void worker_delays_deinit(struct worker_delays *d);
 
@@ -70,11 +66,6 @@ void worker_delays_note(struct worker_delays *d, int64_t delay_ms, int64_t now_m
  * the first read was noted (a process that has read nothing yet knows of no
  * delay, and publishes no floor). */
 int64_t worker_delays_max(struct worker_delays *d, int64_t now_ms);
-
-/* A stream's complete_until: its floor `floor_ms` (reader_floor_ms, Redis's
- * clock) less the larger of `max_delay_ms` and WORKER_WATERMARK_SLACK_MS;
- * 0 for an unknown floor (0). Pure. */
-int64_t worker_complete_until(int64_t floor_ms, int64_t max_delay_ms);
 
 /* What the worker is told; strings are copied. */
 struct worker_config {
@@ -146,6 +137,9 @@ struct worker {
     struct metric **pending;
     struct metric **watermark;
     int64_t *floor_ms;            /* per stream: its floor at the last gauges (owned); 0: unknown */
+    int64_t *floor_sent;          /* per stream: the floor put_floors() sends (owned) */
+    int64_t *until_ms;            /* per stream: its complete_until as last written (owned) */
+    bool floor_failing;           /* the last floors were refused (TIME, XPENDING or XRANGE) */
     bool floors_due;              /* read since last written */
     struct worker_delays *delays; /* shared */
     long claim_idle_ms;

@@ -9,8 +9,17 @@
 -- received_at and its XADD (docs/aggregator.md, "Guarantees").
 CREATE TABLE analytics.stream_watermarks (
     stream          text PRIMARY KEY,
+    -- what the reporter publishes: floor_at less the delay (at least 1 s),
+    -- never past the writer's now() less 1 s; the epoch until a floor is known
     complete_until  timestamptz NOT NULL,
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- the floor in Redis's clock: every entry below it is acknowledged
+    floor_at        timestamptz,
+    -- the largest delay from an event's received_at to its XADD that any
+    -- aggregator reported, last at delay_at: kept 10 minutes, so that an
+    -- aggregator that has not seen it yet does not publish past it
+    delay_ms        bigint NOT NULL DEFAULT 0,
+    delay_at        timestamptz NOT NULL DEFAULT now()
 );
 
 -- Aggregators from before this migration still write their consumer rows

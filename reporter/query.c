@@ -14,13 +14,13 @@
 #include "timeutil.h"
 
 /* Every answer says how fresh it is: the lowest floor of the streams whose
- * row some aggregator kept in the last 10 minutes (a stream no longer read,
- * after its shards were reduced, must not freeze it), or of every stream when
- * none was (the pipeline is stopped: a floor stays true, it only stops
- * moving); NULL when there is no row. */
+ * row was kept up to 10 minutes before the newest one (a stream no longer
+ * read, after its shards were reduced, must not freeze it; when every
+ * aggregator is stopped, the floors of the streams they last read, which
+ * stay true and only stop moving); NULL when there is no row. */
 #define QUERY_SQL_WATERMARK_AT                                                                     \
-    "(SELECT coalesce(min(complete_until) FILTER (WHERE updated_at > now() - "                     \
-    "interval '10 minutes'), min(complete_until)) FROM analytics.stream_watermarks)"
+    "(SELECT min(complete_until) FROM analytics.stream_watermarks WHERE updated_at >= "            \
+    "(SELECT max(updated_at) FROM analytics.stream_watermarks) - interval '10 minutes')"
 /* A watermark `at` (SQL) as RFC 3339 UTC with milliseconds (truncated, so the
  * claim stays true): all of one width, so that they compare as strings. */
 #define QUERY_SQL_WATERMARK_TEXT(at)                                                               \

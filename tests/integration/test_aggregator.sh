@@ -563,17 +563,61 @@ m=$(curl -fsS "http://127.0.0.1:$IT_PORT_wm/metrics")
 g=$(sed -n "s/^aggregator_stream_complete_until_seconds{stream=\"$ws:0\"} //p" <<<"$m")
 awk -v g="$g" -v f="${f0% *}" 'BEGIN { d = g * 1000 - f; exit !(g != "" && d < 2 && d > -2) }' ||
     it_fail "floor: gauge '$g' for shard 0, row at ${f0% *} ms"
+# A second aggregator, which has seen no late event, writes the same rows
+# every second too: the delay the first reported holds for both.
+it_start wmb arv-aggregator ARV_STREAM="$ws" ARV_STREAM_SHARDS=2 ARV_WORKERS=1 ARV_CONSUMER=wmb \
+    ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=0
+for ((i = 0; i < 6; i++)); do
+    sleep 0.5
+    f1=$(floor_of "$ws:1")
+    now=$(date +%s%3N)
+    [ "${f1% *}" -le $((now - 60000)) ] ||
+        it_fail "floor: shard 1 at '$f1' with a second aggregator, past a minute before $now"
+done
+it_stop wmb
 it_stop wm
-# Claimed, the dead consumer's entries are written and the floor moves on.
+# Claimed, the dead consumer's entries are written and the floor moves past
+# them (still a minute back: the delay is kept 10 minutes).
 it_start wm2 arv-aggregator ARV_STREAM="$ws" ARV_STREAM_SHARDS=2 ARV_WORKERS=1 ARV_CONSUMER=wm \
     ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=1000
 agg_wait_drained "$IT_REDIS_PORT" "$ws:0" 30 || it_fail "floor: the claimed entries not written"
 [ "$(counted 0000f100)" = 200 ] || it_fail "floor: expected all 200 events: $(counted 0000f100)"
 sleep 1.5
-f0=$(floor_of "$ws:0")
-[ "${f0% *}" -ge "$t0" ] || it_fail "floor: shard 0 still at '$f0' once everything is written"
+fa=$(it_psql "SELECT (extract(epoch FROM floor_at) * 1000)::bigint FROM analytics.stream_watermarks
+              WHERE stream = '$ws:0'")
+[ "$fa" -ge "$t0" ] || it_fail "floor: shard 0's floor still at $fa once everything is written"
 it_stop wm2
-it_pass "stream floors: held by a dead consumer's entries, a minute back for a collector a minute behind, moved on once claimed"
+# Streams past the first 64 of a node have rows too, and a stream whose floor
+# is not known yet (its Redis away since the start) gets a row at the epoch,
+# kept current.
+it_start many arv-aggregator ARV_STREAM="$ws:m" ARV_STREAM_SHARDS=70 ARV_WORKERS=1 \
+    ARV_CONSUMER=many ARV_BATCH_WAIT_MS=50
+away=$(arv_free_port)
+it_start away arv-aggregator REDIS_URL="redis://127.0.0.1:$away/0" ARV_STREAM="$ws:away" \
+    ARV_WORKERS=1 ARV_CONSUMER=away
+# A Redis user without TIME: the floor is unknown, said once.
+redis-cli -p "$IT_REDIS_PORT" ACL SETUSER notime on '>pw' '~*' '&*' +@all -time >/dev/null
+it_start notime arv-aggregator REDIS_URL="redis://notime:pw@127.0.0.1:$IT_REDIS_PORT/0" \
+    ARV_STREAM="$ws:nt" ARV_WORKERS=1 ARV_CONSUMER=notime ARV_BATCH_WAIT_MS=50
+at_epoch() {
+    [ "$(it_psql "SELECT complete_until = 'epoch' FROM analytics.stream_watermarks
+                  WHERE stream = '$1' AND updated_at > now() - interval '3 seconds'")" = t ]
+}
+for ((i = 0; i < 50; i++)); do
+    [ "$(it_psql "SELECT count(*) FROM analytics.stream_watermarks WHERE stream LIKE '$ws:m:%'")" = 70 ] &&
+        at_epoch "$ws:away" && at_epoch "$ws:nt" && break
+    sleep 0.2
+done
+[ "$i" -lt 50 ] || it_fail "floor: 70 shards: $(it_psql "SELECT count(*) FROM analytics.stream_watermarks
+    WHERE stream LIKE '$ws:m:%'") rows; Redis away, no TIME: '$(it_psql "SELECT stream, complete_until,
+    updated_at FROM analytics.stream_watermarks WHERE stream IN ('$ws:away', '$ws:nt')")'"
+sleep 1.2
+[ "$(grep -c '"stream_floor_unknown"' "$IT_TMP/notime.log")" = 1 ] ||
+    it_fail "floor: expected stream_floor_unknown once: $(grep -c stream_floor_unknown "$IT_TMP/notime.log")"
+it_stop notime
+it_stop away
+it_stop many
+it_pass "stream floors: held by a dead consumer's entries, a minute back for a collector a minute behind (for every aggregator), moved on once claimed; every shard has a row, an unknown floor one at the epoch"
 
 # With its Redis away, a stream's floor row stays current without moving, so
 # that what the stream still holds keeps the reporter's minimum back for as

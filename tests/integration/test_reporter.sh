@@ -103,12 +103,20 @@ same "unique_sessions active_content" "$ov" "$ex"
     it_fail "watermark: $ov"
 [ "$(jq -r .unique_sessions_error <<<"$ov")" = 0.016 ] || it_fail "error bound: $ov"
 # With no stream row kept in the last 10 minutes (every aggregator stopped),
-# the lowest floor of all still holds: it stops moving, it does not vanish.
+# the floors of the streams last read still hold: they stop moving, they do
+# not vanish; a row an hour older than those (a stream no longer read) stays
+# out, and one within 10 minutes of the newest is in.
 it_psql "UPDATE analytics.stream_watermarks SET updated_at = updated_at - interval '1 hour'" >/dev/null
 ov=$(get "$admin" "/api/analytics/overview?period=7d")
-[ "$(jq -r .data_complete_until <<<"$ov")" = "2025-01-01T00:00:00.000Z" ] ||
+[ "$(jq -r .data_complete_until <<<"$ov")" = "2026-01-01T10:00:00.123Z" ] ||
     it_fail "watermark with every row old: $ov"
-it_psql "UPDATE analytics.stream_watermarks SET updated_at = updated_at + interval '1 hour'" >/dev/null
+it_psql "UPDATE analytics.stream_watermarks SET updated_at = now() - interval '69 minutes'
+         WHERE stream = 'dead'" >/dev/null
+ov=$(get "$admin" "/api/analytics/overview?period=90d")
+[ "$(jq -r .data_complete_until <<<"$ov")" = "2025-01-01T00:00:00.000Z" ] ||
+    it_fail "watermark with a row 9 minutes older than the newest: $ov"
+it_psql "UPDATE analytics.stream_watermarks
+         SET updated_at = CASE stream WHEN 'dead' THEN now() - interval '1 hour' ELSE now() END" >/dev/null
 
 ov1=$(get "$k1" /api/analytics/overview)
 ex=$(expected "c.company_id = 1")

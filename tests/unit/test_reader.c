@@ -197,6 +197,16 @@ static void ack_all(struct reader *r, const struct batch *b)
     reader_acks_deinit(&a);
 }
 
+/* reader_stats of stream 0, with Redis's clock read first as the worker does
+ * (0 when refused). */
+static int stats_of(struct reader *r, bool trim, struct reader_stats *st)
+{
+    int64_t time_ms = 0;
+    if (!reader_time_ms(r, &time_ms))
+        time_ms = 0;
+    return reader_stats(r, 0, trim, time_ms, st);
+}
+
 /* 30 entries, and a reader of them (reads of 100) as a Redis user "no<cmd>"
  * allowed everything but `cmd`, connected, its start-up recovery done. */
 static void open_without(struct reader *r, struct batch *b, const char *cmd)
@@ -292,14 +302,14 @@ Test(reader_live, floor_is_the_first_entry_not_acknowledged)
     nth_id(5, sixth, sizeof(sixth));
     usleep(5 * 1000); /* the clock past the entries' ids */
 
-    cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+    cr_assert_eq(stats_of(&r, false, &st), 0, "%s", r.errstr);
     cr_assert_eq(st.floor_ms, id_ms(first), "undelivered: %lld", (long long)st.floor_ms);
     read_new(&r, &b, &caught_up);
     cr_assert_eq(b.count, 5);
-    cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+    cr_assert_eq(stats_of(&r, false, &st), 0, "%s", r.errstr);
     cr_assert_eq(st.floor_ms, id_ms(first), "pending, not acknowledged");
     ack_all(&r, &b);
-    cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+    cr_assert_eq(stats_of(&r, false, &st), 0, "%s", r.errstr);
     cr_assert_eq(st.floor_ms, id_ms(sixth), "the first undelivered");
     /* Another consumer's pending entry holds it as much as this one's. */
     redisReply *other =
@@ -308,14 +318,14 @@ Test(reader_live, floor_is_the_first_entry_not_acknowledged)
     freeReplyObject(other);
     read_new(&r, &b, &caught_up);
     ack_all(&r, &b);
-    cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+    cr_assert_eq(stats_of(&r, false, &st), 0, "%s", r.errstr);
     cr_assert_eq(st.floor_ms, id_ms(sixth), "c2's pending entry");
     redisReply *ack = redisCommand(admin, "XACK arv:test %s %s", READER_GROUP, sixth);
     cr_assert(ack && ack->type == REDIS_REPLY_INTEGER && ack->integer == 1);
     freeReplyObject(ack);
 
     int64_t before = redis_now_ms();
-    cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+    cr_assert_eq(stats_of(&r, false, &st), 0, "%s", r.errstr);
     int64_t after = redis_now_ms();
     cr_assert(st.floor_ms >= before && st.floor_ms <= after, "caught up: %lld in [%lld, %lld]",
               (long long)st.floor_ms, (long long)before, (long long)after);
@@ -334,7 +344,7 @@ Test(reader_live, refused_floor_keeps_the_figures)
     struct batch b;
     struct reader_stats st;
     open_without(&r, &b, "time");
-    cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+    cr_assert_eq(stats_of(&r, false, &st), 0, "%s", r.errstr);
     cr_assert_eq(st.floor_ms, 0);
     cr_assert_eq(st.length, 30);
     cr_assert_eq(st.lag, 30);
@@ -681,7 +691,7 @@ Test(reader_live, trim_removes_all_that_is_acknowledged)
         ack_all(&r, &b);
     } while (!caught_up);
     add_entries(5); /* delivered to nobody yet: kept */
-    cr_assert_eq(reader_stats(&r, 0, true, &st), 0, "%s", r.errstr);
+    cr_assert_eq(stats_of(&r, true, &st), 0, "%s", r.errstr);
     cr_assert_geq(st.trimmed, 49000, "trimmed %lld", st.trimmed);
     redisReply *len = redisCommand(admin, "XLEN arv:test");
     cr_assert(len && len->type == REDIS_REPLY_INTEGER);
@@ -701,7 +711,7 @@ Test(reader_live, refused_trim_keeps_the_figures)
     open_without(&r, &b, "xtrim");
     read_new(&r, &b, &caught_up);
     ack_all(&r, &b);
-    cr_assert_eq(reader_stats(&r, 0, true, &st), 0, "%s", r.errstr);
+    cr_assert_eq(stats_of(&r, true, &st), 0, "%s", r.errstr);
     cr_assert(st.trim_failed);
     cr_assert(strstr(r.errstr, "NOPERM"), "%s", r.errstr);
     cr_assert_eq(st.length, 30);
@@ -722,7 +732,7 @@ Test(reader_live, kept_piece_does_not_pin_the_arena)
     read_new(&r, &b, &caught_up);
     cr_assert_eq(reader_prefetch(&r), 0, "%s", r.errstr);
     for (int i = 0; i < 2000; i++)
-        cr_assert_eq(reader_stats(&r, 0, false, &st), 0, "%s", r.errstr);
+        cr_assert_eq(stats_of(&r, false, &st), 0, "%s", r.errstr);
     cr_assert_eq(r.ahead, READER_AHEAD_KEPT);
     cr_assert_leq(r.arena.kept, REPLY_ARENA_BLOCK, "the reader's arena grew to %zu bytes",
                   r.arena.kept);

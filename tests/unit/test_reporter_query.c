@@ -342,8 +342,9 @@ Test(query_closed, fill_and_split_statements)
     cr_assert(has(sql, "hll_union_agg(u)::text, "));
     /* The watermark of the same snapshot, and whether it has passed the end of
      * the hours read (h1, or the end of the hour straddling it). */
-    cr_assert(has(sql, "m AS (SELECT (SELECT coalesce(min(complete_until) FILTER"));
-    cr_assert(has(sql, "FROM analytics.stream_watermarks) AS at, date_trunc('hour', w.h1 + "
+    cr_assert(has(sql, "m AS (SELECT (SELECT min(complete_until) FROM analytics.stream_watermarks"
+                       " WHERE updated_at >= (SELECT max(updated_at) FROM"));
+    cr_assert(has(sql, "interval '10 minutes') AS at, date_trunc('hour', w.h1 + "
                        "interval '1 hour' - interval '1 microsecond', 'UTC') AS e FROM w)"));
     cr_assert(has(sql, "(SELECT coalesce(m.at >= m.e, false) FROM m) FROM s"));
     cr_assert_not(has(sql, "GROUP BY"));

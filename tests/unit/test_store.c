@@ -82,23 +82,30 @@ Test(store, merge_statement)
     strbuf_deinit(&sql);
 }
 
-/* A known floor is upserted, an unknown one only marks its row current; one
- * statement per stream, in the order given. */
+/* One statement for every stream, its rows in the streams' order; an
+ * unknown floor (NULL) added at the epoch or only marked current; the delay
+ * the larger of the writer's and the row's recent one, at least the slack;
+ * never past now() less the slack. */
 Test(store, floors_statement)
 {
     struct strbuf sql;
     const char *lit[] = {"'arv:events:0'", "'arv:events:2'"};
-    const int64_t until[] = {1764064800123LL, 0};
+    const int64_t floor[] = {1764064800123LL, 0};
 
     strbuf_init(&sql);
-    store_build_floors_sql(&sql, lit, until, 2);
-    const char *up = strstr(sql.data, "INSERT INTO analytics.stream_watermarks");
-    const char *touch = strstr(sql.data, "UPDATE analytics.stream_watermarks SET updated_at = now()"
-                                         " WHERE stream = 'arv:events:2';");
-    cr_assert(up && touch && up < touch, "%s", sql.data);
-    cr_assert(strstr(sql.data, "VALUES ('arv:events:0', to_timestamp(1764064800123 / 1000.0)"));
-    cr_assert(strstr(sql.data, "DO UPDATE SET complete_until = EXCLUDED.complete_until"));
-    cr_assert_null(strstr(touch, "complete_until"), "unknown: not moved");
+    store_build_floors_sql(&sql, lit, floor, 2, 60000);
+    cr_assert(strstr(sql.data,
+                     "FROM (VALUES ('arv:events:0', to_timestamp(1764064800123 / 1000.0),"
+                     " 60000::bigint), ('arv:events:2', NULL::timestamptz, 60000::bigint))"
+                     " v (s, f, d) ORDER BY s ON CONFLICT (stream) DO UPDATE SET"),
+              "%s", sql.data);
+    cr_assert(strstr(sql.data, "CASE WHEN f IS NULL THEN 'epoch' ELSE least(f - greatest(d *"));
+    cr_assert(strstr(sql.data, "complete_until = CASE WHEN EXCLUDED.floor_at IS NULL THEN"
+                               " w.complete_until ELSE least(EXCLUDED.floor_at - greatest((CASE"
+                               " WHEN w.delay_at > now() - interval '10 minutes' AND w.delay_ms >"
+                               " EXCLUDED.delay_ms THEN w.delay_ms ELSE EXCLUDED.delay_ms END)"));
+    cr_assert(strstr(sql.data, "now() - 1000 * interval '1 millisecond')"));
+    cr_assert(strstr(sql.data, "RETURNING stream,"));
     strbuf_deinit(&sql);
 }
 

@@ -1,5 +1,5 @@
 /* Unit tests for aggregator/worker.c's pure part: the test-only failpoint spec, when a
- * write of several reads ends, the delays and slack of the freshness floors. */
+ * write of several reads ends, the XADD delays kept for the freshness floors. */
 #include <criterion/criterion.h>
 
 #include "worker.h"
@@ -95,16 +95,4 @@ Test(worker, delays_are_kept_for_a_window_or_two)
     worker_delays_note(&d, 7000, 4 * W);
     cr_assert_eq(worker_delays_max(&d, 6 * W + 1), 0);
     worker_delays_deinit(&d);
-}
-
-/* A floor is moved back by the largest delay, at least by the slack. */
-Test(worker, complete_until_is_the_floor_less_the_delays)
-{
-    cr_assert_eq(worker_complete_until(1764064800000LL, 0),
-                 1764064800000LL - WORKER_WATERMARK_SLACK_MS);
-    cr_assert_eq(worker_complete_until(1764064800000LL, WORKER_WATERMARK_SLACK_MS - 1),
-                 1764064800000LL - WORKER_WATERMARK_SLACK_MS);
-    cr_assert_eq(worker_complete_until(1764064800000LL, 60000), 1764064740000LL);
-    cr_assert_eq(worker_complete_until(0, 0), 0, "unknown stays unknown");
-    cr_assert_eq(worker_complete_until(500, 0), 0);
 }
