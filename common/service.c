@@ -3,8 +3,10 @@
 #include "service.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <event2/event.h>
 
@@ -74,6 +76,27 @@ static void service_signal_cb(evutil_socket_t sig, short what, void *arg)
         service_stopped(svc);
 }
 
+/* Raises the soft RLIMIT_NOFILE to the hard limit, and says so when even that
+ * is below what the HTTP server may accept plus a reserve: past it, accept(2)
+ * fails, and so does every descriptor the daemon opens itself (a Redis or
+ * PostgreSQL reconnect, the reporter's zone files). */
+static void service_raise_nofile(const struct http_server_limits *limits)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = old;
+    }
+    if (limits->max_connections && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)limits->max_connections + 256)
+        log_warn("nofile_limit_low", LF_INT("nofile", (long long)rl.rlim_cur),
+                 LF_INT("max_connections", (long long)limits->max_connections));
+}
+
 int service_init(struct service *svc, const char *name, const struct common_config *common,
                  const struct http_server_limits *limits)
 {
@@ -81,6 +104,15 @@ int service_init(struct service *svc, const char *name, const struct common_conf
     memset(svc, 0, sizeof(*svc));
     svc->name = name;
     signal(SIGPIPE, SIG_IGN);
+    service_raise_nofile(limits ? limits : &http_server_default_limits);
+#ifdef M_MMAP_THRESHOLD
+    /* A fixed threshold: request buffers of 128 KiB and more are mapped and go
+     * back to the system when freed. glibc's dynamic threshold would otherwise
+     * rise to the largest buffer freed (a 1 MiB body's 2 MiB arena), after
+     * which such buffers come from the heap and a burst of large bodies leaves
+     * its peak resident for good. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
 
     /* Order: loop, metrics (the HTTP server records into it), server, routes,
      * then the listening socket, then signals. */

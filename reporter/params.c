@@ -3,6 +3,7 @@
 #include "params.h"
 #include "timeutil.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -26,6 +27,12 @@ bool params_tz_is_utc(const char *name)
 
 bool params_tz_valid(const char *name, const char *dir)
 {
+    bool transient;
+    return params_tz_check(name, dir, &transient);
+}
+
+bool params_tz_check(const char *name, const char *dir, bool *transient)
+{
     char path[512];
     char magic[4];
     size_t n = strlen(name);
@@ -33,6 +40,7 @@ bool params_tz_valid(const char *name, const char *dir)
     bool ok = false;
     struct stat st;
 
+    *transient = false;
     if (n == 0 || n > QUERY_TZ_MAX || name[0] == '/' || name[0] == '.' || strstr(name, "..") ||
         strstr(name, "/.") || strstr(name, "//") || name[n - 1] == '/')
         return false;
@@ -56,8 +64,12 @@ bool params_tz_valid(const char *name, const char *dir)
     if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path))
         return false;
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0)
+    if (fd < 0) {
+        /* Out of descriptors or memory says nothing about the name. */
+        if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == EINTR || errno == EIO)
+            *transient = true;
         goto out;
+    }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
         goto out;
     ok = read(fd, magic, sizeof(magic)) == (ssize_t)sizeof(magic) && memcmp(magic, "TZif", 4) == 0;
@@ -166,7 +178,7 @@ static bool params_window(struct query_spec *spec, params_get_fn *get, void *arg
     struct query_window *w = &spec->win;
     char from[PARAMS_VALUE_MAX], to[PARAMS_VALUE_MAX], period[PARAMS_VALUE_MAX],
         tz[PARAMS_VALUE_MAX];
-    bool has_from, has_to, has_period, has_tz;
+    bool has_from, has_to, has_period, has_tz, transient;
     int64_t d0, d1, max_days, kept;
 
     if (!params_get(get, arg, "tz", tz, sizeof(tz), &has_tz, err) ||
@@ -176,8 +188,13 @@ static bool params_window(struct query_spec *spec, params_get_fn *get, void *arg
         return false;
     if (!has_tz)
         snprintf(tz, sizeof(tz), "UTC");
-    if (!params_tz_valid(tz, env->zoneinfo_dir))
+    if (!params_tz_check(tz, env->zoneinfo_dir, &transient)) {
+        if (transient) {
+            err->unavailable = true;
+            return params_fail(err, "tz", "the time zone files cannot be read now; retry");
+        }
         return params_fail(err, "tz", "tz must be an IANA time zone name such as Europe/Berlin");
+    }
     memcpy(w->tz, tz, strlen(tz) + 1); /* fits: params_tz_valid bounds it */
     w->tz_utc = params_tz_is_utc(tz);
 

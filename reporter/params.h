@@ -18,6 +18,7 @@
 struct params_error {
     const char *field;
     const char *message;
+    bool unavailable; /* not the client's fault (out of descriptors): 503, not 400 */
 };
 
 enum params_found {
@@ -33,6 +34,10 @@ typedef enum params_found params_get_fn(void *arg, const char *name, char *out, 
  * reached by a plain relative name: no "..", no leading '/'). Reads at most 4
  * bytes of one local file: cheap, but it is file I/O. */
 bool params_tz_valid(const char *name, const char *dir);
+
+/* params_tz_valid(), telling a name that is not a zone from a zone file that
+ * cannot be opened now (*transient: out of descriptors or memory, I/O). */
+bool params_tz_check(const char *name, const char *dir, bool *transient);
 
 /* True for the names of UTC itself (UTC, Etc/UTC, GMT, Zulu, ...): zones whose
  * days are UTC days, so daily rollups answer them exactly. */

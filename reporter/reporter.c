@@ -532,6 +532,12 @@ static void reporter_run(struct reporter_call *call)
     today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
     const struct params_env env = {r->cfg->zoneinfo_dir, r->cfg->hourly_retention_days, today};
     if (!params_parse(spec, reporter_param, call->req, &env, &perr)) {
+        if (perr.unavailable) {
+            log_warn("reporter_zoneinfo_unavailable", LF_STR("tz_dir", r->cfg->zoneinfo_dir));
+            reporter_fail(call, 503, REPORTER_OUT_DB_UNAVAILABLE, "unavailable", NULL,
+                          perr.message);
+            return;
+        }
         reporter_fail(call, 400, REPORTER_OUT_INVALID, "invalid_parameter", perr.field,
                       perr.message);
         return;
