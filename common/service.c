@@ -3,7 +3,6 @@
 #include "service.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -105,14 +104,6 @@ int service_init(struct service *svc, const char *name, const struct common_conf
     svc->name = name;
     signal(SIGPIPE, SIG_IGN);
     service_raise_nofile(limits ? limits : &http_server_default_limits);
-#ifdef M_MMAP_THRESHOLD
-    /* A fixed threshold: request buffers of 128 KiB and more are mapped and go
-     * back to the system when freed. glibc's dynamic threshold would otherwise
-     * rise to the largest buffer freed (a 1 MiB body's 2 MiB arena), after
-     * which such buffers come from the heap and a burst of large bodies leaves
-     * its peak resident for good. */
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-#endif
 
     /* Order: loop, metrics (the HTTP server records into it), server, routes,
      * then the listening socket, then signals. */

@@ -328,9 +328,22 @@ it_pass "reporter stops cleanly on SIGTERM"
 
 # SIGHUP stops a daemon as SIGTERM does (the configuration comes from the
 # environment at start: nothing to reload), not at once with status 129.
+# Started with a soft descriptor limit below the hard one, it raises it (a
+# low one failed zone-file opens as 400s); its routes are GETs, so a body over
+# 16 KiB is refused rather than buffered (up to 1 MiB per connection before).
+soft=$(ulimit -Sn)
+ulimit -Sn 256
 it_start reporter_hup arv-reporter
+ulimit -Sn "$soft"
+nofile=$(awk '/^Max open files/ {print $4}' "/proc/$IT_PID_reporter_hup/limits")
+[ "$(ulimit -Hn)" -le 256 ] || [ "$nofile" = "$(ulimit -Hn)" ] ||
+    it_fail "soft descriptor limit $nofile, hard $(ulimit -Hn)"
+head -c 17000 /dev/zero | tr '\0' a >"$IT_TMP/body17k"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X GET --data-binary @"$IT_TMP/body17k" \
+    "http://127.0.0.1:$IT_PORT_reporter_hup/api/health/status")
+[ "$code" = 413 ] || it_fail "a 17 KB body to the reporter: $code"
 it_stop reporter_hup HUP
 grep -q '"event":"shutdown_started",.*"signal":"SIGHUP"' "$IT_TMP/reporter_hup.log" &&
     grep -q '"event":"shutdown_complete"' "$IT_TMP/reporter_hup.log" ||
     it_fail "no shutdown_started (SIGHUP) and shutdown_complete: $(cat "$IT_TMP/reporter_hup.log")"
-it_pass "reporter stops cleanly on SIGHUP"
+it_pass "reporter raises its descriptor limit, refuses bodies over 16 KiB, stops cleanly on SIGHUP"

@@ -2,9 +2,12 @@
  * parameter error of the query API. */
 #include <criterion/criterion.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "params.h"
@@ -44,6 +47,25 @@ Test(params_tz, names_checked_against_zoneinfo)
     cr_assert(params_tz_is_utc("Etc/UTC"));
     cr_assert_not(params_tz_is_utc("Europe/London"));
     cr_assert_not(params_tz_is_utc("utc"));
+}
+
+/* Out of descriptors, a zone's file cannot be opened: that says nothing of
+ * the name (a 503, not a 400); a name that is no zone stays not transient. */
+Test(params_tz, out_of_descriptors_is_transient)
+{
+    struct rlimit rl = {.rlim_cur = 16, .rlim_max = 16};
+    bool transient = false;
+    int fd;
+
+    cr_assert(params_tz_check("Europe/Berlin", ZONEINFO, &transient) && !transient);
+    cr_assert_not(params_tz_check("Mars/Olympus", ZONEINFO, &transient));
+    cr_assert_not(transient);
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0); /* this test's own process */
+    while ((fd = open("/dev/null", O_RDONLY)) >= 0)
+        ;
+    cr_assert_eq(errno, EMFILE);
+    cr_assert_not(params_tz_check("Europe/Berlin", ZONEINFO, &transient));
+    cr_assert(transient, "EMFILE is no verdict on the name");
 }
 
 Test(params_scope, forms)
