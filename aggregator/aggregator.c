@@ -98,6 +98,10 @@ const struct config_option aggregator_options[] = {
      CONFIG_DEDUPE_RETENTION_DAYS_DEFAULT, NULL, 0, 100000,
      "delete dedupe ids (analytics.event_ids) older than this many days, at least 1: an event"
      " id seen again within it is not counted twice (0: ARV_RAW_RETENTION_DAYS)"},
+    {"dead-letter-retention-days", "ARV_DEAD_LETTER_RETENTION_DAYS", CONFIG_INT,
+     offsetof(struct aggregator_config, dead_letter_retention_days), "0", NULL, 0, 100000,
+     "delete dead letters (analytics.dead_letters) written more than this many days ago"
+     " (0: ARV_RAW_RETENTION_DAYS, past which arvctl dlq replay skips their events)"},
     {"hourly-retention-days", "ARV_HOURLY_RETENTION_DAYS", CONFIG_INT,
      offsetof(struct aggregator_config, hourly_retention_days),
      CONFIG_HOURLY_RETENTION_DAYS_DEFAULT, NULL, 1, 100000,
@@ -496,6 +500,8 @@ struct aggregator *aggregator_new(struct service *svc, const struct aggregator_c
             .dedupe_days =
                 cfg->dedupe_retention_days ? cfg->dedupe_retention_days : cfg->raw_retention_days,
             .hourly_days = cfg->hourly_retention_days,
+            .dead_letter_days = cfg->dead_letter_retention_days ? cfg->dead_letter_retention_days
+                                                                : cfg->raw_retention_days,
             .interval_s = cfg->retention_interval_s,
             .slice_pages = cfg->retention_slice_pages,
         };

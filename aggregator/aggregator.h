@@ -14,27 +14,28 @@ struct aggregator;
 
 struct aggregator_config {
     struct common_config common;
-    long batch_size;              /* ARV_BATCH_SIZE: entries per read and stream */
-    long batch_max_bytes;         /* ARV_BATCH_MAX_BYTES: raw rows per batch */
-    long batch_wait_ms;           /* ARV_BATCH_WAIT_MS: XREADGROUP BLOCK */
-    long batch_linger_ms;         /* ARV_BATCH_LINGER_MS: a caught-up write stays open */
-    long workers;                 /* ARV_WORKERS: worker threads per Redis node */
-    const char *consumer;         /* ARV_CONSUMER, NULL: hostname-pid */
-    const char *content_relation; /* ARV_CONTENT_RELATION */
-    long content_cache_size;      /* ARV_CONTENT_CACHE_SIZE: entries per worker */
-    long content_cache_ttl_s;     /* ARV_CONTENT_CACHE_TTL_S: known entries trusted this long */
-    const char *geoip_db;         /* ARV_GEOIP_DB, "": no GeoIP */
-    const char *ua_regexes;       /* ARV_UA_REGEXES, "": no user-agent parsing */
-    long ua_cache_size;           /* ARV_UA_CACHE_SIZE: parsed user agents per worker */
-    long claim_idle_ms;           /* ARV_CLAIM_IDLE_MS, 0 disables claiming */
-    long statement_timeout_ms;    /* ARV_STATEMENT_TIMEOUT_MS */
-    long max_deliveries;          /* ARV_MAX_DELIVERIES */
-    bool store_full_ip;           /* ARV_STORE_FULL_IP: do not anonymise IPs */
-    long raw_retention_days;      /* ARV_RAW_RETENTION_DAYS: raw partitions */
-    long dedupe_retention_days;   /* ARV_DEDUPE_RETENTION_DAYS: event ids; 0: raw's */
-    long hourly_retention_days;   /* ARV_HOURLY_RETENTION_DAYS: hourly rollup rows */
-    long retention_interval_s;    /* ARV_RETENTION_INTERVAL_S: between retention runs */
-    long retention_slice_pages;   /* ARV_RETENTION_SLICE_PAGES: event_ids pages per DELETE */
+    long batch_size;                 /* ARV_BATCH_SIZE: entries per read and stream */
+    long batch_max_bytes;            /* ARV_BATCH_MAX_BYTES: raw rows per batch */
+    long batch_wait_ms;              /* ARV_BATCH_WAIT_MS: XREADGROUP BLOCK */
+    long batch_linger_ms;            /* ARV_BATCH_LINGER_MS: a caught-up write stays open */
+    long workers;                    /* ARV_WORKERS: worker threads per Redis node */
+    const char *consumer;            /* ARV_CONSUMER, NULL: hostname-pid */
+    const char *content_relation;    /* ARV_CONTENT_RELATION */
+    long content_cache_size;         /* ARV_CONTENT_CACHE_SIZE: entries per worker */
+    long content_cache_ttl_s;        /* ARV_CONTENT_CACHE_TTL_S: known entries trusted this long */
+    const char *geoip_db;            /* ARV_GEOIP_DB, "": no GeoIP */
+    const char *ua_regexes;          /* ARV_UA_REGEXES, "": no user-agent parsing */
+    long ua_cache_size;              /* ARV_UA_CACHE_SIZE: parsed user agents per worker */
+    long claim_idle_ms;              /* ARV_CLAIM_IDLE_MS, 0 disables claiming */
+    long statement_timeout_ms;       /* ARV_STATEMENT_TIMEOUT_MS */
+    long max_deliveries;             /* ARV_MAX_DELIVERIES */
+    bool store_full_ip;              /* ARV_STORE_FULL_IP: do not anonymise IPs */
+    long raw_retention_days;         /* ARV_RAW_RETENTION_DAYS: raw partitions */
+    long dedupe_retention_days;      /* ARV_DEDUPE_RETENTION_DAYS: event ids; 0: raw's */
+    long dead_letter_retention_days; /* ARV_DEAD_LETTER_RETENTION_DAYS: dead letters; 0: raw's */
+    long hourly_retention_days;      /* ARV_HOURLY_RETENTION_DAYS: hourly rollup rows */
+    long retention_interval_s;       /* ARV_RETENTION_INTERVAL_S: between retention runs */
+    long retention_slice_pages;      /* ARV_RETENTION_SLICE_PAGES: event_ids pages per DELETE */
 };
 
 /* The option table (with the common options) and its length. */

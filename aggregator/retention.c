@@ -31,6 +31,7 @@ struct retention {
     struct metric *dropped_partitions;
     struct metric *dropped_hourly;
     struct metric *dropped_event_ids;
+    struct metric *dropped_dead_letters;
     pthread_t thread;
     bool started; /* thread created */
     pthread_mutex_t lock;
@@ -81,8 +82,10 @@ struct retention *retention_new(const struct retention_config *cfg, struct metri
         r->dropped_partitions = metric_family_child(f, (const char *const[]){"raw_partitions"});
         r->dropped_hourly = metric_family_child(f, (const char *const[]){"hourly_rollup_rows"});
         r->dropped_event_ids = metric_family_child(f, (const char *const[]){"event_ids"});
+        r->dropped_dead_letters = metric_family_child(f, (const char *const[]){"dead_letters"});
     }
-    if (!r->url || !r->dropped_partitions || !r->dropped_hourly || !r->dropped_event_ids) {
+    if (!r->url || !r->dropped_partitions || !r->dropped_hourly || !r->dropped_event_ids ||
+        !r->dropped_dead_letters) {
         retention_free(r);
         return NULL;
     }
@@ -280,6 +283,32 @@ static int delete_hourly(struct retention *r, const char *table, int64_t cutoff,
     return 0;
 }
 
+/* Dead letters written before day `cutoff`, DEAD_LETTERS_SLICE rows per
+ * statement, oldest first by id (ids rise with created_at): any number of
+ * them (a client can write unknown_content ones at the collector's rate)
+ * goes in bounded transactions. Adds the rows deleted. */
+#define DEAD_LETTERS_SLICE 10000
+static int delete_dead_letters(struct retention *r, int64_t cutoff, long *rows)
+{
+    char sql[512];
+    PGresult *res;
+
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM analytics.dead_letters WHERE id IN (SELECT id FROM"
+             " analytics.dead_letters WHERE created_at < " CUTOFF_SQL " ORDER BY id LIMIT %d)",
+             cutoff, DEAD_LETTERS_SLICE);
+    while (!retention_stopping(r)) {
+        if (!(res = retention_exec(r, sql, "delete_dead_letters")))
+            return -EIO;
+        long n = affected(res);
+        PQclear(res);
+        *rows += n;
+        if (n < DEAD_LETTERS_SLICE)
+            return 0;
+    }
+    return 0;
+}
+
 /* The steps of one run, under the maintenance lock. Each runs whatever the
  * ones before it did: a partition that cannot be created or dropped now (its
  * lock not granted in time: a rebuild of its day, a long dump) must not keep
@@ -288,7 +317,8 @@ static int retention_steps(struct retention *r, int64_t today)
 {
     char sql[512];
     PGresult *res = NULL;
-    long parts_created = 0, parts_dropped = 0, hourly = 0, hourly_slices = 0, ids = 0, slices = 0;
+    long parts_created = 0, parts_dropped = 0, hourly = 0, hourly_slices = 0, ids = 0, slices = 0,
+         dead = 0;
     int rc = 0;
 
     snprintf(sql, sizeof(sql),
@@ -350,11 +380,16 @@ static int retention_steps(struct retention *r, int64_t today)
     if (delete_event_ids(r, today - r->cfg.dedupe_days, &ids, &slices) < 0)
         rc = -EIO;
     metric_add(r->dropped_event_ids, (double)ids);
+    if (delete_dead_letters(r, today - r->cfg.dead_letter_days, &dead) < 0)
+        rc = -EIO;
+    metric_add(r->dropped_dead_letters, (double)dead);
     log_info("retention_run", LF_BOOL("ok", rc == 0), LF_INT("partitions_created", parts_created),
              LF_INT("partitions_dropped", parts_dropped), LF_INT("hourly_rows_deleted", hourly),
              LF_INT("hourly_slices", hourly_slices), LF_INT("event_ids_deleted", ids),
-             LF_INT("event_ids_slices", slices), LF_INT("raw_days", r->cfg.raw_days),
-             LF_INT("dedupe_days", r->cfg.dedupe_days), LF_INT("hourly_days", r->cfg.hourly_days));
+             LF_INT("event_ids_slices", slices), LF_INT("dead_letters_deleted", dead),
+             LF_INT("raw_days", r->cfg.raw_days), LF_INT("dedupe_days", r->cfg.dedupe_days),
+             LF_INT("hourly_days", r->cfg.hourly_days),
+             LF_INT("dead_letter_days", r->cfg.dead_letter_days));
     return rc;
 }
 

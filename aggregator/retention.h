@@ -20,6 +20,7 @@ struct retention_config {
     long raw_days;            /* ARV_RAW_RETENTION_DAYS: raw rows */
     long dedupe_days;         /* ARV_DEDUPE_RETENTION_DAYS (or raw_days): dedupe ids */
     long hourly_days;         /* ARV_HOURLY_RETENTION_DAYS: hourly rollup rows */
+    long dead_letter_days;    /* ARV_DEAD_LETTER_RETENTION_DAYS (or raw_days): dead letters */
     long interval_s;          /* ARV_RETENTION_INTERVAL_S: between runs (first at start) */
     long slice_pages;         /* ARV_RETENTION_SLICE_PAGES: event_ids pages per DELETE */
 };

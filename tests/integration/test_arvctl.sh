@@ -254,7 +254,11 @@ rc=0; DATABASE_URL="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_bare" "$ARVCTL" r
 it_pass "rollups rebuild on a database never migrated: exit 1, run arvctl migrate first"
 it_stop aggregator
 
-# --- retention: old partitions, hourly rows and dedupe ids go; daily rollups stay.
+# --- retention: old partitions, hourly rows, dedupe ids and dead letters go;
+# daily rollups stay.
+it_psql "INSERT INTO analytics.dead_letters (stream, entry_id, reason, payload, created_at)
+         VALUES ('old', '1-1', 'unknown_content', '{}', now() - interval '100 days'),
+                ('old', '1-2', 'unknown_content', '{}', now() - interval '89 days')" >/dev/null
 it_psql "SELECT analytics.ensure_day_partitions(current_date - 200, current_date - 195)" >/dev/null
 it_psql "INSERT INTO analytics.ar_view_sessions (event_id, ar_content_id, project_id, company_id,
            session_id, created_at, received_at)
@@ -328,7 +332,12 @@ grep -q '"hourly_rows_deleted":6,"hourly_slices":6' "$IT_TMP/aggregator.log" ||
     it_fail "old dedupe ids left"
 [ "$(it_psql "SELECT count(*) FROM analytics.event_ids")" = $((old_ids - 1)) ] ||
     it_fail "recent dedupe ids deleted"
+# Dead letters, by default as long as the raw rows (ARV_RAW_RETENTION_DAYS).
+[ "$(it_psql "SELECT string_agg(entry_id, ',') FROM analytics.dead_letters WHERE stream = 'old'")" = 1-2 ] ||
+    it_fail "dead letters past the retention: $(it_psql "SELECT entry_id FROM analytics.dead_letters WHERE stream = 'old'")"
 port=$IT_PORT_aggregator
+curl -s "http://127.0.0.1:$port/metrics" | grep -q 'aggregator_retention_dropped_total{what="dead_letters"} 1' ||
+    it_fail "dead letters retention metric: $(curl -s "http://127.0.0.1:$port/metrics" | grep retention)"
 curl -s "http://127.0.0.1:$port/metrics" | grep -q 'aggregator_retention_dropped_total{what="raw_partitions"} 6' ||
     it_fail "retention metric: $(curl -s "http://127.0.0.1:$port/metrics" | grep retention)"
 grep -q retention_partition_dropped "$IT_TMP/aggregator.log" || it_fail "no retention log"
@@ -347,7 +356,7 @@ done
 [ "$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE received_at BETWEEN now() - interval '11 days' AND now() - interval '9 days'")" = 1 ] ||
     it_fail "ARV_DEDUPE_RETENTION_DAYS=30: the 10-day-old dedupe id was deleted"
 it_stop aggregator
-it_pass "retention: 6 old partitions dropped, hourly rows and dedupe ids past retention deleted, daily kept; ARV_DEDUPE_RETENTION_DAYS keeps dedupe ids shorter"
+it_pass "retention: 6 old partitions dropped, hourly rows, dedupe ids and dead letters past retention deleted, daily kept; ARV_DEDUPE_RETENTION_DAYS keeps dedupe ids shorter"
 
 # Dedupe ids go in slices of event_ids' pages (here 1 page per DELETE), in
 # one pass a day shared by every aggregator: 3,000 old ids spread over the
