@@ -1087,6 +1087,21 @@ static void min_id(const char *a, const char *b, char *out, size_t outlen)
         out[0] = '\0';
 }
 
+/* The smallest id after stream id `id` into `out`; false if `id` does not
+ * parse. */
+static bool id_after(const char *id, char *out, size_t outlen)
+{
+    uint64_t ms, seq;
+
+    if (!reader_parse_id(id, &ms, &seq))
+        return false;
+    if (seq == UINT64_MAX)
+        snprintf(out, outlen, "%" PRIu64 "-0", ms + 1);
+    else
+        snprintf(out, outlen, "%" PRIu64 "-%" PRIu64, ms, seq + 1);
+    return true;
+}
+
 /* Trims stream `s` below what every consumer has acknowledged: entries up to
  * the group's last delivered id `last`, except those still pending (the
  * smallest is `smallest`, "" when none), both read before this call, so later
@@ -1097,11 +1112,9 @@ static int trim_stream(struct reader *r, unsigned s, const char *last, const cha
     redisReply *reply = NULL;
     char after_last[BATCH_ENTRY_ID_MAX] = "";
     char minid[BATCH_ENTRY_ID_MAX];
-    uint64_t ms, seq;
 
-    if (!reader_parse_id(last, &ms, &seq) || (ms == 0 && seq == 0))
+    if (strcmp(last, "0-0") == 0 || !id_after(last, after_last, sizeof(after_last)))
         return 0; /* nothing delivered yet */
-    snprintf(after_last, sizeof(after_last), "%" PRIu64 "-%" PRIu64, ms, seq + 1);
     min_id(after_last, smallest, minid, sizeof(minid));
     /* LIMIT 0: an approximate trim otherwise stops at 100 x
      * stream-node-max-entries (10,000 entries by default), which trims about
@@ -1154,17 +1167,12 @@ bool reader_time_ms(struct reader *r, int64_t *out)
 static bool first_after(struct reader *r, unsigned s, const char *last, char *out, size_t outlen)
 {
     char after[BATCH_ENTRY_ID_MAX];
-    uint64_t ms, seq;
     redisReply *reply;
     bool ok;
 
     out[0] = '\0';
-    if (!reader_parse_id(last, &ms, &seq))
+    if (!id_after(last, after, sizeof(after)))
         return false;
-    if (seq == UINT64_MAX)
-        snprintf(after, sizeof(after), "%" PRIu64 "-0", ms + 1);
-    else
-        snprintf(after, sizeof(after), "%" PRIu64 "-%" PRIu64, ms, seq + 1);
     reply =
         reader_commandv(r, 6, (const char *[]){"XRANGE", r->streams[s], after, "+", "COUNT", "1"});
     ok = reply && !reply_is_error(r, reply, "XRANGE") && reply->type == REDIS_REPLY_ARRAY;
