@@ -82,6 +82,23 @@ static bool parse_net(const char *s, size_t len, struct client_ip_net *out)
     return true;
 }
 
+void client_ip_limit_key(const char *ip, char *out, size_t outlen)
+{
+    static const uint8_t v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    uint8_t a[16];
+    char text[CLIENT_IP_LEN];
+
+    if (!client_ip_parse_addr(ip, strlen(ip), a) || memcmp(a, v4_mapped, 12) == 0) {
+        snprintf(out, outlen, "%s", ip);
+        return;
+    }
+    memset(a + 8, 0, 8);
+    if (inet_ntop(AF_INET6, a, text, sizeof(text)))
+        snprintf(out, outlen, "%s/64", text);
+    else
+        snprintf(out, outlen, "%s", ip);
+}
+
 bool client_ip_parse_trust(const char *list, struct client_ip_trust *out, char *err, size_t errlen)
 {
     const char *q;

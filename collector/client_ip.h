@@ -30,6 +30,13 @@ bool client_ip_parse_trust(const char *list, struct client_ip_trust *out, char *
 /* Parses a numeric IPv4 or IPv6 address (IPv4 mapped into IPv6) into `out`. */
 bool client_ip_parse_addr(const char *s, size_t len, uint8_t out[16]);
 
+/* The key a client's rate limit is kept under, into `out` (CLIENT_IP_KEY_LEN
+ * bytes): an IPv6 address's /64 ("2001:db8:1:2::/64": one subscriber's
+ * network, whose 2^64 addresses would otherwise each get a full bucket), else
+ * the address as it is. */
+#define CLIENT_IP_KEY_LEN (CLIENT_IP_LEN + 4)
+void client_ip_limit_key(const char *ip, char *out, size_t outlen);
+
 /* True when the numeric address `addr` lies inside one of the trusted networks. */
 bool client_ip_is_trusted(const struct client_ip_trust *t, const char *addr);
 

@@ -2,10 +2,12 @@
  * /ar-sessions (a batch) -> decode, validate -> XADD -> 2xx only once Redis holds
  * the events. One event loop per thread, each with its own HTTP server on the
  * shared port and its own Redis connections. */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include "collector.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -199,7 +201,10 @@ static bool admit(struct lane *l, struct http_request *req, char *ip)
     }
     client_ip_resolve(&c->trust, http_request_peer(req), xff, ip);
     unsigned wait_s = 0;
-    if (c->limiter && !rate_limit_take(c->limiter, ip, (int64_t)timeutil_mono_ms(), &wait_s)) {
+    char key[CLIENT_IP_KEY_LEN];
+    if (c->limiter)
+        client_ip_limit_key(ip, key, sizeof(key));
+    if (c->limiter && !rate_limit_take(c->limiter, key, (int64_t)timeutil_mono_ms(), &wait_s)) {
         char v[16];
         snprintf(v, sizeof(v), "%u", wait_s);
         http_request_add_header(req, "Retry-After", v);
@@ -773,9 +778,14 @@ static void lane_deinit(struct lane *l)
     }
 }
 
+/* One event loop per CPU the process may run on (its affinity: taskset, a
+ * container's cpuset), not per CPU of the machine. */
 static int thread_count(long configured)
 {
-    long n = configured > 0 ? configured : sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    long n = configured > 0                                 ? configured
+             : sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+                                                            : sysconf(_SC_NPROCESSORS_ONLN);
     if (n < 1)
         n = 1;
     return n > COLLECTOR_MAX_THREADS ? COLLECTOR_MAX_THREADS : (int)n;

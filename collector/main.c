@@ -24,7 +24,7 @@ static const struct config_option options[] = {
      offsetof(struct collector_config, max_skew_s), "86400", NULL, 1, 30 * 86400,
      "occurred_at further than this from the server clock is refused (seconds)"},
     {"threads", "ARV_THREADS", CONFIG_INT, offsetof(struct collector_config, threads), "0", NULL, 0,
-     64, "event-loop threads sharing the port (0: one per CPU)"},
+     64, "event-loop threads sharing the port (0: one per CPU the process may run on)"},
     {"max-batch", "ARV_MAX_BATCH", CONFIG_INT, offsetof(struct collector_config, max_batch), "500",
      NULL, 1, 100000, "most events in one batch request (413 past it)"},
     {"cors-origins", "ARV_CORS_ORIGINS", CONFIG_STRING,

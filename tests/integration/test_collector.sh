@@ -145,7 +145,29 @@ grep -q '"error":"rate_limited"' "$IT_TMP/rl.body" || it_fail "429 body: $(cat "
 sleep 1.1
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "$J" -d "$(ev)" "$S/ar-session")
 [ "$code" = 200 ] || it_fail "rate limit did not refill: $code"
-it_pass "per-IP rate limit with 429 and Retry-After"
+# IPv6 clients share a bucket per /64: one subscriber's 2^64 addresses are
+# one client (before, each address had a full bucket of its own).
+it_start strict6 arv-collector ARV_THREADS=1 ARV_RATE_LIMIT_RPS=2 ARV_RATE_LIMIT_BURST=3 \
+    ARV_TRUSTED_PROXIES=127.0.0.0/8 ARV_STREAM="$ARV_STREAM:strict"
+codes=""
+for a in 2001:db8:1:2::1 2001:db8:1:2::2 2001:db8:1:2:ffff::3 2001:db8:1:2::4 2001:db8:1:3::1; do
+    codes+=$(curl -s -o /dev/null -w '%{http_code} ' -H "$J" -H "X-Forwarded-For: $a" -d "$(ev)" \
+        "http://127.0.0.1:$IT_PORT_strict6/api/analytics/ar-session")
+done
+[ "$codes" = "200 200 200 429 200 " ] || it_fail "IPv6 rate limit per /64: $codes"
+it_stop strict6
+it_pass "per-IP rate limit with 429 and Retry-After, per /64 for IPv6"
+
+# ---- ARV_THREADS=0: one event loop per CPU the process may run on (its
+# affinity), not per CPU of the machine (a container's cpuset on a large host).
+all=$(taskset -pc "$$" | sed 's/.*: //')
+taskset -pc 0 "$$" >/dev/null
+it_start pinned arv-collector ARV_STREAM="$ARV_STREAM:pinned"
+taskset -pc "$all" "$$" >/dev/null
+grep -q '"event":"collector_started",.*"threads":1,' "$IT_TMP/pinned.log" ||
+    it_fail "pinned to one CPU: $(grep collector_started "$IT_TMP/pinned.log")"
+it_stop pinned
+it_pass "ARV_THREADS=0 follows the CPU affinity"
 
 # ---- backpressure: past ARV_STREAM_HIGH_WATER, 503 + Retry-After and readiness
 # names stream_backlog; it recovers by itself once the stream shrinks.

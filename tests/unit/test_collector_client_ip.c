@@ -122,6 +122,26 @@ Test(client_ip, prefix_edges)
 }
 
 /* A hop too long to be an address is garbage, never a client address. */
+/* IPv6 clients are limited per /64 (one subscriber's network), IPv4 ones per
+ * address, whatever the address's spelling. */
+Test(client_ip, limit_key_is_the_ipv6_64)
+{
+    char k[CLIENT_IP_KEY_LEN], k2[CLIENT_IP_KEY_LEN];
+
+    client_ip_limit_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd", k, sizeof(k));
+    cr_assert_str_eq(k, "2001:db8:1:2::/64");
+    client_ip_limit_key("2001:0db8:0001:0002::1", k2, sizeof(k2));
+    cr_assert_str_eq(k2, k, "the same network, another address and spelling");
+    client_ip_limit_key("2001:db8:1:3::1", k2, sizeof(k2));
+    cr_assert_str_neq(k2, k, "the next /64 is another client");
+    client_ip_limit_key("203.0.113.7", k, sizeof(k));
+    cr_assert_str_eq(k, "203.0.113.7");
+    client_ip_limit_key("::ffff:203.0.113.7", k, sizeof(k));
+    cr_assert_str_eq(k, "::ffff:203.0.113.7", "IPv4-mapped: its address");
+    client_ip_limit_key("unknown", k, sizeof(k));
+    cr_assert_str_eq(k, "unknown");
+}
+
 Test(client_ip, overlong_hop_is_garbage)
 {
     struct client_ip_trust t = trust("10.0.0.0/8");
