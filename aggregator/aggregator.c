@@ -131,8 +131,7 @@ struct aggregator {
     struct geoip *geoip;         /* ARV_GEOIP_DB opened, NULL when off; read by workers */
     struct ua_db *ua;            /* ARV_UA_REGEXES compiled, NULL when off; read by workers */
     struct worker_delays delays; /* XADD delays the workers saw, for the floors */
-    bool delays_ready;
-    bool stopping; /* the drain began */
+    bool stopping;               /* the drain began */
 };
 
 bool aggregator_config_validate(const void *p, char *err, size_t errlen)
@@ -455,8 +454,7 @@ struct aggregator *aggregator_new(struct service *svc, const struct aggregator_c
     a->svc = svc;
     a->cfg = cfg;
     a->notify[0] = a->notify[1] = -1;
-    worker_delays_init(&a->delays);
-    a->delays_ready = true;
+    worker_delays_init(&a->delays); /* first: aggregator_free() destroys it */
     if (cfg->consumer)
         snprintf(a->consumer, sizeof(a->consumer), "%s", cfg->consumer);
     else
@@ -552,8 +550,7 @@ void aggregator_free(struct aggregator *a)
     for (unsigned i = 0; a->workers && i < a->nworkers; i++)
         worker_deinit(&a->workers[i]);
     free(a->workers);
-    if (a->delays_ready)
-        worker_delays_deinit(&a->delays);
+    worker_delays_deinit(&a->delays);
     geoip_close(a->geoip);
     ua_db_close(a->ua);
     for (unsigned i = 0; a->streams && i < a->nstreams; i++)

@@ -412,11 +412,10 @@ int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
             b->min_received_ms = ev.received_at_ms;
         if (ev.received_at_ms > b->max_received_ms)
             b->max_received_ms = ev.received_at_ms;
-        int64_t id_ms = strtoll(e->id, NULL, 10);
-        if (ev.received_at_ms > 0 && id_ms > ev.received_at_ms &&
-            id_ms - ev.received_at_ms <= BATCH_DELAY_MAX_MS &&
-            id_ms - ev.received_at_ms > b->max_delay_ms)
-            b->max_delay_ms = id_ms - ev.received_at_ms;
+        /* Both positive: no overflow. */
+        int64_t delay = ev.received_at_ms > 0 ? strtoll(e->id, NULL, 10) - ev.received_at_ms : 0;
+        if (delay > b->max_delay_ms && delay <= BATCH_DELAY_MAX_MS)
+            b->max_delay_ms = delay;
     } else {
         add_dead(b, e, fields, nfields, BATCH_REASON_INVALID, detail);
         b->invalid++;

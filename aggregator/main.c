@@ -17,12 +17,6 @@ int main(int argc, char **argv)
     struct aggregator *agg = NULL;
     int rc = 1;
 
-    /* Every route is a GET: a request body is never read, so none is
-     * buffered past a few KiB (the default 1 MiB per connection let one
-     * client pin gigabytes across max_connections). */
-    struct http_server_limits limits = http_server_default_limits;
-    limits.max_body_bytes = 16 * 1024;
-
     config_load_or_exit("arv-aggregator",
                         "Reads AR session events from the Redis stream (consumer group "
                         "arv-aggregators) and writes raw rows and rollups to PostgreSQL.",
@@ -30,7 +24,7 @@ int main(int argc, char **argv)
                         aggregator_config_validate, argc, argv);
 
     /* Order: the service frame (loop, metrics, HTTP), then the aggregator on it. */
-    if (service_init(&svc, "arv-aggregator", &cfg.common, &limits) < 0)
+    if (service_init(&svc, "arv-aggregator", &cfg.common, &http_server_get_limits) < 0)
         goto out;
     if (!(agg = aggregator_new(&svc, &cfg)) || aggregator_start(agg) < 0)
         goto out;

@@ -251,6 +251,28 @@ static int delete_event_ids(struct retention *r, int64_t cutoff, long *ids, long
     return 0;
 }
 
+/* Runs the DELETE `sql` again, each time its own bounded transaction, until
+ * one deletes fewer than `full` rows (or the thread stops). Adds the rows, and
+ * (when `slices` is given) the statements that deleted some. */
+static int delete_in_slices(struct retention *r, const char *sql, const char *what, long full,
+                            long *rows, long *slices)
+{
+    PGresult *res;
+
+    while (!retention_stopping(r)) {
+        if (!(res = retention_exec(r, sql, what)))
+            return -EIO;
+        long n = affected(res);
+        PQclear(res);
+        *rows += n;
+        if (n > 0 && slices)
+            ++*slices;
+        if (n < full)
+            return 0;
+    }
+    return 0;
+}
+
 /* Deletes `table`'s hourly rows before day `cutoff` (days since the epoch),
  * one UTC day per statement, oldest first: each a bounded transaction. A
  * single DELETE after ARV_HOURLY_RETENTION_DAYS was lowered by months could
@@ -260,27 +282,15 @@ static int delete_hourly(struct retention *r, const char *table, int64_t cutoff,
                          long *slices)
 {
     char sql[512];
-    PGresult *res;
 
     /* Each statement takes the oldest day left (the hour index's first
      * entry), up to the cut-off; one that deletes nothing ends it. */
     snprintf(sql, sizeof(sql),
-             "DELETE FROM analytics.%s WHERE hour < least("
-             "(DATE '1970-01-01' + %" PRId64 ")::timestamp AT TIME ZONE 'UTC',"
+             "DELETE FROM analytics.%s WHERE hour < least(" CUTOFF_SQL ","
              " (SELECT date_trunc('day', min(hour), 'UTC') + interval '1 day'"
              " FROM analytics.%s))",
              table, cutoff, table);
-    while (!retention_stopping(r)) {
-        if (!(res = retention_exec(r, sql, table)))
-            return -EIO;
-        long n = affected(res);
-        PQclear(res);
-        if (n == 0)
-            return 0;
-        *rows += n;
-        ++*slices;
-    }
-    return 0;
+    return delete_in_slices(r, sql, table, 1, rows, slices);
 }
 
 /* Dead letters written before day `cutoff`, DEAD_LETTERS_SLICE rows per
@@ -291,22 +301,12 @@ static int delete_hourly(struct retention *r, const char *table, int64_t cutoff,
 static int delete_dead_letters(struct retention *r, int64_t cutoff, long *rows)
 {
     char sql[512];
-    PGresult *res;
 
     snprintf(sql, sizeof(sql),
              "DELETE FROM analytics.dead_letters WHERE id IN (SELECT id FROM"
              " analytics.dead_letters WHERE created_at < " CUTOFF_SQL " ORDER BY id LIMIT %d)",
              cutoff, DEAD_LETTERS_SLICE);
-    while (!retention_stopping(r)) {
-        if (!(res = retention_exec(r, sql, "delete_dead_letters")))
-            return -EIO;
-        long n = affected(res);
-        PQclear(res);
-        *rows += n;
-        if (n < DEAD_LETTERS_SLICE)
-            return 0;
-    }
-    return 0;
+    return delete_in_slices(r, sql, "delete_dead_letters", DEAD_LETTERS_SLICE, rows, NULL);
 }
 
 /* The steps of one run, under the maintenance lock. Each runs whatever the

@@ -436,7 +436,7 @@ void store_build_floors_sql(struct strbuf *out, const char *const *literals,
                          "f", "d") " END, now() FROM (VALUES ");
     for (size_t i = 0; i < n; i++) {
         strbuf_printf(out, "%s(%s, ", i ? ", " : "", literals[i]);
-        if (floor_ms[i] > 0)
+        if (floor_ms && floor_ms[i] > 0)
             strbuf_printf(out, "to_timestamp(%" PRId64 " / 1000.0)", floor_ms[i]);
         else
             strbuf_puts(out, "NULL::timestamptz");

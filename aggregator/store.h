@@ -82,8 +82,8 @@ void store_build_merge_sql(struct strbuf *out);
 
 /* Appends the statement that sets the rows of analytics.stream_watermarks of
  * the `n` streams named by the already quoted SQL `literals` to their floors
- * `floor_ms[i]` (Redis's clock; 0: unknown, the row only marked current, or
- * added at the epoch), reporting `delay_ms`, the largest XADD delay the
+ * `floor_ms[i]` (Redis's clock; 0, or `floor_ms` NULL for all: unknown, the
+ * row only marked current, or added at the epoch), reporting `delay_ms`, the largest XADD delay the
  * writer saw recently: complete_until is the floor less the larger of that
  * and the row's own (reported by any aggregator in the last 10 minutes), at
  * least STORE_FLOOR_SLACK_MS, and never past now() less it. Its rows: each

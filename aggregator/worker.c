@@ -438,9 +438,8 @@ static enum store_status put_floors(struct worker *w, bool touch_only)
     enum store_status st;
 
     w->floors_due = false;
-    for (unsigned i = 0; i < w->nstreams; i++)
-        w->floor_sent[i] = touch_only || delay < 0 ? 0 : w->floor_ms[i];
-    st = store_put_floors(&w->store, (const char *const *)w->streams, w->floor_sent, w->nstreams,
+    st = store_put_floors(&w->store, (const char *const *)w->streams,
+                          touch_only || delay < 0 ? NULL : w->floor_ms, w->nstreams,
                           delay > 0 ? delay : 0, w->until_ms);
     for (unsigned i = 0; st == STORE_OK && i < w->nstreams; i++) {
         if (w->until_ms[i] > 0)
@@ -870,11 +869,10 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     w->pending = calloc(cfg->nstreams, sizeof(*w->pending));
     w->watermark = calloc(cfg->nstreams, sizeof(*w->watermark));
     w->floor_ms = calloc(cfg->nstreams, sizeof(*w->floor_ms));
-    w->floor_sent = calloc(cfg->nstreams, sizeof(*w->floor_sent));
     w->until_ms = calloc(cfg->nstreams, sizeof(*w->until_ms));
     w->delays = cfg->delays;
     if (!w->streams || !w->length || !w->lag || !w->pending || !w->watermark || !w->floor_ms ||
-        !w->floor_sent || !w->until_ms)
+        !w->until_ms)
         goto out;
     for (unsigned i = 0; i < cfg->nstreams; i++) {
         const char *label[] = {cfg->streams[i]};
@@ -973,7 +971,6 @@ void worker_deinit(struct worker *w)
     free(w->pending);
     free(w->watermark);
     free(w->floor_ms);
-    free(w->floor_sent);
     free(w->until_ms);
     if (w->sync_ready) {
         pthread_cond_destroy(&w->wake);

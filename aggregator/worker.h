@@ -137,7 +137,6 @@ struct worker {
     struct metric **pending;
     struct metric **watermark;
     int64_t *floor_ms;            /* per stream: its floor at the last gauges (owned); 0: unknown */
-    int64_t *floor_sent;          /* per stream: the floor put_floors() sends (owned) */
     int64_t *until_ms;            /* per stream: its complete_until as last written (owned) */
     bool floor_failing;           /* the last floors were refused (TIME, XPENDING or XRANGE) */
     bool floors_due;              /* read since last written */

@@ -82,7 +82,7 @@ static bool parse_net(const char *s, size_t len, struct client_ip_net *out)
     return true;
 }
 
-void client_ip_limit_key(const char *ip, char *out, size_t outlen)
+const char *client_ip_limit_key(const char *ip, char *out, size_t outlen)
 {
     static const uint8_t v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     uint8_t a[16];
@@ -90,13 +90,12 @@ void client_ip_limit_key(const char *ip, char *out, size_t outlen)
 
     if (!client_ip_parse_addr(ip, strlen(ip), a) || memcmp(a, v4_mapped, 12) == 0) {
         snprintf(out, outlen, "%s", ip);
-        return;
+        return out;
     }
     memset(a + 8, 0, 8);
-    if (inet_ntop(AF_INET6, a, text, sizeof(text)))
-        snprintf(out, outlen, "%s/64", text);
-    else
-        snprintf(out, outlen, "%s", ip);
+    inet_ntop(AF_INET6, a, text, sizeof(text)); /* cannot fail: `text` holds any address */
+    snprintf(out, outlen, "%s/64", text);
+    return out;
 }
 
 bool client_ip_parse_trust(const char *list, struct client_ip_trust *out, char *err, size_t errlen)

@@ -33,9 +33,9 @@ bool client_ip_parse_addr(const char *s, size_t len, uint8_t out[16]);
 /* The key a client's rate limit is kept under, into `out` (CLIENT_IP_KEY_LEN
  * bytes): an IPv6 address's /64 ("2001:db8:1:2::/64": one subscriber's
  * network, whose 2^64 addresses would otherwise each get a full bucket), else
- * the address as it is. */
+ * the address as it is. Returns `out`. */
 #define CLIENT_IP_KEY_LEN (CLIENT_IP_LEN + 4)
-void client_ip_limit_key(const char *ip, char *out, size_t outlen);
+const char *client_ip_limit_key(const char *ip, char *out, size_t outlen);
 
 /* True when the numeric address `addr` lies inside one of the trusted networks. */
 bool client_ip_is_trusted(const struct client_ip_trust *t, const char *addr);

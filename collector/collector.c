@@ -202,9 +202,8 @@ static bool admit(struct lane *l, struct http_request *req, char *ip)
     client_ip_resolve(&c->trust, http_request_peer(req), xff, ip);
     unsigned wait_s = 0;
     char key[CLIENT_IP_KEY_LEN];
-    if (c->limiter)
-        client_ip_limit_key(ip, key, sizeof(key));
-    if (c->limiter && !rate_limit_take(c->limiter, key, (int64_t)timeutil_mono_ms(), &wait_s)) {
+    if (c->limiter && !rate_limit_take(c->limiter, client_ip_limit_key(ip, key, sizeof(key)),
+                                       (int64_t)timeutil_mono_ms(), &wait_s)) {
         char v[16];
         snprintf(v, sizeof(v), "%u", wait_s);
         http_request_add_header(req, "Retry-After", v);

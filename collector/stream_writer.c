@@ -46,7 +46,6 @@ struct push {
     stream_writer_done_cb *cb;
     void *arg;
     struct stream_writer *w;
-    int node;          /* where it was sent */
     struct push *next; /* free list link */
     double sent;       /* timeutil_mono_s(), for collector_xadd_duration_seconds */
 };
@@ -285,14 +284,7 @@ static void push_done(void *arg, struct redisReply *reply, const char *errstr)
         metric_inc(p->w->xadd_ok);
         p->cb(p->arg, true, reply->str, NULL);
     } else {
-        metric_inc(p->w->xadd_error);
-        /* A primary demoted to a replica (a failover behind the same name)
-         * refuses every write and still answers pings: connect again, to
-         * reach the new primary, instead of failing every event for ever
-         * with the node reported up. */
-        if (reply && reply->type == REDIS_REPLY_ERROR && reply->str &&
-            (strncmp(reply->str, "READONLY", 8) == 0 || strncmp(reply->str, "MASTERDOWN", 10) == 0))
-            redis_conn_drop(p->w->nodes[p->node], reply->str);
+        metric_inc(p->w->xadd_error); /* READONLY: redis_conn reconnects */
         p->cb(p->arg, false, NULL,
               reply && reply->type == REDIS_REPLY_ERROR ? reply->str
                                                         : (errstr ? errstr : "no reply"));
@@ -321,7 +313,6 @@ int stream_writer_push(struct stream_writer *w, const char *session_id, const ch
     p->cb = cb;
     p->arg = arg;
     p->w = w;
-    p->node = node;
     p->sent = timeutil_mono_s();
     strbuf_reset(&w->cmd);
     strbuf_append(&w->cmd, w->xadd_prefix[shard], w->xadd_prefix_len[shard]);

@@ -52,13 +52,14 @@
 #define ACCEPT_PAUSE_MS 100    /* out of descriptors: retry accepting after this */
 #define LISTEN_BACKLOG  1024
 
-const struct http_server_limits http_server_default_limits = {
-    .max_header_bytes = 16 * 1024,
-    .max_body_bytes = 1024 * 1024,
-    .max_connections = 10000,
-    .idle_timeout_ms = 60 * 1000,
-    .request_timeout_ms = 10 * 1000,
-};
+/* The default limits with a body of at most `body` bytes. */
+#define LIMITS_WITH_BODY(body)                                                                     \
+    {                                                                                              \
+        .max_header_bytes = 16 * 1024, .max_body_bytes = (body), .max_connections = 10000,         \
+        .idle_timeout_ms = 60 * 1000, .request_timeout_ms = 10 * 1000,                             \
+    }
+const struct http_server_limits http_server_default_limits = LIMITS_WITH_BODY(1024 * 1024);
+const struct http_server_limits http_server_get_limits = LIMITS_WITH_BODY(16 * 1024);
 
 /* Method labels for metrics, indexed by the bit position of enum http_method. */
 enum { METHOD_COUNT = 7 };

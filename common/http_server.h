@@ -37,6 +37,11 @@ struct http_server_limits {
  * connections, 60 s idle, 10 s per request. */
 extern const struct http_server_limits http_server_default_limits;
 
+/* The same for a server whose routes are all GETs (the reporter's, the
+ * aggregator's): a body is never read, so none is buffered past 16 KiB (1 MiB
+ * per connection let one client pin gigabytes across max_connections). */
+extern const struct http_server_limits http_server_get_limits;
+
 /* A handler receives a request it must answer exactly once with http_respond()
  * (now or later, from the same event loop). The request stays valid until then,
  * even if the client goes away meanwhile. */

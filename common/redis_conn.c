@@ -61,20 +61,20 @@ struct redis_conn {
     enum { LOGGED_NONE, LOGGED_UP, LOGGED_DOWN } logged; /* last state logged at info/warn */
     bool ping_outstanding;                               /* a PING awaits its answer */
     unsigned handshake_left;                             /* AUTH/SELECT replies still expected */
-    bool hold_backoff;       /* dropped by redis_conn_drop(): the next connect keeps the backoff */
-    unsigned backoff_ms;     /* next reconnect delay before jitter */
-    unsigned attempts;       /* connect attempts since the last success */
-    unsigned long connects;  /* times the connection came up */
-    unsigned seed;           /* jitter state */
-    uint64_t block_until_ms; /* a blocking command may hold replies back until then */
-    size_t pending;          /* user commands awaiting a reply */
-    unsigned timeout_ms;     /* a command unanswered this long drops the connection; 0: never */
-    struct redis_conn_cmd *head;      /* oldest command in flight (replies come in order) */
-    struct redis_conn_cmd *live;      /* oldest one not answered yet: those before it timed out
-                                       * and only wait for their replies, to drop them */
-    unsigned long replies;            /* replies to commands so far */
-    unsigned long replies_seen;       /* `replies` at the last deadline check */
-    struct redis_conn_cmd *tail;      /* newest command in flight */
+    bool hold_backoff;           /* dropped for READONLY: the next connect keeps the backoff */
+    unsigned backoff_ms;         /* next reconnect delay before jitter */
+    unsigned attempts;           /* connect attempts since the last success */
+    unsigned long connects;      /* times the connection came up */
+    unsigned seed;               /* jitter state */
+    uint64_t block_until_ms;     /* a blocking command may hold replies back until then */
+    size_t pending;              /* user commands awaiting a reply */
+    unsigned timeout_ms;         /* a command unanswered this long drops the connection; 0: never */
+    struct redis_conn_cmd *head; /* oldest command in flight (replies come in order) */
+    struct redis_conn_cmd *live; /* oldest one not answered yet: those before it timed out
+                                  * and only wait for their replies, to drop them */
+    unsigned long replies;       /* replies to commands so far */
+    unsigned long replies_seen;  /* `replies` at the last deadline check */
+    struct redis_conn_cmd *tail; /* newest command in flight */
     struct redis_conn_cmd *free_cmds; /* recycled command records */
     size_t nfree;                     /* records on free_cmds */
     char drop_reason[256];            /* why drop_ev fires */
@@ -213,7 +213,7 @@ static void conn_set_up(struct redis_conn *c)
     c->up = true;
     c->connects++;
     c->logged = LOGGED_UP;
-    /* After redis_conn_drop() the backoff grows on: a node that answers
+    /* After a drop for READONLY the backoff grows on: a node that answers
      * its handshake but still refuses the commands is retried less often. */
     if (!c->hold_backoff)
         c->backoff_ms = BACKOFF_MIN_MS;
@@ -295,14 +295,6 @@ static void conn_drop_later(struct redis_conn *c, const char *reason)
     c->up = false;
     snprintf(c->drop_reason, sizeof(c->drop_reason), "%s", reason);
     event_active(c->drop_ev, EV_TIMEOUT, 1);
-}
-
-void redis_conn_drop(struct redis_conn *c, const char *reason)
-{
-    if (!c->ac)
-        return;
-    c->hold_backoff = true;
-    conn_drop_later(c, reason);
 }
 
 static void on_drop(evutil_socket_t fd, short what, void *arg)
@@ -744,6 +736,18 @@ static void on_command_reply(redisAsyncContext *ac, void *r, void *privdata)
         errstr = c->errstr;
     } else {
         c->replies++;
+        const redisReply *reply = r;
+        /* A primary demoted to a replica (a failover behind the same name)
+         * refuses every write and still answers pings: connect again, with a
+         * backoff that grows while it still refuses, to reach the new primary
+         * instead of failing every command for ever with the node up. */
+        if (reply->type == REDIS_REPLY_ERROR && reply->str &&
+            (strncmp(reply->str, "READONLY", 8) == 0 ||
+             strncmp(reply->str, "MASTERDOWN", 10) == 0) &&
+            c->ac) {
+            c->hold_backoff = true;
+            conn_drop_later(c, reply->str);
+        }
     }
     if (cmd->cb) /* else it timed out already */
         cmd->cb(cmd->arg, r, errstr);

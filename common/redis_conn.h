@@ -1,7 +1,8 @@
 /* One asynchronous Redis connection on a libevent loop (hiredis async): connects
  * in the background, pings (and optionally times commands out) to notice a dead
- * or hung server, reconnects with backoff, and never blocks the loop. Also parses
- * redis:// URLs. */
+ * or hung server, reconnects with backoff (also after a command answered
+ * READONLY or MASTERDOWN: a primary demoted behind the same name), and never
+ * blocks the loop. Also parses redis:// URLs. */
 #ifndef ARV_REDIS_CONN_H
 #define ARV_REDIS_CONN_H
 
@@ -88,14 +89,6 @@ size_t redis_conn_pending(const struct redis_conn *c);
 
 /* Last error text (borrowed), or "" if none. */
 const char *redis_conn_errstr(const struct redis_conn *c);
-
-/* Drops the connection (from the loop, so also from inside a reply
- * callback) and reconnects with backoff, which keeps growing while the
- * server it reaches again makes the caller drop it again: for a server that
- * answers but cannot serve, say a primary demoted to a replica (READONLY),
- * when a new primary may answer behind the same name. Until the new
- * connection is up, redis_conn_is_up() is false and the error is `reason`. */
-void redis_conn_drop(struct redis_conn *c, const char *reason);
 
 /* Closes the connection; pending callbacks run with reply NULL before this
  * returns. Must not be called from inside one of its callbacks. NULL is fine. */

@@ -14,19 +14,13 @@ int main(int argc, char **argv)
     struct reporter *rep = NULL;
     int status = 1;
 
-    /* Every route is a GET: a request body is never read, so none is
-     * buffered past a few KiB (the default 1 MiB per connection let one
-     * client pin gigabytes across max_connections). */
-    struct http_server_limits limits = http_server_default_limits;
-    limits.max_body_bytes = 16 * 1024;
-
     config_load_or_exit("arv-reporter",
                         "ARV analytics query API over the rollups, behind API keys: overview,"
                         " company, project and content totals, time series, top, breakdowns,"
                         " CSV export; and a dashboard page at /dashboard.",
                         reporter_options, reporter_options_len, &cfg, &cfg.common,
                         reporter_config_validate, argc, argv);
-    if (service_init(&svc, "arv-reporter", &cfg.common, &limits) < 0)
+    if (service_init(&svc, "arv-reporter", &cfg.common, &http_server_get_limits) < 0)
         goto out;
     rep = reporter_new(&svc, &cfg);
     if (!rep)
