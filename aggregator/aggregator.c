@@ -38,6 +38,11 @@ const struct config_option aggregator_options[] = {
     {"batch-max-bytes", "ARV_BATCH_MAX_BYTES", CONFIG_INT,
      offsetof(struct aggregator_config, batch_max_bytes), "33554432", NULL, 1048576, 1073741824,
      "a read stops once its rows take this many bytes (memory per worker)"},
+    {"batch-deltas-max-bytes", "ARV_BATCH_DELTAS_MAX_BYTES", CONFIG_INT,
+     offsetof(struct aggregator_config, batch_deltas_max_bytes), "16777216", NULL, 1048576,
+     1073741824,
+     "a write (transaction) ends once its rollup deltas take this many bytes: their groups and"
+     " the breakdown values they name, which clients choose (memory per worker)"},
     {"workers", "ARV_WORKERS", CONFIG_INT, offsetof(struct aggregator_config, workers), "2", NULL,
      1, 16,
      "worker threads per Redis node, each its own consumer and PostgreSQL connection (one"
@@ -396,6 +401,7 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
             .statement_timeout_ms = cfg->statement_timeout_ms,
             .batch_size = cfg->batch_size,
             .batch_max_bytes = cfg->batch_max_bytes,
+            .batch_deltas_max_bytes = cfg->batch_deltas_max_bytes,
             .batch_wait_ms = cfg->batch_wait_ms,
             .batch_linger_ms = cfg->batch_linger_ms,
             .claim_idle_ms = cfg->claim_idle_ms,

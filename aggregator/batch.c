@@ -194,6 +194,11 @@ static int64_t value_intern(struct batch *b, const char *s)
     return (int64_t)b->nvals - 1;
 }
 
+size_t batch_value_bytes(const struct batch *b)
+{
+    return b->values.len + b->nvals * (sizeof(*b->vals) + 2 * sizeof(*b->val_slots));
+}
+
 const char *batch_value(const struct batch *b, uint32_t id, size_t *len)
 {
     *len = b->vals[id].len;

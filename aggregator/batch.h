@@ -192,6 +192,11 @@ int batch_reject(struct batch *b, size_t i, const char *reason, const char *deta
  * without one) and marks the repeats among them. Returns 0 or -ENOMEM. */
 int batch_resolve(struct batch *b, size_t first, size_t n);
 
+/* Bytes the interned breakdown values (kept for the whole write) take, with
+ * their records and slots; in use, as rollup_group_bytes(). Clients choose
+ * the values, so these grow with their variety. */
+size_t batch_value_bytes(const struct batch *b);
+
 /* The interned breakdown value `id` (`*len` bytes, not NUL-terminated). */
 const char *batch_value(const struct batch *b, uint32_t id, size_t *len);
 

@@ -175,6 +175,14 @@ int rollup_reserve(struct rollup *r, size_t events)
     return 0;
 }
 
+size_t rollup_group_bytes(const struct rollup *r)
+{
+    /* A group and its two slots (the table stays at most half full); the
+     * derived groups are as many as the hourly ones at most. */
+    return (r->hourly.n * 2 + r->breakdown.n) *
+           (sizeof(struct rollup_group) + 2 * sizeof(uint32_t));
+}
+
 /* Adds `v`'s measures to `g`. */
 static void add_measures(struct rollup_group *g, const struct rollup_group *v)
 {

@@ -86,6 +86,12 @@ void rollup_reset(struct rollup *r);
  * arrays at once). Returns 0 or -ENOMEM. */
 int rollup_reserve(struct rollup *r, size_t events);
 
+/* Bytes the groups and their slots take, the derived ones included: the part
+ * of the deltas that grows with distinct keys (the pairs are reserved by
+ * rollup_reserve). In use, not allocated: allocations stay after a reset, up
+ * to about twice what was in use. */
+size_t rollup_group_bytes(const struct rollup *r);
+
 /* Counts event entry `e` of batch `b` (content resolved, new, not a bot's).
  * Returns 0 or -ENOMEM. */
 int rollup_add(struct rollup *r, const struct batch_entry *e);

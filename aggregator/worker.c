@@ -53,15 +53,15 @@ bool worker_failpoint_parse(const char *spec, struct worker_failpoint *fp)
     return rc > 0;
 }
 
-bool worker_write_ends(const struct worker_write *wr, bool caught_up, long batch_size,
-                       int64_t linger_ms, int64_t max_ms, int64_t now_ms)
+bool worker_write_ends(const struct worker_write *wr, const struct worker_write_limits *lim,
+                       bool caught_up, int64_t now_ms)
 {
     int64_t age = now_ms - wr->started_ms;
 
     return !wr->new_entries ||
-           (caught_up && (age >= linger_ms || wr->entries >= WORKER_LINGER_MAX)) ||
-           wr->entries >= (size_t)batch_size || wr->reads >= WORKER_WRITE_READS_MAX ||
-           age >= max_ms;
+           (caught_up && (age >= lim->linger_ms || wr->entries >= WORKER_LINGER_MAX)) ||
+           wr->entries >= (size_t)lim->batch_size || wr->reads >= WORKER_WRITE_READS_MAX ||
+           wr->deltas_bytes >= lim->deltas_max_bytes || age >= lim->max_ms;
 }
 
 void worker_delays_init(struct worker_delays *d)
@@ -509,8 +509,9 @@ static bool end_write(struct worker *w, bool keep_read)
     log_debug("batch_written", LF_INT("worker", w->index),
               LF_INT("entries", (long long)wr->entries), LF_INT("reads", wr->reads),
               LF_INT("inserted", wr->counts.inserted), LF_INT("ms", (long long)wr->pg_ms),
-              LF_INT("read_ms", (long long)wr->read_ms), LF_BOOL("ids_slow", wr->counts.ids_slow),
-              LF_INT("ids_ms", wr->counts.ids_us / 1000),
+              LF_INT("read_ms", (long long)wr->read_ms),
+              LF_INT("deltas_bytes", (long long)wr->deltas_bytes),
+              LF_BOOL("ids_slow", wr->counts.ids_slow), LF_INT("ids_ms", wr->counts.ids_us / 1000),
               LF_INT("raw_ms", wr->counts.raw_us / 1000),
               LF_INT("deltas_ms", wr->counts.deltas_us / 1000),
               LF_INT("merge_ms", wr->counts.merge_us / 1000),
@@ -639,7 +640,7 @@ static void *worker_main(void *arg)
                 /* The open write caught up and lingers: let entries gather,
                  * then read them at once (reads of a few entries each would
                  * cost more than the merges saved). */
-                int64_t left = w->wr.started_ms + w->linger_ms - (int64_t)timeutil_mono_ms();
+                int64_t left = w->wr.started_ms + w->limits.linger_ms - (int64_t)timeutil_mono_ms();
                 if (left > 0)
                     worker_sleep(w, left);
             }
@@ -792,10 +793,10 @@ static void *worker_main(void *arg)
         w->wr.new_entries = kind == READER_NEW;
         w->wr.read_ms += read_ms;
         w->wr.pg_ms += (int64_t)timeutil_mono_ms() - t0;
+        w->wr.deltas_bytes = rollup_group_bytes(&w->store.rollup) + batch_value_bytes(&w->batch);
         read_ms = 0;
 
-        if (worker_write_ends(&w->wr, caught_up, w->batch_size, w->linger_ms, w->write_max_ms,
-                              (int64_t)timeutil_mono_ms()) ||
+        if (worker_write_ends(&w->wr, &w->limits, caught_up, (int64_t)timeutil_mono_ms()) ||
             atomic_load(&w->stop)) {
             if (!end_write(w, false))
                 backoff_sleep(w, &pg_backoff);
@@ -883,9 +884,12 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
         w->pending[i] = metric_family_child(m->pending, label);
         w->watermark[i] = metric_family_child(m->watermark, label);
     }
-    w->batch_size = cfg->batch_size;
-    w->linger_ms = cfg->batch_linger_ms;
-    w->write_max_ms = worker_write_max_ms(cfg->claim_idle_ms);
+    w->limits = (struct worker_write_limits){
+        .batch_size = cfg->batch_size,
+        .deltas_max_bytes = (size_t)cfg->batch_deltas_max_bytes,
+        .linger_ms = cfg->batch_linger_ms,
+        .max_ms = worker_write_max_ms(cfg->claim_idle_ms),
+    };
     read_max = cfg->batch_size < WORKER_READ_MAX ? cfg->batch_size : WORKER_READ_MAX;
     reader_acks_init(&w->acks);
     batch_init(&w->batch, (const char *const *)w->streams);

@@ -81,16 +81,17 @@ struct worker_config {
     long statement_timeout_ms; /* the PostgreSQL session's; a call unanswered longer is given up */
     long batch_size;           /* entries per write (transaction), read WORKER_READ_MAX at a time */
     long batch_max_bytes;      /* stop reading a batch once its rows take this much */
-    long batch_wait_ms;        /* BLOCK per read */
-    long batch_linger_ms;      /* a write that caught up stays open this long for more */
-    long claim_idle_ms;        /* claim entries idle this long; 0: never */
-    long max_deliveries;       /* dead-letter entries delivered this often */
-    bool store_full_ip;        /* keep client IPs as received */
-    long content_cache_size;   /* entries */
-    long content_cache_ttl_s;  /* known entries trusted this long */
-    const struct geoip *geoip; /* shared, read-only; NULL: no GeoIP */
-    const struct ua_db *ua;    /* shared, read-only; NULL: no user-agent parsing */
-    long ua_cache_size;        /* parsed user agents cached */
+    long batch_deltas_max_bytes; /* end a write once its rollup deltas take this much */
+    long batch_wait_ms;          /* BLOCK per read */
+    long batch_linger_ms;        /* a write that caught up stays open this long for more */
+    long claim_idle_ms;          /* claim entries idle this long; 0: never */
+    long max_deliveries;         /* dead-letter entries delivered this often */
+    bool store_full_ip;          /* keep client IPs as received */
+    long content_cache_size;     /* entries */
+    long content_cache_ttl_s;    /* known entries trusted this long */
+    const struct geoip *geoip;   /* shared, read-only; NULL: no GeoIP */
+    const struct ua_db *ua;      /* shared, read-only; NULL: no user-agent parsing */
+    long ua_cache_size;          /* parsed user agents cached */
 };
 
 /* Entries per read (XREADGROUP COUNT per stream): a write of up to
@@ -109,13 +110,22 @@ struct worker_config {
 
 /* The write (one transaction) being made of one or more reads. */
 struct worker_write {
-    size_t entries;     /* of its reads */
-    unsigned reads;     /* written into it so far */
-    bool new_entries;   /* its reads are of new entries (not pending or claimed ones) */
-    int64_t started_ms; /* monotonic time of its first read */
-    int64_t read_ms;    /* its reads' time: XREADGROUP + decode */
-    int64_t pg_ms;      /* its time in PostgreSQL */
+    size_t entries;      /* of its reads */
+    unsigned reads;      /* written into it so far */
+    bool new_entries;    /* its reads are of new entries (not pending or claimed ones) */
+    int64_t started_ms;  /* monotonic time of its first read */
+    int64_t read_ms;     /* its reads' time: XREADGROUP + decode */
+    int64_t pg_ms;       /* its time in PostgreSQL */
+    size_t deltas_bytes; /* its rollup deltas' groups and breakdown values (see below) */
     struct store_counts counts;
+};
+
+/* When a write ends (see worker_write_ends). */
+struct worker_write_limits {
+    long batch_size;         /* entries */
+    size_t deltas_max_bytes; /* rollup_group_bytes() + batch_value_bytes() */
+    int64_t linger_ms;       /* a write that caught up stays open this long for more */
+    int64_t max_ms;          /* longest a write stays open */
 };
 
 /* A dependency as the worker last saw it. */
@@ -154,10 +164,8 @@ struct worker {
     struct ua_cache_stats ua_seen;            /* stats already counted in metrics */
     struct batch batch;                       /* the read in flight, kept until written */
     struct worker_write wr;                   /* the open write (store_in_write) */
+    struct worker_write_limits limits;        /* when it ends */
     struct reader_acks acks;                  /* its entries, acknowledged after COMMIT */
-    long batch_size;                          /* entries per write */
-    long linger_ms;                           /* see worker_config.batch_linger_ms */
-    int64_t write_max_ms;                     /* longest a write stays open */
     size_t *idx;                              /* entry indexes, for fetch_payloads */
     size_t idx_cap;
     atomic_int redis_state; /* enum worker_dep */
@@ -201,11 +209,12 @@ void worker_deinit(struct worker *w);
 /* Whether the open write `wr` ends after its latest read: that read was of
  * pending or claimed entries (`new_entries` false), or it caught up and the
  * write has been open `linger_ms` or holds WORKER_LINGER_MAX entries, or the
- * write holds `batch_size` entries or WORKER_WRITE_READS_MAX reads, or has
- * been open `max_ms` by `now_ms`. A read that finds nothing new ends it too
- * (the caller's). Pure. */
-bool worker_write_ends(const struct worker_write *wr, bool caught_up, long batch_size,
-                       int64_t linger_ms, int64_t max_ms, int64_t now_ms);
+ * write holds `batch_size` entries, WORKER_WRITE_READS_MAX reads or
+ * `deltas_max_bytes` of rollup deltas (clients' distinct breakdown values
+ * would otherwise grow them without bound), or has been open `max_ms` by
+ * `now_ms`. A read that finds nothing new ends it too (the caller's). Pure. */
+bool worker_write_ends(const struct worker_write *wr, const struct worker_write_limits *lim,
+                       bool caught_up, int64_t now_ms);
 
 /* The longest a write stays open with claims after `claim_idle_ms` (0: no
  * claims): WORKER_WRITE_MAX_MS, or half the claim idle if shorter. Pure. */

@@ -7,7 +7,8 @@
 # peak RSS (VmHWM) with the whole backlog waiting.
 #
 # Usage: bench/aggregator.sh [--events N] [--contents N] [--companies N]
-#                            [--aggregators N] [--rss] (= --events 1000000) [--random-ids] [--keep]
+#                            [--aggregators N] [--rss] (= --events 1000000) [--random-ids]
+#                            [--distinct-cities] [--keep]
 # Environment: ARV_BENCH_BUILD_DIR (default build-bench-aggregator, a Release
 # build made here), any ARV_* aggregator option (ARV_BATCH_SIZE, ...),
 # ARV_BENCH_EXPLAIN=1: log every statement with its time and every plan with
@@ -24,7 +25,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 arv_install_packages $ARV_BENCH_PACKAGES
 . "$root/bench/aggregator_checks.sh"
 
-events=500000 contents=1000 companies=50 keep="" naggs=1 random_ids=0
+events=500000 contents=1000 companies=50 keep="" naggs=1 random_ids=0 distinct_cities=0
 while [ $# -gt 0 ]; do
     case $1 in
     --events) events=$2; shift ;;
@@ -33,8 +34,9 @@ while [ $# -gt 0 ]; do
     --aggregators) naggs=$2; shift ;;
     --rss) events=1000000 ;;
     --random-ids) random_ids=1 ;;
+    --distinct-cities) distinct_cities=1 ;;
     --keep) keep=1 ;;
-    *) echo "usage: $0 [--events N] [--contents N] [--companies N] [--aggregators N] [--rss] [--random-ids] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--events N] [--contents N] [--companies N] [--aggregators N] [--rss] [--random-ids] [--distinct-cities] [--keep]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -78,6 +80,7 @@ echo "settings: $(agg_sql "SELECT string_agg(name || '=' || setting, ' ' ORDER B
 t0=$(date +%s%N)
 LC_ALL=C awk -v n="$events" -v stream="$ARV_STREAM" -v base_ms="$(date +%s%3N)" \
     -v spread_ms=21600000 -v contents="$contents" -v dup_every=50 -v uid_every=4 -v random_ids="$random_ids" \
+    -v distinct_cities="$distinct_cities" \
     -f "$root/bench/aggregator_events.awk" | redis-cli -p "$redis_port" --pipe >"$tmp/pipe.log"
 t1=$(date +%s%N)
 xlen=$(redis-cli -p "$redis_port" XLEN "$ARV_STREAM")

@@ -17,6 +17,8 @@
 #   sessions       distinct session ids (default n / 2)
 #   base_ms        received_at of event 0, ms since the epoch (required)
 #   spread_ms      received_at = base_ms - (i * 7919000) mod spread_ms (default 0)
+#   distinct_cities 1: every event names a city of its own (128 bytes), as a
+#                  client sending arbitrary values would
 #   random_ids     1: event ids in scattered order, as clients' random (v4) UUIDs
 #                  land in an index; by default they ascend with i, as the
 #                  collector's time-ordered (v7) ones do
@@ -88,7 +90,8 @@ BEGIN {
         e = e ",\"browser\":\"" browsers[i % 5 + 1] "\""
         v = oses[i % 5 + 1]; if (v != "") e = e ",\"os\":\"" v "\""
         v = countries[i % 7 + 1]; if (v != "") e = e ",\"country\":\"" v "\""
-        v = cities[i % 7 + 1]; if (v != "") e = e ",\"city\":\"" v "\""
+        v = distinct_cities ? sprintf("city-%0123d", i) : cities[i % 7 + 1]
+        if (v != "") e = e ",\"city\":\"" v "\""
         e = e ",\"user_agent\":\"" ua "\""
         if (i % 5 == 4) e = e ",\"ip\":\"2001:db8:abcd:" sprintf("%x", i % 65536) "::" sprintf("%x", i % 4093 + 1) "\""
         else e = e ",\"ip\":\"203.0." (i % 250) "." (i % 253 + 1) "\""

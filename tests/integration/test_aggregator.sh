@@ -442,6 +442,32 @@ added=$(($(it_psql "SELECT count(*) FROM analytics.ar_view_sessions") - rows0))
 [ "$(agg_check_rollups)" = 0 ] || it_fail "dedupe: rollups differ from raw rows"
 it_pass "dedupe: reads each with a retry, $slow write(s) of two such reads: all $added new events counted, no retry"
 
+# Clients choose breakdown values, so a write's rollup deltas (its groups and
+# interned values) grow with their variety, not with its entries: 12,000
+# events each naming a city of its own (128 bytes) are 12,000 values and as
+# many breakdown groups. With ARV_BATCH_DELTAS_MAX_BYTES=1 MiB a write ends
+# once its deltas take that (a few thousand such cities); without the bound
+# the backlog was one write. Every event is counted, every city a row.
+rows0=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
+LC_ALL=C awk -v n=12000 -v stream="$ARV_STREAM" -v base_ms="$now_ms" -v spread_ms=216000000 \
+    -v contents=40 -v seed=0000d100 -v distinct_cities=1 -f "$GEN" |
+    redis-cli -p "$IT_REDIS_PORT" --pipe >"$IT_TMP/pipe.log" 2>&1 || it_fail "redis-cli --pipe"
+it_start cities arv-aggregator ARV_LOG_LEVEL=debug ARV_WORKERS=1 ARV_BATCH_MAX_BYTES=1048576 \
+    ARV_BATCH_DELTAS_MAX_BYTES=1048576 ARV_BATCH_WAIT_MS=50
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "the cities not drained"
+it_stop cities
+writes=$(awk -F'[:,}]' '/"batch_written"/ { for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k)
+    if (k == "entries") e = $(i + 1) } print e + 0 }' "$IT_TMP/cities.log")
+awk '$1 > 8000 { big++ } END { exit !(NR >= 3 && !big) }' <<<"$writes" ||
+    it_fail "ARV_BATCH_DELTAS_MAX_BYTES: expected 3 writes or more, none over 8,000 entries; writes: $(tr '\n' ' ' <<<"$writes")"
+[ $(($(it_psql "SELECT count(*) FROM analytics.ar_view_sessions") - rows0)) = 12000 ] ||
+    it_fail "distinct cities: not all 12,000 events written"
+[ "$(it_psql "SELECT count(*) || ' ' || sum(views) FROM analytics.rollup_breakdown_daily
+              WHERE dimension = 'city' AND value LIKE 'city-0%'")" = "12000 12000" ] ||
+    it_fail "distinct cities: expected 12,000 city rows of one view each"
+[ "$(agg_check_rollups)" = 0 ] || it_fail "distinct cities: rollups differ from raw rows"
+it_pass "ARV_BATCH_DELTAS_MAX_BYTES: 12,000 distinct cities in writes of $(tr '\n' ' ' <<<"$writes")entries, each city a row"
+
 # Steady traffic: a batch whose read caught up lingers (ARV_BATCH_LINGER_MS
 # from its first read) and then reads what gathered, so that 10 events sent
 # 50 ms apart are one batch of two reads, not ten batches.

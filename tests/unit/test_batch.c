@@ -539,6 +539,8 @@ Test(batch, many_values_keep_their_ids)
             if (ids[i] == ids[j])
                 cr_assert_fail("cities %d and %d share id %u", i, j, ids[i]);
     }
+    /* What the values hold grows with them. */
+    cr_assert_geq(batch_value_bytes(&b), N * (strlen("city 100") + sizeof(struct batch_value)));
     /* A later entry's row is exactly its fields, like the first's. */
     const unsigned char *p;
     cr_assert_eq(field_of(N - 1, -1, &p), field_of(0, -1, &p));

@@ -321,9 +321,17 @@ Test(rollup, plays_and_zero_durations_add_up)
 Test(rollup, many_groups_each_a_row)
 {
     enum { N = 1500 };
+    size_t one;
 
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < N; i++) {
         add(i, s1, 1000 + i, "2025-11-25T10:10:00Z", "");
+        if (i == 0)
+            one = rollup_group_bytes(&r);
+    }
+    /* The groups' bytes grow with them: N hourly and 6 N breakdown groups
+     * (the pairs were reserved before). */
+    cr_assert_geq(rollup_group_bytes(&r), 7 * N * sizeof(struct rollup_group));
+    cr_assert_lt(one, rollup_group_bytes(&r) / 10);
     cr_assert_eq(rollup_write_measures(&r, &out, NULL, NULL), 0);
     const char *text = text_rows(&out, MEASURE_TYPES);
     /* N content hours, N content days, 1 company hour, 1 company day */

@@ -27,21 +27,31 @@ Test(worker, failpoint_spec)
     cr_assert_not(worker_failpoint_parse("read_error", &fp));
 }
 
+/* Limits with `batch_size` entries and DELTAS_MAX bytes of deltas. */
+#define DELTAS_MAX ((size_t)1 << 24)
+#define lim(batch_size, linger_ms, max_ms)                                                         \
+    (&(struct worker_write_limits){(batch_size), DELTAS_MAX, (linger_ms), (max_ms)})
+
 /* When a write of several reads ends: each bound alone ends it, and nothing
  * else does. */
 Test(worker, write_ends_at_each_bound)
 {
     struct worker_write wr = {.entries = 5000, .reads = 2, .new_entries = true, .started_ms = 1000};
 
-    cr_assert_not(worker_write_ends(&wr, false, 8000, 0, 500, 1499));
-    cr_assert(worker_write_ends(&wr, true, 8000, 0, 500, 1499), "a read caught up");
-    cr_assert(worker_write_ends(&wr, false, 5000, 0, 500, 1499), "batch size reached");
-    cr_assert(worker_write_ends(&wr, false, 8000, 0, 500, 1500), "open max_ms");
+    cr_assert_not(worker_write_ends(&wr, lim(8000, 0, 500), false, 1499));
+    cr_assert(worker_write_ends(&wr, lim(8000, 0, 500), true, 1499), "a read caught up");
+    cr_assert(worker_write_ends(&wr, lim(5000, 0, 500), false, 1499), "batch size reached");
+    cr_assert(worker_write_ends(&wr, lim(8000, 0, 500), false, 1500), "open max_ms");
     wr.reads = WORKER_WRITE_READS_MAX;
-    cr_assert(worker_write_ends(&wr, false, 8000, 0, 500, 1499), "savepoints");
+    cr_assert(worker_write_ends(&wr, lim(8000, 0, 500), false, 1499), "savepoints");
     wr.reads = 2;
+    wr.deltas_bytes = DELTAS_MAX - 1;
+    cr_assert_not(worker_write_ends(&wr, lim(8000, 0, 500), false, 1499));
+    wr.deltas_bytes = DELTAS_MAX;
+    cr_assert(worker_write_ends(&wr, lim(8000, 0, 500), false, 1499), "deltas' bytes");
+    wr.deltas_bytes = 0;
     wr.new_entries = false;
-    cr_assert(worker_write_ends(&wr, false, 8000, 0, 500, 1499), "pending or claimed entries");
+    cr_assert(worker_write_ends(&wr, lim(8000, 0, 500), false, 1499), "pending or claimed entries");
 }
 
 /* A read that caught up ends a small write only once it has lingered; the
@@ -50,16 +60,18 @@ Test(worker, caught_up_write_lingers)
 {
     struct worker_write wr = {.entries = 300, .reads = 1, .new_entries = true, .started_ms = 1000};
 
-    cr_assert_not(worker_write_ends(&wr, true, 8000, 250, 10000, 1249), "lingering");
-    cr_assert(worker_write_ends(&wr, true, 8000, 250, 10000, 1250), "lingered long enough");
+    cr_assert_not(worker_write_ends(&wr, lim(8000, 250, 10000), true, 1249), "lingering");
+    cr_assert(worker_write_ends(&wr, lim(8000, 250, 10000), true, 1250), "lingered long enough");
     wr.entries = WORKER_LINGER_MAX;
-    cr_assert(worker_write_ends(&wr, true, 80000, 250, 10000, 1001), "large enough not to linger");
+    cr_assert(worker_write_ends(&wr, lim(80000, 250, 10000), true, 1001),
+              "large enough not to linger");
     wr.entries = 300;
-    cr_assert_not(worker_write_ends(&wr, false, 8000, 250, 10000, 5000), "not caught up");
-    cr_assert(worker_write_ends(&wr, true, 300, 250, 10000, 1001), "batch size reached");
-    cr_assert(worker_write_ends(&wr, true, 8000, 250, 100, 1100), "open max_ms");
+    cr_assert_not(worker_write_ends(&wr, lim(8000, 250, 10000), false, 5000), "not caught up");
+    cr_assert(worker_write_ends(&wr, lim(300, 250, 10000), true, 1001), "batch size reached");
+    cr_assert(worker_write_ends(&wr, lim(8000, 250, 100), true, 1100), "open max_ms");
     wr.new_entries = false;
-    cr_assert(worker_write_ends(&wr, true, 8000, 250, 10000, 1001), "pending or claimed entries");
+    cr_assert(worker_write_ends(&wr, lim(8000, 250, 10000), true, 1001),
+              "pending or claimed entries");
 }
 
 Test(worker, write_stays_open_less_than_the_claim_idle)
