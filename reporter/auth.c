@@ -11,10 +11,13 @@
 #include "metrics.h"
 #include "pg_pool.h"
 #include "query.h"
+#include "rate_limit.h"
 #include "timeutil.h"
 
 #define AUTH_CACHE_CAPACITY 4096
 #define AUTH_CACHE_WAYS     4
+/* Clients whose lookups are counted at once (the oldest of a set forgotten). */
+#define AUTH_LOOKUP_CLIENTS 4096
 /* An unknown key is remembered briefly: enough to keep a client retrying a bad
  * key off the database, short enough that a key just created works at once. */
 #define AUTH_NEGATIVE_TTL_S 5
@@ -46,11 +49,12 @@ struct auth_cache {
 };
 
 struct auth {
-    struct pg_pool *pool;      /* borrowed */
-    struct auth_cache *cache;  /* owned */
-    unsigned ttl_s;            /* see auth_cache_ttl_ms() */
-    struct metric *cache_hit;  /* reporter_auth_cache_lookups_total{result="hit"} */
-    struct metric *cache_miss; /* ...{result="miss"} */
+    struct pg_pool *pool;       /* borrowed */
+    struct auth_cache *cache;   /* owned */
+    struct rate_limit *lookups; /* owned: lookups per client; NULL: no limit */
+    unsigned ttl_s;             /* see auth_cache_ttl_ms() */
+    struct metric *cache_hit;   /* reporter_auth_cache_lookups_total{result="hit"} */
+    struct metric *cache_miss;  /* ...{result="miss"} */
 };
 
 /* One database lookup in flight. */
@@ -103,6 +107,8 @@ const char *auth_status_name(enum auth_status s)
         return "unavailable";
     case AUTH_FAILED:
         return "failed";
+    case AUTH_LIMITED:
+        return "limited";
     case AUTH_PENDING:
         return "pending";
     }
@@ -213,7 +219,8 @@ uint64_t auth_cache_ttl_ms(unsigned ttl_s, enum auth_status st)
     }
 }
 
-struct auth *auth_new(struct pg_pool *pool, unsigned ttl_s, struct metrics *m)
+struct auth *auth_new(struct pg_pool *pool, unsigned ttl_s, double lookup_rps, double lookup_burst,
+                      struct metrics *m)
 {
     struct auth *a = calloc(1, sizeof(*a));
 
@@ -222,7 +229,9 @@ struct auth *auth_new(struct pg_pool *pool, unsigned ttl_s, struct metrics *m)
     a->pool = pool;
     a->ttl_s = ttl_s;
     a->cache = auth_cache_new(AUTH_CACHE_CAPACITY);
-    if (!a->cache) {
+    if (lookup_rps > 0)
+        a->lookups = rate_limit_new(lookup_rps, lookup_burst, AUTH_LOOKUP_CLIENTS);
+    if (!a->cache || (lookup_rps > 0 && !a->lookups)) {
         auth_free(a);
         return NULL;
     }
@@ -241,6 +250,7 @@ void auth_free(struct auth *a)
     if (!a)
         return;
     auth_cache_free(a->cache);
+    rate_limit_free(a->lookups);
     free(a);
 }
 
@@ -295,8 +305,8 @@ static void auth_lookup_done(void *arg, const PGresult *res, const char *errstr)
     free(l);
 }
 
-enum auth_status auth_check(struct auth *a, const char *authorization, struct auth_principal *out,
-                            auth_done_cb *cb, void *arg)
+enum auth_status auth_check(struct auth *a, const char *authorization, const char *client,
+                            struct auth_principal *out, auth_done_cb *cb, void *arg)
 {
     const char *tok = NULL;
     size_t len = 0;
@@ -317,6 +327,11 @@ enum auth_status auth_check(struct auth *a, const char *authorization, struct au
         metric_inc(a->cache_hit);
         return st;
     }
+    /* At 1 lookup per second or more (the option's least), a token is back
+     * within the second the caller's Retry-After names. */
+    if (a->lookups && client &&
+        !rate_limit_take(a->lookups, client, (int64_t)timeutil_mono_ms(), &(unsigned){0}))
+        return AUTH_LIMITED;
     metric_inc(a->cache_miss);
     l = calloc(1, sizeof(*l));
     if (!l)

@@ -30,6 +30,7 @@ enum auth_status {
     AUTH_REVOKED,     /* the key was revoked */
     AUTH_UNAVAILABLE, /* PostgreSQL unreachable: answer 503 */
     AUTH_FAILED,      /* the lookup statement failed: answer 500 */
+    AUTH_LIMITED,     /* not cached, and the client has used up its lookups: answer 429 */
     AUTH_PENDING      /* the answer comes later through the callback */
 };
 
@@ -41,18 +42,22 @@ typedef void auth_done_cb(void *arg, enum auth_status status, const struct auth_
 /* Creates the authenticator. `pool` is borrowed and must outlive it (free the
  * pool first: pending lookups then complete with AUTH_UNAVAILABLE). Known keys
  * (valid or revoked) are cached `ttl_s` seconds (0 disables caching), unknown ones
- * min(ttl_s, 5) seconds. `m` (borrowed, may be NULL) receives
- * reporter_auth_cache_lookups_total{result}. Caller frees with auth_free().
- * Returns NULL if out of memory. */
-struct auth *auth_new(struct pg_pool *pool, unsigned ttl_s, struct metrics *m);
+ * min(ttl_s, 5) seconds. A client (see auth_check) may have `lookup_rps` keys
+ * that are not cached looked up per second, `lookup_burst` at once (0 rps: no
+ * limit): well-formed random keys would otherwise cost a statement each. `m`
+ * (borrowed, may be NULL) receives reporter_auth_cache_lookups_total{result}.
+ * Caller frees with auth_free(). Returns NULL if out of memory. */
+struct auth *auth_new(struct pg_pool *pool, unsigned ttl_s, double lookup_rps, double lookup_burst,
+                      struct metrics *m);
 void auth_free(struct auth *a);
 
-/* Checks the Authorization header value `authorization` (borrowed, may be NULL).
- * Returns the outcome at once (cache hit or bad token; then `*out` is filled on
- * AUTH_OK and `cb` is never called), or AUTH_PENDING: `cb(arg, ...)` follows
- * exactly once. Never blocks. */
-enum auth_status auth_check(struct auth *a, const char *authorization, struct auth_principal *out,
-                            auth_done_cb *cb, void *arg);
+/* Checks the Authorization header value `authorization` (borrowed, may be NULL)
+ * of a request from `client` (its address; borrowed, NULL: not limited).
+ * Returns the outcome at once (cache hit, bad token or AUTH_LIMITED; then
+ * `*out` is filled on AUTH_OK and `cb` is never called), or AUTH_PENDING:
+ * `cb(arg, ...)` follows exactly once. Never blocks. */
+enum auth_status auth_check(struct auth *a, const char *authorization, const char *client,
+                            struct auth_principal *out, auth_done_cb *cb, void *arg);
 
 /* Short name of a status for logs and metrics ("unknown", "revoked", ...). */
 const char *auth_status_name(enum auth_status s);

@@ -21,6 +21,7 @@
 #include "pg_pool.h"
 #include "qcache.h"
 #include "query.h"
+#include "client_ip.h"
 #include "rate_limit.h"
 #include "service.h"
 #include "strbuf.h"
@@ -41,6 +42,17 @@ const struct config_option reporter_options[] = {
     {"auth-cache-ttl", "ARV_AUTH_CACHE_TTL", CONFIG_INT,
      offsetof(struct reporter_config, auth_cache_ttl_s), "30", NULL, 0, 3600,
      "seconds an API key lookup is reused (revocation takes effect within it)"},
+    {"auth-lookup-rps", "ARV_AUTH_LOOKUP_RPS", CONFIG_INT,
+     offsetof(struct reporter_config, auth_lookup_rps), "20", NULL, 0, 1000000,
+     "API keys not in the cache looked up per second per client address (token bucket"
+     " refill; past it 429 without a lookup); 0 disables the limit"},
+    {"auth-lookup-burst", "ARV_AUTH_LOOKUP_BURST", CONFIG_INT,
+     offsetof(struct reporter_config, auth_lookup_burst), "100", NULL, 1, 10000000,
+     "API keys not in the cache a client address may have looked up at once"},
+    {"trusted-proxies", "ARV_TRUSTED_PROXIES", CONFIG_STRING,
+     offsetof(struct reporter_config, trusted_proxies), "", NULL, 0, 0,
+     "CIDRs of proxies whose X-Forwarded-For is believed (comma-separated): the client address"
+     " that API key lookups are limited by"},
     {"content-relation", "ARV_CONTENT_RELATION", CONFIG_STRING,
      offsetof(struct reporter_config, content_relation), "analytics.ar_content", NULL, 0, 0,
      "table or view mapping content to project and company (id, project_id, company_id)"},
@@ -150,6 +162,7 @@ struct reporter {
     struct pg_pool *pool;                              /* owned */
     struct auth *auth;                                 /* owned */
     struct rate_limit *ratelimit;                      /* owned; NULL: no limit */
+    struct client_ip_trust trust;                      /* ARV_TRUSTED_PROXIES */
     struct qcache *cache;                              /* owned */
     struct qcache *closed;                             /* owned: closed parts (query_closed) */
     struct reporter_tz_day tz_days[REPORTER_TZ_SLOTS]; /* for closed parts in other zones */
@@ -588,6 +601,12 @@ static void reporter_auth_done(void *arg, enum auth_status st, const struct auth
     case AUTH_UNAVAILABLE:
         reporter_db_unavailable(call);
         return;
+    case AUTH_LIMITED:
+        http_request_add_header(call->req, "Retry-After", "1");
+        reporter_fail(call, 429, REPORTER_OUT_RATE_LIMITED, "rate_limited", NULL,
+                      "too many API keys looked up for this address; retry after Retry-After"
+                      " seconds");
+        return;
     case AUTH_FAILED:
     case AUTH_PENDING:
         break;
@@ -609,7 +628,13 @@ static void reporter_handle(struct http_request *req, void *arg)
     call->r = route->r;
     call->req = req;
     call->ep = route->ep;
-    st = auth_check(route->r->auth, http_request_header(req, "Authorization"), &call->principal,
+    /* Lookups are limited per client: the address a trusted proxy forwards
+     * for, an IPv6 one per /64. */
+    char ip[CLIENT_IP_LEN], client[CLIENT_IP_KEY_LEN];
+    client_ip_resolve(&route->r->trust, http_request_peer(req),
+                      http_request_header(req, "X-Forwarded-For"), ip);
+    st = auth_check(route->r->auth, http_request_header(req, "Authorization"),
+                    client_ip_limit_key(ip, client, sizeof(client)), &call->principal,
                     reporter_auth_done, call);
     if (st != AUTH_PENDING)
         reporter_auth_done(call, st, &call->principal);
@@ -676,8 +701,14 @@ struct reporter *reporter_new(struct service *svc, const struct reporter_config 
     r->svc = svc;
     r->cfg = cfg;
 
-    /* Order: limiter and cache, metrics, pool (connects in the background), auth
-     * on the pool, readiness, and routes last so nothing is served half-built. */
+    /* Order: proxies, limiter and cache, metrics, pool (connects in the
+     * background), auth on the pool, readiness, and routes last so nothing is
+     * served half-built. */
+    char err[128];
+    if (!client_ip_parse_trust(cfg->trusted_proxies, &r->trust, err, sizeof(err))) {
+        log_error("reporter_init_failed", LF_STR("error", err));
+        goto fail;
+    }
     if (cfg->rate_limit_rps > 0) {
         r->ratelimit =
             rate_limit_new((double)cfg->rate_limit_rps, (double)cfg->rate_limit_burst, 4096);
@@ -696,7 +727,10 @@ struct reporter *reporter_new(struct service *svc, const struct reporter_config 
     }
     r->pool = pg_pool_new(svc->base, cfg->common.database_url, (unsigned)cfg->db_pool_size,
                           (unsigned)cfg->db_queue_timeout_ms, (unsigned)cfg->query_timeout_ms);
-    r->auth = r->pool ? auth_new(r->pool, (unsigned)cfg->auth_cache_ttl_s, svc->metrics) : NULL;
+    r->auth = r->pool
+                  ? auth_new(r->pool, (unsigned)cfg->auth_cache_ttl_s, (double)cfg->auth_lookup_rps,
+                             (double)cfg->auth_lookup_burst, svc->metrics)
+                  : NULL;
     if (!r->auth) {
         log_error("reporter_init_failed", LF_STR("error", "cannot create the database pool"));
         goto fail;
@@ -725,6 +759,8 @@ struct reporter *reporter_new(struct service *svc, const struct reporter_config 
              LF_INT("auth_cache_ttl_s", cfg->auth_cache_ttl_s),
              LF_STR("content_relation", cfg->content_relation),
              LF_INT("rate_limit_rps", cfg->rate_limit_rps),
+             LF_INT("auth_lookup_rps", cfg->auth_lookup_rps),
+             LF_INT("trusted_proxies", (long long)r->trust.n),
              LF_INT("query_cache_ttl_ms", cfg->query_cache_ttl_ms),
              LF_INT("query_closed_ttl_ms", cfg->query_closed_ttl_ms));
     return r;

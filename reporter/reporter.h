@@ -17,6 +17,9 @@ struct reporter_config {
     long db_queue_timeout_ms;     /* ARV_DB_QUEUE_TIMEOUT_MS: wait for a free connection */
     long query_timeout_ms;        /* ARV_QUERY_TIMEOUT_MS: statement_timeout (deadline: + 1 s) */
     long auth_cache_ttl_s;        /* ARV_AUTH_CACHE_TTL: seconds a key lookup is reused */
+    long auth_lookup_rps;         /* ARV_AUTH_LOOKUP_RPS: per client address; 0 = off */
+    long auth_lookup_burst;       /* ARV_AUTH_LOOKUP_BURST */
+    const char *trusted_proxies;  /* ARV_TRUSTED_PROXIES: whose X-Forwarded-For is believed */
     const char *content_relation; /* ARV_CONTENT_RELATION: who owns projects/content */
     long rate_limit_rps;          /* ARV_REPORTER_RATE_LIMIT_RPS: per key; 0 = off */
     long rate_limit_burst;        /* ARV_REPORTER_RATE_LIMIT_BURST */

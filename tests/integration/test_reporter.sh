@@ -260,6 +260,32 @@ sleep 1.2
 [ "$(code "$k2" /api/analytics/companies/2)" = 401 ] || it_fail "revoked key still accepted after the TTL"
 it_pass "revocation takes effect within ARV_AUTH_CACHE_TTL"
 
+# Keys that are not cached cost a statement each, so a client sending random
+# well-formed keys is limited per address (ARV_AUTH_LOOKUP_RPS/BURST): here 3
+# lookups at once, then 429 without a statement; a cached key still passes,
+# a client a trusted proxy forwards for has lookups of its own, and a second
+# later one more lookup is allowed.
+it_start lookups arv-reporter ARV_AUTH_LOOKUP_RPS=1 ARV_AUTH_LOOKUP_BURST=3 ARV_AUTH_CACHE_TTL=60 \
+    ARV_TRUSTED_PROXIES=127.0.0.1
+RL="http://127.0.0.1:$IT_PORT_lookups"
+arv_wait_http "$RL/api/health/readiness" 200 10 || it_fail "lookups reporter not ready"
+lcode() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" "$RL$2"; }
+codes=$(lcode "$admin" /api/analytics/overview)
+for i in 1 2 3 4 5; do codes+=" $(lcode "$(printf 'arv_%040d' "$i")" /api/analytics/overview)"; done
+codes+=" $(lcode "$admin" /api/analytics/overview)"
+[ "$codes" = "200 401 401 429 429 429 200" ] || it_fail "lookups per address: $codes"
+hdr=$(curl -s -D - -o /dev/null -H "Authorization: Bearer arv_$(printf '%040d' 9)" "$RL/api/analytics/overview")
+grep -q "^HTTP/1.1 429" <<<"$hdr" && grep -qi '^Retry-After: 1' <<<"$hdr" || it_fail "429 without Retry-After: $hdr"
+misses=$(curl -s "$RL/metrics" | awk '/^reporter_auth_cache_lookups_total\{result="miss"\}/ {print $2}')
+[ "$misses" = 3 ] || it_fail "lookups: $misses statements, expected 3"
+c=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(printf 'arv_%040d' 7)" \
+    -H "X-Forwarded-For: 198.51.100.7" "$RL/api/analytics/overview")
+[ "$c" = 401 ] || it_fail "a client behind the trusted proxy shares the proxy's lookups: $c"
+sleep 1.1
+[ "$(lcode "$(printf 'arv_%040d' 6)" /api/analytics/overview)" = 401 ] || it_fail "no lookup a second later"
+it_stop lookups
+it_pass "keys not cached: 3 looked up at once per client, then 429 without a statement ($codes); cached keys pass; X-Forwarded-For from a trusted proxy names the client"
+
 # A query held by a lock: cancelled after ARV_QUERY_TIMEOUT_MS (1 s here) and
 # answered 503, not left waiting for as long as the lock is held.
 psql "$DATABASE_URL" -q -c "BEGIN; LOCK analytics.rollup_company_daily, analytics.rollup_company_hourly,
