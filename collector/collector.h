@@ -15,6 +15,7 @@ struct collector;
 struct collector_config {
     struct common_config common;
     long max_body_bytes;              /* ARV_MAX_BODY_BYTES (decoded size) */
+    long max_buffered_bytes;          /* ARV_MAX_BUFFERED_BYTES: request buffers together */
     long max_skew_s;                  /* ARV_MAX_CLOCK_SKEW_S: occurred_at window */
     long threads;                     /* ARV_THREADS: event loops; 0: one per CPU */
     long max_batch;                   /* ARV_MAX_BATCH: events per batch request */

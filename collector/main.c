@@ -20,6 +20,10 @@ static const struct config_option options[] = {
     {"max-body-bytes", "ARV_MAX_BODY_BYTES", CONFIG_INT,
      offsetof(struct collector_config, max_body_bytes), "1048576", NULL, 1024, 64 << 20,
      "largest request body accepted (413 past it)"},
+    {"max-buffered-bytes", "ARV_MAX_BUFFERED_BYTES", CONFIG_INT,
+     offsetof(struct collector_config, max_buffered_bytes), "268435456", NULL, 1 << 20, 1L << 40,
+     "request bodies buffered by all connections together; a request growing past 64 KiB"
+     " beyond it gets 503"},
     {"max-clock-skew", "ARV_MAX_CLOCK_SKEW_S", CONFIG_INT,
      offsetof(struct collector_config, max_skew_s), "86400", NULL, 1, 30 * 86400,
      "occurred_at further than this from the server clock is refused (seconds)"},
@@ -78,6 +82,7 @@ int main(int argc, char **argv)
     /* A compressed body is at most as large as its decoded form (bombs aside,
      * which the decoder caps separately). */
     cfg.limits.max_body_bytes = (size_t)cfg.max_body_bytes;
+    cfg.limits.max_buffered_bytes = (size_t)cfg.max_buffered_bytes;
 
     /* Order: thread support (before any loop exists), frame (loop, metrics, HTTP,
      * health), then the collector's threads and routes. */

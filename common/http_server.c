@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -57,6 +58,7 @@
     {                                                                                              \
         .max_header_bytes = 16 * 1024, .max_body_bytes = (body), .max_connections = 10000,         \
         .idle_timeout_ms = 60 * 1000, .request_timeout_ms = 10 * 1000,                             \
+        .max_buffered_bytes = 256 << 20,                                                           \
     }
 const struct http_server_limits http_server_default_limits = LIMITS_WITH_BODY(1024 * 1024);
 const struct http_server_limits http_server_get_limits = LIMITS_WITH_BODY(16 * 1024);
@@ -385,11 +387,24 @@ static struct http_request *request_new(struct conn *c)
     return r;
 }
 
+/* Bytes of request buffers (arenas) allocated, every server of the process
+ * together: each connection may buffer a body of max_body_bytes, and
+ * max_connections of them would otherwise take gigabytes. */
+static atomic_size_t buffered_bytes;
+
+static void arena_release(struct http_request *r)
+{
+    atomic_fetch_sub(&buffered_bytes, r->cap);
+    free(r->arena);
+    r->arena = NULL;
+    r->cap = 0;
+}
+
 static void request_free(struct http_request *r)
 {
     if (!r)
         return;
-    free(r->arena);
+    arena_release(r);
     free(r->hdrs);
     strbuf_deinit(&r->extra);
     free(r);
@@ -422,11 +437,8 @@ static void request_reset(struct http_request *r)
 /* Drops buffers a large request grew, so idle connections stay small. */
 static void request_trim(struct http_request *r)
 {
-    if (r->cap > KEEP_BUF_MAX) {
-        free(r->arena);
-        r->arena = NULL;
-        r->cap = 0;
-    }
+    if (r->cap > KEEP_BUF_MAX)
+        arena_release(r);
     if (r->hdrs_cap > 256) {
         free(r->hdrs);
         r->hdrs = NULL;
@@ -438,28 +450,38 @@ static void request_trim(struct http_request *r)
         strbuf_reset(&r->extra);
 }
 
-static bool arena_append(struct http_request *r, const char *p, size_t n)
+/* Appends to the request's arena. Returns 0, or the status to answer: 503
+ * when growing it past KEEP_BUF_MAX would take the process's request buffers
+ * past max_buffered_bytes (if set; small requests always get their buffer),
+ * 500 out of memory. */
+static int arena_append(struct http_request *r, const char *p, size_t n)
 {
     if (r->len + n + 1 > r->cap) {
         size_t cap = r->cap ? r->cap : 1024;
         while (cap < r->len + n + 1)
             cap *= 2;
+        size_t grow = cap - r->cap;
+        size_t limit = r->srv->limits.max_buffered_bytes;
+        if (atomic_fetch_add(&buffered_bytes, grow) + grow > limit && limit && cap > KEEP_BUF_MAX) {
+            atomic_fetch_sub(&buffered_bytes, grow);
+            return 503;
+        }
         char *a = realloc(r->arena, cap);
-        if (!a)
-            return false;
+        if (!a) {
+            atomic_fetch_sub(&buffered_bytes, grow);
+            return 500;
+        }
         r->arena = a;
         r->cap = cap;
     }
     memcpy(r->arena + r->len, p, n);
     r->len += n;
-    return true;
+    return 0;
 }
 
-static bool arena_nul(struct http_request *r)
+static int arena_nul(struct http_request *r)
 {
-    if (!arena_append(r, "", 1))
-        return false;
-    return true;
+    return arena_append(r, "", 1);
 }
 
 /* Sets path and query from the URL (raw, in place). */
@@ -787,6 +809,8 @@ static void conn_fail(struct conn *c, int status, const char *code, const char *
     c->state = CONN_WAITING;
     if (s->on_error)
         s->on_error(r, s->on_error_arg);
+    if (status == 503)
+        http_request_add_header(r, "Retry-After", "1");
     http_respond_error(r, status, code, NULL, message);
 }
 
@@ -882,6 +906,9 @@ static size_t conn_parse(struct conn *c, const char *data, size_t len)
             break;
         case 500:
             conn_fail(c, 500, "internal_error", "out of memory");
+            break;
+        case 503:
+            conn_fail(c, 503, "busy", "too many large requests in memory; retry after Retry-After");
             break;
         case 501:
             conn_fail(c, 501, "not_implemented", "transfer coding not supported (only chunked)");
@@ -1160,16 +1187,18 @@ static int on_url(llhttp_t *p, const char *at, size_t n)
     struct conn *c = p->data;
     if (!header_bytes_ok(c, n))
         return parser_fail(c, 431);
-    if (!arena_append(c->req, at, n))
-        return parser_fail(c, 500);
+    int st = arena_append(c->req, at, n);
+    if (st != 0)
+        return parser_fail(c, st);
     return 0;
 }
 
 static int on_url_complete(llhttp_t *p)
 {
     struct conn *c = p->data;
-    if (!arena_nul(c->req))
-        return parser_fail(c, 500);
+    int st = arena_nul(c->req);
+    if (st != 0)
+        return parser_fail(c, st);
     c->req->url_done = true;
     return 0;
 }
@@ -1197,8 +1226,9 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
     }
     if (!header_bytes_ok(c, n))
         return parser_fail(c, 431);
-    if (!arena_append(r, at, n))
-        return parser_fail(c, 500);
+    int st = arena_append(r, at, n);
+    if (st != 0)
+        return parser_fail(c, st);
     return 0;
 }
 
@@ -1210,8 +1240,9 @@ static int on_header_field_complete(llhttp_t *p)
         return 0;
     struct header *h = &r->hdrs[r->nhdrs - 1];
     h->name_len = r->len - h->name;
-    if (!arena_nul(r))
-        return parser_fail(c, 500);
+    int st = arena_nul(r);
+    if (st != 0)
+        return parser_fail(c, st);
     r->in_field = false;
     return 0;
 }
@@ -1228,8 +1259,9 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
     }
     if (!header_bytes_ok(c, n))
         return parser_fail(c, 431);
-    if (!arena_append(r, at, n))
-        return parser_fail(c, 500);
+    int st = arena_append(r, at, n);
+    if (st != 0)
+        return parser_fail(c, st);
     return 0;
 }
 
@@ -1243,8 +1275,9 @@ static int on_header_value_complete(llhttp_t *p)
     if (!r->in_value)
         h->value = r->len; /* empty value */
     h->value_len = r->len - h->value;
-    if (!arena_nul(r))
-        return parser_fail(c, 500);
+    int st = arena_nul(r);
+    if (st != 0)
+        return parser_fail(c, st);
     r->in_value = false;
     return 0;
 }
@@ -1307,8 +1340,9 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     struct http_request *r = c->req;
     if (r->len - r->body + n > c->srv->limits.max_body_bytes)
         return parser_fail(c, 413);
-    if (!arena_append(r, at, n))
-        return parser_fail(c, 500);
+    int st = arena_append(r, at, n);
+    if (st != 0)
+        return parser_fail(c, st);
     return 0;
 }
 
@@ -1328,8 +1362,9 @@ static int on_message_complete(llhttp_t *p)
     struct conn *c = p->data;
     struct http_request *r = c->req;
     r->body_len = r->len - r->body;
-    if (!arena_nul(r))
-        return parser_fail(c, 500);
+    int st = arena_nul(r);
+    if (st != 0)
+        return parser_fail(c, st);
     c->msg_done = true;
     return HPE_PAUSED; /* one request at a time: resumed after its answer */
 }

@@ -31,10 +31,13 @@ struct http_server_limits {
     unsigned max_connections;    /* new connections past it are closed at once */
     unsigned idle_timeout_ms;    /* keep-alive connection with no request */
     unsigned request_timeout_ms; /* absolute: first byte to complete request read, else 408 */
+    size_t max_buffered_bytes;   /* requests' buffers of every connection of the process
+                                  * together: a request growing its buffer past 64 KiB
+                                  * beyond it gets 503 (0: no limit) */
 };
 
 /* Limits used when a caller passes NULL: 16 KiB headers, 1 MiB body, 10,000
- * connections, 60 s idle, 10 s per request. */
+ * connections, 60 s idle, 10 s per request, 256 MiB of request buffers. */
 extern const struct http_server_limits http_server_default_limits;
 
 /* The same for a server whose routes are all GETs (the reporter's, the

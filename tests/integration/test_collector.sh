@@ -169,6 +169,30 @@ grep -q '"event":"collector_started",.*"threads":1,' "$IT_TMP/pinned.log" ||
 it_stop pinned
 it_pass "ARV_THREADS=0 follows the CPU affinity"
 
+# ---- ARV_MAX_BUFFERED_BYTES: request bodies are bounded for the process. One
+# connection holding 600 KB of a body takes the whole 1 MiB; a 100 KB batch
+# then gets 503 with Retry-After, a single event still 200, and once the
+# first connection is gone the batch is taken (200 or 207 per event).
+it_start buffered arv-collector ARV_THREADS=1 ARV_MAX_BUFFERED_BYTES=1048576 \
+    ARV_MAX_BODY_BYTES=1048576 ARV_MAX_BATCH=100000 ARV_STREAM="$ARV_STREAM:buffered"
+exec {hold}<>"/dev/tcp/127.0.0.1/$IT_PORT_buffered" || it_fail "connect"
+printf 'POST /api/analytics/ar-sessions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 900000\r\n\r\n[' >&"$hold"
+head -c 600000 /dev/zero | tr '\0' ' ' >&"$hold"
+sleep 0.3
+big=$(printf '[%s' "$(ev)"; for _ in $(seq 1 1500); do printf ',%s' "$(ev 7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f)"; done; printf ']')
+[ "${#big}" -gt 70000 ] || it_fail "the batch is only ${#big} bytes"
+hdr=$(curl -s -D - -o /dev/null -H "$J" --data-binary "$big" "http://127.0.0.1:$IT_PORT_buffered/api/analytics/ar-sessions")
+grep -q '^HTTP/1.1 503' <<<"$hdr" && grep -qi '^Retry-After: 1' <<<"$hdr" ||
+    it_fail "a large body past ARV_MAX_BUFFERED_BYTES: $hdr"
+r=$(post "http://127.0.0.1:$IT_PORT_buffered/api/analytics/ar-session" -H "$J" -d "$(ev)")
+expect "a small request under the budget" "$r" 200
+exec {hold}>&-
+sleep 0.3
+c=$(curl -s -o /dev/null -w '%{http_code}' -H "$J" --data-binary "$big" "http://127.0.0.1:$IT_PORT_buffered/api/analytics/ar-sessions")
+[ "$c" = 200 ] || [ "$c" = 207 ] || it_fail "the batch once the buffer is free: $c"
+it_stop buffered
+it_pass "ARV_MAX_BUFFERED_BYTES: a large body past it 503 + Retry-After, small requests served, taken once memory is free"
+
 # ---- backpressure: past ARV_STREAM_HIGH_WATER, 503 + Retry-After and readiness
 # names stream_backlog; it recovers by itself once the stream shrinks.
 it_start bp arv-collector ARV_THREADS=2 ARV_STREAM_HIGH_WATER=5 ARV_STREAM="$ARV_STREAM:bp"

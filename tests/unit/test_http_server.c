@@ -956,6 +956,58 @@ static const struct http_server_limits short_limits = {
     .request_timeout_ms = 300,
 };
 
+/* Request buffers are bounded for the process, not only per connection: with
+ * one connection holding a 1 MiB buffer (a body on its way), another's large
+ * body gets 503 and Retry-After, a small request is still served, and once
+ * the first connection is gone the large body is taken. */
+Test(http_limits, buffered_bodies_are_bounded_together, .fini = srv_stop, .timeout = 30)
+{
+    static const struct http_server_limits limits = {
+        .max_header_bytes = 4096,
+        .max_body_bytes = 1 << 20,
+        .max_connections = 10,
+        .idle_timeout_ms = 5000,
+        .request_timeout_ms = 10000,
+        .max_buffered_bytes = 1 << 20,
+    };
+    static char body[600000], large[100000];
+    char head[128];
+    struct client a, b;
+    struct resp r;
+
+    srv_start(&limits);
+    memset(body, 'x', sizeof(body));
+    memset(large, 'y', sizeof(large));
+    client_open(&a);
+    client_sends(&a, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 900000\r\n\r\n");
+    client_send(&a, body, sizeof(body));
+    sleep_ms(200);
+    snprintf(head, sizeof(head), "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n",
+             sizeof(large));
+    client_open(&b);
+    client_sends(&b, head);
+    client_send(&b, large, sizeof(large));
+    cr_assert(client_read(&b, &r, false));
+    cr_assert_eq(r.status, 503);
+    assert_header(&r, "Retry-After", "1");
+    cr_assert(strstr(r.body, "\"error\":\"busy\""), "%s", r.body);
+    resp_free(&r);
+    client_close(&b);
+    do_request("GET /hello HTTP/1.1\r\nHost: t\r\n\r\n", &r);
+    cr_assert_eq(r.status, 200, "a small request is served");
+    resp_free(&r);
+    client_close(&a);
+    sleep_ms(200);
+    client_open(&b);
+    client_sends(&b, head);
+    client_send(&b, large, sizeof(large));
+    cr_assert(client_read(&b, &r, false));
+    cr_assert_eq(r.status, 200);
+    cr_assert_eq(r.body_len, sizeof(large));
+    resp_free(&r);
+    client_close(&b);
+}
+
 Test(http_limits, slow_request_gets_408, .fini = srv_stop, .timeout = 30)
 {
     struct client c;
