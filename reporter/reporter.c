@@ -347,10 +347,14 @@ static void reporter_query_done(void *arg, const PGresult *res, const char *errs
                           "tz is not a time zone PostgreSQL knows");
             return;
         }
-        log_error("reporter_query_failed", LF_STR("endpoint", reporter_endpoint_names[call->ep]),
-                  LF_STR("sqlstate", state),
-                  LF_STR("error", PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)));
-        if (query_sqlstate_retryable(state))
+        /* A statement cancelled by its timeout, a server shutting down: the
+         * client gets 503 and retries; only a failure retrying will not fix
+         * is an error. */
+        bool retry = query_sqlstate_retryable(state);
+        LOG_AT_(retry ? LOG_LEVEL_WARN : LOG_LEVEL_ERROR, "reporter_query_failed",
+                LF_STR("endpoint", reporter_endpoint_names[call->ep]), LF_STR("sqlstate", state),
+                LF_STR("error", PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)));
+        if (retry)
             reporter_db_unavailable(call);
         else
             reporter_fail(call, 500, REPORTER_OUT_DB_ERROR, "internal_error", NULL,
