@@ -43,6 +43,10 @@ const struct config_option aggregator_options[] = {
      1073741824,
      "a write (transaction) ends once its rollup deltas take this many bytes: their groups and"
      " the breakdown values they name, which clients choose (memory per worker)"},
+    {"breakdown-max-values", "ARV_BREAKDOWN_MAX_VALUES", CONFIG_INT,
+     offsetof(struct aggregator_config, breakdown_max_values), "1000", NULL, 0, 1000000,
+     "distinct values kept per content, UTC day and breakdown dimension; later ones are counted"
+     " as (other) (0: no cap)"},
     {"workers", "ARV_WORKERS", CONFIG_INT, offsetof(struct aggregator_config, workers), "2", NULL,
      1, 16,
      "worker threads per Redis node, each its own consumer and PostgreSQL connection (one"
@@ -402,6 +406,7 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
             .batch_size = cfg->batch_size,
             .batch_max_bytes = cfg->batch_max_bytes,
             .batch_deltas_max_bytes = cfg->batch_deltas_max_bytes,
+            .breakdown_max_values = cfg->breakdown_max_values,
             .batch_wait_ms = cfg->batch_wait_ms,
             .batch_linger_ms = cfg->batch_linger_ms,
             .claim_idle_ms = cfg->claim_idle_ms,

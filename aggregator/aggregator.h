@@ -17,6 +17,7 @@ struct aggregator_config {
     long batch_size;                 /* ARV_BATCH_SIZE: entries per read and stream */
     long batch_max_bytes;            /* ARV_BATCH_MAX_BYTES: raw rows per batch */
     long batch_deltas_max_bytes;     /* ARV_BATCH_DELTAS_MAX_BYTES: rollup deltas per write */
+    long breakdown_max_values;       /* ARV_BREAKDOWN_MAX_VALUES: per content, day, dimension */
     long batch_wait_ms;              /* ARV_BATCH_WAIT_MS: XREADGROUP BLOCK */
     long batch_linger_ms;            /* ARV_BATCH_LINGER_MS: a caught-up write stays open */
     long workers;                    /* ARV_WORKERS: worker threads per Redis node */

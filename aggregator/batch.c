@@ -160,6 +160,30 @@ static int values_grow(struct batch *b)
     return 0;
 }
 
+/* The slot of value `s` (`n` bytes, hash `h`) in the value table, or the free
+ * slot where it would go (the table has one). */
+static size_t value_slot(const struct batch *b, const char *s, size_t n, uint32_t h)
+{
+    size_t k;
+
+    for (k = h & (b->nslots - 1); b->val_slots[k]; k = (k + 1) & (b->nslots - 1)) {
+        const struct batch_value *v = &b->vals[b->val_slots[k] - 1];
+        if (v->hash == h && v->len == n && memcmp(b->values.data + v->off, s, n) == 0)
+            break;
+    }
+    return k;
+}
+
+int64_t batch_find_value(const struct batch *b, const char *s, size_t n)
+{
+    size_t k;
+
+    if (!b->nslots)
+        return -1;
+    k = value_slot(b, s, n, strbuf_fnv1a(s, n));
+    return b->val_slots[k] ? (int64_t)b->val_slots[k] - 1 : -1;
+}
+
 /* The id of breakdown value `s` ("" or NULL counts as "unknown", like the
  * rebuild's coalesce), interning it; -ENOMEM. */
 static int64_t value_intern(struct batch *b, const char *s)
@@ -173,11 +197,9 @@ static int64_t value_intern(struct batch *b, const char *s)
     h = strbuf_fnv1a(s, n);
     if (2 * (b->nvals + 1) > b->nslots && values_grow(b) < 0)
         return -ENOMEM;
-    for (k = h & (b->nslots - 1); b->val_slots[k]; k = (k + 1) & (b->nslots - 1)) {
-        const struct batch_value *v = &b->vals[b->val_slots[k] - 1];
-        if (v->hash == h && v->len == n && memcmp(b->values.data + v->off, s, n) == 0)
-            return b->val_slots[k] - 1;
-    }
+    k = value_slot(b, s, n, h);
+    if (b->val_slots[k])
+        return b->val_slots[k] - 1;
     if (b->nvals == b->vals_cap) {
         size_t cap = b->vals_cap ? b->vals_cap * 2 : 64;
         struct batch_value *p = realloc(b->vals, cap * sizeof(*p));

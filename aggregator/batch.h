@@ -197,6 +197,9 @@ int batch_resolve(struct batch *b, size_t first, size_t n);
  * the values, so these grow with their variety. */
 size_t batch_value_bytes(const struct batch *b);
 
+/* The id of the interned breakdown value of `n` bytes `s`, or -1. */
+int64_t batch_find_value(const struct batch *b, const char *s, size_t n);
+
 /* The interned breakdown value `id` (`*len` bytes, not NUL-terminated). */
 const char *batch_value(const struct batch *b, uint32_t id, size_t *len);
 

@@ -37,6 +37,12 @@ void rollup_deinit(struct rollup *r)
     table_free(&r->hourly);
     table_free(&r->breakdown);
     table_free(&r->derived);
+    free(r->caps.keys);
+    free(r->caps.slots);
+    free(r->caps.group_key);
+    free(r->caps.state);
+    free(r->caps.idx);
+    memset(&r->caps, 0, sizeof(r->caps));
 }
 
 static void table_reset(struct rollup_table *t)
@@ -383,6 +389,246 @@ int rollup_write_measures(struct rollup *r, struct strbuf *out, rollup_drain_fn 
     return rc;
 }
 
+/* The group of `t` with `key`'s key fields, or -1. */
+static long table_find(const struct rollup_table *t, const struct rollup_group *key)
+{
+    if (!t->nslots)
+        return -1;
+    for (size_t k = key_hash(key) & (t->nslots - 1); t->slots[k]; k = (k + 1) & (t->nslots - 1)) {
+        if (same_key(&t->groups[t->slots[k] - 1], key))
+            return t->slots[k] - 1;
+    }
+    return -1;
+}
+
+/* ---- The breakdown value cap ---- */
+
+enum { CAP_NEW, CAP_STORED, CAP_FOLD };
+
+static uint64_t bkey_hash(const struct rollup_group *g)
+{
+    uint64_t h = hll_fmix64((uint64_t)g->period ^ ((uint64_t)g->dim << 32));
+
+    h = hll_fmix64(h ^ (uint64_t)g->content_id);
+    return hll_fmix64(h ^ (uint64_t)g->company_id);
+}
+
+static bool bkey_is(const struct rollup_bkey *k, const struct rollup_group *g)
+{
+    return k->company_id == g->company_id && k->content_id == g->content_id &&
+           k->period == g->period && k->dim == g->dim;
+}
+
+/* The index of group `g`'s key in the cap's memory, added if new; -1 if out
+ * of memory. */
+static long caps_key(struct rollup_caps *c, const struct rollup_group *g)
+{
+    size_t k;
+
+    if (2 * (c->n + 1) > c->nslots) {
+        size_t n = c->nslots ? c->nslots * 2 : 1024;
+        uint32_t *slots = calloc(n, sizeof(*slots));
+        if (!slots)
+            return -1;
+        for (size_t i = 0; i < c->n; i++) {
+            struct rollup_group probe = {.company_id = c->keys[i].company_id,
+                                         .content_id = c->keys[i].content_id,
+                                         .period = c->keys[i].period,
+                                         .dim = c->keys[i].dim};
+            for (k = bkey_hash(&probe) & (n - 1); slots[k]; k = (k + 1) & (n - 1))
+                ;
+            slots[k] = (uint32_t)i + 1;
+        }
+        free(c->slots);
+        c->slots = slots;
+        c->nslots = n;
+    }
+    for (k = bkey_hash(g) & (c->nslots - 1); c->slots[k]; k = (k + 1) & (c->nslots - 1)) {
+        if (bkey_is(&c->keys[c->slots[k] - 1], g))
+            return c->slots[k] - 1;
+    }
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        struct rollup_bkey *p = realloc(c->keys, cap * sizeof(*p));
+        if (!p)
+            return -1;
+        c->keys = p;
+        c->cap = cap;
+    }
+    c->keys[c->n] = (struct rollup_bkey){.company_id = g->company_id,
+                                         .content_id = g->content_id,
+                                         .period = g->period,
+                                         .dim = g->dim};
+    c->slots[k] = (uint32_t)c->n + 1;
+    return (long)c->n++;
+}
+
+/* Room for `n` groups' scratch. */
+static int caps_scratch(struct rollup_caps *c, size_t n)
+{
+    uint32_t *gk, *idx;
+    uint8_t *st;
+
+    if (n <= c->scratch_cap)
+        return 0;
+    if (!(gk = realloc(c->group_key, n * sizeof(*gk))))
+        return -ENOMEM;
+    c->group_key = gk;
+    if (!(st = realloc(c->state, n * sizeof(*st))))
+        return -ENOMEM;
+    c->state = st;
+    if (!(idx = realloc(c->idx, n * sizeof(*idx))))
+        return -ENOMEM;
+    c->idx = idx;
+    c->scratch_cap = n;
+    return 0;
+}
+
+struct cap_mark {
+    struct rollup *r;
+    const struct batch *b;
+};
+
+/* A value stored for key `key`: its group in this write, if any, keeps its row. */
+static void cap_mark_stored(void *arg, uint32_t key, const char *value, size_t len)
+{
+    struct cap_mark *m = arg;
+    const struct rollup_bkey *k = &m->r->caps.keys[key];
+    int64_t id = batch_find_value(m->b, value, len);
+    struct rollup_group probe = {.company_id = k->company_id,
+                                 .project_id = k->project_id,
+                                 .content_id = k->content_id,
+                                 .period = k->period,
+                                 .dim = k->dim};
+    long gi;
+
+    if (id < 0)
+        return;
+    probe.value = (uint32_t)id;
+    if ((gi = table_find(&m->r->breakdown, &probe)) >= 0)
+        m->r->caps.state[gi] = CAP_STORED;
+}
+
+/* Moves the groups marked CAP_FOLD among the first `n` into their key's
+ * group of value `other`: views added, pairs moved; the emptied groups keep 0
+ * views and are not written. */
+static int fold_groups(struct rollup_table *t, const uint8_t *state, size_t n, uint32_t other)
+{
+    uint32_t *map = malloc(n * sizeof(*map));
+    bool added;
+
+    if (!map)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        map[i] = (uint32_t)i;
+        if (state[i] != CAP_FOLD)
+            continue;
+        struct rollup_group key = t->groups[i];
+        key.value = other;
+        key.views = 0;
+        long gi = table_group(t, &key, key_hash(&key), &added);
+        if (gi < 0) {
+            free(map);
+            return -ENOMEM;
+        }
+        t->groups[gi].views += t->groups[i].views;
+        t->groups[i].views = 0;
+        map[i] = (uint32_t)gi;
+    }
+    for (size_t p = 0; p < t->nadded; p++) {
+        if (t->member[p] < n)
+            t->member[p] = map[t->member[p]];
+    }
+    free(map);
+    return 0;
+}
+
+int rollup_cap_breakdown(struct rollup *r, const struct batch *b, unsigned max_values,
+                         const struct rollup_cap_source *src)
+{
+    struct rollup_caps *c = &r->caps;
+    struct rollup_table *t = &r->breakdown;
+    size_t n = t->n, nask = 0, ncapped = 0, nfold = 0;
+    /* A client may name a value (other) itself: the same row, so the same group. */
+    int64_t named = batch_find_value(b, ROLLUP_OTHER_TEXT, sizeof(ROLLUP_OTHER_TEXT) - 1);
+    uint32_t other = named >= 0 ? (uint32_t)named : ROLLUP_OTHER_VALUE;
+    int rc;
+
+    if (max_values == 0 || n == 0)
+        return 0;
+    if (c->n > ROLLUP_CAP_KEYS) {
+        c->n = 0;
+        memset(c->slots, 0, c->nslots * sizeof(*c->slots));
+    }
+    if (caps_scratch(c, n) < 0)
+        return -ENOMEM;
+    c->stamp++;
+    /* Each key's distinct values in this write (a group per value). */
+    for (size_t i = 0; i < n; i++) {
+        const struct rollup_group *g = &t->groups[i];
+        c->state[i] = CAP_STORED; /* (other) always keeps its row */
+        c->group_key[i] = UINT32_MAX;
+        if (g->value == other)
+            continue;
+        long k = caps_key(c, g);
+        if (k < 0)
+            return -ENOMEM;
+        struct rollup_bkey *e = &c->keys[k];
+        if (e->stamp != c->stamp) {
+            e->stamp = c->stamp;
+            e->distinct = 0;
+            e->capped = false;
+            e->project_id = g->project_id;
+        }
+        e->distinct++;
+        c->group_key[i] = (uint32_t)k;
+        c->state[i] = CAP_NEW;
+    }
+    /* Counted: keys not known, or that might pass the cap with this write. */
+    for (size_t k = 0; k < c->n; k++) {
+        const struct rollup_bkey *e = &c->keys[k];
+        if (e->stamp == c->stamp && (!e->known || e->upper + e->distinct > max_values))
+            c->idx[nask++] = (uint32_t)k;
+    }
+    if (nask > 0 && (rc = src->count(src->arg, c->keys, c->idx, nask)) < 0)
+        return rc;
+    for (size_t j = 0; j < nask; j++) {
+        struct rollup_bkey *e = &c->keys[c->idx[j]];
+        e->known = true;
+        if (e->upper + e->distinct > max_values) {
+            e->capped = true;
+            c->idx[ncapped++] = c->idx[j];
+        }
+    }
+    if (ncapped > 0) {
+        /* Stored values keep their rows; new ones are admitted while there
+         * is room, in the order the write first saw them. */
+        struct cap_mark m = {.r = r, .b = b};
+        if ((rc = src->values(src->arg, c->keys, c->idx, ncapped, cap_mark_stored, &m)) < 0)
+            return rc;
+        for (size_t i = 0; i < n; i++) {
+            if (c->state[i] == CAP_STORED)
+                continue;
+            struct rollup_bkey *e = &c->keys[c->group_key[i]];
+            if (!e->capped)
+                continue;
+            if (e->upper < max_values) {
+                e->upper++;
+            } else {
+                c->state[i] = CAP_FOLD;
+                nfold++;
+            }
+        }
+    }
+    /* The others may have added every value: an upper bound until counted again. */
+    for (size_t k = 0; k < c->n; k++) {
+        struct rollup_bkey *e = &c->keys[k];
+        if (e->stamp == c->stamp && !e->capped)
+            e->upper += e->distinct;
+    }
+    return nfold > 0 ? fold_groups(t, c->state, n, other) : 0;
+}
+
 int rollup_write_breakdown(struct rollup *r, const struct batch *b, struct strbuf *out,
                            rollup_drain_fn drain, void *arg)
 {
@@ -395,13 +641,20 @@ int rollup_write_breakdown(struct rollup *r, const struct batch *b, struct strbu
         return -ENOMEM;
     for (size_t i = 0; i < t->n && rc == 0; i++) {
         struct rollup_group *g = &t->groups[i];
+        if (g->views == 0)
+            continue; /* folded into its key's (other) */
         copy_bin_tuple(out, BREAKDOWN_FIELDS);
         copy_bin_int4(out, (int32_t)g->period);
         copy_bin_int8(out, g->company_id);
         copy_bin_int8(out, g->project_id);
         copy_bin_int8(out, g->content_id);
         copy_bin_opt_str(out, batch_dim_names[g->dim]);
-        value = batch_value(b, g->value, &len);
+        if (g->value == ROLLUP_OTHER_VALUE) { /* no group of a client's "(other)" */
+            value = ROLLUP_OTHER_TEXT;
+            len = sizeof(ROLLUP_OTHER_TEXT) - 1;
+        } else {
+            value = batch_value(b, g->value, &len);
+        }
         copy_bin_bytes(out, value, len);
         copy_bin_int8(out, g->views);
         put_sketch(out, t, g);

@@ -66,10 +66,45 @@ struct rollup_table {
     size_t scratch_cap;
 };
 
+/* The breakdown value standing for every value past the cap, written as
+ * ROLLUP_OTHER_TEXT (see rollup_cap_breakdown). */
+#define ROLLUP_OTHER_VALUE UINT32_MAX
+#define ROLLUP_OTHER_TEXT  "(other)"
+
+/* One day, content and dimension of the breakdown, as the value cap knows it. */
+struct rollup_bkey {
+    int64_t company_id;
+    int64_t content_id;
+    int64_t project_id; /* of the write's first group of the key */
+    int64_t period;     /* days since the epoch */
+    uint32_t dim;       /* index into batch_dim_names */
+    uint32_t upper;     /* distinct values stored at most: learnt, plus those written since */
+    uint32_t distinct;  /* values in the write being capped */
+    uint32_t stamp;     /* the write it was last seen in */
+    bool known;         /* `upper` counts from a learnt number */
+    bool capped;        /* this write would pass the cap: values admitted one by one */
+};
+
+/* What the cap remembers across writes: one entry per key seen (at most
+ * ROLLUP_CAP_KEYS, then forgotten all at once and learnt again). */
+struct rollup_caps {
+    struct rollup_bkey *keys;
+    size_t n, cap;
+    uint32_t *slots; /* open addressing: 0 free, else key index + 1 */
+    size_t nslots;   /* a power of two, or 0 */
+    uint32_t stamp;
+    uint32_t *group_key; /* scratch: each breakdown group's key index */
+    uint8_t *state;      /* scratch: each group new, stored or folded */
+    uint32_t *idx;       /* scratch: keys to ask about */
+    size_t scratch_cap;
+};
+#define ROLLUP_CAP_KEYS (1 << 18)
+
 struct rollup {
     struct rollup_table hourly;    /* per hour and content, from the events */
     struct rollup_table breakdown; /* per day, content, dimension and value */
     struct rollup_table derived;   /* the other kinds, one at a time, from `hourly` */
+    struct rollup_caps caps;       /* the breakdown value cap's memory */
 };
 
 /* Initialises empty deltas. */
@@ -95,6 +130,31 @@ size_t rollup_group_bytes(const struct rollup *r);
 /* Counts event entry `e` of batch `b` (content resolved, new, not a bot's).
  * Returns 0 or -ENOMEM. */
 int rollup_add(struct rollup *r, const struct batch_entry *e);
+
+/* How the cap learns what is stored (the store's PostgreSQL queries).
+ * `count` sets keys[idx[i]].upper to the number of distinct values stored for
+ * each of the `n` keys; `values` calls `mark(mark_arg, idx[i], value, len)`
+ * for every value stored for each of them. Each returns 0 or < 0 (an error,
+ * which rollup_cap_breakdown returns). */
+typedef void (*rollup_mark_fn)(void *mark_arg, uint32_t key, const char *value, size_t len);
+struct rollup_cap_source {
+    int (*count)(void *arg, struct rollup_bkey *keys, const uint32_t *idx, size_t n);
+    int (*values)(void *arg, const struct rollup_bkey *keys, const uint32_t *idx, size_t n,
+                  rollup_mark_fn mark, void *mark_arg);
+    void *arg;
+};
+
+/* Keeps the write's breakdown to at most `max_values` distinct values per
+ * day, content and dimension, stored ones included (0: no cap): a value past
+ * it joins its key's ROLLUP_OTHER_VALUE group (views and sessions). Keys
+ * whose stored count is unknown, or might pass the cap with this write, are
+ * counted through `src`; only those that would pass it have their stored
+ * values read, which keep their rows, and their new values are admitted in
+ * the order the write first saw them. Call once per write, after the last
+ * rollup_add and before rollup_write_breakdown. Returns 0, -ENOMEM or a
+ * source's error. */
+int rollup_cap_breakdown(struct rollup *r, const struct batch *b, unsigned max_values,
+                         const struct rollup_cap_source *src);
 
 /* What the writers below call whenever `out` holds ROLLUP_PIECE bytes or
  * more, to take them away (0), or to stop the writer (< 0, which it returns). */

@@ -939,6 +939,85 @@ enum store_status store_write(struct store *s, struct batch *b, size_t first, si
     return store_done(s, STORE_OK);
 }
 
+/* Appends the keys `idx` of `keys` as rows (i, c, a, d, m): key index,
+ * company, content, day (days since the epoch) and dimension. Numbers and
+ * dimension names only, so literals are safe. */
+static void cap_keys_sql(struct strbuf *sql, const struct rollup_bkey *keys, const uint32_t *idx,
+                         size_t n)
+{
+    strbuf_puts(sql, "unnest(ARRAY[");
+    for (size_t j = 0; j < n; j++)
+        strbuf_printf(sql, "%s%" PRIu32, j ? "," : "", idx[j]);
+    strbuf_puts(sql, "]::int[], ARRAY[");
+    for (size_t j = 0; j < n; j++)
+        strbuf_printf(sql, "%s%" PRId64, j ? "," : "", keys[idx[j]].company_id);
+    strbuf_puts(sql, "]::bigint[], ARRAY[");
+    for (size_t j = 0; j < n; j++)
+        strbuf_printf(sql, "%s%" PRId64, j ? "," : "", keys[idx[j]].content_id);
+    strbuf_puts(sql, "]::bigint[], ARRAY[");
+    for (size_t j = 0; j < n; j++)
+        strbuf_printf(sql, "%s%" PRId64, j ? "," : "", keys[idx[j]].period);
+    strbuf_puts(sql, "]::int[], ARRAY[");
+    for (size_t j = 0; j < n; j++)
+        strbuf_printf(sql, "%s'%s'", j ? "," : "", batch_dim_names[keys[idx[j]].dim]);
+    strbuf_puts(sql, "]::text[]) AS k (i, c, a, d, m)");
+}
+
+/* The join of those keys to their stored breakdown rows. */
+#define CAP_ROWS_SQL                                                                               \
+    " analytics.rollup_breakdown_daily r WHERE r.company_id = k.c AND r.ar_content_id = k.a"       \
+    " AND r.day = DATE '1970-01-01' + k.d AND r.dimension = k.m"
+
+/* Runs the cap's query in s->sql; -ENOMEM, or -EIO with the store's status set. */
+static int cap_query(struct store *s, PGresult **res)
+{
+    if (s->sql.oom) {
+        store_oom(s);
+        return -ENOMEM;
+    }
+    return run(s, s->sql.data, res) == STORE_OK ? 0 : -EIO;
+}
+
+/* rollup_cap_source.count: the distinct values stored per key. */
+static int cap_count(void *arg, struct rollup_bkey *keys, const uint32_t *idx, size_t n)
+{
+    struct store *s = arg;
+    PGresult *res = NULL;
+    int rc;
+
+    strbuf_reset(&s->sql);
+    strbuf_puts(&s->sql, "SELECT k.i, (SELECT count(DISTINCT r.value) FROM" CAP_ROWS_SQL ") FROM ");
+    cap_keys_sql(&s->sql, keys, idx, n);
+    if ((rc = cap_query(s, &res)) < 0)
+        return rc;
+    for (int row = 0; row < PQntuples(res); row++)
+        keys[strtoul(PQgetvalue(res, row, 0), NULL, 10)].upper =
+            (uint32_t)strtoul(PQgetvalue(res, row, 1), NULL, 10);
+    PQclear(res);
+    return 0;
+}
+
+/* rollup_cap_source.values: every value stored per key. */
+static int cap_values(void *arg, const struct rollup_bkey *keys, const uint32_t *idx, size_t n,
+                      rollup_mark_fn mark, void *mark_arg)
+{
+    struct store *s = arg;
+    PGresult *res = NULL;
+    int rc;
+
+    strbuf_reset(&s->sql);
+    strbuf_puts(&s->sql, "SELECT DISTINCT k.i, r.value FROM ");
+    cap_keys_sql(&s->sql, keys, idx, n);
+    strbuf_puts(&s->sql, " JOIN LATERAL (SELECT r.value FROM" CAP_ROWS_SQL ") r ON true");
+    if ((rc = cap_query(s, &res)) < 0)
+        return rc;
+    for (int row = 0; row < PQntuples(res); row++)
+        mark(mark_arg, (uint32_t)strtoul(PQgetvalue(res, row, 0), NULL, 10),
+             PQgetvalue(res, row, 1), (size_t)PQgetlength(res, row, 1));
+    PQclear(res);
+    return 0;
+}
+
 enum store_status store_commit(struct store *s, const struct batch *b, struct store_counts *counts)
 {
     PGresult *res = NULL;
@@ -949,6 +1028,10 @@ enum store_status store_commit(struct store *s, const struct batch *b, struct st
         return s->status = STORE_CONN;
     if (!store_in_write(s))
         return STORE_OK;
+    const struct rollup_cap_source cap = {.count = cap_count, .values = cap_values, .arg = s};
+    int rc = rollup_cap_breakdown(&s->rollup, b, s->breakdown_max_values, &cap);
+    if (rc < 0)
+        return store_done(s, rc == -ENOMEM ? store_oom(s) : s->status);
     if ((st = write_deltas(s, b)) != STORE_OK)
         return store_done(s, st);
     counts->deltas_us += lap_us(&t);

@@ -55,11 +55,12 @@ struct store {
     size_t days_cap;
     struct store_key *keys; /* the read's dedupe keys, sorted (copy_ids) */
     size_t keys_cap;
-    enum store_status status;  /* of the last call */
-    char sqlstate[6];          /* of the last error, "" if none */
-    char errstr[256];          /* last error, one line */
-    long statement_timeout_ms; /* the session's statement_timeout */
-    uint64_t cut_ms;           /* the last call was given up after this long (store_watch) */
+    enum store_status status;      /* of the last call */
+    char sqlstate[6];              /* of the last error, "" if none */
+    char errstr[256];              /* last error, one line */
+    long statement_timeout_ms;     /* the session's statement_timeout */
+    unsigned breakdown_max_values; /* rollup_cap_breakdown's cap; 0: none */
+    uint64_t cut_ms;               /* the last call was given up after this long (store_watch) */
     /* The call to the server in progress, which store_watch() may give up
      * on from another thread: guarded by call_mu. */
     pthread_mutex_t call_mu;

@@ -916,6 +916,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
                          cfg->statement_timeout_ms)) < 0 ||
         (rc = rollup_reserve(&w->store.rollup, (size_t)cfg->batch_size)) < 0)
         goto out;
+    w->store.breakdown_max_values = (unsigned)cfg->breakdown_max_values;
     rc = 0;
 out:
     return rc;

@@ -82,6 +82,7 @@ struct worker_config {
     long batch_size;           /* entries per write (transaction), read WORKER_READ_MAX at a time */
     long batch_max_bytes;      /* stop reading a batch once its rows take this much */
     long batch_deltas_max_bytes; /* end a write once its rollup deltas take this much */
+    long breakdown_max_values;   /* distinct values per content, day and dimension; 0: any */
     long batch_wait_ms;          /* BLOCK per read */
     long batch_linger_ms;        /* a write that caught up stays open this long for more */
     long claim_idle_ms;          /* claim entries idle this long; 0: never */

@@ -10,6 +10,7 @@
 #   first          index of the first event (default 0): split a load in parts
 #   seed           8 hex digits in every event_id (default 0000a000): runs apart
 #   contents       content ids 1..contents (default 1000); content c has unique id uid-c
+#   content_base   added to every content id (default 0): contents apart from other loads'
 #   uid_every      every k-th event names its content by unique id only (0: never)
 #   unknown_every  every k-th event names content 999999999, never registered (0: never)
 #   dup_every      every k-th entry repeats the previous event exactly, a client retry (0: never)
@@ -73,7 +74,7 @@ BEGIN {
         }
         eid = random_ids ? scattered_uuid(1, i) : uuid(1, i)
         if (ids_file != "" && !(unknown_every && i % unknown_every == unknown_every - 1)) print eid > ids_file
-        c = i % contents + 1
+        c = i % contents + 1 + content_base
         e = "{\"event_id\":\"" eid "\",\"session_id\":\"" uuid(2, i % sessions) "\""
         last_unknown = unknown_every && i % unknown_every == unknown_every - 1
         n_unknown += last_unknown

@@ -822,3 +822,28 @@ for t in rollup_content_hourly rollup_content_daily rollup_company_hourly rollup
 done
 [ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ after undoing the changes"
 it_pass "the rollup check detects a change in every table"
+
+# ARV_BREAKDOWN_MAX_VALUES: clients choose breakdown values, so each content,
+# UTC day and dimension keeps at most that many (50 here) and later ones are
+# counted as (other). Two loads of 300 events, each naming a city of its own,
+# for one content and day, each read by an aggregator of its own (the second
+# learns the stored values from PostgreSQL): 50 city rows and (other), every
+# view counted, the other dimensions as they were. Without the cap: 600 rows.
+it_psql "INSERT INTO analytics.ar_content (id, unique_id, project_id, company_id) VALUES (41, 'uid-41', 1041, 105)"
+for part in 0 1; do
+    LC_ALL=C awk -v n=300 -v first=$((part * 300)) -v stream="$ARV_STREAM:cap" -v base_ms="$now_ms" \
+        -v contents=1 -v content_base=40 -v seed=0000d200 -v distinct_cities=1 -f "$GEN" |
+        redis-cli -p "$IT_REDIS_PORT" --pipe >"$IT_TMP/pipe.log" 2>&1 || it_fail "redis-cli --pipe"
+    it_start "cap$part" arv-aggregator ARV_STREAM="$ARV_STREAM:cap" ARV_WORKERS=1 ARV_BATCH_WAIT_MS=50 \
+        ARV_BREAKDOWN_MAX_VALUES=50
+    agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:cap" 30 || it_fail "cap: load $part not drained"
+    it_stop "cap$part"
+done
+[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions WHERE ar_content_id = 41")" = 600 ] ||
+    it_fail "cap: not all 600 events written"
+got=$(it_psql "SELECT count(*) || ' ' || sum(views) || ' ' || sum(views) FILTER (WHERE value = '(other)')
+               FROM analytics.rollup_breakdown_daily WHERE ar_content_id = 41 AND dimension = 'city'")
+[ "$got" = "51 600 550" ] || it_fail "cap: city rows, views, (other)'s views: $got, expected 51 600 550"
+[ "$(it_psql "SELECT sum(views) FROM analytics.rollup_breakdown_daily WHERE ar_content_id = 41 AND dimension = 'os'")" = 600 ] ||
+    it_fail "cap: another dimension's views"
+it_pass "ARV_BREAKDOWN_MAX_VALUES=50: 600 distinct cities in two runs are 50 rows and (other), every view counted"

@@ -446,3 +446,135 @@ Test(rollup, deltas_span_reads)
              sketch_of(both, 2));
     cr_assert(strncmp(line_of(text, "0\t2025-11-25 12:00"), want, strlen(want)) == 0, "%s", text);
 }
+
+/* A stand-in for what PostgreSQL has stored: the city values of content 5 on
+ * 2025-11-25 (day 20417), none for anything else; and how often it was asked. */
+static const char *stored_cities[8];
+static int count_calls, values_calls;
+static size_t counted_keys;
+
+static bool is_stored_key(const struct rollup_bkey *k)
+{
+    return k->content_id == 5 && k->period == 20417 && strcmp(batch_dim_names[k->dim], "city") == 0;
+}
+
+static int fake_count(void *arg, struct rollup_bkey *keys, const uint32_t *idx, size_t n)
+{
+    (void)arg;
+    count_calls++;
+    counted_keys += n;
+    for (size_t j = 0; j < n; j++) {
+        uint32_t c = 0;
+        while (is_stored_key(&keys[idx[j]]) && c < 8 && stored_cities[c])
+            c++;
+        keys[idx[j]].upper = c;
+    }
+    return 0;
+}
+
+static int fake_values(void *arg, const struct rollup_bkey *keys, const uint32_t *idx, size_t n,
+                       rollup_mark_fn mark, void *mark_arg)
+{
+    (void)arg;
+    values_calls++;
+    for (size_t j = 0; j < n; j++)
+        for (int c = 0; is_stored_key(&keys[idx[j]]) && c < 8 && stored_cities[c]; c++)
+            mark(mark_arg, idx[j], stored_cities[c], strlen(stored_cities[c]));
+    return 0;
+}
+
+static const struct rollup_cap_source fake_source = {fake_count, fake_values, NULL};
+
+static void add_city(int n, const char *session, const char *city)
+{
+    char extra[64];
+    snprintf(extra, sizeof(extra), ",\"city\":\"%s\"", city);
+    add(n, session, 5, "2025-11-25T10:10:00Z", extra);
+}
+
+/* At most 4 city values for content 5 that day: A, B and C are stored, so of
+ * the write's A, D, E and F, A keeps its row, D is the fourth value and E and
+ * F are counted together as (other), sessions and all. Keys that cannot pass
+ * the cap are counted once, then not asked about again; a later write whose
+ * values might pass it is counted again. */
+Test(rollup, breakdown_values_past_the_cap_are_other)
+{
+    static const char s3[] = "00000000-0000-4000-8000-000000000003";
+    const char *e_and_f[] = {s2, s3};
+
+    stored_cities[0] = "A";
+    stored_cities[1] = "B";
+    stored_cities[2] = "C";
+    add_city(1, s1, "A");
+    add_city(2, s1, "D");
+    add_city(3, s2, "E");
+    add_city(4, s3, "F");
+    add_city(5, s3, "D");
+    cr_assert_eq(rollup_cap_breakdown(&r, &b, 4, &fake_source), 0);
+    cr_assert_eq(count_calls, 1);
+    cr_assert_eq(counted_keys, BATCH_DIMS, "each of the six keys, once");
+    cr_assert_eq(values_calls, 1, "only the key that would pass the cap");
+    cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
+    const char *text = text_rows(&out, BREAKDOWN_TYPES);
+    cr_assert(line_of(text, "20417\t7\t70\t5\tcity\tA\t1\t"), "%s", text);
+    cr_assert(line_of(text, "20417\t7\t70\t5\tcity\tD\t2\t"), "%s", text);
+    expect_line(text, "20417\t7\t70\t5\tcity\t(other)\t", "20417\t7\t70\t5\tcity\t(other)\t2\t%s",
+                sketch_of(e_and_f, 2));
+    cr_assert_null(line_of(text, "20417\t7\t70\t5\tcity\tE"), "%s", text);
+    cr_assert_null(line_of(text, "20417\t7\t70\t5\tcity\tF"), "%s", text);
+    cr_assert(line_of(text, "20417\t7\t70\t5\tbrowser\tunknown\t5\t"), "other dimensions stay");
+    cr_assert_eq(lines_of(text), 3 + (BATCH_DIMS - 1), "%s", text);
+
+    /* The next write: the other keys are known and far from the cap. */
+    rollup_reset(&r);
+    batch_reset(&b);
+    strbuf_reset(&out);
+    count_calls = values_calls = 0;
+    counted_keys = 0;
+    stored_cities[3] = "D";
+    stored_cities[4] = ROLLUP_OTHER_TEXT;
+    add_city(6, s1, "A");
+    add_city(7, s1, "G");
+    cr_assert_eq(rollup_cap_breakdown(&r, &b, 4, &fake_source), 0);
+    cr_assert_eq(counted_keys, 1, "only the city key, which might pass the cap");
+    cr_assert_eq(values_calls, 1);
+    cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
+    text = text_rows(&out, BREAKDOWN_TYPES);
+    cr_assert(line_of(text, "20417\t7\t70\t5\tcity\tA\t1\t"), "%s", text);
+    cr_assert(line_of(text, "20417\t7\t70\t5\tcity\t(other)\t1\t"), "%s", text);
+    cr_assert_null(line_of(text, "20417\t7\t70\t5\tcity\tG"), "%s", text);
+    memset(stored_cities, 0, sizeof(stored_cities));
+}
+
+/* No cap (0): nothing is asked, every value keeps its row. */
+Test(rollup, breakdown_cap_off)
+{
+    count_calls = values_calls = 0;
+    for (int i = 0; i < 20; i++) {
+        char city[8];
+        snprintf(city, sizeof(city), "c%d", i);
+        add_city(i, s1, city);
+    }
+    cr_assert_eq(rollup_cap_breakdown(&r, &b, 0, &fake_source), 0);
+    cr_assert_eq(count_calls + values_calls, 0);
+    cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
+    cr_assert_eq(lines_of(text_rows(&out, BREAKDOWN_TYPES)), 20 + (BATCH_DIMS - 1));
+}
+
+/* A client's own "(other)" is the same row as the values past the cap: one
+ * group, never two rows of one key (which the merge would refuse). */
+Test(rollup, breakdown_other_named_by_a_client_is_one_row)
+{
+    stored_cities[0] = "A";
+    add_city(1, s1, ROLLUP_OTHER_TEXT);
+    add_city(2, s1, "B");
+    add_city(3, s2, "C");
+    cr_assert_eq(rollup_cap_breakdown(&r, &b, 1, &fake_source), 0);
+    cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
+    const char *text = text_rows(&out, BREAKDOWN_TYPES);
+    const char *both[] = {s1, s2};
+    expect_line(text, "20417\t7\t70\t5\tcity\t", "20417\t7\t70\t5\tcity\t(other)\t3\t%s",
+                sketch_of(both, 2));
+    cr_assert_eq(lines_of(text), BATCH_DIMS, "%s", text);
+    memset(stored_cities, 0, sizeof(stored_cities));
+}
