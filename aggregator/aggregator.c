@@ -44,7 +44,8 @@ const struct config_option aggregator_options[] = {
      "a write (transaction) ends once its rollup deltas take this many bytes: their groups and"
      " the breakdown values they name, which clients choose (memory per worker)"},
     {"breakdown-max-values", "ARV_BREAKDOWN_MAX_VALUES", CONFIG_INT,
-     offsetof(struct aggregator_config, breakdown_max_values), "1000", NULL, 0, 1000000,
+     offsetof(struct aggregator_config, breakdown_max_values), CONFIG_BREAKDOWN_MAX_VALUES_DEFAULT,
+     NULL, 0, 1000000,
      "distinct values kept per content, UTC day and breakdown dimension; later ones are counted"
      " as (other) (0: no cap)"},
     {"workers", "ARV_WORKERS", CONFIG_INT, offsetof(struct aggregator_config, workers), "2", NULL,

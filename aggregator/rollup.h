@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "batch.h"
+#include "rollup_sql.h"
 #include "strbuf.h"
 
 /* The per-content and per-company rollups, in the order their deltas are
@@ -69,7 +70,6 @@ struct rollup_table {
 /* The breakdown value standing for every value past the cap, written as
  * ROLLUP_OTHER_TEXT (see rollup_cap_breakdown). */
 #define ROLLUP_OTHER_VALUE UINT32_MAX
-#define ROLLUP_OTHER_TEXT  "(other)"
 
 /* One day, content and dimension of the breakdown, as the value cap knows it. */
 struct rollup_bkey {

@@ -39,6 +39,9 @@
 /* SELECT of the daily breakdown rows (day, company_id, project_id,
  * ar_content_id, dimension, value, views, sessions) from new_rows; a missing
  * value counts as 'unknown'. */
+/* The breakdown value of the values past ARV_BREAKDOWN_MAX_VALUES. */
+#define ROLLUP_OTHER_TEXT "(other)"
+
 #define ROLLUP_SQL_BREAKDOWN_SELECT                                                                \
     " SELECT (n.received_at AT TIME ZONE 'UTC')::date, n.company_id, n.project_id,"                \
     " n.content_id, d.dimension, d.value, count(*), hll_add_agg(n.session_hash, 12, 5)"            \

@@ -19,6 +19,7 @@ struct arvctl_config {
     const char *migrations_dir;  /* ARV_MIGRATIONS_DIR */
     long raw_retention_days;     /* ARV_RAW_RETENTION_DAYS (rollups rebuild, dlq replay) */
     long dedupe_retention_days;  /* ARV_DEDUPE_RETENTION_DAYS (dlq replay) */
+    long breakdown_max_values;   /* ARV_BREAKDOWN_MAX_VALUES (rollups rebuild) */
 };
 
 static const struct config_option arvctl_options[] = {
@@ -37,6 +38,11 @@ static const struct config_option arvctl_options[] = {
      NULL, 0, 100000,
      "the aggregators' dedupe window (0: ARV_RAW_RETENTION_DAYS): dlq replay skips older events"
      " unless --force"},
+    {"breakdown-max-values", "ARV_BREAKDOWN_MAX_VALUES", CONFIG_INT,
+     offsetof(struct arvctl_config, breakdown_max_values), CONFIG_BREAKDOWN_MAX_VALUES_DEFAULT,
+     NULL, 0, 1000000,
+     "the aggregators' breakdown cap: rollups rebuild keeps the values with the most views, the"
+     " rest as (other) (0: every value)"},
     {"env", "ARV_ENV", CONFIG_CHOICE, offsetof(struct arvctl_config, common.env), "development",
      "development|production", 0, 0, "deployment environment"},
     {"log-format", "ARV_LOG_FORMAT", CONFIG_CHOICE,
@@ -138,7 +144,8 @@ int main(int argc, char **argv)
                                           cfg.raw_retention_days};
         rc = dlq_command(cfg.common.database_url, &target, sargc, sargv);
     } else if (strcmp(sargv[0], "rollups") == 0) {
-        rc = rollups_command(cfg.common.database_url, cfg.raw_retention_days, sargc, sargv);
+        const struct rollups_options opts = {cfg.raw_retention_days, cfg.breakdown_max_values};
+        rc = rollups_command(cfg.common.database_url, &opts, sargc, sargv);
     } else {
         fprintf(stderr, "arvctl: unknown command '%s' (see arvctl --help)\n", sargv[0]);
     }

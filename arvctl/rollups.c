@@ -53,7 +53,32 @@ void rollups_build_delete_sql(struct strbuf *out, int64_t day)
         day, day, day, day, day, day, day);
 }
 
-void rollups_build_rebuild_sql(struct strbuf *out, int64_t day)
+/* The breakdown rows of new_rows, capped at `max_values` values per day,
+ * content and dimension (0: every value): the values with the most views
+ * (over all projects) keep their rows, ties going to the lower value; the
+ * rest, and a client's own (other), are summed into (other). */
+static void breakdown_select(struct strbuf *out, long max_values)
+{
+    if (max_values <= 0) {
+        strbuf_puts(out, ROLLUP_SQL_BREAKDOWN_SELECT);
+        return;
+    }
+    strbuf_printf(
+        out,
+        " SELECT day, company_id, project_id, content_id, dimension, value, sum(views),"
+        " hll_union_agg(sessions) FROM ("
+        " SELECT day, company_id, project_id, content_id, dimension,"
+        " CASE WHEN value <> '" ROLLUP_OTHER_TEXT "' AND dense_rank() OVER (PARTITION BY"
+        " company_id, content_id, day, dimension ORDER BY total DESC, value) <= %ld"
+        " THEN value ELSE '" ROLLUP_OTHER_TEXT "' END AS value, views, sessions"
+        " FROM (SELECT b.*, sum(b.views) OVER (PARTITION BY b.company_id, b.content_id, b.day,"
+        " b.dimension, b.value) AS total FROM (" ROLLUP_SQL_BREAKDOWN_SELECT ") b (day,"
+        " company_id, project_id, content_id, dimension, value, views, sessions)) b) c"
+        " GROUP BY day, company_id, project_id, content_id, dimension, value",
+        max_values);
+}
+
+void rollups_build_rebuild_sql(struct strbuf *out, int64_t day, long max_values)
 {
     /* The raw rows of the day in the shape of store.c's new_rows (received_at
      * is the raw created_at; bots left out as in a batch), then the same aggregates: ch per hour
@@ -68,7 +93,12 @@ void rollups_build_rebuild_sql(struct strbuf *out, int64_t day)
         " WHERE created_at >= " DAY_LO " AND created_at < " DAY_HI
         " AND NOT is_bot)," ROLLUP_SQL_HOURLY_CTE " r_bd AS ("
         " INSERT INTO analytics.rollup_breakdown_daily (day, company_id, project_id,"
-        " ar_content_id, dimension, value, views, sessions)" ROLLUP_SQL_BREAKDOWN_SELECT "),"
+        " ar_content_id, dimension, value, views, sessions)",
+        day, day);
+    breakdown_select(out, max_values);
+    strbuf_puts(
+        out,
+        "),"
         " r_ch AS ("
         " INSERT INTO analytics.rollup_content_hourly (hour, company_id, project_id,"
         " ar_content_id, " ROLLUP_MEASURES_COLUMNS ")"
@@ -87,14 +117,13 @@ void rollups_build_rebuild_sql(struct strbuf *out, int64_t day)
         " INSERT INTO analytics.rollup_company_daily (day, company_id, " ROLLUP_MEASURES_COLUMNS ")"
         " SELECT (hour AT TIME ZONE 'UTC')::date, company_id, " ROLLUP_MEASURES_SUMS
         " FROM ch GROUP BY 1, company_id)"
-        " SELECT count(*) FROM new_rows",
-        day, day);
+        " SELECT count(*) FROM new_rows");
 }
 
 /* Rebuilds one day in one transaction. Returns true and sets *events, or
  * prints why not (the transaction is then rolled back). */
 static bool rebuild_day(PGconn *conn, struct strbuf *sql, int64_t day, const char *date,
-                        bool *skipped, long long *events)
+                        long max_values, bool *skipped, long long *events)
 {
     PGresult *res = NULL;
     bool ok = false;
@@ -128,7 +157,7 @@ static bool rebuild_day(PGconn *conn, struct strbuf *sql, int64_t day, const cha
     }
     PQclear(res);
     strbuf_reset(sql);
-    rollups_build_rebuild_sql(sql, day);
+    rollups_build_rebuild_sql(sql, day, max_values);
     res = PQexec(conn, sql->data);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         cli_report("cannot recompute the day's rollups", res, conn);
@@ -143,7 +172,8 @@ out:
     return ok;
 }
 
-static int rollups_rebuild(const char *database_url, long raw_retention_days, int argc, char **argv)
+static int rollups_rebuild(const char *database_url, const struct rollups_options *ro, int argc,
+                           char **argv)
 {
     const char *from = NULL, *to = NULL;
     const struct cli_option opts[] = {{"from", &from, NULL}, {"to", &to, NULL}};
@@ -184,7 +214,7 @@ static int rollups_rebuild(const char *database_url, long raw_retention_days, in
     /* Retention drops days before this one; an aggregator recreates such a
      * day's partition for an old event (a replayed dead letter), so its raw
      * rows may be a few of the day's: never recompute its rollups from them. */
-    int64_t oldest = (int64_t)(time(NULL) / 86400) - raw_retention_days;
+    int64_t oldest = (int64_t)(time(NULL) / 86400) - ro->raw_retention_days;
     for (int64_t day = first; day <= last; day++) {
         char date[16], why[64] = "";
         long long events = 0;
@@ -193,8 +223,9 @@ static int rollups_rebuild(const char *database_url, long raw_retention_days, in
         timeutil_format_date(day, date, sizeof(date));
         if (day < oldest) {
             snprintf(why, sizeof(why), "older than ARV_RAW_RETENTION_DAYS (%ld)",
-                     raw_retention_days);
-        } else if (!rebuild_day(conn, &sql, day, date, &skipped, &events)) {
+                     ro->raw_retention_days);
+        } else if (!rebuild_day(conn, &sql, day, date, ro->breakdown_max_values, &skipped,
+                                &events)) {
             fprintf(stderr, "arvctl rollups rebuild: %s failed; days before it are rebuilt\n",
                     date);
             goto out;
@@ -221,14 +252,15 @@ out:
     return rc;
 }
 
-int rollups_command(const char *database_url, long raw_retention_days, int argc, char **argv)
+int rollups_command(const char *database_url, const struct rollups_options *opts, int argc,
+                    char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(rollups_usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
     }
     if (strcmp(argv[1], "rebuild") == 0)
-        return rollups_rebuild(database_url, raw_retention_days, argc, argv);
+        return rollups_rebuild(database_url, opts, argc, argv);
     fprintf(stderr, "arvctl rollups: unknown command '%s' (expected rebuild)\n", argv[1]);
     return CLI_EXIT_USAGE;
 }

@@ -76,12 +76,13 @@ struct common_config {
      .offset = offsetof(cfg_type, common.stream_shards), .def = "1", .min = 1, .max = 1024, \
      .help = "number of stream shards"}
 
-/* The aggregators' retention defaults, which arvctl (rebuilds, replays) and
- * the reporter (windows of hourly rollups) must share: each binary's option
- * says what it does with the value. */
+/* The aggregators' retention defaults and breakdown cap, which arvctl
+ * (rebuilds, replays) and the reporter (windows of hourly rollups) must share:
+ * each binary's option says what it does with the value. */
 #define CONFIG_RAW_RETENTION_DAYS_DEFAULT    "90"
 #define CONFIG_DEDUPE_RETENTION_DAYS_DEFAULT "0"
 #define CONFIG_HOURLY_RETENTION_DAYS_DEFAULT "400"
+#define CONFIG_BREAKDOWN_MAX_VALUES_DEFAULT  "1000"
 
 /* PostgreSQL: aggregator, reporter, arvctl. */
 #define CONFIG_DATABASE_OPTIONS(cfg_type) \

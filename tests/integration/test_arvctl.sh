@@ -218,6 +218,32 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "second load not d
 before=$(agg_rollup_digest)
 "$ARVCTL" rollups rebuild --from "$from" --to "$to" 2>/dev/null >/dev/null || it_fail "second rebuild"
 [ "$(agg_rollup_digest)" = "$before" ] || it_fail "a rebuild changed correct rollups"
+# A rebuild follows ARV_BREAKDOWN_MAX_VALUES as the aggregators do: with 2,
+# each content, day and dimension keeps the 2 values with the most views (ties:
+# the lower value) and sums the rest as (other), every view still counted. A
+# rebuild at the default (1,000) gives every value back.
+raw_n=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions
+                 WHERE created_at >= DATE '$to' AND created_at < DATE '$to' + 1 AND NOT is_bot")
+ARV_BREAKDOWN_MAX_VALUES=2 "$ARVCTL" rollups rebuild --from "$to" --to "$to" >/dev/null 2>&1 ||
+    it_fail "rebuild with ARV_BREAKDOWN_MAX_VALUES=2"
+got=$(it_psql "SELECT max(n) || ' ' || sum(v) FROM (SELECT count(DISTINCT value) n, sum(views) v
+               FROM analytics.rollup_breakdown_daily WHERE day = '$to' AND dimension = 'city'
+               GROUP BY company_id, ar_content_id) x")
+[ "$got" = "3 $raw_n" ] || it_fail "capped rebuild: most values per content, views: $got, expected 3 $raw_n"
+wrong=$(it_psql "WITH raw AS (SELECT company_id, ar_content_id, coalesce(city, 'unknown') v, count(*) n
+                   FROM analytics.ar_view_sessions
+                   WHERE created_at >= DATE '$to' AND created_at < DATE '$to' + 1 AND NOT is_bot
+                   GROUP BY 1, 2, 3),
+                 top AS (SELECT company_id, ar_content_id, v FROM (SELECT *, dense_rank() OVER
+                   (PARTITION BY company_id, ar_content_id ORDER BY n DESC, v) r FROM raw) x WHERE r <= 2),
+                 kept AS (SELECT DISTINCT company_id, ar_content_id, value v FROM analytics.rollup_breakdown_daily
+                   WHERE day = '$to' AND dimension = 'city' AND value <> '(other)')
+                 SELECT count(*) FROM ((SELECT * FROM top EXCEPT SELECT * FROM kept)
+                   UNION ALL (SELECT * FROM kept EXCEPT SELECT * FROM top)) d")
+[ "$wrong" = 0 ] || it_fail "capped rebuild: $wrong (content, value) pairs kept or dropped wrongly"
+"$ARVCTL" rollups rebuild --from "$to" --to "$to" >/dev/null 2>&1 || it_fail "rebuild at the default cap"
+[ "$(agg_rollup_digest)" = "$before" ] || it_fail "a rebuild at the default cap did not give every value back"
+it_pass "rebuild: ARV_BREAKDOWN_MAX_VALUES=2 keeps the 2 values with the most views and (other), all views counted"
 rc=0; "$ARVCTL" rollups rebuild --from 2026-13-01 --to "$to" 2>/dev/null || rc=$?
 [ "$rc" = 2 ] || it_fail "bad date exited $rc, expected 2"
 rc=0; "$ARVCTL" rollups rebuild --from "$to" --to "$from" 2>/dev/null || rc=$?

@@ -157,7 +157,7 @@ Test(arvctl_rollups, rebuild_sql_covers_every_table_for_the_day)
     strbuf_init(&del);
     strbuf_init(&ins);
     rollups_build_delete_sql(&del, 20412);
-    rollups_build_rebuild_sql(&ins, 20412);
+    rollups_build_rebuild_sql(&ins, 20412, 0);
     cr_assert_not(del.oom || ins.oom);
     for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
         cr_assert(strstr(del.data, tables[i]), "delete misses %s", tables[i]);
@@ -169,6 +169,11 @@ Test(arvctl_rollups, rebuild_sql_covers_every_table_for_the_day)
                                " 'tracking_quality') AND day = DATE '1970-01-01' + 20412;"));
     cr_assert(strstr(ins.data, "DATE '1970-01-01' + 20412)"));
     cr_assert_null(strstr(ins.data, "ON CONFLICT"));
+    cr_assert_null(strstr(ins.data, "dense_rank"), "no cap asked for");
+    strbuf_reset(&ins);
+    rollups_build_rebuild_sql(&ins, 20412, 5);
+    cr_assert(strstr(ins.data, "ORDER BY total DESC, value) <= 5 THEN value ELSE '(other)'"), "%s",
+              ins.data);
     strbuf_deinit(&del);
     strbuf_deinit(&ins);
 }
