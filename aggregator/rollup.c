@@ -42,6 +42,7 @@ void rollup_deinit(struct rollup *r)
     free(r->caps.group_key);
     free(r->caps.state);
     free(r->caps.idx);
+    free(r->caps.stored);
     memset(&r->caps, 0, sizeof(r->caps));
 }
 
@@ -389,18 +390,6 @@ int rollup_write_measures(struct rollup *r, struct strbuf *out, rollup_drain_fn 
     return rc;
 }
 
-/* The group of `t` with `key`'s key fields, or -1. */
-static long table_find(const struct rollup_table *t, const struct rollup_group *key)
-{
-    if (!t->nslots)
-        return -1;
-    for (size_t k = key_hash(key) & (t->nslots - 1); t->slots[k]; k = (k + 1) & (t->nslots - 1)) {
-        if (same_key(&t->groups[t->slots[k] - 1], key))
-            return t->slots[k] - 1;
-    }
-    return -1;
-}
-
 /* ---- The breakdown value cap ---- */
 
 enum { CAP_NEW, CAP_STORED, CAP_FOLD };
@@ -485,28 +474,37 @@ static int caps_scratch(struct rollup_caps *c, size_t n)
 }
 
 struct cap_mark {
-    struct rollup *r;
+    struct rollup_caps *c;
     const struct batch *b;
 };
 
-/* A value stored for key `key`: its group in this write, if any, keeps its row. */
+/* A value stored for key `key`: noted if this write has it (under any
+ * project: content may move to another one within a write). */
 static void cap_mark_stored(void *arg, uint32_t key, const char *value, size_t len)
 {
     struct cap_mark *m = arg;
-    const struct rollup_bkey *k = &m->r->caps.keys[key];
+    struct rollup_caps *c = m->c;
     int64_t id = batch_find_value(m->b, value, len);
-    struct rollup_group probe = {.company_id = k->company_id,
-                                 .project_id = k->project_id,
-                                 .content_id = k->content_id,
-                                 .period = k->period,
-                                 .dim = k->dim};
-    long gi;
 
     if (id < 0)
         return;
-    probe.value = (uint32_t)id;
-    if ((gi = table_find(&m->r->breakdown, &probe)) >= 0)
-        m->r->caps.state[gi] = CAP_STORED;
+    if (c->nstored == c->stored_cap) {
+        size_t cap = c->stored_cap ? c->stored_cap * 2 : 256;
+        uint64_t *p = realloc(c->stored, cap * sizeof(*p));
+        if (!p) {
+            c->oom = true;
+            return;
+        }
+        c->stored = p;
+        c->stored_cap = cap;
+    }
+    c->stored[c->nstored++] = (uint64_t)key << 32 | (uint32_t)id;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
 }
 
 /* Moves the groups marked CAP_FOLD among the first `n` into their key's
@@ -556,7 +554,7 @@ int rollup_cap_breakdown(struct rollup *r, const struct batch *b, unsigned max_v
 
     if (max_values == 0 || n == 0)
         return 0;
-    if (c->n > ROLLUP_CAP_KEYS) {
+    if (c->n + n > ROLLUP_CAP_KEYS) { /* this write's keys are at most its groups */
         c->n = 0;
         memset(c->slots, 0, c->nslots * sizeof(*c->slots));
     }
@@ -578,7 +576,6 @@ int rollup_cap_breakdown(struct rollup *r, const struct batch *b, unsigned max_v
             e->stamp = c->stamp;
             e->distinct = 0;
             e->capped = false;
-            e->project_id = g->project_id;
         }
         e->distinct++;
         c->group_key[i] = (uint32_t)k;
@@ -603,14 +600,23 @@ int rollup_cap_breakdown(struct rollup *r, const struct batch *b, unsigned max_v
     if (ncapped > 0) {
         /* Stored values keep their rows; new ones are admitted while there
          * is room, in the order the write first saw them. */
-        struct cap_mark m = {.r = r, .b = b};
+        struct cap_mark m = {.c = c, .b = b};
+        c->nstored = 0;
+        c->oom = false;
         if ((rc = src->values(src->arg, c->keys, c->idx, ncapped, cap_mark_stored, &m)) < 0)
             return rc;
+        if (c->oom)
+            return -ENOMEM;
+        if (c->nstored > 0)
+            qsort(c->stored, c->nstored, sizeof(*c->stored), cmp_u64);
         for (size_t i = 0; i < n; i++) {
             if (c->state[i] == CAP_STORED)
                 continue;
             struct rollup_bkey *e = &c->keys[c->group_key[i]];
             if (!e->capped)
+                continue;
+            uint64_t mark = (uint64_t)c->group_key[i] << 32 | t->groups[i].value;
+            if (c->nstored && bsearch(&mark, c->stored, c->nstored, sizeof(mark), cmp_u64))
                 continue;
             if (e->upper < max_values) {
                 e->upper++;

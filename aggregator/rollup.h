@@ -75,14 +75,13 @@ struct rollup_table {
 struct rollup_bkey {
     int64_t company_id;
     int64_t content_id;
-    int64_t project_id; /* of the write's first group of the key */
-    int64_t period;     /* days since the epoch */
-    uint32_t dim;       /* index into batch_dim_names */
-    uint32_t upper;     /* distinct values stored at most: learnt, plus those written since */
-    uint32_t distinct;  /* values in the write being capped */
-    uint32_t stamp;     /* the write it was last seen in */
-    bool known;         /* `upper` counts from a learnt number */
-    bool capped;        /* this write would pass the cap: values admitted one by one */
+    int64_t period;    /* days since the epoch */
+    uint32_t dim;      /* index into batch_dim_names */
+    uint32_t upper;    /* distinct values stored at most: learnt, plus those written since */
+    uint32_t distinct; /* values in the write being capped */
+    uint32_t stamp;    /* the write it was last seen in */
+    bool known;        /* `upper` counts from a learnt number */
+    bool capped;       /* this write would pass the cap: values admitted one by one */
 };
 
 /* What the cap remembers across writes: one entry per key seen (at most
@@ -97,8 +96,11 @@ struct rollup_caps {
     uint8_t *state;      /* scratch: each group new, stored or folded */
     uint32_t *idx;       /* scratch: keys to ask about */
     size_t scratch_cap;
+    uint64_t *stored; /* scratch: (key index << 32 | value id) of the values stored */
+    size_t nstored, stored_cap;
+    bool oom; /* a mark could not be kept */
 };
-#define ROLLUP_CAP_KEYS (1 << 18)
+#define ROLLUP_CAP_KEYS (1 << 17) /* 56 bytes each, and their slots */
 
 struct rollup {
     struct rollup_table hourly;    /* per hour and content, from the events */

@@ -622,21 +622,29 @@ static void reporter_auth_done(void *arg, enum auth_status st, const struct auth
 static void reporter_handle(struct http_request *req, void *arg)
 {
     struct reporter_route *route = arg;
-    struct reporter_call *call = calloc(1, sizeof(*call));
+    struct reporter_call *call;
     enum auth_status st;
+    char ip[CLIENT_IP_LEN], client[CLIENT_IP_KEY_LEN];
+    struct strbuf joined;
 
-    if (!call) {
+    /* Lookups are limited per client: the address a trusted proxy forwards
+     * for (every X-Forwarded-For line, in order, as the collector reads them:
+     * a proxy may add a line of its own after one a client forged), an IPv6
+     * one per /64. */
+    strbuf_init(&joined);
+    const char *xff =
+        route->r->trust.n ? http_request_header_list(req, "X-Forwarded-For", &joined) : NULL;
+    bool oom = joined.oom;
+    if (!oom)
+        client_ip_resolve(&route->r->trust, http_request_peer(req), xff, ip);
+    strbuf_deinit(&joined);
+    if (oom || !(call = calloc(1, sizeof(*call)))) {
         http_respond_error(req, 503, "out_of_memory", NULL, "try again");
         return;
     }
     call->r = route->r;
     call->req = req;
     call->ep = route->ep;
-    /* Lookups are limited per client: the address a trusted proxy forwards
-     * for, an IPv6 one per /64. */
-    char ip[CLIENT_IP_LEN], client[CLIENT_IP_KEY_LEN];
-    client_ip_resolve(&route->r->trust, http_request_peer(req),
-                      http_request_header(req, "X-Forwarded-For"), ip);
     st = auth_check(route->r->auth, http_request_header(req, "Authorization"),
                     client_ip_limit_key(ip, client, sizeof(client)), &call->principal,
                     reporter_auth_done, call);

@@ -281,6 +281,15 @@ misses=$(curl -s "$RL/metrics" | awk '/^reporter_auth_cache_lookups_total\{resul
 c=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $(printf 'arv_%040d' 7)" \
     -H "X-Forwarded-For: 198.51.100.7" "$RL/api/analytics/overview")
 [ "$c" = 401 ] || it_fail "a client behind the trusted proxy shares the proxy's lookups: $c"
+# Every X-Forwarded-For line counts, in order: a proxy that adds a line of its
+# own after a client's forged one names the client, so rotating the forged
+# line does not give a client fresh lookups (with the first line only, all 401).
+xcodes=""
+for i in 1 2 3 4 5; do
+    xcodes+="$(curl -s -o /dev/null -w ' %{http_code}' -H "Authorization: Bearer $(printf 'arv_%039d%d' 8 "$i")" \
+        -H "X-Forwarded-For: 10.8.8.$i" -H "X-Forwarded-For: 198.51.100.10" "$RL/api/analytics/overview")"
+done
+[ "$xcodes" = " 401 401 401 429 429" ] || it_fail "forged X-Forwarded-For lines: $xcodes"
 sleep 1.1
 [ "$(lcode "$(printf 'arv_%040d' 6)" /api/analytics/overview)" = 401 ] || it_fail "no lookup a second later"
 it_stop lookups

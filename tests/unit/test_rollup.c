@@ -578,3 +578,23 @@ Test(rollup, breakdown_other_named_by_a_client_is_one_row)
     cr_assert_eq(lines_of(text), BATCH_DIMS, "%s", text);
     memset(stored_cities, 0, sizeof(stored_cities));
 }
+
+/* Content moved to another project within the write: a stored value under
+ * the new project is still a stored value (it keeps its row), whichever
+ * project the write saw first. */
+Test(rollup, breakdown_stored_value_under_a_second_project)
+{
+    stored_cities[0] = "A";
+    stored_cities[1] = "B";
+    add_city(1, s1, "X");
+    project = 71;
+    add_city(2, s2, "A");
+    project = 70;
+    cr_assert_eq(rollup_cap_breakdown(&r, &b, 2, &fake_source), 0);
+    cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
+    const char *text = text_rows(&out, BREAKDOWN_TYPES);
+    cr_assert(line_of(text, "20417\t7\t71\t5\tcity\tA\t1\t"), "%s", text);
+    cr_assert(line_of(text, "20417\t7\t70\t5\tcity\t(other)\t1\t"), "%s", text);
+    cr_assert_null(line_of(text, "20417\t7\t70\t5\tcity\tX"), "%s", text);
+    memset(stored_cities, 0, sizeof(stored_cities));
+}
