@@ -581,10 +581,13 @@ int rollup_cap_breakdown(struct rollup *r, const struct batch *b, unsigned max_v
         c->group_key[i] = (uint32_t)k;
         c->state[i] = CAP_NEW;
     }
-    /* Counted: keys not known, or that might pass the cap with this write. */
+    /* Counted: keys not known, or that might pass half the cap with this
+     * write. Past half, a key is counted at every write that has it, so that
+     * other writers' values are seen before this one admits more: together
+     * they pass the cap by what their batches in flight admit at most. */
     for (size_t k = 0; k < c->n; k++) {
         const struct rollup_bkey *e = &c->keys[k];
-        if (e->stamp == c->stamp && (!e->known || e->upper + e->distinct > max_values))
+        if (e->stamp == c->stamp && (!e->known || e->upper + e->distinct > max_values / 2))
             c->idx[nask++] = (uint32_t)k;
     }
     if (nask > 0 && (rc = src->count(src->arg, c->keys, c->idx, nask)) < 0)

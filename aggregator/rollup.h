@@ -149,8 +149,8 @@ struct rollup_cap_source {
 /* Keeps the write's breakdown to at most `max_values` distinct values per
  * day, content and dimension, stored ones included (0: no cap): a value past
  * it joins its key's ROLLUP_OTHER_VALUE group (views and sessions). Keys
- * whose stored count is unknown, or might pass the cap with this write, are
- * counted through `src`; only those that would pass it have their stored
+ * whose stored count is unknown, or might pass half the cap with this write,
+ * are counted through `src`; only those that would pass it have their stored
  * values read, which keep their rows, and their new values are admitted in
  * the order the write first saw them. Call once per write, after the last
  * rollup_add and before rollup_write_breakdown. Returns 0, -ENOMEM or a

@@ -847,3 +847,26 @@ got=$(it_psql "SELECT count(*) || ' ' || sum(views) || ' ' || sum(views) FILTER 
 [ "$(it_psql "SELECT sum(views) FROM analytics.rollup_breakdown_daily WHERE ar_content_id = 41 AND dimension = 'os'")" = 600 ] ||
     it_fail "cap: another dimension's views"
 it_pass "ARV_BREAKDOWN_MAX_VALUES=50: 600 distinct cities in two runs are 50 rows and (other), every view counted"
+
+# Two workers writing one key see each other's values: past half the cap a
+# key is counted at every batch. 40 events, each a new city for one content,
+# sent one by one to an aggregator of two workers that commit at once
+# (ARV_BATCH_LINGER_MS=0), cap 10: at most 11 values (one batch in flight of
+# the other worker) and (other), every view counted. Counted again only near
+# the cap, each worker admitted up to the cap on its own: 15 were seen.
+it_psql "INSERT INTO analytics.ar_content (id, unique_id, project_id, company_id) VALUES (42, 'uid-42', 1042, 105)"
+it_start cap2 arv-aggregator ARV_STREAM="$ARV_STREAM:cap2" ARV_WORKERS=2 ARV_BATCH_WAIT_MS=50 \
+    ARV_BATCH_LINGER_MS=0 ARV_BREAKDOWN_MAX_VALUES=10
+for i in $(seq 10 49); do
+    redis-cli -p "$IT_REDIS_PORT" XADD "$ARV_STREAM:cap2" '*' v 1 e \
+        "{\"event_id\":\"0000d300-0000-4000-8000-0000000000$i\",\"session_id\":\"0000d300-0000-4000-8000-000000000001\",\"ar_content_id\":42,\"city\":\"c$i\",\"received_at\":\"$(date -u +%Y-%m-%dT%H:%M:%S.000Z)\"}" >/dev/null
+    sleep 0.1
+done
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:cap2" 30 || it_fail "cap2: not drained"
+it_stop cap2
+got=$(it_psql "SELECT count(*) FILTER (WHERE value <> '(other)') || ' ' || sum(views)
+               FROM analytics.rollup_breakdown_daily WHERE ar_content_id = 42 AND dimension = 'city'")
+read -r nvalues nviews <<<"$got"
+[ "$nviews" = 40 ] && [ "$nvalues" -ge 10 ] && [ "$nvalues" -le 11 ] ||
+    it_fail "cap with two workers: $nvalues values and $nviews views, expected 10 or 11 values and 40 views"
+it_pass "ARV_BREAKDOWN_MAX_VALUES=10 with two workers: $nvalues values and (other), 40 views"

@@ -449,7 +449,7 @@ Test(rollup, deltas_span_reads)
 
 /* A stand-in for what PostgreSQL has stored: the city values of content 5 on
  * 2025-11-25 (day 20417), none for anything else; and how often it was asked. */
-static const char *stored_cities[8];
+static const char *stored_cities[16];
 static int count_calls, values_calls;
 static size_t counted_keys;
 
@@ -465,7 +465,7 @@ static int fake_count(void *arg, struct rollup_bkey *keys, const uint32_t *idx, 
     counted_keys += n;
     for (size_t j = 0; j < n; j++) {
         uint32_t c = 0;
-        while (is_stored_key(&keys[idx[j]]) && c < 8 && stored_cities[c])
+        while (is_stored_key(&keys[idx[j]]) && c < 16 && stored_cities[c])
             c++;
         keys[idx[j]].upper = c;
     }
@@ -478,7 +478,7 @@ static int fake_values(void *arg, const struct rollup_bkey *keys, const uint32_t
     (void)arg;
     values_calls++;
     for (size_t j = 0; j < n; j++)
-        for (int c = 0; is_stored_key(&keys[idx[j]]) && c < 8 && stored_cities[c]; c++)
+        for (int c = 0; is_stored_key(&keys[idx[j]]) && c < 16 && stored_cities[c]; c++)
             mark(mark_arg, idx[j], stored_cities[c], strlen(stored_cities[c]));
     return 0;
 }
@@ -596,5 +596,34 @@ Test(rollup, breakdown_stored_value_under_a_second_project)
     cr_assert(line_of(text, "20417\t7\t71\t5\tcity\tA\t1\t"), "%s", text);
     cr_assert(line_of(text, "20417\t7\t70\t5\tcity\t(other)\t1\t"), "%s", text);
     cr_assert_null(line_of(text, "20417\t7\t70\t5\tcity\tX"), "%s", text);
+    memset(stored_cities, 0, sizeof(stored_cities));
+}
+
+/* Past half the cap a key is counted at every write, so values another
+ * writer stored meanwhile are seen: with 6 of 10 stored, this write admits G;
+ * another writer then stores H, I and J; the next write's L is (other), not
+ * an eleventh value (counted again only near the cap, it was admitted). */
+Test(rollup, breakdown_key_past_half_the_cap_is_counted_every_write)
+{
+    static const char *const six[] = {"A", "B", "C", "D", "E", "F", "G", "H", "I", "J"};
+
+    for (int i = 0; i < 6; i++)
+        stored_cities[i] = six[i];
+    add_city(1, s1, "G");
+    cr_assert_eq(rollup_cap_breakdown(&r, &b, 10, &fake_source), 0);
+    cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
+    cr_assert(line_of(text_rows(&out, BREAKDOWN_TYPES), "20417\t7\t70\t5\tcity\tG\t1\t"));
+
+    rollup_reset(&r);
+    batch_reset(&b);
+    strbuf_reset(&out);
+    for (int i = 6; i < 10; i++)
+        stored_cities[i] = six[i];
+    add_city(2, s1, "L");
+    cr_assert_eq(rollup_cap_breakdown(&r, &b, 10, &fake_source), 0);
+    cr_assert_eq(rollup_write_breakdown(&r, &b, &out, NULL, NULL), 0);
+    const char *text = text_rows(&out, BREAKDOWN_TYPES);
+    cr_assert(line_of(text, "20417\t7\t70\t5\tcity\t(other)\t1\t"), "%s", text);
+    cr_assert_null(line_of(text, "20417\t7\t70\t5\tcity\tL"), "%s", text);
     memset(stored_cities, 0, sizeof(stored_cities));
 }
