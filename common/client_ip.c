@@ -88,8 +88,14 @@ const char *client_ip_limit_key(const char *ip, char *out, size_t outlen)
     uint8_t a[16];
     char text[CLIENT_IP_LEN];
 
-    if (!client_ip_parse_addr(ip, strlen(ip), a) || memcmp(a, v4_mapped, 12) == 0) {
+    if (!client_ip_parse_addr(ip, strlen(ip), a)) {
         snprintf(out, outlen, "%s", ip);
+        return out;
+    }
+    if (memcmp(a, v4_mapped, 12) == 0) {
+        /* One IPv4 client however it is written (::ffff:a.b.c.d, ::ffff:XXXX:XXXX). */
+        inet_ntop(AF_INET, a + 12, text, sizeof(text));
+        snprintf(out, outlen, "%s", text);
         return out;
     }
     memset(a + 8, 0, 8);

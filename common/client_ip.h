@@ -32,8 +32,9 @@ bool client_ip_parse_addr(const char *s, size_t len, uint8_t out[16]);
 
 /* The key a client's rate limit is kept under, into `out` (CLIENT_IP_KEY_LEN
  * bytes): an IPv6 address's /64 ("2001:db8:1:2::/64": one subscriber's
- * network, whose 2^64 addresses would otherwise each get a full bucket), else
- * the address as it is. Returns `out`. */
+ * network, whose 2^64 addresses would otherwise each get a full bucket), an
+ * IPv4 one (mapped into IPv6 or not) in dotted form, else the text as it is.
+ * Returns `out`. */
 #define CLIENT_IP_KEY_LEN (CLIENT_IP_LEN + 4)
 const char *client_ip_limit_key(const char *ip, char *out, size_t outlen);
 

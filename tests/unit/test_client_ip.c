@@ -136,8 +136,12 @@ Test(client_ip, limit_key_is_the_ipv6_64)
     cr_assert_str_neq(k2, k, "the next /64 is another client");
     client_ip_limit_key("203.0.113.7", k, sizeof(k));
     cr_assert_str_eq(k, "203.0.113.7");
+    /* An IPv4 address mapped into IPv6, in any spelling, is that address: one
+     * bucket, not one per spelling of a forwarded address. */
     client_ip_limit_key("::ffff:203.0.113.7", k, sizeof(k));
-    cr_assert_str_eq(k, "::ffff:203.0.113.7", "IPv4-mapped: its address");
+    cr_assert_str_eq(k, "203.0.113.7", "IPv4-mapped: its address");
+    client_ip_limit_key("::FFFF:cb00:7107", k, sizeof(k));
+    cr_assert_str_eq(k, "203.0.113.7");
     client_ip_limit_key("unknown", k, sizeof(k));
     cr_assert_str_eq(k, "unknown");
 }
