@@ -42,6 +42,7 @@ void rollup_deinit(struct rollup *r)
     free(r->caps.group_key);
     free(r->caps.state);
     free(r->caps.idx);
+    free(r->caps.write_keys);
     free(r->caps.stored);
     memset(&r->caps, 0, sizeof(r->caps));
 }
@@ -394,12 +395,12 @@ int rollup_write_measures(struct rollup *r, struct strbuf *out, rollup_drain_fn 
 
 enum { CAP_NEW, CAP_STORED, CAP_FOLD };
 
-static uint64_t bkey_hash(const struct rollup_group *g)
+static uint64_t bkey_hash(int64_t company_id, int64_t content_id, int64_t period, uint32_t dim)
 {
-    uint64_t h = hll_fmix64((uint64_t)g->period ^ ((uint64_t)g->dim << 32));
+    uint64_t h = hll_fmix64((uint64_t)period ^ ((uint64_t)dim << 32));
 
-    h = hll_fmix64(h ^ (uint64_t)g->content_id);
-    return hll_fmix64(h ^ (uint64_t)g->company_id);
+    h = hll_fmix64(h ^ (uint64_t)content_id);
+    return hll_fmix64(h ^ (uint64_t)company_id);
 }
 
 static bool bkey_is(const struct rollup_bkey *k, const struct rollup_group *g)
@@ -420,11 +421,9 @@ static long caps_key(struct rollup_caps *c, const struct rollup_group *g)
         if (!slots)
             return -1;
         for (size_t i = 0; i < c->n; i++) {
-            struct rollup_group probe = {.company_id = c->keys[i].company_id,
-                                         .content_id = c->keys[i].content_id,
-                                         .period = c->keys[i].period,
-                                         .dim = c->keys[i].dim};
-            for (k = bkey_hash(&probe) & (n - 1); slots[k]; k = (k + 1) & (n - 1))
+            const struct rollup_bkey *e = &c->keys[i];
+            for (k = bkey_hash(e->company_id, e->content_id, e->period, e->dim) & (n - 1); slots[k];
+                 k = (k + 1) & (n - 1))
                 ;
             slots[k] = (uint32_t)i + 1;
         }
@@ -432,7 +431,8 @@ static long caps_key(struct rollup_caps *c, const struct rollup_group *g)
         c->slots = slots;
         c->nslots = n;
     }
-    for (k = bkey_hash(g) & (c->nslots - 1); c->slots[k]; k = (k + 1) & (c->nslots - 1)) {
+    for (k = bkey_hash(g->company_id, g->content_id, g->period, g->dim) & (c->nslots - 1);
+         c->slots[k]; k = (k + 1) & (c->nslots - 1)) {
         if (bkey_is(&c->keys[c->slots[k] - 1], g))
             return c->slots[k] - 1;
     }
@@ -455,7 +455,7 @@ static long caps_key(struct rollup_caps *c, const struct rollup_group *g)
 /* Room for `n` groups' scratch. */
 static int caps_scratch(struct rollup_caps *c, size_t n)
 {
-    uint32_t *gk, *idx;
+    uint32_t *gk, *idx, *wk;
     uint8_t *st;
 
     if (n <= c->scratch_cap)
@@ -469,6 +469,9 @@ static int caps_scratch(struct rollup_caps *c, size_t n)
     if (!(idx = realloc(c->idx, n * sizeof(*idx))))
         return -ENOMEM;
     c->idx = idx;
+    if (!(wk = realloc(c->write_keys, n * sizeof(*wk))))
+        return -ENOMEM;
+    c->write_keys = wk;
     c->scratch_cap = n;
     return 0;
 }
@@ -546,7 +549,7 @@ int rollup_cap_breakdown(struct rollup *r, const struct batch *b, unsigned max_v
 {
     struct rollup_caps *c = &r->caps;
     struct rollup_table *t = &r->breakdown;
-    size_t n = t->n, nask = 0, ncapped = 0, nfold = 0;
+    size_t n = t->n, nkeys = 0, nask = 0, ncapped = 0, nfold = 0;
     /* A client may name a value (other) itself: the same row, so the same group. */
     int64_t named = batch_find_value(b, ROLLUP_OTHER_TEXT, sizeof(ROLLUP_OTHER_TEXT) - 1);
     uint32_t other = named >= 0 ? (uint32_t)named : ROLLUP_OTHER_VALUE;
@@ -576,6 +579,7 @@ int rollup_cap_breakdown(struct rollup *r, const struct batch *b, unsigned max_v
             e->stamp = c->stamp;
             e->distinct = 0;
             e->capped = false;
+            c->write_keys[nkeys++] = (uint32_t)k;
         }
         e->distinct++;
         c->group_key[i] = (uint32_t)k;
@@ -585,10 +589,10 @@ int rollup_cap_breakdown(struct rollup *r, const struct batch *b, unsigned max_v
      * write. Past half, a key is counted at every write that has it, so that
      * other writers' values are seen before this one admits more: together
      * they pass the cap by what their batches in flight admit at most. */
-    for (size_t k = 0; k < c->n; k++) {
-        const struct rollup_bkey *e = &c->keys[k];
-        if (e->stamp == c->stamp && (!e->known || e->upper + e->distinct > max_values / 2))
-            c->idx[nask++] = (uint32_t)k;
+    for (size_t j = 0; j < nkeys; j++) {
+        const struct rollup_bkey *e = &c->keys[c->write_keys[j]];
+        if (!e->known || e->upper + e->distinct > max_values / 2)
+            c->idx[nask++] = c->write_keys[j];
     }
     if (nask > 0 && (rc = src->count(src->arg, c->keys, c->idx, nask)) < 0)
         return rc;
@@ -630,9 +634,9 @@ int rollup_cap_breakdown(struct rollup *r, const struct batch *b, unsigned max_v
         }
     }
     /* The others may have added every value: an upper bound until counted again. */
-    for (size_t k = 0; k < c->n; k++) {
-        struct rollup_bkey *e = &c->keys[k];
-        if (e->stamp == c->stamp && !e->capped)
+    for (size_t j = 0; j < nkeys; j++) {
+        struct rollup_bkey *e = &c->keys[c->write_keys[j]];
+        if (!e->capped)
             e->upper += e->distinct;
     }
     return nfold > 0 ? fold_groups(t, c->state, n, other) : 0;

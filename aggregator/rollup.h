@@ -92,9 +92,10 @@ struct rollup_caps {
     uint32_t *slots; /* open addressing: 0 free, else key index + 1 */
     size_t nslots;   /* a power of two, or 0 */
     uint32_t stamp;
-    uint32_t *group_key; /* scratch: each breakdown group's key index */
-    uint8_t *state;      /* scratch: each group new, stored or folded */
-    uint32_t *idx;       /* scratch: keys to ask about */
+    uint32_t *group_key;  /* scratch: each breakdown group's key index */
+    uint8_t *state;       /* scratch: each group new, stored or folded */
+    uint32_t *idx;        /* scratch: keys to ask about */
+    uint32_t *write_keys; /* scratch: the keys of the write being capped */
     size_t scratch_cap;
     uint64_t *stored; /* scratch: (key index << 32 | value id) of the values stored */
     size_t nstored, stored_cap;

@@ -945,22 +945,15 @@ enum store_status store_write(struct store *s, struct batch *b, size_t first, si
 static void cap_keys_sql(struct strbuf *sql, const struct rollup_bkey *keys, const uint32_t *idx,
                          size_t n)
 {
-    strbuf_puts(sql, "unnest(ARRAY[");
-    for (size_t j = 0; j < n; j++)
-        strbuf_printf(sql, "%s%" PRIu32, j ? "," : "", idx[j]);
-    strbuf_puts(sql, "]::int[], ARRAY[");
-    for (size_t j = 0; j < n; j++)
-        strbuf_printf(sql, "%s%" PRId64, j ? "," : "", keys[idx[j]].company_id);
-    strbuf_puts(sql, "]::bigint[], ARRAY[");
-    for (size_t j = 0; j < n; j++)
-        strbuf_printf(sql, "%s%" PRId64, j ? "," : "", keys[idx[j]].content_id);
-    strbuf_puts(sql, "]::bigint[], ARRAY[");
-    for (size_t j = 0; j < n; j++)
-        strbuf_printf(sql, "%s%" PRId64, j ? "," : "", keys[idx[j]].period);
-    strbuf_puts(sql, "]::int[], ARRAY[");
-    for (size_t j = 0; j < n; j++)
-        strbuf_printf(sql, "%s'%s'", j ? "," : "", batch_dim_names[keys[idx[j]].dim]);
-    strbuf_puts(sql, "]::text[]) AS k (i, c, a, d, m)");
+    strbuf_puts(sql, "(VALUES ");
+    for (size_t j = 0; j < n; j++) {
+        const struct rollup_bkey *e = &keys[idx[j]];
+        strbuf_printf(
+            sql, "%s(%" PRIu32 ", %" PRId64 "::bigint, %" PRId64 "::bigint, %" PRId64 ", '%s')",
+            j ? ", " : "", idx[j], e->company_id, e->content_id, e->period,
+            batch_dim_names[e->dim]);
+    }
+    strbuf_puts(sql, ") AS k (i, c, a, d, m)");
 }
 
 /* The join of those keys to their stored breakdown rows. */
