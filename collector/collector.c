@@ -190,16 +190,11 @@ static bool admit(struct lane *l, struct http_request *req, char *ip)
         unavailable(c, req, "shutting_down", "the collector is shutting down; retry later");
         return false;
     }
-    /* Every X-Forwarded-For line, in order: a proxy may add a line of its own
-     * after the one a client forged. */
-    const char *xff =
-        c->trust.n ? http_request_header_list(req, "x-forwarded-for", &l->joined) : NULL;
-    if (l->joined.oom) {
+    if (!client_ip_of_request(&c->trust, req, &l->joined, ip)) {
         /* Rather than the proxy's address for every client. */
         unavailable(c, req, "out_of_memory", "out of memory");
         return false;
     }
-    client_ip_resolve(&c->trust, http_request_peer(req), xff, ip);
     unsigned wait_s = 0;
     char key[CLIENT_IP_KEY_LEN];
     if (c->limiter && !rate_limit_take(c->limiter, client_ip_limit_key(ip, key, sizeof(key)),

@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "config.h"
+#include "http_server.h"
+#include "strbuf.h"
 
 bool client_ip_parse_addr(const char *s, size_t len, uint8_t out[16])
 {
@@ -178,4 +180,15 @@ void client_ip_resolve(const struct client_ip_trust *t, const char *peer, const 
         }
         end = start > xff ? start - 1 : xff;
     }
+}
+
+bool client_ip_of_request(const struct client_ip_trust *t, const struct http_request *req,
+                          struct strbuf *scratch, char *out)
+{
+    const char *xff = t->n ? http_request_header_list(req, "X-Forwarded-For", scratch) : NULL;
+
+    if (t->n && scratch->oom)
+        return false;
+    client_ip_resolve(t, http_request_peer(req), xff, out);
+    return true;
 }

@@ -1,6 +1,7 @@
 /* The client address of a request: the socket peer, or the right-most untrusted
  * address of X-Forwarded-For when the peer is a trusted proxy (ARV_TRUSTED_PROXIES,
- * a list of IPv4/IPv6 CIDRs). Pure parsing and matching. */
+ * a list of IPv4/IPv6 CIDRs). Parsing and matching are pure;
+ * client_ip_of_request() reads them off a request. */
 #ifndef ARV_CLIENT_IP_H
 #define ARV_CLIENT_IP_H
 
@@ -47,5 +48,15 @@ bool client_ip_is_trusted(const struct client_ip_trust *t, const char *addr);
  * left-most). A malformed entry ends the walk at the last valid address seen. */
 void client_ip_resolve(const struct client_ip_trust *t, const char *peer, const char *xff,
                        char *out);
+
+struct http_request;
+struct strbuf;
+
+/* client_ip_resolve() for request `req`: its peer and every X-Forwarded-For
+ * line, in order (a proxy may add a line of its own after one a client
+ * forged), joined in `scratch` when there are several; the header is read
+ * only when some proxy is trusted. False (out of memory) leaves `out` unset. */
+bool client_ip_of_request(const struct client_ip_trust *t, const struct http_request *req,
+                          struct strbuf *scratch, char *out);
 
 #endif

@@ -76,6 +76,13 @@ struct common_config {
      .offset = offsetof(cfg_type, common.stream_shards), .def = "1", .min = 1, .max = 1024, \
      .help = "number of stream shards"}
 
+/* ARV_TRUSTED_PROXIES, for a binary whose config has `trusted_proxies`
+ * (client_ip_parse_trust() checks it). */
+#define CONFIG_TRUSTED_PROXIES_OPTION(cfg_type) \
+    {.flag = "trusted-proxies", .env = "ARV_TRUSTED_PROXIES", .type = CONFIG_STRING, \
+     .offset = offsetof(cfg_type, trusted_proxies), .def = "", \
+     .help = "CIDRs of proxies whose X-Forwarded-For names the client (comma-separated)"}
+
 /* The aggregators' retention defaults and breakdown cap, which arvctl
  * (rebuilds, replays) and the reporter (windows of hourly rollups) must share:
  * each binary's option says what it does with the value. */

@@ -49,10 +49,7 @@ const struct config_option reporter_options[] = {
     {"auth-lookup-burst", "ARV_AUTH_LOOKUP_BURST", CONFIG_INT,
      offsetof(struct reporter_config, auth_lookup_burst), "100", NULL, 1, 10000000,
      "API keys not in the cache a client address may have looked up at once"},
-    {"trusted-proxies", "ARV_TRUSTED_PROXIES", CONFIG_STRING,
-     offsetof(struct reporter_config, trusted_proxies), "", NULL, 0, 0,
-     "CIDRs of proxies whose X-Forwarded-For is believed (comma-separated): the client address"
-     " that API key lookups are limited by"},
+    CONFIG_TRUSTED_PROXIES_OPTION(struct reporter_config),
     {"content-relation", "ARV_CONTENT_RELATION", CONFIG_STRING,
      offsetof(struct reporter_config, content_relation), "analytics.ar_content", NULL, 0, 0,
      "table or view mapping content to project and company (id, project_id, company_id)"},
@@ -205,6 +202,9 @@ bool reporter_config_validate(const void *cfgp, char *err, size_t errlen)
                  cfg->content_relation ? cfg->content_relation : "");
         return false;
     }
+    struct client_ip_trust trust;
+    if (!client_ip_parse_trust(cfg->trusted_proxies, &trust, err, errlen))
+        return false;
     /* Every tz is checked against these files; without them even UTC is a 400. */
     char utc[4096];
     snprintf(utc, sizeof(utc), "%s/UTC", cfg->zoneinfo_dir ? cfg->zoneinfo_dir : "");
@@ -625,20 +625,13 @@ static void reporter_handle(struct http_request *req, void *arg)
     struct reporter_call *call;
     enum auth_status st;
     char ip[CLIENT_IP_LEN], client[CLIENT_IP_KEY_LEN];
-    struct strbuf joined;
+    struct strbuf scratch;
 
-    /* Lookups are limited per client: the address a trusted proxy forwards
-     * for (every X-Forwarded-For line, in order, as the collector reads them:
-     * a proxy may add a line of its own after one a client forged), an IPv6
-     * one per /64. */
-    strbuf_init(&joined);
-    const char *xff =
-        route->r->trust.n ? http_request_header_list(req, "X-Forwarded-For", &joined) : NULL;
-    bool oom = joined.oom;
-    if (!oom)
-        client_ip_resolve(&route->r->trust, http_request_peer(req), xff, ip);
-    strbuf_deinit(&joined);
-    if (oom || !(call = calloc(1, sizeof(*call)))) {
+    /* Lookups are limited per client, an IPv6 one per /64. */
+    strbuf_init(&scratch);
+    bool known = client_ip_of_request(&route->r->trust, req, &scratch, ip);
+    strbuf_deinit(&scratch);
+    if (!known || !(call = calloc(1, sizeof(*call)))) {
         http_respond_error(req, 503, "out_of_memory", NULL, "try again");
         return;
     }
@@ -713,9 +706,9 @@ struct reporter *reporter_new(struct service *svc, const struct reporter_config 
     r->svc = svc;
     r->cfg = cfg;
 
-    /* Order: proxies, limiter and cache, metrics, pool (connects in the
-     * background), auth on the pool, readiness, and routes last so nothing is
-     * served half-built. */
+    /* Order: proxies (checked by reporter_config_validate), limiter and cache,
+     * metrics, pool (connects in the background), auth on the pool, readiness,
+     * and routes last so nothing is served half-built. */
     char err[128];
     if (!client_ip_parse_trust(cfg->trusted_proxies, &r->trust, err, sizeof(err))) {
         log_error("reporter_init_failed", LF_STR("error", err));
