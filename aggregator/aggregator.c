@@ -142,6 +142,7 @@ struct aggregator {
     struct ua_db *ua;            /* ARV_UA_REGEXES compiled, NULL when off; read by workers */
     struct worker_delays delays; /* XADD delays the workers saw, for the floors */
     bool stopping;               /* the drain began */
+    uint64_t stop_cut_ms;        /* then: calls to PostgreSQL still going at this time are cut */
 };
 
 bool aggregator_config_validate(const void *p, char *err, size_t errlen)
@@ -176,6 +177,8 @@ static const char *dep_detail(enum worker_dep d)
         return "relation missing: run arvctl migrate, check ARV_CONTENT_RELATION";
     case WORKER_DEP_REFUSED:
         return "reads refused: see stream_read_failed in the log";
+    case WORKER_DEP_ERRORS:
+        return "answers with errors: see postgresql_unavailable (sqlstate) in the log";
     case WORKER_DEP_UP:
         break;
     }
@@ -243,7 +246,9 @@ static void aggregator_notified(evutil_socket_t fd, short what, void *arg)
 
 /* Every WATCH_EVERY_MS: gives up the workers' calls PostgreSQL has left
  * unanswered too long (a server stopped or hung: no TCP timeout ends the wait,
- * and the worker would stay blocked, its gauges and readiness with it). */
+ * and the worker would stay blocked, its gauges and readiness with it), and,
+ * once stopping, those still going half the stop deadline later: a worker
+ * would otherwise wait out the limit, and the deadline end the process. */
 static void aggregator_watch(evutil_socket_t fd, short what, void *arg)
 {
     struct aggregator *a = arg;
@@ -252,10 +257,11 @@ static void aggregator_watch(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     for (unsigned i = 0; i < a->nworkers; i++) {
-        uint64_t ms = worker_watch(&a->workers[i], now);
+        uint64_t ms = worker_watch(&a->workers[i], now, a->stop_cut_ms);
         if (ms)
             log_warn("postgresql_not_answering", LF_INT("worker", i), LF_INT("waited_ms", ms),
-                     LF_STR("action", "connection given up"));
+                     LF_STR("action",
+                            a->stopping ? "connection given up to stop" : "connection given up"));
     }
 }
 
@@ -264,6 +270,7 @@ static void aggregator_on_stop(void *arg)
     struct aggregator *a = arg;
 
     a->stopping = true;
+    a->stop_cut_ms = timeutil_mono_ms() + SERVICE_STOP_DEADLINE_S * 1000 / 2;
     log_info("aggregator_draining", LF_INT("workers", a->nworkers));
     retention_stop(a->retention);
     for (unsigned i = 0; i < a->nworkers; i++)

@@ -12,6 +12,7 @@
 #include "content_cache.h"
 #include "geoip.h"
 #include "hll.h"
+#include "timeutil.h"
 #include "ip_anon.h"
 #include "ua.h"
 
@@ -56,8 +57,6 @@ void batch_next(struct batch *b)
     b->count = 0;
     b->invalid = 0;
     b->dead = 0;
-    b->min_received_ms = 0;
-    b->max_received_ms = 0;
     b->max_delay_ms = 0;
     b->bots = 0;
     strbuf_reset(&b->rows);
@@ -426,7 +425,20 @@ int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
 
     if (!e)
         return err;
-    if (decode_fields(fields, nfields, &ev, detail, sizeof(detail))) {
+    bool decoded = decode_fields(fields, nfields, &ev, detail, sizeof(detail));
+    int64_t day = decoded ? timeutil_period(ev.received_at_ms, TIMEUTIL_DAY_MS) : 0;
+    if (decoded && b->today &&
+        (day < b->today - BATCH_DAYS_BACK || day > b->today + BATCH_DAYS_AHEAD)) {
+        /* No partition is made for it: written, it would fail its whole
+         * read, then be found entry by entry. */
+        char at[32];
+        event_format_rfc3339(ev.received_at_ms, at, sizeof(at));
+        snprintf(detail, sizeof(detail),
+                 "received_at %s is outside the days written: %d days before today (UTC) to %d "
+                 "after",
+                 at, BATCH_DAYS_BACK, BATCH_DAYS_AHEAD);
+        add_dead(b, e, fields, nfields, BATCH_REASON_OUT_OF_RANGE, detail);
+    } else if (decoded) {
         if (b->contents)
             err = ev.ar_content_id > 0
                       ? content_cache_note_id(b->contents, ev.ar_content_id)
@@ -435,10 +447,6 @@ int batch_add(struct batch *b, unsigned stream, const char *id, size_t id_len,
         if (put_event(b, e, &ev, is_bot) < 0)
             err = -ENOMEM;
         b->bots += is_bot;
-        if (b->min_received_ms == 0 || ev.received_at_ms < b->min_received_ms)
-            b->min_received_ms = ev.received_at_ms;
-        if (ev.received_at_ms > b->max_received_ms)
-            b->max_received_ms = ev.received_at_ms;
         /* Both positive: no overflow. */
         int64_t delay = ev.received_at_ms > 0 ? strtoll(e->id, NULL, 10) - ev.received_at_ms : 0;
         if (delay > b->max_delay_ms && delay <= BATCH_DELAY_MAX_MS)

@@ -18,10 +18,17 @@ struct ua_cache;
 #define BATCH_ENTRY_ID_MAX 48 /* "<ms>-<seq>" is at most 41 bytes */
 
 /* Dead-letter reasons written by the aggregator. */
-#define BATCH_REASON_INVALID    "invalid_payload"
-#define BATCH_REASON_UNKNOWN    "unknown_content"
-#define BATCH_REASON_REJECTED   "db_rejected"
-#define BATCH_REASON_DELIVERIES "max_deliveries"
+#define BATCH_REASON_INVALID      "invalid_payload"
+#define BATCH_REASON_UNKNOWN      "unknown_content"
+#define BATCH_REASON_REJECTED     "db_rejected"
+#define BATCH_REASON_DELIVERIES   "max_deliveries"
+#define BATCH_REASON_OUT_OF_RANGE "received_out_of_range"
+
+/* The UTC days an event may be received on to be written, around the day of
+ * its read (batch.today); others become dead letters (received_out_of_range).
+ * Day partitions are made for these days only. */
+#define BATCH_DAYS_BACK  400
+#define BATCH_DAYS_AHEAD 2
 
 /* The rollup dimensions of the daily breakdown, in the order of
  * batch_entry.dims: device_type, browser, os, country, city, tracking_quality. */
@@ -117,10 +124,10 @@ struct batch {
     size_t nslots;       /* a power of two, or 0 */
     uint32_t *key_slots; /* batch_resolve's table of event ids, kept for the next */
     size_t nkey_slots;
-    size_t invalid;          /* entries that did not decode (dead letters) */
-    size_t dead;             /* entries dead-lettered for any reason */
-    int64_t min_received_ms; /* over decoded events; 0 when there are none */
-    int64_t max_received_ms;
+    size_t invalid; /* entries that did not decode (dead letters) */
+    size_t dead;    /* entries dead-lettered for any reason */
+    int64_t today;  /* UTC day (since the epoch) of the read, set by its reader (see
+                       BATCH_DAYS_BACK); 0: any day is written */
     /* The largest delay over decoded events from received_at (the
      * collector's clock) to its entry id's time (Redis's at the XADD), up to
      * BATCH_DELAY_MAX_MS; 0 when there is none or none is positive. */

@@ -415,6 +415,11 @@ static long read_chunk(const struct reader *r)
     long chunk = READER_CHUNK / (long)r->nstreams;
 
     chunk = chunk < READER_CHUNK_MIN ? READER_CHUNK_MIN : chunk;
+    if (r->entry_max > 0) {
+        size_t fit = READER_PIECE_BYTES / r->entry_max; /* 0 for an entry over 16 MiB */
+        if ((size_t)chunk > fit)
+            chunk = fit > 0 ? (long)fit : 1;
+    }
     return r->count < chunk ? r->count : chunk;
 }
 
@@ -458,14 +463,23 @@ static int reply_counts(struct reader *r, const redisReply *reply, size_t *got)
 /* Adds the entries of an XREADGROUP reply (checked by reply_counts). */
 static int reply_add(struct reader *r, struct batch *b, const redisReply *reply)
 {
+    size_t largest = 0;
+
     for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k < reply->elements; k++) {
         int s;
         const redisReply *entries = stream_entries(r, reply->element[k], &s);
         for (size_t e = 0; entries && e < entries->elements; e++) {
-            if (add_entry(r, b, (unsigned)s, entries->element[e], -1, 0) < 0)
+            const redisReply *entry = entries->element[e];
+            if (add_entry(r, b, (unsigned)s, entry, -1, 0) < 0)
                 return -1;
+            const redisReply *arr = entry->element[1];
+            size_t bytes = 0;
+            for (size_t j = 0; arr->type == REDIS_REPLY_ARRAY && j < arr->elements; j++)
+                bytes += arr->element[j]->type == REDIS_REPLY_STRING ? arr->element[j]->len : 0;
+            largest = bytes > largest ? bytes : largest;
         }
     }
+    r->entry_max = largest;
     return 0;
 }
 
@@ -725,6 +739,7 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
         ids[i] = ">";
     *caught_up = true;
     for (bool first = true;; first = false) {
+        chunk = read_chunk(r); /* smaller after a piece of large entries */
         long want = r->count - done < chunk ? r->count - done : chunk, next;
         bool more = false, all = true;
         if (r->ahead != READER_AHEAD_NONE) {
@@ -1020,9 +1035,13 @@ static int keep_payload(struct reader *r, struct batch *b, size_t i, const redis
         reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2)
         e = map_get(reply->element[0]->element[1], "e");
     if (!e || e->type != REDIS_REPLY_STRING) {
+        /* Deleted from the stream since it was read (XDEL, a foreign trim):
+         * like a pending entry deleted, it is only acknowledged; a dead
+         * letter without its payload could not be replayed. */
         log_warn("payload_gone", LF_STR("stream", r->streams[b->entries[i].stream]),
-                 LF_STR("entry_id", b->entries[i].id));
-        return batch_set_payload(b, i, "", 0);
+                 LF_STR("entry_id", b->entries[i].id), LF_STR("action", "acknowledged only"));
+        b->entries[i].kind = BATCH_ACK_ONLY;
+        return 0;
     }
     return batch_set_payload(b, i, e->str, e->len);
 }

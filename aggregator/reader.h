@@ -19,6 +19,12 @@
 #define READER_CHUNK     2000
 #define READER_CHUNK_MIN 100
 
+/* A piece asks for fewer entries when the last one's largest entry was large
+ * (someone else's XADD with big fields: the collector's are a few KB), so
+ * that a piece's reply stays near this size; the first piece after a change
+ * can still take READER_CHUNK times its entries' size. */
+#define READER_PIECE_BYTES ((size_t)16 << 20)
+
 struct redisContext;
 
 /* What a read returned. */
@@ -54,6 +60,7 @@ struct reader {
     char *consumer;   /* consumer name in the group, owned */
     long count;       /* COUNT per read and stream */
     size_t max_bytes; /* a batch's rows stop reading at this size */
+    size_t entry_max; /* bytes of the largest entry of the last piece of new entries */
     long block_ms;    /* BLOCK of a read of new entries (<= 1 s) */
     bool recovering;  /* still reading own pending entries */
     bool restarted;   /* the first recovery since reader_init() is not done: it counts a delivery */
@@ -123,7 +130,7 @@ int reader_prefetch(struct reader *r);
 
 /* Reads back from the streams the payload (field `e`) of the entries idx[0..n)
  * of `b`, pipelined, and keeps it in the batch (batch_set_payload); an entry no
- * longer in its stream gets an empty one (logged). Returns 0, or -1 with
+ * longer in its stream becomes BATCH_ACK_ONLY (logged). Returns 0, or -1 with
  * `errstr` set (then disconnected). */
 int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, size_t n);
 

@@ -193,13 +193,14 @@ uint64_t store_watch_limit_ms(long statement_timeout_ms)
     return t + (t / 4 < 15000 ? t / 4 : 15000);
 }
 
-uint64_t store_watch(struct store *s, uint64_t now_ms)
+uint64_t store_watch(struct store *s, uint64_t now_ms, uint64_t stop_cut_ms)
 {
     uint64_t cut = 0;
 
     pthread_mutex_lock(&s->call_mu);
     if (s->call_since_ms && !s->call_cut_ms &&
-        now_ms - s->call_since_ms > store_watch_limit_ms(s->statement_timeout_ms)) {
+        (now_ms - s->call_since_ms > store_watch_limit_ms(s->statement_timeout_ms) ||
+         (stop_cut_ms && now_ms >= stop_cut_ms))) {
         /* The owner closes the socket only after call_end(), under this
          * lock: the descriptor is still the call's. */
         shutdown(s->call_fd, SHUT_RDWR);

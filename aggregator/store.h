@@ -178,7 +178,9 @@ uint64_t store_watch_limit_ms(long statement_timeout_ms);
  * connection's socket down, so that the blocked call fails as a lost
  * connection (a server that stopped answering: its host still acknowledges
  * the packets, so no TCP timeout ends the wait). Returns how long the call
- * had lasted if it did so, else 0. */
-uint64_t store_watch(struct store *s, uint64_t now_ms);
+ * had lasted if it did so, else 0. A call still in progress at `stop_cut_ms`
+ * (monotonic; 0: never), whenever it began, is given up the same way: a
+ * process that stops does not wait out the limit. */
+uint64_t store_watch(struct store *s, uint64_t now_ms, uint64_t stop_cut_ms);
 
 #endif

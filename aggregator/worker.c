@@ -21,7 +21,6 @@
 #define TRIM_INTERVAL_MS    10000 /* XTRIM of acknowledged entries */
 #define IDLE_PING_MS        1000 /* PG check while idle, floors marked current while Redis is away */
 #define PARTITIONS_EVERY_MS (3600 * 1000)
-#define PAST_DAYS_MAX       400 /* oldest day a batch may create a partition for */
 #define FAILPOINT_EXIT      137 /* as if killed with SIGKILL */
 
 /* Test-only failure injection (ARV_FAILPOINT, see worker.h): after_commit
@@ -124,9 +123,9 @@ enum worker_dep worker_pg_state(struct worker *w)
     return (enum worker_dep)atomic_load(&w->pg_state);
 }
 
-uint64_t worker_watch(struct worker *w, uint64_t now_ms)
+uint64_t worker_watch(struct worker *w, uint64_t now_ms, uint64_t stop_cut_ms)
 {
-    return w->store.call_mu_ready ? store_watch(&w->store, now_ms) : 0;
+    return w->store.call_mu_ready ? store_watch(&w->store, now_ms, stop_cut_ms) : 0;
 }
 
 /* Sleeps `ms`, waking early when asked to stop. */
@@ -180,7 +179,9 @@ static void redis_ok(struct worker *w)
 /* Marks PostgreSQL failed with `st`; logs once per kind of failure. */
 static void pg_failed(struct worker *w, enum store_status st)
 {
-    enum worker_dep dep = st == STORE_SCHEMA ? WORKER_DEP_SCHEMA : WORKER_DEP_DOWN;
+    enum worker_dep dep = st == STORE_SCHEMA  ? WORKER_DEP_SCHEMA
+                          : st == STORE_RETRY ? WORKER_DEP_ERRORS
+                                              : WORKER_DEP_DOWN;
 
     metric_inc(w->m.db_errors);
     if (atomic_exchange(&w->pg_state, dep) != (int)dep)
@@ -289,9 +290,14 @@ static enum store_status flush_each(struct worker *w)
             log_warn("entry_rejected", LF_STR("stream", b->streams[e->stream]),
                      LF_STR("entry_id", e->id), LF_STR("sqlstate", w->store.sqlstate),
                      LF_STR("error", w->store.errstr));
-            if (!resolve_entries(w, i, 1, true) ||
-                batch_reject(b, i, BATCH_REASON_REJECTED, w->store.errstr) < 0) {
+            if (!resolve_entries(w, i, 1, true)) {
                 e->keep_pending = true; /* delivered again later */
+                continue;
+            }
+            if (e->kind == BATCH_ACK_ONLY) /* deleted from the stream meanwhile */
+                continue;
+            if (batch_reject(b, i, BATCH_REASON_REJECTED, w->store.errstr) < 0) {
+                e->keep_pending = true;
                 continue;
             }
             st = store_flush(&w->store, b, i, 1, &c);
@@ -332,42 +338,78 @@ static enum store_status write_each(struct worker *w)
     return STORE_OK;
 }
 
-/* The days [*first, *last] whose partitions the batch's events need, when
- * some fall outside what was already ensured, [lo, hi]; false if none do. */
-static bool batch_partitions_needed(const struct worker *w, int64_t lo, int64_t hi, int64_t *first,
-                                    int64_t *last)
+static bool partition_known(const struct worker_partitions *k, int64_t day)
 {
-    const struct batch *b = &w->batch;
-    int64_t today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
-
-    if (b->min_received_ms == 0)
-        return false;
-    *first = timeutil_period(b->min_received_ms, TIMEUTIL_DAY_MS);
-    *last = timeutil_period(b->max_received_ms, TIMEUTIL_DAY_MS);
-    if (*first < today - PAST_DAYS_MAX)
-        *first = today - PAST_DAYS_MAX;
-    if (*last > today + 2)
-        *last = today + 2;
-    if (*first >= lo && *last <= hi)
-        return false;
-    return *first <= *last; /* all outside the window: let the insert reject them */
+    if (day >= k->lo && day <= k->hi)
+        return true;
+    for (unsigned i = 0; i < k->nextra; i++)
+        if (k->extra[i] == day)
+            return true;
+    return false;
 }
 
-/* Creates day partitions for the batch's days when they fall outside what was
- * already ensured, [*lo, *hi]. */
-static enum store_status ensure_batch_partitions(struct worker *w, int64_t *lo, int64_t *hi)
+size_t worker_partition_days(const struct batch *b, const struct worker_partitions *known,
+                             int64_t *out, size_t max)
 {
-    int64_t first, last;
+    size_t n = 0;
+    int64_t last = INT64_MIN; /* entries come mostly in time order */
+
+    for (size_t i = 0; i < b->count; i++) {
+        const struct batch_entry *e = &b->entries[i];
+        if (e->kind != BATCH_EVENT)
+            continue;
+        int64_t day = timeutil_period(e->received_ms, TIMEUTIL_DAY_MS);
+        if (day == last || partition_known(known, day))
+            continue;
+        last = day;
+        size_t lo = 0, hi = n;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (out[mid] < day)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if ((lo < n && out[lo] == day) || n == max)
+            continue;
+        memmove(out + lo + 1, out + lo, (n - lo) * sizeof(*out));
+        out[lo] = day;
+        n++;
+    }
+    return n;
+}
+
+void worker_partitions_add(struct worker_partitions *known, const int64_t *days, size_t n)
+{
+    if (n > WORKER_PARTITIONS_EXTRA) {
+        days += n - WORKER_PARTITIONS_EXTRA;
+        n = WORKER_PARTITIONS_EXTRA;
+    }
+    if (known->nextra + n > WORKER_PARTITIONS_EXTRA) {
+        unsigned drop = (unsigned)(known->nextra + n - WORKER_PARTITIONS_EXTRA);
+        memmove(known->extra, known->extra + drop, (known->nextra - drop) * sizeof(*known->extra));
+        known->nextra -= drop;
+    }
+    memcpy(known->extra + known->nextra, days, n * sizeof(*days));
+    known->nextra += (unsigned)n;
+}
+
+/* Creates the day partitions that the batch's events need and `known` does
+ * not hold: one statement per run of consecutive days. */
+static enum store_status ensure_batch_partitions(struct worker *w, struct worker_partitions *known)
+{
+    int64_t days[BATCH_DAYS_BACK + BATCH_DAYS_AHEAD + 1];
+    size_t n = worker_partition_days(&w->batch, known, days, sizeof(days) / sizeof(days[0]));
     enum store_status st;
 
-    if (!batch_partitions_needed(w, *lo, *hi, &first, &last))
-        return STORE_OK;
-    st = store_ensure_partitions(&w->store, first, last);
-    if (st == STORE_OK) {
-        *lo = first < *lo ? first : *lo;
-        *hi = last > *hi ? last : *hi;
+    for (size_t i = 0, j; i < n; i = j) {
+        for (j = i + 1; j < n && days[j] == days[j - 1] + 1; j++)
+            ;
+        if ((st = store_ensure_partitions(&w->store, days[i], days[j - 1])) != STORE_OK)
+            return st;
     }
-    return st;
+    worker_partitions_add(known, days, n);
+    return STORE_OK;
 }
 
 /* Reports a refused stats or trim command: counted each time, logged once a
@@ -530,8 +572,8 @@ static void *worker_main(void *arg)
     long redis_backoff = BACKOFF_MIN_MS, pg_backoff = BACKOFF_MIN_MS;
     int64_t next_stats = 0, next_trim = 0, next_idle_ping = 0, next_partitions = 0;
     int64_t next_claim = (int64_t)timeutil_mono_ms() + w->claim_idle_ms / 2;
-    int64_t part_lo = 0, part_hi = -1; /* days whose partitions exist */
-    int64_t read_ms = 0;               /* time the last read took (XREADGROUP + decode) */
+    struct worker_partitions parts = {.lo = 0, .hi = -1};
+    int64_t read_ms = 0; /* time the last read took (XREADGROUP + decode) */
     enum reader_kind kind = READER_NEW;
     bool caught_up = false;
     bool failing = false;              /* the last attempt failed: a stop need not wait for it */
@@ -596,8 +638,7 @@ static void *worker_main(void *arg)
             if (st == STORE_OK) {
                 int64_t today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
                 st = store_ensure_partitions(&w->store, today - 1, today + 2);
-                part_lo = today - 1;
-                part_hi = today + 2;
+                parts = (struct worker_partitions){.lo = today - 1, .hi = today + 2};
                 next_partitions = now + PARTITIONS_EVERY_MS;
             }
             if (st != STORE_OK) {
@@ -619,8 +660,8 @@ static void *worker_main(void *arg)
                 backoff_sleep(w, &pg_backoff);
                 continue;
             }
-            part_lo = today - 1 < part_lo ? today - 1 : part_lo;
-            part_hi = today + 2 > part_hi ? today + 2 : part_hi;
+            parts.lo = today - 1 < parts.lo ? today - 1 : parts.lo;
+            parts.hi = today + 2 > parts.hi ? today + 2 : parts.hi;
             next_partitions = now + PARTITIONS_EVERY_MS;
         }
 
@@ -645,6 +686,7 @@ static void *worker_main(void *arg)
                     worker_sleep(w, left);
             }
             caught_up = false;
+            w->batch.today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
             if (w->claim_idle_ms > 0 && now >= next_claim && !w->reader.recovering &&
                 !store_in_write(&w->store) && !atomic_load(&w->stop)) {
                 kind = READER_CLAIMED;
@@ -724,10 +766,9 @@ static void *worker_main(void *arg)
         /* Write the read into the open write, or into a new one. A read of
          * pending or claimed entries, or one that needs a partition created
          * (DDL stays out of a long transaction), starts a write of its own. */
-        int64_t first_day, last_day;
+        int64_t day;
         if (store_in_write(&w->store) &&
-            (kind != READER_NEW ||
-             batch_partitions_needed(w, part_lo, part_hi, &first_day, &last_day))) {
+            (kind != READER_NEW || worker_partition_days(&w->batch, &parts, &day, 1) > 0)) {
             if (!end_write(w, true)) {
                 backoff_sleep(w, &pg_backoff);
                 continue;
@@ -739,7 +780,7 @@ static void *worker_main(void *arg)
             (void)reader_prefetch(&w->reader);
         int64_t t0 = (int64_t)timeutil_mono_ms();
         bool first_read = !store_in_write(&w->store);
-        st = first_read ? ensure_batch_partitions(w, &part_lo, &part_hi) : STORE_OK;
+        st = first_read ? ensure_batch_partitions(w, &parts) : STORE_OK;
         if (st == STORE_OK)
             st = store_resolve_content(&w->store, w->contents);
         if (st == STORE_OK && !resolve_entries(w, 0, w->batch.count, false)) {
@@ -757,8 +798,7 @@ static void *worker_main(void *arg)
              * the read once (its days are ensured again first) before going
              * entry by entry. */
             partitions_rechecked = true;
-            part_lo = 0;
-            part_hi = -1;
+            parts = (struct worker_partitions){.lo = 0, .hi = -1};
             memset(&w->wr, 0, sizeof(w->wr)); /* the read stays: retried as it is */
             continue;
         }

@@ -130,12 +130,33 @@ struct worker_write_limits {
 };
 
 /* A dependency as the worker last saw it. */
+/* Day partitions of the raw table known to exist: the days [lo, hi] (ensured
+ * at connect and every hour; none while lo > hi) and up to
+ * WORKER_PARTITIONS_EXTRA other days that reads needed. */
+#define WORKER_PARTITIONS_EXTRA 32
+struct worker_partitions {
+    int64_t lo, hi;
+    int64_t extra[WORKER_PARTITIONS_EXTRA];
+    unsigned nextra;
+};
+
+/* The UTC days of the batch's events (BATCH_EVENT entries: within
+ * BATCH_DAYS_BACK/AHEAD of the read's day) whose partitions `known` does not
+ * hold, distinct and ascending, into out[0..max); returns how many (at most
+ * max). Pure. */
+size_t worker_partition_days(const struct batch *b, const struct worker_partitions *known,
+                             int64_t *out, size_t max);
+
+/* Notes days[0..n) as ensured (the oldest extra days are forgotten first). */
+void worker_partitions_add(struct worker_partitions *known, const int64_t *days, size_t n);
+
 enum worker_dep {
     WORKER_DEP_CONNECTING, /* not tried yet */
     WORKER_DEP_UP,
-    WORKER_DEP_DOWN,   /* unreachable or failing */
-    WORKER_DEP_SCHEMA, /* PostgreSQL answers but the schema is missing */
-    WORKER_DEP_REFUSED /* Redis answers reads with errors (NOPERM, READONLY, ...) */
+    WORKER_DEP_DOWN,    /* unreachable or failing */
+    WORKER_DEP_SCHEMA,  /* PostgreSQL answers but the schema is missing */
+    WORKER_DEP_REFUSED, /* Redis answers reads with errors (NOPERM, READONLY, ...) */
+    WORKER_DEP_ERRORS   /* PostgreSQL answers with errors (disk full, read-only, timeout, ...) */
 };
 
 struct worker {
@@ -234,9 +255,9 @@ struct worker_failpoint {
 bool worker_failpoint_parse(const char *spec, struct worker_failpoint *fp);
 
 /* From any thread: gives up the worker's call to PostgreSQL if it has gone
- * unanswered too long (store_watch). Returns how long it had lasted if so,
- * else 0. */
-uint64_t worker_watch(struct worker *w, uint64_t now_ms);
+ * unanswered too long, or is still going at `stop_cut_ms` (store_watch).
+ * Returns how long it had lasted if so, else 0. */
+uint64_t worker_watch(struct worker *w, uint64_t now_ms, uint64_t stop_cut_ms);
 
 /* Dependency states, readable from any thread. */
 enum worker_dep worker_redis_state(struct worker *w);

@@ -13,8 +13,6 @@
 #include "log.h"
 #include "metrics.h"
 
-#define SERVICE_STOP_DEADLINE_S 10
-
 static const char *service_signal_name(evutil_socket_t sig)
 {
     switch (sig) {

@@ -11,6 +11,10 @@
 #include "config.h"
 #include "http_server.h"
 
+/* A stop (SIGTERM, SIGINT, SIGHUP) that has not finished after this long
+ * ends the process (exit 1). */
+#define SERVICE_STOP_DEADLINE_S 10
+
 struct event;
 struct event_base;
 struct health;

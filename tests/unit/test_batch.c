@@ -124,6 +124,35 @@ static const char *value_of(uint32_t id)
     return buf;
 }
 
+/* An event received more than BATCH_DAYS_BACK days before the read's day,
+ * or more than BATCH_DAYS_AHEAD after, is a dead letter: no partition is
+ * made for it (before, it failed its whole read, and one old event made a
+ * partition for every day back to it). At the edges it is an event. */
+Test(batch, event_received_outside_the_days_written_is_a_dead_letter)
+{
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
+    const int64_t day = 1764064800123LL / 86400000; /* the event's, 2025-11-25 */
+    const int64_t todays[] = {day + BATCH_DAYS_BACK + 1, day + BATCH_DAYS_BACK,
+                              day - BATCH_DAYS_AHEAD - 1, day - BATCH_DAYS_AHEAD};
+
+    for (size_t i = 0; i < 4; i++) {
+        b.today = todays[i];
+        cr_assert_eq(batch_add(&b, 0, "7-0", 3, f, 2), 0);
+    }
+    cr_assert_eq(b.entries[0].kind, BATCH_DEAD);
+    cr_assert_str_eq(b.entries[0].reason, BATCH_REASON_OUT_OF_RANGE);
+    cr_assert(strstr(row_of(0),
+                     "arv:events:0\t7-0\treceived_out_of_range\treceived_at "
+                     "2025-11-25T10:00:00.123Z is outside the days written: 400 days before "
+                     "today (UTC) to 2 after\t{\"v\":\"1\",\"e\":"),
+              "%s", row_of(0));
+    cr_assert_eq(b.entries[1].kind, BATCH_EVENT);
+    cr_assert_eq(b.entries[2].kind, BATCH_DEAD);
+    cr_assert_eq(b.entries[3].kind, BATCH_EVENT);
+    cr_assert_eq(b.dead, 2);
+    cr_assert_eq(b.invalid, 0);
+}
+
 Test(batch, decodes_an_event_into_a_raw_row)
 {
     struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
@@ -134,8 +163,6 @@ Test(batch, decodes_an_event_into_a_raw_row)
     cr_assert_eq(b.count, 1);
     cr_assert_eq(b.entries[0].kind, BATCH_EVENT);
     cr_assert_eq(b.invalid, 0);
-    cr_assert_eq(b.min_received_ms, 1764064800123LL);
-    cr_assert_eq(b.max_received_ms, 1764064800123LL);
     /* The raw row up to is_bot in COPY binary format, BATCH_RAW_COLUMNS
      * order: 16 fields (the store adds the count and the content columns). */
     const unsigned char event_id[16] = {0x01, 0xa2, 0x12, 0x7b, 0xdb, 0x01, 0x7b, 0x91,
@@ -434,7 +461,6 @@ Test(batch, rejects_bad_ids_and_resets)
     batch_reset(&b);
     cr_assert_eq(b.count, 0);
     cr_assert_eq(b.rows.len, 0);
-    cr_assert_eq(b.min_received_ms, 0);
 }
 
 /* An event with only a user agent, as the collector streams it. */
@@ -497,7 +523,6 @@ Test(batch, next_read_keeps_interned_values)
     batch_next(&b);
     cr_assert_eq(b.count, 0);
     cr_assert_eq(b.rows.len, 0);
-    cr_assert_eq(b.min_received_ms, 0);
     cr_assert_eq(b.nvals, nvals);
     v = batch_value(&b, city, &len);
     cr_assert(len > 0 && v);

@@ -40,15 +40,39 @@ Test(store, watch_shuts_an_unanswered_call_down)
 
     cr_assert_eq(store_init(&s, "postgresql://x@127.0.0.1/x", "analytics.ar_content", 1000), 0);
     cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    cr_assert_eq(store_watch(&s, 5000), 0, "no call in progress");
+    cr_assert_eq(store_watch(&s, 5000, 0), 0, "no call in progress");
     s.call_since_ms = 1000;
     s.call_fd = sv[0];
-    cr_assert_eq(store_watch(&s, 2250), 0, "1,250 ms is within the limit");
+    cr_assert_eq(store_watch(&s, 2250, 0), 0, "1,250 ms is within the limit");
     cr_assert_eq(send(sv[1], "x", 1, 0), 1);
     cr_assert_eq(recv(sv[0], &c, 1, MSG_DONTWAIT), 1, "the socket still works");
-    cr_assert_eq(store_watch(&s, 2251), 1251);
+    cr_assert_eq(store_watch(&s, 2251, 0), 1251);
     cr_assert_eq(recv(sv[1], &c, 1, 0), 0, "the peer sees the connection end");
-    cr_assert_eq(store_watch(&s, 9000), 0, "given up once");
+    cr_assert_eq(store_watch(&s, 9000, 0), 0, "given up once");
+    s.call_since_ms = 0;
+    s.call_fd = -1;
+    store_deinit(&s);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* Once stopping, a call still going at the stop's cut is given up, however
+ * short it has been; before the cut it is left alone. */
+Test(store, watch_cuts_a_call_at_the_stop)
+{
+    struct store s;
+    int sv[2];
+    char c;
+
+    cr_assert_eq(store_init(&s, "postgresql://x@127.0.0.1/x", "analytics.ar_content", 60000), 0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    cr_assert_eq(store_watch(&s, 5000, 4000), 0, "no call in progress");
+    s.call_since_ms = 10000;
+    s.call_fd = sv[0];
+    cr_assert_eq(store_watch(&s, 10500, 11000), 0, "before the cut");
+    cr_assert_eq(recv(sv[0], &c, 1, MSG_DONTWAIT), -1, "the socket still works");
+    cr_assert_eq(store_watch(&s, 11000, 11000), 1000, "at the cut, far within the limit");
+    cr_assert_eq(recv(sv[1], &c, 1, 0), 0, "the peer sees the connection end");
     s.call_since_ms = 0;
     s.call_fd = -1;
     store_deinit(&s);

@@ -74,6 +74,54 @@ Test(worker, caught_up_write_lingers)
               "pending or claimed entries");
 }
 
+/* The days whose partitions a read needs: its events' days not known,
+ * each once, ascending; dead letters need none. */
+Test(worker, partition_days_are_the_events_days_not_known)
+{
+    static const char *const streams[] = {"s"};
+    const int64_t D = 86400000;
+    const int64_t at[] = {30 * D + 5, 30 * D + 9, 12 * D, 31 * D, 12 * D + 1, 40 * D, 3 * D};
+    struct batch b;
+    struct worker_partitions known = {.lo = 30, .hi = 33, .extra = {40}, .nextra = 1};
+    int64_t days[8];
+
+    batch_init(&b, streams);
+    for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+        cr_assert_eq(batch_add_ack_only(&b, 0, "1-0", 3), 0);
+        b.entries[i].kind = i == 6 ? BATCH_DEAD : BATCH_EVENT;
+        b.entries[i].received_ms = at[i];
+    }
+    cr_assert_eq(worker_partition_days(&b, &known, days, 8), 1);
+    cr_assert_eq(days[0], 12);
+    b.entries[6].kind = BATCH_EVENT;
+    cr_assert_eq(worker_partition_days(&b, &known, days, 8), 2);
+    cr_assert(days[0] == 3 && days[1] == 12);
+    cr_assert_eq(worker_partition_days(&b, &known, days, 1), 1, "at most max");
+    known = (struct worker_partitions){.lo = 0, .hi = -1};
+    cr_assert_eq(worker_partition_days(&b, &known, days, 8), 5, "nothing known");
+    cr_assert(days[0] == 3 && days[1] == 12 && days[2] == 30 && days[3] == 31 && days[4] == 40);
+    batch_deinit(&b);
+}
+
+/* Days ensured beside [lo, hi] are remembered, the oldest forgotten first. */
+Test(worker, partitions_remember_the_latest_extra_days)
+{
+    struct worker_partitions k = {.lo = 0, .hi = -1};
+    int64_t days[WORKER_PARTITIONS_EXTRA + 2];
+
+    for (int i = 0; i < WORKER_PARTITIONS_EXTRA + 2; i++)
+        days[i] = 100 + i;
+    worker_partitions_add(&k, days, 2);
+    cr_assert(k.nextra == 2 && k.extra[0] == 100 && k.extra[1] == 101);
+    worker_partitions_add(&k, days + 2, WORKER_PARTITIONS_EXTRA - 1);
+    cr_assert_eq(k.nextra, WORKER_PARTITIONS_EXTRA);
+    cr_assert_eq(k.extra[0], 101, "the oldest forgotten");
+    cr_assert_eq(k.extra[WORKER_PARTITIONS_EXTRA - 1], 100 + WORKER_PARTITIONS_EXTRA);
+    worker_partitions_add(&k, days, WORKER_PARTITIONS_EXTRA + 2);
+    cr_assert_eq(k.nextra, WORKER_PARTITIONS_EXTRA);
+    cr_assert_eq(k.extra[0], 102, "the latest kept");
+}
+
 Test(worker, write_stays_open_less_than_the_claim_idle)
 {
     cr_assert_eq(worker_write_max_ms(0), WORKER_WRITE_MAX_MS);
