@@ -11,4 +11,7 @@
 /* Single-key lock for retention and partition upkeep: one aggregator at a time. */
 #define ARV_LOCK_MAINTENANCE 0x6172764d
 
+/* Single-key lock held by `arvctl dlq replay` while it replays ("arvD"). */
+#define ARV_LOCK_DLQ_REPLAY 0x61727644
+
 #endif

@@ -21,7 +21,7 @@ int main(int argc, char **argv)
                         "Reads AR session events from the Redis stream (consumer group "
                         "arv-aggregators) and writes raw rows and rollups to PostgreSQL.",
                         aggregator_options, aggregator_options_len, &cfg, &cfg.common,
-                        aggregator_config_validate, argc, argv);
+                        aggregator_config_validate, 1, argc, argv);
 
     /* Order: the service frame (loop, metrics, HTTP), then the aggregator on it. */
     if (service_init(&svc, "arv-aggregator", &cfg.common, &http_server_get_limits) < 0)

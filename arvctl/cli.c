@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pg_pool.h"
+
 enum cli_parse_result cli_parse(const char *cmd, int argc, char **argv, int first,
                                 const struct cli_option *opts, size_t nopts)
 {
@@ -113,9 +115,14 @@ static void cli_notice(void *arg, const char *message)
 
 PGconn *cli_connect(const char *database_url)
 {
-    /* Our defaults first: settings in the URL (expanded dbname) win. */
-    static const char *const keys[] = {"application_name", "connect_timeout", "dbname", NULL};
-    const char *values[] = {"arvctl", "10", database_url, NULL};
+    /* The daemons' defaults (connect timeout, TCP keepalives and user
+     * timeout), settings in the URL winning; and a session idle inside a
+     * transaction 15 s ends: an arvctl stopped (Ctrl-Z) or cut off while it
+     * holds a day's rebuild lock would otherwise hold up the aggregators'
+     * writes of that day for as long as it stays so. */
+    const char *keys[PG_CONN_PARAMS_MAX], *values[PG_CONN_PARAMS_MAX];
+    pg_conn_params("arvctl", "-c idle_in_transaction_session_timeout=15000", database_url, keys,
+                   values);
     PGconn *conn = PQconnectdbParams(keys, values, 1);
     PGresult *res;
 
@@ -146,6 +153,13 @@ void cli_report(const char *what, const PGresult *res, const PGconn *conn)
     if (state && (strcmp(state, "42P01") == 0 || strcmp(state, "3F000") == 0)) {
         fprintf(stderr, "arvctl: %s: %s (run `arvctl migrate` first)\n", what,
                 msg ? msg : "relation missing");
+        return;
+    }
+    if (state && strcmp(state, "42703") == 0) { /* a column a later migration adds */
+        fprintf(stderr,
+                "arvctl: %s: %s (the schema may be older than this arvctl: run `arvctl"
+                " migrate`)\n",
+                what, msg ? msg : "column missing");
         return;
     }
     cli_report_error(what, res, conn);

@@ -11,16 +11,55 @@
 #include <json-c/json.h>
 #include <libpq-fe.h>
 
+#include "batch.h"
 #include "cli.h"
 #include "event.h"
+#include "locks.h"
+#include "reader.h"
 #include "redis_conn.h"
 #include "stream_writer.h"
 #include "timeutil.h"
 
-#define DLQ_MAX_NODES      64
-#define DLQ_SESSION_MAX    128
-#define DLQ_REPLAY_PAGE    1000              /* dead letters a replay reads at a time */
-#define DLQ_REASON_INVALID "invalid_payload" /* the aggregator's batch.h: not an event */
+#define DLQ_MAX_NODES   64
+#define DLQ_SESSION_MAX 128
+#define DLQ_REPLAY_PAGE 1000       /* dead letters a replay reads at a time, */
+#define DLQ_PAGE_BYTES  "16777216" /* and their payloads' bytes, past the first */
+#define DLQ_STREAM_MAX  400        /* bytes of a stream name, the shard suffix apart */
+
+/* The reasons the aggregator writes. */
+static const char *const dlq_reasons[] = {BATCH_REASON_INVALID, BATCH_REASON_UNKNOWN,
+                                          BATCH_REASON_REJECTED, BATCH_REASON_DELIVERIES,
+                                          BATCH_REASON_OUT_OF_RANGE};
+
+/* True if `reason` is one of dlq_reasons, or some dead letter has it (written
+ * by hand, say); else says so on stderr: a typo would replay nothing. False
+ * too (said) if PostgreSQL fails; *usage tells which. */
+static bool dlq_reason_ok(PGconn *conn, const char *reason, bool *usage)
+{
+    size_t n = sizeof(dlq_reasons) / sizeof(dlq_reasons[0]);
+
+    *usage = false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(reason, dlq_reasons[i]) == 0)
+            return true;
+    const char *params[] = {reason};
+    PGresult *res =
+        cli_query(conn, "SELECT EXISTS (SELECT 1 FROM analytics.dead_letters WHERE reason = $1)", 1,
+                  params, "cannot read dead letters");
+    bool found = res && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    if (res && !found) {
+        *usage = true;
+        fprintf(stderr,
+                "arvctl dlq replay: --reason: no dead letter has reason '%s' (the"
+                " aggregator writes",
+                reason);
+        for (size_t i = 0; i < n; i++)
+            fprintf(stderr, "%s %s", i ? "," : "", dlq_reasons[i]);
+        fprintf(stderr, ")\n");
+    }
+    PQclear(res);
+    return found;
+}
 
 static const char dlq_usage[] =
     "Usage: arvctl dlq list [--reason R] [--limit N] [--json]\n"
@@ -209,11 +248,14 @@ out:
     return rc;
 }
 
-/* Blocking connections to the Redis nodes, opened on first use. */
+/* Blocking connections to the Redis nodes, opened on first use, and the
+ * streams found read by the aggregators. */
 struct dlq_redis {
     struct redis_url urls[DLQ_MAX_NODES];
     redisContext *ctx[DLQ_MAX_NODES];
     int nodes;
+    char **read; /* stream names, malloc'd */
+    size_t nread;
 };
 
 /* Runs one command on `c`; true if the reply is not an error. Prints why not. */
@@ -276,6 +318,50 @@ fail:
     return NULL;
 }
 
+/* True if `stream` on `c` has the aggregators' consumer group (the
+ * aggregators create it on every stream they read), asked once per stream;
+ * else says so on stderr: events appended there would never be counted. */
+static bool dlq_stream_read(struct dlq_redis *r, redisContext *c, const char *stream)
+{
+    for (size_t i = 0; i < r->nread; i++)
+        if (strcmp(r->read[i], stream) == 0)
+            return true;
+    redisReply *reply = redisCommand(c, "XINFO GROUPS %s", stream);
+    bool found = false;
+    for (size_t i = 0; reply && reply->type == REDIS_REPLY_ARRAY && i < reply->elements; i++) {
+        const redisReply *g = reply->element[i];
+        for (size_t k = 0; g->type == REDIS_REPLY_ARRAY && k + 1 < g->elements; k += 2)
+            if (g->element[k]->type == REDIS_REPLY_STRING &&
+                strcmp(g->element[k]->str, "name") == 0 &&
+                g->element[k + 1]->type == REDIS_REPLY_STRING &&
+                strcmp(g->element[k + 1]->str, READER_GROUP) == 0)
+                found = true;
+    }
+    /* A stream that does not exist is answered "ERR no such key". */
+    bool refused =
+        !reply || (reply->type == REDIS_REPLY_ERROR && !strstr(reply->str, "no such key"));
+    if (refused)
+        fprintf(stderr, "arvctl dlq replay: XINFO GROUPS %s: %s\n", stream,
+                reply          ? reply->str
+                : c->errstr[0] ? c->errstr
+                               : "no reply");
+    else if (!found)
+        fprintf(stderr,
+                "arvctl dlq replay: stream '%s' has no consumer group %s: no aggregator reads it"
+                " (REDIS_URL, ARV_STREAM or --stream, and ARV_STREAM_SHARDS must be the"
+                " aggregators')\n",
+                stream, READER_GROUP);
+    if (reply)
+        freeReplyObject(reply);
+    char **p = found ? realloc(r->read, (r->nread + 1) * sizeof(*p)) : NULL;
+    if (p) { /* out of memory: asked again next time */
+        r->read = p;
+        if ((p[r->nread] = strdup(stream)))
+            r->nread++;
+    }
+    return found;
+}
+
 /* What a replay did, dead letter by dead letter. */
 struct dlq_counts {
     long replayed, skipped, failed;
@@ -293,7 +379,7 @@ static void replay_one(PGconn *conn, struct dlq_redis *redis, const struct dlq_t
     bool dated = false;
     int64_t day = 0;
 
-    if (strcmp(PQgetvalue(res, i, 1), DLQ_REASON_INVALID) == 0 ||
+    if (strcmp(PQgetvalue(res, i, 1), BATCH_REASON_INVALID) == 0 ||
         !(event = dlq_event(PQgetvalue(res, i, 2), session, sizeof(session), &dated, &day))) {
         fprintf(stderr, "skipped %s: %s, not an event\n", row_id, PQgetvalue(res, i, 1));
         n->skipped++;
@@ -309,7 +395,8 @@ static void replay_one(PGconn *conn, struct dlq_redis *redis, const struct dlq_t
     redisContext *c = dlq_redis_node(redis, node);
     const char *av[] = {"XADD", stream, "*", "v", EVENT_SCHEMA_VERSION, "e", event};
     const size_t al[] = {4, strlen(stream), 1, 1, strlen(EVENT_SCHEMA_VERSION), 1, strlen(event)};
-    bool sent = c && dlq_redis_ok(c, "XADD", 7, av, al, entry, sizeof(entry));
+    bool sent = c && dlq_stream_read(redis, c, stream) &&
+                dlq_redis_ok(c, "XADD", 7, av, al, entry, sizeof(entry));
     free(event);
     if (!sent) {
         n->failed++; /* Redis is down: the rest would fail the same way */
@@ -353,6 +440,11 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
         fprintf(stderr, "arvctl dlq replay: give exactly one of --id or --reason\n");
         return CLI_EXIT_USAGE;
     }
+    if (strlen(t->stream) > DLQ_STREAM_MAX) {
+        fprintf(stderr, "arvctl dlq replay: the stream name is longer than %d bytes\n",
+                DLQ_STREAM_MAX);
+        return CLI_EXIT_USAGE;
+    }
     if (id) {
         if (!cli_id_param("dlq replay", "id", id, idbuf, sizeof(idbuf)))
             return CLI_EXIT_USAGE;
@@ -368,6 +460,11 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
     snprintf(page, sizeof(page), "%d", DLQ_REPLAY_PAGE);
     if (!(conn = cli_connect(database_url)))
         goto out;
+    bool usage;
+    if (reason && !dlq_reason_ok(conn, reason, &usage)) {
+        rc = usage ? CLI_EXIT_USAGE : CLI_EXIT_FAILURE;
+        goto out;
+    }
     /* Up to the newest dead letter now: a replayed event that becomes a dead
      * letter again (its content still unknown) is not replayed again. */
     res = PQexec(conn, "SELECT coalesce(max(id), 0) FROM analytics.dead_letters");
@@ -376,22 +473,44 @@ static int dlq_replay(const char *database_url, const struct dlq_target *t, int 
         goto out;
     }
     snprintf(last, sizeof(last), "%s", PQgetvalue(res, 0, 0));
-    /* A page at a time, in id order: a reason may hold millions. */
+    /* One replay at a time: two would send the same letters (harmless within
+     * the dedupe window, but not past it, with --force). Held by the session
+     * until it ends. */
+    char lock[64];
+    PQclear(res);
+    snprintf(lock, sizeof(lock), "SELECT pg_try_advisory_lock(%d)", ARV_LOCK_DLQ_REPLAY);
+    res = PQexec(conn, lock);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "f") == 0) {
+        fprintf(stderr, "arvctl dlq replay: waiting for another replay to finish\n");
+        PQclear(res);
+        snprintf(lock, sizeof(lock), "SELECT pg_advisory_lock(%d)", ARV_LOCK_DLQ_REPLAY);
+        res = PQexec(conn, lock);
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        cli_report("cannot take the replay lock", res, conn);
+        goto out;
+    }
+    /* A page at a time, in id order: a reason may hold millions, and a
+     * payload megabytes (fields of someone else's XADD). */
     for (bool more = true; more && !n.failed;) {
         PQclear(res);
-        if (!(res = cli_query(conn,
-                              "SELECT id, reason, payload FROM analytics.dead_letters"
-                              " WHERE (($1::bigint IS NOT NULL AND id = $1)"
-                              " OR ($2::text IS NOT NULL AND reason = $2 AND replayed_at IS NULL))"
-                              " AND ($3::bigint IS NULL OR id > $3) AND id <= $5::bigint"
-                              " ORDER BY id LIMIT $4::int",
-                              5, params, "cannot read dead letters")))
+        if (!(res =
+                  cli_query(conn,
+                            "SELECT id, reason, payload FROM (SELECT *, sum(octet_length(payload))"
+                            " OVER (ORDER BY id) AS upto FROM (SELECT id, reason, payload"
+                            " FROM analytics.dead_letters"
+                            " WHERE (($1::bigint IS NOT NULL AND id = $1)"
+                            " OR ($2::text IS NOT NULL AND reason = $2 AND replayed_at IS NULL))"
+                            " AND ($3::bigint IS NULL OR id > $3) AND id <= $5::bigint"
+                            " ORDER BY id LIMIT $4::int) l) p"
+                            " WHERE upto - octet_length(payload) < " DLQ_PAGE_BYTES " ORDER BY id",
+                            5, params, "cannot read dead letters")))
             goto out;
         if (id && PQntuples(res) == 0) {
             fprintf(stderr, "arvctl dlq replay: no dead letter %s\n", idbuf);
             goto out;
         }
-        more = PQntuples(res) == DLQ_REPLAY_PAGE;
+        more = !id && PQntuples(res) > 0; /* the next page finds none, or more */
         if (more) {
             snprintf(after, sizeof(after), "%s", PQgetvalue(res, PQntuples(res) - 1, 0));
             params[2] = after;
@@ -406,6 +525,9 @@ out:
         if (redis.ctx[k])
             redisFree(redis.ctx[k]);
     }
+    for (size_t i = 0; i < redis.nread; i++)
+        free(redis.read[i]);
+    free(redis.read);
     PQclear(res);
     if (conn)
         PQfinish(conn);

@@ -1,5 +1,6 @@
 /* arvctl: the admin CLI (migrate, content, keys, dlq, rollups). Global options go anywhere on
  * the command line; everything else belongs to the subcommand. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,10 @@ int main(int argc, char **argv)
     char **sargv = calloc((size_t)argc + 1, sizeof(*sargv));
     int gargc = 0, sargc = 0, rc = CLI_EXIT_USAGE;
 
+    /* Output piped into `head` that exits: the command finishes what it
+     * does (a replay marks what it sent; a key made is reported as not
+     * printed) rather than dying half-way at its next line. */
+    signal(SIGPIPE, SIG_IGN);
     if (!gargv || !sargv) {
         fprintf(stderr, "arvctl: out of memory\n");
         rc = CLI_EXIT_FAILURE;
@@ -127,7 +132,7 @@ int main(int argc, char **argv)
         }
     }
     config_load_or_exit("arvctl", arvctl_summary, arvctl_options, ARVCTL_NOPTIONS, &cfg,
-                        &cfg.common, arvctl_validate, gargc, gargv);
+                        &cfg.common, arvctl_validate, CLI_EXIT_USAGE, gargc, gargv);
 
     if (sargc == 0) {
         fprintf(stderr, "arvctl: missing command: migrate, content, keys, dlq or rollups"

@@ -69,7 +69,8 @@ static void breakdown_select(struct strbuf *out, long max_values)
         " hll_union_agg(sessions) FROM ("
         " SELECT day, company_id, project_id, content_id, dimension,"
         " CASE WHEN value <> '" ROLLUP_OTHER_TEXT "' AND dense_rank() OVER (PARTITION BY"
-        " company_id, content_id, day, dimension ORDER BY total DESC, value) <= %ld"
+        " company_id, content_id, day, dimension ORDER BY value = '" ROLLUP_OTHER_TEXT "',"
+        " total DESC, value) <= %ld"
         " THEN value ELSE '" ROLLUP_OTHER_TEXT "' END AS value, views, sessions"
         " FROM (SELECT b.*, sum(b.views) OVER (PARTITION BY b.company_id, b.content_id, b.day,"
         " b.dimension, b.value) AS total FROM (" ROLLUP_SQL_BREAKDOWN_SELECT ") b (day,"
@@ -130,13 +131,24 @@ static bool rebuild_day(PGconn *conn, struct strbuf *sql, int64_t day, const cha
 
     *skipped = false;
     strbuf_reset(sql);
+    strbuf_printf(sql, "BEGIN; SELECT pg_try_advisory_xact_lock(%d, %" PRId64 ")",
+                  ARV_LOCK_ROLLUP_DAY, day);
+    res = PQexec(conn, sql->data);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "f") == 0) {
+        fprintf(stderr, "waiting for %s: aggregators are writing it\n", date);
+    }
+    PQclear(res);
+    /* The day's partition, attached (a detached one's rows are not the
+     * day's: its rollups would be rebuilt from nothing). A separate
+     * statement after the lock: it reads raw rows with a snapshot taken once
+     * every batch writing the day has committed. */
+    strbuf_reset(sql);
     strbuf_printf(sql,
-                  "BEGIN; SELECT pg_advisory_xact_lock(%d, %" PRId64 ");"
-                  " SELECT to_regclass('analytics.ar_view_sessions_p' || to_char(DATE '%s',"
-                  " 'YYYYMMDD')) IS NOT NULL",
+                  "SELECT pg_advisory_xact_lock(%d, %" PRId64 ");"
+                  " SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent ="
+                  " 'analytics.ar_view_sessions'::regclass AND inhrelid = to_regclass("
+                  "'analytics.ar_view_sessions_p' || to_char(DATE '%s', 'YYYYMMDD')))",
                   ARV_LOCK_ROLLUP_DAY, day, date);
-    /* A separate statement after the lock: it reads raw rows with a snapshot
-     * taken once every batch writing the day has committed. */
     res = PQexec(conn, sql->data);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         cli_report("cannot lock the day", res, conn);

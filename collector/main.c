@@ -75,7 +75,7 @@ int main(int argc, char **argv)
 
     config_load_or_exit("arv-collector", "Accepts AR session events and appends them to Redis.",
                         options, sizeof(options) / sizeof(options[0]), &cfg, &cfg.common, validate,
-                        argc, argv);
+                        1, argc, argv);
     cfg.limits = http_server_default_limits;
     /* A compressed body is at most as large as its decoded form (bombs aside,
      * which the decoder caps separately). */

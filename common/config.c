@@ -303,7 +303,7 @@ void config_apply_logging(const struct common_config *common, const char *servic
 
 void config_load_or_exit(const char *binary, const char *summary, const struct config_option *opts,
                          size_t nopts, void *cfg, const struct common_config *common,
-                         config_validate_fn *validate, int argc, char **argv)
+                         config_validate_fn *validate, int error_status, int argc, char **argv)
 {
     char err[512] = "";
     enum config_result r =
@@ -314,7 +314,7 @@ void config_load_or_exit(const char *binary, const char *summary, const struct c
         r = CONFIG_ERROR;
     if (r == CONFIG_ERROR) {
         fprintf(stderr, "%s: configuration error: %s\n", binary, err);
-        exit(1);
+        exit(error_status);
     }
     if (r == CONFIG_CHECK) {
         printf("%s: configuration ok\n", binary);

@@ -163,10 +163,11 @@ typedef bool config_validate_fn(const void *cfg, char *err, size_t errlen);
 
 /* For a binary's main(): load the config, run `validate` (may be NULL), apply
  * logging. On --help/--version exits 0; on --check-config prints the verdict and
- * exits 0 or 1; on a bad value prints one clear line to stderr and exits 1.
- * Returns only when the binary should run. */
+ * exits 0 or `error_status`; on a bad value prints one clear line to stderr and
+ * exits `error_status` (the daemons 1; arvctl 2, its usage error). Returns only
+ * when the binary should run. */
 void config_load_or_exit(const char *binary, const char *summary, const struct config_option *opts,
                          size_t nopts, void *cfg, const struct common_config *common,
-                         config_validate_fn *validate, int argc, char **argv);
+                         config_validate_fn *validate, int error_status, int argc, char **argv);
 
 #endif

@@ -19,7 +19,7 @@ int main(int argc, char **argv)
                         " company, project and content totals, time series, top, breakdowns,"
                         " CSV export; and a dashboard page at /dashboard.",
                         reporter_options, reporter_options_len, &cfg, &cfg.common,
-                        reporter_config_validate, argc, argv);
+                        reporter_config_validate, 1, argc, argv);
     if (service_init(&svc, "arv-reporter", &cfg.common, &http_server_get_limits) < 0)
         goto out;
     rep = reporter_new(&svc, &cfg);

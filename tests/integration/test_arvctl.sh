@@ -50,7 +50,7 @@ rc=0; "$ARVCTL" dlq replay 2>/dev/null || rc=$?
 rc=0; "$ARVCTL" dlq replay --id 99999999 2>/dev/null || rc=$?
 [ "$rc" = 1 ] || it_fail "dlq replay of a missing id exited $rc, expected 1"
 rc=0; out=$(REDIS_URL=rediss://:pw@127.0.0.1:6380/0 "$ARVCTL" dlq replay --id 1 2>&1) || rc=$?
-[ "$rc" = 1 ] && grep -q 'rediss:// (TLS) is not supported' <<<"$out" ||
+[ "$rc" = 2 ] && grep -q 'rediss:// (TLS) is not supported' <<<"$out" ||
     it_fail "dlq replay with a rediss:// URL: exit $rc, $out"
 "$ARVCTL" content add --id 999999999 --project 1001 --company 101 >/dev/null ||
     it_fail "content add"
@@ -87,6 +87,38 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "second replay not
     it_fail "replaying twice counted again"
 [ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from raw after the replays"
 it_pass "dlq replay: $distinct_unknown events counted once, replays again change nothing"
+
+# A reason no dead letter has, and not the aggregator's, is refused (a typo;
+# before: "0 replayed", exit 0). A stream no
+# aggregator reads (no arv-aggregators group) is refused before any XADD, and
+# the letter is not marked (before: marked replayed, its event never counted).
+# A replay waits for one already running (before: both sent the same letters).
+# Output cut short (`| true`) no longer kills arvctl mid-way (SIGPIPE).
+rc=0; err=$("$ARVCTL" dlq replay --reason unknown-content 2>&1) || rc=$?
+[ "$rc" = 2 ] && [[ $err == *"no dead letter has reason 'unknown-content' (the aggregator writes invalid_payload,"* ]] ||
+    it_fail "mistyped reason: exit $rc: $err"
+marked() { it_psql "SELECT replayed_at FROM analytics.dead_letters WHERE id = $first"; }
+was=$(marked)
+rc=0; err=$("$ARVCTL" dlq replay --id "$first" --stream arv:nobody 2>&1) || rc=$?
+[ "$rc" = 1 ] && [[ $err == *"stream 'arv:nobody' has no consumer group arv-aggregators"* ]] ||
+    it_fail "a stream no aggregator reads: exit $rc: $err"
+[ "$(redis-cli -p "$IT_REDIS_PORT" EXISTS arv:nobody)" = 0 ] && [ "$(marked)" = "$was" ] ||
+    it_fail "a stream no aggregator reads: appended to or marked"
+it_psql "SELECT pg_advisory_lock(1634891332), pg_sleep(2)" >/dev/null &
+holder=$!
+sleep 0.5
+err=$("$ARVCTL" dlq replay --reason unknown_content 2>&1 >/dev/null) || it_fail "replay behind another: $err"
+[[ $err == *"waiting for another replay to finish"* ]] || it_fail "replay behind another did not wait: $err"
+wait "$holder"
+(
+    sleep 0.3
+    rc=0
+    "$ARVCTL" keys create --admin --name piped 2>"$IT_TMP/piped.err" || rc=$?
+    echo "$rc" >"$IT_TMP/piped.rc"
+) | true
+[ "$(cat "$IT_TMP/piped.rc")" = 1 ] && grep -q "could not print it; revoke it" "$IT_TMP/piped.err" ||
+    it_fail "keys create into a closed pipe: exit $(cat "$IT_TMP/piped.rc"): $(cat "$IT_TMP/piped.err")"
+it_pass "dlq replay: a mistyped reason and a stream no aggregator reads refused, one replay at a time; a closed pipe reported"
 
 # Events received before the dedupe window: skipped unless --force (a counted
 # one would be counted again); before the raw retention: always skipped.
@@ -142,6 +174,26 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "paged replay not 
     it_fail "paged replay: only the skipped one should be left unreplayed"
 [ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from raw after the paged replay"
 it_pass "dlq replay: 2,345 dead letters replayed a page at a time, each once"
+
+# Pages are bounded in bytes too (16 MiB of payloads past a page's first):
+# 40 dead letters of 1 MB each go in pages of 17, each replayed once (before:
+# 1,000 at a time whatever their size, 1.1 GB for 1,100 such letters).
+raw4=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
+it_psql "INSERT INTO analytics.dead_letters (stream, entry_id, reason, payload)
+         SELECT 'test', 'big-' || g, 'big', '{\"event_id\":\"' || gen_random_uuid() || '\",\"session_id\":\"'
+                || gen_random_uuid() || '\",\"ar_content_id\":1,\"received_at\":\"'
+                || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') || '\",\"pad\":\"'
+                || repeat('x', 1000000) || '\"}'
+         FROM generate_series(1, 40) g" >/dev/null
+out=$("$ARVCTL" dlq replay --reason big 2>&1) || it_fail "replay of large dead letters: $out"
+grep -q "^40 replayed, 0 skipped, 0 failed$" <<<"$out" || it_fail "replay of large dead letters: $(tail -n 1 <<<"$out")"
+[ "$(grep '^replayed ' <<<"$out" | cut -d' ' -f2 | sort -u | wc -l)" = 40 ] ||
+    it_fail "replay of large dead letters: not each once"
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "large replay not drained"
+[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")" = $((raw4 + 40)) ] ||
+    it_fail "large replay: not each counted once"
+it_psql "DELETE FROM analytics.dead_letters WHERE reason = 'big'"
+it_pass "dlq replay: 40 dead letters of 1 MB in pages bounded in bytes, each once"
 
 # Replayed events whose content is still unknown become dead letters again:
 # a replay takes the dead letters there were when it started, and ends.
@@ -244,8 +296,62 @@ wrong=$(it_psql "WITH raw AS (SELECT company_id, ar_content_id, coalesce(city, '
 "$ARVCTL" rollups rebuild --from "$to" --to "$to" >/dev/null 2>&1 || it_fail "rebuild at the default cap"
 [ "$(agg_rollup_digest)" = "$before" ] || it_fail "a rebuild at the default cap did not give every value back"
 it_pass "rebuild: ARV_BREAKDOWN_MAX_VALUES=2 keeps the 2 values with the most views and (other), all views counted"
+# A client's own "(other)" is not one of the values kept: with (other) x4,
+# A x3 and B x2 and a cap of 2, A and B keep their rows (before: B was folded
+# into (other), which took a place).
+it_psql "INSERT INTO analytics.ar_view_sessions (event_id, ar_content_id, project_id, company_id,
+             session_id, city, created_at, received_at)
+         SELECT gen_random_uuid(), 77, 1077, 555, gen_random_uuid(), c, TIMESTAMPTZ '$to 12:00Z',
+                TIMESTAMPTZ '$to 12:00Z'
+         FROM unnest(ARRAY['(other)', '(other)', '(other)', '(other)', 'A', 'A', 'A', 'B', 'B']) c"
+ARV_BREAKDOWN_MAX_VALUES=2 "$ARVCTL" rollups rebuild --from "$to" --to "$to" >/dev/null 2>&1 ||
+    it_fail "rebuild with a client's (other)"
+got=$(it_psql "SELECT string_agg(value || ' ' || views, ', ' ORDER BY value) FROM analytics.rollup_breakdown_daily
+               WHERE day = '$to' AND ar_content_id = 77 AND dimension = 'city'")
+[ "$got" = "(other) 4, A 3, B 2" ] || it_fail "capped rebuild with a client's (other): $got"
+# A detached partition is not the day's: its rollups are kept, not rebuilt
+# from nothing (before: every rollup of the day deleted).
+digest=$(agg_rollup_digest)
+part=analytics.ar_view_sessions_p$(date -u -d "$to" +%Y%m%d)
+it_psql "ALTER TABLE analytics.ar_view_sessions DETACH PARTITION $part"
+out=$("$ARVCTL" rollups rebuild --from "$to" --to "$to" 2>&1) || it_fail "rebuild of a detached day: $out"
+it_psql "ALTER TABLE analytics.ar_view_sessions ATTACH PARTITION $part
+         FOR VALUES FROM ('$to 00:00Z') TO (TIMESTAMPTZ '$to 00:00Z' + interval '1 day')"
+[ "$(agg_rollup_digest)" = "$digest" ] || it_fail "a rebuild of a detached day changed its rollups: $out"
+it_psql "DELETE FROM analytics.ar_view_sessions WHERE company_id = 555"
+"$ARVCTL" rollups rebuild --from "$to" --to "$to" >/dev/null 2>&1 || it_fail "rebuild after the (other) rows"
+it_pass "capped rebuild: a client's (other) takes no place; a detached day's rollups kept"
+
+# An arvctl stopped (Ctrl-Z) while it holds a day's rebuild lock: its session
+# ends 15 s after it went idle in its transaction, and the lock with it
+# (before: held for as long as arvctl stayed stopped, every aggregator's
+# writes of that day waiting). A trigger makes the rebuild's statement last 2 s.
+it_psql "CREATE FUNCTION public.arv_test_slow() RETURNS trigger LANGUAGE plpgsql AS
+             \$\$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END \$\$;
+         CREATE TRIGGER arv_test_slow AFTER INSERT ON analytics.rollup_company_daily
+             FOR EACH STATEMENT EXECUTE FUNCTION public.arv_test_slow()"
+"$ARVCTL" rollups rebuild --from "$to" --to "$to" >/dev/null 2>"$IT_TMP/stopped.err" &
+stopped_pid=$!
+sleep 1
+kill -STOP "$stopped_pid"
+t0=$SECONDS
+for ((i = 0; i < 300; i++)); do
+    [ "$(it_psql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'arvctl'")" = 0 ] && break
+    sleep 0.1
+done
+took=$((SECONDS - t0))
+free=$(it_psql "SELECT pg_try_advisory_xact_lock(1634891346, $(($(date -u -d "$to" +%s) / 86400)))")
+kill -CONT "$stopped_pid"
+rc=0; wait "$stopped_pid" || rc=$?
+it_psql "DROP TRIGGER arv_test_slow ON analytics.rollup_company_daily; DROP FUNCTION public.arv_test_slow()"
+[ "$i" -lt 300 ] && [ "$free" = t ] || it_fail "a stopped rebuild's session still held the day after 30 s"
+[ "$rc" = 1 ] || it_fail "the stopped rebuild exited $rc once continued: $(cat "$IT_TMP/stopped.err")"
+[ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from raw after the stopped rebuild"
+it_pass "a rebuild stopped while holding its day: the session ended after about ${took} s, the day free, exit 1"
 rc=0; "$ARVCTL" rollups rebuild --from 2026-13-01 --to "$to" 2>/dev/null || rc=$?
 [ "$rc" = 2 ] || it_fail "bad date exited $rc, expected 2"
+rc=0; "$ARVCTL" --breakdown-max-values abc rollups rebuild --from "$to" --to "$to" 2>/dev/null || rc=$?
+[ "$rc" = 2 ] || it_fail "a bad global option value exited $rc, expected 2"
 rc=0; "$ARVCTL" rollups rebuild --from "$to" --to "$from" 2>/dev/null || rc=$?
 [ "$rc" = 2 ] || it_fail "reversed range exited $rc, expected 2"
 # A day past the raw retention whose partition a replayed old event recreated
