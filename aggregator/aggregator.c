@@ -178,7 +178,7 @@ static const char *dep_detail(enum worker_dep d)
     case WORKER_DEP_REFUSED:
         return "reads refused: see stream_read_failed in the log";
     case WORKER_DEP_ERRORS:
-        return "answers with errors: see postgresql_unavailable (sqlstate) in the log";
+        return "answers with errors: see postgresql_unavailable in the log";
     case WORKER_DEP_UP:
         break;
     }

@@ -416,7 +416,8 @@ static long read_chunk(const struct reader *r)
 
     chunk = chunk < READER_CHUNK_MIN ? READER_CHUNK_MIN : chunk;
     if (r->entry_max > 0) {
-        size_t fit = READER_PIECE_BYTES / r->entry_max; /* 0 for an entry over 16 MiB */
+        /* COUNT is per stream; 0 for an entry over 16 MiB */
+        size_t fit = READER_PIECE_BYTES / r->nstreams / r->entry_max;
         if ((size_t)chunk > fit)
             chunk = fit > 0 ? (long)fit : 1;
     }

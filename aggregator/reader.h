@@ -19,10 +19,12 @@
 #define READER_CHUNK     2000
 #define READER_CHUNK_MIN 100
 
-/* A piece asks for fewer entries when the last one's largest entry was large
- * (someone else's XADD with big fields: the collector's are a few KB), so
- * that a piece's reply stays near this size; the first piece after a change
- * can still take READER_CHUNK times its entries' size. */
+/* A read of new entries asks for fewer per piece when the last piece's
+ * largest entry was large (someone else's XADD with big fields: the
+ * collector's are a few KB), so that a piece's reply, all streams together,
+ * stays near this size. The first piece of such entries, and the one sent
+ * ahead with it, still take READER_CHUNK entries of that size; so do claims
+ * and the read of a consumer's own pending entries at its start. */
 #define READER_PIECE_BYTES ((size_t)16 << 20)
 
 struct redisContext;

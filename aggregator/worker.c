@@ -379,6 +379,12 @@ size_t worker_partition_days(const struct batch *b, const struct worker_partitio
     return n;
 }
 
+void worker_partitions_window(struct worker_partitions *known, int64_t today)
+{
+    known->lo = today - 1;
+    known->hi = today + 2;
+}
+
 void worker_partitions_add(struct worker_partitions *known, const int64_t *days, size_t n)
 {
     if (n > WORKER_PARTITIONS_EXTRA) {
@@ -638,7 +644,8 @@ static void *worker_main(void *arg)
             if (st == STORE_OK) {
                 int64_t today = timeutil_period(timeutil_real_ms(), TIMEUTIL_DAY_MS);
                 st = store_ensure_partitions(&w->store, today - 1, today + 2);
-                parts = (struct worker_partitions){.lo = today - 1, .hi = today + 2};
+                parts = (struct worker_partitions){0};
+                worker_partitions_window(&parts, today);
                 next_partitions = now + PARTITIONS_EVERY_MS;
             }
             if (st != STORE_OK) {
@@ -660,8 +667,7 @@ static void *worker_main(void *arg)
                 backoff_sleep(w, &pg_backoff);
                 continue;
             }
-            parts.lo = today - 1 < parts.lo ? today - 1 : parts.lo;
-            parts.hi = today + 2 > parts.hi ? today + 2 : parts.hi;
+            worker_partitions_window(&parts, today);
             next_partitions = now + PARTITIONS_EVERY_MS;
         }
 

@@ -147,6 +147,11 @@ struct worker_partitions {
 size_t worker_partition_days(const struct batch *b, const struct worker_partitions *known,
                              int64_t *out, size_t max);
 
+/* Sets [lo, hi] to the days ensured at connect and every hour: today - 1 to
+ * today + 2, whatever it held (days before it are no longer known from it:
+ * retention may drop them; the extra days are kept). Pure. */
+void worker_partitions_window(struct worker_partitions *known, int64_t today);
+
 /* Notes days[0..n) as ensured (the oldest extra days are forgotten first). */
 void worker_partitions_add(struct worker_partitions *known, const int64_t *days, size_t n);
 

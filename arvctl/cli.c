@@ -121,8 +121,7 @@ PGconn *cli_connect(const char *database_url)
      * holds a day's rebuild lock would otherwise hold up the aggregators'
      * writes of that day for as long as it stays so. */
     const char *keys[PG_CONN_PARAMS_MAX], *values[PG_CONN_PARAMS_MAX];
-    pg_conn_params("arvctl", "-c idle_in_transaction_session_timeout=15000", database_url, keys,
-                   values);
+    pg_conn_params("arvctl", NULL, database_url, keys, values);
     PGconn *conn = PQconnectdbParams(keys, values, 1);
     PGresult *res;
 
@@ -140,7 +139,8 @@ PGconn *cli_connect(const char *database_url)
      * a partition bound written as text under another DateStyle and zone
      * could be read back hours away (migration 0013). */
     res =
-        PQexec(conn, "SET client_min_messages = warning; SET TIME ZONE 'UTC'; SET DateStyle = ISO");
+        PQexec(conn, "SET client_min_messages = warning; SET TIME ZONE 'UTC'; SET DateStyle = ISO;"
+                     " SET idle_in_transaction_session_timeout = 15000");
     PQclear(res);
     return conn;
 }

@@ -153,6 +153,8 @@ enum dlq_age dlq_replay_age(int64_t day, int64_t today, long dedupe_days, long r
      * of margin covers a replay read after the next UTC midnight. */
     if (day <= today - raw_days)
         return DLQ_AGE_RAW;
+    if (day > today + BATCH_DAYS_AHEAD)
+        return DLQ_AGE_AHEAD;
     return day <= today - dlq_dedupe_window(dedupe_days, raw_days) ? DLQ_AGE_DEDUPE : DLQ_AGE_OK;
 }
 
@@ -172,7 +174,12 @@ static bool dlq_refused(const char *row_id, bool dated, int64_t day, int64_t tod
         return true;
     }
     timeutil_format_date(day, date, sizeof(date));
-    if (age == DLQ_AGE_RAW)
+    if (age == DLQ_AGE_AHEAD)
+        fprintf(stderr,
+                "skipped %s: received %s, more than %d days ahead: the aggregator would"
+                " dead-letter it again (received_out_of_range); replay it later\n",
+                row_id, date, BATCH_DAYS_AHEAD);
+    else if (age == DLQ_AGE_RAW)
         fprintf(stderr,
                 "skipped %s: received %s, past ARV_RAW_RETENTION_DAYS (%ld): its day's raw rows"
                 " are gone\n",

@@ -24,7 +24,9 @@ enum dlq_age {
     DLQ_AGE_OK,     /* its event id, if it was counted, is still in event_ids */
     DLQ_AGE_DEDUPE, /* past the dedupe window: if it was counted, a replay counts it
                      * again (only with --force) */
-    DLQ_AGE_RAW     /* past the raw retention: its day's raw rows are gone (never) */
+    DLQ_AGE_RAW,    /* past the raw retention: its day's raw rows are gone (never) */
+    DLQ_AGE_AHEAD   /* more than BATCH_DAYS_AHEAD after today: the aggregator would
+                     * dead-letter it again (received_out_of_range; not yet) */
 };
 enum dlq_age dlq_replay_age(int64_t day, int64_t today, long dedupe_days, long raw_days);
 

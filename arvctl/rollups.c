@@ -135,7 +135,10 @@ static bool rebuild_day(PGconn *conn, struct strbuf *sql, int64_t day, const cha
                   ARV_LOCK_ROLLUP_DAY, day);
     res = PQexec(conn, sql->data);
     if (PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "f") == 0) {
-        fprintf(stderr, "waiting for %s: aggregators are writing it\n", date);
+        fprintf(stderr,
+                "waiting for %s: the day is locked (aggregators writing it, a rebuild or"
+                " retention)\n",
+                date);
     }
     PQclear(res);
     /* The day's partition, attached (a detached one's rows are not the

@@ -130,8 +130,12 @@ Test(arvctl_dlq, replay_age_follows_the_retention_windows)
     cr_assert_eq(dlq_replay_age(today - 90, today, 0, 90), DLQ_AGE_RAW);
     cr_assert_eq(dlq_replay_age(today - 89, today, 400, 90), DLQ_AGE_OK);
     cr_assert_eq(dlq_replay_age(today - 90, today, 400, 90), DLQ_AGE_RAW);
-    /* A clock ahead of the event's day (tomorrow) is fine. */
+    /* A clock ahead of the event's day (tomorrow) is fine, up to the days
+     * the aggregator writes (before: any day ahead was replayed, and
+     * dead-lettered again as received_out_of_range). */
     cr_assert_eq(dlq_replay_age(today + 1, today, 1, 1), DLQ_AGE_OK);
+    cr_assert_eq(dlq_replay_age(today + 2, today, 1, 1), DLQ_AGE_OK);
+    cr_assert_eq(dlq_replay_age(today + 3, today, 1, 1), DLQ_AGE_AHEAD);
     cr_assert_eq(dlq_replay_age(today - 1, today, 1, 1), DLQ_AGE_RAW);
 }
 

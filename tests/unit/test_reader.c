@@ -676,6 +676,26 @@ Test(reader_live, piece_is_shared_by_the_streams)
     live_end(&r, &b);
 }
 
+/* After entries of 1 MiB, a piece asks each of 4 streams for a quarter of
+ * READER_PIECE_BYTES: COUNT is per stream (before: 16 each, 64 MiB). */
+Test(reader_live, large_entries_piece_is_shared_by_the_streams)
+{
+    static const char *const four[] = {"arv:l0", "arv:l1", "arv:l2", "arv:l3"};
+    struct reader r;
+    struct batch b;
+    enum reader_kind kind;
+    bool caught_up;
+    for (int s = 0; s < 4; s++)
+        add_entries_to(four[s], 100);
+    batch_init(&b, four);
+    reader_open(&r, NULL, four, 4, 10000, 1);
+    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
+    r.entry_max = (size_t)1 << 20; /* as after a piece of such entries */
+    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr);
+    cr_assert_eq(b.count, 4 * (READER_PIECE_BYTES >> 20) / 4, "a piece of %zu entries", b.count);
+    live_end(&r, &b);
+}
+
 /* A claim takes up to COUNT entries per stream and says whether more wait, so
  * that a dead consumer's backlog comes back a claim after another. */
 Test(reader_live, claim_says_when_more_are_left)

@@ -103,6 +103,27 @@ Test(worker, partition_days_are_the_events_days_not_known)
     batch_deinit(&b);
 }
 
+/* The hourly window is exactly today - 1 .. today + 2, also after the
+ * known days were forgotten (a 23514 retry empties them: lo 0, hi -1).
+ * Before, the hourly job took the union with that, from day 0: every day
+ * since 1970 counted as having a partition. */
+Test(worker, partitions_window_is_the_hourly_days)
+{
+    struct worker_partitions k = {.lo = 0, .hi = -1, .extra = {7}, .nextra = 1};
+    struct batch b;
+    static const char *const streams[] = {"s"};
+    int64_t days[4];
+
+    worker_partitions_window(&k, 20000);
+    cr_assert(k.lo == 19999 && k.hi == 20002 && k.nextra == 1);
+    batch_init(&b, streams);
+    cr_assert_eq(batch_add_ack_only(&b, 0, "1-0", 3), 0);
+    b.entries[0].kind = BATCH_EVENT;
+    b.entries[0].received_ms = 19990LL * 86400000;
+    cr_assert_eq(worker_partition_days(&b, &k, days, 4), 1, "ten days back: not known");
+    batch_deinit(&b);
+}
+
 /* Days ensured beside [lo, hi] are remembered, the oldest forgotten first. */
 Test(worker, partitions_remember_the_latest_extra_days)
 {
