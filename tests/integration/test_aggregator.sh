@@ -96,6 +96,8 @@ it_pass "HLL uniques within 3 sigma of COUNT(DISTINCT)"
 # letters; once registered it is counted at once (unknown keys are never
 # cached), by id and by unique id, without restarting anything. Known content
 # stays cached: the second round is answered by the cache.
+# rows EVENT_ID: how many raw rows event EVENT_ID has (1: written once).
+rows() { it_psql "SELECT count(*) FROM analytics.ar_view_sessions WHERE event_id = '$1'"; }
 late_event() { # event_id content_field
     local ts
     ts=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
@@ -281,7 +283,7 @@ done
 [ "$(grep -c "^1 replayed, 0 skipped" "$IT_TMP/replay.log")" = 2 ] ||
     it_fail "max_deliveries not replayed twice: $(cat "$IT_TMP/replay.log")"
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "replayed entries not drained"
-[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions WHERE event_id = '0000b000-0000-4000-8000-000000000030'")" = 1 ] ||
+[ "$(rows 0000b000-0000-4000-8000-000000000030)" = 1 ] ||
     it_fail "the replayed max_deliveries event was not counted once"
 it_stop claimer
 it_pass "claimed entries: delivered 10 times -> max_deliveries dead letter (replayed: counted once), 9 times -> written"
@@ -314,7 +316,7 @@ it_start noscript arv-aggregator ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=300 \
     REDIS_URL="redis://noscript:pw@127.0.0.1:$IT_REDIS_PORT/0"
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "claimed entry not written without scripts"
 it_stop noscript
-[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions WHERE event_id = '0000b000-0000-4000-8000-000000000032'")" = 1 ] ||
+[ "$(rows 0000b000-0000-4000-8000-000000000032)" = 1 ] ||
     it_fail "the entry claimed by a user without scripts was not written"
 grep -q '"consumers_not_forgotten"' "$IT_TMP/noscript.log" || it_fail "no consumers_not_forgotten warning"
 it_pass "claims without the right to run scripts: entry $orphan written, forgetting consumers only warned"
@@ -419,8 +421,7 @@ PGOPTIONS="-c default_transaction_read_only=off" it_psql "ALTER SYSTEM RESET def
 it_psql "SELECT pg_reload_conf()" >/dev/null
 [ "$i" -lt 100 ] || it_fail "read-only server: readiness $body"
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:ro" 30 || it_fail "read-only server: not written once writable"
-[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions
-              WHERE event_id = '0000b000-0000-4000-8000-000000000093'")" = 1 ] ||
+[ "$(rows 0000b000-0000-4000-8000-000000000093)" = 1 ] ||
     it_fail "read-only server: the event was not written once writable"
 it_stop readonly
 it_pass "a read-only server: readiness says it answers with errors; the event written once writable"
@@ -564,15 +565,13 @@ for ((i = 0; i < 100; i++)); do
     sleep 0.1
 done
 [ "$i" -lt 100 ] || it_fail "stop during a lingering write: the event was never read"
-[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions
-              WHERE event_id = '0000e000-0000-4000-8000-0000000000aa'")" = 0 ] ||
+[ "$(rows 0000e000-0000-4000-8000-0000000000aa)" = 0 ] ||
     it_fail "stop during a lingering write: written before the stop (no linger)"
 t0=$(date +%s%N)
 it_stop stoplinger
 ms=$((($(date +%s%N) - t0) / 1000000))
 ((ms < 3000)) || it_fail "stop during a lingering write took $ms ms"
-[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions
-              WHERE event_id = '0000e000-0000-4000-8000-0000000000aa'")" = 1 ] ||
+[ "$(rows 0000e000-0000-4000-8000-0000000000aa)" = 1 ] ||
     it_fail "stop during a lingering write: its event was not written"
 # An idle worker is in a blocking read: it sees the stop within a second.
 it_start stopidle arv-aggregator ARV_WORKERS=1 ARV_BATCH_WAIT_MS=30000
@@ -814,8 +813,7 @@ waited=$(grep '"postgresql_not_answering"' "$IT_TMP/hang.log" | grep -o '"waited
     it_fail "hang: expected postgresql_not_answering after 1,250 ms: '$waited'"
 grep -q '"postgresql_unavailable".*no answer from PostgreSQL for' "$IT_TMP/hang.log" ||
     it_fail "hang: the worker's error does not say the server did not answer"
-[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions
-              WHERE event_id = '0000b000-0000-4000-8000-000000000090'")" = 1 ] ||
+[ "$(rows 0000b000-0000-4000-8000-000000000090)" = 1 ] ||
     it_fail "hang: the event was not written once"
 kill -CONT "$hung"
 trap it_cleanup EXIT
@@ -884,8 +882,7 @@ gone=$((SECONDS - t0))
 kill -CONT "$IT_PID_frozen"
 [ "$i" -lt 250 ] || it_fail "frozen: its session still open 25 s after the worker stopped"
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM:frozen" 30 || it_fail "frozen: not drained once running again"
-[ "$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions
-              WHERE event_id = '0000b000-0000-4000-8000-000000000091'")" = 1 ] ||
+[ "$(rows 0000b000-0000-4000-8000-000000000091)" = 1 ] ||
     it_fail "frozen: the event was not written once"
 it_stop frozen
 it_pass "a worker stopped inside a write: its session ended by the server after ${gone} s, the event written once"

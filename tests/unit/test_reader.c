@@ -655,25 +655,35 @@ Test(reader_live, schema_fields_after_many_others_are_kept)
     live_end(&r, &b);
 }
 
-/* With several streams on a node, a piece of a read is shared by them:
- * READER_CHUNK entries in all, not READER_CHUNK per stream. */
-Test(reader_live, piece_is_shared_by_the_streams)
+/* The entries of the first read of new entries from 4 streams of
+ * `per_stream` entries each, ended after its first piece (a byte budget of
+ * 1), the last piece before it having had an entry of `entry_max` bytes. */
+static size_t first_piece_of_four(const char *const *four, int per_stream, size_t entry_max)
 {
-    static const char *const four[] = {"arv:m0", "arv:m1", "arv:m2", "arv:m3"};
     struct reader r;
     struct batch b;
     enum reader_kind kind;
     bool caught_up;
     for (int s = 0; s < 4; s++)
-        add_entries_to(four[s], 3000);
+        add_entries_to(four[s], per_stream);
     batch_init(&b, four);
-    /* A byte budget of 1: the read ends after its first piece. */
     reader_open(&r, NULL, four, 4, 10000, 1);
     cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
+    r.entry_max = entry_max;
     cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr);
     cr_assert_eq(kind, READER_NEW);
-    cr_assert_eq(b.count, READER_CHUNK, "a piece of %zu entries", b.count);
+    size_t n = b.count;
     live_end(&r, &b);
+    return n;
+}
+
+/* With several streams on a node, a piece of a read is shared by them:
+ * READER_CHUNK entries in all, not READER_CHUNK per stream. */
+Test(reader_live, piece_is_shared_by_the_streams)
+{
+    static const char *const four[] = {"arv:m0", "arv:m1", "arv:m2", "arv:m3"};
+    size_t n = first_piece_of_four(four, 3000, 0);
+    cr_assert_eq(n, READER_CHUNK, "a piece of %zu entries", n);
 }
 
 /* After entries of 1 MiB, a piece asks each of 4 streams for a quarter of
@@ -681,19 +691,8 @@ Test(reader_live, piece_is_shared_by_the_streams)
 Test(reader_live, large_entries_piece_is_shared_by_the_streams)
 {
     static const char *const four[] = {"arv:l0", "arv:l1", "arv:l2", "arv:l3"};
-    struct reader r;
-    struct batch b;
-    enum reader_kind kind;
-    bool caught_up;
-    for (int s = 0; s < 4; s++)
-        add_entries_to(four[s], 100);
-    batch_init(&b, four);
-    reader_open(&r, NULL, four, 4, 10000, 1);
-    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
-    r.entry_max = (size_t)1 << 20; /* as after a piece of such entries */
-    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr);
-    cr_assert_eq(b.count, 4 * (READER_PIECE_BYTES >> 20) / 4, "a piece of %zu entries", b.count);
-    live_end(&r, &b);
+    size_t n = first_piece_of_four(four, 100, (size_t)1 << 20);
+    cr_assert_eq(n, 4 * (READER_PIECE_BYTES >> 20) / 4, "a piece of %zu entries", n);
 }
 
 /* A claim takes up to COUNT entries per stream and says whether more wait, so

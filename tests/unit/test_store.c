@@ -30,6 +30,28 @@ Test(store, watch_limit)
     cr_assert_eq(store_watch_limit_ms(3600000), 3615000); /* a quarter, at most 15 s */
 }
 
+/* A store whose call to the server, begun at `since_ms`, is on socket
+ * sv[0] of a fresh pair (sv[1]: the server's end). */
+static void watched_call(struct store *s, int sv[2], long statement_timeout_ms, uint64_t since_ms)
+{
+    cr_assert_eq(
+        store_init(s, "postgresql://x@127.0.0.1/x", "analytics.ar_content", statement_timeout_ms),
+        0);
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    cr_assert_eq(store_watch(s, since_ms + 4000, since_ms - 1000), 0, "no call in progress");
+    s->call_since_ms = since_ms;
+    s->call_fd = sv[0];
+}
+
+static void watched_call_end(struct store *s, int sv[2])
+{
+    s->call_since_ms = 0;
+    s->call_fd = -1;
+    store_deinit(s);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 /* A call that outlasts the limit has its socket shut down once; one that
  * does not, or no call, is left alone. */
 Test(store, watch_shuts_an_unanswered_call_down)
@@ -38,22 +60,14 @@ Test(store, watch_shuts_an_unanswered_call_down)
     int sv[2];
     char c;
 
-    cr_assert_eq(store_init(&s, "postgresql://x@127.0.0.1/x", "analytics.ar_content", 1000), 0);
-    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    cr_assert_eq(store_watch(&s, 5000, 0), 0, "no call in progress");
-    s.call_since_ms = 1000;
-    s.call_fd = sv[0];
+    watched_call(&s, sv, 1000, 1000);
     cr_assert_eq(store_watch(&s, 2250, 0), 0, "1,250 ms is within the limit");
     cr_assert_eq(send(sv[1], "x", 1, 0), 1);
     cr_assert_eq(recv(sv[0], &c, 1, MSG_DONTWAIT), 1, "the socket still works");
     cr_assert_eq(store_watch(&s, 2251, 0), 1251);
     cr_assert_eq(recv(sv[1], &c, 1, 0), 0, "the peer sees the connection end");
     cr_assert_eq(store_watch(&s, 9000, 0), 0, "given up once");
-    s.call_since_ms = 0;
-    s.call_fd = -1;
-    store_deinit(&s);
-    close(sv[0]);
-    close(sv[1]);
+    watched_call_end(&s, sv);
 }
 
 /* Once stopping, a call still going at the stop's cut is given up, however
@@ -64,20 +78,12 @@ Test(store, watch_cuts_a_call_at_the_stop)
     int sv[2];
     char c;
 
-    cr_assert_eq(store_init(&s, "postgresql://x@127.0.0.1/x", "analytics.ar_content", 60000), 0);
-    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    cr_assert_eq(store_watch(&s, 5000, 4000), 0, "no call in progress");
-    s.call_since_ms = 10000;
-    s.call_fd = sv[0];
+    watched_call(&s, sv, 60000, 10000);
     cr_assert_eq(store_watch(&s, 10500, 11000), 0, "before the cut");
     cr_assert_eq(recv(sv[0], &c, 1, MSG_DONTWAIT), -1, "the socket still works");
     cr_assert_eq(store_watch(&s, 11000, 11000), 1000, "at the cut, far within the limit");
     cr_assert_eq(recv(sv[1], &c, 1, 0), 0, "the peer sees the connection end");
-    s.call_since_ms = 0;
-    s.call_fd = -1;
-    store_deinit(&s);
-    close(sv[0]);
-    close(sv[1]);
+    watched_call_end(&s, sv);
 }
 
 Test(store, merge_statement)
