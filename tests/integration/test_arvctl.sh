@@ -658,6 +658,27 @@ DATABASE_URL="$mig2" "$ARVCTL" migrate >"$IT_TMP/mig2.out" 2>&1 || it_fail "migr
     it_fail "event_ids' indexes after 0011: $(psql "$mig2" -tAq -c "SELECT indexrelid::regclass FROM pg_index WHERE indrelid = 'analytics.event_ids'::regclass")"
 it_pass "migration 0011 takes the key built beforehand: one index, (event_id, company_id)"
 
+# A key built beforehand that 0011 could not take stays behind it: one whose
+# CREATE UNIQUE INDEX CONCURRENTLY failed is invalid yet updated at every
+# insert into event_ids (every dedupe). Migration 0015 drops it, with a warning.
+mig5="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig5"
+migrate_before "$mig5" 11
+psql "$mig5" -tAq -v ON_ERROR_STOP=1 -c "INSERT INTO analytics.event_ids VALUES
+    (1, '0000c000-0000-4000-8000-000000000001', now()), (2, '0000c000-0000-4000-8000-000000000001', now())" ||
+    it_fail "0015: event ids"
+! psql "$mig5" -tAq -c "CREATE UNIQUE INDEX CONCURRENTLY event_ids_pkey_new ON analytics.event_ids (event_id)" \
+    2>/dev/null || it_fail "0015: the build meant to fail did not"
+[ "$(psql "$mig5" -tAq -c "SELECT indisvalid FROM pg_index WHERE indexrelid = 'analytics.event_ids_pkey_new'::regclass")" = f ] ||
+    it_fail "0015: no invalid index left by the failed build"
+DATABASE_URL="$mig5" "$ARVCTL" migrate >"$IT_TMP/mig5.out" 2>&1 || it_fail "migrate 0011-0015: $(cat "$IT_TMP/mig5.out")"
+grep -q 'dropping index analytics.event_ids_pkey_new, left over from an upgrade (invalid: its build failed)' \
+    "$IT_TMP/mig5.out" || it_fail "0015: no warning: $(cat "$IT_TMP/mig5.out")"
+[ "$(psql "$mig5" -tAq -c "SELECT string_agg(pg_get_indexdef(indexrelid), '; ') FROM pg_index
+                            WHERE indrelid = 'analytics.event_ids'::regclass")" = \
+    "CREATE UNIQUE INDEX event_ids_pkey ON analytics.event_ids USING btree (event_id, company_id)" ] ||
+    it_fail "0015: event_ids' indexes: $(psql "$mig5" -tAq -c "SELECT indexrelid::regclass FROM pg_index WHERE indrelid = 'analytics.event_ids'::regclass")"
+it_pass "migration 0015 drops the invalid index a failed build beforehand left: event_ids keeps its key alone"
+
 # Migration 0012 (project_id last in the per-content rollups' keys) takes a key
 # built beforehand, and builds the others; rows already there stay.
 mig3="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_mig3"
