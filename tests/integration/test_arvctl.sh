@@ -740,3 +740,24 @@ SQL
 [ "$(psql "$mig4" -tAq -c "SELECT count(*) FROM analytics.ar_view_sessions_p20200102")" = 1 ] ||
     it_fail "the mended row is not in its day's partition"
 it_pass "day partitions begin at 00:00 UTC whatever the database's DateStyle and TimeZone; 0013 names those that do not, and the documented mend works"
+
+# Sessions ensuring the same missing partitions at once (workers whose reads
+# reach one old day): none fails with 42P07 "already exists" (or 23505 on the
+# catalog), as 7 or 8 of these 8 pairs did before migration 0016.
+parts="postgresql://arv@127.0.0.1:$IT_PG_PORT/arv_parts"
+it_psql "CREATE DATABASE arv_parts"
+DATABASE_URL="$parts" "$ARVCTL" migrate >"$IT_TMP/parts.out" 2>&1 || it_fail "migrate arv_parts: $(cat "$IT_TMP/parts.out")"
+failed=0
+for ((r = 0; r < 8; r++)); do
+    first="DATE '2001-01-01' + $((r * 7))"
+    for k in 1 2; do
+        psql "$parts" -tAq -v ON_ERROR_STOP=1 \
+            -c "SELECT analytics.ensure_day_partitions($first, $first + 6)" >"$IT_TMP/parts.$k" 2>&1 &
+    done
+    for k in 1 2; do wait -n || failed=$((failed + 1)); done
+done
+[ "$failed" = 0 ] || it_fail "concurrent ensure_day_partitions: $failed of 16 calls failed: $(cat "$IT_TMP"/parts.[12])"
+[ "$(psql "$parts" -tAq -c "SELECT count(*) FROM pg_inherits WHERE inhparent = 'analytics.ar_view_sessions'::regclass
+      AND inhrelid::regclass::text LIKE 'analytics.ar_view_sessions_p2001%'")" = 56 ] ||
+    it_fail "concurrent ensure_day_partitions: not 56 partitions of 2001"
+it_pass "sessions ensuring the same partitions at once: 16 calls, none failed, 56 partitions"
