@@ -78,7 +78,9 @@ struct reader {
     struct redisReply *ahead_reply;           /* READER_AHEAD_KEPT: its reply */
     long ahead_count;                         /* its COUNT (it reads every stream) */
     struct reply_arena ahead_arena;           /* its replies: one kept does not pin `arena` */
-    bool no_ahead; /* the worker stops: send nothing ahead, and block on no read */
+    bool no_ahead;       /* the worker stops: send nothing ahead, and block on no read */
+    long stats_pause_ms; /* test failpoint: the next reader_stats() waits this long
+                          * between XINFO GROUPS and XPENDING (then 0) */
     /* Own pending entries read again at the first recovery (after a restart
      * under the same consumer name) that were delivered this often before go
      * to the dead letters (max_deliveries), as claimed ones do; 0: never. Set

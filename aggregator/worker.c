@@ -47,8 +47,9 @@ bool worker_failpoint_parse(const char *spec, struct worker_failpoint *fp)
     memset(fp, 0, sizeof(*fp));
     if (!spec || !*spec)
         return true;
-    if ((rc = failpoint_count(spec, "after_commit:", &fp->after_commit)) == 0)
-        rc = failpoint_count(spec, "read_error:", &fp->read_error);
+    if ((rc = failpoint_count(spec, "after_commit:", &fp->after_commit)) == 0 &&
+        (rc = failpoint_count(spec, "read_error:", &fp->read_error)) == 0)
+        rc = failpoint_count(spec, "stats_pause:", &fp->stats_pause_ms);
     return rc > 0;
 }
 
@@ -745,8 +746,14 @@ static void *worker_main(void *arg)
                     backoff_sleep(w, &redis_backoff);
                 continue;
             }
-            redis_ok(w);
-            redis_backoff = BACKOFF_MIN_MS;
+            /* Reads refused (NOPERM on XREADGROUP, say) resume only with a
+             * read of new entries: a read of pending ones (XPENDING and
+             * XRANGE) or a claim may be allowed while XREADGROUP is not,
+             * and counted as resumed they reset the backoff at every turn. */
+            if (kind == READER_NEW || atomic_load(&w->redis_state) != WORKER_DEP_REFUSED) {
+                redis_ok(w);
+                redis_backoff = BACKOFF_MIN_MS;
+            }
             failing = false;
             worker_delays_note(w->delays, w->batch.max_delay_ms, (int64_t)timeutil_mono_ms());
             if (w->batch.count == 0 && store_in_write(&w->store)) {
@@ -958,6 +965,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
                           cfg->batch_wait_ms)) < 0)
         goto out;
     w->reader.max_deliveries = cfg->max_deliveries;
+    w->reader.stats_pause_ms = failpoint.stats_pause_ms;
     if ((rc = store_init(&w->store, cfg->database_url, cfg->content_relation,
                          cfg->statement_timeout_ms)) < 0 ||
         (rc = rollup_reserve(&w->store.rollup, (size_t)cfg->batch_size)) < 0)

@@ -249,14 +249,17 @@ int64_t worker_write_max_ms(long claim_idle_ms);
 
 /* Test-only failure injection (ARV_FAILPOINT); 0: off. */
 struct worker_failpoint {
-    long after_commit; /* "after_commit:N": _exit() after the Nth COMMIT, before XACK */
-    long read_error;   /* "read_error:N": the Nth read of entries fails once they
-                        * were delivered, none of them kept in the batch (as a
-                        * failure past a piece's delivery would) */
+    long after_commit;   /* "after_commit:N": _exit() after the Nth COMMIT, before XACK */
+    long read_error;     /* "read_error:N": the Nth read of entries fails once they
+                          * were delivered, none of them kept in the batch (as a
+                          * failure past a piece's delivery would) */
+    long stats_pause_ms; /* "stats_pause:MS": each worker's first stream gauges
+                          * wait MS between XINFO GROUPS and XPENDING */
 };
 
-/* Parses the failpoint spec: NULL or "" -> all off, "after_commit:N" or
- * "read_error:N" (N >= 1) -> that one. Returns false on anything else. Pure. */
+/* Parses the failpoint spec: NULL or "" -> all off, "after_commit:N",
+ * "read_error:N" or "stats_pause:MS" (N, MS >= 1) -> that one. Returns false
+ * on anything else. Pure. */
 bool worker_failpoint_parse(const char *spec, struct worker_failpoint *fp);
 
 /* From any thread: gives up the worker's call to PostgreSQL if it has gone

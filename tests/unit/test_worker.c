@@ -25,6 +25,9 @@ Test(worker, failpoint_spec)
     cr_assert_not(worker_failpoint_parse("after_commit:-2", &fp));
     cr_assert_not(worker_failpoint_parse("read_error:0", &fp));
     cr_assert_not(worker_failpoint_parse("read_error", &fp));
+    cr_assert(worker_failpoint_parse("stats_pause:3000", &fp));
+    cr_assert(fp.stats_pause_ms == 3000 && fp.after_commit == 0 && fp.read_error == 0);
+    cr_assert_not(worker_failpoint_parse("stats_pause:0", &fp));
 }
 
 /* Limits with `batch_size` entries and DELTAS_MAX bytes of deltas. */
