@@ -304,6 +304,7 @@ static int register_metrics(struct aggregator *a, struct worker_metrics *m)
     m->bot = metric_family_child(events, (const char *const[]){"bot"});
     m->unknown = metric_family_child(events, (const char *const[]){"unknown_content"});
     m->invalid = metric_family_child(events, (const char *const[]){"invalid"});
+    m->dead_lettered = metric_family_child(events, (const char *const[]){"dead_lettered"});
     m->batch_size = metric_family_single(
         metrics_histogram(reg, "aggregator_batch_size", "Stream entries per written batch", NULL,
                           batch_buckets, sizeof(batch_buckets) / sizeof(batch_buckets[0])));
@@ -337,10 +338,11 @@ static int register_metrics(struct aggregator *a, struct worker_metrics *m)
         "The stream's freshness floor last written (Unix time): every event received before it "
         "is in the rollups",
         "stream");
-    if (!m->inserted || !m->duplicate || !m->bot || !m->unknown || !m->invalid || !m->batch_size ||
-        !m->flush_duration || !m->db_errors || !m->redis_errors || !m->dead_letters ||
-        !m->stream_length || !m->consumer_lag || !m->pending || !m->watermark || !m->content_hit ||
-        !m->content_miss || !m->ua_hit || !m->ua_miss)
+    if (!m->inserted || !m->duplicate || !m->bot || !m->unknown || !m->invalid ||
+        !m->dead_lettered || !m->batch_size || !m->flush_duration || !m->db_errors ||
+        !m->redis_errors || !m->dead_letters || !m->stream_length || !m->consumer_lag ||
+        !m->pending || !m->watermark || !m->content_hit || !m->content_miss || !m->ua_hit ||
+        !m->ua_miss)
         return -ENOMEM;
     return 0;
 }

@@ -930,7 +930,14 @@ int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_d
     int more = 0, rc;
 
     snprintf(min_idle, sizeof(min_idle), "%ld", min_idle_ms);
-    for (unsigned s = 0; s < r->nstreams; s++) {
+    for (unsigned k = 0; k < r->nstreams; k++) {
+        unsigned s = (r->claim_next + k) % r->nstreams;
+        /* A full batch takes no more (as a read); the next claim, at once,
+         * begins with this stream. */
+        if (k > 0 && batch_full(r, b)) {
+            r->claim_next = s;
+            return 1;
+        }
         if ((rc = claim_stream(r, b, s, min_idle, max_deliveries)) < 0)
             return -1;
         more |= rc;

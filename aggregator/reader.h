@@ -79,6 +79,7 @@ struct reader {
     long ahead_count;                         /* its COUNT (it reads every stream) */
     struct reply_arena ahead_arena;           /* its replies: one kept does not pin `arena` */
     bool no_ahead;       /* the worker stops: send nothing ahead, and block on no read */
+    unsigned claim_next; /* the stream the next claim begins with (one that ended full) */
     long stats_pause_ms; /* test failpoint: the next reader_stats() waits this long
                           * between XINFO GROUPS and XPENDING (then 0) */
     /* Own pending entries read again at the first recovery (after a restart
@@ -139,12 +140,13 @@ int reader_prefetch(struct reader *r);
 int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, size_t n);
 
 /* Claims up to COUNT entries per stream that have been pending for more than
- * `min_idle_ms` with any consumer. Entries already delivered `max_deliveries`
- * times or more go into `b` as dead letters (reason max_deliveries) instead of
+ * `min_idle_ms` with any consumer, no further stream once the batch's rows
+ * take the byte budget (the next claim begins with that stream). Entries already delivered
+ * `max_deliveries` times or more go into `b` as dead letters (reason max_deliveries) instead of
  * events. Also removes consumers that hold nothing and have been idle for a
  * day (only logged if that fails while connected). Returns 0, 1 when a
- * stream may hold more such entries than one claim takes (claim again at
- * once), or -1 with `errstr` set. */
+ * stream may hold more such entries than one claim takes, or one was left
+ * for the budget (claim again at once), or -1 with `errstr` set. */
 int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_deliveries);
 
 /* Stream entries to acknowledge once the transaction that wrote them has

@@ -980,7 +980,9 @@ static int cap_count(void *arg, struct rollup_bkey *keys, const uint32_t *idx, s
     int rc;
 
     strbuf_reset(&s->sql);
-    strbuf_puts(&s->sql, "SELECT k.i, (SELECT count(DISTINCT r.value) FROM" CAP_ROWS_SQL ") FROM ");
+    /* (other), a client's own included, is not one of the values kept. */
+    strbuf_puts(&s->sql, "SELECT k.i, (SELECT count(DISTINCT r.value) FROM" CAP_ROWS_SQL
+                         " AND r.value <> '" ROLLUP_OTHER_TEXT "') FROM ");
     cap_keys_sql(&s->sql, keys, idx, n);
     if ((rc = cap_query(s, &res)) < 0)
         return rc;

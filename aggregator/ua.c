@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 #include <yaml.h>
@@ -156,7 +157,10 @@ static const char ua_bot_regex[] =
     "Puppeteer|Playwright|Selenium|Pingdom|UptimeRobot|StatusCake|Site24x7|Datadog|"
     "^(?:curl|Wget|python-requests|Python-urllib|python-httpx|aiohttp|Go-http-client|"
     "libwww-perl|HTTPie|node-fetch|undici|axios|Apache-HttpClient|Java|Ruby|PycURL|"
-    "libcurl|PostmanRuntime|insomnia|Scrapy)\\b";
+    "libcurl|PostmanRuntime|insomnia|Scrapy)\\b|\\baiohttp/|"
+    /* Crawlers whose user agent otherwise reads as a browser's. */
+    "\\b(?:Bytespider|GoogleOther|Google-InspectionTool|Mediapartners-Google|ChatGPT-User|"
+    "GPTBot|OAI-SearchBot|ClaudeBot|PerplexityBot|CCBot)\\b";
 
 /* uap-core user-agent families that are tools, not people. */
 static const char *const ua_bot_families[] = {
@@ -1198,6 +1202,24 @@ static bool ua_in(const char *s, const char *const *set, size_t n, bool prefix)
 
 #define UA_COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
+/* A family uap-core's generic crawler rules name (Applebot, Amazonbot,
+ * PetalBot, ...: "...bot", "...spider", "...crawl..."), which its device
+ * rules may still take for a Mac or a phone. No browser's family is so named
+ * (the brand Cubot is a device's, never a family). */
+static bool ua_bot_family(const char *family)
+{
+    static const char *const parts[] = {"spider", "crawl", "scrape", "archiver", "indexer"};
+    size_t n = strlen(family);
+
+    if (n >= 3 && strcasecmp(family + n - 3, "bot") == 0)
+        return true;
+    for (size_t i = 0; i < UA_COUNT(parts); i++) {
+        if (strcasestr(family, parts[i]))
+            return true;
+    }
+    return false;
+}
+
 /* The device type, in this order: bot; a built-in headset rule; TV or console;
  * tablet; phone; desktop OS; else other. */
 static const char *ua_device_type(struct ua_cache *c, const struct ua_result *r,
@@ -1271,7 +1293,7 @@ static void ua_parse(struct ua_cache *c, const char *s, size_t n, struct ua_resu
 
     r->is_bot = strcmp(r->device, "Spider") == 0 ||
                 ua_in(r->browser, ua_bot_families, UA_COUNT(ua_bot_families), false) ||
-                (n > 0 && ua_match(c, c->db->bot_re, s, n));
+                ua_bot_family(r->browser) || (n > 0 && ua_match(c, c->db->bot_re, s, n));
     r->device_type = ua_device_type(c, r, dev, s, n);
 }
 

@@ -151,7 +151,7 @@ static void worker_sleep(struct worker *w, long ms)
 
 static void backoff_sleep(struct worker *w, long *backoff)
 {
-    worker_sleep(w, *backoff);
+    worker_sleep(w, timeutil_jitter((unsigned)*backoff, &w->seed));
     *backoff = *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
 }
 
@@ -206,6 +206,7 @@ static void count_flush(struct worker *w, const struct store_counts *c)
     metric_add(w->m.duplicate, (double)(dup > 0 ? dup : 0));
     metric_add(w->m.unknown, (double)c->unknown);
     metric_add(w->m.invalid, (double)c->invalid);
+    metric_add(w->m.dead_lettered, (double)c->other_dead);
     metric_add(w->m.dead_letters, (double)c->dead_letters);
 }
 
@@ -892,6 +893,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     if (!worker_failpoint_parse(getenv("ARV_FAILPOINT"), &failpoint))
         log_warn("failpoint_ignored", LF_STR("ARV_FAILPOINT", getenv("ARV_FAILPOINT")));
     w->index = index;
+    w->seed = timeutil_jitter_seed(w);
     w->m = *m;
     w->notify_fd = notify_fd;
     w->claim_idle_ms = cfg->claim_idle_ms;

@@ -25,6 +25,7 @@ struct worker_metrics {
     struct metric *duplicate;            /* ... outcome="duplicate" */
     struct metric *unknown;              /* ... outcome="unknown_content" */
     struct metric *invalid;              /* ... outcome="invalid" */
+    struct metric *dead_lettered;        /* ... outcome="dead_lettered" (another reason) */
     struct metric *batch_size;           /* aggregator_batch_size */
     struct metric *flush_duration;       /* aggregator_flush_duration_seconds */
     struct metric *db_errors;            /* aggregator_db_errors_total */
@@ -166,6 +167,7 @@ enum worker_dep {
 
 struct worker {
     unsigned index; /* for logs */
+    unsigned seed;  /* backoff jitter */
     char **streams; /* stream names, owned */
     unsigned nstreams;
     struct worker_metrics m; /* copied; children owned by the registry */

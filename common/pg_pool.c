@@ -231,7 +231,7 @@ static void conn_after_loss(struct pg_conn *pc, bool was_up, const char *err)
 
     /* Jitter in [d/2, d] keeps many pools from reconnecting in step. */
     unsigned d = pc->backoff_ms;
-    conn_timer(pc, d / 2 + (unsigned)(rand_r(&p->seed) % (d / 2 + 1)));
+    conn_timer(pc, timeutil_jitter(d, &p->seed));
     pc->backoff_ms = d * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d * 2;
 }
 
@@ -851,7 +851,7 @@ struct pg_pool *pg_pool_new(struct event_base *base, const char *conninfo, unsig
         p->query_timeout_ms = statement_timeout_ms + QUERY_GRACE_MS;
     }
     p->tail = &p->head;
-    p->seed = (unsigned)timeutil_mono_ms() ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)p;
+    p->seed = timeutil_jitter_seed(p);
     p->conninfo = strdup(conninfo);
     if (lookup_host_of(opts, &p->lookup_host) < 0)
         goto fail;

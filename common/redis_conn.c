@@ -230,8 +230,7 @@ static void conn_set_up(struct redis_conn *c)
 static void conn_schedule_retry(struct redis_conn *c)
 {
     unsigned d = c->backoff_ms;
-    /* Jitter in [d/2, d] keeps a fleet of daemons from reconnecting in step. */
-    unsigned delay = d / 2 + (unsigned)(rand_r(&c->seed) % (d / 2 + 1));
+    unsigned delay = timeutil_jitter(d, &c->seed);
     c->backoff_ms = d * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d * 2;
     struct timeval tv = timeutil_tv(delay);
     evtimer_add(c->retry_ev, &tv);
@@ -607,7 +606,7 @@ struct redis_conn *redis_conn_new(struct event_base *base, const struct redis_ur
     c->url = *url;
     c->name = name ? name : "redis";
     c->backoff_ms = BACKOFF_MIN_MS;
-    c->seed = (unsigned)timeutil_mono_ms() ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)c;
+    c->seed = timeutil_jitter_seed(c);
     c->retry_ev = evtimer_new(base, on_retry, c);
     c->connect_ev = evtimer_new(base, on_connect_timeout, c);
     c->ping_ev = event_new(base, -1, EV_PERSIST, on_ping_tick, c);

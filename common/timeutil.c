@@ -3,8 +3,10 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 uint64_t timeutil_mono_ms(void)
 {
@@ -98,4 +100,14 @@ void timeutil_format_date(int64_t days, char *out, size_t outlen)
 int64_t timeutil_period(int64_t ms, int64_t unit)
 {
     return ms >= 0 ? ms / unit : -1 - (-(ms + 1)) / unit; /* no overflow at INT64_MIN */
+}
+
+unsigned timeutil_jitter(unsigned d, unsigned *seed)
+{
+    return d / 2 + (unsigned)(rand_r(seed) % (d / 2 + 1));
+}
+
+unsigned timeutil_jitter_seed(const void *p)
+{
+    return (unsigned)timeutil_mono_ms() ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)p;
 }

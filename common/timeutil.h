@@ -27,6 +27,13 @@ struct timeval timeutil_tv(uint64_t ms);
 #define TIMEUTIL_HOUR_MS 3600000LL
 #define TIMEUTIL_DAY_MS  86400000LL
 
+/* A retry delay in [d/2, d] drawn with rand_r(seed), so that many clients
+ * retrying after one outage spread out instead of arriving in step. */
+unsigned timeutil_jitter(unsigned d, unsigned *seed);
+
+/* A jitter seed of its own for object `p` in this process. */
+unsigned timeutil_jitter_seed(const void *p);
+
 /* The number of the period of `unit` ms (an hour, a UTC day) that `ms` since
  * the epoch falls in, counted from the epoch: a floor division, so that times
  * before 1970 fall in negative periods. */

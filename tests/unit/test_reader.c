@@ -723,6 +723,38 @@ Test(reader_live, claim_says_when_more_are_left)
     live_end(&r, &b);
 }
 
+/* A claim over several streams stops once the batch is full (its byte
+ * budget), as a read does, and the next claim begins where it stopped
+ * (before: each further stream added a piece past the budget). */
+Test(reader_live, claim_stops_at_the_budget_across_streams)
+{
+    static const char *const three[] = {"arv:c0", "arv:c1", "arv:c2"};
+    struct reader r;
+    struct batch b;
+    for (int s = 0; s < 3; s++)
+        add_entries_to(three[s], 300);
+    batch_init(&b, three);
+    reader_open(&r, NULL, three, 3, 10000, 1);
+    redisReply *ghost = redisCommand(admin, "XREADGROUP GROUP " READER_GROUP
+                                            " ghost COUNT 1000 STREAMS arv:c0 arv:c1 arv:c2 > > >");
+    cr_assert(ghost && ghost->type == REDIS_REPLY_ARRAY);
+    freeReplyObject(ghost);
+    usleep(600 * 1000); /* idle 500 ms: claimable */
+    for (int k = 0; k < 3; k++) {
+        batch_reset(&b);
+        int rc = reader_claim(&r, &b, 500, 0);
+        cr_assert_eq(b.count, 300, "claim %d took %zu entries", k, b.count);
+        cr_assert_eq(rc, 1, "claim %d returned %d: more may wait", k, rc);
+        cr_assert_eq(b.entries[0].stream, (unsigned)k, "claim %d began at stream %u", k,
+                     b.entries[0].stream);
+        ack_all(&r, &b);
+    }
+    batch_reset(&b);
+    cr_assert_eq(reader_claim(&r, &b, 500, 0), 0);
+    cr_assert_eq(b.count, 0);
+    live_end(&r, &b);
+}
+
 /* One pass trims every acknowledged entry, more than one XTRIM's worth: an
  * approximate trim stops at 10,000 entries by default. */
 Test(reader_live, trim_removes_all_that_is_acknowledged)

@@ -1,5 +1,6 @@
 /* Unit tests for common/timeutil.c: calendar dates as days since the epoch. */
 #include <criterion/criterion.h>
+#include <limits.h>
 
 #include "timeutil.h"
 
@@ -63,4 +64,22 @@ Test(timeutil, tv_splits_milliseconds)
     cr_assert_eq(tv.tv_usec, 999000);
     tv = timeutil_tv(0);
     cr_assert(tv.tv_sec == 0 && tv.tv_usec == 0);
+}
+
+/* Retry delays spread over [d/2, d]: never past d, never under half of it,
+ * and not all alike. */
+Test(timeutil, jitter_within_half_to_whole)
+{
+    unsigned seed = timeutil_jitter_seed(NULL), lo = UINT_MAX, hi = 0;
+
+    cr_assert_eq(timeutil_jitter(0, &seed), 0);
+    cr_assert_eq(timeutil_jitter(1, &seed), 0);
+    for (int i = 0; i < 1000; i++) {
+        unsigned d = timeutil_jitter(5000, &seed);
+        cr_assert(d >= 2500 && d <= 5000, "jitter(5000) = %u", d);
+        lo = d < lo ? d : lo;
+        hi = d > hi ? d : hi;
+    }
+    cr_assert_lt(lo, 3000);
+    cr_assert_gt(hi, 4500);
 }

@@ -901,3 +901,49 @@ Test(ua_uap_tests, devices, .init = open_default, .fini = close_db)
 {
     run_uap_file("test_device.yaml", 'd');
 }
+
+/* Crawlers whose user agent reads as a browser's (uap-core names them as the
+ * browser family, on a device other than "Spider", or not at all), and
+ * scripting clients named past the start: bots, out of the rollups. A phone
+ * of the brand Cubot is not one. */
+Test(ua, crawlers_named_as_browsers_are_bots, .init = open_default, .fini = close_db)
+{
+    static const char *const bots[] = {
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Version/13.1.1 Safari/605.1.15 (Applebot/0.1; +http://www.apple.com/go/applebot)",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/119.0.0.0 Safari/537.36 (compatible; Amazonbot/0.1; "
+        "+https://developer.amazon.com/support/amazonbot)",
+        "Mozilla/5.0 (Linux; Android 7.0;) AppleWebKit/537.36 (KHTML, like Gecko) Mobile "
+        "Safari/537.36 (compatible; PetalBot;+https://webmaster.petalsearch.com/site/petalbot)",
+        "Mozilla/5.0 (Linux; Android 5.0) AppleWebKit/537.36 (KHTML, like Gecko) Mobile "
+        "Safari/537.36 (compatible; Bytespider; spider-feedback@bytedance.com)",
+        "Mozilla/5.0 (compatible; GoogleOther)",
+        "Mozilla/5.0 (compatible; Google-InspectionTool/1.0)",
+        "Mediapartners-Google",
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; ChatGPT-User/1.0; "
+        "+https://openai.com/bot",
+        "Python/3.11 aiohttp/3.9.1",
+    };
+    static const char *const people[] = {
+        "Mozilla/5.0 (Linux; Android 9; CUBOT P30) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/120.0.0.0 Mobile Safari/537.36",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/124.0.0.0 Safari/537.36",
+    };
+    struct ua_cache *c = ua_cache_new(db, 8);
+    struct ua_result r;
+
+    cr_assert_not_null(c);
+    for (size_t i = 0; i < sizeof(bots) / sizeof(bots[0]); i++) {
+        ua_cache_lookup(c, bots[i], strlen(bots[i]), &r);
+        cr_expect(r.is_bot, "not a bot: [%s] (browser [%s], device [%s])", bots[i], r.browser,
+                  r.device);
+        cr_expect_str_eq(r.device_type, "bot", "[%s]", bots[i]);
+    }
+    for (size_t i = 0; i < sizeof(people) / sizeof(people[0]); i++) {
+        ua_cache_lookup(c, people[i], strlen(people[i]), &r);
+        cr_expect_not(r.is_bot, "a bot: [%s] (browser [%s])", people[i], r.browser);
+    }
+    ua_cache_free(c);
+}
