@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <strings.h>
 
@@ -336,10 +337,19 @@ bool config_builtin_flag(const char *arg)
 
 bool config_check_readable(const char *var, const char *path, char *err, size_t errlen)
 {
-    if (!path || !*path || access(path, R_OK) == 0)
+    struct stat st;
+
+    if (!path || !*path)
         return true;
-    snprintf(err, errlen, "%s: cannot read '%s': %s", var, path, strerror(errno));
-    return false;
+    if (access(path, R_OK) != 0 || stat(path, &st) != 0) {
+        snprintf(err, errlen, "%s: cannot read '%s': %s", var, path, strerror(errno));
+        return false;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s: '%s' is a directory, not a file", var, path);
+        return false;
+    }
+    return true;
 }
 
 bool config_relation_valid(const char *rel)

@@ -199,6 +199,10 @@ Test(config, check_readable)
     cr_assert(config_check_readable("ARV_X", "/etc/passwd", err, sizeof(err)));
     cr_assert_not(config_check_readable("ARV_X", "/nonexistent/file", err, sizeof(err)));
     cr_assert_str_eq(err, "ARV_X: cannot read '/nonexistent/file': No such file or directory");
+    /* A directory can be "read" (access R_OK) but is no file: the daemon
+     * would refuse it at start, so the check does too. */
+    cr_assert_not(config_check_readable("ARV_X", "/tmp", err, sizeof(err)));
+    cr_assert_str_eq(err, "ARV_X: '/tmp' is a directory, not a file");
 }
 
 Test(config, help_and_version_exit_ok, .init = cr_redirect_stdout)
