@@ -141,10 +141,11 @@ int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, 
 
 /* Claims up to COUNT entries per stream that have been pending for more than
  * `min_idle_ms` with any consumer, no further stream once the batch's rows
- * take the byte budget (the next claim begins with that stream). Entries already delivered
- * `max_deliveries` times or more go into `b` as dead letters (reason max_deliveries) instead of
- * events. Also removes consumers that hold nothing and have been idle for a
- * day (only logged if that fails while connected). Returns 0, 1 when a
+ * take the byte budget (the next claim begins with that stream). Entries
+ * already delivered `max_deliveries` times or more go into `b` as dead
+ * letters (reason max_deliveries) instead of events. Also removes consumers
+ * that hold nothing and have been idle for a day (only logged if that fails
+ * while connected). Returns 0, 1 when a
  * stream may hold more such entries than one claim takes, or one was left
  * for the budget (claim again at once), or -1 with `errstr` set. */
 int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_deliveries);

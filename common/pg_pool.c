@@ -229,7 +229,6 @@ static void conn_after_loss(struct pg_conn *pc, bool was_up, const char *err)
         log_info("pg_connection_lost", LF_INT("conn", pc->index), LF_STR("error", err));
     }
 
-    /* Jitter in [d/2, d] keeps many pools from reconnecting in step. */
     unsigned d = pc->backoff_ms;
     conn_timer(pc, timeutil_jitter(d, &p->seed));
     pc->backoff_ms = d * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d * 2;
