@@ -574,6 +574,15 @@ static bool end_write(struct worker *w, bool keep_read)
     return true;
 }
 
+long worker_read_max(long batch_size, unsigned nstreams)
+{
+    long all = batch_size < WORKER_READ_MAX ? batch_size : WORKER_READ_MAX;
+    long each = all / (long)(nstreams > 0 ? nstreams : 1);
+    long least = all < READER_CHUNK_MIN ? all : READER_CHUNK_MIN;
+
+    return each < least ? least : each;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -945,7 +954,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
         .linger_ms = cfg->batch_linger_ms,
         .max_ms = worker_write_max_ms(cfg->claim_idle_ms),
     };
-    read_max = cfg->batch_size < WORKER_READ_MAX ? cfg->batch_size : WORKER_READ_MAX;
+    read_max = worker_read_max(cfg->batch_size, cfg->nstreams);
     reader_acks_init(&w->acks);
     batch_init(&w->batch, (const char *const *)w->streams);
     /* A read stops after the piece that reaches either bound. */

@@ -249,6 +249,12 @@ bool worker_write_ends(const struct worker_write *wr, const struct worker_write_
  * claims): WORKER_WRITE_MAX_MS, or half the claim idle if shorter. Pure. */
 int64_t worker_write_max_ms(long claim_idle_ms);
 
+/* Entries a read takes per stream (XREADGROUP's COUNT is per stream):
+ * WORKER_READ_MAX (or `batch_size`, if smaller) shared by the worker's
+ * `nstreams` streams, at least READER_CHUNK_MIN each (or that total, if
+ * smaller), so that a read's memory does not grow with the shards. Pure. */
+long worker_read_max(long batch_size, unsigned nstreams);
+
 /* Test-only failure injection (ARV_FAILPOINT); 0: off. */
 struct worker_failpoint {
     long after_commit;   /* "after_commit:N": _exit() after the Nth COMMIT, before XACK */

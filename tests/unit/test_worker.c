@@ -180,3 +180,17 @@ Test(worker, delays_are_kept_for_a_window_or_two)
     cr_assert_eq(worker_delays_max(&d, 6 * W + 1), 0);
     worker_delays_deinit(&d);
 }
+
+/* A read's entries are shared by the worker's streams (16 shards took 16
+ * reads' worth at once: 153 MB), at least READER_CHUNK_MIN each, never 0. */
+Test(worker, read_max_is_shared_by_the_streams)
+{
+    cr_assert_eq(worker_read_max(200000, 1), WORKER_READ_MAX);
+    cr_assert_eq(worker_read_max(200000, 16), WORKER_READ_MAX / 16);
+    cr_assert_eq(worker_read_max(200000, 200), READER_CHUNK_MIN);
+    cr_assert_eq(worker_read_max(700, 1), 700);
+    cr_assert_eq(worker_read_max(700, 4), 175);
+    cr_assert_eq(worker_read_max(700, 16), READER_CHUNK_MIN);
+    cr_assert_eq(worker_read_max(1, 4), 1);
+    cr_assert_eq(worker_read_max(50, 4), 50); /* as before: small batches are tests */
+}
