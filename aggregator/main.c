@@ -17,6 +17,7 @@ int main(int argc, char **argv)
     struct aggregator *agg = NULL;
     int rc = 1;
 
+    service_hold_signals(); /* a stop while starting is still a stop */
     config_load_or_exit("arv-aggregator",
                         "Reads AR session events from the Redis stream (consumer group "
                         "arv-aggregators) and writes raw rows and rollups to PostgreSQL.",

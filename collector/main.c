@@ -73,6 +73,7 @@ int main(int argc, char **argv)
     char err[256];
     int rc = 1;
 
+    service_hold_signals(); /* a stop while starting is still a stop */
     config_load_or_exit("arv-collector", "Accepts AR session events and appends them to Redis.",
                         options, sizeof(options) / sizeof(options[0]), &cfg, &cfg.common, validate,
                         1, argc, argv);

@@ -3,6 +3,7 @@
 #include "service.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -94,6 +95,23 @@ static void service_raise_nofile(const struct http_server_limits *limits)
                  LF_INT("max_connections", (long long)limits->max_connections));
 }
 
+/* Blocks or unblocks (`how`) the stop signals in the calling thread. */
+static void service_signals(int how)
+{
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(how, &set, NULL);
+}
+
+void service_hold_signals(void)
+{
+    service_signals(SIG_BLOCK);
+}
+
 int service_init(struct service *svc, const char *name, const struct common_config *common,
                  const struct http_server_limits *limits)
 {
@@ -133,6 +151,7 @@ int service_init(struct service *svc, const char *name, const struct common_conf
     if (!svc->sig_term || !svc->sig_int || !svc->sig_hup || evsignal_add(svc->sig_term, NULL) < 0 ||
         evsignal_add(svc->sig_int, NULL) < 0 || evsignal_add(svc->sig_hup, NULL) < 0)
         goto out;
+    service_signals(SIG_UNBLOCK); /* one held meanwhile is now the loop's */
     log_info("service_listening", LF_STR("host", common->listen.host),
              LF_INT("port", http_server_port(svc->http)), LF_STR("version", ARV_VERSION),
              LF_STR("environment", common->env));

@@ -39,11 +39,17 @@ struct service {
     bool stopping; /* a stop signal arrived */
 };
 
+/* Blocks SIGTERM, SIGINT and SIGHUP until service_init() watches them: called
+ * first in a daemon's main(), so that a stop signal that arrives while it
+ * starts (the configuration loading, say) is kept and then handled as a stop,
+ * not by the default action (killed, exit 143). */
+void service_hold_signals(void);
+
 /* Creates the loop, registry, HTTP server (bound to common->listen with `limits`,
  * NULL for defaults) and health routes; ignores SIGPIPE; watches SIGTERM, SIGINT
- * and SIGHUP. `name` and `common` are borrowed and must outlive the service.
- * Returns 0, or a negative errno after logging the reason (the caller exits 1).
- * On failure service_deinit() is still safe. */
+ * and SIGHUP (and lets through those service_hold_signals() held). `name` and `common` are borrowed
+ * and must outlive the service. Returns 0, or a negative errno after logging the reason (the caller
+ * exits 1). On failure service_deinit() is still safe. */
 int service_init(struct service *svc, const char *name, const struct common_config *common,
                  const struct http_server_limits *limits);
 

@@ -14,6 +14,7 @@ int main(int argc, char **argv)
     struct reporter *rep = NULL;
     int status = 1;
 
+    service_hold_signals(); /* a stop while starting is still a stop */
     config_load_or_exit("arv-reporter",
                         "ARV analytics query API over the rollups, behind API keys: overview,"
                         " company, project and content totals, time series, top, breakdowns,"
