@@ -12,8 +12,8 @@
 #include "content_cache.h"
 #include "geoip.h"
 #include "hll.h"
-#include "timeutil.h"
 #include "ip_anon.h"
+#include "timeutil.h"
 #include "ua.h"
 
 const char *const batch_dim_names[BATCH_DIMS] = {"device_type", "browser", "os",

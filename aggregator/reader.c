@@ -22,8 +22,6 @@
 #define READER_REPLY_MARGIN 5000 /* socket timeout beyond a read's BLOCK */
 #define READER_FORGET_MS    (24LL * 3600 * 1000) /* idle consumers with nothing pending */
 
-static const redisReply *map_get(const redisReply *map, const char *key);
-
 int reader_init(struct reader *r, const struct redis_url *url, const char *const *streams,
                 unsigned nstreams, const char *consumer, long count, size_t max_bytes,
                 long block_ms)
@@ -1042,7 +1040,7 @@ static int keep_payload(struct reader *r, struct batch *b, size_t i, const redis
 
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
         reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2)
-        e = map_get(reply->element[0]->element[1], "e");
+        e = reader_map_get(reply->element[0]->element[1], "e");
     if (!e || e->type != REDIS_REPLY_STRING) {
         /* Deleted from the stream since it was read (XDEL, a foreign trim):
          * like a pending entry deleted, it is only acknowledged; a dead
@@ -1087,8 +1085,7 @@ int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, 
     return 0;
 }
 
-/* Looks up `key` in a flat [key, value, ...] array. */
-static const redisReply *map_get(const redisReply *map, const char *key)
+const redisReply *reader_map_get(const redisReply *map, const char *key)
 {
     for (size_t k = 0; map->type == REDIS_REPLY_ARRAY && k + 1 < map->elements; k += 2) {
         const redisReply *name = map->element[k];
@@ -1239,17 +1236,17 @@ int reader_stats(struct reader *r, unsigned i, bool trim, int64_t time_ms, struc
         goto out;
     for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k < reply->elements; k++) {
         const redisReply *g = reply->element[k];
-        const redisReply *name = map_get(g, "name");
+        const redisReply *name = reader_map_get(g, "name");
         const redisReply *v;
         groups++;
         if (!name || name->type != REDIS_REPLY_STRING || strcmp(name->str, READER_GROUP) != 0)
             continue;
         ours = true;
-        if ((v = map_get(g, "pending")) && v->type == REDIS_REPLY_INTEGER)
+        if ((v = reader_map_get(g, "pending")) && v->type == REDIS_REPLY_INTEGER)
             out->pending = v->integer;
-        if ((v = map_get(g, "lag")) && v->type == REDIS_REPLY_INTEGER)
+        if ((v = reader_map_get(g, "lag")) && v->type == REDIS_REPLY_INTEGER)
             out->lag = v->integer;
-        if ((v = map_get(g, "last-delivered-id")) && v->type == REDIS_REPLY_STRING)
+        if ((v = reader_map_get(g, "last-delivered-id")) && v->type == REDIS_REPLY_STRING)
             snprintf(last, sizeof(last), "%s", v->str);
     }
     reply_arena_free(reply);
@@ -1293,7 +1290,7 @@ int reader_stats(struct reader *r, unsigned i, bool trim, int64_t time_ms, struc
         out->length = reply->integer;
     /* Another group on the stream has its own progress: never trim under it.
      * A refused trim leaves the figures above good. */
-    if (trim && groups == 1 && ours && last[0] && (settled || !pending_known) &&
+    if (trim && groups == 1 && ours && last[0] && settled &&
         (!pending_known || trim_stream(r, i, last, smallest, out) < 0)) {
         if (!reader_connected(r))
             goto out;

@@ -145,10 +145,15 @@ int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, 
  * already delivered `max_deliveries` times or more go into `b` as dead
  * letters (reason max_deliveries) instead of events. Also removes consumers
  * that hold nothing and have been idle for a day (only logged if that fails
- * while connected). Returns 0, 1 when a
- * stream may hold more such entries than one claim takes, or one was left
- * for the budget (claim again at once), or -1 with `errstr` set. */
+ * while connected). Returns 0, 1 when a stream may hold more such entries
+ * than one claim takes, or one was left for the budget (claim again at
+ * once), or -1 with `errstr` set. */
 int reader_claim(struct reader *r, struct batch *b, long min_idle_ms, long max_deliveries);
+
+/* The value of `key` in a flat [key, value, ...] reply array (an entry's
+ * fields, a group of XINFO GROUPS), matched by length too (a field named
+ * "e\0x" is not "e"); NULL if absent. */
+const struct redisReply *reader_map_get(const struct redisReply *map, const char *key);
 
 /* Stream entries to acknowledge once the transaction that wrote them has
  * committed: a batch's reads are written as they come and acknowledged

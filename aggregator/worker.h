@@ -130,7 +130,6 @@ struct worker_write_limits {
     int64_t max_ms;          /* longest a write stays open */
 };
 
-/* A dependency as the worker last saw it. */
 /* Day partitions of the raw table known to exist: the days [lo, hi] (ensured
  * at connect and every hour; none while lo > hi) and up to
  * WORKER_PARTITIONS_EXTRA other days that reads needed. */
@@ -156,6 +155,7 @@ void worker_partitions_window(struct worker_partitions *known, int64_t today);
 /* Notes days[0..n) as ensured (the oldest extra days are forgotten first). */
 void worker_partitions_add(struct worker_partitions *known, const int64_t *days, size_t n);
 
+/* A dependency as the worker last saw it. */
 enum worker_dep {
     WORKER_DEP_CONNECTING, /* not tried yet */
     WORKER_DEP_UP,

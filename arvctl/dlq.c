@@ -336,13 +336,9 @@ static bool dlq_stream_read(struct dlq_redis *r, redisContext *c, const char *st
     redisReply *reply = redisCommand(c, "XINFO GROUPS %s", stream);
     bool found = false;
     for (size_t i = 0; reply && reply->type == REDIS_REPLY_ARRAY && i < reply->elements; i++) {
-        const redisReply *g = reply->element[i];
-        for (size_t k = 0; g->type == REDIS_REPLY_ARRAY && k + 1 < g->elements; k += 2)
-            if (g->element[k]->type == REDIS_REPLY_STRING &&
-                strcmp(g->element[k]->str, "name") == 0 &&
-                g->element[k + 1]->type == REDIS_REPLY_STRING &&
-                strcmp(g->element[k + 1]->str, READER_GROUP) == 0)
-                found = true;
+        const redisReply *name = reader_map_get(reply->element[i], "name");
+        found = found ||
+                (name && name->type == REDIS_REPLY_STRING && strcmp(name->str, READER_GROUP) == 0);
     }
     /* A stream that does not exist is answered "ERR no such key". */
     bool refused =

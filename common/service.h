@@ -47,9 +47,10 @@ void service_hold_signals(void);
 
 /* Creates the loop, registry, HTTP server (bound to common->listen with `limits`,
  * NULL for defaults) and health routes; ignores SIGPIPE; watches SIGTERM, SIGINT
- * and SIGHUP (and lets through those service_hold_signals() held). `name` and `common` are borrowed
- * and must outlive the service. Returns 0, or a negative errno after logging the reason (the caller
- * exits 1). On failure service_deinit() is still safe. */
+ * and SIGHUP (and lets through those service_hold_signals() held). `name` and
+ * `common` are borrowed and must outlive the service. Returns 0, or a negative
+ * errno after logging the reason (the caller exits 1). On failure
+ * service_deinit() is still safe. */
 int service_init(struct service *svc, const char *name, const struct common_config *common,
                  const struct http_server_limits *limits);
 
