@@ -183,17 +183,12 @@ int64_t batch_find_value(const struct batch *b, const char *s, size_t n)
     return b->val_slots[k] ? (int64_t)b->val_slots[k] - 1 : -1;
 }
 
-/* The id of breakdown value `s` ("" or NULL counts as "unknown", like the
- * rebuild's coalesce), interning it; -ENOMEM. */
-static int64_t value_intern(struct batch *b, const char *s)
+/* The id of breakdown value `s` (`n` bytes), interning it; -ENOMEM. */
+static int64_t value_intern(struct batch *b, const char *s, size_t n)
 {
-    size_t n, k;
-    uint32_t h;
+    size_t k;
+    uint32_t h = strbuf_fnv1a(s, n);
 
-    if (!s || !*s)
-        s = "unknown";
-    n = strlen(s);
-    h = strbuf_fnv1a(s, n);
     if (2 * (b->nvals + 1) > b->nslots && values_grow(b) < 0)
         return -ENOMEM;
     k = value_slot(b, s, n, h);
@@ -213,6 +208,22 @@ static int64_t value_intern(struct batch *b, const char *s)
         return -ENOMEM;
     b->val_slots[k] = (uint32_t)++b->nvals;
     return (int64_t)b->nvals - 1;
+}
+
+int batch_intern_dims(struct batch *b, size_t i, uint32_t dims[BATCH_DIMS])
+{
+    const struct batch_entry *e = &b->entries[i];
+
+    for (int d = 0; d < BATCH_DIMS; d++) {
+        /* None counts as "unknown", like the rebuild's coalesce. */
+        int64_t id = e->dim_len[d]
+                         ? value_intern(b, b->rows.data + e->row_off + e->dim_at[d], e->dim_len[d])
+                         : value_intern(b, "unknown", strlen("unknown"));
+        if (id < 0)
+            return -ENOMEM;
+        dims[d] = (uint32_t)id;
+    }
+    return 0;
 }
 
 size_t batch_value_bytes(const struct batch *b)
@@ -295,14 +306,27 @@ static enum batch_tq tq_class(const char *tq)
     return BATCH_TQ_OTHER;
 }
 
+/* A row holds the event's texts, each with a 4-byte length, and a few
+ * fixed-size fields: it fits the 16-bit offsets of dim_at. */
+_Static_assert(sizeof(struct event) + BATCH_RAW_NFIELDS * 4 < UINT16_MAX, "rows fit dim_at");
+
+/* Writes breakdown value `s` of dimension `d` as the next field of entry
+ * `e`'s row (NULL when there is none), noting where its bytes are. */
+static void put_dim(struct batch *b, struct batch_entry *e, int d, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    e->dim_at[d] = (uint16_t)(b->rows.len + 4 - e->row_off); /* past the field's length */
+    e->dim_len[d] = (uint16_t)n;
+    copy_bin_opt_str(&b->rows, s);
+}
+
 /* Writes the event's raw row up to is_bot (see struct batch_entry) and what
  * the rollups need of it. */
 static int put_event(struct batch *b, struct batch_entry *e, const struct event *ev, bool is_bot)
 {
     char ip[IP_ANON_MAX];
     unsigned char session[16], event_id[16];
-    const char *dims[BATCH_DIMS] = {ev->device_type, ev->browser, ev->os,
-                                    ev->country,     ev->city,    ev->tracking_quality};
 
     e->kind = BATCH_EVENT;
     e->received_ms = ev->received_at_ms;
@@ -313,12 +337,6 @@ static int put_event(struct batch *b, struct batch_entry *e, const struct event 
     e->is_bot = is_bot;
     uuid_bytes(ev->session_id, session);
     e->session_hash = hll_hash(session, sizeof(session));
-    for (int i = 0; i < BATCH_DIMS; i++) {
-        int64_t id = value_intern(b, dims[i]);
-        if (id < 0)
-            return -ENOMEM;
-        e->dims[i] = (uint32_t)id;
-    }
     if (!e->content_id) {
         e->uid_off = b->rows.len;
         e->uid_len = strlen(ev->content_uid);
@@ -330,20 +348,20 @@ static int put_event(struct batch *b, struct batch_entry *e, const struct event 
     copy_bin_bytes(&b->rows, event_id, sizeof(event_id));
     copy_bin_bytes(&b->rows, session, sizeof(session));
     copy_bin_opt_str(&b->rows, ev->user_agent);
-    copy_bin_opt_str(&b->rows, ev->device_type);
-    copy_bin_opt_str(&b->rows, ev->browser);
-    copy_bin_opt_str(&b->rows, ev->os);
+    put_dim(b, e, 0, ev->device_type);
+    put_dim(b, e, 1, ev->browser);
+    put_dim(b, e, 2, ev->os);
     /* Anonymised before storage unless told; an address that does not parse
      * is dropped. */
     copy_bin_inet(&b->rows,
                   (b->store_full_ip ? ip_unmap : ip_anon)(ev->ip, ip, sizeof(ip)) ? ip : NULL);
-    copy_bin_opt_str(&b->rows, ev->country);
-    copy_bin_opt_str(&b->rows, ev->city);
+    put_dim(b, e, 3, ev->country);
+    put_dim(b, e, 4, ev->city);
     if (ev->duration_seconds >= 0)
         copy_bin_int4(&b->rows, ev->duration_seconds);
     else
         copy_bin_null(&b->rows);
-    copy_bin_opt_str(&b->rows, ev->tracking_quality);
+    put_dim(b, e, 5, ev->tracking_quality);
     copy_bin_bool(&b->rows, ev->video_played);
     copy_bin_time_ms(&b->rows, ev->received_at_ms); /* created_at */
     if (ev->occurred_at_ms != 0)

@@ -80,15 +80,19 @@ struct batch_entry {
      * (copy.h): its fields up to is_bot (BATCH_RAW_COLUMNS), without the
      * tuple's field count and the content columns. A dead letter's row is the
      * whole dead-letter row (BATCH_DEAD_COLUMNS) in COPY text format. */
-    int64_t received_ms;       /* event: collector clock */
-    int64_t content_id;        /* event: as sent; 0 when named by unique id */
-    size_t uid_off, uid_len;   /* event: the unique id's raw bytes in `rows` */
-    uint64_t session_hash;     /* event: hll_hash of the session id's 16 bytes */
-    int32_t duration;          /* event: seconds, -1 when absent */
-    uint32_t dims[BATCH_DIMS]; /* event: interned breakdown values */
-    enum batch_tq tq;          /* event: tracking-quality class */
-    bool video_played;         /* event */
-    bool is_bot;               /* event: stored, never counted */
+    int64_t received_ms;     /* event: collector clock */
+    int64_t content_id;      /* event: as sent; 0 when named by unique id */
+    size_t uid_off, uid_len; /* event: the unique id's raw bytes in `rows` */
+    uint64_t session_hash;   /* event: hll_hash of the session id's 16 bytes */
+    int32_t duration;        /* event: seconds, -1 when absent */
+    enum batch_tq tq;        /* event: tracking-quality class */
+    bool video_played;       /* event */
+    bool is_bot;             /* event: stored, never counted */
+    /* event: where its breakdown values are in its row (bytes from row_off;
+     * a length of 0: none, counted as "unknown"), interned only for the
+     * events the rollups count (batch_intern_dims). A row is a few KB. */
+    uint16_t dim_at[BATCH_DIMS];
+    uint16_t dim_len[BATCH_DIMS];
     /* Filled when the batch is written (batch_resolve, then the store): */
     int64_t ar_content_id; /* resolved content; 0 when unknown */
     int64_t project_id;
@@ -198,6 +202,11 @@ int batch_reject(struct batch *b, size_t i, const char *reason, const char *deta
  * the batch's content cache (as last refreshed; every content is unknown
  * without one) and marks the repeats among them. Returns 0 or -ENOMEM. */
 int batch_resolve(struct batch *b, size_t first, size_t n);
+
+/* The ids of event entry `i`'s breakdown values (in the order of
+ * batch_dim_names), interned for the rest of the write (see batch_next).
+ * Returns 0 or -ENOMEM. */
+int batch_intern_dims(struct batch *b, size_t i, uint32_t dims[BATCH_DIMS]);
 
 /* Bytes the interned breakdown values (kept for the whole write) take, with
  * their records and slots; in use, as rollup_group_bytes(). Clients choose

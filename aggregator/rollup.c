@@ -202,8 +202,10 @@ static void add_measures(struct rollup_group *g, const struct rollup_group *v)
         g->tq[q] += v->tq[q];
 }
 
-int rollup_add(struct rollup *r, const struct batch_entry *e)
+int rollup_add(struct rollup *r, struct batch *b, size_t i)
 {
+    const struct batch_entry *e = &b->entries[i];
+    uint32_t dims[BATCH_DIMS];
     struct rollup_group key = {.company_id = e->company_id,
                                .project_id = e->project_id,
                                .content_id = e->ar_content_id,
@@ -214,10 +216,12 @@ int rollup_add(struct rollup *r, const struct batch_entry *e)
     long gi;
     bool added;
 
+    if (batch_intern_dims(b, i, dims) < 0)
+        return -ENOMEM;
     /* The breakdown groups' slots load while the hourly group is found. */
     for (uint32_t d = 0; d < BATCH_DIMS; d++) {
         key.dim = d;
-        key.value = e->dims[d];
+        key.value = dims[d];
         hash[d] = key_hash(&key);
         table_prefetch(&r->breakdown, hash[d], false);
     }
@@ -237,7 +241,7 @@ int rollup_add(struct rollup *r, const struct batch_entry *e)
         table_prefetch(&r->breakdown, hash[d], true);
     for (uint32_t d = 0; d < BATCH_DIMS; d++) {
         key.dim = d;
-        key.value = e->dims[d];
+        key.value = dims[d];
         if ((gi = table_group(&r->breakdown, &key, hash[d], &added)) < 0 ||
             table_hash(&r->breakdown, gi, e->session_hash) < 0)
             return -ENOMEM;

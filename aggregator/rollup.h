@@ -130,9 +130,9 @@ int rollup_reserve(struct rollup *r, size_t events);
  * to about twice what was in use. */
 size_t rollup_group_bytes(const struct rollup *r);
 
-/* Counts event entry `e` of batch `b` (content resolved, new, not a bot's).
- * Returns 0 or -ENOMEM. */
-int rollup_add(struct rollup *r, const struct batch_entry *e);
+/* Counts event entry `i` of batch `b` (content resolved, new, not a bot's),
+ * interning its breakdown values in `b`. Returns 0 or -ENOMEM. */
+int rollup_add(struct rollup *r, struct batch *b, size_t i);
 
 /* How the cap learns what is stored (the store's PostgreSQL queries).
  * `count` sets keys[idx[i]].upper to the number of distinct values stored for

@@ -814,7 +814,7 @@ static enum store_status write_raw(struct store *s, struct batch *b, size_t firs
         copy_bin_int8(&s->rows, e->ar_content_id);
         copy_bin_int8(&s->rows, e->project_id);
         copy_bin_int8(&s->rows, e->company_id);
-        if (!e->is_bot && rollup_add(&s->rollup, e) < 0)
+        if (!e->is_bot && rollup_add(&s->rollup, b, i) < 0)
             st = store_oom(s);
         else
             st = copy_send(s, false);

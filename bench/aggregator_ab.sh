@@ -41,16 +41,16 @@ for ((i = 1; i <= rounds; i++)); do
         if [ "$side" = head ]; then tree=$root label=$head_label; else tree=$work/base label=$base_label; fi
         bash "$tree/bench/aggregator.sh" "${args[@]}" >"$work/run.txt" 2>&1 ||
             { cat "$work/run.txt" >&2; exit 1; }
-        # side events/s ratio pg_us pipeline_us vmhwm_mb
+        # side events/s ratio pg_us pipeline_us vmhwm_mb aggregator_us
         awk -v side="$side" '
             /^aggregator drain:/ { for (k = 1; k < NF; k++) if ($(k + 1) == "events/s") d = $k }
             /^ratio:/ { r = $2; sub(/x$/, "", r) }
             /^PostgreSQL CPU:/ { pg = $3 }
-            /^pipeline CPU:/ { p = $3 }
+            /^pipeline CPU:/ { p = $3; a = $6; sub(/,$/, "", a) }
             /^aggregator RSS:/ { m = $4 }
-            END { print side, d, r, pg, p, m }' "$work/run.txt" >>"$work/runs"
+            END { print side, d, r, pg, p, m, a }' "$work/run.txt" >>"$work/runs"
         tail -n 1 "$work/runs" | awk -v l="$label" -v i="$i" \
-            '{ printf "round %d, %s: %s events/s, %sx plain COPY, PostgreSQL %s us/event, pipeline %s us/event, VmHWM %s MB\n", i, l, $2, $3, $4, $5, $6 }'
+            '{ printf "round %d, %s: %s events/s, %sx plain COPY, PostgreSQL %s us/event, pipeline %s us/event (aggregator %s), VmHWM %s MB\n", i, l, $2, $3, $4, $5, $7, $6 }'
     done
 done
 
@@ -58,10 +58,10 @@ done
 for side in head base; do
     if [ "$side" = head ]; then label=$head_label; else label=$base_label; fi
     med=()
-    for col in 2 3 4 5 6; do
+    for col in 2 3 4 5 7 6; do
         med+=("$(awk -v s="$side" -v c="$col" '$1 == s { print $c }' "$work/runs" | sort -g |
             awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }')")
     done
-    printf 'median, %s: %s events/s, %sx plain COPY, PostgreSQL %s us/event, pipeline %s us/event, VmHWM %s MB\n' \
+    printf 'median, %s: %s events/s, %sx plain COPY, PostgreSQL %s us/event, pipeline %s us/event (aggregator %s), VmHWM %s MB\n' \
         "$label" "${med[@]}"
 done

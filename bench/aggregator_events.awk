@@ -20,6 +20,9 @@
 #   spread_ms      received_at = base_ms - (i * 7919000) mod spread_ms (default 0)
 #   distinct_cities 1: every event names a city of its own (128 bytes), as a
 #                  client sending arbitrary values would
+#   max_fields     1: every event's breakdown fields and user agent at their
+#                  largest (event.h) and of its own, as a client sending
+#                  arbitrary values would (the worst case for memory)
 #   random_ids     1: event ids in scattered order, as clients' random (v4) UUIDs
 #                  land in an index; by default they ascend with i, as the
 #                  collector's time-ordered (v7) ones do
@@ -85,15 +88,18 @@ BEGIN {
         else
             e = e ",\"ar_content_id\":" c
         if (i % 11 != 10) e = e ",\"duration_seconds\":" (i % 97)
-        q = quality[i % 6 + 1]; if (q != "") e = e ",\"tracking_quality\":\"" q "\""
+        q = max_fields ? sprintf("t%031d", i) : quality[i % 6 + 1]
+        if (q != "") e = e ",\"tracking_quality\":\"" q "\""
         e = e ",\"video_played\":" (i % 3 == 0 ? "true" : "false")
-        v = devices[i % 4 + 1]; if (v != "") e = e ",\"device_type\":\"" v "\""
-        e = e ",\"browser\":\"" browsers[i % 5 + 1] "\""
-        v = oses[i % 5 + 1]; if (v != "") e = e ",\"os\":\"" v "\""
+        v = max_fields ? sprintf("d%031d", i) : devices[i % 4 + 1]
+        if (v != "") e = e ",\"device_type\":\"" v "\""
+        e = e ",\"browser\":\"" (max_fields ? sprintf("b%063d", i) : browsers[i % 5 + 1]) "\""
+        v = max_fields ? sprintf("o%063d", i) : oses[i % 5 + 1]
+        if (v != "") e = e ",\"os\":\"" v "\""
         v = countries[i % 7 + 1]; if (v != "") e = e ",\"country\":\"" v "\""
-        v = distinct_cities ? sprintf("city-%0123d", i) : cities[i % 7 + 1]
+        v = distinct_cities || max_fields ? sprintf("city-%0123d", i) : cities[i % 7 + 1]
         if (v != "") e = e ",\"city\":\"" v "\""
-        e = e ",\"user_agent\":\"" ua "\""
+        e = e ",\"user_agent\":\"" (max_fields ? ua " " sprintf("%0" (511 - length(ua)) "d", i) : ua) "\""
         if (i % 5 == 4) e = e ",\"ip\":\"2001:db8:abcd:" sprintf("%x", i % 65536) "::" sprintf("%x", i % 4093 + 1) "\""
         else e = e ",\"ip\":\"203.0." (i % 250) "." (i % 253 + 1) "\""
         r = base_ms - (spread_ms ? (i * 7919000) % spread_ms : 0)

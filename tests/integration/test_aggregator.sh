@@ -576,6 +576,24 @@ awk '$1 > 8000 { big++ } END { exit !(NR >= 3 && !big) }' <<<"$writes" ||
 [ "$(agg_check_rollups)" = 0 ] || it_fail "distinct cities: rollups differ from raw rows"
 it_pass "ARV_BATCH_DELTAS_MAX_BYTES: 12,000 distinct cities in writes of $(tr '\n' ' ' <<<"$writes")entries, each city a row"
 
+# The same cities in events of content nobody registered: dead letters, not
+# counted, so their breakdown values are never interned and take no deltas
+# (interned at decoding, they ended a write every few thousand events).
+dead0=$(it_psql "SELECT count(*) FROM analytics.dead_letters WHERE reason = 'unknown_content'")
+LC_ALL=C awk -v n=12000 -v stream="$ARV_STREAM" -v base_ms="$now_ms" -v spread_ms=216000000 \
+    -v contents=40 -v seed=0000d101 -v distinct_cities=1 -v unknown_every=1 -f "$GEN" |
+    redis-cli -p "$IT_REDIS_PORT" --pipe >"$IT_TMP/pipe.log" 2>&1 || it_fail "redis-cli --pipe"
+it_start unknown_cities arv-aggregator ARV_LOG_LEVEL=debug ARV_WORKERS=1 ARV_BATCH_MAX_BYTES=1048576 \
+    ARV_BATCH_DELTAS_MAX_BYTES=1048576 ARV_BATCH_WAIT_MS=50
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "the unknown cities not drained"
+it_stop unknown_cities
+deltas=$(awk -F'[:,}]' '/"batch_written"/ { for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k)
+    if (k == "deltas_bytes") d = $(i + 1) } print d + 0 }' "$IT_TMP/unknown_cities.log" | sort -u | tr '\n' ' ')
+[ "$deltas" = "0 " ] || it_fail "unknown content: expected writes without deltas, deltas_bytes: $deltas"
+[ $(($(it_psql "SELECT count(*) FROM analytics.dead_letters WHERE reason = 'unknown_content'") - dead0)) = 12000 ] ||
+    it_fail "unknown content: expected 12,000 dead letters"
+it_pass "unknown content: 12,000 distinct cities dead-lettered, no breakdown value interned"
+
 # Steady traffic: a batch whose read caught up lingers (ARV_BATCH_LINGER_MS
 # from its first read) and then reads what gathered, so that 10 events sent
 # 50 ms apart are one batch of two reads, not ten batches.

@@ -56,7 +56,7 @@ static void add(int n, const char *session, long content, const char *when, cons
     e->ar_content_id = content;
     e->project_id = project;
     e->company_id = 7;
-    if (rollup_add(&r, e) != 0)
+    if (rollup_add(&r, &b, b.count - 1) != 0)
         cr_assert_fail("rollup_add: %s", json);
 }
 
@@ -383,7 +383,7 @@ Test(rollup, drained_output_is_the_same)
     rollup_init(&whole);
     for (int i = 0; i < 3000; i++) {
         add(i, i % 2 ? s1 : s2, 1000 + i, "2025-11-25T10:10:00Z", "");
-        if (rollup_add(&whole, &b.entries[b.count - 1]) != 0)
+        if (rollup_add(&whole, &b, b.count - 1) != 0)
             cr_assert_fail("rollup_add %d", i);
     }
     cr_assert_eq(rollup_write_measures(&r, &out, take, &out), 0);
@@ -396,10 +396,10 @@ Test(rollup, drained_output_is_the_same)
     cr_assert_eq(memcmp(taken.data, all.data, all.len), 0);
     /* A drain that fails stops the writer with its answer. */
     rollup_reset(&whole);
-    cr_assert_eq(rollup_add(&whole, &b.entries[0]), 0);
+    cr_assert_eq(rollup_add(&whole, &b, 0), 0);
     strbuf_reset(&all);
     for (int i = 1; i < 3000; i++)
-        if (rollup_add(&whole, &b.entries[i]) != 0)
+        if (rollup_add(&whole, &b, (size_t)i) != 0)
             cr_assert_fail("rollup_add %d", i);
     cr_assert_eq(rollup_write_measures(&whole, &all, refuse, NULL), -5);
     strbuf_reset(&all);
