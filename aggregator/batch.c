@@ -64,13 +64,18 @@ void batch_next(struct batch *b)
         content_cache_begin(b->contents);
 }
 
-void batch_reset(struct batch *b)
+void batch_forget_values(struct batch *b)
 {
-    batch_next(b);
     strbuf_reset(&b->values);
     b->nvals = 0;
     if (b->nslots)
         memset(b->val_slots, 0, b->nslots * sizeof(*b->val_slots));
+}
+
+void batch_reset(struct batch *b)
+{
+    batch_next(b);
+    batch_forget_values(b);
 }
 
 /* Appends a new entry with its id; NULL if the id is too long or out of memory. */
@@ -306,9 +311,11 @@ static enum batch_tq tq_class(const char *tq)
     return BATCH_TQ_OTHER;
 }
 
-/* A row holds the event's texts, each with a 4-byte length, and a few
- * fixed-size fields: it fits the 16-bit offsets of dim_at. */
-_Static_assert(sizeof(struct event) + BATCH_RAW_NFIELDS * 4 < UINT16_MAX, "rows fit dim_at");
+/* A row holds some of the event's texts and numbers, each field at most 16
+ * bytes more than the event keeps of it (a 4-byte length, a uuid's 16 bytes
+ * from its 37-byte text, an 8-byte time, an inet's header): it fits the
+ * 16-bit offsets of dim_at. */
+_Static_assert(sizeof(struct event) + BATCH_RAW_NFIELDS * 16 < UINT16_MAX, "rows fit dim_at");
 
 /* Writes breakdown value `s` of dimension `d` as the next field of entry
  * `e`'s row (NULL when there is none), noting where its bytes are. */

@@ -31,7 +31,8 @@ struct ua_cache;
 #define BATCH_DAYS_AHEAD 2
 
 /* The rollup dimensions of the daily breakdown, in the order of
- * batch_entry.dims: device_type, browser, os, country, city, tracking_quality. */
+ * batch_entry.dim_at: device_type, browser, os, country, city,
+ * tracking_quality. */
 #define BATCH_DIMS 6
 extern const char *const batch_dim_names[BATCH_DIMS];
 
@@ -163,6 +164,10 @@ void batch_reset(struct batch *b);
  * the interned breakdown values stay (the write's rollup deltas refer to
  * them). */
 void batch_next(struct batch *b);
+
+/* Drops the interned breakdown values, keeping the entries: a new write
+ * begins with a read whose events have interned none yet. */
+void batch_forget_values(struct batch *b);
 
 /* Adds one stream entry of stream index `stream`: decodes fields `v` and `e`,
  * enriches the event (GeoIP, user agent; see struct batch) into an event entry

@@ -571,6 +571,8 @@ static bool end_write(struct worker *w, bool keep_read)
     memset(wr, 0, sizeof(*wr));
     if (!keep_read)
         batch_reset(&w->batch);
+    else
+        batch_forget_values(&w->batch); /* the read kept interns its own when written */
     return true;
 }
 
