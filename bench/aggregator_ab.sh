@@ -3,7 +3,9 @@
 # bench/aggregator.sh alternately from this tree and from a git worktree of
 # REV, N rounds, and prints each run's figures and, per tree, their medians.
 # One run's ratio moves by a fifth or more on this shared machine; alternating
-# spreads the machine's other load over both trees.
+# spreads the machine's other load over both trees, and each round swaps
+# which tree goes first (A B, B A, ...), so that neither always runs on the
+# machine as the other's run left it.
 #
 # Usage: bench/aggregator_ab.sh REV [--rounds N] [-- bench/aggregator.sh args]
 #        (default: 3 rounds of --rss). Any ARV_* variable reaches both runs.
@@ -37,7 +39,9 @@ base_label="$rev ($(git -C "$work/base" rev-parse --short HEAD))"
 
 echo "A/B: ${args[*]}, $rounds round(s), alternating"
 for ((i = 1; i <= rounds; i++)); do
-    for side in head base; do
+    order="head base"
+    [ $((i % 2)) = 1 ] || order="base head"
+    for side in $order; do
         if [ "$side" = head ]; then tree=$root label=$head_label; else tree=$work/base label=$base_label; fi
         bash "$tree/bench/aggregator.sh" "${args[@]}" >"$work/run.txt" 2>&1 ||
             { cat "$work/run.txt" >&2; exit 1; }
