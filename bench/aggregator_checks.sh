@@ -77,6 +77,21 @@ agg_wait_drained() {
     return $rc
 }
 
+# agg_batch_fields LOG FIELD...: for each batch_written line of an
+# aggregator's debug log, the values of the numeric FIELDs, space-separated.
+agg_batch_fields() {
+    local log=$1
+    shift
+    awk -F'[:,}]' -v fields="$*" 'BEGIN { n = split(fields, want, " ") }
+        /"batch_written"/ {
+            split("", v)
+            for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k); v[k] = $(i + 1) }
+            line = ""
+            for (j = 1; j <= n; j++) line = line (j > 1 ? " " : "") v[want[j]] + 0
+            print line
+        }' "$log"
+}
+
 # The measures of the per-content and per-company rollups, from raw rows.
 AGG_RAW_MEASURES="count(*), count(*) FILTER (WHERE video_played),
     coalesce(sum(duration_seconds), 0), count(duration_seconds),

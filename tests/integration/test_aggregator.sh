@@ -502,8 +502,7 @@ it_start bytes arv-aggregator ARV_LOG_LEVEL=debug ARV_WORKERS=1 ARV_BATCH_SIZE=8
     ARV_BATCH_MAX_BYTES=1048576 ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=2000
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "backlog not drained"
 # "entries reads" of every write
-writes=$(awk -F'[:,}]' '/"batch_written"/ { for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k)
-    if (k == "entries") e = $(i + 1); if (k == "reads") r = $(i + 1) } print e + 0, r + 0 }' "$IT_TMP/bytes.log")
+writes=$(agg_batch_fields "$IT_TMP/bytes.log" entries reads)
 awk '$1 > 4000 * $2 { bad++ } $2 >= 2 && $1 > 4000 { multi++ } END { exit !(NR > 0 && !bad && multi) }' <<<"$writes" ||
     it_fail "ARV_BATCH_MAX_BYTES: expected reads of at most 4,000 entries and a write of several; writes (entries reads): $(tr '\n' ';' <<<"$writes")"
 grep -q '"write_abandoned"' "$IT_TMP/bytes.log" || it_fail "the write with a rejected row was not abandoned"
@@ -556,16 +555,21 @@ it_pass "dedupe: reads each with a retry, $slow write(s) of two such reads: all 
 # many breakdown groups. With ARV_BATCH_DELTAS_MAX_BYTES=1 MiB a write ends
 # once its deltas take that (a few thousand such cities); without the bound
 # the backlog was one write. Every event is counted, every city a row.
+# drain_cities NAME SEED [awk -v ...]: those events, drained by aggregator NAME.
+drain_cities() {
+    local name=$1 seed=$2
+    shift 2
+    LC_ALL=C awk -v n=12000 -v stream="$ARV_STREAM" -v base_ms="$now_ms" -v spread_ms=216000000 \
+        -v contents=40 -v seed="$seed" -v distinct_cities=1 "$@" -f "$GEN" |
+        redis-cli -p "$IT_REDIS_PORT" --pipe >"$IT_TMP/pipe.log" 2>&1 || it_fail "redis-cli --pipe"
+    it_start "$name" arv-aggregator ARV_LOG_LEVEL=debug ARV_WORKERS=1 ARV_BATCH_MAX_BYTES=1048576 \
+        ARV_BATCH_DELTAS_MAX_BYTES=1048576 ARV_BATCH_WAIT_MS=50
+    agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "$name: not drained"
+    it_stop "$name"
+}
 rows0=$(it_psql "SELECT count(*) FROM analytics.ar_view_sessions")
-LC_ALL=C awk -v n=12000 -v stream="$ARV_STREAM" -v base_ms="$now_ms" -v spread_ms=216000000 \
-    -v contents=40 -v seed=0000d100 -v distinct_cities=1 -f "$GEN" |
-    redis-cli -p "$IT_REDIS_PORT" --pipe >"$IT_TMP/pipe.log" 2>&1 || it_fail "redis-cli --pipe"
-it_start cities arv-aggregator ARV_LOG_LEVEL=debug ARV_WORKERS=1 ARV_BATCH_MAX_BYTES=1048576 \
-    ARV_BATCH_DELTAS_MAX_BYTES=1048576 ARV_BATCH_WAIT_MS=50
-agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "the cities not drained"
-it_stop cities
-writes=$(awk -F'[:,}]' '/"batch_written"/ { for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k)
-    if (k == "entries") e = $(i + 1) } print e + 0 }' "$IT_TMP/cities.log")
+drain_cities cities 0000d100
+writes=$(agg_batch_fields "$IT_TMP/cities.log" entries)
 awk '$1 > 8000 { big++ } END { exit !(NR >= 3 && !big) }' <<<"$writes" ||
     it_fail "ARV_BATCH_DELTAS_MAX_BYTES: expected 3 writes or more, none over 8,000 entries; writes: $(tr '\n' ' ' <<<"$writes")"
 [ $(($(it_psql "SELECT count(*) FROM analytics.ar_view_sessions") - rows0)) = 12000 ] ||
@@ -580,15 +584,8 @@ it_pass "ARV_BATCH_DELTAS_MAX_BYTES: 12,000 distinct cities in writes of $(tr '\
 # counted, so their breakdown values are never interned and take no deltas
 # (interned at decoding, they ended a write every few thousand events).
 dead0=$(it_psql "SELECT count(*) FROM analytics.dead_letters WHERE reason = 'unknown_content'")
-LC_ALL=C awk -v n=12000 -v stream="$ARV_STREAM" -v base_ms="$now_ms" -v spread_ms=216000000 \
-    -v contents=40 -v seed=0000d101 -v distinct_cities=1 -v unknown_every=1 -f "$GEN" |
-    redis-cli -p "$IT_REDIS_PORT" --pipe >"$IT_TMP/pipe.log" 2>&1 || it_fail "redis-cli --pipe"
-it_start unknown_cities arv-aggregator ARV_LOG_LEVEL=debug ARV_WORKERS=1 ARV_BATCH_MAX_BYTES=1048576 \
-    ARV_BATCH_DELTAS_MAX_BYTES=1048576 ARV_BATCH_WAIT_MS=50
-agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 60 || it_fail "the unknown cities not drained"
-it_stop unknown_cities
-deltas=$(awk -F'[:,}]' '/"batch_written"/ { for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k)
-    if (k == "deltas_bytes") d = $(i + 1) } print d + 0 }' "$IT_TMP/unknown_cities.log" | sort -u | tr '\n' ' ')
+drain_cities unknown_cities 0000d101 -v unknown_every=1
+deltas=$(agg_batch_fields "$IT_TMP/unknown_cities.log" deltas_bytes | sort -u | tr '\n' ' ')
 [ "$deltas" = "0 " ] || it_fail "unknown content: expected writes without deltas, deltas_bytes: $deltas"
 [ $(($(it_psql "SELECT count(*) FROM analytics.dead_letters WHERE reason = 'unknown_content'") - dead0)) = 12000 ] ||
     it_fail "unknown content: expected 12,000 dead letters"
@@ -605,8 +602,7 @@ for k in 0 1 2 3 4 5 6 7 8 9; do
 done
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "lingering batch not drained"
 it_stop linger
-writes=$(awk -F'[:,}]' '/"batch_written"/ { for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k)
-    if (k == "entries") e = $(i + 1); if (k == "reads") r = $(i + 1) } print e + 0, r + 0 }' "$IT_TMP/linger.log")
+writes=$(agg_batch_fields "$IT_TMP/linger.log" entries reads)
 [ "$writes" = "10 2" ] || it_fail "linger: expected one write of 10 entries in 2 reads; writes (entries reads): $(tr '\n' ';' <<<"$writes")"
 it_pass "linger: 10 events sent over 0.5 s written as one batch of two reads"
 

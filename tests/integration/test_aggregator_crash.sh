@@ -120,8 +120,7 @@ agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 150 || it_fail "stream not drain
 failpoints=$(cat "$IT_TMP"/agg-*.log | grep -c failpoint_exit || true)
 [ "$kills" -ge 10 ] || it_fail "only $kills kills"
 [ "$failpoints" -ge 1 ] || it_fail "no aggregator exited at the failpoint"
-multi=$(awk -F'[:,}]' '/"batch_written"/ { for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k)
-    if (k == "reads" && $(i + 1) >= 2) n++ } } END { print n + 0 }' "$IT_TMP/agg-b.log")
+multi=$(agg_batch_fields "$IT_TMP/agg-b.log" reads | awk '$1 >= 2 { n++ } END { print n + 0 }')
 [ "$multi" -ge 1 ] || it_fail "aggregator b wrote no transaction of several reads"
 
 distinct=$(cat "$IT_TMP"/ids.* | sort -u | wc -l)
