@@ -162,9 +162,9 @@ static const char ua_bot_regex[] =
     "\\b(?:Bytespider|GoogleOther|Google-InspectionTool|Mediapartners-Google|ChatGPT-User|"
     "GPTBot|OAI-SearchBot|ClaudeBot|PerplexityBot|CCBot)\\b";
 
-/* uap-core user-agent families that are tools, not people. */
+/* uap-core user-agent families that are tools, not people (those named as
+ * crawlers, such as Spider or Pinterestbot, are ua_bot_family()'s). */
 static const char *const ua_bot_families[] = {
-    "Spider",
     "curl",
     "Wget",
     "python-requests",
@@ -183,7 +183,6 @@ static const char *const ua_bot_families[] = {
     "libcurl-agent",
     "HttpMonitor",
     "TLSProber",
-    "Pinterestbot",
 };
 
 static const char ua_tv_regex[] =

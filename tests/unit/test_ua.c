@@ -924,6 +924,8 @@ Test(ua, crawlers_named_as_browsers_are_bots, .init = open_default, .fini = clos
         "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko); compatible; ChatGPT-User/1.0; "
         "+https://openai.com/bot",
         "Python/3.11 aiohttp/3.9.1",
+        /* Marked by their family's name alone, as the list once named them. */
+        "Mozilla/5.0 (compatible; Pinterestbot/1.0; +http://www.pinterest.com/bot.html)",
     };
     static const char *const people[] = {
         "Mozilla/5.0 (Linux; Android 9; CUBOT P30) AppleWebKit/537.36 (KHTML, like Gecko) "
