@@ -22,8 +22,9 @@
  * Redis (BLOCK at most 1 s, a socket timeout 5 s past it) and its decoding. */
 #define STORE_IDLE_IN_WRITE_MS 15000
 
-/* The session's temporary tables: a batch's event ids (i: its entry index),
- * its rollup deltas (rollup.h's columns) and its dead letters. */
+/* The session's temporary tables, for a batch's event ids (i: its entry
+ * index) and dead letters when a read takes the slow way, and for its rollup
+ * deltas (rollup.h's columns). */
 static const char store_temp_ddl[] =
     "CREATE TEMP TABLE IF NOT EXISTS arv_keys (i integer NOT NULL, company_id bigint NOT NULL,"
     " event_id uuid NOT NULL, received_at timestamptz NOT NULL) ON COMMIT DELETE ROWS;"
@@ -741,40 +742,92 @@ static enum store_status copy_ids(struct store *s, struct batch *b, size_t nk, c
     return copy_end_binary(s, st);
 }
 
-/* Round trips 1 to 3: BEGIN, the day locks and the batch's event ids. Most
- * batches hold only new ids, so they are first COPYed straight into
- * event_ids; a unique violation (an id seen before) undoes that and takes the
- * slow way: the ids into a temporary table, and one statement that inserts the
- * new ones and names the others, which are then not counted. */
+/* Whether entry `e` is dead-lettered: it did not decode, or names content
+ * nobody registered. */
+static bool is_dead(const struct batch_entry *e)
+{
+    return e->kind == BATCH_DEAD || (e->kind == BATCH_EVENT && !e->ar_content_id);
+}
+
+/* COPYs the dead letters among entries [first, first + n) with the statement
+ * `sql` (text format, BATCH_DEAD_COLUMNS); *rows: how many. */
+static enum store_status copy_dead(struct store *s, struct batch *b, size_t first, size_t n,
+                                   const char *sql, long *rows)
+{
+    enum store_status st;
+
+    *rows = 0;
+    if ((st = copy_begin(s, sql)) != STORE_OK)
+        return st;
+    for (size_t i = first; i < first + n && st == STORE_OK; i++) {
+        const struct batch_entry *e = &b->entries[i];
+        if (!is_dead(e))
+            continue;
+        if (e->kind == BATCH_DEAD)
+            strbuf_append(&s->rows, b->rows.data + e->row_off, e->row_len);
+        else
+            batch_dead_row(b, i, BATCH_REASON_UNKNOWN, NULL, &s->rows);
+        (*rows)++;
+        st = copy_send(s, false);
+    }
+    return copy_end(s, st);
+}
+
+/* Round trips 1 to 4: BEGIN, the day locks, the read's dead letters (if any)
+ * and its event ids. Most reads hold only new ids and entries never
+ * dead-lettered before, so both are first COPYed straight into their tables
+ * (dead_letters, event_ids). A unique violation in either (an id seen
+ * before, or an entry redelivered after its dead letter was committed) undoes
+ * both and takes the slow way: the dead letters into a temporary table, for
+ * the merge to insert those not there yet; the ids into another, and one
+ * statement that inserts the new ones and names the others, which are then
+ * not counted. */
 static enum store_status write_ids(struct store *s, struct batch *b, size_t first, size_t n,
-                                   bool *slow)
+                                   struct store_counts *counts)
 {
     long ndays = collect_days(s, b, first, n);
     long nkeys = ndays < 0 ? -1 : collect_keys(s, b, first, n);
-    bool begin = !store_in_write(s);
+    bool begin = !store_in_write(s), dead = false;
+    long ndead = 0;
     PGresult *res = NULL;
-    enum store_status st;
+    enum store_status st = STORE_OK;
 
     if (nkeys < 0)
         return store_oom(s);
+    for (size_t i = first; i < first + n && !dead; i++)
+        dead = is_dead(&b->entries[i]);
     strbuf_reset(&s->sql);
     if (begin)
         strbuf_puts(&s->sql, "BEGIN; ");
     store_build_lock_sql(&s->sql, s->days, (size_t)ndays);
-    strbuf_puts(&s->sql, "; SAVEPOINT ids;"
-                         " COPY analytics.event_ids (company_id, event_id, received_at) FROM STDIN"
-                         " (FORMAT binary)");
+    strbuf_puts(&s->sql, "; SAVEPOINT ids;");
+    if (dead) {
+        strbuf_puts(&s->sql, " COPY analytics.dead_letters (" BATCH_DEAD_COLUMNS ") FROM STDIN");
+        if (s->sql.oom)
+            return store_oom(s);
+        st = copy_dead(s, b, first, n, s->sql.data, &ndead);
+        strbuf_reset(&s->sql);
+    }
+    strbuf_puts(&s->sql, " COPY analytics.event_ids (company_id, event_id, received_at)"
+                         " FROM STDIN (FORMAT binary)");
     if (s->sql.oom)
         return store_oom(s);
     if (begin)
         rollup_reset(&s->rollup);
-    st = copy_ids(s, b, (size_t)nkeys, s->sql.data, false);
+    if (st == STORE_OK)
+        st = copy_ids(s, b, (size_t)nkeys, s->sql.data, false);
+    if (st == STORE_OK)
+        counts->dead_letters += ndead;
     if (st != STORE_DATA || strcmp(s->sqlstate, "23505") != 0)
         return st;
-    *slow = true;
+    counts->ids_slow = true;
     /* arv_keys empties only at COMMIT: an earlier read of the same write may
      * have left its keys there, whose entry indexes are not this read's. */
     if ((st = run(s, "ROLLBACK TO SAVEPOINT ids; DELETE FROM pg_temp.arv_keys", NULL)) != STORE_OK)
+        return st;
+    if (dead &&
+        (st = copy_dead(s, b, first, n, "COPY pg_temp.arv_dead (" BATCH_DEAD_COLUMNS ") FROM STDIN",
+                        &ndead)) != STORE_OK)
         return st;
     st = copy_ids(s, b, (size_t)nkeys, "COPY pg_temp.arv_keys FROM STDIN (FORMAT binary)", true);
     if (st != STORE_OK || nkeys == 0)
@@ -828,31 +881,6 @@ static enum store_status copy_written(struct store *s, int rc)
     if (rc == -ENOMEM)
         return copy_end(s, store_oom(s));
     return copy_end_binary(s, rc < 0 ? s->status : STORE_OK);
-}
-
-/* The dead letters among entries [first, first + n), by COPY into their
- * temporary table (only if there is any). */
-static enum store_status write_dead(struct store *s, struct batch *b, size_t first, size_t n)
-{
-    enum store_status st = STORE_OK;
-    bool dead = false;
-
-    strbuf_reset(&s->rows);
-    for (size_t i = first; i < first + n && st == STORE_OK; i++) {
-        const struct batch_entry *e = &b->entries[i];
-        if (e->kind != BATCH_DEAD && (e->kind != BATCH_EVENT || e->ar_content_id))
-            continue;
-        if (!dead && (st = copy_begin(s, "COPY pg_temp.arv_dead (" BATCH_DEAD_COLUMNS
-                                         ") FROM STDIN")) != STORE_OK)
-            return st;
-        dead = true;
-        if (e->kind == BATCH_DEAD)
-            strbuf_append(&s->rows, b->rows.data + e->row_off, e->row_len);
-        else
-            batch_dead_row(b, i, BATCH_REASON_UNKNOWN, NULL, &s->rows);
-        st = copy_send(s, false);
-    }
-    return dead ? copy_end(s, st) : st;
 }
 
 /* The write's rollup deltas, by COPY into their temporary tables (only if
@@ -927,15 +955,12 @@ enum store_status store_write(struct store *s, struct batch *b, size_t first, si
 
     if (!s->conn)
         return s->status = STORE_CONN;
-    if ((st = write_ids(s, b, first, n, &counts->ids_slow)) != STORE_OK)
+    if ((st = write_ids(s, b, first, n, counts)) != STORE_OK)
         return store_done(s, st);
     counts->ids_us += lap_us(&t);
     if ((st = write_raw(s, b, first, n)) != STORE_OK)
         return store_done(s, st);
     counts->raw_us += lap_us(&t);
-    if ((st = write_dead(s, b, first, n)) != STORE_OK)
-        return store_done(s, st);
-    counts->deltas_us += lap_us(&t);
     count_entries(b, first, n, counts);
     return store_done(s, STORE_OK);
 }

@@ -36,10 +36,10 @@ struct store_counts {
     long invalid;      /* entries that did not decode */
     long other_dead;   /* entries dead-lettered for another reason */
     long dead_letters; /* dead-letter rows actually written (not seen before) */
-    bool ids_slow;     /* not every event id was new: the dedupe's slow way */
-    long ids_us;       /* BEGIN, day locks, event ids (the dedupe) */
+    bool ids_slow;     /* an id seen before, or a dead letter already there: the slow way */
+    long ids_us;       /* BEGIN, day locks, dead letters, event ids (the dedupe) */
     long raw_us;       /* raw rows, and the rollup deltas computed meanwhile */
-    long deltas_us;    /* the rollup deltas and dead letters sent */
+    long deltas_us;    /* the rollup deltas sent */
     long merge_us;     /* the statement merging them */
     long commit_us;    /* COMMIT (the WAL flush) */
 };
