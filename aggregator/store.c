@@ -751,7 +751,7 @@ static bool is_dead(const struct batch_entry *e)
 
 /* COPYs the dead letters among entries [first, first + n) with the statement
  * `sql` (text format, BATCH_DEAD_COLUMNS); *rows: how many. */
-static enum store_status copy_dead(struct store *s, struct batch *b, size_t first, size_t n,
+static enum store_status copy_dead(struct store *s, const struct batch *b, size_t first, size_t n,
                                    const char *sql, long *rows)
 {
     enum store_status st;

@@ -142,9 +142,9 @@ echo "WAL written:      $(agg_sql "SELECT pg_size_pretty(pg_wal_lsn_diff(pg_curr
 
 # Time per step, summed over batches (of all aggregators; a batch is one
 # transaction of one or more reads): read = XREADGROUP + decode, ids = BEGIN +
-# day locks + event ids, raw = raw rows (and the rollup deltas computed
-# meanwhile), deltas = the dead letters and the rollup deltas sent, merge = the
-# rollup upserts, commit = COMMIT, ack = XACK.
+# day locks + dead letters + event ids, raw = raw rows (and the rollup deltas
+# computed meanwhile), deltas = the rollup deltas sent, merge = the rollup
+# upserts, commit = COMMIT, ack = XACK.
 cat "$tmp"/aggregator-*.log | awk -F'[:,}]' '/"batch_written"/ {
     n++; for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k); if (k ~ /^(read|ids|raw|deltas|merge|commit|ack)_ms$/) t[k] += $(i + 1); if (k == "entries") e += $(i + 1); if (k == "reads") r += $(i + 1) } }
     END { if (n) printf "steps:            %d batches (%.0f entries, %.1f reads each): read %d, ids %d, raw %d, deltas %d, merge %d, commit %d, ack %d ms\n",

@@ -315,24 +315,32 @@ it_pass "own pending entries after a restart: delivered 10 times -> max_deliveri
 # (the process died in between) comes back to its owner. Dead letters go
 # straight into their table; that one's unique violation sends the read the
 # slow way, which keeps the dead letter already there and still writes the
-# read's new event.
+# read's other dead letter and its new event.
 late_event 0000b000-0000-4000-8000-000000000034 '"ar_content_id":999999999'
 late_event 0000b000-0000-4000-8000-000000000035 '"ar_content_id":1'
-redis-cli -p "$IT_REDIS_PORT" XREADGROUP GROUP arv-aggregators owner2 COUNT 2 STREAMS "$ARV_STREAM" '>' >/dev/null
-gone=$(redis-cli -p "$IT_REDIS_PORT" XPENDING "$ARV_STREAM" arv-aggregators - + 2 owner2 | sed -n 1p)
+late_event 0000b000-0000-4000-8000-000000000036 '"ar_content_id":999999999'
+redis-cli -p "$IT_REDIS_PORT" XREADGROUP GROUP arv-aggregators owner2 COUNT 3 STREAMS "$ARV_STREAM" '>' >/dev/null
+pending=$(redis-cli -p "$IT_REDIS_PORT" XPENDING "$ARV_STREAM" arv-aggregators - + 3 owner2)
+gone=$(sed -n 1p <<<"$pending") fresh=$(sed -n 9p <<<"$pending")
 it_psql "INSERT INTO analytics.dead_letters (stream, entry_id, reason, detail, payload)
          VALUES ('$ARV_STREAM', '$gone', 'unknown_content', 'written before the crash', '{}')" >/dev/null
 it_start owner2 arv-aggregator ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=0 ARV_WORKERS=1 \
     ARV_CONSUMER=owner2 ARV_LOG_LEVEL=debug
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "redelivered dead letter not written"
+m=$(curl -fsS "http://127.0.0.1:$IT_PORT_owner2/metrics")
 it_stop owner2
 [ "$(it_psql "SELECT count(*) || ' ' || min(detail) FROM analytics.dead_letters WHERE entry_id = '$gone'")" = \
     "1 written before the crash" ] || it_fail "a redelivered entry's dead letter written again"
+[ "$(it_psql "SELECT count(*) || ' ' || min(reason) FROM analytics.dead_letters WHERE entry_id = '$fresh'")" = \
+    "1 unknown_content" ] || it_fail "the other dead letter of the read not written once"
+grep -q '^aggregator_dead_letters_total 1$' <<<"$m" &&
+    grep -q '^aggregator_events_total{outcome="unknown_content"} 2$' <<<"$m" ||
+    it_fail "metrics: $(grep -E '^aggregator_(dead_letters|events)_total' <<<"$m")"
 [ "$(rows 0000b000-0000-4000-8000-000000000035)" = 1 ] || it_fail "the event read with it not written once"
 grep '"batch_written"' "$IT_TMP/owner2.log" | grep -q '"ids_slow":true' ||
     it_fail "the write did not take the slow way: $(grep '"batch_written"' "$IT_TMP/owner2.log")"
 grep -q '"write_abandoned"\|"batch_rejected"' "$IT_TMP/owner2.log" && it_fail "the write was abandoned"
-it_pass "a dead-lettered entry redelivered after COMMIT: its dead letter kept once, the event beside it written"
+it_pass "a dead-lettered entry redelivered after COMMIT: its dead letter kept once, the read's other dead letter and event written, counted once"
 
 # Forgetting idle consumers (a script) is housekeeping: a Redis user that may
 # not run scripts still gets its claimed entries written, with a warning.
