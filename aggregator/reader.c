@@ -406,6 +406,13 @@ static redisReply *take_ahead(struct reader *r)
     return reply;
 }
 
+/* Entries per stream in a read of new entries: its COUNT, or the caller's
+ * smaller limit. */
+static long read_count(const struct reader *r)
+{
+    return r->limit > 0 && r->limit < r->count ? r->limit : r->count;
+}
+
 /* Entries per stream in one piece of a read: READER_CHUNK in all, shared by
  * the streams (at least READER_CHUNK_MIN each), so that a piece's reply stays
  * about as large with many shards on a node as with one. */
@@ -735,12 +742,13 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
      * every stream is still read, the next piece is sent before this one is
      * decoded, so that Redis serves it meanwhile. */
     *kind = READER_NEW;
+    long count = read_count(r);
     for (unsigned i = 0; i < r->nstreams; i++)
         ids[i] = ">";
     *caught_up = true;
     for (bool first = true;; first = false) {
         chunk = read_chunk(r); /* smaller after a piece of large entries */
-        long want = r->count - done < chunk ? r->count - done : chunk, next;
+        long want = count - done < chunk ? count - done : chunk, next;
         bool more = false, all = true;
         if (r->ahead != READER_AHEAD_NONE) {
             /* Sent ahead, from every stream (all are still read). */
@@ -761,7 +769,7 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
                 goto out;
         }
         done += want;
-        next = r->count - done < chunk ? r->count - done : chunk;
+        next = count - done < chunk ? count - done : chunk;
         for (unsigned i = 0; i < r->nstreams; i++) {
             if (!ids[i]) {
                 all = false;
@@ -778,7 +786,7 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
             goto out;
         reply_arena_free(reply);
         reply = NULL;
-        if (more && (done >= r->count || batch_full(r, b))) {
+        if (more && (done >= count || batch_full(r, b))) {
             *caught_up = false;
             more = false;
         }

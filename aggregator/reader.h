@@ -61,6 +61,7 @@ struct reader {
     unsigned nstreams;
     char *consumer;   /* consumer name in the group, owned */
     long count;       /* COUNT per read and stream */
+    long limit;       /* if > 0 and smaller, the next read of new entries' COUNT per stream */
     size_t max_bytes; /* a batch's rows stop reading at this size */
     size_t entry_max; /* bytes of the largest entry of the last piece of new entries */
     long block_ms;    /* BLOCK of a read of new entries (<= 1 s) */

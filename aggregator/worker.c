@@ -576,6 +576,21 @@ static bool end_write(struct worker *w, bool keep_read)
     return true;
 }
 
+long worker_read_limit(const struct worker_write *wr, const struct worker_write_limits *lim,
+                       unsigned nstreams)
+{
+    if (wr->entries == 0)
+        return 0;
+    size_t per_entry = wr->deltas_bytes / wr->entries + 1;
+    size_t room =
+        lim->deltas_max_bytes > wr->deltas_bytes ? lim->deltas_max_bytes - wr->deltas_bytes : 0;
+    size_t each = room / per_entry / (nstreams > 0 ? nstreams : 1);
+
+    if (each < READER_CHUNK_MIN)
+        return READER_CHUNK_MIN;
+    return each > WORKER_READ_MAX ? WORKER_READ_MAX : (long)each;
+}
+
 long worker_read_max(long batch_size, unsigned nstreams)
 {
     long all = batch_size < WORKER_READ_MAX ? batch_size : WORKER_READ_MAX;
@@ -723,6 +738,7 @@ static void *worker_main(void *arg)
                 /* Once stopping (maybe during the linger above), a read
                  * sends nothing ahead and waits for nothing. */
                 w->reader.no_ahead = atomic_load(&w->stop);
+                w->reader.limit = worker_read_limit(&w->wr, &w->limits, w->nstreams);
                 rc = reader_read(&w->reader, &w->batch, &kind, &caught_up);
                 read_ms = (int64_t)timeutil_mono_ms() - now;
             }

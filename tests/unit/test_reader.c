@@ -390,6 +390,32 @@ Test(reader_live, budget_leaves_a_piece_ahead_and_recovery_reads_it)
     live_end(&r, &b);
 }
 
+/* A limit below COUNT (the worker's, near its deltas bound) ends a read of
+ * new entries there, as not caught up; without one the next read takes
+ * COUNT again. */
+Test(reader_live, limit_ends_a_read_early)
+{
+    struct reader r;
+    struct batch b;
+    bool caught_up;
+    live_start(&r, &b, 3000, 2500, 0);
+    r.limit = 300;
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 300);
+    cr_assert_not(caught_up, "entries are left");
+    ack_all(&r, &b);
+    r.limit = 0;
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 2500, "COUNT again");
+    ack_all(&r, &b);
+    r.limit = 5000;
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 200, "a limit above COUNT changes nothing");
+    cr_assert(caught_up);
+    ack_all(&r, &b);
+    live_end(&r, &b);
+}
+
 /* A write of several reads acknowledges them all at once, in XACKs of
  * READER_ACK_CHUNK ids. */
 Test(reader_live, acks_a_write_of_several_reads_at_once)
