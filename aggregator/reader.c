@@ -759,7 +759,7 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
                 /* Nothing then: wait for entries as any first piece does. */
                 reply_arena_free(reply);
                 reply = NULL;
-                want = chunk;
+                want = count < chunk ? count : chunk;
             }
         }
         if (!reply) {

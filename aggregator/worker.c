@@ -586,9 +586,9 @@ long worker_read_limit(const struct worker_write *wr, const struct worker_write_
         lim->deltas_max_bytes > wr->deltas_bytes ? lim->deltas_max_bytes - wr->deltas_bytes : 0;
     size_t each = room / per_entry / (nstreams > 0 ? nstreams : 1);
 
-    if (each < READER_CHUNK_MIN)
-        return READER_CHUNK_MIN;
-    return each > WORKER_READ_MAX ? WORKER_READ_MAX : (long)each;
+    /* At most deltas_max_bytes: fits. A read whose first piece was sent
+     * ahead (a backlog) takes that whole piece whatever this says. */
+    return each < READER_CHUNK_MIN ? READER_CHUNK_MIN : (long)each;
 }
 
 long worker_read_max(long batch_size, unsigned nstreams)

@@ -258,9 +258,10 @@ long worker_read_max(long batch_size, unsigned nstreams);
 /* The COUNT per stream (reader.limit) for the next read of new entries into
  * the open write `wr`, so that the read ends near `deltas_max_bytes` rather
  * than up to a whole read past it: what is left of that bound, over the
- * write's deltas per entry so far (an overestimate of what an entry adds, as
- * groups and values repeat), shared by `nstreams` streams, at least
- * READER_CHUNK_MIN. 0 (no limit) when no write is open. Pure. */
+ * write's deltas per entry so far (usually more than an entry adds, as
+ * groups and values repeat; not when new values follow repeated ones),
+ * shared by `nstreams` streams, at least READER_CHUNK_MIN. 0 (no limit) when
+ * no write is open. Pure. */
 long worker_read_limit(const struct worker_write *wr, const struct worker_write_limits *lim,
                        unsigned nstreams);
 

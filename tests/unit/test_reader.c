@@ -413,6 +413,19 @@ Test(reader_live, limit_ends_a_read_early)
     cr_assert_eq(b.count, 200, "a limit above COUNT changes nothing");
     cr_assert(caught_up);
     ack_all(&r, &b);
+    /* Between a piece and COUNT: a piece, then the rest of the limit. */
+    add_entries(3000);
+    r.limit = 2300;
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 2300);
+    cr_assert_not(caught_up);
+    ack_all(&r, &b);
+    /* A piece already sent ahead is taken whole, whatever the limit. */
+    cr_assert_eq(reader_prefetch(&r), 0, "%s", r.errstr);
+    r.limit = 300;
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(b.count, 700, "the rest of the stream, sent ahead");
+    ack_all(&r, &b);
     live_end(&r, &b);
 }
 

@@ -197,20 +197,19 @@ Test(worker, read_max_is_shared_by_the_streams)
 
 /* A read into an open write takes what is left of the deltas bound, at the
  * write's deltas per entry so far; none without a write, never fewer than a
- * minimal piece nor more than a read. */
+ * minimal piece. */
 Test(worker, read_limit_near_the_deltas_bound)
 {
     struct worker_write wr = {0};
 
     cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 1), 0, "no write open");
     wr.entries = 10000;
-    wr.deltas_bytes = 10000 * 99; /* 100 bytes per entry, counting the rounding */
-    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 1), WORKER_READ_MAX, "far from it");
-    wr.deltas_bytes = DELTAS_MAX - 500000;
-    size_t per = wr.deltas_bytes / wr.entries + 1;
-    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 1), (long)(500000 / per));
-    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 2), (long)(500000 / per / 2),
-                 "shared by the streams");
+    wr.deltas_bytes = 999999; /* 100 bytes per entry (99 + 1 for the rounding) */
+    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 1), (DELTAS_MAX - 999999) / 100,
+                 "far from it: 157,772, more than any read takes");
+    wr.deltas_bytes = DELTAS_MAX - 500000; /* 16,277,216: 1,628 per entry */
+    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 1), 307);
+    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 2), 153, "shared by the streams");
     wr.deltas_bytes = DELTAS_MAX - 100;
     cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 1), READER_CHUNK_MIN);
     wr.deltas_bytes = DELTAS_MAX + 100;
