@@ -325,7 +325,7 @@ static void put_dim(struct batch *b, struct batch_entry *e, int d, const char *s
 
     e->dim_at[d] = (uint16_t)(b->rows.len + 4 - e->row_off); /* past the field's length */
     e->dim_len[d] = (uint16_t)n;
-    copy_bin_opt_str(&b->rows, s);
+    copy_bin_opt_bytes(&b->rows, s, n);
 }
 
 /* Writes the event's raw row up to is_bot (see struct batch_entry) and what

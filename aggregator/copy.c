@@ -255,12 +255,17 @@ void copy_bin_bytes(struct strbuf *out, const void *s, size_t n)
     strbuf_append(out, s, n);
 }
 
-void copy_bin_opt_str(struct strbuf *out, const char *s)
+void copy_bin_opt_bytes(struct strbuf *out, const void *s, size_t n)
 {
-    if (!s || !*s)
+    if (n == 0)
         copy_bin_null(out);
     else
-        copy_bin_bytes(out, s, strlen(s));
+        copy_bin_bytes(out, s, n);
+}
+
+void copy_bin_opt_str(struct strbuf *out, const char *s)
+{
+    copy_bin_opt_bytes(out, s, s ? strlen(s) : 0);
 }
 
 void copy_bin_int4(struct strbuf *out, int32_t v)

@@ -61,6 +61,8 @@ void copy_bin_null(struct strbuf *out);
 void copy_bin_bytes(struct strbuf *out, const void *s, size_t n);
 /* Starts a field of n bytes, which the caller appends itself. */
 void copy_bin_len(struct strbuf *out, size_t n);
+/* A text of n bytes; NULL when n is 0. */
+void copy_bin_opt_bytes(struct strbuf *out, const void *s, size_t n);
 /* A text; NULL when `s` is NULL or empty. */
 void copy_bin_opt_str(struct strbuf *out, const char *s);
 void copy_bin_int4(struct strbuf *out, int32_t v);
