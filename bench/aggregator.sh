@@ -145,10 +145,11 @@ echo "WAL written:      $(agg_sql "SELECT pg_size_pretty(pg_wal_lsn_diff(pg_curr
 # day locks + dead letters + event ids, raw = raw rows (and the rollup deltas
 # computed meanwhile), deltas = the rollup deltas sent, merge = the rollup
 # upserts, commit = COMMIT, ack = XACK.
-cat "$tmp"/aggregator-*.log | awk -F'[:,}]' '/"batch_written"/ {
-    n++; for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k); if (k ~ /^(read|ids|raw|deltas|merge|commit|ack)_ms$/) t[k] += $(i + 1); if (k == "entries") e += $(i + 1); if (k == "reads") r += $(i + 1) } }
-    END { if (n) printf "steps:            %d batches (%.0f entries, %.1f reads each): read %d, ids %d, raw %d, deltas %d, merge %d, commit %d, ack %d ms\n",
-        n, e / n, r / n, t["read_ms"], t["ids_ms"], t["raw_ms"], t["deltas_ms"], t["merge_ms"], t["commit_ms"], t["ack_ms"] }'
+cat "$tmp"/aggregator-*.log |
+    agg_batch_fields - entries reads read_ms ids_ms raw_ms deltas_ms merge_ms commit_ms ack_ms |
+    awk '{ for (k = 1; k <= NF; k++) t[k] += $k }
+    END { if (NR) printf "steps:            %d batches (%.0f entries, %.1f reads each): read %d, ids %d, raw %d, deltas %d, merge %d, commit %d, ack %d ms\n",
+        NR, t[1] / NR, t[2] / NR, t[3], t[4], t[5], t[6], t[7], t[8], t[9] }'
 
 if [ "${ARV_BENCH_EXPLAIN:-0}" = 1 ]; then
     echo "PostgreSQL time per statement and per CTE (all batches; explain timing slows the drain):"

@@ -78,7 +78,8 @@ agg_wait_drained() {
 }
 
 # agg_batch_fields LOG FIELD...: for each batch_written line of an
-# aggregator's debug log, the values of the numeric FIELDs, space-separated.
+# aggregator's debug log (- : standard input), the values of the numeric
+# FIELDs, space-separated.
 agg_batch_fields() {
     local log=$1
     shift

@@ -113,13 +113,11 @@ awk -v ms=$((t1 - t0)) -v cpus="$(nproc)" -v a=$(($(agg_cpu_ms $agg_pid) - c_agg
 
 # The aggregator's batches during the main run: how big, and where the time went
 # (the steps of bench/aggregator.sh).
-tail -n +$((log0 + 1)) "$tmp/aggregator.log" | awk -F'[:,}]' '/"batch_written"/ {
-    n++; for (i = 1; i < NF; i++) { k = $i; gsub(/[" ]/, "", k); v = $(i + 1) + 0
-        if (k ~ /^(read|ids|raw|deltas|merge|commit|ack)_ms$/) t[k] += v
-        if (k == "entries") { e += v; if (v > emax) emax = v }
-        if (k == "ms" && v > wmax) wmax = v } }
-    END { if (n) printf "[main] aggregator: %d batches, %.0f entries each (largest %d), longest write %d ms; summed: read %d, ids %d, raw %d, deltas %d, merge %d, commit %d, ack %d ms\n",
-        n, e / n, emax, wmax, t["read_ms"], t["ids_ms"], t["raw_ms"], t["deltas_ms"], t["merge_ms"], t["commit_ms"], t["ack_ms"] }'
+tail -n +$((log0 + 1)) "$tmp/aggregator.log" |
+    agg_batch_fields - entries ms read_ms ids_ms raw_ms deltas_ms merge_ms commit_ms ack_ms |
+    awk '{ for (k = 1; k <= NF; k++) t[k] += $k; if ($1 > emax) emax = $1; if ($2 > wmax) wmax = $2 }
+    END { if (NR) printf "[main] aggregator: %d batches, %.0f entries each (largest %d), longest write %d ms; summed: read %d, ids %d, raw %d, deltas %d, merge %d, commit %d, ack %d ms\n",
+        NR, t[1] / NR, emax, wmax, t[3], t[4], t[5], t[6], t[7], t[8], t[9] }'
 views=$(agg_sql "SELECT sum(views) FROM analytics.rollup_content_hourly WHERE company_id = $company")
 rows=$(agg_sql "SELECT count(*) FROM analytics.ar_view_sessions")
 echo "check: raw rows $rows, rollup views $views"
