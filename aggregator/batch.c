@@ -184,7 +184,7 @@ int64_t batch_find_value(const struct batch *b, const char *s, size_t n)
 
     if (!b->nslots)
         return -1;
-    k = value_slot(b, s, n, strbuf_fnv1a(s, n));
+    k = value_slot(b, s, n, (uint32_t)strbuf_hash64(s, n, 0));
     return b->val_slots[k] ? (int64_t)b->val_slots[k] - 1 : -1;
 }
 
@@ -192,7 +192,7 @@ int64_t batch_find_value(const struct batch *b, const char *s, size_t n)
 static int64_t value_intern(struct batch *b, const char *s, size_t n)
 {
     size_t k;
-    uint32_t h = strbuf_fnv1a(s, n);
+    uint32_t h = (uint32_t)strbuf_hash64(s, n, 0);
 
     if (2 * (b->nvals + 1) > b->nslots && values_grow(b) < 0)
         return -ENOMEM;
@@ -332,7 +332,7 @@ static void put_dim(struct batch *b, struct batch_entry *e, int d, const char *s
  * the rollups need of it. */
 static int put_event(struct batch *b, struct batch_entry *e, const struct event *ev, bool is_bot)
 {
-    char ip[IP_ANON_MAX];
+    struct ip_addr ip;
     unsigned char session[16], event_id[16];
 
     e->kind = BATCH_EVENT;
@@ -360,8 +360,8 @@ static int put_event(struct batch *b, struct batch_entry *e, const struct event 
     put_dim(b, e, 2, ev->os);
     /* Anonymised before storage unless told; an address that does not parse
      * is dropped. */
-    copy_bin_inet(&b->rows,
-                  (b->store_full_ip ? ip_unmap : ip_anon)(ev->ip, ip, sizeof(ip)) ? ip : NULL);
+    (b->store_full_ip ? ip_unmap : ip_anon)(ev->ip, &ip);
+    copy_bin_inet(&b->rows, &ip);
     put_dim(b, e, 3, ev->country);
     put_dim(b, e, 4, ev->city);
     if (ev->duration_seconds >= 0)
@@ -522,8 +522,8 @@ int batch_reject(struct batch *b, size_t i, const char *reason, const char *deta
 /* Hash of an event entry's company and event id (its row's first field). */
 static uint32_t event_key_hash(const struct batch *b, const struct batch_entry *e)
 {
-    return strbuf_fnv1a(b->rows.data + e->row_off, BATCH_EVENT_ID_FIELD) ^
-           (uint32_t)((uint64_t)e->company_id * 2654435761u);
+    return (uint32_t)strbuf_hash64(b->rows.data + e->row_off, BATCH_EVENT_ID_FIELD,
+                                   (uint64_t)e->company_id);
 }
 
 int batch_resolve(struct batch *b, size_t first, size_t n)

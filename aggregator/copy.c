@@ -292,16 +292,18 @@ void copy_bin_time_ms(struct strbuf *out, int64_t ms)
     copy_bin_int8(out, (ms - INT64_C(946684800000)) * 1000);
 }
 
-void copy_bin_inet(struct strbuf *out, const char *ip)
+void copy_bin_inet(struct strbuf *out, const struct ip_addr *a)
 {
     unsigned char b[4 + 16];
 
     /* family (PGSQL_AF_INET 2, PGSQL_AF_INET6 3), bits, is_cidr, size, address */
-    if (ip && inet_pton(AF_INET, ip, b + 4) == 1) {
+    if (a && a->family == AF_INET) {
         memcpy(b, "\x02\x20\x00\x04", 4);
+        memcpy(b + 4, a->bytes, 4);
         copy_bin_bytes(out, b, 8);
-    } else if (ip && inet_pton(AF_INET6, ip, b + 4) == 1) {
+    } else if (a && a->family == AF_INET6) {
         memcpy(b, "\x03\x80\x00\x10", 4);
+        memcpy(b + 4, a->bytes, 16);
         copy_bin_bytes(out, b, 20);
     } else {
         copy_bin_null(out);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ip_anon.h"
 #include "strbuf.h"
 
 /* One row being appended to a buffer; fields are separated automatically. */
@@ -70,8 +71,7 @@ void copy_bin_int8(struct strbuf *out, int64_t v);
 void copy_bin_bool(struct strbuf *out, bool v);
 /* A timestamptz from ms since the epoch. */
 void copy_bin_time_ms(struct strbuf *out, int64_t ms);
-/* An inet from an address in text (IPv4 or IPv6, no prefix); NULL if it does
- * not parse. */
-void copy_bin_inet(struct strbuf *out, const char *ip);
+/* An inet of address `a` (no prefix); NULL if `a` is NULL or no address. */
+void copy_bin_inet(struct strbuf *out, const struct ip_addr *a);
 
 #endif

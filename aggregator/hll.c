@@ -40,16 +40,6 @@ static uint64_t load_le64(const unsigned char *p)
     return v;
 }
 
-uint64_t hll_fmix64(uint64_t k)
-{
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    k *= 0xc4ceb9fe1a85ec53ULL;
-    k ^= k >> 33;
-    return k;
-}
-
 uint64_t hll_hash(const void *data, size_t len)
 {
     static const uint64_t c1 = 0x87c37b91114253d5ULL;
@@ -83,8 +73,8 @@ uint64_t hll_hash(const void *data, size_t len)
     h2 ^= (uint64_t)len;
     h1 += h2;
     h2 += h1;
-    h1 = hll_fmix64(h1);
-    h2 = hll_fmix64(h2);
+    h1 = strbuf_mix64(h1);
+    h2 = strbuf_mix64(h2);
     h1 += h2;
     return h1;
 }
@@ -160,6 +150,44 @@ size_t hll_sort_unique(uint64_t *hashes, size_t n)
             hashes[++m] = hashes[i];
     }
     return m + 1;
+}
+
+/* Whether more than `limit` (below HLL_SEEN_SLOTS / 2) of h[0..n) are
+ * distinct: an open-addressing set of those seen, stopping once it holds more
+ * than `limit`. Hashes are uniform, so their low bits place them. */
+#define HLL_SEEN_SLOTS 1024
+static bool more_distinct_than(const uint64_t *h, size_t n, size_t limit)
+{
+    uint64_t seen[HLL_SEEN_SLOTS] = {0}; /* 0: free (the hash 0 is noted apart) */
+    bool zero = false;
+    size_t distinct = 0;
+
+    assert(limit < HLL_SEEN_SLOTS / 2);
+    for (size_t i = 0; i < n; i++) {
+        size_t k = (size_t)h[i] & (HLL_SEEN_SLOTS - 1);
+
+        if (h[i] == 0) {
+            if (zero)
+                continue;
+            zero = true;
+        } else {
+            while (seen[k] != 0 && seen[k] != h[i])
+                k = (k + 1) & (HLL_SEEN_SLOTS - 1);
+            if (seen[k] != 0)
+                continue;
+            seen[k] = h[i];
+        }
+        if (++distinct > limit)
+            return true;
+    }
+    return false;
+}
+
+size_t hll_prepare(uint64_t *hashes, size_t n)
+{
+    if (n > HLL_EXPLICIT_MAX && more_distinct_than(hashes, n, HLL_EXPLICIT_MAX))
+        return n;
+    return hll_sort_unique(hashes, n);
 }
 
 /* Register of one hash as postgresql-hll computes it: the low log2m bits pick

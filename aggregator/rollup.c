@@ -63,11 +63,11 @@ void rollup_reset(struct rollup *r)
 
 static uint64_t key_hash(const struct rollup_group *g)
 {
-    uint64_t h = hll_fmix64((uint64_t)g->period ^ ((uint64_t)g->dim << 32 | g->value));
+    uint64_t h = strbuf_mix64((uint64_t)g->period ^ ((uint64_t)g->dim << 32 | g->value));
 
-    h = hll_fmix64(h ^ (uint64_t)g->content_id);
-    h = hll_fmix64(h ^ (uint64_t)g->project_id);
-    return hll_fmix64(h ^ (uint64_t)g->company_id);
+    h = strbuf_mix64(h ^ (uint64_t)g->content_id);
+    h = strbuf_mix64(h ^ (uint64_t)g->project_id);
+    return strbuf_mix64(h ^ (uint64_t)g->company_id);
 }
 
 static bool same_key(const struct rollup_group *a, const struct rollup_group *b)
@@ -303,7 +303,7 @@ static void put_sketch(struct strbuf *out, struct rollup_table *t, const struct 
 
     for (size_t j = 0; j < g->nhashes; j++)
         t->scratch[j] = group_hash(t, g, j);
-    n = hll_sort_unique(t->scratch, g->nhashes);
+    n = hll_prepare(t->scratch, g->nhashes);
     copy_bin_len(out, hll_sketch_size(n));
     hll_write_sketch(t->scratch, n, out);
 }
@@ -401,10 +401,10 @@ enum { CAP_NEW, CAP_STORED, CAP_FOLD };
 
 static uint64_t bkey_hash(int64_t company_id, int64_t content_id, int64_t period, uint32_t dim)
 {
-    uint64_t h = hll_fmix64((uint64_t)period ^ ((uint64_t)dim << 32));
+    uint64_t h = strbuf_mix64((uint64_t)period ^ ((uint64_t)dim << 32));
 
-    h = hll_fmix64(h ^ (uint64_t)content_id);
-    return hll_fmix64(h ^ (uint64_t)company_id);
+    h = strbuf_mix64(h ^ (uint64_t)content_id);
+    return strbuf_mix64(h ^ (uint64_t)company_id);
 }
 
 static bool bkey_is(const struct rollup_bkey *k, const struct rollup_group *g)

@@ -1298,17 +1298,6 @@ static void ua_parse(struct ua_cache *c, const char *s, size_t n, struct ua_resu
 
 /* ---- cache --------------------------------------------------------------- */
 
-static uint64_t ua_hash(uint64_t seed, const char *s, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ULL ^ seed; /* FNV-1a, seeded */
-
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h ^ (h >> 29);
-}
-
 struct ua_cache *ua_cache_new(const struct ua_db *db, size_t capacity)
 {
     struct ua_cache *c = NULL;
@@ -1461,7 +1450,7 @@ void ua_cache_lookup(struct ua_cache *c, const char *ua, size_t len, struct ua_r
         ua_parse(c, ua, len, out);
         return;
     }
-    h = ua_hash(c->seed, ua, len);
+    h = strbuf_hash64(ua, len, c->seed);
     for (i = c->buckets[h & c->mask]; i != UA_NIL; i = c->entries[i].chain) {
         const struct ua_entry *e = &c->entries[i];
         if (e->hash == h && e->keylen == len && memcmp(e->key, ua, len) == 0)
@@ -1488,8 +1477,11 @@ bool ua_enrich_event(struct ua_cache *c, struct event *ev)
     if (ev->user_agent[0] == '\0')
         return false;
     ua_cache_lookup(c, ev->user_agent, strlen(ev->user_agent), &r);
-    if (ev->device_type[0] == '\0')
-        snprintf(ev->device_type, sizeof(ev->device_type), "%s", r.device_type);
+    if (ev->device_type[0] == '\0') {
+        size_t n = strnlen(r.device_type, sizeof(ev->device_type) - 1);
+        memcpy(ev->device_type, r.device_type, n);
+        ev->device_type[n] = '\0';
+    }
     if (ev->browser[0] == '\0' && strcmp(r.browser, "Other") != 0)
         memcpy(ev->browser, r.browser, sizeof(ev->browser));
     if (ev->os[0] == '\0' && strcmp(r.os, "Other") != 0)

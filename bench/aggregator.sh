@@ -14,6 +14,10 @@
 # ARV_BENCH_EXPLAIN=1: log every statement with its time and every plan with
 # actual times (auto_explain, which slows the drain) and print the time per
 # statement and per data-modifying CTE, summed over all batches.
+# ARV_BENCH_WRAP="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p":
+# runs the aggregator under that command (instruction counts, which this
+# shared machine's load does not move; with ARV_WORKERS=1 and a small
+# --events, since it runs some fifty times slower).
 # Servers: private Redis (no persistence) and PostgreSQL 15 with the server's
 # defaults (fsync on, synchronous_commit on, full_page_writes on, shared_buffers
 # 128MB; ARV_PG_OPTIONS="-c name=value ..." changes them for the drain and the
@@ -107,7 +111,8 @@ ckpt0=$(agg_sql "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwrite
 read -r _ stat0 </proc/stat
 t0=$(date +%s%N)
 for ((k = 0; k < naggs; k++)); do
-    "$build/bin/arv-aggregator" --listen="127.0.0.1:$(arv_free_port)" --consumer="bench-$k" \
+    # shellcheck disable=SC2086 # ARV_BENCH_WRAP: a command and its words
+    ${ARV_BENCH_WRAP:-} "$build/bin/arv-aggregator" --listen="127.0.0.1:$(arv_free_port)" --consumer="bench-$k" \
         2>"$tmp/aggregator-$k.log" &
     agg_pids+=("$!")
 done

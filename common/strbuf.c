@@ -241,3 +241,20 @@ uint32_t strbuf_fnv1a(const char *s, size_t n)
         h = (h ^ (unsigned char)s[i]) * 16777619u;
     return h;
 }
+
+uint64_t strbuf_hash64(const char *s, size_t n, uint64_t seed)
+{
+    uint64_t h = strbuf_mix64(seed) ^ (uint64_t)n * 0x9e3779b97f4a7c15ULL, w;
+
+    for (; n >= 8; s += 8, n -= 8) {
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+        h ^= h >> 31;
+    }
+    if (n > 0) {
+        w = 0;
+        memcpy(&w, s, n);
+        h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
+    }
+    return strbuf_mix64(h);
+}

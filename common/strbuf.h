@@ -44,6 +44,23 @@ bool strbuf_utf8_valid(const char *s, size_t n);
  * (the collector's shard choice depends on it). */
 uint32_t strbuf_fnv1a(const char *s, size_t n);
 
+/* A hash of n bytes for in-process hash tables, 8 bytes at a step (FNV-1a
+ * takes one): every input bit reaches every output bit. Not stable across
+ * versions: never store it or send it. `seed` varies it (0: none). */
+uint64_t strbuf_hash64(const char *s, size_t n, uint64_t seed);
+
+/* MurmurHash3's 64-bit finalizer: every input bit reaches every output bit
+ * (also a good hash of a 64-bit key). */
+static inline uint64_t strbuf_mix64(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    k *= 0xc4ceb9fe1a85ec53ULL;
+    k ^= k >> 33;
+    return k;
+}
+
 /* Copies the well-formed UTF-8 sequences of s[0..n) to dst, dropping every
  * byte that does not start one (a sequence cut at either end, stray bytes),
  * as many whole sequences as fit in `max` bytes. Returns the bytes written;

@@ -183,9 +183,13 @@ Test(copy, binary_fields)
     copy_bin_opt_str(&sb, "hi");
     copy_bin_opt_str(&sb, "");
     copy_bin_time_ms(&sb, 946684800001LL);
-    copy_bin_inet(&sb, "10.0.0.1");
-    copy_bin_inet(&sb, "2001:db8::1");
-    copy_bin_inet(&sb, "fe80::1%eth0");
+    struct ip_addr a;
+    cr_assert(ip_unmap("10.0.0.1", &a));
+    copy_bin_inet(&sb, &a);
+    cr_assert(ip_unmap("2001:db8::1", &a));
+    copy_bin_inet(&sb, &a);
+    cr_assert_not(ip_unmap("fe80::1%eth0", &a));
+    copy_bin_inet(&sb, &a);
     copy_bin_trailer(&sb);
     cr_assert_eq(sb.len, sizeof(want));
     cr_assert_eq(memcmp(sb.data, want, sizeof(want)), 0);

@@ -165,6 +165,38 @@ Test(hll, sort_unique_matches_a_reference_sort)
     }
 }
 
+/* hll_prepare sorts and deduplicates up to 320 distinct hashes however many
+ * repeats come with them (hash 0 one of them), and leaves more as they are. */
+Test(hll, prepare_sorts_only_what_an_explicit_sketch_lists)
+{
+    static uint64_t h[2000], ref[2000];
+    uint64_t x = 0x2545f4914f6cdd1du;
+
+    for (size_t distinct = 318; distinct <= 323; distinct++) {
+        for (size_t i = 0; i < distinct; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
+            ref[i] = i == 7 ? 0 : x;
+        }
+        /* Each value five times, interleaved: 1,600 hashes or so. */
+        size_t n = 0;
+        for (int rep = 0; rep < 5; rep++)
+            for (size_t i = 0; i < distinct; i++)
+                h[n++] = ref[(i * 331 + (size_t)rep) % distinct]; /* 331: prime */
+        size_t m = hll_prepare(h, n);
+        if (distinct <= 320) {
+            cr_assert_eq(m, distinct, "distinct %zu", distinct);
+            qsort(ref, distinct, sizeof(*ref), cmp_signed);
+            cr_assert_arr_eq(h, ref, m * sizeof(*h), "distinct %zu", distinct);
+        } else {
+            cr_assert_eq(m, n, "distinct %zu: left as they are", distinct);
+            cr_assert_eq(h[0], ref[0], "distinct %zu: not reordered", distinct);
+            cr_assert_eq(h[n - 1], ref[((distinct - 1) * 331 + 4) % distinct]);
+        }
+        cr_assert_eq(hll_sketch_size(m), distinct <= 320 ? 3 + 8 * distinct : 3 + 2560);
+    }
+    cr_assert_eq(hll_prepare(h, 0), 0);
+}
+
 /* The hex text of `n` bytes, "\\x..." as hll's text output shows a sketch. */
 static const char *hex_of(const char *bytes, size_t n)
 {
@@ -181,7 +213,7 @@ static const char *hex_of(const char *bytes, size_t n)
  * output shows it: "\x...". */
 static const char *sketch(uint64_t *h, size_t n)
 {
-    size_t m = hll_sort_unique(h, n);
+    size_t m = hll_prepare(h, n);
 
     strbuf_reset(&sb);
     hll_write_sketch(h, m, &sb);

@@ -51,6 +51,34 @@ Test(strbuf, utf8_prefix)
     cr_assert_eq(strbuf_utf8_prefix("\x80\x80\x80", 3, 2), 0);
 }
 
+/* strbuf_hash64 reads 8 bytes at a step: every length around those steps,
+ * bytes past a shorter key's end that are NUL, the seed, and a single bit
+ * anywhere give other hashes; the same bytes the same hash. */
+Test(strbuf, hash64_tells_keys_apart)
+{
+    static const char zeros[24];
+    char buf[24];
+    uint64_t seen[64];
+    size_t n = 0;
+
+    for (size_t len = 0; len <= 17; len++)
+        seen[n++] = strbuf_hash64(zeros, len, 0); /* NULs of each length */
+    memcpy(buf, "0123456789abcdefghij", 21);
+    for (size_t len = 1; len <= 17; len++)
+        seen[n++] = strbuf_hash64(buf, len, 0);
+    seen[n++] = strbuf_hash64(buf, 17, 1);
+    for (size_t bit = 0; bit < 8 * 17; bit += 9) {
+        buf[bit / 8] ^= (char)(1 << bit % 8);
+        seen[n++] = strbuf_hash64(buf, 17, 0);
+        buf[bit / 8] ^= (char)(1 << bit % 8);
+    }
+    cr_assert_lt(n, sizeof(seen) / sizeof(seen[0]) + 1);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            cr_assert_neq(seen[i], seen[j], "keys %zu and %zu", i, j);
+    cr_assert_eq(strbuf_hash64(buf, 17, 0), seen[18 + 16]);
+}
+
 Test(strbuf, fnv1a_vectors)
 {
     /* FNV-1a 32-bit reference values: the collector's shards depend on them. */
