@@ -36,8 +36,9 @@ struct retention {
     bool started; /* thread created */
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    bool stop;   /* under lock */
-    int call_fd; /* under lock: conn's socket while a statement runs, else -1 */
+    bool stop;        /* under lock */
+    int call_fd;      /* under lock: conn's socket while a statement runs, else -1 */
+    char sqlstate[6]; /* of the last statement that failed ("" if none said) */
 };
 
 bool retention_partition_day(const char *name, int64_t *day)
@@ -144,6 +145,8 @@ static PGresult *retention_exec(struct retention *r, const char *sql, const char
 
     if (rs == PGRES_COMMAND_OK || rs == PGRES_TUPLES_OK)
         return res;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", state ? state : "");
     retention_report(r, what, res);
     PQclear(res);
     if (PQstatus(r->conn) != CONNECTION_OK)
@@ -347,16 +350,23 @@ static int retention_steps(struct retention *r, int64_t today)
          * DROP holds the day's lock exclusively, as `arvctl rollups rebuild`
          * does while it checks for the partition and recomputes the day from
          * it: a partition dropped in between would leave the day's rollups
-         * deleted and recomputed from nothing. It also needs the raw table
-         * exclusively, and batches queue behind it while it waits for theirs:
-         * it waits at most 1 s (the next run retries). */
+         * deleted and recomputed from nothing. A day held (a rebuild, a batch
+         * of its replayed events) is left to the next run; the others go now.
+         * The DROP also needs the raw table exclusively, and every new batch
+         * queues behind it while it waits for the batches in progress: it
+         * waits at most 1 s, and after a wait that long the run drops no
+         * more, so that batches queue once per run, not once per partition. */
         snprintf(sql, sizeof(sql),
                  "DO $$BEGIN PERFORM set_config('lock_timeout', '1s', true);"
-                 " PERFORM pg_advisory_xact_lock(%d, %" PRId64 ");"
+                 " IF NOT pg_try_advisory_xact_lock(%d, %" PRId64 ") THEN"
+                 " RAISE EXCEPTION 'its day is locked (a rebuild of it)'"
+                 " USING ERRCODE = 'object_in_use'; END IF;"
                  " DROP TABLE analytics.%s; END$$",
                  ARV_LOCK_ROLLUP_DAY, day, name);
         if (!(drop = retention_exec(r, sql, "drop_partition"))) {
-            rc = -EIO; /* the next run tries again; the others go now */
+            rc = -EIO; /* the next run tries again */
+            if (strcmp(r->sqlstate, "55P03") == 0)
+                break; /* lock_not_available: the raw table's */
             continue;
         }
         PQclear(drop);

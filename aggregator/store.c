@@ -720,10 +720,15 @@ static long collect_keys(struct store *s, const struct batch *b, size_t first, s
 
 /* COPYs the `nk` keys collect_keys() left in s->keys with the statement
  * `sql`; `indexed`: each row starts with the entry's index. Marks those
- * entries counted. */
+ * entries counted. A key's received_at, which only retention reads, is the
+ * later of its event's receipt and now: an old backlog's ids are kept the
+ * dedupe window from their write, not deleted by the next pass while their
+ * entries can still come back (a crash before XACK, a client retry in the
+ * same backlog). */
 static enum store_status copy_ids(struct store *s, struct batch *b, size_t nk, const char *sql,
                                   bool indexed)
 {
+    const int64_t now_ms = timeutil_real_ms();
     enum store_status st;
 
     if ((st = copy_begin_binary(s, sql)) != STORE_OK)
@@ -736,7 +741,7 @@ static enum store_status copy_ids(struct store *s, struct batch *b, size_t nk, c
             copy_bin_int4(&s->rows, (int32_t)s->keys[k].entry);
         copy_bin_int8(&s->rows, e->company_id);
         strbuf_append(&s->rows, b->rows.data + e->row_off, BATCH_EVENT_ID_FIELD);
-        copy_bin_time_ms(&s->rows, e->received_ms);
+        copy_bin_time_ms(&s->rows, e->received_ms > now_ms ? e->received_ms : now_ms);
         st = copy_send(s, false);
     }
     return copy_end_binary(s, st);

@@ -131,7 +131,11 @@ static bool rebuild_day(PGconn *conn, struct strbuf *sql, int64_t day, const cha
 
     *skipped = false;
     strbuf_reset(sql);
-    strbuf_printf(sql, "BEGIN; SELECT pg_try_advisory_xact_lock(%d, %" PRId64 ")",
+    /* READ COMMITTED whatever the database's default: each statement after
+     * the lock must see what the writers it waited for committed. */
+    strbuf_printf(sql,
+                  "BEGIN ISOLATION LEVEL READ COMMITTED;"
+                  " SELECT pg_try_advisory_xact_lock(%d, %" PRId64 ")",
                   ARV_LOCK_ROLLUP_DAY, day);
     res = PQexec(conn, sql->data);
     if (PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "f") == 0) {

@@ -374,6 +374,30 @@ it_psql "DROP TABLE analytics.ar_view_sessions_p$(date -u -d '-100 days' +%Y%m%d
          DELETE FROM analytics.rollup_company_daily WHERE day = '$old_day'"
 it_pass "rollups rebuild repairs corrupted rollups while ingesting, progress per day; days past the raw retention kept"
 
+# A rebuild where transactions default to SERIALIZABLE (here PGOPTIONS; an
+# ALTER DATABASE or ALTER ROLE does the same): it reads the day once the
+# writers it waited for committed, as under READ COMMITTED. (Before, its
+# snapshot was taken by the statement that found the day locked, and its
+# DELETE of the rows a writer had updated since failed to serialize.)
+day_to=$(($(date -u -d "$to" +%s) / 86400))
+[ "$(it_psql "SELECT count(*) FROM analytics.rollup_company_daily WHERE day = '$to'")" -gt 0 ] ||
+    it_fail "no company rollup rows on $to for the writer to update"
+psql "$DATABASE_URL" -tAq -c "BEGIN; SELECT pg_advisory_xact_lock_shared($((0x61727652)), $day_to);
+    UPDATE analytics.rollup_company_daily SET views = views + 1 WHERE day = '$to'; SELECT pg_sleep(2); COMMIT" >/dev/null &
+writer=$!
+for ((i = 0; i < 50; i++)); do
+    [ "$(it_psql "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $day_to AND granted")" = 1 ] && break
+    sleep 0.1
+done
+[ "$i" -lt 50 ] || it_fail "the writer never held the day"
+rc=0; PGOPTIONS="-c default_transaction_isolation=serializable" "$ARVCTL" rollups rebuild --from "$to" --to "$to" \
+    >/dev/null 2>"$IT_TMP/serializable.err" || rc=$?
+wait "$writer"
+[ "$rc" = 0 ] || it_fail "a rebuild under SERIALIZABLE exited $rc: $(cat "$IT_TMP/serializable.err")"
+grep -q "waiting for $to" "$IT_TMP/serializable.err" || it_fail "the rebuild did not wait for the writer: $(cat "$IT_TMP/serializable.err")"
+[ "$(agg_check_rollups)" = 0 ] || it_fail "rollups differ from raw after a rebuild under SERIALIZABLE"
+it_pass "a rebuild where transactions default to SERIALIZABLE waits for the day's writers and reads what they committed"
+
 # A database never migrated has no raw partition for any day, nor their
 # parent: the error and hint of every other subcommand, exit 1, not each day
 # skipped as dropped by retention and exit 0.
@@ -546,6 +570,39 @@ it_stop slices3
     it_fail "resumed pass: expected the $left old ids below page $h to stay until the next day's pass"
 it_pass "dedupe ids deleted in $pages one-page slices, once a day for every aggregator, resumed where a pass stopped"
 
+# An old backlog's dedupe ids are kept the window from their write: an event
+# received 40 days ago (past ARV_DEDUPE_RETENTION_DAYS=30), written only now,
+# keeps its id through the next pass, so a redelivery or client retry of it
+# still counts once. (Its id was stamped with the event's receipt, which the
+# pass took as expired at once.)
+backlog_event() {
+    redis-cli -p "$IT_REDIS_PORT" XADD "$ARV_STREAM" '*' v 1 e \
+        "{\"event_id\":\"0000c100-0000-4000-8000-000000000001\",\"session_id\":\"0000c100-0000-4000-8000-000000000002\",\"ar_content_id\":1,\"received_at\":\"$(date -u -d '-40 days' +%Y-%m-%dT%H:%M:%S.000Z)\"}" >/dev/null
+}
+backlog_views() {
+    it_psql "SELECT coalesce(sum(views), 0) FROM analytics.rollup_content_daily
+             WHERE ar_content_id = 1 AND day = (now() AT TIME ZONE 'UTC')::date - 40"
+}
+views0=$(backlog_views)
+it_start backlog arv-aggregator "${retention_env[@]}"
+backlog_event
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "backlog event not drained"
+[ "$(backlog_views)" = $((views0 + 1)) ] || it_fail "backlog event not counted: $(backlog_views)"
+runs=$(grep -c '"retention_run"' "$IT_TMP/backlog.log")
+it_psql "DELETE FROM analytics.retention_passes" >/dev/null # a new pass, over the page it went to
+for ((i = 0; i < 100; i++)); do
+    grep '"retention_run"' "$IT_TMP/backlog.log" | sed -n "$((runs + 1)),\$p" | grep -q '"event_ids_slices":[1-9]' && break
+    sleep 0.1
+done
+[ "$i" -lt 100 ] || it_fail "no new retention pass over event_ids"
+[ "$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE event_id = '0000c100-0000-4000-8000-000000000001'")" = 1 ] ||
+    it_fail "the backlog event's dedupe id was deleted as soon as it was written"
+backlog_event # a client retry, or the entry again after a crash between COMMIT and XACK
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "backlog retry not drained"
+[ "$(backlog_views)" = $((views0 + 1)) ] || it_fail "backlog event counted twice: $(backlog_views)"
+it_stop backlog
+it_pass "an old backlog's dedupe ids stay the dedupe window from their write: its retry counts once"
+
 # Stopping while retention is in a long statement (here a test trigger makes
 # its event_ids DELETE sleep 60 s; statement_timeout is 600 s): the statement
 # is cancelled and the process exits 0 within its deadline.
@@ -566,6 +623,37 @@ done
 [ "$i" -lt 50 ] || it_fail "the retention statement still runs 5 s after the aggregator stopped"
 it_slow_statements_off event_ids
 it_pass "stopping during a long retention statement: ended, exit 0 within the deadline"
+
+# Partitions past the retention while batches hold the raw table (here a
+# session that holds it as a COPY does, 4 s): a DROP waits for it at most 1 s
+# with every new batch queued behind it, so a run tries one DROP and leaves
+# the others to the next run, not one second of queued batches per
+# partition. Once the table is free, they all go.
+for d in 200 201 202; do
+    it_psql "SELECT analytics.ensure_day_partitions(DATE '$(date -u -d "-$d days" +%F)', DATE '$(date -u -d "-$d days" +%F)')" >/dev/null
+done
+old_parts="$parts AND inhrelid::regclass::text < 'analytics.ar_view_sessions_p$(date -u -d '-90 days' +%Y%m%d)'"
+[ "$(it_psql "$old_parts")" = 3 ] || it_fail "expected 3 partitions past the retention"
+psql "$DATABASE_URL" -tAq -c "BEGIN; LOCK TABLE analytics.ar_view_sessions IN ROW EXCLUSIVE MODE;
+    SELECT pg_sleep(4); COMMIT" >/dev/null &
+holder=$!
+for ((i = 0; i < 50; i++)); do
+    [ "$(it_psql "SELECT count(*) FROM pg_locks WHERE relation = 'analytics.ar_view_sessions'::regclass
+                  AND mode = 'RowExclusiveLock' AND granted")" -ge 1 ] && break
+    sleep 0.1
+done
+it_start dropwait arv-aggregator ARV_RETENTION_INTERVAL_S=1
+it_wait_log dropwait retention_run || it_fail "no retention run"
+first_run=$(sed -n '1,/"retention_run"/p' "$IT_TMP/dropwait.log" | grep -c '"retention_failed".*"drop_partition"')
+[ "$first_run" = 1 ] || it_fail "a run tried $first_run DROPs while batches held the raw table, expected 1"
+wait "$holder"
+for ((i = 0; i < 100; i++)); do
+    [ "$(it_psql "$old_parts")" = 0 ] && break
+    sleep 0.1
+done
+[ "$i" -lt 100 ] || it_fail "partitions past the retention not dropped once the raw table was free"
+it_stop dropwait
+it_pass "a DROP that waited for batches ends the run's drops: one queue of batches per run, the rest dropped later"
 
 # A migration file of comments only (a placeholder) is applied and recorded,
 # not refused with an empty message.
