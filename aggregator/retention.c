@@ -359,7 +359,7 @@ static int retention_steps(struct retention *r, int64_t today)
         snprintf(sql, sizeof(sql),
                  "DO $$BEGIN PERFORM set_config('lock_timeout', '1s', true);"
                  " IF NOT pg_try_advisory_xact_lock(%d, %" PRId64 ") THEN"
-                 " RAISE EXCEPTION 'its day is locked (a rebuild of it)'"
+                 " RAISE EXCEPTION 'its day is locked (a rebuild, a batch writing it)'"
                  " USING ERRCODE = 'object_in_use'; END IF;"
                  " DROP TABLE analytics.%s; END$$",
                  ARV_LOCK_ROLLUP_DAY, day, name);

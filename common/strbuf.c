@@ -45,15 +45,6 @@ int strbuf_reserve(struct strbuf *sb, size_t extra)
     return 0;
 }
 
-void strbuf_append(struct strbuf *sb, const char *s, size_t n)
-{
-    if (strbuf_reserve(sb, n) < 0)
-        return;
-    memcpy(sb->data + sb->len, s, n);
-    sb->len += n;
-    sb->data[sb->len] = '\0';
-}
-
 void strbuf_puts(struct strbuf *sb, const char *s)
 {
     strbuf_append(sb, s, strlen(s));

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct strbuf {
     char *data; /* NUL-terminated; NULL until the first append */
@@ -24,7 +25,16 @@ void strbuf_reset(struct strbuf *sb);
 /* Ensures room for `extra` more bytes plus the NUL. Returns 0 or -ENOMEM. */
 int strbuf_reserve(struct strbuf *sb, size_t extra);
 
-void strbuf_append(struct strbuf *sb, const char *s, size_t n);
+/* Appends n bytes (inline: a row is dozens of small appends, most of a
+ * constant size the compiler copies without a call). */
+static inline void strbuf_append(struct strbuf *sb, const char *s, size_t n)
+{
+    if (sb->len + n + 1 > sb->cap && strbuf_reserve(sb, n) < 0)
+        return;
+    memcpy(sb->data + sb->len, s, n);
+    sb->len += n;
+    sb->data[sb->len] = '\0';
+}
 void strbuf_puts(struct strbuf *sb, const char *s);
 void strbuf_putc(struct strbuf *sb, char c);
 void strbuf_printf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
