@@ -172,6 +172,7 @@ static int retention_connect(struct retention *r)
     res = retention_exec(r,
                          "SET client_min_messages = warning; SET TIME ZONE 'UTC';"
                          " SET statement_timeout = '600s'; SET lock_timeout = '5s';"
+                         " SET default_transaction_isolation = 'read committed';"
                          " SELECT set_config('client_connection_check_interval', '1000', false)"
                          " WHERE current_setting('server_version_num')::int >= 140000",
                          "session");

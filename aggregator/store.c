@@ -383,7 +383,11 @@ enum store_status store_connect(struct store *s)
      * from Redis (at most STORE_IDLE_IN_WRITE_MS, a hung Redis included); one
      * idle longer belongs to a worker that stopped (a frozen VM, SIGSTOP), and
      * its row locks would hold every other aggregator's dedupe and merge: the
-     * server ends that session. */
+     * server ends that session. READ COMMITTED whatever the database's
+     * default: a merge that waited for another writer's rollup row must add to
+     * the version it finds (under REPEATABLE READ it fails to serialize, and
+     * the write is retried), and a batch must see a rebuild committed before
+     * its day lock was granted. */
     long idle_ms = s->statement_timeout_ms > STORE_IDLE_IN_WRITE_MS ? s->statement_timeout_ms
                                                                     : STORE_IDLE_IN_WRITE_MS;
     strbuf_reset(&s->sql);
@@ -391,7 +395,7 @@ enum store_status store_connect(struct store *s)
                   "SET client_min_messages = warning; SET client_encoding = 'UTF8';"
                   " SET statement_timeout = %ld; SET idle_in_transaction_session_timeout = %ld;"
                   " SET TIME ZONE 'UTC'; SET standard_conforming_strings = on;"
-                  " SET work_mem = '64MB'; ",
+                  " SET work_mem = '64MB'; SET default_transaction_isolation = 'read committed'; ",
                   s->statement_timeout_ms, idle_ms);
     strbuf_puts(&s->sql, store_temp_ddl);
     st = store_exec(s, s->sql.data);

@@ -342,6 +342,39 @@ grep '"batch_written"' "$IT_TMP/owner2.log" | grep -q '"ids_slow":true' ||
 grep -q '"write_abandoned"\|"batch_rejected"' "$IT_TMP/owner2.log" && it_fail "the write was abandoned"
 it_pass "a dead-lettered entry redelivered after COMMIT: its dead letter kept once, the read's other dead letter and event written, counted once"
 
+# Where transactions default to REPEATABLE READ (an ALTER DATABASE, or here
+# PGOPTIONS), a write whose merge waited for a rollup row another
+# transaction updated meanwhile still merges into it: the aggregator's
+# sessions run READ COMMITTED. (Before, the merge failed to serialize, 40001,
+# and the write was rolled back and retried: a 200,000-event drain ran at a
+# third of its rate.)
+late_event 0000b000-0000-4000-8000-000000000037 '"ar_content_id":1'
+it_start rr arv-aggregator ARV_BATCH_WAIT_MS=50 ARV_WORKERS=1 ARV_CONSUMER=rr \
+    PGOPTIONS='-c default_transaction_isolation=repeatable\ read'
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "REPEATABLE READ: first event not drained"
+company1=$(it_psql "SELECT company_id FROM analytics.ar_content WHERE id = 1")
+today_row="company_id = $company1 AND day = (now() AT TIME ZONE 'UTC')::date"
+[ "$(it_psql "SELECT count(*) FROM analytics.rollup_company_daily WHERE $today_row")" = 1 ] ||
+    it_fail "REPEATABLE READ: no company row for today"
+psql "$DATABASE_URL" -tAq -c "BEGIN; UPDATE analytics.rollup_company_daily SET views = views WHERE $today_row;
+    SELECT pg_sleep(2); COMMIT" >/dev/null &
+holder=$!
+for ((i = 0; i < 50; i++)); do
+    [ "$(it_psql "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'BEGIN; UPDATE analytics.rollup_company_daily%'
+                  AND state = 'active'")" = 1 ] && break
+    sleep 0.1
+done
+[ "$i" -lt 50 ] || it_fail "REPEATABLE READ: the other transaction never held the row"
+late_event 0000b000-0000-4000-8000-000000000038 '"ar_content_id":1'
+wait "$holder"
+agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "REPEATABLE READ: second event not drained"
+it_stop rr
+[ "$(rows 0000b000-0000-4000-8000-000000000038)" = 1 ] || it_fail "REPEATABLE READ: the event not written once"
+grep -q '"sqlstate":"40001"' "$IT_TMP/rr.log" &&
+    it_fail "REPEATABLE READ: a write failed to serialize: $(grep -m1 40001 "$IT_TMP/rr.log")"
+[ "$(agg_check_rollups)" = 0 ] || it_fail "REPEATABLE READ: rollups differ from raw"
+it_pass "transactions that default to REPEATABLE READ: a merge that waited for a row merges into it, nothing retried"
+
 # Forgetting idle consumers (a script) is housekeeping: a Redis user that may
 # not run scripts still gets its claimed entries written, with a warning.
 redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noscript on '>pw' '~*' '&*' +@all -@scripting >/dev/null
