@@ -35,6 +35,7 @@ static inline void strbuf_append(struct strbuf *sb, const char *s, size_t n)
     sb->len += n;
     sb->data[sb->len] = '\0';
 }
+
 void strbuf_puts(struct strbuf *sb, const char *s);
 void strbuf_putc(struct strbuf *sb, char c);
 void strbuf_printf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
