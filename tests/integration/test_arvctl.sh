@@ -600,8 +600,29 @@ done
 backlog_event # a client retry, or the entry again after a crash between COMMIT and XACK
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "backlog retry not drained"
 [ "$(backlog_views)" = $((views0 + 1)) ] || it_fail "backlog event counted twice: $(backlog_views)"
+# The same for a forced replay of a dead letter received 40 days ago, sent
+# again after its mark was lost (a failed UPDATE, arvctl killed): counted
+# once, also after a pass over event_ids in between.
+forced=$(old_dead forced-1 '40 days')
+forced_rows="SELECT count(*) FROM analytics.ar_view_sessions s JOIN analytics.dead_letters d
+             ON s.event_id = (d.payload::json->>'event_id')::uuid WHERE d.id = $forced"
+for round in 1 2; do
+    out=$(ARV_DEDUPE_RETENTION_DAYS=30 "$ARVCTL" dlq replay --id "$forced" --force) ||
+        it_fail "forced replay $round failed: $out"
+    grep -q "^1 replayed, 0 skipped, 0 failed$" <<<"$out" || it_fail "forced replay $round: $out"
+    agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "forced replay $round not drained"
+    [ "$(it_psql "$forced_rows")" = 1 ] || it_fail "forced replay $round: $(it_psql "$forced_rows") raw rows"
+    it_psql "UPDATE analytics.dead_letters SET replayed_at = NULL WHERE id = $forced" >/dev/null
+    runs=$(grep -c '"retention_run"' "$IT_TMP/backlog.log")
+    it_psql "DELETE FROM analytics.retention_passes" >/dev/null
+    for ((i = 0; i < 100; i++)); do
+        grep '"retention_run"' "$IT_TMP/backlog.log" | sed -n "$((runs + 1)),\$p" | grep -q '"event_ids_slices":[1-9]' && break
+        sleep 0.1
+    done
+    [ "$i" -lt 100 ] || it_fail "no new retention pass after forced replay $round"
+done
 it_stop backlog
-it_pass "an old backlog's dedupe ids stay the dedupe window from their write: its retry counts once"
+it_pass "an old backlog's dedupe ids stay the dedupe window from their write: its retry, and a forced replay sent twice, count once"
 
 # Stopping while retention is in a long statement (here a test trigger makes
 # its event_ids DELETE sleep 60 s; statement_timeout is 600 s): the statement
