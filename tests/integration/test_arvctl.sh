@@ -583,18 +583,25 @@ backlog_views() {
     it_psql "SELECT coalesce(sum(views), 0) FROM analytics.rollup_content_daily
              WHERE ar_content_id = 1 AND day = (now() AT TIME ZONE 'UTC')::date - 40"
 }
+# new_ids_pass NAME: makes the next retention run of aggregator NAME a new
+# pass over event_ids and waits up to 10 s for it; false if none came.
+new_ids_pass() {
+    local runs i
+    runs=$(grep -c '"retention_run"' "$IT_TMP/$1.log")
+    it_psql "DELETE FROM analytics.retention_passes" >/dev/null
+    for ((i = 0; i < 100; i++)); do
+        grep '"retention_run"' "$IT_TMP/$1.log" | sed -n "$((runs + 1)),\$p" |
+            grep -q '"event_ids_slices":[1-9]' && return 0
+        sleep 0.1
+    done
+    return 1
+}
 views0=$(backlog_views)
 it_start backlog arv-aggregator "${retention_env[@]}"
 backlog_event
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "backlog event not drained"
 [ "$(backlog_views)" = $((views0 + 1)) ] || it_fail "backlog event not counted: $(backlog_views)"
-runs=$(grep -c '"retention_run"' "$IT_TMP/backlog.log")
-it_psql "DELETE FROM analytics.retention_passes" >/dev/null # a new pass, over the page it went to
-for ((i = 0; i < 100; i++)); do
-    grep '"retention_run"' "$IT_TMP/backlog.log" | sed -n "$((runs + 1)),\$p" | grep -q '"event_ids_slices":[1-9]' && break
-    sleep 0.1
-done
-[ "$i" -lt 100 ] || it_fail "no new retention pass over event_ids"
+new_ids_pass backlog || it_fail "no new retention pass over event_ids" # over the page it went to
 [ "$(it_psql "SELECT count(*) FROM analytics.event_ids WHERE event_id = '0000c100-0000-4000-8000-000000000001'")" = 1 ] ||
     it_fail "the backlog event's dedupe id was deleted as soon as it was written"
 backlog_event # a client retry, or the entry again after a crash between COMMIT and XACK
@@ -613,13 +620,7 @@ for round in 1 2; do
     agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "forced replay $round not drained"
     [ "$(it_psql "$forced_rows")" = 1 ] || it_fail "forced replay $round: $(it_psql "$forced_rows") raw rows"
     it_psql "UPDATE analytics.dead_letters SET replayed_at = NULL WHERE id = $forced" >/dev/null
-    runs=$(grep -c '"retention_run"' "$IT_TMP/backlog.log")
-    it_psql "DELETE FROM analytics.retention_passes" >/dev/null
-    for ((i = 0; i < 100; i++)); do
-        grep '"retention_run"' "$IT_TMP/backlog.log" | sed -n "$((runs + 1)),\$p" | grep -q '"event_ids_slices":[1-9]' && break
-        sleep 0.1
-    done
-    [ "$i" -lt 100 ] || it_fail "no new retention pass after forced replay $round"
+    new_ids_pass backlog || it_fail "no new retention pass after forced replay $round"
 done
 it_stop backlog
 it_pass "an old backlog's dedupe ids stay the dedupe window from their write: its retry, and a forced replay sent twice, count once"
