@@ -371,7 +371,7 @@ static int put_event(struct batch *b, struct batch_entry *e, const struct event 
     put_dim(b, e, 5, ev->tracking_quality);
     copy_bin_bool(&b->rows, ev->video_played);
     copy_bin_time_ms(&b->rows, ev->received_at_ms); /* created_at */
-    if (ev->occurred_at_ms != 0)
+    if (ev->has_occurred_at)
         copy_bin_time_ms(&b->rows, ev->occurred_at_ms);
     else
         copy_bin_null(&b->rows);

@@ -540,13 +540,13 @@ static bool decode_fields(const struct fields *f, enum decode_mode mode,
         if (!fv_text(v) || !event_parse_rfc3339(v->s, &ev->occurred_at_ms))
             return fail(err, "invalid_field", "occurred_at",
                         "occurred_at must be an RFC 3339 time such as 2026-11-25T10:00:00Z");
+        ev->has_occurred_at = true;
     }
 
     if (mode == DECODE_CLIENT) {
         int64_t skew = ctx->max_skew_ms > 0 ? ctx->max_skew_ms : DEFAULT_MAX_SKEW_MS;
         ev->received_at_ms = ctx->now_ms;
-        /* v: occurred_at (its time may be 0, the epoch) */
-        if (v->type != FV_ABSENT &&
+        if (ev->has_occurred_at &&
             (ev->occurred_at_ms < ctx->now_ms - skew || ev->occurred_at_ms > ctx->now_ms + skew))
             return fail(err, "invalid_field", "occurred_at",
                         "occurred_at is more than %" PRId64 " s away from the server's clock",
@@ -1217,7 +1217,7 @@ void event_to_stream(const struct event *ev, struct strbuf *out)
     w = PUT_OPT(out, w, "city", ev->city);
     w = PUT_OPT(out, w, "user_agent", ev->user_agent);
     w = PUT_OPT(out, w, "ip", ev->ip);
-    if (ev->occurred_at_ms != 0) {
+    if (ev->has_occurred_at) {
         event_format_rfc3339(ev->occurred_at_ms, ts, sizeof(ts));
         w = PUT_OPT(out, w, "occurred_at", ts);
     }

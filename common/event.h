@@ -31,7 +31,8 @@ struct event {
     char city[129];
     char user_agent[513];   /* body field, else the header; truncated */
     char ip[46];            /* client address (numeric) */
-    int64_t occurred_at_ms; /* client clock, 0 when absent */
+    bool has_occurred_at;   /* occurred_at was sent (its time may be 0, the epoch) */
+    int64_t occurred_at_ms; /* client clock */
     int64_t received_at_ms; /* collector clock */
 };
 

@@ -299,6 +299,22 @@ Test(batch, ip_anonymised_unless_full_ip)
     cr_assert(field_bytes(2, 6, full, 8));
 }
 
+Test(batch, occurred_at_at_the_epoch_is_stored)
+{
+    /* An entry someone else wrote may say occurred_at 1970-01-01: that is a
+     * time, not an absent one (it was stored as NULL). */
+    char json[sizeof(event_json) + 48];
+    snprintf(json, sizeof(json), "%.*s,\"occurred_at\":\"1970-01-01T00:00:00Z\"}",
+             (int)(sizeof(event_json) - 2), event_json);
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", json)};
+    unsigned char epoch[8];
+
+    be64(-946684800000000LL, epoch); /* us since 2000 */
+    cr_assert_eq(batch_add(&b, 1, "1-0", 3, f, 2), 0);
+    cr_assert_eq(b.entries[0].kind, BATCH_EVENT, "%s", json);
+    cr_assert(field_bytes(0, 13, epoch, 8));
+}
+
 Test(batch, wrong_version_becomes_invalid_payload)
 {
     struct batch_field f[] = {FIELD("v", "2"), FIELD("e", event_json)};

@@ -314,6 +314,25 @@ Test(event, stream_round_trip)
     strbuf_deinit(&sb);
 }
 
+Test(event, stream_round_trip_keeps_an_occurred_at_of_the_epoch)
+{
+    struct event in, out;
+    struct event_error err;
+    struct strbuf sb;
+    const char *json = "{\"ar_content_id\":42," SID ",\"occurred_at\":\"1970-01-01T00:00:00Z\","
+                       "\"received_at\":\"2026-11-25T08:26:40.000Z\","
+                       "\"event_id\":\"0190a3e4-0000-7000-8000-000000000001\"}";
+    cr_assert(event_from_stream(json, strlen(json), &in, &err), "%s", err.message);
+    cr_assert(in.has_occurred_at);
+    cr_assert_eq(in.occurred_at_ms, 0);
+    strbuf_init(&sb);
+    event_to_stream(&in, &sb);
+    cr_assert(strstr(sb.data, "\"occurred_at\":\"1970-01-01T00:00:00.000Z\""), "%s", sb.data);
+    cr_assert(event_from_stream(sb.data, sb.len, &out, &err), "%s: %s", sb.data, err.message);
+    cr_assert_eq(memcmp(&in, &out, sizeof(in)), 0, "round trip differs: %s", sb.data);
+    strbuf_deinit(&sb);
+}
+
 Test(event, stream_encoding_is_compact_and_ordered)
 {
     struct event ev;
