@@ -177,6 +177,8 @@ static const char *dep_detail(enum worker_dep d)
         return "relation missing: run arvctl migrate, check ARV_CONTENT_RELATION";
     case WORKER_DEP_REFUSED:
         return "reads refused: see stream_read_failed in the log";
+    case WORKER_DEP_ACKS_REFUSED:
+        return "acknowledgements refused: see stream_ack_failed in the log";
     case WORKER_DEP_ERRORS:
         return "answers with errors: see postgresql_unavailable in the log";
     case WORKER_DEP_UP:

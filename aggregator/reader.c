@@ -574,8 +574,10 @@ static int xrange_send(struct reader *r, const char *stream, const char *id)
 }
 
 /* The next queued XRANGE's reply (caller frees), or NULL with `errstr` set
- * after a connection failure or an error reply (then disconnected: replies
- * may still be queued). */
+ * after a connection failure (then disconnected) or an error reply (NOPERM,
+ * say: the connection kept, so the caller reads the replies still queued
+ * with xrange_skip(): a refusal is no outage, and reconnecting would only
+ * meet it again). */
 static redisReply *xrange_reply(struct reader *r)
 {
     redisReply *reply = NULL;
@@ -587,10 +589,21 @@ static redisReply *xrange_reply(struct reader *r)
     }
     if (reply_is_error(r, reply, "XRANGE")) {
         reply_arena_free(reply);
-        reader_disconnect(r);
         return NULL;
     }
     return reply;
+}
+
+/* Reads and drops the `n` XRANGE replies still queued after xrange_reply()
+ * failed, if the connection is up (else it is closed). Keeps `errstr`. */
+static void xrange_skip(struct reader *r, size_t n)
+{
+    for (; n > 0 && r->ctx; n--) {
+        redisReply *reply = NULL;
+        if (redisGetReply(r->ctx, (void **)&reply) != REDIS_OK || !reply)
+            reader_disconnect(r);
+        reply_arena_free(reply);
+    }
 }
 
 /* Reads this consumer's pending entries of stream `s` after recover_from[s]
@@ -634,8 +647,10 @@ static int refetch_pending(struct reader *r, struct batch *b, unsigned s, long w
     for (size_t k = 0; k < pending->elements; k++) {
         const redisReply *id = pending->element[k]->element[0];
         int added;
-        if (!(reply = xrange_reply(r)))
+        if (!(reply = xrange_reply(r))) {
+            xrange_skip(r, pending->elements - k - 1);
             goto out;
+        }
         if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
             added = add_entry(r, b, s, reply->element[0], -1, 0);
         else if ((added = batch_add_ack_only(b, s, id->str, id->len)) < 0)
@@ -1078,8 +1093,10 @@ int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, 
         }
         for (size_t j = done; j < done + k; j++) {
             redisReply *reply = xrange_reply(r);
-            if (!reply)
+            if (!reply) {
+                xrange_skip(r, done + k - j - 1);
                 return -1;
+            }
             int rc = keep_payload(r, b, idx[j], reply);
             reply_arena_free(reply);
             if (rc < 0) {

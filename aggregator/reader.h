@@ -137,7 +137,8 @@ int reader_prefetch(struct reader *r);
 /* Reads back from the streams the payload (field `e`) of the entries idx[0..n)
  * of `b`, pipelined, and keeps it in the batch (batch_set_payload); an entry no
  * longer in its stream becomes BATCH_ACK_ONLY (logged). Returns 0, or -1 with
- * `errstr` set (then disconnected). */
+ * `errstr` set (disconnected, unless Redis answered with an error: NOPERM,
+ * say). */
 int reader_fetch_payloads(struct reader *r, struct batch *b, const size_t *idx, size_t n);
 
 /* Claims up to COUNT entries per stream that have been pending for more than

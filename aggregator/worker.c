@@ -165,16 +165,57 @@ static void redis_failed(struct worker *w)
                   LF_STR("error", w->reader.errstr));
 }
 
+/* Redis answered a read's command with an error (NOPERM, BUSY, ...), the
+ * connection kept: not ready, since nothing is consumed, until a read of new
+ * entries succeeds (redis_ok). */
+static void redis_refused(struct worker *w)
+{
+    atomic_store(&w->redis_state, WORKER_DEP_REFUSED);
+    metric_inc(w->m.redis_errors);
+    log_warn("stream_read_failed", LF_INT("worker", w->index), LF_STR("error", w->reader.errstr));
+}
+
 static void redis_ok(struct worker *w)
 {
     int was = atomic_exchange(&w->redis_state, WORKER_DEP_UP);
 
     if (was == WORKER_DEP_REFUSED)
         log_info("stream_reads_resumed", LF_INT("worker", w->index));
+    else if (was == WORKER_DEP_ACKS_REFUSED)
+        log_info("stream_acks_resumed", LF_INT("worker", w->index));
     else if (was != WORKER_DEP_UP)
         log_info("redis_connected", LF_INT("worker", w->index), LF_STR("host", w->reader.url.host),
                  LF_INT("port", w->reader.url.port), LF_STR("consumer", w->reader.consumer),
                  LF_INT("streams", w->nstreams));
+}
+
+/* Acknowledges `a`, entries committed. An error reply with the connection up
+ * (NOPERM, say) keeps them in w->unacked, retried before the next read (none
+ * is made meanwhile: each would only add to what stays pending); a lost
+ * connection keeps them too, and they go after reconnecting. Either way they
+ * stay pending until then, so a crash leaves them to be read again (their
+ * event ids make that harmless). True once acknowledged. */
+static bool ack_committed(struct worker *w, struct reader_acks *a)
+{
+    if (reader_ack(&w->reader, a) == 0) {
+        reader_acks_reset(a);
+        return true;
+    }
+    if (a != &w->unacked) {
+        strbuf_append(&w->unacked.ids, a->ids.data, a->ids.len);
+        reader_acks_reset(a);
+        if (w->unacked.ids.oom) /* pending, read again or claimed: counted once */
+            reader_acks_reset(&w->unacked);
+    }
+    if (!reader_connected(&w->reader)) {
+        redis_failed(w);
+        return false;
+    }
+    metric_inc(w->m.redis_errors);
+    if (atomic_exchange(&w->redis_state, WORKER_DEP_ACKS_REFUSED) != WORKER_DEP_ACKS_REFUSED)
+        log_error("stream_ack_failed", LF_INT("worker", w->index),
+                  LF_STR("error", w->reader.errstr));
+    return false;
 }
 
 /* Marks PostgreSQL failed with `st`; logs once per kind of failure. */
@@ -255,7 +296,7 @@ static bool resolve_entries(struct worker *w, size_t first, size_t n, bool all)
         w->idx[k++] = i;
     }
     if (k > 0 && reader_fetch_payloads(&w->reader, b, w->idx, k) < 0) {
-        redis_failed(w);
+        (reader_connected(&w->reader) ? redis_refused : redis_failed)(w);
         return false;
     }
     return true;
@@ -332,9 +373,13 @@ static enum store_status write_each(struct worker *w)
     reader_acks_reset(&w->acks);
     if ((st = flush_each(w)) != STORE_OK)
         return st;
-    if (reader_acks_add(&w->acks, &w->batch) < 0 || reader_ack(&w->reader, &w->acks) < 0)
-        redis_failed(w);
-    reader_acks_reset(&w->acks);
+    if (reader_acks_add(&w->acks, &w->batch) < 0) {
+        /* Pending until claimed or read again: counted once all the same. */
+        log_error("acks_not_kept", LF_INT("worker", w->index), LF_STR("error", "out of memory"));
+        reader_acks_reset(&w->acks);
+    } else {
+        (void)ack_committed(w, &w->acks);
+    }
     batch_reset(&w->batch);
     pg_ok(w);
     return STORE_OK;
@@ -550,11 +595,8 @@ static bool end_write(struct worker *w, bool keep_read)
         _exit(FAILPOINT_EXIT);
     }
 
-    /* Committed: acknowledge. If that fails the entries stay pending and
-     * come back after reconnecting; event ids make that harmless. */
     int64_t t_ack = (int64_t)timeutil_mono_ms();
-    if (reader_ack(&w->reader, &w->acks) < 0)
-        redis_failed(w);
+    (void)ack_committed(w, &w->acks);
     /* The split is what bench/aggregator.sh reports per step. */
     log_debug("batch_written", LF_INT("worker", w->index),
               LF_INT("entries", (long long)wr->entries), LF_INT("reads", wr->reads),
@@ -567,7 +609,6 @@ static bool end_write(struct worker *w, bool keep_read)
               LF_INT("merge_ms", wr->counts.merge_us / 1000),
               LF_INT("commit_ms", wr->counts.commit_us / 1000),
               LF_INT("ack_ms", (long long)((int64_t)timeutil_mono_ms() - t_ack)));
-    reader_acks_reset(&w->acks);
     memset(wr, 0, sizeof(*wr));
     if (!keep_read)
         batch_reset(&w->batch);
@@ -708,6 +749,17 @@ static void *worker_main(void *arg)
             continue;
         }
 
+        /* Committed entries whose XACK was refused go first: reading more
+         * would only add to them. */
+        if (w->unacked.ids.len > 0 && w->batch.count == 0 && !store_in_write(&w->store)) {
+            if (!ack_committed(w, &w->unacked)) {
+                backoff_sleep(w, &redis_backoff);
+                continue;
+            }
+            redis_ok(w);
+            redis_backoff = BACKOFF_MIN_MS;
+        }
+
         if (w->batch.count == 0) {
             int rc = 0;
             partitions_rechecked = false; /* a read to come */
@@ -759,11 +811,7 @@ static void *worker_main(void *arg)
                  * of them) are pending on this consumer: read them again. */
                 reader_recover(&w->reader);
                 batch_reset(&w->batch);
-                /* Not ready while it lasts: nothing is consumed. */
-                atomic_store(&w->redis_state, WORKER_DEP_REFUSED);
-                metric_inc(w->m.redis_errors);
-                log_warn("stream_read_failed", LF_INT("worker", w->index),
-                         LF_STR("error", w->reader.errstr));
+                redis_refused(w);
                 backoff_sleep(w, &redis_backoff);
                 continue;
             }
@@ -886,6 +934,10 @@ static void *worker_main(void *arg)
         }
     }
 
+    /* Committed entries whose XACK was refused: one more try, else they stay
+     * pending, to be read again at the next start (or claimed). */
+    if (w->unacked.ids.len > 0 && (!reader_connected(&w->reader) || !ack_committed(w, &w->unacked)))
+        log_warn("worker_stopped_unacknowledged", LF_INT("worker", w->index));
     if (w->batch.count > 0)
         log_warn("worker_stopped_with_pending", LF_INT("worker", w->index),
                  LF_INT("entries", (long long)w->batch.count));
@@ -974,6 +1026,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     };
     read_max = worker_read_max(cfg->batch_size, cfg->nstreams);
     reader_acks_init(&w->acks);
+    reader_acks_init(&w->unacked);
     batch_init(&w->batch, (const char *const *)w->streams);
     /* A read stops after the piece that reaches either bound. */
     if ((rc = batch_reserve(&w->batch, (size_t)read_max + READER_CHUNK,
@@ -1046,6 +1099,7 @@ void worker_deinit(struct worker *w)
     store_deinit(&w->store);
     free(w->idx);
     reader_acks_deinit(&w->acks);
+    reader_acks_deinit(&w->unacked);
     batch_deinit(&w->batch);
     content_cache_free(w->contents);
     w->contents = NULL;

@@ -159,10 +159,11 @@ void worker_partitions_add(struct worker_partitions *known, const int64_t *days,
 enum worker_dep {
     WORKER_DEP_CONNECTING, /* not tried yet */
     WORKER_DEP_UP,
-    WORKER_DEP_DOWN,    /* unreachable or failing */
-    WORKER_DEP_SCHEMA,  /* PostgreSQL answers but the schema is missing */
-    WORKER_DEP_REFUSED, /* Redis answers reads with errors (NOPERM, READONLY, ...) */
-    WORKER_DEP_ERRORS   /* PostgreSQL answers with errors (disk full, read-only, timeout, ...) */
+    WORKER_DEP_DOWN,         /* unreachable or failing */
+    WORKER_DEP_SCHEMA,       /* PostgreSQL answers but the schema is missing */
+    WORKER_DEP_REFUSED,      /* Redis answers reads with errors (NOPERM, READONLY, ...) */
+    WORKER_DEP_ACKS_REFUSED, /* Redis answers XACK with errors: committed entries held */
+    WORKER_DEP_ERRORS /* PostgreSQL answers with errors (disk full, read-only, timeout, ...) */
 };
 
 struct worker {
@@ -195,6 +196,7 @@ struct worker {
     struct worker_write wr;                   /* the open write (store_in_write) */
     struct worker_write_limits limits;        /* when it ends */
     struct reader_acks acks;                  /* its entries, acknowledged after COMMIT */
+    struct reader_acks unacked;               /* committed, their XACK refused: retried */
     size_t *idx;                              /* entry indexes, for fetch_payloads */
     size_t idx_cap;
     atomic_int redis_state; /* enum worker_dep */

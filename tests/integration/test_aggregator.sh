@@ -449,6 +449,70 @@ it_stop noread
     it_fail "a read refused (NOPERM) was reported as Redis unreachable"
 it_pass "a read refused by Redis (NOPERM): stream_read_failed and readiness 503, not an outage; 200 once allowed"
 
+# XACK refused (a user that may not XACK): the write is committed, its
+# entries stay pending, and the worker reads nothing more while it retries
+# the acknowledgement (stream_ack_failed, readiness 503); allowed again, the
+# entries are acknowledged at once, not claimed and written again minutes
+# later. Before, the error was logged as Redis unreachable, the worker read
+# and wrote on, and every entry stayed pending.
+s="$ARV_STREAM:noack"
+redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noack on '>pw' '~*' '&*' +@all -xack >/dev/null
+ARV_STREAM=$s late_event 0000b000-0000-4000-8000-000000000083 '"ar_content_id":1'
+it_start noack arv-aggregator ARV_STREAM="$s" ARV_WORKERS=1 ARV_BATCH_WAIT_MS=50 \
+    ARV_CLAIM_IDLE_MS=600000 REDIS_URL="redis://noack:pw@127.0.0.1:$IT_REDIS_PORT/0"
+it_wait_log noack '"stream_ack_failed".*NOPERM' ||
+    it_fail "XACK refused: no stream_ack_failed: $(tail -3 "$IT_TMP/noack.log")"
+[ "$(rows 0000b000-0000-4000-8000-000000000083)" = 1 ] || it_fail "XACK refused: the event not written"
+ready=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$IT_PORT_noack/api/health/readiness")
+[[ $ready == *'acknowledgements refused'*' 503' ]] || it_fail "readiness while XACK is refused: $ready"
+ARV_STREAM=$s late_event 0000b000-0000-4000-8000-000000000084 '"ar_content_id":1'
+sleep 1
+[ "$(rows 0000b000-0000-4000-8000-000000000084)" = 0 ] ||
+    it_fail "XACK refused: the worker read and wrote on"
+[ "$(redis-cli -p "$IT_REDIS_PORT" XPENDING "$s" arv-aggregators | head -1)" = 1 ] ||
+    it_fail "XACK refused: expected the one written entry pending"
+redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noack +xack >/dev/null
+agg_wait_drained "$IT_REDIS_PORT" "$s" 15 || it_fail "XACK allowed again: the stream not drained"
+[ "$(rows 0000b000-0000-4000-8000-000000000083)$(rows 0000b000-0000-4000-8000-000000000084)" = 11 ] ||
+    it_fail "XACK allowed again: expected each event written once"
+arv_wait_http "http://127.0.0.1:$IT_PORT_noack/api/health/readiness" 200 15 ||
+    it_fail "readiness after XACK allowed again"
+it_wait_log noack '"stream_acks_resumed"' || it_fail "XACK allowed again: no stream_acks_resumed"
+it_stop noack
+! grep -q '"redis_unavailable"' "$IT_TMP/noack.log" ||
+    it_fail "XACK refused (NOPERM) was reported as Redis unreachable"
+it_pass "XACK refused by Redis (NOPERM): stream_ack_failed, readiness 503, no further reads; acknowledged once allowed"
+
+# XRANGE refused (a user that may not XRANGE), met when the worker reads its
+# own pending entries again (after a failed read: ARV_FAILPOINT=read_error:1)
+# by XPENDING and XRANGE: the read's failure, as for XREADGROUP above, the
+# connection kept and the retries backing off. Before, the error closed the
+# connection, and the worker reconnected (and reset its backoff) every 100
+# to 200 ms without progress.
+s="$ARV_STREAM:noxrange"
+redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noxrange on '>pw' '~*' '&*' +@all -xrange >/dev/null
+ARV_STREAM=$s late_event 0000b000-0000-4000-8000-000000000085 '"ar_content_id":1'
+ARV_STREAM=$s late_event 0000b000-0000-4000-8000-000000000086 '"ar_content_id":1'
+it_start noxrange arv-aggregator ARV_STREAM="$s" ARV_WORKERS=1 ARV_BATCH_WAIT_MS=50 \
+    ARV_FAILPOINT=read_error:1 REDIS_URL="redis://noxrange:pw@127.0.0.1:$IT_REDIS_PORT/0"
+it_wait_log noxrange '"stream_read_failed".*XRANGE.*NOPERM' ||
+    it_fail "XRANGE refused: no stream_read_failed: $(tail -3 "$IT_TMP/noxrange.log")"
+ready=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$IT_PORT_noxrange/api/health/readiness")
+[[ $ready == *'reads refused'*' 503' ]] || it_fail "readiness while XRANGE is refused: $ready"
+sleep 2
+[ "$(grep -c '"redis_connected"' "$IT_TMP/noxrange.log")" = 1 ] ||
+    it_fail "XRANGE refused: connected $(grep -c '"redis_connected"' "$IT_TMP/noxrange.log") times in 2 s"
+[ "$(grep -c '"stream_read_failed"' "$IT_TMP/noxrange.log")" -le 12 ] ||
+    it_fail "XRANGE refused: $(grep -c '"stream_read_failed"' "$IT_TMP/noxrange.log") failed reads in 2 s: no backoff"
+redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noxrange +xrange >/dev/null
+agg_wait_drained "$IT_REDIS_PORT" "$s" 15 || it_fail "XRANGE allowed again: the stream not drained"
+[ "$(rows 0000b000-0000-4000-8000-000000000085)$(rows 0000b000-0000-4000-8000-000000000086)" = 11 ] ||
+    it_fail "XRANGE allowed again: expected each event written once"
+it_stop noxrange
+! grep -q '"redis_unavailable"' "$IT_TMP/noxrange.log" ||
+    it_fail "XRANGE refused (NOPERM) was reported as Redis unreachable"
+it_pass "XRANGE refused by Redis (NOPERM) in a read of own pending entries: stream_read_failed, backoff, the connection kept; written once allowed"
+
 # The group destroyed and made again (XGROUP DESTROY, then another
 # aggregator's NOGROUP recovery) between the trim's XINFO GROUPS and its
 # XPENDING: the old group's last delivered id with the new group's empty
