@@ -121,6 +121,8 @@ struct http_request {
     size_t cap;                  /* arena bytes allocated */
     struct header *hdrs;         /* headers, in arrival order */
     size_t nhdrs;                /* used entries */
+    size_t nhdrs_done;           /* of them, those whose value is complete (the rest:
+                                  * cut off by an error, neither ended nor NUL-terminated) */
     size_t hdrs_cap;             /* allocated entries */
     size_t url;                  /* offset of the URL in the arena */
     size_t body;                 /* offset of the body in the arena */
@@ -414,6 +416,7 @@ static void request_reset(struct http_request *r)
 {
     r->len = 0;
     r->nhdrs = 0;
+    r->nhdrs_done = 0;
     r->url = 0;
     r->body = 0;
     r->body_len = 0;
@@ -1279,6 +1282,7 @@ static int on_header_value_complete(llhttp_t *p)
     if (st != 0)
         return parser_fail(c, st);
     r->in_value = false;
+    r->nhdrs_done = r->nhdrs;
     return 0;
 }
 
@@ -1737,11 +1741,12 @@ const char *http_request_route(const struct http_request *req)
 }
 
 /* The value of the next line of header `name` (`n` bytes, case-insensitive)
- * from line *i on, which moves past it; NULL when there is none. */
+ * from line *i on, which moves past it; NULL when there is none. Only whole
+ * lines count: an error answer's hook may look at a request cut off in one. */
 static const char *next_header(const struct http_request *req, const char *name, size_t n,
                                size_t *i)
 {
-    for (; *i < req->nhdrs; ++*i) {
+    for (; *i < req->nhdrs_done; ++*i) {
         const struct header *h = &req->hdrs[*i];
         if (h->name_len == n && strcasecmp(req->arena + h->name, name) == 0) {
             ++*i;

@@ -527,6 +527,49 @@ Test(http, headers_are_case_insensitive)
     resp_free(&r);
 }
 
+/* An error answer's hook (the collector's CORS) reads the headers: X-Test,
+ * echoed as X-Seen. */
+static void echo_on_error(struct http_request *req, void *arg)
+{
+    (void)arg;
+    const char *v = http_request_header(req, "x-test");
+    http_request_add_header(req, "X-Seen", v ? v : "(none)");
+}
+
+static void set_error_hook(void)
+{
+    http_server_on_error(H.srv, echo_on_error, NULL);
+}
+
+Test(http, a_header_cut_off_by_an_error_is_not_seen)
+{
+    struct client c;
+    struct resp r;
+    char pad[512];
+
+    run_in_loop(set_error_hook);
+    /* A first request leaves its bytes in the connection's buffer. */
+    client_open(&c);
+    snprintf(pad, sizeof(pad), "GET /header HTTP/1.1\r\nX-Pad: %0200d\r\n\r\n", 0);
+    client_sends(&c, pad);
+    cr_assert(client_read(&c, &r, false));
+    cr_assert_eq(r.status, 200);
+    resp_free(&r);
+    /* A value that stops at a byte no header may hold (400), a name that
+     * does: what was parsed of them is no header. Before, the value was
+     * read unterminated, into the first request's bytes ("ab000..."). */
+    client_sends(&c, "GET /hello HTTP/1.1\r\nX-Test: ab\x01\r\n\r\n");
+    cr_assert(client_read(&c, &r, false));
+    cr_assert_eq(r.status, 400);
+    assert_header(&r, "X-Seen", "(none)");
+    resp_free(&r);
+    client_close(&c);
+    do_request("GET /hello HTTP/1.1\r\nX-Test: v\r\nX-Te\x01st: w\r\n\r\n", &r);
+    cr_assert_eq(r.status, 400);
+    assert_header(&r, "X-Seen", "v");
+    resp_free(&r);
+}
+
 Test(http, keep_alive_serves_two_requests_on_one_connection)
 {
     struct client c;
