@@ -816,6 +816,8 @@ struct collector *collector_new(struct service *svc, const struct collector_conf
         metrics_histogram(svc->metrics, "collector_batch_events", "Events per batch request", NULL,
                           batch_buckets, sizeof(batch_buckets) / sizeof(batch_buckets[0])));
     int n = thread_count(cfg->threads);
+    /* Each thread's server takes as many connections. */
+    service_expect_connections(svc, (size_t)n * cfg->limits.max_connections);
     c->lanes = calloc((size_t)n, sizeof(*c->lanes));
     if (!c->lanes) {
         snprintf(err, errlen, "out of memory");

@@ -3,6 +3,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <event2/thread.h>
 
@@ -62,6 +63,10 @@ static bool validate(const void *arg, char *err, size_t errlen)
     if (!client_ip_parse_trust(cfg->trusted_proxies, &trust, err, errlen) ||
         !cors_parse(cfg->cors_origins, &cors, err, errlen))
         return false;
+    if (strlen(cfg->common.stream) > STREAM_WRITER_NAME_MAX) {
+        snprintf(err, errlen, "ARV_STREAM: longer than %d bytes", STREAM_WRITER_NAME_MAX);
+        return false;
+    }
     return config_check_urls(&cfg->common, true, STREAM_WRITER_MAX_NODES, false, err, errlen);
 }
 

@@ -21,8 +21,8 @@
 struct stream_writer {
     struct redis_conn *nodes[STREAM_WRITER_MAX_NODES]; /* one connection per Redis node */
     int nnodes;
-    size_t max_pending;        /* XADDs awaiting a node's answer, at most (0: no limit) */
-    char stream[256];          /* base stream name */
+    size_t max_pending; /* XADDs awaiting a node's answer, at most (0: no limit) */
+    char stream[STREAM_WRITER_NAME_MAX + 1]; /* base stream name */
     long shards;               /* streams per base name (>= 1), spread over the nodes */
     struct metric *xadd_ok;    /* collector_xadd_total{outcome="ok"} */
     struct metric *xadd_error; /* collector_xadd_total{outcome="error"} */
@@ -219,8 +219,8 @@ struct stream_writer *stream_writer_new(struct event_base *base, struct metrics 
         snprintf(err, errlen, "REDIS_URL: invalid list (expected redis://host:port/db, ...)");
         return NULL;
     }
-    if (strlen(stream) >= sizeof(((struct stream_writer *)0)->stream) - 16) {
-        snprintf(err, errlen, "ARV_STREAM: name too long");
+    if (strlen(stream) > STREAM_WRITER_NAME_MAX) {
+        snprintf(err, errlen, "ARV_STREAM: longer than %d bytes", STREAM_WRITER_NAME_MAX);
         return NULL;
     }
     struct stream_writer *w = calloc(1, sizeof(*w));

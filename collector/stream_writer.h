@@ -8,6 +8,7 @@
 
 /* Most Redis nodes REDIS_URL may list. */
 #define STREAM_WRITER_MAX_NODES 64
+#define STREAM_WRITER_NAME_MAX  239 /* bytes of ARV_STREAM, before a shard's ":N" */
 
 struct event_base;
 struct metrics;

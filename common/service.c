@@ -74,25 +74,32 @@ static void service_signal_cb(evutil_socket_t sig, short what, void *arg)
         service_stopped(svc);
 }
 
-/* Raises the soft RLIMIT_NOFILE to the hard limit, and says so when even that
- * is below what the HTTP server may accept plus a reserve: past it, accept(2)
- * fails, and so does every descriptor the daemon opens itself (a Redis or
- * PostgreSQL reconnect, the reporter's zone files). */
-static void service_raise_nofile(const struct http_server_limits *limits)
+/* Raises the soft RLIMIT_NOFILE to the hard limit. */
+static void service_raise_nofile(void)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
         return;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rlim_t old = rl.rlim_cur;
-        rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-            rl.rlim_cur = old;
-    }
-    if (limits->max_connections && rl.rlim_cur != RLIM_INFINITY &&
-        rl.rlim_cur < (rlim_t)limits->max_connections + 256)
+    rl.rlim_cur = rl.rlim_max;
+    (void)setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+/* Says so when the open-files limit is below the connections the daemon may
+ * accept plus a reserve: past it, accept(2) fails, and so does every
+ * descriptor the daemon opens itself (a Redis or PostgreSQL reconnect, the
+ * reporter's zone files). */
+static void service_check_nofile(size_t connections)
+{
+    struct rlimit rl;
+    if (connections && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)connections + 256)
         log_warn("nofile_limit_low", LF_INT("nofile", (long long)rl.rlim_cur),
-                 LF_INT("max_connections", (long long)limits->max_connections));
+                 LF_INT("max_connections", (long long)connections));
+}
+
+void service_expect_connections(struct service *svc, size_t n)
+{
+    svc->connections = n;
 }
 
 /* Blocks or unblocks (`how`) the stop signals in the calling thread. */
@@ -119,7 +126,8 @@ int service_init(struct service *svc, const char *name, const struct common_conf
     memset(svc, 0, sizeof(*svc));
     svc->name = name;
     signal(SIGPIPE, SIG_IGN);
-    service_raise_nofile(limits ? limits : &http_server_default_limits);
+    service_raise_nofile();
+    svc->connections = (limits ? limits : &http_server_default_limits)->max_connections;
 
     /* Order: loop, metrics (the HTTP server records into it), server, routes,
      * then the listening socket, then signals. */
@@ -168,6 +176,7 @@ void service_on_stop(struct service *svc, service_stop_cb *cb, void *arg)
 
 int service_run(struct service *svc)
 {
+    service_check_nofile(svc->connections);
     event_base_dispatch(svc->base);
     if (event_base_got_break(svc->base))
         return -ETIMEDOUT;

@@ -36,7 +36,9 @@ struct service {
     struct event *deadline;   /* forced exit 10 s after the stop signal */
     service_stop_cb *on_stop; /* daemon's drain hook, may be NULL */
     void *on_stop_arg;
-    bool stopping; /* a stop signal arrived */
+    bool stopping;      /* a stop signal arrived */
+    size_t connections; /* HTTP connections the daemon may hold, all loops together
+                         * (service_expect_connections) */
 };
 
 /* Blocks SIGTERM, SIGINT and SIGHUP until service_init() watches them: called
@@ -53,6 +55,11 @@ void service_hold_signals(void);
  * service_deinit() is still safe. */
 int service_init(struct service *svc, const char *name, const struct common_config *common,
                  const struct http_server_limits *limits);
+
+/* Says the daemon serves `n` HTTP connections at most, all its event loops
+ * together (by default its one server's limit): service_run() logs
+ * nofile_limit_low when the open-files limit is below that plus a reserve. */
+void service_expect_connections(struct service *svc, size_t n);
 
 /* Sets the drain hook. Without one, a stop signal ends the loop at once after
  * in-flight HTTP requests are answered. */

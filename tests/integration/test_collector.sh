@@ -23,6 +23,24 @@ expect() { # expect NAME RESULT STATUS ERROR
         it_fail "$1: error code, want $4: $2"
 }
 
+# --check-config refuses a stream name the collector would refuse at start.
+long_stream=$(printf 's%.0s' $(seq 240))
+rc=0; out=$(ARV_STREAM=$long_stream "$IT_BIN/arv-collector" --check-config 2>&1) || rc=$?
+[ "$rc" = 1 ] && [[ $out == *"ARV_STREAM: longer than 239 bytes"* ]] ||
+    it_fail "--check-config with a 240-byte ARV_STREAM (exit $rc): $out"
+ARV_STREAM=${long_stream:1} "$IT_BIN/arv-collector" --check-config >/dev/null 2>&1 ||
+    it_fail "--check-config refused a 239-byte ARV_STREAM"
+
+# The open-files limit against the connections of every thread's server
+# (10,000 each, plus 256): 12,000 is enough for one thread, not for two.
+# Before, only one thread's were counted.
+nofile_warns() { # threads
+    (ulimit -n 12000 && ARV_THREADS=$1 ARV_LISTEN="127.0.0.1:$(arv_free_port)" \
+        timeout -s TERM 1 "$IT_BIN/arv-collector" 2>&1 || true) | grep -c nofile_limit_low || true
+}
+[ "$(nofile_warns 1)" = 0 ] || it_fail "nofile 12000, one thread: nofile_limit_low logged"
+[ "$(nofile_warns 2)" = 1 ] || it_fail "nofile 12000, two threads: no nofile_limit_low"
+
 it_start main arv-collector ARV_THREADS=2 ARV_MAX_BATCH=10 ARV_MAX_BODY_BYTES=4096 \
     ARV_CORS_ORIGINS=https://viewer.example ARV_TRUSTED_PROXIES=127.0.0.0/8,::1
 it_start strict arv-collector ARV_THREADS=1 ARV_RATE_LIMIT_RPS=2 ARV_RATE_LIMIT_BURST=3 \
