@@ -1798,8 +1798,8 @@ bool http_request_client_gone(const struct http_request *req)
     return req->conn == NULL;
 }
 
-bool http_request_query_param(const struct http_request *req, const char *name, char *out,
-                              size_t outlen)
+int http_request_query_param(const struct http_request *req, const char *name, char *out,
+                             size_t outlen)
 {
     const char *q = req->query;
     char key[256];
@@ -1810,13 +1810,13 @@ bool http_request_query_param(const struct http_request *req, const char *name, 
         const char *kend = eq ? eq : end;
         if (urlcode_decode(q, (size_t)(kend - q), URLCODE_FORM, key, sizeof(key)) &&
             strcmp(key, name) == 0) {
-            if (!eq)
-                return urlcode_decode("", 0, URLCODE_FORM, out, outlen);
-            return urlcode_decode(eq + 1, (size_t)(end - eq - 1), URLCODE_FORM, out, outlen);
+            bool ok = eq ? urlcode_decode(eq + 1, (size_t)(end - eq - 1), URLCODE_FORM, out, outlen)
+                         : urlcode_decode("", 0, URLCODE_FORM, out, outlen);
+            return ok ? 1 : -1;
         }
         q = amp ? amp + 1 : NULL;
     }
-    return false;
+    return 0;
 }
 
 /* ---- answers ----------------------------------------------------------------- */

@@ -128,10 +128,12 @@ const char *http_request_body(const struct http_request *req, size_t *len); /* N
 const char *http_request_peer(const struct http_request *req); /* numeric peer address */
 /* True once the client has disconnected; an answer would be discarded. */
 bool http_request_client_gone(const struct http_request *req);
-/* Finds query parameter `name` and URL-decodes it into `out` (size `outlen`).
- * Returns true if present and it fit. */
-bool http_request_query_param(const struct http_request *req, const char *name, char *out,
-                              size_t outlen);
+/* Finds query parameter `name` (its name URL-decoded too) and URL-decodes its
+ * value into `out` (size `outlen`). Returns 1 if present and it fit, 0 if
+ * absent, -1 if present but its value did not fit or is not valid URL
+ * encoding. */
+int http_request_query_param(const struct http_request *req, const char *name, char *out,
+                             size_t outlen);
 
 /* Adds a response header (both strings copied) to the answer of `req`.
  * Call before http_respond(). */

@@ -393,21 +393,9 @@ static void reporter_query_done(void *arg, const PGresult *res, const char *errs
 /* params_get_fn over the request's query string. */
 static enum params_found reporter_param(void *arg, const char *name, char *out, size_t outlen)
 {
-    struct http_request *req = arg;
-    const char *q = http_request_query(req);
-    size_t n = strlen(name);
+    int found = http_request_query_param(arg, name, out, outlen);
 
-    if (http_request_query_param(req, name, out, outlen))
-        return PARAMS_PRESENT;
-    /* Absent, or present but not fitting: tell them apart by the raw name. */
-    for (const char *p = q; p && *p;) {
-        if (strncmp(p, name, n) == 0 && (p[n] == '=' || p[n] == '&' || p[n] == '\0'))
-            return PARAMS_TOO_LONG;
-        p = strchr(p, '&');
-        if (p)
-            p++;
-    }
-    return PARAMS_ABSENT;
+    return found > 0 ? PARAMS_PRESENT : found < 0 ? PARAMS_TOO_LONG : PARAMS_ABSENT;
 }
 
 /* The cache key: everything the answer depends on, normalised, and who reads. */

@@ -393,6 +393,9 @@ done <<EOF
 /api/analytics/breakdown?dimension=planet dimension
 /api/analytics/export.csv?scope=content:0 scope
 /api/analytics/export.csv?tz= tz
+/api/analytics/overview?tz=$(printf 'A%.0s' $(seq 300)) tz
+/api/analytics/overview?%74z=$(printf 'A%.0s' $(seq 300)) tz
+/api/analytics/overview?%74z=%ZZ tz
 EOF
 it_pass "every bad parameter is a 400 naming its field"
 

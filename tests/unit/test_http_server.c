@@ -75,11 +75,11 @@ static void query(struct http_request *req, void *arg)
     char q[64], name[64], empty[8], tiny[4];
     char buf[256];
     (void)arg;
-    bool has_q = http_request_query_param(req, "q", q, sizeof(q));
-    bool has_name = http_request_query_param(req, "name", name, sizeof(name));
-    bool has_empty = http_request_query_param(req, "empty", empty, sizeof(empty));
-    bool has_missing = http_request_query_param(req, "missing", empty, sizeof(empty));
-    bool fits = http_request_query_param(req, "q", tiny, sizeof(tiny));
+    bool has_q = http_request_query_param(req, "q", q, sizeof(q)) > 0;
+    bool has_name = http_request_query_param(req, "name", name, sizeof(name)) > 0;
+    bool has_empty = http_request_query_param(req, "empty", empty, sizeof(empty)) > 0;
+    bool has_missing = http_request_query_param(req, "missing", empty, sizeof(empty)) != 0;
+    bool fits = http_request_query_param(req, "q", tiny, sizeof(tiny)) > 0;
     int n = snprintf(buf, sizeof(buf), "%s|%s|%s:%s|%s|%s", has_q ? q : "-", has_name ? name : "-",
                      has_empty ? "present" : "absent", empty, has_missing ? "present" : "absent",
                      fits ? "fits" : "too-long");
