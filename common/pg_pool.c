@@ -941,9 +941,9 @@ size_t pg_pool_pending(const struct pg_pool *p)
     return p ? p->nqueued + p->nrunning : 0;
 }
 
-void pg_pool_free(struct pg_pool *p)
+void pg_pool_close(struct pg_pool *p)
 {
-    if (!p)
+    if (!p || p->closing)
         return;
     p->closing = true;
     for (unsigned i = 0; p->conns && i < p->size; i++) {
@@ -952,10 +952,19 @@ void pg_pool_free(struct pg_pool *p)
          * notices); its callback runs with res NULL. */
         if (pc->conn || pc->lookup)
             conn_lost(pc, "pool closed");
-        if (pc->timer)
-            event_free(pc->timer);
     }
     fail_queue(p, "pool closed");
+}
+
+void pg_pool_free(struct pg_pool *p)
+{
+    if (!p)
+        return;
+    pg_pool_close(p);
+    for (unsigned i = 0; p->conns && i < p->size; i++) {
+        if (p->conns[i].timer)
+            event_free(p->conns[i].timer);
+    }
     if (p->queue_ev)
         event_free(p->queue_ev);
     if (p->fail_ev)

@@ -75,8 +75,13 @@ const char *pg_pool_errstr(const struct pg_pool *p);
 /* Queries waiting plus running. */
 size_t pg_pool_pending(const struct pg_pool *p);
 
-/* Closes every connection; queued and running queries get cb(res NULL). Must not
- * be called from inside a callback. NULL is fine. */
+/* Closes every connection: queued and running queries get cb(res NULL) (the
+ * server cancels a running statement once it notices), and later ones are
+ * refused (-ENOTCONN). For a stop that cannot wait for them. Must not be
+ * called from inside a callback. NULL is fine. */
+void pg_pool_close(struct pg_pool *p);
+
+/* pg_pool_close(), then frees the pool. */
 void pg_pool_free(struct pg_pool *p);
 
 #endif

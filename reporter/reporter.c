@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
 #include <libpq-fe.h>
 
 #include "auth.h"
@@ -137,8 +138,9 @@ static const char *const reporter_auth_failure_names[REPORTER_AUTH_FAILURE_COUNT
 
 struct reporter;
 
-#define REPORTER_TZ_SLOTS   64
-#define REPORTER_TZ_DAY_TTL 60000
+#define REPORTER_TZ_SLOTS     64
+#define REPORTER_TZ_DAY_TTL   60000
+#define REPORTER_STOP_GRACE_S 2 /* before the stop deadline: what waits on PostgreSQL gets 503 */
 
 /* A zone's today as PostgreSQL last answered it, relative to the UTC today. */
 struct reporter_tz_day {
@@ -163,9 +165,10 @@ struct reporter {
     struct qcache *cache;                              /* owned */
     struct qcache *closed;                             /* owned: closed parts (query_closed) */
     struct reporter_tz_day tz_days[REPORTER_TZ_SLOTS]; /* for closed parts in other zones */
-    bool closing;                                      /* reporter_free() running: start no query */
-    struct reporter_route routes[REPORTER_EP_COUNT];   /* route arguments */
-    struct dashboard dashboard;                        /* GET /dashboard: the page, its CSP */
+    bool closing;          /* stopping past its grace, or reporter_free() running: start no query */
+    struct event *stop_ev; /* a stop's grace: then what still waits on PostgreSQL gets 503 */
+    struct reporter_route routes[REPORTER_EP_COUNT]; /* route arguments */
+    struct dashboard dashboard;                      /* GET /dashboard: the page, its CSP */
     struct metric *queries[REPORTER_EP_COUNT][REPORTER_OUT_COUNT]; /* reporter_queries_total */
     struct metric *duration[REPORTER_EP_COUNT];                /* reporter_query_duration_seconds */
     struct metric *auth_failures[REPORTER_AUTH_FAILURE_COUNT]; /* reporter_auth_failures_total */
@@ -683,6 +686,32 @@ static int reporter_metrics_init(struct reporter *r, struct metrics *m)
     return 0;
 }
 
+/* A stop's grace is over: the requests still waiting on PostgreSQL are
+ * answered 503 (their statements ended), so that the loop ends before the
+ * stop deadline and the reporter exits 0. */
+static void reporter_stop_due(evutil_socket_t fd, short what, void *arg)
+{
+    struct reporter *r = arg;
+    (void)fd;
+    (void)what;
+    r->closing = true;
+    pg_pool_close(r->pool);
+}
+
+/* A stop signal: in-flight requests are answered as they finish, until
+ * REPORTER_STOP_GRACE_S before the deadline (a statement may run for up to
+ * ARV_QUERY_TIMEOUT_MS, 10 minutes at most). */
+static void reporter_on_stop(void *arg)
+{
+    struct reporter *r = arg;
+    struct timeval tv = {SERVICE_STOP_DEADLINE_S - REPORTER_STOP_GRACE_S, 0};
+
+    r->stop_ev = evtimer_new(r->svc->base, reporter_stop_due, r);
+    if (!r->stop_ev || evtimer_add(r->stop_ev, &tv) < 0)
+        reporter_stop_due(-1, 0, r);
+    service_stopped(r->svc);
+}
+
 struct reporter *reporter_new(struct service *svc, const struct reporter_config *cfg)
 {
     struct reporter *r = calloc(1, sizeof(*r));
@@ -748,6 +777,7 @@ struct reporter *reporter_new(struct service *svc, const struct reporter_config 
     if (http_server_route(svc->http, HTTP_GET, "/dashboard", false, dashboard_handle,
                           &r->dashboard) < 0)
         goto oom;
+    service_on_stop(svc, reporter_on_stop, r);
     log_info("reporter_ready", LF_INT("db_pool_size", cfg->db_pool_size),
              LF_INT("auth_cache_ttl_s", cfg->auth_cache_ttl_s),
              LF_STR("content_relation", cfg->content_relation),
@@ -768,6 +798,8 @@ void reporter_free(struct reporter *r)
 {
     if (!r)
         return;
+    if (r->stop_ev)
+        event_free(r->stop_ev);
     r->closing = true;
     /* The pool first: its pending callbacks answer their requests (503) and may
      * still reach the authenticator. */

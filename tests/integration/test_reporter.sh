@@ -363,6 +363,32 @@ arv_wait_http "$R/api/health/readiness" 200 15 || it_fail "readiness did not rec
 [ "$(code "$admin" /api/analytics/overview)" = 200 ] || it_fail "overview after PostgreSQL returned"
 it_pass "503 while PostgreSQL is down, recovery without restart"
 
+# A stop while a request waits on a long statement (ARV_QUERY_TIMEOUT_MS 60 s,
+# a lock held for 15 s): the request is answered 503 before the 10 s
+# deadline and the reporter exits 0. Before, the deadline broke the loop with
+# the request unanswered, and the reporter exited 1.
+it_start slowstop arv-reporter ARV_QUERY_TIMEOUT_MS=60000
+psql "$DATABASE_URL" -q -c "BEGIN; LOCK analytics.rollup_company_daily, analytics.rollup_company_hourly,
+    analytics.rollup_content_daily, analytics.rollup_content_hourly IN ACCESS EXCLUSIVE MODE;
+    SELECT pg_sleep(15); COMMIT" >/dev/null 2>&1 &
+locker=$!
+sleep 0.5
+curl -s -o "$IT_TMP/slowstop.json" --max-time 14 -w '%{http_code}' -H "Authorization: Bearer $admin" \
+    "http://127.0.0.1:$IT_PORT_slowstop/api/analytics/timeseries?scope=all&period=30d&interval=week" \
+    >"$IT_TMP/slowstop.code" 2>/dev/null &
+asker=$!
+sleep 1
+it_stop slowstop
+wait "$asker" || true
+[ "$(cat "$IT_TMP/slowstop.code")" = 503 ] ||
+    it_fail "a request in flight at a stop: $(cat "$IT_TMP/slowstop.code") $(cat "$IT_TMP/slowstop.json")"
+jq -e '.error == "database_unavailable"' "$IT_TMP/slowstop.json" >/dev/null ||
+    it_fail "a request in flight at a stop: body $(cat "$IT_TMP/slowstop.json")"
+! grep -q '"shutdown_deadline_exceeded"' "$IT_TMP/slowstop.log" ||
+    it_fail "a request in flight at a stop: the deadline passed"
+wait "$locker" || true
+it_pass "a stop with a statement that would outlast the 10 s deadline: answered 503, exit 0"
+
 it_stop reporter
 it_pass "reporter stops cleanly on SIGTERM"
 
