@@ -131,8 +131,14 @@ int main(int argc, char **argv)
             sargv[sargc++] = argv[i];
         }
     }
+    /* A bad value is a usage error (2), but --check-config answers 0 or 1,
+     * as every binary's does. */
+    bool check_only = false;
+    for (int i = 0; i < gargc; i++)
+        check_only = check_only || strcmp(gargv[i], "--check-config") == 0;
     config_load_or_exit("arvctl", arvctl_summary, arvctl_options, ARVCTL_NOPTIONS, &cfg,
-                        &cfg.common, arvctl_validate, CLI_EXIT_USAGE, gargc, gargv);
+                        &cfg.common, arvctl_validate,
+                        check_only ? CLI_EXIT_FAILURE : CLI_EXIT_USAGE, gargc, gargv);
 
     if (sargc == 0) {
         fprintf(stderr, "arvctl: missing command: migrate, content, keys, dlq or rollups"

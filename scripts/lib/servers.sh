@@ -26,7 +26,13 @@ arv_install_packages() {
     [ ${#missing[@]} -eq 0 ] && return 0
     arv_log "installing: ${missing[*]}"
     local sudo=""
-    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || {
+            arv_log "installing packages needs root: run this as root, or install sudo (missing: ${missing[*]})"
+            return 1
+        }
+        sudo=sudo
+    fi
     $sudo apt-get update -qq &&
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
             "${missing[@]}" >/dev/null
@@ -153,26 +159,40 @@ arv_pg_run() {
 }
 
 # Starts PostgreSQL on 127.0.0.1:$2 with its cluster in folder $1 (initialised on
-# first use, superuser arv, trust auth on loopback) and creates database arv.
-# ARV_PG_FSYNC (default on) sets fsync; ARV_PG_OPTIONS adds server settings
-# (for example "-c max_wal_size=8GB", as compose/ runs PostgreSQL).
+# first use, superuser arv, trust auth on loopback) and creates database arv;
+# the server started in $1 before (a run killed without its cleanup) is used
+# again if it runs on that port. TCP only: no Unix socket (its path would have
+# to fit in 107 bytes). ARV_PG_FSYNC (default on) sets fsync; ARV_PG_OPTIONS
+# adds server settings (for example "-c max_wal_size=8GB", as compose/ runs
+# PostgreSQL).
 arv_start_postgres() {
-    local dir=$1 port=$2
+    local dir=$1 port=$2 running=""
     mkdir -p "$dir"
     [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir"
-    if [ ! -f "$dir/data/PG_VERSION" ]; then
+    if [ -f "$dir/data/postmaster.pid" ] &&
+        arv_pg_run "$ARV_PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        # postmaster.pid's fourth line is the port.
+        running=$(sed -n 4p "$dir/data/postmaster.pid")
+        if [ "$running" != "$port" ]; then
+            arv_log "the PostgreSQL started in $dir before still runs, on port $running, not $port: stop it (pg_ctl -D $dir/data stop) or use port $running"
+            return 1
+        fi
+        arv_log "port $port: the PostgreSQL started in $dir before still runs; using it"
+    elif [ ! -f "$dir/data/PG_VERSION" ]; then
         arv_pg_run "$ARV_PG_BIN/initdb" -D "$dir/data" -U arv -A trust -E UTF8 \
             --no-sync >"$dir/initdb.log" 2>&1 || {
             cat "$dir/initdb.log" >&2
             return 1
         }
     fi
-    arv_pg_run "$ARV_PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
-        -o "-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c fsync=${ARV_PG_FSYNC:-on} ${ARV_PG_OPTIONS:-}" \
-        start >/dev/null || {
-        tail -20 "$dir/postgres.log" >&2
-        return 1
-    }
+    if [ -z "$running" ]; then
+        arv_pg_run "$ARV_PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
+            -o "-p $port -k '' -c listen_addresses=127.0.0.1 -c fsync=${ARV_PG_FSYNC:-on} ${ARV_PG_OPTIONS:-}" \
+            start >/dev/null || {
+            tail -20 "$dir/postgres.log" >&2
+            return 1
+        }
+    fi
     psql -h 127.0.0.1 -p "$port" -U arv -d postgres -tAq \
         -c "SELECT 1 FROM pg_database WHERE datname = 'arv'" | grep -q 1 ||
         psql -h 127.0.0.1 -p "$port" -U arv -d postgres -q -c "CREATE DATABASE arv" >/dev/null

@@ -33,11 +33,34 @@ it_cleanup() {
     [ -n "${IT_KEEP:-}" ] || rm -rf "$IT_TMP"
 }
 
+# it_sweep: what tests killed before their cleanup left (ctest SIGKILLs a test
+# past its timeout, and no trap runs): for every folder of it_setup's whose
+# test is gone, stops its daemons (found by the stream name it_setup exported
+# to them), its PostgreSQL and its Redis servers, and removes it.
+it_sweep() {
+    local dir owner pid
+    for dir in /tmp/arv-it.*/; do
+        dir=${dir%/}
+        owner=$(cat "$dir/owner" 2>/dev/null) || continue
+        [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null || continue
+        for pid in $(grep -lzx "ARV_STREAM=arv:it:$owner" /proc/[0-9]*/environ 2>/dev/null |
+            cut -d/ -f3); do
+            kill -KILL "$pid" 2>/dev/null || true
+        done
+        arv_stop_postgres "$dir/pg" || true
+        for pid in "$dir"/*/; do
+            pid=$(arv_redis_pid "${pid%/}") && kill -KILL "$pid" 2>/dev/null || true
+        done
+        rm -rf "$dir"
+    done
+}
+
 # it_setup BIN_DIR: servers up, migrated, environment exported.
 it_setup() {
     IT_BIN=$1
     IT_TMP=$(mktemp -d /tmp/arv-it.XXXXXX)
     chmod 755 "$IT_TMP"
+    echo "$$" >"$IT_TMP/owner" # for it_sweep
     trap it_cleanup EXIT
     IT_REDIS_PORT=$(arv_free_port)
     IT_PG_PORT=$(arv_free_port)

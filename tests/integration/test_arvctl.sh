@@ -10,6 +10,16 @@
 it_setup "${1:?usage: test_arvctl.sh BIN_DIR}"
 ARVCTL=$IT_BIN/arvctl
 
+# --check-config answers 0 or 1, as every binary's does (a bad value given to
+# a command stays a usage error, 2). Before, it exited 2.
+rc=0; out=$(ARV_LOG_LEVEL=loud "$ARVCTL" --check-config 2>&1) || rc=$?
+[ "$rc" = 1 ] && [[ $out == *"ARV_LOG_LEVEL: invalid value"* ]] ||
+    it_fail "--check-config with a bad ARV_LOG_LEVEL (exit $rc): $out"
+rc=0; ARV_LOG_LEVEL=loud "$ARVCTL" migrate >/dev/null 2>&1 || rc=$?
+[ "$rc" = 2 ] || it_fail "migrate with a bad ARV_LOG_LEVEL: exit $rc"
+"$ARVCTL" --check-config >/dev/null || it_fail "--check-config of a good configuration"
+it_pass "arvctl --check-config exits 1 on a bad value (a command, 2)"
+
 GEN=$IT_ROOT/bench/aggregator_events.awk
 now_ms=$(($(date +%s%3N)))
 it_psql "INSERT INTO analytics.ar_content (id, unique_id, project_id, company_id)

@@ -87,3 +87,23 @@ for ((i = 0; i < 30; i++)); do
 done
 kill -0 "$xpid" 2>/dev/null && { kill -KILL "$xpid"; it_fail "it_cleanup left a test's extra Redis running"; }
 it_pass "it_cleanup stops the other Redis servers a test started in its folder"
+
+# A test killed before its cleanup (ctest's timeout sends SIGKILL: no trap
+# runs) leaves its servers and daemons running; it_sweep, which
+# scripts/test.sh runs after ctest, stops them and removes the folder.
+bash -c '. "$1/tests/integration/lib.sh"; it_setup "$2"
+         it_start orphan arv-reporter
+         echo "$IT_TMP $IT_PID_orphan $(cat "$IT_TMP/redis/redis.pid")"; kill -KILL $$' \
+    _ "$IT_ROOT" "$1" >"$IT_TMP/killed.out" 2>"$IT_TMP/killed.log" || true
+read -r kdir kdaemon kredis <"$IT_TMP/killed.out" || it_fail "the killed test: $(tail -3 "$IT_TMP/killed.log")"
+kill -0 "$kdaemon" 2>/dev/null && kill -0 "$kredis" 2>/dev/null && [ -f "$kdir/pg/data/postmaster.pid" ] ||
+    it_fail "the killed test left nothing running: nothing to sweep"
+it_sweep
+for ((i = 0; i < 30; i++)); do
+    kill -0 "$kdaemon" 2>/dev/null || kill -0 "$kredis" 2>/dev/null || break
+    sleep 0.1
+done
+kill -0 "$kdaemon" 2>/dev/null && it_fail "it_sweep left the killed test's daemon running"
+kill -0 "$kredis" 2>/dev/null && it_fail "it_sweep left the killed test's Redis running"
+[ ! -d "$kdir" ] || it_fail "it_sweep left $kdir (postmaster.pid: $(cat "$kdir/pg/data/postmaster.pid" 2>/dev/null | head -1))"
+it_pass "it_sweep stops what a test killed before its cleanup left running"
