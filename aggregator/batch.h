@@ -229,12 +229,14 @@ const char *batch_value(const struct batch *b, uint32_t id, size_t *len);
  * the payload, its COPY escape, the dead row, the COPY buffer) would cost a
  * worker several times its size, kept for the buffers' life. */
 #define BATCH_PAYLOAD_VALUE_MAX 65536
+/* And a field's name. */
+#define BATCH_PAYLOAD_NAME_MAX 256
 
 /* Writes the stream encoding of the entry's fields as one JSON object
- * ({"v":"1","e":"..."}), the payload of an entry that did not decode; a value
- * longer than BATCH_PAYLOAD_VALUE_MAX keeps only its first bytes (as many,
- * or the few fewer that end at a character). Returns the first field cut so,
- * or NULL. */
+ * ({"v":"1","e":"..."}), the payload of an entry that did not decode; a name
+ * longer than BATCH_PAYLOAD_NAME_MAX, or a value longer than
+ * BATCH_PAYLOAD_VALUE_MAX, keeps only its first bytes (as many, or the few
+ * fewer that end at a character). Returns the first field cut so, or NULL. */
 const struct batch_field *batch_fields_json(const struct batch_field *fields, size_t nfields,
                                             struct strbuf *out);
 

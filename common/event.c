@@ -469,11 +469,11 @@ static bool decode_fields(const struct fields *f, enum decode_mode mode,
     if (!take_uuid(&f->v[F_SESSION_ID], "session_id", ev->session_id, true, err) ||
         !take_uuid(&f->v[F_EVENT_ID], "event_id", ev->event_id, mode == DECODE_STREAM, err))
         return false;
-    /* A client's placeholder (RFC 9562's Nil and Max UUIDs) would make every
-     * later event of the company a repeat of the first, silently dropped. */
-    if (mode == DECODE_CLIENT &&
-        (strcmp(ev->event_id, "00000000-0000-0000-0000-000000000000") == 0 ||
-         strcmp(ev->event_id, "ffffffff-ffff-ffff-ffff-ffffffffffff") == 0))
+    /* A placeholder (RFC 9562's Nil and Max UUIDs: a client's, or in someone
+     * else's XADD) would make every later event of the company a repeat of
+     * the first, silently dropped. */
+    if (strcmp(ev->event_id, "00000000-0000-0000-0000-000000000000") == 0 ||
+        strcmp(ev->event_id, "ffffffff-ffff-ffff-ffff-ffffffffffff") == 0)
         return fail(err, "invalid_field", "event_id",
                     "event_id must identify the event: not the nil or max UUID (leave it out and "
                     "the collector makes one)");

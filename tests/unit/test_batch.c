@@ -390,6 +390,71 @@ Test(batch, a_huge_field_is_cut_in_the_payload)
     free(big);
 }
 
+Test(batch, a_huge_field_name_is_cut_in_the_payload)
+{
+    /* Someone else's XADD with a 1 MiB field name of control bytes (each
+     * \u0001 in JSON, \\u0001 escaped for COPY): before, it went whole into
+     * the payload, seven times its size, and one of 160 MB made a row
+     * PostgreSQL cannot take (retried for ever). */
+    size_t n = 1 << 20;
+    char *big = malloc(n);
+
+    cr_assert_not_null(big);
+    memset(big, 1, n);
+    struct batch_field f[] = {{big, n, "x", 1}};
+    cr_assert_eq(batch_add(&b, 0, "1-0", 3, f, 1), 0);
+    const struct batch_entry *e = &b.entries[0];
+    cr_assert_eq(e->kind, BATCH_DEAD);
+    cr_assert_str_eq(e->reason, BATCH_REASON_INVALID);
+    cr_assert_lt(b.rows.len, 3 * BATCH_PAYLOAD_VALUE_MAX, "rows hold %zu bytes", b.rows.len);
+    char *row = malloc(e->row_len + 1);
+    cr_assert_not_null(row);
+    memcpy(row, b.rows.data + e->row_off, e->row_len);
+    row[e->row_len] = '\0';
+    cr_assert(strstr(row, "; the payload keeps the first 256 bytes of a field name of 1048576"),
+              "detail: %.300s", row);
+    free(row);
+    free(big);
+}
+
+Test(batch, an_event_larger_than_any_collector_writes_is_invalid)
+{
+    /* An `e` that decodes, of an unknown field of 100 KB: its dead letter
+     * (unknown content, a rejected row) would keep it whole. */
+    size_t pad = 100 * 1024;
+    char *json = malloc(sizeof(event_json) + pad + 16);
+
+    cr_assert_not_null(json);
+    int k = snprintf(json, sizeof(event_json) + 16, "%.*s,\"pad\":\"",
+                     (int)(sizeof(event_json) - 2), event_json);
+    memset(json + k, 'y', pad);
+    strcpy(json + k + pad, "\"}");
+    struct batch_field f[] = {FIELD("v", "1"), FIELD("e", json)};
+    cr_assert_eq(batch_add(&b, 0, "1-0", 3, f, 2), 0);
+    const struct batch_entry *e = &b.entries[0];
+    cr_assert_eq(e->kind, BATCH_DEAD, "an event of %zu bytes decoded", strlen(json));
+    cr_assert_str_eq(e->reason, BATCH_REASON_INVALID);
+    cr_assert_lt(b.rows.len, 3 * BATCH_PAYLOAD_VALUE_MAX, "rows hold %zu bytes", b.rows.len);
+    free(json);
+}
+
+Test(batch, a_nil_or_max_event_id_is_invalid)
+{
+    /* Each later event of the company would be a repeat of the first,
+     * dropped without a trace. */
+    static const char *const ids[] = {"00000000-0000-0000-0000-000000000000",
+                                      "ffffffff-ffff-ffff-ffff-ffffffffffff"};
+    for (size_t i = 0; i < 2; i++) {
+        char json[sizeof(event_json)];
+        snprintf(json, sizeof(json), "%s", event_json);
+        memcpy(strstr(json, "01a2127b"), ids[i], 36);
+        struct batch_field f[] = {FIELD("v", "1"), FIELD("e", json)};
+        cr_assert_eq(batch_add(&b, 0, "1-0", 3, f, 2), 0);
+        cr_assert_eq(b.entries[i].kind, BATCH_DEAD, "%s", json);
+        cr_assert_str_eq(b.entries[i].reason, BATCH_REASON_INVALID);
+    }
+}
+
 Test(batch, dead_and_ack_only_entries)
 {
     struct batch_field f[] = {FIELD("v", "1"), FIELD("e", event_json)};
