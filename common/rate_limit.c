@@ -1,8 +1,10 @@
 /* Token buckets keyed by client address in a set-associative table: a key hashes
- * to one set of RATE_LIMIT_WAYS slots; a new key takes the least recently seen. */
+ * to one set of RATE_LIMIT_WAYS slots; a new key takes the least recently seen
+ * slot, and its bucket. */
 #include "rate_limit.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +15,8 @@
 #define RATE_LIMIT_KEY  64
 
 struct rate_slot {
-    char key[RATE_LIMIT_KEY]; /* client key; "" when free */
+    char key[RATE_LIMIT_KEY]; /* client key */
+    bool taken;               /* holds a key (else free) */
     double tokens;            /* tokens left at `seen_ms` */
     int64_t seen_ms;          /* last refill time */
     uint64_t used;            /* table clock at the last take: the LRU order */
@@ -64,18 +67,26 @@ bool rate_limit_take(struct rate_limit *r, const char *key, int64_t now_ms, unsi
         &r->slots[(size_t)(strbuf_fnv1a(k, strlen(k)) % r->nsets) * RATE_LIMIT_WAYS];
     struct rate_slot *s = NULL, *victim = &set[0];
     for (int i = 0; i < RATE_LIMIT_WAYS; i++) {
-        if (set[i].key[0] && strcmp(set[i].key, k) == 0) {
+        if (set[i].taken && strcmp(set[i].key, k) == 0) {
             s = &set[i];
             break;
         }
-        if (!set[i].key[0] || (victim->key[0] && set[i].used < victim->used))
+        if (!set[i].taken || (victim->taken && set[i].used < victim->used))
             victim = &set[i];
     }
     if (!s) {
+        /* A new key takes over the evicted one's bucket (refilled below for
+         * the time since its last take): an idle one's is full again, and
+         * keys cycled through one set, each evicting the next to come, share
+         * its buckets instead of each arriving with a full one (unlimited).
+         * Only a free slot starts full. */
         s = victim;
         memcpy(s->key, k, n + 1);
-        s->tokens = r->burst;
-        s->seen_ms = now_ms;
+        if (!s->taken) {
+            s->taken = true;
+            s->tokens = r->burst;
+            s->seen_ms = now_ms;
+        }
     }
     s->used = ++r->clock;
     if (now_ms > s->seen_ms) {

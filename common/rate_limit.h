@@ -1,7 +1,9 @@
 /* Per-client token buckets in a fixed-size table: bounded memory whatever the
- * number of clients (a client evicted by a newer one starts again with a full
- * bucket). Thread-safe (one short lock per take): shared by the collector's
- * threads (keyed by client IP) and the reporter (keyed by API key id). */
+ * number of clients (a new client takes over the bucket of the least recently
+ * seen one in its set, refilled since: full again unless that one was busy,
+ * so that clients cycled through a set cannot each start full). Thread-safe
+ * (one short lock per take): shared by the collector's threads (keyed by
+ * client IP) and the reporter (keyed by API key id). */
 #ifndef ARV_RATE_LIMIT_H
 #define ARV_RATE_LIMIT_H
 
