@@ -17,6 +17,7 @@
 #include <libpq-fe.h>
 
 #include "redis_conn.h"
+#include "strbuf.h"
 
 bool parse_long(const char *s, long min, long max, long *out)
 {
@@ -228,6 +229,17 @@ enum config_result config_load(const char *binary, const char *summary,
 
     if (!getenv_fn)
         getenv_fn = (config_getenv_fn *)getenv;
+    /* These answer whatever the environment and the other options hold. */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            print_help(stdout, binary, summary, opts, nopts);
+            return CONFIG_EXIT_OK;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("%s %s\n", binary, ARV_VERSION);
+            return CONFIG_EXIT_OK;
+        }
+    }
     for (size_t i = 0; i < nopts; i++) {
         if (!opts[i].def)
             continue;
@@ -245,14 +257,6 @@ enum config_result config_load(const char *binary, const char *summary,
     }
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            print_help(stdout, binary, summary, opts, nopts);
-            return CONFIG_EXIT_OK;
-        }
-        if (strcmp(arg, "--version") == 0) {
-            printf("%s %s\n", binary, ARV_VERSION);
-            return CONFIG_EXIT_OK;
-        }
         if (strcmp(arg, "--check-config") == 0) {
             check = true;
             continue;
@@ -521,6 +525,12 @@ bool config_check_urls(const struct common_config *c, bool redis, int max_redis,
                     " comma-separated, at most %d; a password with / # ? @ or %% must be"
                     " percent-encoded)",
                     max_redis);
+            return false;
+        }
+        /* The stream names the aggregator's metrics' `stream` label, and
+         * Prometheus refuses a whole page with one not valid UTF-8. */
+        if (c->stream && !strbuf_utf8_valid(c->stream, strlen(c->stream))) {
+            set_err(err, errlen, "ARV_STREAM: not valid UTF-8");
             return false;
         }
     }

@@ -147,7 +147,8 @@ bool config_relation_valid(const char *rel);
  * `err`. So --check-config catches a missing file, not one that is corrupt. */
 bool config_check_readable(const char *var, const char *path, char *err, size_t errlen);
 
-/* Checks REDIS_URL (when `redis`: a list of at most `max_redis` valid URLs) and
+/* Checks REDIS_URL (when `redis`: a list of at most `max_redis` valid URLs,
+ * and ARV_STREAM valid UTF-8) and
  * DATABASE_URL (when `database`: libpq can parse it, and takes the values it
  * reads only when it connects: sslmode, port, connect_timeout, ...). False
  * with one clear line in `err`, which never holds a part of either URL. */

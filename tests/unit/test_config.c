@@ -215,6 +215,21 @@ Test(config, help_and_version_exit_ok, .init = cr_redirect_stdout)
     cr_assert_eq(load(&cfg, 2, version, err), CONFIG_EXIT_OK);
 }
 
+/* --help and --version answer whatever the environment holds: a deploy step
+ * asking the version, or an operator asking for help with a bad variable
+ * set, got a configuration error. */
+Test(config, help_and_version_whatever_the_environment, .init = cr_redirect_stdout)
+{
+    struct test_config cfg;
+    char err[256] = "";
+    char *help[] = {"arv-test", "--batch=12x", "--help"};
+    char *version[] = {"arv-test", "--version"};
+    env_table[0][0] = "ARV_BATCH";
+    env_table[0][1] = "x";
+    cr_assert_eq(load(&cfg, 3, help, err), CONFIG_EXIT_OK, "%s", err);
+    cr_assert_eq(load(&cfg, 2, version, err), CONFIG_EXIT_OK, "%s", err);
+}
+
 Test(config, parse_listen)
 {
     struct config_listen l;
@@ -238,6 +253,18 @@ Test(config, parse_long_strict)
     cr_assert_not(parse_long("42 ", 0, 100, &v));
     cr_assert_not(parse_long("101", 0, 100, &v));
     cr_assert_not(parse_long("99999999999999999999", 0, 100, &v));
+}
+
+/* ARV_STREAM names the aggregator's metrics' `stream` label: one not valid
+ * UTF-8 made every scrape fail (Prometheus refuses the whole page). */
+Test(config, stream_name_must_be_utf8)
+{
+    struct common_config c = {.redis_url = "redis://127.0.0.1:6379/0", .stream = "arv:\xe9v"};
+    char err[256] = "";
+    cr_assert_not(config_check_urls(&c, true, 4, false, err, sizeof(err)));
+    cr_assert(strstr(err, "ARV_STREAM") != NULL, "%s", err);
+    c.stream = "arv:\xc3\xa9v";
+    cr_assert(config_check_urls(&c, true, 4, false, err, sizeof(err)), "%s", err);
 }
 
 Test(config, relation_names)
