@@ -163,7 +163,7 @@ enum worker_dep {
     WORKER_DEP_SCHEMA,       /* PostgreSQL answers but the schema is missing */
     WORKER_DEP_REFUSED,      /* Redis answers reads with errors (NOPERM, READONLY, ...) */
     WORKER_DEP_ACKS_REFUSED, /* Redis answers XACK with errors: committed entries held */
-    WORKER_DEP_ERRORS /* PostgreSQL answers with errors (disk full, read-only, timeout, ...) */
+    WORKER_DEP_ERRORS        /* PostgreSQL answers with errors (disk full, read-only, ...) */
 };
 
 struct worker {
