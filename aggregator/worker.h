@@ -96,7 +96,7 @@ struct worker_config {
     long ua_cache_size;          /* parsed user agents cached */
 };
 
-/* Entries per read (XREADGROUP COUNT per stream): a write of up to
+/* Entries per read, shared by the worker's streams (worker_read_max): a write of up to
  * batch_size entries is made of several reads, each written as it comes and
  * then dropped, so memory holds one read whatever the batch size. */
 #define WORKER_READ_MAX 10000

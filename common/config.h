@@ -68,7 +68,8 @@ struct common_config {
 #define CONFIG_REDIS_OPTIONS(cfg_type) \
     {.flag = "redis-url", .env = "REDIS_URL", .type = CONFIG_STRING, \
      .offset = offsetof(cfg_type, common.redis_url), .def = "redis://127.0.0.1:6379/0", \
-     .help = "Redis URL; a comma-separated list shards streams across nodes"}, \
+     .help = "Redis URL; a comma-separated list spreads the ARV_STREAM_SHARDS streams over" \
+             " the nodes (with 1 shard, the first node only)"}, \
     {.flag = "stream", .env = "ARV_STREAM", .type = CONFIG_STRING, \
      .offset = offsetof(cfg_type, common.stream), .def = "arv:events", \
      .help = "Redis stream name (ARV_STREAM:{shard} when sharded)"}, \
