@@ -76,6 +76,18 @@ static void format_timestamp(char *out, size_t outlen)
  * one write() to a pipe is never interleaved with another thread's. */
 #define LOG_VALUE_MAX 256
 
+/* True when the console format may write `s` as it is: no space, quote or
+ * '=' (which would end or split the value), no control byte (a terminal's
+ * escape sequence, say: from a request path), valid UTF-8. */
+static bool console_bare(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p <= ' ' || *p == '"' || *p == '=' || *p == 0x7f)
+            return false;
+    }
+    return strbuf_utf8_valid(s, strlen(s));
+}
+
 static void append_str(struct strbuf *sb, const char *s, bool json)
 {
     char cut[LOG_VALUE_MAX + 4];
@@ -87,7 +99,7 @@ static void append_str(struct strbuf *sb, const char *s, bool json)
         memcpy(cut + n, "...", 4);
         s = cut;
     }
-    if (json || !s || strpbrk(s, " \"=\n\t"))
+    if (json || !s || !console_bare(s))
         strbuf_json_str(sb, s);
     else
         strbuf_puts(sb, s);

@@ -62,3 +62,24 @@ Test(log, long_values_are_cut_and_records_stay_valid_json)
     cr_assert_not_null(strstr(rec, "\"path\":\"/api/analytics/overview\""), "%s", rec);
     free(rec);
 }
+
+/* The console format (development) quotes and escapes a value with a control
+ * byte or invalid UTF-8 as JSON does: a request path could write raw control
+ * bytes (a terminal's escape sequences among them) to the developer's
+ * terminal. */
+Test(log, console_values_carry_no_control_bytes)
+{
+    char *rec;
+
+    log_init("test", LOG_FORMAT_CONSOLE, LOG_LEVEL_INFO);
+    cr_assert_not_null(rec = record_of("/a\x0c\xff\x1b[2J\rb"));
+    for (size_t i = 0; rec[i + 1]; i++)
+        cr_assert((unsigned char)rec[i] >= 0x20, "byte %zu is 0x%02x: %s", i, (unsigned char)rec[i],
+                  rec);
+    cr_assert_not_null(strstr(rec, "path=\"/a\\u000c\xef\xbf\xbd\\u001b[2J\\rb\""), "%s", rec);
+    free(rec);
+    /* A plain value stays bare. */
+    cr_assert_not_null(rec = record_of("/api/analytics/overview"));
+    cr_assert_not_null(strstr(rec, "path=/api/analytics/overview "), "%s", rec);
+    free(rec);
+}
