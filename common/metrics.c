@@ -262,6 +262,33 @@ static bool name_taken(const struct metrics *m, const char *name, struct metric_
     return false;
 }
 
+/* True when `name` is `base` followed by a histogram's series suffix. */
+static bool histogram_series_of(const char *name, const char *base)
+{
+    static const char *const suffixes[] = {"_bucket", "_sum", "_count"};
+    size_t n = strlen(base);
+
+    if (strncmp(name, base, n) != 0)
+        return false;
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        if (strcmp(name + n, suffixes[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* True when a family `name` of `type` would render a series another family
+ * renders too: a histogram's <name>_bucket, _sum and _count are taken. */
+static bool series_clash(const struct metrics *m, const char *name, enum metric_type type)
+{
+    for (const struct metric_family *x = m->families; x; x = x->next) {
+        if ((x->type == METRIC_HISTOGRAM && histogram_series_of(name, x->name)) ||
+            (type == METRIC_HISTOGRAM && histogram_series_of(x->name, name)))
+            return true;
+    }
+    return false;
+}
+
 static struct metric *child_new(struct metric_family *f, const char *const *values, uint64_t hash)
 {
     struct metric *c = calloc(1, sizeof(*c));
@@ -352,6 +379,10 @@ static struct metric_family *family_register(struct metrics *m, enum metric_type
         } else {
             log_error("metrics_duplicate_family", LF_STR("name", name));
         }
+        goto out;
+    }
+    if (series_clash(m, name, type)) {
+        log_error("metrics_duplicate_family", LF_STR("name", name));
         goto out;
     }
     *m->tail = f;

@@ -262,6 +262,23 @@ Test(metrics, duplicate_families)
     metrics_free(m);
 }
 
+/* A histogram's series are <name>_bucket, _sum and _count: another family of
+ * one of those names would give a page with a series twice, which Prometheus
+ * refuses whole. */
+Test(metrics, histogram_series_names_are_taken)
+{
+    struct metrics *m = metrics_new();
+    static const double b[] = {1};
+    cr_assert_not_null(metrics_histogram(m, "arv_h", "H.", NULL, b, 1));
+    cr_assert_null(metrics_counter(m, "arv_h_count", "C.", NULL));
+    cr_assert_null(metrics_gauge(m, "arv_h_sum", "S.", NULL));
+    cr_assert_null(metrics_gauge(m, "arv_h_bucket", "B.", NULL));
+    cr_assert_not_null(metrics_gauge(m, "arv_h_other", "O.", NULL));
+    cr_assert_not_null(metrics_counter(m, "arv_g_count", "C.", NULL));
+    cr_assert_null(metrics_histogram(m, "arv_g", "H.", NULL, b, 1));
+    metrics_free(m);
+}
+
 static void collect(void *arg)
 {
     struct metric_family *f = arg;
