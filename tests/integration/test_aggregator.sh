@@ -98,6 +98,12 @@ it_pass "HLL uniques within 3 sigma of COUNT(DISTINCT)"
 # stays cached: the second round is answered by the cache.
 # rows EVENT_ID: how many raw rows event EVENT_ID has (1: written once).
 rows() { it_psql "SELECT count(*) FROM analytics.ar_view_sessions WHERE event_id = '$1'"; }
+# refused NAME COMMAND: a Redis user NAME that may run every command but
+# COMMAND (a category: @scripting); prints its REDIS_URL.
+refused() {
+    redis-cli -p "$IT_REDIS_PORT" ACL SETUSER "$1" on '>pw' '~*' '&*' +@all "-$2" >/dev/null
+    echo "redis://$1:pw@127.0.0.1:$IT_REDIS_PORT/0"
+}
 late_event() { # event_id content_field
     local ts
     ts=$(date -u +%Y-%m-%dT%H:%M:%S.000Z)
@@ -377,11 +383,11 @@ it_pass "transactions that default to REPEATABLE READ: a merge that waited for a
 
 # Forgetting idle consumers (a script) is housekeeping: a Redis user that may
 # not run scripts still gets its claimed entries written, with a warning.
-redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noscript on '>pw' '~*' '&*' +@all -@scripting >/dev/null
+url=$(refused noscript @scripting)
 orphan=$(poison_event 0000b000-0000-4000-8000-000000000032)
 redis-cli -p "$IT_REDIS_PORT" XREADGROUP GROUP arv-aggregators ghost COUNT 1 STREAMS "$ARV_STREAM" '>' >/dev/null
 it_start noscript arv-aggregator ARV_BATCH_WAIT_MS=50 ARV_CLAIM_IDLE_MS=300 \
-    REDIS_URL="redis://noscript:pw@127.0.0.1:$IT_REDIS_PORT/0"
+    REDIS_URL="$url"
 agg_wait_drained "$IT_REDIS_PORT" "$ARV_STREAM" 30 || it_fail "claimed entry not written without scripts"
 it_stop noscript
 [ "$(rows 0000b000-0000-4000-8000-000000000032)" = 1 ] ||
@@ -424,9 +430,9 @@ it_pass "a write PostgreSQL rejects at its merge: entry by entry, one db_rejecte
 # not XREADGROUP) is the read's failure, not an outage: logged as
 # stream_read_failed, the connection kept, Redis not reported unreachable;
 # readiness 503 (nothing is consumed) until reads are allowed again.
-redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noread on '>pw' '~*' '&*' +@all -xreadgroup >/dev/null
+url=$(refused noread xreadgroup)
 it_start noread arv-aggregator ARV_STREAM="$ARV_STREAM:noread" ARV_BATCH_WAIT_MS=50 \
-    REDIS_URL="redis://noread:pw@127.0.0.1:$IT_REDIS_PORT/0"
+    REDIS_URL="$url"
 it_wait_log noread '"stream_read_failed".*NOPERM' ||
     it_fail "a read refused (NOPERM): no stream_read_failed: $(tail -3 "$IT_TMP/noread.log")"
 ready=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$IT_PORT_noread/api/health/readiness")
@@ -456,10 +462,10 @@ it_pass "a read refused by Redis (NOPERM): stream_read_failed and readiness 503,
 # later. Before, the error was logged as Redis unreachable, the worker read
 # and wrote on, and every entry stayed pending.
 s="$ARV_STREAM:noack"
-redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noack on '>pw' '~*' '&*' +@all -xack >/dev/null
+url=$(refused noack xack)
 ARV_STREAM=$s late_event 0000b000-0000-4000-8000-000000000083 '"ar_content_id":1'
 it_start noack arv-aggregator ARV_STREAM="$s" ARV_WORKERS=1 ARV_BATCH_WAIT_MS=50 \
-    ARV_CLAIM_IDLE_MS=600000 REDIS_URL="redis://noack:pw@127.0.0.1:$IT_REDIS_PORT/0"
+    ARV_CLAIM_IDLE_MS=600000 REDIS_URL="$url"
 it_wait_log noack '"stream_ack_failed".*NOPERM' ||
     it_fail "XACK refused: no stream_ack_failed: $(tail -3 "$IT_TMP/noack.log")"
 [ "$(rows 0000b000-0000-4000-8000-000000000083)" = 1 ] || it_fail "XACK refused: the event not written"
@@ -490,11 +496,11 @@ it_pass "XACK refused by Redis (NOPERM): stream_ack_failed, readiness 503, no fu
 # connection, and the worker reconnected (and reset its backoff) every 100
 # to 200 ms without progress.
 s="$ARV_STREAM:noxrange"
-redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noxrange on '>pw' '~*' '&*' +@all -xrange >/dev/null
+url=$(refused noxrange xrange)
 ARV_STREAM=$s late_event 0000b000-0000-4000-8000-000000000085 '"ar_content_id":1'
 ARV_STREAM=$s late_event 0000b000-0000-4000-8000-000000000086 '"ar_content_id":1'
 it_start noxrange arv-aggregator ARV_STREAM="$s" ARV_WORKERS=1 ARV_BATCH_WAIT_MS=50 \
-    ARV_FAILPOINT=read_error:1 REDIS_URL="redis://noxrange:pw@127.0.0.1:$IT_REDIS_PORT/0"
+    ARV_FAILPOINT=read_error:1 REDIS_URL="$url"
 it_wait_log noxrange '"stream_read_failed".*XRANGE.*NOPERM' ||
     it_fail "XRANGE refused: no stream_read_failed: $(tail -3 "$IT_TMP/noxrange.log")"
 ready=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$IT_PORT_noxrange/api/health/readiness")
@@ -544,10 +550,10 @@ it_pass "the group made again between a trim's XINFO and XPENDING: its pending e
 # The stream gauges' and trim's commands refused (a user without XINFO): a
 # warning once and aggregator_redis_errors_total, reads go on. With PostgreSQL
 # unreachable the gauges still follow the stream.
-redis-cli -p "$IT_REDIS_PORT" ACL SETUSER noinfo on '>pw' '~*' '&*' +@all -xinfo >/dev/null
+url=$(refused noinfo xinfo)
 for k in 1 2 3; do redis-cli -p "$IT_REDIS_PORT" XADD "$ARV_STREAM:nopg" '*' v 1 e '{}' >/dev/null; done
 it_start noinfo arv-aggregator ARV_STREAM="$ARV_STREAM:noinfo" ARV_BATCH_WAIT_MS=50 \
-    REDIS_URL="redis://noinfo:pw@127.0.0.1:$IT_REDIS_PORT/0"
+    REDIS_URL="$url"
 it_start nopg arv-aggregator ARV_STREAM="$ARV_STREAM:nopg" \
     DATABASE_URL="postgresql://arv@127.0.0.1:$(arv_free_port)/arv?connect_timeout=1"
 it_wait_log noinfo '"stream_stats_failed".*NOPERM' ||
@@ -870,8 +876,8 @@ away=$(arv_free_port)
 it_start away arv-aggregator REDIS_URL="redis://127.0.0.1:$away/0" ARV_STREAM="$ws:away" \
     ARV_WORKERS=1 ARV_CONSUMER=away
 # A Redis user without TIME: the floor is unknown, said once.
-redis-cli -p "$IT_REDIS_PORT" ACL SETUSER notime on '>pw' '~*' '&*' +@all -time >/dev/null
-it_start notime arv-aggregator REDIS_URL="redis://notime:pw@127.0.0.1:$IT_REDIS_PORT/0" \
+url=$(refused notime time)
+it_start notime arv-aggregator REDIS_URL="$url" \
     ARV_STREAM="$ws:nt" ARV_WORKERS=1 ARV_CONSUMER=notime ARV_BATCH_WAIT_MS=50
 at_epoch() {
     [ "$(it_psql "SELECT complete_until = 'epoch' FROM analytics.stream_watermarks
