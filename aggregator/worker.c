@@ -177,6 +177,10 @@ static void redis_refused(struct worker *w)
 
 static void redis_ok(struct worker *w)
 {
+    /* Refused acknowledgements end only when they go through (a read made
+     * while a write is open does not end them). */
+    if (w->unacked.ids.len > 0 && atomic_load(&w->redis_state) == WORKER_DEP_ACKS_REFUSED)
+        return;
     int was = atomic_exchange(&w->redis_state, WORKER_DEP_UP);
 
     if (was == WORKER_DEP_REFUSED)
@@ -190,8 +194,9 @@ static void redis_ok(struct worker *w)
 }
 
 /* Acknowledges `a`, entries committed. An error reply with the connection up
- * (NOPERM, say) keeps them in w->unacked, retried before the next read (none
- * is made meanwhile: each would only add to what stays pending); a lost
+ * (NOPERM, say) keeps them in w->unacked, retried before the next read once
+ * no write is open (no read is made meanwhile: each would only add to what
+ * stays pending; a write kept open by the read in hand ends first); a lost
  * connection keeps them too, and they go after reconnecting. Either way they
  * stay pending until then, so a crash leaves them to be read again (their
  * event ids make that harmless). True once acknowledged. */
@@ -756,7 +761,11 @@ static void *worker_main(void *arg)
                 backoff_sleep(w, &redis_backoff);
                 continue;
             }
-            redis_ok(w);
+            /* Only the acknowledgements resumed: refused reads resume with
+             * a read (redis_ok). */
+            int was = WORKER_DEP_ACKS_REFUSED;
+            if (atomic_compare_exchange_strong(&w->redis_state, &was, WORKER_DEP_UP))
+                log_info("stream_acks_resumed", LF_INT("worker", w->index));
             redis_backoff = BACKOFF_MIN_MS;
         }
 

@@ -229,7 +229,8 @@ enum config_result config_load(const char *binary, const char *summary,
 
     if (!getenv_fn)
         getenv_fn = (config_getenv_fn *)getenv;
-    /* These answer whatever the environment and the other options hold. */
+    /* These answer whatever the environment and the other options hold (an
+     * option's value is skipped as the loop below takes it). */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             print_help(stdout, binary, summary, opts, nopts);
@@ -239,6 +240,12 @@ enum config_result config_load(const char *binary, const char *summary,
             printf("%s %s\n", binary, ARV_VERSION);
             return CONFIG_EXIT_OK;
         }
+        const struct config_option *opt =
+            strncmp(argv[i], "--", 2) == 0 && !strchr(argv[i], '=')
+                ? find_flag(opts, nopts, argv[i] + 2, strlen(argv[i] + 2))
+                : NULL;
+        if (opt && i + 1 < argc && (opt->type != CONFIG_BOOL || strncmp(argv[i + 1], "--", 2) != 0))
+            i++;
     }
     for (size_t i = 0; i < nopts; i++) {
         if (!opts[i].def)

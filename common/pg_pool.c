@@ -952,6 +952,9 @@ void pg_pool_close(struct pg_pool *p)
          * notices); its callback runs with res NULL. */
         if (pc->conn || pc->lookup)
             conn_lost(pc, "pool closed");
+        /* A reconnect scheduled before the close (the server down) is not made. */
+        if (pc->timer)
+            evtimer_del(pc->timer);
     }
     fail_queue(p, "pool closed");
 }

@@ -8,6 +8,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "strbuf.h"
 
@@ -24,6 +27,7 @@ struct rate_slot {
 
 struct rate_limit {
     pthread_mutex_t lock;    /* guards slots */
+    uint64_t seed;           /* of the set hash: random, so that nobody can pick keys of one set */
     double rate;             /* tokens per ms */
     double burst;            /* bucket size */
     unsigned nsets;          /* sets of RATE_LIMIT_WAYS slots */
@@ -38,6 +42,10 @@ struct rate_limit *rate_limit_new(double rps, double burst, unsigned slots)
     struct rate_limit *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
+    /* A client who knew which keys share a set could cycle more keys than
+     * it holds through it, or push a chosen client's key out. */
+    if (getrandom(&r->seed, sizeof(r->seed), GRND_NONBLOCK) != sizeof(r->seed))
+        r->seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
     r->rate = rps / 1000.0;
     r->burst = burst >= 1 ? burst : (rps >= 1 ? rps : 1);
     r->nsets = slots / RATE_LIMIT_WAYS + (slots % RATE_LIMIT_WAYS ? 1 : 0);
@@ -64,7 +72,7 @@ bool rate_limit_take(struct rate_limit *r, const char *key, int64_t now_ms, unsi
 
     pthread_mutex_lock(&r->lock);
     struct rate_slot *set =
-        &r->slots[(size_t)(strbuf_fnv1a(k, strlen(k)) % r->nsets) * RATE_LIMIT_WAYS];
+        &r->slots[(size_t)(strbuf_hash64(k, strlen(k), r->seed) % r->nsets) * RATE_LIMIT_WAYS];
     struct rate_slot *s = NULL, *victim = &set[0];
     for (int i = 0; i < RATE_LIMIT_WAYS; i++) {
         if (set[i].taken && strcmp(set[i].key, k) == 0) {

@@ -30,7 +30,11 @@ it_cleanup() {
     for dir in "$IT_TMP"/*/; do
         pid=$(arv_redis_pid "${dir%/}") && kill -KILL "$pid" 2>/dev/null || true
     done
-    [ -n "${IT_KEEP:-}" ] || rm -rf "$IT_TMP"
+    if [ -n "${IT_KEEP:-}" ]; then
+        rm -f "$IT_TMP/owner" # kept: not for it_sweep
+    else
+        rm -rf "$IT_TMP"
+    fi
 }
 
 # it_sweep: what tests killed before their cleanup left (ctest SIGKILLs a test
@@ -41,17 +45,24 @@ it_sweep() {
     local dir owner pid
     for dir in /tmp/arv-it.*/; do
         dir=${dir%/}
+        # Only this user's, and only when its test is gone (kill -0 would
+        # also fail on another user's live process).
+        [ -O "$dir" ] || continue
         owner=$(cat "$dir/owner" 2>/dev/null) || continue
-        [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null || continue
-        for pid in $(grep -lzx "ARV_STREAM=arv:it:$owner" /proc/[0-9]*/environ 2>/dev/null |
+        [ -n "$owner" ] && [ ! -e "/proc/$owner" ] || continue
+        for pid in $(grep -lzE "^ARV_STREAM=arv:it:$owner(:.*)?$" /proc/[0-9]*/environ 2>/dev/null |
             cut -d/ -f3); do
             kill -KILL "$pid" 2>/dev/null || true
         done
+        # A server the test froze (it_pg_freeze) would never stop.
+        if pid=$(head -n 1 "$dir/pg/data/postmaster.pid" 2>/dev/null) && [ -n "$pid" ]; then
+            kill -CONT "$pid" $(pgrep -P "$pid") 2>/dev/null || true
+        fi
         arv_stop_postgres "$dir/pg" || true
         for pid in "$dir"/*/; do
             pid=$(arv_redis_pid "${pid%/}") && kill -KILL "$pid" 2>/dev/null || true
         done
-        rm -rf "$dir"
+        rm -rf "$dir" || true
     done
 }
 

@@ -34,12 +34,26 @@ ARV_STREAM=${long_stream:1} "$IT_BIN/arv-collector" --check-config >/dev/null 2>
 # The open-files limit against the connections of every thread's server
 # (10,000 each, plus 256): 12,000 is enough for one thread, not for two.
 # Before, only one thread's were counted.
-nofile_warns() { # threads
-    (ulimit -n 12000 && ARV_THREADS=$1 ARV_LISTEN="127.0.0.1:$(arv_free_port)" \
-        timeout -s TERM 1 "$IT_BIN/arv-collector" 2>&1 || true) | grep -c nofile_limit_low || true
+# nofile_warns THREADS: the nofile_limit_low lines of a collector started
+# under that limit, counted once its loop runs (its Redis connected).
+nofile_warns() {
+    local log=$IT_TMP/nofile$1.log pid i
+    (ulimit -n 12000 && exec env ARV_THREADS="$1" ARV_LISTEN="127.0.0.1:$(arv_free_port)" \
+        "$IT_BIN/arv-collector") 2>"$log" &
+    pid=$!
+    for ((i = 0; i < 150; i++)); do
+        grep -q '"redis_connected"' "$log" && break
+        sleep 0.1
+    done
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    grep -q '"redis_connected"' "$log" || it_fail "nofile $1: the collector did not come up: $(tail -2 "$log")"
+    grep -c nofile_limit_low "$log" || true
 }
-[ "$(nofile_warns 1)" = 0 ] || it_fail "nofile 12000, one thread: nofile_limit_low logged"
-[ "$(nofile_warns 2)" = 1 ] || it_fail "nofile 12000, two threads: no nofile_limit_low"
+if [ "$(id -u)" = 0 ] || [ "$(ulimit -Hn)" -ge 12000 ]; then
+    [ "$(nofile_warns 1)" = 0 ] || it_fail "nofile 12000, one thread: nofile_limit_low logged"
+    [ "$(nofile_warns 2)" = 1 ] || it_fail "nofile 12000, two threads: no nofile_limit_low"
+fi
 
 it_start main arv-collector ARV_THREADS=2 ARV_MAX_BATCH=10 ARV_MAX_BODY_BYTES=4096 \
     ARV_CORS_ORIGINS=https://viewer.example ARV_TRUSTED_PROXIES=127.0.0.0/8,::1

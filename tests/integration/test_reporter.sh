@@ -372,12 +372,25 @@ psql "$DATABASE_URL" -q -c "BEGIN; LOCK analytics.rollup_company_daily, analytic
     analytics.rollup_content_daily, analytics.rollup_content_hourly IN ACCESS EXCLUSIVE MODE;
     SELECT pg_sleep(15); COMMIT" >/dev/null 2>&1 &
 locker=$!
-sleep 0.5
+# waits_for WHAT SQL: up to 5 s for the query to answer t.
+waits_for() {
+    local i
+    for ((i = 0; i < 50; i++)); do
+        [ "$(psql "$DATABASE_URL" -tAqc "$2")" = t ] && return 0
+        sleep 0.1
+    done
+    it_fail "a stop with a statement waiting: $1: $(psql "$DATABASE_URL" -tAqc "SELECT
+        string_agg(coalesce(wait_event_type, '-') || ' ' || state || ' ' || left(query, 60), ' | ')
+        FROM pg_stat_activity WHERE backend_type = 'client backend'")"
+}
+waits_for "the lock was never taken" "SELECT count(*) > 0 FROM pg_locks
+    WHERE relation = 'analytics.rollup_company_daily'::regclass AND mode = 'AccessExclusiveLock' AND granted"
 curl -s -o "$IT_TMP/slowstop.json" --max-time 14 -w '%{http_code}' -H "Authorization: Bearer $admin" \
     "http://127.0.0.1:$IT_PORT_slowstop/api/analytics/timeseries?scope=all&period=30d&interval=week" \
     >"$IT_TMP/slowstop.code" 2>/dev/null &
 asker=$!
-sleep 1
+waits_for "the reporter's statement never waited on the lock" "SELECT count(*) > 0 FROM pg_stat_activity
+    WHERE wait_event_type = 'Lock'"
 it_stop slowstop
 wait "$asker" || true
 [ "$(cat "$IT_TMP/slowstop.code")" = 503 ] ||

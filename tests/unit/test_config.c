@@ -228,6 +228,12 @@ Test(config, help_and_version_whatever_the_environment, .init = cr_redirect_stdo
     env_table[0][1] = "x";
     cr_assert_eq(load(&cfg, 3, help, err), CONFIG_EXIT_OK, "%s", err);
     cr_assert_eq(load(&cfg, 2, version, err), CONFIG_EXIT_OK, "%s", err);
+    /* An option's value that reads as one of them is the value. */
+    env_table[0][0] = NULL;
+    char *value[] = {"arv-test", "--stream", "-h", "--regexes", "--version"};
+    cr_assert_eq(load(&cfg, 5, value, err), CONFIG_OK, "%s", err);
+    cr_assert_str_eq(cfg.common.stream, "-h");
+    cr_assert_str_eq(cfg.regexes, "--version");
 }
 
 Test(config, parse_listen)

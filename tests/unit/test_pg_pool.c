@@ -671,6 +671,31 @@ Test(pg_pool, server_stop_and_restart)
     pg_pool_free(p);
 }
 
+/* A pool closed while its server is down (the reporter's stop, say) never
+ * reconnects: before, a reconnect timer armed before the close fired after
+ * it, and the connection it opened was never closed. */
+Test(pg_pool, closed_pool_never_reconnects)
+{
+    use_private_cluster();
+    struct pg_pool *p = pool_up(2, 5000);
+    cluster_stop(&private_);
+    cr_assert(wait_up(p, false, 6), "still up after the server stopped");
+    pg_pool_close(p);
+    cr_assert(cluster_start(&private_));
+    double end = now_s() + 3;
+    while (now_s() < end)
+        event_base_loop(base, EVLOOP_ONCE);
+    struct pg_pool *other = pool_up(1, 5000);
+    struct result r;
+    roundtrip(other, &r,
+              "SELECT count(*) FROM pg_stat_activity"
+              " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+              0, NULL);
+    cr_assert_str_eq(r.v0, "0", "the closed pool holds %s connections", r.v0);
+    pg_pool_free(other);
+    pg_pool_free(p);
+}
+
 Test(pg_pool, terminated_backend_reconnects)
 {
     struct pg_pool *victim = pool_up(1, 2000);
