@@ -1078,6 +1078,15 @@ void query_json(struct strbuf *sb, const struct query_spec *spec, const struct q
         break;
     case QUERY_EP_ENTITY:
         strbuf_printf(sb, "{\"%s\":%" PRId64 ",", id_field[spec->scope], spec->id);
+        /* Every entity answer names its company (the seed API's did): a
+         * project's or content's is the registry's, null when it names none
+         * or several. */
+        if (spec->scope == QUERY_SCOPE_PROJECT || spec->scope == QUERY_SCOPE_CONTENT) {
+            if (r->owner_known && r->owner_min == r->owner_max)
+                strbuf_printf(sb, "\"company_id\":%" PRId64 ",", r->owner_min);
+            else
+                strbuf_puts(sb, "\"company_id\":null,");
+        }
         query_json_counts(sb, total, "views", plays);
         break;
     case QUERY_EP_TIMESERIES:

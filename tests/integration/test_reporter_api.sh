@@ -146,6 +146,17 @@ for spec in "admin /api/analytics/companies/1 company_id=1" \
         [ "$(jq -r .data_complete_until <<<"$ans")" = 2026-11-05T00:00:00.000Z ] || it_fail "watermark: $ans"
     done
 done
+# Every entity answer names its company, as the contract's do: a project's
+# and a content's is the registry's (null for project 30, under companies 1
+# and 2).
+for spec in "k1 projects/10 project_id=10" "admin projects/30 project_id=30" \
+    "k2 ar-content/200 id=200"; do
+    read -r who path where <<<"$spec"
+    want=$(it_psql "SELECT CASE WHEN count(DISTINCT company_id) = 1 THEN min(company_id)::text
+                    ELSE 'null' END FROM analytics.ar_content WHERE $where")
+    [ "$(get "${!who}" "/api/analytics/$path" | jq -r .company_id)" = "$want" ] ||
+        it_fail "$path: company_id $(get "${!who}" "/api/analytics/$path" | jq -c .), expected $want"
+done
 # Other zones' totals mix daily rows (whole UTC days) and hourly rows (edges):
 # a one-day window has no whole UTC day, a half-hour zone's edges are hours.
 for spec in "Europe/Berlin 2026-03-29 2026-03-29" "America/New_York 2026-11-01 2026-11-01" \

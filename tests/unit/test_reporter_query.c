@@ -728,7 +728,7 @@ Test(query_result, entity_json)
     strbuf_init(&sb);
     query_json(&sb, &s, &r);
     cr_assert_str_eq(sb.data,
-                     "{\"ar_content_id\":42,\"views\":10,\"unique_sessions\":9,"
+                     "{\"ar_content_id\":42,\"company_id\":7,\"views\":10,\"unique_sessions\":9,"
                      "\"video_plays\":4,\"avg_duration_seconds\":37.67,"
                      "\"period\":{\"from\":\"2026-10-27\",\"to\":\"2026-11-25\","
                      "\"tz\":\"UTC\"},\"data_complete_until\":\"2026-11-25T13:44:58.123Z\","
@@ -736,6 +736,34 @@ Test(query_result, entity_json)
     strbuf_deinit(&sb);
     query_result_deinit(&r);
     PQclear(res);
+}
+
+/* A project the registry puts under two companies, or does not know: its
+ * company is null (an admin's answer; a company key gets 403 for both). */
+Test(query_result, entity_json_company_unknown)
+{
+    static const char *const two[] = {
+        "7", "8", "2026-11-25T13:44:58.123Z", "2026-10-27", "2026-11-25", "0", "0", "0", "0",
+        "0", NULL};
+    static const char *const none[] = {
+        NULL, NULL, "2026-11-25T13:44:58.123Z", "2026-10-27", "2026-11-25", "0", "0", "0", "0",
+        "0",  NULL};
+    const char *const *metas[] = {two, none};
+    struct query_spec s = spec_of(QUERY_EP_ENTITY, QUERY_SCOPE_PROJECT, 10, false, 0);
+    const char *want = "{\"project_id\":10,\"company_id\":null,\"views\":0,";
+
+    for (size_t i = 0; i < 2; i++) {
+        PGresult *res = make_rows(metas[i], 1, NULL);
+        struct query_result r;
+        struct strbuf sb;
+        cr_assert(query_read(res, &r));
+        strbuf_init(&sb);
+        query_json(&sb, &s, &r);
+        cr_assert(strncmp(sb.data, want, strlen(want)) == 0, "%s", sb.data);
+        strbuf_deinit(&sb);
+        query_result_deinit(&r);
+        PQclear(res);
+    }
 }
 
 Test(query_result, overview_json)
