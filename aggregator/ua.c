@@ -12,8 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
-#include <time.h>
 #include <yaml.h>
 
 #include "event.h"
@@ -1327,8 +1325,7 @@ struct ua_cache *ua_cache_new(const struct ua_db *db, size_t capacity)
             goto out;
         pcre2_jit_stack_assign(c->mctx, NULL, c->jit_stack);
     }
-    if (getrandom(&c->seed, sizeof(c->seed), GRND_NONBLOCK) != (ssize_t)sizeof(c->seed))
-        c->seed = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)c;
+    c->seed = strbuf_hash_seed(c);
     if (capacity > 0) {
         while (nbuckets < 2 * capacity)
             nbuckets *= 2;

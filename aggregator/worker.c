@@ -199,11 +199,16 @@ static void redis_ok(struct worker *w)
  * stays pending; a write kept open by the read in hand ends first); a lost
  * connection keeps them too, and they go after reconnecting. Either way they
  * stay pending until then, so a crash leaves them to be read again (their
- * event ids make that harmless). True once acknowledged. */
+ * event ids make that harmless). True once acknowledged; held ones going
+ * through end the refusal (not a refusal of reads: a read ends that). */
 static bool ack_committed(struct worker *w, struct reader_acks *a)
 {
     if (reader_ack(&w->reader, a) == 0) {
+        int was = WORKER_DEP_ACKS_REFUSED;
         reader_acks_reset(a);
+        if (a == &w->unacked &&
+            atomic_compare_exchange_strong(&w->redis_state, &was, WORKER_DEP_UP))
+            log_info("stream_acks_resumed", LF_INT("worker", w->index));
         return true;
     }
     if (a != &w->unacked) {
@@ -761,11 +766,6 @@ static void *worker_main(void *arg)
                 backoff_sleep(w, &redis_backoff);
                 continue;
             }
-            /* Only the acknowledgements resumed: refused reads resume with
-             * a read (redis_ok). */
-            int was = WORKER_DEP_ACKS_REFUSED;
-            if (atomic_compare_exchange_strong(&w->redis_state, &was, WORKER_DEP_UP))
-                log_info("stream_acks_resumed", LF_INT("worker", w->index));
             redis_backoff = BACKOFF_MIN_MS;
         }
 

@@ -220,6 +220,14 @@ static const struct config_option *find_flag(const struct config_option *opts, s
     return NULL;
 }
 
+/* True when option `opt`, given as argv[i] without "=", takes argv[i + 1] as
+ * its value: any option but a boolean, which takes it unless it is another
+ * option. */
+static bool takes_next(const struct config_option *opt, int i, int argc, char **argv)
+{
+    return i + 1 < argc && (opt->type != CONFIG_BOOL || strncmp(argv[i + 1], "--", 2) != 0);
+}
+
 enum config_result config_load(const char *binary, const char *summary,
                                const struct config_option *opts, size_t nopts, void *cfg, int argc,
                                char **argv, config_getenv_fn *getenv_fn, char *err, size_t errlen)
@@ -244,7 +252,7 @@ enum config_result config_load(const char *binary, const char *summary,
             strncmp(argv[i], "--", 2) == 0 && !strchr(argv[i], '=')
                 ? find_flag(opts, nopts, argv[i] + 2, strlen(argv[i] + 2))
                 : NULL;
-        if (opt && i + 1 < argc && (opt->type != CONFIG_BOOL || strncmp(argv[i + 1], "--", 2) != 0))
+        if (opt && takes_next(opt, i, argc, argv))
             i++;
     }
     for (size_t i = 0; i < nopts; i++) {
@@ -283,11 +291,10 @@ enum config_result config_load(const char *binary, const char *summary,
         const char *v;
         if (eq) {
             v = eq + 1;
-        } else if (opt->type == CONFIG_BOOL &&
-                   (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0)) {
-            v = "true";
-        } else if (i + 1 < argc) {
+        } else if (takes_next(opt, i, argc, argv)) {
             v = argv[++i];
+        } else if (opt->type == CONFIG_BOOL) {
+            v = "true";
         } else {
             set_err(err, errlen, "option --%s needs a value", opt->flag);
             return CONFIG_ERROR;

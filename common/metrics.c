@@ -246,22 +246,6 @@ static bool same_shape(const struct metric_family *a, const struct metric_family
     return true;
 }
 
-static bool name_taken(const struct metrics *m, const char *name, struct metric_family **f)
-{
-    *f = NULL;
-    for (size_t i = 0; i < sizeof(process_names) / sizeof(process_names[0]); i++) {
-        if (strcmp(name, process_names[i]) == 0)
-            return true;
-    }
-    for (struct metric_family *x = m->families; x; x = x->next) {
-        if (strcmp(x->name, name) == 0) {
-            *f = x;
-            return true;
-        }
-    }
-    return false;
-}
-
 /* True when `name` is `base` followed by a histogram's series suffix. */
 static bool histogram_series_of(const char *name, const char *base)
 {
@@ -278,10 +262,21 @@ static bool histogram_series_of(const char *name, const char *base)
 }
 
 /* True when a family `name` of `type` would render a series another family
- * renders too: a histogram's <name>_bucket, _sum and _count are taken. */
-static bool series_clash(const struct metrics *m, const char *name, enum metric_type type)
+ * renders too: the same name (*f is then that family, unless it is one of the
+ * process metrics), or a histogram's <name>_bucket, _sum or _count. */
+static bool name_taken(const struct metrics *m, const char *name, enum metric_type type,
+                       struct metric_family **f)
 {
-    for (const struct metric_family *x = m->families; x; x = x->next) {
+    *f = NULL;
+    for (size_t i = 0; i < sizeof(process_names) / sizeof(process_names[0]); i++) {
+        if (strcmp(name, process_names[i]) == 0)
+            return true;
+    }
+    for (struct metric_family *x = m->families; x; x = x->next) {
+        if (strcmp(x->name, name) == 0) {
+            *f = x;
+            return true;
+        }
         if ((x->type == METRIC_HISTOGRAM && histogram_series_of(name, x->name)) ||
             (type == METRIC_HISTOGRAM && histogram_series_of(x->name, name)))
             return true;
@@ -371,7 +366,7 @@ static struct metric_family *family_register(struct metrics *m, enum metric_type
 
     pthread_mutex_lock(&m->lock);
     locked = true;
-    if (name_taken(m, name, &existing)) {
+    if (name_taken(m, name, type, &existing)) {
         /* Registering the same family twice (two servers sharing a registry) is
          * harmless and returns the first; a clash of shapes is a bug. */
         if (existing && same_shape(existing, f)) {
@@ -379,10 +374,6 @@ static struct metric_family *family_register(struct metrics *m, enum metric_type
         } else {
             log_error("metrics_duplicate_family", LF_STR("name", name));
         }
-        goto out;
-    }
-    if (series_clash(m, name, type)) {
-        log_error("metrics_duplicate_family", LF_STR("name", name));
         goto out;
     }
     *m->tail = f;

@@ -8,9 +8,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "strbuf.h"
 
@@ -44,8 +41,7 @@ struct rate_limit *rate_limit_new(double rps, double burst, unsigned slots)
         return NULL;
     /* A client who knew which keys share a set could cycle more keys than
      * it holds through it, or push a chosen client's key out. */
-    if (getrandom(&r->seed, sizeof(r->seed), GRND_NONBLOCK) != sizeof(r->seed))
-        r->seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid();
+    r->seed = strbuf_hash_seed(r);
     r->rate = rps / 1000.0;
     r->burst = burst >= 1 ? burst : (rps >= 1 ? rps : 1);
     r->nsets = slots / RATE_LIMIT_WAYS + (slots % RATE_LIMIT_WAYS ? 1 : 0);

@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 void strbuf_init(struct strbuf *sb)
 {
@@ -248,4 +251,14 @@ uint64_t strbuf_hash64(const char *s, size_t n, uint64_t seed)
         h = (h ^ w) * 0xbf58476d1ce4e5b9ULL;
     }
     return strbuf_mix64(h);
+}
+
+uint64_t strbuf_hash_seed(const void *salt)
+{
+    uint64_t seed;
+
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
+        seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid() ^
+               (uint64_t)(uintptr_t)salt;
+    return seed;
 }

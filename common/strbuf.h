@@ -60,6 +60,11 @@ uint32_t strbuf_fnv1a(const char *s, size_t n);
  * versions: never store it or send it. `seed` varies it (0: none). */
 uint64_t strbuf_hash64(const char *s, size_t n, uint64_t seed);
 
+/* A random seed for strbuf_hash64 (getrandom; else the clock, the pid and
+ * `salt`), for a table whose keys others choose: nobody can then pick keys
+ * that collide. */
+uint64_t strbuf_hash_seed(const void *salt);
+
 /* MurmurHash3's 64-bit finalizer: every input bit reaches every output bit
  * (also a good hash of a 64-bit key). */
 static inline uint64_t strbuf_mix64(uint64_t k)

@@ -165,10 +165,9 @@ struct reporter {
     struct qcache *cache;                              /* owned */
     struct qcache *closed;                             /* owned: closed parts (query_closed) */
     struct reporter_tz_day tz_days[REPORTER_TZ_SLOTS]; /* for closed parts in other zones */
-    bool closing;          /* stopping past its grace, or reporter_free() running: start no query */
-    struct event *stop_ev; /* a stop's grace: then what still waits on PostgreSQL gets 503 */
-    struct reporter_route routes[REPORTER_EP_COUNT]; /* route arguments */
-    struct dashboard dashboard;                      /* GET /dashboard: the page, its CSP */
+    bool closing;                                      /* past stop grace or freeing: no query */
+    struct reporter_route routes[REPORTER_EP_COUNT];   /* route arguments */
+    struct dashboard dashboard;                        /* GET /dashboard: the page, its CSP */
     struct metric *queries[REPORTER_EP_COUNT][REPORTER_OUT_COUNT]; /* reporter_queries_total */
     struct metric *duration[REPORTER_EP_COUNT];                /* reporter_query_duration_seconds */
     struct metric *auth_failures[REPORTER_AUTH_FAILURE_COUNT]; /* reporter_auth_failures_total */
@@ -706,8 +705,7 @@ static void reporter_on_stop(void *arg)
     struct reporter *r = arg;
     struct timeval tv = {SERVICE_STOP_DEADLINE_S - REPORTER_STOP_GRACE_S, 0};
 
-    r->stop_ev = evtimer_new(r->svc->base, reporter_stop_due, r);
-    if (!r->stop_ev || evtimer_add(r->stop_ev, &tv) < 0)
+    if (event_base_once(r->svc->base, -1, EV_TIMEOUT, reporter_stop_due, r, &tv) < 0)
         reporter_stop_due(-1, 0, r);
     service_stopped(r->svc);
 }
@@ -798,8 +796,6 @@ void reporter_free(struct reporter *r)
 {
     if (!r)
         return;
-    if (r->stop_ev)
-        event_free(r->stop_ev);
     r->closing = true;
     /* The pool first: its pending callbacks answer their requests (503) and may
      * still reach the authenticator. */
