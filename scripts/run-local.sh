@@ -122,18 +122,9 @@ echo "${pids[*]}" >"$data/daemons.pid"
 # ready NAME LISTEN PID: waits up to 15 s for its readiness; a daemon that
 # exits meanwhile (a port taken since the check, a bad setting) is said at once.
 ready() {
-    local i
-    for ((i = 0; i < 150; i++)); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://$2/api/health/readiness")" = 200 ] &&
-            return 0
-        kill -0 "$3" 2>/dev/null || {
-            arv_log "arv-$1 exited at start: see $data/logs/$1.log"
-            tail -3 "$data/logs/$1.log" >&2
-            return 1
-        }
-        sleep 0.1
-    done
-    arv_log "arv-$1 is not ready after 15 s: see $data/logs/$1.log"
+    arv_wait_http "http://$2/api/health/readiness" 200 15 "$3" && return 0
+    arv_log "arv-$1 is not ready: see $data/logs/$1.log"
+    tail -3 "$data/logs/$1.log" >&2
     return 1
 }
 ready collector "$collector" "${pids[0]}"

@@ -66,12 +66,17 @@ arv_wait_port() {
     return 1
 }
 
-# Waits until URL $1 answers HTTP status $2 (default 200), at most $3 s (default 10).
+# Waits until URL $1 answers HTTP status $2 (default 200), at most $3 s (default
+# 10), and no longer than process $4 (if given) lives.
 arv_wait_http() {
-    local url=$1 want=${2:-200} limit=${3:-10} i code
+    local url=$1 want=${2:-200} limit=${3:-10} pid=${4:-} i code
     for ((i = 0; i < limit * 10; i++)); do
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)
         [ "$code" = "$want" ] && return 0
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            arv_log "$url: the process serving it ($pid) exited"
+            return 1
+        fi
         sleep 0.1
     done
     arv_log "$url answered $code, not $want, after ${limit}s"

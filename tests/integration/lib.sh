@@ -17,6 +17,16 @@ it_fail() {
     exit 1
 }
 
+# it_kill_redis_in DIR: the Redis servers a test started in DIR's folders
+# (one that failed before stopping them): only those arv_redis_pid knows as
+# started there.
+it_kill_redis_in() {
+    local dir pid
+    for dir in "$1"/*/; do
+        pid=$(arv_redis_pid "${dir%/}") && kill -KILL "$pid" 2>/dev/null || true
+    done
+}
+
 it_cleanup() {
     local pid
     for pid in "${IT_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
@@ -24,12 +34,7 @@ it_cleanup() {
     [ -z "$IT_PG_FROZEN" ] || it_pg_thaw || true
     arv_stop_postgres "$IT_TMP/pg" || true
     arv_stop_redis "$IT_TMP/redis" "$IT_REDIS_PORT" || true
-    # Other Redis servers a test started in its folder (a test that failed
-    # before stopping them): only those arv_redis_pid knows as started there.
-    local dir
-    for dir in "$IT_TMP"/*/; do
-        pid=$(arv_redis_pid "${dir%/}") && kill -KILL "$pid" 2>/dev/null || true
-    done
+    it_kill_redis_in "$IT_TMP"
     if [ -n "${IT_KEEP:-}" ]; then
         rm -f "$IT_TMP/owner" # kept: not for it_sweep
     else
@@ -59,9 +64,7 @@ it_sweep() {
             kill -CONT "$pid" $(pgrep -P "$pid") 2>/dev/null || true
         fi
         arv_stop_postgres "$dir/pg" || true
-        for pid in "$dir"/*/; do
-            pid=$(arv_redis_pid "${pid%/}") && kill -KILL "$pid" 2>/dev/null || true
-        done
+        it_kill_redis_in "$dir"
         rm -rf "$dir" || true
     done
 }

@@ -98,6 +98,11 @@ it_pass "HLL uniques within 3 sigma of COUNT(DISTINCT)"
 # stays cached: the second round is answered by the cache.
 # rows EVENT_ID: how many raw rows event EVENT_ID has (1: written once).
 rows() { it_psql "SELECT count(*) FROM analytics.ar_view_sessions WHERE event_id = '$1'"; }
+# readiness NAME: daemon NAME's readiness body and status ("... 503").
+readiness() {
+    local port=IT_PORT_$1
+    curl -s -w ' %{http_code}' "http://127.0.0.1:${!port}/api/health/readiness"
+}
 # refused NAME COMMAND: a Redis user NAME that may run every command but
 # COMMAND (a category: @scripting); prints its REDIS_URL.
 refused() {
@@ -435,7 +440,7 @@ it_start noread arv-aggregator ARV_STREAM="$ARV_STREAM:noread" ARV_BATCH_WAIT_MS
     REDIS_URL="$url"
 it_wait_log noread '"stream_read_failed".*NOPERM' ||
     it_fail "a read refused (NOPERM): no stream_read_failed: $(tail -3 "$IT_TMP/noread.log")"
-ready=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$IT_PORT_noread/api/health/readiness")
+ready=$(readiness noread)
 [[ $ready == *'reads refused'*' 503' ]] || it_fail "readiness while reads are refused: $ready"
 # Still refused 2 s on: the reads of pending entries that XRANGE allows are no
 # resumption, and the retries back off (100 ms doubling to 5 s, less up to
@@ -469,7 +474,7 @@ it_start noack arv-aggregator ARV_STREAM="$s" ARV_WORKERS=1 ARV_BATCH_WAIT_MS=50
 it_wait_log noack '"stream_ack_failed".*NOPERM' ||
     it_fail "XACK refused: no stream_ack_failed: $(tail -3 "$IT_TMP/noack.log")"
 [ "$(rows 0000b000-0000-4000-8000-000000000083)" = 1 ] || it_fail "XACK refused: the event not written"
-ready=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$IT_PORT_noack/api/health/readiness")
+ready=$(readiness noack)
 [[ $ready == *'acknowledgements refused'*' 503' ]] || it_fail "readiness while XACK is refused: $ready"
 ARV_STREAM=$s late_event 0000b000-0000-4000-8000-000000000084 '"ar_content_id":1'
 sleep 1
@@ -503,7 +508,7 @@ it_start noxrange arv-aggregator ARV_STREAM="$s" ARV_WORKERS=1 ARV_BATCH_WAIT_MS
     ARV_FAILPOINT=read_error:1 REDIS_URL="$url"
 it_wait_log noxrange '"stream_read_failed".*XRANGE.*NOPERM' ||
     it_fail "XRANGE refused: no stream_read_failed: $(tail -3 "$IT_TMP/noxrange.log")"
-ready=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$IT_PORT_noxrange/api/health/readiness")
+ready=$(readiness noxrange)
 [[ $ready == *'reads refused'*' 503' ]] || it_fail "readiness while XRANGE is refused: $ready"
 sleep 2
 [ "$(grep -c '"redis_connected"' "$IT_TMP/noxrange.log")" = 1 ] ||
