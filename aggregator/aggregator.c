@@ -360,12 +360,32 @@ static void default_consumer(char *out, size_t outlen)
     snprintf(out, outlen, "%s-%ld", host, (long)getpid());
 }
 
+unsigned aggregator_worker_streams(unsigned nstreams, unsigned nodes, unsigned per, unsigned w,
+                                   unsigned *idx, unsigned *nown)
+{
+    unsigned k = w / per, j = w % per, n = 0;
+    /* Shard i lives on node i % nodes; the node's pos-th of on_node. */
+    unsigned on_node = (nstreams - k + nodes - 1) / nodes;
+
+    for (int others = 0; others < 2; others++) {
+        if (others)
+            *nown = n;
+        for (unsigned i = k, pos = 0; i < nstreams; i += nodes, pos++) {
+            bool own = on_node < per || pos % per == j;
+            if (own != (others != 0))
+                idx[n++] = i;
+        }
+    }
+    return n;
+}
+
 static int create_workers(struct aggregator *a, const struct worker_metrics *m)
 {
     const struct aggregator_config *cfg = a->cfg;
     struct redis_url urls[AGGREGATOR_MAX_NODES];
     int nurls = redis_url_parse_list(cfg->common.redis_url, urls, AGGREGATOR_MAX_NODES);
     const char **mine = NULL;
+    unsigned *idx = NULL;
     unsigned nodes, per;
     int rc = -ENOMEM;
 
@@ -376,7 +396,8 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
     a->nstreams = (unsigned)cfg->common.stream_shards;
     a->streams = calloc(a->nstreams, sizeof(*a->streams));
     mine = calloc(a->nstreams, sizeof(*mine));
-    if (!a->streams || !mine)
+    idx = calloc(a->nstreams, sizeof(*idx));
+    if (!a->streams || !mine || !idx)
         goto out;
     for (unsigned i = 0; i < a->nstreams; i++) {
         size_t len = strlen(cfg->common.stream) + 16;
@@ -397,10 +418,11 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
     if (!a->workers)
         goto out;
     for (unsigned w = 0; w < a->nworkers; w++) {
-        unsigned k = w / per, j = w % per, n = 0;
+        unsigned k = w / per, j = w % per, n, nown;
         char name[CONSUMER_MAX + 16];
-        for (unsigned i = k; i < a->nstreams; i += nodes)
-            mine[n++] = a->streams[i];
+        n = aggregator_worker_streams(a->nstreams, nodes, per, w, idx, &nown);
+        for (unsigned i = 0; i < n; i++)
+            mine[i] = a->streams[idx[i]];
         if (per == 1)
             snprintf(name, sizeof(name), "%s", a->consumer);
         else
@@ -409,6 +431,7 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
             .redis = &urls[k],
             .streams = mine,
             .nstreams = n,
+            .nown = nown,
             .consumer = name,
             .stream_upkeep = j == 0,
             .delays = &a->delays,
@@ -436,6 +459,7 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
     rc = 0;
 out:
     free(mine);
+    free(idx);
     return rc;
 }
 

@@ -48,6 +48,17 @@ extern const size_t aggregator_options_len;
  * consumer name, DATABASE_URL. A config_validate_fn. */
 bool aggregator_config_validate(const void *cfg, char *err, size_t errlen);
 
+/* The shards that worker `w` (of `per` per node, node w / per) reads of
+ * `nstreams` spread over `nodes` (shard i on node i % nodes): their indexes
+ * into idx, its own ones first (*nown of them), then the node's others. With
+ * at least a shard per worker on the node, worker j owns every per-th one:
+ * the collector routes a content to one shard per node, so its rollup rows
+ * are written by one worker, and the workers' merges do not wait for each
+ * other's rows. With fewer, every worker owns them all. Returns how many
+ * (the node's shards). Pure. */
+unsigned aggregator_worker_streams(unsigned nstreams, unsigned nodes, unsigned per, unsigned w,
+                                   unsigned *idx, unsigned *nown);
+
 /* Creates the aggregator on `svc` (borrowed, initialised): workers, readiness
  * checks "redis" and "postgresql", metrics, and the drain hook. `cfg` is
  * borrowed and must outlive it. Returns NULL after logging why. Caller frees

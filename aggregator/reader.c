@@ -334,9 +334,10 @@ static int add_entry(struct reader *r, struct batch *b, unsigned s, const redisR
 }
 
 /* Fills r->xargv with an XREADGROUP of up to `want` entries from the streams
- * whose `ids` entry is set (NULL when `ids` is NULL: every stream, from ">"),
- * blocking if `block`; returns the word count. */
-static int xreadgroup_argv(struct reader *r, const char *const *ids, long want, bool block)
+ * whose `ids` entry is set (NULL when `ids` is NULL: the first `n` streams,
+ * from ">"), blocking if `block`; returns the word count. */
+static int xreadgroup_argv(struct reader *r, const char *const *ids, unsigned n, long want,
+                           bool block)
 {
     const char **argv = r->xargv;
     int argc = 0;
@@ -357,9 +358,9 @@ static int xreadgroup_argv(struct reader *r, const char *const *ids, long want, 
     }
     argv[argc++] = "STREAMS";
     for (unsigned i = 0; i < r->nstreams; i++)
-        used += !ids || ids[i];
+        used += ids ? ids[i] != NULL : i < n;
     for (unsigned i = 0, k = 0; i < r->nstreams; i++) {
-        if (!ids || ids[i]) {
+        if (ids ? ids[i] != NULL : i < n) {
             argv[argc + k] = r->streams[i];
             argv[argc + used + k] = ids ? ids[i] : ">";
             k++;
@@ -368,13 +369,14 @@ static int xreadgroup_argv(struct reader *r, const char *const *ids, long want, 
     return argc + 2 * (int)used;
 }
 
-/* Sends an XREADGROUP of up to `want` new entries from every stream, without
- * BLOCK, and returns at once: the next reader_read() takes its reply. */
-static int send_ahead(struct reader *r, long want)
+/* Sends an XREADGROUP of up to `want` new entries from each of the first `n`
+ * streams, without BLOCK, and returns at once: the next reader_read() takes
+ * its reply. */
+static int send_ahead(struct reader *r, unsigned n, long want)
 {
     int done = 0;
 
-    if (redisAppendCommandArgv(r->ctx, xreadgroup_argv(r, NULL, want, false), r->xargv, NULL) !=
+    if (redisAppendCommandArgv(r->ctx, xreadgroup_argv(r, NULL, n, want, false), r->xargv, NULL) !=
         REDIS_OK) {
         reader_set_err(r, "XREADGROUP", "out of memory");
         reader_disconnect(r);
@@ -389,6 +391,7 @@ static int send_ahead(struct reader *r, long want)
     }
     r->ahead = READER_AHEAD_SENT;
     r->ahead_count = want;
+    r->ahead_n = n;
     return 0;
 }
 
@@ -406,28 +409,41 @@ static redisReply *take_ahead(struct reader *r)
     return reply;
 }
 
-/* Entries per stream in a read of new entries: its COUNT, or the caller's
- * smaller limit. */
-static long read_count(const struct reader *r)
+long reader_per_stream(long total, unsigned n)
 {
-    return r->limit > 0 && r->limit < r->count ? r->limit : r->count;
+    long each = total / (long)(n > 0 ? n : 1);
+    long least = total < READER_CHUNK_MIN ? total : READER_CHUNK_MIN;
+
+    return each < least ? least : each;
 }
 
-/* Entries per stream in one piece of a read: READER_CHUNK in all, shared by
- * the streams (at least READER_CHUNK_MIN each), so that a piece's reply stays
- * about as large with many shards on a node as with one. */
-static long read_chunk(const struct reader *r)
+unsigned reader_read_streams(const struct reader *r)
 {
-    long chunk = READER_CHUNK / (long)r->nstreams;
+    return r->nown > 0 && r->nown < r->nstreams && !r->wide ? r->nown : r->nstreams;
+}
+
+/* Entries per stream in a read of new entries from `n` streams: its COUNT, or
+ * the caller's smaller limit, shared by them. */
+static long read_count(const struct reader *r, unsigned n)
+{
+    return reader_per_stream(r->limit > 0 && r->limit < r->count ? r->limit : r->count, n);
+}
+
+/* Entries per stream in one piece of a read from `n` streams: READER_CHUNK in
+ * all, shared by them (at least READER_CHUNK_MIN each), so that a piece's
+ * reply stays about as large with many shards on a node as with one. */
+static long read_chunk(const struct reader *r, unsigned n)
+{
+    long chunk = READER_CHUNK / (long)n, count = reader_per_stream(r->count, n);
 
     chunk = chunk < READER_CHUNK_MIN ? READER_CHUNK_MIN : chunk;
     if (r->entry_max > 0) {
         /* COUNT is per stream; 0 for an entry over 16 MiB */
-        size_t fit = READER_PIECE_BYTES / r->nstreams / r->entry_max;
+        size_t fit = READER_PIECE_BYTES / n / r->entry_max;
         if ((size_t)chunk > fit)
             chunk = fit > 0 ? (long)fit : 1;
     }
-    return r->count < chunk ? r->count : chunk;
+    return count < chunk ? count : chunk;
 }
 
 int reader_prefetch(struct reader *r)
@@ -438,7 +454,8 @@ int reader_prefetch(struct reader *r)
     }
     if (r->ahead != READER_AHEAD_NONE || r->recovering || r->no_ahead)
         return 0;
-    return send_ahead(r, read_chunk(r));
+    unsigned n = reader_read_streams(r);
+    return send_ahead(r, n, read_chunk(r, n));
 }
 
 /* One stream's part of an XREADGROUP reply, [name, [entry...]]: its entries,
@@ -551,7 +568,7 @@ static int pending_add(struct reader *r, struct batch *b, const redisReply *repl
  * and returns its reply (NULL after a connection failure). */
 static redisReply *xreadgroup(struct reader *r, const char *const *ids, bool block, long want)
 {
-    return reader_commandv(r, xreadgroup_argv(r, ids, want, block), r->xargv);
+    return reader_commandv(r, xreadgroup_argv(r, ids, 0, want, block), r->xargv);
 }
 
 /* True once the batch's rows take the reader's byte budget. */
@@ -738,7 +755,6 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
 {
     const char **ids = r->xids;
     size_t *got = r->xgot;
-    long chunk = read_chunk(r);
     redisReply *reply = NULL;
     long done = 0;
     int rc = -1;
@@ -746,7 +762,7 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
     *caught_up = false;
     if (r->recovering) {
         *kind = READER_PENDING;
-        return read_pending(r, b, ids, got, chunk);
+        return read_pending(r, b, ids, got, read_chunk(r, r->nstreams));
     }
     /* Up to `count` entries per stream, in pieces of read_chunk() each:
      * the reply in memory stays one piece's, whatever the batch size. Only
@@ -755,18 +771,21 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
      * same `done` entries. Once the batch is full (count, or `max_bytes` of
      * rows: memory bounded whatever the events' size), the read stops. While
      * every stream is still read, the next piece is sent before this one is
-     * decoded, so that Redis serves it meanwhile. */
+     * decoded, so that Redis serves it meanwhile. The streams read are the
+     * reader's own ones, or all of them (reader_read_streams); a piece sent
+     * ahead decided which. */
     *kind = READER_NEW;
-    long count = read_count(r);
+    unsigned n = r->ahead != READER_AHEAD_NONE ? r->ahead_n : reader_read_streams(r);
+    long count = read_count(r, n);
     for (unsigned i = 0; i < r->nstreams; i++)
-        ids[i] = ">";
+        ids[i] = i < n ? ">" : NULL;
     *caught_up = true;
     for (bool first = true;; first = false) {
-        chunk = read_chunk(r); /* smaller after a piece of large entries */
+        long chunk = read_chunk(r, n); /* smaller after a piece of large entries */
         long want = count - done < chunk ? count - done : chunk, next;
         bool more = false, all = true;
         if (r->ahead != READER_AHEAD_NONE) {
-            /* Sent ahead, from every stream (all are still read). */
+            /* Sent ahead, from all the streams read (all are still read). */
             want = r->ahead_count;
             if (!(reply = take_ahead(r)) || reply_counts(r, reply, got) < 0)
                 goto out;
@@ -785,7 +804,7 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
         }
         done += want;
         next = count - done < chunk ? count - done : chunk;
-        for (unsigned i = 0; i < r->nstreams; i++) {
+        for (unsigned i = 0; i < n; i++) {
             if (!ids[i]) {
                 all = false;
             } else if ((long)got[i] < want) {
@@ -795,7 +814,8 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
                 more = true;
             }
         }
-        if (more && all && !r->no_ahead && next > 0 && !batch_full(r, b) && send_ahead(r, next) < 0)
+        if (more && all && !r->no_ahead && next > 0 && !batch_full(r, b) &&
+            send_ahead(r, n, next) < 0)
             goto out;
         if (reply_add(r, b, reply) < 0)
             goto out;
@@ -808,6 +828,12 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
         if (!more)
             break;
     }
+    /* Once its own streams are caught up, a reader reads every stream, so
+     * that no backlog waits while it is idle; once they have more again, its
+     * own ones only. */
+    r->wide = true;
+    for (unsigned i = 0; i < r->nown && i < n; i++)
+        r->wide = r->wide && !ids[i];
     rc = 0;
 out:
     reply_arena_free(reply);

@@ -59,9 +59,16 @@ struct reader {
     struct redis_url url;       /* the node */
     const char *const *streams; /* stream names, borrowed */
     unsigned nstreams;
+    /* Reads of new entries read streams[0..nown) only (this reader's own
+     * shards) until a read catches up on them, then every stream until one
+     * of its own has more again (`wide`). 0 (the default) or nstreams: every
+     * stream always. Set after reader_init(); claims, recovery and stream
+     * statistics cover every stream either way. */
+    unsigned nown;
+    bool wide;
     char *consumer;   /* consumer name in the group, owned */
-    long count;       /* COUNT per read and stream */
-    long limit;       /* if > 0 and smaller, the next read of new entries' COUNT per stream */
+    long count;       /* entries per read, shared by the streams read (reader_per_stream) */
+    long limit;       /* if > 0 and smaller, the next read of new entries' `count` */
     size_t max_bytes; /* a batch's rows stop reading at this size */
     size_t entry_max; /* bytes of the largest entry of the last piece of new entries */
     long block_ms;    /* BLOCK of a read of new entries (<= 1 s) */
@@ -77,7 +84,8 @@ struct reader {
     struct reply_arena arena;                 /* every reply of ctx is built here */
     enum reader_ahead ahead;                  /* a read of new entries sent ahead */
     struct redisReply *ahead_reply;           /* READER_AHEAD_KEPT: its reply */
-    long ahead_count;                         /* its COUNT (it reads every stream) */
+    long ahead_count;                         /* its COUNT per stream */
+    unsigned ahead_n;                         /* it reads streams[0..ahead_n) */
     struct reply_arena ahead_arena;           /* its replies: one kept does not pin `arena` */
     bool no_ahead;       /* the worker stops: send nothing ahead, and block on no read */
     unsigned claim_next; /* the stream the next claim begins with (one that ended full) */
@@ -92,13 +100,20 @@ struct reader {
 
 /* Prepares a reader of `nstreams` streams (names borrowed, must outlive it) on
  * the node `url` (copied) as `consumer` (copied), reading batches of up to
- * `count` entries per stream that stop growing once their rows take
+ * `count` entries (shared by the streams read) that stop growing once their rows take
  * `max_bytes` (0: no limit), each read waiting up to `block_ms` for entries
  * (at most 1 s, so that a stop is seen). Does not connect. Returns 0 or
  * -ENOMEM. */
 int reader_init(struct reader *r, const struct redis_url *url, const char *const *streams,
                 unsigned nstreams, const char *consumer, long count, size_t max_bytes,
                 long block_ms);
+
+/* The COUNT per stream of a read of `total` entries from `n` streams: an
+ * equal share, but at least READER_CHUNK_MIN (or `total` if smaller). */
+long reader_per_stream(long total, unsigned n);
+
+/* How many streams (the first ones) the next read of new entries reads. */
+unsigned reader_read_streams(const struct reader *r);
 
 /* Disconnects and frees. Safe on a zeroed reader. */
 void reader_deinit(struct reader *r);

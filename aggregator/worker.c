@@ -627,28 +627,23 @@ static bool end_write(struct worker *w, bool keep_read)
     return true;
 }
 
-long worker_read_limit(const struct worker_write *wr, const struct worker_write_limits *lim,
-                       unsigned nstreams)
+long worker_read_limit(const struct worker_write *wr, const struct worker_write_limits *lim)
 {
     if (wr->entries == 0)
         return 0;
     size_t per_entry = wr->deltas_bytes / wr->entries + 1;
     size_t room =
         lim->deltas_max_bytes > wr->deltas_bytes ? lim->deltas_max_bytes - wr->deltas_bytes : 0;
-    size_t each = room / per_entry / (nstreams > 0 ? nstreams : 1);
+    size_t fit = room / per_entry;
 
     /* At most deltas_max_bytes: fits. A read whose first piece was sent
      * ahead (a backlog) takes that whole piece whatever this says. */
-    return each < READER_CHUNK_MIN ? READER_CHUNK_MIN : (long)each;
+    return fit < READER_CHUNK_MIN ? READER_CHUNK_MIN : (long)fit;
 }
 
-long worker_read_max(long batch_size, unsigned nstreams)
+long worker_read_max(long batch_size)
 {
-    long all = batch_size < WORKER_READ_MAX ? batch_size : WORKER_READ_MAX;
-    long each = all / (long)(nstreams > 0 ? nstreams : 1);
-    long least = all < READER_CHUNK_MIN ? all : READER_CHUNK_MIN;
-
-    return each < least ? least : each;
+    return batch_size < WORKER_READ_MAX ? batch_size : WORKER_READ_MAX;
 }
 
 static void *worker_main(void *arg)
@@ -799,7 +794,7 @@ static void *worker_main(void *arg)
                 /* Once stopping (maybe during the linger above), a read
                  * sends nothing ahead and waits for nothing. */
                 w->reader.no_ahead = atomic_load(&w->stop);
-                w->reader.limit = worker_read_limit(&w->wr, &w->limits, w->nstreams);
+                w->reader.limit = worker_read_limit(&w->wr, &w->limits);
                 rc = reader_read(&w->reader, &w->batch, &kind, &caught_up);
                 read_ms = (int64_t)timeutil_mono_ms() - now;
             }
@@ -1033,7 +1028,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
         .linger_ms = cfg->batch_linger_ms,
         .max_ms = worker_write_max_ms(cfg->claim_idle_ms),
     };
-    read_max = worker_read_max(cfg->batch_size, cfg->nstreams);
+    read_max = worker_read_max(cfg->batch_size);
     reader_acks_init(&w->acks);
     reader_acks_init(&w->unacked);
     batch_init(&w->batch, (const char *const *)w->streams);
@@ -1056,6 +1051,7 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
                           cfg->batch_wait_ms)) < 0)
         goto out;
     w->reader.max_deliveries = cfg->max_deliveries;
+    w->reader.nown = cfg->nown;
     w->reader.stats_pause_ms = failpoint.stats_pause_ms;
     if ((rc = store_init(&w->store, cfg->database_url, cfg->content_relation,
                          cfg->statement_timeout_ms)) < 0 ||

@@ -71,8 +71,10 @@ int64_t worker_delays_max(struct worker_delays *d, int64_t now_ms);
 /* What the worker is told; strings are copied. */
 struct worker_config {
     const struct redis_url *redis; /* the node */
-    const char *const *streams;    /* its stream shards */
+    const char *const *streams;    /* its node's stream shards, its own ones first */
     unsigned nstreams;
+    unsigned nown;        /* streams[0..nown) are its own: it reads the others only while its
+                             own are caught up (reader.nown); 0: all are */
     const char *consumer; /* name in the consumer group */
     bool stream_upkeep;   /* this worker updates the stream gauges and floors, and trims (one per
                              node) */
@@ -251,21 +253,18 @@ bool worker_write_ends(const struct worker_write *wr, const struct worker_write_
  * claims): WORKER_WRITE_MAX_MS, or half the claim idle if shorter. Pure. */
 int64_t worker_write_max_ms(long claim_idle_ms);
 
-/* Entries a read takes per stream (XREADGROUP's COUNT is per stream):
- * WORKER_READ_MAX (or `batch_size`, if smaller) shared by the worker's
- * `nstreams` streams, at least READER_CHUNK_MIN each (or that total, if
- * smaller), so that a read's memory does not grow with the shards. Pure. */
-long worker_read_max(long batch_size, unsigned nstreams);
+/* Entries a read takes: WORKER_READ_MAX, or `batch_size` if smaller, shared
+ * by the streams it reads (reader_per_stream), so that a read's memory does
+ * not grow with the shards. Pure. */
+long worker_read_max(long batch_size);
 
-/* The COUNT per stream (reader.limit) for the next read of new entries into
+/* The entries (reader.limit) of the next read of new entries into
  * the open write `wr`, so that the read ends near `deltas_max_bytes` rather
  * than up to a whole read past it: what is left of that bound, over the
  * write's deltas per entry so far (usually more than an entry adds, as
  * groups and values repeat; not when new values follow repeated ones),
- * shared by `nstreams` streams, at least READER_CHUNK_MIN. 0 (no limit) when
- * no write is open. Pure. */
-long worker_read_limit(const struct worker_write *wr, const struct worker_write_limits *lim,
-                       unsigned nstreams);
+ * at least READER_CHUNK_MIN. 0 (no limit) when no write is open. Pure. */
+long worker_read_limit(const struct worker_write *wr, const struct worker_write_limits *lim);
 
 /* Test-only failure injection (ARV_FAILPOINT); 0: off. */
 struct worker_failpoint {

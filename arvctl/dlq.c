@@ -21,7 +21,6 @@
 #include "timeutil.h"
 
 #define DLQ_MAX_NODES   64
-#define DLQ_SESSION_MAX 128
 #define DLQ_REPLAY_PAGE 1000       /* dead letters a replay reads at a time, */
 #define DLQ_PAGE_BYTES  "16777216" /* and their payloads' bytes, past the first */
 #define DLQ_STREAM_MAX  400        /* bytes of a stream name, the shard suffix apart */
@@ -78,64 +77,44 @@ static const char dlq_usage[] =
     "        it was counted once, a replay would count it again. --force replays it\n"
     "        (an event known never to have been counted). An event received before\n"
     "        ARV_RAW_RETENTION_DAYS is always skipped: its day's raw rows are gone.\n"
-    "        invalid_payload entries are not events and are skipped; a\n"
-    "        max_deliveries dead letter (the entry's fields) is replayed as the\n"
-    "        event in its e field.\n";
+    "        invalid_payload entries, and payloads the aggregator would not decode,\n"
+    "        are not events and are skipped; a max_deliveries dead letter (the\n"
+    "        entry's fields) is replayed as the event in its e field.\n";
 
-/* The string session_id of event object `o` into `out`; false if it has none
- * of 1..outlen-1 bytes. */
-static bool obj_session_id(struct json_object *o, char *out, size_t outlen)
+/* Says in `err` that there is no payload, or that memory ran out. */
+static void dlq_event_error(struct event_error *err, const char *code, const char *message)
 {
-    struct json_object *sid = NULL;
-
-    if (!o || !json_object_is_type(o, json_type_object) ||
-        !json_object_object_get_ex(o, "session_id", &sid) ||
-        !json_object_is_type(sid, json_type_string))
-        return false;
-    size_t n = (size_t)json_object_get_string_len(sid);
-    if (n == 0 || n >= outlen)
-        return false;
-    memcpy(out, json_object_get_string(sid), n + 1);
-    return true;
+    err->code = code;
+    err->field = NULL;
+    snprintf(err->message, sizeof(err->message), "%s", message);
 }
 
-/* The UTC day of event object `o`'s received_at; false if none parses. */
-static bool obj_received_day(struct json_object *o, int64_t *day)
+char *dlq_event(const char *payload, struct event *ev, struct event_error *err)
 {
-    struct json_object *at = NULL;
-    int64_t ms;
-
-    if (!o || !json_object_is_type(o, json_type_object) ||
-        !json_object_object_get_ex(o, "received_at", &at) ||
-        !json_object_is_type(at, json_type_string) ||
-        !event_parse_rfc3339(json_object_get_string(at), &ms))
-        return false;
-    *day = timeutil_period(ms, TIMEUTIL_DAY_MS);
-    return true;
-}
-
-char *dlq_event(const char *payload, char *session, size_t session_len, bool *dated, int64_t *day)
-{
-    struct json_object *root = payload ? json_tokener_parse(payload) : NULL;
-    struct json_object *v, *e, *inner = NULL;
+    struct json_object *root = NULL, *v, *e;
+    const char *text = payload;
     char *event = NULL;
 
-    *dated = false;
-    if (obj_session_id(root, session, session_len)) {
-        event = strdup(payload);
-        *dated = obj_received_day(root, day);
-    } else if (root && json_object_is_type(root, json_type_object) &&
-               json_object_object_get_ex(root, "v", &v) &&
-               json_object_is_type(v, json_type_string) &&
-               strcmp(json_object_get_string(v), EVENT_SCHEMA_VERSION) == 0 &&
-               json_object_object_get_ex(root, "e", &e) &&
-               json_object_is_type(e, json_type_string) &&
-               obj_session_id(inner = json_tokener_parse(json_object_get_string(e)), session,
-                              session_len)) {
-        event = strdup(json_object_get_string(e));
-        *dated = obj_received_day(inner, day);
+    if (!payload) {
+        dlq_event_error(err, "invalid_json", "no payload");
+        return NULL;
     }
-    json_object_put(inner);
+    /* The payload itself first: the decoder reads it without json-c. */
+    if (!event_from_stream(payload, strlen(payload), ev, err)) {
+        root = json_tokener_parse(payload);
+        if (!root || !json_object_is_type(root, json_type_object) ||
+            !json_object_object_get_ex(root, "v", &v) ||
+            !json_object_is_type(v, json_type_string) ||
+            strcmp(json_object_get_string(v), EVENT_SCHEMA_VERSION) != 0 ||
+            !json_object_object_get_ex(root, "e", &e) || !json_object_is_type(e, json_type_string))
+            goto out; /* `err` says why the payload is no event */
+        text = json_object_get_string(e);
+        if (!event_from_stream(text, (size_t)json_object_get_string_len(e), ev, err))
+            goto out;
+    }
+    if (!(event = strdup(text)))
+        dlq_event_error(err, "internal", "out of memory");
+out:
     json_object_put(root);
     return event;
 }
@@ -158,21 +137,15 @@ enum dlq_age dlq_replay_age(int64_t day, int64_t today, long dedupe_days, long r
     return day <= today - dlq_dedupe_window(dedupe_days, raw_days) ? DLQ_AGE_DEDUPE : DLQ_AGE_OK;
 }
 
-/* Why an event received on `day` (valid: `dated`) is not replayed, on stderr;
- * false if it is. */
-static bool dlq_refused(const char *row_id, bool dated, int64_t day, int64_t today, bool force,
+/* Why an event received on `day` is not replayed, on stderr; false if it is. */
+static bool dlq_refused(const char *row_id, int64_t day, int64_t today, bool force,
                         const struct dlq_target *t)
 {
-    enum dlq_age age =
-        dated ? dlq_replay_age(day, today, t->dedupe_days, t->raw_days) : DLQ_AGE_RAW;
+    enum dlq_age age = dlq_replay_age(day, today, t->dedupe_days, t->raw_days);
     char date[16];
 
     if (age == DLQ_AGE_OK || (age == DLQ_AGE_DEDUPE && force))
         return false;
-    if (!dated) {
-        fprintf(stderr, "skipped %s: its event has no valid received_at\n", row_id);
-        return true;
-    }
     timeutil_format_date(day, date, sizeof(date));
     if (age == DLQ_AGE_AHEAD)
         fprintf(stderr,
@@ -378,23 +351,28 @@ static void replay_one(PGconn *conn, struct dlq_redis *redis, const struct dlq_t
                        const PGresult *res, int i, int64_t today, bool force, struct dlq_counts *n)
 {
     const char *row_id = PQgetvalue(res, i, 0);
-    char session[DLQ_SESSION_MAX], stream[512], entry[64] = "", *event = NULL;
-    bool dated = false;
-    int64_t day = 0;
+    char stream[512], entry[64] = "", *event = NULL;
+    struct event ev;
+    struct event_error err;
 
-    if (strcmp(PQgetvalue(res, i, 1), BATCH_REASON_INVALID) == 0 ||
-        !(event = dlq_event(PQgetvalue(res, i, 2), session, sizeof(session), &dated, &day))) {
+    if (strcmp(PQgetvalue(res, i, 1), BATCH_REASON_INVALID) == 0) {
         fprintf(stderr, "skipped %s: %s, not an event\n", row_id, PQgetvalue(res, i, 1));
         n->skipped++;
         return;
     }
-    if (dlq_refused(row_id, dated, day, today, force, t)) {
+    if (!(event = dlq_event(PQgetvalue(res, i, 2), &ev, &err))) {
+        fprintf(stderr, "skipped %s: %s, not an event (%s)\n", row_id, PQgetvalue(res, i, 1),
+                err.message);
+        n->skipped++;
+        return;
+    }
+    if (dlq_refused(row_id, timeutil_period(ev.received_at_ms, TIMEUTIL_DAY_MS), today, force, t)) {
         free(event);
         n->skipped++;
         return;
     }
-    int node =
-        stream_writer_route(t->stream, t->shards, redis->nodes, session, stream, sizeof(stream));
+    /* The collector's routing: node by session_id, shard on it by content. */
+    int node = stream_writer_route(t->stream, t->shards, redis->nodes, &ev, stream, sizeof(stream));
     redisContext *c = dlq_redis_node(redis, node);
     const char *av[] = {"XADD", stream, "*", "v", EVENT_SCHEMA_VERSION, "e", event};
     const size_t al[] = {4, strlen(stream), 1, 1, strlen(EVENT_SCHEMA_VERSION), 1, strlen(event)};

@@ -6,6 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct event;
+struct event_error;
+
 /* Where replayed events go: the collector's stream layout, and the
  * aggregators' windows that bound what a replay may send. */
 struct dlq_target {
@@ -33,12 +36,13 @@ enum dlq_age dlq_replay_age(int64_t day, int64_t today, long dedupe_days, long r
 /* The event a dead letter's payload holds: the payload itself if it is an event
  * (unknown_content, db_rejected), or the `e` field of a payload that is a stream
  * entry's fields as a JSON object with `v` = EVENT_SCHEMA_VERSION
- * (max_deliveries): a JSON object with a string session_id (1..session_len-1
- * bytes). Returns it (malloc'd, NUL-terminated; the caller frees it), copies
- * its session_id into `session`, and sets *dated if its received_at parses,
- * with *day its UTC day (days since the epoch); each JSON text is parsed once.
- * NULL if the payload holds no event or memory ran out. Pure. */
-char *dlq_event(const char *payload, char *session, size_t session_len, bool *dated, int64_t *day);
+ * (max_deliveries, received_out_of_range). Decodes it into `ev` as the
+ * aggregator decodes a stream entry (event_from_stream()), which gives its
+ * session_id, content and received_at for routing and the replay's windows.
+ * Returns its JSON text (malloc'd, NUL-terminated; the caller frees it), or
+ * NULL with `err` set if the payload holds no event that decodes (or memory
+ * ran out: code "internal"). Pure. */
+char *dlq_event(const char *payload, struct event *ev, struct event_error *err);
 
 /* Runs `arvctl dlq ...` (argv[0] is "dlq") against `database_url`, replaying to
  * `target` (both borrowed). Blocking. Returns the exit status (CLI_EXIT_*). */

@@ -9,6 +9,10 @@
 # Usage: bench/aggregator.sh [--events N] [--contents N] [--companies N]
 #                            [--aggregators N] [--rss] (= --events 1000000) [--random-ids]
 #                            [--distinct-cities] [--max-fields] [--unknown-content] [--keep]
+#                            [--shards N]
+# --shards N: the events in N stream shards on the one Redis node, each in the
+# shard the collector routes its content to (default 2: a shard per worker,
+# as recommended and as run-local.sh and compose/ run; 1: one stream).
 # Environment: ARV_BENCH_BUILD_DIR (default build-bench-aggregator, a Release
 # build made here), any ARV_* aggregator option (ARV_BATCH_SIZE, ...),
 # ARV_BENCH_EXPLAIN=1: log every statement with its time and every plan with
@@ -30,7 +34,7 @@ arv_install_packages $ARV_BENCH_PACKAGES
 . "$root/bench/aggregator_checks.sh"
 
 events=500000 contents=1000 companies=50 keep="" naggs=1 random_ids=0 distinct_cities=0 max_fields=0
-unknown_every=0
+unknown_every=0 shards=2
 while [ $# -gt 0 ]; do
     case $1 in
     --events) events=$2; shift ;;
@@ -43,7 +47,8 @@ while [ $# -gt 0 ]; do
     --max-fields) max_fields=1 ;;
     --unknown-content) unknown_every=1 ;;
     --keep) keep=1 ;;
-    *) echo "usage: $0 [--events N] [--contents N] [--companies N] [--aggregators N] [--rss] [--random-ids] [--distinct-cities] [--max-fields] [--unknown-content] [--keep]" >&2; exit 2 ;;
+    --shards) shards=$2; shift ;;
+    *) echo "usage: $0 [--events N] [--contents N] [--companies N] [--aggregators N] [--rss] [--random-ids] [--distinct-cities] [--max-fields] [--unknown-content] [--keep] [--shards N]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -61,7 +66,7 @@ cleanup() {
 trap cleanup EXIT
 agg_bench_servers "$build" agg
 # Debug level: one batch_written line per batch, with the time of each step.
-export ARV_STREAM=arv:bench ARV_ENV=production ARV_LOG_LEVEL=${ARV_LOG_LEVEL:-debug}
+export ARV_STREAM=arv:bench ARV_STREAM_SHARDS=$shards ARV_ENV=production ARV_LOG_LEVEL=${ARV_LOG_LEVEL:-debug}
 agg_sql "INSERT INTO analytics.ar_content (id, unique_id, project_id, company_id)
          SELECT g, 'uid-' || g, 10000 + g % ($companies * 4), 100 + g % $companies
          FROM generate_series(1, $contents) g"
@@ -87,11 +92,14 @@ echo "settings: $(agg_sql "SELECT string_agg(name || '=' || setting, ' ' ORDER B
 t0=$(date +%s%N)
 LC_ALL=C awk -v n="$events" -v stream="$ARV_STREAM" -v base_ms="$(date +%s%3N)" \
     -v spread_ms=21600000 -v contents="$contents" -v dup_every=50 -v uid_every=4 -v random_ids="$random_ids" \
-    -v distinct_cities="$distinct_cities" -v max_fields="$max_fields" -v unknown_every="$unknown_every" \
+    -v shards="$shards" -v distinct_cities="$distinct_cities" -v max_fields="$max_fields" -v unknown_every="$unknown_every" \
     -f "$root/bench/aggregator_events.awk" | redis-cli -p "$redis_port" --pipe >"$tmp/pipe.log"
 t1=$(date +%s%N)
-xlen=$(redis-cli -p "$redis_port" XLEN "$ARV_STREAM")
-echo "preload: $xlen entries in $(((t1 - t0) / 1000000)) ms, redis used_memory $(redis-cli -p "$redis_port" INFO memory | sed -n 's/^used_memory_human:\(.*\)\r$/\1/p')"
+streams=("$ARV_STREAM")
+[ "$shards" = 1 ] || { streams=(); for ((k = 0; k < shards; k++)); do streams+=("$ARV_STREAM:$k"); done; }
+xlen=0
+for s in "${streams[@]}"; do xlen=$((xlen + $(redis-cli -p "$redis_port" XLEN "$s"))); done
+echo "preload: $xlen entries (${#streams[@]} stream(s), ARV_WORKERS ${ARV_WORKERS:-2}) in $(((t1 - t0) / 1000000)) ms, redis used_memory $(redis-cli -p "$redis_port" INFO memory | sed -n 's/^used_memory_human:\(.*\)\r$/\1/p')"
 
 # cluster_cpu: "pid cpu_ms" (user + system) of Redis and of every PostgreSQL
 # process (the postmaster and its children), read from /proc.
@@ -116,7 +124,9 @@ for ((k = 0; k < naggs; k++)); do
         2>"$tmp/aggregator-$k.log" &
     agg_pids+=("$!")
 done
-agg_wait_drained "$redis_port" "$ARV_STREAM" 600 || { tail "$tmp"/aggregator-*.log; exit 1; }
+for s in "${streams[@]}"; do
+    agg_wait_drained "$redis_port" "$s" 600 || { tail "$tmp"/aggregator-*.log; exit 1; }
+done
 t1=$(date +%s%N)
 read -r _ stat1 </proc/stat
 # CPU of the aggregators' PostgreSQL backends (user + system): on a shared

@@ -7,6 +7,9 @@
 # awk -v n=500000 -v stream=arv:events [options] -f aggregator_events.awk | redis-cli --pipe
 #   n              events (required)
 #   stream         stream name (required)
+#   shards         streams: stream:0 .. stream:(shards - 1), each event in the
+#                  one the collector routes its content to on one Redis node
+#                  (default 1: just `stream`)
 #   first          index of the first event (default 0): split a load in parts
 #   seed           8 hex digits in every event_id (default 0000a000): runs apart
 #   contents       content ids 1..contents (default 1000); content c has unique id uid-c
@@ -49,12 +52,33 @@ function scattered_uuid(kind, x,    h) {
     return sprintf("%s-%04x-4%03x-8%03x-%012x", seed, kind, int(h / 4096), h % 4096, x % 281474976710656)
 }
 function bulk(s) { return "$" length(s) "\r\n" s "\r\n" }
+# FNV-1a (32 bits) of a string, in doubles: h * 16777619 = h * 2^24 + h * 403,
+# each exact below 2^53.
+function fnv1a(s,    h, k, b, x, bit) {
+    h = 2166136261
+    for (k = 1; k <= length(s); k++) {
+        b = ord[substr(s, k, 1)]; x = 0
+        for (bit = 1; bit < 256; bit *= 2)
+            if ((int(h / bit) % 2) != (int(b / bit) % 2)) x += bit
+        h = h - h % 256 + x
+        h = ((h % 256) * 16777216 + h * 403) % 4294967296
+    }
+    return h
+}
+# The stream of an event naming content `key` (its id's digits, or its unique
+# id): the collector's route on one node, fnv1a(key) mod shards.
+function stream_of(key) {
+    if (shards <= 1) return stream
+    if (!(key in routed)) routed[key] = stream ":" (fnv1a(key) % shards)
+    return routed[key]
+}
 BEGIN {
     if (!n || !stream || !base_ms) { print "aggregator_events.awk: n, stream and base_ms are required" > "/dev/stderr"; exit 2 }
     if (seed == "") seed = "0000a000"
     if (contents == "") contents = 1000
     if (sessions == "") sessions = int(n / 2) > 0 ? int(n / 2) : 1
     if (first == "") first = 0
+    for (k = 1; k < 256; k++) ord[sprintf("%c", k)] = k
     split("mobile,desktop,tablet,", devices, ",")
     split("Safari,Chrome,Firefox,Samsung Internet,Edge", browsers, ",")
     split("iOS,Android,Windows,macOS,", oses, ",")
@@ -65,13 +89,13 @@ BEGIN {
     last_e = ""
     for (i = first; i < first + n; i++) {
         if (invalid_every && i % invalid_every == invalid_every - 1) {
-            printf "*7\r\n$4\r\nXADD\r\n%s$1\r\n*\r\n$1\r\nv\r\n$1\r\n2\r\n$1\r\ne\r\n%s", bulk(stream), bulk("{\"not\":\"an event\"}")
+            printf "*7\r\n$4\r\nXADD\r\n%s$1\r\n*\r\n$1\r\nv\r\n$1\r\n2\r\n$1\r\ne\r\n%s", bulk(stream_of(i "")), bulk("{\"not\":\"an event\"}")
             n_invalid++
             continue
         }
         if (dup_every && i % dup_every == dup_every - 1 && last_e != "") {
             # A client retry: the same event again.
-            printf "*7\r\n$4\r\nXADD\r\n%s$1\r\n*\r\n$1\r\nv\r\n$1\r\n1\r\n$1\r\ne\r\n%s", bulk(stream), bulk(last_e)
+            printf "*7\r\n$4\r\nXADD\r\n%s$1\r\n*\r\n$1\r\nv\r\n$1\r\n1\r\n$1\r\ne\r\n%s", bulk(last_st), bulk(last_e)
             n_unknown += last_unknown
             continue
         }
@@ -81,12 +105,13 @@ BEGIN {
         e = "{\"event_id\":\"" eid "\",\"session_id\":\"" uuid(2, i % sessions) "\""
         last_unknown = unknown_every && i % unknown_every == unknown_every - 1
         n_unknown += last_unknown
-        if (last_unknown)
-            e = e ",\"ar_content_id\":999999999"
-        else if (uid_every && i % uid_every == uid_every - 1)
-            e = e ",\"ar_content_unique_id\":\"uid-" c "\""
-        else
-            e = e ",\"ar_content_id\":" c
+        if (last_unknown) {
+            e = e ",\"ar_content_id\":999999999"; st = stream_of("999999999")
+        } else if (uid_every && i % uid_every == uid_every - 1) {
+            e = e ",\"ar_content_unique_id\":\"uid-" c "\""; st = stream_of("uid-" c)
+        } else {
+            e = e ",\"ar_content_id\":" c; st = stream_of(c "")
+        }
         if (i % 11 != 10) e = e ",\"duration_seconds\":" (i % 97)
         q = max_fields ? sprintf("t%031d", i) : quality[i % 6 + 1]
         if (q != "") e = e ",\"tracking_quality\":\"" q "\""
@@ -104,8 +129,8 @@ BEGIN {
         else e = e ",\"ip\":\"203.0." (i % 250) "." (i % 253 + 1) "\""
         r = base_ms - (spread_ms ? (i * 7919000) % spread_ms : 0)
         e = e ",\"received_at\":\"" rfc3339(r) "\"}"
-        printf "*7\r\n$4\r\nXADD\r\n%s$1\r\n*\r\n$1\r\nv\r\n$1\r\n1\r\n$1\r\ne\r\n%s", bulk(stream), bulk(e)
-        last_e = e
+        printf "*7\r\n$4\r\nXADD\r\n%s$1\r\n*\r\n$1\r\nv\r\n$1\r\n1\r\n$1\r\ne\r\n%s", bulk(st), bulk(e)
+        last_e = e; last_st = st
     }
     if (stats_file != "") {
         print "unknown " n_unknown + 0 > stats_file

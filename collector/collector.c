@@ -360,7 +360,7 @@ static void handle_session(struct http_request *req, void *arg)
     p->lane = l;
     p->req = req;
     memcpy(p->event_id, ev.event_id, sizeof(p->event_id));
-    if (stream_writer_push(l->writer, ev.session_id, l->json.data, l->json.len, xadd_done, p) < 0) {
+    if (stream_writer_push(l->writer, &ev, l->json.data, l->json.len, xadd_done, p) < 0) {
         p->next = l->free_events;
         l->free_events = p;
         unavailable(c, req, "redis_unavailable", "the event store is unavailable; retry later");
@@ -565,8 +565,8 @@ static void handle_batch(struct http_request *req, void *arg)
         memcpy(s->event_id, it->ev.event_id, sizeof(s->event_id));
         strbuf_reset(&l->json);
         event_to_stream(&it->ev, &l->json);
-        if (l->json.oom || stream_writer_push(l->writer, it->ev.session_id, l->json.data,
-                                              l->json.len, batch_xadd_done, s) < 0) {
+        if (l->json.oom || stream_writer_push(l->writer, &it->ev, l->json.data, l->json.len,
+                                              batch_xadd_done, s) < 0) {
             l->json.oom = false;
             s->status = ITEM_UNAVAILABLE;
             continue;

@@ -1,7 +1,10 @@
-/* Appends normalised events to the Redis stream(s) with XADD. */
+/* Appends normalised events to the Redis stream(s) with XADD, routed by session
+ * (the node) and content (the shard on it). */
 #include "stream_writer.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,11 +59,54 @@ struct xlen_poll {
     long shard;
 };
 
-/* The shard of a session: 0 when the stream is not sharded. */
-static long shard_of(long shards, const char *session_id)
+_Static_assert(sizeof(((struct event *)0)->content_uid) <= STREAM_WRITER_KEY_MAX,
+               "a content_uid fits STREAM_WRITER_KEY_MAX");
+
+size_t stream_writer_content_key(const struct event *ev, char *out, size_t outlen)
 {
-    return shards <= 1 ? 0
-                       : (long)(strbuf_fnv1a(session_id, strlen(session_id)) % (uint32_t)shards);
+    char digits[24];
+    const char *key = ev->content_uid;
+    size_t n;
+
+    assert(outlen > 0);
+    if (ev->ar_content_id != 0) {
+        /* Runs for every event: no printf. */
+        char *p = digits + sizeof(digits);
+        int64_t id = ev->ar_content_id;
+        uint64_t v = id < 0 ? (uint64_t)0 - (uint64_t)id : (uint64_t)id;
+        *--p = '\0';
+        do {
+            *--p = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        if (id < 0)
+            *--p = '-';
+        key = p;
+    }
+    n = strlen(key);
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, key, n);
+    out[n] = '\0';
+    return n;
+}
+
+/* The shard of `ev` among `shards` on `nodes` nodes: see stream_writer_route. */
+static long shard_of(long shards, int nodes, const struct event *ev)
+{
+    char key[STREAM_WRITER_KEY_MAX];
+
+    if (shards <= 1)
+        return 0;
+    /* The session picks the node, so that one hot content still spreads over
+     * every node; the content picks the shard on it, so that one content's
+     * rollup rows come from one shard per node, each read by the aggregator
+     * worker that owns it. */
+    uint32_t n = (uint32_t)(nodes < shards ? nodes : shards);
+    uint32_t k = strbuf_fnv1a(ev->session_id, strlen(ev->session_id)) % n;
+    uint32_t on_node = ((uint32_t)shards - k + n - 1) / n; /* shards k, k + n, ... */
+    size_t len = stream_writer_content_key(ev, key, sizeof(key));
+    return (long)(k + n * (strbuf_fnv1a(key, len) % on_node));
 }
 
 /* The stream name of `shard`: ARV_STREAM, or ARV_STREAM:{shard} when sharded. */
@@ -72,10 +118,10 @@ static void shard_name(const char *stream, long shards, long shard, char *out, s
         snprintf(out, outlen, "%s:%ld", stream, shard);
 }
 
-int stream_writer_route(const char *stream, long shards, int nodes, const char *session_id,
+int stream_writer_route(const char *stream, long shards, int nodes, const struct event *ev,
                         char *out, size_t outlen)
 {
-    long shard = shard_of(shards, session_id);
+    long shard = shard_of(shards, nodes, ev);
     shard_name(stream, shards, shard, out, outlen);
     return (int)(shard % nodes);
 }
@@ -293,10 +339,10 @@ static void push_done(void *arg, struct redisReply *reply, const char *errstr)
     p->w->free_pushes = p;
 }
 
-int stream_writer_push(struct stream_writer *w, const char *session_id, const char *json,
+int stream_writer_push(struct stream_writer *w, const struct event *ev, const char *json,
                        size_t len, stream_writer_done_cb *cb, void *arg)
 {
-    long shard = shard_of(w->shards, session_id);
+    long shard = shard_of(w->shards, w->nnodes, ev);
     int node = (int)(shard % w->nnodes);
     /* The node's commands in flight (those answered "command timed out" but
      * still in its queue included), its XLEN polls apart. */

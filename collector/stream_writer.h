@@ -1,5 +1,5 @@
 /* Appends normalised events to the Redis stream(s): one asynchronous connection
- * per Redis node, the shard chosen by session_id so one session stays ordered. */
+ * per Redis node, the node chosen by session_id and the shard on it by content. */
 #ifndef ARV_STREAM_WRITER_H
 #define ARV_STREAM_WRITER_H
 
@@ -9,7 +9,9 @@
 /* Most Redis nodes REDIS_URL may list. */
 #define STREAM_WRITER_MAX_NODES 64
 #define STREAM_WRITER_NAME_MAX  239 /* bytes of ARV_STREAM, before a shard's ":N" */
+#define STREAM_WRITER_KEY_MAX   129 /* bytes of any content key, its NUL included */
 
+struct event;
 struct event_base;
 struct metrics;
 struct stream_writer;
@@ -28,16 +30,28 @@ struct stream_writer *stream_writer_new(struct event_base *base, struct metrics 
                                         const char *redis_urls, const char *stream, long shards,
                                         char *err, size_t errlen);
 
-/* The stream name for `session_id` (e.g. "arv:events" or "arv:events:3"), written
- * into `out`; returns the node index that holds it. Pure. */
-int stream_writer_route(const char *stream, long shards, int nodes, const char *session_id,
+/* Writes the content key of `ev` (borrowed) into `out` (`outlen` bytes;
+ * STREAM_WRITER_KEY_MAX hold any): the content as the client named it, the
+ * decimal ar_content_id when it is non-zero, else content_uid. Returns its
+ * length (cut to outlen - 1). Pure. */
+size_t stream_writer_content_key(const struct event *ev, char *out, size_t outlen);
+
+/* The stream of `ev` (borrowed), written into `out` ("arv:events" or
+ * "arv:events:3"); returns the index of the node that holds it. Unsharded
+ * (shards <= 1): `stream` on node 0. Else, with n = min(nodes, shards), the
+ * node is k = FNV-1a(session_id) mod n, which holds shards k, k + n, k + 2n, ...
+ * below `shards`, and the shard is the one of those that FNV-1a of the content
+ * key picks (mod their number): sessions spread over the nodes, and one
+ * content's events on a node all go to one shard. Pure. */
+int stream_writer_route(const char *stream, long shards, int nodes, const struct event *ev,
                         char *out, size_t outlen);
 
-/* XADDs `json` (len bytes, copied) with fields v=EVENT_SCHEMA_VERSION and e=json
- * to the shard of `session_id`. `cb` runs exactly once, later, from the loop.
- * Returns 0, or -ENOTCONN when that node is down, or -EBUSY when it has the
- * most XADDs awaiting its answer already (then `cb` is not called). */
-int stream_writer_push(struct stream_writer *w, const char *session_id, const char *json,
+/* XADDs `json` (len bytes, copied), the stream encoding of `ev` (borrowed),
+ * with fields v=EVENT_SCHEMA_VERSION and e=json to the shard that
+ * stream_writer_route() gives `ev`. `cb` runs exactly once, later, from the
+ * loop. Returns 0, or -ENOTCONN when that node is down, or -EBUSY when it has
+ * the most XADDs awaiting its answer already (then `cb` is not called). */
+int stream_writer_push(struct stream_writer *w, const struct event *ev, const char *json,
                        size_t len, stream_writer_done_cb *cb, void *arg);
 
 /* Sets how long an XADD may wait for Redis's answer (ms; 0: no limit). Past it

@@ -75,7 +75,8 @@ struct common_config {
      .help = "Redis stream name (ARV_STREAM:{shard} when sharded)"}, \
     {.flag = "stream-shards", .env = "ARV_STREAM_SHARDS", .type = CONFIG_INT, \
      .offset = offsetof(cfg_type, common.stream_shards), .def = "1", .min = 1, .max = 1024, \
-     .help = "number of stream shards"}
+     .help = "number of stream shards; the collector picks an event's node by session_id," \
+             " its shard on that node by content"}
 
 /* ARV_TRUSTED_PROXIES, for a binary whose config has `trusted_proxies`
  * (client_ip_parse_trust() checks it). */

@@ -54,6 +54,8 @@ flock -n 9 || {
 export REDIS_URL="redis://127.0.0.1:$redis_port/0"
 export DATABASE_URL="postgresql://arv@127.0.0.1:$pg_port/arv"
 export ARV_ENV=${ARV_ENV:-development}
+# A stream shard per aggregator worker (docs/aggregator.md, "Shards and workers").
+export ARV_STREAM_SHARDS=${ARV_STREAM_SHARDS:-2}
 
 pids=()
 stop_all() {

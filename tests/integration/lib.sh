@@ -132,14 +132,15 @@ it_wait_log() {
 # A viewer's browser: events with curl's own user agent are a bot's, not counted.
 IT_VIEWER_UA='Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1'
 
-# it_post_batches COLLECTOR_URL COUNT FIRST: COUNT events of content 1 in NDJSON
-# batches of 500 (numbered from FIRST), one session per event, each batch
-# accepted whole.
+# it_post_batches COLLECTOR_URL COUNT FIRST [CONTENTS]: COUNT events in NDJSON
+# batches of 500 (numbered from FIRST), one session per event, event i of a
+# batch naming content 1 + i mod CONTENTS (default 1: content 1 only), each
+# batch accepted whole.
 it_post_batches() {
     local b
     for ((b = $3; b < $3 + $2 / 500; b++)); do
-        awk -v b="$b" 'BEGIN { for (i = 0; i < 500; i++)
-            printf "{\"ar_content_id\":1,\"session_id\":\"%08x-0000-4000-8000-%012x\",\"duration_seconds\":5}\n", 1000 + b, i }' \
+        awk -v b="$b" -v contents="${4:-1}" 'BEGIN { for (i = 0; i < 500; i++)
+            printf "{\"ar_content_id\":%d,\"session_id\":\"%08x-0000-4000-8000-%012x\",\"duration_seconds\":5}\n", 1 + i % contents, 1000 + b, i }' \
             >"$IT_TMP/batch.ndjson"
         out=$(curl -s -A "$IT_VIEWER_UA" -H 'Content-Type: application/x-ndjson' \
             --data-binary @"$IT_TMP/batch.ndjson" "$1/api/analytics/ar-sessions")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sharded streams over two Redis nodes: the collector spreads events over 4
-# shards (shard i on node i mod 2), two aggregators (two workers per node each,
+# shards (shard i on node i mod 2; the node follows the event's session, the
+# shard on that node its content), two aggregators (two workers per node each,
 # every worker reading its node's two shards) drain a backlog that takes
 # several pieces per read, one of them killed midway; in the end every event
 # is counted once, nothing is pending on any shard, and both nodes had events.
@@ -16,21 +17,37 @@ export ARV_STREAM_SHARDS=4
 node_port() { if (($1 % 2 == 0)); then echo "$IT_REDIS_PORT"; else echo "$P2"; fi; }
 rcli() { redis-cli -p "$(node_port "$1")" "${@:2}"; }
 
-"$IT_BIN/arvctl" content add --id 1 --project 10 --company 100 >/dev/null
+K=20 # contents: FNV-1a of "1" .. "20" mod 2 puts 10 on each shard of a node
+for ((c = 1; c <= K; c++)); do
+    "$IT_BIN/arvctl" content add --id "$c" --project 10 --company 100 >/dev/null
+done
 it_start collector arv-collector
 C="http://127.0.0.1:$IT_PORT_collector"
 arv_wait_http "$C/api/health/readiness" 200 10 || it_fail "collector not ready"
 
-# The backlog first, in NDJSON batches of 500, one session per event (the
-# shard follows the session).
-it_post_batches "$C" "$N" 0
+# The backlog first, in NDJSON batches of 500, one session per event and K
+# contents in turn (the node follows the session, the shard on it the
+# content).
+it_post_batches "$C" "$N" 0 "$K"
 added=0
 for s in 0 1 2 3; do
     n=$(rcli "$s" XLEN "$ARV_STREAM:$s")
-    ((n > 2000)) || it_fail "shard $s holds $n entries: the sessions did not spread"
+    ((n > 2000)) || it_fail "shard $s holds $n entries: the sessions and contents did not spread"
     added=$((added + n))
 done
 [ "$added" = "$N" ] || it_fail "the shards hold $added entries, not $N"
+# One content's events on a node are in one shard (one aggregator worker
+# writes its rollup rows): shards k and k + 2 hold no content in common, and
+# every content is on both nodes (its sessions spread over them).
+contents_of() { rcli "$1" XRANGE "$ARV_STREAM:$1" - + | grep -o '"ar_content_id":[0-9]*' | sort -u; }
+for k in 0 1; do
+    contents_of "$k" >"$IT_TMP/contents.$k"
+    contents_of $((k + 2)) >"$IT_TMP/contents.$((k + 2))"
+    both=$(comm -12 "$IT_TMP/contents.$k" "$IT_TMP/contents.$((k + 2))" | wc -l)
+    [ "$both" = 0 ] || it_fail "$both contents in both shards $k and $((k + 2)) of node $k: routed by session"
+    on_node=$(sort -u "$IT_TMP/contents.$k" "$IT_TMP/contents.$((k + 2))" | wc -l)
+    [ "$on_node" = "$K" ] || it_fail "node $k holds $on_node of the $K contents"
+done
 
 # Reads of 2,500 entries per shard: a piece of 2,000 and one of 500, the
 # second sent before the first is decoded. The first aggregator exits right
@@ -77,7 +94,46 @@ dead=$(it_psql "SELECT count(*) FROM analytics.dead_letters")
 grep -q '"entries_claimed"' "$IT_TMP/agg2.log" ||
     it_fail "the killed aggregator's entries were not claimed (it may have read nothing)"
 it_stop agg2
-it_pass "shards: $N events over 4 shards on 2 nodes, one aggregator exiting between COMMIT and XACK: counted once, nothing pending"
+it_pass "shards: $N events of $K contents over 4 shards on 2 nodes (one shard per content and node), one aggregator exiting between COMMIT and XACK: counted once, nothing pending"
+
+# arvctl dlq replay routes as the collector: events of content nobody
+# registered (dead letters, never counted), one named by id (999) and one by
+# unique id ("nobody-2") per session, land on the session's node in two shards
+# (FNV-1a mod 2 of the two keys differs); each, replayed from a dead letter
+# under a new event id, goes to the shard the collector chose.
+lens() { for s in 0 1 2 3; do rcli "$s" XLEN "$ARV_STREAM:$s"; done; }
+routed=()
+for j in 1 2 3 4; do
+    sid=$(printf '0000d000-0000-4000-8000-%012x' "$j")
+    shards=()
+    for content in '"ar_content_id":999' '"ar_content_unique_id":"nobody-2"'; do
+        mapfile -t before < <(lens)
+        code=$(curl -s -o /dev/null -w '%{http_code}' -A "$IT_VIEWER_UA" -H 'Content-Type: application/json' \
+            -d "{$content,\"session_id\":\"$sid\"}" "$C/api/analytics/ar-session")
+        [ "$code" = 200 ] || it_fail "route: POST answered $code"
+        mapfile -t after < <(lens)
+        shard=
+        for s in 0 1 2 3; do ((after[s] == before[s] + 1)) && shard=$s; done
+        [ -n "$shard" ] || it_fail "route: no shard grew by one: ${before[*]} -> ${after[*]}"
+        shards+=("$shard")
+        json=$(rcli "$shard" XREVRANGE "$ARV_STREAM:$shard" + - COUNT 1 | sed -n 5p)
+        [[ $json == *"$sid"* ]] || it_fail "route: the newest entry of shard $shard is not the event: $json"
+        id=$(it_psql "INSERT INTO analytics.dead_letters (stream, entry_id, reason, detail, payload)
+                      VALUES ('$ARV_STREAM:$shard', 'route-$j-$shard', 'unknown_content', 'test',
+                              regexp_replace(\$p\$$json\$p\$, '\"event_id\":\"[^\"]*\"',
+                                             '\"event_id\":\"' || gen_random_uuid() || '\"'))
+                      RETURNING id")
+        out=$("$IT_BIN/arvctl" dlq replay --id "$id" 2>&1) || it_fail "route: dlq replay --id $id: $out"
+        grep -q "^replayed $id -> $ARV_STREAM:$shard " <<<"$out" ||
+            it_fail "route: the collector wrote shard $shard, the replay: $out"
+    done
+    # The node follows the session, the shard on it the content.
+    ((shards[0] % 2 == shards[1] % 2 && shards[0] != shards[1])) ||
+        it_fail "route: session $j's two contents went to shards ${shards[*]}: not one node, two shards"
+    routed+=("${shards[@]}")
+done
+[ "$(printf '%s\n' "${routed[@]}" | sort -u | wc -l)" = 4 ] || it_fail "route: shards reached: ${routed[*]}"
+it_pass "dlq replay routes as the collector: 8 events over the 4 shards, by session to a node, by content to a shard"
 
 # A clean stop in the middle of a backlog leaves nothing pending: while a
 # backlog drains, each read is written with the next one sent ahead, and that
@@ -85,7 +141,7 @@ it_pass "shards: $N events over 4 shards on 2 nodes, one aggregator exiting betw
 # 500, committed as they go. With claims off, an entry left pending would
 # never be counted.
 N2=$((2 * N))
-it_post_batches "$C" "$N2" $((N / 500))
+it_post_batches "$C" "$N2" $((N / 500)) "$K"
 it_slow_statements ar_view_sessions INSERT 1 # each write of raw rows 1 s slower
 it_start agg3 arv-aggregator ARV_CONSUMER=agg3 ARV_BATCH_SIZE=500 ARV_CLAIM_IDLE_MS=0
 for ((i = 0; i < 300; i++)); do
@@ -114,7 +170,7 @@ it_pass "a clean stop mid-backlog at $rows of $((N + N2)) rows: nothing pending,
 # a consumer dies holding entries, then the next aggregator, with a backlog
 # behind them, claims them long before that backlog is drained.
 total=$((N + N2 + N2))
-it_post_batches "$C" "$N2" $(((N + N2) / 500))
+it_post_batches "$C" "$N2" $(((N + N2) / 500)) "$K"
 die_after_commit agg5 ARV_BATCH_SIZE=500
 rows0=$(raw_rows)
 it_slow_statements ar_view_sessions INSERT 1 # each write of raw rows 1 s slower
@@ -140,8 +196,28 @@ done
 [ "$(it_psql "SELECT sum(views) FROM analytics.rollup_content_daily")" = "$total" ] ||
     it_fail "rollup views after claims: $(it_psql "SELECT sum(views) FROM analytics.rollup_content_daily"), want $total"
 it_stop agg6
-it_stop collector
 it_pass "a dead consumer's entries claimed mid-backlog (after $((rows - rows0)) of $((total - rows0)) rows), all counted once"
+
+# One busy content: its events take one shard per node, so that one worker
+# of each node owns them all. The node's other worker, its own shard caught
+# up, reads that shard too: every worker writes some of the backlog, in
+# batches of one read (200 entries).
+total=$((total + N))
+it_post_batches "$C" "$N" $((total / 500)) 1
+it_start agg7 arv-aggregator ARV_CONSUMER=agg7 ARV_BATCH_SIZE=200 ARV_BATCH_LINGER_MS=0 \
+    ARV_LOG_LEVEL=debug
+for ((i = 0; i < 300; i++)); do
+    [ "$(raw_rows)" = "$total" ] && [ "$(pending_all)" = 0 ] && break
+    sleep 0.2
+done
+[ "$(raw_rows)" = "$total" ] || it_fail "one content: raw rows $(raw_rows), want $total"
+it_stop agg7
+for w in 0 1 2 3; do
+    n=$(grep '"batch_written"' "$IT_TMP/agg7.log" | grep -c "\"worker\":$w,") || true
+    ((n > 0)) || it_fail "one content: worker $w wrote no batch of its node's busy shard"
+done
+it_pass "one busy content in one shard per node: every worker of the node drains it"
+it_stop collector
 
 # A shard over ARV_STREAM_HIGH_WATER on a node that then goes down: its length
 # is no longer known, so it no longer holds back the events bound for the

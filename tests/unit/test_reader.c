@@ -734,6 +734,60 @@ Test(reader_live, large_entries_piece_is_shared_by_the_streams)
     cr_assert_eq(n, 4 * (READER_PIECE_BYTES >> 20) / 4, "a piece of %zu entries", n);
 }
 
+/* How many of `b`'s entries came from stream `s`. */
+static size_t from_stream(const struct batch *b, unsigned s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < b->count; i++)
+        n += b->entries[i].stream == s;
+    return n;
+}
+
+/* A reader that owns the first of two streams (a worker's own shard) reads
+ * only it while it has entries; once it is caught up, the other one too (a
+ * backlog there is not left waiting); once its own has more again, only its
+ * own. */
+Test(reader_live, own_streams_first_then_the_others)
+{
+    static const char *const two[] = {"arv:o0", "arv:o1"};
+    struct reader r;
+    struct batch b;
+    enum reader_kind kind;
+    bool caught_up;
+
+    add_entries_to("arv:o0", 1500);
+    add_entries_to("arv:o1", 500);
+    batch_init(&b, two);
+    reader_open(&r, NULL, two, 2, 1000, 0);
+    r.nown = 1;
+    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
+    cr_assert_eq(reader_read_streams(&r), 1);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(from_stream(&b, 0), 1000, "COUNT from its own stream alone");
+    cr_assert_eq(from_stream(&b, 1), 0, "the other stream waits");
+    cr_assert_not(caught_up);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(from_stream(&b, 0), 500);
+    cr_assert_eq(from_stream(&b, 1), 0);
+    cr_assert(caught_up, "caught up on its own stream");
+    cr_assert_eq(reader_read_streams(&r), 2, "next, every stream");
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(from_stream(&b, 1), 500, "the other stream's backlog");
+    cr_assert_eq(reader_read_streams(&r), 2, "its own stream is still caught up");
+    add_entries_to("arv:o0", 2000);
+    add_entries_to("arv:o1", 300);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(from_stream(&b, 0), 500, "COUNT shared by both");
+    cr_assert_eq(from_stream(&b, 1), 300);
+    cr_assert_eq(reader_read_streams(&r), 1, "its own stream has more: its own alone");
+    add_entries_to("arv:o1", 100);
+    cr_assert_eq(reader_prefetch(&r), 0, "%s", r.errstr);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(from_stream(&b, 0), 1000, "a piece sent ahead reads its own stream alone");
+    cr_assert_eq(from_stream(&b, 1), 0);
+    live_end(&r, &b);
+}
+
 /* A claim takes up to COUNT entries per stream and says whether more wait, so
  * that a dead consumer's backlog comes back a claim after another. */
 Test(reader_live, claim_says_when_more_are_left)

@@ -1,7 +1,9 @@
 /* Unit tests for aggregator/worker.c's pure part: the test-only failpoint spec, when a
- * write of several reads ends, the XADD delays kept for the freshness floors. */
+ * write of several reads ends, the XADD delays kept for the freshness floors, and
+ * which shards a worker owns (aggregator.c). */
 #include <criterion/criterion.h>
 
+#include "aggregator.h"
 #include "worker.h"
 
 Test(worker, failpoint_spec)
@@ -181,18 +183,20 @@ Test(worker, delays_are_kept_for_a_window_or_two)
     worker_delays_deinit(&d);
 }
 
-/* A read's entries are shared by the worker's streams (16 shards took 16
+/* A read's entries are shared by the streams it reads (16 shards took 16
  * reads' worth at once: 153 MB), at least READER_CHUNK_MIN each, never 0. */
 Test(worker, read_max_is_shared_by_the_streams)
 {
-    cr_assert_eq(worker_read_max(200000, 1), WORKER_READ_MAX);
-    cr_assert_eq(worker_read_max(200000, 16), WORKER_READ_MAX / 16);
-    cr_assert_eq(worker_read_max(200000, 200), READER_CHUNK_MIN);
-    cr_assert_eq(worker_read_max(700, 1), 700);
-    cr_assert_eq(worker_read_max(700, 4), 175);
-    cr_assert_eq(worker_read_max(700, 16), READER_CHUNK_MIN);
-    cr_assert_eq(worker_read_max(1, 4), 1);
-    cr_assert_eq(worker_read_max(50, 4), 50); /* as before: small batches are tests */
+    cr_assert_eq(worker_read_max(200000), WORKER_READ_MAX);
+    cr_assert_eq(worker_read_max(700), 700);
+    cr_assert_eq(reader_per_stream(worker_read_max(200000), 1), WORKER_READ_MAX);
+    cr_assert_eq(reader_per_stream(worker_read_max(200000), 16), WORKER_READ_MAX / 16);
+    cr_assert_eq(reader_per_stream(worker_read_max(200000), 200), READER_CHUNK_MIN);
+    cr_assert_eq(reader_per_stream(worker_read_max(700), 1), 700);
+    cr_assert_eq(reader_per_stream(worker_read_max(700), 4), 175);
+    cr_assert_eq(reader_per_stream(worker_read_max(700), 16), READER_CHUNK_MIN);
+    cr_assert_eq(reader_per_stream(worker_read_max(1), 4), 1);
+    cr_assert_eq(reader_per_stream(worker_read_max(50), 4), 50); /* small batches are tests */
 }
 
 /* A read into an open write takes what is left of the deltas bound, at the
@@ -202,16 +206,68 @@ Test(worker, read_limit_near_the_deltas_bound)
 {
     struct worker_write wr = {0};
 
-    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 1), 0, "no write open");
+    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500)), 0, "no write open");
     wr.entries = 10000;
     wr.deltas_bytes = 999999; /* 100 bytes per entry (99 + 1 for the rounding) */
-    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 1), (DELTAS_MAX - 999999) / 100,
+    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500)), (DELTAS_MAX - 999999) / 100,
                  "far from it: 157,772, more than any read takes");
     wr.deltas_bytes = DELTAS_MAX - 500000; /* 16,277,216: 1,628 per entry */
-    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 1), 307);
-    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 2), 153, "shared by the streams");
+    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500)), 307);
+    cr_assert_eq(reader_per_stream(worker_read_limit(&wr, lim(200000, 0, 500)), 2), 153,
+                 "shared by the streams");
     wr.deltas_bytes = DELTAS_MAX - 100;
-    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 1), READER_CHUNK_MIN);
+    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500)), READER_CHUNK_MIN);
     wr.deltas_bytes = DELTAS_MAX + 100;
-    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500), 1), READER_CHUNK_MIN, "past it");
+    cr_assert_eq(worker_read_limit(&wr, lim(200000, 0, 500)), READER_CHUNK_MIN, "past it");
+}
+
+/* worker w's shards, as "own|others" of shard indexes. */
+static void streams_of(unsigned nstreams, unsigned nodes, unsigned per, unsigned w, char *out,
+                       size_t outlen)
+{
+    unsigned idx[64], nown = 99, n = aggregator_worker_streams(nstreams, nodes, per, w, idx, &nown);
+    size_t off = 0;
+    cr_assert_leq(nown, n);
+    for (unsigned i = 0; i < n; i++) {
+        const char *sep = i == nown ? "|" : i > 0 ? "," : "";
+        off += (size_t)snprintf(out + off, outlen - off, "%s%u", sep, idx[i]);
+    }
+    if (nown == n)
+        snprintf(out + off, outlen - off, "|");
+}
+
+/* With a shard per worker or more on a node, each worker owns every per-th
+ * of the node's shards and reads the others after them; with fewer, every
+ * worker owns all of the node's. Shard i is on node i % nodes. */
+Test(worker, own_shards_per_worker)
+{
+    char s[128];
+    streams_of(1, 1, 2, 0, s, sizeof(s));
+    cr_assert_str_eq(s, "0|", "one stream: both workers own it");
+    streams_of(1, 1, 2, 1, s, sizeof(s));
+    cr_assert_str_eq(s, "0|");
+    streams_of(2, 1, 2, 0, s, sizeof(s));
+    cr_assert_str_eq(s, "0|1");
+    streams_of(2, 1, 2, 1, s, sizeof(s));
+    cr_assert_str_eq(s, "1|0");
+    streams_of(5, 1, 2, 1, s, sizeof(s));
+    cr_assert_str_eq(s, "1,3|0,2,4");
+    streams_of(4, 1, 1, 0, s, sizeof(s));
+    cr_assert_str_eq(s, "0,1,2,3|", "one worker owns every shard");
+    /* 4 shards on 2 nodes: node 0 holds 0 and 2, node 1 holds 1 and 3. */
+    streams_of(4, 2, 2, 0, s, sizeof(s));
+    cr_assert_str_eq(s, "0|2");
+    streams_of(4, 2, 2, 1, s, sizeof(s));
+    cr_assert_str_eq(s, "2|0");
+    streams_of(4, 2, 2, 2, s, sizeof(s));
+    cr_assert_str_eq(s, "1|3");
+    streams_of(4, 2, 2, 3, s, sizeof(s));
+    cr_assert_str_eq(s, "3|1");
+    /* 3 shards on 2 nodes: node 1 holds shard 1 alone, both its workers own it. */
+    streams_of(3, 2, 2, 2, s, sizeof(s));
+    cr_assert_str_eq(s, "1|");
+    streams_of(3, 2, 2, 3, s, sizeof(s));
+    cr_assert_str_eq(s, "1|");
+    streams_of(3, 2, 2, 1, s, sizeof(s));
+    cr_assert_str_eq(s, "2|0");
 }
