@@ -509,10 +509,13 @@ grep -q '"hourly_rows_deleted":6,"hourly_slices":6' "$IT_TMP/aggregator.log" ||
 [ "$(it_psql "SELECT string_agg(entry_id, ',') FROM analytics.dead_letters WHERE stream = 'old'")" = 1-2 ] ||
     it_fail "dead letters past the retention: $(it_psql "SELECT entry_id FROM analytics.dead_letters WHERE stream = 'old'")"
 port=$IT_PORT_aggregator
-curl -s "http://127.0.0.1:$port/metrics" | grep -q 'aggregator_retention_dropped_total{what="dead_letters"} 1' ||
-    it_fail "dead letters retention metric: $(curl -s "http://127.0.0.1:$port/metrics" | grep retention)"
-curl -s "http://127.0.0.1:$port/metrics" | grep -q 'aggregator_retention_dropped_total{what="raw_partitions"} 6' ||
-    it_fail "retention metric: $(curl -s "http://127.0.0.1:$port/metrics" | grep retention)"
+# Read whole first: `curl | grep -q` fails under pipefail when grep stops
+# reading before curl has written it all (curl exits 23).
+m=$(curl -s "http://127.0.0.1:$port/metrics")
+grep -q 'aggregator_retention_dropped_total{what="dead_letters"} 1' <<<"$m" ||
+    it_fail "dead letters retention metric: $(grep retention <<<"$m")"
+grep -q 'aggregator_retention_dropped_total{what="raw_partitions"} 6' <<<"$m" ||
+    it_fail "retention metric: $(grep retention <<<"$m")"
 grep -q retention_partition_dropped "$IT_TMP/aggregator.log" || it_fail "no retention log"
 it_stop aggregator
 # A shorter dedupe window (ARV_DEDUPE_RETENTION_DAYS): the 89-day-old id goes,
