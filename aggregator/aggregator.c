@@ -33,7 +33,7 @@ const struct config_option aggregator_options[] = {
     {"batch-size", "ARV_BATCH_SIZE", CONFIG_INT, offsetof(struct aggregator_config, batch_size),
      "200000", NULL, 1, 320000,
      "stream entries per batch and worker, summed over its streams: one transaction, made of"
-     " reads of up to 10000 entries shared by the worker's streams (at least 100 each;"
+     " reads of up to 10000 entries shared by the streams read (at least 100 each;"
      " XREADGROUP pieces of 2000), each written as it comes"},
     {"batch-max-bytes", "ARV_BATCH_MAX_BYTES", CONFIG_INT,
      offsetof(struct aggregator_config, batch_max_bytes), "33554432", NULL, 1048576, 1073741824,
