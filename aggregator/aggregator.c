@@ -133,6 +133,7 @@ struct aggregator {
     unsigned nworkers;
     char **streams; /* every shard's stream name */
     unsigned nstreams;
+    char *left_behind[2]; /* streams of another ARV_STREAM_SHARDS (warn_left_behind) */
     char consumer[CONSUMER_MAX + 1];
     int notify[2];               /* workers write a byte to [1] when they end */
     struct event *notify_ev;     /* reads [0] on the loop */
@@ -408,6 +409,20 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
         else
             snprintf(a->streams[i], len, "%s:%u", cfg->common.stream, i);
     }
+    /* What another ARV_STREAM_SHARDS wrote, which nothing reads now: the
+     * plain name when sharded (and the shard past the last), the first two
+     * shards when not. The first worker of each node warns of those on it
+     * that still hold entries. */
+    for (unsigned i = 0; i < 2; i++) {
+        size_t len = strlen(cfg->common.stream) + 16;
+        if (!(a->left_behind[i] = malloc(len)))
+            goto out;
+        if (a->nstreams > 1 && i == 0)
+            snprintf(a->left_behind[i], len, "%s", cfg->common.stream);
+        else
+            snprintf(a->left_behind[i], len, "%s:%u", cfg->common.stream,
+                     a->nstreams > 1 ? a->nstreams : i);
+    }
     /* Per node, ARV_WORKERS threads read the node's streams as consumers
      * "<consumer>-<j>" (just "<consumer>" with one): while one waits for its
      * COMMIT the other reads and writes its own batch. */
@@ -434,6 +449,8 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
             .nown = nown,
             .consumer = name,
             .stream_upkeep = j == 0,
+            .left_behind = (const char *const *)a->left_behind,
+            .nleft_behind = 2,
             .delays = &a->delays,
             .database_url = cfg->common.database_url,
             .content_relation = cfg->content_relation,
@@ -603,6 +620,8 @@ void aggregator_free(struct aggregator *a)
     for (unsigned i = 0; a->streams && i < a->nstreams; i++)
         free(a->streams[i]);
     free(a->streams);
+    for (unsigned i = 0; i < 2; i++)
+        free(a->left_behind[i]);
     if (a->notify_ev)
         event_free(a->notify_ev);
     if (a->notify[0] >= 0)

@@ -790,9 +790,19 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
             if (!(reply = take_ahead(r)) || reply_counts(r, reply, got) < 0)
                 goto out;
             if (first && none_got(r, got)) {
-                /* Nothing then: wait for entries as any first piece does. */
+                /* Nothing then: wait for entries as any first piece does,
+                 * from every stream if that piece read only its own (they
+                 * are caught up). */
                 reply_arena_free(reply);
                 reply = NULL;
+                if (n < r->nstreams) {
+                    r->wide = true;
+                    n = r->nstreams;
+                    count = read_count(r, n);
+                    chunk = read_chunk(r, n);
+                    for (unsigned i = 0; i < n; i++)
+                        ids[i] = ">";
+                }
                 want = count < chunk ? count : chunk;
             }
         }
@@ -912,25 +922,26 @@ out:
     return rc;
 }
 
-/* Claims stream `s`'s entries idle for `min_idle` ms: up to `count`, in
- * pieces of READER_CHUNK like a read, and no more once the batch's rows take
- * `max_bytes`. Returns 0 when none is left, 1 when there may be more, or -1. */
+/* Claims stream `s`'s entries idle for `min_idle` ms: up to its share of
+ * `count` (every stream is claimed from), in pieces of READER_CHUNK like a
+ * read, and no more once the batch's rows take `max_bytes`. Returns 0 when
+ * none is left, 1 when there may be more, or -1. */
 static int claim_stream(struct reader *r, struct batch *b, unsigned s, const char *min_idle,
                         long max_deliveries)
 {
     char start[BATCH_ENTRY_ID_MAX + 1] = "-";
     char last[BATCH_ENTRY_ID_MAX];
-    long total = 0;
+    long total = 0, count = reader_per_stream(r->count, r->nstreams);
 
     for (;;) {
-        long want = r->count - total < READER_CHUNK ? r->count - total : READER_CHUNK;
+        long want = count - total < READER_CHUNK ? count - total : READER_CHUNK;
         size_t seen;
         if (claim_chunk(r, b, s, min_idle, start, want, max_deliveries, &seen, last) < 0)
             return -1;
         total += (long)seen;
         if ((long)seen < want || !last[0])
             return 0;
-        if (total >= r->count || batch_full(r, b))
+        if (total >= count || batch_full(r, b))
             return 1;                                /* maybe more */
         snprintf(start, sizeof(start), "(%s", last); /* exclusive: after the last one */
     }
@@ -1262,6 +1273,35 @@ static bool first_after(struct reader *r, unsigned s, const char *last, char *ou
     }
     reply_arena_free(reply);
     return ok;
+}
+
+long long reader_unacked(struct reader *r, const char *stream)
+{
+    redisReply *reply = reader_commandv(r, 2, (const char *[]){"XLEN", stream});
+    long long len, n = -1;
+
+    if (!reply || reply_is_error(r, reply, "XLEN") || reply->type != REDIS_REPLY_INTEGER)
+        goto out;
+    len = n = reply->integer;
+    reply_arena_free(reply);
+    reply = NULL;
+    if (len == 0)
+        return 0;
+    /* An error reply (XINFO refused): XLEN stands. */
+    if (!(reply = reader_commandv(r, 3, (const char *[]){"XINFO", "GROUPS", stream})))
+        return -1;
+    for (size_t k = 0; reply->type == REDIS_REPLY_ARRAY && k < reply->elements; k++) {
+        const redisReply *g = reply->element[k], *name = reader_map_get(g, "name"), *v;
+        if (!name || name->type != REDIS_REPLY_STRING || strcmp(name->str, READER_GROUP) != 0)
+            continue;
+        v = reader_map_get(g, "lag");
+        n = v && v->type == REDIS_REPLY_INTEGER ? v->integer : len;
+        v = reader_map_get(g, "pending");
+        n += v && v->type == REDIS_REPLY_INTEGER ? v->integer : 0;
+    }
+out:
+    reply_arena_free(reply);
+    return n;
 }
 
 int reader_stats(struct reader *r, unsigned i, bool trim, int64_t time_ms, struct reader_stats *out)

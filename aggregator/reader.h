@@ -205,6 +205,12 @@ void reader_recover(struct reader *r);
 int reader_stats(struct reader *r, unsigned i, bool trim, int64_t time_ms,
                  struct reader_stats *out);
 
+/* Entries of `stream` (any stream of this reader's node, not only its own)
+ * that the group has not acknowledged: pending + lag (XLEN when Redis cannot
+ * tell the lag, or the group does not exist there); 0 when the stream does
+ * not exist. Returns -1 with `errstr` set on failure. */
+long long reader_unacked(struct reader *r, const char *stream);
+
 /* Redis's clock (TIME) in ms into *out; false if refused or malformed (or
  * the connection failed). */
 bool reader_time_ms(struct reader *r, int64_t *out);

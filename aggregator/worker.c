@@ -646,6 +646,28 @@ long worker_read_max(long batch_size)
     return batch_size < WORKER_READ_MAX ? batch_size : WORKER_READ_MAX;
 }
 
+/* Warns of streams of another ARV_STREAM_SHARDS that still hold entries the
+ * group has not acknowledged: after the setting changed, nobody reads them
+ * (docs/aggregator.md, "Shards and workers"). Once per process and node. */
+static void warn_left_behind(struct worker *w)
+{
+    for (unsigned i = 0; i < w->nleft_behind; i++) {
+        long long n = reader_unacked(&w->reader, w->left_behind[i]);
+        if (n < 0) {
+            if (!reader_connected(&w->reader))
+                return; /* checked at the next connect */
+            log_warn("stream_left_behind_unknown", LF_STR("stream", w->left_behind[i]),
+                     LF_STR("error", w->reader.errstr));
+        } else if (n > 0) {
+            log_warn("stream_left_behind", LF_STR("stream", w->left_behind[i]),
+                     LF_INT("entries", n),
+                     LF_STR("detail", "not read with this ARV_STREAM_SHARDS: drain it with the "
+                                      "setting it was written with"));
+        }
+    }
+    w->left_behind_checked = true;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -699,6 +721,8 @@ static void *worker_main(void *arg)
             }
             redis_ok(w);
             redis_backoff = BACKOFF_MIN_MS;
+            if (w->stream_upkeep && !w->left_behind_checked)
+                warn_left_behind(w);
         }
 
         /* Before PostgreSQL: the gauges go on while it is away. */
@@ -981,6 +1005,8 @@ int worker_init(struct worker *w, unsigned index, const struct worker_config *cf
     w->notify_fd = notify_fd;
     w->claim_idle_ms = cfg->claim_idle_ms;
     w->stream_upkeep = cfg->stream_upkeep;
+    w->left_behind = cfg->left_behind;
+    w->nleft_behind = cfg->nleft_behind;
     w->max_deliveries = cfg->max_deliveries;
     atomic_init(&w->redis_state, WORKER_DEP_CONNECTING);
     atomic_init(&w->pg_state, WORKER_DEP_CONNECTING);

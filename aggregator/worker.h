@@ -78,6 +78,9 @@ struct worker_config {
     const char *consumer; /* name in the consumer group */
     bool stream_upkeep;   /* this worker updates the stream gauges and floors, and trims (one per
                              node) */
+    const char *const *left_behind; /* with stream_upkeep: streams of another shard count to
+                                       warn of if they hold entries (borrowed: outlive it) */
+    unsigned nleft_behind;
     struct worker_delays *delays; /* the process's, shared */
     const char *database_url;
     const char *content_relation;
@@ -186,11 +189,14 @@ struct worker {
     long claim_idle_ms;
     long max_deliveries;
     bool stream_upkeep;             /* gauges, floors and trimming are this worker's to do */
-    bool stats_failing;             /* the last gauges' commands were refused */
-    bool trim_failing;              /* the last trim was refused */
-    struct reader reader;           /* used only by the thread */
-    struct store store;             /* used only by the thread */
-    struct content_cache *contents; /* the registry cache; thread only */
+    const char *const *left_behind; /* warn_left_behind's streams, borrowed */
+    unsigned nleft_behind;
+    bool left_behind_checked;
+    bool stats_failing;                       /* the last gauges' commands were refused */
+    bool trim_failing;                        /* the last trim was refused */
+    struct reader reader;                     /* used only by the thread */
+    struct store store;                       /* used only by the thread */
+    struct content_cache *contents;           /* the registry cache; thread only */
     struct content_cache_stats contents_seen; /* stats already counted in metrics */
     struct ua_cache *ua;                      /* parsed user agents; thread only; NULL: off */
     struct ua_cache_stats ua_seen;            /* stats already counted in metrics */

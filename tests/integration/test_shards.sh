@@ -75,7 +75,13 @@ die_after_commit() {
     (($(pending_all) > 0)) || it_fail "$name: nothing pending after the failpoint"
 }
 opts=(ARV_BATCH_SIZE=2500 ARV_CLAIM_IDLE_MS=2000)
+# Events left in the stream of one shard (ARV_STREAM_SHARDS was 1 when they
+# were written): nothing reads them now, and the first aggregator says so.
+for k in 1 2 3; do rcli 0 XADD "$ARV_STREAM" '*' v 1 e x >/dev/null; done
 die_after_commit agg1 "${opts[@]}"
+grep -q "\"event\":\"stream_left_behind\",.*\"stream\":\"$ARV_STREAM\",\"entries\":3," "$IT_TMP/agg1.log" ||
+    it_fail "3 entries left in $ARV_STREAM, not warned of: $(grep left_behind "$IT_TMP/agg1.log")"
+rcli 0 DEL "$ARV_STREAM" >/dev/null
 it_start agg2 arv-aggregator ARV_CONSUMER=agg2 "${opts[@]}"
 for ((i = 0; i < 300; i++)); do
     rows=$(raw_rows)
@@ -93,8 +99,9 @@ dead=$(it_psql "SELECT count(*) FROM analytics.dead_letters")
 [ "$dead" = 0 ] || it_fail "$dead dead letters"
 grep -q '"entries_claimed"' "$IT_TMP/agg2.log" ||
     it_fail "the killed aggregator's entries were not claimed (it may have read nothing)"
+! grep -q '"stream_left_behind' "$IT_TMP/agg2.log" || it_fail "warned of a stream left behind that is gone"
 it_stop agg2
-it_pass "shards: $N events of $K contents over 4 shards on 2 nodes (one shard per content and node), one aggregator exiting between COMMIT and XACK: counted once, nothing pending"
+it_pass "shards: $N events of $K contents over 4 shards on 2 nodes (one shard per content and node), one aggregator exiting between COMMIT and XACK: counted once, nothing pending; entries left in the unsharded stream warned of"
 
 # arvctl dlq replay routes as the collector: events of content nobody
 # registered (dead letters, never counted), one named by id (999) and one by

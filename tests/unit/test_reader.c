@@ -819,6 +819,80 @@ Test(reader_live, claim_says_when_more_are_left)
 /* A claim over several streams stops once the batch is full (its byte
  * budget), as a read does, and the next claim begins where it stopped
  * (before: each further stream added a piece past the budget). */
+/* A piece sent ahead from a reader's own stream that comes back empty (its
+ * stream caught up meanwhile): the read then reads every stream, rather than
+ * waiting on its own. */
+Test(reader_live, own_stream_empty_ahead_reads_the_others)
+{
+    static const char *const two[] = {"arv:e0", "arv:e1"};
+    struct reader r;
+    struct batch b;
+    enum reader_kind kind;
+    bool caught_up;
+
+    add_entries_to("arv:e0", 1000);
+    add_entries_to("arv:e1", 300);
+    batch_init(&b, two);
+    reader_open(&r, NULL, two, 2, 1000, 0);
+    r.nown = 1;
+    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(from_stream(&b, 0), 1000);
+    cr_assert_not(caught_up);
+    cr_assert_eq(reader_read_streams(&r), 1);
+    cr_assert_eq(reader_prefetch(&r), 0, "%s", r.errstr); /* its own stream: nothing */
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(from_stream(&b, 1), 300, "the other stream's entries, in this read");
+    cr_assert_eq(reader_read_streams(&r), 2);
+    live_end(&r, &b);
+}
+
+/* What the group has not acknowledged in a stream of another shard count:
+ * nothing for a stream that does not exist, every entry without the group,
+ * pending + lag with it. */
+Test(reader_live, unacked_entries_of_any_stream)
+{
+    struct reader r;
+    struct batch b;
+    live_start(&r, &b, 0, 100, 0);
+    cr_assert_eq(reader_unacked(&r, "arv:gone"), 0);
+    add_entries_to("arv:old", 5);
+    cr_assert_eq(reader_unacked(&r, "arv:old"), 5, "no group: every entry");
+    redisReply *rep = redisCommand(admin, "XGROUP CREATE arv:old " READER_GROUP " 0");
+    freeReplyObject(rep);
+    rep = redisCommand(admin, "XREADGROUP GROUP " READER_GROUP " ghost COUNT 3 STREAMS arv:old >");
+    cr_assert(rep && rep->type == REDIS_REPLY_ARRAY);
+    const char *id = rep->element[0]->element[1]->element[0]->element[0]->str;
+    redisReply *ack = redisCommand(admin, "XACK arv:old " READER_GROUP " %s", id);
+    freeReplyObject(ack);
+    freeReplyObject(rep);
+    cr_assert_eq(reader_unacked(&r, "arv:old"), 4, "2 pending + 2 never delivered");
+    live_end(&r, &b);
+}
+
+/* A claim's entries are shared by the streams, as a read's: COUNT in all,
+ * not COUNT per stream (a claim from 16 shards took 16 reads' worth). */
+Test(reader_live, claim_count_is_shared_by_the_streams)
+{
+    static const char *const two[] = {"arv:d0", "arv:d1"};
+    struct reader r;
+    struct batch b;
+    for (int s = 0; s < 2; s++)
+        add_entries_to(two[s], 800);
+    batch_init(&b, two);
+    reader_open(&r, NULL, two, 2, 1000, 0);
+    redisReply *ghost = redisCommand(admin, "XREADGROUP GROUP " READER_GROUP
+                                            " ghost COUNT 1000 STREAMS arv:d0 arv:d1 > >");
+    cr_assert(ghost && ghost->type == REDIS_REPLY_ARRAY);
+    freeReplyObject(ghost);
+    usleep(600 * 1000); /* idle 500 ms: claimable */
+    cr_assert_eq(reader_claim(&r, &b, 500, 0), 1, "more wait");
+    cr_assert_eq(b.count, 1000, "a claim of %zu entries", b.count);
+    cr_assert_eq(from_stream(&b, 0), 500);
+    cr_assert_eq(from_stream(&b, 1), 500);
+    live_end(&r, &b);
+}
+
 Test(reader_live, claim_stops_at_the_budget_across_streams)
 {
     static const char *const three[] = {"arv:c0", "arv:c1", "arv:c2"};
