@@ -870,6 +870,30 @@ Test(reader_live, unacked_entries_of_any_stream)
     live_end(&r, &b);
 }
 
+/* `n` streams of `per_stream` entries each, all read by another consumer
+ * ("ghost") and idle 500 ms, so claimable; a batch for them and a reader
+ * (reads of `count`, `max_bytes`), connected. */
+static void ghost_pending(struct reader *r, struct batch *b, const char *const *names, unsigned n,
+                          int per_stream, long count, size_t max_bytes)
+{
+    const char *argv[16] = {"XREADGROUP", "GROUP", READER_GROUP, "ghost",
+                            "COUNT",      "1000",  "STREAMS"};
+    int argc = 7;
+    cr_assert_leq(n, 4);
+    for (unsigned s = 0; s < n; s++) {
+        add_entries_to(names[s], per_stream);
+        argv[argc++] = names[s];
+    }
+    for (unsigned s = 0; s < n; s++)
+        argv[argc++] = ">";
+    batch_init(b, names);
+    reader_open(r, NULL, names, n, count, max_bytes);
+    redisReply *ghost = redisCommandArgv(admin, argc, argv, NULL);
+    cr_assert(ghost && ghost->type == REDIS_REPLY_ARRAY);
+    freeReplyObject(ghost);
+    usleep(600 * 1000); /* idle 500 ms: claimable */
+}
+
 /* A claim's entries are shared by the streams, as a read's: COUNT in all,
  * not COUNT per stream (a claim from 16 shards took 16 reads' worth). */
 Test(reader_live, claim_count_is_shared_by_the_streams)
@@ -877,15 +901,7 @@ Test(reader_live, claim_count_is_shared_by_the_streams)
     static const char *const two[] = {"arv:d0", "arv:d1"};
     struct reader r;
     struct batch b;
-    for (int s = 0; s < 2; s++)
-        add_entries_to(two[s], 800);
-    batch_init(&b, two);
-    reader_open(&r, NULL, two, 2, 1000, 0);
-    redisReply *ghost = redisCommand(admin, "XREADGROUP GROUP " READER_GROUP
-                                            " ghost COUNT 1000 STREAMS arv:d0 arv:d1 > >");
-    cr_assert(ghost && ghost->type == REDIS_REPLY_ARRAY);
-    freeReplyObject(ghost);
-    usleep(600 * 1000); /* idle 500 ms: claimable */
+    ghost_pending(&r, &b, two, 2, 800, 1000, 0);
     cr_assert_eq(reader_claim(&r, &b, 500, 0), 1, "more wait");
     cr_assert_eq(b.count, 1000, "a claim of %zu entries", b.count);
     cr_assert_eq(from_stream(&b, 0), 500);
@@ -898,15 +914,7 @@ Test(reader_live, claim_stops_at_the_budget_across_streams)
     static const char *const three[] = {"arv:c0", "arv:c1", "arv:c2"};
     struct reader r;
     struct batch b;
-    for (int s = 0; s < 3; s++)
-        add_entries_to(three[s], 300);
-    batch_init(&b, three);
-    reader_open(&r, NULL, three, 3, 10000, 1);
-    redisReply *ghost = redisCommand(admin, "XREADGROUP GROUP " READER_GROUP
-                                            " ghost COUNT 1000 STREAMS arv:c0 arv:c1 arv:c2 > > >");
-    cr_assert(ghost && ghost->type == REDIS_REPLY_ARRAY);
-    freeReplyObject(ghost);
-    usleep(600 * 1000); /* idle 500 ms: claimable */
+    ghost_pending(&r, &b, three, 3, 300, 10000, 1);
     for (int k = 0; k < 3; k++) {
         batch_reset(&b);
         int rc = reader_claim(&r, &b, 500, 0);

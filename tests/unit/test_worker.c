@@ -241,33 +241,30 @@ static void streams_of(unsigned nstreams, unsigned nodes, unsigned per, unsigned
  * worker owns all of the node's. Shard i is on node i % nodes. */
 Test(worker, own_shards_per_worker)
 {
-    char s[128];
-    streams_of(1, 1, 2, 0, s, sizeof(s));
-    cr_assert_str_eq(s, "0|", "one stream: both workers own it");
-    streams_of(1, 1, 2, 1, s, sizeof(s));
-    cr_assert_str_eq(s, "0|");
-    streams_of(2, 1, 2, 0, s, sizeof(s));
-    cr_assert_str_eq(s, "0|1");
-    streams_of(2, 1, 2, 1, s, sizeof(s));
-    cr_assert_str_eq(s, "1|0");
-    streams_of(5, 1, 2, 1, s, sizeof(s));
-    cr_assert_str_eq(s, "1,3|0,2,4");
-    streams_of(4, 1, 1, 0, s, sizeof(s));
-    cr_assert_str_eq(s, "0,1,2,3|", "one worker owns every shard");
-    /* 4 shards on 2 nodes: node 0 holds 0 and 2, node 1 holds 1 and 3. */
-    streams_of(4, 2, 2, 0, s, sizeof(s));
-    cr_assert_str_eq(s, "0|2");
-    streams_of(4, 2, 2, 1, s, sizeof(s));
-    cr_assert_str_eq(s, "2|0");
-    streams_of(4, 2, 2, 2, s, sizeof(s));
-    cr_assert_str_eq(s, "1|3");
-    streams_of(4, 2, 2, 3, s, sizeof(s));
-    cr_assert_str_eq(s, "3|1");
-    /* 3 shards on 2 nodes: node 1 holds shard 1 alone, both its workers own it. */
-    streams_of(3, 2, 2, 2, s, sizeof(s));
-    cr_assert_str_eq(s, "1|");
-    streams_of(3, 2, 2, 3, s, sizeof(s));
-    cr_assert_str_eq(s, "1|");
-    streams_of(3, 2, 2, 1, s, sizeof(s));
-    cr_assert_str_eq(s, "2|0");
+    static const struct {
+        unsigned nstreams, nodes, per, w;
+        const char *want;
+    } cases[] = {
+        {1, 1, 2, 0, "0|"}, /* one stream: both workers own it */
+        {1, 1, 2, 1, "0|"},
+        {2, 1, 2, 0, "0|1"},
+        {2, 1, 2, 1, "1|0"},
+        {5, 1, 2, 1, "1,3|0,2,4"},
+        {4, 1, 1, 0, "0,1,2,3|"}, /* one worker owns every shard */
+        /* 4 shards on 2 nodes: node 0 holds 0 and 2, node 1 holds 1 and 3. */
+        {4, 2, 2, 0, "0|2"},
+        {4, 2, 2, 1, "2|0"},
+        {4, 2, 2, 2, "1|3"},
+        {4, 2, 2, 3, "3|1"},
+        /* 3 shards on 2 nodes: node 1 holds shard 1 alone, both its workers own it. */
+        {3, 2, 2, 2, "1|"},
+        {3, 2, 2, 3, "1|"},
+        {3, 2, 2, 1, "2|0"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char s[128];
+        streams_of(cases[i].nstreams, cases[i].nodes, cases[i].per, cases[i].w, s, sizeof(s));
+        cr_assert_str_eq(s, cases[i].want, "%u shards, %u nodes, %u per node, worker %u",
+                         cases[i].nstreams, cases[i].nodes, cases[i].per, cases[i].w);
+    }
 }
