@@ -789,20 +789,20 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
             want = r->ahead_count;
             if (!(reply = take_ahead(r)) || reply_counts(r, reply, got) < 0)
                 goto out;
+            if (first && none_got(r, got) && n < r->nstreams) {
+                /* Its own streams are caught up: said at once, so that the
+                 * open batch commits before the next read takes the other
+                 * streams' entries (into this batch they would share rollup
+                 * rows with their owner's: its merge would wait for the
+                 * other's COMMIT). */
+                r->wide = true;
+                rc = 0;
+                goto out;
+            }
             if (first && none_got(r, got)) {
-                /* Nothing then: wait for entries as any first piece does,
-                 * from every stream if that piece read only its own (they
-                 * are caught up). */
+                /* Nothing then: wait for entries as any first piece does. */
                 reply_arena_free(reply);
                 reply = NULL;
-                if (n < r->nstreams) {
-                    r->wide = true;
-                    n = r->nstreams;
-                    count = read_count(r, n);
-                    chunk = read_chunk(r, n);
-                    for (unsigned i = 0; i < n; i++)
-                        ids[i] = ">";
-                }
                 want = count < chunk ? count : chunk;
             }
         }

@@ -820,8 +820,8 @@ Test(reader_live, claim_says_when_more_are_left)
  * budget), as a read does, and the next claim begins where it stopped
  * (before: each further stream added a piece past the budget). */
 /* A piece sent ahead from a reader's own stream that comes back empty (its
- * stream caught up meanwhile): the read then reads every stream, rather than
- * waiting on its own. */
+ * stream caught up meanwhile): the read says it caught up at once, rather
+ * than waiting on its own stream, and the next one reads every stream. */
 Test(reader_live, own_stream_empty_ahead_reads_the_others)
 {
     static const char *const two[] = {"arv:e0", "arv:e1"};
@@ -841,9 +841,15 @@ Test(reader_live, own_stream_empty_ahead_reads_the_others)
     cr_assert_not(caught_up);
     cr_assert_eq(reader_read_streams(&r), 1);
     cr_assert_eq(reader_prefetch(&r), 0, "%s", r.errstr); /* its own stream: nothing */
+    r.block_ms = 1000;
+    int64_t t0 = (int64_t)timeutil_mono_ms();
     read_new(&r, &b, &caught_up);
-    cr_assert_eq(from_stream(&b, 1), 300, "the other stream's entries, in this read");
+    cr_assert_eq(b.count, 0, "the other stream's entries wait for the next read");
+    cr_assert(caught_up);
+    cr_assert_lt((int64_t)timeutil_mono_ms() - t0, 900, "no BLOCK of 1 s on its own stream");
     cr_assert_eq(reader_read_streams(&r), 2);
+    read_new(&r, &b, &caught_up);
+    cr_assert_eq(from_stream(&b, 1), 300, "the other stream's entries");
     live_end(&r, &b);
 }
 
