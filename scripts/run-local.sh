@@ -139,12 +139,13 @@ ARV Analytics is running (logs in $data/logs, data in $data):
   aggregator  http://$aggregator   /metrics, /api/health/readiness
   reporter    http://$reporter   GET /api/analytics/overview (Bearer key)
   dashboard   http://$reporter/dashboard   (paste a key)
-  redis       $REDIS_URL
+  redis       $REDIS_URL   (streams: ARV_STREAM_SHARDS=$ARV_STREAM_SHARDS)
   postgresql  $DATABASE_URL
 Register content and make a key with:
   $bin/arvctl content add --id 1 --project 1 --company 1
   $bin/arvctl keys create --admin
-(with DATABASE_URL=$DATABASE_URL). Ctrl-C stops everything.
+(with DATABASE_URL=$DATABASE_URL; arvctl dlq replay also needs
+REDIS_URL=$REDIS_URL ARV_STREAM_SHARDS=$ARV_STREAM_SHARDS). Ctrl-C stops everything.
 INFO
 wait -n "${pids[@]}" || true
 arv_log "a daemon exited; see $data/logs"
