@@ -126,6 +126,10 @@ const struct config_option aggregator_options[] = {
 };
 const size_t aggregator_options_len = sizeof(aggregator_options) / sizeof(aggregator_options[0]);
 
+/* Streams another ARV_STREAM_SHARDS writes that the first worker of each node
+ * checks at start: see create_workers. */
+#define LEFT_BEHIND 2
+
 struct aggregator {
     struct service *svc;                 /* borrowed */
     const struct aggregator_config *cfg; /* borrowed */
@@ -133,7 +137,7 @@ struct aggregator {
     unsigned nworkers;
     char **streams; /* every shard's stream name */
     unsigned nstreams;
-    char *left_behind[2]; /* streams of another ARV_STREAM_SHARDS (warn_left_behind) */
+    char *left_behind[LEFT_BEHIND]; /* streams of another ARV_STREAM_SHARDS (warn_left_behind) */
     char consumer[CONSUMER_MAX + 1];
     int notify[2];               /* workers write a byte to [1] when they end */
     struct event *notify_ev;     /* reads [0] on the loop */
@@ -413,7 +417,7 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
      * plain name when sharded (and the shard past the last), the first two
      * shards when not. The first worker of each node warns of those on it
      * that still hold entries. */
-    for (unsigned i = 0; i < 2; i++) {
+    for (unsigned i = 0; i < LEFT_BEHIND; i++) {
         size_t len = strlen(cfg->common.stream) + 16;
         if (!(a->left_behind[i] = malloc(len)))
             goto out;
@@ -450,7 +454,7 @@ static int create_workers(struct aggregator *a, const struct worker_metrics *m)
             .consumer = name,
             .stream_upkeep = j == 0,
             .left_behind = (const char *const *)a->left_behind,
-            .nleft_behind = 2,
+            .nleft_behind = LEFT_BEHIND,
             .delays = &a->delays,
             .database_url = cfg->common.database_url,
             .content_relation = cfg->content_relation,
@@ -620,7 +624,7 @@ void aggregator_free(struct aggregator *a)
     for (unsigned i = 0; a->streams && i < a->nstreams; i++)
         free(a->streams[i]);
     free(a->streams);
-    for (unsigned i = 0; i < 2; i++)
+    for (unsigned i = 0; i < LEFT_BEHIND; i++)
         free(a->left_behind[i]);
     if (a->notify_ev)
         event_free(a->notify_ev);
