@@ -2,7 +2,6 @@
  * (the node) and content (the shard on it). */
 #include "stream_writer.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,42 +58,10 @@ struct xlen_poll {
     long shard;
 };
 
-_Static_assert(sizeof(((struct event *)0)->content_uid) <= STREAM_WRITER_KEY_MAX,
-               "a content_uid fits STREAM_WRITER_KEY_MAX");
-
-size_t stream_writer_content_key(const struct event *ev, char *out, size_t outlen)
-{
-    char digits[24];
-    const char *key = ev->content_uid;
-    size_t n;
-
-    assert(outlen > 0);
-    if (ev->ar_content_id != 0) {
-        /* Runs for every event: no printf. */
-        char *p = digits + sizeof(digits);
-        int64_t id = ev->ar_content_id;
-        uint64_t v = id < 0 ? (uint64_t)0 - (uint64_t)id : (uint64_t)id;
-        *--p = '\0';
-        do {
-            *--p = (char)('0' + v % 10);
-            v /= 10;
-        } while (v);
-        if (id < 0)
-            *--p = '-';
-        key = p;
-    }
-    n = strlen(key);
-    if (n >= outlen)
-        n = outlen - 1;
-    memcpy(out, key, n);
-    out[n] = '\0';
-    return n;
-}
-
 /* The shard of `ev` among `shards` on `nodes` nodes: see stream_writer_route. */
 static long shard_of(long shards, int nodes, const struct event *ev)
 {
-    char key[STREAM_WRITER_KEY_MAX];
+    char key[EVENT_CONTENT_KEY_MAX];
 
     if (shards <= 1)
         return 0;
@@ -105,7 +72,7 @@ static long shard_of(long shards, int nodes, const struct event *ev)
     uint32_t n = (uint32_t)(nodes < shards ? nodes : shards);
     uint32_t k = strbuf_fnv1a(ev->session_id, strlen(ev->session_id)) % n;
     uint32_t on_node = ((uint32_t)shards - k + n - 1) / n; /* shards k, k + n, ... */
-    size_t len = stream_writer_content_key(ev, key, sizeof(key));
+    size_t len = event_content_key(ev, key, sizeof(key));
     return (long)(k + n * (strbuf_fnv1a(key, len) % on_node));
 }
 

@@ -9,7 +9,6 @@
 /* Most Redis nodes REDIS_URL may list. */
 #define STREAM_WRITER_MAX_NODES 64
 #define STREAM_WRITER_NAME_MAX  239 /* bytes of ARV_STREAM, before a shard's ":N" */
-#define STREAM_WRITER_KEY_MAX   129 /* bytes of any content key, its NUL included */
 
 struct event;
 struct event_base;
@@ -29,12 +28,6 @@ typedef void stream_writer_done_cb(void *arg, bool ok, const char *entry_id, con
 struct stream_writer *stream_writer_new(struct event_base *base, struct metrics *m,
                                         const char *redis_urls, const char *stream, long shards,
                                         char *err, size_t errlen);
-
-/* Writes the content key of `ev` (borrowed) into `out` (`outlen` bytes;
- * STREAM_WRITER_KEY_MAX hold any): the content as the client named it, the
- * decimal ar_content_id when it is non-zero, else content_uid. Returns its
- * length (cut to outlen - 1). Pure. */
-size_t stream_writer_content_key(const struct event *ev, char *out, size_t outlen);
 
 /* The stream of `ev` (borrowed), written into `out` ("arv:events" or
  * "arv:events:3"); returns the index of the node that holds it. Unsharded

@@ -1151,6 +1151,27 @@ static char *put_int(char *w, int64_t v)
     return put_lit(w, p, (size_t)(buf + sizeof(buf) - p));
 }
 
+_Static_assert(sizeof(((struct event *)0)->content_uid) <= EVENT_CONTENT_KEY_MAX,
+               "a content_uid fits EVENT_CONTENT_KEY_MAX");
+
+size_t event_content_key(const struct event *ev, char *out, size_t outlen)
+{
+    char digits[24];
+    const char *key = ev->content_uid;
+    size_t n;
+
+    if (ev->ar_content_id != 0) {
+        *put_int(digits, ev->ar_content_id) = '\0';
+        key = digits;
+    }
+    n = strlen(key);
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, key, n);
+    out[n] = '\0';
+    return n;
+}
+
 /* A JSON string, exactly as strbuf_json_string() writes it (which handles
  * anything but plain printable ASCII). */
 static char *put_str(struct strbuf *out, char *w, const char *s)

@@ -93,6 +93,16 @@ void event_to_stream(const struct event *ev, struct strbuf *out);
  * false with `err` set if it is not a valid schema-1 event. */
 bool event_from_stream(const char *json, size_t len, struct event *ev, struct event_error *err);
 
+/* Bytes of any content key, its NUL included (a content_uid fits). */
+#define EVENT_CONTENT_KEY_MAX 129
+
+/* Writes the content key of `ev` into `out` (`outlen` bytes;
+ * EVENT_CONTENT_KEY_MAX hold any): the content as the client named it, the
+ * decimal ar_content_id when it is non-zero, else content_uid (the
+ * collector's shard on a node follows it). Returns its length (cut to
+ * outlen - 1). Pure. */
+size_t event_content_key(const struct event *ev, char *out, size_t outlen);
+
 /* Writes a time-ordered UUIDv7 for `now_ms` (random bits from the OS) into
  * `out` (EVENT_UUID_LEN + 1 bytes). Thread-safe. */
 void event_uuid_v7(char *out, int64_t now_ms);

@@ -39,13 +39,13 @@ Test(arvctl_dlq, event_payload_decoded)
         "{" EID "," SID ",\"ar_content_id\":200," RX ",\"city\":\"Q \\\" x\"}";
     struct event ev;
     struct event_error err;
-    char key[STREAM_WRITER_KEY_MAX], *event;
+    char key[EVENT_CONTENT_KEY_MAX], *event;
 
     cr_assert_not_null(event = dlq_event(payload, &ev, &err), "%s", err.message);
     cr_assert_str_eq(event, payload);
     cr_assert_str_eq(ev.session_id, "7f1c2f3a-5b7e-4c2a-9d3e-1a2b3c4d5e6f");
     cr_assert_eq(ev.ar_content_id, 200);
-    stream_writer_content_key(&ev, key, sizeof(key));
+    event_content_key(&ev, key, sizeof(key));
     cr_assert_str_eq(key, "200");
     free(event);
 }
@@ -61,7 +61,7 @@ Test(arvctl_dlq, event_from_either_payload)
                                  "\\\"received_at\\\":\\\"2026-12-05T00:00:00Z\\\"}\"}";
     struct event ev;
     struct event_error err;
-    char key[STREAM_WRITER_KEY_MAX], *event;
+    char key[EVENT_CONTENT_KEY_MAX], *event;
 
     cr_assert_not_null(event = dlq_event(fields, &ev, &err), "%s", err.message);
     cr_assert_str_eq(event, "{\"event_id\":\"0190a3e4-0000-7000-8000-000000000002\","
@@ -70,7 +70,7 @@ Test(arvctl_dlq, event_from_either_payload)
                             "\"received_at\":\"2026-12-05T00:00:00Z\"}");
     cr_assert_str_eq(ev.session_id, "0000b000-0000-4000-8000-000000000002");
     cr_assert_eq(ev.ar_content_id, 0);
-    stream_writer_content_key(&ev, key, sizeof(key));
+    event_content_key(&ev, key, sizeof(key));
     cr_assert_str_eq(key, "abc");
     free(event);
 }
@@ -174,22 +174,22 @@ static const char *const sessions[] = {
 /* The routing's content key: the decimal ar_content_id, else content_uid. */
 Test(arvctl_dlq, content_key_is_the_content_as_named)
 {
-    char key[STREAM_WRITER_KEY_MAX], small[3];
+    char key[EVENT_CONTENT_KEY_MAX], small[3];
     struct event ev = route_event(sessions[0], 200, "abc");
 
-    cr_assert_eq(stream_writer_content_key(&ev, key, sizeof(key)), 3);
+    cr_assert_eq(event_content_key(&ev, key, sizeof(key)), 3);
     cr_assert_str_eq(key, "200");
     ev = route_event(sessions[0], 0, "abc");
-    cr_assert_eq(stream_writer_content_key(&ev, key, sizeof(key)), 3);
+    cr_assert_eq(event_content_key(&ev, key, sizeof(key)), 3);
     cr_assert_str_eq(key, "abc");
     ev = route_event(sessions[0], INT64_MAX, "");
-    stream_writer_content_key(&ev, key, sizeof(key));
+    event_content_key(&ev, key, sizeof(key));
     cr_assert_str_eq(key, "9223372036854775807");
-    /* The longest unique id fits STREAM_WRITER_KEY_MAX; a short buffer cuts. */
+    /* The longest unique id fits EVENT_CONTENT_KEY_MAX; a short buffer cuts. */
     ev = route_event(sessions[0], 0, "");
     memset(ev.content_uid, 'u', sizeof(ev.content_uid) - 1);
-    cr_assert_eq(stream_writer_content_key(&ev, key, sizeof(key)), sizeof(ev.content_uid) - 1);
-    cr_assert_eq(stream_writer_content_key(&ev, small, sizeof(small)), 2);
+    cr_assert_eq(event_content_key(&ev, key, sizeof(key)), sizeof(ev.content_uid) - 1);
+    cr_assert_eq(event_content_key(&ev, small, sizeof(small)), 2);
     cr_assert_str_eq(small, "uu");
 }
 
