@@ -365,21 +365,27 @@ static void default_consumer(char *out, size_t outlen)
     snprintf(out, outlen, "%s-%ld", host, (long)getpid());
 }
 
+/* Whether worker j of `per` owns the node's pos-th of its `on_node` shards. */
+static bool shard_owned(unsigned on_node, unsigned per, unsigned pos, unsigned j)
+{
+    return on_node < per || pos % per == j;
+}
+
 unsigned aggregator_worker_streams(unsigned nstreams, unsigned nodes, unsigned per, unsigned w,
                                    unsigned *idx, unsigned *nown)
 {
     unsigned k = w / per, j = w % per, n = 0;
-    /* Shard i lives on node i % nodes; the node's pos-th of on_node. */
+    /* Shard i lives on node i % nodes: node k holds on_node of them. */
     unsigned on_node = (nstreams - k + nodes - 1) / nodes;
 
-    for (int others = 0; others < 2; others++) {
-        if (others)
-            *nown = n;
-        for (unsigned i = k, pos = 0; i < nstreams; i += nodes, pos++) {
-            bool own = on_node < per || pos % per == j;
-            if (own != (others != 0))
-                idx[n++] = i;
-        }
+    for (unsigned i = k, pos = 0; i < nstreams; i += nodes, pos++) {
+        if (shard_owned(on_node, per, pos, j))
+            idx[n++] = i;
+    }
+    *nown = n;
+    for (unsigned i = k, pos = 0; i < nstreams; i += nodes, pos++) {
+        if (!shard_owned(on_node, per, pos, j))
+            idx[n++] = i;
     }
     return n;
 }

@@ -789,18 +789,13 @@ int reader_read(struct reader *r, struct batch *b, enum reader_kind *kind, bool 
             want = r->ahead_count;
             if (!(reply = take_ahead(r)) || reply_counts(r, reply, got) < 0)
                 goto out;
-            if (first && none_got(r, got) && n < r->nstreams) {
-                /* Its own streams are caught up: said at once, so that the
-                 * open batch commits before the next read takes the other
-                 * streams' entries (into this batch they would share rollup
-                 * rows with their owner's: its merge would wait for the
-                 * other's COMMIT). */
-                r->wide = true;
-                rc = 0;
-                goto out;
-            }
-            if (first && none_got(r, got)) {
-                /* Nothing then: wait for entries as any first piece does. */
+            if (first && n == r->nstreams && none_got(r, got)) {
+                /* Nothing then: wait for entries as any first piece does.
+                 * A read of its own streams only takes the empty piece as
+                 * it is: caught up at once, so that the open batch commits
+                 * before the next read takes the other streams' entries
+                 * (in this batch they would share rollup rows with their
+                 * owner's, whose COMMIT its merge would wait for). */
                 reply_arena_free(reply);
                 reply = NULL;
                 want = count < chunk ? count : chunk;

@@ -743,6 +743,23 @@ static size_t from_stream(const struct batch *b, unsigned s)
     return n;
 }
 
+/* A reader of `two` streams that owns the first (a worker's own shard; reads
+ * of 1,000 entries), its start-up recovery done, with `n0` and `n1` entries
+ * in them. */
+static void own_first_open(struct reader *r, struct batch *b, const char *const *two, int n0,
+                           int n1)
+{
+    enum reader_kind kind;
+    bool caught_up;
+
+    add_entries_to(two[0], n0);
+    add_entries_to(two[1], n1);
+    batch_init(b, two);
+    reader_open(r, NULL, two, 2, 1000, 0);
+    r->nown = 1;
+    cr_assert_eq(reader_read(r, b, &kind, &caught_up), 0, "%s", r->errstr); /* recovery */
+}
+
 /* A reader that owns the first of two streams (a worker's own shard) reads
  * only it while it has entries; once it is caught up, the other one too (a
  * backlog there is not left waiting); once its own has more again, only its
@@ -752,15 +769,9 @@ Test(reader_live, own_streams_first_then_the_others)
     static const char *const two[] = {"arv:o0", "arv:o1"};
     struct reader r;
     struct batch b;
-    enum reader_kind kind;
     bool caught_up;
 
-    add_entries_to("arv:o0", 1500);
-    add_entries_to("arv:o1", 500);
-    batch_init(&b, two);
-    reader_open(&r, NULL, two, 2, 1000, 0);
-    r.nown = 1;
-    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
+    own_first_open(&r, &b, two, 1500, 500);
     cr_assert_eq(reader_read_streams(&r), 1);
     read_new(&r, &b, &caught_up);
     cr_assert_eq(from_stream(&b, 0), 1000, "COUNT from its own stream alone");
@@ -827,15 +838,9 @@ Test(reader_live, own_stream_empty_ahead_reads_the_others)
     static const char *const two[] = {"arv:e0", "arv:e1"};
     struct reader r;
     struct batch b;
-    enum reader_kind kind;
     bool caught_up;
 
-    add_entries_to("arv:e0", 1000);
-    add_entries_to("arv:e1", 300);
-    batch_init(&b, two);
-    reader_open(&r, NULL, two, 2, 1000, 0);
-    r.nown = 1;
-    cr_assert_eq(reader_read(&r, &b, &kind, &caught_up), 0, "%s", r.errstr); /* recovery */
+    own_first_open(&r, &b, two, 1000, 300);
     read_new(&r, &b, &caught_up);
     cr_assert_eq(from_stream(&b, 0), 1000);
     cr_assert_not(caught_up);
